@@ -1,0 +1,127 @@
+"""Property-based parity tests: every minidl module against torch.nn + torch.autograd (the oracle),
+over random shapes, in float32 and float64. Notebooks hold the worked examples; this file sweeps the space."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import minidl
+from minidl import LossBCE, LossMSE, Linear, ReLU, Sequential, SGD, Sigmoid, Tanh
+
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-4, atol=1e-5)}
+dtypes = st.sampled_from([torch.float32, torch.float64])
+dims = st.integers(1, 12)
+seeds = st.integers(0, 2**31 - 1)
+settings.register_profile('minidl', max_examples=40, deadline=None)
+settings.load_profile('minidl')
+
+
+def randn(gen, *shape, dtype):
+    return torch.randn(*shape, generator=gen, dtype=dtype)
+
+
+def autograd(fn, *tensors, grad=None):
+    "Value and input gradients of `fn(*tensors)` with torch.autograd."
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    out.backward(grad)
+    return out.detach(), [t.grad for t in leaves]
+
+
+@given(n=dims, n_in=dims, n_out=dims, bias=st.booleans(), dtype=dtypes, seed=seeds)
+def test_linear(n, n_in, n_out, bias, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    lin = Linear(n_in, n_out, bias=bias, dtype=dtype, generator=gen)
+    x, g = randn(gen, n, n_in, dtype=dtype), randn(gen, n, n_out, dtype=dtype)
+    w = lin.weight.value
+    b = lin.bias.value if bias else None
+    fn = (lambda x, w, b: x @ w.T + b) if bias else (lambda x, w: x @ w.T)
+    y_ref, grads_ref = autograd(fn, x, w, *([b] if bias else []), grad=g)
+    y = lin(x)
+    gx = lin.backward(g)
+    torch.testing.assert_close(y, y_ref, **TOL[dtype])
+    ours = [gx, lin.weight.grad] + ([lin.bias.grad] if bias else [])
+    for a, r in zip(ours, grads_ref): torch.testing.assert_close(a, r, **TOL[dtype])
+    assert not y.requires_grad and y.dtype == dtype and gx.shape == x.shape
+
+
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), dtype=dtypes, seed=seeds,
+       scale=st.floats(0.1, 50.0), act=st.sampled_from(['relu', 'tanh', 'sigmoid']))
+def test_activations(shape, dtype, seed, scale, act):
+    module, fn = {'relu': (ReLU, torch.relu), 'tanh': (Tanh, torch.tanh), 'sigmoid': (Sigmoid, torch.sigmoid)}[act]
+    gen = torch.Generator().manual_seed(seed)
+    x, g = randn(gen, *shape, dtype=dtype) * scale, randn(gen, *shape, dtype=dtype)
+    y_ref, (gx_ref,) = autograd(fn, x, grad=g)
+    m = module()
+    torch.testing.assert_close(m(x), y_ref, **TOL[dtype])
+    torch.testing.assert_close(m.backward(g), gx_ref, **TOL[dtype])
+
+
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), dtype=dtypes, seed=seeds,
+       hard=st.booleans(), saturate=st.booleans())
+def test_losses(shape, dtype, seed, hard, saturate):
+    gen = torch.Generator().manual_seed(seed)
+    p = torch.rand(*shape, generator=gen, dtype=dtype)
+    if saturate: p = torch.where(p < 0.2, 0.0, torch.where(p > 0.8, 1.0, p)).to(dtype)  # exact 0 and 1 too
+    t = torch.rand(*shape, generator=gen, dtype=dtype)
+    if hard: t = (t > 0.5).to(dtype)
+    for ours, ref in [(LossMSE(), torch.nn.functional.mse_loss), (LossBCE(), torch.nn.functional.binary_cross_entropy)]:
+        loss_ref, (gp_ref,) = autograd(lambda p: ref(p, t), p)
+        loss = ours(p, t)
+        assert loss.shape == () and not loss.requires_grad
+        torch.testing.assert_close(loss, loss_ref, **TOL[dtype])
+        torch.testing.assert_close(ours.backward(), gp_ref, **TOL[dtype])
+
+
+@given(widths=st.lists(st.integers(1, 10), min_size=2, max_size=5), n=dims, dtype=dtypes, seed=seeds,
+       act=st.sampled_from(['relu', 'tanh', 'sigmoid']), lr=st.floats(1e-3, 1.0), decay=st.floats(0.0, 0.5))
+def test_mlp_training_steps(widths, n, dtype, seed, act, lr, decay):
+    "Three full SGD steps (zero_grad, forward, BCE, backward, step) of a random MLP equal torch's."
+    gen = torch.Generator().manual_seed(seed)
+    Act, act_fn = {'relu': (ReLU, torch.relu), 'tanh': (Tanh, torch.tanh), 'sigmoid': (Sigmoid, torch.sigmoid)}[act]
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]): layers += [Linear(a, b, dtype=dtype, generator=gen), Act()]
+    model = Sequential(*layers, Linear(widths[-1], 1, dtype=dtype, generator=gen), Sigmoid())
+    ref = [p.value.clone().requires_grad_() for p in model.parameters()]
+    x = torch.rand(n, widths[0], generator=gen, dtype=dtype)
+    y = (torch.rand(n, 1, generator=gen, dtype=dtype) > 0.5).to(dtype)
+
+    def ref_forward(x):
+        h = x
+        for i in range(0, len(ref) - 2, 2): h = act_fn(h @ ref[i].T + ref[i + 1])
+        return torch.sigmoid(h @ ref[-2].T + ref[-1])
+
+    opt, bce = SGD(model.parameters(), lr=lr, decay=decay), LossBCE()
+    for t in range(3):
+        opt.zero_grad()
+        loss = bce(model(x), y)
+        model.backward(bce.backward())
+        opt.step()
+        loss_ref = torch.nn.functional.binary_cross_entropy(ref_forward(x), y)
+        grads = torch.autograd.grad(loss_ref, ref)
+        with torch.no_grad():
+            for p, gr in zip(ref, grads): p -= lr / (1 + decay * t) * gr
+        torch.testing.assert_close(loss, loss_ref.detach(), **TOL[dtype])
+    for p, r in zip(model.parameters(), ref): torch.testing.assert_close(p.value, r.detach(), **TOL[dtype])
+
+
+@pytest.mark.parametrize('grad_mode', [True, False])
+def test_no_graph_in_either_grad_mode(grad_mode):
+    with torch.set_grad_enabled(grad_mode):
+        model = Sequential(Linear(3, 4), Tanh(), Linear(4, 1), Sigmoid())
+        x = torch.rand(5, 3, requires_grad=True)
+        out = model(x)
+        bce = LossBCE()
+        loss = bce(out, torch.ones(5, 1))
+        g = model.backward(bce.backward())
+        for t in (out, loss, g, *[p.value for p in model.parameters()], *[p.grad for p in model.parameters()]):
+            assert not t.requires_grad and t.grad_fn is None
+
+
+def test_gradcheck_on_every_module():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    for m in [Linear(4, 3), ReLU(), Tanh(), Sigmoid(), Sequential(Linear(4, 5), Tanh(), Linear(5, 2), Sigmoid())]:
+        assert minidl.gradcheck(m, x)
+    p = torch.rand(6, 4, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+    assert minidl.gradcheck(LossMSE(), p, torch.rand(6, 4, generator=gen, dtype=torch.float64))
+    assert minidl.gradcheck(LossBCE(), p, torch.rand(6, 4, generator=gen, dtype=torch.float64))
