@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from .core import Module, _check_tensor, _check_grad, _not_called
 
+_aten = torch.ops.aten  # fused derivative kernels (ATen's own), see below
+
 # %% auto #0
 __all__ = ['ReLU', 'Tanh', 'Sigmoid']
 
@@ -20,31 +22,35 @@ class _Elementwise(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply the activation element-wise and keep the output for `backward`."
-        self._y = y = self.function(_check_tensor(x, type(self).__name__))
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
+            x = _check_tensor(x, type(self).__name__)  # raises a clear error, or detaches x
+        self._y = y = self.function(x)
         return y
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the output
-                ) -> torch.Tensor: # dL/dx
+                 input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
+                ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * derivative(y), element-wise."
         y = self._y
         if y is None: raise _not_called(type(self).__name__)
+        if not input_grad: return None
         return self.derivative(_check_grad(grad_output, y.shape, y.dtype, type(self).__name__), y)
 
 # %% ../nbs/03_activations.ipynb #37e9754c
 class ReLU(_Elementwise):
     "Rectified linear unit, `max(x, 0)`, element-wise."
     def function(self, x): return torch.relu(x)
-    def derivative(self, g, y): return g * (y > 0)  # G * 1[y > 0]
+    def derivative(self, g, y): return _aten.threshold_backward.default(g, y, 0)  # G * 1[y > 0]
 
 # %% ../nbs/03_activations.ipynb #86cb1a3a
 class Tanh(_Elementwise):
     "Hyperbolic tangent, element-wise; output in (-1, 1)."
     def function(self, x): return torch.tanh(x)
-    def derivative(self, g, y): return g * (1 - y * y)  # G * (1 - y^2)
+    def derivative(self, g, y): return _aten.tanh_backward.default(g, y)  # G * (1 - y^2)
 
 # %% ../nbs/03_activations.ipynb #108918c2
 class Sigmoid(_Elementwise):
     "Logistic function `1 / (1 + exp(-x))`, element-wise; output in (0, 1), stable for large |x|."
     def function(self, x): return torch.sigmoid(x)
-    def derivative(self, g, y): return g * y * (1 - y)  # G * y * (1 - y)
+    def derivative(self, g, y): return _aten.sigmoid_backward.default(g, y)  # G * (1 - y) * y

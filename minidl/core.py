@@ -65,8 +65,9 @@ class Module:
 
     def backward(self,
                  grad_output: torch.Tensor, # gradient of the loss w.r.t. this module's output
-                ) -> torch.Tensor:
-        "Accumulate (`+=`) the parameters' gradients and return the gradient w.r.t. the input."
+                 input_grad: bool = True, # `False`: the caller needs no gradient w.r.t. the input (it is data)
+                ) -> torch.Tensor | None:
+        "Accumulate (`+=`) the parameters' gradients and return the gradient w.r.t. the input (`None` if not `input_grad`)."
         raise NotImplementedError(f"{type(self).__name__} must implement backward")
 
     def parameters(self) -> list[Parameter]:
@@ -105,6 +106,7 @@ def _check_tensor(x, who: str, what: str = 'input') -> torch.Tensor:
 # %% ../nbs/00_core.ipynb #05f0bb05
 def _check_grad(g, shape: tuple, dtype: torch.dtype, who: str) -> torch.Tensor:
     "Check an upstream gradient `g` has the `shape` and `dtype` of the forward output."
+    if isinstance(g, torch.Tensor) and g.dtype == dtype and g.shape == shape and not g.requires_grad: return g  # the usual case
     g = _check_tensor(g, who, 'gradient')
     if g.shape != shape:
         raise ValueError(f"{who}.backward expects a gradient of shape {_fmt_shape(shape)} "

@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 
 # %% ../nbs/02_linear.ipynb #fcf73d38
 from __future__ import annotations
-import math, numbers
+import functools, math, numbers
 import torch
 from .core import Module, Parameter, _check_tensor, _check_grad, _not_called
 
@@ -21,6 +21,12 @@ def _check_size(n, name: str, who: str) -> int:
     return int(n)
 
 # %% ../nbs/02_linear.ipynb #4548cc74
+@functools.lru_cache(maxsize=16)
+def _ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    "A vector of `n` ones (the 1 of G^T 1), made once per size, dtype and device and then reused; never written to."
+    return torch.ones(n, dtype=dtype, device=device)
+
+# %% ../nbs/02_linear.ipynb #e14d02b4
 class Linear(Module):
     "Fully connected layer: `y = x @ weight.T + bias`; input `(N, nb_input)`, output `(N, nb_output)`."
     def __init__(self,
@@ -54,30 +60,42 @@ class Linear(Module):
                 x: torch.Tensor, # input of shape `(N, nb_input)`
                ) -> torch.Tensor: # output of shape `(N, nb_output)`
         "Compute `x @ weight.T + bias` and keep `x` for `backward`."
-        x = _check_tensor(x, 'Linear')
         w = self.weight.value
-        if x.dim() != 2 or x.shape[1] != self.nb_input:
-            raise ValueError(f"Linear expects an input of shape (N, {self.nb_input}) (nb_input={self.nb_input} features), "
-                             f"got {tuple(x.shape)}")
-        if x.dtype != w.dtype:
-            raise TypeError(f"Linear has {w.dtype} parameters but got a {x.dtype} input: "
-                            f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
-        if x.device != w.device:
-            raise RuntimeError(f"Linear has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
+        try:
+            y = torch.mm(x, w.t()) if self.bias is None else torch.addmm(self.bias.value, x, w.t())  # b + X W^T in one kernel
+        except (TypeError, RuntimeError) as refused:
+            raise self._input_error(x, w) or refused from None  # say why torch refused x
+        if x.requires_grad: x, y = x.detach(), y.detach()  # keep no autograd history
         self._x = x
-        if self.bias is None: return x @ w.t()
-        return torch.addmm(self.bias.value, x, w.t())  # b + X W^T in one kernel
+        return y
+
+    def _input_error(self, x, w: torch.Tensor) -> Exception | None:
+        "The error that says why `x` is not a valid input (`None` if none of the checks fails)."
+        try: x = _check_tensor(x, 'Linear')
+        except TypeError as e: return e
+        if x.dim() != 2 or x.shape[1] != self.nb_input:
+            return ValueError(f"Linear expects an input of shape (N, {self.nb_input}) (nb_input={self.nb_input} features), "
+                              f"got {tuple(x.shape)}")
+        if x.dtype != w.dtype:
+            return TypeError(f"Linear has {w.dtype} parameters but got a {x.dtype} input: "
+                             f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
+        if x.device != w.device:
+            return RuntimeError(f"Linear has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
+        return None
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, shape `(N, nb_output)`
-                ) -> torch.Tensor: # dL/dx, shape `(N, nb_input)`
-        "Accumulate dL/dW = G^T X and dL/db = sum_n G into the parameters' `.grad`; return dL/dX = G W."
+                 input_grad: bool = True, # `False`: skip dL/dx (the input is data) and return `None`
+                ) -> torch.Tensor | None: # dL/dx, shape `(N, nb_input)`
+        "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
         x = self._x
         if x is None: raise _not_called('Linear')
         g = _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
-        self.weight.grad.addmm_(g.t(), x)                   # dL/dW += G^T X
-        if self.bias is not None: self.bias.grad += g.sum(0)  # dL/db += sum over the batch of G
-        return g @ self.weight.value                        # dL/dX  = G W
+        gt = g.t()
+        self.weight.grad.addmm_(gt, x)                                  # dL/dW += G^T X
+        if self.bias is not None:
+            self.bias.grad.addmv_(gt, _ones(x.shape[0], x.dtype, x.device))  # dL/db += G^T 1
+        return torch.mm(g, self.weight.value) if input_grad else None   # dL/dX  = G W
 
     def parameters(self) -> list[Parameter]:
         "`[weight, bias]` (or `[weight]` without bias)."

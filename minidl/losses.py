@@ -6,8 +6,11 @@ Docs: https://minidl.github.io/minidl/losses.html.md"""
 
 # %% ../nbs/04_losses.ipynb #f38579a3
 from __future__ import annotations
+import math
 import torch
 from .core import _check_tensor, _fmt_shape
+
+_aten = torch.ops.aten  # for the fused BCE gradient kernel, see below
 
 # %% auto #0
 __all__ = ['MSELoss', 'BCELoss', 'Loss', 'LossMSE', 'LossBCE']
@@ -20,6 +23,9 @@ class Loss:
 
     def _check(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
         "Check both are floating-point tensors of the same shape, dtype and device."
+        p, y = prediction, target
+        if (isinstance(p, torch.Tensor) and isinstance(y, torch.Tensor) and p.shape == y.shape and p.dtype == y.dtype
+                and p.is_floating_point() and not (p.requires_grad or y.requires_grad)): return p, y  # the usual case
         who = type(self).__name__
         p = _check_tensor(prediction, who, 'prediction')
         y = _check_tensor(target, who, 'target')
@@ -65,7 +71,7 @@ def _check_unit_interval(t: torch.Tensor, who: str, what: str):
                          + (" (apply a Sigmoid to the model's output first)" if what == 'predictions' else ''))
 
 # %% ../nbs/04_losses.ipynb #5cc48144
-_BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON: 1e-12 rounded to float32
+_BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON: 1e-12 rounded to float32 (used by the tests)
 
 # %% ../nbs/04_losses.ipynb #d162a1eb
 class LossBCE(Loss):
@@ -76,17 +82,18 @@ class LossBCE(Loss):
                ) -> torch.Tensor: # 0-dim mean loss
         "Return -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100."
         p, y = self._check(prediction, target)
-        _check_unit_interval(p, 'LossBCE', 'predictions')
+        log_p = torch.log(p).clamp_(min=-100)              # log p, clamped
+        log_1mp = torch.neg(p).log1p_().clamp_(min=-100)   # log(1 - p), clamped
+        loss = torch.lerp(log_1mp, log_p, y).mean().neg_()  # -mean(t log p + (1 - t) log(1 - p))
+        if math.isnan(loss.item()): _check_unit_interval(p, 'LossBCE', 'predictions')  # NaN iff some p is not in [0, 1]
         _check_unit_interval(y, 'LossBCE', 'targets')
         self._saved = (p, y)
-        log_p = torch.log(p).clamp_(min=-100)        # log p, clamped
-        log_1mp = torch.log1p(-p).clamp_(min=-100)   # log(1 - p), clamped
-        return -(y * log_p + (1 - y) * log_1mp).mean()
+        return loss
 
     def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dp = (p - t) / max(p (1 - p), 1e-12) / n, as PyTorch."
         p, y = self._saved_or_fail()
-        return (p - y) / ((1 - p) * p).clamp_(min=_BCE_EPS) / p.numel()
+        return _aten.binary_cross_entropy_backward.default(p.new_ones(()), p, y)  # 1 * (p - t) / max((1 - p) p, eps) / n
 
 # %% ../nbs/04_losses.ipynb #cf7a67c4
 MSELoss = LossMSE

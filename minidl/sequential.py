@@ -46,10 +46,14 @@ class Sequential(Module):
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/d(output of the last module)
-                ) -> torch.Tensor: # dL/d(input of the first module)
+                 input_grad: bool = True, # `False`: the first module skips dL/d(input), `None` is returned
+                ) -> torch.Tensor | None: # dL/d(input of the first module)
         "Backpropagate through every module in reverse order, accumulating their parameters' gradients."
-        for m in reversed(self.layers): grad_output = m.backward(grad_output)
-        return grad_output
+        layers = self.layers
+        for m in reversed(layers[1:]): grad_output = m.backward(grad_output)
+        if not layers: return grad_output if input_grad else None
+        if input_grad: return layers[0].backward(grad_output)
+        return layers[0].backward(grad_output, input_grad=False)  # the flag is passed only to skip (see Module.backward)
 
     def parameters(self) -> list[Parameter]:
         "Every module's parameters, in module order (a module used twice contributes its parameters once)."

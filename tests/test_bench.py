@@ -1,0 +1,61 @@
+"""Smoke test of the benchmark: `benchmarks/bench.py --quick` runs end to end and writes the JSON the Performance page
+reads. No timing is asserted (the machine is noisy); only the structure, and that the three implementations agree."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IMPLS = {'minidl', 'torch', 'hand'}
+REGIMES = ['circle-10', 'circle-100', 'circle-1000', 'wide-2048']
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench') / 'results.json'
+    proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'bench.py'), '--quick', '--out', str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path_factory.getbasetemp())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def positive(v): return isinstance(v, float) and math.isfinite(v) and v > 0
+
+
+def test_prints_threads_and_table(quick_run):
+    stdout, _ = quick_run
+    assert 'torch.get_num_threads() = 1' in stdout
+    for name in REGIMES: assert name in stdout
+    assert 'm/torch' in stdout and 'm/hand' in stdout
+
+
+def test_json_structure(quick_run):
+    _, res = quick_run
+    assert res['schema'] == 1 and res['quick'] is True
+    assert res['machine']['torch_threads'] == 1 and res['settings']['threads'] == 1
+    assert set(res['implementations']) == IMPLS
+    assert [r['name'] for r in res['regimes']] == REGIMES
+    assert isinstance(res['all_targets_met'], bool)
+    for r in res['regimes']:
+        assert r['batch'] in (10, 100, 1000, 2048) and r['sizes'][0] in (2, 256)
+        assert set(r['time_s']) == IMPLS
+        for t in r['time_s'].values():
+            assert all(positive(t[k]) for k in ('median', 'q1', 'q3', 'min'))
+            assert len(t['samples']) == r['rounds'] and all(positive(s) for s in t['samples'])
+        for key in ('minidl/torch', 'minidl/hand'):
+            assert positive(r['ratios'][key]) and positive(r['paired_ratios'][key])
+            assert r['ratios'][key] == pytest.approx(r['time_s']['minidl']['median'] / r['time_s'][key[7:]]['median'])
+            assert isinstance(r['met'][key], bool) and positive(r['targets'][key])
+        assert set(r['ops_per_step']) == IMPLS and all(n > 0 for n in r['ops_per_step'].values())
+        assert set(r['peak_memory_mib']) == IMPLS
+        assert all(v is None or (isinstance(v, float) and math.isfinite(v)) for v in r['peak_memory_mib'].values())
+
+
+def test_implementations_agree(quick_run):
+    "The three implementations compute the same training steps (the script refuses to time them otherwise)."
+    _, res = quick_run
+    for r in res['regimes']:
+        assert r['agreement']['ok'], r['agreement']
