@@ -27,6 +27,9 @@ class Sequential(Module):
                 ):
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
+                if isinstance(m, type) and issubclass(m, Module):
+                    raise TypeError(f"Sequential expects Module instances, got the class {m.__name__} at position {i} "
+                                    f"(instantiate it: {m.__name__}(...))")
                 hint = " (pass the modules as separate arguments: Sequential(*modules))" if isinstance(m, (list, tuple)) else ""
                 raise TypeError(f"Sequential expects Module instances, got {type(m).__name__} at position {i}{hint}")
         seen = set()
