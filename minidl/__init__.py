@@ -18,8 +18,10 @@ from .activations import *
 from .losses import *
 from .sequential import *
 from .optim import *
+from .data import *
+from .training import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
-_modules = ['core', 'gradcheck', 'linear', 'activations', 'losses', 'sequential', 'optim']
+_modules = ['core', 'gradcheck', 'linear', 'activations', 'losses', 'sequential', 'optim', 'data', 'training']
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

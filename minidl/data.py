@@ -32,7 +32,7 @@ def circle_dataset(
     seed:int|None=None, # seed of a private `torch.Generator`
     generator:torch.Generator|None=None, # generator to draw from (instead of `seed`); it advances
     dtype:torch.dtype=torch.float32, # floating-point dtype of `x` and `y`
-)->tuple[Tensor, Tensor]: # `x` of shape `(n, 2)` uniform in $[0,1]^2$, labels `y` of shape `(n, 1)`
+)->tuple[Tensor, Tensor]: # `x` of shape `(n, 2)` uniform in [0, 1]², labels `y` of shape `(n, 1)`
     "Draw `n` points uniformly in the unit square, labelled 1 inside the disk of area 1/2 centred in it"
     if isinstance(n, bool) or not isinstance(n, int): raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")

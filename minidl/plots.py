@@ -43,7 +43,7 @@ def plot_output(
     resolution:int=200, # grid points per side
     cmap:str='RdBu_r', # colour map of the output
 ):
-    "Colour map of `model`'s output over $[0,1]^2$, with the true circle, the decision boundary and the test points"
+    "Colour map of `model`'s output over [0, 1]², with the true circle, the decision boundary and the test points"
     if ax is None: _, ax = plt.subplots(figsize=(4.6, 4))
     xs, ys, out = (t.detach().double().numpy() for t in output_grid(model, resolution))
     im = ax.pcolormesh(xs, ys, out, cmap=cmap, vmin=vrange[0], vmax=vrange[1], shading='auto', rasterized=True)
