@@ -93,24 +93,7 @@ VARIANTS = {  # name: (Linear, ReLU, Sigmoid, loss, input_grad, what the step ad
                           "the first layer skips its input gradient: minidl as it is now, as bench.py runs it"),
 }
 
-def builder(Lin, Rl, Sg, Loss, input_grad):
-    def build(weights, lr=bench.LR):
-        layers = []
-        for i, (w, b) in enumerate(weights):
-            lin = Lin(w.shape[1], w.shape[0])
-            lin.weight.value.copy_(w); lin.bias.value.copy_(b)
-            layers += [lin, Rl() if i < len(weights) - 1 else Sg()]
-        model, loss_fn = Sequential(*layers), Loss()
-        opt = SGD(model.parameters(), lr=lr)
-        def step(x, t):
-            opt.zero_grad()
-            loss = loss_fn(model(x), t)
-            if input_grad: model.backward(loss_fn.backward())
-            else: model.backward(loss_fn.backward(), input_grad=False)
-            opt.step()
-            return loss
-        return step, [p.value for p in model.parameters()]
-    return build
+builder = bench.minidl_builder
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])

@@ -95,22 +95,29 @@ def make_data(sizes, batch, seed=1):
 # ---------------------------------------------------------------- the three implementations
 # Each builder returns (step, parameters): step(x, t) runs one training step and returns the loss.
 
+def minidl_builder(Lin, Rl, Sg, Loss, input_grad=False):
+    "A builder for minidl's network made of these classes (`ablation.py` passes older versions of them)."
+    from minidl import Sequential, SGD
+    def build(weights, lr=LR):
+        layers = []
+        for i, (w, b) in enumerate(weights):
+            lin = Lin(w.shape[1], w.shape[0])
+            lin.weight.value.copy_(w); lin.bias.value.copy_(b)
+            layers += [lin, Rl() if i < len(weights) - 1 else Sg()]
+        model, loss_fn = Sequential(*layers), Loss()
+        opt = SGD(model.parameters(), lr=lr)
+        def step(x, t):
+            opt.zero_grad()
+            loss = loss_fn(model(x), t)
+            if input_grad: model.backward(loss_fn.backward())
+            else: model.backward(loss_fn.backward(), input_grad=False)  # the first layer's input is data
+            opt.step()
+            return loss
+        return step, [p.value for p in model.parameters()]
+    return build
+
 def build_minidl(weights, lr=LR):
-    from minidl import Linear, ReLU, Sigmoid, Sequential, LossBCE, SGD
-    layers = []
-    for i, (w, b) in enumerate(weights):
-        lin = Linear(w.shape[1], w.shape[0])
-        lin.weight.value.copy_(w); lin.bias.value.copy_(b)
-        layers += [lin, ReLU() if i < len(weights) - 1 else Sigmoid()]
-    model, loss_fn = Sequential(*layers), LossBCE()
-    opt = SGD(model.parameters(), lr=lr)
-    def step(x, t):
-        opt.zero_grad()
-        loss = loss_fn(model(x), t)
-        model.backward(loss_fn.backward(), input_grad=False)
-        opt.step()
-        return loss
-    return step, [p.value for p in model.parameters()]
+    return minidl_builder(minidl.Linear, minidl.ReLU, minidl.Sigmoid, minidl.LossBCE)(weights, lr)
 
 def build_torch(weights, lr=LR):
     nn = torch.nn
