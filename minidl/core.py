@@ -57,6 +57,8 @@ class Parameter:
 # %% ../nbs/00_core.ipynb #20345634
 class Module:
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
+    training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
+
     def forward(self,
                 x: torch.Tensor, # input
                ) -> torch.Tensor:
@@ -70,9 +72,70 @@ class Module:
         "Accumulate (`+=`) the parameters' gradients and return the gradient w.r.t. the input (`None` if not `input_grad`)."
         raise NotImplementedError(f"{type(self).__name__} must implement backward")
 
+    def named_children(self) -> list[tuple[str, Module]]:
+        "The direct sub-modules with their names: every `Module` held in an attribute, in assignment order."
+        return [(k, v) for k, v in vars(self).items() if isinstance(v, Module)]
+
+    def named_modules(self, prefix: str = '') -> list[tuple[str, Module]]:
+        "This module (named `prefix`) and all its descendants, depth first, with dotted names."
+        out = [(prefix, self)]
+        for name, child in self.named_children():
+            out += child.named_modules(f"{prefix}.{name}" if prefix else name)
+        return out
+
+    def modules(self) -> list[Module]:
+        "This module and all its descendants, depth first."
+        return [m for _, m in self.named_modules()]
+
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        "Every parameter with its dotted name (`'0.weight'`), in module order; a parameter shared by two modules is listed once."
+        out, seen = [], set()
+        for prefix, m in self.named_modules():
+            for k, v in vars(m).items():
+                if isinstance(v, Parameter) and id(v) not in seen:
+                    seen.add(id(v)); out.append((f"{prefix}.{k}" if prefix else k, v))
+        return out
+
     def parameters(self) -> list[Parameter]:
         "The module's parameters, in a fixed order (empty for parameter-free modules)."
-        return []
+        return [p for _, p in self.named_parameters()]
+
+    def register_buffer(self,
+                        name: str, # attribute name, e.g. `'running_mean'`
+                        tensor: torch.Tensor | None, # the buffer's value (`None`: declared but absent, left out of `state_dict`)
+                       ):
+        "Declare a tensor attribute that is state but not learned: it moves with `to` and is saved by `state_dict`."
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"register_buffer expects a name that is a Python identifier, got {name!r}")
+        if tensor is not None and not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"register_buffer expects a torch.Tensor or None for {name!r}, got {type(tensor).__name__}")
+        names = vars(self).setdefault('_buffer_names', [])
+        if name not in names: names.append(name)
+        setattr(self, name, tensor)
+
+    def named_buffers(self) -> list[tuple[str, torch.Tensor]]:
+        "Every buffer that is not `None`, with its dotted name (`'1.running_mean'`), in module order."
+        out = []
+        for prefix, m in self.named_modules():
+            for k in vars(m).get('_buffer_names', ()):
+                if (t := getattr(m, k)) is not None: out.append((f"{prefix}.{k}" if prefix else k, t))
+        return out
+
+    def buffers(self) -> list[torch.Tensor]:
+        "Every buffer that is not `None`, in module order."
+        return [t for _, t in self.named_buffers()]
+
+    def train(self,
+              mode: bool = True, # `True`: training mode; `False`: evaluation mode
+             ) -> Module:
+        "Set the mode of this module and all its descendants; returns `self`."
+        if not isinstance(mode, bool): raise TypeError(f"train expects mode to be True or False, got {mode!r}")
+        for m in self.modules(): m.training = mode
+        return self
+
+    def eval(self) -> Module:
+        "Evaluation mode (`train(False)`): Dropout is the identity, BatchNorm uses its running statistics; returns `self`."
+        return self.train(False)
 
     def zero_grad(self):
         "Reset the gradient of every parameter to zeros."
@@ -84,15 +147,65 @@ class Module:
            device=None, # target device (`None`: keep)
            dtype=None,  # target floating-point dtype (`None`: keep)
           ) -> Module:
-        "Move/cast every parameter (value and grad); returns `self`, like `torch.nn.Module.to`."
+        "Move/cast every parameter (value and grad) and buffer (integer buffers keep their dtype); returns `self`, like `torch.nn.Module.to`."
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"{type(self).__name__}.to expects a floating-point torch.dtype, got {dtype!r}")
         for p in self.parameters(): p.to(device=device, dtype=dtype)
+        for m in self.modules():
+            for k in vars(m).get('_buffer_names', ()):
+                if (t := getattr(m, k)) is not None:
+                    setattr(m, k, t.to(device=device, dtype=dtype if t.is_floating_point() else None))
         return self
+
+    def _state_items(self):
+        "(dotted name, tensor) of every parameter value and buffer, in PyTorch's `state_dict` order."
+        for prefix, m in self.named_modules():
+            pre = f"{prefix}." if prefix else ''
+            for k, v in vars(m).items():
+                if isinstance(v, Parameter): yield pre + k, v.value
+            for k in vars(m).get('_buffer_names', ()):
+                if (t := getattr(m, k)) is not None: yield pre + k, t
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        "Parameters' values and buffers by dotted name (PyTorch's keys and order); the tensors are the module's own, not copies."
+        return dict(self._state_items())
+
+    def load_state_dict(self,
+                        state_dict: dict, # name -> tensor, e.g. from `state_dict()` or a `torch.nn` module's
+                        strict: bool = True, # require exactly the same keys
+                       ) -> tuple[list[str], list[str]]: # `(missing_keys, unexpected_keys)`
+        "Copy the tensors of `state_dict` into the parameters and buffers, in place; checks everything first, so a failed load changes nothing."
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"load_state_dict expects a dict of tensors, got {type(state_dict).__name__}")
+        targets = dict(self._state_items())
+        missing = [k for k in targets if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in targets]
+        errors = []
+        if strict and missing: errors.append(f"missing keys: {', '.join(missing)}")
+        if strict and unexpected: errors.append(f"unexpected keys: {', '.join(map(str, unexpected))}")
+        for k, t in targets.items():
+            if k not in state_dict: continue
+            v = state_dict[k]
+            if not isinstance(v, torch.Tensor): errors.append(f"{k}: expected a tensor, got {type(v).__name__}")
+            elif v.shape != t.shape:
+                errors.append(f"{k}: shape {_fmt_shape(v.shape)} in the state dict, {_fmt_shape(t.shape)} in the model")
+        if errors:
+            raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + '; '.join(errors) + " (nothing was loaded)")
+        for k, t in targets.items():
+            if k in state_dict: t.copy_(state_dict[k].detach())
+        return missing, unexpected
 
     def extra_repr(self) -> str:
         "The text between the parentheses of the repr (override to show a module's settings)."
         return ''
 
-    def __repr__(self): return f"{type(self).__name__}({self.extra_repr()})"
+    def __repr__(self):
+        children = self.named_children()
+        if not children: return f"{type(self).__name__}({self.extra_repr()})"
+        lines = ([self.extra_repr()] if self.extra_repr() else []) + [
+            f"({k}): " + repr(m).replace('\n', '\n  ') for k, m in children]
+        return f"{type(self).__name__}(" + ''.join('\n  ' + l for l in lines) + '\n)'
+
 
 # %% ../nbs/00_core.ipynb #c9070f45
 def _check_tensor(x, who: str, what: str = 'input') -> torch.Tensor:

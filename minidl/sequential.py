@@ -58,13 +58,9 @@ class Sequential(Module):
         if input_grad: return layers[0].backward(grad_output)
         return layers[0].backward(grad_output, input_grad=False)  # the flag is passed only to skip (see Module.backward)
 
-    def parameters(self) -> list[Parameter]:
-        "Every module's parameters, in module order (a module used twice contributes its parameters once)."
-        params, seen = [], set()
-        for m in self.layers:
-            for p in m.parameters():
-                if id(p) not in seen: seen.add(id(p)); params.append(p)
-        return params
+    def named_children(self) -> list[tuple[str, Module]]:
+        "The modules named by their position, `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`)."
+        return [(str(i), m) for i, m in enumerate(self.layers)]
 
     def __len__(self): return len(self.layers)
     def __iter__(self): return iter(self.layers)
@@ -72,6 +68,3 @@ class Sequential(Module):
         "The `i`-th module, or a `Sequential` of a slice (sharing the modules)."
         return Sequential(*self.layers[i]) if isinstance(i, slice) else self.layers[i]
 
-    def __repr__(self):
-        lines = [f"({i}): " + repr(m).replace('\n', '\n  ') for i, m in enumerate(self.layers)]
-        return 'Sequential(' + ''.join('\n  ' + l for l in lines) + ('\n)' if lines else ')')
