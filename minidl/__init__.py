@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 # %% ../nbs/99_package.ipynb #542a3810
 from .core import *
+from .files import *
 from .gradcheck import *
 from .linear import *
 from .activations import *
@@ -23,5 +24,16 @@ from .training import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
-_modules = ['core', 'gradcheck', 'linear', 'activations', 'losses', 'sequential', 'optim', 'data', 'training']
+_modules = [  # one per line, in book order
+    'core',
+    'files',
+    'gradcheck',
+    'linear',
+    'activations',
+    'losses',
+    'sequential',
+    'optim',
+    'data',
+    'training',
+]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 # %% auto #0
-__all__ = ['Parameter', 'Module']
+__all__ = ['Parameter', 'SavesForBackward', 'Module']
 
 # %% ../nbs/00_core.ipynb #27345fde
 def _fmt_shape(shape) -> str:
@@ -54,8 +54,33 @@ class Parameter:
         dev = '' if self.value.device.type == 'cpu' else f", device='{self.value.device}'"
         return f"Parameter(shape={_fmt_shape(self.shape)}, dtype={self.value.dtype}{dev})"
 
+# %% ../nbs/00_core.ipynb #0e5ce3cb
+class SavesForBackward:
+    "Mixin of `Module` and `Loss`: keep what `forward` computed for `backward`, and detect in-place changes to it."
+    _saved = None  # the tuple saved by the last forward (`None`: nothing to backpropagate through)
+
+    def _save_for_backward(self, *objs):
+        "Keep `objs` (tensors and plain values) for `backward`, with each tensor's version counter."
+        self._saved = objs
+        self._versions = tuple(o._version if isinstance(o, torch.Tensor) else None for o in objs)
+
+    def _saved_tensors(self) -> tuple:
+        "What the last forward saved; raises if there is none or if a saved tensor was modified in place since."
+        objs = self._saved
+        if objs is None: raise _not_called(type(self).__name__)
+        for i, (o, v) in enumerate(zip(objs, self._versions)):
+            if v is not None and o._version != v:
+                raise RuntimeError(f"{type(self).__name__}.backward: a tensor saved by forward (saved tensor {i}, shape "
+                                   f"{_fmt_shape(o.shape)}) was modified by an inplace operation after forward (version "
+                                   f"{o._version}, expected {v}): clone it before changing it, or run forward again")
+        return objs
+
+    def _forget(self):
+        "Drop the saved state, so that `backward` raises until the next successful forward."
+        self._saved = None
+
 # %% ../nbs/00_core.ipynb #20345634
-class Module:
+class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
 
