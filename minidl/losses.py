@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/losses.html.md"""
 from __future__ import annotations
 import math
 import torch
-from .core import _check_tensor, _fmt_shape
+from .core import SavesForBackward, _check_tensor, _fmt_shape
 
 _aten = torch.ops.aten  # for the fused BCE gradient kernel, see below
 
@@ -16,9 +16,8 @@ _aten = torch.ops.aten  # for the fused BCE gradient kernel, see below
 __all__ = ['MSELoss', 'BCELoss', 'Loss', 'LossMSE', 'LossBCE']
 
 # %% ../nbs/04_losses.ipynb #84ba4498
-class Loss:
+class Loss(SavesForBackward):
     "Base of the losses: `loss(prediction, target)` returns the mean loss; `backward()` returns dL/dprediction."
-    def __init__(self): self._saved = None
     def __call__(self, prediction, target): return self.forward(prediction, target)
 
     def _check(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,12 +35,6 @@ class Loss:
             raise TypeError(f"{who} expects prediction and target of the same dtype, got {p.dtype} and {y.dtype}")
         return p, y
 
-    def _saved_or_fail(self):
-        if self._saved is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward: compute the loss first, "
-                               f"it stores what backward needs")
-        return self._saved
-
     def __repr__(self): return f"{type(self).__name__}()"
 
 # %% ../nbs/04_losses.ipynb #c7337da5
@@ -53,12 +46,12 @@ class LossMSE(Loss):
                ) -> torch.Tensor: # 0-dim mean loss
         "Return mean((prediction - target)^2) and keep the difference for `backward`."
         p, y = self._check(prediction, target)
-        self._saved = d = p - y
+        self._save_for_backward(d := p - y)
         return (d * d).mean()
 
     def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dprediction = 2 (prediction - target) / n."
-        d = self._saved_or_fail()
+        (d,) = self._saved_tensors()
         return d * (2 / d.numel())
 
 # %% ../nbs/04_losses.ipynb #7aca5e44
@@ -87,12 +80,12 @@ class LossBCE(Loss):
         loss = torch.lerp(log_1mp, log_p, y).mean().neg_()  # -mean(t log p + (1 - t) log(1 - p))
         if math.isnan(loss.item()): _check_unit_interval(p, 'LossBCE', 'predictions')  # NaN iff some p is not in [0, 1]
         _check_unit_interval(y, 'LossBCE', 'targets')
-        self._saved = (p, y)
+        self._save_for_backward(p, y)
         return loss
 
     def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dp = (p - t) / max(p (1 - p), 1e-12) / n, as PyTorch."
-        p, y = self._saved_or_fail()
+        p, y = self._saved_tensors()
         return _aten.binary_cross_entropy_backward.default(p.new_ones(()), p, y)  # 1 * (p - t) / max((1 - p) p, eps) / n
 
 # %% ../nbs/04_losses.ipynb #cf7a67c4
