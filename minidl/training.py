@@ -185,6 +185,7 @@ def train(
     t_train = low + (high - low) * y_train if classes == 1 else y_train  # what the loss compares the output with
 
     hist, was_training = History(), model.training
+    lr = optimizer.current_lr  # the learning rate of the last step taken
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, unit='epoch', leave=leave, mininterval=0.5)
     try:
         for epoch in bar:
@@ -200,7 +201,7 @@ def train(
                 try: loss = loss_fn(output, tb)
                 except (ValueError, RuntimeError) as e:  # e.g. LossBCE refusing a NaN prediction: was it a divergence?
                     if isinstance(output, Tensor) and not torch.isfinite(output).all().item():
-                        raise _diverged(epoch, optimizer.current_lr, f"the model's output is not finite") from None
+                        raise _diverged(epoch, lr, "the model's output is not finite") from None  # lr: the last step's
                     raise
                 if record:  # on the device, nothing read back
                     loss_sum.add_(loss, alpha=xb.shape[0])
