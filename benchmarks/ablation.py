@@ -20,6 +20,7 @@ import bench  # also puts the repository root on sys.path
 from minidl import Linear, ReLU, Sigmoid, Sequential, LossBCE, SGD
 from minidl.core import _check_tensor, _fmt_shape, _not_called
 from minidl.losses import _check_unit_interval, _BCE_EPS
+from minidl.files import atomic_open
 
 # ---------------------------------------------------------------- the hot path as first written (0c901e6)
 
@@ -126,7 +127,7 @@ def main(argv=None):
             cells.append(f"{bench.fmt_us(m[name]):>9} {m[name] / m['before']:>7.2f} {m[name] / m['torch']:>7.2f}")
         print(f"{name:<20}" + ''.join(f"{c:>26}" for c in cells))
     if out is not None:
-        out.write_text(json.dumps(result, indent=1) + '\n')
+        with atomic_open(out, 'w') as f: f.write(json.dumps(result, indent=1) + '\n')
         print(f"wrote {out}")
     return result
 

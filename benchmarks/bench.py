@@ -46,7 +46,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
-import minidl
+import minidl, minidl.files
 
 IMPLS = ('minidl', 'torch', 'hand')
 IMPL_DESCRIPTIONS = {
@@ -415,7 +415,7 @@ def main(argv=None):
     print_table(result)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + '\n')
+        with minidl.files.atomic_open(out, 'w') as f: f.write(json.dumps(result, indent=1) + '\n')  # whole or not at all
         print(f"wrote {out}")
     return result
 

@@ -30,10 +30,12 @@ def _positive_int(s:str)->int:
     if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
     return v
 
-def _nonneg_int(s:str)->int:
+def _seed(s:str)->int:
+    "A seed torch accepts: an integer in [0, 2**64)"
     try: v = int(s)
     except ValueError: raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
     if v < 0: raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    if v >= 2**64: raise argparse.ArgumentTypeError(f"expected a seed below 2**64 (torch's limit), got {s!r}")
     return v
 
 def _rate(s:str, positive:bool)->float:
@@ -68,7 +70,7 @@ def make_parser()->argparse.ArgumentParser:
                             "PNG figures.")
     p.add_argument('--epochs', type=_positive_int, default=DEFAULTS['epochs'], help='epochs per run (default: %(default)s)')
     p.add_argument('--runs', type=_positive_int, default=1, help='number of runs (seeds) per model, reported as mean ± std (default: %(default)s)')
-    p.add_argument('--seed', type=_nonneg_int, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
+    p.add_argument('--seed', type=_seed, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
     p.add_argument('--lr', type=_lr, nargs='+', metavar='LR', help=f"initial learning rate: one for both models, or two (default: {_fmt_default('lr', 'lr')})")
     p.add_argument('--decay', type=_decay, nargs='+', metavar='D', help=f"learning-rate decay, step t uses lr/(1+D*t): one or two values (default: {_fmt_default('decay', 'decay')})")
     p.add_argument('--batch-size', type=_batch_size, default=DEFAULTS['batch_size'], metavar='B',
@@ -178,6 +180,7 @@ def main(
     args = parser.parse_args(argv)
     try:
         lrs, decays = _per_model(args.lr, 'lr', 'lr'), _per_model(args.decay, 'decay', 'decay')
+        if args.seed + args.runs > 2**64: raise ValueError(f"--seed {args.seed} with --runs {args.runs} goes past torch's largest seed, 2**64 - 1")
         device = _device(args.device)
         _check_destinations(args.out, args.save)
     except ValueError as e: parser.error(str(e))

@@ -61,6 +61,8 @@ BAD = [
     (['--epochs', 'ten'], "argument --epochs: expected a positive integer, got 'ten'"),
     (['--runs', '0'], "argument --runs: expected a positive integer, got '0'"),
     (['--seed', '-3'], "argument --seed: expected an integer >= 0, got '-3'"),
+    (['--seed', str(2**64)], "argument --seed: expected a seed below 2**64 (torch's limit)"),
+    (['--seed', str(2**64 - 2), '--runs', '3'], "goes past torch's largest seed"),
     (['--lr', '-0.1'], "argument --lr: expected a finite number > 0, got '-0.1'"),
     (['--lr', 'nan'], "argument --lr: expected a finite number > 0, got 'nan'"),
     (['--lr', '0.1', '0.2', '0.3'], "--lr takes one value or 2"),
