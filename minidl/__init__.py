@@ -22,6 +22,7 @@ from .optim import *
 from .data import *
 from .training import *
 from .dropout import *
+from .softmax import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -37,5 +38,6 @@ _modules = [  # one per line, in book order
     'data',
     'training',
     'dropout',
+    'softmax',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]
