@@ -23,6 +23,7 @@ from .data import *
 from .training import *
 from .dropout import *
 from .softmax import *
+from .batchnorm import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -39,5 +40,6 @@ _modules = [  # one per line, in book order
     'training',
     'dropout',
     'softmax',
+    'batchnorm',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]
