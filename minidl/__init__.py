@@ -24,6 +24,7 @@ from .training import *
 from .dropout import *
 from .softmax import *
 from .batchnorm import *
+from .activations_more import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -41,5 +42,6 @@ _modules = [  # one per line, in book order
     'dropout',
     'softmax',
     'batchnorm',
+    'activations_more',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]
