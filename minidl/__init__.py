@@ -25,6 +25,7 @@ from .dropout import *
 from .softmax import *
 from .batchnorm import *
 from .activations_more import *
+from .init import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -43,5 +44,6 @@ _modules = [  # one per line, in book order
     'softmax',
     'batchnorm',
     'activations_more',
+    'init',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]
