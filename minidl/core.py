@@ -119,6 +119,8 @@ class Parameter:
         return f"Parameter(shape={_fmt_shape(self.shape)}, dtype={self.value.dtype}{dev})"
 
 # %% ../nbs/00_core.ipynb #0e5ce3cb
+_Tensor = torch.Tensor  # one global lookup instead of two on the hot path
+
 class SavesForBackward:
     "Mixin of `Module` and `Loss`: keep what `forward` computed for `backward`, and detect in-place changes to it."
     _saved = None  # the tuple saved by the last forward (`None`: nothing to backpropagate through)
@@ -127,13 +129,14 @@ class SavesForBackward:
     def _save_for_backward(self, *objs):
         "Keep `objs` (tensors and plain values) for `backward`, with each tensor's version counter."
         self._saved = objs
-        self._versions = [o._version if isinstance(o, torch.Tensor) else None for o in objs]
+        self._versions = [o._version if isinstance(o, _Tensor) else None for o in objs]
 
     def _saved_tensors(self) -> tuple:
         "What the last forward saved; raises if there is none or if a saved tensor was modified in place since."
         objs = self._saved
         if objs is None: raise _not_called(type(self).__name__, self._why)
-        if [o._version if isinstance(o, torch.Tensor) else None for o in objs] != self._versions: self._raise_modified()
+        for o, v in zip(objs, self._versions):  # reads metadata only: no kernel, no device synchronisation
+            if v is not None and o._version != v: self._raise_modified()
         return objs
 
     def _raise_modified(self):
