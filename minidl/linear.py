@@ -101,10 +101,10 @@ class Linear(Module):
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
         (x,) = self._saved_tensors()  # raises if no forward, a failed one, or x changed in place since
         if x.dim() == 2:
-            g = _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
+            x2, g = x, _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
         else:  # (*, out): the leading dimensions are one batch dimension, so the sums below run over all of them
             g = _check_grad(grad_output, x.shape[:-1] + (self.nb_output,), x.dtype, 'Linear').reshape(-1, self.nb_output)
-        x2 = x if x.dim() == 2 else x.reshape(-1, self.nb_input)
+            x2 = x.reshape(-1, self.nb_input)
         gt = g.t()
         try:  # torch refuses tensors on different devices before computing anything: diagnose only then
             self.weight.grad.addmm_(gt, x2)                                     # dL/dW += G^T X
