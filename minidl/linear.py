@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape
+from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Linear']
@@ -40,8 +40,7 @@ class Linear(Module):
         self.nb_input = _check_size(nb_input, 'nb_input', 'Linear')
         self.nb_output = _check_size(nb_output, 'nb_output', 'Linear')
         if not isinstance(bias, bool): raise TypeError(f"Linear expects bias to be True or False, got {bias!r}")
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"Linear expects a floating-point dtype, got {dtype}")
+        device, dtype = _parse_device('Linear', device), _parse_dtype('Linear', dtype)  # clear errors for 'float64', torch.int64, 'gpu'
         self.weight = Parameter(torch.empty(nb_output, nb_input, device=device, dtype=dtype))
         self.bias = Parameter(torch.empty(nb_output, device=device, dtype=dtype)) if bias else None
         self.reset_parameters(generator)
