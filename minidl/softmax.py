@@ -30,7 +30,7 @@ def _check_dim_in(dim: int, x: torch.Tensor, who: str):
 def _log_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     "Stable log-softmax: (x - m) - log(sum(exp(x - m))), with m the maximum along `dim`."
     z = x - x.amax(dim, keepdim=True)
-    return z - z.exp().sum(dim, keepdim=True).log_()
+    return z.sub_(z.exp().sum(dim, keepdim=True).log_())
 
 # %% ../nbs/21_softmax_crossentropy.ipynb #f3657f21
 class Softmax(Module):
@@ -92,7 +92,7 @@ class LogSoftmax(Module):
         (y,) = self._saved_tensors()
         g = _check_grad(grad_output, y.shape, y.dtype, 'LogSoftmax')
         if not input_grad: return None
-        return g - y.exp() * g.sum(self.dim, keepdim=True)
+        return y.exp().mul_(g.sum(self.dim, keepdim=True)).neg_().add_(g)  # G - exp(y) sum(G)
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
