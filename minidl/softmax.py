@@ -197,6 +197,16 @@ class LossCrossEntropy(Loss):
         return ValueError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} classes, "
                           f"got values in [{lo}, {hi}]")
 
+    def to(self,
+           device=None, # target device (`None`: keep)
+           dtype=None, # target floating-point dtype (`None`: keep)
+          ) -> LossCrossEntropy:
+        "Move/cast the class weights (if any), like `Module.to`; returns `self`."
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"LossCrossEntropy.to expects a floating-point torch.dtype, got {dtype!r}")
+        if self.weight is not None: self.weight = self.weight.to(device=device, dtype=dtype)
+        return self
+
     def __repr__(self):
         args = ([f"weight={_fmt_shape(self.weight.shape)}"] if self.weight is not None else []) + (
             [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else [])
