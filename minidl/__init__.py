@@ -21,6 +21,8 @@ from .sequential import *
 from .optim import *
 from .data import *
 from .training import *
+from .conv import *
+from .pooling import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -35,5 +37,7 @@ _modules = [  # one per line, in book order
     'optim',
     'data',
     'training',
+    'conv',
+    'pooling',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]
