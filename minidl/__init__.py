@@ -21,6 +21,9 @@ from .sequential import *
 from .optim import *
 from .data import *
 from .training import *
+from .adam import *
+from .schedules import *
+from .checkpoints import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -35,5 +38,8 @@ _modules = [  # one per line, in book order
     'optim',
     'data',
     'training',
+    'adam',
+    'schedules',
+    'checkpoints',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]
