@@ -75,9 +75,12 @@ def _lr_limits(dtypes) -> tuple[float, float]:
 def _describe(t: torch.Tensor) -> str:
     return f"shape {_fmt_shape(t.shape)}, {t.dtype} on {t.device}"
 
-def _check_all(opt, values, grads):
+def _check_all(opt, values, grads, who: str):
     "Check every parameter's value, gradient and state buffers (metadata only); cache what passed."
-    who = f"{type(opt).__name__}.step"
+    for name, bufs in opt.state.items():
+        if len(bufs) != len(values):
+            raise RuntimeError(f"{who}: {len(values)} parameters but {len(bufs)} {name} tensors (was opt.params changed? "
+                               "create a new optimizer for a new set of parameters)")
     for i, (v, g) in enumerate(zip(values, grads)):
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
@@ -104,14 +107,14 @@ def _check_all(opt, values, grads):
 # %% ../nbs/06_optim.ipynb #9d872153
 _is, _shape = operator.is_, operator.attrgetter('shape')
 
-def _tensors(opt):
+def _tensors(opt, who: str = 'step'):
     "Values and gradients of the parameters, checked (fully when a tensor object changed, else identities and shapes)."
     params = opt.params
     values, grads = [p.value for p in params], [p.grad for p in params]
     c = opt._cache
     if (c is None or not all(map(_is, values, c[0])) or not all(map(_is, grads, c[1]))
             or list(map(_shape, values)) != c[2] or list(map(_shape, grads)) != c[3]):
-        _check_all(opt, values, grads)
+        _check_all(opt, values, grads, f"{type(opt).__name__}.{who}")
     return values, grads
 
 def _check_lr(opt, lr: float, name: str = 'the learning rate'):
@@ -125,6 +128,13 @@ def _check_lr(opt, lr: float, name: str = 'the learning rate'):
                      f"{'0' if lr <= low else 'infinity'}; use a rate in ({low:.3g}, {high:.3g}) or float64 parameters")
 
 # %% ../nbs/06_optim.ipynb #1308e1f6
+_SCHEDULED = ('lr', 'momentum', 'betas')  # what schedules set (without the range checks; `step()` checks the rate)
+
+def _finite(v) -> bool:
+    "A finite real number, or a pair of them (betas)."
+    if isinstance(v, (tuple, list)): return len(v) == 2 and all(map(_finite, v))
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
 def _prepare_load(opt, sd) -> tuple:
     "Check a state dict against optimizer `opt`; return what `opt._apply_load` installs (nothing is changed here)."
     who = f"{type(opt).__name__}.load_state_dict"
@@ -141,7 +151,11 @@ def _prepare_load(opt, sd) -> tuple:
         raise ValueError(f"{who}: expected hyper-parameters {sorted(opt._hyper_names)}, got "
                          f"{sorted(map(str, hyper)) if isinstance(hyper, dict) else type(hyper).__name__}")
     probe = object.__new__(type(opt))  # validate through the same attribute checks, on a throw-away object
-    for k in opt._hyper_names: setattr(probe, k, hyper[k])
+    for k in opt._hyper_names:
+        try: setattr(probe, k, hyper[k])
+        except (TypeError, ValueError):  # a schedule may have set a value outside the user-facing range (see Schedules)
+            if k not in _SCHEDULED or not _finite(hyper[k]): raise
+            probe.__dict__[k] = tuple(map(float, hyper[k])) if k == 'betas' else float(hyper[k])
     probe._check_hyper()
     state = sd['state']
     if not isinstance(state, dict) or not set(state) <= set(opt._state_names):
@@ -190,7 +204,7 @@ class Optimizer:
 
     def zero_grad(self):
         "Reset every parameter's gradient to zeros, in place."
-        torch._foreach_zero_(_tensors(self)[1])
+        torch._foreach_zero_(_tensors(self, 'zero_grad')[1])
 
     def state_dict(self) -> dict:
         "Hyper-parameters, step count and per-parameter buffers (the optimizer's own tensors, not copies)."

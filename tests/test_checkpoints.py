@@ -200,3 +200,18 @@ def test_state_dicts_exchange_with_torch_nn(tmp_path, bn):
     ours.load_state_dict(theirs2.state_dict())
     with torch.no_grad(): torch.testing.assert_close(ours(x), theirs2(x), rtol=1e-12, atol=1e-14)
     assert list(ours.state_dict()) == list(theirs2.state_dict())
+
+
+def test_checkpoint_after_the_last_schedule_step_loads(tmp_path):
+    "PyTorch's linear one-cycle ends on a slightly negative rate (never used): a checkpoint taken then still loads."
+    model, opt, _, _ = fresh(0, 'sgd', 'none')
+    sched = OneCycleLR(opt, 0.05, 8, anneal_strategy='linear')
+    for _ in range(8): opt.step(); sched.step()
+    assert opt.lr < 0
+    path = save_checkpoint(tmp_path / 'end.pt', model, opt, sched)
+    model2, opt2, _, _ = fresh(1, 'sgd', 'none')
+    sched2 = OneCycleLR(opt2, 0.05, 8, anneal_strategy='linear')
+    load_checkpoint(path, model2, opt2, sched2)
+    assert (opt2.lr, opt2.momentum, sched2.last_epoch) == (opt.lr, opt.momentum, 8)
+    with pytest.raises(ValueError, match='tried to step 9 times'): sched2.step()
+    with pytest.raises(ValueError, match='the learning rate is -'): opt2.step()

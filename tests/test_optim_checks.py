@@ -139,3 +139,19 @@ def test_step_is_cheap_when_nothing_changed():
     assert opt._cache is cache  # not rebuilt
     model.to(dtype=torch.float64)
     with pytest.raises(RuntimeError): opt.step()
+
+
+def test_parameter_list_changed_after_steps():
+    lin = Linear(2, 2)
+    opt = SGD([lin.weight], lr=0.1, momentum=0.9); opt.step()
+    opt.params.append(lin.bias)
+    with pytest.raises(RuntimeError, match='2 parameters but 1 momentum_buffer tensors'): opt.step()
+    assert opt.step_count == 1
+
+
+def test_gradient_on_another_device_is_refused():
+    "A gradient on another device (here the 'meta' device, available without a GPU) is named with both sides."
+    p = Parameter(torch.ones(2)); opt = Adam([p])
+    p.grad = torch.zeros(2, device='meta')
+    with pytest.raises(TypeError, match='is torch.float32 on meta, expected torch.float32 on cpu'): opt.step()
+    assert torch.equal(p.value, torch.ones(2)) and not opt.state
