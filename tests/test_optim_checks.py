@@ -155,3 +155,16 @@ def test_gradient_on_another_device_is_refused():
     p.grad = torch.zeros(2, device='meta')
     with pytest.raises(TypeError, match='is torch.float32 on meta, expected torch.float32 on cpu'): opt.step()
     assert torch.equal(p.value, torch.ones(2)) and not opt.state
+
+
+def test_optimizer_modules_use_no_autograd_nor_torch_nn():
+    import ast, pathlib, minidl
+    pkg = pathlib.Path(minidl.__file__).parent
+    for name in ('optim', 'adam', 'schedules', 'checkpoints'):
+        tree = ast.parse((pkg / f'{name}.py').read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or '']
+                assert not any(m.startswith(('torch.nn', 'torch.autograd', 'torch.func')) for m in mods), (name, mods)
+            if isinstance(node, ast.Attribute):
+                assert not ast.unparse(node).startswith(('torch.nn', 'torch.autograd', 'torch.ops', 'torch.func')), name
