@@ -321,7 +321,8 @@ def tables_from_text(nb: dict) -> int:
                 continue
             t = text_table(text)
             if t:
-                cell["outputs"][k] = {"output_type": "display_data", "metadata": {}, "data": {"text/html": t, "text/plain": text}}
+                cell["outputs"][k] = {"output_type": "display_data", "metadata": {"minidl_text_table": True},
+                                      "data": {"text/html": t, "text/plain": text}}
                 n += 1
     return n
 
@@ -383,16 +384,20 @@ def show_doc_fixes(nb: dict, classes: set[str]) -> None:
             o["data"]["text/markdown"] = docstring_maths(md)
 
 
-def exports_summary(nb: dict) -> None:
-    "Name the module under nbdev's `Exported source` fold of an `#| exports` cell."
-    m = next((re.search(r"^#\|\s*default_exp\s+(\S+)", _src(c), re.M) for c in nb["cells"] if c.get("cell_type") == "code"
-              and re.search(r"^#\|\s*default_exp", _src(c), re.M)), None)
-    mod = f"minidl/{m.group(1).replace('.', '/')}.py" if m else None
+def exports_summary(nb: dict, src: Path) -> None:
+    "Name the module under nbdev's `Exported source` fold of an `#| exports` cell (from the notebook's `default_exp`)."
+    mod = None
+    if src.exists():
+        for cell in json.loads(src.read_text(encoding="utf-8")).get("cells", []):
+            m = re.search(r"^#\|\s*default_exp\s+(\S+)", _src(cell), re.M) if cell.get("cell_type") == "code" else None
+            if m:
+                mod = f"minidl/{m.group(1).replace('.', '/')}.py"
+                break
     for cell in nb["cells"]:
-        src = _src(cell)
-        if cell.get("cell_type") == "code" and '#| code-summary: "Exported source"' in src:
+        src_ = _src(cell)
+        if cell.get("cell_type") == "code" and '#| code-summary: "Exported source"' in src_:
             what = f"Source · {mod}" if mod else "Source"
-            cell["source"] = src.replace('#| code-summary: "Exported source"', f'#| code-summary: "{what}"')
+            cell["source"] = src_.replace('#| code-summary: "Exported source"', f'#| code-summary: "{what}"')
 
 
 def present(proc: Path, nbs: Path) -> None:
@@ -401,7 +406,7 @@ def present(proc: Path, nbs: Path) -> None:
     folds = tables = 0
     for f in sorted(proc.glob("*.ipynb")):
         nb = json.loads(f.read_text(encoding="utf-8"))
-        exports_summary(nb)
+        exports_summary(nb, nbs / f.name)
         show_doc_fixes(nb, classes)
         tables += tables_from_text(nb)
         folds += fold_checks(nb)
@@ -643,6 +648,33 @@ def figures_to_files(text: str, out: Path, up: str) -> str:
     return DATA_IMG.sub(one, text)
 
 
+TABLE = re.compile(r"<table\b([^>]*)>(.*?)</table>", re.S)
+STACK_COLUMNS = 5  # a table with this many columns or more becomes a list of cards on a phone
+
+
+def stack_tables(text: str) -> str:
+    "Give each cell of a wide table its column's name (`data-label`) and the table the class `stack`: on a phone the "
+    "CSS shows each row as a card of `name: value` lines, instead of columns squeezed to a few letters."
+    def one(m):
+        attrs, body = m.group(1), m.group(2)
+        head = re.search(r"<thead\b.*?</thead>", body, re.S)
+        if not head or re.search(r"\b(?:colspan|rowspan)=", body):
+            return m.group(0)
+        names = [html.escape(" ".join(html.unescape(re.sub(r"<[^>]+>", "", h)).split()), quote=True)
+                 for h in re.findall(r"<th\b[^>]*>(.*?)</th>", head.group(0), re.S)]
+        if len(names) < STACK_COLUMNS:
+            return m.group(0)
+
+        def row(r):
+            k = iter(range(10 ** 6))
+            return re.sub(r"<td\b", lambda c: f'<td data-label="{names[i]}"' if (i := next(k)) < len(names) else c.group(0), r.group(0))
+        rest = re.sub(r"<tr\b.*?</tr>", row, body[head.end():], flags=re.S)
+        cls = re.search(r'\bclass="([^"]*)"', attrs)
+        attrs = attrs.replace(cls.group(0), f'class="{cls.group(1)} stack"') if cls else attrs + ' class="stack"'
+        return f"<table{attrs}>{body[:head.end()]}{rest}</table>"
+    return TABLE.sub(one, text)
+
+
 def page_ids(out: Path) -> dict[str, set[str]]:
     "The ids of every page (the anchors a link may name), by path relative to the site."
     return {str(p.relative_to(out)): set(re.findall(r'\bid="([^"]+)"', p.read_text(encoding="utf-8"))) for p in out.rglob("*.html")}
@@ -684,6 +716,7 @@ def polish_pages(out: Path) -> None:
         text = page.read_text(encoding="utf-8")
         new = PRE_CODE.sub(lambda m: m.group(1) + code_lines(m.group(2)) + m.group(3), text)
         new = figures_to_files(new, out, up)
+        new = stack_tables(new)
         new = new.replace("</head>", f'<script src="{up}site_libs/minidl.js" defer></script></head>', 1)
         if new != text:
             page.write_text(new, encoding="utf-8")
@@ -713,6 +746,9 @@ def write_readme(c, proc: Path) -> None:
     for cell in nb.cells:  # apply Quarto's cell options, which nbdev leaves for Quarto
         if cell.cell_type != "code":
             continue
+        for k, o in enumerate(cell.get("outputs", [])):  # printed tables stay printed text in the README
+            if o.get("metadata", {}).get("minidl_text_table"):
+                cell.outputs[k] = nbformat.v4.new_output("stream", name="stdout", text=o["data"]["text/plain"])
         opts, code = cell_options(cell.source)
         cell.source = code.strip("\n")
         tags = set(cell.metadata.get("tags", []))
@@ -739,10 +775,24 @@ def write_readme(c, proc: Path) -> None:
 # ----------------------------------------------------------------
 
 
+def check_repository_links(c) -> None:
+    "The footer's and navbar's repository links (`_quarto.yml`) and nbdev's `repo-url` must be pyproject's Repository URL."
+    import tomllib
+
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"].rstrip("/")
+    found = re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", (c.nbs_path / "_quarto.yml").read_text(encoding="utf-8"))
+    found += re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", (c.nbs_path / "nbdev.yml").read_text(encoding="utf-8"))
+    wrong = sorted({u for u in found if u.rstrip("/") != url})
+    if wrong or not found:
+        raise SystemExit(f"build_docs: repository links {wrong or '(none)'} in nbs/_quarto.yml or nbs/nbdev.yml differ from "
+                         f"pyproject's Repository URL {url}")
+
+
 def build() -> None:
     "Rebuild `nbs/sidebar.yml`, `docs/`, README.md and `index_files/` from `nbs/`."
     start = time.perf_counter()
     c = cfg()
+    check_repository_links(c)
     write_sidebar(c.nbs_path)
     proc = process_notebooks(c)
     say(f"nbdev processed the notebooks into {proc.relative_to(ROOT)} ({time.perf_counter() - start:.1f}s)")
