@@ -152,6 +152,7 @@ function badIndent(root) {
       continue;
     }
     for (const ln of lines) {
+      if (parseInt(ln.style.getPropertyValue('--i') || '0') > 24) continue;  // far-right continuations hang at 28 columns
       const all = document.createRange(); all.selectNodeContents(ln);
       const rects = [...all.getClientRects()].filter(q => q.width > 0);
       if (!rects.length) continue;

@@ -340,12 +340,15 @@ def ascii_tex(expr: str) -> str:
     t = re.sub(r"\bd([A-Za-z])/d(\w+)", lambda m: f"\\partial {m.group(1)}/\\partial " + (m.group(2) if len(m.group(2)) == 1 else f"\\text{{{m.group(2)}}}"), expr)
     t = re.sub(r"\b([A-Za-z])\^T\b", r"\1^\\top", t)
     t = re.sub(r"sqrt\(([^()]*)\)", r"\\sqrt{\1}", t)
+    t = re.sub(r"\\sqrt\{([A-Za-z_]{2,})\}", r"\\sqrt{\\text{\1}}", t)
+    t = re.sub(r"^U\[", r"\\mathcal{U}[", t)
     t = re.sub(r"(?<![\\\w{])[A-Za-z_][A-Za-z_]+(?![\w{])", word, t)  # words, not commands already made
     t = re.sub(r"\b1e-(\d+)\b", r"10^{-\1}", t)
     return t.replace("*", "\\cdot ").replace("_", "\\_")
 
 
-FORMULA = re.compile(r"\bd[A-Z]/d\w+(?:\s*=\s*[^;`*]+?)?(?=\s+(?:and|into|as|for|from)\b|[;,]\s+as\b|[;*]|\.\s|\.?$)")
+FORMULA = re.compile(r"\bd[A-Z]/d\w+(?:\s*=\s*[^;`*]+?)?(?=\s+(?:and|into|as|for|from)\b|[;,]\s+as\b|[;*]|\.\s|\.?$)"
+                     r"|\bU\[[^\]\s][^\]]*\]")  # dL/dW = G^T X; U[-1/sqrt(n), 1/sqrt(n)]
 
 
 def docstring_maths(md: str) -> str:
@@ -574,7 +577,8 @@ def code_lines(inner: str) -> str:
     "Wrap each line of a code block's HTML in `<span class=\"ln\" style=\"--i:N\">` (N: its indentation), closing and "
     "reopening the highlighting spans a line break cuts, so that CSS gives a wrapped line a hanging indent. An indented "
     "line's leading spaces and first character go in `<span class=\"ln-lead\">`, which does not wrap: a line never breaks "
-    "right after its indentation (that would leave a blank row and show the code 4 columns too deep)."
+    "right after its indentation (that would leave a blank row and show the code 4 columns too deep). Deeper lines "
+    "(continuations aligned far right, wider than a phone) wrap freely and hang at 28 columns (styles.css)."
     lines, cur, stack = [], [], []  # cur: the line's tokens, (tag, name or None) or (text, None)
     def end_line():
         lines.append(cur + [(f"</{name}>", "/" + name) for name, _ in reversed(stack)])
@@ -604,7 +608,7 @@ def code_lines(inner: str) -> str:
         text = "".join(html.unescape(t) for t, name in toks if name is None)
         n = len(text.expandtabs(4)) - len(text.expandtabs(4).lstrip(" "))
         body = "".join(t for t, _ in toks)
-        if n and text.strip():  # put the indentation and the first character in a span that does not wrap
+        if 0 < n <= 24 and text.strip():  # put the indentation and the first character in a span that does not wrap
             opened, parts = [], []
             for j, (t, name) in enumerate(toks):
                 if name is None and t.strip():

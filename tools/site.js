@@ -39,6 +39,11 @@
     document.body.append(box);
     document.documentElement.classList.add("lightbox-open");
     btn.focus();
+    // On a phone the figure already fills the column: fitting it to the window would not enlarge it, so show it at
+    // its natural size at once (the overlay scrolls).
+    const inline = src ? src.getBoundingClientRect().width : 0;
+    const natural = () => { if (img.naturalWidth > inline * 1.1 && img.getBoundingClientRect().width < inline * 1.1) box.classList.add("lightbox-natural"); };
+    if (img.complete) natural(); else img.addEventListener("load", natural, { once: true });
   }
 
   document.addEventListener("click", (e) => {
