@@ -200,9 +200,11 @@ return {
   column: main.clientWidth - parseFloat(getComputedStyle(main).paddingLeft) - parseFloat(getComputedStyle(main).paddingRight),
   figures: [...main.querySelectorAll('img')].map(i => ({zoom: !!i.closest('a.figure-zoom'), href: (i.closest('a.figure-zoom') || {}).href || '',
                                                        w: i.getBoundingClientRect().width, nw: i.naturalWidth})),
-  folds: [...main.querySelectorAll('details.checks')].map(d => ({open: d.open, summary: d.querySelector('summary').textContent.trim(),
+  folds: [...main.querySelectorAll('details.checks')].map(d => ({open: d.open, introduced: d.hasAttribute('data-introduced'), summary: d.querySelector('summary').textContent.trim(),
                                                                cells: d.querySelectorAll(':scope > .cell').length})),
   sources: [...main.querySelectorAll('details.code-fold')].map(d => ({open: d.open, summary: d.querySelector('summary').textContent.trim()})),
+  docstrings: [...main.querySelectorAll('.cell-output-markdown p > em')].map(e => { const c = e.cloneNode(true);
+    c.querySelectorAll('.katex, code').forEach(k => k.remove()); return c.textContent; }),
   signatures: [...main.querySelectorAll('.cell-output-markdown pre code')].map(c => c.textContent.split('\n')[0]),
   wide: [...main.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
           .filter(e => !e.closest('pre, .sourceCode, .katex-display, .table-responsive, .cell-output-display'))
@@ -486,7 +488,8 @@ def test_figures_are_enlargeable(desktop, phone, server):
 
 
 def test_checks_are_folded(desktop, server):
-    "Runs of check-only cells are collapsed blocks saying how many checks they hold; opening one shows the code."
+    "Runs of check-only cells are collapsed blocks saying how many checks they hold (open when the prose above announces "
+    "them with a colon); opening one shows the code."
     from selenium.webdriver.common.action_chains import ActionChains
 
     visits, drv = desktop
@@ -494,13 +497,13 @@ def test_checks_are_folded(desktop, server):
     assert folds, "no page folds its checks"
     for page, fs in folds.items():
         for f in fs:
-            assert not f["open"], f"{page}: a fold of checks is open by default: {f}"
+            assert f["open"] == f["introduced"], f"{page}: a fold of checks is open by default though no prose announces it: {f}"
             m = re.match(r"(\d+) checks", f["summary"])
             assert m and int(m.group(1)) >= max(3, f["cells"]) and f["cells"] >= 1, f"{page}: fold summary {f}"
-    page = next(iter(folds))
+    page = next(p for p, fs in folds.items() if any(not f["open"] for f in fs))
     drv.get(server.url + page)
     settle(drv)
-    d = drv.find_element("css selector", "main details.checks")
+    d = drv.find_element("css selector", "main details.checks:not([open])")
     code = d.find_element("css selector", "pre code")
     assert not code.is_displayed()
     summary = d.find_element("css selector", "summary")
@@ -523,6 +526,13 @@ def test_classes_are_classes(desktop):
     for page, info in desktop[0].items():
         bad = [s for s in info["signatures"] if re.match(r"def [A-Z]\w*\(", s)]
         assert not bad, f"{page}: classes documented as functions: {bad}"
+
+
+def test_docstring_maths_is_rendered(desktop):
+    "show_doc's docstrings show `dL/dW = G^T X` as maths, not as ASCII."
+    for page, info in desktop[0].items():
+        bad = [d for d in info["docstrings"] if re.search(r"\bd[A-Z]/d\w|\b[A-Z]\^T\b", d)]
+        assert not bad, f"{page}: ASCII maths in docstrings: {bad}"
 
 
 def test_search_index_has_no_raw_tex():

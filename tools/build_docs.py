@@ -25,6 +25,18 @@ keeps nbdev's half and swaps Quarto for smalldocs. The glue, all of it in this f
 5. `README.md` from the processed `index.ipynb` with nbconvert's Markdown exporter (nbdev-readme needs Quarto),
    its figures in `index_files/`, its relative doc links made absolute as nbdev's readme filter does.
 
+And the presentation, generic (no notebook option needed, so pages added later look the same):
+- on the processed notebooks (`present`): runs of cells that only check (test_eq, test_fail, test_close, assert,
+  torch.testing...; three checks or more, no output, no gradcheck) become one collapsed block saying how many checks
+  it holds; printed fixed-width tables (the circle results) become tables; show_doc writes `class Linear(` for a class
+  and renders its docstring's ASCII maths (`dL/dW = G^T X`) as TeX; nbdev's fold of an `#| exports` cell names the
+  module (`Source · minidl/linear.py`); an import cell that also runs code has only its imports re-run by nbdev, so
+  the build is quiet and runs no test twice;
+- on the pages (`polish_pages`): each code line is wrapped for a hanging indent (styles.css), figures move to
+  `docs/figures/` and link to themselves (tools/site.js shows them enlarged), tables of five columns or more become
+  cards on a phone, nbdev's links to anchors that do not exist (a private `_ones`) become plain code and any other
+  broken anchor fails the build; the search index holds maths as text (∂L/∂W), not TeX.
+
 Nothing of this lives in the notebooks, so `nbdev-docs` still works on the same sources where Quarto is installed.
 """
 
@@ -63,7 +75,7 @@ SECTIONS = [
 ]
 DEFAULT_SECTION = "Part I · Core"
 # smalldocs warnings about Quarto options that do not matter for this site (formats and keys only Quarto reads)
-QUIET = re.compile(r"output-file is not read|format commonmark is not built|unknown key format-links|keep-md is ignored")
+QUIET = re.compile(r"output-file is not read|lightbox is ignored|format commonmark is not built|unknown key format-links|keep-md is ignored")
 
 
 def say(msg):
@@ -254,7 +266,8 @@ def _md(text: str) -> dict:
 
 def fold_checks(nb: dict, min_checks: int = 3) -> int:
     "Fold each run of consecutive check-only cells holding at least `min_checks` checks into a collapsed block whose "
-    "summary says how many checks it holds; return how many blocks."
+    "summary says how many checks it holds (open when the prose just above announces it with a colon); return how "
+    "many blocks."
     cells, out, folds, i = nb["cells"], [], 0, 0
     while i < len(cells):
         j, n, tags = i, 0, set()
@@ -265,7 +278,11 @@ def fold_checks(nb: dict, min_checks: int = 3) -> int:
             j += 1
         if j > i and n >= min_checks:
             what = ", ".join(sorted(tags))
-            out.append(_md(f'<details class="checks">\n<summary><span class="checks-count">{n} checks</span> '
+            # prose ending with a colon announces the checks below ("... with a message that names what was
+            # expected:"): they are the point of the paragraph, so their block starts open
+            prev = _src(out[-1]).rstrip() if out and out[-1].get("cell_type") == "markdown" else ""
+            opened = ' open data-introduced=""' if prev.endswith(":") else ""
+            out.append(_md(f'<details class="checks"{opened}>\n<summary><span class="checks-count">{n} checks</span> '
                            f'<span class="checks-what">{html.escape(what)} · passed when the notebook was run; nbdev-test runs them</span></summary>\n'))
             out += cells[i:j]
             out.append(_md("</details>"))
