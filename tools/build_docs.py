@@ -447,12 +447,19 @@ TEX_WORDS = {"partial": "∂", "top": "ᵀ", "sum": "Σ", "prod": "Π", "infty":
 
 def tex_text(tex: str) -> str:
     "Readable plain text for a TeX formula, for search snippets: `\\partial L/\\partial W = G^\\top X` -> `∂L/∂W = Gᵀ X`."
-    t = re.sub(r"\\(?:frac|dfrac|tfrac)\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", tex)
-    t = re.sub(r"\\sqrt\s*\{([^{}]*)\}", r"√(\1)", t)
-    t = re.sub(r"\\(?:text|mathrm|mathbf|mathbb|operatorname|boldsymbol|mathcal|texttt)\s*\{([^{}]*)\}",
-               lambda m: {"R": "ℝ"}.get(m.group(1), m.group(1)), t)
-    t = re.sub(r"\^\\top|\^\{\\top\}|\^T\b", "ᵀ", t)
-    t = re.sub(r"\\([A-Za-z]+)\s*", lambda m: TEX_WORDS.get(m.group(1), "") + (" " if m.group(1) in ("in", "to", "le", "ge") else ""), t)
+    keep = {"frac", "dfrac", "tfrac", "sqrt"}
+    t = re.sub(r"\^\\top|\^\{\\top\}|\^T\b", "ᵀ", tex)
+    t = re.sub(r"\\(?:left|right|big|Big|bigg|displaystyle|textstyle)\b", "", t)
+    for _ in range(6):  # innermost braces first
+        t = re.sub(r"\\(?:text|mathrm|mathbf|mathbb|operatorname|boldsymbol|mathcal|texttt)\s*\{([^{}]*)\}",
+                   lambda m: {"R": "ℝ"}.get(m.group(1), m.group(1)), t)
+        t = re.sub(r"\\([A-Za-z]+)\s*", lambda m: m.group(0) if m.group(1) in keep else (" " if m.group(1) in ("sum", "prod") else "")
+                   + TEX_WORDS.get(m.group(1), "")
+                   + (" " if m.group(1) in ("in", "to", "le", "ge", "leq", "geq", "approx", "times", "cdot") else ""), t)
+        t = re.sub(r"([_^])\{([^{}]*)\}", lambda m: m.group(1) + (m.group(2) if re.fullmatch(r"[\w,.∂]+", m.group(2)) else f"({m.group(2)})"), t)
+        t = re.sub(r"\\sqrt\s*\{([^{}]*)\}", r"√(\1)", t)
+        t = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", lambda m: "/".join(
+            x if re.fullmatch(r"[^\s+\-=]+", x.strip()) else f"({x.strip()})" for x in m.groups()), t)
     t = re.sub(r"\\[,;:! ]|\\\\|&", " ", t)
     t = t.replace("{", "").replace("}", "").replace("\\", "")
     return re.sub(r"\s+", " ", t).strip()
