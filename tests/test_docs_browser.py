@@ -203,6 +203,12 @@ return {
   folds: [...main.querySelectorAll('details.checks')].map(d => ({open: d.open, introduced: d.hasAttribute('data-introduced'), summary: d.querySelector('summary').textContent.trim(),
                                                                cells: d.querySelectorAll(':scope > .cell').length})),
   sources: [...main.querySelectorAll('details.code-fold')].map(d => ({open: d.open, summary: d.querySelector('summary').textContent.trim()})),
+  tableCells: [...main.querySelectorAll('table')].map(t => {
+    const heads = [...t.querySelectorAll('thead th')].map(h => h.textContent.trim());
+    const row = t.querySelector('tbody tr');
+    return {heads: heads, cells: row ? [...row.children].map((c, k) => { const r = c.getBoundingClientRect();
+      return {head: heads[k], label: c.getAttribute('data-label'), shown: r.width > 0 && r.height > 0 && r.left >= right - main.clientWidth - 1 && r.right <= right + 1}; }) : []};
+  }),
   docstrings: [...main.querySelectorAll('.cell-output-markdown p > em')].map(e => { const c = e.cloneNode(true);
     c.querySelectorAll('.katex, code').forEach(k => k.remove()); return c.textContent; }),
   signatures: [...main.querySelectorAll('.cell-output-markdown pre code')].map(c => c.textContent.split('\n')[0]),
@@ -526,6 +532,25 @@ def test_classes_are_classes(desktop):
     for page, info in desktop[0].items():
         bad = [s for s in info["signatures"] if re.match(r"def [A-Z]\w*\(", s)]
         assert not bad, f"{page}: classes documented as functions: {bad}"
+
+
+def test_home_results_table_shows_every_column(desktop, phone):
+    "The home page's results table shows all its columns, the test accuracy and the report's included, at both widths."
+    for label, visits in both(desktop, phone):
+        tables = [t for t in visits["index.html"]["tableCells"] if "report" in t["heads"]]
+        assert tables, f"{label}: no results table (with a 'report' column) on the home page"
+        for t in tables:
+            assert any(h.startswith("test acc") for h in t["heads"]), t["heads"]
+            hidden = [c["head"] for c in t["cells"] if not c["shown"]]
+            assert not hidden, f"{label}: columns of the results table not shown: {hidden}"
+            assert len(t["cells"]) == len(t["heads"]), t
+
+
+def test_no_table_cell_outside_its_page(desktop, phone):
+    for label, visits in both(desktop, phone):
+        bad = {p: [c["head"] for t in i["tableCells"] for c in t["cells"] if not c["shown"]] for p, i in visits.items()}
+        bad = {p: v for p, v in bad.items() if v}
+        assert not bad, f"{label}: table cells outside the text column: {bad}"
 
 
 def test_docstring_maths_is_rendered(desktop):
