@@ -345,6 +345,7 @@ def tables_from_text(nb: dict) -> int:
 
 
 MATH_FN = {"max", "min", "mean", "sum", "exp", "log", "sqrt"}
+GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu", "sigma", "tau", "phi", "rho", "pi"}
 
 
 def ascii_tex(expr: str) -> str:
@@ -353,8 +354,9 @@ def ascii_tex(expr: str) -> str:
         w = m.group(0)
         if w in MATH_FN:
             return "\\operatorname{mean}" if w == "mean" else f"\\{w}"
-        return f"\\text{{{w}}}" if len(w) > 1 and not re.fullmatch(r"\d+(e-?\d+)?", w) else w
-    t = re.sub(r"\bd([A-Za-z])/d(\w+)", lambda m: f"\\partial {m.group(1)}/\\partial " + (m.group(2) if len(m.group(2)) == 1 else f"\\text{{{m.group(2)}}}"), expr)
+        return var(w)
+    var = lambda w: w if len(w) == 1 else f"\\{w}" if w in GREEK else f"\\text{{{w}}}"
+    t = re.sub(r"\bd([A-Za-z])/d(\w+)", lambda m: f"\\partial {m.group(1)}/\\partial " + var(m.group(2)), expr)
     t = re.sub(r"\b([A-Za-z])\^T\b", r"\1^\\top", t)
     t = re.sub(r"sqrt\(([^()]*)\)", r"\\sqrt{\1}", t)
     t = re.sub(r"\\sqrt\{([A-Za-z_]{2,})\}", r"\\sqrt{\\text{\1}}", t)
@@ -364,7 +366,7 @@ def ascii_tex(expr: str) -> str:
     return t.replace("*", "\\cdot ").replace("_", "\\_")
 
 
-FORMULA = re.compile(r"\bd[A-Z]/d\w+(?:\s*=\s*[^;`*]+?)?(?=\s+(?:and|into|as|for|from)\b|[;,]\s+as\b|[;*]|\.\s|\.?$)"
+FORMULA = re.compile(r"\bd[A-Z]/d\w+(?:\s*=\s*[^;`]+?(?=\s+(?:and|into|as|for|from)\b|[;,]\s+as\b|;|\.\s|\.?$))?"
                      r"|\bU\[[^\]\s][^\]]*\]")  # dL/dW = G^T X; U[-1/sqrt(n), 1/sqrt(n)]
 
 
@@ -677,7 +679,7 @@ def figures_to_files(text: str, out: Path, up: str) -> str:
 
 
 TABLE = re.compile(r"<table\b([^>]*)>(.*?)</table>", re.S)
-STACK_COLUMNS = 5  # a table with this many columns or more becomes a list of cards on a phone
+STACK_COLUMNS = 5  # a table with this many columns or more (3 with maths or code) becomes a list of cards on a phone
 
 
 def stack_tables(text: str) -> str:
@@ -690,7 +692,8 @@ def stack_tables(text: str) -> str:
             return m.group(0)
         names = [html.escape(" ".join(html.unescape(re.sub(r"<[^>]+>", "", h)).split()), quote=True)
                  for h in re.findall(r"<th\b[^>]*>(.*?)</th>", head.group(0), re.S)]
-        if len(names) < STACK_COLUMNS:
+        unbreakable = re.search(r'class="math|<code', body)  # formulas and code do not wrap inside a cell
+        if len(names) < (3 if unbreakable else STACK_COLUMNS):
             return m.group(0)
 
         def row(r):
