@@ -345,7 +345,8 @@ def tables_from_text(nb: dict) -> int:
 
 
 MATH_FN = {"max", "min", "mean", "sum", "exp", "log", "sqrt"}
-GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu", "sigma", "tau", "phi", "rho", "pi"}
+GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu", "sigma", "tau", "phi", "rho", "pi",
+         "Phi", "Sigma", "Delta", "Gamma", "Lambda"}
 
 
 def ascii_tex(expr: str) -> str:
@@ -366,7 +367,8 @@ def ascii_tex(expr: str) -> str:
     return t.replace("*", "\\cdot ").replace("_", "\\_")
 
 
-FORMULA = re.compile(r"\bd[A-Z]/d\w+(?:\s*=\s*[^;`]+?(?=\s+(?:and|into|as|for|from)\b|[;,]\s+as\b|;|\.\s|\.?$))?"
+FORMULA = re.compile(r"\bd[A-Z]/d\w+(?:\s*=\s*[^;`]+?(?=\s+(?:and|into|as|for|from|or|with|where|if|when|in)\s|,\s+[A-Za-z]{2,}\b"
+                     r"|;|\.\s|\.?$))?"
                      r"|\bU\[[^\]\s][^\]]*\]")  # dL/dW = G^T X; U[-1/sqrt(n), 1/sqrt(n)]
 
 
@@ -688,8 +690,8 @@ def stack_tables(text: str) -> str:
     def one(m):
         attrs, body = m.group(1), m.group(2)
         head = re.search(r"<thead\b.*?</thead>", body, re.S)
-        if not head or re.search(r"\b(?:colspan|rowspan)=", body):
-            return m.group(0)
+        if not head or re.search(r"\b(?:colspan|rowspan)=", body) or 'class="math' in head.group(0):
+            return m.group(0)  # (a column named by a formula would show its TeX as the card's label)
         names = [html.escape(" ".join(html.unescape(re.sub(r"<[^>]+>", "", h)).split()), quote=True)
                  for h in re.findall(r"<th\b[^>]*>(.*?)</th>", head.group(0), re.S)]
         unbreakable = re.search(r'class="math|<code', body)  # formulas and code do not wrap inside a cell
