@@ -182,3 +182,24 @@ def test_hot_path_reads_nothing_back():
             assert ce(x, target).shape == () and ce.backward().shape == x.shape
     w = Parameter(torch.empty(4, 3, device=meta))
     for f in (minit.kaiming_uniform_, minit.kaiming_normal_, minit.xavier_uniform_, minit.xavier_normal_): f(w)
+
+
+def test_trains_multiclass_with_training_loop():
+    "minidl.training.train with BatchNorm1d, GELU, Dropout, LossCrossEntropy and Kaiming init learns a 3-class problem."
+    from minidl import SGD, train
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 2, generator=gen)
+    y = (torch.atan2(x[:, 1], x[:, 0]) + math.pi).mul(3 / (2 * math.pi)).long().clamp(max=2)  # three angular sectors
+    lin1, lin2 = Linear(2, 32, generator=gen), Linear(32, 3, generator=gen)
+    minit.kaiming_normal_(lin1.weight, nonlinearity='relu', generator=gen)
+    model = Sequential(lin1, BatchNorm1d(32), GELU(), Dropout(0.1, generator=gen), lin2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread avoids BLAS threads spinning on a shared machine
+    try:
+        hist = train(model, LossCrossEntropy(label_smoothing=0.05), SGD(model.parameters(), lr=0.5), x[:500], y[:500],
+                     x[500:], y[500:], epochs=30, batch_size=50, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert hist.train_loss[-1] < hist.train_loss[0] and hist.test_accuracy[-1] > 0.9, hist
+    assert not model.training or all(m.training for m in model.modules())
+    assert model[1].num_batches_tracked == 30 * 10
