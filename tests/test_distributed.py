@@ -1,0 +1,208 @@
+"""Data-parallel training over torch.distributed (gloo on 127.0.0.1, spawned processes, bounded time):
+2 and 3 processes train like one process with the same global batch, a checkpoint written by rank 0 resumes on
+another number of processes, and a failing rank ends the job quickly with its rank named.
+
+The workers are this file run as a script (`python tests/test_distributed.py SCENARIO OUT`) with torchrun's
+environment variables set by hand, as torchrun would set them."""
+import inspect, os, socket, subprocess, sys, time
+from pathlib import Path
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 45  # seconds for a whole multi-process run; the collectives themselves time out after 20 s
+N, BATCH, EPOCHS, RESUME_AT = 103, 20, 4, 2  # 103 = 5 * 20 + 3: uneven shards on 2 and 3 ranks, a last batch of 3
+
+
+def _optimizers():
+    "The optimizers to test, by name: SGD with momentum and Adam where minidl has them, else plain SGD with decay."
+    from minidl import optim
+    out = {}
+    if 'momentum' in inspect.signature(optim.SGD).parameters: out['sgd_momentum'] = lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)
+    else: out['sgd_decay'] = lambda ps: optim.SGD(ps, lr=0.2, decay=0.01)
+    if hasattr(optim, 'Adam'): out['adam'] = lambda ps: optim.Adam(ps, lr=0.01)
+    return out
+
+
+def _model(seed):
+    from minidl.linear import Linear
+    from minidl.activations import ReLU, Tanh
+    from minidl.sequential import Sequential
+    torch.manual_seed(seed)
+    return Sequential(Linear(4, 16), Tanh(), Linear(16, 16), ReLU(), Linear(16, 2)).to(dtype=torch.float64)
+
+
+def _data():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(N, 4, generator=g, dtype=torch.float64)
+    return x, torch.cat([x[:, :1] * x[:, 1:2], torch.sin(x[:, 2:3]) + x[:, 3:]], 1)
+
+
+def _opt_state(opt):
+    return opt.state_dict() if hasattr(opt, 'state_dict') else {'step_count': opt.step_count}
+
+
+def _load_opt_state(opt, sd):
+    if hasattr(opt, 'load_state_dict'): opt.load_state_dict(sd)
+    else: opt.step_count = sd['step_count']
+
+
+def _epochs(model, opt, x, y, sampler, first, last, after_backward=None):
+    "The training loop of `train(..., sampler=, after_backward=)`: epochs `first..last`."
+    from minidl.losses import LossMSE
+    loss_fn = LossMSE()
+    for epoch in range(first, last + 1):
+        for idx in sampler(epoch):
+            loss_fn(model(x[idx]), y[idx])
+            opt.zero_grad()
+            model.backward(loss_fn.backward(), input_grad=False)
+            if after_backward is not None: after_backward(model, idx)
+            opt.step()
+
+
+def _reference(name, epochs=EPOCHS):
+    "One process, no process group: the global batches themselves."
+    from minidl.distributed import ShardedSampler
+    x, y = _data()
+    model = _model(100)
+    opt = _optimizers()[name](model.parameters())
+    _epochs(model, opt, x, y, ShardedSampler(N, BATCH, seed=3).global_batches, 1, epochs)
+    return model.state_dict()
+
+
+# ---------------------------------------------------------------- the workers (run as a script)
+def _worker(scenario, out):
+    from minidl import distributed as D
+    out = Path(out)
+    D.init_distributed(timeout=20)
+    rank, world = D.get_rank(), D.get_world_size()
+    x, y = _data()
+    with D.fail_fast():
+        if scenario == 'train':
+            for name, make in _optimizers().items():
+                model = _model(100 + rank)  # each rank differs: the broadcast must make them rank 0's
+                dp = D.DataParallel(model, N, BATCH, seed=3, bucket_cap_mb=0.001)  # tiny buckets: several all-reduces
+                opt = make(model.parameters())
+                _epochs(model, opt, x, y, dp.sampler, 1, EPOCHS, dp.after_backward)
+                torch.save(model.state_dict(), out / f'{name}_w{world}_r{rank}.pt')
+                # the checkpoint of a run stopped after RESUME_AT epochs, written by rank 0 alone
+                if world == 2:
+                    model = _model(100 + rank)
+                    dp = D.DataParallel(model, N, BATCH, seed=3)
+                    opt = make(model.parameters())
+                    _epochs(model, opt, x, y, dp.sampler, 1, RESUME_AT, dp.after_backward)
+                    ck = dict(model=model.state_dict(), optimizer=_opt_state(opt), epoch=RESUME_AT)
+                    D.on_main(torch.save, ck, out / f'{name}_ckpt.pt')
+            if world == 3:  # resume the 2-process checkpoints on 3 processes
+                for name, make in _optimizers().items():
+                    ck = torch.load(out / f'{name}_ckpt.pt')
+                    model = _model(200 + rank)
+                    model.load_state_dict(ck['model'])
+                    opt = make(model.parameters())
+                    _load_opt_state(opt, ck['optimizer'])
+                    dp = D.DataParallel(model, N, BATCH, seed=3)
+                    _epochs(model, opt, x, y, dp.sampler, ck['epoch'] + 1, EPOCHS, dp.after_backward)
+                    torch.save(model.state_dict(), out / f'{name}_resumed_r{rank}.pt')
+        D.print_main(f"rank 0 of {world} done")  # printed once, by rank 0
+        if world == 3:  # then rank 1 fails in the middle of an epoch: every rank must stop, naming rank 1
+            model = _model(100)
+            dp = D.DataParallel(model, N, BATCH, seed=3)
+            opt = next(iter(_optimizers().values()))(model.parameters())
+            def boom(m, idx):
+                if rank == 1 and dp.steps == 2: raise ValueError("a deliberate error on rank 1")
+                dp.after_backward(m, idx)
+            _epochs(model, opt, x, y, dp.sampler, 1, EPOCHS, boom)
+    D.shutdown()
+
+
+# ---------------------------------------------------------------- the launcher
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    if Path('/sys/class/net/lo').exists(): env.setdefault('GLOO_SOCKET_IFNAME', 'lo')  # stay on 127.0.0.1
+    return env
+
+
+def _by_hand(world, scenario, out):
+    "Start `world` workers with the environment torchrun would give them; [(returncode, stdout, stderr)] per rank."
+    env = dict(_env(), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()), WORLD_SIZE=str(world))
+    procs = [subprocess.Popen([sys.executable, __file__, scenario, str(out)], cwd=ROOT, text=True,
+                              env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for r in range(world)]
+    deadline, results = time.monotonic() + TIMEOUT, []
+    try:
+        for p in procs: results.append((p.returncode, *p.communicate(timeout=max(deadline - time.monotonic(), 0.1))))
+    except subprocess.TimeoutExpired:
+        for p in procs: p.kill()
+        pytest.fail(f"{world} processes running {scenario!r} did not end within {TIMEOUT} s (a hang)")
+    return [(p.returncode, o, e) for p, (_, o, e) in zip(procs, results)]
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    "2 processes launched by torchrun (they write the checkpoints), then 3 launched by hand (they resume them, then fail)."
+    out = tmp_path_factory.mktemp('dist')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', __file__, 'train', str(out)]
+    try: two = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired: pytest.fail(f"torchrun with 2 processes did not end within {TIMEOUT} s (a hang)")
+    assert two.returncode == 0, two.stderr[-3000:]
+    t0 = time.monotonic()
+    three = _by_hand(3, 'train', out)
+    return dict(out=out, two=two, three=three, three_seconds=time.monotonic() - t0)
+
+
+def _rel(a, b):
+    return max(((a[k] - b[k]).abs().max() / b[k].abs().max()).item() for k in b)
+
+
+@pytest.mark.parametrize('world', [2, 3])
+def test_equals_one_process(runs, world):
+    out = runs['out']
+    for name in _optimizers():
+        ref = _reference(name)
+        ranks = [torch.load(out / f'{name}_w{world}_r{r}.pt') for r in range(world)]
+        for sd in ranks[1:]:  # the replicas are identical, bit for bit
+            assert all(torch.equal(sd[k], ranks[0][k]) for k in ref), name
+        assert _rel(ranks[0], ref) < 1e-12, (name, world, _rel(ranks[0], ref))
+        start = _model(100).state_dict()  # and training did move the parameters
+        assert _rel(start, ref) > 1e-3
+
+
+def test_checkpoint_resumes_on_another_world_size(runs):
+    for name in _optimizers():
+        ref = _reference(name)
+        resumed = [torch.load(runs['out'] / f'{name}_resumed_r{r}.pt') for r in range(3)]
+        assert _rel(resumed[0], ref) < 1e-12, (name, _rel(resumed[0], ref))
+        assert all(torch.equal(sd[k], resumed[0][k]) for sd in resumed[1:] for k in ref)
+
+
+def test_rank_0_alone_prints(runs):
+    assert runs['two'].stdout.count("done") == 1 and "rank 0 of 2 done" in runs['two'].stdout
+    assert [o.count("done") for _, o, _ in runs['three']] == [1, 0, 0]
+
+
+def test_failing_rank_ends_the_job(runs):
+    "Rank 1 of 3 raises: all three end (no hang), each with a message naming rank 1."
+    (rc0, _, err0), (rc1, _, err1), (rc2, _, err2) = runs['three']
+    assert rc0 != 0 and rc1 != 0 and rc2 != 0
+    assert "rank 1 of 3 failed: ValueError: a deliberate error on rank 1" in err1
+    for r, err in ((0, err0), (2, err2)):
+        assert f"rank {r} of 3 stopped because rank 1 of 3 failed: ValueError: a deliberate error on rank 1" in err, err[-2000:]
+
+
+def test_missing_environment_is_a_clear_error(monkeypatch):
+    from minidl.distributed import init_distributed, launch_info
+    for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'LOCAL_RANK'): monkeypatch.delenv(k, raising=False)
+    with pytest.raises(RuntimeError, match='launch with `torchrun'): init_distributed()
+    monkeypatch.setenv('RANK', '0')
+    with pytest.raises(RuntimeError, match='sets RANK but not WORLD_SIZE, MASTER_ADDR, MASTER_PORT'): launch_info()
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, str(ROOT))
+    _worker(*sys.argv[1:])
