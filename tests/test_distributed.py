@@ -12,15 +12,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 45  # seconds for a whole multi-process run; the collectives themselves time out after 20 s
 N, BATCH, EPOCHS, RESUME_AT = 103, 20, 4, 2  # 103 = 5 * 20 + 3: uneven shards on 2 and 3 ranks, a last batch of 3
+N_BN = 100  # BatchNorm: whole batches of 20, shards of 10 (BatchNorm needs 2 samples per shard)
+
+
+def _adam():
+    try: from minidl.adam import Adam
+    except ImportError: return None
+    return Adam
+
+
+def _batchnorm():
+    try: from minidl.batchnorm import BatchNorm1d
+    except ImportError: return None
+    return BatchNorm1d
 
 
 def _optimizers():
     "The optimizers to test, by name: SGD with momentum and Adam where minidl has them, else plain SGD with decay."
-    from minidl import optim
+    from minidl.optim import SGD
     out = {}
-    if 'momentum' in inspect.signature(optim.SGD).parameters: out['sgd_momentum'] = lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)
-    else: out['sgd_decay'] = lambda ps: optim.SGD(ps, lr=0.2, decay=0.01)
-    if hasattr(optim, 'Adam'): out['adam'] = lambda ps: optim.Adam(ps, lr=0.01)
+    if 'momentum' in inspect.signature(SGD).parameters: out['sgd_momentum'] = lambda ps: SGD(ps, lr=0.1, momentum=0.9)
+    else: out['sgd_decay'] = lambda ps: SGD(ps, lr=0.2, decay=0.01)
+    if _adam() is not None: out['adam'] = lambda ps: _adam()(ps, lr=0.01)
     return out
 
 
@@ -30,6 +43,14 @@ def _model(seed):
     from minidl.sequential import Sequential
     torch.manual_seed(seed)
     return Sequential(Linear(4, 16), Tanh(), Linear(16, 16), ReLU(), Linear(16, 2)).to(dtype=torch.float64)
+
+
+def _bn_model(seed):
+    from minidl.linear import Linear
+    from minidl.activations import ReLU
+    from minidl.sequential import Sequential
+    torch.manual_seed(seed)
+    return Sequential(Linear(4, 16), _batchnorm()(16), ReLU(), Linear(16, 2)).to(dtype=torch.float64)
 
 
 def _data():
@@ -70,6 +91,30 @@ def _reference(name, epochs=EPOCHS):
     return model.state_dict()
 
 
+def _reference_bn(p, epochs=EPOCHS):
+    """BatchNorm with per-replica statistics, simulated in one process: every shard's forward and backward uses the shard's own
+    batch statistics, the gradients are count-weighted, and the running statistics kept are rank 0's."""
+    from minidl.distributed import ShardedSampler
+    from minidl.losses import LossMSE
+    x, y = _data()
+    model, loss_fn = _bn_model(100), LossMSE()
+    opt = _optimizers()[next(iter(_optimizers()))](model.parameters())
+    samplers = [ShardedSampler(N_BN, BATCH, seed=3, rank=r, world_size=p) for r in range(p)]
+    for epoch in range(1, epochs + 1):
+        for shards in zip(*[s(epoch) for s in samplers]):
+            before = [b.clone() for b in model.buffers()]
+            total = [torch.zeros_like(q.grad) for q in model.parameters()]
+            for idx in reversed(shards):  # rank 0 last: its running statistics stay
+                for b, v in zip(model.buffers(), before): b.copy_(v)
+                model.zero_grad()
+                loss_fn(model(x[idx]), y[idx])
+                model.backward(loss_fn.backward(), input_grad=False)
+                for t, q in zip(total, model.parameters()): t += len(idx) * q.grad
+            for t, q in zip(total, model.parameters()): q.grad.copy_(t / sum(len(i) for i in shards))
+            opt.step()
+    return model.state_dict()
+
+
 # ---------------------------------------------------------------- the workers (run as a script)
 def _worker(scenario, out):
     from minidl import distributed as D
@@ -103,6 +148,12 @@ def _worker(scenario, out):
                     dp = D.DataParallel(model, N, BATCH, seed=3)
                     _epochs(model, opt, x, y, dp.sampler, ck['epoch'] + 1, EPOCHS, dp.after_backward)
                     torch.save(model.state_dict(), out / f'{name}_resumed_r{rank}.pt')
+            if world == 2 and _batchnorm() is not None:  # per-replica BatchNorm statistics, rank 0's buffers kept
+                model = _bn_model(100 + rank)
+                dp = D.DataParallel(model, N_BN, BATCH, seed=3)
+                opt = next(iter(_optimizers().values()))(model.parameters())
+                _epochs(model, opt, x, y, dp.sampler, 1, EPOCHS, dp.after_backward)
+                torch.save(model.state_dict(), out / f'bn_w{world}_r{rank}.pt')
         D.print_main(f"rank 0 of {world} done")  # printed once, by rank 0
         if world == 3:  # then rank 1 fails in the middle of an epoch: every rank must stop, naming rank 1
             model = _model(100)
@@ -179,6 +230,16 @@ def test_checkpoint_resumes_on_another_world_size(runs):
         resumed = [torch.load(runs['out'] / f'{name}_resumed_r{r}.pt') for r in range(3)]
         assert _rel(resumed[0], ref) < 1e-12, (name, _rel(resumed[0], ref))
         assert all(torch.equal(sd[k], resumed[0][k]) for sd in resumed[1:] for k in ref)
+
+
+def test_batchnorm_per_replica_statistics(runs):
+    if _batchnorm() is None: pytest.skip("no minidl.batchnorm yet")
+    ranks = [torch.load(runs['out'] / f'bn_w2_r{r}.pt') for r in range(2)]
+    ref, one = _reference_bn(2), _reference_bn(1)
+    assert all(torch.equal(ranks[1][k], ranks[0][k]) for k in ref)  # parameters and running statistics identical
+    assert ranks[0]['1.num_batches_tracked'].item() == EPOCHS * N_BN // BATCH
+    assert _rel(ranks[0], ref) < 1e-12, _rel(ranks[0], ref)
+    assert _rel(ref, one) > 1e-6  # per-replica statistics: not the big batch's (that would need synchronised statistics)
 
 
 def test_rank_0_alone_prints(runs):
