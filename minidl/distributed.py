@@ -231,9 +231,11 @@ class DataParallel:
             broadcast_state(model, 0, self.bucket_cap_mb)
 
     def average_gradients(self,
-                          count: int, # the number of samples this rank's gradient is the mean over
+                          count: int | float | torch.Tensor, # what this rank's loss was divided by: its number of samples
                          ):
         "Replace every `param.grad` by the count-weighted mean over the ranks, `sum_r count_r * grad_r / sum_r count_r`."
+        if isinstance(count, bool) or not isinstance(count, (numbers.Real, torch.Tensor)) or (isinstance(count, numbers.Real) and not count > 0):
+            raise ValueError(f"DataParallel.average_gradients expects a sample count > 0 (a number or a 0-dim tensor), got {count!r}")
         if self.world_size == 1: return
         if [(p.grad.shape, p.grad.dtype, p.grad.device) for p in self.params] != self._layout:
             raise RuntimeError("DataParallel: the parameters' gradients changed shape, dtype or device since construction "
