@@ -219,6 +219,7 @@ class DataParallel:
         self.broadcast_buffers, self.timed, self.comm_seconds, self.steps = bool(broadcast_buffers), bool(timed), 0.0, 0
         self.bucket_cap_mb = float(bucket_cap_mb)
         self.rank, self.world_size = self.sampler.rank, self.sampler.world_size
+        self.local_count = sum(len(b) for b in self.sampler(0))  # this rank's samples per epoch
         grads = [p.grad for p in self.params]
         self._layout = [(g.shape, g.dtype, g.device) for g in grads]
         self.buckets = _buckets(grads, int(self.bucket_cap_mb * 2**20))
@@ -268,11 +269,25 @@ class DataParallel:
             if bufs: _broadcast_tensors(bufs, 0, self.bucket_cap_mb)
         self.steps += 1
 
+    def reduce_history(self,
+                       hist, # the `History` that `train` returned on this rank (its losses are over this rank's shards)
+                      ): # a new `History`: train loss and accuracy over all the ranks' samples, the rest unchanged
+        "The whole job's training loss and accuracy, every rank's shards together (a collective: call it on every rank)."
+        import dataclasses
+        out = dataclasses.replace(hist, **{f.name: list(getattr(hist, f.name)) for f in dataclasses.fields(hist)})
+        if self.world_size == 1 or not len(hist): return out
+        c = float(self.local_count)  # this rank's samples per epoch: the same every epoch (the shard sizes do not depend on the shuffle)
+        t = torch.tensor([[l * c, a * c, c] for l, a in zip(hist.train_loss, hist.train_accuracy)], dtype=torch.float64)
+        t = t.to(self._flats[0].device)
+        dist.all_reduce(t)
+        out.train_loss, out.train_accuracy = (t[:, 0] / t[:, 2]).tolist(), (t[:, 1] / t[:, 2]).tolist()
+        return out
+
     def __repr__(self):
         return (f"DataParallel(rank={self.rank}, world_size={self.world_size}, parameters={len(self.params)}, "
                 f"buckets={len(self.buckets)}, bucket_cap_mb={self.bucket_cap_mb:g})")
 
-# %% ../nbs/60_distributed.ipynb #fb7c512c
+# %% ../nbs/60_distributed.ipynb #b02a53eb
 class DistributedError(RuntimeError):
     "A rank failed; raised on that rank and on the others, with the failing rank named."
 
@@ -303,7 +318,7 @@ def fail_fast():
         with contextlib.suppress(Exception): dist.destroy_process_group()  # closes the connections: the others' collectives fail now
         raise DistributedError(msg) from e
 
-# %% ../nbs/60_distributed.ipynb #47f65fbe
+# %% ../nbs/60_distributed.ipynb #1a90a273
 def _demo_parser():
     import argparse
     p = argparse.ArgumentParser(prog='python -m minidl.distributed',
@@ -320,7 +335,7 @@ def _demo_parser():
     p.add_argument('--fail-rank', type=int, default=None, help='(testing) raise an error on this rank during epoch 1')
     return p
 
-# %% ../nbs/60_distributed.ipynb #1a90a273
+# %% ../nbs/60_distributed.ipynb #4a67da10
 def demo(argv: list[str] | None = None, # command-line arguments (default: `sys.argv[1:]`)
         ) -> int: # exit status
     "`python -m minidl.distributed`: data-parallel training of an MLP on the circle task; rank 0 prints and writes the results."
@@ -333,8 +348,9 @@ def demo(argv: list[str] | None = None, # command-line arguments (default: `sys.
     from minidl.sequential import Sequential
     from minidl.losses import LossBCE
     from minidl.optim import SGD
+    from minidl.training import train
     a = _demo_parser().parse_args(argv)
-    info = init_distributed(timeout=a.timeout) if launch_info() is not None else None
+    if launch_info() is not None: init_distributed(timeout=a.timeout)
     try:
         with fail_fast():
             rank, world = get_rank(), get_world_size()
@@ -344,25 +360,20 @@ def demo(argv: list[str] | None = None, # command-line arguments (default: `sys.
             loss_fn, opt = LossBCE(), SGD(model.parameters(), lr=a.lr)
             dp = DataParallel(model, a.n_train, a.batch_size, seed=a.seed, timed=True)
             print_main(f"{world} process(es), global batch {a.batch_size}, {len(dp.sampler)} steps per epoch, {dp!r}")
-            t0, history = time.perf_counter(), []
-            for epoch in range(1, a.epochs + 1):
-                total = torch.zeros(2, dtype=torch.float64)  # this rank's (sum of losses, samples), read once per epoch
-                for step, idx in enumerate(dp.sampler(epoch)):
-                    if epoch == 1 and step == 3 and rank == a.fail_rank: raise ValueError(f"--fail-rank {rank}: a deliberate error")
-                    loss = loss_fn(model(x[idx]), y[idx])
-                    opt.zero_grad()
-                    model.backward(loss_fn.backward(), input_grad=False)
-                    dp.after_backward(model, idx)
-                    opt.step()
-                    total += torch.stack([loss.detach().double() * len(idx), torch.tensor(float(len(idx)), dtype=torch.float64)])
-                if world > 1: dist.all_reduce(total)
-                acc = ((model(x_test) > 0.5) == (y_test > 0.5)).double().mean().item()
-                history.append(dict(epoch=epoch, train_loss=(total[0] / total[1]).item(), test_accuracy=acc,
-                                    seconds=time.perf_counter() - t0))
-                print_main(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, test accuracy {acc:.4f}, "
-                           f"{history[-1]['seconds']:.1f} s")
-            res = dict(world_size=world, global_batch=a.batch_size, samples_per_second=a.epochs * a.n_train / (time.perf_counter() - t0),
-                       allreduce_ms_per_step=1e3 * dp.comm_seconds / max(dp.steps, 1), history=history)
+            hook = dp.after_backward
+            if a.fail_rank == rank:
+                def hook(m, idx):
+                    if dp.steps == 3: raise ValueError(f"--fail-rank {rank}: a deliberate error")
+                    dp.after_backward(m, idx)
+            t0 = time.perf_counter()
+            hist = train(model, loss_fn, opt, x, y, x_test, y_test, epochs=a.epochs, sampler=dp.sampler,
+                         after_backward=hook, progress=False)
+            seconds = time.perf_counter() - t0
+            hist = dp.reduce_history(hist)  # the loss over every rank's samples, not just this rank's
+            for e, l, acc in zip(hist.epoch, hist.train_loss, hist.test_accuracy):
+                print_main(f"epoch {e}: train loss {l:.4f}, test accuracy {acc:.4f}")
+            res = dict(world_size=world, global_batch=a.batch_size, samples_per_second=a.epochs * a.n_train / seconds,
+                       allreduce_ms_per_step=1e3 * dp.comm_seconds / max(dp.steps, 1), history=hist.as_dict())
             print_main(f"{res['samples_per_second']:.0f} samples/s, all-reduce {res['allreduce_ms_per_step']:.2f} ms per step")
             if a.out is not None:
                 def write():

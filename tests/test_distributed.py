@@ -42,7 +42,7 @@ def _model(seed):
     from minidl.activations import ReLU, Tanh
     from minidl.sequential import Sequential
     torch.manual_seed(seed)
-    return Sequential(Linear(4, 16), Tanh(), Linear(16, 16), ReLU(), Linear(16, 2)).to(dtype=torch.float64)
+    return Sequential(Linear(4, 16), Tanh(), Linear(16, 16), ReLU(), Linear(16, 3)).to(dtype=torch.float64)
 
 
 def _bn_model(seed):
@@ -50,13 +50,13 @@ def _bn_model(seed):
     from minidl.activations import ReLU
     from minidl.sequential import Sequential
     torch.manual_seed(seed)
-    return Sequential(Linear(4, 16), _batchnorm()(16), ReLU(), Linear(16, 2)).to(dtype=torch.float64)
+    return Sequential(Linear(4, 16), _batchnorm()(16), ReLU(), Linear(16, 3)).to(dtype=torch.float64)
 
 
 def _data():
     g = torch.Generator().manual_seed(7)
     x = torch.randn(N, 4, generator=g, dtype=torch.float64)
-    return x, torch.cat([x[:, :1] * x[:, 1:2], torch.sin(x[:, 2:3]) + x[:, 3:]], 1)
+    return x, (x[:, 0] * x[:, 1] > 0).long() + (x[:, 2] > 0.5).long()  # 3 classes
 
 
 def _opt_state(opt):
@@ -69,16 +69,11 @@ def _load_opt_state(opt, sd):
 
 
 def _epochs(model, opt, x, y, sampler, first, last, after_backward=None):
-    "The training loop of `train(..., sampler=, after_backward=)`: epochs `first..last`."
-    from minidl.losses import LossMSE
-    loss_fn = LossMSE()
-    for epoch in range(first, last + 1):
-        for idx in sampler(epoch):
-            loss_fn(model(x[idx]), y[idx])
-            opt.zero_grad()
-            model.backward(loss_fn.backward(), input_grad=False)
-            if after_backward is not None: after_backward(model, idx)
-            opt.step()
+    "Epochs `first..last` of `minidl.training.train` with the given sampler and hook; its `History`."
+    from minidl.training import train
+    from minidl.softmax import LossCrossEntropy
+    return train(model, LossCrossEntropy(), opt, x, y, epochs=last - first + 1, sampler=lambda e: sampler(e + first - 1),
+                 after_backward=after_backward, progress=False)
 
 
 def _reference(name, epochs=EPOCHS):
@@ -87,17 +82,17 @@ def _reference(name, epochs=EPOCHS):
     x, y = _data()
     model = _model(100)
     opt = _optimizers()[name](model.parameters())
-    _epochs(model, opt, x, y, ShardedSampler(N, BATCH, seed=3).global_batches, 1, epochs)
-    return model.state_dict()
+    hist = _epochs(model, opt, x, y, ShardedSampler(N, BATCH, seed=3), 1, epochs)
+    return model.state_dict(), hist
 
 
 def _reference_bn(p, epochs=EPOCHS):
     """BatchNorm with per-replica statistics, simulated in one process: every shard's forward and backward uses the shard's own
     batch statistics, the gradients are count-weighted, and the running statistics kept are rank 0's."""
     from minidl.distributed import ShardedSampler
-    from minidl.losses import LossMSE
+    from minidl.softmax import LossCrossEntropy
     x, y = _data()
-    model, loss_fn = _bn_model(100), LossMSE()
+    model, loss_fn = _bn_model(100), LossCrossEntropy()
     opt = _optimizers()[next(iter(_optimizers()))](model.parameters())
     samplers = [ShardedSampler(N_BN, BATCH, seed=3, rank=r, world_size=p) for r in range(p)]
     for epoch in range(1, epochs + 1):
@@ -128,8 +123,9 @@ def _worker(scenario, out):
                 model = _model(100 + rank)  # each rank differs: the broadcast must make them rank 0's
                 dp = D.DataParallel(model, N, BATCH, seed=3, bucket_cap_mb=0.001)  # tiny buckets: several all-reduces
                 opt = make(model.parameters())
-                _epochs(model, opt, x, y, dp.sampler, 1, EPOCHS, dp.after_backward)
-                torch.save(model.state_dict(), out / f'{name}_w{world}_r{rank}.pt')
+                hist = dp.reduce_history(_epochs(model, opt, x, y, dp.sampler, 1, EPOCHS, dp.after_backward))
+                torch.save(dict(state=model.state_dict(), loss=hist.train_loss, accuracy=hist.train_accuracy),
+                           out / f'{name}_w{world}_r{rank}.pt')
                 # the checkpoint of a run stopped after RESUME_AT epochs, written by rank 0 alone
                 if world == 2:
                     model = _model(100 + rank)
@@ -215,8 +211,12 @@ def _rel(a, b):
 def test_equals_one_process(runs, world):
     out = runs['out']
     for name in _optimizers():
-        ref = _reference(name)
-        ranks = [torch.load(out / f'{name}_w{world}_r{r}.pt') for r in range(world)]
+        ref, ref_hist = _reference(name)
+        res = [torch.load(out / f'{name}_w{world}_r{r}.pt') for r in range(world)]
+        ranks = [r['state'] for r in res]
+        for r in res:  # the history summed over the ranks is that of one process
+            assert max(abs(a / b - 1) for a, b in zip(r['loss'], ref_hist.train_loss)) < 1e-12
+            assert max(abs(a - b) for a, b in zip(r['accuracy'], ref_hist.train_accuracy)) < 1e-12
         for sd in ranks[1:]:  # the replicas are identical, bit for bit
             assert all(torch.equal(sd[k], ranks[0][k]) for k in ref), name
         assert _rel(ranks[0], ref) < 1e-12, (name, world, _rel(ranks[0], ref))
@@ -226,7 +226,7 @@ def test_equals_one_process(runs, world):
 
 def test_checkpoint_resumes_on_another_world_size(runs):
     for name in _optimizers():
-        ref = _reference(name)
+        ref, _ = _reference(name)
         resumed = [torch.load(runs['out'] / f'{name}_resumed_r{r}.pt') for r in range(3)]
         assert _rel(resumed[0], ref) < 1e-12, (name, _rel(resumed[0], ref))
         assert all(torch.equal(sd[k], resumed[0][k]) for sd in resumed[1:] for k in ref)
