@@ -59,13 +59,22 @@ def _data():
     return x, (x[:, 0] * x[:, 1] > 0).long() + (x[:, 2] > 0.5).long()  # 3 classes
 
 
-def _opt_state(opt):
-    return opt.state_dict() if hasattr(opt, 'state_dict') else {'step_count': opt.step_count}
+def _save_checkpoint(path, model, opt, epoch):
+    "`minidl.checkpoints.save_checkpoint` where it exists, else model, optimizer step count and epoch with torch.save."
+    try: from minidl.checkpoints import save_checkpoint
+    except ImportError: return torch.save(dict(model=model.state_dict(), optimizer={'step_count': opt.step_count}, epoch=epoch), path)
+    save_checkpoint(path, model, opt, epoch=epoch)
 
 
-def _load_opt_state(opt, sd):
-    if hasattr(opt, 'load_state_dict'): opt.load_state_dict(sd)
-    else: opt.step_count = sd['step_count']
+def _load_checkpoint(path, model, opt):
+    "The epoch saved; model and optimizer restored."
+    try: from minidl.checkpoints import load_checkpoint
+    except ImportError:
+        ck = torch.load(path)
+        model.load_state_dict(ck['model'])
+        opt.step_count = ck['optimizer']['step_count']
+        return ck['epoch']
+    return load_checkpoint(path, model, opt)['epoch']
 
 
 def _epochs(model, opt, x, y, sampler, first, last, after_backward=None):
@@ -132,17 +141,14 @@ def _worker(scenario, out):
                     dp = D.DataParallel(model, N, BATCH, seed=3)
                     opt = make(model.parameters())
                     _epochs(model, opt, x, y, dp.sampler, 1, RESUME_AT, dp.after_backward)
-                    ck = dict(model=model.state_dict(), optimizer=_opt_state(opt), epoch=RESUME_AT)
-                    D.on_main(torch.save, ck, out / f'{name}_ckpt.pt')
+                    D.on_main(_save_checkpoint, out / f'{name}_ckpt.pt', model, opt, RESUME_AT)
             if world == 3:  # resume the 2-process checkpoints on 3 processes
                 for name, make in _optimizers().items():
-                    ck = torch.load(out / f'{name}_ckpt.pt')
                     model = _model(200 + rank)
-                    model.load_state_dict(ck['model'])
                     opt = make(model.parameters())
-                    _load_opt_state(opt, ck['optimizer'])
+                    epoch = _load_checkpoint(out / f'{name}_ckpt.pt', model, opt)  # every rank reads rank 0's file
                     dp = D.DataParallel(model, N, BATCH, seed=3)
-                    _epochs(model, opt, x, y, dp.sampler, ck['epoch'] + 1, EPOCHS, dp.after_backward)
+                    _epochs(model, opt, x, y, dp.sampler, epoch + 1, EPOCHS, dp.after_backward)
                     torch.save(model.state_dict(), out / f'{name}_resumed_r{rank}.pt')
             if world == 2 and _batchnorm() is not None:  # per-replica BatchNorm statistics, rank 0's buffers kept
                 model = _bn_model(100 + rank)
