@@ -244,14 +244,14 @@ class DataParallel:
         t0 = time.perf_counter() if self.timed else 0.0
         works = []
         for b, flat, views in zip(self.buckets, self._flats, self._views):
-            torch._foreach_copy_(views, [self.params[i].grad.reshape(-1) for i in b])
-            flat[:-1].mul_(count)  # count_r * grad_r
+            for i, v in zip(b, views): torch.mul(self.params[i].grad.reshape(-1), count, out=v)  # pack count_r * grad_r
             flat[-1].fill_(count)
             works.append(dist.all_reduce(flat, async_op=True))  # sum over the ranks; the next bucket is packed meanwhile
         for b, flat, views, w in zip(self.buckets, self._flats, self._views, works):
             w.wait()
-            flat[:-1].div_(flat[-1])  # / sum_r count_r = the global batch size
-            torch._foreach_copy_([self.params[i].grad for i in b], [v.view_as(self.params[i].grad) for i, v in zip(b, views)])
+            for i, v in zip(b, views):  # unpack, divided by sum_r count_r (the global batch size)
+                g = self.params[i].grad
+                torch.div(v.view_as(g), flat[-1], out=g)
         if self.timed:
             if flat.is_cuda: torch.cuda.synchronize(flat.device)
             self.comm_seconds += time.perf_counter() - t0
