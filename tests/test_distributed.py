@@ -4,7 +4,7 @@ another number of processes, and a failing rank ends the job quickly with its ra
 
 The workers are this file run as a script (`python tests/test_distributed.py SCENARIO OUT`) with torchrun's
 environment variables set by hand, as torchrun would set them."""
-import inspect, os, socket, subprocess, sys, time
+import contextlib, functools, inspect, os, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
@@ -85,6 +85,17 @@ def _epochs(model, opt, x, y, sampler, first, last, after_backward=None):
                  after_backward=after_backward, progress=False)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    "Like the workers (and much faster on a busy machine): one thread, restored afterwards."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
+
+
+@functools.lru_cache(maxsize=None)
+@_one_thread()
 def _reference(name, epochs=EPOCHS):
     "One process, no process group: the global batches themselves."
     from minidl.distributed import ShardedSampler
@@ -95,6 +106,7 @@ def _reference(name, epochs=EPOCHS):
     return model.state_dict(), hist
 
 
+@_one_thread()
 def _reference_bn(p, epochs=EPOCHS):
     """BatchNorm with per-replica statistics, simulated in one process: every shard's forward and backward uses the shard's own
     batch statistics, the gradients are count-weighted, and the running statistics kept are rank 0's."""
