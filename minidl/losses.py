@@ -15,7 +15,11 @@ __all__ = ['MSELoss', 'BCELoss', 'Loss', 'LossMSE', 'LossBCE']
 # %% ../nbs/04_losses.ipynb #84ba4498
 class Loss(SavesForBackward):
     "Base of the losses: `loss(prediction, target)` returns the mean loss; `backward()` returns dL/dprediction."
-    def __call__(self, prediction, target): return self.forward(prediction, target)
+    def __call__(self, prediction, target):
+        "Compute the loss; if that fails, forget the previous call's state, so `backward` raises instead of using it."
+        try: return self.forward(prediction, target)
+        except BaseException as e:  # Ctrl-C included
+            self._forget_failed(e); raise
 
     def _check(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
         "Check both are floating-point tensors of the same shape, dtype and device."
