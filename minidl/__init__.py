@@ -21,6 +21,11 @@ from .sequential import *
 from .optim import *
 from .data import *
 from .training import *
+from .dropout import *
+from .softmax import *
+from .batchnorm import *
+from .activations_more import *
+from .init import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -35,5 +40,10 @@ _modules = [  # one per line, in book order
     'optim',
     'data',
     'training',
+    'dropout',
+    'softmax',
+    'batchnorm',
+    'activations_more',
+    'init',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

@@ -6,10 +6,9 @@ Docs: https://minidl.github.io/minidl/activations.html.md"""
 
 # %% ../nbs/03_activations.ipynb #d66c8f5d
 from __future__ import annotations
+import functools
 import torch
-from .core import Module, _check_tensor, _check_grad, _not_called
-
-_aten = torch.ops.aten  # fused derivative kernels (ATen's own), see below
+from .core import Module, _check_tensor, _check_grad
 
 # %% auto #0
 __all__ = ['ReLU', 'Tanh', 'Sigmoid']
@@ -17,14 +16,14 @@ __all__ = ['ReLU', 'Tanh', 'Sigmoid']
 # %% ../nbs/03_activations.ipynb #888ff336
 class _Elementwise(Module):
     "Base of the activations: `forward` keeps the output `y`; `backward` returns `g * derivative(y)`."
-    def __init__(self): self._y = None
     def forward(self,
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply the activation element-wise and keep the output for `backward`."
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
             x = _check_tensor(x, type(self).__name__)  # raises a clear error, or detaches x
-        self._y = y = self.function(x)
+        y = self.function(x)
+        self._save_for_backward(y)
         return y
 
     def backward(self,
@@ -32,8 +31,7 @@ class _Elementwise(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * derivative(y), element-wise."
-        y = self._y
-        if y is None: raise _not_called(type(self).__name__)
+        (y,) = self._saved_tensors()  # raises if forward was not called, or if y was modified in place since
         if not input_grad: return None
         return self.derivative(_check_grad(grad_output, y.shape, y.dtype, type(self).__name__), y)
 
@@ -41,16 +39,21 @@ class _Elementwise(Module):
 class ReLU(_Elementwise):
     "Rectified linear unit, `max(x, 0)`, element-wise."
     def function(self, x): return torch.relu(x)
-    def derivative(self, g, y): return _aten.threshold_backward.default(g, y, 0)  # G * 1[y > 0]
+    def derivative(self, g, y): return g.masked_fill(y <= 0, 0)  # G * 1[Y > 0]: zero where Y <= 0
 
 # %% ../nbs/03_activations.ipynb #86cb1a3a
+@functools.lru_cache(maxsize=16)
+def _one(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    "A 0-dim tensor holding 1, made once per dtype and device and then reused; never written to."
+    return torch.ones((), dtype=dtype, device=device)
+
 class Tanh(_Elementwise):
     "Hyperbolic tangent, element-wise; output in (-1, 1)."
     def function(self, x): return torch.tanh(x)
-    def derivative(self, g, y): return _aten.tanh_backward.default(g, y)  # G * (1 - y^2)
+    def derivative(self, g, y): return torch.addcmul(_one(y.dtype, y.device), y, y, value=-1).mul_(g)  # (1 - Y^2) * G
 
 # %% ../nbs/03_activations.ipynb #108918c2
 class Sigmoid(_Elementwise):
     "Logistic function `1 / (1 + exp(-x))`, element-wise; output in (0, 1), stable for large |x|."
     def function(self, x): return torch.sigmoid(x)
-    def derivative(self, g, y): return _aten.sigmoid_backward.default(g, y)  # G * (1 - y) * y
+    def derivative(self, g, y): return (1 - y).mul_(g).mul_(y)  # (G * (1 - Y)) * Y, PyTorch's order

@@ -16,6 +16,74 @@ def _fmt_shape(shape) -> str:
     "`(2, 3)`-style text for a `torch.Size` (used in reprs and error messages)."
     return str(tuple(shape)).replace(',)', ')')
 
+# %% ../nbs/00_core.ipynb #e3418b3a
+_TO_KEYS = ('device', 'dtype', 'non_blocking', 'copy', 'memory_format', 'tensor')
+
+def _parse_to(who: str, args: tuple, kwargs: dict) -> tuple:
+    "Read the arguments of `to` as `torch.nn.Module.to` does; returns `(device, dtype, non_blocking, memory_format)`."
+    first = args[0] if args else None
+    names = (('tensor', 'non_blocking', 'copy') if isinstance(first, torch.Tensor) else    # to(tensor)
+             ('dtype', 'non_blocking', 'copy') if isinstance(first, torch.dtype) else     # to(dtype)
+             ('device', 'dtype', 'non_blocking', 'copy'))                                 # to(device, dtype)
+    if len(args) > len(names):
+        raise TypeError(f"{who}.to takes at most {len(names)} positional arguments ({', '.join(names)}), got {len(args)}")
+    got = dict(zip(names, args))
+    for k, v in kwargs.items():
+        if k not in _TO_KEYS: raise TypeError(f"{who}.to got an unexpected keyword argument {k!r} (expected one of {', '.join(_TO_KEYS)})")
+        if k in got: raise TypeError(f"{who}.to got two values for {k!r}")
+        got[k] = v
+    if 'tensor' in got:  # the device and dtype of another tensor
+        t = got.pop('tensor')
+        if not isinstance(t, torch.Tensor): raise TypeError(f"{who}.to expects tensor to be a torch.Tensor, got {type(t).__name__}")
+        if 'device' in got or 'dtype' in got: raise TypeError(f"{who}.to(tensor) takes no device or dtype besides the tensor")
+        got['device'], got['dtype'] = t.device, t.dtype
+    return (_parse_device(who, got.get('device')), _parse_dtype(who, got.get('dtype')),
+            _parse_flag(who, 'non_blocking', got.get('non_blocking', False)), _parse_format(who, got.get('memory_format')))
+
+
+# %% ../nbs/00_core.ipynb #11e83471
+def _dtype_named(s) -> torch.dtype | None:
+    "The torch dtype a string names (`'float64'` -> `torch.float64`), or `None`."
+    t = getattr(torch, s, None) if isinstance(s, str) else None
+    return t if isinstance(t, torch.dtype) else None
+
+def _parse_dtype(who: str, dtype) -> torch.dtype | None:
+    "Check a target dtype is `None` or a floating-point `torch.dtype`."
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point): return dtype
+    if isinstance(dtype, torch.dtype):
+        raise TypeError(f"{who}.to expects a floating-point dtype (parameters are floating-point), got {dtype}")
+    hint = f" (write torch.{dtype}, not a string)" if _dtype_named(dtype) else ''
+    raise TypeError(f"{who}.to expects dtype to be a floating-point torch.dtype, got {type(dtype).__name__} {dtype!r}{hint}")
+
+def _parse_device(who: str, device) -> torch.device | None:
+    "Check a target device (`'cuda'`, `'cpu'`, `0`, a `torch.device`) and return it as a `torch.device`."
+    if device is None or isinstance(device, torch.device): return device
+    if _dtype_named(device):
+        raise TypeError(f"{who}.to got the string {device!r} where a device or a dtype goes: a dtype is written "
+                        f"torch.{device}, not as a string")
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise TypeError(f"{who}.to expects a device (e.g. 'cuda', 'cpu', 0 or a torch.device), a dtype or a tensor, "
+                        f"got {type(device).__name__} {device!r}")
+    try: return torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"{who}.to got an invalid device {device!r}: {e}") from None
+
+def _parse_flag(who: str, name: str, v) -> bool:
+    if not isinstance(v, bool): raise TypeError(f"{who}.to expects {name} to be True or False, got {v!r}")
+    return v
+
+def _parse_format(who: str, fmt):
+    if fmt is None or isinstance(fmt, torch.memory_format): return fmt
+    raise TypeError(f"{who}.to expects memory_format to be a torch.memory_format, got {type(fmt).__name__} {fmt!r}")
+
+def _move(t: torch.Tensor, device, dtype, non_blocking: bool, memory_format, who: str) -> torch.Tensor:
+    "`t` moved/cast as `torch.nn.Module.to` does (integer tensors keep their dtype; `memory_format` for 4-D and 5-D tensors only)."
+    fmt = memory_format if memory_format is not None and t.dim() in (4, 5) else torch.preserve_format
+    try: return t.to(device=device, dtype=dtype if t.is_floating_point() else None, non_blocking=non_blocking, memory_format=fmt)
+    except (RuntimeError, AssertionError) as e:  # e.g. 'Torch not compiled with CUDA enabled'
+        raise RuntimeError(f"{who}.to could not move a {t.dtype} tensor from {t.device} to {device}: {e}") from None
+
+
 # %% ../nbs/00_core.ipynb #4ee5060d
 class Parameter:
     "A learnable tensor `value` with its gradient `grad` (same shape, dtype and device, zeros at creation)."
@@ -39,15 +107,11 @@ class Parameter:
         "Reset the gradient to zeros, in place."
         self.grad.zero_()
 
-    def to(self,
-           device=None, # target device, e.g. `'cuda'` (`None`: keep)
-           dtype=None,  # target floating-point dtype, e.g. `torch.float64` (`None`: keep)
-          ) -> Parameter:
-        "Move/cast `value` and `grad` in place of this object (like `torch.nn.Module.to`); returns `self`."
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"Parameter.to expects a floating-point dtype, got {dtype}")
-        self.value = self.value.to(device=device, dtype=dtype)
-        self.grad = self.grad.to(device=device, dtype=dtype)
+    def to(self, *args, **kwargs) -> Parameter:
+        "Move/cast `value` and `grad` in place of this object; accepts what `torch.nn.Module.to` accepts; returns `self`."
+        device, dtype, non_blocking, fmt = _parse_to('Parameter', args, kwargs)
+        value, grad = (_move(t, device, dtype, non_blocking, fmt, 'Parameter') for t in (self.value, self.grad))
+        self.value, self.grad = value, grad  # both moved before either is replaced: a failed move changes nothing
         return self
 
     def __repr__(self):
@@ -58,26 +122,33 @@ class Parameter:
 class SavesForBackward:
     "Mixin of `Module` and `Loss`: keep what `forward` computed for `backward`, and detect in-place changes to it."
     _saved = None  # the tuple saved by the last forward (`None`: nothing to backpropagate through)
+    _why = None    # why `_saved` is `None` when it was dropped (a failed forward, a cast), for the error message
 
     def _save_for_backward(self, *objs):
         "Keep `objs` (tensors and plain values) for `backward`, with each tensor's version counter."
         self._saved = objs
-        self._versions = tuple(o._version if isinstance(o, torch.Tensor) else None for o in objs)
+        self._versions = [o._version if isinstance(o, torch.Tensor) else None for o in objs]
 
     def _saved_tensors(self) -> tuple:
         "What the last forward saved; raises if there is none or if a saved tensor was modified in place since."
         objs = self._saved
-        if objs is None: raise _not_called(type(self).__name__)
-        for i, (o, v) in enumerate(zip(objs, self._versions)):
+        if objs is None: raise _not_called(type(self).__name__, self._why)
+        if [o._version if isinstance(o, torch.Tensor) else None for o in objs] != self._versions: self._raise_modified()
+        return objs
+
+    def _raise_modified(self):
+        for i, (o, v) in enumerate(zip(self._saved, self._versions)):
             if v is not None and o._version != v:
                 raise RuntimeError(f"{type(self).__name__}.backward: a tensor saved by forward (saved tensor {i}, shape "
                                    f"{_fmt_shape(o.shape)}) was modified by an inplace operation after forward (version "
                                    f"{o._version}, expected {v}): clone it before changing it, or run forward again")
-        return objs
 
-    def _forget(self):
+    def _forget(self,
+                why: str | None = None, # the reason, shown by the error `backward` raises (e.g. 'its last forward failed')
+               ):
         "Drop the saved state, so that `backward` raises until the next successful forward."
-        self._saved = None
+        self._saved, self._why = None, why
+
 
 # %% ../nbs/00_core.ipynb #20345634
 class Module(SavesForBackward):
@@ -166,20 +237,32 @@ class Module(SavesForBackward):
         "Reset the gradient of every parameter to zeros."
         for p in self.parameters(): p.zero_grad()
 
-    def __call__(self, x): return self.forward(x)
+    def __call__(self, x):
+        "Run `forward`; if it fails, every module forgets its saved state, so a later `backward` raises instead of using stale tensors."
+        try: return self.forward(x)
+        except BaseException as e:  # Ctrl-C half-way included
+            self._forget_all(e); raise
 
-    def to(self,
-           device=None, # target device (`None`: keep)
-           dtype=None,  # target floating-point dtype (`None`: keep)
-          ) -> Module:
-        "Move/cast every parameter (value and grad) and buffer (integer buffers keep their dtype); returns `self`, like `torch.nn.Module.to`."
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(f"{type(self).__name__}.to expects a floating-point torch.dtype, got {dtype!r}")
-        for p in self.parameters(): p.to(device=device, dtype=dtype)
+    def _forget_all(self, error: BaseException):
+        "Drop the saved state of this module and all its descendants after `error` interrupted a forward."
+        msg = str(error); msg = msg if len(msg) <= 160 else msg[:157] + '...'
+        for m in self.modules(): m._forget(f"its last forward failed ({type(error).__name__}: {msg})")
+
+    def to(self, *args, **kwargs) -> Module:
+        "Move/cast every parameter (value and grad) and buffer (integer buffers keep their dtype); same arguments as `torch.nn.Module.to`; returns `self`."
+        who = type(self).__name__
+        device, dtype, non_blocking, fmt = _parse_to(who, args, kwargs)
+        moves = []  # (holder, attribute, old, new): every tensor is moved before any is replaced, so a failed move changes nothing
+        for p in self.parameters():
+            moves += [(p, k, t, _move(t, device, dtype, non_blocking, fmt, who)) for k, t in (('value', p.value), ('grad', p.grad))]
         for m in self.modules():
             for k in vars(m).get('_buffer_names', ()):
-                if (t := getattr(m, k)) is not None:
-                    setattr(m, k, t.to(device=device, dtype=dtype if t.is_floating_point() else None))
+                if (t := getattr(m, k)) is not None: moves.append((m, k, t, _move(t, device, dtype, non_blocking, fmt, who)))
+        if changed := [(old, new) for _, _, old, new in moves if new is not old]:
+            (old, new), why = changed[0], "the module was moved or cast with .to() after its forward ({} on {} -> {} on {})"
+            for m in self.modules():  # what forward saved no longer matches the parameters: backward must not mix them
+                if m._saved is not None: m._forget(why.format(old.dtype, old.device, new.dtype, new.device))
+        for holder, k, _, new in moves: setattr(holder, k, new)
         return self
 
     def _state_items(self):
@@ -242,18 +325,24 @@ def _check_tensor(x, who: str, what: str = 'input') -> torch.Tensor:
     return x.detach() if x.requires_grad else x
 
 # %% ../nbs/00_core.ipynb #05f0bb05
-def _check_grad(g, shape: tuple, dtype: torch.dtype, who: str) -> torch.Tensor:
-    "Check an upstream gradient `g` has the `shape` and `dtype` of the forward output."
-    if isinstance(g, torch.Tensor) and g.dtype == dtype and g.shape == shape and not g.requires_grad: return g  # the usual case
+def _check_grad(g, shape: tuple, dtype: torch.dtype, who: str, device: torch.device | None = None) -> torch.Tensor:
+    "Check an upstream gradient `g` has the `shape`, `dtype` (and `device`, if given) of the forward output."
+    if (isinstance(g, torch.Tensor) and g.dtype == dtype and g.shape == shape and not g.requires_grad
+            and (device is None or g.device == device)): return g  # the usual case
     g = _check_tensor(g, who, 'gradient')
     if g.shape != shape:
         raise ValueError(f"{who}.backward expects a gradient of shape {_fmt_shape(shape)} "
                          f"(the shape of its forward output), got {_fmt_shape(g.shape)}")
     if g.dtype != dtype:
         raise TypeError(f"{who}.backward expects a gradient of dtype {dtype} (the dtype of its forward output), got {g.dtype}")
+    if device is not None and g.device != device:
+        raise RuntimeError(f"{who}.backward expects a gradient on {device} (the device of its forward output), got one on {g.device}")
     return g
 
+
 # %% ../nbs/00_core.ipynb #133b93bb
-def _not_called(who: str) -> RuntimeError:
-    "The error raised by `backward` when no `forward` came first."
+def _not_called(who: str, why: str | None = None) -> RuntimeError:
+    "The error raised by `backward` when no `forward` came first (or its state was dropped, for the reason `why`)."
+    if why: return RuntimeError(f"{who}.backward has nothing to backpropagate through: {why}; run forward again before backward")
     return RuntimeError(f"{who}.backward called before forward: run forward first, it stores what backward needs")
+

@@ -8,9 +8,10 @@ Docs: https://minidl.github.io/minidl/data.html.md"""
 __all__ = ['CENTER', 'RADIUS', 'circle_label', 'circle_dataset', 'circle_train_test']
 
 # %% ../nbs/07_data.ipynb #7661011e
-import math
+import math, operator
 import torch
 from torch import Tensor
+
 
 # %% ../nbs/07_data.ipynb #d9d1609c
 CENTER = (0.5, 0.5)                 # centre of the disk
@@ -26,6 +27,17 @@ def circle_label(
     d2 = (x[:, :1] - cx)**2 + (x[:, 1:] - cy)**2
     return (d2 < RADIUS**2).to(x.dtype)
 
+# %% ../nbs/07_data.ipynb #3f57f4cd
+def _check_seed(seed) -> int:
+    "Check `seed` is an integer torch accepts (-2**63 to 2**64 - 1: a signed or an unsigned 64-bit integer); return it as a Python int."
+    try: s = None if isinstance(seed, bool) else operator.index(seed)  # ints, NumPy integers, 0-dim integer tensors
+    except TypeError: s = None
+    if s is None: raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not -2**63 <= s <= 2**64 - 1:
+        raise ValueError(f"seed must be between -2**63 and 2**64 - 1 (the seeds torch accepts), got {s}")
+    return s
+
+
 # %% ../nbs/07_data.ipynb #9aca489e
 def circle_dataset(
     n:int, # number of points
@@ -39,8 +51,7 @@ def circle_dataset(
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point): raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
     if seed is not None and generator is not None: raise ValueError("pass either seed or generator, not both")
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int): raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(_check_seed(seed))
     elif generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     x = torch.rand(n, 2, generator=generator, dtype=dtype)
@@ -54,6 +65,5 @@ def circle_train_test(
     dtype:torch.dtype=torch.float32, # floating-point dtype
 )->tuple[Tensor, Tensor, Tensor, Tensor]: # `x_train, y_train, x_test, y_test`
     "Training set and independent test set of the circle task, both drawn from one generator seeded with `seed`"
-    if isinstance(seed, bool) or not isinstance(seed, int): raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_check_seed(seed))
     return (*circle_dataset(n_train, generator=g, dtype=dtype), *circle_dataset(n_test, generator=g, dtype=dtype))

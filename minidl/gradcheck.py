@@ -6,8 +6,9 @@ Docs: https://minidl.github.io/minidl/gradcheck.html.md"""
 
 # %% ../nbs/01_gradcheck.ipynb #50feb039
 from __future__ import annotations
-import copy
+import copy, itertools
 import torch
+
 
 # %% auto #0
 __all__ = ['gradcheck']
@@ -15,63 +16,103 @@ __all__ = ['gradcheck']
 # %% ../nbs/01_gradcheck.ipynb #0acbc2e9
 def _numeric_grad(f, t: torch.Tensor, eps: float) -> torch.Tensor:
     "Central differences of the scalar function `f()` with respect to every element of `t`, perturbed in place."
-    grad = torch.zeros_like(t)
-    flat, gflat = t.view(-1), grad.view(-1)
-    for i in range(flat.numel()):
-        orig = flat[i].item()
-        flat[i] = orig + eps; f_plus = f()
-        flat[i] = orig - eps; f_minus = f()
-        flat[i] = orig
-        gflat[i] = (f_plus - f_minus) / (2 * eps)
+    grad = torch.zeros(t.shape, dtype=t.dtype, device=t.device)
+    for i in itertools.product(*map(range, t.shape)):  # every element by its index: any strides (non-contiguous too)
+        orig = t[i].item()
+        t[i] = orig + eps; f_plus = f()
+        t[i] = orig - eps; f_minus = f()
+        t[i] = orig
+        grad[i] = (f_plus - f_minus) / (2 * eps)
     return grad
 
+
 # %% ../nbs/01_gradcheck.ipynb #681caeb4
+def _returned(name: str, g, like: torch.Tensor) -> str | None:
+    "A line saying what is wrong with the gradient `g` that `backward` returned for `like` (`None` when it has the right kind)."
+    what = f"a tensor of shape {tuple(like.shape)} and dtype {like.dtype} (dL/d{name}, shaped like the {name})"
+    if g is None:
+        return (f"{name}: backward returned None, expected {what}; return the gradient with respect to the {name} "
+                f"(None is only for backward(grad_output, input_grad=False))")
+    if not isinstance(g, torch.Tensor): return f"{name}: backward returned {type(g).__name__}, expected {what}"
+    if g.shape != like.shape: return f"{name}: backward returned shape {tuple(g.shape)}, expected {what}"
+    if g.dtype != like.dtype: return f"{name}: backward returned dtype {g.dtype}, expected {what}"
+    return None
+
 def _compare(name: str, analytic: torch.Tensor, numeric: torch.Tensor, atol: float, rtol: float) -> str | None:
     "A line describing the mismatch between `analytic` and `numeric`, or `None` when they agree."
-    if analytic.shape != numeric.shape:
-        return f"{name}: backward returned shape {tuple(analytic.shape)}, expected {tuple(numeric.shape)}"
+    if (bad := _returned(name, analytic, numeric)): return bad
     if torch.allclose(analytic, numeric, rtol=rtol, atol=atol): return None
     err = (analytic - numeric).abs()
-    i = int(err.view(-1).argmax())
+    i = int(err.reshape(-1).argmax())
     return (f"{name}: max abs error {err.max().item():.3e} at flat index {i} "
             f"(analytic {analytic.reshape(-1)[i].item():.10g}, numeric {numeric.reshape(-1)[i].item():.10g})")
 
+def _accumulates(name: str, first: torch.Tensor, second: torch.Tensor, atol: float, rtol: float) -> str | None:
+    "A line saying that a parameter's gradient after two backward passes (`second`) is not twice the one after one (`first`)."
+    if torch.allclose(second, 2 * first, rtol=rtol, atol=atol): return None
+    how = ("the second backward gave the same gradient as the first: backward overwrites .grad (p.grad = ...)"
+           if torch.allclose(second, first, rtol=rtol, atol=atol) else "the second backward did not add the same gradient again")
+    return (f"{name}: two backward passes must give twice the gradient of one, but {how}; backward must accumulate "
+            f"into .grad (p.grad += ..., or an in-place add such as addmm_)")
+
+
 # %% ../nbs/01_gradcheck.ipynb #495a989a
+def _check_checkable(f):
+    "Refuse, with a message, what is not a module or loss instance with `forward` and `backward`."
+    if isinstance(f, type):
+        raise TypeError(f"gradcheck expects a module or loss instance, got the class {f.__name__} (instantiate it: {f.__name__}(...))")
+    missing = [m for m in ('forward', 'backward') if not callable(getattr(f, m, None))]
+    if missing or not callable(f):
+        why = f"it has no {' and no '.join(missing)} method" if missing else "it cannot be called"
+        raise TypeError(f"gradcheck expects a module (f(x), with forward and backward(grad_output)) or a loss "
+                        f"(f(prediction, target), with forward and backward()), got {type(f).__name__}: {why}")
+
 def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(prediction, target)`)
-              *inputs: torch.Tensor, # `x` for a module; `prediction, target` for a loss
+              *inputs: torch.Tensor, # `x` for a module; `prediction, target` for a loss (the target may be an integer tensor)
               eps: float = 1e-6, # finite-difference step
               atol: float = 1e-7, # absolute tolerance
               rtol: float = 1e-6, # relative tolerance
               seed: int = 0, # seed of the random projection `R` of a module's output
               raise_exception: bool = True, # raise `AssertionError` on mismatch (else return `False`)
              ) -> bool:
-    "Check `f.backward` against central finite differences in float64, for the input and every parameter."
+    "Check `f.backward` against central finite differences in float64, for the input and every parameter, and that it accumulates."
+    _check_checkable(f)
     if len(inputs) not in (1, 2):
         raise TypeError(f"gradcheck expects one input (a module's x) or two (a loss's prediction, target), got {len(inputs)}")
-    for t in inputs:
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise TypeError(f"gradcheck expects floating-point tensors as inputs, got {type(t).__name__}"
-                            + (f" of dtype {t.dtype}" if isinstance(t, torch.Tensor) else ''))
+    for k, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor) or (k == 0 and not t.is_floating_point()):
+            raise TypeError(f"gradcheck expects floating-point tensors as inputs (the target of a loss may be an integer "
+                            f"tensor), got {type(t).__name__}" + (f" of dtype {t.dtype}" if isinstance(t, torch.Tensor) else ''))
     f = copy.deepcopy(f)  # work on a float64 copy: the caller's module is left untouched
-    if hasattr(f, 'to'): f.to(dtype=torch.float64)
-    inputs = [t.detach().to(torch.float64).clone() for t in inputs]
+    if hasattr(f, 'to'): f.to(torch.float64)  # integer buffers keep their dtype
+    # float64 copies that keep the strides (a non-contiguous input stays so); an integer target keeps its dtype
+    inputs = [t.detach().to(torch.float64 if t.is_floating_point() else t.dtype, copy=True) for t in inputs]
     params = f.parameters() if hasattr(f, 'parameters') else []
-    x = inputs[0]
+    for p in params: p.zero_grad()
+    x, errors = inputs[0], []
     if len(inputs) == 1:  # a module: reduce the output to a scalar with a fixed random projection R
         y = f(x)
         if not isinstance(y, torch.Tensor): raise TypeError(f"gradcheck: forward returned {type(y).__name__}, expected a tensor")
         gen = torch.Generator(device=y.device).manual_seed(seed)
         R = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=gen)
-        for p in params: p.zero_grad()
-        grad_x = f.backward(R)
+        backward = lambda: f.backward(R)
         scalar = lambda: float((f(x) * R).sum())
-    else:  # a loss: already a scalar, differentiate with respect to the prediction
-        f(*inputs)
-        grad_x = f.backward()
+    else:  # a loss: already a scalar, differentiate with respect to the prediction only
+        loss = f(*inputs)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise TypeError(f"gradcheck: the loss returned {type(loss).__name__}"
+                            + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else '') + ", expected a scalar tensor")
+        backward = f.backward
         scalar = lambda: float(f(*inputs))
+    grad_x = backward()
     analytic = [('input', grad_x)] + [(f'parameter {i} {tuple(p.shape)}', p.grad.clone()) for i, p in enumerate(params)]
+    if params:  # a second backward after the same forward must add the same gradients again
+        try: backward()
+        except Exception as e: errors.append(f"a second backward after the same forward raised {type(e).__name__}: {e}")
+        else: errors += [e for (name, g1), p in zip(analytic[1:], params) if (e := _accumulates(name, g1, p.grad, atol, rtol))]
     numeric = [_numeric_grad(scalar, x, eps)] + [_numeric_grad(scalar, p.value, eps) for p in params]
-    errors = [e for (name, a), n in zip(analytic, numeric) if (e := _compare(name, a, n, atol, rtol))]
+    errors = [e for (name, a), n in zip(analytic, numeric) if (e := _compare(name, a, n, atol, rtol))] + errors
     if errors and raise_exception:
         raise AssertionError(f"gradcheck failed for {f!r}:\n  " + "\n  ".join(errors))
     return not errors
+

@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .core import Module, Parameter, _check_tensor, _check_grad, _not_called
+from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape
 
 # %% auto #0
 __all__ = ['Linear']
@@ -28,7 +28,7 @@ def _ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 # %% ../nbs/02_linear.ipynb #e14d02b4
 class Linear(Module):
-    "Fully connected layer: `y = x @ weight.T + bias`; input `(N, nb_input)`, output `(N, nb_output)`."
+    "Fully connected layer: `y = x @ weight.T + bias`; input `(*, nb_input)`, output `(*, nb_output)`."
     def __init__(self,
                  nb_input: int, # number of input features
                  nb_output: int, # number of output features
@@ -44,7 +44,6 @@ class Linear(Module):
             raise TypeError(f"Linear expects a floating-point dtype, got {dtype}")
         self.weight = Parameter(torch.empty(nb_output, nb_input, device=device, dtype=dtype))
         self.bias = Parameter(torch.empty(nb_output, device=device, dtype=dtype)) if bias else None
-        self._x = None  # the input of the last forward, needed by backward
         self.reset_parameters(generator)
 
     def reset_parameters(self,
@@ -57,25 +56,37 @@ class Linear(Module):
             p.zero_grad()
 
     def forward(self,
-                x: torch.Tensor, # input of shape `(N, nb_input)`
-               ) -> torch.Tensor: # output of shape `(N, nb_output)`
+                x: torch.Tensor, # input of shape `(*, nb_input)`: `(N, nb_input)`, one sample `(nb_input,)`, or more leading dimensions
+               ) -> torch.Tensor: # output of shape `(*, nb_output)`
         "Compute `x @ weight.T + bias` and keep `x` for `backward`."
         w = self.weight.value
         try:
-            y = torch.mm(x, w.t()) if self.bias is None else torch.addmm(self.bias.value, x, w.t())  # b + X W^T in one kernel
-        except (TypeError, RuntimeError) as refused:
+            x2 = x if x.dim() == 2 else self._flatten(x)  # (*, in) -> (M, in); the usual 2-D input is used as it is
+            y = torch.mm(x2, w.t()) if self.bias is None else torch.addmm(self.bias.value, x2, w.t())  # b + X W^T in one kernel
+        except (AttributeError, TypeError, RuntimeError, ValueError) as refused:
+            self._forget()  # never leave the previous input for a backward after a failed forward
             raise self._input_error(x, w) or refused from None  # say why torch refused x
+        if x2 is not x: y = y.view(x.shape[:-1] + (self.nb_output,))
         if x.requires_grad: x, y = x.detach(), y.detach()  # keep no autograd history
-        self._x = x
+        self._save_for_backward(x)
         return y
+
+    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
+        "`x` of shape `(*, nb_input)` as a matrix `(M, nb_input)`, M the product of the leading dimensions."
+        if x.dim() == 0 or x.shape[-1] != self.nb_input: raise ValueError  # replaced by `_input_error`'s message
+        return x.reshape(-1, self.nb_input)
 
     def _input_error(self, x, w: torch.Tensor) -> Exception | None:
         "The error that says why `x` is not a valid input (`None` if none of the checks fails)."
         try: x = _check_tensor(x, 'Linear')
         except TypeError as e: return e
-        if x.dim() != 2 or x.shape[1] != self.nb_input:
-            return ValueError(f"Linear expects an input of shape (N, {self.nb_input}) (nb_input={self.nb_input} features), "
-                              f"got {tuple(x.shape)}")
+        if x.dim() == 0 or x.shape[-1] != self.nb_input:
+            return ValueError(f"Linear expects an input of shape (*, {self.nb_input}), such as (N, {self.nb_input}) "
+                              f"(nb_input={self.nb_input} features in the last dimension), got {_fmt_shape(x.shape)}")
+        b = self.bias.value if self.bias is not None else w
+        if (b.dtype, b.device) != (w.dtype, w.device):
+            return RuntimeError(f"Linear's weight is {w.dtype} on {w.device} but its bias is {b.dtype} on {b.device} "
+                                f"(a parameter was cast on its own): cast the whole layer with layer.to(...)")
         if x.dtype != w.dtype:
             return TypeError(f"Linear has {w.dtype} parameters but got a {x.dtype} input: "
                              f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
@@ -84,18 +95,39 @@ class Linear(Module):
         return None
 
     def backward(self,
-                 grad_output: torch.Tensor, # dL/dy, shape `(N, nb_output)`
+                 grad_output: torch.Tensor, # dL/dy, shape `(*, nb_output)` (the output's)
                  input_grad: bool = True, # `False`: skip dL/dx (the input is data) and return `None`
-                ) -> torch.Tensor | None: # dL/dx, shape `(N, nb_input)`
+                ) -> torch.Tensor | None: # dL/dx, shape `(*, nb_input)` (the input's)
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
-        x = self._x
-        if x is None: raise _not_called('Linear')
-        g = _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
+        (x,) = self._saved_tensors()  # raises if no forward, a failed one, or x changed in place since
+        if x.dim() == 2:
+            g = _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
+        else:  # (*, out): the leading dimensions are one batch dimension, so the sums below run over all of them
+            g = _check_grad(grad_output, x.shape[:-1] + (self.nb_output,), x.dtype, 'Linear').reshape(-1, self.nb_output)
+        x2 = x if x.dim() == 2 else x.reshape(-1, self.nb_input)
         gt = g.t()
-        self.weight.grad.addmm_(gt, x)                                  # dL/dW += G^T X
-        if self.bias is not None:
-            self.bias.grad.addmv_(gt, _ones(x.shape[0], x.dtype, x.device))  # dL/db += G^T 1
-        return torch.mm(g, self.weight.value) if input_grad else None   # dL/dX  = G W
+        try:  # torch refuses tensors on different devices before computing anything: diagnose only then
+            self.weight.grad.addmm_(gt, x2)                                     # dL/dW += G^T X
+            if self.bias is not None:
+                self.bias.grad.addmv_(gt, _ones(x2.shape[0], x.dtype, x.device))  # dL/db += G^T 1
+            if not input_grad: return None
+            gx = torch.mm(g, self.weight.value)                                 # dL/dX  = G W
+        except RuntimeError as refused:
+            raise self._backward_error(x, g) or refused from None
+        return gx if x2 is x else gx.view(x.shape)
+
+    def _backward_error(self, x: torch.Tensor, g: torch.Tensor) -> Exception | None:
+        "The error that says why the gradient, the saved input and the parameters do not fit together (`None` if they do)."
+        if g.device != x.device:
+            return RuntimeError(f"Linear.backward expects a gradient on {x.device} (the device of its forward output), "
+                                f"got one on {g.device}")
+        for name, p in (('weight', self.weight), ('bias', self.bias)):
+            for what, t in (('', p and p.value), ('.grad', p and p.grad)):
+                if t is not None and (t.dtype, t.device) != (x.dtype, x.device):
+                    return RuntimeError(f"Linear.backward: forward ran on a {x.dtype} input on {x.device}, but {name}{what} "
+                                        f"is {t.dtype} on {t.device} (a parameter was cast or moved after forward): "
+                                        f"run forward again")
+        return None
 
     def parameters(self) -> list[Parameter]:
         "`[weight, bias]` (or `[weight]` without bias)."

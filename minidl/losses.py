@@ -6,11 +6,8 @@ Docs: https://minidl.github.io/minidl/losses.html.md"""
 
 # %% ../nbs/04_losses.ipynb #f38579a3
 from __future__ import annotations
-import math
 import torch
 from .core import SavesForBackward, _check_tensor, _fmt_shape
-
-_aten = torch.ops.aten  # for the fused BCE gradient kernel, see below
 
 # %% auto #0
 __all__ = ['MSELoss', 'BCELoss', 'Loss', 'LossMSE', 'LossBCE']
@@ -24,7 +21,8 @@ class Loss(SavesForBackward):
         "Check both are floating-point tensors of the same shape, dtype and device."
         p, y = prediction, target
         if (isinstance(p, torch.Tensor) and isinstance(y, torch.Tensor) and p.shape == y.shape and p.dtype == y.dtype
-                and p.is_floating_point() and not (p.requires_grad or y.requires_grad)): return p, y  # the usual case
+                and p.is_floating_point() and p.device == y.device and not (p.requires_grad or y.requires_grad)):
+            return p, y  # the usual case: metadata only, no value is read
         who = type(self).__name__
         p = _check_tensor(prediction, who, 'prediction')
         y = _check_tensor(target, who, 'target')
@@ -33,6 +31,9 @@ class Loss(SavesForBackward):
                              f"and target {_fmt_shape(y.shape)} (reshape the target, e.g. target.view_as(prediction))")
         if p.dtype != y.dtype:
             raise TypeError(f"{who} expects prediction and target of the same dtype, got {p.dtype} and {y.dtype}")
+        if p.device != y.device:
+            raise RuntimeError(f"{who} expects prediction and target on the same device, got prediction on {p.device} "
+                               f"and target on {y.device} (move the target with .to(prediction.device))")
         return p, y
 
     def __repr__(self): return f"{type(self).__name__}()"
@@ -52,16 +53,34 @@ class LossMSE(Loss):
     def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dprediction = 2 (prediction - target) / n."
         (d,) = self._saved_tensors()
-        return d * (2 / d.numel())
+        n = d.numel()
+        return d * (2 / n) if n else d.clone()  # an empty batch has an empty gradient
 
 # %% ../nbs/04_losses.ipynb #7aca5e44
 def _check_unit_interval(t: torch.Tensor, who: str, what: str):
-    "Raise `ValueError` unless every element of `t` lies in [0, 1] (NaN fails too)."
+    "Raise `ValueError` unless every element of `t` lies in [0, 1] (NaN fails too); reads values back: error path only."
     lo, hi = torch.aminmax(t)
     lo, hi = lo.item(), hi.item()
     if not (0.0 <= lo and hi <= 1.0):  # written so that NaN fails
         raise ValueError(f"{who} expects {what} in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
-                         + (" (apply a Sigmoid to the model's output first)" if what == 'predictions' else ''))
+                         + (" (apply a Sigmoid to the model's output first; NaN predictions usually mean that training "
+                            "diverged: lower the learning rate)" if what == 'predictions' else ''))
+
+_P_MSG = ("LossBCE expects predictions in [0, 1], got values outside [0, 1] or NaN (apply a Sigmoid to the model's output "
+          "first; NaN predictions usually mean that training diverged: lower the learning rate)")
+_T_MSG = "LossBCE expects targets in [0, 1], got values outside [0, 1] or NaN"
+
+def _assert_bce_range(p: torch.Tensor, y: torch.Tensor, loss: torch.Tensor):
+    "Device-side checks that `p` (through the NaN of `loss`) and `y` lie in [0, 1]: no value is read back on the host."
+    lo, hi = torch.aminmax(y)
+    try:
+        torch._assert_async(loss == loss, _P_MSG)  # NaN != NaN: the loss is NaN iff some prediction is outside [0, 1]
+        torch._assert_async(lo >= 0, _T_MSG)
+        torch._assert_async(hi <= 1, _T_MSG)
+        return
+    except RuntimeError: pass  # a CPU assertion failed: replace it by the precise error below
+    _check_unit_interval(p, 'LossBCE', 'predictions')
+    _check_unit_interval(y, 'LossBCE', 'targets')
 
 # %% ../nbs/04_losses.ipynb #5cc48144
 _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON: 1e-12 rounded to float32 (used by the tests)
@@ -78,15 +97,15 @@ class LossBCE(Loss):
         log_p = torch.log(p).clamp_(min=-100)              # log p, clamped
         log_1mp = torch.neg(p).log1p_().clamp_(min=-100)   # log(1 - p), clamped
         loss = torch.lerp(log_1mp, log_p, y).mean().neg_()  # -mean(t log p + (1 - t) log(1 - p))
-        if math.isnan(loss.item()): _check_unit_interval(p, 'LossBCE', 'predictions')  # NaN iff some p is not in [0, 1]
-        _check_unit_interval(y, 'LossBCE', 'targets')
+        if p.numel(): _assert_bce_range(p, y, loss)  # device-side (an empty batch has nothing to check: its loss is NaN)
         self._save_for_backward(p, y)
         return loss
 
     def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
-        "Return dL/dp = (p - t) / max(p (1 - p), 1e-12) / n, as PyTorch."
+        "Return dL/dp = (p - t) / max((1 - p) p, eps) / n, as PyTorch."
         p, y = self._saved_tensors()
-        return _aten.binary_cross_entropy_backward.default(p.new_ones(()), p, y)  # 1 * (p - t) / max((1 - p) p, eps) / n
+        d = (1 - p).mul_(p).clamp_(min=_BCE_EPS)        # max((1 - P) P, eps)
+        return torch.sub(p, y).div_(d).div_(p.numel())  # (P - T) / max(...) / n
 
 # %% ../nbs/04_losses.ipynb #cf7a67c4
 MSELoss = LossMSE

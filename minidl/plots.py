@@ -6,17 +6,19 @@ Docs: https://minidl.github.io/minidl/plots.html.md"""
 
 # %% ../nbs/09_plots.ipynb #42e89763
 from __future__ import annotations
-import math
+import math, os
+from pathlib import Path
 import torch
 from torch import Tensor
 import matplotlib.pyplot as plt
 from matplotlib.patches import Circle
 from .core import Module
+from .files import atomic_open
 from .data import CENTER, RADIUS
 from .training import History
 
 # %% auto #0
-__all__ = ['output_grid', 'plot_output', 'plot_outputs', 'plot_history']
+__all__ = ['output_grid', 'plot_output', 'plot_outputs', 'plot_history', 'save_figure']
 
 # %% ../nbs/09_plots.ipynb #30d31605
 def output_grid(
@@ -112,3 +114,21 @@ def plot_history(
     for ax in (ax_loss, ax_err): ax.legend(fontsize=8); ax.grid(alpha=0.3, which='both')
     if suptitle: fig.suptitle(suptitle)
     return fig
+
+# %% ../nbs/09_plots.ipynb #e6b03062
+def save_figure(
+    fig, # matplotlib figure
+    path:str|os.PathLike, # destination; its suffix gives the format (`.png`, `.pdf`, `.svg`, ...); its folder must exist
+    dpi:float|None=None, # resolution (default: matplotlib's `savefig.dpi`)
+    close:bool=False, # close the figure once saved (frees its memory)
+)->Path: # `path`
+    "Write `fig` to `path` atomically: the file appears whole or not at all, and a failed save leaves the previous file intact"
+    path = Path(path)
+    formats = fig.canvas.get_supported_filetypes()
+    fmt = path.suffix[1:].lower()
+    if fmt not in formats:
+        raise ValueError(f"save_figure: cannot tell the format of {str(path)!r} from its suffix {path.suffix!r}; "
+                         f"use one of {', '.join('.' + f for f in sorted(formats))}")
+    with atomic_open(path, 'wb') as f: fig.savefig(f, format=fmt, dpi=dpi)
+    if close: plt.close(fig)
+    return path

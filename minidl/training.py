@@ -1,4 +1,4 @@
-"""`train`: a small, readable training loop (full batch or seeded shuffled minibatches) with a per-epoch history and a tqdm progress bar; `accuracy` for binary outputs.
+"""`train`: a small, readable training loop (full batch, seeded shuffled minibatches or your own sampler; binary or multi-class labels) with a per-epoch history and a tqdm progress bar; `accuracy` for binary and multi-class outputs.
 
 Docs: https://minidl.github.io/minidl/training.html.md"""
 
@@ -11,24 +11,32 @@ from dataclasses import dataclass, field, asdict
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from .core import Module
+from .core import Module, _fmt_shape
 from .losses import Loss
-from .optim import SGD
 
 # %% auto #0
-__all__ = ['accuracy', 'History', 'train']
+__all__ = ['accuracy', 'History', 'TrainingDiverged', 'train']
 
 # %% ../nbs/08_training.ipynb #736546f9
+def _correct(output:Tensor, labels:Tensor, threshold:float)->Tensor:
+    "Number of correct predictions, as a 0-dim tensor on the device (nothing is read back)"
+    if labels.ndim == 1: return (output.argmax(1) == labels).sum()  # multi-class: the class of the largest output
+    return ((output > threshold) == (labels > 0.5)).sum()
+
 def accuracy(
-    output:Tensor, # model outputs, shape `(n, 1)`
-    labels:Tensor, # true classes in {0, 1}, same shape
-    threshold:float=0.5, # predict class 1 where `output > threshold`
+    output:Tensor, # model outputs: `(n, 1)` (binary) or `(n, C)` (multi-class)
+    labels:Tensor, # true classes: in {0, 1}, same shape as `output` (binary), or integer indices of shape `(n,)`
+    threshold:float=0.5, # binary: predict class 1 where `output > threshold`
 )->float: # fraction of correct predictions, in [0, 1]
-    "Fraction of points whose predicted class `output > threshold` equals the label"
-    if output.shape != labels.shape:
-        raise ValueError(f"accuracy expects output and labels of the same shape, got {tuple(output.shape)} and {tuple(labels.shape)}")
-    if output.numel() == 0: raise ValueError("accuracy of an empty batch is undefined")
-    return ((output > threshold) == (labels > 0.5)).sum().item() / output.numel()  # exact: count / n
+    "Fraction of points whose predicted class (`output > threshold`, or the argmax of each row) equals the label"
+    multi = labels.ndim == 1 and not labels.is_floating_point()
+    if multi and (output.ndim != 2 or output.shape[0] != labels.shape[0]):
+        raise ValueError(f"accuracy expects outputs of shape (n, C) for class indices of shape (n,), got {_fmt_shape(output.shape)} "
+                         f"and {_fmt_shape(labels.shape)}")
+    if not multi and output.shape != labels.shape:
+        raise ValueError(f"accuracy expects output and labels of the same shape, got {_fmt_shape(output.shape)} and {_fmt_shape(labels.shape)}")
+    if labels.shape[0] == 0: raise ValueError("accuracy of an empty batch is undefined")
+    return _correct(output, labels, threshold).item() / labels.shape[0]  # exact: count / n
 
 # %% ../nbs/08_training.ipynb #3fcae378
 @dataclass(repr=False)
@@ -54,66 +62,169 @@ def _check_int(v, name:str, low:int=1)->int:
         raise ValueError(f"train expects {name} to be an integer >= {low}, got {v!r}")
     return int(v)
 
+def _check_seed(seed)->torch.Generator:
+    "A generator seeded with `seed`: any seed torch accepts works, another one gets an error naming it"
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"train expects seed to be an integer, got {seed!r}")
+    try: return torch.Generator().manual_seed(int(seed))
+    except (RuntimeError, OverflowError, ValueError):
+        raise ValueError(f"train expects a seed that torch accepts (an integer in [-2**63, 2**64)), got {seed!r}") from None
+
+def _check_number(v, name:str)->float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ValueError(f"train expects {name} to be a finite number, got {v!r}")
+    return float(v)
+
 # %% ../nbs/08_training.ipynb #3c8066a7
-def _check_data(x, y, n_in:str, what:str):
-    if not (isinstance(x, Tensor) and isinstance(y, Tensor)): raise TypeError(f"train expects {what} to be tensors")
-    if x.ndim != 2 or y.ndim != 2 or y.shape[1] != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"train expects {what} of shapes (n, d) and (n, 1), got {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.shape[0] == 0: raise ValueError(f"train got an empty {what.split()[0]}")
+def _check_data(x, y, xn:str, yn:str, model:Module)->tuple[Tensor, Tensor, int]:
+    "Check inputs and labels before any step; return `x`, the labels (binary: in `x`'s dtype) and the number of classes (1: binary)"
+    for v, name in ((x, xn), (y, yn)):
+        if not isinstance(v, Tensor): raise TypeError(f"train expects {name} to be a torch.Tensor, got {type(v).__name__}")
+    if not x.is_floating_point(): raise TypeError(f"train expects {xn} to be floating-point, got dtype {x.dtype} (convert it with .float())")
+    if x.ndim < 2: raise ValueError(f"train expects {xn} of shape (n, features), got {_fmt_shape(x.shape)}")
+    n = x.shape[0]
+    if n == 0: raise ValueError(f"train got an empty {xn} (no points)")
+    binary = y.ndim == 2 and y.shape[1] == 1 and not y.is_complex()
+    if not binary and not (y.ndim == 1 and y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)):
+        raise ValueError(f"train expects {yn} of shape (n, 1) with labels in {{0, 1}} (binary), or integer class indices of "
+                         f"shape (n,) (multi-class), got shape {_fmt_shape(y.shape)} and dtype {y.dtype}")
+    if y.shape[0] != n: raise ValueError(f"train expects one label per point, got {n} points in {xn} and {y.shape[0]} labels in {yn}")
+    if y.device != x.device: raise RuntimeError(f"train expects {xn} and {yn} on the same device, got {x.device} and {y.device}")
+    if params := model.parameters():
+        w = params[0].value
+        if x.dtype != w.dtype:
+            raise TypeError(f"train: the model has {w.dtype} parameters but {xn} is {x.dtype} "
+                            f"(convert one of them: {xn}.to({w.dtype}) or model.to(dtype={x.dtype}))")
+        if x.device != w.device:
+            raise RuntimeError(f"train: the model is on {w.device} but {xn} is on {x.device} (move one of them with .to())")
+    if (bad := int((~torch.isfinite(x)).sum())):
+        raise ValueError(f"train expects finite values in {xn}, got {bad} NaN or infinite value(s)")
+    if binary:
+        wrong = (y != 0) & (y != 1)  # NaN included
+        if wrong.any().item():
+            raise ValueError(f"train expects binary labels in {{0, 1}} in {yn}, got {y[wrong][0].item()!r} "
+                             f"(for several classes, pass integer class indices of shape (n,))")
+        y = y.to(x.dtype)
+    else: y = y.long()
+    was_training = model.training
+    try: out = model.eval()(x[:1])  # one point through the model: it takes this input; how many outputs it has
+    finally: model.train(was_training)
+    width = out.shape[1] if out.ndim == 2 else 0
+    if binary and width != 1:
+        raise ValueError(f"train: binary labels of shape (n, 1) need a model with one output, got an output of shape "
+                         f"{_fmt_shape(out.shape)} for {xn}[:1] (for several classes, pass integer class indices of shape (n,))")
+    if not binary:
+        if width < 2: raise ValueError(f"train: class indices need a model with one output per class, got an output of shape {_fmt_shape(out.shape)}")
+        lo, hi = (int(v) for v in torch.aminmax(y))
+        if lo < 0 or hi >= width:
+            raise ValueError(f"train expects class indices in [0, {width}) in {yn} (the model has {width} outputs), got values in [{lo}, {hi}]")
+    return x, y, 1 if binary else width
+
+# %% ../nbs/08_training.ipynb #ca196fde
+class TrainingDiverged(RuntimeError):
+    "Raised by `train` when the loss or the model's output stops being finite: the learning rate is too large"
+
+def _diverged(epoch:int, lr:float, what:str)->TrainingDiverged:
+    return TrainingDiverged(f"training diverged: lower the learning rate ({what} at epoch {epoch}, learning rate {lr:.4g})")
+
+def _check_batches(batches, epoch:int)->list:
+    "The sampler's batches for this epoch: a non-empty list of 1-D integer index tensors (metadata only: nothing is read)"
+    batches = list(batches)
+    if not batches: raise ValueError(f"train: the sampler returned no batch for epoch {epoch}")
+    for idx in batches:
+        if not (isinstance(idx, Tensor) and idx.ndim == 1 and idx.dtype == torch.int64 and idx.numel() > 0):
+            what = f"a tensor of shape {_fmt_shape(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
+            raise ValueError(f"train expects the sampler to return non-empty 1-D int64 index tensors, got {what} for epoch {epoch}")
+    return batches
 
 # %% ../nbs/08_training.ipynb #6bf45e9f
 def train(
     model:Module, # the model to train (in place)
-    loss_fn:Loss, # e.g. `LossBCE()` or `LossMSE()`
-    optimizer:SGD, # optimizer over `model.parameters()`
-    x_train:Tensor, # training inputs, shape `(n, d)`
-    y_train:Tensor, # training labels in {0, 1}, shape `(n, 1)`
-    x_test:Tensor|None=None, # test inputs (optional), shape `(m, d)`
-    y_test:Tensor|None=None, # test labels in {0, 1}, shape `(m, 1)`
+    loss_fn:Loss, # e.g. `LossBCE()` or `LossMSE()` (binary), a cross-entropy loss (multi-class)
+    optimizer, # optimizer over `model.parameters()`, with `zero_grad()`, `step()` and `current_lr`, e.g. `SGD`
+    x_train:Tensor, # training inputs, shape `(n, ...)`
+    y_train:Tensor, # training labels: in {0, 1}, shape `(n, 1)`; or integer class indices, shape `(n,)`
+    x_test:Tensor|None=None, # test inputs (optional), shape `(m, ...)`
+    y_test:Tensor|None=None, # test labels, like `y_train`
     epochs:int=100, # number of passes over the training set
     batch_size:int|None=None, # minibatch size; `None` (or >= n): full batch
-    targets:tuple[float, float]=(0.0, 1.0), # loss targets for label 0 and label 1
-    threshold:float|None=None, # predict 1 where `output > threshold`; default: midpoint of `targets`
+    targets:tuple[float, float]=(0.0, 1.0), # binary: loss targets for label 0 and label 1
+    threshold:float|None=None, # binary: predict 1 where `output > threshold`; default: midpoint of `targets`
     seed:int=0, # seed of the minibatch shuffling
     record_every:int=1, # record the history every this many epochs (and at the last one)
     progress:bool=True, # show a tqdm progress bar
     desc:str|None=None, # label of the progress bar
     leave:bool=True, # keep the finished progress bar on screen
+    scheduler=None, # learning-rate schedule: its `step()` runs after every `optimizer.step()`
+    sampler=None, # `sampler(epoch)` -> the epoch's batches, a list of int64 index tensors (instead of `batch_size`, `seed`)
+    after_backward=None, # `after_backward(model, idx)` runs after the backward pass, before `optimizer.step()`
 )->History:
     "Train `model` with `optimizer` on `loss_fn` for `epochs` epochs; return the per-epoch `History`"
     epochs, record_every = _check_int(epochs, 'epochs', 0), _check_int(record_every, 'record_every')
-    _check_data(x_train, y_train, 'n', 'x_train and y_train')
+    if batch_size is not None: batch_size = _check_int(batch_size, 'batch_size')
+    shuffler = _check_seed(seed)
+    low, high = (_check_number(v, 'targets') for v in targets)
+    threshold = (low + high) / 2 if threshold is None else _check_number(threshold, 'threshold')
+    for name, f in (('sampler', sampler), ('after_backward', after_backward)):
+        if f is not None and not callable(f): raise TypeError(f"train expects {name} to be callable, got {type(f).__name__}")
+    if scheduler is not None and not callable(getattr(scheduler, 'step', None)):
+        raise TypeError(f"train expects a scheduler with a step() method, got {type(scheduler).__name__}")
+    for a in ('zero_grad', 'step', 'current_lr'):
+        if not hasattr(optimizer, a): raise TypeError(f"train expects an optimizer with zero_grad(), step() and current_lr, got {type(optimizer).__name__}")
+    x_train, y_train, classes = _check_data(x_train, y_train, 'x_train', 'y_train', model)
     if (x_test is None) != (y_test is None): raise ValueError("train expects both x_test and y_test, or neither")
-    if x_test is not None: _check_data(x_test, y_test, 'm', 'x_test and y_test')
-    n = x_train.shape[0]
-    batch_size = n if batch_size is None else min(_check_int(batch_size, 'batch_size'), n)
-    low, high = targets
-    t_train = low + (high - low) * y_train  # what the loss compares the output with
-    if threshold is None: threshold = (low + high) / 2
-    shuffler = torch.Generator().manual_seed(seed)
+    if x_test is not None:
+        if isinstance(x_test, Tensor) and x_test.shape[1:] != x_train.shape[1:]:
+            raise ValueError(f"train expects test points of the same shape as the training points, got {_fmt_shape(x_test.shape)} "
+                             f"and {_fmt_shape(x_train.shape)}")
+        x_test, y_test, test_classes = _check_data(x_test, y_test, 'x_test', 'y_test', model)
+        if test_classes != classes: raise ValueError(f"train expects test labels of the same kind as the training labels "
+                                                     f"(binary (n, 1) or class indices (n,)), got {_fmt_shape(y_test.shape)} and {_fmt_shape(y_train.shape)}")
+    n, dev = x_train.shape[0], x_train.device
+    full = batch_size is None or batch_size >= n
+    t_train = low + (high - low) * y_train if classes == 1 else y_train  # what the loss compares the output with
 
-    hist = History()
+    hist, was_training = History(), model.training
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, unit='epoch', leave=leave, mininterval=0.5)
-    for epoch in bar:
-        if batch_size == n: batches = [slice(None)]  # full batch: no shuffling, no copy
-        else: batches = torch.randperm(n, generator=shuffler).split(batch_size)
-        total_loss = total_correct = 0.0
-        for idx in batches:
-            xb, tb, yb = x_train[idx], t_train[idx], y_train[idx]
-            output = model(xb)
-            loss = loss_fn(output, tb)
-            optimizer.zero_grad()
-            model.backward(loss_fn.backward())
-            optimizer.step()
-            total_loss += loss.item() * len(xb)
-            total_correct += accuracy(output, yb, threshold) * len(xb)
-        if epoch % record_every == 0 or epoch == epochs:
-            hist.epoch.append(epoch)
-            hist.train_loss.append(total_loss / n)
-            hist.train_accuracy.append(total_correct / n)
-            hist.test_accuracy.append(accuracy(model(x_test), y_test, threshold) if x_test is not None else math.nan)
-            hist.lr.append(optimizer.lr / (1 + optimizer.decay * (optimizer.step_count - 1)))
-            bar.set_postfix({'loss': f"{hist.train_loss[-1]:.4f}", 'train acc': f"{hist.train_accuracy[-1]:.3f}",
-                             'test acc': f"{hist.test_accuracy[-1]:.3f}"}, refresh=False)
-    bar.close()
+    try:
+        for epoch in bar:
+            record = epoch % record_every == 0 or epoch == epochs
+            if sampler is not None: batches = _check_batches(sampler(epoch), epoch)
+            elif full: batches = [slice(None)]  # full batch: no shuffling, no copy
+            else: batches = torch.randperm(n, generator=shuffler).to(dev).split(batch_size)
+            if record: loss_sum, correct, count = torch.zeros((), dtype=torch.float64, device=dev), torch.zeros((), dtype=torch.int64, device=dev), 0
+            model.train()
+            for idx in batches:
+                xb, tb = x_train[idx], t_train[idx]
+                output = model(xb)
+                try: loss = loss_fn(output, tb)
+                except (ValueError, RuntimeError) as e:  # e.g. LossBCE refusing a NaN prediction: was it a divergence?
+                    if isinstance(output, Tensor) and not torch.isfinite(output).all().item():
+                        raise _diverged(epoch, optimizer.current_lr, f"the model's output is not finite") from None
+                    raise
+                if record:  # on the device, nothing read back
+                    loss_sum.add_(loss, alpha=xb.shape[0])
+                    correct.add_(_correct(output, y_train[idx], threshold))
+                    count += xb.shape[0]
+                optimizer.zero_grad()
+                model.backward(loss_fn.backward(), input_grad=False)
+                if after_backward is not None: after_backward(model, idx)
+                lr = optimizer.current_lr
+                optimizer.step()
+                if scheduler is not None: scheduler.step()
+            if record:
+                model.eval()
+                test_correct = _correct(model(x_test), y_test, threshold) if x_test is not None else correct.new_zeros(())
+                total, right, test_right = torch.stack([loss_sum, correct.double(), test_correct.double()]).tolist()  # the epoch's one read
+                if not math.isfinite(total): raise _diverged(epoch, lr, f"the training loss is {total / count}")
+                hist.epoch.append(epoch)
+                hist.train_loss.append(total / count)
+                hist.train_accuracy.append(right / count)
+                hist.test_accuracy.append(test_right / x_test.shape[0] if x_test is not None else math.nan)
+                hist.lr.append(lr)
+                bar.set_postfix({'loss': f"{hist.train_loss[-1]:.4f}", 'train acc': f"{hist.train_accuracy[-1]:.3f}",
+                                 'test acc': f"{hist.test_accuracy[-1]:.3f}"}, refresh=False)
+    finally:
+        bar.close()
+        model.train(was_training)
     return hist

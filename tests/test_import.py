@@ -1,6 +1,8 @@
 """Importing and using minidl leaves torch's global state alone, and the package holds no autograd or torch.nn code."""
 import ast, pathlib, subprocess, sys
 
+import torch
+
 import minidl
 
 PKG = pathlib.Path(minidl.__file__).parent
@@ -28,20 +30,57 @@ print('ok')
     assert out.returncode == 0 and out.stdout.strip() == 'ok', out.stderr
 
 
-CORE = ['core', 'gradcheck', 'linear', 'activations', 'losses', 'sequential', 'optim']
+BANNED_MODULES = ('torch.nn', 'torch.autograd', 'torch.ops', 'torch.func', 'torch._C', 'functorch')
+BANNED_ATTRS = {'set_grad_enabled', 'no_grad', 'requires_grad_', 'enable_grad', 'inference_mode', 'ops', 'aten', '_nn'}
 
 
-def test_core_modules_use_no_autograd_nor_torch_nn():
-    for name in CORE:
-        tree = ast.parse((PKG / f'{name}.py').read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or '']
-                for mod in mods: assert not mod.startswith(('torch.nn', 'torch.autograd')), (name, mod)
-            if isinstance(node, ast.Attribute):
-                text = ast.unparse(node)
-                assert not text.startswith(('torch.nn', 'torch.autograd')), (name, text)
-                assert node.attr not in ('set_grad_enabled', 'no_grad', 'requires_grad_', 'enable_grad'), (name, text)
+def _is_aten_backward(name: str) -> bool:
+    "True for the name of one of PyTorch's derivative operators (`threshold_backward`, `binary_cross_entropy_backward`, ...)."
+    return name.endswith('_backward') and hasattr(torch.ops.aten, name)
+
+
+def banned_uses(source: str) -> list[str]:
+    "Every use of PyTorch's autograd, torch.nn, torch.func or its operator library (ATen `*_backward` kernels) in `source`."
+    tree, found = ast.parse(source), []
+    aliases = {'torch'}  # names bound to the torch module (`import torch as T`)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == 'torch' and a.asname: aliases.add(a.asname)
+    prefixes = tuple(m.replace('torch', al, 1) for al in aliases for m in BANNED_MODULES if m.startswith('torch'))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or '']
+            if isinstance(node, ast.ImportFrom): mods += [f"{node.module}.{a.name}" for a in node.names]
+            found += [f"import {m}" for m in mods if m.startswith(BANNED_MODULES)]
+            found += [f"import {a.name}" for a in node.names if _is_aten_backward(a.name)]
+        elif isinstance(node, ast.Attribute):
+            text = ast.unparse(node)
+            if text.startswith(prefixes) or node.attr in BANNED_ATTRS or _is_aten_backward(node.attr): found.append(text)
+        elif isinstance(node, ast.Name) and _is_aten_backward(node.id): found.append(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _is_aten_backward(node.value):
+            found.append(repr(node.value))  # getattr(..., 'threshold_backward')
+    return found
+
+
+def test_scanner_catches_every_banned_use():
+    for bad in ['import torch.nn as nn', 'from torch.nn import functional', 'from torch import nn', 'from torch import autograd',
+                'torch.nn.functional.relu(x)', 'torch.autograd.grad(y, x)', 'torch.ops.aten.threshold_backward(g, y, 0)',
+                '_aten = torch.ops.aten', 'torch.func.grad(f)', 'import torch as T\nT.ops.aten.mm', 'from torch.ops import aten',
+                'x.requires_grad_()', 'with torch.no_grad(): pass', 'torch._C._nn.binary_cross_entropy_backward(g, p, t)',
+                'aten.sigmoid_backward(g, y)', "getattr(ops, 'tanh_backward')(g, y)", 'from functorch import vmap']:
+        assert banned_uses(bad), bad
+    for fine in ['self._save_for_backward(y)', 'm.backward(g)', 'torch.addmm(b, x, w.t())', '"like torch.nn.Linear"',
+                 'y.masked_fill(y <= 0, 0)']:
+        assert not banned_uses(fine), fine
+
+
+def test_package_uses_no_autograd_nor_torch_nn_nor_aten_backward():
+    "Every derivative in minidl is written by hand: the package never calls autograd, torch.nn, torch.func or torch.ops."
+    files = sorted(PKG.rglob('*.py'))
+    assert len(files) >= 10
+    bad = {str(f.relative_to(PKG)): uses for f in files if (uses := banned_uses(f.read_text()))}
+    assert not bad, bad
 
 
 def test_public_api_is_exposed_at_top_level():

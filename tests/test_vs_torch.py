@@ -44,6 +44,27 @@ def test_linear(n, n_in, n_out, bias, dtype, seed):
     assert not y.requires_grad and y.dtype == dtype and gx.shape == x.shape
 
 
+@settings(max_examples=30)
+@given(lead=st.lists(st.integers(0, 4), min_size=0, max_size=3), n_in=dims, n_out=dims, bias=st.booleans(),
+       dtype=dtypes, seed=seeds)
+def test_linear_any_leading_dims(lead, n_in, n_out, bias, dtype, seed):
+    "Inputs `(*, in)` like torch.nn.Linear: one sample `(in,)`, empty batches (a 0 anywhere), several leading dims."
+    gen = torch.Generator().manual_seed(seed)
+    lin = Linear(n_in, n_out, bias=bias, dtype=dtype, generator=gen)
+    ref = torch.nn.Linear(n_in, n_out, bias=bias, dtype=dtype)
+    ref.load_state_dict(lin.state_dict())
+    x, g = randn(gen, *lead, n_in, dtype=dtype), randn(gen, *lead, n_out, dtype=dtype)
+    xr = x.clone().requires_grad_()
+    y_ref = ref(xr)
+    y_ref.backward(g)
+    y, gx = lin(x), lin.backward(g)
+    assert y.shape == y_ref.shape and gx.shape == x.shape
+    torch.testing.assert_close(y, y_ref.detach(), **TOL[dtype])
+    torch.testing.assert_close(gx, xr.grad, **TOL[dtype])
+    torch.testing.assert_close(lin.weight.grad, ref.weight.grad, **TOL[dtype])  # summed over every leading dim
+    if bias: torch.testing.assert_close(lin.bias.grad, ref.bias.grad, **TOL[dtype])
+
+
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), dtype=dtypes, seed=seeds,
        scale=st.floats(0.1, 50.0), act=st.sampled_from(['relu', 'tanh', 'sigmoid']))
 def test_activations(shape, dtype, seed, scale, act):

@@ -1,0 +1,163 @@
+"""Property-based parity tests for the "going further" layers (issue 8) against torch.nn + torch.autograd (the oracle):
+Dropout, Softmax, LogSoftmax, LossCrossEntropy, BatchNorm1d/2d, LeakyReLU, GELU and minidl.init, over random shapes,
+in float32 (loose) and float64 (tight). The notebooks hold the worked examples and the error cases; this file sweeps."""
+import math
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+import minidl
+import minidl.init as minit
+from minidl import (BatchNorm1d, BatchNorm2d, Dropout, GELU, LeakyReLU, Linear, LogSoftmax, LossCrossEntropy, Parameter,
+                    ReLU, Sequential, Softmax)
+
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-4, atol=1e-5)}
+dtypes = st.sampled_from([torch.float32, torch.float64])
+seeds = st.integers(0, 2**31 - 1)
+small = settings(max_examples=40, deadline=None)
+
+
+def autograd(fn, *tensors, grad=None):
+    "Value and input gradients of `fn(*tensors)` with torch.autograd."
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    out.backward(grad)
+    return out.detach(), [t.grad for t in leaves]
+
+
+def close(a, b, dtype, **kw):
+    torch.testing.assert_close(a, b, **{**TOL[dtype], **kw})
+
+
+@small
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), dtype=dtypes, seed=seeds,
+       scale=st.sampled_from([1.0, 30.0, 1e4]), log=st.booleans(), data=st.data())
+def test_softmax(shape, dtype, seed, scale, log, data):
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=gen, dtype=dtype) * scale
+    g = torch.randn(*shape, generator=gen, dtype=dtype)
+    ours, ref = (LogSoftmax(dim), torch.log_softmax) if log else (Softmax(dim), torch.softmax)
+    y_ref, (gx_ref,) = autograd(lambda t: ref(t, dim), x, grad=g)
+    atol = {torch.float64: 1e-12, torch.float32: 1e-4 * (scale if log else 1)}[dtype]  # log-probabilities of size ~scale
+    close(ours(x), y_ref, dtype, atol=atol)
+    close(ours.backward(g), gx_ref, dtype)
+
+
+@small
+@given(n=st.integers(1, 10), c=st.integers(1, 8), dtype=dtypes, seed=seeds, probs=st.booleans(), weighted=st.booleans(),
+       smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]), scale=st.sampled_from([1.0, 10.0, 1e4]))
+def test_cross_entropy(n, c, dtype, seed, probs, weighted, smoothing, scale):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, generator=gen, dtype=dtype) * scale
+    t = torch.rand(n, c, generator=gen, dtype=dtype) if probs else torch.randint(0, c, (n,), generator=gen)
+    w = torch.rand(c, generator=gen, dtype=dtype) + 0.1 if weighted else None
+    loss_ref, (gx_ref,) = autograd(lambda z: F.cross_entropy(z, t, weight=w, label_smoothing=smoothing), x)
+    ce = LossCrossEntropy(weight=w, label_smoothing=smoothing)
+    loss = ce(x, t)
+    assert loss.shape == () and loss.dtype == dtype and torch.isfinite(loss)
+    rel = {torch.float64: 1e-10, torch.float32: 1e-4}[dtype]
+    close(loss, loss_ref, dtype, atol=rel * max(1.0, scale))  # the loss grows with the logits
+    close(ce.backward(), gx_ref, dtype)
+
+
+@small
+@given(shape=st.lists(st.integers(1, 8), min_size=1, max_size=3), dtype=dtypes, seed=seeds,
+       p=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]), training=st.booleans())
+def test_dropout(shape, dtype, seed, p, training):
+    "Same seed, same mask as torch's dropout: outputs and gradients are bit-for-bit equal."
+    x = torch.randn(*shape, dtype=dtype)
+    g = torch.randn(*shape, dtype=dtype)
+    torch.manual_seed(seed)
+    y_ref, (gx_ref,) = autograd(lambda t: F.dropout(t, p, training=training), x, grad=g)
+    torch.manual_seed(seed)
+    d = Dropout(p).train(training)
+    assert torch.equal(d(x), y_ref) and torch.equal(d.backward(g), gx_ref)
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(['1d', '1d-L', '2d']), n=st.integers(1, 5), c=st.integers(1, 4), dtype=dtypes, seed=seeds,
+       momentum=st.sampled_from([0.1, None, 0.7]), affine=st.booleans(), track=st.booleans(), steps=st.integers(1, 3))
+def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps):
+    "A few training steps then one evaluation step: outputs, input and parameter gradients, buffers."
+    gen = torch.Generator().manual_seed(seed)
+    ours_cls, ref_cls, extra = {'1d': (BatchNorm1d, torch.nn.BatchNorm1d, ()), '1d-L': (BatchNorm1d, torch.nn.BatchNorm1d, (3,)),
+                                '2d': (BatchNorm2d, torch.nn.BatchNorm2d, (2, 3))}[kind]
+    kw = dict(momentum=momentum, affine=affine, track_running_stats=track, dtype=dtype)
+    ours, ref = ours_cls(c, **kw), ref_cls(c, **kw)
+    if affine:
+        ours.weight.value.uniform_(0.5, 2, generator=gen)
+        ours.bias.value.normal_(generator=gen)
+        ref.load_state_dict(ours.state_dict())
+    n = max(n, 2) if not extra else n  # (1, C) has one value per channel: refused in training (tested in the notebook)
+    tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-4)  # float32: normalising a small batch
+    for step in range(steps + 1):
+        training = step < steps
+        ours.train(training), ref.train(training)
+        x = torch.randn(n, c, *extra, generator=gen, dtype=dtype) * 3 + 1
+        g = torch.randn(n, c, *extra, generator=gen, dtype=dtype)
+        xr = x.clone().requires_grad_()
+        y_ref = ref(xr)
+        y_ref.backward(g)
+        torch.testing.assert_close(ours(x), y_ref.detach(), **tol)
+        torch.testing.assert_close(ours.backward(g), xr.grad, **tol)
+        ref_params = dict(ref.named_parameters())
+        for name, p in ours.named_parameters(): torch.testing.assert_close(p.grad, ref_params[name].grad, **tol)
+        ref_state = ref.state_dict()
+        assert list(ours.state_dict()) == list(ref_state)
+        for k, v in ours.state_dict().items(): torch.testing.assert_close(v, ref_state[k], **tol)
+
+
+@small
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), dtype=dtypes, seed=seeds, scale=st.floats(0.1, 20.0),
+       act=st.sampled_from(['leaky', 'leaky-0.3', 'gelu', 'gelu-tanh']))
+def test_leaky_relu_gelu(shape, dtype, seed, scale, act):
+    ours, ref = {'leaky': (LeakyReLU(), F.leaky_relu), 'leaky-0.3': (LeakyReLU(0.3), lambda t: F.leaky_relu(t, 0.3)),
+                 'gelu': (GELU(), F.gelu), 'gelu-tanh': (GELU('tanh'), lambda t: F.gelu(t, approximate='tanh'))}[act]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=gen, dtype=dtype) * scale
+    g = torch.randn(*shape, generator=gen, dtype=dtype)
+    y_ref, (gx_ref,) = autograd(ref, x, grad=g)
+    close(ours(x), y_ref, dtype)
+    close(ours.backward(g), gx_ref, dtype)
+
+
+@small
+@given(shape=st.lists(st.integers(1, 6), min_size=2, max_size=4), dtype=dtypes, seed=seeds,
+       fn=st.sampled_from(['uniform_', 'normal_', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_']),
+       mode=st.sampled_from(['fan_in', 'fan_out']), nonlinearity=st.sampled_from(['relu', 'leaky_relu', 'tanh', 'linear']),
+       gain=st.floats(0.1, 3.0))
+def test_init(shape, dtype, seed, fn, mode, nonlinearity, gain):
+    "With equal generators, minidl.init draws exactly what torch.nn.init draws."
+    kw = {'uniform_': dict(a=-gain, b=gain), 'normal_': dict(mean=gain, std=gain), 'xavier_uniform_': dict(gain=gain),
+          'xavier_normal_': dict(gain=gain)}.get(fn, dict(a=gain, mode=mode, nonlinearity=nonlinearity))
+    p, t = Parameter(torch.empty(shape, dtype=dtype)), torch.empty(shape, dtype=dtype)
+    assert getattr(minit, fn)(p, generator=torch.Generator().manual_seed(seed), **kw) is p
+    getattr(torch.nn.init, fn)(t, generator=torch.Generator().manual_seed(seed), **kw)
+    assert torch.equal(p.value, t)
+    assert minit.calculate_gain(nonlinearity, gain) == torch.nn.init.calculate_gain(nonlinearity, gain)
+
+
+def test_sequential_propagates_modes():
+    "train()/eval() reach every layer of a nested Sequential; Dropout and BatchNorm follow them."
+    model = Sequential(Linear(4, 8), BatchNorm1d(8), ReLU(), Sequential(Dropout(0.5), Linear(8, 3)), LogSoftmax())
+    assert all(m.training for m in model.modules())
+    assert model.eval() is model and not any(m.training for m in model.modules())
+    x = torch.randn(5, 4)
+    assert torch.equal(model(x), model(x))  # deterministic in eval
+    model.train()
+    assert all(m.training for m in model.modules())
+    assert model[1].num_batches_tracked == 0
+    model(x)
+    assert model[1].num_batches_tracked == 1
+
+
+def test_exports():
+    import sys
+    assert minidl.init is sys.modules['minidl.init']
+    for name in ['LossCrossEntropy', 'CrossEntropyLoss', 'Dropout', 'BatchNorm1d', 'BatchNorm2d', 'Softmax', 'LogSoftmax',
+                 'LeakyReLU', 'GELU', 'kaiming_normal_', 'calculate_gain']:
+        assert name in minidl.__all__ and hasattr(minidl, name), name
+    assert minidl.CrossEntropyLoss is minidl.LossCrossEntropy
+    assert math.isclose(minidl.calculate_gain('relu'), math.sqrt(2))
