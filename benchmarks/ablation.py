@@ -20,6 +20,7 @@ import bench  # also puts the repository root on sys.path
 from minidl import Linear, ReLU, Sigmoid, Sequential, LossBCE, SGD
 from minidl.core import _check_tensor, _fmt_shape, _not_called
 from minidl.losses import _check_unit_interval, _BCE_EPS
+from minidl.files import atomic_open
 
 # ---------------------------------------------------------------- the hot path as first written (0c901e6)
 
@@ -70,12 +71,12 @@ class OldLossBCE(LossBCE):
         p, y = self._check(prediction, target)
         _check_unit_interval(p, 'LossBCE', 'predictions')
         _check_unit_interval(y, 'LossBCE', 'targets')
-        self._saved = (p, y)
+        self._save_for_backward(p, y)
         log_p = torch.log(p).clamp_(min=-100)
         log_1mp = torch.log1p(-p).clamp_(min=-100)
         return -(y * log_p + (1 - y) * log_1mp).mean()
     def backward(self):
-        p, y = self._saved_or_fail()
+        p, y = self._saved_tensors()
         return (p - y) / ((1 - p) * p).clamp_(min=_BCE_EPS) / p.numel()
 
 # ---------------------------------------------------------------- the cumulative variants
@@ -84,9 +85,9 @@ VARIANTS = {  # name: (Linear, ReLU, Sigmoid, loss, input_grad, what the step ad
     'before': (OldLinear, OldReLU, OldSigmoid, OldLossBCE, True,
                "the hot path as first written (commit 0c901e6)"),
     '+activations': (OldLinear, ReLU, Sigmoid, OldLossBCE, True,
-                     "activations: fused derivative kernels (threshold_backward, sigmoid_backward), cheaper checks"),
+                     "activations: derivatives in fewer kernels (masked_fill, in-place products), cheaper checks"),
     '+loss': (OldLinear, ReLU, Sigmoid, LossBCE, True,
-              "LossBCE: lerp for the weighted sum, prediction check from the loss's NaN, fused gradient kernel"),
+              "LossBCE: lerp for the weighted sum, device-side range checks (prediction check from the loss's NaN), in-place gradient"),
     '+linear': (Linear, ReLU, Sigmoid, LossBCE, True,
                 "Linear: input checks left to the matrix product, bias gradient as one addmv_, torch.mm"),
     '+input_grad=False': (Linear, ReLU, Sigmoid, LossBCE, False,
@@ -126,7 +127,7 @@ def main(argv=None):
             cells.append(f"{bench.fmt_us(m[name]):>9} {m[name] / m['before']:>7.2f} {m[name] / m['torch']:>7.2f}")
         print(f"{name:<20}" + ''.join(f"{c:>26}" for c in cells))
     if out is not None:
-        out.write_text(json.dumps(result, indent=1) + '\n')
+        with atomic_open(out, 'w') as f: f.write(json.dumps(result, indent=1) + '\n')
         print(f"wrote {out}")
     return result
 

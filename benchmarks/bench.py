@@ -39,14 +39,14 @@ Ops per step: operator calls seen by `torch.profiler` during one step, counting 
 (an operator that calls others counts once); for torch.nn this includes the operators its autograd engine runs.
 """
 from __future__ import annotations
-import argparse, datetime, gc, json, math, os, platform, statistics, subprocess, sys, time
+import argparse, contextlib, datetime, gc, json, math, os, platform, statistics, subprocess, sys, time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
-import minidl
+import minidl, minidl.files
 
 IMPLS = ('minidl', 'torch', 'hand')
 IMPL_DESCRIPTIONS = {
@@ -101,7 +101,7 @@ def minidl_builder(Lin, Rl, Sg, Loss, input_grad=False):
     def build(weights, lr=LR):
         layers = []
         for i, (w, b) in enumerate(weights):
-            lin = Lin(w.shape[1], w.shape[0])
+            lin = Lin(w.shape[1], w.shape[0], device=w.device)  # on the weights' device (--device)
             lin.weight.value.copy_(w); lin.bias.value.copy_(b)
             layers += [lin, Rl() if i < len(weights) - 1 else Sg()]
         model, loss_fn = Sequential(*layers), Loss()
@@ -123,7 +123,7 @@ def build_torch(weights, lr=LR):
     nn = torch.nn
     layers = []
     for i, (w, b) in enumerate(weights):
-        lin = nn.Linear(w.shape[1], w.shape[0])
+        lin = nn.Linear(w.shape[1], w.shape[0], device=w.device)  # on the weights' device (--device)
         with torch.no_grad(): lin.weight.copy_(w); lin.bias.copy_(b)
         layers += [lin, nn.ReLU() if i < len(weights) - 1 else nn.Sigmoid()]
     model, loss_fn = nn.Sequential(*layers), nn.BCELoss()
@@ -137,10 +137,7 @@ def build_torch(weights, lr=LR):
     return step, list(model.parameters())
 
 def build_hand(weights, lr=LR):
-    aten = torch.ops.aten
-    relu_backward = aten.threshold_backward.default        # G * 1[y > 0]
-    sigmoid_backward = aten.sigmoid_backward.default       # G * (1 - y) * y
-    bce_backward = aten.binary_cross_entropy_backward.default  # g (p - t) / max((1 - p) p, eps) / n
+    eps = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's BCE epsilon, as minidl's LossBCE
     params = [p.clone() for wb in weights for p in wb]     # [W1, b1, W2, b2, ...]
     Ws, bs = params[0::2], params[1::2]
     n_layers = len(Ws)
@@ -151,13 +148,14 @@ def build_hand(weights, lr=LR):
             hs.append(torch.relu(z) if i < n_layers - 1 else torch.sigmoid(z))
         p = hs[-1]
         loss = torch.lerp(torch.neg(p).log1p_().clamp_(min=-100), torch.log(p).clamp_(min=-100), t).mean().neg_()
-        g = sigmoid_backward(bce_backward(p.new_ones(()), p, t), p)  # dL/dz of the last layer
+        g = torch.sub(p, t).div_((1 - p).mul_(p).clamp_(min=eps)).div_(p.numel())  # dL/dp = (p - t) / max((1 - p) p, eps) / n
+        g = (1 - p).mul_(g).mul_(p)                        # dL/dz of the last layer: G (1 - p) p
         grads = [None] * (2 * n_layers)
         for i in reversed(range(n_layers)):
             gt = g.t()
             grads[2 * i] = torch.mm(gt, hs[i])             # dL/dW = G^T h
             grads[2 * i + 1] = g.sum(0)                    # dL/db = sum over the batch
-            if i > 0: g = relu_backward(torch.mm(g, Ws[i]), hs[i], 0)  # dL/dz of the layer below
+            if i > 0: g = torch.mm(g, Ws[i]).masked_fill_(hs[i] <= 0, 0)  # dL/dz of the layer below: G W * 1[h > 0]
         torch._foreach_add_(params, grads, alpha=-lr)
         return loss
     return step, params
@@ -186,11 +184,23 @@ def check_agreement(sizes, batch, device, nb_steps=3):
     ok = all(v['max_param_diff'] < 1e-5 and v['max_loss_diff'] < 1e-5 * max(1.0, abs(ref_losses[0])) for v in out.values())
     return dict(ok=ok, vs_torch=out)
 
+@contextlib.contextmanager
+def quiet_stderr():
+    "Silence file descriptor 2 for the block: the profiler's C++ logging writes there directly, bypassing sys.stderr."
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, 'w') as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2); os.close(saved)
+
 def count_ops(step, x, t):
     "Outermost aten:: operator calls during one step (see the module docstring)."
     from torch.profiler import profile, ProfilerActivity
     step(x, t)
-    with profile(activities=[ProfilerActivity.CPU]) as prof: step(x, t)
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof: step(x, t)
     n = 0
     for e in prof.events():
         if not e.name.startswith('aten::'): continue
@@ -342,13 +352,22 @@ def print_table(result):
     print(f"\nper-step medians over interleaved rounds; m = minidl; '!' marks a missed target. "
           f"All targets met: {'yes' if result['all_targets_met'] else 'NO'}")
 
+def resolve_device(name, parser):
+    "The device of --device ('auto': cuda if available); a clear one-line error if CUDA is asked for and absent."
+    if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here (torch %s%s); use --device cpu"
+                     % (torch.__version__, ', built without CUDA' if torch.version.cuda is None else ''))
+    return torch.device(name)
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='smoke run: few rounds, short samples (numbers are not meaningful)')
     ap.add_argument('--out', type=Path, default=None, help='JSON output (default: benchmarks/results.json; --quick: none)')
     ap.add_argument('--rounds', type=int, default=None, help='timed rounds per regime (default: up to 201 within about 25 s; --quick: 3)')
     ap.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
-    ap.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
+    ap.add_argument('--device', default='cpu', choices=('cpu', 'cuda', 'auto'),
+                    help="where every implementation runs: models, data and loss (default: cpu; auto: cuda if available)")
     ap.add_argument('--regimes', default=None, help='comma-separated regime names (default: all)')
     ap.add_argument('--no-memory', action='store_true', help='skip the peak-memory child processes')
     ap.add_argument('--memory-child', nargs=2, metavar=('IMPL', 'REGIMES'), help=argparse.SUPPRESS)
@@ -357,7 +376,7 @@ def main(argv=None):
         return memory_child(*args.memory_child, args.device, args.threads)
 
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = resolve_device(args.device, ap)
     rounds = args.rounds or (3 if args.quick else None)
     sample_s, warmup_s, budget_s = (0.003, 0.02, 0) if args.quick else (0.01, 1.0, 25.0)
     regimes = REGIMES if not args.regimes else [r for r in REGIMES if r['name'] in args.regimes.split(',')]
@@ -396,7 +415,7 @@ def main(argv=None):
     print_table(result)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + '\n')
+        with minidl.files.atomic_open(out, 'w') as f: f.write(json.dumps(result, indent=1) + '\n')  # whole or not at all
         print(f"wrote {out}")
     return result
 

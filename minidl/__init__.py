@@ -26,6 +26,8 @@ from .softmax import *
 from .batchnorm import *
 from .activations_more import *
 from .init import *
+from .conv import *
+from .pooling import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -45,5 +47,7 @@ _modules = [  # one per line, in book order
     'batchnorm',
     'activations_more',
     'init',
+    'conv',
+    'pooling',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

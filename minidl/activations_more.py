@@ -45,8 +45,14 @@ class LeakyReLU(_OnInput):
             raise TypeError(f"LeakyReLU expects negative_slope to be a number, got {negative_slope!r}")
         self.negative_slope = float(negative_slope)
 
-    def function(self, x): return torch.where(x > 0, x, x * self.negative_slope)
-    def vjp(self, g, x): return torch.where(x > 0, g, g * self.negative_slope)  # G * (1 if x > 0 else a)
+    def function(self, x):
+        a = self.negative_slope  # x > 0: x; x <= 0: a x -- the larger of the two when a <= 1, the smaller when a > 1
+        return torch.maximum(x, x * a) if a <= 1 else torch.minimum(x, x * a)
+
+    def vjp(self, g, x):
+        a = self.negative_slope
+        step = x.sign().clamp_(min=0)          # 1[x > 0] (0 at x = 0: the left derivative, as torch)
+        return step.mul_(1 - a).add_(a).mul_(g)  # G * (1 if x > 0 else a)
     def extra_repr(self) -> str: return f"negative_slope={self.negative_slope}"
 
 # %% ../nbs/23_activations_more.ipynb #fa85678e
@@ -55,7 +61,7 @@ _K = math.sqrt(2 / math.pi)        # sqrt(2 / pi)
 _INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
-class GELU(_OnInput):
+class GELU(Module):
     "Gaussian error linear unit `x * Phi(x)`, exact (erf) or with the tanh approximation, element-wise."
     def __init__(self,
                  approximate: str = 'none', # `'none'`: the erf form; `'tanh'`: the tanh approximation
@@ -64,18 +70,34 @@ class GELU(_OnInput):
             raise ValueError(f"GELU expects approximate to be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
-    def function(self, x):
+    def forward(self,
+                x: torch.Tensor, # input, any shape
+               ) -> torch.Tensor: # output, same shape
+        "Apply GELU element-wise; keep `x` and Phi(x) (or tanh u) for `backward`, so the slow erf/tanh runs once."
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
+            x = _check_tensor(x, 'GELU')
         if self.approximate == 'tanh':
-            return x * 0.5 * (1 + torch.tanh(_K * (x + _KAPPA * x * x * x)))  # x/2 (1 + tanh u)
-        return x * 0.5 * (1 + torch.erf(x * _INV_SQRT2))                      # x Phi(x)
+            t = (x * x).mul_(_KAPPA).mul_(x).add_(x).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
+            self._save_for_backward(x, t)
+            return t.add(1).mul_(x).mul_(0.5)                          # x/2 (1 + tanh u)
+        cdf = torch.erf(x * _INV_SQRT2).add_(1).mul_(0.5)              # Phi(x) = (1 + erf(x / sqrt 2)) / 2
+        self._save_for_backward(x, cdf)
+        return x * cdf                                                 # x Phi(x)
 
-    def vjp(self, g, x):
+    def backward(self,
+                 grad_output: torch.Tensor, # dL/dy, same shape as the input
+                 input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
+                ) -> torch.Tensor | None: # dL/dx
+        "Return dL/dx = G * (Phi(x) + x phi(x)), or G times the tanh form's derivative."
+        x, saved = self._saved_tensors()
+        g = _check_grad(grad_output, x.shape, x.dtype, 'GELU')
+        if not input_grad: return None
         if self.approximate == 'tanh':
-            x2 = x * x
-            t = torch.tanh(_K * (x + _KAPPA * x2 * x))
-            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (_K * (1 + 3 * _KAPPA * x2)))
-        cdf = 0.5 * (1 + torch.erf(x * _INV_SQRT2))   # Phi(x)
-        pdf = torch.exp(-0.5 * x * x) * _INV_SQRT_2PI  # phi(x)
-        return g * (cdf + x * pdf)
+            t = saved
+            right = (x * x).mul_(3 * _KAPPA).add_(1).mul_(_K)           # k (1 + 3 * 0.044715 x^2)
+            right.mul_(t.square().neg_().add_(1)).mul_(x).mul_(0.5)     # x/2 (1 - t^2) k (1 + ...)
+            return right.add_(t.add(1).mul_(0.5)).mul_(g)               # G ((1 + t)/2 + ...)
+        pdf = x.square().mul_(-0.5).exp_().mul_(_INV_SQRT_2PI)          # phi(x)
+        return pdf.mul_(x).add_(saved).mul_(g)                          # G (Phi(x) + x phi(x))
 
     def extra_repr(self) -> str: return f"approximate={self.approximate!r}"

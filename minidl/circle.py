@@ -88,12 +88,13 @@ def run_circle(
     record_every:int|None=None, # history every this many epochs (default: about 1,000 records)
     progress:bool=False, # show a progress bar
     leave:bool=True, # keep the finished progress bar on screen
+    device:str|torch.device='cpu', # where the data, the model and the loss live, e.g. `'cuda'`
 )->CircleRun:
     "Train one circle model with one seed; return the model, its history and its final accuracies"
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     spec = MODELS[name]
-    x_train, y_train, x_test, y_test = circle_train_test(n_train, n_test, seed=seed)
-    model = circle_mlp(spec.output(), hidden, generator=torch.Generator().manual_seed(seed))
+    x_train, y_train, x_test, y_test = (t.to(device) for t in circle_train_test(n_train, n_test, seed=seed))
+    model = circle_mlp(spec.output(), hidden, generator=torch.Generator().manual_seed(seed)).to(device)  # same weights on any device
     opt = SGD(model.parameters(), lr=spec.lr if lr is None else lr, decay=spec.decay if decay is None else decay)
     if record_every is None: record_every = max(1, epochs // 1000)
     start = time.perf_counter()

@@ -6,14 +6,16 @@ Docs: https://minidl.github.io/minidl/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #7c719d49
 from __future__ import annotations
-import argparse, json, math, os, platform, sys, time
+import argparse, io, json, math, os, sys, time
 from pathlib import Path
 import torch
 import minidl
+from .files import atomic_open
+from .training import TrainingDiverged
 from .circle import MODELS, DEFAULTS, run_circle, summarize, results_table
 
 # %% auto #0
-__all__ = ['make_parser', 'main']
+__all__ = ['OUT_FILES', 'make_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #b331eaf7
 class _Parser(argparse.ArgumentParser):
@@ -28,10 +30,12 @@ def _positive_int(s:str)->int:
     if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
     return v
 
-def _nonneg_int(s:str)->int:
+def _seed(s:str)->int:
+    "A seed torch accepts: an integer in [0, 2**64)"
     try: v = int(s)
     except ValueError: raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
     if v < 0: raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    if v >= 2**64: raise argparse.ArgumentTypeError(f"expected a seed below 2**64 (torch's limit), got {s!r}")
     return v
 
 def _rate(s:str, positive:bool)->float:
@@ -50,6 +54,10 @@ def _batch_size(s:str)->int|None:
     try: return _positive_int(s)
     except argparse.ArgumentTypeError: raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {s!r}") from None
 
+def _path(s:str)->Path:
+    if not s.strip(): raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(s)
+
 # %% ../nbs/11_cli.ipynb #5c791d63
 def _fmt_default(name, attr):
     return ', '.join(f"{getattr(m, attr):g} for {n}" for n, m in MODELS.items())
@@ -62,13 +70,15 @@ def make_parser()->argparse.ArgumentParser:
                             "PNG figures.")
     p.add_argument('--epochs', type=_positive_int, default=DEFAULTS['epochs'], help='epochs per run (default: %(default)s)')
     p.add_argument('--runs', type=_positive_int, default=1, help='number of runs (seeds) per model, reported as mean ± std (default: %(default)s)')
-    p.add_argument('--seed', type=_nonneg_int, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
+    p.add_argument('--seed', type=_seed, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
     p.add_argument('--lr', type=_lr, nargs='+', metavar='LR', help=f"initial learning rate: one for both models, or two (default: {_fmt_default('lr', 'lr')})")
     p.add_argument('--decay', type=_decay, nargs='+', metavar='D', help=f"learning-rate decay, step t uses lr/(1+D*t): one or two values (default: {_fmt_default('decay', 'decay')})")
     p.add_argument('--batch-size', type=_batch_size, default=DEFAULTS['batch_size'], metavar='B',
                    help=f"minibatch size, or 'full' for full-batch gradient descent (default: {DEFAULTS['batch_size'] or 'full'})")
     p.add_argument('--hidden', type=_positive_int, default=DEFAULTS['hidden'], help='width of the 4 hidden layers (default: %(default)s)')
-    p.add_argument('--out', type=Path, default=Path('circle-results'), help='output folder for results.json and the figures (default: %(default)s/)')
+    p.add_argument('--out', type=_path, default=Path('circle-results'), help='output folder for results.json and the figures (default: %(default)s/)')
+    p.add_argument('--save', type=_path, default=None, metavar='PATH', help="also save the trained models' state dicts to PATH (torch.save; load with torch.load(PATH, weights_only=True))")
+    p.add_argument('--device', choices=('cpu', 'cuda', 'auto'), default='cpu', help="where data, models and losses live; auto: cuda if available, else cpu (default: %(default)s)")
     p.add_argument('--threads', type=_positive_int, default=1, help='torch CPU threads; these matrices are tiny, 1 is fastest (default: %(default)s)')
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
     return p
@@ -95,8 +105,8 @@ def _results_json(summary:dict, settings:dict, per_model:dict)->dict:
     return out
 
 # %% ../nbs/11_cli.ipynb #7bd6dfec
-def _save_figures(runs:dict, out:Path):
-    "Write outputs.png (first run of each model) and curves.png (all runs)"
+def _render_figures(runs:dict)->dict[str, bytes]:
+    "outputs.png (first run of each model) and curves.png (all runs), as PNG bytes in memory"
     import matplotlib
     matplotlib.use('Agg')  # files only: no display needed
     import matplotlib.pyplot as plt
@@ -105,65 +115,110 @@ def _save_figures(runs:dict, out:Path):
     first = {n: rs[0] for n, rs in runs.items()}
     r0 = next(iter(first.values()))
     _, _, x_test, y_test = circle_train_test(DEFAULTS['n_train'], DEFAULTS['n_test'], seed=r0.seed)
-    fig = plot_outputs({MODELS[n].title: (r.model, MODELS[n].threshold, MODELS[n].vrange) for n, r in first.items()},
-                       x_test, y_test, suptitle=f'Model output over the unit square (seed {r0.seed})')
-    fig.savefig(out/'outputs.png', dpi=110); plt.close(fig)
     nruns = len(runs[r0.name])
-    fig = plot_history({MODELS[n].title: [r.history for r in rs] for n, rs in runs.items()},
-                       suptitle=f"{nruns} run{'s' if nruns > 1 else ''}" + (': mean and best-to-worst band' if nruns > 1 else ''))
-    fig.savefig(out/'curves.png', dpi=110); plt.close(fig)
+    figs = {'outputs.png': plot_outputs({MODELS[n].title: (r.model, MODELS[n].threshold, MODELS[n].vrange) for n, r in first.items()},
+                                        x_test, y_test, suptitle=f'Model output over the unit square (seed {r0.seed})'),
+            'curves.png': plot_history({MODELS[n].title: [r.history for r in rs] for n, rs in runs.items()},
+                                       suptitle=f"{nruns} run{'s' if nruns > 1 else ''}" + (': mean and best-to-worst band' if nruns > 1 else ''))}
+    out = {}
+    for name, fig in figs.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format='png', dpi=110); plt.close(fig)
+        out[name] = buf.getvalue()
+    return out
+
+def _state_dicts(runs:dict)->dict:
+    "The trained models' state dicts on the CPU: by model name for one run, by `name_seedN` for several"
+    one = all(len(rs) == 1 for rs in runs.values())
+    return {(n if one else f"{n}_seed{r.seed}"): {k: v.detach().cpu() for k, v in r.model.state_dict().items()}
+            for n, rs in runs.items() for r in rs}
 
 # %% ../nbs/11_cli.ipynb #e49e66dd
-def _prepare_out(out:Path):
-    "Create the output folder and check it is writable, before any training"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out/'.minidl-write-test'
-        probe.write_text('ok'); probe.unlink()
-    except OSError as e:
-        raise ValueError(f"cannot write to --out {str(out)!r}: {e.strerror or e}") from None
+OUT_FILES = ('results.json', 'outputs.png', 'curves.png')
+
+def _writable_folder(folder:Path, what:str):
+    "Check that `folder` is, or can be created as, a folder we may write in; creates nothing"
+    if folder.exists() and not folder.is_dir(): raise ValueError(f"cannot write to {what}: {str(folder)!r} is a file, not a folder")
+    anc = folder
+    while not anc.exists() and anc != anc.parent: anc = anc.parent  # the nearest existing ancestor
+    if not anc.is_dir(): raise ValueError(f"cannot write to {what}: {str(anc)!r} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK): raise ValueError(f"cannot write to {what}: permission denied in {str(anc)!r}")
+
+def _check_destinations(out:Path, save:Path|None):
+    "Check, before any training, that every file can be written (raises `ValueError` with a one-line message); creates nothing"
+    _writable_folder(out, f"--out {str(out)!r}")
+    for name in OUT_FILES:
+        if (out/name).is_dir(): raise ValueError(f"cannot write to --out {str(out)!r}: {str(out/name)!r} is a folder")
+    if save is not None:
+        if save.is_dir(): raise ValueError(f"cannot write to --save {str(save)!r}: it is a folder")
+        _writable_folder(save.parent, f"--save {str(save)!r}")
+
+def _write_results(out:Path, results:dict, figures:dict[str, bytes], save:Path|None, states:dict|None):
+    "Write every file atomically (each appears whole or not at all)"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in figures.items():
+        with atomic_open(out/name, 'wb') as f: f.write(data)
+    with atomic_open(out/'results.json', 'w') as f: f.write(json.dumps(results, indent=2) + '\n')
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(save, 'wb') as f: torch.save(states, f)
 
 # %% ../nbs/11_cli.ipynb #20c965af
+def _device(name:str)->torch.device:
+    "The device named by `--device` ('auto': CUDA if available, else the CPU); raises `ValueError` if CUDA is asked for and absent"
+    if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        why = 'this torch is built without CUDA' if torch.version.cuda is None else 'no CUDA device is visible'
+        raise ValueError(f"--device cuda: CUDA is not available ({why}); use --device cpu or --device auto")
+    return torch.device(name)
+
 def main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
-)->int: # exit status (0 on success); errors exit with status 2 and one line on stderr
+)->int: # exit status: 0 on success, 1 if training diverged, 2 for bad arguments or destinations (one line on stderr)
     "The `minidl-circle` command"
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
         lrs, decays = _per_model(args.lr, 'lr', 'lr'), _per_model(args.decay, 'decay', 'decay')
-        _prepare_out(args.out)
+        if args.seed + args.runs > 2**64: raise ValueError(f"--seed {args.seed} with --runs {args.runs} goes past torch's largest seed, 2**64 - 1")
+        device = _device(args.device)
+        _check_destinations(args.out, args.save)
     except ValueError as e: parser.error(str(e))
     torch.set_num_threads(args.threads)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     seeds = list(range(args.seed, args.seed + args.runs))
     settings = dict(epochs=args.epochs, runs=args.runs, seeds=seeds, batch_size=args.batch_size, hidden=args.hidden,
                     layers=[2] + [args.hidden] * 4 + [1], n_train=DEFAULTS['n_train'], n_test=DEFAULTS['n_test'],
-                    threads=args.threads, minidl=minidl.__version__, torch=torch.__version__)
+                    threads=args.threads, device=str(device), minidl=minidl.__version__, torch=torch.__version__)
     per_model = {n: dict(lr=lrs[n], decay=decays[n]) for n in MODELS}
     say(f"circle task: {settings['n_train']} train / {settings['n_test']} test points, {args.epochs} epochs, "
         f"{args.runs} run(s) per model (seeds {seeds[0]}..{seeds[-1]}), batch size {args.batch_size or 'full'}, "
-        f"network 2-{'-'.join([str(args.hidden)] * 4)}-1")
+        f"network 2-{'-'.join([str(args.hidden)] * 4)}-1, device {device}")
     runs = {n: [] for n in MODELS}
     start = time.perf_counter()
     try:
         for seed in seeds:
             for n in MODELS:
-                r = run_circle(n, seed, epochs=args.epochs, batch_size=args.batch_size, hidden=args.hidden,
-                               progress=not args.quiet, leave=False, **per_model[n])
+                try:
+                    r = run_circle(n, seed, epochs=args.epochs, batch_size=args.batch_size, hidden=args.hidden,
+                                   progress=not args.quiet, leave=False, device=device, **per_model[n])
+                except TrainingDiverged as e:
+                    print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
                 runs[n].append(r)
                 say(f"  {n:<12} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test {100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr); return 130
+        print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr); return 130
     seconds = time.perf_counter() - start
     summary = summarize(runs)
     settings['wall_seconds'] = round(seconds, 2)
     print(results_table(summary))
-    say(f"training time: {seconds:.1f} s on {args.threads} thread(s)")
+    say(f"training time: {seconds:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else ''))
+    for rs in runs.values():
+        for r in rs: r.model.to('cpu')  # the figures and the saved state dicts are made on the CPU
     try:
-        (args.out/'results.json').write_text(json.dumps(_results_json(summary, settings, per_model), indent=2) + '\n')
-        _save_figures(runs, args.out)
+        _write_results(args.out, _results_json(summary, settings, per_model), _render_figures(runs),
+                       args.save, _state_dicts(runs) if args.save is not None else None)
     except OSError as e:
         print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
-    say(f"wrote {args.out/'results.json'}, {args.out/'outputs.png'} and {args.out/'curves.png'}")
+    say(f"wrote {args.out/'results.json'}, {args.out/'outputs.png'} and {args.out/'curves.png'}" + (f", and {args.save}" if args.save else ''))
     return 0

@@ -37,8 +37,9 @@ def _parse_to(who: str, args: tuple, kwargs: dict) -> tuple:
         if not isinstance(t, torch.Tensor): raise TypeError(f"{who}.to expects tensor to be a torch.Tensor, got {type(t).__name__}")
         if 'device' in got or 'dtype' in got: raise TypeError(f"{who}.to(tensor) takes no device or dtype besides the tensor")
         got['device'], got['dtype'] = t.device, t.dtype
-    return (_parse_device(who, got.get('device')), _parse_dtype(who, got.get('dtype')),
-            _parse_flag(who, 'non_blocking', got.get('non_blocking', False)), _parse_format(who, got.get('memory_format')))
+    to = f"{who}.to"
+    return (_parse_device(to, got.get('device')), _parse_dtype(to, got.get('dtype')),
+            _parse_flag(to, 'non_blocking', got.get('non_blocking', False)), _parse_format(to, got.get('memory_format')))
 
 
 # %% ../nbs/00_core.ipynb #11e83471
@@ -48,40 +49,40 @@ def _dtype_named(s) -> torch.dtype | None:
     return t if isinstance(t, torch.dtype) else None
 
 def _parse_dtype(who: str, dtype) -> torch.dtype | None:
-    "Check a target dtype is `None` or a floating-point `torch.dtype`."
+    "Check a target dtype is `None` or a floating-point `torch.dtype`; `who` starts the error message (`'Linear.to'`)."
     if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point): return dtype
     if isinstance(dtype, torch.dtype):
-        raise TypeError(f"{who}.to expects a floating-point dtype (parameters are floating-point), got {dtype}")
+        raise TypeError(f"{who} expects a floating-point dtype (parameters are floating-point), got {dtype}")
     hint = f" (write torch.{dtype}, not a string)" if _dtype_named(dtype) else ''
-    raise TypeError(f"{who}.to expects dtype to be a floating-point torch.dtype, got {type(dtype).__name__} {dtype!r}{hint}")
+    raise TypeError(f"{who} expects dtype to be a floating-point torch.dtype, got {type(dtype).__name__} {dtype!r}{hint}")
 
 def _parse_device(who: str, device) -> torch.device | None:
     "Check a target device (`'cuda'`, `'cpu'`, `0`, a `torch.device`) and return it as a `torch.device`."
     if device is None or isinstance(device, torch.device): return device
     if _dtype_named(device):
-        raise TypeError(f"{who}.to got the string {device!r} where a device or a dtype goes: a dtype is written "
+        raise TypeError(f"{who} got the string {device!r} where a device or a dtype goes: a dtype is written "
                         f"torch.{device}, not as a string")
     if isinstance(device, bool) or not isinstance(device, (str, int)):
-        raise TypeError(f"{who}.to expects a device (e.g. 'cuda', 'cpu', 0 or a torch.device), a dtype or a tensor, "
+        raise TypeError(f"{who} expects a device (e.g. 'cuda', 'cpu', 0 or a torch.device), a dtype or a tensor, "
                         f"got {type(device).__name__} {device!r}")
     try: return torch.device(device)
     except (RuntimeError, ValueError, TypeError) as e:
-        raise ValueError(f"{who}.to got an invalid device {device!r}: {e}") from None
+        raise ValueError(f"{who} got an invalid device {device!r}: {e}") from None
 
 def _parse_flag(who: str, name: str, v) -> bool:
-    if not isinstance(v, bool): raise TypeError(f"{who}.to expects {name} to be True or False, got {v!r}")
+    if not isinstance(v, bool): raise TypeError(f"{who} expects {name} to be True or False, got {v!r}")
     return v
 
 def _parse_format(who: str, fmt):
     if fmt is None or isinstance(fmt, torch.memory_format): return fmt
-    raise TypeError(f"{who}.to expects memory_format to be a torch.memory_format, got {type(fmt).__name__} {fmt!r}")
+    raise TypeError(f"{who} expects memory_format to be a torch.memory_format, got {type(fmt).__name__} {fmt!r}")
 
 def _move(t: torch.Tensor, device, dtype, non_blocking: bool, memory_format, who: str) -> torch.Tensor:
     "`t` moved/cast as `torch.nn.Module.to` does (integer tensors keep their dtype; `memory_format` for 4-D and 5-D tensors only)."
     fmt = memory_format if memory_format is not None and t.dim() in (4, 5) else torch.preserve_format
     try: return t.to(device=device, dtype=dtype if t.is_floating_point() else None, non_blocking=non_blocking, memory_format=fmt)
     except (RuntimeError, AssertionError) as e:  # e.g. 'Torch not compiled with CUDA enabled'
-        raise RuntimeError(f"{who}.to could not move a {t.dtype} tensor from {t.device} to {device}: {e}") from None
+        raise RuntimeError(f"{who} could not move a {t.dtype} tensor from {t.device} to {device}: {e}") from None
 
 
 # %% ../nbs/00_core.ipynb #4ee5060d
@@ -119,6 +120,8 @@ class Parameter:
         return f"Parameter(shape={_fmt_shape(self.shape)}, dtype={self.value.dtype}{dev})"
 
 # %% ../nbs/00_core.ipynb #0e5ce3cb
+_Tensor = torch.Tensor  # one global lookup instead of two on the hot path
+
 class SavesForBackward:
     "Mixin of `Module` and `Loss`: keep what `forward` computed for `backward`, and detect in-place changes to it."
     _saved = None  # the tuple saved by the last forward (`None`: nothing to backpropagate through)
@@ -127,13 +130,18 @@ class SavesForBackward:
     def _save_for_backward(self, *objs):
         "Keep `objs` (tensors and plain values) for `backward`, with each tensor's version counter."
         self._saved = objs
-        self._versions = [o._version if isinstance(o, torch.Tensor) else None for o in objs]
+        versions = []  # plain loops, here and below: faster than a comprehension or zip for one to three objects
+        for o in objs: versions.append(o._version if isinstance(o, _Tensor) else None)
+        self._versions = versions
 
     def _saved_tensors(self) -> tuple:
         "What the last forward saved; raises if there is none or if a saved tensor was modified in place since."
         objs = self._saved
         if objs is None: raise _not_called(type(self).__name__, self._why)
-        if [o._version if isinstance(o, torch.Tensor) else None for o in objs] != self._versions: self._raise_modified()
+        versions, i = self._versions, 0
+        for o in objs:  # reads metadata only: no kernel, no device synchronisation
+            v = versions[i]; i += 1
+            if v is not None and o._version != v: self._raise_modified()
         return objs
 
     def _raise_modified(self):

@@ -84,7 +84,7 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
             raise TypeError(f"gradcheck expects floating-point tensors as inputs (the target of a loss may be an integer "
                             f"tensor), got {type(t).__name__}" + (f" of dtype {t.dtype}" if isinstance(t, torch.Tensor) else ''))
     f = copy.deepcopy(f)  # work on a float64 copy: the caller's module is left untouched
-    if hasattr(f, 'to'): f.to(torch.float64)  # integer buffers keep their dtype
+    if hasattr(f, 'to'): f.to(dtype=torch.float64)  # integer buffers keep their dtype
     # float64 copies that keep the strides (a non-contiguous input stays so); an integer target keeps its dtype
     inputs = [t.detach().to(torch.float64 if t.is_floating_point() else t.dtype, copy=True) for t in inputs]
     params = f.parameters() if hasattr(f, 'parameters') else []

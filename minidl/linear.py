@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape
+from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Linear']
@@ -40,8 +40,7 @@ class Linear(Module):
         self.nb_input = _check_size(nb_input, 'nb_input', 'Linear')
         self.nb_output = _check_size(nb_output, 'nb_output', 'Linear')
         if not isinstance(bias, bool): raise TypeError(f"Linear expects bias to be True or False, got {bias!r}")
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"Linear expects a floating-point dtype, got {dtype}")
+        device, dtype = _parse_device('Linear', device), _parse_dtype('Linear', dtype)  # clear errors for 'float64', torch.int64, 'gpu'
         self.weight = Parameter(torch.empty(nb_output, nb_input, device=device, dtype=dtype))
         self.bias = Parameter(torch.empty(nb_output, device=device, dtype=dtype)) if bias else None
         self.reset_parameters(generator)
@@ -101,10 +100,10 @@ class Linear(Module):
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
         (x,) = self._saved_tensors()  # raises if no forward, a failed one, or x changed in place since
         if x.dim() == 2:
-            g = _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
+            x2, g = x, _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
         else:  # (*, out): the leading dimensions are one batch dimension, so the sums below run over all of them
             g = _check_grad(grad_output, x.shape[:-1] + (self.nb_output,), x.dtype, 'Linear').reshape(-1, self.nb_output)
-        x2 = x if x.dim() == 2 else x.reshape(-1, self.nb_input)
+            x2 = x.reshape(-1, self.nb_input)
         gt = g.t()
         try:  # torch refuses tensors on different devices before computing anything: diagnose only then
             self.weight.grad.addmm_(gt, x2)                                     # dL/dW += G^T X

@@ -30,7 +30,7 @@ def _check_dim_in(dim: int, x: torch.Tensor, who: str):
 def _log_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     "Stable log-softmax: (x - m) - log(sum(exp(x - m))), with m the maximum along `dim`."
     z = x - x.amax(dim, keepdim=True)
-    return z - z.exp().sum(dim, keepdim=True).log_()
+    return z.sub_(z.exp().sum(dim, keepdim=True).log_())
 
 # %% ../nbs/21_softmax_crossentropy.ipynb #f3657f21
 class Softmax(Module):
@@ -92,7 +92,7 @@ class LogSoftmax(Module):
         (y,) = self._saved_tensors()
         g = _check_grad(grad_output, y.shape, y.dtype, 'LogSoftmax')
         if not input_grad: return None
-        return g - y.exp() * g.sum(self.dim, keepdim=True)
+        return y.exp().mul_(g.sum(self.dim, keepdim=True)).neg_().add_(g)  # G - exp(y) sum(G)
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
@@ -196,6 +196,16 @@ class LossCrossEntropy(Loss):
         lo, hi = int(t.min()), int(t.max())
         return ValueError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} classes, "
                           f"got values in [{lo}, {hi}]")
+
+    def to(self,
+           device=None, # target device (`None`: keep)
+           dtype=None, # target floating-point dtype (`None`: keep)
+          ) -> LossCrossEntropy:
+        "Move/cast the class weights (if any), like `Module.to`; returns `self`."
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"LossCrossEntropy.to expects a floating-point torch.dtype, got {dtype!r}")
+        if self.weight is not None: self.weight = self.weight.to(device=device, dtype=dtype)
+        return self
 
     def __repr__(self):
         args = ([f"weight={_fmt_shape(self.weight.shape)}"] if self.weight is not None else []) + (

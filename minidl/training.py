@@ -181,30 +181,31 @@ def train(
         if test_classes != classes: raise ValueError(f"train expects test labels of the same kind as the training labels "
                                                      f"(binary (n, 1) or class indices (n,)), got {_fmt_shape(y_test.shape)} and {_fmt_shape(y_train.shape)}")
     n, dev = x_train.shape[0], x_train.device
-    full = batch_size is None or batch_size >= n
+    full, everything = batch_size is None or batch_size >= n, slice(None)  # full batch: the tensors themselves, the same at every step
     t_train = low + (high - low) * y_train if classes == 1 else y_train  # what the loss compares the output with
 
     hist, was_training = History(), model.training
+    lr = optimizer.current_lr  # the learning rate of the last step taken
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, unit='epoch', leave=leave, mininterval=0.5)
     try:
         for epoch in bar:
             record = epoch % record_every == 0 or epoch == epochs
             if sampler is not None: batches = _check_batches(sampler(epoch), epoch)
-            elif full: batches = [slice(None)]  # full batch: no shuffling, no copy
+            elif full: batches = [everything]  # full batch: no shuffling, no copy
             else: batches = torch.randperm(n, generator=shuffler).to(dev).split(batch_size)
             if record: loss_sum, correct, count = torch.zeros((), dtype=torch.float64, device=dev), torch.zeros((), dtype=torch.int64, device=dev), 0
             model.train()
             for idx in batches:
-                xb, tb = x_train[idx], t_train[idx]
+                xb, tb, yb = (x_train, t_train, y_train) if idx is everything else (x_train[idx], t_train[idx], y_train[idx])
                 output = model(xb)
                 try: loss = loss_fn(output, tb)
                 except (ValueError, RuntimeError) as e:  # e.g. LossBCE refusing a NaN prediction: was it a divergence?
                     if isinstance(output, Tensor) and not torch.isfinite(output).all().item():
-                        raise _diverged(epoch, optimizer.current_lr, f"the model's output is not finite") from None
+                        raise _diverged(epoch, lr, "the model's output is not finite") from None  # lr: the last step's
                     raise
                 if record:  # on the device, nothing read back
                     loss_sum.add_(loss, alpha=xb.shape[0])
-                    correct.add_(_correct(output, y_train[idx], threshold))
+                    correct.add_(_correct(output, yb, threshold))
                     count += xb.shape[0]
                 optimizer.zero_grad()
                 model.backward(loss_fn.backward(), input_grad=False)

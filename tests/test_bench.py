@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = {'minidl', 'torch', 'hand'}
@@ -19,21 +20,25 @@ def quick_run(tmp_path_factory):
     proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'bench.py'), '--quick', '--out', str(out)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path_factory.getbasetemp())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return proc.stdout, json.loads(out.read_text())
+    return proc.stdout, json.loads(out.read_text()), proc.stderr
+
+
+@pytest.fixture(scope='module')
+def quick_run_stderr(quick_run): return quick_run[2]
 
 
 def positive(v): return isinstance(v, float) and math.isfinite(v) and v > 0
 
 
 def test_prints_threads_and_table(quick_run):
-    stdout, _ = quick_run
+    stdout, _, _ = quick_run
     assert 'torch.get_num_threads() = 1' in stdout
     for name in REGIMES: assert name in stdout
     assert 'm/torch' in stdout and 'm/hand' in stdout
 
 
 def test_json_structure(quick_run):
-    _, res = quick_run
+    _, res, _ = quick_run
     assert res['schema'] == 1 and res['quick'] is True
     assert res['machine']['torch_threads'] == 1 and res['settings']['threads'] == 1
     assert set(res['implementations']) == IMPLS
@@ -56,6 +61,47 @@ def test_json_structure(quick_run):
 
 def test_implementations_agree(quick_run):
     "The three implementations compute the same training steps (the script refuses to time them otherwise)."
-    _, res = quick_run
+    _, res, _ = quick_run
     for r in res['regimes']:
         assert r['agreement']['ok'], r['agreement']
+
+
+def test_quick_run_prints_no_profiler_lines(quick_run_stderr):
+    assert 'profiler' not in quick_run_stderr and 'USDT' not in quick_run_stderr, quick_run_stderr[-2000:]
+
+
+# ---------------------------------------------------------------- --device is honoured by every implementation
+
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+import bench  # noqa: E402
+import ablation  # noqa: E402
+
+
+@pytest.mark.parametrize('name', list(bench.BUILDERS))
+def test_every_implementation_runs_on_the_requested_device(name):
+    "Each implementation puts its parameters on the data's device and computes there. The 'meta' device stands in for a"
+    "GPU on a machine without one: a model left on the CPU would make the first product raise (or keep CPU parameters)."
+    device = torch.device('meta')
+    weights, x, t = bench.to_device(bench.init_weights(bench.CIRCLE), *bench.make_data(bench.CIRCLE, 10), device)
+    step, params = bench.BUILDERS[name](weights)
+    loss = step(x, t)
+    assert loss.device == device and loss.shape == ()
+    assert len(params) == 10 and all(p.device == device for p in params)
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available(): pytest.skip('CUDA is available here')
+    proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'bench.py'), '--quick', '--device', 'cuda'],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and 'CUDA is not available' in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+
+
+def test_ablation_variants_compute_the_same_step():
+    "The variants of benchmarks/ablation.py (today's minidl and its earlier hot paths) train alike (CPU only)."
+    weights, x, t = bench.to_device(bench.init_weights(bench.CIRCLE), *bench.make_data(bench.CIRCLE, 10), torch.device('cpu'))
+    ref_step, ref_params = bench.BUILDERS['torch'](weights)
+    ref = [ref_step(x, t).item() for _ in range(2)]
+    for name, v in ablation.VARIANTS.items():
+        step, params = ablation.builder(*v[:5])(weights)
+        assert [step(x, t).item() for _ in range(2)] == pytest.approx(ref, rel=1e-5), name
+        for p, q in zip(params, ref_params): torch.testing.assert_close(p, q.detach(), rtol=1e-5, atol=1e-6)

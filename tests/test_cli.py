@@ -61,6 +61,8 @@ BAD = [
     (['--epochs', 'ten'], "argument --epochs: expected a positive integer, got 'ten'"),
     (['--runs', '0'], "argument --runs: expected a positive integer, got '0'"),
     (['--seed', '-3'], "argument --seed: expected an integer >= 0, got '-3'"),
+    (['--seed', str(2**64)], "argument --seed: expected a seed below 2**64 (torch's limit)"),
+    (['--seed', str(2**64 - 2), '--runs', '3'], "goes past torch's largest seed"),
     (['--lr', '-0.1'], "argument --lr: expected a finite number > 0, got '-0.1'"),
     (['--lr', 'nan'], "argument --lr: expected a finite number > 0, got 'nan'"),
     (['--lr', '0.1', '0.2', '0.3'], "--lr takes one value or 2"),
@@ -117,5 +119,159 @@ def test_subprocess_bad_arguments(cmd, argv, msg, tmp_path):
 def test_help():
     r = subprocess.run([sys.executable, '-m', 'minidl', '--help'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0
-    for opt in ('--epochs', '--runs', '--seed', '--lr', '--decay', '--batch-size', '--hidden', '--out', '--quiet'):
+    for opt in ('--epochs', '--runs', '--seed', '--lr', '--decay', '--batch-size', '--hidden', '--out', '--quiet', '--device', '--save'):
         assert opt in r.stdout
+
+
+# ---------------------------------------------------------------- devices, destinations, atomic writes, divergence
+
+import errno
+import os
+
+import torch
+
+import minidl.circle
+import minidl.cli
+import minidl.files
+from minidl.circle import circle_mlp, run_circle
+from minidl import Sigmoid, Tanh
+
+
+def _fail(argv, capsys):
+    "Run main(argv), expecting a one-line error: returns (exit status, stderr)"
+    try: code = main(argv)
+    except SystemExit as e: code = e.code
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'Traceback' not in err, err
+    return code, err
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize('make,argv_out,msg', [
+    (lambda d: (d/'res'/'results.json').mkdir(parents=True), 'res', "results.json' is a folder"),
+    (lambda d: (d/'res'/'curves.png').mkdir(parents=True), 'res', "curves.png' is a folder"),
+    (lambda d: (d/'res').write_text('a file'), 'res', "is a file, not a folder"),
+    (lambda d: None, '', 'argument --out: expected a path, got an empty string'),
+    (lambda d: None, '  ', 'argument --out: expected a path, got an empty string'),
+])
+def test_bad_out_refused_before_training(make, argv_out, msg, tmp_path, capsys, monkeypatch):
+    make(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*'))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(minidl.cli, 'run_circle', lambda *a, **k: pytest.fail('trained despite a bad destination'))
+    code, err = _fail(TINY + ['--out', argv_out if not argv_out.strip() else str(tmp_path/argv_out)], capsys)
+    assert code == 2 and msg in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*')) == before  # nothing created or touched
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root may write anywhere')
+def test_read_only_out_refused(tmp_path, capsys):
+    ro = tmp_path/'ro'; ro.mkdir(); ro.chmod(0o500)
+    try:
+        code, err = _fail(TINY + ['--out', str(ro/'res')], capsys)
+        assert code == 2 and 'permission denied' in err
+    finally: ro.chmod(0o700)
+
+
+def test_bad_save_refused_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(minidl.cli, 'run_circle', lambda *a, **k: pytest.fail('trained despite a bad destination'))
+    (tmp_path/'dir.pt').mkdir(); (tmp_path/'file').write_text('x')
+    for save, msg in [(tmp_path/'dir.pt', 'it is a folder'), (tmp_path/'file'/'m.pt', "is a file, not a folder")]:
+        code, err = _fail(TINY + ['--out', str(tmp_path/'res'), '--save', str(save)], capsys)
+        assert code == 2 and 'cannot write to --save' in err and msg in err, err
+    code, err = _fail(TINY + ['--save', ''], capsys)
+    assert code == 2 and 'argument --save: expected a path' in err
+    assert not (tmp_path/'res').exists()
+
+
+def test_save_state_dicts_loadable(tmp_path):
+    out = tmp_path/'res'
+    assert main(TINY + ['--out', str(out), '--save', str(tmp_path/'sub'/'models.pt')]) == 0  # the folder is created
+    states = torch.load(tmp_path/'sub'/'models.pt', weights_only=True)
+    assert sorted(states) == ['sigmoid_bce', 'tanh_mse']
+    for name, out_cls in [('sigmoid_bce', Sigmoid), ('tanh_mse', Tanh)]:
+        net = circle_mlp(out_cls())
+        net.load_state_dict(states[name])
+        assert all(v.device.type == 'cpu' for v in states[name].values())
+    # the saved weights are the trained ones: retraining the same seed gives the same tensors
+    r = run_circle('tanh_mse', 0, epochs=3)
+    for k, v in r.model.state_dict().items(): assert torch.equal(states['tanh_mse'][k], v), k
+    assert main(TINY + ['--runs', '2', '--out', str(out), '--save', str(out/'models.pt')]) == 0
+    states = torch.load(out/'models.pt', weights_only=True)
+    assert sorted(states) == ['sigmoid_bce_seed0', 'sigmoid_bce_seed1', 'tanh_mse_seed0', 'tanh_mse_seed1']
+
+
+def test_diverged_run_keeps_previous_results(tmp_path, capsys):
+    out = tmp_path/'res'
+    assert main(TINY + ['--out', str(out), '--save', str(out/'m.pt')]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    code, err = _fail(TINY + ['--lr', '1e30', '--out', str(out), '--save', str(out/'m.pt')], capsys)
+    assert code == 1 and 'training diverged: lower the learning rate' in err and 'learning rate 1e+30' in err, err
+    assert err.startswith('minidl-circle: error: sigmoid_bce seed 0: ')
+    assert _snapshot(out) == before
+
+
+def test_failed_write_leaves_previous_results_and_no_partial_file(tmp_path, capsys, monkeypatch):
+    out = tmp_path/'res'
+    assert main(TINY + ['--out', str(out)]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    calls = []
+    def full_disk(src, dst):
+        calls.append(dst)
+        if len(calls) == 2: raise OSError(errno.ENOSPC, 'No space left on device')  # the second file fails
+        return real_replace(src, dst)
+    real_replace = os.replace
+    monkeypatch.setattr(minidl.files.os, 'replace', full_disk)
+    code, err = _fail(TINY + ['--seed', '1', '--out', str(out)], capsys)
+    assert code == 2 and 'No space left on device' in err
+    after = _snapshot(out)
+    assert sorted(after) == sorted(before)  # no temporary file left behind
+    changed = [name for name in after if after[name] != before[name]]
+    assert len(changed) == 1  # the first file was replaced whole; the others are the previous ones, intact
+    monkeypatch.undo()
+    assert main(TINY + ['--seed', '1', '--out', str(out)]) == 0
+
+
+def test_device_auto_and_cuda(tmp_path, capsys):
+    out = tmp_path/'res'
+    assert main(TINY + ['--device', 'auto', '--out', str(out)]) == 0
+    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
+    assert json.loads((out/'results.json').read_text())['settings']['device'].startswith(expected)
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        code, err = _fail(TINY + ['--device', 'cuda', '--out', str(tmp_path/'never')], capsys)
+        assert code == 2 and '--device cuda: CUDA is not available' in err
+        assert not (tmp_path/'never').exists()
+
+
+def test_device_is_passed_to_every_run(tmp_path, monkeypatch):
+    "`--device` reaches every run (checked with a stand-in device: the runs themselves train on the CPU here)"
+    seen = []
+    def spy(name, seed, device, **kw):
+        seen.append((name, seed, device))
+        return real_run(name, seed, device='cpu', **kw)
+    real_run = minidl.cli.run_circle
+    monkeypatch.setattr(minidl.cli, '_device', lambda name: torch.device('meta'))
+    monkeypatch.setattr(minidl.cli, 'run_circle', spy)
+    assert main(TINY + ['--runs', '2', '--device', 'cuda', '--out', str(tmp_path/'res')]) == 0
+    assert seen == [(n, s, torch.device('meta')) for s in (0, 1) for n in MODELS]
+
+
+class _Stop(Exception): pass
+
+
+@pytest.mark.parametrize('name', list(MODELS))
+def test_run_circle_puts_data_and_model_on_the_device(name, monkeypatch):
+    seen = {}
+    def fake_train(model, loss_fn, opt, x_train, y_train, x_test, y_test, **kw):
+        seen['params'] = {p.value.device.type for p in model.parameters()}
+        seen['data'] = {t.device.type for t in (x_train, y_train, x_test, y_test)}
+        raise _Stop
+    monkeypatch.setattr(minidl.circle, 'train', fake_train)
+    with pytest.raises(_Stop): run_circle(name, 0, epochs=1, device='meta')
+    assert seen == {'params': {'meta'}, 'data': {'meta'}}

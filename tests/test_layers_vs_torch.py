@@ -161,3 +161,24 @@ def test_exports():
         assert name in minidl.__all__ and hasattr(minidl, name), name
     assert minidl.CrossEntropyLoss is minidl.LossCrossEntropy
     assert math.isclose(minidl.calculate_gain('relu'), math.sqrt(2))
+
+
+def test_hot_path_reads_nothing_back():
+    "Forward and backward run on the meta device (shapes only, no data): any .item(), bool(tensor), float(tensor) or"
+    " value-dependent branch would raise there, so this shows the hot path never synchronises with the device."
+    meta = torch.device('meta')
+    x, g = torch.randn(8, 6, device=meta), torch.randn(8, 6, device=meta)
+    for m in [Dropout(0.3), Dropout(0.3).eval(), Softmax(), LogSoftmax(0), LeakyReLU(), GELU(), GELU('tanh'),
+              BatchNorm1d(6, device=meta), BatchNorm1d(6, momentum=None, device=meta), BatchNorm1d(6, device=meta).eval(),
+              BatchNorm1d(6, affine=False, track_running_stats=False, device=meta)]:
+        assert m(x).device == meta and m.backward(g).shape == x.shape
+    x4 = torch.randn(2, 6, 3, 3, device=meta)
+    bn = BatchNorm2d(6, momentum=None, device=meta)
+    assert bn(x4).device == meta and bn.backward(x4).shape == x4.shape
+    t, p = torch.randint(0, 6, (8,), device=meta), torch.rand(8, 6, device=meta)
+    for kw in [{}, dict(label_smoothing=0.1), dict(weight=torch.ones(6, device=meta), label_smoothing=0.2)]:
+        for target in (t, p):
+            ce = LossCrossEntropy(**kw)
+            assert ce(x, target).shape == () and ce.backward().shape == x.shape
+    w = Parameter(torch.empty(4, 3, device=meta))
+    for f in (minit.kaiming_uniform_, minit.kaiming_normal_, minit.xavier_uniform_, minit.xavier_normal_): f(w)
