@@ -1,4 +1,4 @@
-"""What every minidl experiment shares beside the training loop: one-line command-line errors, argument types, the output folder, results and figures written atomically, mean ± std, progress bars and the device.
+"""What every minidl experiment shares beside the training loop: one-line command-line errors, argument types, the device and threads, outputs checked first and written atomically, mean ± std, tables, progress bars.
 
 Docs: https://minidl.github.io/minidl/experiments.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/experiments.html.md"""
 
 # %% ../../nbs/40_experiments.ipynb #9125f05d
 from __future__ import annotations
-import argparse, contextlib, json, math, os, platform, statistics, sys
+import argparse, contextlib, io, json, math, os, platform, statistics, sys
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
@@ -15,8 +15,8 @@ from ..files import atomic_open
 
 # %% auto #0
 __all__ = ['DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int', 'positive_float', 'resolve_device', 'torch_threads',
-           'prepare_out', 'check_writable_file', 'write_json', 'save_figure', 'mean_std', 'fmt_pm', 'text_table',
-           'progress_bar', 'Messages', 'environment']
+           'path_arg', 'check_destinations', 'figure_png', 'write_json', 'write_outputs', 'mean_std', 'fmt_pm',
+           'text_table', 'progress_bar', 'Messages', 'environment']
 
 # %% ../../nbs/40_experiments.ipynb #7eeb4f1d
 class ExperimentParser(argparse.ArgumentParser):
@@ -46,17 +46,18 @@ def positive_float(s:str)->float:
     if not math.isfinite(v) or v <= 0: raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {s!r}")
     return v
 
-# %% ../../nbs/40_experiments.ipynb #ae044969
+# %% ../../nbs/40_experiments.ipynb #ab2aa5b1
 DEVICES = ('cpu', 'cuda', 'auto')
 
 def resolve_device(
     name:str, # 'cpu', 'cuda' or 'auto'
 )->torch.device:
-    "The `torch.device` that `--device name` means; `ValueError` for an unknown name or a missing GPU"
+    "The `torch.device` that `--device name` means ('auto': CUDA if available); `ValueError` for an unknown name or a missing GPU"
     if name not in DEVICES: raise ValueError(f"expected a device in {', '.join(DEVICES)}, got {name!r}")
     if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
     if name == 'cuda' and not torch.cuda.is_available():
-        raise ValueError("--device cuda: PyTorch sees no CUDA GPU here (use --device cpu or auto)")
+        why = 'this torch is built without CUDA' if torch.version.cuda is None else 'no CUDA device is visible'
+        raise ValueError(f"--device cuda: CUDA is not available ({why}); use --device cpu or --device auto")
     return torch.device(name)
 
 # %% ../../nbs/40_experiments.ipynb #0f4b4604
@@ -70,32 +71,45 @@ def torch_threads(
     try: yield
     finally: torch.set_num_threads(old)
 
-# %% ../../nbs/40_experiments.ipynb #93ae4a2c
-def prepare_out(
-    out:str|os.PathLike, # output folder (created with its parents)
-)->Path:
-    "Create the output folder and check that it is writable; `ValueError` (one line) if not"
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_open(out/'.minidl-write-test') as f: f.write('ok')
-        (out/'.minidl-write-test').unlink()
-    except OSError as e:
-        raise ValueError(f"cannot write to {str(out)!r}: {e.strerror or e}") from None
-    return out
+# %% ../../nbs/40_experiments.ipynb #965a088d
+def path_arg(s:str)->Path:
+    "argparse type: a non-empty path"
+    if not s.strip(): raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(s)
 
-def check_writable_file(
-    path:str|os.PathLike, # a file to be written later (e.g. a checkpoint)
-)->Path:
-    "Check that `path` can be written: its folder exists and is writable, and it is not a folder; `ValueError` if not"
-    path = Path(path)
-    if path.is_dir(): raise ValueError(f"cannot write {str(path)!r}: it is a folder")
-    folder = path.parent
-    if not folder.is_dir(): raise ValueError(f"cannot write {str(path)!r}: the folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK): raise ValueError(f"cannot write {str(path)!r}: the folder is not writable")
-    return path
+def _writable_folder(folder:Path, what:str):
+    "Check that `folder` is, or can be created as, a folder we may write in; creates nothing"
+    if folder.exists() and not folder.is_dir(): raise ValueError(f"cannot write to {what}: {str(folder)!r} is a file, not a folder")
+    anc = folder
+    while not anc.exists() and anc != anc.parent: anc = anc.parent  # the nearest existing ancestor
+    if not anc.is_dir(): raise ValueError(f"cannot write to {what}: {str(anc)!r} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK): raise ValueError(f"cannot write to {what}: permission denied in {str(anc)!r}")
 
-# %% ../../nbs/40_experiments.ipynb #5e5c496a
+def check_destinations(
+    out:Path, # output folder (may not exist yet)
+    files:tuple[str, ...], # names of the files that will be written in `out`
+    save:Path|None=None, # a file to be written too (e.g. `--save` checkpoint), or `None`
+):
+    "Check, before any work, that every output can be written; `ValueError` with a one-line message if not. Creates nothing"
+    _writable_folder(out, f"--out {str(out)!r}")
+    for name in files:
+        if (out/name).is_dir(): raise ValueError(f"cannot write to --out {str(out)!r}: {str(out/name)!r} is a folder")
+    if save is not None:
+        if save.is_dir(): raise ValueError(f"cannot write to --save {str(save)!r}: it is a folder")
+        _writable_folder(save.parent, f"--save {str(save)!r}")
+
+# %% ../../nbs/40_experiments.ipynb #ae044969
+def figure_png(
+    fig, # a matplotlib Figure (closed afterwards)
+    dpi:int=110, # resolution
+)->bytes:
+    "The figure as PNG bytes, rendered in memory; the figure is closed"
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    try: fig.savefig(buf, format='png', dpi=dpi)
+    finally: plt.close(fig)
+    return buf.getvalue()
+
 def write_json(
     path:str|os.PathLike, # destination file (its folder must exist)
     obj, # JSON-serialisable object
@@ -104,13 +118,24 @@ def write_json(
     text = json.dumps(obj, indent=2, allow_nan=False) + '\n'  # serialise first: a bad object writes nothing
     with atomic_open(path, 'w') as f: f.write(text)
 
-def save_figure(
-    fig, # a matplotlib Figure
-    path:str|os.PathLike, # destination PNG file (its folder must exist)
-    dpi:int=110, # resolution
+def write_outputs(
+    out:Path, # output folder (created if needed)
+    files:dict, # file name -> `bytes` (written as is), `str` (UTF-8 text) or any other object (JSON)
+    save:Path|None=None, # also `torch.save(state, save)`
+    state=None, # what to save there
 ):
-    "Save `fig` as a PNG, atomically"
-    with atomic_open(path, 'wb') as f: fig.savefig(f, format='png', dpi=dpi)
+    "Write every output atomically (each file appears whole or not at all)"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        if isinstance(data, bytes):
+            with atomic_open(out/name, 'wb') as f: f.write(data)
+        elif isinstance(data, str):
+            with atomic_open(out/name, 'w') as f: f.write(data)
+        else: write_json(out/name, data)
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(save, 'wb') as f: torch.save(state, f)
 
 # %% ../../nbs/40_experiments.ipynb #65aa6d31
 def mean_std(

@@ -1,4 +1,4 @@
-"""`load_digits_split`: scikit-learn's 1,797 handwritten digits (8×8 pixels, 10 classes) as tensors in [0, 1], split 80/20 by class from a seed; `RandomShift`, seeded ±1-pixel shifts done on tensors.
+"""`load_digits_split`: scikit-learn's 1,797 handwritten digits (8×8 pixels, 10 classes) as tensors in [0, 1], split 80/20 by class from a seed; `RandomShift`, seeded ±1-pixel shifts done on tensors, as the first layer of an `AugmentedSequential`.
 
 Docs: https://minidl.github.io/minidl/digits_data.html.md"""
 
@@ -10,9 +10,11 @@ import functools, numbers
 import torch
 from torch import Tensor
 from ..core import Module, _check_tensor, _check_grad, _fmt_shape
+from ..sequential import Sequential
 
 # %% auto #0
-__all__ = ['INSTALL_HINT', 'digits_available', 'load_digits_split', 'shift_offsets', 'random_shift', 'RandomShift']
+__all__ = ['INSTALL_HINT', 'digits_available', 'load_digits_split', 'shift_offsets', 'random_shift', 'RandomShift',
+           'AugmentedSequential']
 
 # %% ../../nbs/50_digits_data.ipynb #04324e28
 INSTALL_HINT = 'the digits data comes with scikit-learn: pip install "minidl[digits]" (or the dev extra, or pip install scikit-learn)'
@@ -135,3 +137,25 @@ class RandomShift(Module):
         return padded[:, :, p:p + h, p:p + w].reshape(shape)
 
     def extra_repr(self): return f"pixels={self.pixels}" + (f", size={self.size}" if self.size else "")
+
+# %% ../../nbs/50_digits_data.ipynb #6fa6be0d
+class AugmentedSequential(Sequential):
+    "A `Sequential` whose first module augments the data and has no parameters: with `input_grad=False`, backward stops at the second module"
+    def __init__(self,
+                 augment:Module, # the augmentation, e.g. `RandomShift` (no parameters)
+                 *modules:Module, # the network
+                ):
+        super().__init__(augment, *modules)
+        if augment.parameters():
+            raise ValueError(f"AugmentedSequential expects a first module without parameters, got {type(augment).__name__} with "
+                             f"{len(augment.parameters())}")
+
+    def backward(self,
+                 grad_output:Tensor, # dL/d(output of the last module)
+                 input_grad:bool=True, # `False`: skip the augmentation, and the second module skips its input gradient
+                )->Tensor|None: # dL/d(input), or `None`
+        "Backpropagate in reverse order; without `input_grad`, the augmentation is skipped and the second module needs no input gradient"
+        layers = self.layers
+        if input_grad or len(layers) < 2: return super().backward(grad_output, input_grad)
+        for m in reversed(layers[2:]): grad_output = m.backward(grad_output)
+        return layers[1].backward(grad_output, input_grad=False)
