@@ -28,6 +28,9 @@ from .activations_more import *
 from .init import *
 from .conv import *
 from .pooling import *
+from .adam import *
+from .schedules import *
+from .checkpoints import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -49,5 +52,8 @@ _modules = [  # one per line, in book order
     'init',
     'conv',
     'pooling',
+    'adam',
+    'schedules',
+    'checkpoints',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

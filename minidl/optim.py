@@ -1,4 +1,4 @@
-"""`SGD` updates every parameter against its gradient, with a learning rate that decays over time as `lr / (1 + decay·t)`.
+"""`Optimizer` holds the parameters, checks their gradients before touching anything and counts the steps; `SGD` adds momentum, Nesterov, weight decay and a time-based learning-rate decay, exactly as `torch.optim.SGD`.
 
 Docs: https://minidl.github.io/minidl/optim.html.md"""
 
@@ -6,55 +6,277 @@ Docs: https://minidl.github.io/minidl/optim.html.md"""
 
 # %% ../nbs/06_optim.ipynb #c3079bb9
 from __future__ import annotations
-import math, numbers
+import math, numbers, operator
 import torch
-from .core import Parameter
+from .core import Module, Parameter, _fmt_shape
 
 # %% auto #0
-__all__ = ['SGD']
+__all__ = ['Optimizer', 'SGD']
 
-# %% ../nbs/06_optim.ipynb #a9708aaa
-def _check_rate(v, name: str) -> float:
-    "Check a learning rate or decay is a finite real number >= 0."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"SGD expects {name} to be a finite number >= 0, got {v!r}")
+# %% ../nbs/06_optim.ipynb #d98e233f
+def _check_params(parameters, who: str) -> list[Parameter]:
+    "The parameters as a list: non-empty, only `Parameter`s, each once."
+    if isinstance(parameters, Module):
+        raise TypeError(f"{who} expects an iterable of Parameters, got the module {type(parameters).__name__}: pass model.parameters()")
+    if isinstance(parameters, (Parameter, torch.Tensor, dict, str)) or not hasattr(parameters, '__iter__'):
+        raise TypeError(f"{who} expects an iterable of Parameters (e.g. model.parameters()), got {type(parameters).__name__}")
+    params = list(parameters)
+    if not params: raise ValueError(f"{who} got an empty parameter list: the model has nothing to train")
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            extra = " (parameter groups are not supported)" if isinstance(p, dict) else ""
+            raise TypeError(f"{who} expects Parameters, got {type(p).__name__} at position {i}{extra}")
+    if len({id(p) for p in params}) != len(params):
+        raise ValueError(f"{who} got the same Parameter more than once: it would be updated several times per step")
+    ptrs = [(p.value.device, p.value.data_ptr()) for p in params if p.value.numel()]
+    if len(set(ptrs)) != len(ptrs):
+        raise ValueError(f"{who} got two Parameters holding the same tensor: it would be updated several times per step")
+    return params
+
+# %% ../nbs/06_optim.ipynb #6dcbc0aa
+def _check_rate(v, who: str, name: str) -> float:
+    "A finite real number >= 0 (learning rate, decay, momentum, weight decay, eps...)."
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{who} expects {name} to be a finite number >= 0, got {v!r}")
+    if not math.isfinite(v) or v < 0: raise ValueError(f"{who} expects {name} to be a finite number >= 0, got {v!r}")
     return float(v)
 
-# %% ../nbs/06_optim.ipynb #6f642375
-class SGD:
-    "Stochastic gradient descent; the t-th `step()` (t = 0, 1, ...) uses the learning rate `lr / (1 + decay * t)`."
+def _check_flag(v, who: str, name: str) -> bool:
+    "True or False."
+    if not isinstance(v, bool): raise TypeError(f"{who} expects {name} to be True or False, got {v!r}")
+    return v
+
+def _check_betas(v, who: str, name: str = 'betas') -> tuple[float, float]:
+    "Two real numbers in [0, 1)."
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(
+        isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
+    if not ok: raise ValueError(f"{who} expects {name} to be two numbers in [0, 1), got {v!r}")
+    return (float(v[0]), float(v[1]))
+
+class _Hyper:
+    "A validated hyper-parameter attribute of an optimizer: `opt.lr = -1` raises and changes nothing."
+    def __init__(self, check): self.check = check
+    def __set_name__(self, owner, name): self.name = name
+    def __get__(self, obj, objtype=None): return self if obj is None else obj.__dict__[self.name]
+    def __set__(self, obj, v): obj.__dict__[self.name] = self.check(v, type(obj).__name__, self.name)
+
+# %% ../nbs/06_optim.ipynb #bf83d8c0
+def _lr_limits(dtypes) -> tuple[float, float]:
+    "(low, high): a positive float `v` is representable (neither 0 nor inf) in every dtype of `dtypes` iff low < v < high."
+    low, high = 0.0, math.inf
+    for dt in dtypes:
+        if dt == torch.float64: continue
+        fi = torch.finfo(dt)
+        low = max(low, fi.smallest_normal * fi.eps / 2)  # half the smallest subnormal rounds to 0 (ties to even)
+        high = min(high, fi.max + 2.0 ** (math.log2(fi.max) // 1) * fi.eps / 2)  # max + half an ulp rounds to inf
+    return low, high
+
+# %% ../nbs/06_optim.ipynb #289a3608
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {_fmt_shape(t.shape)}, {t.dtype} on {t.device}"
+
+def _check_all(opt, values, grads, who: str):
+    "Check every parameter's value, gradient and state buffers (metadata only); cache what passed."
+    for name, bufs in opt.state.items():
+        if len(bufs) != len(values):
+            raise RuntimeError(f"{who}: {len(values)} parameters but {len(bufs)} {name} tensors (was opt.params changed? "
+                               "create a new optimizer for a new set of parameters)")
+    for i, (v, g) in enumerate(zip(values, grads)):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
+            raise TypeError(f"{who}: parameter {i} holds {got}, expected a floating-point tensor")
+        if not isinstance(g, torch.Tensor):
+            raise TypeError(f"{who}: the gradient of parameter {i} is {type(g).__name__}, expected a tensor of {_describe(v)}")
+        if g.shape != v.shape:
+            raise ValueError(f"{who}: the gradient of parameter {i} has shape {_fmt_shape(g.shape)}, expected {_fmt_shape(v.shape)} "
+                             "(the parameter's shape; a gradient is never broadcast)")
+        if g.dtype != v.dtype or g.device != v.device:
+            raise TypeError(f"{who}: the gradient of parameter {i} is {g.dtype} on {g.device}, expected {v.dtype} on {v.device} "
+                            "(the parameter's dtype and device)")
+        if g.requires_grad:
+            raise ValueError(f"{who}: the gradient of parameter {i} requires grad (it has an autograd history): assign g.detach()")
+        for name, bufs in opt.state.items():
+            b = bufs[i]
+            if b.shape != v.shape or b.dtype != v.dtype or b.device != v.device:
+                raise RuntimeError(f"{who}: the {name} of parameter {i} has {_describe(b)} but the parameter has {_describe(v)} "
+                                   "(was the model moved or cast after the optimizer took steps? create the optimizer after model.to(...))")
+    dtypes = {v.dtype for v in values}
+    opt._check_dtypes(dtypes)
+    opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], _lr_limits(dtypes))
+
+# %% ../nbs/06_optim.ipynb #9d872153
+_is, _shape = operator.is_, operator.attrgetter('shape')
+
+def _tensors(opt, who: str = 'step'):
+    "Values and gradients of the parameters, checked (fully when a tensor object changed, else identities and shapes)."
+    params = opt.params
+    values, grads = [p.value for p in params], [p.grad for p in params]
+    c = opt._cache
+    if (c is None or not all(map(_is, values, c[0])) or not all(map(_is, grads, c[1]))
+            or list(map(_shape, values)) != c[2] or list(map(_shape, grads)) != c[3]):
+        _check_all(opt, values, grads, f"{type(opt).__name__}.{who}")
+    return values, grads
+
+def _check_lr(opt, lr: float, name: str = 'the learning rate'):
+    "Refuse a learning rate that is negative, not finite, or rounds to 0 or infinity in a parameter's dtype."
+    low, high = opt._cache[4]
+    if lr == 0.0 or low < lr < high: return
+    who = f"{type(opt).__name__}.step"
+    if not (math.isfinite(lr) and lr >= 0): raise ValueError(f"{who}: {name} is {lr!r}, expected a finite number >= 0")
+    dts = ', '.join(sorted({str(v.dtype) for v in opt._cache[0]}))
+    raise ValueError(f"{who}: {name} {lr!r} is not representable in the parameters' dtype ({dts}): it would round to "
+                     f"{'0' if lr <= low else 'infinity'}; use a rate in ({low:.3g}, {high:.3g}) or float64 parameters")
+
+# %% ../nbs/06_optim.ipynb #1308e1f6
+_SCHEDULED = ('lr', 'momentum', 'betas')  # what schedules set (without the range checks; `step()` checks the rate)
+
+def _finite(v) -> bool:
+    "A finite real number, or a pair of them (betas)."
+    if isinstance(v, (tuple, list)): return len(v) == 2 and all(map(_finite, v))
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+def _prepare_load(opt, sd) -> tuple:
+    "Check a state dict against optimizer `opt`; return what `opt._apply_load` installs (nothing is changed here)."
+    who = f"{type(opt).__name__}.load_state_dict"
+    if not isinstance(sd, dict) or not {'type', 'step_count', 'hyper', 'state'} <= set(sd):
+        raise ValueError(f"{who} expects a dict with keys type, step_count, hyper, state (from state_dict()), got "
+                         f"{sorted(map(str, sd)) if isinstance(sd, dict) else type(sd).__name__}")
+    if sd['type'] != type(opt).__name__:
+        raise ValueError(f"{who}: the state dict is of a {sd['type']!r} optimizer, expected {type(opt).__name__!r}")
+    n = sd['step_count']
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"{who}: step_count must be an integer >= 0, got {n!r}")
+    hyper = sd['hyper']
+    if not isinstance(hyper, dict) or set(hyper) != set(opt._hyper_names):
+        raise ValueError(f"{who}: expected hyper-parameters {sorted(opt._hyper_names)}, got "
+                         f"{sorted(map(str, hyper)) if isinstance(hyper, dict) else type(hyper).__name__}")
+    probe = object.__new__(type(opt))  # validate through the same attribute checks, on a throw-away object
+    for k in opt._hyper_names:
+        try: setattr(probe, k, hyper[k])
+        except (TypeError, ValueError):  # a schedule may have set a value outside the user-facing range (see Schedules)
+            if k not in _SCHEDULED or not _finite(hyper[k]): raise
+            probe.__dict__[k] = tuple(map(float, hyper[k])) if k == 'betas' else float(hyper[k])
+    probe._check_hyper()
+    state = sd['state']
+    if not isinstance(state, dict) or not set(state) <= set(opt._state_names):
+        raise ValueError(f"{who}: expected buffers among {sorted(opt._state_names)}, got "
+                         f"{sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__}")
+    new = {}
+    for k, bufs in state.items():
+        if not isinstance(bufs, (list, tuple)) or len(bufs) != len(opt.params):
+            raise ValueError(f"{who}: {k} must hold one tensor per parameter ({len(opt.params)}), got "
+                             f"{len(bufs) if isinstance(bufs, (list, tuple)) else type(bufs).__name__}")
+        for i, (b, p) in enumerate(zip(bufs, opt.params)):
+            if not isinstance(b, torch.Tensor) or b.shape != p.value.shape or not b.is_floating_point():
+                got = _describe(b) if isinstance(b, torch.Tensor) else type(b).__name__
+                raise ValueError(f"{who}: {k}[{i}] is {got}, expected a floating-point tensor of shape {_fmt_shape(p.value.shape)}")
+        new[k] = [b.detach().to(device=p.value.device, dtype=p.value.dtype, copy=True) for b, p in zip(bufs, opt.params)]
+    return int(n), {k: getattr(probe, k) for k in opt._hyper_names}, new
+
+# %% ../nbs/06_optim.ipynb #5a0259e9
+class Optimizer:
+    "Base class of minidl's optimizers: parameters, validated hyper-parameters, checked `step()`, `zero_grad()`, state dicts."
+    lr = _Hyper(_check_rate)
+    _hyper_names: tuple[str, ...] = ('lr',)  # the hyper-parameters saved by `state_dict`
+    _state_names: tuple[str, ...] = ()  # the per-parameter buffers saved by `state_dict`
+
     def __init__(self,
                  parameters, # the `Parameter`s to update, e.g. `model.parameters()`
-                 lr: float = 0.01, # initial learning rate (>= 0)
-                 decay: float = 0.0, # time-based decay of the learning rate (>= 0; 0: constant)
+                 lr: float, # base learning rate (>= 0)
                 ):
-        if isinstance(parameters, Parameter) or not hasattr(parameters, '__iter__'):
-            raise TypeError(f"SGD expects an iterable of Parameters (e.g. model.parameters()), got {type(parameters).__name__}")
-        params = list(parameters)
-        if not params: raise ValueError("SGD got an empty parameter list: the model has nothing to train")
-        for i, p in enumerate(params):
-            if not isinstance(p, Parameter):
-                raise TypeError(f"SGD expects Parameters, got {type(p).__name__} at position {i}")
-        if len({id(p) for p in params}) != len(params):
-            raise ValueError("SGD got the same Parameter more than once: it would be updated several times per step")
-        self.params = params
-        self.lr = _check_rate(lr, 'lr')
-        self.decay = _check_rate(decay, 'decay')
-        self.step_count = 0  # number of step() calls so far: the t of the next step
+        self.params = _check_params(parameters, type(self).__name__)
+        self.lr = lr
+        self.step_count = 0  # number of successful step() calls
+        self.state: dict[str, list[torch.Tensor]] = {}  # buffer name -> one tensor per parameter
+        self._cache = None  # (values, grads, their shapes, lr limits) of the last full check
 
     @property
     def current_lr(self) -> float:
-        "The learning rate the next `step()` uses: `lr / (1 + decay * step_count)`."
-        return self.lr / (1 + self.decay * self.step_count)
+        "The learning rate the next `step()` applies (here `lr`; `SGD` divides it by its time-based decay)."
+        return self.lr
 
     def step(self):
-        "Update every parameter: `value -= current_lr * grad`; then count the step. Does not zero the gradients."
-        torch._foreach_add_([p.value for p in self.params], [p.grad for p in self.params], alpha=-self.current_lr)
+        "Check every gradient and the learning rate, then update every parameter and count the step (gradients are not zeroed)."
+        values, grads = _tensors(self)
+        _check_lr(self, self.current_lr)
+        self._update(values, grads)
         self.step_count += 1
 
     def zero_grad(self):
-        "Reset every parameter's gradient to zeros."
-        torch._foreach_zero_([p.grad for p in self.params])
+        "Reset every parameter's gradient to zeros, in place."
+        torch._foreach_zero_(_tensors(self, 'zero_grad')[1])
+
+    def state_dict(self) -> dict:
+        "Hyper-parameters, step count and per-parameter buffers (the optimizer's own tensors, not copies)."
+        return {'type': type(self).__name__, 'step_count': self.step_count,
+                'hyper': {k: getattr(self, k) for k in self._hyper_names},
+                'state': {k: list(v) for k, v in self.state.items()}}
+
+    def load_state_dict(self,
+                        state_dict: dict, # from `state_dict()` of an optimizer of the same type over as many parameters
+                       ):
+        "Restore hyper-parameters, step count and buffers (copied, cast to each parameter's dtype and device); all checked first."
+        self._apply_load(_prepare_load(self, state_dict))
+
+    def _apply_load(self, prepared):
+        "Install what `_prepare_load` checked (cannot fail)."
+        n, hyper, state = prepared
+        self.__dict__.update(hyper)
+        self.step_count, self.state, self._cache = n, state, None
+
+    def _set_scheduled(self, name: str, v):
+        "Set a hyper-parameter from a schedule (`lr`, `momentum`, `betas`): no range check here, `step()` checks the rate."
+        self.__dict__[name] = v
+
+    def _update(self, values, grads): raise NotImplementedError(f"{type(self).__name__} must implement _update")
+    def _check_hyper(self): pass
+    def _check_dtypes(self, dtypes): pass
 
     def __repr__(self):
-        return f"SGD(lr={self.lr:g}, decay={self.decay:g}, step_count={self.step_count}, parameters={len(self.params)})"
+        hyper = ', '.join(f"{k}={getattr(self, k)!r}" for k in self._hyper_names)
+        return f"{type(self).__name__}({hyper}, step_count={self.step_count}, parameters={len(self.params)})"
+
+# %% ../nbs/06_optim.ipynb #162481ac
+class SGD(Optimizer):
+    "Stochastic gradient descent (momentum, dampening, Nesterov, L2 weight decay as `torch.optim.SGD`); the t-th `step()` uses the rate `lr / (1 + decay * t)`."
+    decay, momentum, dampening, weight_decay = _Hyper(_check_rate), _Hyper(_check_rate), _Hyper(_check_rate), _Hyper(_check_rate)
+    nesterov = _Hyper(_check_flag)
+    _hyper_names = ('lr', 'decay', 'momentum', 'dampening', 'nesterov', 'weight_decay')
+    _state_names = ('momentum_buffer',)
+
+    def __init__(self,
+                 parameters, # the `Parameter`s to update, e.g. `model.parameters()`
+                 lr: float = 0.01, # base learning rate (>= 0)
+                 decay: float = 0.0, # time-based decay of the learning rate (>= 0; 0: constant)
+                 momentum: float = 0.0, # momentum factor mu (>= 0; 0: plain SGD)
+                 dampening: float = 0.0, # dampening tau of the momentum (>= 0)
+                 nesterov: bool = False, # Nesterov momentum (needs momentum > 0 and dampening 0)
+                 weight_decay: float = 0.0, # L2 penalty lambda, added to the gradient (>= 0)
+                ):
+        self.decay, self.momentum, self.dampening = decay, momentum, dampening
+        self.nesterov, self.weight_decay = nesterov, weight_decay
+        self._check_hyper()
+        super().__init__(parameters, lr)
+
+    def _check_hyper(self):
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError(f"SGD: Nesterov momentum requires a momentum > 0 and zero dampening, "
+                             f"got momentum={self.momentum!r}, dampening={self.dampening!r}")
+
+    @property
+    def current_lr(self) -> float:
+        "The learning rate the next `step()` applies: `lr / (1 + decay * step_count)`."
+        return self.lr / (1 + self.decay * self.step_count)
+
+    def _update(self, values, grads):
+        lr, mu, wd = self.current_lr, self.momentum, self.weight_decay
+        if wd != 0: grads = torch._foreach_add(grads, values, alpha=wd)  # a new list: p.grad is left alone
+        if mu != 0:
+            bufs = self.state.get('momentum_buffer')
+            if bufs is None:  # first step with momentum: the buffer is the gradient itself (a copy)
+                bufs = self.state['momentum_buffer'] = [g.clone() for g in grads]
+            else:
+                torch._foreach_mul_(bufs, mu)
+                torch._foreach_add_(bufs, grads, alpha=1 - self.dampening)
+            grads = torch._foreach_add(grads, bufs, alpha=mu) if self.nesterov else bufs
+        torch._foreach_add_(values, grads, alpha=-lr)
