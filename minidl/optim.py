@@ -28,7 +28,7 @@ def _check_params(parameters, who: str) -> list[Parameter]:
             raise TypeError(f"{who} expects Parameters, got {type(p).__name__} at position {i}{extra}")
     if len({id(p) for p in params}) != len(params):
         raise ValueError(f"{who} got the same Parameter more than once: it would be updated several times per step")
-    ptrs = [(p.value.device, p.value.data_ptr()) for p in params if p.value.numel()]
+    ptrs = [(p.value.device, p.value.data_ptr()) for p in params if p.value.numel() and p.value.device.type != 'meta']  # meta tensors have no storage
     if len(set(ptrs)) != len(ptrs):
         raise ValueError(f"{who} got two Parameters holding the same tensor: it would be updated several times per step")
     return params
