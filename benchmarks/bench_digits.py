@@ -37,7 +37,7 @@ from minidl.dropout import Dropout
 from minidl.softmax import LossCrossEntropy
 from minidl.adam import AdamW
 from minidl.schedules import OneCycleLR
-from minidl.experiments.digits import digits_mlp, digits_cnn, RECIPE
+from minidl.experiments.digits import digits_mlp, digits_cnn, RECIPE, MODELS
 from minidl.experiments.digits_data import load_digits_split, random_shift, shift_offsets
 
 TARGETS = {'mlp': 0.8, 'cnn': 1.25}
@@ -72,7 +72,7 @@ def build(name, dtype=torch.float32, global_dropout=False):
     t = torch_twin(name, tg).to(dtype)
     t.load_state_dict(m.state_dict())
     m.train(); t.train()
-    lr, wd, ls = RECIPE['lr'], RECIPE['weight_decay'], RECIPE['label_smoothing']
+    lr, wd, ls = MODELS[name].lr, RECIPE['weight_decay'], RECIPE['label_smoothing']
     mopt = AdamW(m.parameters(), lr=lr, weight_decay=wd); msched = OneCycleLR(mopt, max_lr=lr, total_steps=TOTAL_STEPS)
     mloss = LossCrossEntropy(label_smoothing=ls)
     topt = torch.optim.AdamW(t.parameters(), lr=lr, weight_decay=wd)

@@ -23,6 +23,7 @@ def _check(out: Path, models, runs):
         assert 0 <= r['test_accuracy_mean'] <= 1 and r['test_accuracy_std'] >= 0
         s = r['settings']
         assert s['epochs'] == 1 and s['batch_size'] == 64 and s['label_smoothing'] == 0.1 and s['parameters'] > 0
+        assert s['lr'] == {'mlp': 0.01, 'cnn': 0.02}[name]
     for png in out.glob('*.png'): assert png.read_bytes()[:4] == b'\x89PNG'
     return res
 
@@ -75,11 +76,11 @@ def test_bad_destinations_create_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['file']
 
 
-def test_cuda_missing_is_one_line():
+def test_cuda_missing_is_one_line_through_python_m():
     import torch
     if torch.cuda.is_available(): pytest.skip('a GPU is visible')
-    proc = subprocess.run([sys.executable, '-c', 'from minidl.experiments.digits_cli import main; raise SystemExit(main())',
-                           '--device', 'cuda'], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, '-m', 'minidl.experiments.digits_cli', '--device', 'cuda'],
+                          capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'CUDA is not available' in proc.stderr
 
 

@@ -39,7 +39,7 @@ def make_parser()->argparse.ArgumentParser:
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
     return p
 
-# %% ../../nbs/52_digits_cli.ipynb #58186d20
+# %% ../../nbs/52_digits_cli.ipynb #2d839565
 def _results_json(summary:dict, settings:dict)->dict:
     out = {'settings': settings}
     for name, s in summary.items():
@@ -48,7 +48,7 @@ def _results_json(summary:dict, settings:dict)->dict:
                          train_accuracy_mean=s['train_mean'], train_accuracy_std=s['train_std'],
                          seeds=s['seeds'], seconds=[round(t, 3) for t in s['seconds']],
                          settings=dict(title=MODELS[name].title, target_test_accuracy=MODELS[name].target,
-                                       parameters=None, **settings['recipe']))
+                                       parameters=None, lr=MODELS[name].lr, **settings['recipe']))
     return out
 
 def _figures(runs:dict)->dict[str, bytes]:
@@ -123,3 +123,6 @@ def main(
             print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
     say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else ''))
     return 0
+
+# %% ../../nbs/52_digits_cli.ipynb #8fdd58f8
+if __name__ == '__main__' and __package__ == 'minidl.experiments': raise SystemExit(main())
