@@ -35,7 +35,7 @@ def _build(name):
     return model, x, torch.randn(len(x), 10, generator=g)
 
 
-def worker(name, steps, out):
+def worker(name, steps, out, sync=True):
     import torch, torch.distributed as dist
     from minidl import distributed as D
     from minidl.losses import LossMSE
@@ -53,7 +53,7 @@ def worker(name, steps, out):
             loss_fn(model(x[idx]), y[idx])
             opt.zero_grad()
             model.backward(loss_fn.backward(), input_grad=False)
-            dp.after_backward(model, idx)
+            if sync: dp.after_backward(model, idx)
             opt.step()
         for idx in batches[:2]: step(idx)  # warm-up
         dp.comm_seconds, dp.steps = 0.0, 0
@@ -79,12 +79,12 @@ def worker(name, steps, out):
     D.shutdown()
 
 
-def _run(name, world, steps):
+def _run(name, world, steps, sync=True):
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / 'res.json'
         env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', str(world),
-               __file__, '--worker', name, '--steps', str(steps), '--out', str(out)]
+               __file__, '--worker', name, '--steps', str(steps), '--out', str(out)] + ([] if sync else ['--no-sync'])
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 0: raise RuntimeError(f"{name} with {world} processes failed:\n{r.stderr[-3000:]}")
         return json.loads(out.read_text())
@@ -97,19 +97,20 @@ def main():
     p.add_argument('--models', default='mlp,mlp_b1024,cnn')
     p.add_argument('--worker', default=None)
     p.add_argument('--out', default=None)
+    p.add_argument('--no-sync', action='store_true', help='(control) 2 processes that never exchange gradients')
     a = p.parse_args()
-    if a.worker: return worker(a.worker, a.steps, a.out)
+    if a.worker: return worker(a.worker, a.steps, a.out, sync=not a.no_sync)
     models = a.models.split(',')
     if 'cnn' in models:
         try: import minidl.conv, minidl.pooling  # noqa: F401
         except ImportError:
             print("no minidl.conv yet: skipping the CNN"); models.remove('cnn')
     load_before = os.getloadavg()
-    runs = {(m, w): [] for m in models for w in (1, 2)}
+    runs = {(m, w): [] for m in models for w in (1, 2, 'no_sync')}
     for i in range(a.repeats):
         for m in models:
-            for w in (1, 2):
-                r = _run(m, w, a.steps)
+            for w in (1, 2, 'no_sync'):
+                r = _run(m, 2 if w == 'no_sync' else w, a.steps, sync=w != 'no_sync')
                 runs[m, w].append(r)
                 print(f"repeat {i + 1}: {m}, {w} process(es): {r['samples_per_second']:.0f} samples/s, "
                       f"all-reduce {r['allreduce_ms_per_step']:.1f} ms/step (isolated {r['allreduce_ms_isolated'] or 0:.1f} ms)", flush=True)
@@ -119,7 +120,8 @@ def main():
         method=f"best of {a.repeats} interleaved repeats of {a.steps} timed steps (after 2 warm-up steps), one thread per "
                "process, gloo over 127.0.0.1, launched by torchrun; same global batch for 1 and 2 processes; "
                "cpu_seconds_per_step: CPU time of the slower process per step (least over the repeats), which a busy machine "
-               "does not inflate",
+               "does not inflate; no_sync: the control, 2 processes that never exchange gradients (the parallelism the machine "
+               "offered at that moment)",
         models={})
     for m in models:
         best = {w: max(runs[m, w], key=lambda r: r['samples_per_second']) for w in (1, 2)}
@@ -133,6 +135,10 @@ def main():
             cpu_seconds_per_step={w: min(r['cpu_seconds_per_step'] for r in runs[m, w]) for w in (1, 2)})
         c = results['models'][m]['cpu_seconds_per_step']
         results['models'][m]['speedup_cpu_estimate'] = c[1] / c[2]
+        nosync = max(r['samples_per_second'] for r in runs[m, 'no_sync'])
+        results['models'][m].update(samples_per_second_no_sync=nosync,
+                                    speedup_2_processes_no_sync=nosync / best[1]['samples_per_second'],
+                                    all_samples_per_second_no_sync=[r['samples_per_second'] for r in runs[m, 'no_sync']])
         print(f"{m}: speed-up with 2 processes {results['models'][m]['speedup_2_processes']:.2f}x "
               f"(from CPU time per step, as if each process had a core of its own: {results['models'][m]['speedup_cpu_estimate']:.2f}x)")
     sys.path.insert(0, str(ROOT))
