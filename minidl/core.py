@@ -214,6 +214,8 @@ class Module(SavesForBackward):
         if tensor is not None and not isinstance(tensor, torch.Tensor):
             raise TypeError(f"register_buffer expects a torch.Tensor or None for {name!r}, got {type(tensor).__name__}")
         names = vars(self).setdefault('_buffer_names', [])
+        if name not in names and hasattr(self, name):  # as torch: never shadow a parameter, a sub-module or a method
+            raise KeyError(f"register_buffer: attribute {name!r} already exists in {type(self).__name__}")
         if name not in names: names.append(name)
         setattr(self, name, tensor)
 
@@ -346,6 +348,20 @@ def _check_grad(g, shape: tuple, dtype: torch.dtype, who: str, device: torch.dev
     if device is not None and g.device != device:
         raise RuntimeError(f"{who}.backward expects a gradient on {device} (the device of its forward output), got one on {g.device}")
     return g
+
+
+def _check_accumulators(module, who: str):
+    "Before `backward` adds to any gradient: every own parameter's `grad` is a tensor of its `value`'s shape, dtype and device."
+    for name, p in vars(module).items():  # so that no in-place accumulation can fail half-way, after others were done
+        if not isinstance(p, Parameter): continue
+        v, g = p.value, p.grad
+        want = f"shape {_fmt_shape(v.shape)}, {v.dtype} on {v.device} (those of {name})"
+        if not isinstance(g, torch.Tensor):
+            raise RuntimeError(f"{who}.backward: {name}.grad is {type(g).__name__}, expected a tensor of {want}: reset "
+                               f"gradients with zero_grad(), never by assigning None")
+        if (g.shape, g.dtype, g.device) != (v.shape, v.dtype, v.device):
+            raise RuntimeError(f"{who}.backward: {name}.grad has shape {_fmt_shape(g.shape)}, {g.dtype} on {g.device}, "
+                               f"expected {want}; nothing was accumulated (was .grad or .value replaced by hand?)")
 
 
 # %% ../nbs/00_core.ipynb #133b93bb
