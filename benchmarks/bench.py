@@ -155,7 +155,7 @@ def build_hand(weights, lr=LR):
             gt = g.t()
             grads[2 * i] = torch.mm(gt, hs[i])             # dL/dW = G^T h
             grads[2 * i + 1] = g.sum(0)                    # dL/db = sum over the batch
-            if i > 0: g = torch.mm(g, Ws[i]).masked_fill_(hs[i] <= 0, 0)  # dL/dz of the layer below: G W * 1[h > 0]
+            if i > 0: g = torch.sign(hs[i]).mul_(torch.mm(g, Ws[i]))  # dL/dz of the layer below: 1[h > 0] * G W
         torch._foreach_add_(params, grads, alpha=-lr)
         return loss
     return step, params

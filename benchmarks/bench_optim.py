@@ -18,8 +18,10 @@ that they agree to float32 rounding (same maths), and stops if they do not.
 Timing: one thread (`torch.set_num_threads(1)`, printed), warm-up steps first, then rounds in which each
 implementation runs a short sample of consecutive steps (about 10 ms), in rotating order, for up to 201 rounds or
 about 15 s per optimizer. The table shows the median time per step over rounds and the ratios of the medians
-(minidl / torch: below 1 means minidl is faster); the JSON also keeps the quartiles and the median of the per-round
-ratios (each round's samples ran back to back, so that ratio is robust to a busy machine).
+(minidl / torch: below 1 means minidl is faster), and the medians of the per-round ratios (each round's samples ran
+back to back, so these are robust to a busy machine, where the medians of the times themselves can be skewed by
+interruptions that hit one implementation's samples more than another's); the JSON also keeps the minima and
+quartiles, and the ratio of the minima (the least disturbed samples).
 """
 from __future__ import annotations
 import argparse, datetime, json, platform, statistics, sys, time
@@ -108,7 +110,7 @@ def time_optimizer(name, device, rounds, sample_s, warmup_s, budget_s):
 
 def quartiles(v):
     q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
-    return {'q1_s': q[0], 'median_s': statistics.median(v), 'q3_s': q[2]}
+    return {'min_s': min(v), 'q1_s': q[0], 'median_s': statistics.median(v), 'q3_s': q[2]}
 
 
 def main(argv=None):
@@ -130,18 +132,21 @@ def main(argv=None):
               'settings': {'threads': 1, 'rounds_max': rounds, 'sample_s': sample_s, 'budget_s': budget_s, 'sizes': SIZES,
                            'parameters': sum(a * b + b for a, b in zip(SIZES[:-1], SIZES[1:])), 'dtype': 'float32'},
               'implementations': list(IMPLS), 'optimizers': []}
-    print(f"{'optimizer':<14}{'minidl us':>11}{'torch us':>10}{'foreach us':>12}{'m/torch':>9}{'m/foreach':>11}{'rounds':>8}")
+    print(f"{'optimizer':<14}{'minidl us':>11}{'torch us':>10}{'foreach us':>12}{'m/torch':>9}{'m/foreach':>11}"
+          f"{'round m/torch':>15}{'round m/foreach':>17}{'rounds':>8}")
     for name in OPTIMIZERS:
         agree = check_agreement(name, device)
         samples = time_optimizer(name, device, rounds, sample_s, warmup_s, budget_s)
         med = {impl: statistics.median(v) for impl, v in samples.items()}
         ratio = {f"minidl/{impl}": med['minidl'] / med[impl] for impl in IMPLS[1:]}
         per_round = {f"minidl/{impl}": statistics.median(a / b for a, b in zip(samples['minidl'], samples[impl])) for impl in IMPLS[1:]}
+        best = {f"minidl/{impl}": min(samples['minidl']) / min(samples[impl]) for impl in IMPLS[1:]}
         result['optimizers'].append({'name': name, 'agreement_max_rel_diff': agree, 'rounds': len(samples['minidl']),
                                      'times': {impl: quartiles(v) for impl, v in samples.items()},
-                                     'ratio_of_medians': ratio, 'median_round_ratio': per_round})
+                                     'ratio_of_medians': ratio, 'median_round_ratio': per_round, 'ratio_of_minima': best})
         print(f"{name:<14}{med['minidl'] * 1e6:>11.1f}{med['torch'] * 1e6:>10.1f}{med['torch-foreach'] * 1e6:>12.1f}"
-              f"{ratio['minidl/torch']:>9.2f}{ratio['minidl/torch-foreach']:>11.2f}{len(samples['minidl']):>8}")
+              f"{ratio['minidl/torch']:>9.2f}{ratio['minidl/torch-foreach']:>11.2f}{per_round['minidl/torch']:>15.2f}"
+              f"{per_round['minidl/torch-foreach']:>17.2f}{len(samples['minidl']):>8}")
     if out is not None:
         with atomic_open(out, 'w') as f: f.write(json.dumps(result, indent=1) + '\n')
         print(f"wrote {out}")

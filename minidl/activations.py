@@ -39,7 +39,7 @@ class _Elementwise(Module):
 class ReLU(_Elementwise):
     "Rectified linear unit, `max(x, 0)`, element-wise."
     def function(self, x): return torch.relu(x)
-    def derivative(self, g, y): return g.masked_fill(y <= 0, 0)  # G * 1[Y > 0]: zero where Y <= 0
+    def derivative(self, g, y): return torch.sign(y).mul_(g)  # 1[Y > 0] * G: Y >= 0, so sign(Y) is 0 or 1
 
 # %% ../nbs/03_activations.ipynb #86cb1a3a
 @functools.lru_cache(maxsize=16)

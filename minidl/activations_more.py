@@ -32,7 +32,7 @@ class _OnInput(Module):
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * f'(x), element-wise."
         (x,) = self._saved_tensors()
-        g = _check_grad(grad_output, x.shape, x.dtype, type(self).__name__)
+        g = _check_grad(grad_output, x.shape, x.dtype, type(self).__name__, x.device)
         return self.vjp(g, x) if input_grad else None
 
 # %% ../nbs/23_activations_more.ipynb #ae310680
@@ -90,7 +90,7 @@ class GELU(Module):
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = G * (Phi(x) + x phi(x)), or G times the tanh form's derivative."
         x, saved = self._saved_tensors()
-        g = _check_grad(grad_output, x.shape, x.dtype, 'GELU')
+        g = _check_grad(grad_output, x.shape, x.dtype, 'GELU', x.device)
         if not input_grad: return None
         if self.approximate == 'tanh':
             t = saved

@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/batchnorm.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape
+from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape, _parse_device, _parse_dtype
 from .linear import _check_size
 
 # %% auto #0
@@ -39,8 +39,7 @@ class _BatchNorm(Module):
             raise ValueError(f"{who} expects momentum in [0, 1] or None (cumulative average), got {momentum!r}")
         for name, v in (('affine', affine), ('track_running_stats', track_running_stats), ('bias', bias)):
             if not isinstance(v, bool): raise TypeError(f"{who} expects {name} to be True or False, got {v!r}")
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(f"{who} expects a floating-point dtype, got {dtype}")
+        device, dtype = _parse_device(who, device), _parse_dtype(who, dtype)  # clear errors for 'float64', torch.int64, 'gpu'
         self.eps, self.momentum = float(eps), (None if momentum is None else float(momentum))
         self.affine, self.track_running_stats = affine, track_running_stats
         kw = dict(device=device, dtype=dtype)
@@ -119,7 +118,7 @@ class _BatchNorm(Module):
                 ) -> torch.Tensor | None: # dL/dx
         "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G; return dL/dx (three-term formula in training mode)."
         xhat, s, batch_stats = self._saved_tensors()
-        g = _check_grad(grad_output, xhat.shape, xhat.dtype, type(self).__name__)
+        g = _check_grad(grad_output, xhat.shape, xhat.dtype, type(self).__name__, xhat.device)
         C, dims = self.num_features, (0, *range(2, xhat.dim()))
         view = (1, C) + (1,) * (xhat.dim() - 2)
         need_sums = self.affine or (batch_stats and input_grad)

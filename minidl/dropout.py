@@ -36,7 +36,7 @@ class Dropout(Module):
         if not self.training or p == 0 or x.numel() == 0: noise = None  # identity, nothing drawn (as torch)
         elif p == 1: noise = x.new_zeros(())                              # everything dropped: x * 0
         else: noise = torch.empty_like(x).bernoulli_(1 - p, generator=self.generator).div_(1 - p)  # N = M / (1 - p)
-        self._save_for_backward(noise, x.shape, x.dtype)
+        self._save_for_backward(noise, x.shape, x.dtype, x.device)
         return x if noise is None else x * noise
 
     def backward(self,
@@ -44,8 +44,8 @@ class Dropout(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * N, with the noise N = mask / (1 - p) of the last forward (grad_output itself in eval mode)."
-        noise, shape, dtype = self._saved_tensors()
-        g = _check_grad(grad_output, shape, dtype, 'Dropout')
+        noise, shape, dtype, device = self._saved_tensors()
+        g = _check_grad(grad_output, shape, dtype, 'Dropout', device)
         if not input_grad: return None
         return g if noise is None else g * noise
 

@@ -82,6 +82,7 @@ def _assert_bce_range(p: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, chec
     except RuntimeError: pass  # a CPU assertion failed: replace it by the precise error below
     _check_unit_interval(p, 'LossBCE', 'predictions')
     _check_unit_interval(y, 'LossBCE', 'targets')
+    raise ValueError(_P_MSG)  # not reached: one of the two checks above raises
 
 # %% ../nbs/04_losses.ipynb #5cc48144
 _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON: 1e-12 rounded to float32 (used by the tests)

@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/softmax_crossentropy.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .core import Module, _check_tensor, _check_grad, _fmt_shape
+from .core import Module, _check_tensor, _check_grad, _fmt_shape, _parse_to, _move
 from .losses import Loss
 
 # %% auto #0
@@ -58,7 +58,7 @@ class Softmax(Module):
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = y * (G - sum(G * y)) along `dim` (the Jacobian-vector product, never the Jacobian)."
         (y,) = self._saved_tensors()
-        g = _check_grad(grad_output, y.shape, y.dtype, 'Softmax')
+        g = _check_grad(grad_output, y.shape, y.dtype, 'Softmax', y.device)
         if not input_grad: return None
         gy = g * y
         return gy.sub_(y * gy.sum(self.dim, keepdim=True))  # y G - y <G, y>
@@ -90,7 +90,7 @@ class LogSoftmax(Module):
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = G - exp(y) * sum(G) along `dim`."
         (y,) = self._saved_tensors()
-        g = _check_grad(grad_output, y.shape, y.dtype, 'LogSoftmax')
+        g = _check_grad(grad_output, y.shape, y.dtype, 'LogSoftmax', y.device)
         if not input_grad: return None
         return y.exp().mul_(g.sum(self.dim, keepdim=True)).neg_().add_(g)  # G - exp(y) sum(G)
 
@@ -197,14 +197,10 @@ class LossCrossEntropy(Loss):
         return ValueError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} classes, "
                           f"got values in [{lo}, {hi}]")
 
-    def to(self,
-           device=None, # target device (`None`: keep)
-           dtype=None, # target floating-point dtype (`None`: keep)
-          ) -> LossCrossEntropy:
-        "Move/cast the class weights (if any), like `Module.to`; returns `self`."
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(f"LossCrossEntropy.to expects a floating-point torch.dtype, got {dtype!r}")
-        if self.weight is not None: self.weight = self.weight.to(device=device, dtype=dtype)
+    def to(self, *args, **kwargs) -> LossCrossEntropy:
+        "Move/cast the class weights (if any); same arguments as `Module.to`; returns `self`."
+        device, dtype, non_blocking, fmt = _parse_to('LossCrossEntropy', args, kwargs)
+        if self.weight is not None: self.weight = _move(self.weight, device, dtype, non_blocking, fmt, 'LossCrossEntropy')
         return self
 
     def __repr__(self):

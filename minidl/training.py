@@ -163,6 +163,8 @@ def train(
     epochs, record_every = _check_int(epochs, 'epochs', 0), _check_int(record_every, 'record_every')
     if batch_size is not None: batch_size = _check_int(batch_size, 'batch_size')
     shuffler = _check_seed(seed)
+    if not (isinstance(targets, (tuple, list)) and len(targets) == 2):
+        raise ValueError(f"train expects targets to be a pair (target of label 0, target of label 1), got {targets!r}")
     low, high = (_check_number(v, 'targets') for v in targets)
     threshold = (low + high) / 2 if threshold is None else _check_number(threshold, 'threshold')
     for name, f in (('sampler', sampler), ('after_backward', after_backward)):

@@ -45,6 +45,7 @@ def test_json_structure(quick_run):
     for r in res['regimes']:
         assert set(r['time_s']) == {'minidl', 'torch'} and len(r['time_s']['minidl']['samples']) == r['rounds']
         assert all(positive(r[k]) for k in ('ratio', 'paired_ratio', 'cpu_ratio')) and isinstance(r['met'], bool)
+        assert positive(r['blocks']['cpu_ratio'])
         assert r['ratio'] == pytest.approx(r['time_s']['minidl']['median'] / r['time_s']['torch']['median'])
         stages = r['breakdown']
         assert {'conv2 im2col', 'conv2 forward matmul', 'conv2 dW, db matmuls', 'conv2 dU matmul', 'conv2 col2im'} <= set(stages)

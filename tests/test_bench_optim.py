@@ -23,7 +23,7 @@ def test_quick_run(tmp_path):
         assert o['agreement_max_rel_diff'] <= 1e-6  # same maths (in practice: the same bits)
         for impl in res['implementations']:
             t = o['times'][impl]
-            assert 0 < t['q1_s'] <= t['median_s'] <= t['q3_s'] and math.isfinite(t['q3_s'])
-        assert set(o['ratio_of_medians']) == {'minidl/torch', 'minidl/torch-foreach'}
+            assert 0 < t['min_s'] <= t['q1_s'] <= t['median_s'] <= t['q3_s'] and math.isfinite(t['q3_s'])
+        assert set(o['ratio_of_medians']) == set(o['median_round_ratio']) == set(o['ratio_of_minima']) == {'minidl/torch', 'minidl/torch-foreach'}
         assert all(r > 0 for r in o['ratio_of_medians'].values())
     assert [p.name for p in tmp_path.iterdir()] == ['results_optim.json']  # written atomically, no temporary left

@@ -161,6 +161,8 @@ def test_failed_calls_change_nothing():
     g = torch.randn(y.shape)
     for bad in (torch.randn(2, 3, 5, 5), torch.randn(2, 2, 2, 2), torch.randn(2, 5, 5), x.double(), [1.0]):
         with pytest.raises((TypeError, ValueError)): conv(bad)
+    with pytest.raises(RuntimeError, match='its last forward failed'): conv.backward(g)  # a failed forward forgets
+    assert conv(x).equal(y)
     with pytest.raises(ValueError): conv.backward(torch.randn(2, 3, 2, 2))
     assert conv.weight.grad.abs().sum() == 0 and conv.bias.grad.abs().sum() == 0
     dx = conv.backward(g)

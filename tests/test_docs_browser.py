@@ -7,7 +7,12 @@ The site is served on 127.0.0.1 and every page is opened at desktop width and at
 every notebook has a page and every sidebar link resolves; maths is rendered by KaTeX (no raw `$$`, `\\(`, no KaTeX
 errors); images load with a non-zero size; `show_doc` cells are API blocks (heading + signature); the TOC is there;
 searching "Linear" finds the Linear page; no JavaScript console errors; no request leaves the machine (and none fails);
-nothing is wider than a phone screen.
+nothing is wider than a phone screen. And, on EVERY page at both widths (issue 15): no output block is clipped (its
+scroll width fits its client width, wrapped); wrapped code keeps its indentation (a continued line starts right of the
+line's first character); previous/next links follow the sidebar's order and the footer links to the repository; every
+internal link and anchor resolves; every figure links to its full-size image and a click enlarges it in a lightbox;
+walls of checks are folded (collapsed, saying how many checks they hold); classes show as `class X(`; the search index
+holds no raw TeX; the sidebar's sections are the book's parts.
 
 Needs Debian's chromium and chromedriver (`apt-get install -y chromium chromium-driver`) and selenium. Without them
 these tests skip, unless MINIDL_DOCS_BROWSER=1 (set by .ci/docs.sh), which makes a missing browser a failure.
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -133,6 +139,33 @@ def settle(drv, timeout=10.0):
 
 # What the page says about itself, gathered in the browser
 GATHER = r"""
+// Wrapped code whose continued lines start left of the first character of their line (the indentation is lost).
+function badIndent(root) {
+  const bad = [];
+  for (const code of root.querySelectorAll('pre > code')) {
+    if (!code.getClientRects().length) continue;  // in a closed fold
+    const lines = code.querySelectorAll(':scope > .ln');
+    const lh = code.querySelector('.ln') ? null : parseFloat(getComputedStyle(code).lineHeight);
+    if (!lines.length) {  // code without line wrappers may not wrap at all
+      const n = code.textContent.split('\n').length;
+      if (getComputedStyle(code).whiteSpace !== 'pre' && lh && code.getBoundingClientRect().height > (n + 0.5) * lh) bad.push('wraps without line wrappers: ' + code.textContent.slice(0, 40));
+      continue;
+    }
+    for (const ln of lines) {
+      if (parseInt(ln.style.getPropertyValue('--i') || '0') > 24) continue;  // far-right continuations hang at 28 columns
+      const all = document.createRange(); all.selectNodeContents(ln);
+      const rects = [...all.getClientRects()].filter(q => q.width > 0);
+      if (!rects.length) continue;
+      const top0 = Math.min(...rects.map(q => q.top)), h = Math.min(...rects.map(q => q.height));
+      const cont = rects.filter(q => q.top > top0 + h / 2);
+      if (!cont.length) continue;  // one visual line
+      const w = document.createTreeWalker(ln, NodeFilter.SHOW_TEXT); let node, x0 = null;
+      while ((node = w.nextNode())) { const i = node.data.search(/\S/); if (i >= 0) { const r = document.createRange(); r.setStart(node, i); r.setEnd(node, i + 1); x0 = r.getBoundingClientRect().left; break; } }
+      if (x0 !== null && Math.min(...cont.map(q => q.left)) < x0 + 1) bad.push(ln.textContent.slice(0, 60));
+    }
+  }
+  return bad;
+}
 const main = document.querySelector('main') || document.body;
 const prose = main.cloneNode(true);
 prose.querySelectorAll('pre, code, .katex, script, style').forEach(e => e.remove());
@@ -156,6 +189,29 @@ return {
   clipped: [...main.querySelectorAll('.katex-display, table, img, svg, pre, .cell-output-display > *')]
     .filter(e => (e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > right + 1) && !scrolls(e))
     .slice(0, 3).map(e => e.tagName + '.' + (e.className.baseVal ?? e.className)),
+  outputClipped: [...main.querySelectorAll('.cell-output pre, .cell-output table, .cell-output-display > *, main table, pre')]
+    .filter(e => !e.closest('.katex-display, .lightbox') && e.getClientRects().length && e.scrollWidth > e.clientWidth + 1)
+    .slice(0, 3).map(e => e.tagName + '.' + e.className + ': ' + e.textContent.slice(0, 40)),
+  indent: badIndent(main).slice(0, 3),
+  prev: [...document.querySelectorAll('nav.page-navigation .nav-page-previous a')].map(a => a.href),
+  next: [...document.querySelectorAll('nav.page-navigation .nav-page-next a')].map(a => a.href),
+  footer: [...document.querySelectorAll('footer.footer a[href]')].map(a => a.href),
+  links: [...new Set([...document.querySelectorAll('a[href]')].map(a => a.href))],
+  column: main.clientWidth - parseFloat(getComputedStyle(main).paddingLeft) - parseFloat(getComputedStyle(main).paddingRight),
+  figures: [...main.querySelectorAll('img')].map(i => ({zoom: !!i.closest('a.figure-zoom'), href: (i.closest('a.figure-zoom') || {}).href || '',
+                                                       w: i.getBoundingClientRect().width, nw: i.naturalWidth})),
+  folds: [...main.querySelectorAll('details.checks')].map(d => ({open: d.open, introduced: d.hasAttribute('data-introduced'), summary: d.querySelector('summary').textContent.trim(),
+                                                               cells: d.querySelectorAll(':scope > .cell').length})),
+  sources: [...main.querySelectorAll('details.code-fold')].map(d => ({open: d.open, summary: d.querySelector('summary').textContent.trim()})),
+  tableCells: [...main.querySelectorAll('table')].map(t => {
+    const heads = [...t.querySelectorAll('thead th')].map(h => h.textContent.trim());
+    const row = t.querySelector('tbody tr');
+    return {heads: heads, cells: row ? [...row.children].map((c, k) => { const r = c.getBoundingClientRect();
+      return {head: heads[k], label: c.getAttribute('data-label'), shown: r.width > 0 && r.height > 0 && r.left >= right - main.clientWidth - 1 && r.right <= right + 1}; }) : []};
+  }),
+  docstrings: [...main.querySelectorAll('.cell-output-markdown p > em')].map(e => { const c = e.cloneNode(true);
+    c.querySelectorAll('.katex, code').forEach(k => k.remove()); return c.textContent; }),
+  signatures: [...main.querySelectorAll('.cell-output-markdown pre code')].map(c => c.textContent.split('\n')[0]),
   wide: [...main.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
           .filter(e => !e.closest('pre, .sourceCode, .katex-display, .table-responsive, .cell-output-display'))
           .slice(0, 3).map(e => e.tagName + '.' + e.className),
@@ -326,6 +382,208 @@ def test_wide_content_scrolls(desktop, phone):
 def test_phone_width_layout(phone):
     bad = {p: (i["overflow"], i["wide"]) for p, i in phone.items() if i["overflow"] > 0}
     assert not bad, f"pages wider than a {PHONE[0]}px phone (overflow px, widest elements): {bad}"
+
+
+# ------------------------------------------------------------------ issue 15: the book, on every page at both widths
+
+
+def repository_url() -> str:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+
+
+@functools.cache
+def ids_of(path: str) -> frozenset:
+    "The ids (anchors) of a built page."
+    return frozenset(re.findall(r'\bid="([^"]+)"', (DOCS / path).read_text(encoding="utf-8")))
+
+
+def both(desktop, phone):
+    return (("desktop", desktop[0]), ("phone", phone))
+
+
+def test_no_clipped_output(desktop, phone):
+    "Every output block, table and code block fits its box (scrollWidth <= clientWidth): it fits or wraps, never scrolls."
+    for label, visits in both(desktop, phone):
+        bad = {p: i["outputClipped"] for p, i in visits.items() if i["outputClipped"]}
+        assert not bad, f"{label}: blocks wider than their box (clipped or scrolling): {bad}"
+
+
+def test_wrapped_code_keeps_its_indentation(desktop, phone):
+    for label, visits in both(desktop, phone):
+        bad = {p: i["indent"] for p, i in visits.items() if i["indent"]}
+        assert not bad, f"{label}: wrapped lines that continue left of their first character: {bad}"
+
+
+def sidebar_order(visits, server) -> list[str]:
+    "The pages in the sidebar's order (the book's order), from the home page's sidebar."
+    order = []
+    for h in visits["index.html"]["sidebar"]:
+        path = urlsplit(h).path.lstrip("/") or "index.html"
+        if h.startswith(server.url) and path.endswith(".html") and path not in order:
+            order.append(path)
+    return ["index.html", *[p for p in order if p != "index.html"]]
+
+
+def test_previous_next_in_book_order(desktop, phone, server):
+    for label, visits in both(desktop, phone):
+        order = sidebar_order(desktop[0], server)
+        assert set(PAGES) <= set(order), f"pages missing from the sidebar: {set(PAGES) - set(order)}"
+        for k, page in enumerate(order):
+            info = visits[page]
+            got_prev = [urlsplit(h).path.lstrip("/") for h in info["prev"]]
+            got_next = [urlsplit(h).path.lstrip("/") for h in info["next"]]
+            assert got_prev == ([order[k - 1]] if k else []), f"{label} {page}: previous link {got_prev}, expected {order[k - 1:k]}"
+            assert got_next == order[k + 1:k + 2], f"{label} {page}: next link {got_next}, expected {order[k + 1:k + 2]}"
+
+
+def test_footer_links_to_the_repository(desktop):
+    url = repository_url().rstrip("/")
+    for page, info in desktop[0].items():
+        assert any(h.rstrip("/") == url for h in info["footer"]), f"{page}: no footer link to {url}: {info['footer']}"
+
+
+def test_every_internal_link_and_anchor_resolves(desktop, phone, server):
+    for label, visits in both(desktop, phone):
+        for page, info in visits.items():
+            for href in info["links"]:
+                if not href.startswith(server.url):
+                    continue
+                parts = urlsplit(href)
+                path = parts.path.lstrip("/") or "index.html"
+                if path.endswith("/"):
+                    path += "index.html"
+                assert (DOCS / path).is_file(), f"{label} {page}: link {href} -> no such file"
+                if parts.fragment and path.endswith(".html"):
+                    assert parts.fragment in ids_of(path), f"{label} {page}: link {href} -> no anchor #{parts.fragment} in {path}"
+
+
+def test_figures_are_enlargeable(desktop, phone, server):
+    "Every figure links to its full-size image; clicking one shows it larger in a lightbox, which Escape closes."
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for label, visits in both(desktop, phone):
+        for page, info in visits.items():
+            for f in info["figures"]:
+                assert f["zoom"], f"{label} {page}: a figure without a link to enlarge it: {f}"
+                assert (DOCS / urlsplit(f["href"]).path.lstrip("/")).is_file(), f"{label} {page}: figure link {f['href']} -> no file"
+                assert f["w"] <= f["nw"] + 1, f"{label} {page}: a figure shown larger than its natural size (blurred): {f}"
+                assert f["w"] >= min(f["nw"], info["column"]) - 2, f"{label} {page}: a figure shown smaller than it could be ({info['column']} px column): {f}"
+    _, drv = desktop
+    pages = [p for p, i in desktop[0].items() if i["figures"]]
+    assert pages, "no page has a figure"
+    for page in pages:
+        drv.get(server.url + page)
+        settle(drv)
+        for k, a in enumerate(drv.find_elements("css selector", "main a.figure-zoom")):
+            drv.execute_script("window.scrollTo(0, arguments[0].getBoundingClientRect().top + window.scrollY - 120)", a)
+            inline, height = drv.execute_script("const r = arguments[0].querySelector('img').getBoundingClientRect(); return [r.width, r.height]", a)
+            ActionChains(drv).move_to_element_with_offset(a, int(-inline / 2) + 20, int(-height / 2) + 20).click().perform()  # near its top left: a tall figure may not fit the window
+            end, shown = time.time() + 5, None
+            while time.time() < end and not shown:
+                shown = drv.execute_script("const i = document.querySelector('.lightbox img');"
+                                           "return i && i.complete && i.naturalWidth ? [i.getBoundingClientRect().width, i.naturalWidth] : null")
+                time.sleep(0.05)
+            assert shown, f"{page}: clicking figure {k} shows no lightbox"
+            assert shown[0] >= min(inline, shown[1]) - 1, f"{page}: figure {k} is not larger in the lightbox: {inline} -> {shown}"
+            assert urlsplit(drv.current_url).path.endswith("/" + page), f"{page}: clicking a figure left the page"
+            ActionChains(drv).send_keys(Keys.ESCAPE).perform()
+            assert drv.execute_script("return !document.querySelector('.lightbox')"), f"{page}: Escape does not close the lightbox"
+    errors, remote = drain_logs(drv, server.url)
+    assert not errors and not remote, (errors, remote)
+
+
+def test_checks_are_folded(desktop, server):
+    "Runs of check-only cells are collapsed blocks saying how many checks they hold (open when the prose above announces "
+    "them with a colon); opening one shows the code."
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    visits, drv = desktop
+    folds = {p: i["folds"] for p, i in visits.items() if i["folds"]}
+    assert folds, "no page folds its checks"
+    for page, fs in folds.items():
+        for f in fs:
+            assert f["open"] == f["introduced"], f"{page}: a fold of checks is open by default though no prose announces it: {f}"
+            m = re.match(r"(\d+) checks", f["summary"])
+            assert m and int(m.group(1)) >= max(3, f["cells"]) and f["cells"] >= 1, f"{page}: fold summary {f}"
+    page = next(p for p, fs in folds.items() if any(not f["open"] for f in fs))
+    drv.get(server.url + page)
+    settle(drv)
+    d = drv.find_element("css selector", "main details.checks:not([open])")
+    code = d.find_element("css selector", "pre code")
+    assert not code.is_displayed()
+    summary = d.find_element("css selector", "summary")
+    drv.execute_script("window.scrollTo(0, arguments[0].getBoundingClientRect().top + window.scrollY - 150)", summary)
+    ActionChains(drv).move_to_element(summary).click().perform()
+    assert code.is_displayed() and any(w in code.text for w in ("test", "assert")), f"{page}: opening a fold shows no checks"
+
+
+def test_exported_source_on_the_page(desktop):
+    "A notebook's `#| exports` cells show their code on its page, open, under the derivation (nbdev's fold)."
+    visits, _ = desktop
+    for nb in notebooks():
+        n = sum(bool(re.search(r"^#\|\s*exports\s*$", s, re.M)) for s in cells(nb, "code"))
+        shown = [f for f in visits[page_name(nb.name)]["sources"] if f["summary"].startswith("Source")]
+        assert len(shown) >= n, f"{page_name(nb.name)}: {n} exports cells, {len(shown)} source blocks"
+        assert all(f["open"] for f in shown), f"{page_name(nb.name)}: a source block is folded: {shown}"
+
+
+def test_classes_are_classes(desktop):
+    for page, info in desktop[0].items():
+        bad = [s for s in info["signatures"] if re.match(r"def [A-Z]\w*\(", s)]
+        assert not bad, f"{page}: classes documented as functions: {bad}"
+
+
+def test_home_results_table_shows_every_column(desktop, phone):
+    "The home page's results table shows all its columns, the test accuracy and the report's included, at both widths."
+    for label, visits in both(desktop, phone):
+        tables = [t for t in visits["index.html"]["tableCells"] if "report" in t["heads"]]
+        assert tables, f"{label}: no results table (with a 'report' column) on the home page"
+        for t in tables:
+            assert any(h.startswith("test acc") for h in t["heads"]), t["heads"]
+            hidden = [c["head"] for c in t["cells"] if not c["shown"]]
+            assert not hidden, f"{label}: columns of the results table not shown: {hidden}"
+            assert len(t["cells"]) == len(t["heads"]), t
+
+
+def test_no_table_cell_outside_its_page(desktop, phone):
+    for label, visits in both(desktop, phone):
+        bad = {p: [c["head"] for t in i["tableCells"] for c in t["cells"] if not c["shown"]] for p, i in visits.items()}
+        bad = {p: v for p, v in bad.items() if v}
+        assert not bad, f"{label}: table cells outside the text column: {bad}"
+
+
+def test_docstring_maths_is_rendered(desktop):
+    "show_doc's docstrings show `dL/dW = G^T X` as maths, not as ASCII."
+    for page, info in desktop[0].items():
+        bad = [d for d in info["docstrings"] if re.search(r"\bd[A-Z]/d\w|\b[A-Z]\^T\b", d)]
+        assert not bad, f"{page}: ASCII maths in docstrings: {bad}"
+
+
+def test_search_index_has_no_raw_tex():
+    entries = json.loads((DOCS / "search.json").read_text(encoding="utf-8"))
+    bad = [(e["href"], m.group(0)) for e in entries for m in re.finditer(r"\\(?:partial|text|frac|top|math\w+|sum|sqrt|epsilon|varepsilon|cdot|left|right|begin)\b", e["text"])]
+    assert not bad, f"raw TeX in search snippets: {bad[:5]}"
+
+
+def test_sidebar_sections_are_the_books_parts():
+    sb = yaml_sidebar()
+    titles = [e["section"] for e in sb if isinstance(e, dict)]
+    parts = ["Part I · Core", "Part II · Going further", "Part III · Experiments", "Part IV · Scale", "Tutorials", "Performance"]
+    assert titles == [t for t in parts if t in titles], f"sections {titles} not in the book's order {parts}"
+    assert "Part I · Core" in titles
+    for e in sb:
+        if isinstance(e, dict) and len(e["contents"]) == 1:
+            nb = NBS / e["contents"][0]
+            first = next((s for s in cells(nb, "markdown")), "")
+            m = re.search(r"^#\s+(.+?)\s*$", first, re.M)
+            assert not (m and m.group(1).lower() == e["section"].lower()), f"redundant sidebar entry {e['section']} > {m.group(1)}"
+
+
+def yaml_sidebar() -> list:
+    import yaml
+
+    return yaml.safe_load((NBS / "sidebar.yml").read_text(encoding="utf-8"))["website"]["sidebar"]["contents"]
 
 
 # ------------------------------------------------------------------ screenshots, to look at

@@ -78,8 +78,9 @@ def test_dropout(shape, dtype, seed, p, training):
 
 @settings(max_examples=30, deadline=None)
 @given(kind=st.sampled_from(['1d', '1d-L', '2d']), n=st.integers(1, 5), c=st.integers(1, 4), dtype=dtypes, seed=seeds,
-       momentum=st.sampled_from([0.1, None, 0.7]), affine=st.booleans(), track=st.booleans(), steps=st.integers(1, 3))
-def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps):
+       momentum=st.sampled_from([0.1, None, 0.7]), affine=st.booleans(), track=st.booleans(), steps=st.integers(1, 3),
+       channels_last=st.booleans())
+def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps, channels_last):
     "A few training steps then one evaluation step: outputs, input and parameter gradients, buffers."
     gen = torch.Generator().manual_seed(seed)
     ours_cls, ref_cls, extra = {'1d': (BatchNorm1d, torch.nn.BatchNorm1d, ()), '1d-L': (BatchNorm1d, torch.nn.BatchNorm1d, (3,)),
@@ -97,6 +98,7 @@ def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps):
         ours.train(training), ref.train(training)
         x = torch.randn(n, c, *extra, generator=gen, dtype=dtype) * 3 + 1
         g = torch.randn(n, c, *extra, generator=gen, dtype=dtype)
+        if channels_last and x.dim() == 4: x, g = (t.to(memory_format=torch.channels_last) for t in (x, g))  # e.g. after MaxPool2d
         xr = x.clone().requires_grad_()
         y_ref = ref(xr)
         y_ref.backward(g)
@@ -164,8 +166,8 @@ def test_exports():
 
 
 def test_hot_path_reads_nothing_back():
-    "Forward and backward run on the meta device (shapes only, no data): any .item(), bool(tensor), float(tensor) or"
-    " value-dependent branch would raise there, so this shows the hot path never synchronises with the device."
+    """Forward and backward run on the meta device (shapes only, no data): any .item(), bool(tensor), float(tensor) or
+    value-dependent branch would raise there, so this shows the hot path never synchronises with the device."""
     meta = torch.device('meta')
     x, g = torch.randn(8, 6, device=meta), torch.randn(8, 6, device=meta)
     for m in [Dropout(0.3), Dropout(0.3).eval(), Softmax(), LogSoftmax(0), LeakyReLU(), GELU(), GELU('tanh'),
@@ -182,3 +184,55 @@ def test_hot_path_reads_nothing_back():
             assert ce(x, target).shape == () and ce.backward().shape == x.shape
     w = Parameter(torch.empty(4, 3, device=meta))
     for f in (minit.kaiming_uniform_, minit.kaiming_normal_, minit.xavier_uniform_, minit.xavier_normal_): f(w)
+
+
+def test_trains_multiclass_with_training_loop():
+    "minidl.training.train with BatchNorm1d, GELU, Dropout, LossCrossEntropy and Kaiming init learns a 3-class problem."
+    from minidl import SGD, train
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 2, generator=gen)
+    y = (torch.atan2(x[:, 1], x[:, 0]) + math.pi).mul(3 / (2 * math.pi)).long().clamp(max=2)  # three angular sectors
+    lin1, lin2 = Linear(2, 32, generator=gen), Linear(32, 3, generator=gen)
+    minit.kaiming_normal_(lin1.weight, nonlinearity='relu', generator=gen)
+    model = Sequential(lin1, BatchNorm1d(32), GELU(), Dropout(0.1, generator=gen), lin2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread avoids BLAS threads spinning on a shared machine
+    try:
+        hist = train(model, LossCrossEntropy(label_smoothing=0.05), SGD(model.parameters(), lr=0.5), x[:500], y[:500],
+                     x[500:], y[500:], epochs=30, batch_size=50, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert hist.train_loss[-1] < hist.train_loss[0] and hist.test_accuracy[-1] > 0.9, hist
+    assert not model.training or all(m.training for m in model.modules())
+    assert model[1].num_batches_tracked == 30 * 10
+
+
+def test_small_cnn_steps_match_torch():
+    """Conv2d, BatchNorm2d, ReLU, MaxPool2d, Flatten, Linear,
+    BatchNorm1d(momentum=None) and LossCrossEntropy: three SGD steps and an evaluation equal torch's in float64."""
+    from minidl import Conv2d, Flatten, MaxPool2d, SGD
+    nn = torch.nn
+    gen = torch.Generator().manual_seed(0)
+    dt = torch.float64
+    ours = Sequential(Conv2d(2, 4, 3, padding=1, dtype=dt, generator=gen), BatchNorm2d(4, dtype=dt), ReLU(), MaxPool2d(2),
+                      Flatten(), Linear(4 * 3 * 3, 5, dtype=dt, generator=gen), BatchNorm1d(5, momentum=None, dtype=dt))
+    ref = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, dtype=dt), nn.BatchNorm2d(4, dtype=dt), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(4 * 3 * 3, 5, dtype=dt), nn.BatchNorm1d(5, momentum=None, dtype=dt))
+    ref.load_state_dict(ours.state_dict())
+    loss_fn, opt = LossCrossEntropy(label_smoothing=0.1), SGD(ours.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for step in range(4):
+        training = step < 3
+        ours.train(training), ref.train(training)
+        x = torch.randn(6, 2, 6, 6, generator=gen, dtype=dt)
+        t = torch.randint(0, 5, (6,), generator=gen)
+        opt.zero_grad(), ref_opt.zero_grad()
+        loss = loss_fn(ours(x), t)
+        ref_loss = F.cross_entropy(ref(x), t, label_smoothing=0.1)
+        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-10, atol=0)
+        if training:
+            ours.backward(loss_fn.backward(), input_grad=False)
+            ref_loss.backward()
+            opt.step(), ref_opt.step()
+        ref_state = ref.state_dict()
+        for k, v in ours.state_dict().items(): torch.testing.assert_close(v, ref_state[k], rtol=1e-10, atol=1e-12)

@@ -155,3 +155,37 @@ def test_gradient_on_another_device_is_refused():
     p.grad = torch.zeros(2, device='meta')
     with pytest.raises(TypeError, match='is torch.float32 on meta, expected torch.float32 on cpu'): opt.step()
     assert torch.equal(p.value, torch.ones(2)) and not opt.state
+
+
+def test_optimizer_modules_use_no_autograd_nor_torch_nn():
+    import ast, pathlib, minidl
+    pkg = pathlib.Path(minidl.__file__).parent
+    for name in ('optim', 'adam', 'schedules', 'checkpoints'):
+        tree = ast.parse((pkg / f'{name}.py').read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or '']
+                assert not any(m.startswith(('torch.nn', 'torch.autograd', 'torch.func')) for m in mods), (name, mods)
+            if isinstance(node, ast.Attribute):
+                assert not ast.unparse(node).startswith(('torch.nn', 'torch.autograd', 'torch.ops', 'torch.func')), name
+
+
+@pytest.mark.parametrize('make_opt,make_sched', [
+    (lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3), lambda o: OneCycleLR(o, 0.1, 10)),
+    (lambda ps: Adam(ps, lr=0.01, amsgrad=True, weight_decay=1e-3), lambda o: CosineAnnealingLR(o, 10)),
+    (lambda ps: AdamW(ps), lambda o: StepLR(o, 2))])
+def test_steps_read_nothing_back(make_opt, make_sched):
+    "zero_grad, step (its first, full check included) and the schedule read no tensor value back to the host."
+    from unittest import mock
+    import contextlib
+    model = Sequential(Linear(2, 8), ReLU(), Linear(8, 1))
+    for p in model.parameters(): p.grad += 0.1
+    def refuse(*a, **k): raise AssertionError('read a tensor back to the host')
+    with contextlib.ExitStack() as stack:
+        for name in ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__', 'numpy'):
+            stack.enter_context(mock.patch.object(torch.Tensor, name, refuse))
+        opt = make_opt(model.parameters()); sched = make_sched(opt)
+        for _ in range(3):
+            opt.step(); sched.step(); _ = opt.current_lr
+        opt.zero_grad()
+    assert opt.step_count == 3

@@ -1,0 +1,137 @@
+"""Data-parallel throughput: samples per second of minidl training with 1 and 2 processes (one thread each, gloo,
+launched by torchrun), and the all-reduce time per step. Writes benchmarks/results_distributed.json.
+
+    python benchmarks/bench_distributed.py [--repeats 3] [--steps 10] [--models mlp,cnn]
+
+Each configuration runs in fresh processes, interleaved (1, 2, 1, 2, ...), and the best repeat is kept (the least
+disturbed by other work on the machine); the load average before and after is recorded. The global batch is the
+same for 1 and 2 processes, so both do the same work per step."""
+import argparse, json, os, platform, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = dict(  # the wide MLP is compute-bound: many flops per byte of gradient
+    mlp=dict(what='MLP 512-2048-2048-10, float32, MSE', batch=512),
+    cnn=dict(what='CNN conv(1,16,3)-ReLU-maxpool-conv(16,32,3)-ReLU-maxpool-flatten-linear(800,10) on 28x28, float32, MSE', batch=256),
+)
+
+
+def _build(name):
+    import torch
+    from minidl.linear import Linear
+    from minidl.activations import ReLU
+    from minidl.sequential import Sequential
+    g = torch.Generator().manual_seed(0)
+    if name == 'mlp':
+        model = Sequential(Linear(512, 2048), ReLU(), Linear(2048, 2048), ReLU(), Linear(2048, 10))
+        x = torch.randn(4096, 512, generator=g)
+    else:
+        from minidl.conv import Conv2d
+        from minidl.pooling import MaxPool2d, Flatten
+        model = Sequential(Conv2d(1, 16, 3), ReLU(), MaxPool2d(2), Conv2d(16, 32, 3), ReLU(), MaxPool2d(2), Flatten(),
+                           Linear(800, 10))
+        x = torch.randn(4096, 1, 28, 28, generator=g)
+    return model, x, torch.randn(len(x), 10, generator=g)
+
+
+def worker(name, steps, out):
+    import torch, torch.distributed as dist
+    from minidl import distributed as D
+    from minidl.losses import LossMSE
+    from minidl.optim import SGD
+    torch.set_num_threads(1)
+    D.init_distributed(timeout=120)
+    with D.fail_fast():
+        model, x, y = _build(name)
+        batch, world = MODELS[name]['batch'], D.get_world_size()
+        dp = D.DataParallel(model, len(x), batch, seed=0, timed=True)
+        loss_fn, opt = LossMSE(), SGD(model.parameters(), lr=1e-4)
+        batches = [b for e in range(1, 100) for b in dp.sampler(e)][:steps + 2]
+
+        def step(idx):
+            loss_fn(model(x[idx]), y[idx])
+            opt.zero_grad()
+            model.backward(loss_fn.backward(), input_grad=False)
+            dp.after_backward(model, idx)
+            opt.step()
+        for idx in batches[:2]: step(idx)  # warm-up
+        dp.comm_seconds, dp.steps = 0.0, 0
+        D.barrier()
+        t0 = time.perf_counter()
+        for idx in batches[2:]: step(idx)
+        D.barrier()
+        seconds = time.perf_counter() - t0
+        # the all-reduce alone, all ranks ready: what the wire costs, without waiting for a slower rank
+        flat, iso = dp._flats[0], None
+        if world > 1:
+            D.barrier()
+            t1 = time.perf_counter()
+            for _ in range(5): dist.all_reduce(flat)
+            iso = (time.perf_counter() - t1) / 5 * 1e3
+        res = dict(model=name, world_size=world, global_batch=batch, steps=steps,
+                   samples_per_second=steps * batch / seconds, seconds_per_step=seconds / steps,
+                   allreduce_ms_per_step=1e3 * dp.comm_seconds / steps, allreduce_ms_isolated=iso,
+                   gradient_mb=sum(f.numel() * f.element_size() for f in dp._flats) / 2**20, buckets=len(dp.buckets))
+        if D.is_main_process(): Path(out).write_text(json.dumps(res))
+    D.shutdown()
+
+
+def _run(name, world, steps):
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / 'res.json'
+        env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', str(world),
+               __file__, '--worker', name, '--steps', str(steps), '--out', str(out)]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0: raise RuntimeError(f"{name} with {world} processes failed:\n{r.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--steps', type=int, default=10)
+    p.add_argument('--models', default='mlp,cnn')
+    p.add_argument('--worker', default=None)
+    p.add_argument('--out', default=None)
+    a = p.parse_args()
+    if a.worker: return worker(a.worker, a.steps, a.out)
+    models = a.models.split(',')
+    if 'cnn' in models:
+        try: import minidl.conv, minidl.pooling  # noqa: F401
+        except ImportError:
+            print("no minidl.conv yet: skipping the CNN"); models.remove('cnn')
+    load_before = os.getloadavg()
+    runs = {(m, w): [] for m in models for w in (1, 2)}
+    for i in range(a.repeats):
+        for m in models:
+            for w in (1, 2):
+                r = _run(m, w, a.steps)
+                runs[m, w].append(r)
+                print(f"repeat {i + 1}: {m}, {w} process(es): {r['samples_per_second']:.0f} samples/s, "
+                      f"all-reduce {r['allreduce_ms_per_step']:.1f} ms/step (isolated {r['allreduce_ms_isolated'] or 0:.1f} ms)", flush=True)
+    results = dict(
+        machine=dict(cpus=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
+                     torch=__import__('torch').__version__, load_average_before=load_before, load_average_after=os.getloadavg()),
+        method=f"best of {a.repeats} interleaved repeats of {a.steps} timed steps (after 2 warm-up steps), one thread per "
+               "process, gloo over 127.0.0.1, launched by torchrun; same global batch for 1 and 2 processes",
+        models={})
+    for m in models:
+        best = {w: max(runs[m, w], key=lambda r: r['samples_per_second']) for w in (1, 2)}
+        results['models'][m] = dict(
+            what=MODELS[m]['what'], global_batch=MODELS[m]['batch'], gradient_mb=best[2]['gradient_mb'],
+            samples_per_second={w: best[w]['samples_per_second'] for w in (1, 2)},
+            all_samples_per_second={w: [r['samples_per_second'] for r in runs[m, w]] for w in (1, 2)},
+            speedup_2_processes=best[2]['samples_per_second'] / best[1]['samples_per_second'],
+            allreduce_ms_per_step=best[2]['allreduce_ms_per_step'], allreduce_ms_isolated=best[2]['allreduce_ms_isolated'],
+            seconds_per_step={w: best[w]['seconds_per_step'] for w in (1, 2)})
+        print(f"{m}: speed-up with 2 processes {results['models'][m]['speedup_2_processes']:.2f}x")
+    sys.path.insert(0, str(ROOT))
+    from minidl.files import atomic_open
+    with atomic_open(ROOT / 'benchmarks' / 'results_distributed.json') as f: json.dump(results, f, indent=1)
+    print(f"load average before {load_before}, after {results['machine']['load_average_after']}")
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, str(ROOT))
+    main()
