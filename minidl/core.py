@@ -298,7 +298,7 @@ class Module(SavesForBackward):
         targets = dict(self._state_items())
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
-        errors = []
+        errors, staged = [], []  # staged: (model tensor, value already of its dtype and device): copying them cannot fail
         if strict and missing: errors.append(f"missing keys: {', '.join(missing)}")
         if strict and unexpected: errors.append(f"unexpected keys: {', '.join(map(str, unexpected))}")
         for k, t in targets.items():
@@ -307,10 +307,16 @@ class Module(SavesForBackward):
             if not isinstance(v, torch.Tensor): errors.append(f"{k}: expected a tensor, got {type(v).__name__}")
             elif v.shape != t.shape:
                 errors.append(f"{k}: shape {_fmt_shape(v.shape)} in the state dict, {_fmt_shape(t.shape)} in the model")
+            elif v.is_complex() and not t.is_complex():
+                errors.append(f"{k}: a complex tensor ({v.dtype}) for the real {t.dtype} tensor of the model")
+            else:
+                try: staged.append((t, v.detach().to(device=t.device, dtype=t.dtype)))
+                except (RuntimeError, NotImplementedError, TypeError) as e:  # e.g. a meta tensor: no values to copy
+                    errors.append(f"{k}: a {v.dtype} tensor on {v.device} cannot be copied to {t.dtype} on {t.device} "
+                                  f"({str(e).splitlines()[0][:80]})")
         if errors:
             raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + '; '.join(errors) + " (nothing was loaded)")
-        for k, t in targets.items():
-            if k in state_dict: t.copy_(state_dict[k].detach())
+        for t, v in staged: t.copy_(v)  # in place: optimizers holding the tensors keep working
         return missing, unexpected
 
     def extra_repr(self) -> str:

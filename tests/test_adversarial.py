@@ -87,6 +87,17 @@ def test_load_state_dict_failure_changes_nothing():
     raises(TypeError, 'dict of tensors', m.load_state_dict, [('0.weight', torch.zeros(4, 3))])
 
 
+@pytest.mark.parametrize('bad, contains', [(torch.ones(1, device='meta'), 'cannot be copied'),
+                                            (torch.ones(1, dtype=torch.complex64), 'complex')])
+def test_load_state_dict_value_that_cannot_be_copied_changes_nothing(bad, contains):
+    m = Sequential(Linear(3, 4), BatchNorm1d(4), Linear(4, 1))
+    before = snapshot(m)
+    sd = {k: v.clone() + 1 for k, v in m.state_dict().items()}
+    sd['2.bias'] = bad  # the last key: every other one would have been copied already
+    raises(RuntimeError, ['2.bias', contains, 'nothing was loaded'], m.load_state_dict, sd)
+    assert same(before, snapshot(m))
+
+
 @pytest.mark.parametrize('args', [('float64',), ('nodevice',), (torch.int64,)])
 def test_module_to_bad_arguments_change_nothing(args):
     m = Sequential(Linear(3, 2), BatchNorm1d(2))
