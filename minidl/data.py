@@ -47,7 +47,10 @@ def circle_dataset(
     dtype:torch.dtype=torch.float32, # floating-point dtype of `x` and `y`
 )->tuple[Tensor, Tensor]: # `x` of shape `(n, 2)` uniform in [0, 1]², labels `y` of shape `(n, 1)`
     "Draw `n` points uniformly in the unit square, labelled 1 inside the disk of area 1/2 centred in it"
-    if isinstance(n, bool) or not isinstance(n, int): raise TypeError(f"n must be an int, got {type(n).__name__}")
+    try: k = None if isinstance(n, bool) else operator.index(n)  # ints, NumPy integers, 0-dim integer tensors (as seeds)
+    except TypeError: k = None
+    if k is None: raise TypeError(f"n must be an int, got {type(n).__name__}")
+    n = k
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")
     if n >= 2**62: raise ValueError(f"n must be below 2**62 (n x 2 values must fit in a tensor), got {n}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point): raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")

@@ -550,6 +550,14 @@ def test_sequential_construction_errors():
     raises(ValueError, 'more than once', Sequential, r, r)
 
 
+def test_sequential_indexing_errors_are_clear():
+    s = Sequential(Linear(2, 3), ReLU())
+    raises(IndexError, 'index 2 is out of range: it holds 2 modules', lambda: s[2])
+    raises(TypeError, 'integers or slices', lambda: s['0'])
+    raises(TypeError, 'integers or slices', lambda: s[1.0])
+    assert s[-1] is s.layers[1] and s[torch.tensor(0)] is s.layers[0] and len(s[0:1]) == 1
+
+
 # ================================================================================================= gradcheck
 
 @pytest.mark.parametrize('kw, exc, contains', [
@@ -889,6 +897,8 @@ def test_accuracy_refuses_non_tensors():
 def test_circle_data_refuses_bad_arguments():
     raises(ValueError, 'at least 1', circle_dataset, 0)
     raises(TypeError, 'n must be an int', circle_dataset, True)
+    raises(TypeError, 'n must be an int', circle_dataset, 3.0)
+    assert circle_dataset(torch.tensor(3), seed=0)[0].shape == (3, 2)  # an integer, like the seeds
     raises(ValueError, 'seed', circle_dataset, 3, seed=2**64)
     raises(TypeError, 'floating-point', circle_dataset, 3, dtype='float64')
     raises(ValueError, 'either seed or generator', circle_dataset, 3, seed=1, generator=torch.Generator())
