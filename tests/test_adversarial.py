@@ -316,10 +316,6 @@ def test_losses_refuse_bad_targets(loss):
     (LossCrossEntropy, lambda: (torch.zeros(2, 3), torch.tensor([1, 7]))),
     (LossMSE, lambda: (torch.zeros(2, 3), torch.zeros(3, 2))),
 ])
-@xfail("04_losses (Loss.__call__): a failed loss forward keeps the previous call's saved tensors, so loss.backward() "
-       "silently returns the gradient of an older batch (Module.__call__ already forgets). Fix: Loss.__call__ = "
-       "`try: return self.forward(p, t)` / `except BaseException as e: self._forget(f'its last forward failed "
-       "({type(e).__name__}: ...)'); raise` -- the same mechanism as Module.__call__/_forget_all")
 def test_failed_loss_forward_then_backward_raises(loss, bad):
     l = loss()
     good = (torch.full((2, 3), 0.5), torch.ones(2, 3)) if loss is not LossCrossEntropy else (torch.zeros(2, 3), torch.tensor([1, 2]))
