@@ -435,8 +435,8 @@ def test_conv_huge_kernel_is_refused_clearly():
 @xfail("22_batchnorm / 25_conv: backward accumulates into weight.grad before it fails on a broken bias.grad (a "
        "hand-assigned tensor of the wrong shape, or None): the failed call leaves weight.grad changed and the error "
        "is torch's 'size mismatch' / 'must match the size'. Fix: check the parameters' grads before the first "
-       "in-place add -- e.g. core's Module._check_grads_before_accumulate (see Linear.backward, which now does it once "
-       "per grad tensor object)")
+       "in-place add with core._check_accumulators(self, who) (new in 00_core; Linear.backward calls it once per "
+       "tensor object, remembering the (value, grad) objects it checked)")
 def test_batchnorm_conv_backward_with_broken_bias_grad_changes_nothing(make, x_shape, g_shape):
     m = make()
     m(torch.randn(x_shape))
