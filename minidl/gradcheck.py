@@ -107,6 +107,9 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
     if len(inputs) == 1:  # a module: reduce the output to a scalar with a fixed random projection R
         y = f(x)
         if not isinstance(y, torch.Tensor): raise TypeError(f"gradcheck: forward returned {type(y).__name__}, expected a tensor")
+        if not torch.allclose(f(x), y, rtol=0, atol=0, equal_nan=True):  # finite differences need a deterministic function
+            raise ValueError(f"gradcheck: two forward passes of {type(f).__name__} on the same input gave different outputs: "
+                             f"it is random (e.g. Dropout in training mode); check it in eval mode (.eval()) or with p=0")
         gen = torch.Generator(device=y.device).manual_seed(int(seed))
         R = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=gen)
         backward = lambda: f.backward(R)

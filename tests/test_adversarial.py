@@ -565,6 +565,11 @@ def test_gradcheck_refuses_bad_settings(kw, exc, contains):
     raises(exc, [contains, 'gradcheck'], gradcheck, Tanh(), torch.randn(3, dtype=F64), **kw)
 
 
+def test_gradcheck_says_when_the_module_is_random():
+    raises(ValueError, ['random', '.eval()'], gradcheck, Dropout(0.5), torch.randn(4, 3, dtype=F64))
+    assert gradcheck(Dropout(0.5).eval(), torch.randn(4, 3, dtype=F64))
+
+
 def test_gradcheck_extreme_valid_seeds():
     for seed in (0, -2**63, 2**64 - 1): assert gradcheck(Tanh(), torch.randn(3, dtype=F64), seed=seed)
 
