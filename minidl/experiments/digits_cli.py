@@ -13,7 +13,7 @@ from ..training import TrainingDiverged
 from .common import (ExperimentParser, positive_int, nonneg_int, path_arg, DEVICES, resolve_device,
                                        torch_threads, check_destinations, figure_png, write_outputs, environment, Messages, mean_std)
 from .digits_data import digits_available, load_digits_split, INSTALL_HINT
-from .digits import (MODELS, RECIPE, run_digits, summarize, results_table, plot_learning_curves,
+from .digits import (MODELS, RECIPE, run_digits, summarize_digits, digits_table, plot_learning_curves,
                                        confusion_matrix, plot_confusion, plot_misclassified, plot_filters)
 
 # %% auto #0
@@ -76,7 +76,7 @@ def _state_dicts(runs:dict)->dict:
     return {(n if one else f"{n}_seed{r.seed}"): {k: v.detach().cpu() for k, v in r.model.state_dict().items()}
             for n, rs in runs.items() for r in rs}
 
-# %% ../../nbs/52_digits_cli.ipynb #5d00686e
+# %% ../../nbs/52_digits_cli.ipynb #8fdd58f8
 def main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
 )->int: # exit status: 0 on success, 1 if training diverged or scikit-learn is missing, 2 for bad arguments or destinations
@@ -111,9 +111,9 @@ def main(
         except KeyboardInterrupt:
             print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr); return 130
         seconds = time.perf_counter() - start
-        summary = summarize(runs)
+        summary = summarize_digits(runs)
         settings['wall_seconds'] = round(seconds, 2)
-        print(results_table(summary))
+        print(digits_table(summary))
         say(f"training time: {seconds:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else ''))
         results = _results_json(summary, settings)
         for n in names: results[n]['settings']['parameters'] = sum(p.value.numel() for p in runs[n][0].model.parameters())
@@ -124,5 +124,5 @@ def main(
     say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else ''))
     return 0
 
-# %% ../../nbs/52_digits_cli.ipynb #8fdd58f8
+# %% ../../nbs/52_digits_cli.ipynb #58186d20
 if __name__ == '__main__' and __package__ == 'minidl.experiments': raise SystemExit(main())
