@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip('sklearn')
-from minidl.experiments.digits_cli import main, OUT_FILES
+from minidl.experiments.digits_cli import digits_main as main, OUT_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ['--epochs', '1', '--quiet']

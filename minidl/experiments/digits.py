@@ -25,9 +25,9 @@ from .common import mean_std, fmt_pm, text_table
 from .digits_data import load_digits_split, RandomShift, AugmentedSequential
 
 # %% auto #0
-__all__ = ['RECIPE', 'MODELS', 'digits_mlp', 'digits_cnn', 'DigitsModel', 'DigitsRun', 'predict', 'run_digits', 'run_experiment',
-           'summarize', 'results_table', 'plot_learning_curves', 'confusion_matrix', 'plot_confusion',
-           'plot_misclassified', 'plot_filters']
+__all__ = ['RECIPE', 'MODELS', 'digits_mlp', 'digits_cnn', 'DigitsModel', 'DigitsRun', 'predict', 'run_digits',
+           'run_digits_experiment', 'summarize_digits', 'digits_table', 'plot_learning_curves', 'confusion_matrix',
+           'plot_confusion', 'plot_misclassified', 'plot_filters']
 
 # %% ../../nbs/51_digits.ipynb #f44074d2
 RECIPE = dict(epochs=60, batch_size=64, weight_decay=1e-2, label_smoothing=0.1)  # and each model's peak learning rate
@@ -134,8 +134,8 @@ def run_digits(
     acc = torch.stack([(pred_train == y_train).double().mean(), (pred_test == y_test).double().mean()]).tolist()
     return DigitsRun(name, seed, model, hist, acc[0], acc[1], seconds, pred_test.cpu())
 
-# %% ../../nbs/51_digits.ipynb #8bd19891
-def run_experiment(
+# %% ../../nbs/51_digits.ipynb #366b92c7
+def run_digits_experiment(
     seeds, # one run per seed and model
     names=tuple(MODELS), # which models
     progress:bool=False, # a progress bar for each run
@@ -153,8 +153,8 @@ def run_experiment(
             if on_run is not None: on_run(run)
     return results
 
-def summarize(
-    results:dict[str, list[DigitsRun]], # output of `run_experiment`
+def summarize_digits(
+    results:dict[str, list[DigitsRun]], # output of `run_digits_experiment`
 )->dict[str, dict]: # model name -> accuracies (in [0, 1]), their mean and std, seconds
     "Mean and sample standard deviation over seeds of each model's final accuracies, and the training times"
     out = {}
@@ -165,8 +165,8 @@ def summarize(
                          test_mean=tem, test_std=tes, seconds=sec)
     return out
 
-def results_table(
-    summary:dict[str, dict], # output of `summarize`
+def digits_table(
+    summary:dict[str, dict], # output of `summarize_digits`
 )->str: # a text table, one row per model
     "Runs, train and test accuracy (mean ± std over the runs, in %) and seconds per run of each model, beside its target"
     rows = [[MODELS[n].title, len(s['test_accuracy']), fmt_pm(s['train_accuracy']), fmt_pm(s['test_accuracy']),

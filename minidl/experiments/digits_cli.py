@@ -13,16 +13,16 @@ from ..training import TrainingDiverged
 from .common import (ExperimentParser, positive_int, nonneg_int, path_arg, DEVICES, resolve_device,
                                        torch_threads, check_destinations, figure_png, write_outputs, environment, Messages, mean_std)
 from .digits_data import digits_available, load_digits_split, INSTALL_HINT
-from .digits import (MODELS, RECIPE, run_digits, summarize, results_table, plot_learning_curves,
+from .digits import (MODELS, RECIPE, run_digits, summarize_digits, digits_table, plot_learning_curves,
                                        confusion_matrix, plot_confusion, plot_misclassified, plot_filters)
 
 # %% auto #0
-__all__ = ['OUT_FILES', 'make_parser', 'main']
+__all__ = ['OUT_FILES', 'make_digits_parser', 'digits_main']
 
-# %% ../../nbs/52_digits_cli.ipynb #ccccf805
+# %% ../../nbs/52_digits_cli.ipynb #2d839565
 OUT_FILES = ('results.json', 'curves.png', 'confusion.png', 'misclassified.png', 'filters.png')
 
-def make_parser()->argparse.ArgumentParser:
+def make_digits_parser()->argparse.ArgumentParser:
     "The command's argument parser"
     p = ExperimentParser(prog='minidl-digits',
         description="Train the digits MLP and CNN (scikit-learn's 8x8 handwritten digits, 80/20 stratified split) with "
@@ -39,7 +39,7 @@ def make_parser()->argparse.ArgumentParser:
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
     return p
 
-# %% ../../nbs/52_digits_cli.ipynb #2d839565
+# %% ../../nbs/52_digits_cli.ipynb #ccccf805
 def _results_json(summary:dict, settings:dict)->dict:
     out = {'settings': settings}
     for name, s in summary.items():
@@ -76,12 +76,12 @@ def _state_dicts(runs:dict)->dict:
     return {(n if one else f"{n}_seed{r.seed}"): {k: v.detach().cpu() for k, v in r.model.state_dict().items()}
             for n, rs in runs.items() for r in rs}
 
-# %% ../../nbs/52_digits_cli.ipynb #5d00686e
-def main(
+# %% ../../nbs/52_digits_cli.ipynb #58186d20
+def digits_main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
 )->int: # exit status: 0 on success, 1 if training diverged or scikit-learn is missing, 2 for bad arguments or destinations
     "The `minidl-digits` command"
-    parser = make_parser()
+    parser = make_digits_parser()
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
@@ -111,9 +111,9 @@ def main(
         except KeyboardInterrupt:
             print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr); return 130
         seconds = time.perf_counter() - start
-        summary = summarize(runs)
+        summary = summarize_digits(runs)
         settings['wall_seconds'] = round(seconds, 2)
-        print(results_table(summary))
+        print(digits_table(summary))
         say(f"training time: {seconds:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else ''))
         results = _results_json(summary, settings)
         for n in names: results[n]['settings']['parameters'] = sum(p.value.numel() for p in runs[n][0].model.parameters())
@@ -124,5 +124,5 @@ def main(
     say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else ''))
     return 0
 
-# %% ../../nbs/52_digits_cli.ipynb #8fdd58f8
-if __name__ == '__main__' and __package__ == 'minidl.experiments': raise SystemExit(main())
+# %% ../../nbs/52_digits_cli.ipynb #5d00686e
+if __name__ == '__main__' and __package__ == 'minidl.experiments': raise SystemExit(digits_main())
