@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/experiments.html.md"""
 
 # %% ../../nbs/40_experiments.ipynb #9125f05d
 from __future__ import annotations
-import argparse, contextlib, io, json, math, os, platform, statistics, sys
+import argparse, contextlib, io, json, math, os, platform, statistics, sys, tempfile
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
@@ -84,6 +84,8 @@ def _writable_folder(folder:Path, what:str):
     while not anc.exists() and anc != anc.parent: anc = anc.parent  # the nearest existing ancestor
     if not anc.is_dir(): raise ValueError(f"cannot write to {what}: {str(anc)!r} is a file, not a folder")
     if not os.access(anc, os.W_OK | os.X_OK): raise ValueError(f"cannot write to {what}: permission denied in {str(anc)!r}")
+    try: os.rmdir(tempfile.mkdtemp(dir=anc, prefix='.minidl-probe-'))  # os.access cannot see every refusal (/proc, read-only mounts, root)
+    except OSError as e: raise ValueError(f"cannot write to {what}: {str(anc)!r} refuses new files ({e.strerror})") from None
 
 def check_destinations(
     out:Path, # output folder (may not exist yet)
