@@ -49,10 +49,10 @@ class _Pool2d(Module):
         dp = dt.view(kh, kw, *dt.shape[1:]).permute(2, 3, 4, 0, 1, 5)        # (N, H_out, W_out, kh, kw, C)
         return _col2im(dp, H + 2 * ph, W + 2 * pw, self._s)[:, ph:ph + H, pw:pw + W].permute(0, 3, 1, 2)
 
-    def _grad(self, grad_output, saved_shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-        "Check the upstream gradient has the forward output's shape and dtype."
+    def _grad(self, grad_output, saved_shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        "Check the upstream gradient has the forward output's shape, dtype and device (metadata only: no sync)."
         (N, C, H, W), (kh, kw), (sh, sw), (ph, pw) = saved_shape, self._k, self._s, self._p
-        return _check_grad(grad_output, (N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype, type(self).__name__)
+        return _check_grad(grad_output, (N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype, type(self).__name__, device)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -89,7 +89,7 @@ class MaxPool2d(_Pool2d):
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C, H, W)`
         "Send each window's gradient to its first maximum, then add the windows back onto the image (col2im)."
         first, shape, dtype = self._saved_tensors()
-        g = self._grad(grad_output, shape, dtype)
+        g = self._grad(grad_output, shape, dtype, first.device)
         if not input_grad: return None
         gl = g.permute(0, 2, 3, 1)                                           # (N, H_out, W_out, C)
         kk = self._k[0] * self._k[1]
@@ -105,7 +105,7 @@ class AvgPool2d(_Pool2d):
         "The mean of each window (divided by kh kw, padding included)."
         t = self._windows(x, 0.0)                                            # T: (kh kw, N, H_out, W_out, C)
         y = t.sum(0).div_(t.shape[0])
-        self._save_for_backward(tuple(x.shape), x.dtype)
+        self._save_for_backward(tuple(x.shape), x.dtype, x.device)
         return y.permute(0, 3, 1, 2)
 
     def backward(self,
@@ -113,8 +113,8 @@ class AvgPool2d(_Pool2d):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C, H, W)`
         "Give every position of a window G / (kh kw), then add the windows back onto the image (col2im)."
-        shape, dtype = self._saved_tensors()
-        g = self._grad(grad_output, shape, dtype)
+        shape, dtype, device = self._saved_tensors()
+        g = self._grad(grad_output, shape, dtype, device)
         if not input_grad: return None
         kk = self._k[0] * self._k[1]
         gl = (g / kk).permute(0, 2, 3, 1)                                    # (N, H_out, W_out, C)
@@ -144,7 +144,7 @@ class Flatten(Module):
                              f"include start_dim..end_dim (start_dim not after end_dim), got shape {_fmt_shape(x.shape)}")
         if x.requires_grad: x = x.detach()
         y = x.flatten(s, e)
-        self._save_for_backward(x.shape, y.shape, x.dtype)
+        self._save_for_backward(x.shape, y.shape, x.dtype, x.device)
         return y
 
     def backward(self,
@@ -152,8 +152,8 @@ class Flatten(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, the shape of the input
         "Reshape the gradient back to the input's shape."
-        in_shape, out_shape, dtype = self._saved_tensors()
-        g = _check_grad(grad_output, out_shape, dtype, 'Flatten')
+        in_shape, out_shape, dtype, device = self._saved_tensors()
+        g = _check_grad(grad_output, out_shape, dtype, 'Flatten', device)
         return g.reshape(in_shape) if input_grad else None
 
     def extra_repr(self) -> str:
