@@ -69,17 +69,24 @@ def _first_weights(kh: int, kw: int, Ho: int, Wo: int, H: int, W: int, sh: int, 
     dtype = torch.uint8 if kh * kw < 256 else torch.int32
     return ((kh * kw - t)[:, None, None] * real).to(dtype)[:, None, :, :, None]
 
+@functools.lru_cache(maxsize=64)
+def _last_weights(kk: int, device: torch.device) -> torch.Tensor:
+    "`(kk, 1, 1, 1, 1)` weights `t + 1`: the largest goes to the last position (PyTorch's choice among NaNs)."
+    return torch.arange(1, kk + 1, device=device, dtype=torch.uint8 if kk < 256 else torch.int32)[:, None, None, None, None]
+
 class MaxPool2d(_Pool2d):
     "Max pooling over `(N, C, H, W)` images, output `(N, C, H_out, W_out)`; the gradient goes to the first maximum of each window."
     def forward(self,
                 x: torch.Tensor, # input of shape `(N, C, H, W)`
                ) -> torch.Tensor: # output of shape `(N, C, H_out, W_out)` (channels-last memory)
-        "The maximum of each window; keeps the position of the first maximum for `backward`."
+        "The maximum of each window; keeps the position of the first maximum (the last NaN, if any) for `backward`."
         t = self._windows(x, -math.inf)                                     # T: (kh kw, N, H_out, W_out, C)
         kk, N, Ho, Wo, C = t.shape
         y = t.amax(0)
         w = _first_weights(*self._k, Ho, Wo, x.shape[2], x.shape[3], *self._s, *self._p, t.device)
-        first = kk - ((t == y) * w).amax(0).long()                          # t*: position of the first maximum
+        v = ((t == y) * w).amax(0)                                          # kk - (first maximum); 0 in a window with a NaN
+        last = ((t != t) * _last_weights(kk, t.device)).amax(0)             # 1 + (last NaN); 0 in a window without one
+        first = torch.where(v == 0, last.long() - 1, kk - v.long())         # t*: first maximum, or last NaN (as PyTorch)
         self._save_for_backward(first, tuple(x.shape), x.dtype)
         return y.permute(0, 3, 1, 2)
 
@@ -93,8 +100,8 @@ class MaxPool2d(_Pool2d):
         if not input_grad: return None
         gl = g.permute(0, 2, 3, 1)                                           # (N, H_out, W_out, C)
         kk = self._k[0] * self._k[1]
-        dt = gl.new_zeros(kk + 1, *gl.shape).scatter_(0, first[None], gl[None])  # row kk: windows with a NaN
-        return self._col2im(dt[:kk], shape)
+        dt = gl.new_zeros(kk, *gl.shape).scatter_(0, first[None], gl[None])
+        return self._col2im(dt, shape)
 
 # %% ../nbs/26_pooling.ipynb #e53b31b7
 class AvgPool2d(_Pool2d):

@@ -465,11 +465,6 @@ def test_pooling_edges_equal_torch(cls):
         torch.testing.assert_close(p.backward(g), xt.grad)
 
 
-@xfail("26_pooling: MaxPool2d sends no gradient at all out of a window holding a NaN (the 'row kk' trick drops it); "
-       "torch sends it to the NaN (its CPU kernel takes `val > max || isnan(val)`, i.e. the LAST NaN of the window in "
-       "scan order). Silently different gradient. Fix: in MaxPool2d.forward mark NaN positions as hits too, taking "
-       "the last one: hit = (t == y) | t.isnan(); first NaN-free windows unchanged; for windows with a NaN use the "
-       "last NaN position (e.g. weights t+1 instead of kk-t on the NaN mask)")
 def test_maxpool_nan_gradient_like_torch():
     x = torch.tensor([[[[math.nan, 1.0], [math.nan, 4.0]]]], dtype=F64)
     xt = x.clone().requires_grad_()
