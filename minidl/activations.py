@@ -33,7 +33,7 @@ class _Elementwise(Module):
         "Return dL/dx = grad_output * derivative(y), element-wise."
         (y,) = self._saved_tensors()  # raises if forward was not called, or if y was modified in place since
         if not input_grad: return None
-        return self.derivative(_check_grad(grad_output, y.shape, y.dtype, type(self).__name__), y)
+        return self.derivative(_check_grad(grad_output, y.shape, y.dtype, type(self).__name__, y.device), y)
 
 # %% ../nbs/03_activations.ipynb #37e9754c
 class ReLU(_Elementwise):

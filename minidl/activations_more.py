@@ -43,7 +43,11 @@ class LeakyReLU(_OnInput):
                 ):
         if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
             raise TypeError(f"LeakyReLU expects negative_slope to be a number, got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        try: a = float(negative_slope)
+        except OverflowError: a = math.inf  # an int too large for a float
+        if not math.isfinite(a):  # a NaN or infinite slope would turn every negative input into NaN/inf, silently
+            raise ValueError(f"LeakyReLU expects negative_slope to be a finite number, got {negative_slope!r}")
+        self.negative_slope = a
 
     def function(self, x):
         a = self.negative_slope  # x > 0: x; x <= 0: a x -- the larger of the two when a <= 1, the smaller when a > 1

@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/batchnorm.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape, _parse_device, _parse_dtype
+from .core import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
 from .linear import _check_size
 
 # %% auto #0
@@ -107,6 +107,7 @@ class _BatchNorm(Module):
     def _update_running(self, mean: torch.Tensor, var_sum: torch.Tensor, m: int):
         "Move the running statistics towards the batch's: mean, and the unbiased variance var_sum / (m - 1)."
         self.num_batches_tracked.add_(1)
+        if m == 0: return  # an empty batch (a shape, no sync): torch only counts it, the statistics stay as they were
         a = self.momentum
         if a is None: a = self.num_batches_tracked.to(mean.dtype).reciprocal()  # cumulative average, stays on the device
         self.running_mean.lerp_(mean, a)
@@ -126,6 +127,10 @@ class _BatchNorm(Module):
             sum_g = g.sum(dims)                # dL/dbeta
             sum_gx = (g * xhat).sum(dims)      # dL/dgamma
         if self.affine:
+            w, b, c = self.weight, self.bias, self._checked  # the grads last checked: so that no accumulation fails half-way
+            if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
+                _check_accumulators(self, type(self).__name__)
+                self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
             self.weight.grad += sum_gx
             if self.bias is not None: self.bias.grad += sum_g
         if not input_grad: return None
@@ -133,6 +138,8 @@ class _BatchNorm(Module):
         if not batch_stats: return g * scale
         m = xhat.numel() // C
         return (g - sum_g.view(view) / m - xhat * (sum_gx.view(view) / m)).mul_(scale)
+
+    _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

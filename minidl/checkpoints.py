@@ -80,6 +80,28 @@ def _check_rng_state(state, device, where: str):
     try: torch.Generator(device=device).set_state(state)
     except RuntimeError as e: raise ValueError(f"load_checkpoint: {where} is not a valid random state for {device}: {e}") from None
 
+_CKPT_KEYS = ('format', 'version', 'model', 'optimizer', 'scheduler', 'epoch', 'rng', 'extra')
+
+def _check_structure(ckpt: dict, path):
+    "Check the whole layout `save_checkpoint` writes (keys and types), so that no load fails half-way on a damaged file."
+    def bad(what): return ValueError(f"load_checkpoint: {path} is not a valid minidl checkpoint: {what}")
+    def str_dict(v): return isinstance(v, dict) and all(isinstance(k, str) for k in v)
+    if set(ckpt) != set(_CKPT_KEYS):
+        raise bad(f"expected the keys {list(_CKPT_KEYS)}, got {sorted(map(str, ckpt))}")
+    if not (str_dict(ckpt['model']) and all(isinstance(v, torch.Tensor) for v in ckpt['model'].values())):
+        raise bad("'model' is not a state dict (names -> tensors)")
+    for k in ('optimizer', 'scheduler'):
+        if ckpt[k] is not None and not str_dict(ckpt[k]): raise bad(f"{k!r} is a {type(ckpt[k]).__name__}, expected a dict or None")
+    e = ckpt['epoch']
+    if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 0): raise bad(f"'epoch' is {e!r}, expected an int >= 0 or None")
+    rng = ckpt['rng']
+    if not (isinstance(rng, dict) and set(rng) == {'torch', 'cuda', 'generators'}):
+        raise bad("'rng' is not a dict with the keys 'torch', 'cuda' and 'generators'")
+    if rng['cuda'] is not None and not (isinstance(rng['cuda'], (list, tuple)) and all(isinstance(s, torch.Tensor) for s in rng['cuda'])):
+        raise bad("rng['cuda'] is not a list of random states or None")
+    if not str_dict(rng['generators']): raise bad("rng['generators'] is not a dict of random states by name")
+    if not str_dict(ckpt['extra']): raise bad(f"'extra' is a {type(ckpt['extra']).__name__}, expected a dict")
+
 # %% ../nbs/29_checkpoints.ipynb #025ba92b
 def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoint`
                     model: Module, # loads the saved `state_dict` (same architecture)
@@ -98,6 +120,7 @@ def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoin
         raise ValueError(f"{who}: {path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != 'minidl.checkpoint' or ckpt.get('version') != 1:
         raise ValueError(f"{who}: {path} is not a minidl checkpoint (version 1); for a bare state dict use model.load_state_dict(torch.load(path))")
+    _check_structure(ckpt, path)  # every key and type, before anything is prepared or loaded
     prep_opt = prep_sched = None
     if optimizer is not None:
         if ckpt['optimizer'] is None: raise ValueError(f"{who}: {path} holds no optimizer state")

@@ -30,6 +30,14 @@ def _positive_int(s:str)->int:
     if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
     return v
 
+def _int_upto(most:int):
+    "A positive integer at most `most`: a size that fits (torch refuses or cannot allocate larger ones, with a traceback)"
+    def parse(s:str)->int:
+        v = _positive_int(s)
+        if v > most: raise argparse.ArgumentTypeError(f"expected a positive integer at most {most}, got {s!r}")
+        return v
+    return parse
+
 def _seed(s:str)->int:
     "A seed torch accepts: an integer in [0, 2**64)"
     try: v = int(s)
@@ -69,17 +77,17 @@ def make_parser()->argparse.ArgumentParser:
                             "networks, SGD) with minidl; print their train/test accuracy and write results.json and "
                             "PNG figures.")
     p.add_argument('--epochs', type=_positive_int, default=DEFAULTS['epochs'], help='epochs per run (default: %(default)s)')
-    p.add_argument('--runs', type=_positive_int, default=1, help='number of runs (seeds) per model, reported as mean ± std (default: %(default)s)')
+    p.add_argument('--runs', type=_int_upto(10_000), default=1, help='number of runs (seeds) per model, reported as mean ± std (default: %(default)s)')
     p.add_argument('--seed', type=_seed, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
     p.add_argument('--lr', type=_lr, nargs='+', metavar='LR', help=f"initial learning rate: one for both models, or two (default: {_fmt_default('lr', 'lr')})")
     p.add_argument('--decay', type=_decay, nargs='+', metavar='D', help=f"learning-rate decay, step t uses lr/(1+D*t): one or two values (default: {_fmt_default('decay', 'decay')})")
     p.add_argument('--batch-size', type=_batch_size, default=DEFAULTS['batch_size'], metavar='B',
                    help=f"minibatch size, or 'full' for full-batch gradient descent (default: {DEFAULTS['batch_size'] or 'full'})")
-    p.add_argument('--hidden', type=_positive_int, default=DEFAULTS['hidden'], help='width of the 4 hidden layers (default: %(default)s)')
+    p.add_argument('--hidden', type=_int_upto(2**16), default=DEFAULTS['hidden'], help='width of the 4 hidden layers (default: %(default)s)')
     p.add_argument('--out', type=_path, default=Path('circle-results'), help='output folder for results.json and the figures (default: %(default)s/)')
     p.add_argument('--save', type=_path, default=None, metavar='PATH', help="also save the trained models' state dicts to PATH (torch.save; load with torch.load(PATH, weights_only=True))")
     p.add_argument('--device', choices=('cpu', 'cuda', 'auto'), default='cpu', help="where data, models and losses live; auto: cuda if available, else cpu (default: %(default)s)")
-    p.add_argument('--threads', type=_positive_int, default=1, help='torch CPU threads; these matrices are tiny, 1 is fastest (default: %(default)s)')
+    p.add_argument('--threads', type=_int_upto(1024), default=1, help='torch CPU threads; these matrices are tiny, 1 is fastest (default: %(default)s)')
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
     return p
 

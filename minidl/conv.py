@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/conv.html.md"""
 from __future__ import annotations
 import math, numbers
 import torch
-from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape
+from .core import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
 from .linear import _check_size, _ones
 
 # %% auto #0
@@ -16,13 +16,14 @@ __all__ = ['Conv2d']
 
 # %% ../nbs/25_conv.ipynb #99752f1b
 def _pair(v, name: str, who: str, minimum: int = 1) -> tuple[int, int]:
-    "Check `v` is an int or a pair of ints, each >= `minimum`; return it as a pair."
+    "Check `v` is an int or a pair of ints, each >= `minimum` and below 2**63 (what torch can hold); return it as a pair."
     vals = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
     if len(vals) != 2 or any(isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in vals):
         raise TypeError(f"{who} expects {name} to be an int or a pair of ints, got {v!r}")
     if any(a < minimum for a in vals):
         what = 'positive' if minimum == 1 else f'>= {minimum}'
         raise ValueError(f"{who} expects {name} to be {what}, got {v!r}")
+    if any(a >= 2**63 for a in vals): raise ValueError(f"{who} expects {name} to be below 2**63, got {v!r}")
     return int(vals[0]), int(vals[1])
 
 def _out_size(n: int, k: int, s: int, p: int) -> int:
@@ -91,8 +92,7 @@ class Conv2d(Module):
         self.stride = _pair(stride, 'stride', 'Conv2d')
         self.padding = _pair(padding, 'padding', 'Conv2d', minimum=0)
         if not isinstance(bias, bool): raise TypeError(f"Conv2d expects bias to be True or False, got {bias!r}")
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(f"Conv2d expects a floating-point dtype, got {dtype}")
+        device, dtype = _parse_device('Conv2d', device), _parse_dtype('Conv2d', dtype)  # clear errors for 'gpu', 'float64'
         self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
         self.bias = Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
         self.reset_parameters(generator)
@@ -142,7 +142,11 @@ class Conv2d(Module):
         "Accumulate dL/dW = G^T U and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = col2im(G W)."
         u, wm, (N, C, H, W, Ho, Wo) = self._saved_tensors()
         (kh, kw), (ph, pw), co = self.kernel_size, self.padding, self.out_channels
-        g = _check_grad(grad_output, (N, co, Ho, Wo), u.dtype, 'Conv2d')
+        g = _check_grad(grad_output, (N, co, Ho, Wo), u.dtype, 'Conv2d', u.device)
+        w, b, c = self.weight, self.bias, self._checked  # the grads last checked: so that no accumulation fails half-way
+        if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
+            _check_accumulators(self, 'Conv2d')
+            self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
         g2 = g.permute(0, 2, 3, 1).reshape(N * Ho * Wo, co)                   # Ḡ (a view if G is channels-last)
         dw_t = torch.mm(u.t(), g2)                                             # (dL/dW̄)^T = U^T Ḡ
         self.weight.grad.permute(0, 2, 3, 1).add_(dw_t.t().unflatten(1, (kh, kw, C)))  # dL/dW += Ḡ^T U
@@ -152,6 +156,8 @@ class Conv2d(Module):
         du = torch.mm(g2, wm).view(N, Ho, Wo, kh, kw, C)                       # dL/dU = Ḡ W̄, as patches
         dxp = _col2im(du, H + 2 * ph, W + 2 * pw, self.stride)                 # sum the copies back
         return dxp[:, ph:ph + H, pw:pw + W].permute(0, 3, 1, 2)                # crop the padding
+
+    _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -49,10 +49,10 @@ class _Pool2d(Module):
         dp = dt.view(kh, kw, *dt.shape[1:]).permute(2, 3, 4, 0, 1, 5)        # (N, H_out, W_out, kh, kw, C)
         return _col2im(dp, H + 2 * ph, W + 2 * pw, self._s)[:, ph:ph + H, pw:pw + W].permute(0, 3, 1, 2)
 
-    def _grad(self, grad_output, saved_shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-        "Check the upstream gradient has the forward output's shape and dtype."
+    def _grad(self, grad_output, saved_shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        "Check the upstream gradient has the forward output's shape, dtype and device (metadata only: no sync)."
         (N, C, H, W), (kh, kw), (sh, sw), (ph, pw) = saved_shape, self._k, self._s, self._p
-        return _check_grad(grad_output, (N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype, type(self).__name__)
+        return _check_grad(grad_output, (N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype, type(self).__name__, device)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -69,17 +69,24 @@ def _first_weights(kh: int, kw: int, Ho: int, Wo: int, H: int, W: int, sh: int, 
     dtype = torch.uint8 if kh * kw < 256 else torch.int32
     return ((kh * kw - t)[:, None, None] * real).to(dtype)[:, None, :, :, None]
 
+@functools.lru_cache(maxsize=64)
+def _last_weights(kk: int, device: torch.device) -> torch.Tensor:
+    "`(kk, 1, 1, 1, 1)` weights `t + 1`: the largest goes to the last position (PyTorch's choice among NaNs)."
+    return torch.arange(1, kk + 1, device=device, dtype=torch.uint8 if kk < 256 else torch.int32)[:, None, None, None, None]
+
 class MaxPool2d(_Pool2d):
     "Max pooling over `(N, C, H, W)` images, output `(N, C, H_out, W_out)`; the gradient goes to the first maximum of each window."
     def forward(self,
                 x: torch.Tensor, # input of shape `(N, C, H, W)`
                ) -> torch.Tensor: # output of shape `(N, C, H_out, W_out)` (channels-last memory)
-        "The maximum of each window; keeps the position of the first maximum for `backward`."
+        "The maximum of each window; keeps the position of the first maximum (the last NaN, if any) for `backward`."
         t = self._windows(x, -math.inf)                                     # T: (kh kw, N, H_out, W_out, C)
         kk, N, Ho, Wo, C = t.shape
         y = t.amax(0)
         w = _first_weights(*self._k, Ho, Wo, x.shape[2], x.shape[3], *self._s, *self._p, t.device)
-        first = kk - ((t == y) * w).amax(0).long()                          # t*: position of the first maximum
+        v = ((t == y) * w).amax(0)                                          # kk - (first maximum); 0 in a window with a NaN
+        last = ((t != t) * _last_weights(kk, t.device)).amax(0)             # 1 + (last NaN); 0 in a window without one
+        first = torch.where(v == 0, last.long() - 1, kk - v.long())         # t*: first maximum, or last NaN (as PyTorch)
         self._save_for_backward(first, tuple(x.shape), x.dtype)
         return y.permute(0, 3, 1, 2)
 
@@ -89,12 +96,12 @@ class MaxPool2d(_Pool2d):
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C, H, W)`
         "Send each window's gradient to its first maximum, then add the windows back onto the image (col2im)."
         first, shape, dtype = self._saved_tensors()
-        g = self._grad(grad_output, shape, dtype)
+        g = self._grad(grad_output, shape, dtype, first.device)
         if not input_grad: return None
         gl = g.permute(0, 2, 3, 1)                                           # (N, H_out, W_out, C)
         kk = self._k[0] * self._k[1]
-        dt = gl.new_zeros(kk + 1, *gl.shape).scatter_(0, first[None], gl[None])  # row kk: windows with a NaN
-        return self._col2im(dt[:kk], shape)
+        dt = gl.new_zeros(kk, *gl.shape).scatter_(0, first[None], gl[None])
+        return self._col2im(dt, shape)
 
 # %% ../nbs/26_pooling.ipynb #e53b31b7
 class AvgPool2d(_Pool2d):
@@ -105,7 +112,7 @@ class AvgPool2d(_Pool2d):
         "The mean of each window (divided by kh kw, padding included)."
         t = self._windows(x, 0.0)                                            # T: (kh kw, N, H_out, W_out, C)
         y = t.sum(0).div_(t.shape[0])
-        self._save_for_backward(tuple(x.shape), x.dtype)
+        self._save_for_backward(tuple(x.shape), x.dtype, x.device)
         return y.permute(0, 3, 1, 2)
 
     def backward(self,
@@ -113,8 +120,8 @@ class AvgPool2d(_Pool2d):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C, H, W)`
         "Give every position of a window G / (kh kw), then add the windows back onto the image (col2im)."
-        shape, dtype = self._saved_tensors()
-        g = self._grad(grad_output, shape, dtype)
+        shape, dtype, device = self._saved_tensors()
+        g = self._grad(grad_output, shape, dtype, device)
         if not input_grad: return None
         kk = self._k[0] * self._k[1]
         gl = (g / kk).permute(0, 2, 3, 1)                                    # (N, H_out, W_out, C)
@@ -144,7 +151,7 @@ class Flatten(Module):
                              f"include start_dim..end_dim (start_dim not after end_dim), got shape {_fmt_shape(x.shape)}")
         if x.requires_grad: x = x.detach()
         y = x.flatten(s, e)
-        self._save_for_backward(x.shape, y.shape, x.dtype)
+        self._save_for_backward(x.shape, y.shape, x.dtype, x.device)
         return y
 
     def backward(self,
@@ -152,8 +159,8 @@ class Flatten(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, the shape of the input
         "Reshape the gradient back to the input's shape."
-        in_shape, out_shape, dtype = self._saved_tensors()
-        g = _check_grad(grad_output, out_shape, dtype, 'Flatten')
+        in_shape, out_shape, dtype, device = self._saved_tensors()
+        g = _check_grad(grad_output, out_shape, dtype, 'Flatten', device)
         return g.reshape(in_shape) if input_grad else None
 
     def extra_repr(self) -> str:

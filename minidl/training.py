@@ -13,6 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from .core import Module, _fmt_shape
 from .losses import Loss
+from .softmax import LossCrossEntropy
 
 # %% auto #0
 __all__ = ['accuracy', 'History', 'TrainingDiverged', 'train']
@@ -29,6 +30,8 @@ def accuracy(
     threshold:float=0.5, # binary: predict class 1 where `output > threshold`
 )->float: # fraction of correct predictions, in [0, 1]
     "Fraction of points whose predicted class (`output > threshold`, or the argmax of each row) equals the label"
+    for v in (output, labels):
+        if not isinstance(v, Tensor): raise TypeError(f"accuracy expects output and labels to be torch.Tensors, got {type(v).__name__}")
     multi = labels.ndim == 1 and not labels.is_floating_point()
     if multi and (output.ndim != 2 or output.shape[0] != labels.shape[0]):
         raise ValueError(f"accuracy expects outputs of shape (n, C) for class indices of shape (n,), got {_fmt_shape(output.shape)} "
@@ -127,14 +130,19 @@ class TrainingDiverged(RuntimeError):
 def _diverged(epoch:int, lr:float, what:str)->TrainingDiverged:
     return TrainingDiverged(f"training diverged: lower the learning rate ({what} at epoch {epoch}, learning rate {lr:.4g})")
 
-def _check_batches(batches, epoch:int)->list:
-    "The sampler's batches for this epoch: a non-empty list of 1-D integer index tensors (metadata only: nothing is read)"
-    batches = list(batches)
+def _check_batches(batches, epoch:int, n:int)->list:
+    "The sampler's batches for this epoch: a non-empty list of 1-D int64 index tensors, all in [-n, n) (one read per epoch)"
+    try: batches = list(batches)
+    except TypeError: raise TypeError(f"train expects the sampler to return a list of index tensors, got {type(batches).__name__} "
+                                      f"for epoch {epoch}") from None
     if not batches: raise ValueError(f"train: the sampler returned no batch for epoch {epoch}")
     for idx in batches:
         if not (isinstance(idx, Tensor) and idx.ndim == 1 and idx.dtype == torch.int64 and idx.numel() > 0):
             what = f"a tensor of shape {_fmt_shape(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
             raise ValueError(f"train expects the sampler to return non-empty 1-D int64 index tensors, got {what} for epoch {epoch}")
+    lo, hi = torch.stack(torch.aminmax(torch.cat([b.to(batches[0].device) for b in batches]))).tolist()  # the one read: a sampler's indices are not ours
+    if lo < -n or hi >= n:
+        raise ValueError(f"train expects the sampler's indices in [-{n}, {n}) (the training points), got indices from {lo} to {hi} for epoch {epoch}")
     return batches
 
 # %% ../nbs/08_training.ipynb #6bf45e9f
@@ -160,6 +168,9 @@ def train(
     after_backward=None, # `after_backward(model, idx)` runs after the backward pass, before `optimizer.step()`
 )->History:
     "Train `model` with `optimizer` on `loss_fn` for `epochs` epochs; return the per-epoch `History`"
+    if not isinstance(model, Module): raise TypeError(f"train expects a minidl Module as model, got {type(model).__name__}")
+    if not (isinstance(loss_fn, Loss) or (callable(loss_fn) and callable(getattr(loss_fn, 'backward', None)))):
+        raise TypeError(f"train expects a minidl loss (a Loss, with forward and backward) as loss_fn, got {type(loss_fn).__name__}")
     epochs, record_every = _check_int(epochs, 'epochs', 0), _check_int(record_every, 'record_every')
     if batch_size is not None: batch_size = _check_int(batch_size, 'batch_size')
     shuffler = _check_seed(seed)
@@ -174,6 +185,9 @@ def train(
     for a in ('zero_grad', 'step', 'current_lr'):
         if not hasattr(optimizer, a): raise TypeError(f"train expects an optimizer with zero_grad(), step() and current_lr, got {type(optimizer).__name__}")
     x_train, y_train, classes = _check_data(x_train, y_train, 'x_train', 'y_train', model)
+    if classes == 1 and isinstance(loss_fn, LossCrossEntropy):  # a softmax over one output is 1: the loss would stay 0
+        raise ValueError("train: LossCrossEntropy needs integer class indices of shape (n,) and one output per class; for "
+                         "binary (n, 1) labels use LossBCE with a Sigmoid output")
     if (x_test is None) != (y_test is None): raise ValueError("train expects both x_test and y_test, or neither")
     if x_test is not None:
         if isinstance(x_test, Tensor) and x_test.shape[1:] != x_train.shape[1:]:
@@ -192,7 +206,7 @@ def train(
     try:
         for epoch in bar:
             record = epoch % record_every == 0 or epoch == epochs
-            if sampler is not None: batches = _check_batches(sampler(epoch), epoch)
+            if sampler is not None: batches = _check_batches(sampler(epoch), epoch, n)
             elif full: batches = [everything]  # full batch: no shuffling, no copy
             else: batches = torch.randperm(n, generator=shuffler).to(dev).split(batch_size)
             if record: loss_sum, correct, count = torch.zeros((), dtype=torch.float64, device=dev), torch.zeros((), dtype=torch.int64, device=dev), 0
