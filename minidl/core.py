@@ -157,6 +157,11 @@ class SavesForBackward:
         "Drop the saved state, so that `backward` raises until the next successful forward."
         self._saved, self._why = None, why
 
+    def _forget_failed(self, error: BaseException):
+        "Forget the saved state because `error` interrupted a forward; `backward` then names the error."
+        msg = str(error); msg = msg if len(msg) <= 160 else msg[:157] + '...'
+        self._forget(f"its last forward failed ({type(error).__name__}: {msg})")
+
 
 # %% ../nbs/00_core.ipynb #20345634
 class Module(SavesForBackward):
@@ -253,8 +258,7 @@ class Module(SavesForBackward):
 
     def _forget_all(self, error: BaseException):
         "Drop the saved state of this module and all its descendants after `error` interrupted a forward."
-        msg = str(error); msg = msg if len(msg) <= 160 else msg[:157] + '...'
-        for m in self.modules(): m._forget(f"its last forward failed ({type(error).__name__}: {msg})")
+        for m in self.modules(): m._forget_failed(error)
 
     def to(self, *args, **kwargs) -> Module:
         "Move/cast every parameter (value and grad) and buffer (integer buffers keep their dtype); same arguments as `torch.nn.Module.to`; returns `self`."

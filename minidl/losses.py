@@ -15,7 +15,11 @@ __all__ = ['MSELoss', 'BCELoss', 'Loss', 'LossMSE', 'LossBCE']
 # %% ../nbs/04_losses.ipynb #84ba4498
 class Loss(SavesForBackward):
     "Base of the losses: `loss(prediction, target)` returns the mean loss; `backward()` returns dL/dprediction."
-    def __call__(self, prediction, target): return self.forward(prediction, target)
+    def __call__(self, prediction, target):
+        "Compute the loss; if that fails, forget the previous call's state, so `backward` raises instead of using it."
+        try: return self.forward(prediction, target)
+        except BaseException as e:  # Ctrl-C included
+            self._forget_failed(e); raise
 
     def _check(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
         "Check both are floating-point tensors of the same shape, dtype and device."
@@ -90,6 +94,7 @@ _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON:
 # %% ../nbs/04_losses.ipynb #d162a1eb
 class LossBCE(Loss):
     "Binary cross-entropy over all elements, as `torch.nn.functional.binary_cross_entropy` (logs clamped at -100)."
+    _checked = None  # (target, its version) of the last call whose targets were checked
     def forward(self,
                 prediction: torch.Tensor, # probabilities in [0, 1], any shape
                 target: torch.Tensor, # values in [0, 1], same shape as `prediction`
@@ -99,14 +104,16 @@ class LossBCE(Loss):
         log_p = torch.log(p).clamp_(min=-100)              # log p, clamped
         log_1mp = torch.neg(p).log1p_().clamp_(min=-100)   # log(1 - p), clamped
         loss = torch.lerp(log_1mp, log_p, y).mean().neg_()  # -mean(t log p + (1 - t) log(1 - p))
-        if p.numel(): _assert_bce_range(p, y, loss, not self._same_target(y))  # (an empty batch has nothing to check)
+        if p.numel():  # (an empty batch has nothing to check)
+            _assert_bce_range(p, y, loss, not self._same_target(y))
+            self._checked = (y, y._version)
         self._save_for_backward(p, y)
         return loss
 
     def _same_target(self, y: torch.Tensor) -> bool:
         "Is `y` the target of the last successful call, unchanged since (same tensor, same version)? Then it was checked."
-        saved = self._saved
-        return saved is not None and saved[1] is y and y._version == self._versions[1]
+        last = self._checked
+        return last is not None and last[0] is y and y._version == last[1]
 
     def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dp = (p - t) / max((1 - p) p, eps) / n, as PyTorch."
