@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = dict(  # the wide MLP is compute-bound: many flops per byte of gradient
     mlp=dict(what='MLP 512-2048-2048-10, float32, MSE', batch=512),
+    mlp_b1024=dict(what='MLP 512-2048-2048-10 (global batch 1024), float32, MSE', batch=1024),
     cnn=dict(what='CNN conv(1,16,3)-ReLU-maxpool-conv(16,32,3)-ReLU-maxpool-flatten-linear(800,10) on 28x28, float32, MSE', batch=256),
 )
 
@@ -22,7 +23,7 @@ def _build(name):
     from minidl.activations import ReLU
     from minidl.sequential import Sequential
     g = torch.Generator().manual_seed(0)
-    if name == 'mlp':
+    if name.startswith('mlp'):
         model = Sequential(Linear(512, 2048), ReLU(), Linear(2048, 2048), ReLU(), Linear(2048, 10))
         x = torch.randn(4096, 512, generator=g)
     else:
@@ -34,7 +35,7 @@ def _build(name):
     return model, x, torch.randn(len(x), 10, generator=g)
 
 
-def worker(name, steps, out):
+def worker(name, steps, out, sync=True):
     import torch, torch.distributed as dist
     from minidl import distributed as D
     from minidl.losses import LossMSE
@@ -52,15 +53,17 @@ def worker(name, steps, out):
             loss_fn(model(x[idx]), y[idx])
             opt.zero_grad()
             model.backward(loss_fn.backward(), input_grad=False)
-            dp.after_backward(model, idx)
+            if sync: dp.after_backward(model, idx)
             opt.step()
         for idx in batches[:2]: step(idx)  # warm-up
         dp.comm_seconds, dp.steps = 0.0, 0
         D.barrier()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for idx in batches[2:]: step(idx)
+        cpu = torch.tensor([time.process_time() - c0], dtype=torch.float64)  # this process's CPU time: robust to a busy machine
         D.barrier()
         seconds = time.perf_counter() - t0
+        if world > 1: dist.all_reduce(cpu, op=dist.ReduceOp.MAX)  # the slower process sets the pace
         # the all-reduce alone, all ranks ready: what the wire costs, without waiting for a slower rank
         flat, iso = dp._flats[0], None
         if world > 1:
@@ -70,18 +73,18 @@ def worker(name, steps, out):
             iso = (time.perf_counter() - t1) / 5 * 1e3
         res = dict(model=name, world_size=world, global_batch=batch, steps=steps,
                    samples_per_second=steps * batch / seconds, seconds_per_step=seconds / steps,
-                   allreduce_ms_per_step=1e3 * dp.comm_seconds / steps, allreduce_ms_isolated=iso,
+                   allreduce_ms_per_step=1e3 * dp.comm_seconds / steps, cpu_seconds_per_step=cpu.item() / steps, allreduce_ms_isolated=iso,
                    gradient_mb=sum(f.numel() * f.element_size() for f in dp._flats) / 2**20, buckets=len(dp.buckets))
         if D.is_main_process(): Path(out).write_text(json.dumps(res))
     D.shutdown()
 
 
-def _run(name, world, steps):
+def _run(name, world, steps, sync=True):
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / 'res.json'
         env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', str(world),
-               __file__, '--worker', name, '--steps', str(steps), '--out', str(out)]
+               __file__, '--worker', name, '--steps', str(steps), '--out', str(out)] + ([] if sync else ['--no-sync'])
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 0: raise RuntimeError(f"{name} with {world} processes failed:\n{r.stderr[-3000:]}")
         return json.loads(out.read_text())
@@ -91,22 +94,23 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--steps', type=int, default=10)
-    p.add_argument('--models', default='mlp,cnn')
+    p.add_argument('--models', default='mlp,mlp_b1024,cnn')
     p.add_argument('--worker', default=None)
     p.add_argument('--out', default=None)
+    p.add_argument('--no-sync', action='store_true', help='(control) 2 processes that never exchange gradients')
     a = p.parse_args()
-    if a.worker: return worker(a.worker, a.steps, a.out)
+    if a.worker: return worker(a.worker, a.steps, a.out, sync=not a.no_sync)
     models = a.models.split(',')
     if 'cnn' in models:
         try: import minidl.conv, minidl.pooling  # noqa: F401
         except ImportError:
             print("no minidl.conv yet: skipping the CNN"); models.remove('cnn')
     load_before = os.getloadavg()
-    runs = {(m, w): [] for m in models for w in (1, 2)}
+    runs = {(m, w): [] for m in models for w in (1, 2, 'no_sync')}
     for i in range(a.repeats):
         for m in models:
-            for w in (1, 2):
-                r = _run(m, w, a.steps)
+            for w in (1, 2, 'no_sync'):
+                r = _run(m, 2 if w == 'no_sync' else w, a.steps, sync=w != 'no_sync')
                 runs[m, w].append(r)
                 print(f"repeat {i + 1}: {m}, {w} process(es): {r['samples_per_second']:.0f} samples/s, "
                       f"all-reduce {r['allreduce_ms_per_step']:.1f} ms/step (isolated {r['allreduce_ms_isolated'] or 0:.1f} ms)", flush=True)
@@ -114,7 +118,10 @@ def main():
         machine=dict(cpus=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
                      torch=__import__('torch').__version__, load_average_before=load_before, load_average_after=os.getloadavg()),
         method=f"best of {a.repeats} interleaved repeats of {a.steps} timed steps (after 2 warm-up steps), one thread per "
-               "process, gloo over 127.0.0.1, launched by torchrun; same global batch for 1 and 2 processes",
+               "process, gloo over 127.0.0.1, launched by torchrun; same global batch for 1 and 2 processes; "
+               "cpu_seconds_per_step: CPU time of the slower process per step (least over the repeats), which a busy machine "
+               "does not inflate; no_sync: the control, 2 processes that never exchange gradients (the parallelism the machine "
+               "offered at that moment)",
         models={})
     for m in models:
         best = {w: max(runs[m, w], key=lambda r: r['samples_per_second']) for w in (1, 2)}
@@ -124,8 +131,16 @@ def main():
             all_samples_per_second={w: [r['samples_per_second'] for r in runs[m, w]] for w in (1, 2)},
             speedup_2_processes=best[2]['samples_per_second'] / best[1]['samples_per_second'],
             allreduce_ms_per_step=best[2]['allreduce_ms_per_step'], allreduce_ms_isolated=best[2]['allreduce_ms_isolated'],
-            seconds_per_step={w: best[w]['seconds_per_step'] for w in (1, 2)})
-        print(f"{m}: speed-up with 2 processes {results['models'][m]['speedup_2_processes']:.2f}x")
+            seconds_per_step={w: best[w]['seconds_per_step'] for w in (1, 2)},
+            cpu_seconds_per_step={w: min(r['cpu_seconds_per_step'] for r in runs[m, w]) for w in (1, 2)})
+        c = results['models'][m]['cpu_seconds_per_step']
+        results['models'][m]['speedup_cpu_estimate'] = c[1] / c[2]
+        nosync = max(r['samples_per_second'] for r in runs[m, 'no_sync'])
+        results['models'][m].update(samples_per_second_no_sync=nosync,
+                                    speedup_2_processes_no_sync=nosync / best[1]['samples_per_second'],
+                                    all_samples_per_second_no_sync=[r['samples_per_second'] for r in runs[m, 'no_sync']])
+        print(f"{m}: speed-up with 2 processes {results['models'][m]['speedup_2_processes']:.2f}x "
+              f"(from CPU time per step, as if each process had a core of its own: {results['models'][m]['speedup_cpu_estimate']:.2f}x)")
     sys.path.insert(0, str(ROOT))
     from minidl.files import atomic_open
     with atomic_open(ROOT / 'benchmarks' / 'results_distributed.json') as f: json.dump(results, f, indent=1)

@@ -219,6 +219,8 @@ class Module(SavesForBackward):
         if tensor is not None and not isinstance(tensor, torch.Tensor):
             raise TypeError(f"register_buffer expects a torch.Tensor or None for {name!r}, got {type(tensor).__name__}")
         names = vars(self).setdefault('_buffer_names', [])
+        if name not in names and hasattr(self, name):  # as torch: never shadow a parameter, a sub-module or a method
+            raise KeyError(f"register_buffer: attribute {name!r} already exists in {type(self).__name__}")
         if name not in names: names.append(name)
         setattr(self, name, tensor)
 
@@ -300,7 +302,7 @@ class Module(SavesForBackward):
         targets = dict(self._state_items())
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
-        errors = []
+        errors, staged = [], []  # staged: (model tensor, value already of its dtype and device): copying them cannot fail
         if strict and missing: errors.append(f"missing keys: {', '.join(missing)}")
         if strict and unexpected: errors.append(f"unexpected keys: {', '.join(map(str, unexpected))}")
         for k, t in targets.items():
@@ -309,10 +311,16 @@ class Module(SavesForBackward):
             if not isinstance(v, torch.Tensor): errors.append(f"{k}: expected a tensor, got {type(v).__name__}")
             elif v.shape != t.shape:
                 errors.append(f"{k}: shape {_fmt_shape(v.shape)} in the state dict, {_fmt_shape(t.shape)} in the model")
+            elif v.is_complex() and not t.is_complex():
+                errors.append(f"{k}: a complex tensor ({v.dtype}) for the real {t.dtype} tensor of the model")
+            else:
+                try: staged.append((t, v.detach().to(device=t.device, dtype=t.dtype)))
+                except (RuntimeError, NotImplementedError, TypeError) as e:  # e.g. a meta tensor: no values to copy
+                    errors.append(f"{k}: a {v.dtype} tensor on {v.device} cannot be copied to {t.dtype} on {t.device} "
+                                  f"({str(e).splitlines()[0][:80]})")
         if errors:
             raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + '; '.join(errors) + " (nothing was loaded)")
-        for k, t in targets.items():
-            if k in state_dict: t.copy_(state_dict[k].detach())
+        for t, v in staged: t.copy_(v)  # in place: optimizers holding the tensors keep working
         return missing, unexpected
 
     def extra_repr(self) -> str:
@@ -350,6 +358,20 @@ def _check_grad(g, shape: tuple, dtype: torch.dtype, who: str, device: torch.dev
     if device is not None and g.device != device:
         raise RuntimeError(f"{who}.backward expects a gradient on {device} (the device of its forward output), got one on {g.device}")
     return g
+
+
+def _check_accumulators(module, who: str):
+    "Before `backward` adds to any gradient: every own parameter's `grad` is a tensor of its `value`'s shape, dtype and device."
+    for name, p in vars(module).items():  # so that no in-place accumulation can fail half-way, after others were done
+        if not isinstance(p, Parameter): continue
+        v, g = p.value, p.grad
+        want = f"shape {_fmt_shape(v.shape)}, {v.dtype} on {v.device} (those of {name})"
+        if not isinstance(g, torch.Tensor):
+            raise RuntimeError(f"{who}.backward: {name}.grad is {type(g).__name__}, expected a tensor of {want}: reset "
+                               f"gradients with zero_grad(), never by assigning None")
+        if (g.shape, g.dtype, g.device) != (v.shape, v.dtype, v.device):
+            raise RuntimeError(f"{who}.backward: {name}.grad has shape {_fmt_shape(g.shape)}, {g.dtype} on {g.device}, "
+                               f"expected {want}; nothing was accumulated (was .grad or .value replaced by hand?)")
 
 
 # %% ../nbs/00_core.ipynb #133b93bb

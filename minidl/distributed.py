@@ -301,6 +301,16 @@ def _first_failure(store) -> str | None:
     try: return store.get(_FAILED).decode() if store is not None and store.check([_FAILED]) else None
     except Exception: return None  # the store went away with the rank that held it
 
+_STOPPED = 'minidl/stopped'  # how many ranks have read the failure message
+
+def _wait_for_the_others(store, rank: int, world: int, patience: float = 5.0):
+    "Count this rank as stopped; rank 0, which may host the store, keeps it up until every rank has read the message (at most `patience` s)."
+    import time
+    with contextlib.suppress(Exception):
+        store.add(_STOPPED, 1)
+        deadline = time.monotonic() + patience
+        while rank == 0 and store.add(_STOPPED, 0) < world and time.monotonic() < deadline: time.sleep(0.05)
+
 @contextlib.contextmanager
 def fail_fast():
     "Run the body so that an exception on any rank stops every rank within seconds, each saying which rank failed."
@@ -315,6 +325,7 @@ def fail_fast():
             traceback.print_exc()
         else: msg = f"rank {rank} of {world} stopped because {first}"  # the first failure, named
         print(f"minidl.distributed: {msg}", file=sys.stderr, flush=True)
+        _wait_for_the_others(store, rank, world)
         with contextlib.suppress(Exception): dist.destroy_process_group()  # closes the connections: the others' collectives fail now
         raise DistributedError(msg) from e
 

@@ -6,24 +6,35 @@ Docs: https://minidl.github.io/minidl/files.html.md"""
 
 # %% ../nbs/00b_files.ipynb #a1156c07
 from __future__ import annotations
-import contextlib, os, tempfile
+import contextlib, os, stat, tempfile
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['atomic_open']
 
 # %% ../nbs/00b_files.ipynb #a8f9cfe2
+def _file_mode(path: Path) -> int:
+    "The permissions `open(path, 'w')` leaves: those of the file it replaces, or 0o666 less the umask for a new one."
+    try: return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError: pass
+    mask = os.umask(0o022); os.umask(mask)  # the one portable way to read the umask
+    return 0o666 & ~mask
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, # destination file; its folder must exist
                 mode: str = 'w', # `'w'` (text, UTF-8) or `'wb'` (binary)
                ):
     "Open a temporary file beside `path` for writing; on success it replaces `path` atomically, on failure it is removed."
     if mode not in ('w', 'wb'): raise ValueError(f"atomic_open expects mode 'w' or 'wb', got {mode!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"atomic_open expects a file path (a str or os.PathLike), got {type(path).__name__} {path!r}")
+    if isinstance(path, str) and not path.strip(): raise ValueError("atomic_open expects a file path, got an empty string")
     path = Path(path)
     if path.is_dir(): raise IsADirectoryError(f"cannot write {path}: it is a directory")
     if not path.parent.is_dir(): raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
     try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600): give it the usual permissions
         with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
@@ -31,3 +42,4 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
     except BaseException:  # Ctrl-C included: never leave a partial file behind
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+

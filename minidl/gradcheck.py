@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/gradcheck.html.md"""
 
 # %% ../nbs/01_gradcheck.ipynb #50feb039
 from __future__ import annotations
-import copy, itertools
+import copy, itertools, math, numbers
 import torch
 
 
@@ -67,6 +67,19 @@ def _check_checkable(f):
         raise TypeError(f"gradcheck expects a module (f(x), with forward and backward(grad_output)) or a loss "
                         f"(f(prediction, target), with forward and backward()), got {type(f).__name__}: {why}")
 
+def _check_settings(eps, atol, rtol, seed, raise_exception):
+    "Refuse, with a message, finite-difference settings that cannot give a meaningful answer."
+    for name, v, low in (('eps', eps, '> 0'), ('atol', atol, '>= 0'), ('rtol', rtol, '>= 0')):
+        if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0
+                or (low == '> 0' and v == 0)):
+            raise ValueError(f"gradcheck expects {name} to be a finite number {low}, got {v!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"gradcheck expects seed to be an integer, got {type(seed).__name__} {seed!r}")
+    if not -2**63 <= seed < 2**64:
+        raise ValueError(f"gradcheck expects a seed that torch accepts, an integer in [-2**63, 2**64), got {seed}")
+    if not isinstance(raise_exception, bool):
+        raise TypeError(f"gradcheck expects raise_exception to be True or False, got {raise_exception!r}")
+
 def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(prediction, target)`)
               *inputs: torch.Tensor, # `x` for a module; `prediction, target` for a loss (the target may be an integer tensor)
               eps: float = 1e-6, # finite-difference step
@@ -77,6 +90,7 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
              ) -> bool:
     "Check `f.backward` against central finite differences in float64, for the input and every parameter, and that it accumulates."
     _check_checkable(f)
+    _check_settings(eps, atol, rtol, seed, raise_exception)
     if len(inputs) not in (1, 2):
         raise TypeError(f"gradcheck expects one input (a module's x) or two (a loss's prediction, target), got {len(inputs)}")
     for k, t in enumerate(inputs):
@@ -93,7 +107,10 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
     if len(inputs) == 1:  # a module: reduce the output to a scalar with a fixed random projection R
         y = f(x)
         if not isinstance(y, torch.Tensor): raise TypeError(f"gradcheck: forward returned {type(y).__name__}, expected a tensor")
-        gen = torch.Generator(device=y.device).manual_seed(seed)
+        if not torch.allclose(f(x), y, rtol=0, atol=0, equal_nan=True):  # finite differences need a deterministic function
+            raise ValueError(f"gradcheck: two forward passes of {type(f).__name__} on the same input gave different outputs: "
+                             f"it is random (e.g. Dropout in training mode); check it in eval mode (.eval()) or with p=0")
+        gen = torch.Generator(device=y.device).manual_seed(int(seed))
         R = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=gen)
         backward = lambda: f.backward(R)
         scalar = lambda: float((f(x) * R).sum())

@@ -8,16 +8,17 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .core import Module, Parameter, _check_tensor, _check_grad, _fmt_shape, _parse_device, _parse_dtype
+from .core import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Linear']
 
 # %% ../nbs/02_linear.ipynb #c52e6c11
 def _check_size(n, name: str, who: str) -> int:
-    "Check a layer size is a positive integer."
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-        raise ValueError(f"{who} expects {name} to be a positive integer, got {n!r}")
+    "Check a layer size is a positive integer that torch can hold (below 2**63)."
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 < n < 2**63:
+        raise ValueError(f"{who} expects {name} to be a positive integer" + (" below 2**63" if isinstance(n, numbers.Integral)
+                                                                           and n >= 2**63 else '') + f", got {n!r}")
     return int(n)
 
 # %% ../nbs/02_linear.ipynb #4548cc74
@@ -41,8 +42,12 @@ class Linear(Module):
         self.nb_output = _check_size(nb_output, 'nb_output', 'Linear')
         if not isinstance(bias, bool): raise TypeError(f"Linear expects bias to be True or False, got {bias!r}")
         device, dtype = _parse_device('Linear', device), _parse_dtype('Linear', dtype)  # clear errors for 'float64', torch.int64, 'gpu'
-        self.weight = Parameter(torch.empty(nb_output, nb_input, device=device, dtype=dtype))
-        self.bias = Parameter(torch.empty(nb_output, device=device, dtype=dtype)) if bias else None
+        try:
+            self.weight = Parameter(torch.empty(nb_output, nb_input, device=device, dtype=dtype))
+            self.bias = Parameter(torch.empty(nb_output, device=device, dtype=dtype)) if bias else None
+        except RuntimeError as e:  # out of memory, or more elements than a tensor can hold
+            raise ValueError(f"Linear cannot allocate a weight of shape ({nb_output}, {nb_input}) "
+                             f"({nb_output * nb_input:.3g} values): {str(e).splitlines()[0][:120]}") from None
         self.reset_parameters(generator)
 
     def reset_parameters(self,
@@ -59,6 +64,7 @@ class Linear(Module):
                ) -> torch.Tensor: # output of shape `(*, nb_output)`
         "Compute `x @ weight.T + bias` and keep `x` for `backward`."
         w = self.weight.value
+        if w is not self._checked[0]: self._check_parameters()  # once per weight tensor: its shape is (nb_output, nb_input)
         try:
             x2 = x if x.dim() == 2 else self._flatten(x)  # (*, in) -> (M, in); the usual 2-D input is used as it is
             y = torch.mm(x2, w.t()) if self.bias is None else torch.addmm(self.bias.value, x2, w.t())  # b + X W^T in one kernel
@@ -82,6 +88,8 @@ class Linear(Module):
         if x.dim() == 0 or x.shape[-1] != self.nb_input:
             return ValueError(f"Linear expects an input of shape (*, {self.nb_input}), such as (N, {self.nb_input}) "
                               f"(nb_input={self.nb_input} features in the last dimension), got {_fmt_shape(x.shape)}")
+        try: self._check_parameters()
+        except RuntimeError as e: return e
         b = self.bias.value if self.bias is not None else w
         if (b.dtype, b.device) != (w.dtype, w.device):
             return RuntimeError(f"Linear's weight is {w.dtype} on {w.device} but its bias is {b.dtype} on {b.device} "
@@ -99,6 +107,8 @@ class Linear(Module):
                 ) -> torch.Tensor | None: # dL/dx, shape `(*, nb_input)` (the input's)
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
         (x,) = self._saved_tensors()  # raises if no forward, a failed one, or x changed in place since
+        w, b, c = self.weight, self.bias, self._checked  # the tensors last checked, so that no accumulation fails half-way:
+        if not (c[0] is w.value and c[1] is w.grad and (b is None or c[2] is b.grad)): self._check_parameters(grads=True)
         if x.dim() == 2:
             x2, g = x, _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
         else:  # (*, out): the leading dimensions are one batch dimension, so the sums below run over all of them
@@ -114,6 +124,19 @@ class Linear(Module):
         except RuntimeError as refused:
             raise self._backward_error(x, g) or refused from None
         return gx if x2 is x else gx.view(x.shape)
+
+    _checked = (None, None, None)  # (weight.value, weight.grad, bias.grad) found consistent by the last full check
+
+    def _check_parameters(self, grads: bool = False):
+        "Check the parameters' shapes (and, with `grads`, their gradients'); remember the tensors checked."
+        w, b = self.weight, self.bias
+        for name, p, shape in (('weight', w, (self.nb_output, self.nb_input)), ('bias', b, (self.nb_output,))):
+            if p is not None and p.value.shape != shape:
+                raise RuntimeError(f"Linear's {name} has shape {_fmt_shape(p.value.shape)}, expected {_fmt_shape(shape)} "
+                                   f"(nb_output, nb_input = {self.nb_output}, {self.nb_input}): was {name}.value replaced "
+                                   f"by hand? load values with load_state_dict, which checks them")
+        if grads: _check_accumulators(self, 'Linear')
+        self._checked = (w.value, w.grad if grads else None, b.grad if grads and b is not None else None)
 
     def _backward_error(self, x: torch.Tensor, g: torch.Tensor) -> Exception | None:
         "The error that says why the gradient, the saved input and the parameters do not fit together (`None` if they do)."

@@ -26,11 +26,17 @@ def output_grid(
     resolution:int=200, # grid points per side
 )->tuple[Tensor, Tensor, Tensor]: # `xs`, `ys` (each `(resolution,)`) and the outputs `(resolution, resolution)`, row i at `ys[i]`
     "Evaluate `model` on a `resolution` x `resolution` grid of the unit square"
+    if not isinstance(model, Module): raise TypeError(f"output_grid expects a minidl Module, got {type(model).__name__}")
+    if isinstance(resolution, bool) or not isinstance(resolution, int):
+        raise TypeError(f"output_grid expects resolution to be an int, got {type(resolution).__name__} {resolution!r}")
     if resolution < 2: raise ValueError(f"resolution must be at least 2, got {resolution}")
     dtype = model.parameters()[0].value.dtype if model.parameters() else torch.float32
     xs = torch.linspace(0, 1, resolution, dtype=dtype)
     gy, gx = torch.meshgrid(xs, xs, indexing='ij')
     out = model(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1))
+    if out.numel() != resolution ** 2:
+        raise ValueError(f"output_grid expects a model with one output per point ((n, 1) or (n,)), got an output of shape "
+                         f"{tuple(out.shape)} for {resolution ** 2} points")
     return xs, xs.clone(), out.reshape(resolution, resolution)
 
 # %% ../nbs/09_plots.ipynb #8687c6fb
@@ -51,7 +57,8 @@ def plot_output(
     im = ax.pcolormesh(xs, ys, out, cmap=cmap, vmin=vrange[0], vmax=vrange[1], shading='auto', rasterized=True)
     ax.contour(xs, ys, out, levels=[threshold], colors='k', linestyles='--', linewidths=1)
     ax.add_patch(Circle(CENTER, RADIUS, fill=False, color='k', lw=1.5))
-    pred = (model(x_test) > threshold).squeeze(1).numpy()
+    dtype = model.parameters()[0].value.dtype if model.parameters() else x_test.dtype
+    pred = (model(x_test.to(dtype)) > threshold).squeeze(1).numpy()
     lab = (y_test.squeeze(1) > 0.5).numpy()
     x_test = x_test.detach().double().numpy()
     ok, wrong = pred == lab, pred != lab
@@ -72,6 +79,7 @@ def plot_outputs(
     suptitle:str|None=None, # title of the figure
 ):
     "One `plot_output` panel per model, side by side; returns the figure"
+    if not models: raise ValueError("plot_outputs: nothing to plot (models is empty)")
     fig, axs = plt.subplots(1, len(models), figsize=(5 * len(models), 4.3), squeeze=False, layout='constrained')
     for ax, (title, (model, threshold, vrange)) in zip(axs[0], models.items()):
         plot_output(model, x_test, y_test, threshold, vrange, title, ax=ax, resolution=resolution)
@@ -92,6 +100,10 @@ def plot_history(
     suptitle:str|None=None, # title of the figure
 ):
     "Training loss and train/test error over the epochs, one colour per model; returns the figure"
+    if not histories: raise ValueError("plot_history: nothing to plot (histories is empty)")
+    for title, hs in histories.items():
+        if not (isinstance(hs, History) or (isinstance(hs, (list, tuple)) and all(isinstance(h, History) for h in hs))):
+            raise TypeError(f"plot_history expects a History or a list of them for {title!r}, got {type(hs).__name__}")
     histories = {title: [hs] if isinstance(hs, History) else list(hs) for title, hs in histories.items()}
     for title, hs in histories.items():
         if not hs or not all(len(h) for h in hs): raise ValueError(f"no history to plot for {title!r}")
@@ -123,6 +135,10 @@ def save_figure(
     close:bool=False, # close the figure once saved (frees its memory)
 )->Path: # `path`
     "Write `fig` to `path` atomically: the file appears whole or not at all, and a failed save leaves the previous file intact"
+    if not (callable(getattr(fig, 'savefig', None)) and hasattr(fig, 'canvas')):
+        raise TypeError(f"save_figure expects a matplotlib figure, got {type(fig).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save_figure expects a file path (a str or os.PathLike), got {type(path).__name__} {path!r}")
     path = Path(path)
     formats = fig.canvas.get_supported_filetypes()
     fmt = path.suffix[1:].lower()

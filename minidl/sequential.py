@@ -6,6 +6,7 @@ Docs: https://minidl.github.io/minidl/sequential.html.md"""
 
 # %% ../nbs/05_sequential.ipynb #eb0bfb92
 from __future__ import annotations
+import operator
 import torch
 from .core import Module, Parameter
 
@@ -71,5 +72,12 @@ class Sequential(Module):
     def __iter__(self): return iter(self.layers)
     def __getitem__(self, i):
         "The `i`-th module, or a `Sequential` of a slice (sharing the modules)."
-        return Sequential(*self.layers[i]) if isinstance(i, slice) else self.layers[i]
+        if isinstance(i, slice): return Sequential(*self.layers[i])
+        try: k = operator.index(i)  # ints, NumPy integers, 0-dim integer tensors (not bool: a mask would be meant)
+        except TypeError: k = None
+        if k is None or isinstance(i, bool):
+            raise TypeError(f"Sequential indices must be integers or slices, got {type(i).__name__} {i!r}")
+        if not -len(self.layers) <= k < len(self.layers):
+            raise IndexError(f"Sequential index {k} is out of range: it holds {len(self.layers)} modules")
+        return self.layers[k]
 
