@@ -19,7 +19,6 @@ from .activations import *
 from .losses import *
 from .sequential import *
 from .optim import *
-from .data import *
 from .training import *
 from .dropout import *
 from .softmax import *
@@ -43,7 +42,6 @@ _modules = [  # one per line, in book order
     'losses',
     'sequential',
     'optim',
-    'data',
     'training',
     'dropout',
     'softmax',

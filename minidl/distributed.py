@@ -353,7 +353,7 @@ def demo(argv: list[str] | None = None, # command-line arguments (default: `sys.
     import json
     from pathlib import Path
     from minidl.files import atomic_open
-    from minidl.data import circle_train_test
+    from minidl.experiments.circle_data import circle_train_test
     from minidl.linear import Linear
     from minidl.activations import ReLU, Sigmoid
     from minidl.sequential import Sequential

@@ -1,4 +1,4 @@
-"""The figures of the circle experiment (matplotlib): each model's output over the unit square with the true circle and the test points, and the loss and error curves over the epochs.
+"""Figures of any training run (matplotlib): the loss and error curves over the epochs, and `save_figure`, which writes a figure atomically.
 
 Docs: https://minidl.github.io/minidl/plots.html.md"""
 
@@ -6,86 +6,15 @@ Docs: https://minidl.github.io/minidl/plots.html.md"""
 
 # %% ../nbs/09_plots.ipynb #42e89763
 from __future__ import annotations
-import math, os
+import os
 from pathlib import Path
 import torch
-from torch import Tensor
 import matplotlib.pyplot as plt
-from matplotlib.patches import Circle
-from .core import Module
 from .files import atomic_open
-from .data import CENTER, RADIUS
 from .training import History
 
 # %% auto #0
-__all__ = ['output_grid', 'plot_output', 'plot_outputs', 'plot_history', 'save_figure']
-
-# %% ../nbs/09_plots.ipynb #30d31605
-def output_grid(
-    model:Module, # model mapping `(n, 2)` points to `(n, 1)` outputs
-    resolution:int=200, # grid points per side
-)->tuple[Tensor, Tensor, Tensor]: # `xs`, `ys` (each `(resolution,)`) and the outputs `(resolution, resolution)`, row i at `ys[i]`
-    "Evaluate `model` on a `resolution` x `resolution` grid of the unit square"
-    if not isinstance(model, Module): raise TypeError(f"output_grid expects a minidl Module, got {type(model).__name__}")
-    if isinstance(resolution, bool) or not isinstance(resolution, int):
-        raise TypeError(f"output_grid expects resolution to be an int, got {type(resolution).__name__} {resolution!r}")
-    if resolution < 2: raise ValueError(f"resolution must be at least 2, got {resolution}")
-    dtype = model.parameters()[0].value.dtype if model.parameters() else torch.float32
-    xs = torch.linspace(0, 1, resolution, dtype=dtype)
-    gy, gx = torch.meshgrid(xs, xs, indexing='ij')
-    out = model(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1))
-    if out.numel() != resolution ** 2:
-        raise ValueError(f"output_grid expects a model with one output per point ((n, 1) or (n,)), got an output of shape "
-                         f"{tuple(out.shape)} for {resolution ** 2} points")
-    return xs, xs.clone(), out.reshape(resolution, resolution)
-
-# %% ../nbs/09_plots.ipynb #8687c6fb
-def plot_output(
-    model:Module, # trained model
-    x_test:Tensor, # test points `(m, 2)`
-    y_test:Tensor, # their labels in {0, 1}, `(m, 1)`
-    threshold:float=0.5, # decision threshold on the output
-    vrange:tuple[float, float]=(0.0, 1.0), # output range, for the colour scale
-    title:str='', # title of the panel
-    ax=None, # matplotlib axes (default: a new figure)
-    resolution:int=200, # grid points per side
-    cmap:str='RdBu_r', # colour map of the output
-):
-    "Colour map of `model`'s output over [0, 1]², with the true circle, the decision boundary and the test points"
-    if ax is None: _, ax = plt.subplots(figsize=(4.6, 4))
-    xs, ys, out = (t.detach().double().numpy() for t in output_grid(model, resolution))
-    im = ax.pcolormesh(xs, ys, out, cmap=cmap, vmin=vrange[0], vmax=vrange[1], shading='auto', rasterized=True)
-    ax.contour(xs, ys, out, levels=[threshold], colors='k', linestyles='--', linewidths=1)
-    ax.add_patch(Circle(CENTER, RADIUS, fill=False, color='k', lw=1.5))
-    dtype = model.parameters()[0].value.dtype if model.parameters() else x_test.dtype
-    pred = (model(x_test.to(dtype)) > threshold).squeeze(1).numpy()
-    lab = (y_test.squeeze(1) > 0.5).numpy()
-    x_test = x_test.detach().double().numpy()
-    ok, wrong = pred == lab, pred != lab
-    ax.scatter(*x_test[ok & lab].T, s=4, c='k', marker='o', lw=0, label='test, inside')
-    ax.scatter(*x_test[ok & ~lab].T, s=4, c='w', marker='o', edgecolors='k', linewidths=0.3, label='test, outside')
-    ax.scatter(*x_test[wrong].T, s=30, c='yellow', marker='X', edgecolors='k', linewidths=0.6,
-               label=f'misclassified ({int(wrong.sum())})')
-    ax.set(xlim=(0, 1), ylim=(0, 1), aspect='equal', title=title, xlabel='$x_1$', ylabel='$x_2$')
-    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label='output')
-    return ax
-
-# %% ../nbs/09_plots.ipynb #0aa18ea2
-def plot_outputs(
-    models:dict, # title -> `(model, threshold, (low, high))`
-    x_test:Tensor, # test points `(m, 2)`
-    y_test:Tensor, # their labels `(m, 1)`
-    resolution:int=200, # grid points per side
-    suptitle:str|None=None, # title of the figure
-):
-    "One `plot_output` panel per model, side by side; returns the figure"
-    if not models: raise ValueError("plot_outputs: nothing to plot (models is empty)")
-    fig, axs = plt.subplots(1, len(models), figsize=(5 * len(models), 4.3), squeeze=False, layout='constrained')
-    for ax, (title, (model, threshold, vrange)) in zip(axs[0], models.items()):
-        plot_output(model, x_test, y_test, threshold, vrange, title, ax=ax, resolution=resolution)
-    axs[0, 0].legend(loc='lower left', fontsize=7, framealpha=0.9)
-    if suptitle: fig.suptitle(suptitle)
-    return fig
+__all__ = ['plot_history', 'save_figure']
 
 # %% ../nbs/09_plots.ipynb #6db6a902
 def _band(hs:list[History], key:str, error:bool=False):

@@ -18,7 +18,7 @@ from minidl import (Linear, ReLU, Tanh, Sigmoid, LeakyReLU, GELU, Softmax, LogSo
                     SGD, Adam, AdamW, StepLR, CosineAnnealingLR, OneCycleLR, save_checkpoint, load_checkpoint,
                     gradcheck, train, accuracy, atomic_open)
 from minidl.core import Module, Parameter
-from minidl.data import circle_dataset, circle_label
+from minidl.experiments.circle_data import circle_dataset, circle_label
 
 F64 = torch.float64
 RAW = ('mat1 and mat2', 'Overflow when unpacking', 'expected str, bytes or os.PathLike', 'object has no attribute',
@@ -872,7 +872,8 @@ def test_circle_label_refuses_non_tensors():
 def test_plots_refuse_bad_arguments_clearly(tmp_path):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from minidl.plots import output_grid, plot_history, plot_outputs, plot_output, save_figure
+    from minidl.plots import plot_history, save_figure
+    from minidl.experiments.circle_plots import output_grid, plot_outputs, plot_output
     m1 = Sequential(Linear(2, 1), Sigmoid())
     raises(TypeError, 'resolution', output_grid, m1, 2.5)
     raises(TypeError, 'resolution', output_grid, m1, '10')
@@ -924,7 +925,7 @@ def _one_line_exit_2(rc, stderr, contains):
 @pytest.mark.parametrize('args, contains', CLI_BAD)
 def test_cli_bad_arguments_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, args, contains):
     "In process (fast): main(argv) exits with status 2 and one line on stderr, and writes nothing."
-    from minidl.cli import main
+    from minidl.experiments.circle_cli import main
     before = _layout(tmp_path)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info: main(['--quiet', '--epochs', '1', *args])

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from minidl.circle import MODELS
-from minidl.cli import main
+from minidl.experiments.circle import MODELS
+from minidl.experiments.circle_cli import main
 
 TINY = ['--epochs', '3', '--quiet']
 
@@ -90,14 +90,22 @@ def test_unwritable_out(tmp_path, capsys):
     assert 'cannot write to --out' in err and err.count('\n') == 1 and 'Traceback' not in err
 
 
+def _installed_script_is_current(name: str) -> bool:
+    "Whether the installed console script `name` points where this checkout's pyproject.toml says (an install made before a move does not)"
+    import tomllib
+    from importlib.metadata import entry_points
+    want = tomllib.loads((Path(__file__).parents[1]/'pyproject.toml').read_text())['project']['scripts'][name]
+    return any(ep.value == want for ep in entry_points(group='console_scripts', name=name))
+
+
 def _cmds():
-    cmds = [[sys.executable, '-m', 'minidl']]
+    cmds = [[sys.executable, '-m', 'minidl'], [sys.executable, '-m', 'minidl', 'circle']]
     exe = shutil.which('minidl-circle', path=str(Path(sys.executable).parent))
-    if exe: cmds.append([exe])
+    if exe and _installed_script_is_current('minidl-circle'): cmds.append([exe])
     return cmds
 
 
-@pytest.mark.parametrize('cmd', _cmds(), ids=lambda c: Path(c[-1]).name)
+@pytest.mark.parametrize('cmd', _cmds(), ids=lambda c: ' '.join([Path(c[0]).name] + c[1:]))
 def test_subprocess_end_to_end(cmd, tmp_path):
     out = tmp_path/'res'
     r = subprocess.run(cmd + ['--epochs', '5', '--out', str(out)], capture_output=True, text=True, timeout=300)
@@ -108,7 +116,7 @@ def test_subprocess_end_to_end(cmd, tmp_path):
     _check_results(out, runs=1, epochs=5)
 
 
-@pytest.mark.parametrize('cmd', _cmds(), ids=lambda c: Path(c[-1]).name)
+@pytest.mark.parametrize('cmd', _cmds(), ids=lambda c: ' '.join([Path(c[0]).name] + c[1:]))
 @pytest.mark.parametrize('argv,msg', [BAD[0]])
 def test_subprocess_bad_arguments(cmd, argv, msg, tmp_path):
     r = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -116,11 +124,23 @@ def test_subprocess_bad_arguments(cmd, argv, msg, tmp_path):
     assert r.stdout == '' and msg in r.stderr and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
 
 
-def test_help():
-    r = subprocess.run([sys.executable, '-m', 'minidl', '--help'], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0
+@pytest.mark.parametrize('sub', [[], ['circle']])
+def test_help(sub):
+    r = subprocess.run([sys.executable, '-m', 'minidl', *sub, '--help'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith('usage: minidl-circle')
     for opt in ('--epochs', '--runs', '--seed', '--lr', '--decay', '--batch-size', '--hidden', '--out', '--quiet', '--device', '--save'):
         assert opt in r.stdout
+
+
+def test_python_m_minidl_dispatch(monkeypatch):
+    "`python -m minidl [circle|digits] args`: the first argument picks the command, which gets the rest; none means the circle"
+    import minidl.__main__ as M, minidl.experiments.digits_cli as D
+    calls = []
+    monkeypatch.setattr(minidl.experiments.circle_cli, 'main', lambda argv: calls.append(('circle', argv)) or 0)
+    monkeypatch.setattr(D, 'digits_main', lambda argv: calls.append(('digits', argv)) or 3)
+    assert M.main(['--runs', '2']) == 0 and M.main(['circle', '--quiet']) == 0 and M.main(['digits', '--runs', '1']) == 3
+    assert M.main([]) == 0
+    assert calls == [('circle', ['--runs', '2']), ('circle', ['--quiet']), ('digits', ['--runs', '1']), ('circle', [])]
 
 
 # ---------------------------------------------------------------- devices, destinations, atomic writes, divergence
@@ -130,10 +150,10 @@ import os
 
 import torch
 
-import minidl.circle
-import minidl.cli
+import minidl.experiments.circle
+import minidl.experiments.circle_cli
 import minidl.files
-from minidl.circle import circle_mlp, run_circle
+from minidl.experiments.circle import circle_mlp, run_circle
 from minidl import Sigmoid, Tanh
 
 
@@ -161,7 +181,7 @@ def test_bad_out_refused_before_training(make, argv_out, msg, tmp_path, capsys, 
     make(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*'))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(minidl.cli, 'run_circle', lambda *a, **k: pytest.fail('trained despite a bad destination'))
+    monkeypatch.setattr(minidl.experiments.circle_cli, 'run_circle', lambda *a, **k: pytest.fail('trained despite a bad destination'))
     code, err = _fail(TINY + ['--out', argv_out if not argv_out.strip() else str(tmp_path/argv_out)], capsys)
     assert code == 2 and msg in err, err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*')) == before  # nothing created or touched
@@ -177,7 +197,7 @@ def test_read_only_out_refused(tmp_path, capsys):
 
 
 def test_bad_save_refused_before_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(minidl.cli, 'run_circle', lambda *a, **k: pytest.fail('trained despite a bad destination'))
+    monkeypatch.setattr(minidl.experiments.circle_cli, 'run_circle', lambda *a, **k: pytest.fail('trained despite a bad destination'))
     (tmp_path/'dir.pt').mkdir(); (tmp_path/'file').write_text('x')
     for save, msg in [(tmp_path/'dir.pt', 'it is a folder'), (tmp_path/'file'/'m.pt', "is a file, not a folder")]:
         code, err = _fail(TINY + ['--out', str(tmp_path/'res'), '--save', str(save)], capsys)
@@ -255,9 +275,9 @@ def test_device_is_passed_to_every_run(tmp_path, monkeypatch):
     def spy(name, seed, device, **kw):
         seen.append((name, seed, device))
         return real_run(name, seed, device='cpu', **kw)
-    real_run = minidl.cli.run_circle
-    monkeypatch.setattr(minidl.cli, '_device', lambda name: torch.device('meta'))
-    monkeypatch.setattr(minidl.cli, 'run_circle', spy)
+    real_run = minidl.experiments.circle_cli.run_circle
+    monkeypatch.setattr(minidl.experiments.circle_cli, 'resolve_device', lambda name: torch.device('meta'))
+    monkeypatch.setattr(minidl.experiments.circle_cli, 'run_circle', spy)
     assert main(TINY + ['--runs', '2', '--device', 'cuda', '--out', str(tmp_path/'res')]) == 0
     assert seen == [(n, s, torch.device('meta')) for s in (0, 1) for n in MODELS]
 
@@ -272,6 +292,6 @@ def test_run_circle_puts_data_and_model_on_the_device(name, monkeypatch):
         seen['params'] = {p.value.device.type for p in model.parameters()}
         seen['data'] = {t.device.type for t in (x_train, y_train, x_test, y_test)}
         raise _Stop
-    monkeypatch.setattr(minidl.circle, 'train', fake_train)
+    monkeypatch.setattr(minidl.experiments.circle, 'train', fake_train)
     with pytest.raises(_Stop): run_circle(name, 0, epochs=1, device='meta')
     assert seen == {'params': {'meta'}, 'data': {'meta'}}

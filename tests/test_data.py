@@ -4,7 +4,7 @@ import math
 import torch
 from hypothesis import given, settings, strategies as st
 
-from minidl.data import CENTER, RADIUS, circle_dataset, circle_label, circle_train_test
+from minidl.experiments.circle_data import CENTER, RADIUS, circle_dataset, circle_label, circle_train_test
 
 
 @settings(max_examples=40, deadline=None)

@@ -84,6 +84,14 @@ def test_cuda_missing_is_one_line_through_python_m():
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'CUDA is not available' in proc.stderr
 
 
+def test_python_m_minidl_digits():
+    "`python -m minidl digits ...` runs minidl-digits with the other arguments"
+    r = subprocess.run([sys.executable, '-m', 'minidl', 'digits', '--help'], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith('usage: minidl-digits') and '--model' in r.stdout
+    r = subprocess.run([sys.executable, '-m', 'minidl', 'digits', '--model', 'rnn'], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and r.stderr.startswith('minidl-digits: error: argument --model'), r.stderr
+
+
 def test_bench_digits_quick(tmp_path):
     out = tmp_path/'bench.json'
     proc = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'bench_digits.py'), '--quick', '--budget', '0.2', '--out', str(out)],

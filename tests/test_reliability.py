@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 import minidl
 from minidl import Linear, ReLU, Sequential, Sigmoid, Tanh
 from minidl.core import Module, Parameter
-from minidl.data import circle_dataset, circle_train_test
+from minidl.experiments.circle_data import circle_dataset, circle_train_test
 
 F64 = torch.float64
 

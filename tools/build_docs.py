@@ -65,9 +65,9 @@ KATEX_CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/katex@[^/\"']+/dist/")
 # same title (Performance) becomes that page's plain entry, not "Performance > Performance"; a section titled None
 # lists its pages at the top level.
 SECTIONS = [
-    ("Part I · Core", r"^0[0-6][a-z]?_"),  # Parameter/Module, files, gradcheck, Linear, activations, losses, ...
+    ("Part I · Core", r"^0\d[a-z]?_"),  # Parameter/Module, files, gradcheck, Linear, activations, losses, SGD, training, plots
     ("Part II · Going further", r"^2\d[a-z]?_"),  # modes + Dropout, softmax, BatchNorm, init, conv, pooling, Adam, ...
-    ("Part III · Experiments", r"^(0[7-9]|1[01]|[45]\d)[a-z]?_"),  # the circle (07-11, or 4x) and the digits (5x)
+    ("Part III · Experiments", r"^[45]\d[a-z]?_"),  # what the experiments share (40), the circle (41-44), the digits (50-52), python -m minidl (59)
     ("Part IV · Scale", r"^[6-8]\d[a-z]?_"),  # data parallelism, GPU
     ("Tutorials", r"^(9[0-8]|12)[a-z]?_|tutorial"),  # backprop from scratch, data parallelism by hand
     ("Performance", r"^13[a-z]?_|perf|bench"),
