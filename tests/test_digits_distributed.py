@@ -91,3 +91,14 @@ def test_torchrun_without_distributed_is_refused(monkeypatch, tmp_path, capsys):
     with pytest.raises(SystemExit) as e: digits_main(['--distributed', '--seed', str(2**31), '--out', str(tmp_path/'x')])
     assert e.value.code == 2 and 'seeds < 2**31' in capsys.readouterr().err
 
+
+def test_partial_environment(monkeypatch, tmp_path, capsys):
+    "A stray RANK alone: an error with --distributed (naming what is missing), ignored without it."
+    from minidl.experiments.digits_cli import make_digits_parser, _start_distributed
+    import torch
+    for k in TORCHRUN_ENV: monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv('RANK', '0')
+    with pytest.raises(SystemExit) as e: digits_main(['--distributed', '--out', str(tmp_path/'x')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'sets RANK but not WORLD_SIZE, MASTER_ADDR, MASTER_PORT' in err, err
+    assert _start_distributed(make_digits_parser().parse_args([]), torch.device('cpu')) == (None, None)

@@ -86,18 +86,19 @@ _TORCHRUN = "torchrun --standalone --nproc-per-node 2 -m minidl.experiments.digi
 
 def _start_distributed(args, device:torch.device)->tuple[dict|None, str|None]:
     "Join torchrun's process group if `--distributed` (returns its info and the device to use), or an error message"
-    try: info = launch_info()
-    except RuntimeError as e: return None, str(e)
+    try: info, bad = launch_info(), None
+    except RuntimeError as e: info, bad = None, str(e)  # a partial torchrun environment: an error only with --distributed
     if not args.distributed:
         if info is not None and info['world_size'] > 1:
             return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without --distributed: every process "
                           f"would train alone and write the same files; add --distributed")
         return None, None
+    if bad: return None, bad
     if info is None:
         return None, (f"--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), and none "
                       f"is set: launch it with `{_TORCHRUN}`")
     if args.seed + args.runs > 2**31: return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
-    try: ShardedSampler(1437, RECIPE['batch_size'], world_size=info['world_size'])  # 1437 % 64 = 29 samples in the last batch
+    try: ShardedSampler(1437, RECIPE['batch_size'], world_size=info['world_size'])  # 1,437 training images: 29 in the last batch
     except ValueError as e: return None, f"--distributed on {info['world_size']} processes: {e}"
     try: info = init_distributed('nccl' if device.type == 'cuda' else 'gloo')
     except (RuntimeError, ValueError) as e: return None, f"--distributed: {e}"
