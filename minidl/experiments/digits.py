@@ -21,6 +21,7 @@ from ..softmax import LossCrossEntropy
 from ..adam import AdamW
 from ..schedules import OneCycleLR
 from ..training import History, train
+from ..distributed import DataParallel, get_rank
 from .common import mean_std, fmt_pm, text_table
 from .digits_data import load_digits_split, RandomShift, AugmentedSequential
 
@@ -114,6 +115,7 @@ def run_digits(
     progress:bool=False, # show a progress bar
     leave:bool=True, # keep the finished progress bar
     desc:str|None=None, # label of the progress bar (default: the model's name and the seed)
+    data_parallel:bool=False, # train through `DataParallel`: under torchrun, this process's part of a data-parallel run
 )->DigitsRun:
     "Train one digits model with one seed; return the model, its history and its final accuracies"
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
@@ -121,14 +123,21 @@ def run_digits(
     lr = spec.lr if lr is None else lr
     x_train, y_train, x_test, y_test = load_digits_split(seed, dtype=dtype, device=device)
     x_train, x_test = _as_input(x_train, spec.images), _as_input(x_test, spec.images)
-    model = spec.build(torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
+    g = torch.Generator().manual_seed(seed)
+    model = spec.build(g).to(device=device, dtype=dtype)
+    dp = None
+    if data_parallel:
+        if get_rank() > 0: g.manual_seed(seed + get_rank() * 2**32)  # every replica its own shifts and masks; rank 0 those of one process
+        dp = DataParallel(model, x_train.shape[0], batch_size, seed=seed)  # the same model on every rank: rank 0's, broadcast
     opt = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-x_train.shape[0] // batch_size)
     sched = OneCycleLR(opt, max_lr=lr, total_steps=steps)
     start = time.perf_counter()
     hist = train(model, LossCrossEntropy(label_smoothing=label_smoothing), opt, x_train, y_train, x_test, y_test,
                  epochs=epochs, batch_size=batch_size, seed=seed, scheduler=sched, record_every=record_every,
-                 progress=progress, leave=leave, desc=desc or f"{name} seed {seed}")
+                 progress=progress, leave=leave, desc=desc or f"{name} seed {seed}",
+                 sampler=None if dp is None else dp.sampler, after_backward=None if dp is None else dp.after_backward)
+    if dp is not None: hist = dp.reduce_history(hist)  # the training loss and accuracy over every rank's samples
     seconds = time.perf_counter() - start
     pred_train, pred_test = predict(model, x_train), predict(model, x_test)
     acc = torch.stack([(pred_train == y_train).double().mean(), (pred_test == y_test).double().mean()]).tolist()

@@ -10,6 +10,8 @@ import argparse, sys, time
 from pathlib import Path
 import torch
 from ..training import TrainingDiverged
+from ..distributed import (launch_info, init_distributed, ShardedSampler, fail_fast, DistributedError, shutdown,
+                                is_main_process, on_main)
 from .common import (ExperimentParser, positive_int, nonneg_int, path_arg, DEVICES, resolve_device,
                                        torch_threads, check_destinations, figure_png, write_outputs, environment, Messages, mean_std)
 from .digits_data import digits_available, load_digits_split, INSTALL_HINT
@@ -37,6 +39,9 @@ def make_digits_parser()->argparse.ArgumentParser:
     p.add_argument('--device', choices=DEVICES, default='cpu', help="where data and models live; auto: cuda if available (default: %(default)s)")
     p.add_argument('--threads', type=positive_int, default=1, help='torch CPU threads; these networks are small, 1 is fastest (default: %(default)s)')
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
+    p.add_argument('--distributed', action='store_true', help="data-parallel over the processes torchrun started (gloo on the CPU, NCCL with "
+                   "--device cuda), e.g. `torchrun --standalone --nproc-per-node 2 -m minidl.experiments.digits_cli --distributed`; "
+                   "the global batch stays 64; rank 0 prints and writes")
     return p
 
 # %% ../../nbs/52_digits_cli.ipynb #ccccf805
@@ -77,9 +82,31 @@ def _state_dicts(runs:dict)->dict:
             for n, rs in runs.items() for r in rs}
 
 # %% ../../nbs/52_digits_cli.ipynb #58186d20
+_TORCHRUN = "torchrun --standalone --nproc-per-node 2 -m minidl.experiments.digits_cli --distributed"
+
+def _start_distributed(args, device:torch.device)->tuple[dict|None, str|None]:
+    "Join torchrun's process group if `--distributed` (returns its info and the device to use), or an error message"
+    try: info, bad = launch_info(), None
+    except RuntimeError as e: info, bad = None, str(e)  # a partial torchrun environment: an error only with --distributed
+    if not args.distributed:
+        if info is not None and info['world_size'] > 1:
+            return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without --distributed: every process "
+                          f"would train alone and write the same files; add --distributed")
+        return None, None
+    if bad: return None, bad
+    if info is None:
+        return None, (f"--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), and none "
+                      f"is set: launch it with `{_TORCHRUN}`")
+    if args.seed + args.runs > 2**31: return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
+    try: ShardedSampler(1437, RECIPE['batch_size'], world_size=info['world_size'])  # 1,437 training images: 29 in the last batch
+    except ValueError as e: return None, f"--distributed on {info['world_size']} processes: {e}"
+    try: info = init_distributed('nccl' if device.type == 'cuda' else 'gloo')
+    except (RuntimeError, ValueError) as e: return None, f"--distributed: {e}"
+    return info, None
+
 def digits_main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
-)->int: # exit status: 0 on success, 1 if training diverged or scikit-learn is missing, 2 for bad arguments or destinations
+)->int: # exit status: 0 on success, 1 if training diverged, a rank failed or scikit-learn is missing, 2 for bad arguments or destinations
     "The `minidl-digits` command"
     parser = make_digits_parser()
     args = parser.parse_args(argv)
@@ -89,40 +116,59 @@ def digits_main(
     except ValueError as e: parser.error(str(e))
     if not digits_available():
         print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
+    info, error = _start_distributed(args, device)
+    if error: parser.error(error)
+    if info is None: return _digits_run(args, parser, device, None)
+    try:
+        with fail_fast(): return _digits_run(args, parser, info['device'] if device.type == 'cuda' else device, info)
+    except DistributedError: return 1  # every rank has printed which rank failed
+    finally: shutdown()
+
+def _digits_run(args, parser, device:torch.device, info:dict|None)->int:
+    "Train, print, write: the command once its arguments are checked (`info`: the process group's, or `None`)"
+    main = is_main_process()  # rank 0 alone prints and writes; always True in a single process
     names = ('mlp', 'cnn') if args.model == 'both' else (args.model,)
-    say = Messages(args.quiet)
+    say = Messages(args.quiet or not main)
     seeds = list(range(args.seed, args.seed + args.runs))
     recipe = dict(RECIPE, epochs=args.epochs)
-    settings = dict(models=list(names), runs=args.runs, seeds=seeds, recipe=recipe, **environment(args.threads, device))
+    world = 1 if info is None else info['world_size']
+    settings = dict(models=list(names), runs=args.runs, seeds=seeds, recipe=recipe, **environment(args.threads, device),
+                    distributed=None if info is None else dict(world_size=world, backend=info['backend']))
     say(f"digits: 1,437 train / 360 test images, {', '.join(MODELS[n].title for n in names)}; {args.runs} run(s) per model "
-        f"(seeds {seeds[0]}..{seeds[-1]}), {args.epochs} epochs, device {device}")
+        f"(seeds {seeds[0]}..{seeds[-1]}), {args.epochs} epochs, device {device}"
+        + ('' if info is None else f"; data-parallel on {world} processes ({info['backend']}), global batch {RECIPE['batch_size']}"))
     runs = {n: [] for n in names}
     start = time.perf_counter()
     with torch_threads(args.threads):
         try:
             for seed in seeds:
                 for n in names:
-                    try: r = run_digits(n, seed, epochs=args.epochs, device=device, progress=not args.quiet, leave=False)
+                    try: r = run_digits(n, seed, epochs=args.epochs, device=device, progress=not args.quiet and main, leave=False,
+                                        data_parallel=info is not None)
                     except TrainingDiverged as e:
+                        if info is not None: raise  # fail_fast stops every rank, naming this one
                         print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
                     r.model.to('cpu'); r.test_predictions = r.test_predictions.cpu()
                     runs[n].append(r)
                     say(f"  {n} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test {100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
         except KeyboardInterrupt:
             print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr); return 130
-        seconds = time.perf_counter() - start
-        summary = summarize_digits(runs)
-        settings['wall_seconds'] = round(seconds, 2)
-        print(digits_table(summary))
-        say(f"training time: {seconds:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else ''))
-        results = _results_json(summary, settings)
-        for n in names: results[n]['settings']['parameters'] = sum(p.value.numel() for p in runs[n][0].model.parameters())
-        try: write_outputs(args.out, {'results.json': results, **_figures(runs)}, args.save,
-                           _state_dicts(runs) if args.save is not None else None)
-        except OSError as e:
-            print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
-    say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else ''))
-    return 0
+        settings['wall_seconds'] = round(time.perf_counter() - start, 2)
+
+        def report()->int:  # rank 0 only
+            summary = summarize_digits(runs)
+            print(digits_table(summary), flush=True)
+            say(f"training time: {settings['wall_seconds']:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else '')
+                + ('' if info is None else f" per process, {world} processes"))
+            results = _results_json(summary, settings)
+            for n in names: results[n]['settings']['parameters'] = sum(p.value.numel() for p in runs[n][0].model.parameters())
+            try: write_outputs(args.out, {'results.json': results, **_figures(runs)}, args.save,
+                               _state_dicts(runs) if args.save is not None else None)
+            except OSError as e:
+                print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
+            say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else ''))
+            return 0
+        return (on_main(report) if info is not None else report()) or 0  # the other ranks wait for rank 0's files
 
 # %% ../../nbs/52_digits_cli.ipynb #5d00686e
 if __name__ == '__main__' and __package__ == 'minidl.experiments': raise SystemExit(digits_main())
