@@ -82,7 +82,7 @@ def _state_dicts(runs:dict)->dict:
             for n, rs in runs.items() for r in rs}
 
 # %% ../../nbs/52_digits_cli.ipynb #58186d20
-_TORCHRUN = "torchrun --standalone --nproc-per-node 2 -m minidl.experiments.digits_cli --distributed"
+_TORCHRUN = "torchrun --standalone --nproc-per-node 2 -m minidl digits --distributed"
 
 def _start_distributed(args, device:torch.device)->tuple[dict|None, str|None]:
     "Join torchrun's process group if `--distributed` (returns its info and the device to use), or an error message"
