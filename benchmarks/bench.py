@@ -70,6 +70,8 @@ LR = 0.05
 
 # ---------------------------------------------------------------- same weights, same data
 
+SUITES = {'conv': 'bench_conv.py', 'digits': 'bench_digits.py', 'optim': 'bench_optim.py'}  # --suites: the other benchmark scripts
+
 def init_weights(sizes, seed=0):
     "Weights and biases drawn like torch.nn.Linear's, U[-1/sqrt(in), 1/sqrt(in)], from a seeded generator."
     gen = torch.Generator().manual_seed(seed)
@@ -370,8 +372,12 @@ def main(argv=None):
                     help="where every implementation runs: models, data and loss (default: cpu; auto: cuda if available)")
     ap.add_argument('--regimes', default=None, help='comma-separated regime names (default: all)')
     ap.add_argument('--no-memory', action='store_true', help='skip the peak-memory child processes')
+    ap.add_argument('--suites', default='', help=f"also run these benchmark scripts afterwards, one at a time, each writing its own "
+                    f"results_*.json: comma-separated names from {', '.join(SUITES)}, or 'all' (default: none)")
     ap.add_argument('--memory-child', nargs=2, metavar=('IMPL', 'REGIMES'), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    suites = list(SUITES) if args.suites == 'all' else [x for x in args.suites.split(',') if x]
+    if bad := [x for x in suites if x not in SUITES]: ap.error(f"--suites: unknown {', '.join(bad)} (expected {', '.join(SUITES)} or all)")
     if args.memory_child:
         return memory_child(*args.memory_child, args.device, args.threads)
 
@@ -417,6 +423,11 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         with minidl.files.atomic_open(out, 'w') as f: f.write(json.dumps(result, indent=1) + '\n')  # whole or not at all
         print(f"wrote {out}")
+    for name in suites:  # the other benchmarks (CNN, digits, optimizers) are scripts of their own: run each in a fresh process
+        cmd = [sys.executable, str(ROOT / 'benchmarks' / SUITES[name])] + (['--quick'] if args.quick else [])
+        print(f"\n== {' '.join(['python', 'benchmarks/' + SUITES[name]] + cmd[2:])}", flush=True)
+        if subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads))).returncode != 0:
+            sys.exit(f"benchmarks/{SUITES[name]} failed")
     return result
 
 if __name__ == '__main__':

@@ -105,3 +105,11 @@ def test_ablation_variants_compute_the_same_step():
         step, params = ablation.builder(*v[:5])(weights)
         assert [step(x, t).item() for _ in range(2)] == pytest.approx(ref, rel=1e-5), name
         for p, q in zip(params, ref_params): torch.testing.assert_close(p, q.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_suites_are_checked_before_anything_runs(capsys):
+    "`--suites` names the other benchmark scripts; an unknown name is a one-line usage error (exit 2) before any timing."
+    assert set(bench.SUITES) == {'conv', 'digits', 'optim'}
+    for name, script in bench.SUITES.items(): assert (Path(bench.__file__).parent / script).is_file(), script
+    with pytest.raises(SystemExit) as e: bench.main(['--quick', '--suites', 'digits,nope'])
+    assert e.value.code == 2 and "--suites: unknown nope" in capsys.readouterr().err
