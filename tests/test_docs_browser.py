@@ -478,12 +478,18 @@ def test_figures_are_enlargeable(desktop, phone, server):
         for k, a in enumerate(drv.find_elements("css selector", "main a.figure-zoom")):
             drv.execute_script("window.scrollTo(0, arguments[0].getBoundingClientRect().top + window.scrollY - 120)", a)
             inline, height = drv.execute_script("const r = arguments[0].querySelector('img').getBoundingClientRect(); return [r.width, r.height]", a)
-            ActionChains(drv).move_to_element_with_offset(a, int(-inline / 2) + 20, int(-height / 2) + 20).click().perform()  # near its top left: a tall figure may not fit the window
-            end, shown = time.time() + 5, None
-            while time.time() < end and not shown:
-                shown = drv.execute_script("const i = document.querySelector('.lightbox img');"
-                                           "return i && i.complete && i.naturalWidth ? [i.getBoundingClientRect().width, i.naturalWidth] : null")
-                time.sleep(0.05)
+            window_h = drv.execute_script("return window.innerHeight")
+            # the centre of a figure that fits the window, else near its top left (a tall figure may not fit it)
+            offset = (0, 0) if height < 0.8 * window_h else (int(-inline / 2) + 20, int(-height / 2) + 20)
+            shown = None
+            for attempt in range(2):  # one retry: on a loaded machine a click can land while the page is still scrolling
+                ActionChains(drv).move_to_element_with_offset(a, *offset).click().perform()
+                end = time.time() + 5
+                while time.time() < end and not shown:
+                    shown = drv.execute_script("const i = document.querySelector('.lightbox img');"
+                                               "return i && i.complete && i.naturalWidth ? [i.getBoundingClientRect().width, i.naturalWidth] : null")
+                    time.sleep(0.05)
+                if shown: break
             assert shown, f"{page}: clicking figure {k} shows no lightbox"
             assert shown[0] >= min(inline, shown[1]) - 1, f"{page}: figure {k} is not larger in the lightbox: {inline} -> {shown}"
             assert urlsplit(drv.current_url).path.endswith("/" + page), f"{page}: clicking a figure left the page"
