@@ -56,4 +56,4 @@ class Tanh(_Elementwise):
 class Sigmoid(_Elementwise):
     "Logistic function `1 / (1 + exp(-x))`, element-wise; output in (0, 1), stable for large |x|."
     def function(self, x): return torch.sigmoid(x)
-    def derivative(self, g, y): return (1 - y).mul_(g).mul_(y)  # (G * (1 - Y)) * Y, PyTorch's order
+    def derivative(self, g, y): return torch.rsub(y, 1).mul_(g).mul_(y)  # (G * (1 - Y)) * Y, PyTorch's order (rsub: 1 - Y without `1 - y`'s Python wrapper)

@@ -118,7 +118,7 @@ class LossBCE(Loss):
     def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dp = (p - t) / max((1 - p) p, eps) / n, as PyTorch."
         p, y = self._saved_tensors()
-        d = (1 - p).mul_(p).clamp_(min=_BCE_EPS)        # max((1 - P) P, eps)
+        d = torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPS)  # max((1 - P) P, eps); rsub: 1 - P without `1 - p`'s Python wrapper
         return torch.sub(p, y).div_(d).div_(p.numel())  # (P - T) / max(...) / n
 
 # %% ../nbs/04_losses.ipynb #cf7a67c4

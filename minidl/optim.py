@@ -203,8 +203,12 @@ class Optimizer:
         self.step_count += 1
 
     def zero_grad(self):
-        "Reset every parameter's gradient to zeros, in place."
-        torch._foreach_zero_(_tensors(self, 'zero_grad')[1])
+        "Reset every parameter's gradient to zeros, in place (zeroing cannot make an update wrong: `step()` checks the gradients)."
+        grads = [p.grad for p in self.params]
+        try: torch._foreach_zero_(grads)  # refuses a non-tensor before zeroing anything
+        except Exception:
+            _tensors(self, 'zero_grad')  # the clear error that names the wrong gradient
+            raise
 
     def state_dict(self) -> dict:
         "Hyper-parameters, step count and per-parameter buffers (the optimizer's own tensors, not copies)."
