@@ -44,4 +44,4 @@ if FONTCONFIG_FILE="$alt" fc-match Arial | grep -qi liberation; then
 fi
 echo "docs.sh: the layout again under tests/fonts-alt.conf ($(FONTCONFIG_FILE="$alt" fc-match Arial | cut -d: -f2 | xargs), no emoji font)"
 FONTCONFIG_FILE="$alt" MINIDL_DOCS_BROWSER=1 python -m pytest -q -p no:cacheprovider tests/test_docs_browser.py \
-  -k "clipped or scroll or layout or table or emoji or indent or breaks or maths or images"
+  -k "clipped or scroll or layout or table or emoji or indent or breaks or math or images"
