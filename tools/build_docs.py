@@ -30,11 +30,14 @@ And the presentation, generic (no notebook option needed, so pages added later l
   torch.testing...; three checks or more, no output, no gradcheck) become one collapsed block saying how many checks
   it holds; printed fixed-width tables (the circle results) become tables; show_doc writes `class Linear(` for a class
   and renders its docstring's ASCII maths (`dL/dW = G^T X`) as TeX; nbdev's fold of an `#| exports` cell names the
-  module (`Source · minidl/linear.py`); an import cell that also runs code has only its imports re-run by nbdev, so
+  module (`Source · minidl/linear.py`) and is folded, except where the cell holds the maths of the page (a `forward`,
+  a `backward`, a `step`): that code stays open, and the API cards of what it defines drop their signature, which the
+  reader has just read in the code; an import cell that also runs code has only its imports re-run by nbdev, so
   the build is quiet and runs no test twice;
-- on the pages (`polish_pages`): each code line is wrapped for a hanging indent (styles.css), figures move to
-  `docs/figures/` and link to themselves (tools/site.js shows them enlarged), tables of five columns or more become
-  cards on a phone, nbdev's links to anchors that do not exist (a private `_ones`) become plain code and any other
+- on the pages (`polish_pages`): each code line is wrapped for a hanging indent (styles.css; lines break at spaces and
+  after opening brackets, never inside a name), figures move to `docs/figures/` and link to themselves (tools/site.js
+  shows them enlarged), every table sits in a box that scrolls sideways when it must (site.js adds a visible cue to
+  any box that does: tables, display maths, code), tables of five columns or more become cards on a phone, nbdev's links to anchors that do not exist (a private `_ones`) become plain code and any other
   broken anchor fails the build; the search index holds maths as text (∂L/∂W), not TeX.
 
 Nothing of this lives in the notebooks, so `nbdev-docs` still works on the same sources where Quarto is installed.
@@ -60,16 +63,17 @@ sys.path.insert(0, str(ROOT))  # the notebooks import minidl from this checkout 
 KATEX_PIN = ROOT / "tools" / "katex"  # package.json + package-lock.json: the KaTeX version the site ships
 KATEX_CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/katex@[^/\"']+/dist/")
 # The sidebar's sections: the book's parts, in this order (also the order of the previous/next links). A notebook goes
-# to the section whose pattern matches its file name (the patterns do not overlap), else to DEFAULT_SECTION, and keeps
+# to the first section whose pattern matches its file name, else to DEFAULT_SECTION, and keeps
 # notebook order inside it; index.ipynb is the home page, above the sections. A section holding a single page of the
 # same title (Performance) becomes that page's plain entry, not "Performance > Performance"; a section titled None
 # lists its pages at the top level.
 SECTIONS = [
+    ("Start here", r"^12[a-z]?_"),  # backpropagation from scratch: the way in, before Part I
     ("Part I · Core", r"^0\d[a-z]?_"),  # Parameter/Module, files, gradcheck, Linear, activations, losses, SGD, training, plots
     ("Part II · Going further", r"^2\d[a-z]?_"),  # modes + Dropout, softmax, BatchNorm, init, conv, pooling, Adam, ...
     ("Part III · Experiments", r"^[45]\d[a-z]?_"),  # what the experiments share (40), the circle (41-44), the digits (50-52), python -m minidl (59)
     ("Part IV · Scale", r"^[6-8]\d[a-z]?_"),  # data parallelism, GPU
-    ("Tutorials", r"^(9[0-8]|12)[a-z]?_|tutorial"),  # backprop from scratch, data parallelism by hand
+    ("Tutorials", r"^9[0-8][a-z]?_|tutorial"),  # data parallelism by hand, ... (a pattern earlier in the list wins)
     ("Performance", r"^13[a-z]?_|perf|bench"),
     (None, r"^99[a-z]?_"),  # the minidl namespace: every module and its names
 ]
@@ -321,7 +325,7 @@ def text_table(text: str) -> str | None:
     th = "".join(f"<th{cls(c)}>{html.escape(h)}</th>" for c, h in enumerate(head))
     tb = "".join("<tr>" + "".join(f"<td{cls(c)}>{html.escape(v)}</td>" for c, v in enumerate(r)) + "</tr>" for r in rows)
     pre = lambda ls: f"<pre><code>{html.escape(chr(10).join(ls))}</code></pre>" if any(x.strip() for x in ls) else ""
-    return (pre(lines[:at - 1]) + f'<table class="table table-sm text-table"><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>'
+    return (pre(lines[:at - 1]) + f'<div class="x-scroll"><table class="table table-sm text-table"><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table></div>'
             + pre(lines[k:]))
 
 
@@ -424,18 +428,69 @@ def exports_summary(nb: dict, src: Path) -> None:
             cell["source"] = src_.replace('#| code-summary: "Exported source"', f'#| code-summary: "{what}"')
 
 
+MATH_DEFS = re.compile(r"^\s*def\s+(?:\w*forward\w*|\w*backward\w*|step)\s*\(", re.M)  # the code of the derivations
+
+
+def fold_sources(nb: dict) -> set[str]:
+    "Fold nbdev's `Source` block of each `#| exports` cell, except those whose code is the maths of the page (a "
+    "`forward`, a `backward`, an optimizer's `step`): the reference reads as derivation, code of the derivation, API. "
+    "Return the names whose definition stays open on the page (`Linear`, `Linear.forward`, `_helper`)."
+    shown = set()
+    for cell in nb["cells"]:
+        src = _src(cell)
+        if cell.get("cell_type") != "code" or '#| code-summary: "Source' not in src or "#| code-fold: show" not in src:
+            continue
+        if not MATH_DEFS.search(src):
+            cell["source"] = src.replace("#| code-fold: show", "#| code-fold: true", 1)
+            continue
+        try:
+            tree = ast.parse("\n".join(ln for ln in src.splitlines() if not ln.startswith("#|")))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                shown.add(node.name)
+            elif isinstance(node, ast.ClassDef):
+                shown.add(node.name)
+                shown |= {f"{node.name}.{f.name}" for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return shown
+
+
+API_SIGNATURE = re.compile(r"\n```python\n.*?\n```\n", re.S)
+
+
+def one_signature(nb: dict, shown: set[str]) -> int:
+    "Drop the signature from the API card (show_doc) of a name whose definition is open on the page above it: the "
+    "signature, with its parameters' comments, is then read once, in the code; the card keeps its heading, its source "
+    "link and its docstring. Return how many cards."
+    n = 0
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            md = o.get("data", {}).get("text/markdown")
+            if md is None:
+                continue
+            md = _src({"source": md})
+            m = re.search(r"^#{2,4} ([\w.]+)\s*$", md, re.M)
+            if m and m.group(1) in shown and API_SIGNATURE.search(md):
+                o["data"]["text/markdown"] = API_SIGNATURE.sub("\n", md, count=1).replace(
+                    m.group(0), m.group(0) + "\n\n<p class=\"api-defined-above\">defined in the source above</p>", 1)
+                n += 1
+    return n
+
+
 def present(proc: Path, nbs: Path) -> None:
     "Apply the presentation edits above to every processed notebook."
     classes = class_names(nbs)
-    folds = tables = 0
+    folds = tables = cards = 0
     for f in sorted(proc.glob("*.ipynb")):
         nb = json.loads(f.read_text(encoding="utf-8"))
         exports_summary(nb, nbs / f.name)
         show_doc_fixes(nb, classes)
+        cards += one_signature(nb, fold_sources(nb))
         tables += tables_from_text(nb)
         folds += fold_checks(nb)
         f.write_text(json.dumps(nb, ensure_ascii=False, indent=1), encoding="utf-8")
-    say(f"folded {folds} runs of checks, turned {tables} printed tables into tables")
+    say(f"folded {folds} runs of checks, turned {tables} printed tables into tables, {cards} API cards sign below their source")
 
 
 # ---------------------------------------------------------------- 3. smalldocs
@@ -601,12 +656,19 @@ PRE_CODE = re.compile(r"(<pre\b[^>]*>\s*<code\b[^>]*>)(.*?)(</code>\s*</pre>)", 
 TOKEN = re.compile(r"<(/?)([a-zA-Z][\w-]*)[^>]*>|[^<]+")
 
 
+# Where a code line may break besides its spaces: after an opening bracket that something follows, and before the dot of a
+# call chain (`torch.Generator()` / `.manual_seed(0)`); tags are skipped (group 1), never cut.
+PROSE = re.compile(r'(<span class="(?:co|st|ss|do|ch)">[^<]*</span>)')  # comments and strings: they break at their spaces
+BREAK_AT = re.compile(r"(?<=[)\]])(?=(?:<[^>]*>)*\.(?:<[^>]*>)*[A-Za-z_])|(<[^>]*>)|([(\[{])(?=(?:<[^>]*>)*[^\s)\]}<])")
+
+
 def code_lines(inner: str) -> str:
     "Wrap each line of a code block's HTML in `<span class=\"ln\" style=\"--i:N\">` (N: its indentation), closing and "
     "reopening the highlighting spans a line break cuts, so that CSS gives a wrapped line a hanging indent. An indented "
     "line's leading spaces and first character go in `<span class=\"ln-lead\">`, which does not wrap: a line never breaks "
     "right after its indentation (that would leave a blank row and show the code 4 columns too deep). Deeper lines "
-    "(continuations aligned far right, wider than a phone) wrap freely and hang at 28 columns (styles.css)."
+    "(continuations aligned far right, wider than a phone) hang at 28 columns (styles.css). Lines wrap at spaces, never "
+    "inside a name; a `<wbr>` after each opening bracket lets `f(torch.empty(n,` break after a `(` too."
     lines, cur, stack = [], [], []  # cur: the line's tokens, (tag, name or None) or (text, None)
     def end_line():
         lines.append(cur + [(f"</{name}>", "/" + name) for name, _ in reversed(stack)])
@@ -653,6 +715,8 @@ def code_lines(inner: str) -> str:
                 elif name and opened and opened[-1][0] == name[1:]:
                     opened.pop()
             body = '<span class="ln-lead">' + "".join(parts)
+        body = "".join(part if PROSE.fullmatch(part) else BREAK_AT.sub(lambda m: m.group(1) or (m.group(2) + "<wbr>" if m.group(2) else "<wbr>"), part)
+                       for part in PROSE.split(body))
         style = f' style="--i:{n}"' if n else ""
         out.append(f'<span class="ln"{style}>{body}{chr(10) if k < len(lines) - 1 else ""}</span>')
     return "".join(out)
@@ -705,7 +769,12 @@ def stack_tables(text: str) -> str:
         cls = re.search(r'\bclass="([^"]*)"', attrs)
         attrs = attrs.replace(cls.group(0), f'class="{cls.group(1)} stack"') if cls else attrs + ' class="stack"'
         return f"<table{attrs}>{body[:head.end()]}{rest}</table>"
-    return TABLE.sub(one, text)
+
+    def boxed(m):  # every table scrolls in its own box (smalldocs boxes Markdown tables in div.sd-table)
+        t = one(m)
+        inside = re.search(r'<div class="(?:sd-table|x-scroll)">\s*$', text[max(0, m.start() - 40):m.start()])
+        return t if inside else f'<div class="x-scroll">{t}</div>'
+    return TABLE.sub(boxed, text)
 
 
 def page_ids(out: Path) -> dict[str, set[str]]:

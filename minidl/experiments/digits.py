@@ -174,13 +174,22 @@ def summarize_digits(
                          test_mean=tem, test_std=tes, seconds=sec)
     return out
 
+_TARGET_RUNS = 5  # the targets are means over this many seeds
+
 def digits_table(
     summary:dict[str, dict], # output of `summarize_digits`
-)->str: # a text table, one row per model
+)->str: # a text table, one row per model, and what its target column means
     "Runs, train and test accuracy (mean ± std over the runs, in %) and seconds per run of each model, beside its target"
     rows = [[MODELS[n].title, len(s['test_accuracy']), fmt_pm(s['train_accuracy']), fmt_pm(s['test_accuracy']),
              f"{mean_std(s['seconds'])[0]:.1f}", f"{100*MODELS[n].target:.1f}"] for n, s in summary.items()]
-    return text_table(['model', 'runs', 'train acc. %', 'test acc. %', 's/run', 'target %'], rows)
+    notes = [f"target %: the mean test accuracy over {_TARGET_RUNS} seeds that the recipe is built to reach; a single run is not judged by it."]
+    low = [(MODELS[n].title.split()[0], len(s['test_accuracy'])) for n, s in summary.items()
+           if len(s['test_accuracy']) < _TARGET_RUNS and s['test_mean'] < MODELS[n].target]
+    if low:
+        what = ' and '.join(f"the {m} ({k} run{'s' if k > 1 else ''})" for m, k in low)
+        notes.append(f"Below its target: {what}; not by itself a failure: one seed's test accuracy scatters around the mean "
+                     f"(one test image is {100 / 360:.2f} %), and the target applies to the mean of {_TARGET_RUNS} runs (--runs {_TARGET_RUNS}).")
+    return text_table(['model', 'runs', 'train acc. %', 'test acc. %', 's/run', 'target %'], rows) + "\n" + "\n".join(notes)
 
 # %% ../../nbs/51_digits.ipynb #8a5931c4
 def plot_learning_curves(
@@ -235,35 +244,54 @@ def plot_misclassified(
     images:Tensor, # the misclassified images `(k, 64)` or `(k, 1, 8, 8)`
     y_true:Tensor, # their true classes
     y_pred:Tensor, # the predictions
-    cols:int=12, # images per row
+    cols:int=12, # images per row, at most
     title:str|None=None, # figure title
+    models:list[str]|None=None, # the model that got each image wrong: one block of rows per model, titled with its name
 ):
-    "A grid of images, each titled `true→predicted`"
+    "A grid of images, each titled `true→predicted`; as narrow as the images need, one block per model with `models`"
+    import textwrap
     import matplotlib.pyplot as plt
     k = len(images)
-    rows = max(1, -(-k // cols))
-    fig, axs = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.95 + (0.3 if title else 0)), squeeze=False)
-    for i, ax in enumerate(axs.flat):
-        ax.axis('off')
-        if i < k:
-            ax.imshow(images[i].reshape(8, 8).cpu().numpy(), cmap='gray_r', vmin=0, vmax=1)
-            ax.set_title(f"{int(y_true[i])}→{int(y_pred[i])}", fontsize=8, color='crimson')
-    if title: fig.suptitle(title, fontsize=10)
+    names = list(models) if models is not None else [''] * k
+    if len(names) != k: raise ValueError(f"plot_misclassified: {k} images but {len(names)} model names")
+    groups = {n: [i for i in range(k) if names[i] == n] for n in dict.fromkeys(names)} or {'': []}
+    cols = max(1, min(cols, max(len(ix) for ix in groups.values())))  # no empty columns when there are few images
+    rows = [max(1, -(-len(ix) // cols)) for ix in groups.values()]
+    head = 0.3 if models is not None else 0
+    width = max(cols * 0.8, 3.2)
+    fig = plt.figure(figsize=(width, sum(r * 0.95 + head for r in rows) + (0.45 if title else 0)), layout='constrained')
+    subs = fig.subfigures(len(groups), 1, height_ratios=[r * 0.95 + head for r in rows], squeeze=False)[:, 0]
+    for sub, (name, ix), r in zip(subs, groups.items(), rows):
+        axs = sub.subplots(r, cols, squeeze=False)
+        for j, ax in enumerate(axs.flat):
+            ax.axis('off')
+            if j < len(ix):
+                i = ix[j]
+                ax.imshow(images[i].reshape(8, 8).cpu().numpy(), cmap='gray_r', vmin=0, vmax=1)
+                ax.set_title(f"{int(y_true[i])}→{int(y_pred[i])}", fontsize=8, color='crimson')
+        if models is not None and name: sub.suptitle(f"{name}: {len(ix)} misclassified", fontsize=9, x=0.02, ha='left')
+    if title: fig.suptitle(textwrap.fill(title, max(30, int(width * 13))), fontsize=10)
     return fig
 
 # %% ../../nbs/51_digits.ipynb #58b1666f
 def plot_filters(
     weight:Tensor, # first-layer weights `(out_channels, 1, kh, kw)`
     cols:int=8, # filters per row
+    title:str|None=None, # figure title (default: how many filters, of what size)
 ):
-    "The filters of a convolution with one input channel, each with its own symmetric colour scale"
+    "The filters of a convolution with one input channel, numbered, on one symmetric colour scale with its colour bar"
     import matplotlib.pyplot as plt
-    w = weight.detach().cpu()[:, 0]
-    rows = -(-len(w) // cols)
-    fig, axs = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9), squeeze=False)
+    w = weight.detach().cpu().double()[:, 0]
+    n, kh, kw = w.shape
+    a = float(w.abs().max()) or 1.0
+    rows = -(-n // cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(cols * 0.85 + 1.2, rows * 0.95 + 0.7), squeeze=False, layout='constrained')
     for i, ax in enumerate(axs.flat):
-        ax.axis('off')
-        if i < len(w):
-            a = w[i].abs().max()
-            ax.imshow(w[i].numpy(), cmap='RdBu_r', vmin=-float(a), vmax=float(a))
+        ax.set_xticks([]); ax.set_yticks([])
+        if i < n:
+            im = ax.imshow(w[i].numpy(), cmap='RdBu_r', vmin=-a, vmax=a)
+            ax.set_title(f"{i}", fontsize=7, pad=2)
+        else: ax.axis('off')
+    fig.colorbar(im, ax=axs, shrink=0.9, aspect=25, label='weight (blue < 0 < red)')
+    fig.suptitle(title or f"First convolution: its {n} filters of {kh}×{kw} weights, numbered by output channel", fontsize=10)
     return fig

@@ -66,12 +66,12 @@ def _figures(runs:dict)->dict[str, bytes]:
     figs['confusion.png'] = figure_png(plot_confusion(
         {MODELS[n].title: sum(confusion_matrix(tests[r.seed][1], r.test_predictions) for r in rs) for n, rs in runs.items()}))
     x, y = tests[seeds[0]]
-    wrong = [(x[i], y[i], r.test_predictions[i]) for n, rs in runs.items() for r in rs[:1]
+    wrong = [(x[i], y[i], r.test_predictions[i], MODELS[n].title) for n, rs in runs.items() for r in rs[:1]
              for i in (r.test_predictions != y).nonzero().flatten().tolist()]
-    if wrong: xs, ts, ps = (torch.stack(v) for v in zip(*wrong))
+    if wrong: xs, ts, ps = (torch.stack(v) for v in list(zip(*wrong))[:3])
     else: xs, ts, ps = torch.zeros(0, 64), torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
-    names = ' and '.join(MODELS[n].title for n in runs)
-    figs['misclassified.png'] = figure_png(plot_misclassified(xs, ts, ps, title=f"{names}, seed {seeds[0]}: {len(wrong)} misclassified test images (true→predicted)"))
+    figs['misclassified.png'] = figure_png(plot_misclassified(xs, ts, ps, models=[w[3] for w in wrong],
+        title=f"Seed {seeds[0]}: the {len(wrong)} misclassified test images of {len(tests[seeds[0]][1])} (true→predicted)"))
     if 'cnn' in runs: figs['filters.png'] = figure_png(plot_filters(runs['cnn'][0].model[1].weight.value))
     return figs
 
