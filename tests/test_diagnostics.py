@@ -255,3 +255,17 @@ def test_lr_find_suggests_a_rate_below_the_divergence():
     res = lr_find(model, LossCrossEntropy(), opt, x, y, start_lr=1e-5, end_lr=1e3, steps=100)
     k = min(range(len(res.smoothed)), key=res.smoothed.__getitem__)
     assert res.suggestion == pytest.approx(res.lrs[k] / 10) and res.steepest <= res.lrs[k]
+
+
+def test_train_calls_the_collectors_and_records_training_steps_only():
+    from minidl import train
+    ours, _, x, y = nets()
+    acts, ratios = ActivationStats(ours, Tanh, every=3), UpdateRatios(ours, every=3)
+    epochs = []
+    class Epochs:
+        def after_epoch(self, epoch, history): epochs.append(epoch)
+    train(ours, LossCrossEntropy(), SGD(ours.parameters(), lr=0.1), x, y, x, y, epochs=2, batch_size=10,
+          callbacks=[acts, ratios, Epochs()], progress=False)
+    assert acts.step == ratios.step == 8 and epochs == [1, 2]
+    assert acts.records['1'].steps == [0, 3, 6] and ratios.steps == [0, 3, 6]  # the test evaluations and the probe: eval mode
+    assert acts.records['1'].sizes == [10 * 16] * 3  # batches of 10 rows of 16 units
