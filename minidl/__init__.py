@@ -30,6 +30,7 @@ from .pooling import *
 from .adam import *
 from .schedules import *
 from .checkpoints import *
+from .diagnostics import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -53,5 +54,6 @@ _modules = [  # one per line, in book order
     'adam',
     'schedules',
     'checkpoints',
+    'diagnostics',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 # %% auto #0
-__all__ = ['Parameter', 'SavesForBackward', 'Module']
+__all__ = ['Parameter', 'SavesForBackward', 'Module', 'RemovableHandle']
 
 # %% ../nbs/00_core.ipynb #27345fde
 def _fmt_shape(shape) -> str:
@@ -380,3 +380,131 @@ def _not_called(who: str, why: str | None = None) -> RuntimeError:
     if why: return RuntimeError(f"{who}.backward has nothing to backpropagate through: {why}; run forward again before backward")
     return RuntimeError(f"{who}.backward called before forward: run forward first, it stores what backward needs")
 
+
+# %% ../nbs/00_core.ipynb #86b48f67
+import itertools, types, weakref
+
+class RemovableHandle:
+    "Returned by `register_*_hook`: `remove()` unregisters the hook (a second call does nothing); usable as a context manager."
+    _ids = itertools.count()
+
+    def __init__(self, module: Module, kind: str):
+        self._module, self._kind, self.id = weakref.ref(module), kind, next(RemovableHandle._ids)
+
+    def remove(self):
+        "Unregister the hook; when the module has no hook left, its `forward`/`backward` are its class's again."
+        m = self._module()
+        hooks = {} if m is None else vars(m).get(self._kind, {})
+        if self.id in hooks:  # a new dict, as for registering: a loop running the hooks keeps its own
+            vars(m)[self._kind] = {k: h for k, h in hooks.items() if k != self.id}
+            _install_hooks(m)
+
+    def __enter__(self) -> RemovableHandle: return self
+    def __exit__(self, *exc): self.remove()
+    def __repr__(self): return f"RemovableHandle({self._kind.strip('_').replace('_', ' ')}, id={self.id})"
+
+_FORWARD_KINDS, _BACKWARD_KINDS = ('_forward_pre_hooks', '_forward_hooks'), ('_backward_pre_hooks', '_backward_hooks')
+
+def _install_hooks(m: Module):
+    "Give `m` the hooked `forward`/`backward` while it has hooks of that direction, its class's methods otherwise."
+    d = vars(m)
+    for kinds, name, hooked in ((_FORWARD_KINDS, 'forward', Module._hooked_forward),
+                                (_BACKWARD_KINDS, 'backward', Module._hooked_backward)):
+        ours = getattr(d.get(name), '__func__', None) is hooked
+        if any(d.get(k) for k in kinds):
+            if not ours: d[name] = types.MethodType(hooked, m)  # an instance attribute shadows the class's method
+        elif ours: del d[name]
+
+def _register(m: Module, kind: str, hook, prepend: bool, who: str) -> RemovableHandle:
+    if not callable(hook): raise TypeError(f"{type(m).__name__}.{who} expects a callable hook, got {type(hook).__name__}")
+    if not isinstance(prepend, bool): raise TypeError(f"{type(m).__name__}.{who} expects prepend to be True or False, got {prepend!r}")
+    handle, hooks = RemovableHandle(m, kind), vars(m).get(kind, {})
+    vars(m)[kind] = {handle.id: hook, **hooks} if prepend else {**hooks, handle.id: hook}  # a new dict: a running loop keeps its own
+    _install_hooks(m)
+    return handle
+
+# %% ../nbs/00_core.ipynb #f585a6e8
+def _module_method(f):
+    "Attach `f` to `Module` under its name less one leading underscore (the hook methods live in their own cells)."
+    name = f.__name__[1:]
+    f.__name__, f.__qualname__ = name, f"Module.{name}"
+    setattr(Module, name, f)
+    return f
+
+@_module_method
+def _register_forward_hook(self,
+                           hook, # `hook(module, args, output)`; a non-`None` return replaces the output
+                           *, prepend: bool = False, # run it before the hooks already registered
+                          ) -> RemovableHandle:
+    "Call `hook` after every `forward` of this module (as `torch.nn.Module.register_forward_hook`)."
+    return _register(self, '_forward_hooks', hook, prepend, 'register_forward_hook')
+
+@_module_method
+def _register_forward_pre_hook(self,
+                               hook, # `hook(module, args)`; a non-`None` return replaces the input (a tuple of arguments, or one value)
+                               *, prepend: bool = False, # run it before the hooks already registered
+                              ) -> RemovableHandle:
+    "Call `hook` before every `forward` of this module (as `torch.nn.Module.register_forward_pre_hook`)."
+    return _register(self, '_forward_pre_hooks', hook, prepend, 'register_forward_pre_hook')
+
+@_module_method
+def _register_full_backward_hook(self,
+                                 hook, # `hook(module, grad_input, grad_output)` (1-tuples); a non-`None` return replaces `grad_input`
+                                 *, prepend: bool = False, # run it before the hooks already registered
+                                ) -> RemovableHandle:
+    "Call `hook` after every `backward` of this module (as `torch.nn.Module.register_full_backward_hook`)."
+    return _register(self, '_backward_hooks', hook, prepend, 'register_full_backward_hook')
+
+@_module_method
+def _register_full_backward_pre_hook(self,
+                                     hook, # `hook(module, grad_output)` (a 1-tuple); a non-`None` return replaces `grad_output`
+                                     *, prepend: bool = False, # run it before the hooks already registered
+                                    ) -> RemovableHandle:
+    "Call `hook` before every `backward` of this module (as `torch.nn.Module.register_full_backward_pre_hook`)."
+    return _register(self, '_backward_pre_hooks', hook, prepend, 'register_full_backward_pre_hook')
+
+# %% ../nbs/00_core.ipynb #0e5ce456
+def _replaced_grads(who: str, what: str, new, old: tuple) -> tuple:
+    "Check what a backward hook returned for `what` (`grad_input` or `grad_output`) against the tuple `old` it replaces."
+    if not isinstance(new, (tuple, list)) or len(new) != len(old):
+        got = f"a {type(new).__name__} of length {len(new)}" if isinstance(new, (tuple, list)) else type(new).__name__
+        raise RuntimeError(f"{who}: a backward hook returned {got} for {what}, expected a tuple of {len(old)} (or None)")
+    for n, o in zip(new, old):
+        if o is None and n is not None:
+            raise RuntimeError(f"{who}: a backward hook returned a tensor for a {what} that is None (no input gradient was asked for)")
+        if o is not None and not (isinstance(n, torch.Tensor) and (n.shape, n.dtype, n.device) == (o.shape, o.dtype, o.device)):
+            got = f"shape {_fmt_shape(n.shape)}, {n.dtype} on {n.device}" if isinstance(n, torch.Tensor) else type(n).__name__
+            raise RuntimeError(f"{who}: a backward hook returned {got} for {what}, expected a tensor of shape "
+                               f"{_fmt_shape(o.shape)}, {o.dtype} on {o.device}")
+    return tuple(new)
+
+@_module_method
+def __hooked_forward(self, *args, **kwargs):
+    "`forward` of a module with forward hooks: pre-hooks, the class's `forward`, hooks; a failure forgets the saved state."
+    d = vars(self)
+    try:
+        for hook in d.get('_forward_pre_hooks', {}).values():
+            r = hook(self, args)
+            if r is not None: args = r if isinstance(r, tuple) else (r,)
+        out = type(self).forward(self, *args, **kwargs)
+        for hook in d.get('_forward_hooks', {}).values():
+            r = hook(self, args, out)
+            if r is not None: out = r
+    except BaseException as e:  # as a failed forward: backward must not use what the class's forward saved
+        self._forget_all(e); raise
+    return out
+
+@_module_method
+def __hooked_backward(self, grad_output, input_grad: bool = True):
+    "`backward` of a module with backward hooks: pre-hooks on `(grad_output,)`, the class's `backward`, hooks on `(grad_input,)`."
+    d, who = vars(self), f"{type(self).__name__}.backward"
+    go = (grad_output,)
+    for hook in d.get('_backward_pre_hooks', {}).values():
+        r = hook(self, go)
+        if r is not None: go = _replaced_grads(who, 'grad_output', r, go)
+    backward = type(self).backward  # `input_grad` is passed only to skip, as containers do (see Module.backward)
+    gi = (backward(self, go[0]) if input_grad else backward(self, go[0], input_grad=False),)
+    for hook in d.get('_backward_hooks', {}).values():
+        r = hook(self, gi, go)
+        if r is not None: gi = _replaced_grads(who, 'grad_input', r, gi)
+    return gi[0]

@@ -145,6 +145,21 @@ def _check_batches(batches, epoch:int, n:int)->list:
         raise ValueError(f"train expects the sampler's indices in [-{n}, {n}) (the training points), got indices from {lo} to {hi} for epoch {epoch}")
     return batches
 
+# %% ../nbs/08_training.ipynb #39725e78
+def _check_callbacks(callbacks)->tuple[tuple, tuple]:
+    "The bound `after_step` and `after_epoch` methods of `callbacks` (each object needs at least one)"
+    if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, '__iter__'):
+        raise TypeError(f"train expects callbacks to be a list of objects with after_step() or after_epoch(), got {type(callbacks).__name__}")
+    steps, epochs = [], []
+    for i, cb in enumerate(callbacks):
+        s, e = getattr(cb, 'after_step', None), getattr(cb, 'after_epoch', None)
+        if not (callable(s) or callable(e)):
+            raise TypeError(f"train expects callbacks with an after_step() or after_epoch(epoch, history) method, got "
+                            f"{type(cb).__name__} at position {i}")
+        if callable(s): steps.append(s)
+        if callable(e): epochs.append(e)
+    return tuple(steps), tuple(epochs)
+
 # %% ../nbs/08_training.ipynb #6bf45e9f
 def train(
     model:Module, # the model to train (in place)
@@ -166,6 +181,7 @@ def train(
     scheduler=None, # learning-rate schedule: its `step()` runs after every `optimizer.step()`
     sampler=None, # `sampler(epoch)` -> the epoch's batches, a list of int64 index tensors (instead of `batch_size`, `seed`)
     after_backward=None, # `after_backward(model, idx)` runs after the backward pass, before `optimizer.step()`
+    callbacks=(), # objects with `after_step()` (after every optimizer and scheduler step) and/or `after_epoch(epoch, history)`, e.g. collectors
 )->History:
     "Train `model` with `optimizer` on `loss_fn` for `epochs` epochs; return the per-epoch `History`"
     if not isinstance(model, Module): raise TypeError(f"train expects a minidl Module as model, got {type(model).__name__}")
@@ -184,6 +200,7 @@ def train(
         raise TypeError(f"train expects a scheduler with a step() method, got {type(scheduler).__name__}")
     for a in ('zero_grad', 'step', 'current_lr'):
         if not hasattr(optimizer, a): raise TypeError(f"train expects an optimizer with zero_grad(), step() and current_lr, got {type(optimizer).__name__}")
+    step_callbacks, epoch_callbacks = _check_callbacks(callbacks)
     x_train, y_train, classes = _check_data(x_train, y_train, 'x_train', 'y_train', model)
     if classes == 1 and isinstance(loss_fn, LossCrossEntropy):  # a softmax over one output is 1: the loss would stay 0
         raise ValueError("train: LossCrossEntropy needs integer class indices of shape (n,) and one output per class; for "
@@ -229,6 +246,7 @@ def train(
                 lr = optimizer.current_lr
                 optimizer.step()
                 if scheduler is not None: scheduler.step()
+                for f in step_callbacks: f()  # none: an empty loop
             if record:
                 model.eval()
                 test_correct = _correct(model(x_test), y_test, threshold) if x_test is not None else correct.new_zeros(())
@@ -241,6 +259,7 @@ def train(
                 hist.lr.append(lr)
                 bar.set_postfix({'loss': f"{hist.train_loss[-1]:.4f}", 'train acc': f"{hist.train_accuracy[-1]:.3f}",
                                  'test acc': f"{hist.test_accuracy[-1]:.3f}"}, refresh=False)
+            for f in epoch_callbacks: f(epoch, hist)
     finally:
         bar.close()
         model.train(was_training)
