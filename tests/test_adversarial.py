@@ -448,7 +448,7 @@ def test_conv_refuses_bad_inputs_clearly():
     raises(ValueError, 'larger than the padded input', c, torch.zeros(1, 2, 2, 2))
     raises(TypeError, 'torch.float64 input', c, torch.zeros(1, 2, 5, 5, dtype=F64))
     raises(TypeError, 'int or a pair of ints', Conv2d, 2, 3, 3, stride=True)
-    raises(TypeError, 'int or a pair of ints', Conv2d, 2, 3, 3, padding='same')
+    raises(ValueError, "'same' or 'valid', got 'full'", Conv2d, 2, 3, 3, padding='full')  # 'same' and 'valid' are torch's
 
 
 @pytest.mark.parametrize('cls', [MaxPool2d, AvgPool2d])
