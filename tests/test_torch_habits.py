@@ -404,3 +404,16 @@ def test_a_torch_program_with_minidl_nn():
     for (k, p), (k_ref, q) in zip(ours.named_parameters(), ref.named_parameters()):
         assert k == k_ref and p.numel() == q.numel() and p.requires_grad == q.requires_grad
         close(p.grad, q.grad, rtol=1e-10)
+
+
+# --- pooling keywords ----------------------------------------------------------------------------------------------
+
+def test_pooling_keywords_at_torch_defaults():
+    x = torch.randn(2, 3, 6, 6, dtype=F64)
+    for ours, ref in [(minidl.MaxPool2d(2, 2, 0, 1, False, False), torch.nn.MaxPool2d(2, 2, 0, 1, False, False)),
+                      (minidl.AvgPool2d(3, 1, 1, False, True, None), torch.nn.AvgPool2d(3, 1, 1, False, True, None))]:
+        close(ours(x), ref(x))
+    for make, msg in [(lambda: minidl.MaxPool2d(2, dilation=2), 'dilation=1 only'),
+                      (lambda: minidl.MaxPool2d(2, ceil_mode=True), 'ceil_mode=False only'),
+                      (lambda: minidl.AvgPool2d(2, count_include_pad=False), 'count_include_pad=True only')]:
+        with pytest.raises(ValueError, match=msg): make()
