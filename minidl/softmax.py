@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/softmax_crossentropy.html.md"""
 
 # %% ../nbs/21_softmax_crossentropy.ipynb #8af937a0
 from __future__ import annotations
-import numbers
+import functools, numbers
 import torch
 from .core import Module, _check_tensor, _check_grad, _fmt_shape, _parse_to, _move
 from .losses import Loss, _check_reduction
@@ -97,6 +97,11 @@ class LogSoftmax(Module):
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
 # %% ../nbs/21_softmax_crossentropy.ipynb #956b5863
+@functools.lru_cache(maxsize=64)
+def _scalar(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    "A 0-dim tensor holding `value`, made once per value, dtype and device and then reused (expanded, never written to)."
+    return torch.tensor(value, dtype=dtype, device=device)
+
 def _flatten_classes(x: torch.Tensor) -> torch.Tensor:
     "`(N, C, d1, ...)` as `(N d1 ..., C)` rows (class dimension last); `(N, C)` as it is; one sample `(C,)` as `(1, C)`."
     if x.dim() == 2: return x
@@ -148,20 +153,28 @@ class LossCrossEntropy(Loss):
             self._save_for_backward(logp, a, M, layout)
             if r == 'none': return (logp * a).sum(1).neg_().view(layout[1])
             return (logp * a).sum().div_(-M if r == 'mean' else -1)
-        keep = t != self.ignore_index                                      # m: 1 where the sample counts
-        ts = torch.where(keep, t, 0)                                       # ignored samples read class 0, weighted by 0
-        try: picked = logp.gather(1, ts[:, None])[:, 0]                    # l[n, t_n]; checks 0 <= t < C (see above)
-        except RuntimeError: raise self._index_error(t, C) from None
-        m = keep.to(x.dtype)
-        wt = m if w is None else w.gather(0, ts).mul_(m)                   # w_{t_n} m_n
-        D = wt.sum() if r == 'mean' else None                              # the normaliser of the mean
+        picked, m = None, None                                             # m: the mask of the kept samples (None: all kept)
+        if x.device.type == 'cpu' and not 0 <= self.ignore_index < C:      # the usual case, on CPU: no mask unless needed
+            ts = t.unsqueeze(1)                                            # (M, 1)
+            try: picked = logp.gather(1, ts).squeeze(1)                    # raises at once for any index outside [0, C):
+            except RuntimeError: pass                                      # so when it succeeds, no target is ignore_index
+        if picked is None:  # some target may be ignore_index (or this is a GPU, where a bad gather is a device assertion)
+            keep = t.ne(self.ignore_index)                                 # m_n: the sample counts
+            ts = torch.where(keep, t, _scalar(0, t.dtype, t.device)).unsqueeze(1)  # ignored samples read class 0, weighted by 0
+            try: picked = logp.gather(1, ts).squeeze(1)                    # l[n, t_n]; checks 0 <= t < C (see above)
+            except RuntimeError: raise self._index_error(t, C) from None
+            m = keep.to(x.dtype)
+        wt = m if w is None else w.gather(0, ts.squeeze(1)) if m is None else w.gather(0, ts.squeeze(1)).mul_(m)  # w_{t_n} m_n
+        D = None if r != 'mean' else M if wt is None else wt.sum()         # the normaliser of the mean
         self._save_for_backward(logp, ts, m, wt, D, eps, w, layout)
-        nll = picked.mul_(wt)                                              # w_{t_n} m_n l[n, t_n]
-        if eps: smooth = (logp.sum(1) if w is None else logp @ w).mul_(m)  # m_n sum_c w_c l[n, c]
+        if eps:
+            smooth = logp.sum(1) if w is None else logp @ w                # m_n sum_c w_c l[n, c]
+            if m is not None: smooth.mul_(m)
         if r == 'none':
+            nll = picked if wt is None else picked.mul_(wt)                # w_{t_n} m_n l[n, t_n]
             nll = nll.neg_() if not eps else nll.mul_(eps - 1).sub_(smooth, alpha=eps / C)
             return nll.view(layout[1])
-        nll = nll.sum().neg_()
+        nll = (picked.sum() if wt is None else torch.dot(picked, wt)).neg_()  # -sum_n w_{t_n} m_n l[n, t_n]
         if r == 'mean': nll = nll.div_(D)
         if eps == 0: return nll
         smooth = smooth.sum().neg_()
@@ -175,7 +188,7 @@ class LossCrossEntropy(Loss):
         saved = self._saved_tensors()
         logp, layout = saved[0], saved[-1]
         g = self._upstream(grad_output, layout[1], logp.dtype, logp.device)
-        if g is not None: g = g.reshape(-1, 1) if g.dim() else g      # 'none': one factor per row
+        if g is not None and g.dim(): g = g.reshape(-1, 1)                 # 'none': one factor per row
         if len(saved) == 4:  # probability targets
             _, a, M, _ = saved
             grad = logp.exp().mul_(a.sum(1, keepdim=True)).sub_(a)        # s A - a
@@ -183,18 +196,21 @@ class LossCrossEntropy(Loss):
         else:
             _, ts, m, wt, D, eps, w, _ = saved
             C = logp.shape[1]
-            if D is not None: D = D.masked_fill(D == 0, 1)                 # every sample ignored: a zero gradient, as torch
             grad = logp.exp()                                              # s
             if w is None:
                 if eps: grad.sub_(eps / C)                                 # s - (eps / C)  (the row factor m comes last)
-                grad.scatter_add_(1, ts[:, None], torch.full_like(grad[:, :1], eps - 1))  # - (1 - eps) at column t_n
-                row = m if D is None else m / D                            # m_n, or m_n / D for the mean
-                grad.mul_(row[:, None])
+                grad.scatter_add_(1, ts, _scalar(eps - 1, grad.dtype, grad.device).expand(ts.shape))  # - (1 - eps) at t_n
+                if m is not None:                                          # m_n, or m_n / D (D = 0: all ignored, a zero gradient)
+                    grad.mul_((m if D is None else m.div(D.clamp(min=1))).unsqueeze(1))
+                elif D is not None: grad.div_(D)                           # / N
             else:
-                grad.mul_((wt * (1 - eps) + m * (w.sum() * (eps / C)))[:, None])  # s A_n
-                if eps: grad.addr_(m, w, alpha=-eps / C)                   # - (eps / C) m_n w_c
-                grad.scatter_add_(1, ts[:, None], (wt * (eps - 1))[:, None])  # - (1 - eps) w_{t_n} m_n at column t_n
-                if D is not None: grad.div_(D)
+                W = w.sum() * (eps / C)
+                grad.mul_((wt * (1 - eps) + (W if m is None else m * W)).unsqueeze(1))  # s A_n
+                if eps:                                                    # - (eps / C) m_n w_c
+                    if m is None: grad.sub_(w * (eps / C))
+                    else: grad.addr_(m, w, alpha=-eps / C)
+                grad.scatter_add_(1, ts, (wt * (eps - 1)).unsqueeze(1))    # - (1 - eps) w_{t_n} m_n at column t_n
+                if D is not None: grad.div_(D.clamp(min=torch.finfo(D.dtype).tiny))  # D = 0: zero rows stay 0, as torch
         if g is not None: grad.mul_(g)
         return _unflatten_classes(grad, layout[0])
 
