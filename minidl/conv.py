@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/conv.html.md"""
 
 # %% ../nbs/25_conv.ipynb #4b08874b
 from __future__ import annotations
-import math, numbers
+import functools, math, numbers
 import torch
 from .core import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
 from .linear import _check_size, _ones
@@ -77,6 +77,17 @@ def _col2im(dp: torch.Tensor, Hp: int, Wp: int, stride: tuple, dilation: tuple =
     return dxp
 
 # %% ../nbs/25_conv.ipynb #b72d8427
+_PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
+
+@functools.lru_cache(maxsize=64)
+def _pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
+    "The source pixel of each position of a side of length `n` padded `before` and `after`: clamped, mirrored or wrapped."
+    i = torch.arange(-before, n + after, device=device)
+    if mode == 'replicate': return i.clamp(0, n - 1)               # ...0 0 | 0 1 2 | 2 2...
+    if mode == 'circular': return i.remainder(n)                   # ...1 2 | 0 1 2 | 0 1...
+    i = i.abs()                                                    # reflect: ...2 1 | 0 1 2 | 1 0... (edges not repeated)
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
 def _conv_padding(padding, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
     "`(padding as torch keeps it, (top, bottom, left, right))`: 'valid' is none; 'same' pads d (k - 1) in all, the extra pixel of an odd total at the bottom/right (torch's choice)."
     if isinstance(padding, str):
@@ -104,7 +115,7 @@ class Conv2d(Module):
                  dilation: int | tuple[int, int] = 1, # spacing between the kernel's taps, (dh, dw) or one int
                  groups: int = 1, # only 1 (every output channel sees every input channel)
                  bias: bool = True, # learn an additive bias per output channel
-                 padding_mode: str = 'zeros', # only 'zeros'
+                 padding_mode: str = 'zeros', # what the padding holds: 'zeros', or copies of the image's pixels: 'reflect', 'replicate', 'circular'
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
@@ -117,9 +128,9 @@ class Conv2d(Module):
         self.padding, self._pads = _conv_padding(padding, self.kernel_size, self.stride, self.dilation)
         if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups != 1:
             raise ValueError(f"Conv2d supports groups=1 only (every output channel sees every input channel), got groups={groups!r}")
-        if padding_mode != 'zeros':
-            raise ValueError(f"Conv2d supports padding_mode='zeros' only, got {padding_mode!r}")
-        self.groups, self.padding_mode = 1, 'zeros'
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"Conv2d expects padding_mode to be one of {', '.join(map(repr, _PADDING_MODES))}, got {padding_mode!r}")
+        self.groups, self.padding_mode = 1, padding_mode
         if not isinstance(bias, bool): raise TypeError(f"Conv2d expects bias to be True or False, got {bias!r}")
         device, dtype = _parse_device('Conv2d', device), _parse_dtype('Conv2d', dtype)  # clear errors for 'gpu', 'float64'
         self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
@@ -147,7 +158,8 @@ class Conv2d(Module):
             raise self._input_error(x, w)
         if x.requires_grad: x = x.detach()  # minidl records no graph
         N, C, H, W = x.shape
-        pt = _patches(_pad_nhwc(x, pt_, pl, after=(pb, pr)), self.kernel_size, self.stride, self.dilation)  # (N, H_out, W_out, kh, kw, C): a view
+        xp = _pad_nhwc(x, pt_, pl, after=(pb, pr)) if self.padding_mode == 'zeros' else self._pad_copies(x)
+        pt = _patches(xp, self.kernel_size, self.stride, self.dilation)  # (N, H_out, W_out, kh, kw, C): a view
         Ho, Wo = pt.shape[1:3]
         u = pt.reshape(N * Ho * Wo, kh * kw * C)                              # im2col: U, the one copy
         wm = w.permute(0, 2, 3, 1).reshape(self.out_channels, kh * kw * C)     # W̄: one filter per row
@@ -186,7 +198,21 @@ class Conv2d(Module):
         if not input_grad: return None
         du = torch.mm(g2, wm).view(N, Ho, Wo, kh, kw, C)                       # dL/dU = Ḡ W̄, as patches
         dxp = _col2im(du, H + pt + pb, W + pl + pr, self.stride, self.dilation)  # sum the copies back
+        if self.padding_mode != 'zeros':  # the padding holds copies of pixels: their gradients go back to those pixels
+            ri, ci = (_pad_index(n, a, b, self.padding_mode, dxp.device) for n, a, b in ((H, pt, pb), (W, pl, pr)))
+            dxc = dxp.new_zeros(N, H + pt + pb, W, C).index_add_(2, ci, dxp)     # fold the columns...
+            return dxp.new_zeros(N, H, W, C).index_add_(1, ri, dxc).permute(0, 3, 1, 2)  # ...then the rows
         return dxp[:, pt:pt + H, pl:pl + W].permute(0, 3, 1, 2)                # crop the padding
+
+    def _pad_copies(self, x: torch.Tensor) -> torch.Tensor:
+        "`x` `(N, C, H, W)` padded with copies of its pixels (`padding_mode`), as `(N, H + pt + pb, W + pl + pr, C)`."
+        (pt, pb, pl, pr), (H, W), mode = self._pads, x.shape[2:], self.padding_mode
+        if ((mode == 'reflect' and (max(pt, pb) >= H or max(pl, pr) >= W))
+                or (mode == 'circular' and (max(pt, pb) > H or max(pl, pr) > W))):
+            raise ValueError(f"Conv2d with padding_mode={mode!r} needs padding {'<' if mode == 'reflect' else '<='} the input size "
+                             f"(as torch), got padding (top, bottom, left, right) = {self._pads} for an input of {H}x{W}")
+        ri, ci = (_pad_index(n, a, b, mode, x.device) for n, a, b in ((H, pt, pb), (W, pl, pr)))
+        return x.permute(0, 2, 3, 1).index_select(1, ri).index_select(2, ci)
 
     _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
 
@@ -194,4 +220,5 @@ class Conv2d(Module):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0): s += f", padding={self.padding}"  # 'same' and 'valid' without quotes, as torch
         if self.dilation != (1, 1): s += f", dilation={self.dilation}"
-        return s + ('' if self.bias is not None else ', bias=False')
+        s += '' if self.bias is not None else ', bias=False'
+        return s + ('' if self.padding_mode == 'zeros' else f", padding_mode={self.padding_mode}")

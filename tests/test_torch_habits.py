@@ -345,10 +345,12 @@ def test_dropout_inplace_repr():
 @pytest.mark.parametrize('kernel, stride, padding, dilation', [
     (3, 1, 'same', 1), (4, 1, 'same', 1), ((2, 5), 1, 'same', (3, 2)), (2, 1, 'same', 3), (3, 1, 'valid', 1),
     (3, 1, 'valid', 2), (3, 2, 1, 2), ((3, 2), (2, 1), (2, 1), (1, 3))])
-def test_conv_padding_and_dilation_like_torch(kernel, stride, padding, dilation):
-    torch.manual_seed(0); conv = Conv2d(3, 4, kernel, stride=stride, padding=padding, dilation=dilation, dtype=F64)
-    torch.manual_seed(0); ref = torch.nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, dilation=dilation, dtype=F64)
-    assert repr(conv) == repr(ref) and conv.padding == ref.padding and conv.dilation == ref.dilation
+@pytest.mark.parametrize('mode', ['zeros', 'reflect', 'replicate', 'circular'])
+def test_conv_padding_and_dilation_like_torch(kernel, stride, padding, dilation, mode):
+    kw = dict(stride=stride, padding=padding, dilation=dilation, padding_mode=mode, dtype=F64)
+    torch.manual_seed(0); conv = Conv2d(3, 4, kernel, **kw)
+    torch.manual_seed(0); ref = torch.nn.Conv2d(3, 4, kernel, **kw)
+    assert repr(conv) == repr(ref) and (conv.padding, conv.dilation, conv.padding_mode) == (ref.padding, ref.dilation, ref.padding_mode)
     close(conv.weight.value, ref.weight)
     x = torch.randn(2, 3, 9, 8, dtype=F64)
     xr = x.clone().requires_grad_()
@@ -363,7 +365,7 @@ def test_conv_padding_and_dilation_like_torch(kernel, stride, padding, dilation)
 
 
 @pytest.mark.parametrize('kwargs, exc, msg', [(dict(groups=2), ValueError, 'groups=1 only'),
-                                              (dict(padding_mode='circular'), ValueError, "padding_mode='zeros' only"),
+                                              (dict(padding_mode='mirror'), ValueError, "padding_mode to be one of"),
                                               (dict(padding='same', stride=2), ValueError, "padding='same' needs stride 1"),
                                               (dict(padding='full'), ValueError, "'same' or 'valid', got 'full'"),
                                               (dict(dilation=0), ValueError, 'dilation to be positive')])
