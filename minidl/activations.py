@@ -36,8 +36,19 @@ class _Elementwise(Module):
         return self.derivative(_check_grad(grad_output, y.shape, y.dtype, type(self).__name__, y.device), y)
 
 # %% ../nbs/03_activations.ipynb #37e9754c
+def _check_inplace(inplace, who: str) -> bool:
+    "Check torch's `inplace` flag; minidl computes out of place either way (same values), since `backward` may need the input."
+    if not isinstance(inplace, bool): raise TypeError(f"{who} expects inplace to be True or False, got {inplace!r}")
+    return inplace
+
 class ReLU(_Elementwise):
     "Rectified linear unit, `max(x, 0)`, element-wise."
+    inplace = False
+    def __init__(self,
+                 inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
+                ):
+        self.inplace = _check_inplace(inplace, 'ReLU')
+    def extra_repr(self) -> str: return 'inplace=True' if self.inplace else ''
     def function(self, x): return torch.relu(x)
     def derivative(self, g, y): return torch.sign(y).mul_(g)  # 1[Y > 0] * G: Y >= 0, so sign(Y) is 0 or 1
 

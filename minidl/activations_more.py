@@ -10,6 +10,7 @@ import math
 import numbers
 import torch
 from .core import Module, _check_tensor, _check_grad
+from .activations import _check_inplace
 
 # %% auto #0
 __all__ = ['LeakyReLU', 'GELU']
@@ -40,7 +41,9 @@ class LeakyReLU(_OnInput):
     "`x` for x > 0, `negative_slope * x` otherwise, element-wise."
     def __init__(self,
                  negative_slope: float = 0.01, # slope for x <= 0
+                 inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
                 ):
+        self.inplace = _check_inplace(inplace, 'LeakyReLU')
         if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
             raise TypeError(f"LeakyReLU expects negative_slope to be a number, got {negative_slope!r}")
         try: a = float(negative_slope)
@@ -57,7 +60,7 @@ class LeakyReLU(_OnInput):
         a = self.negative_slope
         step = x.sign().clamp_(min=0)          # 1[x > 0] (0 at x = 0: the left derivative, as torch)
         return step.mul_(1 - a).add_(a).mul_(g)  # G * (1 if x > 0 else a)
-    def extra_repr(self) -> str: return f"negative_slope={self.negative_slope}"
+    def extra_repr(self) -> str: return f"negative_slope={self.negative_slope}" + (', inplace=True' if self.inplace else '')
 
 # %% ../nbs/23_activations_more.ipynb #fa85678e
 _KAPPA = 0.044715                  # the cubic coefficient of the tanh form

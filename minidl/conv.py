@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/conv.html.md"""
 
 # %% ../nbs/25_conv.ipynb #4b08874b
 from __future__ import annotations
-import math, numbers
+import functools, math, numbers
 import torch
 from .core import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
 from .linear import _check_size, _ones
@@ -47,32 +47,63 @@ def _check_image(x, who: str, kernel: tuple, padding: tuple, channels: int | Non
     return x
 
 # %% ../nbs/25_conv.ipynb #45a4c5fc
-def _pad_nhwc(x: torch.Tensor, ph: int, pw: int, value: float = 0.0) -> torch.Tensor:
-    "`x` `(N, C, H, W)` as an `(N, H + 2ph, W + 2pw, C)` tensor padded with `value` (a view when there is no padding)."
+def _pad_nhwc(x: torch.Tensor, ph: int, pw: int, value: float = 0.0, after: tuple | None = None) -> torch.Tensor:
+    "`x` `(N, C, H, W)` as an `(N, H + ph + ph', W + pw + pw', C)` tensor padded with `value`, `(ph', pw')` = `after` or `(ph, pw)` (a view when there is no padding)."
     xl = x.permute(0, 2, 3, 1)
-    if not (ph or pw): return xl
+    ph2, pw2 = after or (ph, pw)  # rows below and columns on the right (torch's 'same' pads one more there for an even kernel)
+    if not (ph or pw or ph2 or pw2): return xl
     N, H, W, C = xl.shape
-    xp = xl.new_full((N, H + 2 * ph, W + 2 * pw, C), value)
+    xp = xl.new_full((N, H + ph + ph2, W + pw + pw2, C), value)
     xp[:, ph:ph + H, pw:pw + W].copy_(xl)
     return xp
 
-def _patches(xp: torch.Tensor, kernel: tuple, stride: tuple) -> torch.Tensor:
-    "The windows of the padded image `xp` `(N, Hp, Wp, C)`, as a view of shape `(N, H_out, W_out, kh, kw, C)`."
-    (kh, kw), (sh, sw) = kernel, stride
-    return xp.unfold(1, kh, sh).unfold(2, kw, sw).permute(0, 1, 2, 4, 5, 3)
+def _patches(xp: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple = (1, 1)) -> torch.Tensor:
+    "The windows of the padded image `xp` `(N, Hp, Wp, C)`, as a view of shape `(N, H_out, W_out, kh, kw, C)`; `dilation`: every d-th pixel."
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    pt = xp.unfold(1, dh * (kh - 1) + 1, sh).unfold(2, dw * (kw - 1) + 1, sw)  # windows of the dilated span...
+    if dh > 1 or dw > 1: pt = pt[..., ::dh, ::dw]                               # ...keeping every d-th pixel: still a view
+    return pt.permute(0, 1, 2, 4, 5, 3)
 
 # %% ../nbs/25_conv.ipynb #0a02cb01
-def _col2im(dp: torch.Tensor, Hp: int, Wp: int, stride: tuple) -> torch.Tensor:
+def _col2im(dp: torch.Tensor, Hp: int, Wp: int, stride: tuple, dilation: tuple = (1, 1)) -> torch.Tensor:
     "Sum the patch gradients `dp` `(N, H_out, W_out, kh, kw, C)` onto a zero `(N, Hp, Wp, C)` image: the adjoint of `_patches`."
     N, Ho, Wo, kh, kw, C = dp.shape
-    sh, sw = stride
+    (sh, sw), (dh, dw) = stride, dilation
     dxp = dp.new_zeros(N, Hp, Wp, C)
     for i in range(kh):
-        for j in range(kw):  # kernel offset (i, j): one strided slice of the image, each pixel at most once
-            dxp[:, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw].add_(dp[:, :, :, i, j])
+        for j in range(kw):  # kernel offset (i, j), pixel (a s + i d, b s + j d): one strided slice, each pixel at most once
+            r, c = i * dh, j * dw
+            dxp[:, r:r + sh * (Ho - 1) + 1:sh, c:c + sw * (Wo - 1) + 1:sw].add_(dp[:, :, :, i, j])
     return dxp
 
 # %% ../nbs/25_conv.ipynb #b72d8427
+_PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
+
+@functools.lru_cache(maxsize=64)
+def _pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
+    "The source pixel of each position of a side of length `n` padded `before` and `after`: clamped, mirrored or wrapped."
+    i = torch.arange(-before, n + after, device=device)
+    if mode == 'replicate': return i.clamp(0, n - 1)               # ...0 0 | 0 1 2 | 2 2...
+    if mode == 'circular': return i.remainder(n)                   # ...1 2 | 0 1 2 | 0 1...
+    i = i.abs()                                                    # reflect: ...2 1 | 0 1 2 | 1 0... (edges not repeated)
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+def _conv_padding(padding, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
+    "`(padding as torch keeps it, (top, bottom, left, right))`: 'valid' is none; 'same' pads d (k - 1) in all, the extra pixel of an odd total at the bottom/right (torch's choice)."
+    if isinstance(padding, str):
+        if padding == 'valid': return padding, (0, 0, 0, 0)
+        if padding != 'same':
+            raise ValueError(f"Conv2d expects padding to be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(f"Conv2d: padding='same' needs stride 1 (as in torch), got stride={stride}")
+        pads = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return padding, tuple(pads)
+    ph, pw = _pair(padding, 'padding', 'Conv2d', minimum=0)
+    return (ph, pw), (ph, ph, pw, pw)
+
 class Conv2d(Module):
     "2-D convolution over `(N, C_in, H, W)` images, output `(N, C_out, H_out, W_out)`: im2col and one matrix product."
     def __init__(self,
@@ -80,8 +111,11 @@ class Conv2d(Module):
                  out_channels: int, # C_out: channels of the output (one filter each)
                  kernel_size: int | tuple[int, int], # (kh, kw), or one int for both
                  stride: int | tuple[int, int] = 1, # step between windows, (sh, sw) or one int
-                 padding: int | tuple[int, int] = 0, # zeros added on each side, (ph, pw) or one int
+                 padding: int | tuple[int, int] | str = 0, # zeros added on each side, (ph, pw) or one int; or 'same' (output size = input size, stride 1) or 'valid' (none)
+                 dilation: int | tuple[int, int] = 1, # spacing between the kernel's taps, (dh, dw) or one int
+                 groups: int = 1, # only 1 (every output channel sees every input channel)
                  bias: bool = True, # learn an additive bias per output channel
+                 padding_mode: str = 'zeros', # what the padding holds: 'zeros', or copies of the image's pixels: 'reflect', 'replicate', 'circular'
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
@@ -90,7 +124,13 @@ class Conv2d(Module):
         self.out_channels = _check_size(out_channels, 'out_channels', 'Conv2d')
         self.kernel_size = _pair(kernel_size, 'kernel_size', 'Conv2d')
         self.stride = _pair(stride, 'stride', 'Conv2d')
-        self.padding = _pair(padding, 'padding', 'Conv2d', minimum=0)
+        self.dilation = _pair(dilation, 'dilation', 'Conv2d')
+        self.padding, self._pads = _conv_padding(padding, self.kernel_size, self.stride, self.dilation)
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups != 1:
+            raise ValueError(f"Conv2d supports groups=1 only (every output channel sees every input channel), got groups={groups!r}")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"Conv2d expects padding_mode to be one of {', '.join(map(repr, _PADDING_MODES))}, got {padding_mode!r}")
+        self.groups, self.padding_mode = 1, padding_mode
         if not isinstance(bias, bool): raise TypeError(f"Conv2d expects bias to be True or False, got {bias!r}")
         device, dtype = _parse_device('Conv2d', device), _parse_dtype('Conv2d', dtype)  # clear errors for 'gpu', 'float64'
         self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
@@ -112,13 +152,14 @@ class Conv2d(Module):
                 x: torch.Tensor, # input of shape `(N, C_in, H, W)`
                ) -> torch.Tensor: # output of shape `(N, C_out, H_out, W_out)` (channels-last memory)
         "im2col, then `Y = U W^T + b` in one matrix product; keeps `U` and `W` for `backward`."
-        w, (kh, kw), (ph, pw) = self.weight.value, self.kernel_size, self.padding
+        w, (kh, kw), (pt_, pb, pl, pr), (dh, dw) = self.weight.value, self.kernel_size, self._pads, self.dilation
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == self.in_channels and x.dtype == w.dtype
-                and x.device == w.device and x.shape[2] + 2 * ph >= kh and x.shape[3] + 2 * pw >= kw):
+                and x.device == w.device and x.shape[2] + pt_ + pb > dh * (kh - 1) and x.shape[3] + pl + pr > dw * (kw - 1)):
             raise self._input_error(x, w)
         if x.requires_grad: x = x.detach()  # minidl records no graph
         N, C, H, W = x.shape
-        pt = _patches(_pad_nhwc(x, ph, pw), self.kernel_size, self.stride)  # (N, H_out, W_out, kh, kw, C): a view
+        xp = _pad_nhwc(x, pt_, pl, after=(pb, pr)) if self.padding_mode == 'zeros' else self._pad_copies(x)
+        pt = _patches(xp, self.kernel_size, self.stride, self.dilation)  # (N, H_out, W_out, kh, kw, C): a view
         Ho, Wo = pt.shape[1:3]
         u = pt.reshape(N * Ho * Wo, kh * kw * C)                              # im2col: U, the one copy
         wm = w.permute(0, 2, 3, 1).reshape(self.out_channels, kh * kw * C)     # W̄: one filter per row
@@ -128,7 +169,9 @@ class Conv2d(Module):
 
     def _input_error(self, x, w: torch.Tensor) -> Exception:
         "The error that says why `x` is not a valid input."
-        try: x = _check_image(x, 'Conv2d', self.kernel_size, self.padding, self.in_channels)
+        (kh, kw), (pt, pb, pl, pr), (dh, dw) = self.kernel_size, self._pads, self.dilation  # the window spans d (k - 1) + 1 pixels
+        span = (dh * (kh - 1) + 1 - (pb - pt), dw * (kw - 1) + 1 - (pr - pl))  # fits iff H + pt + pb >= its span (pb - pt: 0 or 1)
+        try: x = _check_image(x, 'Conv2d', span, (pt, pl), self.in_channels)
         except (TypeError, ValueError) as e: return e
         if x.dtype != w.dtype:
             return TypeError(f"Conv2d has {w.dtype} parameters but got a {x.dtype} input: "
@@ -141,7 +184,7 @@ class Conv2d(Module):
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C_in, H, W)`
         "Accumulate dL/dW = G^T U and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = col2im(G W)."
         u, wm, (N, C, H, W, Ho, Wo) = self._saved_tensors()
-        (kh, kw), (ph, pw), co = self.kernel_size, self.padding, self.out_channels
+        (kh, kw), (pt, pb, pl, pr), co = self.kernel_size, self._pads, self.out_channels
         g = _check_grad(grad_output, (N, co, Ho, Wo), u.dtype, 'Conv2d', u.device)
         w, b, c = self.weight, self.bias, self._checked  # the grads last checked: so that no accumulation fails half-way
         if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
@@ -154,12 +197,28 @@ class Conv2d(Module):
             self.bias.grad.addmv_(g2.t(), _ones(N * Ho * Wo, u.dtype, u.device))  # dL/db += Ḡ^T 1
         if not input_grad: return None
         du = torch.mm(g2, wm).view(N, Ho, Wo, kh, kw, C)                       # dL/dU = Ḡ W̄, as patches
-        dxp = _col2im(du, H + 2 * ph, W + 2 * pw, self.stride)                 # sum the copies back
-        return dxp[:, ph:ph + H, pw:pw + W].permute(0, 3, 1, 2)                # crop the padding
+        dxp = _col2im(du, H + pt + pb, W + pl + pr, self.stride, self.dilation)  # sum the copies back
+        if self.padding_mode != 'zeros':  # the padding holds copies of pixels: their gradients go back to those pixels
+            ri, ci = (_pad_index(n, a, b, self.padding_mode, dxp.device) for n, a, b in ((H, pt, pb), (W, pl, pr)))
+            dxc = dxp.new_zeros(N, H + pt + pb, W, C).index_add_(2, ci, dxp)     # fold the columns...
+            return dxp.new_zeros(N, H, W, C).index_add_(1, ri, dxc).permute(0, 3, 1, 2)  # ...then the rows
+        return dxp[:, pt:pt + H, pl:pl + W].permute(0, 3, 1, 2)                # crop the padding
+
+    def _pad_copies(self, x: torch.Tensor) -> torch.Tensor:
+        "`x` `(N, C, H, W)` padded with copies of its pixels (`padding_mode`), as `(N, H + pt + pb, W + pl + pr, C)`."
+        (pt, pb, pl, pr), (H, W), mode = self._pads, x.shape[2:], self.padding_mode
+        if ((mode == 'reflect' and (max(pt, pb) >= H or max(pl, pr) >= W))
+                or (mode == 'circular' and (max(pt, pb) > H or max(pl, pr) > W))):
+            raise ValueError(f"Conv2d with padding_mode={mode!r} needs padding {'<' if mode == 'reflect' else '<='} the input size "
+                             f"(as torch), got padding (top, bottom, left, right) = {self._pads} for an input of {H}x{W}")
+        ri, ci = (_pad_index(n, a, b, mode, x.device) for n, a, b in ((H, pt, pb), (W, pl, pr)))
+        return x.permute(0, 2, 3, 1).index_select(1, ri).index_select(2, ci)
 
     _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0): s += f", padding={self.padding}"
-        return s + ('' if self.bias is not None else ', bias=False')
+        if self.padding != (0, 0): s += f", padding={self.padding}"  # 'same' and 'valid' without quotes, as torch
+        if self.dilation != (1, 1): s += f", dilation={self.dilation}"
+        s += '' if self.bias is not None else ', bias=False'
+        return s + ('' if self.padding_mode == 'zeros' else f", padding_mode={self.padding_mode}")

@@ -16,6 +16,14 @@ def _fmt_shape(shape) -> str:
     "`(2, 3)`-style text for a `torch.Size` (used in reprs and error messages)."
     return str(tuple(shape)).replace(',)', ')')
 
+def _check_requires_grad(flag, who: str):
+    "Accept `requires_grad_(True)`; refuse `False` with what to do instead (minidl has no autograd to switch off)."
+    if not isinstance(flag, bool): raise TypeError(f"{who}.requires_grad_ expects True or False, got {flag!r}")
+    if not flag:
+        raise NotImplementedError(f"{who}.requires_grad_(False): minidl has no autograd, so every parameter an optimizer "
+                                  f"holds is trained; to freeze parameters, leave them out of the optimizer "
+                                  f"(e.g. SGD(model[1:].parameters(), lr=...))")
+
 # %% ../nbs/00_core.ipynb #e3418b3a
 _TO_KEYS = ('device', 'dtype', 'non_blocking', 'copy', 'memory_format', 'tensor')
 
@@ -104,9 +112,53 @@ class Parameter:
         "Shape of `value` (and of `grad`)."
         return self.value.shape
 
-    def zero_grad(self):
-        "Reset the gradient to zeros, in place."
+    # What a PyTorch user asks of a parameter, answered from `value` (a parameter is not itself a tensor).
+    @property
+    def ndim(self) -> int: return self.value.dim()
+    @property
+    def dtype(self) -> torch.dtype: return self.value.dtype
+    @property
+    def device(self) -> torch.device: return self.value.device
+    @property
+    def is_cuda(self) -> bool: return self.value.is_cuda
+    @property
+    def requires_grad(self) -> bool:
+        "Always `True`: every parameter has a gradient (freeze one by leaving it out of the optimizer)."
+        return True
+    def numel(self) -> int: return self.value.numel()
+    def dim(self) -> int: return self.value.dim()
+    def size(self, dim: int | None = None): return self.value.size() if dim is None else self.value.size(dim)
+    def detach(self) -> torch.Tensor: return self.value  # already detached: the tensor itself, sharing memory (as torch)
+
+    @property
+    def data(self) -> torch.Tensor:
+        "The value (as torch's `p.data`); `p.data = t` replaces it by `t` (shared, not copied) if `t` fits."
+        return self.value
+
+    @data.setter
+    def data(self, t: torch.Tensor):
+        v = self.value
+        if not isinstance(t, torch.Tensor) or (t.shape, t.dtype, t.device) != (v.shape, v.dtype, v.device):
+            got = (f"shape {_fmt_shape(t.shape)}, {t.dtype} on {t.device}" if isinstance(t, torch.Tensor)
+                   else type(t).__name__)
+            raise ValueError(f"Parameter.data = t expects a tensor of the parameter's shape {_fmt_shape(v.shape)}, "
+                             f"{v.dtype} on {v.device} (its gradient and the layer's sizes stay valid), got {got}: "
+                             f"cast or move with p.to(...), copy values with p.data.copy_(t)")
+        self.value = Parameter(t).value  # every check of a new parameter; the gradient is kept
+
+    def zero_grad(self,
+                  set_to_none: bool = True, # accepted for torch's signature; minidl zeroes in place either way
+                 ):
+        "Reset the gradient to zeros, in place (`grad` is never `None` in minidl: the modules add to it)."
+        if not isinstance(set_to_none, bool): raise TypeError(f"zero_grad expects set_to_none to be True or False, got {set_to_none!r}")
         self.grad.zero_()
+
+    def requires_grad_(self,
+                       requires_grad: bool = True, # `False` (freezing) is refused: see the error
+                      ) -> Parameter:
+        "`True`: nothing to do, returns `self`; `False` raises, since minidl has no autograd to switch off."
+        _check_requires_grad(requires_grad, 'Parameter')
+        return self
 
     def to(self, *args, **kwargs) -> Parameter:
         "Move/cast `value` and `grad` in place of this object; accepts what `torch.nn.Module.to` accepts; returns `self`."
@@ -164,6 +216,8 @@ class SavesForBackward:
 
 
 # %% ../nbs/00_core.ipynb #20345634
+_DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by errors that point to a page
+
 class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
@@ -179,11 +233,17 @@ class Module(SavesForBackward):
                  input_grad: bool = True, # `False`: the caller needs no gradient w.r.t. the input (it is data)
                 ) -> torch.Tensor | None:
         "Accumulate (`+=`) the parameters' gradients and return the gradient w.r.t. the input (`None` if not `input_grad`)."
-        raise NotImplementedError(f"{type(self).__name__} must implement backward")
+        raise NotImplementedError(f"{type(self).__name__} must implement backward: minidl has no autograd, so every module "
+                                  f"writes its own backward (the chain rule of its forward); see 'Writing your own module' "
+                                  f"on the Coming from PyTorch page ({_DOCS}coming_from_pytorch.html)")
 
     def named_children(self) -> list[tuple[str, Module]]:
         "The direct sub-modules with their names: every `Module` held in an attribute, in assignment order."
         return [(k, v) for k, v in vars(self).items() if isinstance(v, Module)]
+
+    def children(self) -> list[Module]:
+        "The direct sub-modules, in the order of `named_children`."
+        return [m for _, m in self.named_children()]
 
     def named_modules(self, prefix: str = '') -> list[tuple[str, Module]]:
         "This module (named `prefix`) and all its descendants, depth first, with dotted names."
@@ -248,9 +308,43 @@ class Module(SavesForBackward):
         "Evaluation mode (`train(False)`): Dropout is the identity, BatchNorm uses its running statistics; returns `self`."
         return self.train(False)
 
-    def zero_grad(self):
-        "Reset the gradient of every parameter to zeros."
+    def zero_grad(self,
+                  set_to_none: bool = True, # accepted for torch's signature; minidl zeroes in place either way
+                 ):
+        "Reset the gradient of every parameter to zeros (minidl keeps gradients as tensors: `set_to_none=True` zeroes too)."
+        if not isinstance(set_to_none, bool): raise TypeError(f"zero_grad expects set_to_none to be True or False, got {set_to_none!r}")
         for p in self.parameters(): p.zero_grad()
+
+    def requires_grad_(self,
+                       requires_grad: bool = True, # `False` (freezing) is refused: leave the parameters out of the optimizer
+                      ) -> Module:
+        "`True`: nothing to do (every parameter has a gradient), returns `self`; `False` raises: minidl has no autograd to switch off."
+        _check_requires_grad(requires_grad, type(self).__name__)
+        return self
+
+    def apply(self,
+              fn, # called with each module, children first, then this module
+             ) -> Module:
+        "Call `fn(m)` on every sub-module (depth first, children before their parent, as torch) and on `self`; returns `self`."
+        for m in self.children(): m.apply(fn)
+        fn(self)
+        return self
+
+    def double(self) -> Module:
+        "Cast the floating-point parameters and buffers to `torch.float64` (`to(torch.float64)`); returns `self`."
+        return self.to(torch.float64)
+
+    def float(self) -> Module:
+        "Cast the floating-point parameters and buffers to `torch.float32`; returns `self`."
+        return self.to(torch.float32)
+
+    def half(self) -> Module:
+        "Cast the floating-point parameters and buffers to `torch.float16`; returns `self`."
+        return self.to(torch.float16)
+
+    def bfloat16(self) -> Module:
+        "Cast the floating-point parameters and buffers to `torch.bfloat16`; returns `self`."
+        return self.to(torch.bfloat16)
 
     def __call__(self, x):
         "Run `forward`; if it fails, every module forgets its saved state, so a later `backward` raises instead of using stale tensors."

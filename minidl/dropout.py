@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 import torch
 from .core import Module, _check_tensor, _check_grad
+from .activations import _check_inplace
 
 # %% auto #0
 __all__ = ['Dropout']
@@ -18,13 +19,14 @@ class Dropout(Module):
     "Inverted dropout: in training mode zero each element with probability `p` and scale the rest by `1/(1-p)`; identity in eval mode."
     def __init__(self,
                  p: float = 0.5, # probability of zeroing an element, in [0, 1]
+                 inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
                  generator: torch.Generator | None = None, # random generator for the masks (default: torch's global one)
                 ):
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
             raise ValueError(f"Dropout expects a probability p in [0, 1], got {p!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"Dropout expects generator to be a torch.Generator or None, got {type(generator).__name__}")
-        self.p, self.generator = float(p), generator
+        self.p, self.generator, self.inplace = float(p), generator, _check_inplace(inplace, 'Dropout')
 
     def forward(self,
                 x: torch.Tensor, # input, any shape
@@ -49,4 +51,4 @@ class Dropout(Module):
         if not input_grad: return None
         return g if noise is None else g * noise
 
-    def extra_repr(self) -> str: return f"p={self.p}, inplace=False"
+    def extra_repr(self) -> str: return f"p={self.p}, inplace={self.inplace}"

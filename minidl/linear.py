@@ -28,66 +28,79 @@ def _ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.ones(n, dtype=dtype, device=device)
 
 # %% ../nbs/02_linear.ipynb #e14d02b4
+def _one_of(value, alias, name: str, alias_name: str):
+    "The argument given as `name` or as its other spelling `alias_name`; giving both is an error (as two values for one argument)."
+    if alias is None:
+        if value is None: raise TypeError(f"Linear missing the argument {name} (the number of {name.split('_')[0]}put features)")
+        return value
+    if value is not None: raise TypeError(f"Linear got {name}={value!r} and {alias_name}={alias!r}: two names for one argument, give one")
+    return alias
+
 class Linear(Module):
-    "Fully connected layer: `y = x @ weight.T + bias`; input `(*, nb_input)`, output `(*, nb_output)`."
+    "Fully connected layer: `y = x @ weight.T + bias`; input `(*, in_features)`, output `(*, out_features)`."
     def __init__(self,
-                 nb_input: int, # number of input features
-                 nb_output: int, # number of output features
+                 in_features: int | None = None, # number of input features (also spelt `nb_input`)
+                 out_features: int | None = None, # number of output features (also spelt `nb_output`)
                  bias: bool = True, # learn an additive bias
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
+                 *,
+                 nb_input: int | None = None, # minidl's first name for `in_features` (give one of the two)
+                 nb_output: int | None = None, # minidl's first name for `out_features` (give one of the two)
                 ):
-        self.nb_input = _check_size(nb_input, 'nb_input', 'Linear')
-        self.nb_output = _check_size(nb_output, 'nb_output', 'Linear')
+        in_features = _one_of(in_features, nb_input, 'in_features', 'nb_input')
+        out_features = _one_of(out_features, nb_output, 'out_features', 'nb_output')
+        self.in_features = in_features = _check_size(in_features, 'in_features', 'Linear')
+        self.out_features = out_features = _check_size(out_features, 'out_features', 'Linear')
         if not isinstance(bias, bool): raise TypeError(f"Linear expects bias to be True or False, got {bias!r}")
         device, dtype = _parse_device('Linear', device), _parse_dtype('Linear', dtype)  # clear errors for 'float64', torch.int64, 'gpu'
         try:
-            self.weight = Parameter(torch.empty(nb_output, nb_input, device=device, dtype=dtype))
-            self.bias = Parameter(torch.empty(nb_output, device=device, dtype=dtype)) if bias else None
+            self.weight = Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+            self.bias = Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         except RuntimeError as e:  # out of memory, or more elements than a tensor can hold
-            raise ValueError(f"Linear cannot allocate a weight of shape ({nb_output}, {nb_input}) "
-                             f"({nb_output * nb_input:.3g} values): {str(e).splitlines()[0][:120]}") from None
+            raise ValueError(f"Linear cannot allocate a weight of shape ({out_features}, {in_features}) "
+                             f"({out_features * in_features:.3g} values): {str(e).splitlines()[0][:120]}") from None
         self.reset_parameters(generator)
 
     def reset_parameters(self,
                          generator: torch.Generator | None = None, # random generator (default: torch's global one)
                         ):
-        "Draw weight and bias from U[-1/sqrt(nb_input), 1/sqrt(nb_input)] and zero their gradients."
-        bound = 1 / math.sqrt(self.nb_input)
+        "Draw weight and bias from U[-1/sqrt(in_features), 1/sqrt(in_features)] and zero their gradients."
+        bound = 1 / math.sqrt(self.in_features)
         for p in self.parameters():
             p.value.uniform_(-bound, bound, generator=generator)
             p.zero_grad()
 
     def forward(self,
-                x: torch.Tensor, # input of shape `(*, nb_input)`: `(N, nb_input)`, one sample `(nb_input,)`, or more leading dimensions
-               ) -> torch.Tensor: # output of shape `(*, nb_output)`
+                x: torch.Tensor, # input of shape `(*, in_features)`: `(N, in_features)`, one sample `(in_features,)`, or more leading dimensions
+               ) -> torch.Tensor: # output of shape `(*, out_features)`
         "Compute `x @ weight.T + bias` and keep `x` for `backward`."
         w = self.weight.value
-        if w is not self._checked[0]: self._check_parameters()  # once per weight tensor: its shape is (nb_output, nb_input)
+        if w is not self._checked[0]: self._check_parameters()  # once per weight tensor: its shape is (out_features, in_features)
         try:
             x2 = x if x.dim() == 2 else self._flatten(x)  # (*, in) -> (M, in); the usual 2-D input is used as it is
             y = torch.mm(x2, w.t()) if self.bias is None else torch.addmm(self.bias.value, x2, w.t())  # b + X W^T in one kernel
         except (AttributeError, TypeError, RuntimeError, ValueError) as refused:
             self._forget()  # never leave the previous input for a backward after a failed forward
             raise self._input_error(x, w) or refused from None  # say why torch refused x
-        if x2 is not x: y = y.view(x.shape[:-1] + (self.nb_output,))
+        if x2 is not x: y = y.view(x.shape[:-1] + (self.out_features,))
         if x.requires_grad: x, y = x.detach(), y.detach()  # keep no autograd history
         self._save_for_backward(x)
         return y
 
     def _flatten(self, x: torch.Tensor) -> torch.Tensor:
-        "`x` of shape `(*, nb_input)` as a matrix `(M, nb_input)`, M the product of the leading dimensions."
-        if x.dim() == 0 or x.shape[-1] != self.nb_input: raise ValueError  # replaced by `_input_error`'s message
-        return x.reshape(-1, self.nb_input)
+        "`x` of shape `(*, in_features)` as a matrix `(M, in_features)`, M the product of the leading dimensions."
+        if x.dim() == 0 or x.shape[-1] != self.in_features: raise ValueError  # replaced by `_input_error`'s message
+        return x.reshape(-1, self.in_features)
 
     def _input_error(self, x, w: torch.Tensor) -> Exception | None:
         "The error that says why `x` is not a valid input (`None` if none of the checks fails)."
         try: x = _check_tensor(x, 'Linear')
         except TypeError as e: return e
-        if x.dim() == 0 or x.shape[-1] != self.nb_input:
-            return ValueError(f"Linear expects an input of shape (*, {self.nb_input}), such as (N, {self.nb_input}) "
-                              f"(nb_input={self.nb_input} features in the last dimension), got {_fmt_shape(x.shape)}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            return ValueError(f"Linear expects an input of shape (*, {self.in_features}), such as (N, {self.in_features}) "
+                              f"(in_features={self.in_features} features in the last dimension), got {_fmt_shape(x.shape)}")
         try: self._check_parameters()
         except RuntimeError as e: return e
         b = self.bias.value if self.bias is not None else w
@@ -102,18 +115,18 @@ class Linear(Module):
         return None
 
     def backward(self,
-                 grad_output: torch.Tensor, # dL/dy, shape `(*, nb_output)` (the output's)
+                 grad_output: torch.Tensor, # dL/dy, shape `(*, out_features)` (the output's)
                  input_grad: bool = True, # `False`: skip dL/dx (the input is data) and return `None`
-                ) -> torch.Tensor | None: # dL/dx, shape `(*, nb_input)` (the input's)
+                ) -> torch.Tensor | None: # dL/dx, shape `(*, in_features)` (the input's)
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
         (x,) = self._saved_tensors()  # raises if no forward, a failed one, or x changed in place since
         w, b, c = self.weight, self.bias, self._checked  # the tensors last checked, so that no accumulation fails half-way:
         if not (c[0] is w.value and c[1] is w.grad and (b is None or c[2] is b.grad)): self._check_parameters(grads=True)
         if x.dim() == 2:
-            x2, g = x, _check_grad(grad_output, (x.shape[0], self.nb_output), x.dtype, 'Linear')
+            x2, g = x, _check_grad(grad_output, (x.shape[0], self.out_features), x.dtype, 'Linear')
         else:  # (*, out): the leading dimensions are one batch dimension, so the sums below run over all of them
-            g = _check_grad(grad_output, x.shape[:-1] + (self.nb_output,), x.dtype, 'Linear').reshape(-1, self.nb_output)
-            x2 = x.reshape(-1, self.nb_input)
+            g = _check_grad(grad_output, x.shape[:-1] + (self.out_features,), x.dtype, 'Linear').reshape(-1, self.out_features)
+            x2 = x.reshape(-1, self.in_features)
         gt = g.t()
         try:  # torch refuses tensors on different devices before computing anything: diagnose only then
             self.weight.grad.addmm_(gt, x2)                                     # dL/dW += G^T X
@@ -130,10 +143,10 @@ class Linear(Module):
     def _check_parameters(self, grads: bool = False):
         "Check the parameters' shapes (and, with `grads`, their gradients'); remember the tensors checked."
         w, b = self.weight, self.bias
-        for name, p, shape in (('weight', w, (self.nb_output, self.nb_input)), ('bias', b, (self.nb_output,))):
+        for name, p, shape in (('weight', w, (self.out_features, self.in_features)), ('bias', b, (self.out_features,))):
             if p is not None and p.value.shape != shape:
                 raise RuntimeError(f"Linear's {name} has shape {_fmt_shape(p.value.shape)}, expected {_fmt_shape(shape)} "
-                                   f"(nb_output, nb_input = {self.nb_output}, {self.nb_input}): was {name}.value replaced "
+                                   f"(out_features, in_features = {self.out_features}, {self.in_features}): was {name}.value replaced "
                                    f"by hand? load values with load_state_dict, which checks them")
         if grads: _check_accumulators(self, 'Linear')
         self._checked = (w.value, w.grad if grads else None, b.grad if grads and b is not None else None)
@@ -155,5 +168,10 @@ class Linear(Module):
         "`[weight, bias]` (or `[weight]` without bias)."
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
+    @property
+    def nb_input(self) -> int: return self.in_features   # minidl's first names, kept as aliases
+    @property
+    def nb_output(self) -> int: return self.out_features
+
     def extra_repr(self) -> str:
-        return f"in_features={self.nb_input}, out_features={self.nb_output}, bias={self.bias is not None}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

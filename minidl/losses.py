@@ -7,14 +7,16 @@ Docs: https://minidl.github.io/minidl/losses.html.md"""
 # %% ../nbs/04_losses.ipynb #f38579a3
 from __future__ import annotations
 import torch
-from .core import SavesForBackward, _check_tensor, _fmt_shape
+from .core import SavesForBackward, _check_tensor, _check_grad, _fmt_shape
 
 # %% auto #0
 __all__ = ['MSELoss', 'BCELoss', 'Loss', 'LossMSE', 'LossBCE']
 
 # %% ../nbs/04_losses.ipynb #84ba4498
 class Loss(SavesForBackward):
-    "Base of the losses: `loss(prediction, target)` returns the mean loss; `backward()` returns dL/dprediction."
+    "Base of the losses: `loss(prediction, target)` returns the loss reduced as `reduction` says; `backward()` returns dL/dprediction."
+    reduction: str = 'mean'  # 'mean', 'sum' or 'none' (set by the subclasses' `__init__`; PyTorch's default)
+
     def __call__(self, prediction, target):
         "Compute the loss; if that fails, forget the previous call's state, so `backward` raises instead of using it."
         try: return self.forward(prediction, target)
@@ -40,25 +42,52 @@ class Loss(SavesForBackward):
                                f"and target on {y.device} (move the target with .to(prediction.device))")
         return p, y
 
-    def __repr__(self): return f"{type(self).__name__}()"
+    def _upstream(self, grad_output, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        "The gradient flowing into the loss: required, of the unreduced loss's `shape`, for 'none'; else `None` or a 0-dim factor."
+        if self.reduction == 'none':
+            if grad_output is None:
+                raise TypeError(f"{type(self).__name__}(reduction='none').backward expects grad_output, the gradient of the "
+                                f"per-element losses (shape {_fmt_shape(shape)}), e.g. backward(torch.ones_like(loss)) for their sum")
+            return _check_grad(grad_output, shape, dtype, type(self).__name__, device)
+        return None if grad_output is None else _check_grad(grad_output, (), dtype, type(self).__name__, device)
+
+    def __repr__(self): return f"{type(self).__name__}(" + (f"reduction={self.reduction!r}" if self.reduction != 'mean' else '') + ")"
+
+def _check_reduction(reduction, who: str) -> str:
+    "Check `reduction` is 'mean', 'sum' or 'none' (PyTorch's three)."
+    if not isinstance(reduction, str) or reduction not in ('mean', 'sum', 'none'):
+        raise ValueError(f"{who} expects reduction to be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduction
 
 # %% ../nbs/04_losses.ipynb #c7337da5
 class LossMSE(Loss):
-    "Mean squared error over all elements, as `torch.nn.functional.mse_loss` (reduction='mean')."
+    "Squared error of every element, averaged (or summed, or kept) as `torch.nn.functional.mse_loss`."
+    def __init__(self,
+                 reduction: str = 'mean', # 'mean' over all elements, 'sum', or 'none' (one loss per element)
+                ):
+        self.reduction = _check_reduction(reduction, 'LossMSE')
+
     def forward(self,
                 prediction: torch.Tensor, # model output, any shape
                 target: torch.Tensor, # same shape as `prediction`
-               ) -> torch.Tensor: # 0-dim mean loss
-        "Return mean((prediction - target)^2) and keep the difference for `backward`."
+               ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
+        "Return mean((prediction - target)^2) (or the sum, or the squares) and keep the difference for `backward`."
         p, y = self._check(prediction, target)
         self._save_for_backward(d := p - y)
-        return (d * d).mean()
+        r = self.reduction
+        return (d * d).mean() if r == 'mean' else (d * d).sum() if r == 'sum' else d * d
 
-    def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
-        "Return dL/dprediction = 2 (prediction - target) / n."
+    def backward(self,
+                 grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
+                ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
+        "Return dL/dprediction = 2 (prediction - target) / n ('mean'), 2 (prediction - target) ('sum'), or 2 (prediction - target) G ('none')."
         (d,) = self._saved_tensors()
+        g = self._upstream(grad_output, d.shape, d.dtype, d.device)
         n = d.numel()
-        return d * (2 / n) if n else d.clone()  # an empty batch has an empty gradient
+        if not n: return d.clone()  # an empty batch has an empty gradient
+        out = d * (2 / n) if self.reduction == 'mean' else d * 2.0
+        return out if g is None else out.mul_(g)
+
 
 # %% ../nbs/04_losses.ipynb #7aca5e44
 def _check_unit_interval(t: torch.Tensor, who: str, what: str):
@@ -93,19 +122,26 @@ _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON:
 
 # %% ../nbs/04_losses.ipynb #d162a1eb
 class LossBCE(Loss):
-    "Binary cross-entropy over all elements, as `torch.nn.functional.binary_cross_entropy` (logs clamped at -100)."
+    "Binary cross-entropy of every element, averaged (or summed, or kept) as `torch.nn.functional.binary_cross_entropy` (logs clamped at -100)."
     _checked = None  # (target, its version) of the last call whose targets were checked
+    def __init__(self,
+                 reduction: str = 'mean', # 'mean' over all elements, 'sum', or 'none' (one loss per element)
+                ):
+        self.reduction = _check_reduction(reduction, 'LossBCE')
+
     def forward(self,
                 prediction: torch.Tensor, # probabilities in [0, 1], any shape
                 target: torch.Tensor, # values in [0, 1], same shape as `prediction`
-               ) -> torch.Tensor: # 0-dim mean loss
-        "Return -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100."
+               ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
+        "Return -mean(t log p + (1 - t) log(1 - p)) (or the sum, or the terms), each log clamped at -100."
         p, y = self._check(prediction, target)
         log_p = torch.log(p).clamp_(min=-100)              # log p, clamped
         log_1mp = torch.neg(p).log1p_().clamp_(min=-100)   # log(1 - p), clamped
-        loss = torch.lerp(log_1mp, log_p, y).mean().neg_()  # -mean(t log p + (1 - t) log(1 - p))
-        if p.numel():  # (an empty batch has nothing to check)
-            _assert_bce_range(p, y, loss, not self._same_target(y))
+        terms = torch.lerp(log_1mp, log_p, y)                # t log p + (1 - t) log(1 - p)
+        r = self.reduction
+        loss = terms.mean().neg_() if r == 'mean' else terms.sum().neg_() if r == 'sum' else terms.neg_()
+        if p.numel():  # (an empty batch has nothing to check; 'none': the sum is NaN iff a term is)
+            _assert_bce_range(p, y, loss if r != 'none' else loss.sum(), not self._same_target(y))
             self._checked = (y, y._version)
         self._save_for_backward(p, y)
         return loss
@@ -115,11 +151,16 @@ class LossBCE(Loss):
         last = self._checked
         return last is not None and last[0] is y and y._version == last[1]
 
-    def backward(self) -> torch.Tensor: # dL/dprediction, same shape as the prediction
-        "Return dL/dp = (p - t) / max((1 - p) p, eps) / n, as PyTorch."
+    def backward(self,
+                 grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
+                ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
+        "Return dL/dp = G (p - t) / max((1 - p) p, eps), divided by n for 'mean' (G: 1, or the upstream gradient), as PyTorch."
         p, y = self._saved_tensors()
+        g = self._upstream(grad_output, p.shape, p.dtype, p.device)
         d = torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPS)  # max((1 - P) P, eps); rsub: 1 - P without `1 - p`'s Python wrapper
-        return torch.sub(p, y).div_(d).div_(p.numel())  # (P - T) / max(...) / n
+        out = torch.sub(p, y) if g is None else torch.sub(p, y).mul_(g)  # G (P - T)
+        out.div_(d)                                                       # / max(...)
+        return out.div_(p.numel()) if self.reduction == 'mean' else out   # / n
 
 # %% ../nbs/04_losses.ipynb #cf7a67c4
 MSELoss = LossMSE

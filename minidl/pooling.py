@@ -15,6 +15,16 @@ from .conv import _pair, _out_size, _check_image, _pad_nhwc, _patches, _col2im
 __all__ = ['MaxPool2d', 'AvgPool2d', 'Flatten']
 
 # %% ../nbs/26_pooling.ipynb #c46241a5
+def _defaults_only(who: str, **given):
+    "Accept torch's keywords at their default values only: `name=(value, default)`; any other value is a clear error."
+    for name, (value, default) in given.items():
+        if default == 1 and not isinstance(default, bool):  # dilation: 1 or (1, 1), as ints
+            ok = (type(value) is int and value == 1) or (isinstance(value, (tuple, list)) and
+                                                         [type(v) for v in value] == [int, int] and tuple(value) == (1, 1))
+        else: ok = value is default  # True, False, None
+        if not ok:
+            raise ValueError(f"{who} supports {name}={default!r} only (torch's default), got {name}={value!r}")
+
 class _Pool2d(Module):
     "Base of the pooling layers: argument and input checks, windows (im2col), col2im."
     def __init__(self,
@@ -76,6 +86,17 @@ def _last_weights(kk: int, device: torch.device) -> torch.Tensor:
 
 class MaxPool2d(_Pool2d):
     "Max pooling over `(N, C, H, W)` images, output `(N, C, H_out, W_out)`; the gradient goes to the first maximum of each window."
+    def __init__(self,
+                 kernel_size: int | tuple[int, int], # window (kh, kw), or one int for both
+                 stride: int | tuple[int, int] | None = None, # step between windows (default: `kernel_size`)
+                 padding: int | tuple[int, int] = 0, # padding on each side, at most half the kernel
+                 dilation: int | tuple[int, int] = 1, # only 1 (torch's default)
+                 return_indices: bool = False, # only False (torch's default)
+                 ceil_mode: bool = False, # only False (torch's default)
+                ):
+        _defaults_only('MaxPool2d', dilation=(dilation, 1), return_indices=(return_indices, False), ceil_mode=(ceil_mode, False))
+        super().__init__(kernel_size, stride, padding)
+
     def forward(self,
                 x: torch.Tensor, # input of shape `(N, C, H, W)`
                ) -> torch.Tensor: # output of shape `(N, C, H_out, W_out)` (channels-last memory)
@@ -106,6 +127,18 @@ class MaxPool2d(_Pool2d):
 # %% ../nbs/26_pooling.ipynb #e53b31b7
 class AvgPool2d(_Pool2d):
     "Average pooling over `(N, C, H, W)` images, output `(N, C, H_out, W_out)`; zero padding counts in the mean (as torch's default)."
+    def __init__(self,
+                 kernel_size: int | tuple[int, int], # window (kh, kw), or one int for both
+                 stride: int | tuple[int, int] | None = None, # step between windows (default: `kernel_size`)
+                 padding: int | tuple[int, int] = 0, # padding on each side, at most half the kernel
+                 ceil_mode: bool = False, # only False (torch's default)
+                 count_include_pad: bool = True, # only True (torch's default): the padding counts in the mean
+                 divisor_override: int | None = None, # only None (torch's default)
+                ):
+        _defaults_only('AvgPool2d', ceil_mode=(ceil_mode, False), count_include_pad=(count_include_pad, True),
+                       divisor_override=(divisor_override, None))
+        super().__init__(kernel_size, stride, padding)
+
     def forward(self,
                 x: torch.Tensor, # input of shape `(N, C, H, W)`
                ) -> torch.Tensor: # output of shape `(N, C, H_out, W_out)` (channels-last memory)

@@ -20,26 +20,42 @@ def _leaves(modules):
         yield m
         if isinstance(m, Sequential): yield from _leaves(m.layers)
 
+def _check_name(k):
+    "Check a module name of an `OrderedDict`: a non-empty string without '.', not an attribute of `Sequential`."
+    if not isinstance(k, str) or not k or '.' in k:
+        raise TypeError(f"Sequential expects module names that are non-empty strings without '.', got {k!r}")
+    if hasattr(Sequential, k) or k in ('layers', '_names'): raise KeyError(f"Sequential: the module name {k!r} would hide the attribute Sequential.{k}: choose another name")
+
+def _check_new(seq, modules, others: tuple, names: tuple = ()):
+    "Check `modules` are Module instances and no instance appears twice among them, `others`, and their nested Sequentials."
+    for i, m in enumerate(modules):
+        where = f"position {i}" if not names or names[i] == str(i) else f"name {names[i]!r}"
+        if not isinstance(m, Module):
+            if isinstance(m, type) and issubclass(m, Module):
+                raise TypeError(f"Sequential expects Module instances, got the class {m.__name__} at {where} "
+                                f"(instantiate it: {m.__name__}(...))")
+            hint = " (pass the modules as separate arguments: Sequential(*modules))" if isinstance(m, (list, tuple)) else ""
+            raise TypeError(f"Sequential expects Module instances, got {type(m).__name__} at {where}{hint}")
+    seen = {id(seq)}
+    for m in _leaves(others + tuple(modules)):
+        if id(m) in seen:
+            if m is seq: raise ValueError("Sequential cannot contain itself")
+            raise ValueError(f"Sequential: the module {m!r} appears more than once; it keeps state between forward "
+                             f"and backward, so each use needs its own instance (tie Parameters to share weights)")
+        seen.add(id(m))
+
 # %% ../nbs/05_sequential.ipynb #e821e495
 class Sequential(Module):
     "Chain of modules: `forward` runs them in order, `backward` in reverse; `parameters()` in module order."
     def __init__(self,
-                 *modules: Module, # the modules, in the order they are applied
+                 *modules: Module, # the modules, in the order they are applied; or one `OrderedDict` of name -> module
                 ):
-        for i, m in enumerate(modules):
-            if not isinstance(m, Module):
-                if isinstance(m, type) and issubclass(m, Module):
-                    raise TypeError(f"Sequential expects Module instances, got the class {m.__name__} at position {i} "
-                                    f"(instantiate it: {m.__name__}(...))")
-                hint = " (pass the modules as separate arguments: Sequential(*modules))" if isinstance(m, (list, tuple)) else ""
-                raise TypeError(f"Sequential expects Module instances, got {type(m).__name__} at position {i}{hint}")
-        seen = set()
-        for m in _leaves(modules):
-            if id(m) in seen:
-                raise ValueError(f"Sequential: the module {m!r} appears more than once; it keeps state between forward "
-                                 f"and backward, so each use needs its own instance (tie Parameters to share weights)")
-            seen.add(id(m))
-        self.layers = tuple(modules)
+        if len(modules) == 1 and isinstance(modules[0], dict):  # Sequential(OrderedDict([('fc1', Linear(...)), ...]))
+            names, modules = tuple(modules[0]), tuple(modules[0].values())
+            for k in names: _check_name(k)
+        else: names = tuple(map(str, range(len(modules))))
+        _check_new(self, modules, (), names)
+        self.layers, self._names = tuple(modules), names
 
     def forward(self,
                 x: torch.Tensor, # input of the first module
@@ -65,19 +81,67 @@ class Sequential(Module):
         return layers[0].backward(grad_output, input_grad=False)  # the flag is passed only to skip (see Module.backward)
 
     def named_children(self) -> list[tuple[str, Module]]:
-        "The modules named by their position, `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`)."
-        return [(str(i), m) for i, m in enumerate(self.layers)]
+        "The modules with their names: `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`), or the keys of the `OrderedDict`."
+        return list(zip(self._names, self.layers))
+
+    def __getattr__(self, name: str):
+        "A module by its name (`seq.fc1`), as torch's attribute access to `_modules`."
+        names = self.__dict__.get('_names', ())  # (also reached before __init__, e.g. by copy: no recursion)
+        if name in names: return self.layers[names.index(name)]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}")
 
     def __len__(self): return len(self.layers)
     def __iter__(self): return iter(self.layers)
     def __getitem__(self, i):
-        "The `i`-th module, or a `Sequential` of a slice (sharing the modules)."
-        if isinstance(i, slice): return Sequential(*self.layers[i])
+        "The `i`-th module, or a `Sequential` of a slice (sharing the modules and keeping their names, as torch)."
+        if isinstance(i, slice): return Sequential(dict(zip(self._names[i], self.layers[i])))
+        return self.layers[self._index(i)]
+
+    def _index(self, i, end: bool = False) -> int:
+        "`i` as a non-negative position (`end`: `len(self)` allowed, as for insert); clear errors for other types and out of range."
         try: k = operator.index(i)  # ints, NumPy integers, 0-dim integer tensors (not bool: a mask would be meant)
         except TypeError: k = None
         if k is None or isinstance(i, bool):
             raise TypeError(f"Sequential indices must be integers or slices, got {type(i).__name__} {i!r}")
-        if not -len(self.layers) <= k < len(self.layers):
-            raise IndexError(f"Sequential index {k} is out of range: it holds {len(self.layers)} modules")
-        return self.layers[k]
+        n = len(self.layers)
+        if end: return min(max(k + n if k < 0 else k, 0), n)  # list.insert's clamping (as torch's insert)
+        if not -n <= k < n: raise IndexError(f"Sequential index {k} is out of range: it holds {n} modules")
+        return k % n
+
+    def _replace(self, layers: tuple, names: tuple):
+        "Install new modules (checked first: a refused change changes nothing); a later backward needs a new forward."
+        _check_new(self, layers, (), names)
+        self.layers, self._names = layers, names
+        self._forget('modules were added after its forward')
+
+    def append(self,
+               module: Module, # added at the end, named by its position (as torch)
+              ) -> Sequential:
+        "Add `module` at the end; returns `self`."
+        return self.insert(len(self.layers), module)
+
+    def extend(self,
+               modules, # an iterable of modules (e.g. another `Sequential`), added at the end in order
+              ) -> Sequential:
+        "Add every module of `modules` at the end; returns `self`."
+        modules = tuple(modules)
+        if not modules: return self
+        _check_new(self, modules, self.layers)
+        for m in modules: self.append(m)
+        return self
+
+    def insert(self,
+               index: int, # position of the new module (negative counts from the end, as `list.insert`)
+               module: Module, # the module to insert
+              ) -> Sequential:
+        "Insert `module` before position `index`; positional names are renumbered (`'0'`, `'1'`, ...); returns `self`."
+        k = self._index(index, end=True)
+        layers = self.layers[:k] + (module,) + self.layers[k:]
+        positional = self._names == tuple(map(str, range(len(self.layers))))
+        if positional: names = tuple(map(str, range(len(layers))))
+        else:  # named modules keep their names; the new one is named by its position, as torch
+            names = self._names[:k] + (str(k),) + self._names[k:]
+            if str(k) in self._names: raise ValueError(f"Sequential.insert: the name {str(k)!r} is already taken")
+        self._replace(layers, names)
+        return self
 

@@ -6,10 +6,10 @@ Docs: https://minidl.github.io/minidl/softmax_crossentropy.html.md"""
 
 # %% ../nbs/21_softmax_crossentropy.ipynb #8af937a0
 from __future__ import annotations
-import numbers
+import functools, numbers
 import torch
 from .core import Module, _check_tensor, _check_grad, _fmt_shape, _parse_to, _move
-from .losses import Loss
+from .losses import Loss, _check_reduction
 
 # %% auto #0
 __all__ = ['CrossEntropyLoss', 'Softmax', 'LogSoftmax', 'LossCrossEntropy']
@@ -96,12 +96,33 @@ class LogSoftmax(Module):
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
+# %% ../nbs/21_softmax_crossentropy.ipynb #956b5863
+@functools.lru_cache(maxsize=64)
+def _scalar(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    "A 0-dim tensor holding `value`, made once per value, dtype and device and then reused (expanded, never written to)."
+    return torch.tensor(value, dtype=dtype, device=device)
+
+def _flatten_classes(x: torch.Tensor) -> torch.Tensor:
+    "`(N, C, d1, ...)` as `(N d1 ..., C)` rows (class dimension last); `(N, C)` as it is; one sample `(C,)` as `(1, C)`."
+    if x.dim() == 2: return x
+    if x.dim() == 1: return x[None]
+    return x.movedim(1, -1).reshape(-1, x.shape[1])
+
+def _unflatten_classes(g: torch.Tensor, shape: tuple) -> torch.Tensor:
+    "The inverse of `_flatten_classes` for a gradient of rows `(M, C)`: back to the logits' `shape`."
+    if len(shape) == 2: return g
+    if len(shape) == 1: return g[0]
+    return g.view(shape[:1] + shape[2:] + shape[1:2]).movedim(-1, 1)
+
 # %% ../nbs/21_softmax_crossentropy.ipynb #3fa61845
 class LossCrossEntropy(Loss):
-    "Cross-entropy of logits `(N, C)` against class indices `(N,)` or class probabilities `(N, C)`, as `torch.nn.functional.cross_entropy`."
+    "Cross-entropy of logits `(N, C)` or `(N, C, d1, ...)` against class indices `(N, d1, ...)` or class probabilities (the logits' shape), as `torch.nn.functional.cross_entropy`."
     def __init__(self,
                  weight: torch.Tensor | None = None, # weight of each class, shape `(C,)` (default: all 1)
                  label_smoothing: float = 0.0, # mix the target with the uniform distribution, in [0, 1]
+                 *,
+                 ignore_index: int = -100, # targets equal to it add nothing, and the mean is over the others (class indices only)
+                 reduction: str = 'mean', # 'mean' (weighted mean over the samples), 'sum', or 'none' (one loss per sample)
                 ):
         if weight is not None:
             if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
@@ -112,73 +133,114 @@ class LossCrossEntropy(Loss):
             weight = weight.detach()
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
             raise ValueError(f"LossCrossEntropy expects label_smoothing in [0, 1], got {label_smoothing!r}")
-        self.weight, self.label_smoothing = weight, float(label_smoothing)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(f"LossCrossEntropy expects ignore_index to be an integer, got {ignore_index!r}")
+        self.reduction = _check_reduction(reduction, 'LossCrossEntropy')
+        self.weight, self.label_smoothing, self.ignore_index = weight, float(label_smoothing), int(ignore_index)
 
     def forward(self,
-                logits: torch.Tensor, # unnormalised scores, `(N, C)`
-                target: torch.Tensor, # class indices `(N,)` (int64, in [0, C)) or class probabilities `(N, C)`
-               ) -> torch.Tensor: # 0-dim loss: the (weighted) mean over the samples
-        "Return the mean cross-entropy; keep the log-softmax and the target for `backward`."
-        x, t, w = self._check_inputs(logits, target)
-        n, C = x.shape
-        eps = self.label_smoothing
-        logp = _log_softmax(x, 1)
-        if t.is_floating_point():  # probabilities: -sum(a * logp) / N, a = smoothed target * weight
+                logits: torch.Tensor, # unnormalised scores, `(N, C)`, `(N, C, d1, ...)` or one sample `(C,)`
+                target: torch.Tensor, # class indices `(N, d1, ...)` (int64, in [0, C) or `ignore_index`) or class probabilities (the logits' shape)
+               ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or one loss per sample `(N, d1, ...)` ('none')
+        "Return the cross-entropy, reduced as `reduction` says; keep the log-softmax and the target for `backward`."
+        x, t, w, layout = self._check_inputs(logits, target)  # x: (M, C), one row per sample (class dimension last)
+        M, C = x.shape
+        eps, r = self.label_smoothing, self.reduction
+        logp = _log_softmax(x, 1)                                          # l = log softmax(x)
+        if t.is_floating_point():  # probabilities: rows -sum_c a_c l_c, a = smoothed target * weight
             a = t if eps == 0 else t * (1 - eps) + eps / C
             if w is not None: a = a * w
-            self._save_for_backward(logp, a, n)
-            return (logp * a).sum().div_(-n)
-        try: picked = logp.gather(1, t[:, None])[:, 0]  # log p of each target class; checks 0 <= t < C (see above)
-        except RuntimeError: raise self._index_error(t, C) from None
-        if w is None: wt, D, nll = None, n, picked.sum().div_(-n)
-        else:
-            wt = w.gather(0, t)
-            D = wt.sum()
-            nll = (wt * picked).sum().div_(D).neg_()
-        self._save_for_backward(logp, t, wt, D, eps, w)
+            self._save_for_backward(logp, a, M, layout)
+            if r == 'none': return (logp * a).sum(1).neg_().view(layout[1])
+            return (logp * a).sum().div_(-M if r == 'mean' else -1)
+        picked, m = None, None                                             # m: the mask of the kept samples (None: all kept)
+        if x.device.type == 'cpu' and not 0 <= self.ignore_index < C:      # the usual case, on CPU: no mask unless needed
+            ts = t.unsqueeze(1)                                            # (M, 1)
+            try: picked = logp.gather(1, ts).squeeze(1)                    # raises at once for any index outside [0, C):
+            except RuntimeError: pass                                      # so when it succeeds, no target is ignore_index
+        if picked is None:  # some target may be ignore_index (or this is a GPU, where a bad gather is a device assertion)
+            keep = t.ne(self.ignore_index)                                 # m_n: the sample counts
+            ts = torch.where(keep, t, _scalar(0, t.dtype, t.device)).unsqueeze(1)  # ignored samples read class 0, weighted by 0
+            try: picked = logp.gather(1, ts).squeeze(1)                    # l[n, t_n]; checks 0 <= t < C (see above)
+            except RuntimeError: raise self._index_error(t, C) from None
+            m = keep.to(x.dtype)
+        wt = m if w is None else w.gather(0, ts.squeeze(1)) if m is None else w.gather(0, ts.squeeze(1)).mul_(m)  # w_{t_n} m_n
+        D = None if r != 'mean' else M if wt is None else wt.sum()         # the normaliser of the mean
+        self._save_for_backward(logp, ts, m, wt, D, eps, w, layout)
+        if eps:
+            smooth = logp.sum(1) if w is None else logp @ w                # m_n sum_c w_c l[n, c]
+            if m is not None: smooth.mul_(m)
+        if r == 'none':
+            nll = picked if wt is None else picked.mul_(wt)                # w_{t_n} m_n l[n, t_n]
+            nll = nll.neg_() if not eps else nll.mul_(eps - 1).sub_(smooth, alpha=eps / C)
+            return nll.view(layout[1])
+        nll = (picked.sum() if wt is None else torch.dot(picked, wt)).neg_()  # -sum_n w_{t_n} m_n l[n, t_n]
+        if r == 'mean': nll = nll.div_(D)
         if eps == 0: return nll
-        smooth = (logp.sum(1) if w is None else logp @ w).sum().div_(D).neg_()  # -sum_n sum_c w_c logp_nc / D
+        smooth = smooth.sum().neg_()
+        if r == 'mean': smooth = smooth.div_(D)
         return (1 - eps) * nll + smooth * (eps / C)
 
-    def backward(self) -> torch.Tensor: # dL/dlogits, shape `(N, C)`
-        "Return dL/dlogits = (softmax * A - a) / D (`a`: the smoothed, weighted target; `A`: its row sums; `D`: the normaliser)."
+    def backward(self,
+                 grad_output: torch.Tensor | None = None, # 'none': dL/d(per-sample losses), the loss's shape; 'mean'/'sum': nothing (or a 0-dim factor)
+                ) -> torch.Tensor: # dL/dlogits, the logits' shape
+        "Return dL/dlogits = r (softmax * A - a): `a` the smoothed, weighted target, `A` its row sums, `r` 1/D ('mean'), 1 ('sum') or the upstream gradient ('none')."
         saved = self._saved_tensors()
-        if len(saved) == 3:  # probability targets
-            logp, a, n = saved
-            return logp.exp().mul_(a.sum(1, keepdim=True)).sub_(a).div_(n)
-        logp, t, wt, D, eps, w = saved
-        C = logp.shape[1]
-        grad = logp.exp()  # s
-        if w is not None: grad.mul_((wt * (1 - eps) + w.sum() * (eps / C))[:, None])  # s * A
-        if eps: grad.sub_(eps / C if w is None else w * (eps / C))  # - (eps / C) w
-        hit = torch.full_like(grad[:, :1], eps - 1) if wt is None else (wt * (eps - 1))[:, None]
-        return grad.scatter_add_(1, t[:, None], hit).div_(D)  # - (1 - eps) w_t at column t; / D
+        logp, layout = saved[0], saved[-1]
+        g = self._upstream(grad_output, layout[1], logp.dtype, logp.device)
+        if g is not None and g.dim(): g = g.reshape(-1, 1)                 # 'none': one factor per row
+        if len(saved) == 4:  # probability targets
+            _, a, M, _ = saved
+            grad = logp.exp().mul_(a.sum(1, keepdim=True)).sub_(a)        # s A - a
+            if self.reduction == 'mean': grad.div_(M)
+        else:
+            _, ts, m, wt, D, eps, w, _ = saved
+            C = logp.shape[1]
+            grad = logp.exp()                                              # s
+            if w is None:
+                if eps: grad.sub_(eps / C)                                 # s - (eps / C)  (the row factor m comes last)
+                grad.scatter_add_(1, ts, _scalar(eps - 1, grad.dtype, grad.device).expand(ts.shape))  # - (1 - eps) at t_n
+                if m is not None:                                          # m_n, or m_n / D (D = 0: all ignored, a zero gradient)
+                    grad.mul_((m if D is None else m.div(D.clamp(min=1))).unsqueeze(1))
+                elif D is not None: grad.div_(D)                           # / N
+            else:
+                W = w.sum() * (eps / C)
+                grad.mul_((wt * (1 - eps) + (W if m is None else m * W)).unsqueeze(1))  # s A_n
+                if eps:                                                    # - (eps / C) m_n w_c
+                    if m is None: grad.sub_(w * (eps / C))
+                    else: grad.addr_(m, w, alpha=-eps / C)
+                grad.scatter_add_(1, ts, (wt * (eps - 1)).unsqueeze(1))    # - (1 - eps) w_{t_n} m_n at column t_n
+                if D is not None: grad.div_(D.clamp(min=torch.finfo(D.dtype).tiny))  # D = 0: zero rows stay 0, as torch
+        if g is not None: grad.mul_(g)
+        return _unflatten_classes(grad, layout[0])
 
     def _check_inputs(self, logits, target):
-        "Check the shapes, dtypes and devices of the logits, the target and the weight (metadata only: no synchronisation)."
+        "Check the shapes, dtypes and devices of the logits, the target and the weight (metadata only: no synchronisation); flatten to rows."
         who = 'LossCrossEntropy'
         x = _check_tensor(logits, who, 'logits')
-        if x.dim() != 2 or x.shape[1] == 0:
-            raise ValueError(f"{who} expects logits of shape (N, C) with C >= 1 classes, got {_fmt_shape(x.shape)}")
-        n, C = x.shape
+        if x.dim() == 0 or x.shape[x.dim() > 1] == 0:
+            raise ValueError(f"{who} expects logits of shape (N, C), (N, C, d1, ...) or (C) with C >= 1 classes, got {_fmt_shape(x.shape)}")
+        C = x.shape[x.dim() > 1]
+        idx_shape = x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()       # (N, d1, ...): one class index per sample
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"{who} expects the target to be a torch.Tensor, got {type(target).__name__}")
         if target.is_floating_point():
             if target.shape != x.shape:
                 raise ValueError(f"{who} expects class probabilities of shape {_fmt_shape(x.shape)} (like the logits) or "
-                                 f"int64 class indices of shape ({n}), got a {target.dtype} target of shape "
+                                 f"int64 class indices of shape {_fmt_shape(idx_shape)}, got a {target.dtype} target of shape "
                                  f"{_fmt_shape(target.shape)}" + (" (class indices must be int64: target.long())"
-                                                                  if target.shape == (n,) else ''))
+                                                                  if target.shape == idx_shape else ''))
             if target.dtype != x.dtype:
                 raise TypeError(f"{who} expects class probabilities of the logits' dtype {x.dtype}, got {target.dtype}")
-            target = target.detach()
+            target = _flatten_classes(target.detach())
         else:
             if target.dtype != torch.int64:
                 raise TypeError(f"{who} expects class indices of dtype torch.int64 (or probabilities of dtype {x.dtype}), "
                                 f"got {target.dtype} (convert with .long())")
-            if target.shape != (n,):
-                raise ValueError(f"{who} expects class indices of shape ({n}) for logits {_fmt_shape(x.shape)}, "
+            if target.shape != idx_shape:
+                raise ValueError(f"{who} expects class indices of shape {_fmt_shape(idx_shape)} for logits {_fmt_shape(x.shape)}, "
                                  f"got {_fmt_shape(target.shape)}")
+            target = target.reshape(-1)
         if target.device != x.device:
             raise RuntimeError(f"{who} got logits on {x.device} but the target on {target.device}: move one of them with .to()")
         w = self.weight
@@ -189,13 +251,14 @@ class LossCrossEntropy(Loss):
                 raise TypeError(f"{who} has a {w.dtype} weight but got {x.dtype} logits: convert one of them")
             if w.device != x.device:
                 raise RuntimeError(f"{who} has its weight on {w.device} but got logits on {x.device}: move one of them with .to()")
-        return x, target, w
+        return _flatten_classes(x), target, w, (tuple(x.shape), idx_shape)
 
     def _index_error(self, t: torch.Tensor, C: int) -> Exception:
         "The error for class indices outside [0, C) (error path only: it reads the indices back)."
-        lo, hi = int(t.min()), int(t.max())
-        return ValueError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} classes, "
-                          f"got values in [{lo}, {hi}]")
+        bad = t[t != self.ignore_index]
+        lo, hi = int(bad.min()), int(bad.max())
+        return ValueError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} classes, got values "
+                          f"in [{lo}, {hi}] (besides ignore_index={self.ignore_index}, whose targets are skipped)")
 
     def to(self, *args, **kwargs) -> LossCrossEntropy:
         "Move/cast the class weights (if any); same arguments as `Module.to`; returns `self`."
@@ -205,7 +268,9 @@ class LossCrossEntropy(Loss):
 
     def __repr__(self):
         args = ([f"weight={_fmt_shape(self.weight.shape)}"] if self.weight is not None else []) + (
-            [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else [])
+            [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else []) + (
+            [f"ignore_index={self.ignore_index}"] if self.ignore_index != -100 else []) + (
+            [f"reduction={self.reduction!r}"] if self.reduction != 'mean' else [])
         return f"{type(self).__name__}({', '.join(args)})"
 
 # %% ../nbs/21_softmax_crossentropy.ipynb #042a2cbe

@@ -334,7 +334,7 @@ def test_bce_refuses_out_of_range_and_nan():
     raises(ValueError, 'targets in [0, 1]', l, torch.full((3, 1), 0.5), torch.full((3, 1), 2.0))
 
 
-@pytest.mark.parametrize('target', [torch.tensor([0, 5]), torch.tensor([0, -1]), torch.tensor([0, -100])])
+@pytest.mark.parametrize('target', [torch.tensor([0, 5]), torch.tensor([0, -1]), torch.tensor([0, -99])])  # -100 is ignore_index
 def test_cross_entropy_refuses_bad_class_indices(target):
     raises(ValueError, 'class indices in [0, 3)', LossCrossEntropy(), torch.zeros(2, 3), target)
 
@@ -451,7 +451,7 @@ def test_conv_refuses_bad_inputs_clearly():
     raises(ValueError, 'larger than the padded input', c, torch.zeros(1, 2, 2, 2))
     raises(TypeError, 'torch.float64 input', c, torch.zeros(1, 2, 5, 5, dtype=F64))
     raises(TypeError, 'int or a pair of ints', Conv2d, 2, 3, 3, stride=True)
-    raises(TypeError, 'int or a pair of ints', Conv2d, 2, 3, 3, padding='same')
+    raises(ValueError, "'same' or 'valid', got 'full'", Conv2d, 2, 3, 3, padding='full')  # 'same' and 'valid' are torch's
 
 
 @pytest.mark.parametrize('cls', [MaxPool2d, AvgPool2d])
