@@ -163,6 +163,10 @@ def _check_all(opt, values, grads, who: str):
 # %% ../../nbs/06_optim.ipynb #9d872153
 _is, _shape, _params = operator.is_, operator.attrgetter('shape'), operator.itemgetter('params')
 
+def _same(a: tuple, b: tuple) -> bool:
+    "The same objects, one by one (`True == 1`, but a flag written as 1 must be checked again)."
+    return len(a) == len(b) and all(map(_is, a, b))
+
 def _tensors(opt, who: str = 'step'):
     "Values and gradients of the parameters, checked (fully when a tensor object or a group changed, else identities and shapes)."
     params = opt.params
@@ -365,10 +369,10 @@ class Optimizer:
         return self.param_groups[0]['lr']
 
     def _hypers(self, who: str) -> list[dict]:
-        "Every group's hyper-parameters, checked again only when one changed (a tuple comparison per group otherwise)."
-        keys = self._keys
+        "Every group's hyper-parameters, checked again only when one was written (an identity comparison per group otherwise)."
+        keys, last = self._keys, self._seen
         seen = [tuple(map(g.get, keys)) for g in self.param_groups]
-        if seen != self._seen:
+        if last is None or len(seen) != len(last) or not all(map(_same, seen, last)):  # the same objects: nothing was written
             hs = []
             for i, g in enumerate(self.param_groups):
                 h = {}
