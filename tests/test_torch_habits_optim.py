@@ -470,3 +470,32 @@ def test_grouped_steps_read_nothing_back():
             for t in range(4):
                 if t == 2: opt.param_groups[1]['lr'] = 0.02
                 opt.step(); s.step(); opt.zero_grad(set_to_none=True)
+
+
+def test_checkpoint_in_the_earlier_layout_loads(tmp_path):
+    "A checkpoint written before the torch layout (optimizer {'type', 'step_count', 'hyper', 'state'}, schedule with base_lr/last_lr) loads and continues exactly."
+    g = torch.Generator().manual_seed(0)
+    def fresh():
+        model = Sequential(Linear(2, 3, generator=g), ReLU(), Linear(3, 1, generator=g)).to(dtype=F64)
+        opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+        return model, opt, OneCycleLR(opt, 0.1, 30)
+    grads = [[torch.randn(p.shape, generator=g, dtype=F64) for p in fresh()[0].parameters()] for _ in range(30)]
+    def steps(model, opt, sched, gs_list):
+        for gs in gs_list:
+            for p, gr in zip(model.parameters(), gs): p.grad.copy_(gr)
+            opt.step(); sched.step()
+    model, opt, sched = fresh()
+    steps(model, opt, sched, grads[:10])
+    path = save_checkpoint(tmp_path / 'new.pt', model, opt, sched)
+    ck = torch.load(path, weights_only=True)
+    sd, ssd = ck['optimizer'], ck['scheduler']
+    ck['optimizer'] = {'type': 'SGD', 'step_count': 10, 'state': {'momentum_buffer': [sd['state'][i]['momentum_buffer'] for i in range(4)]},
+                       'hyper': {k: sd['param_groups'][0][k] for k in ('lr', 'decay', 'momentum', 'dampening', 'nesterov', 'weight_decay')}}
+    ck['scheduler'] = {'type': 'OneCycleLR', 'last_epoch': ssd['last_epoch'], 'base_lr': ssd['base_lrs'][0], 'last_lr': ssd['last_lrs'][0],
+                       'hyper': ssd['hyper']}
+    torch.save(ck, tmp_path / 'old.pt')
+    model2, opt2, sched2 = fresh()
+    load_checkpoint(tmp_path / 'old.pt', model2, opt2, sched2)
+    assert (opt2.step_count, sched2.last_epoch, opt2.param_groups[0]['max_lr']) == (10, 10, 0.1)
+    steps(model, opt, sched, grads[10:]); steps(model2, opt2, sched2, grads[10:])
+    for p, q in zip(model.parameters(), model2.parameters()): assert torch.equal(p.value, q.value)  # same ops, same order

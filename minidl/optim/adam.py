@@ -17,7 +17,7 @@ class Adam(Optimizer):
     "Adam (bias-corrected moments, eps after the bias-corrected root, optional AMSGrad, L2 or decoupled weight decay), as `torch.optim.Adam`."
     _checks = {'lr': _check_rate, 'betas': _check_betas, 'eps': _check_rate, 'weight_decay': _check_rate, 'amsgrad': _check_flag,
                'decoupled_weight_decay': _check_flag}
-    _optional = ('decoupled_weight_decay',)
+    _optional = {'decoupled_weight_decay': False}  # absent from older torch and minidl state dicts
     _state_names = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
     _has_step = True
 
@@ -74,6 +74,7 @@ class Adam(Optimizer):
 # %% ../../nbs/27_adam.ipynb #6def98fa
 class AdamW(Adam):
     "Adam with decoupled weight decay `theta *= 1 - lr * weight_decay`, as `torch.optim.AdamW`."
+    _optional = {'decoupled_weight_decay': True}
     def __init__(self,
                  params, # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and their own settings
                  lr: float = 1e-3, # learning rate eta (>= 0)

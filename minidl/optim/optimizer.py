@@ -255,8 +255,9 @@ def _prepare_load(opt, sd) -> tuple:
             raise ValueError(f"{who}: parameter group {i} has {len(sg['params'])} parameters in the state dict, {len(g['params'])} in the optimizer")
         if sg.get('maximize', False) is not False:
             raise ValueError(f"{who}: param_groups[{i}] has maximize={sg['maximize']!r}; minidl minimises (negate the loss instead)")
-        ng = {k: v for k, v in sg.items() if k != 'params'}
-        for k in opt._optional: ng.setdefault(k, opt.defaults[k])
+        ng = {k: v for k, v in g.items() if k != 'params' and k not in opt._checks}  # kept unless saved: a schedule's initial_lr...
+        ng.update({k: v for k, v in sg.items() if k != 'params'})
+        for k, v in opt._optional.items(): ng.setdefault(k, v)  # minidl-only settings: their torch-equivalent value
         missing = [k for k in opt._checks if k not in ng]
         if missing: raise ValueError(f"{who}: param_groups[{i}] has no {', '.join(missing)} (its keys: {_names(sg)})")
         h = {k: (_check_finite if k == 'lr' else check)(ng[k], who, f"param_groups[{i}][{k!r}]") for k, check in opt._checks.items()}
@@ -315,7 +316,7 @@ def _prepare_load(opt, sd) -> tuple:
 class Optimizer:
     "Base class of minidl's optimizers: parameter groups with checked hyper-parameters, an all-or-nothing `step()`, `zero_grad()`, torch-layout state dicts."
     _checks: dict = {'lr': _check_rate}  # hyper-parameter -> its check (v, who, name); every group holds each
-    _optional: tuple[str, ...] = ()  # minidl-only hyper-parameters a torch state dict may lack (then: the default)
+    _optional: dict = {}  # minidl-only hyper-parameters a torch state dict lacks -> the value that behaves as torch
     _state_names: tuple[str, ...] = ()  # the per-parameter buffers, PyTorch's names
     _has_step: bool = False  # a per-parameter 'step' in the state dict (Adam's bias correction), as PyTorch's
     lr = _Hyper()
@@ -497,7 +498,7 @@ class SGD(Optimizer):
     "Stochastic gradient descent (momentum, dampening, Nesterov, L2 weight decay as `torch.optim.SGD`); the t-th `step()` uses the rate `lr / (1 + decay * t)`."
     _checks = {'lr': _check_rate, 'momentum': _check_rate, 'dampening': _check_rate, 'weight_decay': _check_rate,
                'nesterov': _check_flag, 'decay': _check_rate}
-    _optional = ('decay',)
+    _optional = {'decay': 0.0}  # torch has no time-based decay
     _state_names = ('momentum_buffer',)
 
     def __init__(self,
