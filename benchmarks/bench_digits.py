@@ -35,8 +35,8 @@ import minidl
 from minidl.files import atomic_open
 from minidl.dropout import Dropout
 from minidl.softmax import LossCrossEntropy
-from minidl.adam import AdamW
-from minidl.schedules import OneCycleLR
+from minidl.optim import AdamW
+from minidl.optim.lr_scheduler import OneCycleLR
 from minidl.experiments.digits import digits_mlp, digits_cnn, RECIPE, MODELS
 from minidl.experiments.digits_data import load_digits_split, random_shift, shift_offsets
 

@@ -18,7 +18,7 @@ from .linear import *
 from .activations import *
 from .losses import *
 from .sequential import *
-from .optim import *
+from .optim.optimizer import *
 from .training import *
 from .dropout import *
 from .softmax import *
@@ -27,8 +27,8 @@ from .activations_more import *
 from .init import *
 from .conv import *
 from .pooling import *
-from .adam import *
-from .schedules import *
+from .optim.adam import *
+from .optim.lr_scheduler import *
 from .checkpoints import *
 from .diagnostics import *
 
@@ -42,7 +42,7 @@ _modules = [  # one per line, in book order
     'activations',
     'losses',
     'sequential',
-    'optim',
+    'optim.optimizer',
     'training',
     'dropout',
     'softmax',
@@ -51,8 +51,8 @@ _modules = [  # one per line, in book order
     'init',
     'conv',
     'pooling',
-    'adam',
-    'schedules',
+    'optim.adam',
+    'optim.lr_scheduler',
     'checkpoints',
     'diagnostics',
 ]

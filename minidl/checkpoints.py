@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from .core import Module
 from .files import atomic_open
-from .optim import Optimizer, _prepare_load as _prepare_optimizer
-from .schedules import LRScheduler
+from .optim.optimizer import Optimizer, _prepare_load as _prepare_optimizer
+from .optim.lr_scheduler import LRScheduler, _check_drives
 
 # %% auto #0
 __all__ = ['save_checkpoint', 'load_checkpoint']
@@ -45,6 +45,7 @@ def _check_parts(who: str, model, optimizer, scheduler):
         raise TypeError(f"{who} expects a minidl optimizer or None, got {type(optimizer).__name__}")
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
         raise TypeError(f"{who} expects a minidl schedule or None, got {type(scheduler).__name__}")
+    _check_drives(scheduler, optimizer, who)  # a schedule of another optimizer would save or restore the wrong rates
 
 # %% ../nbs/29_checkpoints.ipynb #cd68490a
 def save_checkpoint(path: str | os.PathLike, # destination file (its folder must exist); replaced atomically
@@ -102,6 +103,16 @@ def _check_structure(ckpt: dict, path):
     if not str_dict(rng['generators']): raise bad("rng['generators'] is not a dict of random states by name")
     if not str_dict(ckpt['extra']): raise bad(f"'extra' is a {type(ckpt['extra']).__name__}, expected a dict")
 
+# %% ../nbs/29_checkpoints.ipynb #d4e5f6a7
+def _prepare_optimizer_state(model: Module, optimizer: Optimizer, ckpt: dict):
+    "Check the saved optimizer state (torch's layout, or minidl's earlier one) against `optimizer`; if it does not fit because the model does not, say that."
+    try: return _prepare_optimizer(optimizer, ckpt['optimizer'])
+    except ValueError:
+        saved, mine = ckpt['model'], model.state_dict()
+        if set(saved) != set(mine) or any(saved[k].shape != t.shape for k, t in mine.items()):
+            model.load_state_dict(saved)  # refuses (nothing is loaded) and names the keys and shapes that differ
+        raise
+
 # %% ../nbs/29_checkpoints.ipynb #025ba92b
 def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoint`
                     model: Module, # loads the saved `state_dict` (same architecture)
@@ -124,7 +135,7 @@ def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoin
     prep_opt = prep_sched = None
     if optimizer is not None:
         if ckpt['optimizer'] is None: raise ValueError(f"{who}: {path} holds no optimizer state")
-        prep_opt = _prepare_optimizer(optimizer, ckpt['optimizer'])
+        prep_opt = _prepare_optimizer_state(model, optimizer, ckpt)
     if scheduler is not None:
         if ckpt['scheduler'] is None: raise ValueError(f"{who}: {path} holds no schedule state")
         prep_sched = scheduler._prepare_load(ckpt['scheduler'])

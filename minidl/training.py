@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from .core import Module, _fmt_shape
 from .losses import Loss
 from .softmax import LossCrossEntropy
+from .optim.lr_scheduler import _check_drives
 
 # %% auto #0
 __all__ = ['accuracy', 'History', 'TrainingDiverged', 'train']
@@ -198,6 +199,7 @@ def train(
         if f is not None and not callable(f): raise TypeError(f"train expects {name} to be callable, got {type(f).__name__}")
     if scheduler is not None and not callable(getattr(scheduler, 'step', None)):
         raise TypeError(f"train expects a scheduler with a step() method, got {type(scheduler).__name__}")
+    _check_drives(scheduler, optimizer, 'train')  # a schedule of another optimizer would leave this one's rate constant
     for a in ('zero_grad', 'step', 'current_lr'):
         if not hasattr(optimizer, a): raise TypeError(f"train expects an optimizer with zero_grad(), step() and current_lr, got {type(optimizer).__name__}")
     step_callbacks, epoch_callbacks = _check_callbacks(callbacks)

@@ -180,9 +180,11 @@ def assert_same(model, opt, snap):
     for p, g, (v0, g0) in zip(model.parameters(), grads, objs):
         assert torch.equal(p.grad, g) and p.value is v0 and p.grad is g0
     new = opt.state_dict()
-    assert new['step_count'] == osd['step_count'] and new['hyper'] == osd['hyper']
-    for k in osd['state']:
-        for a, b in zip(new['state'][k], osd['state'][k]): assert torch.equal(a, b)
+    assert new['step_count'] == osd['step_count'] and new['param_groups'] == osd['param_groups']
+    assert new['state'].keys() == osd['state'].keys()
+    for i in osd['state']:
+        assert new['state'][i].keys() == osd['state'][i].keys()
+        for k, b in osd['state'][i].items(): assert torch.equal(torch.as_tensor(new['state'][i][k]), torch.as_tensor(b)), (i, k)
     assert torch.equal(torch.get_rng_state(), rng)
 
 

@@ -16,7 +16,7 @@ N_BN = 100  # BatchNorm: whole batches of 20, shards of 10 (BatchNorm needs 2 sa
 
 
 def _adam():
-    try: from minidl.adam import Adam
+    try: from minidl.optim import Adam
     except ImportError: return None
     return Adam
 

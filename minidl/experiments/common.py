@@ -20,9 +20,14 @@ __all__ = ['DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int', 'positiv
 
 # %% ../../nbs/40_experiments.ipynb #7eeb4f1d
 class ExperimentParser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose errors are one line, `prog: error: ... (see prog --help)`, with exit status 2"
+    "An `ArgumentParser` whose errors are one line, `prog: error: ... (see prog --help)`, with exit status 2; a `minidl-NAME` command's help also shows its module form"
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    def format_help(self):
+        text = super().format_help()
+        if not self.prog.startswith('minidl-'): return text
+        usage, rest = text.split('\n\n', 1)  # the README's form, `python -m minidl NAME`, below the console script's
+        return f"{usage}\n   or: python -m minidl {self.prog[len('minidl-'):]} [options]\n\n{rest}"
 
 # %% ../../nbs/40_experiments.ipynb #92cc28b5
 def positive_int(s:str)->int:

@@ -18,8 +18,8 @@ from ..dropout import Dropout
 from ..conv import Conv2d
 from ..pooling import MaxPool2d, Flatten
 from ..softmax import LossCrossEntropy
-from ..adam import AdamW
-from ..schedules import OneCycleLR
+from ..optim import AdamW
+from ..optim.lr_scheduler import OneCycleLR
 from ..training import History, train
 from ..distributed import DataParallel, get_rank
 from .common import mean_std, fmt_pm, text_table
