@@ -28,7 +28,7 @@ _lr, _decay = number_in(torch.float32), number_in(torch.float32, zero=True)  # t
 def _batch_size(s:str)->int|None:
     if s.lower() == 'full': return None
     try: return int_upto(BATCH_MAX)(s)
-    except argparse.ArgumentTypeError: raise argparse.ArgumentTypeError(f"expected a positive integer at most {BATCH_MAX} or 'full', got {s!r}") from None
+    except argparse.ArgumentTypeError as e: raise argparse.ArgumentTypeError(str(e).replace(', got', " or 'full', got", 1)) from None
 
 # %% ../../nbs/44_circle_cli.ipynb #5c791d63
 def _fmt_default(name, attr):
