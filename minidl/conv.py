@@ -125,8 +125,12 @@ class Conv2d(Module):
                      (out_channels, in_channels, *self.kernel_size), dtype or torch.get_default_dtype())
         (ph, pw) = self.padding  # the smallest input, 1x1 with one channel, padded: if even that cannot exist, say so now
         _check_alloc('Conv2d', f'an input padded by {self.padding}', (1, 2 * ph + 1, 2 * pw + 1, 1), dtype or torch.get_default_dtype())
-        self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
-        self.bias = Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
+        try:
+            self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
+            self.bias = Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
+        except RuntimeError as e:  # out of memory: as Linear, say which layer and which tensor
+            raise ValueError(f"Conv2d cannot allocate a weight of shape {_fmt_shape((out_channels, in_channels, *self.kernel_size))}: "
+                             f"{str(e).splitlines()[0][:160]}") from None
         self.reset_parameters(generator)
 
     def reset_parameters(self,
