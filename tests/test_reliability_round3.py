@@ -93,7 +93,6 @@ def test_ctrl_c_while_writing_says_what_was_kept(tmp_path, capsys, monkeypatch):
     import minidl.experiments.circle_cli as C
     out = tmp_path / 'res'; out.mkdir()
     for f in C.OUT_FILES: (out / f).write_bytes(b'old')
-    real = C.figure_png
     monkeypatch.setattr(C, '_render_figures', lambda runs: {'outputs.png': b'new png', 'curves.png': b'new png'})
     real_write = C.write_outputs
     def write_then_interrupt(o, files, save, state, written):
@@ -125,7 +124,7 @@ def test_damaged_checkpoint_never_loads(tmp_path):
     path = save_checkpoint(tmp_path / 'c.pt', model, opt)
     good = path.read_bytes()
     with zipfile.ZipFile(path) as z: infos = {i.filename.split('/', 1)[1]: i for i in z.infolist()}
-    model.zero_grad(); opt.step() if False else None
+    model.zero_grad()
     before = _state(model, opt)
     w = infos['data/0']  # the first weight's storage
     for pos in (0, 1, w.compress_size // 2, w.compress_size - 1):
@@ -205,7 +204,7 @@ def test_zero_size_inputs_like_torch(name, make, shape):
         assert type(info.value) in (ValueError, RuntimeError, TypeError) and type(m).__name__ in str(info.value)
         return
     y = m(x)
-    assert y.shape == yt.shape and torch.equal(y, yt.detach()) if y.numel() == 0 else y.shape == yt.shape
+    assert y.shape == yt.shape and y.numel() == 0  # every case here: an empty output, as torch's
     dx = m.backward(torch.ones_like(y))
     assert dx.shape == xt.grad.shape
     for (k, a), (_, b) in zip(m.state_dict().items(), t.state_dict().items()):  # running statistics: as torch
