@@ -50,7 +50,7 @@ class ReLU(_Elementwise):
         self.inplace = _check_inplace(inplace, 'ReLU')
     def extra_repr(self) -> str: return 'inplace=True' if self.inplace else ''
     def function(self, x): return torch.relu(x)
-    def derivative(self, g, y): return torch.sign(y).mul_(g)  # 1[Y > 0] * G: Y >= 0, so sign(Y) is 0 or 1
+    def derivative(self, g, y): return torch.nan_to_num(y, nan=1.0).sign_().mul_(g)  # 1[not Y <= 0] * G: Y >= 0 or NaN, so this sign is 0 or 1
 
 # %% ../nbs/03_activations.ipynb #86cb1a3a
 @functools.lru_cache(maxsize=16)

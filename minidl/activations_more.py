@@ -54,6 +54,7 @@ class LeakyReLU(_OnInput):
 
     def function(self, x):
         a = self.negative_slope  # x > 0: x; x <= 0: a x -- the larger of the two when a <= 1, the smaller when a > 1
+        if a == 0: return torch.where(x > 0, x, x * a)  # 0 * inf is NaN: the larger of inf and NaN would be NaN, torch's is inf
         return torch.maximum(x, x * a) if a <= 1 else torch.minimum(x, x * a)
 
     def vjp(self, g, x):

@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/checkpoints.html.md"""
 
 # %% ../nbs/29_checkpoints.ipynb #bfbb27b3
 from __future__ import annotations
-import numbers, os
+import numbers, os, pickle, zipfile, zlib
 from pathlib import Path
 import torch
 from .core import Module
@@ -70,7 +70,11 @@ def save_checkpoint(path: str | os.PathLike, # destination file (its folder must
             'epoch': None if epoch is None else int(epoch),
             'rng': {'torch': torch.get_rng_state(), 'cuda': cuda, 'generators': {k: g.get_state() for k, g in gens.items()}},
             'extra': extra}
-    with atomic_open(path, 'wb') as f: torch.save(ckpt, f)
+    crc = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(True)  # load_checkpoint verifies every record's CRC-32
+    try:
+        with atomic_open(path, 'wb') as f: torch.save(ckpt, f)
+    finally: torch.serialization.set_crc32_options(crc)
     return Path(path)
 
 # %% ../nbs/29_checkpoints.ipynb #b2eeced4
@@ -103,6 +107,65 @@ def _check_structure(ckpt: dict, path):
     if not str_dict(rng['generators']): raise bad("rng['generators'] is not a dict of random states by name")
     if not str_dict(ckpt['extra']): raise bad(f"'extra' is a {type(ckpt['extra']).__name__}, expected a dict")
 
+# %% ../nbs/29_checkpoints.ipynb #334e3998
+class _Stub:
+    "Stands for any object of the structure record: remembers the arguments it was built from, builds nothing."
+    def __init__(self, *args, **kwargs): self.args = args
+    def __setstate__(self, state): pass
+    def __setitem__(self, key, value): pass
+
+class _StorageKey(str): "The key of a storage record (`'3'` for `data/3`)."
+
+class _StructureReader(pickle.Unpickler):
+    "Reads `data.pkl` into dicts, lists and `_Stub`s, with `_StorageKey`s where tensors keep their storage; imports nothing."
+    def find_class(self, module, name): return dict if (module, name) == ('collections', 'OrderedDict') else _Stub
+    def persistent_load(self, pid): return _StorageKey(pid[2]) if isinstance(pid, tuple) and len(pid) > 2 else None
+
+def _storage_owners(z: zipfile.ZipFile, pkl: str) -> dict[str, str]:
+    "Storage key -> the entry of the checkpoint whose tensor lives there (`\"model['0.weight']\"`); `{}` if unreadable."
+    owners = {}
+    def walk(obj, where):
+        if isinstance(obj, _StorageKey): owners.setdefault(str(obj), where)
+        elif isinstance(obj, dict):
+            for k, v in obj.items(): walk(v, f"{where}[{k!r}]" if where else str(k))
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj): walk(v, f"{where}[{i}]")
+        elif isinstance(obj, _Stub):
+            for a in obj.args: walk(a, where)
+    try: walk(_StructureReader(z.open(pkl)).load(), '')
+    except Exception: return {}
+    return owners
+
+def _verify_integrity(path: Path, who: str):
+    "Check every record of the checkpoint file against its CRC-32 before anything is loaded; raise naming what is damaged."
+    with open(path, 'rb') as f: head = f.read(4)
+    if head != b'PK\x03\x04': return  # not a zip archive: torch.load says what it is (or is not)
+    try: z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{who}: {path} is not a readable checkpoint: the file is truncated or damaged ({e}); nothing was loaded") from None
+    with z:
+        bad = []
+        for info in z.infolist():
+            if info.CRC == 0 and info.file_size > 0:  # written with torch.serialization.set_crc32_options(False)
+                raise ValueError(f"{who}: {path} carries no CRC-32 for its record {info.filename!r}, so its integrity cannot "
+                                 f"be verified; save it again with save_checkpoint")
+            try:
+                with z.open(info) as r:
+                    while r.read(1 << 20): pass  # zipfile compares the CRC-32 at the end of the record
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e: bad.append((info.filename, e))
+        if not bad: return
+        pkl = next((i.filename for i in z.infolist() if i.filename.endswith('/data.pkl')), None)
+        owners = {} if pkl is None or pkl in dict(bad) else _storage_owners(z, pkl)
+    what = []
+    for name, e in bad:
+        record = name.split('/', 1)[-1]
+        key = record.rsplit('/', 1)[-1] if record.startswith('data/') else None
+        held = (f" (the storage of {owners[key]})" if key in owners else
+                " (the checkpoint's structure: keys, types and numbers)" if record == 'data.pkl' else '')
+        what.append(f"{record}{held}")
+    raise ValueError(f"{who}: {path} is damaged: the record{'s' if len(what) > 1 else ''} {', '.join(what)} "
+                     f"fail{'' if len(what) > 1 else 's'} {'their' if len(what) > 1 else 'its'} CRC-32 check; nothing was loaded")
+
 # %% ../nbs/29_checkpoints.ipynb #d4e5f6a7
 def _prepare_optimizer_state(model: Module, optimizer: Optimizer, ckpt: dict):
     "Check the saved optimizer state (torch's layout, or minidl's earlier one) against `optimizer`; if it does not fit because the model does not, say that."
@@ -126,6 +189,7 @@ def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoin
     gens = _check_generators(generators, who)
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{who}: no checkpoint file at {path}")
+    _verify_integrity(path, who)  # every record against its CRC-32, before anything is read
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise ValueError(f"{who}: {path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None

@@ -41,10 +41,39 @@ def _check_image(x, who: str, kernel: tuple, padding: tuple, channels: int | Non
         raise ValueError(f"{who} expects an input of shape (N, {channels}, H, W) ({channels} channels), "
                          f"got {_fmt_shape(x.shape)} with {x.shape[1]} channels")
     (kh, kw), (ph, pw), (H, W) = kernel, padding, x.shape[2:]
+    if 0 in x.shape[1:]:  # as torch: an empty batch gives an empty output, an empty image has no windows to compute
+        raise ValueError(f"{who} expects an input whose channels, height and width are non-zero (only the batch N may be 0), "
+                         f"got shape {_fmt_shape(x.shape)}")
     if H + 2 * ph < kh or W + 2 * pw < kw:
         raise ValueError(f"{who}: the kernel ({kh}, {kw}) is larger than the padded input ({H + 2 * ph}, {W + 2 * pw}) "
                          f"(input {H}x{W}, padding ({ph}, {pw}))")
     return x
+
+# %% ../nbs/25_conv.ipynb #e533ce7d
+def _check_alloc(who: str, what: str, shape: tuple, dtype: torch.dtype):
+    "Check a tensor `what` of `shape` and `dtype` can exist: its size in bytes (exact Python integers) below 2**63."
+    n = math.prod(shape) * dtype.itemsize
+    if n >= 2**63:
+        raise ValueError(f"{who}: {what} would have shape {_fmt_shape(shape)}, {n:.3g} bytes, more than torch can address "
+                         f"(2**63 bytes): reduce kernel_size, padding or the number of channels")
+
+def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride: tuple, padding: tuple,
+                error: RuntimeError) -> Exception:
+    "The error to raise when a forward on `x` failed with `error`: which tensor of the layer cannot be held, if one cannot."
+    (N, C, H, W), (kh, kw), (sh, sw) = x.shape, kernel, stride  # kernel: the span of a (dilated) window
+    pt, pb, pl, pr = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+    Hp, Wp = H + pt + pb, W + pl + pr
+    Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    try:
+        _check_alloc(who, f"the padded input (N, H + 2 ph, W + 2 pw, C)", (N, Hp, Wp, C), x.dtype)
+        _check_alloc(who, f"the windows (im2col) (N H_out W_out, kh kw C)", (N * Ho * Wo, kh * kw * C), x.dtype)
+        if max(sh * Wp * C, sw * C, Hp * Wp * C) >= 2**63: raise ValueError(
+            f"{who}: the stride {stride} steps further than torch can address (2**63 elements) in a {Hp}x{Wp} padded input")
+    except ValueError as e: return ValueError(f"{e} ({settings}, input {_fmt_shape(x.shape)})")
+    if "can't allocate memory" in str(error):
+        return RuntimeError(f"{who} ({settings}) ran out of memory on an input of shape {_fmt_shape(x.shape)}: "
+                            f"{str(error).splitlines()[0][:160]}")
+    return error
 
 # %% ../nbs/25_conv.ipynb #45a4c5fc
 def _pad_nhwc(x: torch.Tensor, ph: int, pw: int, value: float = 0.0, after: tuple | None = None) -> torch.Tensor:
@@ -133,8 +162,16 @@ class Conv2d(Module):
         self.groups, self.padding_mode = 1, padding_mode
         if not isinstance(bias, bool): raise TypeError(f"Conv2d expects bias to be True or False, got {bias!r}")
         device, dtype = _parse_device('Conv2d', device), _parse_dtype('Conv2d', dtype)  # clear errors for 'gpu', 'float64'
-        self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
-        self.bias = Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
+        _check_alloc('Conv2d', 'the weight (out_channels, in_channels, kh, kw)',
+                     (out_channels, in_channels, *self.kernel_size), dtype or torch.get_default_dtype())
+        pt, pb, pl, pr = self._pads  # the smallest input, 1x1 with one channel, padded: if even that cannot exist, say so now
+        _check_alloc('Conv2d', f'an input padded by {self.padding}', (1, pt + pb + 1, pl + pr + 1, 1), dtype or torch.get_default_dtype())
+        try:
+            self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
+            self.bias = Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
+        except RuntimeError as e:  # out of memory: as Linear, say which layer and which tensor
+            raise ValueError(f"Conv2d cannot allocate a weight of shape {_fmt_shape((out_channels, in_channels, *self.kernel_size))}: "
+                             f"{str(e).splitlines()[0][:160]}") from None
         self.reset_parameters(generator)
 
     def reset_parameters(self,
@@ -154,14 +191,19 @@ class Conv2d(Module):
         "im2col, then `Y = U W^T + b` in one matrix product; keeps `U` and `W` for `backward`."
         w, (kh, kw), (pt_, pb, pl, pr), (dh, dw) = self.weight.value, self.kernel_size, self._pads, self.dilation
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == self.in_channels and x.dtype == w.dtype
-                and x.device == w.device and x.shape[2] + pt_ + pb > dh * (kh - 1) and x.shape[3] + pl + pr > dw * (kw - 1)):
+                and x.device == w.device and x.shape[2] + pt_ + pb > dh * (kh - 1) and x.shape[3] + pl + pr > dw * (kw - 1)
+                and x.shape[2] and x.shape[3]):
             raise self._input_error(x, w)
         if x.requires_grad: x = x.detach()  # minidl records no graph
         N, C, H, W = x.shape
-        xp = _pad_nhwc(x, pt_, pl, after=(pb, pr)) if self.padding_mode == 'zeros' else self._pad_copies(x)
-        pt = _patches(xp, self.kernel_size, self.stride, self.dilation)  # (N, H_out, W_out, kh, kw, C): a view
-        Ho, Wo = pt.shape[1:3]
-        u = pt.reshape(N * Ho * Wo, kh * kw * C)                              # im2col: U, the one copy
+        try:
+            xp = _pad_nhwc(x, pt_, pl, after=(pb, pr)) if self.padding_mode == 'zeros' else self._pad_copies(x)
+            pt = _patches(xp, self.kernel_size, self.stride, self.dilation)  # (N, H_out, W_out, kh, kw, C): a view
+            Ho, Wo = pt.shape[1:3]
+            u = pt.reshape(N * Ho * Wo, kh * kw * C)                              # im2col: U, the one copy
+        except RuntimeError as e:  # sizes torch cannot hold: say which, naming the layer
+            span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)  # the pixels a dilated window covers
+            raise _size_error('Conv2d', self.extra_repr(), x, span, self.stride, self._pads, e) from None
         wm = w.permute(0, 2, 3, 1).reshape(self.out_channels, kh * kw * C)     # W̄: one filter per row
         y = torch.mm(u, wm.t()) if self.bias is None else torch.addmm(self.bias.value, u, wm.t())  # Ȳ = U W̄^T + b
         self._save_for_backward(u, wm, (N, C, H, W, Ho, Wo))

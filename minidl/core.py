@@ -93,6 +93,15 @@ def _move(t: torch.Tensor, device, dtype, non_blocking: bool, memory_format, who
         raise RuntimeError(f"{who} could not move a {t.dtype} tensor from {t.device} to {device}: {e}") from None
 
 
+# %% ../nbs/00_core.ipynb #1d8e3cf6
+def _overlaps(t: torch.Tensor) -> bool:
+    "Whether two elements of `t` may share one memory location (a stride-0 dimension from `expand`, or overlapping strides); metadata only."
+    span = 1  # with the dimensions sorted by stride, each must step over everything the smaller ones reach
+    for stride, size in sorted((st, n) for n, st in zip(t.shape, t.stride()) if n > 1):
+        if stride < span: return True
+        span += stride * (size - 1)
+    return False
+
 # %% ../nbs/00_core.ipynb #4ee5060d
 class Parameter:
     "A learnable tensor `value` with its gradient `grad` (same shape, dtype and device, zeros at creation)."
@@ -104,7 +113,9 @@ class Parameter:
             raise TypeError(f"Parameter expects a torch.Tensor, got {type(value).__name__}")
         if not value.is_floating_point():
             raise TypeError(f"Parameter expects a floating-point tensor, got dtype {value.dtype}")
-        self.value = value.detach()  # a plain tensor: minidl never records an autograd graph
+        value = value.detach()  # a plain tensor: minidl never records an autograd graph
+        if _overlaps(value): value = value.clone(memory_format=torch.contiguous_format)  # own memory that can be updated in place
+        self.value = value
         self.grad = torch.zeros_like(self.value)
 
     @property
@@ -407,6 +418,9 @@ class Module(SavesForBackward):
                 errors.append(f"{k}: shape {_fmt_shape(v.shape)} in the state dict, {_fmt_shape(t.shape)} in the model")
             elif v.is_complex() and not t.is_complex():
                 errors.append(f"{k}: a complex tensor ({v.dtype}) for the real {t.dtype} tensor of the model")
+            elif _overlaps(t):  # e.g. a .value replaced by an expanded tensor: copy_ would fail after other copies were done
+                errors.append(f"{k}: the model's tensor has elements that share memory (stride {tuple(t.stride())}), so it "
+                              f"cannot be loaded in place; give it memory of its own (.clone())")
             else:
                 try: staged.append((t, v.detach().to(device=t.device, dtype=t.dtype)))
                 except (RuntimeError, NotImplementedError, TypeError) as e:  # e.g. a meta tensor: no values to copy

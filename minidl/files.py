@@ -20,6 +20,12 @@ def _file_mode(path: Path) -> int:
     mask = os.umask(0o022); os.umask(mask)  # the one portable way to read the umask
     return 0o666 & ~mask
 
+def _refused(e: OSError, path: Path, why: str) -> OSError:
+    "`e` (same class and errno) retold about the destination `path`: the temporary file's hidden name means nothing to the user."
+    err = type(e)(e.errno, f"cannot write {path}: {why} ({e.strerror or e})")
+    err.filename = str(path)
+    return err
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, # destination file; its folder must exist
                 mode: str = 'w', # `'w'` (text, UTF-8) or `'wb'` (binary)
@@ -32,13 +38,15 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
     path = Path(path)
     if path.is_dir(): raise IsADirectoryError(f"cannot write {path}: it is a directory")
     if not path.parent.is_dir(): raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
+    try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
+    except OSError as e: raise _refused(e, path, f"the folder {path.parent} refuses new files") from None
     try:
         os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600): give it the usual permissions
         with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try: os.replace(tmp, path)
+        except OSError as e: raise _refused(e, path, "the finished temporary file could not replace it") from None
     except BaseException:  # Ctrl-C included: never leave a partial file behind
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools, math, numbers
 import torch
 from .core import Module, _check_tensor, _check_grad, _fmt_shape
-from .conv import _pair, _out_size, _check_image, _pad_nhwc, _patches, _col2im
+from .conv import _pair, _out_size, _check_image, _pad_nhwc, _patches, _col2im, _check_alloc, _size_error
 
 # %% auto #0
 __all__ = ['MaxPool2d', 'AvgPool2d', 'Flatten']
@@ -41,17 +41,21 @@ class _Pool2d(Module):
                              f"and kernel_size={kernel_size!r}")
         self.kernel_size, self.stride, self.padding = kernel_size, (kernel_size if stride is None else stride), padding
         self._k, self._s, self._p = k, s, p
+        _check_alloc(who, f'an input padded by {p}', (1, 2 * p[0] + 1, 2 * p[1] + 1, 1), torch.get_default_dtype())
 
     def _windows(self, x, value: float) -> torch.Tensor:
         "The windows of `x` `(N, C, H, W)` padded with `value`, window position first: `(kh kw, N, H_out, W_out, C)`."
         (kh, kw), (ph, pw) = self._k, self._p
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()
-                and x.shape[2] + 2 * ph >= kh and x.shape[3] + 2 * pw >= kw):
+                and x.shape[2] + 2 * ph >= kh and x.shape[3] + 2 * pw >= kw and x.shape[1] and x.shape[2] and x.shape[3]):
             x = _check_image(x, type(self).__name__, self._k, self._p)  # raises the error that says what is wrong
         if x.requires_grad: x = x.detach()
-        pt = _patches(_pad_nhwc(x, ph, pw, value), self._k, self._s)   # (N, H_out, W_out, kh, kw, C): a view
-        N, Ho, Wo, _, _, C = pt.shape
-        return pt.permute(3, 4, 0, 1, 2, 5).reshape(kh * kw, N, Ho, Wo, C)
+        try:
+            pt = _patches(_pad_nhwc(x, ph, pw, value), self._k, self._s)   # (N, H_out, W_out, kh, kw, C): a view
+            N, Ho, Wo, _, _, C = pt.shape
+            return pt.permute(3, 4, 0, 1, 2, 5).reshape(kh * kw, N, Ho, Wo, C)
+        except RuntimeError as e:  # sizes torch cannot hold: say which, naming the layer
+            raise _size_error(type(self).__name__, self.extra_repr(), x, self._k, self._s, self._p, e) from None
 
     def _col2im(self, dt: torch.Tensor, shape: tuple) -> torch.Tensor:
         "Add the window gradients `dt` `(kh kw, N, H_out, W_out, C)` back onto the input image of `shape` `(N, C, H, W)`."

@@ -12,8 +12,8 @@ import torch
 import minidl
 from ..training import TrainingDiverged
 from .common import (
-    ExperimentParser, positive_int, nonneg_int, positive_float, path_arg, resolve_device,
-    check_destinations, figure_png, write_outputs, Messages)
+    ExperimentParser, positive_int, nonneg_int, positive_float, path_arg, resolve_device, int_upto, number_in,
+    RUNS_MAX, EPOCHS_MAX, BATCH_MAX, THREADS_MAX, check_destinations, figure_png, write_outputs, interruptible, Messages)
 from .circle import MODELS, DEFAULTS, run_circle, summarize, results_table
 
 # %% auto #0
@@ -21,34 +21,14 @@ __all__ = ['OUT_FILES', 'make_parser', 'main']
 
 # %% ../../nbs/44_circle_cli.ipynb #b331eaf7
 _positive_int, _path = positive_int, path_arg  # the argument types every minidl command shares (minidl.experiments.common)
-
-def _int_upto(most:int):
-    "A positive integer at most `most`: a size that fits (torch refuses or cannot allocate larger ones, with a traceback)"
-    def parse(s:str)->int:
-        v = _positive_int(s)
-        if v > most: raise argparse.ArgumentTypeError(f"expected a positive integer at most {most}, got {s!r}")
-        return v
-    return parse
-
-def _seed(s:str)->int:
-    "A seed torch accepts: an integer in [0, 2**64)"
-    v = nonneg_int(s)
-    if v >= 2**64: raise argparse.ArgumentTypeError(f"expected a seed below 2**64 (torch's limit), got {s!r}")
-    return v
-
-def _decay(s:str)->float:
-    try: v = float(s)
-    except ValueError: v = math.nan
-    if not math.isfinite(v) or v < 0: raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {s!r}")
-    return v
-
-_lr = positive_float
+_int_upto = int_upto
+_lr, _decay = number_in(torch.float32), number_in(torch.float32, zero=True)  # the parameters are float32: a rate must stay finite there
 
 # %% ../../nbs/44_circle_cli.ipynb #c8d11b3f
 def _batch_size(s:str)->int|None:
     if s.lower() == 'full': return None
-    try: return _positive_int(s)
-    except argparse.ArgumentTypeError: raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {s!r}") from None
+    try: return int_upto(BATCH_MAX)(s)
+    except argparse.ArgumentTypeError as e: raise argparse.ArgumentTypeError(str(e).replace(', got', " or 'full', got", 1)) from None
 
 # %% ../../nbs/44_circle_cli.ipynb #5c791d63
 def _fmt_default(name, attr):
@@ -59,10 +39,10 @@ def make_parser()->argparse.ArgumentParser:
     p = ExperimentParser(prog='minidl-circle',
                 description="Train the circle task's two models (Sigmoid + BCE and Tanh + MSE, 2-25-25-25-25-1 ReLU "
                             "networks, SGD) with minidl; print their train/test accuracy and write results.json and "
-                            "PNG figures.")
-    p.add_argument('--epochs', type=_positive_int, default=DEFAULTS['epochs'], help='epochs per run (default: %(default)s)')
-    p.add_argument('--runs', type=_int_upto(10_000), default=1, help='number of runs (seeds) per model, reported as mean ± std (default: %(default)s)')
-    p.add_argument('--seed', type=_seed, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
+                            "PNG figures.", seed_limit=2**64, seed_owner='torch')
+    p.add_argument('--epochs', type=_int_upto(EPOCHS_MAX), default=DEFAULTS['epochs'], help='epochs per run (default: %(default)s)')
+    p.add_argument('--runs', type=_int_upto(RUNS_MAX), default=1, help='number of runs (seeds) per model, reported as mean ± std (default: %(default)s)')
+    p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
     p.add_argument('--lr', type=_lr, nargs='+', metavar='LR', help=f"initial learning rate: one for both models, or two (default: {_fmt_default('lr', 'lr')})")
     p.add_argument('--decay', type=_decay, nargs='+', metavar='D', help=f"learning-rate decay, step t uses lr/(1+D*t): one or two values (default: {_fmt_default('decay', 'decay')})")
     p.add_argument('--batch-size', type=_batch_size, default=DEFAULTS['batch_size'], metavar='B',
@@ -71,7 +51,7 @@ def make_parser()->argparse.ArgumentParser:
     p.add_argument('--out', type=_path, default=Path('circle-results'), help='output folder for results.json and the figures (default: %(default)s/)')
     p.add_argument('--save', type=_path, default=None, metavar='PATH', help="also save the trained models' state dicts to PATH (torch.save; load with torch.load(PATH, weights_only=True))")
     p.add_argument('--device', choices=('cpu', 'cuda', 'auto'), default='cpu', help="where data, models and losses live; auto: cuda if available, else cpu (default: %(default)s)")
-    p.add_argument('--threads', type=_int_upto(1024), default=1, help='torch CPU threads; these matrices are tiny, 1 is fastest (default: %(default)s)')
+    p.add_argument('--threads', type=_int_upto(THREADS_MAX), default=1, help='torch CPU threads; these matrices are tiny, 1 is fastest (default: %(default)s)')
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
     return p
 
@@ -130,25 +110,25 @@ def main(
     "The `minidl-circle` command"
     parser = make_parser()
     args = parser.parse_args(argv)
-    try:
-        lrs, decays = _per_model(args.lr, 'lr', 'lr'), _per_model(args.decay, 'decay', 'decay')
-        if args.seed + args.runs > 2**64: raise ValueError(f"--seed {args.seed} with --runs {args.runs} goes past torch's largest seed, 2**64 - 1")
-        device = resolve_device(args.device)
-        check_destinations(args.out, OUT_FILES, args.save)
-    except ValueError as e: parser.error(str(e))
-    torch.set_num_threads(args.threads)
-    say = Messages(args.quiet)
-    seeds = list(range(args.seed, args.seed + args.runs))
-    settings = dict(epochs=args.epochs, runs=args.runs, seeds=seeds, batch_size=args.batch_size, hidden=args.hidden,
-                    layers=[2] + [args.hidden] * 4 + [1], n_train=DEFAULTS['n_train'], n_test=DEFAULTS['n_test'],
-                    threads=args.threads, device=str(device), minidl=minidl.__version__, torch=torch.__version__)
-    per_model = {n: dict(lr=lrs[n], decay=decays[n]) for n in MODELS}
-    say(f"circle task: {settings['n_train']} train / {settings['n_test']} test points, {args.epochs} epochs, "
-        f"{args.runs} run(s) per model (seeds {seeds[0]}..{seeds[-1]}), batch size {args.batch_size or 'full'}, "
-        f"network 2-{'-'.join([str(args.hidden)] * 4)}-1, device {device}")
-    runs = {n: [] for n in MODELS}
-    start = time.perf_counter()
-    try:
+    written = []  # the outputs in place, should Ctrl-C come while they are written
+    with interruptible(parser.prog, written):  # Ctrl-C: one line, exit status 130
+        try:
+            lrs, decays = _per_model(args.lr, 'lr', 'lr'), _per_model(args.decay, 'decay', 'decay')
+            device = resolve_device(args.device)
+            check_destinations(args.out, OUT_FILES, args.save)
+        except ValueError as e: parser.error(str(e))
+        torch.set_num_threads(args.threads)
+        say = Messages(args.quiet)
+        seeds = list(range(args.seed, args.seed + args.runs))
+        settings = dict(epochs=args.epochs, runs=args.runs, seeds=seeds, batch_size=args.batch_size, hidden=args.hidden,
+                        layers=[2] + [args.hidden] * 4 + [1], n_train=DEFAULTS['n_train'], n_test=DEFAULTS['n_test'],
+                        threads=args.threads, device=str(device), minidl=minidl.__version__, torch=torch.__version__)
+        per_model = {n: dict(lr=lrs[n], decay=decays[n]) for n in MODELS}
+        say(f"circle task: {settings['n_train']} train / {settings['n_test']} test points, {args.epochs} epochs, "
+            f"{args.runs} run(s) per model (seeds {seeds[0]}..{seeds[-1]}), batch size {args.batch_size or 'full'}, "
+            f"network 2-{'-'.join([str(args.hidden)] * 4)}-1, device {device}")
+        runs = {n: [] for n in MODELS}
+        start = time.perf_counter()
         for seed in seeds:
             for n in MODELS:
                 try:
@@ -158,19 +138,17 @@ def main(
                     print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
                 runs[n].append(r)
                 say(f"  {n:<12} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test {100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr); return 130
-    seconds = time.perf_counter() - start
-    summary = summarize(runs)
-    settings['wall_seconds'] = round(seconds, 2)
-    print(results_table(summary))
-    say(f"training time: {seconds:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else ''))
-    for rs in runs.values():
-        for r in rs: r.model.to('cpu')  # the figures and the saved state dicts are made on the CPU
-    try:
-        write_outputs(args.out, {**_render_figures(runs), 'results.json': _results_json(summary, settings, per_model)},
-                      args.save, _state_dicts(runs) if args.save is not None else None)
-    except OSError as e:
-        print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
-    say(f"wrote {args.out/'results.json'}, {args.out/'outputs.png'} and {args.out/'curves.png'}" + (f", and {args.save}" if args.save else ''))
-    return 0
+        seconds = time.perf_counter() - start
+        summary = summarize(runs)
+        settings['wall_seconds'] = round(seconds, 2)
+        print(results_table(summary))
+        say(f"training time: {seconds:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else ''))
+        for rs in runs.values():
+            for r in rs: r.model.to('cpu')  # the figures and the saved state dicts are made on the CPU
+        try:
+            write_outputs(args.out, {**_render_figures(runs), 'results.json': _results_json(summary, settings, per_model)},
+                          args.save, _state_dicts(runs) if args.save is not None else None, written)
+        except OSError as e:
+            print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
+        say(f"wrote {args.out/'results.json'}, {args.out/'outputs.png'} and {args.out/'curves.png'}" + (f", and {args.save}" if args.save else ''))
+        return 0

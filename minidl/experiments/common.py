@@ -14,20 +14,46 @@ import minidl
 from ..files import atomic_open
 
 # %% auto #0
-__all__ = ['DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int', 'positive_float', 'resolve_device', 'torch_threads',
-           'path_arg', 'check_destinations', 'figure_png', 'write_json', 'write_outputs', 'mean_std', 'fmt_pm',
+__all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int',
+           'positive_float', 'int_upto', 'number_in', 'resolve_device', 'torch_threads', 'path_arg',
+           'check_destinations', 'figure_png', 'write_json', 'write_outputs', 'interruptible', 'mean_std', 'fmt_pm',
            'text_table', 'progress_bar', 'Messages', 'environment']
 
 # %% ../../nbs/40_experiments.ipynb #7eeb4f1d
+def _pow2(n:int)->str: return f"2**{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
+
 class ExperimentParser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose errors are one line, `prog: error: ... (see prog --help)`, with exit status 2; a `minidl-NAME` command's help also shows its module form"
+    "An `ArgumentParser` whose errors are one line, `prog: error: ... (see prog --help)`, with exit status 2; it knows the seeds the command supports, and a `minidl-NAME` command's help also shows its module form"
+    def __init__(self, *args,
+                 seed_limit:int=2**64, # seeds are integers in [0, seed_limit), run i of --runs using --seed + i
+                 seed_owner:str='torch', # what sets that limit, for the messages
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed_limit, self.seed_owner = seed_limit, seed_owner
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
     def format_help(self):
         text = super().format_help()
         if not self.prog.startswith('minidl-'): return text
         usage, rest = text.split('\n\n', 1)  # the README's form, `python -m minidl NAME`, below the console script's
         return f"{usage}\n   or: python -m minidl {self.prog[len('minidl-'):]} [options]\n\n{rest}"
+
+    def seed(self, s:str)->int:
+        "argparse type of `--seed`: an integer in [0, seed_limit)"
+        v = nonneg_int(s)
+        if v >= self.seed_limit:
+            raise argparse.ArgumentTypeError(f"expected a seed below {_pow2(self.seed_limit)} ({self.seed_owner}'s limit), got {s!r}")
+        return v
+
+    def parse_args(self, args=None, namespace=None):
+        "Parse, then check what no single argument can: `--seed` + `--runs` stays below the seed limit"
+        ns = super().parse_args(args, namespace)
+        seed, runs = getattr(ns, 'seed', None), getattr(ns, 'runs', None)
+        if isinstance(seed, int) and isinstance(runs, int) and seed + runs > self.seed_limit:
+            self.error(f"--seed {seed} with --runs {runs} goes past {self.seed_owner}'s largest seed, {_pow2(self.seed_limit)} - 1")
+        return ns
 
 # %% ../../nbs/40_experiments.ipynb #92cc28b5
 def positive_int(s:str)->int:
@@ -50,6 +76,37 @@ def positive_float(s:str)->float:
     except ValueError: v = math.nan
     if not math.isfinite(v) or v <= 0: raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {s!r}")
     return v
+
+# %% ../../nbs/40_experiments.ipynb #a3bc2e7e
+RUNS_MAX, EPOCHS_MAX, BATCH_MAX, THREADS_MAX = 10_000, 1_000_000, 2**24, 1024  # the bounds every command shares
+
+def int_upto(
+    most:int, # the largest value accepted
+):
+    "argparse type: a positive integer at most `most` (larger sizes overflow, or fail after a whole run)"
+    def parse(s:str)->int:
+        v = positive_int(s)
+        if v > most: raise argparse.ArgumentTypeError(f"expected a positive integer at most {most}, got {s!r}")
+        return v
+    return parse
+
+def number_in(
+    dtype:torch.dtype=torch.float32, # the dtype the number meets (the parameters'): it must stay finite and non-zero there
+    zero:bool=False, # accept 0 (e.g. a decay)
+):
+    "argparse type: a finite number > 0 (>= 0 if `zero`) that `dtype` holds: neither infinite nor rounded to 0 there"
+    what = 'a finite number >= 0' if zero else 'a finite number > 0'
+    def parse(s:str)->float:
+        try: v = float(s)
+        except ValueError: v = math.nan
+        if not math.isfinite(v) or v < 0 or (v == 0 and not zero): raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
+        held = float(torch.tensor(v, dtype=dtype))
+        if not math.isfinite(held): raise argparse.ArgumentTypeError(
+            f"expected {what} that {dtype} parameters can hold (at most {torch.finfo(dtype).max:.4g}), got {s!r}")
+        if held == 0 and v != 0: raise argparse.ArgumentTypeError(
+            f"expected {what} that {dtype} parameters can hold, got {s!r}, which is 0 in {dtype}")
+        return v
+    return parse
 
 # %% ../../nbs/40_experiments.ipynb #ab2aa5b1
 DEVICES = ('cpu', 'cuda', 'auto')
@@ -130,9 +187,10 @@ def write_outputs(
     files:dict, # file name -> `bytes` (written as is), `str` (UTF-8 text) or any other object (JSON)
     save:Path|None=None, # also `torch.save(state, save)`
     state=None, # what to save there
+    written:list|None=None, # each file's path is appended once it is in place (to say what an interruption kept)
 ):
     "Write every output atomically (each file appears whole or not at all)"
-    out = Path(out)
+    out, written = Path(out), ([] if written is None else written)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         if isinstance(data, bytes):
@@ -140,9 +198,24 @@ def write_outputs(
         elif isinstance(data, str):
             with atomic_open(out/name, 'w') as f: f.write(data)
         else: write_json(out/name, data)
+        written.append(out/name)
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(save, 'wb') as f: torch.save(state, f)
+        written.append(save)
+
+@contextlib.contextmanager
+def interruptible(
+    prog:str, # the command's name, first on the line
+    written:list|None=None, # the outputs already in place (filled by `write_outputs`)
+):
+    "Ctrl-C in the block ends the command with one line on stderr and exit status 130 (`SystemExit`); what it wrote is kept whole"
+    try: yield
+    except KeyboardInterrupt:
+        kept = (f"wrote {', '.join(str(p) for p in written)} before it; the other outputs are as they were" if written
+                else "nothing written")
+        print(f"{prog}: interrupted; {kept}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 # %% ../../nbs/40_experiments.ipynb #65aa6d31
 def mean_std(

@@ -13,6 +13,7 @@ from ..training import TrainingDiverged
 from ..distributed import (launch_info, init_distributed, ShardedSampler, fail_fast, DistributedError, shutdown,
                                 is_main_process, on_main)
 from .common import (ExperimentParser, positive_int, nonneg_int, path_arg, DEVICES, resolve_device,
+                                       int_upto, RUNS_MAX, EPOCHS_MAX, THREADS_MAX, interruptible,
                                        torch_threads, check_destinations, figure_png, write_outputs, environment, Messages, mean_std)
 from .digits_data import digits_available, load_digits_split, INSTALL_HINT
 from .digits import (MODELS, RECIPE, run_digits, summarize_digits, digits_table, plot_learning_curves,
@@ -29,15 +30,16 @@ def make_digits_parser()->argparse.ArgumentParser:
     p = ExperimentParser(prog='minidl-digits',
         description="Train the digits MLP and CNN (scikit-learn's 8x8 handwritten digits, 80/20 stratified split) with "
                     "minidl: AdamW + one-cycle, label smoothing, BatchNorm, Dropout, random 1-pixel shifts. Prints train/"
-                    "test accuracy and writes results.json and PNG figures.")
+                    "test accuracy and writes results.json and PNG figures.",
+        seed_limit=2**32, seed_owner='scikit-learn')  # the seed of the split is scikit-learn's random_state
     p.add_argument('--model', choices=('mlp', 'cnn', 'both'), default='both', help='which model(s) to train (default: %(default)s)')
-    p.add_argument('--runs', type=positive_int, default=1, help='runs (seeds) per model, reported as mean ± std (default: %(default)s)')
-    p.add_argument('--epochs', type=positive_int, default=RECIPE['epochs'], help='epochs per run (default: %(default)s)')
-    p.add_argument('--seed', type=nonneg_int, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
+    p.add_argument('--runs', type=int_upto(RUNS_MAX), default=1, help='runs (seeds) per model, reported as mean ± std (default: %(default)s)')
+    p.add_argument('--epochs', type=int_upto(EPOCHS_MAX), default=RECIPE['epochs'], help='epochs per run (default: %(default)s)')
+    p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
     p.add_argument('--out', type=path_arg, default=Path('digits-results'), help='output folder for results.json and the figures (default: %(default)s/)')
     p.add_argument('--save', type=path_arg, default=None, metavar='PATH', help="also save the trained models' state dicts to PATH (torch.save)")
     p.add_argument('--device', choices=DEVICES, default='cpu', help="where data and models live; auto: cuda if available (default: %(default)s)")
-    p.add_argument('--threads', type=positive_int, default=1, help='torch CPU threads; these networks are small, 1 is fastest (default: %(default)s)')
+    p.add_argument('--threads', type=int_upto(THREADS_MAX), default=1, help='torch CPU threads; these networks are small, 1 is fastest (default: %(default)s)')
     p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
     p.add_argument('--distributed', action='store_true', help="data-parallel over the processes torchrun started (gloo on the CPU, NCCL with "
                    "--device cuda), e.g. `torchrun --standalone --nproc-per-node 2 -m minidl.experiments.digits_cli --distributed`; "
@@ -110,21 +112,23 @@ def digits_main(
     "The `minidl-digits` command"
     parser = make_digits_parser()
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-        check_destinations(args.out, OUT_FILES, args.save)
-    except ValueError as e: parser.error(str(e))
-    if not digits_available():
-        print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
-    info, error = _start_distributed(args, device)
-    if error: parser.error(error)
-    if info is None: return _digits_run(args, parser, device, None)
-    try:
-        with fail_fast(): return _digits_run(args, parser, info['device'] if device.type == 'cuda' else device, info)
-    except DistributedError: return 1  # every rank has printed which rank failed
-    finally: shutdown()
+    written = []  # the outputs in place, should Ctrl-C come while they are written
+    with interruptible(parser.prog, written):  # Ctrl-C: one line, exit status 130
+        try:
+            device = resolve_device(args.device)
+            check_destinations(args.out, OUT_FILES, args.save)
+        except ValueError as e: parser.error(str(e))
+        if not digits_available():
+            print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
+        info, error = _start_distributed(args, device)
+        if error: parser.error(error)
+        if info is None: return _digits_run(args, parser, device, None, written)
+        try:
+            with fail_fast(): return _digits_run(args, parser, info['device'] if device.type == 'cuda' else device, info, written)
+        except DistributedError: return 1  # every rank has printed which rank failed
+        finally: shutdown()
 
-def _digits_run(args, parser, device:torch.device, info:dict|None)->int:
+def _digits_run(args, parser, device:torch.device, info:dict|None, written:list|None=None)->int:
     "Train, print, write: the command once its arguments are checked (`info`: the process group's, or `None`)"
     main = is_main_process()  # rank 0 alone prints and writes; always True in a single process
     names = ('mlp', 'cnn') if args.model == 'both' else (args.model,)
@@ -140,19 +144,16 @@ def _digits_run(args, parser, device:torch.device, info:dict|None)->int:
     runs = {n: [] for n in names}
     start = time.perf_counter()
     with torch_threads(args.threads):
-        try:
-            for seed in seeds:
-                for n in names:
-                    try: r = run_digits(n, seed, epochs=args.epochs, device=device, progress=not args.quiet and main, leave=False,
-                                        data_parallel=info is not None)
-                    except TrainingDiverged as e:
-                        if info is not None: raise  # fail_fast stops every rank, naming this one
-                        print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
-                    r.model.to('cpu'); r.test_predictions = r.test_predictions.cpu()
-                    runs[n].append(r)
-                    say(f"  {n} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test {100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
-        except KeyboardInterrupt:
-            print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr); return 130
+        for seed in seeds:  # Ctrl-C: digits_main's `interruptible` says so in one line
+            for n in names:
+                try: r = run_digits(n, seed, epochs=args.epochs, device=device, progress=not args.quiet and main, leave=False,
+                                    data_parallel=info is not None)
+                except TrainingDiverged as e:
+                    if info is not None: raise  # fail_fast stops every rank, naming this one
+                    print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
+                r.model.to('cpu'); r.test_predictions = r.test_predictions.cpu()
+                runs[n].append(r)
+                say(f"  {n} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test {100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
         settings['wall_seconds'] = round(time.perf_counter() - start, 2)
 
         def report()->int:  # rank 0 only
@@ -163,7 +164,7 @@ def _digits_run(args, parser, device:torch.device, info:dict|None)->int:
             results = _results_json(summary, settings)
             for n in names: results[n]['settings']['parameters'] = sum(p.value.numel() for p in runs[n][0].model.parameters())
             try: write_outputs(args.out, {'results.json': results, **_figures(runs)}, args.save,
-                               _state_dicts(runs) if args.save is not None else None)
+                               _state_dicts(runs) if args.save is not None else None, written)
             except OSError as e:
                 print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
             say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else ''))
