@@ -30,6 +30,9 @@ from .pooling import *
 from .adam import *
 from .schedules import *
 from .checkpoints import *
+from .embedding import *
+from .layernorm import *
+from .residual import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -53,5 +56,8 @@ _modules = [  # one per line, in book order
     'adam',
     'schedules',
     'checkpoints',
+    'embedding',
+    'layernorm',
+    'residual',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]
