@@ -33,6 +33,7 @@ from .checkpoints import *
 from .embedding import *
 from .layernorm import *
 from .residual import *
+from .attention import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -59,5 +60,6 @@ _modules = [  # one per line, in book order
     'embedding',
     'layernorm',
     'residual',
+    'attention',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]
