@@ -34,6 +34,7 @@ from .embedding import *
 from .layernorm import *
 from .residual import *
 from .attention import *
+from .transformer import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
@@ -61,5 +62,6 @@ _modules = [  # one per line, in book order
     'layernorm',
     'residual',
     'attention',
+    'transformer',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

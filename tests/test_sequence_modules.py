@@ -5,6 +5,8 @@ Tolerance policy: float64, rtol = 1e-10 (a few ulps times reduction lengths of a
 conditioning of a normalisation); the absolute floor is scaled to the magnitude of the reference (1e-12 * max |ref|),
 so that values that cancel to near zero compare in absolute terms.
 """
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -16,10 +18,11 @@ F64 = torch.float64
 SETTINGS = dict(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def close(ours, ref, rtol=1e-10):
+def close(ours, ref, rtol=1e-10, floor=0.0):
+    "assert_close under the policy above; `floor`: an absolute error derived from the computation's inputs (normalisations)."
     ref = ref.detach()
     atol = 1e-12 * float(ref.abs().max()) if ref.numel() else 0.0
-    torch.testing.assert_close(ours, ref, rtol=rtol, atol=max(atol, 1e-15))
+    torch.testing.assert_close(ours, ref, rtol=rtol, atol=max(atol, floor, 1e-15))
 
 
 def snapshot(m):
@@ -103,15 +106,21 @@ def test_layernorm_matches_torch(lead, norm, affine, bias, eps, scale, seed):
         with torch.no_grad(): p.copy_(torch.randn(p.shape, dtype=F64, generator=gen))
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(*lead, *norm, dtype=F64, generator=gen) * scale + 1
-    if eps == 0 and x.numel() and max(norm) == 1 and len(norm) == 1: return  # one feature and eps 0: 0/0 in both
+    if eps == 0 and x.numel() and math.prod(norm) == 1: return  # one feature and eps 0: 0/0 in both
     g = torch.randn(x.shape, dtype=F64, generator=gen)
     xr = x.clone().requires_grad_()
     yr = ref(xr); yr.backward(g)
-    close(ours(x), yr, rtol=1e-9)
-    close(ours.backward(g), xr.grad, rtol=1e-9)  # the three-term formula cancels: about 1e-9 relative in the worst rows
+    # x - mean carries a rounding error of a few ulps of |x|, which the normalisation multiplies by s = 1/sqrt(var + eps):
+    # the absolute floor of xhat, times what multiplies xhat downstream (|g|, |gamma|, and F for the sums over a row)
+    top = lambda t: float(t.detach().abs().max()) if t.numel() else 0.0
+    s_max = float((x.reshape(-1, max(1, math.prod(norm))).var(1, correction=0) + eps).rsqrt().max()) if x.numel() else 0.0
+    fx = 8 * 2.2e-16 * top(x) * s_max
+    w = top(ref.weight) if affine else 1.0
+    close(ours(x), yr, rtol=1e-9, floor=fx * w)
+    close(ours.backward(g), xr.grad, rtol=1e-9, floor=fx * w * top(g) * s_max * math.prod(norm))  # the three-term formula cancels
     for (name, p), (rname, rp) in zip(ours.named_parameters(), ref.named_parameters()):
         assert name == rname
-        close(p.grad, rp.grad, rtol=1e-9)
+        close(p.grad, rp.grad, rtol=1e-9, floor=fx * top(g) * x.numel())
 
 
 def test_layernorm_gradcheck():
@@ -244,3 +253,114 @@ def test_attention_errors_change_nothing():
     with pytest.raises(RuntimeError, match='in_proj_bias.grad has shape'): a.backward(torch.ones(2, 3, 8, dtype=F64))
     assert all(torch.equal(p.grad, s) for p, s in zip(a.out_proj.parameters(), snap[5::2]))  # out_proj accumulated nothing
     with pytest.raises(ValueError, match='divide embed_dim'): CausalSelfAttention(6, 4)
+
+
+# ============================================================================ TransformerBlock
+from minidl import TransformerBlock
+
+
+@settings(**SETTINGS)
+@given(B=st.integers(1, 2), T=st.integers(1, 5), H=st.integers(1, 2), D=st.integers(2, 3), FF=st.integers(1, 8),
+       bias=st.booleans(), act=st.sampled_from(['gelu', 'relu']), seed=st.integers(0, 2**31 - 1))
+def test_block_matches_torch(B, T, H, D, FF, bias, act, seed):
+    # E >= 2: a LayerNorm over one feature outputs its bias whatever the input, and both libraries' gradients through it are
+    # rounding noise (tested on its own in test_layernorm_matches_torch, with a floor derived for it)
+    gen = torch.Generator().manual_seed(seed)
+    E = H * D
+    ref = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, activation=act, bias=bias, batch_first=True,
+                                           norm_first=True, dtype=F64)
+    randomise(ref, gen)
+    ours = TransformerBlock(E, H, FF, activation=act, bias=bias, dtype=F64)
+    ours.load_state_dict(ref.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(B, T, E, dtype=F64, generator=gen); g = torch.randn(B, T, E, dtype=F64, generator=gen)
+    xr = x.clone().requires_grad_()
+    yr = ref(xr, src_mask=causal_bool(T)); yr.backward(g)
+    close(ours(x), yr, rtol=1e-9); close(ours.backward(g), xr.grad, rtol=1e-9)  # two LayerNorms in the chain
+    compare_params(ours, ref, rtol=1e-9)
+    ref2 = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, activation=act, bias=bias, batch_first=True,
+                                            norm_first=True, dtype=F64)
+    ref2.load_state_dict(ours.state_dict())  # and back
+    for k, v in ref.state_dict().items(): assert torch.equal(ref2.state_dict()[k], v)
+
+
+def test_block_gradcheck_and_residual_around_it():
+    b = TransformerBlock(4, 2, 6, dtype=F64)
+    for p in b.parameters(): p.value.add_(torch.randn_like(p.value) * 0.1)
+    x = torch.randn(2, 3, 4, dtype=F64)
+    assert gradcheck(b, x)
+    assert gradcheck(Residual(b), x)
+    assert gradcheck(TransformerBlock(4, 1, 3, activation='relu', bias=False, dtype=F64), x[:1, :1])
+
+
+def test_block_dropout_modes():
+    b = TransformerBlock(8, 2, 16, dropout=0.3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 4, 8, dtype=F64)
+    assert not torch.equal(b(x), b(x))
+    b.eval(); assert torch.equal(b(x), b(x))
+
+
+def test_block_errors_change_nothing():
+    b = TransformerBlock(8, 2, 16, dtype=F64)
+    b(torch.randn(2, 3, 8, dtype=F64)); b.backward(torch.randn(2, 3, 8, dtype=F64))
+    snap = snapshot(b)
+    with pytest.raises(ValueError, match=r'\(B, T, 8\)'): b(torch.ones(3, 8, dtype=F64))
+    unchanged(b, snap)
+    b(torch.randn(2, 3, 8, dtype=F64))
+    with pytest.raises(ValueError, match='gradient of shape'): b.backward(torch.ones(2, 4, 8, dtype=F64))
+    unchanged(b, snap)
+    b.self_attn.in_proj_weight.grad = torch.zeros(3, dtype=F64)
+    with pytest.raises(RuntimeError, match='in_proj_weight.grad has shape'): b.backward(torch.ones(2, 3, 8, dtype=F64))
+    b.self_attn.in_proj_weight.grad = snap[1]
+    unchanged(b, snap)  # the check ran before any child accumulated
+
+
+def test_decoder_lm_trains_like_torch():
+    "A decoder-only LM from the pieces takes the same AdamW steps as torch.nn + autograd + torch.optim.AdamW (float64)."
+    from minidl import Embedding, LayerNorm, Sequential, LossCrossEntropy, AdamW
+    V, T, B, E, H, L, FF = 11, 6, 4, 8, 2, 2, 12
+
+    class LM(Module):
+        def __init__(self):
+            gen = torch.Generator().manual_seed(0)
+            self.tok, self.pos = Embedding(V, E, dtype=F64, generator=gen), Embedding(T, E, dtype=F64, generator=gen)
+            self.blocks = Sequential(*[TransformerBlock(E, H, FF, dtype=F64, generator=gen) for _ in range(L)])
+            self.norm, self.head = LayerNorm(E, dtype=F64), Linear(E, V, dtype=F64, generator=gen)
+        def forward(self, idx):
+            self._save_for_backward()
+            return self.head(self.norm(self.blocks(self.tok(idx) + self.pos(torch.arange(idx.shape[1])))))
+        def backward(self, g, input_grad=True):
+            g = self.blocks.backward(self.norm.backward(self.head.backward(g)))
+            self.tok.backward(g); self.pos.backward(g.sum(0))
+
+    class TorchLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = torch.nn.Embedding(V, E, dtype=F64), torch.nn.Embedding(T, E, dtype=F64)
+            self.blocks = torch.nn.Sequential(*[torch.nn.TransformerEncoderLayer(E, H, FF, 0.0, 'gelu', batch_first=True,
+                                                                                 norm_first=True, dtype=F64) for _ in range(L)])
+            self.norm, self.head = torch.nn.LayerNorm(E, dtype=F64), torch.nn.Linear(E, V, dtype=F64)
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+            for b in self.blocks: x = b(x, src_mask=causal_bool(idx.shape[1]))
+            return self.head(self.norm(x))
+
+    ours, ref = LM(), TorchLM()
+    ref.load_state_dict(ours.state_dict())
+    opt, ref_opt = AdamW(ours.parameters(), lr=1e-2), torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    ce, gen = LossCrossEntropy(), torch.Generator().manual_seed(1)
+    for _ in range(3):
+        idx = torch.randint(0, V, (B, T + 1), generator=gen)
+        opt.zero_grad(); loss = ce(ours(idx[:, :-1]).reshape(-1, V), idx[:, 1:].reshape(-1))
+        ours.backward(ce.backward().view(B, T, V)); opt.step()
+        ref_opt.zero_grad(); rl = torch.nn.functional.cross_entropy(ref(idx[:, :-1]).reshape(-1, V), idx[:, 1:].reshape(-1))
+        rl.backward(); ref_opt.step()
+        close(loss, rl, rtol=1e-10)
+    for k, v in ref.state_dict().items():
+        o = ours.state_dict()[k]
+        if k.endswith('in_proj_bias'):
+            # the key bias adds q.b_k to every score of a row, which the softmax ignores: its gradient is 0 analytically and
+            # rounding noise (~1e-17) in both libraries, which Adam divides by eps: steps of ~1e-11 that differ. Both stay ~0.
+            assert o[E:2 * E].abs().max() < 1e-9 and v[E:2 * E].abs().max() < 1e-9
+            o, v = torch.cat([o[:E], o[2 * E:]]), torch.cat([v[:E], v[2 * E:]])
+        close(o, v, rtol=1e-8)  # three Adam steps (a division by sqrt(v) each): ~1e-9 relative
