@@ -17,7 +17,8 @@ __all__ = ['BatchNorm1d', 'BatchNorm2d']
 # %% ../nbs/22_batchnorm.ipynb #9b640657
 def _normalization_input_grad(g, xhat, mean_g, mean_gxhat, scale):
     "dL/dx of a normalisation xhat = (x - mean) s: (G - mean(G) - xhat mean(G xhat)) * scale, the means over what was normalised (shared with LayerNorm)."
-    return torch.sub(g, torch.addcmul(mean_g, xhat, mean_gxhat)).mul_(scale)
+    a, c = mean_gxhat * scale, mean_g * scale  # per channel (per row): small
+    return (g * scale).sub_(c).addcmul_(xhat, a, value=-1)  # scale G - c - a xhat, in place after the first product
 
 class _BatchNorm(Module):
     "The mechanism shared by `BatchNorm1d` and `BatchNorm2d`: per-channel statistics over every dimension but 1."

@@ -61,10 +61,9 @@ class LayerNorm(Module):
         if w is not None and (w.value.dtype != x.dtype or w.value.device != x.device or w.value.shape != self.normalized_shape
                               or (b is not None and b.value.shape != self.normalized_shape)): raise self._input_error(x)
         x2 = x.reshape(-1, F)                                    # rows (M, F)
-        if x2.shape[0]: var, mean = torch.var_mean(x2, 1, correction=0, keepdim=True)
-        else: var = mean = x2.new_empty(0, 1)                # no rows (torch warns on an empty var_mean)
-        s = var.add_(self.eps).rsqrt_()                          # s = 1 / sqrt(var + eps), one per row
-        xhat = torch.sub(x2, mean).mul_(s)                       # xhat = (x - mu) s
+        xc = x2 - x2.mean(1, keepdim=True)                       # x - mu
+        s = xc.square().mean(1, keepdim=True).add_(self.eps).rsqrt_()  # s = 1 / sqrt(var + eps), one per row
+        xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
         if w is None: y = xhat
         elif b is None: y = xhat * w.value.view(F)

@@ -364,3 +364,47 @@ def test_decoder_lm_trains_like_torch():
             assert o[E:2 * E].abs().max() < 1e-9 and v[E:2 * E].abs().max() < 1e-9
             o, v = torch.cat([o[:E], o[2 * E:]]), torch.cat([v[:E], v[2 * E:]])
         close(o, v, rtol=1e-8)  # three Adam steps (a division by sqrt(v) each): ~1e-9 relative
+
+
+# ============================================================================ Softmax / LogSoftmax over an empty dim, GELU at NaN and +-inf
+from minidl import Softmax, LogSoftmax, GELU
+
+
+@pytest.mark.parametrize('cls, fn', [(Softmax, torch.softmax), (LogSoftmax, torch.log_softmax)])
+@pytest.mark.parametrize('shape, dim', [((3, 0), 1), ((3, 0), 0), ((0, 4), 1), ((2, 0, 3), 1), ((0,), 0)])
+@pytest.mark.parametrize('dtype', [torch.float32, F64])
+def test_softmax_over_an_empty_dim_is_empty_as_torch(cls, fn, shape, dim, dtype):
+    x = torch.randn(shape, dtype=dtype); g = torch.randn(shape, dtype=dtype)
+    m = cls(dim); y = m(x); gx = m.backward(g)
+    xr = x.clone().requires_grad_(); yr = fn(xr, dim); yr.backward(g)
+    assert y.shape == yr.shape and y.dtype == yr.dtype and gx.shape == xr.grad.shape and gx.dtype == dtype
+
+
+@pytest.mark.parametrize('approximate', ['none', 'tanh'])
+@pytest.mark.parametrize('dtype', [torch.float32, F64])
+def test_gelu_at_nan_and_infinities_equals_torch(approximate, dtype):
+    x = torch.tensor([float('nan'), float('inf'), -float('inf')], dtype=dtype)
+    m = GELU(approximate); y = m(x); gx = m.backward(torch.ones_like(x))
+    xr = x.clone().requires_grad_(); yr = torch.nn.functional.gelu(xr, approximate=approximate); yr.backward(torch.ones_like(x))
+    torch.testing.assert_close(y, yr.detach(), rtol=0, atol=0, equal_nan=True)     # inf, NaN: exactly torch's
+    torch.testing.assert_close(gx, xr.grad, rtol=0, atol=0, equal_nan=True)
+    big = torch.tensor([-1e30, -60.0, 60.0, 1e30], dtype=dtype)                     # finite but saturated
+    y = m(big); gx = m.backward(torch.ones_like(big))
+    br = big.clone().requires_grad_(); yr = torch.nn.functional.gelu(br, approximate=approximate); yr.backward(torch.ones_like(big))
+    torch.testing.assert_close(y, yr.detach(), rtol=1e-6, atol=0, equal_nan=True)
+    torch.testing.assert_close(gx, br.grad, rtol=1e-6, atol=0, equal_nan=True)
+
+
+def test_sequence_layers_on_batch_time_features():
+    "Sequential, Linear, GELU, Dropout on (B, T, E) tensors: the leading dimensions are one batch, as torch."
+    from minidl import Dropout
+    lin1, lin2 = Linear(6, 10, dtype=F64), Linear(10, 6, dtype=F64)
+    m = Sequential(lin1, GELU(), Dropout(0.0), lin2)
+    r1, r2 = torch.nn.Linear(6, 10, dtype=F64), torch.nn.Linear(10, 6, dtype=F64)
+    r1.load_state_dict(lin1.state_dict()); r2.load_state_dict(lin2.state_dict())
+    x = torch.randn(3, 4, 6, dtype=F64); g = torch.randn(3, 4, 6, dtype=F64)
+    xr = x.clone().requires_grad_(); yr = r2(torch.nn.functional.gelu(r1(xr))); yr.backward(g)
+    close(m(x), yr); close(m.backward(g), xr.grad)
+    close(lin1.weight.grad, r1.weight.grad); close(lin2.bias.grad, r2.bias.grad)
+    d = Dropout(0.5, generator=torch.Generator().manual_seed(0)); y = d(x)
+    assert y.shape == x.shape and torch.equal(d.backward(g) != 0, y != 0)
