@@ -408,3 +408,28 @@ def test_sequence_layers_on_batch_time_features():
     close(lin1.weight.grad, r1.weight.grad); close(lin2.bias.grad, r2.bias.grad)
     d = Dropout(0.5, generator=torch.Generator().manual_seed(0)); y = d(x)
     assert y.shape == x.shape and torch.equal(d.backward(g) != 0, y != 0)
+
+
+def test_decoder_training_step_reads_nothing_back():
+    "Embedding, TransformerBlock (attention with dropout, LayerNorm, GELU), LossCrossEntropy, AdamW: no host read in a step."
+    import sys, pathlib
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from test_hot_path import no_readback
+    sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / 'benchmarks'))
+    from bench_seq import DecoderLM
+    from minidl import AdamW, LossCrossEntropy
+    gen = torch.Generator().manual_seed(0)
+    model = DecoderLM(11, 6, 8, 2, 2, 16, generator=gen)
+    for m in model.modules():  # dropout on: the masks are drawn on the device too
+        if isinstance(m, CausalSelfAttention): m.dropout = 0.1
+        if isinstance(m, minidl.Dropout): m.p = 0.1
+    opt, ce = AdamW(model.parameters(), lr=1e-2), LossCrossEntropy()
+    idx = torch.randint(0, 11, (4, 7), generator=gen)
+    before = [p.value.clone() for p in model.parameters()]
+    with no_readback():
+        for _ in range(2):
+            opt.zero_grad()
+            ce(model(idx[:, :-1]).reshape(-1, 11), idx[:, 1:].reshape(-1))
+            model.backward(ce.backward().view(4, 6, 11))
+            opt.step()
+    assert all(not torch.equal(p.value, b) for p, b in zip(model.parameters(), before))
