@@ -60,10 +60,10 @@ class TransformerBlock(Module):
             x = _check_tensor(x, 'TransformerBlock')
             raise ValueError(f"TransformerBlock expects an input of shape (B, T, {self.d_model}) (d_model={self.d_model}), "
                              f"got {_fmt_shape(x.shape)}")
-        x1 = x + self.dropout1(self.self_attn(self.norm1(x)))                                      # attention sub-layer
-        y = x1 + self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1))))))  # feed-forward
+        x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                                  # attention sub-layer
+        y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)  # feed-forward
         self._save_for_backward()  # marks a complete forward
-        return y
+        return y  # (the sums are taken in place: the branches' outputs are new tensors that nothing saved)
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, `(B, T, d_model)`
@@ -74,9 +74,10 @@ class TransformerBlock(Module):
         self._check_parameters()  # every gradient can be accumulated: no child stops half-way through the backward
         g = self.dropout2.backward(grad_output)  # checks the gradient's shape first
         g = self.norm2.backward(self.linear1.backward(self.activation.backward(self.dropout.backward(self.linear2.backward(g)))))
-        g1 = grad_output + g                                                       # dL/dx1: around + through the FF branch
+        g1 = g.add_(grad_output)                                                   # dL/dx1: around + through the FF branch
         g = self.norm1.backward(self.self_attn.backward(self.dropout1.backward(g1)), input_grad)
-        return g1 + g if input_grad else None                                      # dL/dx: around + through attention
+        return g.add_(g1) if input_grad else None                                  # dL/dx: around + through attention
+        # (in place: LayerNorm.backward returns a new tensor, which nothing else holds)
 
     _checked = ()  # the (value, grad) tensors of every parameter, found consistent by the last check
 
