@@ -26,6 +26,7 @@ class Residual(Module):
                 x: torch.Tensor, # input of the block
                ) -> torch.Tensor: # x + block(x), same shape as x
         "Return `x + block(x)`."
+        if isinstance(x, torch.Tensor) and x.requires_grad: x = x.detach()  # minidl records no autograd history
         y = self.block(x)
         if y.shape != x.shape:
             raise ValueError(f"Residual expects its block to keep the shape of its input, got {_fmt_shape(x.shape)} -> "

@@ -56,10 +56,11 @@ class TransformerBlock(Module):
                 x: torch.Tensor, # input `(B, T, d_model)`
                ) -> torch.Tensor: # output `(B, T, d_model)`
         "x1 = x + dropout1(self_attn(norm1(x))); return x1 + dropout2(linear2(dropout(activation(linear1(norm2(x1))))))."
-        if not (isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[2] == self.d_model):
-            x = _check_tensor(x, 'TransformerBlock')
-            raise ValueError(f"TransformerBlock expects an input of shape (B, T, {self.d_model}) (d_model={self.d_model}), "
-                             f"got {_fmt_shape(x.shape)}")
+        if not (isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[2] == self.d_model and not x.requires_grad):
+            x = _check_tensor(x, 'TransformerBlock')  # a clear error for a non-tensor or an integer tensor; no autograd history
+            if x.dim() != 3 or x.shape[2] != self.d_model:
+                raise ValueError(f"TransformerBlock expects an input of shape (B, T, {self.d_model}) (d_model={self.d_model}), "
+                                 f"got {_fmt_shape(x.shape)}")
         x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                                  # attention sub-layer
         y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)  # feed-forward
         self._save_for_backward()  # marks a complete forward

@@ -433,3 +433,12 @@ def test_decoder_training_step_reads_nothing_back():
             model.backward(ce.backward().view(4, 6, 11))
             opt.step()
     assert all(not torch.equal(p.value, b) for p, b in zip(model.parameters(), before))
+
+
+def test_inputs_that_require_grad_leave_no_autograd_history():
+    x = torch.randn(2, 3, 8, dtype=F64, requires_grad=True)
+    for m in (TransformerBlock(8, 2, 16, dtype=F64), Residual(Linear(8, 8, dtype=F64)), CausalSelfAttention(8, 2, dtype=F64),
+              LayerNorm(8, dtype=F64)):
+        y = m(x)
+        assert not y.requires_grad and y.grad_fn is None
+        assert not m.backward(torch.ones_like(y)).requires_grad
