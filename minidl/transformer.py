@@ -80,11 +80,12 @@ class TransformerBlock(Module):
         return g.add_(g1) if input_grad else None                                  # dL/dx: around + through attention
         # (in place: LayerNorm.backward returns a new tensor, which nothing else holds)
 
-    _checked = ()  # the (value, grad) tensors of every parameter, found consistent by the last check
+    _checked, _params = (), (None, [])  # the (value, grad) tensors found consistent by the last check; (children, their parameters)
 
     def _check_parameters(self):
-        ps = self.parameters()
-        c = self._checked
+        kids = tuple(v for v in vars(self).values() if isinstance(v, Module))
+        if kids != self._params[0]: self._params = (kids, self.parameters())  # the list, remade when a child is replaced
+        ps, c = self._params[1], self._checked
         if len(c) == 2 * len(ps) and all(c[2 * i] is p.value and c[2 * i + 1] is p.grad for i, p in enumerate(ps)): return
         for name, m in self.named_modules(): _check_accumulators(m, f"TransformerBlock.{name}" if name else 'TransformerBlock')
         self.self_attn._check_parameters()
