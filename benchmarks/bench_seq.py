@@ -1,4 +1,4 @@
-"""Forward + backward cost of the sequence layers (Softmax, LogSoftmax, GELU, LayerNorm) and a training step of a small
+"""Forward + backward cost of the sequence layers (Softmax, LogSoftmax, GELU, LayerNorm, attention, a Transformer block) and a training step of a small
 decoder-only Transformer, against torch.nn + autograd (+ torch.optim.AdamW).
 
 One thread, the same process, minidl and torch interleaved round by round; prints the median time per step of each
@@ -11,8 +11,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from minidl import (AdamW, Embedding, GELU, LayerNorm, Linear, LogSoftmax, LossCrossEntropy, Module, Sequential, Softmax,
-                    TransformerBlock)
+from minidl import (AdamW, CausalSelfAttention, Embedding, GELU, LayerNorm, Linear, LogSoftmax, LossCrossEntropy, Module,
+                    Sequential, Softmax, TransformerBlock)
 
 
 def module_step(m, x, g):
@@ -23,12 +23,13 @@ def module_step(m, x, g):
     return step
 
 
-def torch_module_step(m, x, g):
-    "One torch forward + autograd backward (input gradient and parameter gradients, like minidl)."
+def torch_module_step(m, x, g, owner=None):
+    "One torch forward + autograd backward (input gradient and parameter gradients, like minidl); `owner` holds m's parameters."
     xr = x.clone().requires_grad_()
+    params = list((owner or m).parameters())
     def step():
         xr.grad = None
-        for p in m.parameters(): p.grad = None
+        for p in params: p.grad = None
         m(xr).backward(g)
     return step
 
@@ -98,6 +99,13 @@ def cases(dtype=torch.float32):
                             ('LayerNorm(512)', LayerNorm(512), torch.nn.LayerNorm(512))]:
         out[name + ' (256, 512)'] = (module_step(ours, x2, g2), torch_module_step(ref, x2, g2))
     out['LayerNorm(64) (64, 16, 64)'] = (module_step(LayerNorm(64), x3, g3), torch_module_step(torch.nn.LayerNorm(64), x3, g3))
+    mask = torch.triu(torch.ones(16, 16, dtype=torch.bool), 1)
+    mha = torch.nn.MultiheadAttention(64, 4, batch_first=True)
+    out['CausalSelfAttention(64, 4) (64, 16, 64)'] = (module_step(CausalSelfAttention(64, 4), x3, g3),
+                                                      torch_module_step(lambda t: mha(t, t, t, attn_mask=mask, need_weights=False)[0], x3, g3, mha))
+    layer = torch.nn.TransformerEncoderLayer(64, 4, 256, 0.0, 'gelu', batch_first=True, norm_first=True)
+    out['TransformerBlock(64, 4, 256) (64, 16, 64)'] = (module_step(TransformerBlock(64, 4, 256), x3, g3),
+                                                        torch_module_step(lambda t: layer(t, src_mask=mask), x3, g3, layer))
     out['decoder step: 4 layers, E=64, 4 heads, T=16, B=64, V=27, FF=256, AdamW'] = decoder_steps()
     return out
 
