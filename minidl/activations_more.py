@@ -90,7 +90,7 @@ class GELU(Module):
             t = torch.addcmul(x, x * x, x, value=_KAPPA).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
             self._save_for_backward(x, t)
             return t.add(1).mul_(x).mul_(0.5)                          # x/2 (1 + tanh u)
-        cdf = torch.erf(x * _INV_SQRT2).add_(1).mul_(0.5)              # Phi(x) = (1 + erf(x / sqrt 2)) / 2
+        cdf = (x * _INV_SQRT2).erf_().add_(1).mul_(0.5)              # Phi(x) = (1 + erf(x / sqrt 2)) / 2
         self._save_for_backward(x, cdf)
         return x * cdf                                                 # x Phi(x)
 
