@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 from minidl.files import atomic_open
 
-OUTPUTS = {'bench_layers.py': 'results_layers.json', 'bench_version_check.py': 'results_version_check.json'}
+OUTPUTS = {'bench_layers.py': 'results_layers.json', 'bench_version_check.py': 'results_version_check.json',
+           'bench_seq.py': 'results_seq.json'}
 
 
 def main(argv=None):

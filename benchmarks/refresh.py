@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 from minidl.files import atomic_open
 
-SCRIPTS = ['bench.py', 'bench_conv.py', 'bench_optim.py', 'bench_digits.py', 'bench_layers.py', 'bench_version_check.py',
+SCRIPTS = ['bench.py', 'bench_conv.py', 'bench_optim.py', 'bench_digits.py', 'bench_layers.py', 'bench_seq.py', 'bench_version_check.py',
            'ablation.py']
-VIA_RECORD = {'bench_layers.py', 'bench_version_check.py'}
+VIA_RECORD = {'bench_layers.py', 'bench_seq.py', 'bench_version_check.py'}
 LOG = ROOT / 'benchmarks' / 'runs.json'
 
 

@@ -30,6 +30,11 @@ from .pooling import *
 from .optim.adam import *
 from .optim.lr_scheduler import *
 from .checkpoints import *
+from .embedding import *
+from .layernorm import *
+from .residual import *
+from .attention import *
+from .transformer import *
 from .diagnostics import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
@@ -54,6 +59,11 @@ _modules = [  # one per line, in book order
     'optim.adam',
     'optim.lr_scheduler',
     'checkpoints',
+    'embedding',
+    'layernorm',
+    'residual',
+    'attention',
+    'transformer',
     'diagnostics',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

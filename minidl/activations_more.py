@@ -6,7 +6,7 @@ Docs: https://minidl.github.io/minidl/activations_more.html.md"""
 
 # %% ../nbs/23_activations_more.ipynb #a74b9582
 from __future__ import annotations
-import math
+import functools, math
 import numbers
 import torch
 from .core import Module, _check_tensor, _check_grad
@@ -68,6 +68,12 @@ _KAPPA = 0.044715                  # the cubic coefficient of the tanh form
 _K = math.sqrt(2 / math.pi)        # sqrt(2 / pi)
 _INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_LOG_INV_SQRT_2PI = -0.5 * math.log(2 * math.pi)
+
+@functools.lru_cache(maxsize=32)
+def _scalar(v: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    "A 0-dim tensor holding `v`, made once per dtype and device, never written to: the constant term of an `addcmul`."
+    return torch.tensor(v, dtype=dtype, device=device)
 
 class GELU(Module):
     "Gaussian error linear unit `x * Phi(x)`, exact (erf) or with the tanh approximation, element-wise."
@@ -85,10 +91,10 @@ class GELU(Module):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
             x = _check_tensor(x, 'GELU')
         if self.approximate == 'tanh':
-            t = (x * x).mul_(_KAPPA).mul_(x).add_(x).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
+            t = torch.addcmul(x, x * x, x, value=_KAPPA).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
             self._save_for_backward(x, t)
             return t.add(1).mul_(x).mul_(0.5)                          # x/2 (1 + tanh u)
-        cdf = torch.erf(x * _INV_SQRT2).add_(1).mul_(0.5)              # Phi(x) = (1 + erf(x / sqrt 2)) / 2
+        cdf = (x * _INV_SQRT2).erf_().add_(1).mul_(0.5)              # Phi(x) = (1 + erf(x / sqrt 2)) / 2
         self._save_for_backward(x, cdf)
         return x * cdf                                                 # x Phi(x)
 
@@ -101,11 +107,11 @@ class GELU(Module):
         g = _check_grad(grad_output, x.shape, x.dtype, 'GELU', x.device)
         if not input_grad: return None
         if self.approximate == 'tanh':
-            t = saved
-            right = (x * x).mul_(3 * _KAPPA).add_(1).mul_(_K)           # k (1 + 3 * 0.044715 x^2)
-            right.mul_(t.square().neg_().add_(1)).mul_(x).mul_(0.5)     # x/2 (1 - t^2) k (1 + ...)
-            return right.add_(t.add(1).mul_(0.5)).mul_(g)               # G ((1 + t)/2 + ...)
-        pdf = x.square().mul_(-0.5).exp_().mul_(_INV_SQRT_2PI)          # phi(x)
-        return pdf.mul_(x).add_(saved).mul_(g)                          # G (Phi(x) + x phi(x))
+            t, dt, dev = saved, x.dtype, x.device
+            right = torch.addcmul(_scalar(_K, dt, dev), x, x, value=3 * _KAPPA * _K)   # k (1 + 3 * 0.044715 x^2)
+            right.mul_(torch.addcmul(_scalar(1.0, dt, dev), t, t, value=-1)).mul_(x)  # x (1 - t^2) k (1 + ...)
+            return right.add_(t).add_(1).mul_(g).mul_(0.5)                           # G ((1 + t) + x (1 - t^2) ...) / 2
+        pdf = torch.addcmul(_scalar(_LOG_INV_SQRT_2PI, x.dtype, x.device), x, x, value=-0.5).exp_()  # phi(x) = e^(-x^2/2 - log sqrt(2 pi))
+        return torch.addcmul(saved, x, pdf).mul_(g)                                    # G (Phi(x) + x phi(x))
 
     def extra_repr(self) -> str: return f"approximate={self.approximate!r}"

@@ -15,6 +15,12 @@ from .linear import _check_size
 __all__ = ['BatchNorm1d', 'BatchNorm2d']
 
 # %% ../nbs/22_batchnorm.ipynb #9b640657
+def _normalization_input_grad(g, xhat, mean_g, mean_gxhat, scale, g_is_temporary: bool = False):
+    "dL/dx of a normalisation xhat = (x - mean) s: (G - mean(G) - xhat mean(G xhat)) * scale, the means over what was normalised (shared with LayerNorm)."
+    a, c = mean_gxhat * scale, mean_g * scale  # per channel (per row): small
+    t = g.mul_(scale) if g_is_temporary else g * scale  # g_is_temporary: the caller's own tensor, reused
+    return t.sub_(c).addcmul_(xhat, a, value=-1)  # scale G - c - a xhat
+
 class _BatchNorm(Module):
     "The mechanism shared by `BatchNorm1d` and `BatchNorm2d`: per-channel statistics over every dimension but 1."
     _ranks: tuple = ()      # the input ranks a subclass accepts
@@ -137,7 +143,7 @@ class _BatchNorm(Module):
         scale = s if not self.affine else s * self.weight.value.view(view)  # gamma s
         if not batch_stats: return g * scale
         m = xhat.numel() // C
-        return (g - sum_g.view(view) / m - xhat * (sum_gx.view(view) / m)).mul_(scale)
+        return _normalization_input_grad(g, xhat, sum_g.view(view) / m, sum_gx.view(view) / m, scale)
 
     _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
 

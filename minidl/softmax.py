@@ -47,8 +47,7 @@ class Softmax(Module):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
             x = _check_tensor(x, 'Softmax')
         _check_dim_in(self.dim, x, 'Softmax')
-        e = (x - x.amax(self.dim, keepdim=True)).exp_()
-        y = e.div_(e.sum(self.dim, keepdim=True))
+        y = x.softmax(self.dim)  # exp(x - m) / sum(exp(x - m)): torch's forward kernel, one pass (an empty dim gives an empty y)
         self._save_for_backward(y)
         return y
 
@@ -61,7 +60,7 @@ class Softmax(Module):
         g = _check_grad(grad_output, y.shape, y.dtype, 'Softmax', y.device)
         if not input_grad: return None
         gy = g * y
-        return gy.sub_(y * gy.sum(self.dim, keepdim=True))  # y G - y <G, y>
+        return gy.addcmul_(y, gy.sum(self.dim, keepdim=True), value=-1)  # y G - y <G, y>, in place: three passes
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
@@ -80,7 +79,7 @@ class LogSoftmax(Module):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
             x = _check_tensor(x, 'LogSoftmax')
         _check_dim_in(self.dim, x, 'LogSoftmax')
-        y = _log_softmax(x, self.dim)
+        y = x.log_softmax(self.dim)  # (x - m) - log(sum(exp(x - m))): torch's forward kernel, one pass
         self._save_for_backward(y)
         return y
 
@@ -92,7 +91,7 @@ class LogSoftmax(Module):
         (y,) = self._saved_tensors()
         g = _check_grad(grad_output, y.shape, y.dtype, 'LogSoftmax', y.device)
         if not input_grad: return None
-        return y.exp().mul_(g.sum(self.dim, keepdim=True)).neg_().add_(g)  # G - exp(y) sum(G)
+        return torch.addcmul(g, y.exp(), g.sum(self.dim, keepdim=True), value=-1)  # G - exp(y) sum(G)
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 

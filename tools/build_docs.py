@@ -70,7 +70,8 @@ KATEX_CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/katex@[^/\"']+/dist/")
 SECTIONS = [
     ("Start here", r"^12[a-z]?_"),  # backpropagation from scratch: the way in, before Part I
     ("Part I · Core", r"^0\d[a-z]?_"),  # Parameter/Module, files, gradcheck, Linear, activations, losses, SGD, training, plots
-    ("Part II · Going further", r"^2\d[a-z]?_"),  # modes + Dropout, softmax, BatchNorm, init, conv, pooling, Adam, ...
+    ("Part II · Going further", r"^(2\d|3[5-9])[a-z]?_"),  # modes + Dropout, softmax, BatchNorm, ..., Adam; diagnostics (35)
+    ("Part II · Sequences", r"^3[0-4][a-z]?_"),  # Embedding, LayerNorm, Residual, attention, the Transformer block
     ("Part III · Experiments", r"^[45]\d[a-z]?_"),  # what the experiments share (40), the circle (41-44), the digits (50-52), python -m minidl (59)
     ("Part IV · Scale", r"^[6-8]\d[a-z]?_"),  # data parallelism, GPU
     ("Tutorials", r"^9[0-8][a-z]?_|tutorial"),  # data parallelism by hand, ... (a pattern earlier in the list wins)
