@@ -227,3 +227,41 @@ def test_training_with_a_hook_is_unchanged():
         net.zero_grad(); loss(net(x), g); net.backward(loss.backward(), input_grad=False)
     for p, q in zip(a.parameters(), b.parameters()): assert torch.equal(p.grad, q.grad)  # same ops, same order
     assert len(seen) == 7
+
+
+def test_hooks_fire_inside_residual_and_transformer_block():
+    "Residual and TransformerBlock call their children through the entry points: every child fires, backward in reverse."
+    from minidl import Residual, TransformerBlock
+    torch.manual_seed(0)
+    block = TransformerBlock(8, 2, dim_feedforward=16, dtype=torch.float64)
+    model = Residual(block)
+    fwd, bwd = [], []
+    for name, m in model.named_modules():
+        if not name: continue
+        m.register_forward_hook(lambda mod, args, out, name=name: fwd.append(name))
+        m.register_full_backward_hook(lambda mod, gi, go, name=name: bwd.append(name))
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    y = model(x)
+    gx = model.backward(torch.ones_like(y))
+    children = [n for n, _ in model.named_modules() if n]
+    assert set(fwd) == set(children) and fwd[-1] == 'block'  # the block's hook fires after all of its children's
+    assert bwd[-1] == 'block' and set(bwd) == set(children)
+    assert fwd.index('block.norm1') < fwd.index('block.self_attn') < fwd.index('block.norm2') < fwd.index('block.linear2')
+    assert bwd.index('block.linear2') < bwd.index('block.linear1') < bwd.index('block.self_attn') < bwd.index('block.norm1')
+    assert gx.shape == x.shape
+
+
+def test_attention_maps_of_a_real_attention_layer():
+    from minidl import CausalSelfAttention
+    from minidl.diagnostics import AttentionMaps
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(8, 2, dtype=torch.float64)
+    maps = AttentionMaps(Sequential(attn))
+    x = torch.randn(3, 4, 8, dtype=torch.float64)
+    attn(x)
+    maps.after_step()
+    ((step, w),) = maps.maps['0']
+    assert step == 0 and w.shape == (2, 4, 4)
+    assert torch.equal(w, attn.attn_weights[0])                       # a copy of the first sample's maps
+    assert torch.all(w.triu(1) == 0)                                   # the causal mask: no weight on the future
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, dtype=torch.float64))  # rows of a softmax: 4 terms each
