@@ -66,7 +66,7 @@ class CausalSelfAttention(Module):
     def forward(self,
                 x: torch.Tensor, # input `(B, T, E)`
                ) -> torch.Tensor: # output `(B, T, E)`
-        "Project to Q, K, V; per head P = softmax(Q K^T / sqrt(D) + M) (dropout in training mode), O = P V; project the heads back."
+        "Project to queries, keys and values; per head, the softmax of the scaled and masked scores (dropout in training mode) weights the values; project the heads back."
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
             x = _check_tensor(x, 'CausalSelfAttention')
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
