@@ -135,7 +135,7 @@ class Linear(Module):
         try:  # torch refuses tensors on different devices before computing anything: diagnose only then
             self.weight.grad.addmm_(gt, x2)                                     # dL/dW += G^T X
             if self.bias is not None:
-                self.bias.grad.addmv_(gt, _ones(x2.shape[0], x.dtype, x.device))  # dL/db += G^T 1
+                self.bias.grad.addmv_(gt, self._ones_for(x2))                    # dL/db += G^T 1
             if not input_grad: return None
             gx = torch.mm(g, self.weight.value)                                 # dL/dX  = G W
         except RuntimeError as refused:
@@ -143,6 +143,16 @@ class Linear(Module):
         return gx if x2 is x else gx.view(x.shape)
 
     _checked = (None, None, None)  # (weight.value, weight.grad, bias.grad) found consistent by the last full check
+    _ones_cache = (None, 0, None)  # (weight.value, batch size, vector of ones) used by the last backward
+
+    def _ones_for(self, x2: torch.Tensor) -> torch.Tensor:
+        "The ones of G^T 1 for the input `x2` of the last forward: reused while the weight tensor and the batch size stay."
+        w, n, ones = self._ones_cache  # one identity and one size comparison instead of `_ones`' hashing of dtype and device
+        if w is not self.weight.value or n != x2.shape[0]:
+            n = x2.shape[0]
+            ones = _ones(n, x2.dtype, x2.device)
+            self._ones_cache = (self.weight.value, n, ones)
+        return ones
 
     def _check_parameters(self, grads: bool = False):
         "Check the parameters' shapes (and, with `grads`, their gradients'); remember the tensors checked."
