@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/activations.html.md"""
 from __future__ import annotations
 import functools
 import torch
-from .core import Module, _check_tensor, _check_grad
+from .core import Module, _Tensor, _check_tensor, _check_grad
 
 # %% auto #0
 __all__ = ['ReLU', 'Tanh', 'Sigmoid']
@@ -23,7 +23,7 @@ class _Elementwise(Module):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
             x = _check_tensor(x, type(self).__name__)  # raises a clear error, or detaches x
         y = self.function(x)
-        self._save_for_backward(y)
+        self._saved, self._versions = (y,), (y._version,)  # `self._save_for_backward(y)`, inlined: this runs every step
         return y
 
     def backward(self,
@@ -31,9 +31,14 @@ class _Elementwise(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * derivative(y), element-wise."
-        (y,) = self._saved_tensors()  # raises if forward was not called, or if y was modified in place since
+        s = self._saved  # `self._saved_tensors()` inlined for the usual case; it raises if forward was not called or y was modified in place since
+        if s is None or len(s) != 1 or s[0]._version != self._versions[0]: s = self._saved_tensors()
+        (y,) = s
         if not input_grad: return None
-        return self.derivative(_check_grad(grad_output, y.shape, y.dtype, type(self).__name__, y.device), y)
+        g = grad_output  # `_check_grad`'s test of the usual case, inlined; `_check_grad` says what is wrong otherwise
+        if not (type(g) is _Tensor and g.shape == y.shape and g.dtype == y.dtype and not g.requires_grad and g.device == y.device):
+            g = _check_grad(g, y.shape, y.dtype, type(self).__name__, y.device)
+        return self.derivative(g, y)
 
 # %% ../nbs/03_activations.ipynb #37e9754c
 def _check_inplace(inplace, who: str) -> bool:
@@ -50,7 +55,7 @@ class ReLU(_Elementwise):
         self.inplace = _check_inplace(inplace, 'ReLU')
     def extra_repr(self) -> str: return 'inplace=True' if self.inplace else ''
     def function(self, x): return torch.relu(x)
-    def derivative(self, g, y): return torch.nan_to_num(y, nan=1.0).sign_().mul_(g)  # 1[not Y <= 0] * G: Y >= 0 or NaN, so this sign is 0 or 1
+    def derivative(self, g, y): return torch.nan_to_num(y, 1.0).sign_().mul_(g)  # 1[not Y <= 0] * G: Y >= 0 or NaN, so this sign is 0 or 1
 
 # %% ../nbs/03_activations.ipynb #86cb1a3a
 @functools.lru_cache(maxsize=16)

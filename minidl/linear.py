@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .core import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
+from .core import Module, Parameter, _Tensor, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Linear']
@@ -86,7 +86,7 @@ class Linear(Module):
             raise self._input_error(x, w) or refused from None  # say why torch refused x
         if x2 is not x: y = y.view(x.shape[:-1] + (self.out_features,))
         if x.requires_grad: x, y = x.detach(), y.detach()  # keep no autograd history
-        self._save_for_backward(x)
+        self._saved, self._versions = (x,), (x._version,)  # `self._save_for_backward(x)`, inlined: this runs every step
         return y
 
     def _flatten(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,11 +119,15 @@ class Linear(Module):
                  input_grad: bool = True, # `False`: skip dL/dx (the input is data) and return `None`
                 ) -> torch.Tensor | None: # dL/dx, shape `(*, in_features)` (the input's)
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
-        (x,) = self._saved_tensors()  # raises if no forward, a failed one, or x changed in place since
+        s = self._saved  # `self._saved_tensors()` inlined for the usual case; it raises if no forward, a failed one, or x changed in place since
+        if s is None or len(s) != 1 or s[0]._version != self._versions[0]: s = self._saved_tensors()
+        (x,) = s
         w, b, c = self.weight, self.bias, self._checked  # the tensors last checked, so that no accumulation fails half-way:
         if not (c[0] is w.value and c[1] is w.grad and (b is None or c[2] is b.grad)): self._check_parameters(grads=True)
         if x.dim() == 2:
-            x2, g = x, _check_grad(grad_output, (x.shape[0], self.out_features), x.dtype, 'Linear')
+            x2, g, shape = x, grad_output, (x.shape[0], self.out_features)  # `_check_grad`'s test of the usual case, inlined:
+            if not (type(g) is _Tensor and g.dtype == x.dtype and not g.requires_grad and g.shape == shape):
+                g = _check_grad(g, shape, x.dtype, 'Linear')
         else:  # (*, out): the leading dimensions are one batch dimension, so the sums below run over all of them
             g = _check_grad(grad_output, x.shape[:-1] + (self.out_features,), x.dtype, 'Linear').reshape(-1, self.out_features)
             x2 = x.reshape(-1, self.in_features)
@@ -131,7 +135,7 @@ class Linear(Module):
         try:  # torch refuses tensors on different devices before computing anything: diagnose only then
             self.weight.grad.addmm_(gt, x2)                                     # dL/dW += G^T X
             if self.bias is not None:
-                self.bias.grad.addmv_(gt, _ones(x2.shape[0], x.dtype, x.device))  # dL/db += G^T 1
+                self.bias.grad.addmv_(gt, self._ones_for(x2))                    # dL/db += G^T 1
             if not input_grad: return None
             gx = torch.mm(g, self.weight.value)                                 # dL/dX  = G W
         except RuntimeError as refused:
@@ -139,6 +143,16 @@ class Linear(Module):
         return gx if x2 is x else gx.view(x.shape)
 
     _checked = (None, None, None)  # (weight.value, weight.grad, bias.grad) found consistent by the last full check
+    _ones_cache = (None, 0, None)  # (weight.value, batch size, vector of ones) used by the last backward
+
+    def _ones_for(self, x2: torch.Tensor) -> torch.Tensor:
+        "The ones of G^T 1 for the input `x2` of the last forward: reused while the weight tensor and the batch size stay."
+        w, n, ones = self._ones_cache  # one identity and one size comparison instead of `_ones`' hashing of dtype and device
+        if w is not self.weight.value or n != x2.shape[0]:
+            n = x2.shape[0]
+            ones = _ones(n, x2.dtype, x2.device)
+            self._ones_cache = (self.weight.value, n, ones)
+        return ones
 
     def _check_parameters(self, grads: bool = False):
         "Check the parameters' shapes (and, with `grads`, their gradients'); remember the tensors checked."

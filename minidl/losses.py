@@ -141,9 +141,10 @@ class LossBCE(Loss):
         r = self.reduction
         loss = terms.mean().neg_() if r == 'mean' else terms.sum().neg_() if r == 'sum' else terms.neg_()
         if p.numel():  # (an empty batch has nothing to check; 'none': the sum is NaN iff a term is)
-            _assert_bce_range(p, y, loss if r != 'none' else loss.sum(), not self._same_target(y))
+            last = self._checked  # `not self._same_target(y)`, inlined: this runs every step
+            _assert_bce_range(p, y, loss if r != 'none' else loss.sum(), last is None or last[0] is not y or y._version != last[1])
             self._checked = (y, y._version)
-        self._save_for_backward(p, y)
+        self._saved, self._versions = (p, y), (p._version, y._version)  # `self._save_for_backward(p, y)`, inlined
         return loss
 
     def _same_target(self, y: torch.Tensor) -> bool:
@@ -155,8 +156,10 @@ class LossBCE(Loss):
                  grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
                 ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dp = G (p - t) / max((1 - p) p, eps), divided by n for 'mean' (G: 1, or the upstream gradient), as PyTorch."
-        p, y = self._saved_tensors()
-        g = self._upstream(grad_output, p.shape, p.dtype, p.device)
+        s = self._saved  # `self._saved_tensors()` inlined for the usual case (it raises if forward did not run or p, y changed since)
+        if s is None or len(s) != 2 or s[0]._version != self._versions[0] or s[1]._version != self._versions[1]: s = self._saved_tensors()
+        p, y = s
+        g = None if grad_output is None and self.reduction != 'none' else self._upstream(grad_output, p.shape, p.dtype, p.device)
         d = torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPS)  # max((1 - P) P, eps); rsub: 1 - P without `1 - p`'s Python wrapper
         out = torch.sub(p, y) if g is None else torch.sub(p, y).mul_(g)  # G (P - T)
         out.div_(d)                                                       # / max(...)

@@ -65,7 +65,7 @@ class Sequential(Module):
             for m in self.layers: x = m.forward(x)
         except BaseException as e:  # Ctrl-C included: the modules before the failure hold new state, the others old
             self._forget_all(e); raise
-        self._save_for_backward()  # marks a complete forward: backward checks it before touching any gradient
+        self._saved, self._versions = (), ()  # `self._save_for_backward()`, inlined: marks a complete forward, which backward checks
         return x
 
     def backward(self,
@@ -73,7 +73,7 @@ class Sequential(Module):
                  input_grad: bool = True, # `False`: the first module skips dL/d(input), `None` is returned
                 ) -> torch.Tensor | None: # dL/d(input of the first module)
         "Backpropagate through every module in reverse order, accumulating their parameters' gradients."
-        self._saved_tensors()  # raises, before any gradient changes, if the last forward failed or never ran
+        if self._saved is None: self._saved_tensors()  # raises, before any gradient changes, if the last forward failed or never ran
         layers = self.layers
         for m in reversed(layers[1:]): grad_output = m.backward(grad_output)
         if not layers: return grad_output if input_grad else None
