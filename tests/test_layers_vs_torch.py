@@ -113,14 +113,19 @@ def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps, chan
         xr = x.clone().requires_grad_()
         y_ref = ref(xr)
         y_ref.backward(g)
-        close(ours(x), y_ref.detach(), dtype, **tol)
+        # the output (x - mean) gamma / sigma + beta cancels in x - mean: its terms are of the size of |x| max|gamma| / sigma;
         # the input gradient (g - mean g - x^ mean(g x^)) gamma / sigma cancels (to exactly 0 for two samples): its
         # terms are of the size of |g| max|gamma| / sigma; the parameters' gradients sum m terms of the size of |g| |x^|
         dims = [0] + list(range(2, x.dim()))
         batch_stats = training or not track  # without running statistics, evaluation normalises with the batch's too
-        sigma = (x.var(dims, unbiased=False) + ours.eps).sqrt().min().item() if batch_stats else 1.0
+        var = x.var(dims, unbiased=False) if batch_stats else ours.running_var
+        sigma = (var + ours.eps).sqrt().min().item()
         gamma = ours.weight.value.abs().max().item() if affine else 1.0
+        beta = ours.bias.value.abs().max().item() if affine else 0.0
         gmax = g.abs().max().item()
+        mean = 0.0 if batch_stats else ours.running_mean.abs().max().item()
+        y_scale = {'scale': (x.abs().max().item() + mean) * gamma / sigma + beta} if dtype == torch.float64 else {}
+        close(ours(x), y_ref.detach(), dtype, **tol, **y_scale)
         close(ours.backward(g), xr.grad, dtype, **tol, **({'scale': gmax * gamma / sigma} if batch_stats and dtype == torch.float64 else {}))
         ref_params = dict(ref.named_parameters())
         pscale = {'scale': m * gmax * 4} if dtype == torch.float64 else {}  # |x^| <= sqrt(m), typically a few
