@@ -85,15 +85,17 @@ def timeit(fn, n):
     return (time.perf_counter() - t0) / n
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--rounds', type=int, default=7)
+def run(make_cases, description: str, rounds: int, width: int = 58):
+    """Time each (minidl, torch) pair of `make_cases()` interleaved round by round, one thread, and print the medians and
+    their ratio; `--rounds` and `--min-time` on the command line (shared by bench_layers.py and bench_seq.py)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument('--rounds', type=int, default=rounds)
     ap.add_argument('--min-time', type=float, default=0.05, help='seconds per measurement')
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, float32, median of {args.rounds} interleaved rounds")
-    print(f"{'module (input shape)':<58}{'minidl us':>11}{'torch us':>11}{'ratio':>8}")
-    for name, (ours, ref) in cases().items():
+    print(f"{'module (input shape)':<{width}}{'minidl us':>11}{'torch us':>11}{'ratio':>8}")
+    for name, (ours, ref) in make_cases().items():
         for f in (ours, ref): f(); f()  # warm up
         n = max(1, int(args.min_time / max(timeit(ref, 3), 1e-7)))
         a, b = [], []
@@ -101,7 +103,11 @@ def main():
             a.append(timeit(ours, n))
             b.append(timeit(ref, n))
         ma, mb = statistics.median(a), statistics.median(b)
-        print(f"{name:<58}{ma * 1e6:>11.1f}{mb * 1e6:>11.1f}{ma / mb:>8.2f}")
+        print(f"{name:<{width}}{ma * 1e6:>11.1f}{mb * 1e6:>11.1f}{ma / mb:>8.2f}")
+
+
+def main():
+    run(cases, __doc__.splitlines()[0], rounds=7, width=58)
 
 
 if __name__ == '__main__':

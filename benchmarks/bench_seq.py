@@ -4,13 +4,14 @@ decoder-only Transformer, against torch.nn + autograd (+ torch.optim.AdamW).
 One thread, the same process, minidl and torch interleaved round by round; prints the median time per step of each
 and their ratio (minidl / torch; below 1 means minidl is faster). Usage: python benchmarks/bench_seq.py [--rounds R]
 """
-import argparse
-import statistics
-import time
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared timing loop of bench_layers.py
+from bench_layers import run  # noqa: E402
 from minidl import (AdamW, CausalSelfAttention, Embedding, GELU, LayerNorm, Linear, LogSoftmax, LossCrossEntropy, Module,
                     Sequential, Softmax, TransformerBlock)
 
@@ -110,29 +111,8 @@ def cases(dtype=torch.float32):
     return out
 
 
-def timeit(fn, n):
-    t0 = time.perf_counter()
-    for _ in range(n): fn()
-    return (time.perf_counter() - t0) / n
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--rounds', type=int, default=11)
-    ap.add_argument('--min-time', type=float, default=0.05, help='seconds per measurement')
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, float32, median of {args.rounds} interleaved rounds")
-    print(f"{'module (input shape)':<74}{'minidl us':>11}{'torch us':>11}{'ratio':>8}")
-    for name, (ours, ref) in cases().items():
-        for f in (ours, ref): f(); f()  # warm up
-        n = max(1, int(args.min_time / max(timeit(ref, 3), 1e-7)))
-        a, b = [], []
-        for _ in range(args.rounds):
-            a.append(timeit(ours, n))
-            b.append(timeit(ref, n))
-        ma, mb = statistics.median(a), statistics.median(b)
-        print(f"{name:<74}{ma * 1e6:>11.1f}{mb * 1e6:>11.1f}{ma / mb:>8.2f}")
+    run(cases, __doc__.splitlines()[0], rounds=11, width=74)
 
 
 if __name__ == '__main__':
