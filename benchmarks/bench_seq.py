@@ -11,17 +11,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared timing loop of bench_layers.py
-from bench_layers import run  # noqa: E402
+from bench_layers import module_step, run  # noqa: E402
 from minidl import (AdamW, CausalSelfAttention, Embedding, GELU, LayerNorm, Linear, LogSoftmax, LossCrossEntropy, Module,
                     Sequential, Softmax, TransformerBlock)
-
-
-def module_step(m, x, g):
-    "One minidl forward + backward."
-    def step():
-        m(x)
-        m.backward(g)
-    return step
 
 
 def torch_module_step(m, x, g, owner=None):
