@@ -10,8 +10,11 @@ The method, one rule for every suite:
   work, not how it splits across cores.
 * **Calibration** (`calibrate`): the candidates are warmed up round robin for `warmup_s` (at least twice each); then
   each one's time per call is measured on 1, 2, 4, ... consecutive calls until a batch lasts a quarter of a sample,
-  and its sample is sized to about `sample_s` (`k` calls). Every candidate's samples last about as long, so each is as
-  likely as another to be hit by an interruption.
+  then three more times on that many calls, and its sample is sized to about `sample_s` (`k` calls) from the least
+  of the three. That time is the process CPU time (on a busy machine the
+  wall clock of a few calls counts the time spent waiting for a core), or the wall clock where the device is
+  synchronised (a GPU's work is not CPU time). Every candidate's samples last about as long, so each is as likely as
+  another to be hit by an interruption, and an interruption adds as much to each one's time per call, relatively.
 * **Interleaving** (`interleave`): in each round every candidate runs one sample, in rotating order (A B C, B C A,
   C A B, ...; for two: A B, B A), until `budget_s` has passed and at least `min_rounds` rounds ran, or `max_rounds`
   did. A burst of load from another program hits all the candidates alike.
@@ -87,12 +90,12 @@ def calibrate(fns: dict, sample_s: float, warmup_s: float, sync: Callable = _nos
     ks = {}
     for name, fn in fns.items():
         before.get(name, _nosync)()
+        def per_call(k):
+            wall, cpu = sample(fn, k, sync)
+            return wall if sync is not _nosync else cpu  # CPU work: its CPU time, which waiting for a core does not inflate
         k = 1
-        while True:
-            per_call = sample(fn, k, sync)[0]
-            if per_call * k >= sample_s / 4 or k >= 1 << 20: break
-            k *= 2
-        ks[name] = max(1, round(sample_s / max(per_call, 1e-9)))
+        while per_call(k) * k < sample_s / 4 and k < 1 << 20: k *= 2
+        ks[name] = max(1, round(sample_s / max(min(per_call(k) for _ in range(3)), 1e-9)))  # the least disturbed of 3
     return ks
 
 

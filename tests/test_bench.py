@@ -21,9 +21,9 @@ from benchmarks import __main__ as bench_main  # noqa: E402
 
 class FakeClock:
     "Stands in for the `time` module inside the harness: time passes only when a candidate runs."
-    def __init__(self): self.now = 0.0
+    def __init__(self): self.now, self.cpu_share = 0.0, 0.5  # as if the process had half of a core
     def perf_counter(self): return self.now
-    def process_time(self): return self.now / 2  # as if the process had half of a core
+    def process_time(self): return self.now * self.cpu_share
 
 
 @pytest.fixture
@@ -49,9 +49,15 @@ def test_sample_measures_wall_and_cpu_time_per_call(clock):
 
 
 def test_calibration_sizes_each_sample_to_about_sample_s(clock):
+    "Sized on the CPU time per call (waiting for a core does not count), or on the wall clock when a device is synchronised."
     fns = candidates(clock, {'fast': 1e-5, 'slow': 3e-3, 'slower_than_a_sample': 0.05})
-    ks = harness.calibrate(fns, sample_s=0.01, warmup_s=0.1)
-    assert ks == {'fast': 1000, 'slow': 3, 'slower_than_a_sample': 1}
+    clock.cpu_share = 1.0
+    assert harness.calibrate(fns, sample_s=0.01, warmup_s=0.1) == {'fast': 1000, 'slow': 3, 'slower_than_a_sample': 1}
+    clock.cpu_share = 0.5  # half of the wall-clock time was spent waiting: the samples still hold about 10 ms of work
+    assert harness.calibrate(fns, sample_s=0.01, warmup_s=0.1) == {'fast': 2000, 'slow': 7, 'slower_than_a_sample': 1}
+    synced = []
+    ks = harness.calibrate(fns, sample_s=0.01, warmup_s=0.1, sync=lambda: synced.append(1))
+    assert ks == {'fast': 1000, 'slow': 3, 'slower_than_a_sample': 1} and synced
 
 
 def test_warm_up_runs_every_candidate_round_robin_at_least_twice(clock):
@@ -84,7 +90,7 @@ def test_rounds_stop_at_the_budget_but_not_before_min_rounds_nor_after_max_round
 
 
 def test_before_runs_untimed_before_each_sample_of_its_candidate(clock):
-    log = []
+    log, clock.cpu_share = [], 1.0
     fns = candidates(clock, {'a': 1e-3, 'b': 1e-3}, log)
     before = {'a': lambda: (log.append('setup a'), setattr(clock, 'now', clock.now + 100.0))}
     res = harness.compare(fns, sample_s=2e-3, warmup_s=0.0, budget_s=0.0, min_rounds=2, max_rounds=2, before=before)
