@@ -1,7 +1,9 @@
-"""python -m benchmarks [suite ...|all] [--quick] [--out DIR] [--device cpu|cuda|auto]
+"""Run minidl's benchmark suites one after the other, one thread, and write each one's results as JSON.
 
-Runs the named suites one after the other, in this process, one thread each, and writes each one's results to
-DIR/<suite>.json (default: benchmarks/results/; a --quick run writes only with --out). See benchmarks/harness.py."""
+    python -m benchmarks [suite ...|all] [--quick] [--out DIR] [--device cpu|cuda|auto]
+
+The suites run in this process, in the order named, and each writes DIR/<suite>.json (default: benchmarks/results/;
+a --quick run writes only with --out). See benchmarks/harness.py."""
 import argparse
 import importlib
 import sys

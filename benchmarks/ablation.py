@@ -12,13 +12,36 @@ import torch
 
 from benchmarks import core
 from minidl import Linear, ReLU, Sigmoid, LossBCE
-from minidl.core import _check_tensor, _fmt_shape, _not_called
-from minidl.losses import _check_unit_interval, _BCE_EPS
 
 QUICK = core.QUICK
 FULL = dict(core.FULL, budget_s=40.0)
 
 # ---------------------------------------------------------------- the hot path as first written (0c901e6)
+# (its checks too, so that this history does not depend on where today's package keeps its private helpers)
+
+_BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON: 1e-12 rounded to float32
+
+
+def _fmt_shape(shape) -> str: return str(tuple(shape)).replace(',)', ')')
+
+
+def _not_called(who):
+    return RuntimeError(f"{who}.backward called before forward: run forward first, it stores what backward needs")
+
+
+def _check_tensor(x, who, what='input'):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who} expects the {what} to be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{who} expects a floating-point {what}, got dtype {x.dtype} (convert with .float())")
+    return x.detach() if x.requires_grad else x
+
+
+def _check_unit_interval(t, who, what):
+    lo, hi = torch.aminmax(t)
+    lo, hi = lo.item(), hi.item()
+    if not (0.0 <= lo and hi <= 1.0): raise ValueError(f"{who} expects {what} in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+
 
 def _old_check_grad(g, shape, dtype, who):
     g = _check_tensor(g, who, 'gradient')

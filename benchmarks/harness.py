@@ -11,10 +11,10 @@ The method, one rule for every suite:
 * **Calibration** (`calibrate`): the candidates are warmed up round robin for `warmup_s` (at least twice each); then
   each one's time per call is measured on 1, 2, 4, ... consecutive calls until a batch lasts a quarter of a sample,
   then three more times on that many calls, and its sample is sized to about `sample_s` (`k` calls) from the least
-  of the three. That time is the process CPU time (on a busy machine the
-  wall clock of a few calls counts the time spent waiting for a core), or the wall clock where the device is
-  synchronised (a GPU's work is not CPU time). Every candidate's samples last about as long, so each is as likely as
-  another to be hit by an interruption, and an interruption adds as much to each one's time per call, relatively.
+  of the three. That time is the process CPU time (on a busy machine the wall clock of a few calls counts the time
+  spent waiting for a core), or the wall clock where the device is synchronised (a GPU's work is not CPU time).
+  Every candidate's samples last about as long, so each is as likely as another to be hit by an interruption, and
+  an interruption adds as much to each one's time per call, relatively.
 * **Interleaving** (`interleave`): in each round every candidate runs one sample, in rotating order (A B C, B C A,
   C A B, ...; for two: A B, B A), until `budget_s` has passed and at least `min_rounds` rounds ran, or `max_rounds`
   did. A burst of load from another program hits all the candidates alike.
@@ -24,12 +24,14 @@ The method, one rule for every suite:
   of the per-round ratios (each round's samples ran back to back), the ratio of the minima and of the CPU medians.
 * **Single timings** (a stage timed alone, no comparison) use `torch.utils.benchmark.Timer` (`time_alone`).
 
-Adding a suite: write `benchmarks/<name>.py` with a docstring (its first line is the suite's title) and
+Adding a suite (e.g. `names`, a language model's training step against its torch twin): write
+`benchmarks/<name>.py` with a docstring (its first line is the suite's title) and
 
-    QUICK, FULL = dict(sample_s=..., ...), dict(...)   # keyword arguments of `compare` for --quick and full runs
-    def run(ctx):                                      # ctx: a `Context` (quick, device, settings, log)
-        result = compare({'minidl': step, 'torch': ref_step}, **ctx.settings)
-        return dict(...)                               # JSON-able; the harness adds machine, command, settings
+    QUICK = dict(sample_s=0.002, warmup_s=0.0, budget_s=0.0, min_rounds=3, max_rounds=3)  # `compare`'s settings
+    FULL = dict(sample_s=0.02, warmup_s=1.0, budget_s=20.0, min_rounds=15, max_rounds=400)  # for --quick / full runs
+    def run(ctx):                                   # ctx: a `Context` (quick, device, settings, compare, log)
+        t = ctx.compare({'minidl': step, 'torch': torch_step})  # functions of no arguments; the first is the subject
+        return dict(ratio=t['ratios']['minidl/torch'], timing=t)  # JSON-able; the harness adds machine, command...
 
 and add its name to `SUITES` in `benchmarks/__init__.py` (one line). A suite that can run on CUDA sets
 `DEVICES = ('cpu', 'cuda')` and synchronises through `ctx.sync`.
@@ -152,11 +154,6 @@ def time_alone(fn: Callable, min_run_time: float) -> float:
     fn(); fn()
     m = Timer('fn()', globals={'fn': fn}, timer=time.process_time, num_threads=1).blocked_autorange(min_run_time=min_run_time)
     return m.median
-
-
-def median_ratio(a, b) -> float:
-    "The median of the per-round ratios of two candidates' wall-clock samples (lists of seconds per call)."
-    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def load_average():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 import minidl
-from minidl.core import SavesForBackward, _not_called
+from minidl import SavesForBackward
 
 QUICK = dict(sample_s=0.001, warmup_s=0.01, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.002, warmup_s=0.2, budget_s=5.0, min_rounds=15, max_rounds=300)
@@ -23,7 +23,7 @@ def _plain_save(self, *objs): self._saved = objs
 
 
 def _plain_saved(self):
-    if self._saved is None: raise _not_called(type(self).__name__)
+    if self._saved is None: raise RuntimeError(f"{type(self).__name__}.backward called before forward")
     return self._saved
 
 
