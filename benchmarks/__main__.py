@@ -35,7 +35,8 @@ def parse(argv=None):
         ap.error(f"--device cuda: CUDA is not available here (torch {torch.__version__}"
                  f"{', built without CUDA' if torch.version.cuda is None else ''}); use --device cpu")
     modules = {n: importlib.import_module(f'benchmarks.{n}') for n in names}
-    if args.device != 'cpu' and (cpu_only := [n for n, m in modules.items() if 'cuda' not in getattr(m, 'DEVICES', ('cpu',))]):
+    cpu_only = [n for n, m in modules.items() if 'cuda' not in getattr(m, 'DEVICES', ('cpu',))]
+    if args.device != 'cpu' and cpu_only:
         ap.error(f"--device {args.device}: the suites {', '.join(cpu_only)} run on the CPU only")
     return args, modules
 

@@ -80,7 +80,8 @@ def rotation(names, r: int) -> list:
     return names[s:] + names[:s]
 
 
-def calibrate(fns: dict, sample_s: float, warmup_s: float, sync: Callable = _nosync, before: dict | None = None) -> dict:
+def calibrate(fns: dict, sample_s: float, warmup_s: float, sync: Callable = _nosync,
+              before: dict | None = None) -> dict:
     "Warm the candidates up round robin, then size each one's sample to about `sample_s`: {name: calls per sample}."
     before = before or {}
     end, n = time.perf_counter() + warmup_s, 0
@@ -94,7 +95,7 @@ def calibrate(fns: dict, sample_s: float, warmup_s: float, sync: Callable = _nos
         before.get(name, _nosync)()
         def per_call(k):
             wall, cpu = sample(fn, k, sync)
-            return wall if sync is not _nosync else cpu  # CPU work: its CPU time, which waiting for a core does not inflate
+            return wall if sync is not _nosync else cpu  # CPU work: CPU time, which waiting for a core does not inflate
         k = 1
         while per_call(k) * k < sample_s / 4 and k < 1 << 20: k *= 2
         ks[name] = max(1, round(sample_s / max(min(per_call(k) for _ in range(3)), 1e-9)))  # the least disturbed of 3
@@ -152,8 +153,8 @@ def time_alone(fn: Callable, min_run_time: float) -> float:
     "The median process CPU time of one call of `fn`, timed alone by `torch.utils.benchmark.Timer` (one thread)."
     from torch.utils.benchmark import Timer
     fn(); fn()
-    m = Timer('fn()', globals={'fn': fn}, timer=time.process_time, num_threads=1).blocked_autorange(min_run_time=min_run_time)
-    return m.median
+    timer = Timer('fn()', globals={'fn': fn}, timer=time.process_time, num_threads=1)
+    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def load_average():
@@ -164,7 +165,8 @@ def machine_info(device: str = 'cpu') -> dict:
     "The CPU, memory, OS, Python, torch and minidl versions, threads, ATen's CPU capability, the load average now."
     cpu = platform.processor() or platform.machine()
     try:
-        with open('/proc/cpuinfo') as f: cpu = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
+        with open('/proc/cpuinfo') as f:
+            cpu = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
     except (OSError, StopIteration): pass
     mem_gib = None
     try:
@@ -211,8 +213,9 @@ def run_suite(name: str, module, quick: bool, device: str, out_dir: Path | None,
     ctx = Context(quick=quick, device=device, settings=settings)
     created, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     machine = machine_info(device)
-    print(f"== {name}: {module.__doc__.strip().splitlines()[0]}\n   minidl {minidl.__version__}, torch {torch.__version__}, "
-          f"device {device}, torch.get_num_threads() = {torch.get_num_threads()}, load average {machine['load_average']}"
+    print(f"== {name}: {module.__doc__.strip().splitlines()[0]}\n   minidl {minidl.__version__}, "
+          f"torch {torch.__version__}, device {device}, torch.get_num_threads() = {torch.get_num_threads()}, "
+          f"load average {machine['load_average']}"
           f"{' (quick run: the numbers mean nothing)' if quick else ''}", flush=True)
     result = module.run(ctx)
     machine['load_average_end'] = load_average()
