@@ -85,9 +85,10 @@ def timeit(fn, n):
     return (time.perf_counter() - t0) / n
 
 
-def run(make_cases, description: str, rounds: int, width: int = 58):
+def run(make_cases, description: str, rounds: int, width: int = 58, spread: bool = False):
     """Time each (minidl, torch) pair of `make_cases()` interleaved round by round, one thread, and print the medians and
-    their ratio; `--rounds` and `--min-time` on the command line (shared by bench_layers.py and bench_seq.py)."""
+    their ratio; `--rounds` and `--min-time` on the command line (shared by bench_layers.py and bench_seq.py). With
+    `spread`, a second line per case gives the range of the per-round ratios (minidl / torch of the same round)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument('--rounds', type=int, default=rounds)
     ap.add_argument('--min-time', type=float, default=0.05, help='seconds per measurement')
@@ -104,6 +105,9 @@ def run(make_cases, description: str, rounds: int, width: int = 58):
             b.append(timeit(ref, n))
         ma, mb = statistics.median(a), statistics.median(b)
         print(f"{name:<{width}}{ma * 1e6:>11.1f}{mb * 1e6:>11.1f}{ma / mb:>8.2f}")
+        if spread:
+            r = sorted(x / y for x, y in zip(a, b))
+            print(f"    per-round ratios: min {r[0]:.2f}, median {statistics.median(r):.2f}, max {r[-1]:.2f} ({len(r)} rounds)")
 
 
 def main():

@@ -10,7 +10,6 @@ import math, numbers
 import torch
 from .core import Module, Parameter, _check_accumulators, _check_grad, _check_tensor, _fmt_shape, _parse_device, _parse_dtype
 from .batchnorm import _normalization_input_grad
-from .linear import _ones
 
 # %% auto #0
 __all__ = ['LayerNorm']
@@ -24,11 +23,6 @@ def _check_normalized_shape(shape, who: str) -> tuple:
     if not items or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0 for n in items):
         raise ValueError(f"{who} expects normalized_shape to be a positive integer or a non-empty sequence of them, got {shape!r}")
     return tuple(int(n) for n in items)
-
-def _add_row_sum(acc: torch.Tensor, t: torch.Tensor, ones: torch.Tensor):
-    "acc += the sum of the rows of `t` (M, F): one matrix-vector product T^T 1 into `acc` when it can be viewed flat."
-    if acc.is_contiguous(): acc.view(-1).addmv_(t.t(), ones)
-    else: acc += t.sum(0).view(acc.shape)
 
 class LayerNorm(Module):
     "Layer normalisation over the last dimensions `normalized_shape`: `(x - mean) / sqrt(var + eps) * weight + bias`, as `torch.nn.LayerNorm`."
@@ -68,7 +62,8 @@ class LayerNorm(Module):
                               or (b is not None and b.value.shape != self.normalized_shape)): raise self._input_error(x)
         x2 = x.reshape(-1, F)                                    # rows (M, F)
         xc = x2 - x2.mean(1, keepdim=True)                       # x - mu
-        s = xc.square().mean(1, keepdim=True).add_(self.eps).rsqrt_()  # s = 1 / sqrt(var + eps), one per row
+        n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)    # |x - mu| = sqrt(F var), one per row: no (x - mu)^2 tensor
+        s = n.square_().div_(F).add_(self.eps).rsqrt_()          # s = 1 / sqrt(var + eps)
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
         if w is None: y = xhat
@@ -93,14 +88,14 @@ class LayerNorm(Module):
             _check_accumulators(self, 'LayerNorm')
             self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
         gx = g * xhat
-        ones = _ones(g.shape[0], g.dtype, g.device)
-        _add_row_sum(w.grad, gx, ones)                           # dL/dgamma = sum over rows of G xhat
-        if b is not None: _add_row_sum(b.grad, g, ones)          # dL/dbeta = sum over rows of G
+        w.grad += gx.sum(0).view(w.grad.shape)                   # dL/dgamma = sum over rows of G xhat
+        if b is not None: b.grad += g.sum(0).view(b.grad.shape)  # dL/dbeta = sum over rows of G
         if not input_grad: return None
         gamma = w.value.view(F)
-        mean_g = torch.mv(g, gamma).div_(F).unsqueeze(1)         # mean of ghat = G gamma / F
+        neg_mean_g = torch.mv(g, gamma).div_(-F).unsqueeze(1)    # -mean of ghat = -G gamma / F
         mean_gx = torch.mv(gx, gamma).div_(F).unsqueeze(1)       # mean of ghat xhat = (G xhat) gamma / F
-        return _normalization_input_grad(g * gamma, xhat, mean_g, mean_gx, s, g_is_temporary=True).view(shape)
+        dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
+        return dx.addcmul_(xhat, mean_gx, value=-1).mul_(s).view(shape)  # s (ghat - mean ghat - xhat mean(ghat xhat))
 
     _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
 
