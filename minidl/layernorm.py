@@ -66,10 +66,10 @@ class LayerNorm(Module):
         s = n.square_().div_(F).add_(self.eps).rsqrt_()          # s = 1 / sqrt(var + eps)
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
-        if w is None: y = xhat
-        elif b is None: y = xhat * w.value.view(F)
-        else: y = torch.addcmul(b.value.view(F), xhat, w.value.view(F))  # beta + gamma xhat
-        return y.view(x.shape)
+        if w is None: return xhat.view(x.shape)
+        gamma = w.value if k == 1 else w.value.view(F)           # the parameters as rows of F (a view only when k > 1)
+        if b is None: return (xhat * gamma).view(x.shape)
+        return torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma).view(x.shape)  # beta + gamma xhat
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
@@ -87,15 +87,17 @@ class LayerNorm(Module):
         if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
             _check_accumulators(self, 'LayerNorm')
             self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
+        flat = len(self.normalized_shape) == 1                   # the parameters are rows of F already: no views
         gx = g * xhat
-        w.grad += gx.sum(0).view(w.grad.shape)                   # dL/dgamma = sum over rows of G xhat
-        if b is not None: b.grad += g.sum(0).view(b.grad.shape)  # dL/dbeta = sum over rows of G
+        w.grad += gx.sum(0) if flat else gx.sum(0).view(w.grad.shape)  # dL/dgamma = sum over rows of G xhat
+        if b is not None: b.grad += g.sum(0) if flat else g.sum(0).view(b.grad.shape)  # dL/dbeta = sum over rows of G
         if not input_grad: return None
-        gamma = w.value.view(F)
-        neg_mean_g = torch.mv(g, gamma).div_(-F).unsqueeze(1)    # -mean of ghat = -G gamma / F
-        mean_gx = torch.mv(gx, gamma).div_(F).unsqueeze(1)       # mean of ghat xhat = (G xhat) gamma / F
+        gamma = w.value if flat else w.value.view(F)
+        neg_gamma_F = gamma * (-1 / F)                           # -gamma / F: both means below are matrix-vector products
+        neg_mean_g = torch.mv(g, neg_gamma_F).unsqueeze_(1)      # -mean of ghat = -G gamma / F
+        neg_mean_gx = torch.mv(gx, neg_gamma_F).unsqueeze_(1)    # -mean of ghat xhat = -(G xhat) gamma / F
         dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
-        return dx.addcmul_(xhat, mean_gx, value=-1).mul_(s).view(shape)  # s (ghat - mean ghat - xhat mean(ghat xhat))
+        return dx.addcmul_(xhat, neg_mean_gx).mul_(s).view(shape)  # s (ghat - mean ghat - xhat mean(ghat xhat))
 
     _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
 
