@@ -25,6 +25,7 @@ is the glue nbdev and smalldocs lack, one concern per module of `tools/docsbuild
 import argparse
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,23 +41,11 @@ from docsbuild.render import render_site  # noqa: E402
 from docsbuild.sidebar import write_sidebar  # noqa: E402
 
 
-def check_repository_links(c) -> None:
-    "The repository links of `_quarto.yml` and `nbdev.yml` must be pyproject's Repository URL."
-    import tomllib
-
-    url = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"].rstrip("/")
-    found = [u for f in ("_quarto.yml", "nbdev.yml") for u in re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", (c.nbs_path / f).read_text(encoding="utf-8"))]
-    wrong = sorted({u for u in found if u.rstrip("/") != url})
-    if wrong or not found:
-        raise SystemExit(f"build_docs: repository links {wrong or '(none)'} in nbs/_quarto.yml or nbs/nbdev.yml differ from {url}")
-
-
 def build() -> None:
     "Rebuild `nbs/sidebar.yml`, `docs/`, README.md and `index_files/` from `nbs/`."
     from nbdev.config import get_config
 
     start, c = time.perf_counter(), get_config(ROOT)
-    check_repository_links(c)
     write_sidebar(c.nbs_path)
     proc = process_notebooks(c)
     say(f"nbdev processed the notebooks into {proc.relative_to(ROOT)} ({time.perf_counter() - start:.1f}s)")
@@ -75,17 +64,6 @@ def build() -> None:
     say(f"built {c.doc_path.relative_to(ROOT)}/ and README.md in {time.perf_counter() - start:.1f}s")
 
 
-def serve(folder: Path, port: int) -> None:
-    "Serve the site on 127.0.0.1 (search loads search.json, which browsers refuse over file://)."
-    import functools
-    import http.server
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as httpd:
-        say(f"serving {folder} on http://127.0.0.1:{port}/ (Ctrl-C stops)")
-        httpd.serve_forever()
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--serve", action="store_true", help="serve docs/ on 127.0.0.1 after building")
@@ -94,8 +72,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if not a.no_build:
         build()
-    if a.serve:
-        serve(ROOT / "docs", a.port)
+    if a.serve:  # search loads search.json, which browsers refuse over file://
+        subprocess.run([sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(ROOT / "docs"), str(a.port)])
     return 0
 
 
