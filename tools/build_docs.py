@@ -15,7 +15,7 @@ is the glue nbdev and smalldocs lack, one concern per module of `tools/docsbuild
 - `process`: nbdev's processing into `_proc/`; show_doc's cards (`class X(`, one signature), nbdev's source folds
   (folded, except the maths of the page: a forward, a backward, a step);
 - `maths`: docstrings' plain-text maths as TeX (the code keeps readable docstrings), TeX as text in the search index;
-- `render`: smalldocs, with Quarto's `output-file` (`02_linear.ipynb` -> `linear.html`);
+- `render`: smalldocs, with Quarto's `output-file` (`10_linear.ipynb` -> `linear.html`);
 - `katex`: the pinned KaTeX copied into the site, no web fonts: nothing loads from another host;
 - `html`: code lines with hanging indents, figures in files that enlarge, tables that scroll or stack on a phone,
   anchors that resolve;

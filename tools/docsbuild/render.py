@@ -17,7 +17,7 @@ def render_site(proc: Path) -> Path:
     from smalldocs.site import Site
 
     class NbdevSite(Site):
-        "A page goes to its front matter's `output-file` (`02_linear.ipynb` -> `linear.html`); links may name either."
+        "A page goes to its front matter's `output-file` (`10_linear.ipynb` -> `linear.html`); links may name either."
 
         def read(self, src):
             page = super().read(src)

@@ -11,17 +11,17 @@ import yaml
 # single page of the same title (Performance) becomes that page's plain entry; a part titled None lists its pages at
 # the top level.
 SECTIONS = [
-    ("Start here", r"^12[a-z]?_"),  # backpropagation from scratch: the way in, before Part I
-    ("Part I · Core", r"^0\d[a-z]?_"),  # Parameter/Module, files, gradcheck, Linear, activations, losses, SGD, training, plots
-    ("Part II · Going further", r"^(2\d|3[5-9])[a-z]?_"),  # modes + Dropout, softmax, BatchNorm, ..., Adam; diagnostics (35)
-    ("Part II · Sequences", r"^3[0-4][a-z]?_"),  # Embedding, LayerNorm, Residual, attention, the Transformer block
-    ("Part III · Experiments", r"^[45]\d[a-z]?_"),  # what the experiments share (40), the circle (41-44), the digits (50-52), python -m minidl (59)
-    ("Part IV · Scale", r"^[6-8]\d[a-z]?_"),  # data parallelism, GPU
-    ("Tutorials", r"^9[0-8][a-z]?_|tutorial"),  # data parallelism by hand, ... (a pattern earlier in the list wins)
-    ("Performance", r"^13[a-z]?_|perf|bench"),
+    ("Start here", r"^90[a-z]?_"),  # backpropagation from scratch: the way in, before Part I
+    ("Part I · Foundations", r"^0\d[a-z]?_"),  # Parameter/Module, gradcheck, the testing policy, files, the checks
+    ("Part II · Layers — minidl.nn", r"^[12]\d[a-z]?_"),  # one notebook per module of minidl.nn, and the nn namespace (29)
+    ("Part III · Optimisation and training", r"^3\d[a-z]?_"),  # optimizers, schedules, optim namespace, train, checkpoints, plots, diagnostics
+    ("Part IV · Experiments", r"^[45]\d[a-z]?_"),  # what the experiments share (40), the circle (41-45), the digits (50-52), python -m minidl (59)
+    ("Part V · Scale", r"^[6-8]\d[a-z]?_"),  # data parallelism, GPU
+    ("Tutorials", r"^9[1-7][a-z]?_|tutorial"),  # data parallelism by hand, ... (a pattern earlier in the list wins)
+    ("Performance", r"^98[a-z]?_|perf|bench"),
     (None, r"^99[a-z]?_"),  # the minidl namespace: every module and its names
 ]
-DEFAULT_SECTION = "Part I · Core"
+DEFAULT_SECTION = "Part I · Foundations"
 
 
 def notebooks(nbs: Path) -> list[str]:
