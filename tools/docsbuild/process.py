@@ -132,6 +132,4 @@ def present(proc: Path, nbs: Path) -> None:
         exp = [re.search(r"^#\|\s*default_exp\s+(\S+)", _src(c.get("source", "")), re.M) for c in nbs_src.get(f.name, {}).get("cells", [])]
         module = next((f"minidl/{m.group(1).replace('.', '/')}.py" for m in exp if m), None)
         show_docs(nb, classes, sources(nb, module))
-        from .legacy import fold_checks, tables_from_text
-        fold_checks(nb), tables_from_text(nb)
         f.write_text(json.dumps(nb, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -28,9 +28,6 @@ def write_readme(c, proc: Path) -> None:
     nb.metadata.setdefault("language_info", {"name": "python"})  # nbconvert's code fences take their language from it
     for cell in nb.cells:
         if cell.cell_type == "code":
-            for k, o in enumerate(cell.get("outputs", [])):  # printed tables stay printed text in the README
-                if o.get("metadata", {}).get("minidl_text_table"):
-                    cell.outputs[k] = nbformat.v4.new_output("stream", name="stdout", text=o["data"]["text/plain"])
             opts, code = cell_options(cell.source)
             cell.source = code.strip("\n")
             tags = set(cell.metadata.get("tags", []))
