@@ -108,7 +108,7 @@ def snapshot(*objs) -> list:
             out.append([o.step_count, [g['lr'] for g in o.param_groups],
                         {k: [None if t is None else t.clone() for t in v] for k, v in o.state.items()}])
         elif hasattr(o, 'parameters') and hasattr(o, 'buffers'):   # a module: parameters' values and gradients, buffers
-            out.append([snapshot(p) for p in o.parameters()] + [b.clone() for b in o.buffers()])
+            out.append([[p.value.clone(), p.grad.clone()] for p in o.parameters()] + [b.clone() for b in o.buffers()])
         elif hasattr(o, 'value') and hasattr(o, 'grad'):           # a Parameter
             out.append([o.value.clone(), o.grad.clone()])
         elif hasattr(o, 'state_dict'): out.append(copy.deepcopy(o.state_dict()))   # a schedule
