@@ -1,7 +1,6 @@
 """Helpers shared by several test files: the torch twins of the sweeps (the same model, parameters and optimizer
 in minidl and in torch), hypothesis strategies and the sweeps' comparisons. The general oracles are in minidl.testing.
 """
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, settings, strategies as st

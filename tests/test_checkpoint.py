@@ -8,11 +8,12 @@ import torch.nn as nn
 
 import minidl
 import minidl as M
-from helpers import close_after_steps, groups_of, pair
 from minidl import (Adam, AdamW, BatchNorm1d, CosineAnnealingLR, Dropout, Linear, load_checkpoint, LossBCE,
                     LossCrossEntropy, OneCycleLR, Parameter, ReLU, save_checkpoint, Sequential, SGD, Sigmoid, StepLR,
                     Tanh, train)
 from minidl.testing import assert_clear_error, assert_close, assert_unchanged, RAW_MESSAGES, snapshot
+
+from helpers import close_after_steps, groups_of, pair
 
 
 def _ckpt_setup():

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import minidl
-from helpers import trained_linear
 from minidl import Dropout, gradcheck, Linear, LossBCE, LossMSE, ReLU, Sequential, Sigmoid, Tanh
 from minidl.testing import assert_clear_error, assert_unchanged, snapshot
+
+from helpers import trained_linear
 
 
 F64 = torch.float64

@@ -10,10 +10,11 @@ import torch
 
 import minidl
 import minidl.init as minit
-from helpers import groups_of, pair
 from minidl import (Adam, AdamW, BatchNorm1d, BatchNorm2d, CausalSelfAttention, CosineAnnealingLR, Dropout, GELU,
                     LeakyReLU, Linear, LogSoftmax, LossBCE, LossCrossEntropy, LossMSE, OneCycleLR, Parameter, ReLU,
                     Sequential, SGD, Sigmoid, Softmax, StepLR, Tanh)
+
+from helpers import groups_of, pair
 
 
 READS = ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__', 'numpy')

@@ -7,11 +7,12 @@ from hypothesis import given, strategies as st
 
 import minidl
 import minidl.init as minit
-from helpers import dims, dtypes, LRS, ref_forward, run_both, seeds, STEPS, widths
 from minidl import (accuracy, AdamW, BatchNorm1d, Dropout, GELU, Linear, LossBCE, LossCrossEntropy, OneCycleLR, ReLU,
                     Sequential, SGD, Sigmoid, StepLR, Tanh, train)
 from minidl.experiments.circle_data import circle_dataset
 from minidl.testing import assert_clear_error, assert_parity, assert_unchanged, RAW_MESSAGES, snapshot
+
+from helpers import dims, dtypes, LRS, ref_forward, run_both, seeds, STEPS, widths
 
 
 def _circle_model(out=1):

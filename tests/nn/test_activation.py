@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 import minidl as M
-from helpers import dtypes, randn, seeds, small, SMALL_PROGRAM
 from minidl import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from minidl.testing import assert_clear_error, assert_close, assert_parity, autograd_grads
+
+from helpers import dtypes, randn, seeds, small, SMALL_PROGRAM
 
 
 F64 = torch.float64

@@ -4,9 +4,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers import causal_bool, compare_params, randomise, SETTINGS
 from minidl import CausalSelfAttention, gradcheck, Sequential
 from minidl.testing import assert_close, assert_unchanged, snapshot
+
+from helpers import causal_bool, compare_params, randomise, SETTINGS
 
 
 F64 = torch.float64

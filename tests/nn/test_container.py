@@ -5,10 +5,11 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from helpers import copy_into_torch, SMALL_PROGRAM
 from minidl import (BatchNorm1d, Dropout, gradcheck, Linear, LogSoftmax, Module, ReLU, Residual, Sequential, Sigmoid,
                     Tanh)
 from minidl.testing import assert_clear_error, assert_close, assert_unchanged, snapshot
+
+from helpers import copy_into_torch, SMALL_PROGRAM
 
 
 def test_sequential_failed_forward_half_way_then_backward_changes_nothing():

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 import minidl.nn as nn
-from helpers import conv_cases, FAST, kernel_area, seeds, SMALL_PROGRAM
 from minidl import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, gradcheck, Linear, LossCrossEntropy,
                     LossMSE, MaxPool2d, ReLU, Sequential, SGD)
 from minidl.testing import assert_clear_error, assert_close, assert_parity, torch_grads
+
+from helpers import conv_cases, FAST, kernel_area, seeds, SMALL_PROGRAM
 
 
 F64 = torch.float64

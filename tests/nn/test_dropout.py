@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 import minidl as M
-from helpers import dtypes, seeds, small
 from minidl import Dropout
 from minidl.testing import assert_clear_error, autograd_grads
+
+from helpers import dtypes, seeds, small
 
 
 F64 = torch.float64

@@ -4,8 +4,9 @@ import torch
 from hypothesis import given, strategies as st
 
 import minidl.init as minit
-from helpers import dtypes, seeds, small
 from minidl import Parameter
+
+from helpers import dtypes, seeds, small
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 

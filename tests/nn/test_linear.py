@@ -6,9 +6,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers import dims, dtypes, randn, seeds, SMALL_PROGRAM, trained_linear
 from minidl import Linear
 from minidl.testing import assert_clear_error, assert_close, assert_parity, autograd_grads
+
+from helpers import dims, dtypes, randn, seeds, SMALL_PROGRAM, trained_linear
 
 
 F64 = torch.float64

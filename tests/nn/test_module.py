@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import minidl as M
-from helpers import copy_into_torch, SMALL_PROGRAM
 from minidl import BatchNorm1d, Linear, LossMSE, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
 from minidl.testing import assert_clear_error, assert_close, assert_unchanged, snapshot
+
+from helpers import copy_into_torch, SMALL_PROGRAM
 
 
 def test_register_buffer_refuses_to_shadow_a_parameter():

@@ -6,8 +6,9 @@ import torch
 
 import minidl
 import minidl.nn as nn
-from helpers import SMALL_PROGRAM
 from minidl.testing import assert_close
+
+from helpers import SMALL_PROGRAM
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from helpers import dtypes, seeds, SETTINGS
 from minidl import BatchNorm1d, BatchNorm2d, LayerNorm
 from minidl.testing import assert_clear_error, assert_close, assert_parity, assert_unchanged, snapshot
+
+from helpers import dtypes, seeds, SETTINGS
 
 
 F64 = torch.float64

@@ -7,9 +7,10 @@ import torch.nn.functional as TF
 from hypothesis import given, strategies as st
 
 import minidl
-from helpers import conv_cases, FAST, kernel_area, seeds, SMALL_PROGRAM
 from minidl import AvgPool2d, MaxPool2d
 from minidl.testing import assert_close, assert_parity, torch_grads
+
+from helpers import conv_cases, FAST, kernel_area, seeds, SMALL_PROGRAM
 
 
 F64 = torch.float64

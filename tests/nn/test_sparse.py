@@ -3,9 +3,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers import SETTINGS
 from minidl import Embedding
 from minidl.testing import assert_close, assert_unchanged, snapshot
+
+from helpers import SETTINGS
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 

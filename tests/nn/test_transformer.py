@@ -4,9 +4,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers import causal_bool, compare_params, randomise, SETTINGS
 from minidl import Embedding, gradcheck, LayerNorm, Linear, Module, Sequential, TransformerBlock
 from minidl.testing import assert_close, assert_unchanged, snapshot
+
+from helpers import causal_bool, compare_params, randomise, SETTINGS
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 

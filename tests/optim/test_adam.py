@@ -3,9 +3,10 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from helpers import EXAMPLES, groups_of, pair, run_both, seeds, unit, widths
 from minidl import Adam, AdamW
 from minidl.testing import assert_unchanged, snapshot
+
+from helpers import EXAMPLES, groups_of, pair, run_both, seeds, unit, widths
 
 
 F64 = torch.float64

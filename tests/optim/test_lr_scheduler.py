@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
-from helpers import BATCH, close_after_steps, EXAMPLES, groups_of, LRS, mlp_pair, OPT_PAIRS, pair, ref_forward, run_both, seeds, step_both, STEPS, trained_linear, unit, widths
 from minidl import Adam, AdamW, CosineAnnealingLR, Linear, LossBCE, OneCycleLR, Parameter, SGD, StepLR
 from minidl.testing import assert_clear_error, assert_close
+
+from helpers import BATCH, close_after_steps, EXAMPLES, groups_of, LRS, mlp_pair, OPT_PAIRS, pair, ref_forward, run_both, seeds, step_both, STEPS, trained_linear, unit, widths
 
 
 def test_schedule_hyper_parameters():

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import minidl
-from helpers import close_after_steps, groups_of, OPT_PAIRS, pair, step_both, trained_linear
 from minidl import Adam, AdamW, CosineAnnealingLR, Linear, Parameter, ReLU, Sequential, SGD
 from minidl.testing import assert_clear_error, assert_unchanged, snapshot
+
+from helpers import close_after_steps, groups_of, OPT_PAIRS, pair, step_both, trained_linear
 
 
 F64 = torch.float64

@@ -3,8 +3,9 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from helpers import EXAMPLES, run_both, seeds, unit, widths
 from minidl import SGD
+
+from helpers import EXAMPLES, run_both, seeds, unit, widths
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 
