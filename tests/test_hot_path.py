@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import minidl
-import minidl.init as minit
+import minidl.nn.init as minit
 from minidl import (Adam, AdamW, BatchNorm1d, BatchNorm2d, CausalSelfAttention, CosineAnnealingLR, Dropout, GELU,
                     LeakyReLU, Linear, LogSoftmax, LossBCE, LossCrossEntropy, LossMSE, OneCycleLR, Parameter, ReLU,
                     Sequential, SGD, Sigmoid, Softmax, StepLR, Tanh)

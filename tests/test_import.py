@@ -117,7 +117,7 @@ def test_public_api_is_exposed_at_top_level():
 @pytest.mark.parity
 def test_exports():
     import sys
-    assert minidl.init is sys.modules['minidl.init']
+    assert minidl.nn.init is sys.modules['minidl.nn.init']
     for name in ['LossCrossEntropy', 'CrossEntropyLoss', 'Dropout', 'BatchNorm1d', 'BatchNorm2d', 'Softmax', 'LogSoftmax',
                  'LeakyReLU', 'GELU', 'kaiming_normal_', 'calculate_gain']:
         assert name in minidl.__all__ and hasattr(minidl, name), name

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, strategies as st
 
 import minidl
-import minidl.init as minit
+import minidl.nn.init as minit
 from minidl import (accuracy, AdamW, BatchNorm1d, Dropout, GELU, Linear, LossBCE, LossCrossEntropy, OneCycleLR, ReLU,
                     Sequential, SGD, Sigmoid, StepLR, Tanh, train)
 from minidl.experiments.circle_data import circle_dataset

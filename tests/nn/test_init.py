@@ -1,9 +1,9 @@
-"""minidl.init against torch.nn.init: the same draws for the same seed."""
+"""minidl.nn.init against torch.nn.init: the same draws for the same seed."""
 import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import minidl.init as minit
+import minidl.nn.init as minit
 from minidl import Parameter
 
 from helpers import dtypes, seeds, small
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and threa
        mode=st.sampled_from(['fan_in', 'fan_out']), nonlinearity=st.sampled_from(['relu', 'leaky_relu', 'tanh', 'linear']),
        gain=st.floats(0.1, 3.0))
 def test_init(shape, dtype, seed, fn, mode, nonlinearity, gain):
-    "With equal generators, minidl.init draws exactly what torch.nn.init draws."
+    "With equal generators, minidl.nn.init draws exactly what torch.nn.init draws."
     kw = {'uniform_': dict(a=-gain, b=gain), 'normal_': dict(mean=gain, std=gain), 'xavier_uniform_': dict(gain=gain),
           'xavier_normal_': dict(gain=gain)}.get(fn, dict(a=gain, mode=mode, nonlinearity=nonlinearity))
     p, t = Parameter(torch.empty(shape, dtype=dtype)), torch.empty(shape, dtype=dtype)
