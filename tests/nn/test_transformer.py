@@ -31,10 +31,18 @@ def test_block_matches_torch(B, T, H, D, FF, bias, act, seed):
     assert list(ours.state_dict()) == list(ref.state_dict())
     x = torch.randn(B, T, E, dtype=F64, generator=gen); g = torch.randn(B, T, E, dtype=F64, generator=gen)
     xr = x.clone().requires_grad_()
+    # each LayerNorm amplifies the rounding of its input h by |h| / sigma (x - mean cancels; with E = 2 the gradient
+    # through it is 0 analytically, rounding noise of that size): measured on torch's inputs to norm1 and norm2
+    amp = []
+    def amplification(mod, args):
+        h = args[0].detach()
+        amp.append((h.abs().amax(-1) / (h.var(-1, correction=0) + mod.eps).sqrt()).max().item())
+    hooks = [m.register_forward_pre_hook(amplification) for m in (ref.norm1, ref.norm2)]
     yr = ref(xr, src_mask=causal_bool(T)); yr.backward(g)
-    # the attention's chain (see test_attention_matches_torch) and the feed-forward's (E, FF); two LayerNorms (each |x| /
-    # sigma, a few for these inputs) and six products with weights in the chain
-    tol = dict(n=4 * E + D + 2 * T + B * T + FF, cond=16)
+    for h in hooks: h.remove()
+    # the attention's chain (see test_attention_matches_torch) and the feed-forward's (E, FF); the two LayerNorms'
+    # amplification and six products with weights in the chain
+    tol = dict(n=4 * E + D + 2 * T + B * T + FF, cond=6 * max(1.0, *amp))
     assert_close(ours(x), yr, **tol); assert_close(ours.backward(g), xr.grad, **tol)
     compare_params(ours, ref, **tol)
     ref2 = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, activation=act, bias=bias, batch_first=True,
@@ -44,7 +52,7 @@ def test_block_matches_torch(B, T, H, D, FF, bias, act, seed):
 
 
 def test_block_gradcheck_one_head_relu_no_bias():
-    # two heads and GELU, alone and inside Residual: checked in nbs/34_transformer
+    # two heads and GELU, alone and inside Residual: checked in nbs/22_transformer
     x = torch.randn(2, 3, 4, dtype=F64)
     assert gradcheck(TransformerBlock(4, 1, 3, activation='relu', bias=False, dtype=F64), x[:1, :1])
 
