@@ -1,7 +1,7 @@
 """Forward + backward cost per step of the "going further" layers (issue 8) against torch.nn + autograd.
 
 One thread, the same process, minidl and torch interleaved round by round; prints the median time per step of each
-and their ratio (minidl / torch; below 1 means minidl is faster). Usage: python benchmarks/bench_layers.py [--rounds R]
+and their ratio (minidl / torch; below 1 means minidl is faster). Usage: python benchmarks/bench_layers.py [--rounds R] [--clock cpu]
 """
 import argparse
 import statistics
@@ -79,31 +79,39 @@ def module_step_ce(ce, x, t):
     return step
 
 
-def timeit(fn, n):
-    t0 = time.perf_counter()
+def timeit(fn, n, clock=time.perf_counter):
+    t0 = clock()
     for _ in range(n): fn()
-    return (time.perf_counter() - t0) / n
+    return (clock() - t0) / n
 
 
-def run(make_cases, description: str, rounds: int, width: int = 58):
+def run(make_cases, description: str, rounds: int, width: int = 58, spread: bool = False):
     """Time each (minidl, torch) pair of `make_cases()` interleaved round by round, one thread, and print the medians and
-    their ratio; `--rounds` and `--min-time` on the command line (shared by bench_layers.py and bench_seq.py)."""
+    their ratio; `--rounds` and `--min-time` on the command line (shared by bench_layers.py and bench_seq.py). With
+    `spread`, a second line per case gives the range of the per-round ratios (minidl / torch of the same round)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument('--rounds', type=int, default=rounds)
     ap.add_argument('--min-time', type=float, default=0.05, help='seconds per measurement')
+    ap.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                    help="'wall': elapsed time; 'cpu': this thread's CPU time, which leaves out the time other processes held the core")
     args = ap.parse_args()
+    clock = time.perf_counter if args.clock == 'wall' else time.thread_time
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, float32, median of {args.rounds} interleaved rounds")
+    print(f"torch {torch.__version__}, 1 thread, float32, median of {args.rounds} interleaved rounds"
+          + (", thread CPU time" if args.clock == 'cpu' else ''))
     print(f"{'module (input shape)':<{width}}{'minidl us':>11}{'torch us':>11}{'ratio':>8}")
     for name, (ours, ref) in make_cases().items():
         for f in (ours, ref): f(); f()  # warm up
         n = max(1, int(args.min_time / max(timeit(ref, 3), 1e-7)))
         a, b = [], []
         for _ in range(args.rounds):
-            a.append(timeit(ours, n))
-            b.append(timeit(ref, n))
+            a.append(timeit(ours, n, clock))
+            b.append(timeit(ref, n, clock))
         ma, mb = statistics.median(a), statistics.median(b)
         print(f"{name:<{width}}{ma * 1e6:>11.1f}{mb * 1e6:>11.1f}{ma / mb:>8.2f}")
+        if spread:
+            r = sorted(x / y for x, y in zip(a, b))
+            print(f"    per-round ratios: min {r[0]:.2f}, median {statistics.median(r):.2f}, max {r[-1]:.2f} ({len(r)} rounds)")
 
 
 def main():

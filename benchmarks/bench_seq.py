@@ -2,7 +2,7 @@
 decoder-only Transformer, against torch.nn + autograd (+ torch.optim.AdamW).
 
 One thread, the same process, minidl and torch interleaved round by round; prints the median time per step of each
-and their ratio (minidl / torch; below 1 means minidl is faster). Usage: python benchmarks/bench_seq.py [--rounds R]
+and their ratio (minidl / torch; below 1 means minidl is faster), then the range of the per-round ratios. Usage: python benchmarks/bench_seq.py [--rounds R] [--clock cpu]
 """
 import os
 import sys
@@ -104,7 +104,7 @@ def cases(dtype=torch.float32):
 
 
 def main():
-    run(cases, __doc__.splitlines()[0], rounds=11, width=74)
+    run(cases, __doc__.splitlines()[0], rounds=11, width=74, spread=True)
 
 
 if __name__ == '__main__':
