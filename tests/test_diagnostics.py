@@ -1,12 +1,14 @@
 """Collectors of minidl.diagnostics against the same statistics computed in torch.nn hooks on the same float64 network,
 and lr_find leaving the model and the optimizer exactly as they were (also when it stops early or raises)."""
-import copy, math
+import copy
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from minidl import (BatchNorm1d, Linear, LossCrossEntropy, Module, ReLU, SGD, Sequential, Sigmoid, Tanh)
-from minidl.diagnostics import (ActivationStats, AttentionMaps, GradientStats, UpdateRatios, lr_find)
+from minidl import (ActivationStats, AttentionMaps, BatchNorm1d, GradientStats, Linear, LossCrossEntropy, lr_find,
+                    Module, ReLU, Sequential, SGD, Sigmoid, Tanh, UpdateRatios)
 
 
 def close(a, b, rtol=1e-10, scale=None):

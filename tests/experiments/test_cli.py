@@ -1,12 +1,28 @@
-"""End-to-end tests of the `minidl-circle` command: through `main(argv)` and as a subprocess (console script and
-`python -m minidl`), with tiny epoch counts so the whole file runs in seconds."""
-import json, shutil, subprocess, sys
+"""The command lines (`minidl-circle`, `python -m minidl circle|digits`): results, bad arguments, destinations,
+interrupts, devices."""
+import errno
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from minidl.experiments.circle import MODELS
+import minidl
+import minidl as M
+import minidl.experiments.circle
+import minidl.experiments.circle_cli
+import minidl.files
+from minidl import Sigmoid, Tanh
+from minidl.experiments.circle import circle_mlp, MODELS, run_circle
 from minidl.experiments.circle_cli import main
+
 
 TINY = ['--epochs', '3', '--quiet']
 
@@ -94,7 +110,7 @@ def _installed_script_is_current(name: str) -> bool:
     "Whether the installed console script `name` points where this checkout's pyproject.toml says (an install made before a move does not)"
     import tomllib
     from importlib.metadata import entry_points
-    want = tomllib.loads((Path(__file__).parents[1]/'pyproject.toml').read_text())['project']['scripts'][name]
+    want = tomllib.loads((Path(__file__).parents[2]/'pyproject.toml').read_text())['project']['scripts'][name]
     return any(ep.value == want for ep in entry_points(group='console_scripts', name=name))
 
 
@@ -141,20 +157,6 @@ def test_python_m_minidl_dispatch(monkeypatch):
     assert M.main(['--runs', '2']) == 0 and M.main(['circle', '--quiet']) == 0 and M.main(['digits', '--runs', '1']) == 3
     assert M.main([]) == 0
     assert calls == [('circle', ['--runs', '2']), ('circle', ['--quiet']), ('digits', ['--runs', '1']), ('circle', [])]
-
-
-# ---------------------------------------------------------------- devices, destinations, atomic writes, divergence
-
-import errno
-import os
-
-import torch
-
-import minidl.experiments.circle
-import minidl.experiments.circle_cli
-import minidl.files
-from minidl.experiments.circle import circle_mlp, run_circle
-from minidl import Sigmoid, Tanh
 
 
 def _fail(argv, capsys):
@@ -295,3 +297,154 @@ def test_run_circle_puts_data_and_model_on_the_device(name, monkeypatch):
     monkeypatch.setattr(minidl.experiments.circle, 'train', fake_train)
     with pytest.raises(_Stop): run_circle(name, 0, epochs=1, device='meta')
     assert seen == {'params': {'meta'}, 'data': {'meta'}}
+
+
+def _cli(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=str(Path(minidl.__file__).parent.parent))
+    return subprocess.run([sys.executable, '-m', 'minidl', '--quiet', *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+CLI_BAD = [
+    (['--epochs', '0'], '--epochs'), (['--epochs', '1e3'], '--epochs'), (['--seed', '-1'], '--seed'),
+    (['--seed', str(2**64)], '--seed'), (['--lr', 'nan'], '--lr'), (['--lr', '1', '2', '3'], '--lr'),
+    (['--decay', 'inf'], '--decay'), (['--batch-size', '0'], '--batch-size'), (['--out', ''], '--out'),
+    (['--out', 'afile'], '--out'), (['--out', 'afile/sub'], '--out'), (['--out', 'withdir'], 'results.json'),
+    (['--save', 'withdir'], '--save'), (['--device', 'tpu'], '--device'), (['--threads', '0'], '--threads'),
+    (['--seed', str(2**64 - 1), '--runs', '2'], '--seed'), (['--bogus'], '--bogus'),
+    (['--hidden', str(10**20)], '--hidden'), (['--threads', str(10**20)], '--threads'), (['--runs', str(10**20)], '--runs'),
+]
+
+
+def _layout(tmp_path):
+    (tmp_path/'afile').write_text('')
+    (tmp_path/'withdir'/'results.json').mkdir(parents=True)
+    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*'))
+
+
+def _one_line_exit_2(rc, stderr, contains):
+    assert rc == 2, stderr[-500:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('minidl-circle: error:') and contains in lines[0], stderr[-500:]
+
+
+@pytest.mark.parametrize('args, contains', CLI_BAD)
+def test_cli_bad_arguments_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, args, contains):
+    "In process (fast): main(argv) exits with status 2 and one line on stderr, and writes nothing."
+    from minidl.experiments.circle_cli import main
+    before = _layout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info: main(['--quiet', '--epochs', '1', *args])
+    _one_line_exit_2(info.value.code, capsys.readouterr().err, contains)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*')) == before
+
+
+@pytest.mark.parametrize('args, contains', [(['--epochs', '0'], '--epochs'), (['--out', 'withdir'], 'results.json'),
+                                            CLI_BAD[-3]])
+def test_cli_subprocess_bad_arguments(tmp_path, args, contains):
+    "As a user runs it: `python -m minidl ...` in a subprocess."
+    before = _layout(tmp_path)
+    r = _cli(tmp_path, '--epochs', '1', *args)
+    _one_line_exit_2(r.returncode, r.stderr, contains)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*')) == before
+
+
+CIRCLE = [sys.executable, '-m', 'minidl', 'circle']
+DIGITS = [sys.executable, '-m', 'minidl', 'digits']
+
+
+BAD_ARGS = [
+    (CIRCLE, ['--lr', '1e200'], "argument --lr: expected a finite number > 0 that torch.float32 parameters can hold"),
+    (CIRCLE, ['--lr', '1e-60'], "which is 0 in torch.float32"),
+    (CIRCLE, ['--decay', '1e300'], "argument --decay: expected a finite number >= 0 that torch.float32 parameters can hold"),
+    (CIRCLE, ['--epochs', str(10**30)], "argument --epochs: expected a positive integer at most 1000000"),
+    (CIRCLE, ['--batch-size', str(10**30)], "argument --batch-size: expected a positive integer at most 16777216 or 'full'"),
+    (CIRCLE, ['--runs', '1' * 5000], "argument --runs: expected a positive integer"),
+    (DIGITS, ['--seed', str(2**32)], "argument --seed: expected a seed below 2**32 (scikit-learn's limit)"),
+    (DIGITS, ['--seed', str(2**32 - 1), '--runs', '2'], "goes past scikit-learn's largest seed, 2**32 - 1"),
+    (DIGITS, ['--runs', str(10**30)], "argument --runs: expected a positive integer at most 10000"),
+    (DIGITS, ['--epochs', str(10**30)], "argument --epochs: expected a positive integer at most 1000000"),
+    (DIGITS, ['--threads', str(10**6)], "argument --threads: expected a positive integer at most 1024"),
+]
+
+
+@pytest.mark.parametrize('cmd,argv,msg', BAD_ARGS, ids=lambda v: ' '.join(v) if isinstance(v, list) else None)
+def test_numeric_arguments_checked_up_front(cmd, argv, msg, tmp_path):
+    r = subprocess.run(cmd + argv + ['--out', str(tmp_path / 'never')], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert msg in r.stderr and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
+    assert not (tmp_path / 'never').exists()
+
+
+def test_the_same_rules_in_every_command():
+    "The shared types: one parser type per kind of number, the same bounds in both commands"
+    from minidl.experiments.circle_cli import make_parser
+    from minidl.experiments.digits_cli import make_digits_parser
+    from minidl.experiments.common import RUNS_MAX, EPOCHS_MAX
+    for p in (make_parser(), make_digits_parser()):
+        assert p.parse_args(['--runs', str(RUNS_MAX), '--epochs', str(EPOCHS_MAX)]).runs == RUNS_MAX
+        for opt, v in (('--runs', RUNS_MAX + 1), ('--epochs', EPOCHS_MAX + 1), ('--seed', -1)):
+            with pytest.raises(SystemExit): p.parse_args([opt, str(v)])
+    assert make_parser().parse_args(['--seed', str(2**64 - 1)]).seed == 2**64 - 1  # torch's whole range for the circle
+    assert make_parser().parse_args(['--lr', '1e30']).lr == [1e30]                 # large, but a float32 holds it
+
+
+def _interrupt(cmd, argv, tmp_path, wait_for: str, delay: float = 1.0):
+    "Start a real run, send SIGINT `delay` s after `wait_for` appeared on stdout, return (code, stdout, stderr); never hangs."
+    p = subprocess.Popen(cmd + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, bufsize=1)
+    try:
+        deadline, seen = time.monotonic() + 120, ''
+        while wait_for not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0 and p.poll() is None, f'the run did not start: {seen!r} {p.stderr.read() if p.poll() is not None else ""}'
+            if select.select([p.stdout], [], [], min(left, 1.0))[0]: seen += p.stdout.readline()
+        time.sleep(delay)  # training has begun
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+    return p.returncode, seen + out, err
+
+
+@pytest.mark.parametrize('cmd', [CIRCLE, DIGITS], ids=['circle', 'digits'])
+def test_ctrl_c_during_training_one_line_exit_130_outputs_intact(cmd, tmp_path):
+    if cmd is DIGITS: pytest.importorskip('sklearn')
+    out = tmp_path / 'res'; out.mkdir()
+    (out / 'results.json').write_text('{"previous": true}\n')
+    code, _, err = _interrupt(cmd, ['--epochs', '100000', '--out', str(out)], tmp_path,
+                              wait_for='circle task:' if cmd is CIRCLE else 'digits:')
+    assert code == 130, err
+    last = err.replace('\r', '\n').rstrip('\n').split('\n')[-1]  # after the progress bar (stderr)
+    assert last == f"minidl-{'circle' if cmd is CIRCLE else 'digits'}: interrupted; nothing written", err
+    assert 'Traceback' not in err and 'KeyboardInterrupt' not in err
+    assert (out / 'results.json').read_text() == '{"previous": true}\n'           # the previous outputs, intact
+    assert sorted(p.name for p in out.iterdir()) == ['results.json']               # no temporary file left
+
+
+def test_ctrl_c_while_writing_says_what_was_kept(tmp_path, capsys, monkeypatch):
+    "Interrupted between two files: exit 130, one line naming the file already replaced (whole), the others as they were"
+    import minidl.experiments.circle_cli as C
+    out = tmp_path / 'res'; out.mkdir()
+    for f in C.OUT_FILES: (out / f).write_bytes(b'old')
+    monkeypatch.setattr(C, '_render_figures', lambda runs: {'outputs.png': b'new png', 'curves.png': b'new png'})
+    real_write = C.write_outputs
+    def write_then_interrupt(o, files, save, state, written):
+        real_write(o, dict(list(files.items())[:1]), None, None, written)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(C, 'write_outputs', write_then_interrupt)
+    with pytest.raises(SystemExit) as e: C.main(['--epochs', '1', '--quiet', '--out', str(out)])
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert err == f"minidl-circle: interrupted; wrote {out/'outputs.png'} before it; the other outputs are as they were\n"
+    assert (out / 'outputs.png').read_bytes() == b'new png' and (out / 'results.json').read_bytes() == b'old'
+
+
+def test_python_m_minidl_help_lists_the_commands():
+    r = subprocess.run([sys.executable, '-m', 'minidl', '--help'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == ''
+    lines = r.stdout.splitlines()
+    assert any(l.startswith('  circle  ') for l in lines) and any(l.startswith('  digits  ') for l in lines), r.stdout
+    assert 'python -m minidl COMMAND --help' in r.stdout
+    for cmd in ('circle', 'digits'):
+        r = subprocess.run([sys.executable, '-m', 'minidl', cmd, '--help'], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and f'   or: python -m minidl {cmd} [options]' in r.stdout.splitlines(), r.stdout
