@@ -44,6 +44,7 @@ def parse(argv=None):
 def main(argv=None):
     args, modules = parse(argv)
     from pathlib import Path
+
     from benchmarks.harness import RESULTS, run_suite
     out = Path(args.out) if args.out is not None else (None if args.quick else RESULTS)
     command = ' '.join(['python -m benchmarks'] + (sys.argv[1:] if argv is None else list(argv)))

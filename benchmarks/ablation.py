@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks import core
-from minidl import Linear, ReLU, Sigmoid, LossBCE
+from minidl import Linear, LossBCE, ReLU, Sigmoid
 
 QUICK = core.QUICK
 FULL = dict(core.FULL, budget_s=40.0)

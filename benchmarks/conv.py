@@ -41,7 +41,7 @@ import torch
 
 import minidl
 from benchmarks.harness import time_alone
-from minidl.nn.conv import _pad_nhwc, _patches, _col2im
+from minidl.nn.conv import _col2im, _pad_nhwc, _patches
 
 QUICK = dict(sample_s=0.005, warmup_s=0.05, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.02, warmup_s=1.0, budget_s=20.0, min_rounds=15, max_rounds=10**6)

@@ -43,8 +43,8 @@ import sys
 
 import torch
 
-from benchmarks.harness import ROOT
 import minidl
+from benchmarks.harness import ROOT
 
 DEVICES = ('cpu', 'cuda')
 QUICK = dict(sample_s=0.003, warmup_s=0.02, budget_s=0.0, min_rounds=3, max_rounds=3)
@@ -98,7 +98,7 @@ def make_data(sizes, batch, seed=1):
 
 def minidl_builder(Lin, Rl, Sg, Loss, input_grad=False):
     "A builder for minidl's network made of these classes (the ablation suite passes older versions of them)."
-    from minidl import Sequential, SGD
+    from minidl import SGD, Sequential
     def build(weights, lr=LR):
         layers = []
         for i, (w, b) in enumerate(weights):
@@ -201,7 +201,7 @@ def quiet_stderr():
 
 def count_ops(step, x, t):
     "Outermost aten:: operator calls during one step (see the module docstring)."
-    from torch.profiler import profile, ProfilerActivity
+    from torch.profiler import ProfilerActivity, profile
     step(x, t)
     with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof: step(x, t)
     n = 0

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from minidl import AdamW, Dropout, LossCrossEntropy, OneCycleLR
-from minidl.experiments.digits import digits_mlp, digits_cnn, RECIPE, MODELS
+from minidl.experiments.digits import MODELS, RECIPE, digits_cnn, digits_mlp
 from minidl.experiments.digits_data import load_digits_split, random_shift, shift_offsets
 
 QUICK = dict(sample_s=0.005, warmup_s=0.05, budget_s=0.0, min_rounds=3, max_rounds=3)

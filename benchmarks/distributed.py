@@ -35,7 +35,7 @@ def _build(name):
         model = Sequential(Linear(512, 2048), ReLU(), Linear(2048, 2048), ReLU(), Linear(2048, 10))
         x = torch.randn(4096, 512, generator=g)
     else:
-        from minidl import Conv2d, MaxPool2d, Flatten
+        from minidl import Conv2d, Flatten, MaxPool2d
         model = Sequential(Conv2d(1, 16, 3), ReLU(), MaxPool2d(2), Conv2d(16, 32, 3), ReLU(), MaxPool2d(2), Flatten(),
                            Linear(800, 10))
         x = torch.randn(4096, 1, 28, 28, generator=g)
@@ -44,7 +44,9 @@ def _build(name):
 
 def worker(name, steps, out, sync=True):
     import torch.distributed as dist
-    from minidl import distributed as D, LossMSE, SGD
+
+    from minidl import SGD, LossMSE
+    from minidl import distributed as D
     torch.set_num_threads(1)
     D.init_distributed(timeout=120)
     with D.fail_fast():

@@ -8,7 +8,7 @@ device-side range check of the labels (`torch._assert_async`), which minidl does
 import torch
 import torch.nn.functional as F
 
-from minidl import BatchNorm1d, BatchNorm2d, Dropout, GELU, LeakyReLU, LogSoftmax, LossCrossEntropy, Softmax
+from minidl import GELU, BatchNorm1d, BatchNorm2d, Dropout, LeakyReLU, LogSoftmax, LossCrossEntropy, Softmax
 
 QUICK = dict(sample_s=0.002, warmup_s=0.0, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.02, warmup_s=0.1, budget_s=1.0, min_rounds=7, max_rounds=101)

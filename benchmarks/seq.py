@@ -9,8 +9,20 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.layers import module_step, run_cases
-from minidl import (AdamW, CausalSelfAttention, Embedding, GELU, LayerNorm, Linear, LogSoftmax, LossCrossEntropy, Module,
-                    Sequential, Softmax, TransformerBlock)
+from minidl import (
+    GELU,
+    AdamW,
+    CausalSelfAttention,
+    Embedding,
+    LayerNorm,
+    Linear,
+    LogSoftmax,
+    LossCrossEntropy,
+    Module,
+    Sequential,
+    Softmax,
+    TransformerBlock,
+)
 
 QUICK = dict(sample_s=0.002, warmup_s=0.0, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.02, warmup_s=0.2, budget_s=2.0, min_rounds=11, max_rounds=201)

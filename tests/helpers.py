@@ -3,9 +3,10 @@ in minidl and in torch), hypothesis strategies and the sweeps' comparisons. The 
 """
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
-from minidl import Adam, AdamW, Linear, LossBCE, Module, Parameter, Sequential, SGD, Sigmoid, Tanh
+from minidl import SGD, Adam, AdamW, Linear, LossBCE, Module, Parameter, Sequential, Sigmoid, Tanh
 from minidl.testing import assert_close
 
 

@@ -15,8 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 import benchmarks  # noqa: E402
-from benchmarks import harness, core, ablation  # noqa: E402
 from benchmarks import __main__ as bench_main  # noqa: E402
+from benchmarks import ablation, core, harness  # noqa: E402
 
 
 class FakeClock:

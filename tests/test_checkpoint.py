@@ -5,15 +5,31 @@ import zipfile
 import pytest
 import torch
 import torch.nn as nn
+from helpers import close_after_steps, groups_of, pair
 
 import minidl
 import minidl as M
-from minidl import (Adam, AdamW, BatchNorm1d, CosineAnnealingLR, Dropout, Linear, load_checkpoint, LossBCE,
-                    LossCrossEntropy, OneCycleLR, Parameter, ReLU, save_checkpoint, Sequential, SGD, Sigmoid, StepLR,
-                    Tanh, train)
-from minidl.testing import assert_clear_error, assert_close, assert_unchanged, RAW_MESSAGES, snapshot
-
-from helpers import close_after_steps, groups_of, pair
+from minidl import (
+    SGD,
+    Adam,
+    AdamW,
+    BatchNorm1d,
+    CosineAnnealingLR,
+    Dropout,
+    Linear,
+    LossBCE,
+    LossCrossEntropy,
+    OneCycleLR,
+    Parameter,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    StepLR,
+    Tanh,
+    load_checkpoint,
+    save_checkpoint,
+)
+from minidl.testing import RAW_MESSAGES, assert_clear_error, assert_close, assert_unchanged, snapshot
 
 
 def _ckpt_setup():
@@ -211,10 +227,10 @@ def test_checkpoint_in_the_earlier_layout_loads(tmp_path):
 @pytest.mark.parity
 def test_decoder_checkpoint_round_trip(tmp_path):
     "save_checkpoint / load_checkpoint restore a decoder and its AdamW state: the next step is bit-equal."
-    import sys, pathlib
+    import pathlib
     sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
     from benchmarks.seq import DecoderLM
-    from minidl import AdamW, LossCrossEntropy, save_checkpoint, load_checkpoint
+    from minidl import AdamW, load_checkpoint, save_checkpoint
     ce, idx = LossCrossEntropy(), torch.randint(0, 11, (4, 7), generator=torch.Generator().manual_seed(3))
     def step(m, opt):
         opt.zero_grad(); loss = ce(m(idx[:, :-1]).reshape(-1, 11), idx[:, 1:].reshape(-1))

@@ -7,8 +7,22 @@ import pytest
 import torch
 from torch import nn
 
-from minidl import (ActivationStats, AttentionMaps, BatchNorm1d, GradientStats, Linear, LossCrossEntropy, lr_find,
-                    Module, ReLU, Sequential, SGD, Sigmoid, Tanh, UpdateRatios)
+from minidl import (
+    SGD,
+    ActivationStats,
+    AttentionMaps,
+    BatchNorm1d,
+    GradientStats,
+    Linear,
+    LossCrossEntropy,
+    Module,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+    UpdateRatios,
+    lr_find,
+)
 
 
 def close(a, b, rtol=1e-10, scale=None):
@@ -100,7 +114,7 @@ def test_gradient_stats_match_torch_backward_hooks():
         assert counts.shape == (3, 40) and edges.shape == (3, 41)
         assert torch.equal(counts.sum(1), torch.full((3,), float(log[name][0]['numel'])))
         close(edges[:, -1], st['scale'])
-    for k, p in ours.named_parameters():
+    for k, _ in ours.named_parameters():
         ps = grads.param_stats(k)
         close(ps['grad_norm'], torch.stack([r[k][0] for r in plog]))
         close(ps['data_norm'], torch.stack([r[k][1] for r in plog]))
@@ -227,7 +241,7 @@ def test_lr_find_restores_when_it_raises():
     _, _, x, y = nets()
     model = bn_model()
     opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loss = warm(model, opt, x, y)
+    warm(model, opt, x, y)
     snap = snapshot(model, opt)
     class Failing(LossCrossEntropy):
         calls = 0

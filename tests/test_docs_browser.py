@@ -34,11 +34,11 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS, NBS = ROOT / "docs", ROOT / "nbs"
@@ -573,7 +573,7 @@ def test_figures_are_enlargeable(desktop, phone, server):
             # the centre of a figure that fits the window, else near its top left (a tall figure may not fit it)
             offset = (0, 0) if height < 0.8 * window_h else (int(-inline / 2) + 20, int(-height / 2) + 20)
             shown = None
-            for attempt in range(2):  # one retry: on a loaded machine a click can land while the page is still scrolling
+            for _attempt in range(2):  # one retry: on a loaded machine a click can land while the page is still scrolling
                 ActionChains(drv).move_to_element_with_offset(a, *offset).click().perform()
                 end = time.time() + 5
                 while time.time() < end and not shown:

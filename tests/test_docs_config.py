@@ -2,8 +2,9 @@
 footer, nbdev's `repo-url`) are pyproject's Repository URL."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

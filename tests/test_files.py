@@ -23,7 +23,7 @@ def test_atomic_open_failure_keeps_the_previous_file(tmp_path):
     p = tmp_path/'r.json'
     p.write_text('old')
     with pytest.raises(ZeroDivisionError):
-        with atomic_open(p) as f: f.write('new'); 1 / 0
+        with atomic_open(p) as f: f.write('new'); _ = 1 / 0
     assert p.read_text() == 'old' and [q.name for q in tmp_path.iterdir()] == ['r.json']
 
 

@@ -3,13 +3,11 @@ import math
 
 import pytest
 import torch
-
-import minidl
-from minidl import Dropout, gradcheck, Linear, LossBCE, LossMSE, ReLU, Sequential, Sigmoid, Tanh
-from minidl.testing import assert_clear_error, assert_unchanged, snapshot
-
 from helpers import trained_linear
 
+import minidl
+from minidl import Dropout, Linear, LossBCE, LossMSE, ReLU, Sequential, Sigmoid, Tanh, gradcheck
+from minidl.testing import assert_clear_error, assert_unchanged, snapshot
 
 F64 = torch.float64
 

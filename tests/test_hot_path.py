@@ -7,15 +7,35 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import groups_of, pair
 
 import minidl
 import minidl.nn.init as minit
-from minidl import (Adam, AdamW, BatchNorm1d, BatchNorm2d, CausalSelfAttention, CosineAnnealingLR, Dropout, GELU,
-                    LeakyReLU, Linear, LogSoftmax, LossBCE, LossCrossEntropy, LossMSE, OneCycleLR, Parameter, ReLU,
-                    Sequential, SGD, Sigmoid, Softmax, StepLR, Tanh)
-
-from helpers import groups_of, pair
-
+from minidl import (
+    GELU,
+    SGD,
+    Adam,
+    AdamW,
+    BatchNorm1d,
+    BatchNorm2d,
+    CausalSelfAttention,
+    CosineAnnealingLR,
+    Dropout,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    LossBCE,
+    LossCrossEntropy,
+    LossMSE,
+    OneCycleLR,
+    Parameter,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    StepLR,
+    Tanh,
+)
 
 READS = ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__', 'numpy')
 
@@ -117,7 +137,7 @@ def test_hot_path_reads_nothing_back():
 @pytest.mark.parity
 def test_decoder_training_step_reads_nothing_back():
     "Embedding, TransformerBlock (attention with dropout, LayerNorm, GELU), LossCrossEntropy, AdamW: no host read in a step."
-    import sys, pathlib
+    import pathlib
     sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
     from benchmarks.seq import DecoderLM
     from minidl import AdamW, LossCrossEntropy
@@ -144,8 +164,8 @@ def test_decoder_training_step_reads_nothing_back():
     (lambda ps: AdamW(ps), lambda o: StepLR(o, 2))])
 def test_steps_read_nothing_back(make_opt, make_sched):
     "zero_grad, step (its first, full check included) and the schedule read no tensor value back to the host."
-    from unittest import mock
     import contextlib
+    from unittest import mock
     model = Sequential(Linear(2, 8), ReLU(), Linear(8, 1))
     for p in model.parameters(): p.grad += 0.1
     def refuse(*a, **k): raise AssertionError('read a tensor back to the host')

@@ -10,7 +10,6 @@ import torch
 
 import minidl
 
-
 PKG = pathlib.Path(minidl.__file__).parent
 
 

@@ -4,15 +4,16 @@ import torch
 from minidl import Linear, Sequential, Sigmoid
 from minidl.testing import assert_clear_error
 
-
 F64 = torch.float64
 
 
 def test_plots_refuse_bad_arguments_clearly(tmp_path):
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
+    from minidl.experiments.circle_plots import output_grid, plot_output, plot_outputs
     from minidl.plots import plot_history, save_figure
-    from minidl.experiments.circle_plots import output_grid, plot_outputs, plot_output
     m1 = Sequential(Linear(2, 1), Sigmoid())
     assert_clear_error(TypeError, 'resolution', output_grid, m1, 2.5)
     assert_clear_error(TypeError, 'resolution', output_grid, m1, '10')

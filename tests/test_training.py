@@ -3,16 +3,32 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from helpers import LRS, STEPS, dims, dtypes, run_both, seeds
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minidl
 import minidl.nn.init as minit
-from minidl import (accuracy, AdamW, BatchNorm1d, Dropout, GELU, Linear, LossBCE, LossCrossEntropy, OneCycleLR, ReLU,
-                    Sequential, SGD, Sigmoid, StepLR, Tanh, train)
+from minidl import (
+    GELU,
+    SGD,
+    AdamW,
+    BatchNorm1d,
+    Dropout,
+    Linear,
+    LossBCE,
+    LossCrossEntropy,
+    OneCycleLR,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    StepLR,
+    Tanh,
+    accuracy,
+    train,
+)
 from minidl.experiments.circle_data import circle_dataset
-from minidl.testing import assert_clear_error, assert_parity, assert_unchanged, RAW_MESSAGES, snapshot
-
-from helpers import dims, dtypes, LRS, ref_forward, run_both, seeds, STEPS, widths
+from minidl.testing import RAW_MESSAGES, assert_clear_error, assert_parity, assert_unchanged, snapshot
 
 
 def _circle_model(out=1):

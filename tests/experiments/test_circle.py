@@ -3,9 +3,10 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minidl.experiments.circle_data import CENTER, circle_dataset, circle_label, circle_train_test, RADIUS
+from minidl.experiments.circle_data import CENTER, RADIUS, circle_dataset, circle_label, circle_train_test
 from minidl.testing import assert_clear_error
 
 

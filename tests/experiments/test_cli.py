@@ -15,14 +15,12 @@ import pytest
 import torch
 
 import minidl
-import minidl as M
 import minidl.experiments.circle
 import minidl.experiments.circle_cli
 import minidl.files
 from minidl import Sigmoid, Tanh
-from minidl.experiments.circle import circle_mlp, MODELS, run_circle
+from minidl.experiments.circle import MODELS, circle_mlp, run_circle
 from minidl.experiments.circle_cli import main
-
 
 TINY = ['--epochs', '3', '--quiet']
 
@@ -108,8 +106,9 @@ def test_unwritable_out(tmp_path, capsys):
 
 def _installed_script_is_current(name: str) -> bool:
     "Whether the installed console script `name` points where this checkout's pyproject.toml says (an install made before a move does not)"
-    import tomllib
     from importlib.metadata import entry_points
+
+    import tomllib
     want = tomllib.loads((Path(__file__).parents[2]/'pyproject.toml').read_text())['project']['scripts'][name]
     return any(ep.value == want for ep in entry_points(group='console_scripts', name=name))
 
@@ -150,7 +149,8 @@ def test_help(sub):
 
 def test_python_m_minidl_dispatch(monkeypatch):
     "`python -m minidl [circle|digits] args`: the first argument picks the command, which gets the rest; none means the circle"
-    import minidl.__main__ as M, minidl.experiments.digits_cli as D
+    import minidl.__main__ as M
+    import minidl.experiments.digits_cli as D
     calls = []
     monkeypatch.setattr(minidl.experiments.circle_cli, 'main', lambda argv: calls.append(('circle', argv)) or 0)
     monkeypatch.setattr(D, 'digits_main', lambda argv: calls.append(('digits', argv)) or 3)
@@ -379,8 +379,8 @@ def test_numeric_arguments_checked_up_front(cmd, argv, msg, tmp_path):
 def test_the_same_rules_in_every_command():
     "The shared types: one parser type per kind of number, the same bounds in both commands"
     from minidl.experiments.circle_cli import make_parser
+    from minidl.experiments.common import EPOCHS_MAX, RUNS_MAX
     from minidl.experiments.digits_cli import make_digits_parser
-    from minidl.experiments.common import RUNS_MAX, EPOCHS_MAX
     for p in (make_parser(), make_digits_parser()):
         assert p.parse_args(['--runs', str(RUNS_MAX), '--epochs', str(EPOCHS_MAX)]).runs == RUNS_MAX
         for opt, v in (('--runs', RUNS_MAX + 1), ('--epochs', EPOCHS_MAX + 1), ('--seed', -1)):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidl.experiments.digits_cli import digits_main, digits_main as main, OUT_FILES
+from minidl.experiments.digits_cli import OUT_FILES, digits_main
+from minidl.experiments.digits_cli import digits_main as main
 
 pytest.importorskip('sklearn')
 
@@ -140,8 +141,8 @@ def test_rank_0_alone_prints_and_writes(jobs, world):
 
 def test_one_process_equals_data_parallel_run_here(jobs):
     "torchrun --nproc-per-node 1 ... --distributed is run_digits(data_parallel=True) in a plain process, bit for bit."
-    from minidl.experiments.digits import run_digits
     from minidl.experiments.common import torch_threads
+    from minidl.experiments.digits import run_digits
     with torch_threads(1): here = run_digits('mlp', 3, epochs=2, data_parallel=True)
     out = jobs[1][0]
     there = torch.load(out/'models.pt', weights_only=True)['mlp']
@@ -181,8 +182,9 @@ def test_torchrun_without_distributed_is_refused(monkeypatch, tmp_path, capsys):
 
 def test_partial_environment(monkeypatch, tmp_path, capsys):
     "A stray RANK alone: an error with --distributed (naming what is missing), ignored without it."
-    from minidl.experiments.digits_cli import make_digits_parser, _start_distributed
     import torch
+
+    from minidl.experiments.digits_cli import _start_distributed, make_digits_parser
     for k in TORCHRUN_ENV: monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv('RANK', '0')
     with pytest.raises(SystemExit) as e: digits_main(['--distributed', '--out', str(tmp_path/'x')])

@@ -5,14 +5,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from helpers import SMALL_PROGRAM, dtypes, randn, seeds, small
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minidl as M
 from minidl import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from minidl.testing import assert_clear_error, assert_close, assert_parity, autograd_grads
-
-from helpers import dtypes, randn, seeds, small, SMALL_PROGRAM
-
 
 F64 = torch.float64
 TORCH_EQ = {ReLU: torch.nn.ReLU, Tanh: torch.nn.Tanh, Sigmoid: torch.nn.Sigmoid, LeakyReLU: torch.nn.LeakyReLU,

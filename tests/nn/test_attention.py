@@ -2,13 +2,12 @@
 dropout, errors that change nothing, hooks on a real attention layer."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from helpers import SETTINGS, causal_bool, compare_params, randomise
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minidl import CausalSelfAttention, gradcheck, Sequential
+from minidl import CausalSelfAttention, Sequential, gradcheck
 from minidl.testing import assert_close, assert_unchanged, snapshot
-
-from helpers import causal_bool, compare_params, randomise, SETTINGS
-
 
 F64 = torch.float64
 

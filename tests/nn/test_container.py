@@ -4,12 +4,22 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from helpers import SMALL_PROGRAM, copy_into_torch
 
-from minidl import (BatchNorm1d, Dropout, gradcheck, Linear, LogSoftmax, Module, ReLU, Residual, Sequential, Sigmoid,
-                    Tanh)
+from minidl import (
+    BatchNorm1d,
+    Dropout,
+    Linear,
+    LogSoftmax,
+    Module,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+    Tanh,
+    gradcheck,
+)
 from minidl.testing import assert_clear_error, assert_close, assert_unchanged, snapshot
-
-from helpers import copy_into_torch, SMALL_PROGRAM
 
 
 def test_sequential_failed_forward_half_way_then_backward_changes_nothing():
@@ -100,7 +110,7 @@ def test_sequential_ordered_dict_like_torch():
     assert_close(ours(x), y, **SMALL_PROGRAM); assert_close(ours.backward(g), xr.grad, **SMALL_PROGRAM)
     for (k, p), (k_ref, q) in zip(ours.named_parameters(), ref.named_parameters()):
         assert k == k_ref; assert_close(p.grad, q.grad, **SMALL_PROGRAM)
-    with pytest.raises(AttributeError, match="no attribute 'fc3'"): ours.fc3
+    with pytest.raises(AttributeError, match="no attribute 'fc3'"): _ = ours.fc3
 
 
 @pytest.mark.parity

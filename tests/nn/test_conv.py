@@ -5,15 +5,26 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from helpers import FAST, SMALL_PROGRAM, conv_cases, kernel_area, seeds
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import minidl.nn as nn
-from minidl import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, gradcheck, Linear, LossCrossEntropy,
-                    LossMSE, MaxPool2d, ReLU, Sequential, SGD)
+from minidl import (
+    SGD,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Flatten,
+    Linear,
+    LossCrossEntropy,
+    LossMSE,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    gradcheck,
+)
 from minidl.testing import assert_clear_error, assert_close, assert_parity, torch_grads
-
-from helpers import conv_cases, FAST, kernel_area, seeds, SMALL_PROGRAM
-
 
 F64 = torch.float64
 
@@ -89,7 +100,7 @@ def test_conv_dilated_kernel_must_fit():
 def test_small_cnn_steps_match_torch():
     """Conv2d, BatchNorm2d, ReLU, MaxPool2d, Flatten, Linear,
     BatchNorm1d(momentum=None) and LossCrossEntropy: three SGD steps and an evaluation equal torch's in float64."""
-    from minidl import Conv2d, Flatten, MaxPool2d, SGD
+    from minidl import Conv2d, Flatten, MaxPool2d
     nn = torch.nn
     gen = torch.Generator().manual_seed(0)
     dt = torch.float64

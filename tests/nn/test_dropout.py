@@ -4,14 +4,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from helpers import dtypes, seeds, small
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minidl as M
 from minidl import Dropout
 from minidl.testing import assert_clear_error, autograd_grads
-
-from helpers import dtypes, seeds, small
-
 
 F64 = torch.float64
 

@@ -1,12 +1,12 @@
 """Flatten against torch."""
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from helpers import FAST, seeds
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minidl import Flatten
 from minidl.testing import assert_clear_error, torch_grads
-
-from helpers import FAST, seeds
 
 
 def test_flatten_refuses_clearly_where_torch_raises_index_error():

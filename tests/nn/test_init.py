@@ -1,12 +1,12 @@
 """minidl.nn.init against torch.nn.init: the same draws for the same seed."""
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from helpers import dtypes, seeds, small
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minidl.nn.init as minit
 from minidl import Parameter
-
-from helpers import dtypes, seeds, small
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 

@@ -4,11 +4,29 @@ import pytest
 import torch
 
 import minidl as M
-from minidl import (AvgPool2d, BatchNorm1d, CausalSelfAttention, Conv2d, Dropout, Flatten, GELU, LayerNorm,
-                    LeakyReLU, Linear, LogSoftmax, LossBCE, MaxPool2d, ReLU, Residual, Sequential, Sigmoid, Softmax,
-                    Tanh, TransformerBlock)
+from minidl import (
+    GELU,
+    AvgPool2d,
+    BatchNorm1d,
+    CausalSelfAttention,
+    Conv2d,
+    Dropout,
+    Flatten,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    LossBCE,
+    MaxPool2d,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    TransformerBlock,
+)
 from minidl.testing import assert_clear_error, assert_close, assert_unchanged, snapshot
-
 
 F64 = torch.float64
 
@@ -141,7 +159,7 @@ def test_zero_size_inputs_like_torch(name, make, shape):
     x = torch.randn(*shape, dtype=D)
     try:
         xt = x.clone().requires_grad_(); yt = t(xt); yt.backward(torch.ones_like(yt))
-    except (RuntimeError, ValueError, IndexError) as e:
+    except (RuntimeError, ValueError, IndexError):
         with pytest.raises((ValueError, RuntimeError)) as info: m(x)
         assert type(info.value) in (ValueError, RuntimeError, TypeError) and type(m).__name__ in str(info.value)
         return

@@ -4,13 +4,12 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from helpers import SMALL_PROGRAM, dims, dtypes, randn, seeds, trained_linear
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minidl import Linear
 from minidl.testing import assert_clear_error, assert_close, assert_parity, autograd_grads
-
-from helpers import dims, dtypes, randn, seeds, SMALL_PROGRAM, trained_linear
-
 
 F64 = torch.float64
 
@@ -63,7 +62,7 @@ def test_linear_weight_replaced_by_wrong_shape_is_diagnosed(bias):
 def test_linear_backward_with_a_broken_grad_accumulator_changes_nothing(who, bad):
     m = trained_linear()
     x = torch.randn(4, 3); m(x)
-    setattr(getattr(m, who), 'grad', bad)
+    getattr(m, who).grad = bad
     before = [p.grad.clone() if isinstance(p.grad, torch.Tensor) else p.grad for p in m.parameters()]
     assert_clear_error(RuntimeError, [f'{who}.grad'], m.backward, torch.ones(4, 2))
     after = [p.grad for p in m.parameters()]

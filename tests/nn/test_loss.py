@@ -4,17 +4,16 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as TF
 import torch.nn.functional as F
-from hypothesis import example, given, strategies as st
+import torch.nn.functional as TF
+from helpers import SMALL_PROGRAM, dtypes, seeds, small
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import minidl as M
 import minidl.nn as nn
 from minidl import BCELoss, CrossEntropyLoss, LossBCE, LossCrossEntropy, LossMSE, MSELoss
 from minidl.testing import assert_clear_error, assert_close, assert_parity, autograd_grads
-
-from helpers import dtypes, seeds, small, SMALL_PROGRAM
-
 
 F64 = torch.float64
 

@@ -5,12 +5,11 @@ import pickle
 
 import pytest
 import torch
+from helpers import SMALL_PROGRAM, copy_into_torch
 
 import minidl as M
 from minidl import BatchNorm1d, Linear, LossMSE, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
 from minidl.testing import assert_clear_error, assert_close, assert_unchanged, snapshot
-
-from helpers import copy_into_torch, SMALL_PROGRAM
 
 
 def test_register_buffer_refuses_to_shadow_a_parameter():
@@ -391,7 +390,7 @@ def test_same_calls_same_tensors_as_torch():
     assert len(log) == 4 * 7
     compare(log, ref_log)
     # the module's own gradients are those of torch too (hooks change nothing)
-    for (k, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
+    for (_, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
 
 
 @pytest.mark.filterwarnings('ignore:Full backward hook is firing')
@@ -440,7 +439,7 @@ def test_replacing_outputs_and_grad_inputs_like_torch():
     yr = ref(xr); yr.backward(g)
     close(y, yr.detach())
     close(gx, xr.grad)
-    for (k, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
+    for (_, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
 
 
 def test_hooks_fire_in_a_user_module_that_calls_its_children():
@@ -504,7 +503,7 @@ def test_backward_hook_that_raises_keeps_the_hooks_and_a_rerun_is_clean():
     assert list(vars(ours[2])['_backward_hooks'].values()) == [flaky]
     ours.zero_grad(); ours(x); ours.backward(g)  # the documented recovery: zero the gradients, forward again
     ref(x).backward(g)
-    for (k, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
+    for (_, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
     h.remove()
     assert 'backward' not in vars(ours[2])
 

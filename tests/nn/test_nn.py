@@ -3,12 +3,11 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from helpers import SMALL_PROGRAM
 
 import minidl
 import minidl.nn as nn
 from minidl.testing import assert_close
-
-from helpers import SMALL_PROGRAM
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 

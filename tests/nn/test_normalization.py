@@ -4,14 +4,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from helpers import SETTINGS, dtypes, seeds
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minidl import BatchNorm1d, BatchNorm2d, LayerNorm
 from minidl.testing import assert_clear_error, assert_close, assert_parity, assert_unchanged, snapshot
-
-from helpers import dtypes, seeds, SETTINGS
-
 
 F64 = torch.float64
 

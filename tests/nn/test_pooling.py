@@ -4,14 +4,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as TF
-from hypothesis import given, strategies as st
+from helpers import FAST, SMALL_PROGRAM, conv_cases, kernel_area, seeds
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minidl
 from minidl import AvgPool2d, MaxPool2d
 from minidl.testing import assert_close, assert_parity, torch_grads
-
-from helpers import conv_cases, FAST, kernel_area, seeds, SMALL_PROGRAM
-
 
 F64 = torch.float64
 

@@ -1,12 +1,12 @@
 """Embedding against torch.nn.Embedding: lookups, gradients, padding index, state dicts, errors that change nothing."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from helpers import SETTINGS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minidl import Embedding
 from minidl.testing import assert_close, assert_unchanged, snapshot
-
-from helpers import SETTINGS
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 

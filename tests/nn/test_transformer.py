@@ -2,12 +2,12 @@
 like torch."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from helpers import SETTINGS, causal_bool, compare_params, randomise
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minidl import Embedding, gradcheck, LayerNorm, Linear, Module, Sequential, TransformerBlock
+from minidl import Embedding, LayerNorm, Linear, Module, Sequential, TransformerBlock, gradcheck
 from minidl.testing import assert_close, assert_unchanged, snapshot
-
-from helpers import causal_bool, compare_params, randomise, SETTINGS
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 
@@ -81,7 +81,7 @@ def test_block_errors_change_nothing():
 
 def test_decoder_lm_trains_like_torch():
     "A decoder-only LM from the pieces takes the same AdamW steps as torch.nn + autograd + torch.optim.AdamW (float64)."
-    from minidl import Embedding, LayerNorm, Sequential, LossCrossEntropy, AdamW
+    from minidl import AdamW, LossCrossEntropy
     V, T, B, E, H, L, FF = 11, 6, 4, 8, 2, 2, 12
 
     class LM(Module):

@@ -1,13 +1,12 @@
 """Adam and AdamW against torch.optim, AMSGrad and weight decay included; betas and eps checked when written."""
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from helpers import EXAMPLES, groups_of, pair, run_both, seeds, unit, widths
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minidl import Adam, AdamW
 from minidl.testing import assert_unchanged, snapshot
-
-from helpers import EXAMPLES, groups_of, pair, run_both, seeds, unit, widths
-
 
 F64 = torch.float64
 

@@ -5,12 +5,29 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from helpers import (
+    BATCH,
+    EXAMPLES,
+    LRS,
+    OPT_PAIRS,
+    STEPS,
+    close_after_steps,
+    groups_of,
+    mlp_pair,
+    pair,
+    ref_forward,
+    run_both,
+    seeds,
+    step_both,
+    trained_linear,
+    unit,
+    widths,
+)
+from hypothesis import given
+from hypothesis import strategies as st
 
-from minidl import Adam, AdamW, CosineAnnealingLR, Linear, LossBCE, OneCycleLR, Parameter, SGD, StepLR
+from minidl import SGD, Adam, AdamW, CosineAnnealingLR, Linear, LossBCE, OneCycleLR, Parameter, StepLR
 from minidl.testing import assert_clear_error, assert_close
-
-from helpers import BATCH, close_after_steps, EXAMPLES, groups_of, LRS, mlp_pair, OPT_PAIRS, pair, ref_forward, run_both, seeds, step_both, STEPS, trained_linear, unit, widths
 
 
 def test_schedule_hyper_parameters():

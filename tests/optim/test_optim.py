@@ -3,10 +3,12 @@ import minidl
 
 
 def test_namespace_imports():
-    from minidl import optim as o
     import minidl.optim.lr_scheduler as lrs
-    from minidl.optim.lr_scheduler import StepLR as S, OneCycleLR as O, LRScheduler
+    from minidl import optim as o
     from minidl.optim import Optimizer
+    from minidl.optim.lr_scheduler import LRScheduler
+    from minidl.optim.lr_scheduler import OneCycleLR as O
+    from minidl.optim.lr_scheduler import StepLR as S
     assert (o.SGD, o.Adam, o.AdamW, o.Optimizer) == (minidl.SGD, minidl.Adam, minidl.AdamW, minidl.Optimizer)
     assert o.lr_scheduler is lrs and o.lr_scheduler.OneCycleLR is O is minidl.OneCycleLR and S is minidl.StepLR
     assert issubclass(S, LRScheduler) and issubclass(o.SGD, Optimizer)

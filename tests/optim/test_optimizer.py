@@ -6,13 +6,11 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import OPT_PAIRS, close_after_steps, groups_of, pair, step_both, trained_linear
 
 import minidl
-from minidl import Adam, AdamW, CosineAnnealingLR, Linear, Parameter, ReLU, Sequential, SGD
+from minidl import SGD, Adam, AdamW, CosineAnnealingLR, Linear, Parameter, ReLU, Sequential
 from minidl.testing import assert_clear_error, assert_unchanged, snapshot
-
-from helpers import close_after_steps, groups_of, OPT_PAIRS, pair, step_both, trained_linear
-
 
 F64 = torch.float64
 OPTS = [(SGD, dict(lr=0.1)), (SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)), (Adam, {}),
@@ -122,7 +120,7 @@ def test_add_param_group_mid_training(name):
 def test_lr_attribute_and_groups():
     ps, _, _ = pair()
     opt = SGD(groups_of(ps, [{}, {'lr': 0.5}]), lr=0.1)
-    with pytest.raises(AttributeError, match='different values'): opt.lr
+    with pytest.raises(AttributeError, match='different values'): _ = opt.lr
     opt.lr = 0.2  # sets every group, checked first
     assert [g['lr'] for g in opt.param_groups] == [0.2, 0.2] and opt.lr == 0.2
     with pytest.raises(ValueError, match='finite number >= 0'): opt.lr = -1.0
@@ -425,7 +423,8 @@ def test_gradient_on_another_device_is_refused():
 
 
 def test_optimizer_modules_use_no_autograd_nor_torch_nn():
-    import ast, pathlib, minidl
+    import ast
+    import pathlib
     pkg = pathlib.Path(minidl.__file__).parent
     for name in ('optim/optimizer', 'optim/sgd', 'optim/adam', 'optim/lr_scheduler', 'checkpoint'):
         tree = ast.parse((pkg / f'{name}.py').read_text())

@@ -1,11 +1,11 @@
 """SGD against torch.optim.SGD over every combination of momentum, dampening, Nesterov and weight decay."""
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from helpers import EXAMPLES, run_both, seeds, unit, widths
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minidl import SGD
-
-from helpers import EXAMPLES, run_both, seeds, unit, widths
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 

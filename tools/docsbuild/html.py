@@ -1,5 +1,5 @@
-"The pages' HTML, parsed with BeautifulSoup: local assets, code lines with hanging indents, figures in files, tables "
-"that fit a phone, anchors that resolve."
+"""The pages' HTML, parsed with BeautifulSoup: local assets, code lines with hanging indents, figures in files,
+tables that fit a phone, anchors that resolve."""
 
 import base64
 import hashlib

@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 
-from . import ROOT
 from .maths import docstring_maths
 
 
