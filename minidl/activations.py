@@ -20,10 +20,8 @@ class _Elementwise(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply the activation element-wise and keep the output for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, type(self).__name__)  # raises a clear error, or detaches x
         y = self.function(x)
-        self._saved, self._versions = (y,), (y._version,)  # `self._save_for_backward(y)`, inlined: this runs every step
+        self._save_for_backward(y)
         return y
 
     def backward(self,
@@ -31,14 +29,20 @@ class _Elementwise(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * derivative(y), element-wise."
-        s = self._saved  # `self._saved_tensors()` inlined for the usual case; it raises if forward was not called or y was modified in place since
-        if s is None or len(s) != 1 or s[0]._version != self._versions[0]: s = self._saved_tensors()
-        (y,) = s
-        if not input_grad: return None
-        g = grad_output  # `_check_grad`'s test of the usual case, inlined; `_check_grad` says what is wrong otherwise
-        if not (type(g) is _Tensor and g.shape == y.shape and g.dtype == y.dtype and not g.requires_grad and g.device == y.device):
-            g = _check_grad(g, y.shape, y.dtype, type(self).__name__, y.device)
-        return self.derivative(g, y)
+        (y,) = self._saved
+        return self.derivative(grad_output, y) if input_grad else None
+
+    def _accept(self, x):
+        "A floating-point tensor without autograd history (one combined test), else the checked input."
+        if type(x) is _Tensor and x.is_floating_point() and not x.requires_grad: return x
+        return _check_tensor(x, type(self).__name__)  # raises a clear error, or detaches x
+
+    def _accept_grad(self, g):
+        "A gradient of the output's shape, dtype and device (one combined test), else the checked gradient."
+        y = self._saved[0]
+        if type(g) is _Tensor and g.shape == y.shape and g.dtype == y.dtype and not g.requires_grad and g.device == y.device:
+            return g
+        return _check_grad(g, y.shape, y.dtype, type(self).__name__, y.device)
 
 # %% ../nbs/03_activations.ipynb #37e9754c
 def _check_inplace(inplace, who: str) -> bool:

@@ -106,6 +106,12 @@ def _overlaps(t: torch.Tensor) -> bool:
 class Parameter:
     "A learnable tensor `value` with its gradient `grad` (same shape, dtype and device, zeros at creation)."
     __slots__ = ('value', 'grad')
+    _edits = 0  # assignments to any parameter's `value` or `grad` so far: layers and optimizers re-check when it moved
+
+    def __setattr__(self, name: str, v):
+        object.__setattr__(self, name, v)
+        Parameter._edits += 1  # one integer for every parameter: "nothing replaced since my last check" is one comparison
+
     def __init__(self,
                  value: torch.Tensor, # floating-point tensor holding the initial value
                 ):
@@ -225,6 +231,19 @@ class SavesForBackward:
         msg = str(error); msg = msg if len(msg) <= 160 else msg[:157] + '...'
         self._forget(f"its last forward failed ({type(error).__name__}: {msg})")
 
+    def _check_saved(self):
+        "Raise if a tensor saved by the last forward was modified in place since (metadata only)."
+        s = self._saved
+        if s is not None:
+            for o, v in zip(s, self._versions):
+                if v is not None and o._version != v: self._raise_modified()
+
+    def _backward_refused(self, refused: Exception) -> Exception | None:
+        "The error a failed backward raises when nothing was saved: why there is nothing (else `None`)."
+        if self._saved is None and (self._why is not None or isinstance(refused, (TypeError, AttributeError))):
+            return _not_called(type(self).__name__, self._why)  # the math could not unpack what forward never saved
+        return None
+
 
 # %% ../nbs/00_core.ipynb #20345634
 _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by errors that point to a page
@@ -232,6 +251,29 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
+
+    def __init_subclass__(cls, **kwargs):
+        "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see below)."
+        super().__init_subclass__(**kwargs)
+        for name, checked in (('forward', _checked_forward), ('backward', _checked_backward)):
+            f = cls.__dict__.get(name)
+            if callable(f) and not hasattr(f, '__wrapped__'): setattr(cls, name, checked(f))
+
+    def _accept(self, x):
+        "The input `forward`'s maths will get: `x` if it passes the module's checks (cheap on the usual path), else raise."
+        return x  # a module of the user's: its own forward checks what it needs
+
+    def _accept_grad(self, g):
+        "The gradient `backward`'s maths will get: `g` if it fits the last forward's output, else raise."
+        return g
+
+    def _forward_error(self, x, refused: Exception) -> Exception:
+        "The error to raise when torch refused the maths of `forward` on `x`: the module's clear message, else `refused`."
+        return refused
+
+    def _backward_error(self, g, refused: Exception) -> Exception:
+        "The error to raise when the maths of `backward` failed: why (nothing saved, a wrong gradient), else `refused`."
+        return self._backward_refused(refused) or refused
 
     def forward(self,
                 x: torch.Tensor, # input
@@ -357,9 +399,9 @@ class Module(SavesForBackward):
         "Cast the floating-point parameters and buffers to `torch.bfloat16`; returns `self`."
         return self.to(torch.bfloat16)
 
-    def __call__(self, x):
+    def __call__(self, *args, **kwargs):
         "Run `forward`; if it fails, every module forgets its saved state, so a later `backward` raises instead of using stale tensors."
-        try: return self.forward(x)
+        try: return self.forward(*args, **kwargs)
         except BaseException as e:  # Ctrl-C half-way included
             self._forget_all(e); raise
 
@@ -442,6 +484,41 @@ class Module(SavesForBackward):
             f"({k}): " + repr(m).replace('\n', '\n  ') for k, m in children]
         return f"{type(self).__name__}(" + ''.join('\n  ' + l for l in lines) + '\n)'
 
+
+# %% ../nbs/00_core.ipynb #b8d4f2e1
+import functools
+
+def _checked_forward(math):
+    "`forward` of a subclass: its maths, run on what `_accept` let through; a refusal is explained by `_forward_error`."
+    @functools.wraps(math)
+    def forward(self, x, *args, **kwargs):
+        try:
+            x = self._accept(x)
+            try: return math(self, x, *args, **kwargs)
+            except Exception as refused: raise self._forward_error(x, refused) from None
+        except BaseException:  # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
+            for m in self.modules(): m._forget()
+            raise
+    return forward
+
+def _method_of(cls):
+    "Attach the decorated function to `cls` under its name: a layer's checks live in their own cell, after its maths."
+    def attach(f):
+        f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+        setattr(cls, f.__name__, f)
+        return f
+    return attach
+
+def _checked_backward(math):
+    "`backward` of a subclass: saved tensors unchanged, `_accept_grad`, then the maths; a failure is explained by `_backward_error`."
+    @functools.wraps(math)
+    def backward(self, grad_output, *args, **kwargs):
+        if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
+            for o, v in zip(s, self._versions):
+                if v is not None and o._version != v: self._raise_modified()
+        try: return math(self, self._accept_grad(grad_output), *args, **kwargs)
+        except Exception as refused: raise self._backward_error(grad_output, refused) from None
+    return backward
 
 # %% ../nbs/00_core.ipynb #c9070f45
 def _check_tensor(x, who: str, what: str = 'input') -> torch.Tensor:

@@ -6,6 +6,7 @@ Docs: https://minidl.github.io/minidl/losses.html.md"""
 
 # %% ../nbs/04_losses.ipynb #f38579a3
 from __future__ import annotations
+import functools
 import torch
 from .core import SavesForBackward, _check_tensor, _check_grad, _fmt_shape
 
@@ -17,13 +18,18 @@ class Loss(SavesForBackward):
     "Base of the losses: `loss(prediction, target)` returns the loss reduced as `reduction` says; `backward()` returns dL/dprediction."
     reduction: str = 'mean'  # 'mean', 'sum' or 'none' (set by the subclasses' `__init__`; PyTorch's default)
 
-    def __call__(self, prediction, target):
-        "Compute the loss; if that fails, forget the previous call's state, so `backward` raises instead of using it."
-        try: return self.forward(prediction, target)
-        except BaseException as e:  # Ctrl-C included
-            self._forget_failed(e); raise
+    def __init_subclass__(cls, **kwargs):
+        "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (as `Module`)."
+        super().__init_subclass__(**kwargs)
+        for name, checked in (('forward', _checked_loss_forward), ('backward', _checked_loss_backward)):
+            f = cls.__dict__.get(name)
+            if callable(f) and not hasattr(f, '__wrapped__'): setattr(cls, name, checked(f))
 
-    def _check(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, prediction, target):
+        "Compute the loss (checked: if that fails, the previous call's state is forgotten, so `backward` raises)."
+        return self.forward(prediction, target)
+
+    def _accept(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
         "Check both are floating-point tensors of the same shape, dtype and device."
         p, y = prediction, target
         if (isinstance(p, torch.Tensor) and isinstance(y, torch.Tensor) and p.shape == y.shape and p.dtype == y.dtype
@@ -42,6 +48,16 @@ class Loss(SavesForBackward):
                                f"and target on {y.device} (move the target with .to(prediction.device))")
         return p, y
 
+    def _forward_error(self, prediction, target, refused: Exception) -> Exception:
+        "The error to raise when torch refused the loss's maths: the loss's clear message, else `refused`."
+        return refused
+
+    def _accept_grad(self, grad_output) -> torch.Tensor | None:
+        "The upstream gradient: `None` (the usual call), or checked against the saved prediction (see `_upstream`)."
+        if grad_output is None and self.reduction != 'none': return None
+        p = self._saved[0]
+        return self._upstream(grad_output, p.shape, p.dtype, p.device)
+
     def _upstream(self, grad_output, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         "The gradient flowing into the loss: required, of the unreduced loss's `shape`, for 'none'; else `None` or a 0-dim factor."
         if self.reduction == 'none':
@@ -52,6 +68,29 @@ class Loss(SavesForBackward):
         return None if grad_output is None else _check_grad(grad_output, (), dtype, type(self).__name__, device)
 
     def __repr__(self): return f"{type(self).__name__}(" + (f"reduction={self.reduction!r}" if self.reduction != 'mean' else '') + ")"
+
+def _checked_loss_forward(math):
+    "`forward` of a loss: its maths on the inputs `_accept` checked; a failure forgets the previous call's state."
+    @functools.wraps(math)
+    def forward(self, prediction, target):
+        try:
+            p, t = self._accept(prediction, target)
+            try: return math(self, p, t)
+            except Exception as refused: raise self._forward_error(p, t, refused) from None
+        except BaseException as e:  # Ctrl-C included
+            self._forget_failed(e); raise
+    return forward
+
+def _checked_loss_backward(math):
+    "`backward` of a loss: saved tensors unchanged, the upstream gradient checked, then the maths."
+    @functools.wraps(math)
+    def backward(self, grad_output=None):
+        if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
+            for o, v in zip(s, self._versions):
+                if v is not None and o._version != v: self._raise_modified()
+        try: return math(self, self._accept_grad(grad_output))
+        except Exception as refused: raise self._backward_refused(refused) or refused from None
+    return backward
 
 def _check_reduction(reduction, who: str) -> str:
     "Check `reduction` is 'mean', 'sum' or 'none' (PyTorch's three)."
@@ -72,8 +111,8 @@ class LossMSE(Loss):
                 target: torch.Tensor, # same shape as `prediction`
                ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
         "Return mean((prediction - target)^2) (or the sum, or the squares) and keep the difference for `backward`."
-        p, y = self._check(prediction, target)
-        self._save_for_backward(d := p - y)
+        d = prediction - target                     # D = P - T
+        self._save_for_backward(d)
         r = self.reduction
         return (d * d).mean() if r == 'mean' else (d * d).sum() if r == 'sum' else d * d
 
@@ -81,12 +120,11 @@ class LossMSE(Loss):
                  grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
                 ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dprediction = 2 (prediction - target) / n ('mean'), 2 (prediction - target) ('sum'), or 2 (prediction - target) G ('none')."
-        (d,) = self._saved_tensors()
-        g = self._upstream(grad_output, d.shape, d.dtype, d.device)
+        (d,) = self._saved
         n = d.numel()
         if not n: return d.clone()  # an empty batch has an empty gradient
-        out = d * (2 / n) if self.reduction == 'mean' else d * 2.0
-        return out if g is None else out.mul_(g)
+        out = d * (2 / n) if self.reduction == 'mean' else d * 2.0   # 2 D / n, or 2 D
+        return out if grad_output is None else out.mul_(grad_output)  # times G
 
 
 # %% ../nbs/04_losses.ipynb #7aca5e44
@@ -134,18 +172,21 @@ class LossBCE(Loss):
                 target: torch.Tensor, # values in [0, 1], same shape as `prediction`
                ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
         "Return -mean(t log p + (1 - t) log(1 - p)) (or the sum, or the terms), each log clamped at -100."
-        p, y = self._check(prediction, target)
+        p, y = prediction, target
         log_p = torch.log(p).clamp_(min=-100)              # log p, clamped
         log_1mp = torch.neg(p).log1p_().clamp_(min=-100)   # log(1 - p), clamped
         terms = torch.lerp(log_1mp, log_p, y)                # t log p + (1 - t) log(1 - p)
         r = self.reduction
         loss = terms.mean().neg_() if r == 'mean' else terms.sum().neg_() if r == 'sum' else terms.neg_()
-        if p.numel():  # (an empty batch has nothing to check; 'none': the sum is NaN iff a term is)
-            last = self._checked  # `not self._same_target(y)`, inlined: this runs every step
-            _assert_bce_range(p, y, loss if r != 'none' else loss.sum(), last is None or last[0] is not y or y._version != last[1])
-            self._checked = (y, y._version)
-        self._saved, self._versions = (p, y), (p._version, y._version)  # `self._save_for_backward(p, y)`, inlined
+        self._check_range(p, y, loss)  # on the device: p and t in [0, 1]
+        self._save_for_backward(p, y)
         return loss
+
+    def _check_range(self, p: torch.Tensor, y: torch.Tensor, loss: torch.Tensor):
+        "Device-side range checks (see `_assert_bce_range`); the target only when it is not the last call's, unchanged."
+        if p.numel():  # (an empty batch has nothing to check; 'none': the sum is NaN iff a term is)
+            _assert_bce_range(p, y, loss if self.reduction != 'none' else loss.sum(), not self._same_target(y))
+            self._checked = (y, y._version)
 
     def _same_target(self, y: torch.Tensor) -> bool:
         "Is `y` the target of the last successful call, unchanged since (same tensor, same version)? Then it was checked."
@@ -156,10 +197,8 @@ class LossBCE(Loss):
                  grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
                 ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dp = G (p - t) / max((1 - p) p, eps), divided by n for 'mean' (G: 1, or the upstream gradient), as PyTorch."
-        s = self._saved  # `self._saved_tensors()` inlined for the usual case (it raises if forward did not run or p, y changed since)
-        if s is None or len(s) != 2 or s[0]._version != self._versions[0] or s[1]._version != self._versions[1]: s = self._saved_tensors()
-        p, y = s
-        g = None if grad_output is None and self.reduction != 'none' else self._upstream(grad_output, p.shape, p.dtype, p.device)
+        p, y = self._saved
+        g = grad_output
         d = torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPS)  # max((1 - P) P, eps); rsub: 1 - P without `1 - p`'s Python wrapper
         out = torch.sub(p, y) if g is None else torch.sub(p, y).mul_(g)  # G (P - T)
         out.div_(d)                                                       # / max(...)

@@ -60,12 +60,9 @@ class Sequential(Module):
     def forward(self,
                 x: torch.Tensor, # input of the first module
                ) -> torch.Tensor: # output of the last module
-        "Apply every module in order; if one fails, every module forgets its saved state (so `backward` raises) and the error is re-raised."
-        try:
-            for m in self.layers: x = m.forward(x)
-        except BaseException as e:  # Ctrl-C included: the modules before the failure hold new state, the others old
-            self._forget_all(e); raise
-        self._saved, self._versions = (), ()  # `self._save_for_backward()`, inlined: marks a complete forward, which backward checks
+        "Apply every module in order (if one fails, every module forgets its saved state, so `backward` raises)."
+        for m in self.layers: x = m.forward(x)
+        self._save_for_backward()  # marks a complete forward
         return x
 
     def backward(self,
@@ -73,7 +70,7 @@ class Sequential(Module):
                  input_grad: bool = True, # `False`: the first module skips dL/d(input), `None` is returned
                 ) -> torch.Tensor | None: # dL/d(input of the first module)
         "Backpropagate through every module in reverse order, accumulating their parameters' gradients."
-        if self._saved is None: self._saved_tensors()  # raises, before any gradient changes, if the last forward failed or never ran
+        () = self._saved  # a complete forward came first (else nothing is changed and the error says why)
         layers = self.layers
         for m in reversed(layers[1:]): grad_output = m.backward(grad_output)
         if not layers: return grad_output if input_grad else None

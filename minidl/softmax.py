@@ -113,6 +113,11 @@ def _unflatten_classes(g: torch.Tensor, shape: tuple) -> torch.Tensor:
     if len(shape) == 1: return g[0]
     return g.view(shape[:1] + shape[2:] + shape[1:2]).movedim(-1, 1)
 
+def _rows(logits: torch.Tensor, target: torch.Tensor) -> tuple:
+    "Logits `(M, C)` and target `(M,)` (or `(M, C)` probabilities) as rows, and the shapes to restore: (logits', the per-sample losses')."
+    t = _flatten_classes(target) if target.is_floating_point() else target.reshape(-1)
+    return _flatten_classes(logits), t, (tuple(logits.shape), logits.shape[:1] + logits.shape[2:] if logits.dim() > 1 else ())
+
 # %% ../nbs/21_softmax_crossentropy.ipynb #3fa61845
 class LossCrossEntropy(Loss):
     "Cross-entropy of logits `(N, C)` or `(N, C, d1, ...)` against class indices `(N, d1, ...)` or class probabilities (the logits' shape), as `torch.nn.functional.cross_entropy`."
@@ -142,8 +147,8 @@ class LossCrossEntropy(Loss):
                 target: torch.Tensor, # class indices `(N, d1, ...)` (int64, in [0, C) or `ignore_index`) or class probabilities (the logits' shape)
                ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or one loss per sample `(N, d1, ...)` ('none')
         "Return the cross-entropy, reduced as `reduction` says; keep the log-softmax and the target for `backward`."
-        x, t, w, layout = self._check_inputs(logits, target)  # x: (M, C), one row per sample (class dimension last)
-        M, C = x.shape
+        x, t, layout = _rows(logits, target)                               # x: (M, C), one row per sample (class dimension last)
+        (M, C), w = x.shape, self.weight
         eps, r = self.label_smoothing, self.reduction
         logp = _log_softmax(x, 1)                                          # l = log softmax(x)
         if t.is_floating_point():  # probabilities: rows -sum_c a_c l_c, a = smoothed target * weight
@@ -160,8 +165,7 @@ class LossCrossEntropy(Loss):
         if picked is None:  # some target may be ignore_index (or this is a GPU, where a bad gather is a device assertion)
             keep = t.ne(self.ignore_index)                                 # m_n: the sample counts
             ts = torch.where(keep, t, _scalar(0, t.dtype, t.device)).unsqueeze(1)  # ignored samples read class 0, weighted by 0
-            try: picked = logp.gather(1, ts).squeeze(1)                    # l[n, t_n]; checks 0 <= t < C (see above)
-            except RuntimeError: raise self._index_error(t, C) from None
+            picked = logp.gather(1, ts).squeeze(1)                         # l[n, t_n]; checks 0 <= t < C (see above)
             m = keep.to(x.dtype)
         wt = m if w is None else w.gather(0, ts.squeeze(1)) if m is None else w.gather(0, ts.squeeze(1)).mul_(m)  # w_{t_n} m_n
         D = None if r != 'mean' else M if wt is None else wt.sum()         # the normaliser of the mean
@@ -184,9 +188,8 @@ class LossCrossEntropy(Loss):
                  grad_output: torch.Tensor | None = None, # 'none': dL/d(per-sample losses), the loss's shape; 'mean'/'sum': nothing (or a 0-dim factor)
                 ) -> torch.Tensor: # dL/dlogits, the logits' shape
         "Return dL/dlogits = r (softmax * A - a): `a` the smoothed, weighted target, `A` its row sums, `r` 1/D ('mean'), 1 ('sum') or the upstream gradient ('none')."
-        saved = self._saved_tensors()
+        saved, g = self._saved, grad_output
         logp, layout = saved[0], saved[-1]
-        g = self._upstream(grad_output, layout[1], logp.dtype, logp.device)
         if g is not None and g.dim(): g = g.reshape(-1, 1)                 # 'none': one factor per row
         if len(saved) == 4:  # probability targets
             _, a, M, _ = saved
@@ -213,8 +216,8 @@ class LossCrossEntropy(Loss):
         if g is not None: grad.mul_(g)
         return _unflatten_classes(grad, layout[0])
 
-    def _check_inputs(self, logits, target):
-        "Check the shapes, dtypes and devices of the logits, the target and the weight (metadata only: no synchronisation); flatten to rows."
+    def _accept(self, logits, target):
+        "The logits and the target, checked (shapes, dtypes, devices, the weight: metadata only, no synchronisation)."
         who = 'LossCrossEntropy'
         x = _check_tensor(logits, who, 'logits')
         if x.dim() == 0 or x.shape[x.dim() > 1] == 0:
@@ -231,7 +234,7 @@ class LossCrossEntropy(Loss):
                                                                   if target.shape == idx_shape else ''))
             if target.dtype != x.dtype:
                 raise TypeError(f"{who} expects class probabilities of the logits' dtype {x.dtype}, got {target.dtype}")
-            target = _flatten_classes(target.detach())
+            target = target.detach()
         else:
             if target.dtype != torch.int64:
                 raise TypeError(f"{who} expects class indices of dtype torch.int64 (or probabilities of dtype {x.dtype}), "
@@ -239,7 +242,6 @@ class LossCrossEntropy(Loss):
             if target.shape != idx_shape:
                 raise ValueError(f"{who} expects class indices of shape {_fmt_shape(idx_shape)} for logits {_fmt_shape(x.shape)}, "
                                  f"got {_fmt_shape(target.shape)}")
-            target = target.reshape(-1)
         if target.device != x.device:
             raise RuntimeError(f"{who} got logits on {x.device} but the target on {target.device}: move one of them with .to()")
         w = self.weight
@@ -250,7 +252,20 @@ class LossCrossEntropy(Loss):
                 raise TypeError(f"{who} has a {w.dtype} weight but got {x.dtype} logits: convert one of them")
             if w.device != x.device:
                 raise RuntimeError(f"{who} has its weight on {w.device} but got logits on {x.device}: move one of them with .to()")
-        return _flatten_classes(x), target, w, (tuple(x.shape), idx_shape)
+        return x, target
+
+    def _accept_grad(self, g):
+        "The upstream gradient: `None` (the usual call), or checked against the per-sample losses' shape ('none')."
+        if g is None and self.reduction != 'none': return None
+        logp, layout = self._saved[0], self._saved[-1]
+        return self._upstream(g, layout[1], logp.dtype, logp.device)
+
+    def _forward_error(self, logits, target, refused: Exception) -> Exception:
+        "Why the forward failed: a class index outside [0, C) (read back: error path only), else torch's error."
+        if not target.is_floating_point():
+            C, t = logits.shape[logits.dim() > 1], target.reshape(-1)
+            if bool((((t < 0) | (t >= C)) & (t != self.ignore_index)).any()): return self._index_error(t, C)
+        return refused
 
     def _index_error(self, t: torch.Tensor, C: int) -> Exception:
         "The error for class indices outside [0, C) (error path only: it reads the indices back)."

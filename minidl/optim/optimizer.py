@@ -122,6 +122,34 @@ def _unwritable(v: torch.Tensor) -> str | None:
         return "has elements sharing one memory location (an expanded or stride-0 tensor): assign p.value = p.value.clone()"
     return None
 
+class _Params(list):
+    "A list of parameters (`opt.params`, a group's 'params') that counts every change made to any such list."
+    edits = 0
+
+def _counting(name: str):
+    f = getattr(list, name)
+    def method(self, *args, **kwargs):
+        _Params.edits += 1
+        return f(self, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+for _name in ('__setitem__', '__delitem__', '__iadd__', '__imul__', 'append', 'extend', 'insert', 'pop', 'remove', 'clear',
+              'sort', 'reverse'):
+    setattr(_Params, _name, _counting(_name))
+
+def _key(opt) -> tuple:
+    "What the last full check saw: no parameter or list was replaced or edited since (two counters), the same lists."
+    return (Parameter._edits, _Params.edits, opt.params, opt.param_groups, *[g['params'] for g in opt.param_groups])
+
+def _unchanged(opt) -> bool:
+    "Whether `_key(opt)` is what the last full check saw (two integers, a few identities) and no tensor changed shape in place."
+    c = opt._cache
+    if c is None: return False
+    k = c[7]
+    return (k[0] == Parameter._edits and k[1] == _Params.edits and _same(k[2:], _key(opt)[2:])
+            and list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3])  # (`unsqueeze_`: the same tensor, reshaped)
+
 def _check_all(opt, values, grads, who: str):
     "Check the groups, every parameter's value, gradient and state buffers (metadata only); cache what passed."
     params, groups = opt.params, opt.param_groups
@@ -157,7 +185,10 @@ def _check_all(opt, values, grads, who: str):
             if (why := _unwritable(b)) is not None: raise RuntimeError(f"{who}: the {name} of parameter {i} cannot be updated in place: it {why}")
     ranges = list(zip(itertools.accumulate([0] + lens[:-1]), itertools.accumulate(lens)))
     limits = [_lr_limits({v.dtype for v in values[a:b]}) for a, b in ranges]
-    opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], limits, ranges, lens)
+    for g in groups:  # lists that count their changes, so that the next step compares two integers, not every parameter
+        if type(g['params']) is not _Params: g['params'] = _Params(g['params'])
+    if type(opt.params) is not _Params: opt.params = _Params(opt.params)
+    opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], limits, ranges, lens, _key(opt))
     opt._safe = True  # new tensors: the next update keeps copies to restore if it fails part-way
 
 # %% ../../nbs/06_optim.ipynb #9d872153
@@ -168,16 +199,12 @@ def _same(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(map(_is, a, b))
 
 def _tensors(opt, who: str = 'step'):
-    "Values and gradients of the parameters, checked (fully when a tensor object or a group changed, else identities and shapes)."
-    params = opt.params
-    values, grads = [p.value for p in params], [p.grad for p in params]
+    "Values and gradients of the parameters, checked fully when a parameter, a gradient or a list of them was replaced or edited."
+    if not _unchanged(opt):  # two integers and a few identities: nothing proportional to the number of parameters
+        params = opt.params
+        _check_all(opt, [p.value for p in params], [p.grad for p in params], f"{type(opt).__name__}.{who}")
     c = opt._cache
-    if (c is None or not all(map(_is, values, c[0])) or not all(map(_is, grads, c[1]))
-            or list(map(_shape, values)) != c[2] or list(map(_shape, grads)) != c[3]
-            or [len(g['params']) for g in opt.param_groups] != c[6]
-            or not all(map(_is, itertools.chain.from_iterable(map(_params, opt.param_groups)), params))):
-        _check_all(opt, values, grads, f"{type(opt).__name__}.{who}")
-    return values, grads
+    return c[0], c[1]
 
 def _check_lr(opt, lr: float, group: int = 0, name: str = 'the learning rate'):
     "Refuse a learning rate that is negative, not finite, or rounds to 0 or infinity in the dtype of a parameter of the group."
@@ -334,7 +361,7 @@ class Optimizer:
         self.defaults = {k: self._checks[k](v, who, k) for k, v in defaults.items()}
         self._check_hyper(self.defaults, who)
         self.param_groups: list[dict] = []
-        self.params: list[Parameter] = []  # every group's parameters, in order
+        self.params: list[Parameter] = _Params()  # every group's parameters, in order
         self.state: dict[str, list] = {}  # buffer name -> one tensor per parameter (None where a group has none yet)
         self.step_count = 0  # number of successful step() calls
         self._start: list = []  # per group: step_count when its buffers were created (Adam's t = step_count - start + 1)
@@ -354,7 +381,7 @@ class Optimizer:
         if 'params' not in group: raise ValueError(f"{who}: a parameter group needs 'params' (its Parameters), got the keys {_names(group)}")
         ps, i = group['params'], len(self.param_groups)
         params = _check_params([ps] if isinstance(ps, Parameter) else ps, who)
-        new = {'params': params, **{k: v for k, v in group.items() if k != 'params'}}
+        new = {'params': _Params(params), **{k: v for k, v in group.items() if k != 'params'}}
         for k, check in self._checks.items():
             new[k] = check(new[k], who, f"param_groups[{i}][{k!r}]") if k in group else self.defaults[k]
         self._check_hyper(new, who)
@@ -417,7 +444,7 @@ class Optimizer:
         "Reset every parameter's gradient to zeros, in place (minidl's layers accumulate into `.grad`: it is never None)."
         if set_to_none is not True and set_to_none is not False:
             raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got {set_to_none!r}")
-        grads = [p.grad for p in self.params]
+        grads = self._cache[1] if _unchanged(self) else [p.grad for p in self.params]  # (`_tensors`' test)
         try: torch._foreach_zero_(grads)  # refuses a non-tensor before zeroing anything
         except Exception:
             _tensors(self, 'zero_grad')  # the clear error that names the wrong gradient
