@@ -88,13 +88,10 @@ class _BatchNorm(Module):
                 x: torch.Tensor, # input, `(N, C, ...)`
                ) -> torch.Tensor: # normalised output, same shape
         "Normalise each channel (batch statistics in training mode, running ones in eval mode), then scale and shift."
-        x = self._check_input(x)
         C, dims = self.num_features, (0, *range(2, x.dim()))
         view = (1, C) + (1,) * (x.dim() - 2)  # a per-channel vector, broadcast over N and the positions
-        m = x.numel() // C
+        m = x.numel() // C                    # the values per channel
         batch_stats = self.training or self.running_mean is None
-        if batch_stats and m == 1:  # the shape says it, no synchronisation; raised before any state changes
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
         if batch_stats:
             mean = x.mean(dims, keepdim=True)
             xc = x - mean
@@ -124,8 +121,7 @@ class _BatchNorm(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G; return dL/dx (three-term formula in training mode)."
-        xhat, s, batch_stats = self._saved_tensors()
-        g = _check_grad(grad_output, xhat.shape, xhat.dtype, type(self).__name__, xhat.device)
+        (xhat, s, batch_stats), g = self._saved, grad_output
         C, dims = self.num_features, (0, *range(2, xhat.dim()))
         view = (1, C) + (1,) * (xhat.dim() - 2)
         need_sums = self.affine or (batch_stats and input_grad)
@@ -133,10 +129,6 @@ class _BatchNorm(Module):
             sum_g = g.sum(dims)                # dL/dbeta
             sum_gx = (g * xhat).sum(dims)      # dL/dgamma
         if self.affine:
-            w, b, c = self.weight, self.bias, self._checked  # the grads last checked: so that no accumulation fails half-way
-            if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
-                _check_accumulators(self, type(self).__name__)
-                self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
             self.weight.grad += sum_gx
             if self.bias is not None: self.bias.grad += sum_g
         if not input_grad: return None
@@ -145,7 +137,24 @@ class _BatchNorm(Module):
         m = xhat.numel() // C
         return _normalization_input_grad(g, xhat, sum_g.view(view) / m, sum_gx.view(view) / m, scale)
 
-    _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
+    _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
+
+    def _accept(self, x) -> torch.Tensor:
+        "The checked input; with batch statistics, more than one value per channel (the shape says it: no synchronisation)."
+        x = self._check_input(x)
+        if (self.training or self.running_mean is None) and x.numel() // self.num_features == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+        return x
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        "A gradient of the output's shape, dtype and device; every `.grad` fits its parameter (after an assignment)."
+        xhat = self._saved[0]
+        g = _check_grad(g, xhat.shape, xhat.dtype, type(self).__name__, xhat.device)
+        if self.affine and self._seen_grads != Parameter._edits:  # before the first accumulation: none fails half-way
+            edits = Parameter._edits
+            _check_accumulators(self, type(self).__name__)
+            self._seen_grads = edits
+        return g
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

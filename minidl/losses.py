@@ -29,7 +29,11 @@ class Loss(SavesForBackward):
         "Compute the loss (checked: if that fails, the previous call's state is forgotten, so `backward` raises)."
         return self.forward(prediction, target)
 
-    def _accept(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
+    def _accept(self, prediction, target) -> tuple:
+        "What `forward`'s maths gets: the arguments as they are (a loss of the user's checks what it needs)."
+        return prediction, target
+
+    def _accept_pair(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
         "Check both are floating-point tensors of the same shape, dtype and device."
         p, y = prediction, target
         if (isinstance(p, torch.Tensor) and isinstance(y, torch.Tensor) and p.shape == y.shape and p.dtype == y.dtype
@@ -52,7 +56,11 @@ class Loss(SavesForBackward):
         "The error to raise when torch refused the loss's maths: the loss's clear message, else `refused`."
         return refused
 
-    def _accept_grad(self, grad_output) -> torch.Tensor | None:
+    def _accept_grad(self, grad_output):
+        "What `backward`'s maths gets: the upstream gradient as it is (a loss of the user's checks what it needs)."
+        return grad_output
+
+    def _accept_upstream(self, grad_output) -> torch.Tensor | None:
         "The upstream gradient: `None` (the usual call), or checked against the saved prediction (see `_upstream`)."
         if grad_output is None and self.reduction != 'none': return None
         p = self._saved[0]
@@ -88,7 +96,9 @@ def _checked_loss_backward(math):
         if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
             for o, v in zip(s, self._versions):
                 if v is not None and o._version != v: self._raise_modified()
-        try: return math(self, self._accept_grad(grad_output))
+        try:
+            g = self._accept_grad(grad_output)
+            return math(self) if g is None else math(self, g)
         except Exception as refused: raise self._backward_refused(refused) or refused from None
     return backward
 
@@ -101,6 +111,7 @@ def _check_reduction(reduction, who: str) -> str:
 # %% ../nbs/04_losses.ipynb #c7337da5
 class LossMSE(Loss):
     "Squared error of every element, averaged (or summed, or kept) as `torch.nn.functional.mse_loss`."
+    _accept, _accept_grad = Loss._accept_pair, Loss._accept_upstream  # the checks: one shape, dtype and device
     def __init__(self,
                  reduction: str = 'mean', # 'mean' over all elements, 'sum', or 'none' (one loss per element)
                 ):
@@ -161,6 +172,7 @@ _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON:
 # %% ../nbs/04_losses.ipynb #d162a1eb
 class LossBCE(Loss):
     "Binary cross-entropy of every element, averaged (or summed, or kept) as `torch.nn.functional.binary_cross_entropy` (logs clamped at -100)."
+    _accept, _accept_grad = Loss._accept_pair, Loss._accept_upstream  # the checks: one shape, dtype and device
     _checked = None  # (target, its version) of the last call whose targets were checked
     def __init__(self,
                  reduction: str = 'mean', # 'mean' over all elements, 'sum', or 'none' (one loss per element)
