@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/activations.html.md"""
 from __future__ import annotations
 import functools
 import torch
-from .core import Module, _Tensor, _check_tensor, _check_grad
+from .core import Module, _Tensor, _check_tensor, _check_grad, _accept_floating, _accept_like_saved
 
 # %% auto #0
 __all__ = ['ReLU', 'Tanh', 'Sigmoid']
@@ -32,17 +32,7 @@ class _Elementwise(Module):
         (y,) = self._saved
         return self.derivative(grad_output, y) if input_grad else None
 
-    def _accept(self, x):
-        "A floating-point tensor without autograd history (one combined test), else the checked input."
-        if type(x) is _Tensor and x.is_floating_point() and not x.requires_grad: return x
-        return _check_tensor(x, type(self).__name__)  # raises a clear error, or detaches x
-
-    def _accept_grad(self, g):
-        "A gradient of the output's shape, dtype and device (one combined test), else the checked gradient."
-        y = self._saved[0]
-        if type(g) is _Tensor and g.shape == y.shape and g.dtype == y.dtype and not g.requires_grad and g.device == y.device:
-            return g
-        return _check_grad(g, y.shape, y.dtype, type(self).__name__, y.device)
+    _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the output
 
 # %% ../nbs/03_activations.ipynb #37e9754c
 def _check_inplace(inplace, who: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools, math
 import numbers
 import torch
-from .core import Module, _check_tensor, _check_grad
+from .core import Module, _check_tensor, _check_grad, _accept_floating, _accept_like_saved
 from .activations import _check_inplace
 
 # %% auto #0
@@ -22,8 +22,6 @@ class _OnInput(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply the activation element-wise and keep the input for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, type(self).__name__)
         self._save_for_backward(x)
         return self.function(x)
 
@@ -32,9 +30,10 @@ class _OnInput(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * f'(x), element-wise."
-        (x,) = self._saved_tensors()
-        g = _check_grad(grad_output, x.shape, x.dtype, type(self).__name__, x.device)
-        return self.vjp(g, x) if input_grad else None
+        (x,) = self._saved
+        return self.vjp(grad_output, x) if input_grad else None
+
+    _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the input
 
 # %% ../nbs/23_activations_more.ipynb #ae310680
 class LeakyReLU(_OnInput):
@@ -88,8 +87,6 @@ class GELU(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply GELU element-wise; keep `x` and Phi(x) (or tanh u) for `backward`, so the slow erf/tanh runs once."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, 'GELU')
         if self.approximate == 'tanh':
             t = torch.addcmul(x, x * x, x, value=_KAPPA).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
             self._save_for_backward(x, t)
@@ -103,8 +100,7 @@ class GELU(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = G * (Phi(x) + x phi(x)), or G times the tanh form's derivative."
-        x, saved = self._saved_tensors()
-        g = _check_grad(grad_output, x.shape, x.dtype, 'GELU', x.device)
+        (x, saved), g = self._saved, grad_output
         if not input_grad: return None
         if self.approximate == 'tanh':
             t, dt, dev = saved, x.dtype, x.device
@@ -113,5 +109,7 @@ class GELU(Module):
             return right.add_(t).add_(1).mul_(g).mul_(0.5)                           # G ((1 + t) + x (1 - t^2) ...) / 2
         pdf = torch.addcmul(_scalar(_LOG_INV_SQRT_2PI, x.dtype, x.device), x, x, value=-0.5).exp_()  # phi(x) = e^(-x^2/2 - log sqrt(2 pi))
         return torch.addcmul(saved, x, pdf).mul_(g)                                    # G (Phi(x) + x phi(x))
+
+    _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the input
 
     def extra_repr(self) -> str: return f"approximate={self.approximate!r}"

@@ -545,6 +545,19 @@ def _check_grad(g, shape: tuple, dtype: torch.dtype, who: str, device: torch.dev
     return g
 
 
+def _accept_floating(self, x) -> torch.Tensor:
+    "`_accept` of a module that takes any floating-point tensor: one combined test, else the checked input (or a clear error)."
+    if type(x) is _Tensor and x.is_floating_point() and not x.requires_grad: return x
+    return _check_tensor(x, type(self).__name__)  # raises a clear error, or detaches x
+
+def _accept_like_saved(self, g) -> torch.Tensor:
+    "`_accept_grad` of a module whose first saved tensor has the output's shape: one combined test, else the checked gradient."
+    y = self._saved[0]
+    if type(g) is _Tensor and g.shape == y.shape and g.dtype == y.dtype and not g.requires_grad and g.device == y.device:
+        return g
+    return _check_grad(g, y.shape, y.dtype, type(self).__name__, y.device)
+
+
 def _check_accumulators(module, who: str):
     "Before `backward` adds to any gradient: every own parameter's `grad` is a tensor of its `value`'s shape, dtype and device."
     for name, p in vars(module).items():  # so that no in-place accumulation can fail half-way, after others were done

@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/softmax_crossentropy.html.md"""
 from __future__ import annotations
 import functools, numbers
 import torch
-from .core import Module, _check_tensor, _check_grad, _fmt_shape, _parse_to, _move
+from .core import Module, _check_tensor, _check_grad, _accept_floating, _accept_like_saved, _fmt_shape, _parse_to, _move
 from .losses import Loss, _check_reduction
 
 # %% auto #0
@@ -44,9 +44,6 @@ class Softmax(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # probabilities, same shape
         "Return exp(x - m) / sum(exp(x - m)) along `dim` (m: the maximum) and keep it for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, 'Softmax')
-        _check_dim_in(self.dim, x, 'Softmax')
         y = x.softmax(self.dim)  # exp(x - m) / sum(exp(x - m)): torch's forward kernel, one pass (an empty dim gives an empty y)
         self._save_for_backward(y)
         return y
@@ -56,11 +53,18 @@ class Softmax(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = y * (G - sum(G * y)) along `dim` (the Jacobian-vector product, never the Jacobian)."
-        (y,) = self._saved_tensors()
-        g = _check_grad(grad_output, y.shape, y.dtype, 'Softmax', y.device)
+        (y,), g = self._saved, grad_output
         if not input_grad: return None
         gy = g * y
         return gy.addcmul_(y, gy.sum(self.dim, keepdim=True), value=-1)  # y G - y <G, y>, in place: three passes
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point tensor that has the dimension `dim`."
+        x = _accept_floating(self, x)
+        _check_dim_in(self.dim, x, type(self).__name__)
+        return x
+
+    _accept_grad = _accept_like_saved  # a gradient like the output
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
@@ -76,9 +80,6 @@ class LogSoftmax(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # log-probabilities, same shape
         "Return log softmax(x) along `dim` and keep it for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, 'LogSoftmax')
-        _check_dim_in(self.dim, x, 'LogSoftmax')
         y = x.log_softmax(self.dim)  # (x - m) - log(sum(exp(x - m))): torch's forward kernel, one pass
         self._save_for_backward(y)
         return y
@@ -88,10 +89,17 @@ class LogSoftmax(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = G - exp(y) * sum(G) along `dim`."
-        (y,) = self._saved_tensors()
-        g = _check_grad(grad_output, y.shape, y.dtype, 'LogSoftmax', y.device)
+        (y,), g = self._saved, grad_output
         if not input_grad: return None
         return torch.addcmul(g, y.exp(), g.sum(self.dim, keepdim=True), value=-1)  # G - exp(y) sum(G)
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point tensor that has the dimension `dim`."
+        x = _accept_floating(self, x)
+        _check_dim_in(self.dim, x, type(self).__name__)
+        return x
+
+    _accept_grad = _accept_like_saved  # a gradient like the output
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
