@@ -142,13 +142,13 @@ def _key(opt) -> tuple:
     "What the last full check saw: no parameter or list was replaced or edited since (two counters), the same lists."
     return (Parameter._edits, _Params.edits, opt.params, opt.param_groups, *[g['params'] for g in opt.param_groups])
 
-def _unchanged(opt) -> bool:
-    "Whether `_key(opt)` is what the last full check saw (two integers, a few identities) and no tensor changed shape in place."
+def _unchanged(opt, shapes: bool = True) -> bool:
+    "Whether `_key(opt)` is what the last full check saw (two integers, a few identities) and, with `shapes`, no tensor was reshaped in place."
     c = opt._cache
     if c is None: return False
     k = c[7]
     return (k[0] == Parameter._edits and k[1] == _Params.edits and _same(k[2:], _key(opt)[2:])
-            and list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3])  # (`unsqueeze_`: the same tensor, reshaped)
+            and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3]))  # (`unsqueeze_`: reshaped)
 
 def _check_all(opt, values, grads, who: str):
     "Check the groups, every parameter's value, gradient and state buffers (metadata only); cache what passed."
@@ -444,7 +444,7 @@ class Optimizer:
         "Reset every parameter's gradient to zeros, in place (minidl's layers accumulate into `.grad`: it is never None)."
         if set_to_none is not True and set_to_none is not False:
             raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got {set_to_none!r}")
-        grads = self._cache[1] if _unchanged(self) else [p.grad for p in self.params]  # (`_tensors`' test)
+        grads = self._cache[1] if _unchanged(self, shapes=False) else [p.grad for p in self.params]  # zeroing needs no shape
         try: torch._foreach_zero_(grads)  # refuses a non-tensor before zeroing anything
         except Exception:
             _tensors(self, 'zero_grad')  # the clear error that names the wrong gradient
