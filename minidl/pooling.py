@@ -46,16 +46,22 @@ class _Pool2d(Module):
     def _windows(self, x, value: float) -> torch.Tensor:
         "The windows of `x` `(N, C, H, W)` padded with `value`, window position first: `(kh kw, N, H_out, W_out, C)`."
         (kh, kw), (ph, pw) = self._k, self._p
+        pt = _patches(_pad_nhwc(x, ph, pw, value), self._k, self._s)       # (N, H_out, W_out, kh, kw, C): a view
+        N, Ho, Wo, _, _, C = pt.shape
+        return pt.permute(3, 4, 0, 1, 2, 5).reshape(kh * kw, N, Ho, Wo, C)
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point `(N, C, H, W)` tensor in which the window fits once padded (one combined test), else a clear error."
+        (kh, kw), (ph, pw) = self._k, self._p
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()
                 and x.shape[2] + 2 * ph >= kh and x.shape[3] + 2 * pw >= kw and x.shape[1] and x.shape[2] and x.shape[3]):
             x = _check_image(x, type(self).__name__, self._k, self._p)  # raises the error that says what is wrong
-        if x.requires_grad: x = x.detach()
-        try:
-            pt = _patches(_pad_nhwc(x, ph, pw, value), self._k, self._s)   # (N, H_out, W_out, kh, kw, C): a view
-            N, Ho, Wo, _, _, C = pt.shape
-            return pt.permute(3, 4, 0, 1, 2, 5).reshape(kh * kw, N, Ho, Wo, C)
-        except RuntimeError as e:  # sizes torch cannot hold: say which, naming the layer
-            raise _size_error(type(self).__name__, self.extra_repr(), x, self._k, self._s, self._p, e) from None
+        return x.detach() if x.requires_grad else x
+
+    def _forward_error(self, x, refused: Exception) -> Exception:
+        "Sizes torch cannot hold, named with the layer."
+        if not isinstance(refused, RuntimeError): return refused
+        return _size_error(type(self).__name__, self.extra_repr(), x, self._k, self._s, self._p, refused)
 
     def _col2im(self, dt: torch.Tensor, shape: tuple) -> torch.Tensor:
         "Add the window gradients `dt` `(kh kw, N, H_out, W_out, C)` back onto the input image of `shape` `(N, C, H, W)`."
@@ -120,13 +126,16 @@ class MaxPool2d(_Pool2d):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C, H, W)`
         "Send each window's gradient to its first maximum, then add the windows back onto the image (col2im)."
-        first, shape, dtype = self._saved_tensors()
-        g = self._grad(grad_output, shape, dtype, first.device)
+        (first, shape, _), g = self._saved, grad_output
         if not input_grad: return None
         gl = g.permute(0, 2, 3, 1)                                           # (N, H_out, W_out, C)
         kk = self._k[0] * self._k[1]
         dt = gl.new_zeros(kk, *gl.shape).scatter_(0, first[None], gl[None])
         return self._col2im(dt, shape)
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        first, shape, dtype = self._saved
+        return self._grad(g, shape, dtype, first.device)
 
 # %% ../nbs/26_pooling.ipynb #e53b31b7
 class AvgPool2d(_Pool2d):
@@ -157,12 +166,15 @@ class AvgPool2d(_Pool2d):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C, H, W)`
         "Give every position of a window G / (kh kw), then add the windows back onto the image (col2im)."
-        shape, dtype, device = self._saved_tensors()
-        g = self._grad(grad_output, shape, dtype, device)
+        (shape, _, _), g = self._saved, grad_output
         if not input_grad: return None
         kk = self._k[0] * self._k[1]
         gl = (g / kk).permute(0, 2, 3, 1)                                    # (N, H_out, W_out, C)
         return self._col2im(gl.expand(kk, *gl.shape), shape)
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        shape, dtype, device = self._saved
+        return self._grad(g, shape, dtype, device)
 
 # %% ../nbs/26_pooling.ipynb #327afa08
 class Flatten(Module):
@@ -180,14 +192,7 @@ class Flatten(Module):
                 x: torch.Tensor, # input, at least `max(start_dim, end_dim) + 1` dimensions
                ) -> torch.Tensor: # the same numbers with dimensions `start_dim..end_dim` merged
         "Merge the dimensions (a view when possible) and keep the input's shape for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point()): x = _check_tensor(x, 'Flatten')
-        d = max(x.dim(), 1)
-        s, e = (v + d if v < 0 else v for v in (self.start_dim, self.end_dim))
-        if not (0 <= s < d and 0 <= e < d) or s > e:
-            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) needs an input whose dimensions "
-                             f"include start_dim..end_dim (start_dim not after end_dim), got shape {_fmt_shape(x.shape)}")
-        if x.requires_grad: x = x.detach()
-        y = x.flatten(s, e)
+        y = x.flatten(*self._dims(x))
         self._save_for_backward(x.shape, y.shape, x.dtype, x.device)
         return y
 
@@ -196,9 +201,26 @@ class Flatten(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, the shape of the input
         "Reshape the gradient back to the input's shape."
-        in_shape, out_shape, dtype, device = self._saved_tensors()
-        g = _check_grad(grad_output, out_shape, dtype, 'Flatten', device)
-        return g.reshape(in_shape) if input_grad else None
+        in_shape = self._saved[0]
+        return grad_output.reshape(in_shape) if input_grad else None
+
+    def _dims(self, x) -> tuple[int, int]:
+        "`start_dim` and `end_dim` as non-negative dimensions of `x`."
+        d = max(x.dim(), 1)
+        return tuple(v + d if v < 0 else v for v in (self.start_dim, self.end_dim))
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point tensor whose dimensions include start_dim..end_dim, without autograd history."
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()): x = _check_tensor(x, 'Flatten')
+        (s, e), d = self._dims(x), max(x.dim(), 1)
+        if not (0 <= s < d and 0 <= e < d) or s > e:
+            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) needs an input whose dimensions "
+                             f"include start_dim..end_dim (start_dim not after end_dim), got shape {_fmt_shape(x.shape)}")
+        return x.detach() if x.requires_grad else x
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        _, out_shape, dtype, device = self._saved
+        return _check_grad(g, out_shape, dtype, 'Flatten', device)
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
