@@ -60,12 +60,7 @@ class LayerNorm(Module):
                 x: torch.Tensor, # input `(*, *normalized_shape)`
                ) -> torch.Tensor: # output, same shape
         "Normalise each row of the last dimensions, then scale and shift; keep xhat and s for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad): x = _check_tensor(x, 'LayerNorm')
-        k, F = len(self.normalized_shape), self._F
-        if x.shape[x.dim() - k:] != self.normalized_shape or x.dim() < k: raise self._input_error(x)
-        w, b = self.weight, self.bias
-        if w is not None and (w.value.dtype != x.dtype or w.value.device != x.device or w.value.shape != self.normalized_shape
-                              or (b is not None and b.value.shape != self.normalized_shape)): raise self._input_error(x)
+        w, b, F = self.weight, self.bias, self._F
         x2 = x.reshape(-1, F)                                    # rows (M, F)
         xc = x2 - x2.mean(1, keepdim=True)                       # x - mu
         s = xc.square().mean(1, keepdim=True).add_(self.eps).rsqrt_()  # s = 1 / sqrt(var + eps), one per row
@@ -81,17 +76,13 @@ class LayerNorm(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G over the rows; return dL/dx = s (ghat - mean ghat - xhat mean(ghat xhat))."
-        xhat, s, shape = self._saved_tensors()
-        g = _check_grad(grad_output, shape, xhat.dtype, 'LayerNorm', xhat.device).reshape(xhat.shape)
+        xhat, s, shape = self._saved
+        g = grad_output.reshape(xhat.shape)                      # rows (M, F)
         w, b, F = self.weight, self.bias, self._F
         if w is None:
             if not input_grad: return None
             mean_g, mean_gx = g.mean(1, keepdim=True), (g * xhat).mean(1, keepdim=True)
             return _normalization_input_grad(g, xhat, mean_g, mean_gx, s).view(shape)
-        c = self._checked  # the tensors last checked: so that no accumulation fails half-way
-        if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
-            _check_accumulators(self, 'LayerNorm')
-            self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
         gx = g * xhat
         ones = _ones(g.shape[0], g.dtype, g.device)
         _add_row_sum(w.grad, gx, ones)                           # dL/dgamma = sum over rows of G xhat
@@ -102,7 +93,26 @@ class LayerNorm(Module):
         mean_gx = torch.mv(gx, gamma).div_(F).unsqueeze(1)       # mean of ghat xhat = (G xhat) gamma / F
         return _normalization_input_grad(g * gamma, xhat, mean_g, mean_gx, s, g_is_temporary=True).view(shape)
 
-    _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
+    _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point `(*, *normalized_shape)` tensor of the parameters' dtype and device (one combined test), else a clear error."
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad): x = _check_tensor(x, 'LayerNorm')
+        k, w, b = len(self.normalized_shape), self.weight, self.bias
+        if x.shape[x.dim() - k:] != self.normalized_shape or x.dim() < k: raise self._input_error(x)
+        if w is not None and (w.value.dtype != x.dtype or w.value.device != x.device or w.value.shape != self.normalized_shape
+                              or (b is not None and b.value.shape != self.normalized_shape)): raise self._input_error(x)
+        return x
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        "A gradient of the input's shape, dtype and device; every `.grad` fits its parameter (checked after an assignment)."
+        xhat, _, shape = self._saved
+        g = _check_grad(g, shape, xhat.dtype, 'LayerNorm', xhat.device)
+        if self.weight is not None and self._seen_grads != Parameter._edits:  # so that no accumulation fails half-way
+            edits = Parameter._edits
+            _check_accumulators(self, 'LayerNorm')
+            self._seen_grads = edits
+        return g
 
     def _input_error(self, x: torch.Tensor) -> Exception:
         "Why `x` does not fit (metadata only)."
