@@ -51,12 +51,8 @@ class Embedding(Module):
                 input: torch.Tensor, # integer indices (int64 or int32) of any shape `(*)`, each in [0, num_embeddings)
                ) -> torch.Tensor: # the rows, shape `(*, embedding_dim)`
         "Look up one row of `weight` per index: Y = W[I]; keep the indices for `backward`."
-        w = self.weight.value
-        if not (isinstance(input, torch.Tensor) and input.dtype in _INDEX_DTYPES) or w.shape != (self.num_embeddings, self.embedding_dim):
-            raise self._input_error(input)
         flat = input.reshape(-1)
-        try: y = w.index_select(0, flat)  # torch checks 0 <= i < V on the device (no read-back)
-        except (IndexError, RuntimeError): raise self._input_error(input) from None
+        y = self.weight.value.index_select(0, flat)         # torch checks 0 <= i < V on the device (no read-back)
         self._save_for_backward(flat, input.shape)
         return y.view(*input.shape, self.embedding_dim)
 
@@ -65,16 +61,34 @@ class Embedding(Module):
                  input_grad: bool = True, # ignored: there is no gradient with respect to integer indices
                 ) -> None: # `None`: the indices are data
         "Scatter-add dL/dY into the rows of `weight.grad` that were looked up (not `padding_idx`); return `None`."
-        flat, shape = self._saved_tensors()
-        w = self.weight
-        g = _check_grad(grad_output, shape + (self.embedding_dim,), w.value.dtype, 'Embedding', w.value.device)
-        if w.grad is not self._checked: _check_accumulators(self, 'Embedding'); self._checked = w.grad
-        g = g.reshape(-1, self.embedding_dim)
+        flat, w = self._saved[0], self.weight
+        g = grad_output.reshape(-1, self.embedding_dim)     # one row per looked-up index
         if self.padding_idx is not None: g = g.masked_fill((flat == self.padding_idx).unsqueeze(1), 0)
         w.grad.index_add_(0, flat, g)                       # dL/dW_r += sum of G_k over the positions k with I_k = r
         return None
 
-    _checked = None  # the weight.grad found consistent by the last check
+    _seen_grads = -1  # the `Parameter._edits` count when weight.grad was last checked
+
+    def _accept(self, input) -> torch.Tensor:
+        "Integer indices, and a weight of shape (num_embeddings, embedding_dim); else the error that says why."
+        w = self.weight.value
+        if not (isinstance(input, torch.Tensor) and input.dtype in _INDEX_DTYPES) or w.shape != (self.num_embeddings, self.embedding_dim):
+            raise self._input_error(input)
+        return input
+
+    def _forward_error(self, input, refused: Exception) -> Exception:
+        "An index out of range (or a device mismatch), named: torch refused the lookup."
+        return self._input_error(input) if isinstance(refused, (IndexError, RuntimeError)) else refused
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        "A gradient of shape `(*, embedding_dim)` of the weight's dtype and device; weight.grad fits (checked after an assignment)."
+        w = self.weight
+        g = _check_grad(g, self._saved[1] + (self.embedding_dim,), w.value.dtype, 'Embedding', w.value.device)
+        if self._seen_grads != Parameter._edits:
+            edits = Parameter._edits
+            _check_accumulators(self, 'Embedding')
+            self._seen_grads = edits
+        return g
 
     def _input_error(self, input) -> Exception:
         "Why `input` cannot be looked up (called on failure only: reading the indices back is fine there)."
