@@ -18,24 +18,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # also puts the repository root on sys.path
 from minidl import Linear, ReLU, Sigmoid, Sequential, LossBCE, SGD
-from minidl.nn.module import _check_tensor, _fmt_shape, _not_called
+from minidl._checks import check_tensor, fmt_shape
+from minidl.nn.module import Module, _not_called
+from minidl.nn.loss import Loss
 from minidl.nn.loss import _check_unit_interval, _BCE_EPS
 from minidl.files import atomic_open
 
 # ---------------------------------------------------------------- the hot path as first written (0c901e6)
 
 def _old_check_grad(g, shape, dtype, who):
-    g = _check_tensor(g, who, 'gradient')
+    g = check_tensor(g, 'gradient', who)
     if g.shape != shape:
-        raise ValueError(f"{who}.backward expects a gradient of shape {_fmt_shape(shape)} "
-                         f"(the shape of its forward output), got {_fmt_shape(g.shape)}")
+        raise ValueError(f"{who}.backward expects a gradient of shape {fmt_shape(shape)} "
+                         f"(the shape of its forward output), got {fmt_shape(g.shape)}")
     if g.dtype != dtype:
         raise TypeError(f"{who}.backward expects a gradient of dtype {dtype} (the dtype of its forward output), got {g.dtype}")
     return g
 
 class OldLinear(Linear):
+    _accept, _accept_grad = Module._accept, Module._accept_grad  # its own checks, as first written (no shared ones)
     def forward(self, x):
-        x = _check_tensor(x, 'Linear')
+        x = check_tensor(x, 'input', 'Linear')
         w = self.weight.value
         if x.dim() != 2 or x.shape[1] != self.nb_input: raise ValueError('shape')
         if x.dtype != w.dtype: raise TypeError('dtype')
@@ -52,8 +55,9 @@ class OldLinear(Linear):
         return g @ self.weight.value
 
 class _OldElementwise:
+    _accept, _accept_grad = Module._accept, Module._accept_grad  # its own checks, as first written (no shared ones)
     def forward(self, x):
-        self._y = y = self.function(_check_tensor(x, type(self).__name__))
+        self._y = y = self.function(check_tensor(x, 'input', type(self).__name__))
         return y
     def backward(self, grad_output, input_grad=True):
         y = self._y
@@ -67,8 +71,9 @@ class OldSigmoid(_OldElementwise, Sigmoid):
     def old_derivative(self, g, y): return g * y * (1 - y)
 
 class OldLossBCE(LossBCE):
+    _accept, _accept_grad = Loss._accept, Loss._accept_grad  # its own checks, as first written (no shared ones)
     def forward(self, prediction, target):
-        p, y = self._check(prediction, target)
+        p, y = self._accept_pair(prediction, target)
         _check_unit_interval(p, 'LossBCE', 'predictions')
         _check_unit_interval(y, 'LossBCE', 'targets')
         self._save_for_backward(p, y)

@@ -10,8 +10,8 @@ import math, numbers, operator
 import torch
 
 # %% auto #0
-__all__ = ['fmt_shape', 'check_flag', 'check_int', 'check_size', 'check_seed', 'check_real', 'check_finite', 'check_rate',
-           'check_positive', 'check_betas', 'check_tensor', 'check_grad']
+__all__ = ['fmt_shape', 'check_flag', 'check_int', 'check_size', 'check_seed', 'check_number', 'check_real', 'check_finite',
+           'check_rate', 'check_positive', 'check_betas', 'check_tensor', 'check_grad']
 
 # %% ../nbs/04_checks.ipynb #ck000006
 def fmt_shape(shape) -> str:
@@ -46,6 +46,12 @@ def check_seed(value, name: str, who: str) -> int:
     return s
 
 # %% ../nbs/04_checks.ipynb #ck000007
+def check_number(value, name: str, who: str) -> float:
+    "A real number (not a bool), infinities included."
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who} expects {name} to be a number, got {value!r}")
+    return float(value)
+
 def check_real(value, name: str, who: str) -> float:
     "A real number (its range is checked where it is used)."
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

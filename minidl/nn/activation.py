@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/activation.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .module import Module, _Tensor, _check_tensor, _check_grad, _fmt_shape, _accept_floating, _accept_like_saved
+from .._checks import check_grad, check_tensor, fmt_shape
+from .module import Module, _Tensor, _accept_floating, _accept_like_saved
 
 # %% auto #0
 __all__ = ['ReLU', 'Tanh', 'Sigmoid', 'LeakyReLU', 'GELU', 'Softmax', 'LogSoftmax']
@@ -178,7 +179,7 @@ def _check_dim_in(dim: int, x: torch.Tensor, who: str):
     "Check `dim` is a valid dimension of `x` (as torch: a 0-dim tensor accepts 0 and -1)."
     n = max(x.dim(), 1)
     if not -n <= dim < n:
-        raise ValueError(f"{who} expects dim in [{-n}, {n - 1}] for an input of shape {_fmt_shape(x.shape)}, got dim={dim}")
+        raise ValueError(f"{who} expects dim in [{-n}, {n - 1}] for an input of shape {fmt_shape(x.shape)}, got dim={dim}")
 
 def _log_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     "Stable log-softmax: (x - m) - log(sum(exp(x - m))), with m the maximum along `dim`."

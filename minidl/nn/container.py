@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/container.html.md"""
 from __future__ import annotations
 import operator
 import torch
-from .module import Module, _fmt_shape
+from .._checks import fmt_shape
+from .module import Module
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual']
@@ -160,8 +161,8 @@ class Residual(Module):
         if isinstance(x, torch.Tensor) and x.requires_grad: x = x.detach()  # minidl records no autograd history
         y = self.block(x)
         if y.shape != x.shape:
-            raise ValueError(f"Residual expects its block to keep the shape of its input, got {_fmt_shape(x.shape)} -> "
-                             f"{_fmt_shape(y.shape)} from {type(self.block).__name__}")
+            raise ValueError(f"Residual expects its block to keep the shape of its input, got {fmt_shape(x.shape)} -> "
+                             f"{fmt_shape(y.shape)} from {type(self.block).__name__}")
         self._save_for_backward()  # marks a complete forward
         return x + y
 

@@ -8,8 +8,9 @@ Docs: https://minidl.github.io/minidl/conv.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .module import Module, Parameter, _method_of, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
-from .linear import _check_size, _ones
+from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .module import Module, Parameter, _method_of, _check_accumulators, _parse_device, _parse_dtype
+from .linear import _ones
 
 # %% auto #0
 __all__ = ['Conv2d']
@@ -32,18 +33,18 @@ def _out_size(n: int, k: int, s: int, p: int) -> int:
 
 def _check_image(x, who: str, kernel: tuple, padding: tuple, channels: int | None = None) -> torch.Tensor:
     "Check `x` is a floating-point `(N, C, H, W)` tensor (with `channels` channels) in which the kernel fits once padded."
-    x = _check_tensor(x, who)
+    x = check_tensor(x, 'input', who)
     c = 'C' if channels is None else channels
     if x.dim() != 4:
-        raise ValueError(f"{who} expects a 4-D input (N, {c}, H, W), got {x.dim()}-D of shape {_fmt_shape(x.shape)} "
+        raise ValueError(f"{who} expects a 4-D input (N, {c}, H, W), got {x.dim()}-D of shape {fmt_shape(x.shape)} "
                          f"(for a single image, add a batch dimension: x[None])")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{who} expects an input of shape (N, {channels}, H, W) ({channels} channels), "
-                         f"got {_fmt_shape(x.shape)} with {x.shape[1]} channels")
+                         f"got {fmt_shape(x.shape)} with {x.shape[1]} channels")
     (kh, kw), (ph, pw), (H, W) = kernel, padding, x.shape[2:]
     if 0 in x.shape[1:]:  # as torch: an empty batch gives an empty output, an empty image has no windows to compute
         raise ValueError(f"{who} expects an input whose channels, height and width are non-zero (only the batch N may be 0), "
-                         f"got shape {_fmt_shape(x.shape)}")
+                         f"got shape {fmt_shape(x.shape)}")
     if H + 2 * ph < kh or W + 2 * pw < kw:
         raise ValueError(f"{who}: the kernel ({kh}, {kw}) is larger than the padded input ({H + 2 * ph}, {W + 2 * pw}) "
                          f"(input {H}x{W}, padding ({ph}, {pw}))")
@@ -54,7 +55,7 @@ def _check_alloc(who: str, what: str, shape: tuple, dtype: torch.dtype):
     "Check a tensor `what` of `shape` and `dtype` can exist: its size in bytes (exact Python integers) below 2**63."
     n = math.prod(shape) * dtype.itemsize
     if n >= 2**63:
-        raise ValueError(f"{who}: {what} would have shape {_fmt_shape(shape)}, {n:.3g} bytes, more than torch can address "
+        raise ValueError(f"{who}: {what} would have shape {fmt_shape(shape)}, {n:.3g} bytes, more than torch can address "
                          f"(2**63 bytes): reduce kernel_size, padding or the number of channels")
 
 def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride: tuple, padding: tuple,
@@ -69,9 +70,9 @@ def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride:
         _check_alloc(who, f"the windows (im2col) (N H_out W_out, kh kw C)", (N * Ho * Wo, kh * kw * C), x.dtype)
         if max(sh * Wp * C, sw * C, Hp * Wp * C) >= 2**63: raise ValueError(
             f"{who}: the stride {stride} steps further than torch can address (2**63 elements) in a {Hp}x{Wp} padded input")
-    except ValueError as e: return ValueError(f"{e} ({settings}, input {_fmt_shape(x.shape)})")
+    except ValueError as e: return ValueError(f"{e} ({settings}, input {fmt_shape(x.shape)})")
     if "can't allocate memory" in str(error):
-        return RuntimeError(f"{who} ({settings}) ran out of memory on an input of shape {_fmt_shape(x.shape)}: "
+        return RuntimeError(f"{who} ({settings}) ran out of memory on an input of shape {fmt_shape(x.shape)}: "
                             f"{str(error).splitlines()[0][:160]}")
     return error
 
@@ -149,8 +150,8 @@ class Conv2d(Module):
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
                 ):
-        self.in_channels = _check_size(in_channels, 'in_channels', 'Conv2d')
-        self.out_channels = _check_size(out_channels, 'out_channels', 'Conv2d')
+        self.in_channels = check_size(in_channels, 'in_channels', 'Conv2d')
+        self.out_channels = check_size(out_channels, 'out_channels', 'Conv2d')
         self.kernel_size = _pair(kernel_size, 'kernel_size', 'Conv2d')
         self.stride = _pair(stride, 'stride', 'Conv2d')
         self.dilation = _pair(dilation, 'dilation', 'Conv2d')
@@ -170,7 +171,7 @@ class Conv2d(Module):
             self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
             self.bias = Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
         except RuntimeError as e:  # out of memory: as Linear, say which layer and which tensor
-            raise ValueError(f"Conv2d cannot allocate a weight of shape {_fmt_shape((out_channels, in_channels, *self.kernel_size))}: "
+            raise ValueError(f"Conv2d cannot allocate a weight of shape {fmt_shape((out_channels, in_channels, *self.kernel_size))}: "
                              f"{str(e).splitlines()[0][:160]}") from None
         self.reset_parameters(generator)
 
@@ -274,7 +275,7 @@ def _forward_error(self, x, refused: Exception) -> Exception:
 def _accept_grad(self, g):
     "The upstream gradient of the output's shape, dtype and device; every `.grad` fits its parameter (after an assignment)."
     u, _, (N, C, H, W, Ho, Wo) = self._saved
-    g = _check_grad(g, (N, self.out_channels, Ho, Wo), u.dtype, 'Conv2d', u.device)
+    g = check_grad(g, 'Conv2d', shape=(N, self.out_channels, Ho, Wo), dtype=u.dtype, device=u.device)
     if self._seen_grads != Parameter._edits:
         edits = Parameter._edits
         _check_accumulators(self, 'Conv2d')

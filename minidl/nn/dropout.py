@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/dropout.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .module import Module, _check_tensor, _check_grad, _accept_floating
+from .._checks import check_grad, check_tensor
+from .module import Module, _accept_floating
 from .activation import _check_inplace
 
 # %% auto #0
@@ -53,6 +54,6 @@ class Dropout(Module):
     def _accept_grad(self, g) -> torch.Tensor:
         "A gradient of the shape, dtype and device of the last forward's input (and output)."
         _, shape, dtype, device = self._saved
-        return _check_grad(g, shape, dtype, 'Dropout', device)
+        return check_grad(g, 'Dropout', shape=shape, dtype=dtype, device=device)
 
     def extra_repr(self) -> str: return f"p={self.p}, inplace={self.inplace}"

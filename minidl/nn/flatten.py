@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/flatten.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .module import Module, _check_tensor, _check_grad, _fmt_shape
+from .._checks import check_grad, check_tensor, fmt_shape
+from .module import Module
 
 # %% auto #0
 __all__ = ['Flatten']
@@ -48,16 +49,16 @@ class Flatten(Module):
 
     def _accept(self, x) -> torch.Tensor:
         "A floating-point tensor whose dimensions include start_dim..end_dim, without autograd history."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point()): x = _check_tensor(x, 'Flatten')
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()): x = check_tensor(x, 'input', 'Flatten')
         (s, e), d = self._dims(x), max(x.dim(), 1)
         if not (0 <= s < d and 0 <= e < d) or s > e:
             raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) needs an input whose dimensions "
-                             f"include start_dim..end_dim (start_dim not after end_dim), got shape {_fmt_shape(x.shape)}")
+                             f"include start_dim..end_dim (start_dim not after end_dim), got shape {fmt_shape(x.shape)}")
         return x.detach() if x.requires_grad else x
 
     def _accept_grad(self, g) -> torch.Tensor:
         _, out_shape, dtype, device = self._saved
-        return _check_grad(g, out_shape, dtype, 'Flatten', device)
+        return check_grad(g, 'Flatten', shape=out_shape, dtype=dtype, device=device)
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -8,18 +8,11 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .module import Module, Parameter, _Tensor, _method_of, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
+from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .module import Module, Parameter, _Tensor, _method_of, _check_accumulators, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Linear']
-
-# %% ../../nbs/10_linear.ipynb #c52e6c11
-def _check_size(n, name: str, who: str) -> int:
-    "Check a layer size is a positive integer that torch can hold (below 2**63)."
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 < n < 2**63:
-        raise ValueError(f"{who} expects {name} to be a positive integer" + (" below 2**63" if isinstance(n, numbers.Integral)
-                                                                           and n >= 2**63 else '') + f", got {n!r}")
-    return int(n)
 
 # %% ../../nbs/10_linear.ipynb #4548cc74
 @functools.lru_cache(maxsize=16)
@@ -51,8 +44,8 @@ class Linear(Module):
                 ):
         in_features = _one_of(in_features, nb_input, 'in_features', 'nb_input')
         out_features = _one_of(out_features, nb_output, 'out_features', 'nb_output')
-        self.in_features = in_features = _check_size(in_features, 'in_features', 'Linear')
-        self.out_features = out_features = _check_size(out_features, 'out_features', 'Linear')
+        self.in_features = in_features = check_size(in_features, 'in_features', 'Linear')
+        self.out_features = out_features = check_size(out_features, 'out_features', 'Linear')
         if not isinstance(bias, bool): raise TypeError(f"Linear expects bias to be True or False, got {bias!r}")
         device, dtype = _parse_device('Linear', device), _parse_dtype('Linear', dtype)  # clear errors for 'float64', torch.int64, 'gpu'
         try:
@@ -140,7 +133,7 @@ def _check_parameters(self, grads: bool = False):
     "The weight of shape (out_features, in_features), the bias of shape (out_features,) (and, with `grads`, their `.grad`)."
     for name, p, shape in (('weight', self.weight, (self.out_features, self.in_features)), ('bias', self.bias, (self.out_features,))):
         if p is not None and p.value.shape != shape:
-            raise RuntimeError(f"Linear's {name} has shape {_fmt_shape(p.value.shape)}, expected {_fmt_shape(shape)} "
+            raise RuntimeError(f"Linear's {name} has shape {fmt_shape(p.value.shape)}, expected {fmt_shape(shape)} "
                                f"(out_features, in_features = {self.out_features}, {self.in_features}): was {name}.value replaced "
                                f"by hand? load values with load_state_dict, which checks them")
     if grads: _check_accumulators(self, 'Linear')
@@ -148,10 +141,10 @@ def _check_parameters(self, grads: bool = False):
 @_method_of(Linear)
 def _check_input(self, x) -> torch.Tensor:
     "Every check of an input, in order; returns it without autograd history."
-    x = _check_tensor(x, 'Linear')
+    x = check_tensor(x, 'input', 'Linear')
     if x.dim() == 0 or x.shape[-1] != self.in_features:
         raise ValueError(f"Linear expects an input of shape (*, {self.in_features}), such as (N, {self.in_features}) "
-                         f"(in_features={self.in_features} features in the last dimension), got {_fmt_shape(x.shape)}")
+                         f"(in_features={self.in_features} features in the last dimension), got {fmt_shape(x.shape)}")
     edits = Parameter._edits
     self._check_parameters()
     w, b = self.weight.value, self.bias
@@ -170,7 +163,7 @@ def _check_input(self, x) -> torch.Tensor:
 def _check_grad_output(self, g) -> torch.Tensor:
     "Every check of an upstream gradient, of the parameters and of their gradient buffers, in order."
     (x,) = self._saved_tensors()
-    g = _check_grad(g, x.shape[:-1] + (self.out_features,), x.dtype, 'Linear', x.device)
+    g = check_grad(g, 'Linear', shape=x.shape[:-1] + (self.out_features,), dtype=x.dtype, device=x.device)
     edits = Parameter._edits
     self._check_parameters()
     _check_accumulators(self, 'Linear')

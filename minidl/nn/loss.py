@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/loss.html.md"""
 from __future__ import annotations
 import functools, numbers
 import torch
-from .module import Module, SavesForBackward, _check_tensor, _check_grad, _fmt_shape, _parse_to, _move
+from .._checks import check_grad, check_tensor, fmt_shape
+from .module import Module, SavesForBackward, _parse_to, _move
 from .activation import _log_softmax
 
 # %% auto #0
@@ -41,11 +42,11 @@ class Loss(SavesForBackward):
                 and p.is_floating_point() and p.device == y.device and not (p.requires_grad or y.requires_grad)):
             return p, y  # the usual case: metadata only, no value is read
         who = type(self).__name__
-        p = _check_tensor(prediction, who, 'prediction')
-        y = _check_tensor(target, who, 'target')
+        p = check_tensor(prediction, 'prediction', who)
+        y = check_tensor(target, 'target', who)
         if p.shape != y.shape:
-            raise ValueError(f"{who} expects prediction and target of the same shape, got prediction {_fmt_shape(p.shape)} "
-                             f"and target {_fmt_shape(y.shape)} (reshape the target, e.g. target.view_as(prediction))")
+            raise ValueError(f"{who} expects prediction and target of the same shape, got prediction {fmt_shape(p.shape)} "
+                             f"and target {fmt_shape(y.shape)} (reshape the target, e.g. target.view_as(prediction))")
         if p.dtype != y.dtype:
             raise TypeError(f"{who} expects prediction and target of the same dtype, got {p.dtype} and {y.dtype}")
         if p.device != y.device:
@@ -72,9 +73,9 @@ class Loss(SavesForBackward):
         if self.reduction == 'none':
             if grad_output is None:
                 raise TypeError(f"{type(self).__name__}(reduction='none').backward expects grad_output, the gradient of the "
-                                f"per-element losses (shape {_fmt_shape(shape)}), e.g. backward(torch.ones_like(loss)) for their sum")
-            return _check_grad(grad_output, shape, dtype, type(self).__name__, device)
-        return None if grad_output is None else _check_grad(grad_output, (), dtype, type(self).__name__, device)
+                                f"per-element losses (shape {fmt_shape(shape)}), e.g. backward(torch.ones_like(loss)) for their sum")
+            return check_grad(grad_output, type(self).__name__, shape=shape, dtype=dtype, device=device)
+        return None if grad_output is None else check_grad(grad_output, type(self).__name__, shape=(), dtype=dtype, device=device)
 
     def __repr__(self): return f"{type(self).__name__}(" + (f"reduction={self.reduction!r}" if self.reduction != 'mean' else '') + ")"
 
@@ -260,7 +261,7 @@ class LossCrossEntropy(Loss):
                 raise TypeError(f"LossCrossEntropy expects weight to be a floating-point tensor or None, got "
                                 + (f"dtype {weight.dtype}" if isinstance(weight, torch.Tensor) else type(weight).__name__))
             if weight.dim() != 1:
-                raise ValueError(f"LossCrossEntropy expects weight of shape (C), one per class, got {_fmt_shape(weight.shape)}")
+                raise ValueError(f"LossCrossEntropy expects weight of shape (C), one per class, got {fmt_shape(weight.shape)}")
             weight = weight.detach()
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
             raise ValueError(f"LossCrossEntropy expects label_smoothing in [0, 1], got {label_smoothing!r}")
@@ -346,18 +347,18 @@ class LossCrossEntropy(Loss):
     def _accept(self, logits, target):
         "The logits and the target, checked (shapes, dtypes, devices, the weight: metadata only, no synchronisation)."
         who = 'LossCrossEntropy'
-        x = _check_tensor(logits, who, 'logits')
+        x = check_tensor(logits, 'logits', who)
         if x.dim() == 0 or x.shape[x.dim() > 1] == 0:
-            raise ValueError(f"{who} expects logits of shape (N, C), (N, C, d1, ...) or (C) with C >= 1 classes, got {_fmt_shape(x.shape)}")
+            raise ValueError(f"{who} expects logits of shape (N, C), (N, C, d1, ...) or (C) with C >= 1 classes, got {fmt_shape(x.shape)}")
         C = x.shape[x.dim() > 1]
         idx_shape = x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()       # (N, d1, ...): one class index per sample
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"{who} expects the target to be a torch.Tensor, got {type(target).__name__}")
         if target.is_floating_point():
             if target.shape != x.shape:
-                raise ValueError(f"{who} expects class probabilities of shape {_fmt_shape(x.shape)} (like the logits) or "
-                                 f"int64 class indices of shape {_fmt_shape(idx_shape)}, got a {target.dtype} target of shape "
-                                 f"{_fmt_shape(target.shape)}" + (" (class indices must be int64: target.long())"
+                raise ValueError(f"{who} expects class probabilities of shape {fmt_shape(x.shape)} (like the logits) or "
+                                 f"int64 class indices of shape {fmt_shape(idx_shape)}, got a {target.dtype} target of shape "
+                                 f"{fmt_shape(target.shape)}" + (" (class indices must be int64: target.long())"
                                                                   if target.shape == idx_shape else ''))
             if target.dtype != x.dtype:
                 raise TypeError(f"{who} expects class probabilities of the logits' dtype {x.dtype}, got {target.dtype}")
@@ -367,14 +368,14 @@ class LossCrossEntropy(Loss):
                 raise TypeError(f"{who} expects class indices of dtype torch.int64 (or probabilities of dtype {x.dtype}), "
                                 f"got {target.dtype} (convert with .long())")
             if target.shape != idx_shape:
-                raise ValueError(f"{who} expects class indices of shape {_fmt_shape(idx_shape)} for logits {_fmt_shape(x.shape)}, "
-                                 f"got {_fmt_shape(target.shape)}")
+                raise ValueError(f"{who} expects class indices of shape {fmt_shape(idx_shape)} for logits {fmt_shape(x.shape)}, "
+                                 f"got {fmt_shape(target.shape)}")
         if target.device != x.device:
             raise RuntimeError(f"{who} got logits on {x.device} but the target on {target.device}: move one of them with .to()")
         w = self.weight
         if w is not None:
             if w.shape != (C,):
-                raise ValueError(f"{who} has a weight of shape {_fmt_shape(w.shape)} but got logits with C={C} classes")
+                raise ValueError(f"{who} has a weight of shape {fmt_shape(w.shape)} but got logits with C={C} classes")
             if w.dtype != x.dtype:
                 raise TypeError(f"{who} has a {w.dtype} weight but got {x.dtype} logits: convert one of them")
             if w.device != x.device:
@@ -408,7 +409,7 @@ class LossCrossEntropy(Loss):
         return self
 
     def __repr__(self):
-        args = ([f"weight={_fmt_shape(self.weight.shape)}"] if self.weight is not None else []) + (
+        args = ([f"weight={fmt_shape(self.weight.shape)}"] if self.weight is not None else []) + (
             [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else []) + (
             [f"ignore_index={self.ignore_index}"] if self.ignore_index != -100 else []) + (
             [f"reduction={self.reduction!r}"] if self.reduction != 'mean' else [])

@@ -8,8 +8,9 @@ Docs: https://minidl.github.io/minidl/normalization.html.md"""
 from __future__ import annotations
 import math, numbers
 import torch
-from .module import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
-from .linear import _check_size, _ones
+from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
+from .linear import _ones
 
 # %% auto #0
 __all__ = ['BatchNorm1d', 'BatchNorm2d', 'LayerNorm']
@@ -38,7 +39,7 @@ class _BatchNorm(Module):
                  bias: bool = True, # with `affine`, learn the shift `bias` too (PyTorch's keyword)
                 ):
         who = type(self).__name__
-        C = self.num_features = _check_size(num_features, 'num_features', who)
+        C = self.num_features = check_size(num_features, 'num_features', who)
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
             raise ValueError(f"{who} expects eps to be a number >= 0, got {eps!r}")
         if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1):
@@ -72,10 +73,10 @@ class _BatchNorm(Module):
     def _check_input(self, x) -> torch.Tensor:
         "Check rank, channels, dtype and device of `x` (metadata only)."
         who, C = type(self).__name__, self.num_features
-        x = _check_tensor(x, who)
+        x = check_tensor(x, 'input', who)
         if x.dim() not in self._ranks or x.shape[1] != C:
             raise ValueError(f"{who} expects an input of shape {self._shape_text} with C={C} channels "
-                             f"(num_features), got {_fmt_shape(x.shape)}")
+                             f"(num_features), got {fmt_shape(x.shape)}")
         ref = self.weight.value if self.affine else self.running_mean
         if ref is not None and x.dtype != ref.dtype:
             raise TypeError(f"{who} has {ref.dtype} parameters/buffers but got a {x.dtype} input: "
@@ -149,7 +150,7 @@ class _BatchNorm(Module):
     def _accept_grad(self, g) -> torch.Tensor:
         "A gradient of the output's shape, dtype and device; every `.grad` fits its parameter (after an assignment)."
         xhat = self._saved[0]
-        g = _check_grad(g, xhat.shape, xhat.dtype, type(self).__name__, xhat.device)
+        g = check_grad(g, type(self).__name__, shape=xhat.shape, dtype=xhat.dtype, device=xhat.device)
         if self.affine and self._seen_grads != Parameter._edits:  # before the first accumulation: none fails half-way
             edits = Parameter._edits
             _check_accumulators(self, type(self).__name__)
@@ -251,7 +252,7 @@ class LayerNorm(Module):
 
     def _accept(self, x) -> torch.Tensor:
         "A floating-point `(*, *normalized_shape)` tensor of the parameters' dtype and device (one combined test), else a clear error."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad): x = _check_tensor(x, 'LayerNorm')
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad): x = check_tensor(x, 'input', 'LayerNorm')
         k, w, b = len(self.normalized_shape), self.weight, self.bias
         if x.shape[x.dim() - k:] != self.normalized_shape or x.dim() < k: raise self._input_error(x)
         if w is not None and (w.value.dtype != x.dtype or w.value.device != x.device or w.value.shape != self.normalized_shape
@@ -261,7 +262,7 @@ class LayerNorm(Module):
     def _accept_grad(self, g) -> torch.Tensor:
         "A gradient of the input's shape, dtype and device; every `.grad` fits its parameter (checked after an assignment)."
         xhat, _, shape = self._saved
-        g = _check_grad(g, shape, xhat.dtype, 'LayerNorm', xhat.device)
+        g = check_grad(g, 'LayerNorm', shape=shape, dtype=xhat.dtype, device=xhat.device)
         if self.weight is not None and self._seen_grads != Parameter._edits:  # so that no accumulation fails half-way
             edits = Parameter._edits
             _check_accumulators(self, 'LayerNorm')
@@ -273,10 +274,10 @@ class LayerNorm(Module):
         ns, w = self.normalized_shape, self.weight
         if x.dim() < len(ns) or x.shape[x.dim() - len(ns):] != ns:
             return ValueError(f"LayerNorm expects an input of shape (*, {', '.join(map(str, ns))}) (normalized_shape="
-                              f"{list(ns)} in the last dimensions), got {_fmt_shape(x.shape)}")
+                              f"{list(ns)} in the last dimensions), got {fmt_shape(x.shape)}")
         for name, p in (('weight', w), ('bias', self.bias)):
             if p is not None and p.value.shape != ns:
-                return RuntimeError(f"LayerNorm's {name} has shape {_fmt_shape(p.value.shape)}, expected {_fmt_shape(ns)}: "
+                return RuntimeError(f"LayerNorm's {name} has shape {fmt_shape(p.value.shape)}, expected {fmt_shape(ns)}: "
                                     f"load values with load_state_dict, which checks them")
         if x.dtype != w.value.dtype:
             return TypeError(f"LayerNorm has {w.value.dtype} parameters but got a {x.dtype} input: "

@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/pooling.html.md"""
 from __future__ import annotations
 import functools, math
 import torch
-from .module import Module, _check_grad
+from .._checks import check_grad
+from .module import Module
 from .conv import _pair, _out_size, _check_image, _pad_nhwc, _patches, _col2im, _check_alloc, _size_error
 
 # %% auto #0
@@ -72,7 +73,7 @@ class _Pool2d(Module):
     def _grad(self, grad_output, saved_shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         "Check the upstream gradient has the forward output's shape, dtype and device (metadata only: no sync)."
         (N, C, H, W), (kh, kw), (sh, sw), (ph, pw) = saved_shape, self._k, self._s, self._p
-        return _check_grad(grad_output, (N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype, type(self).__name__, device)
+        return check_grad(grad_output, type(self).__name__, shape=(N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype=dtype, device=device)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

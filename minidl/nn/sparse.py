@@ -8,8 +8,8 @@ Docs: https://minidl.github.io/minidl/sparse.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .module import Module, Parameter, _check_accumulators, _check_grad, _fmt_shape, _parse_device, _parse_dtype
-from .linear import _check_size
+from .._checks import check_grad, check_size, fmt_shape
+from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Embedding']
@@ -27,8 +27,8 @@ class Embedding(Module):
                  dtype=None, # floating-point dtype of the table (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
                 ):
-        V = self.num_embeddings = _check_size(num_embeddings, 'num_embeddings', 'Embedding')
-        D = self.embedding_dim = _check_size(embedding_dim, 'embedding_dim', 'Embedding')
+        V = self.num_embeddings = check_size(num_embeddings, 'num_embeddings', 'Embedding')
+        D = self.embedding_dim = check_size(embedding_dim, 'embedding_dim', 'Embedding')
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral) or not -V <= padding_idx < V:
                 raise ValueError(f"Embedding expects padding_idx to be None or an integer in [{-V}, {V}) "
@@ -83,7 +83,7 @@ class Embedding(Module):
     def _accept_grad(self, g) -> torch.Tensor:
         "A gradient of shape `(*, embedding_dim)` of the weight's dtype and device; weight.grad fits (checked after an assignment)."
         w = self.weight
-        g = _check_grad(g, self._saved[1] + (self.embedding_dim,), w.value.dtype, 'Embedding', w.value.device)
+        g = check_grad(g, 'Embedding', shape=self._saved[1] + (self.embedding_dim,), dtype=w.value.dtype, device=w.value.device)
         if self._seen_grads != Parameter._edits:
             edits = Parameter._edits
             _check_accumulators(self, 'Embedding')
@@ -99,7 +99,7 @@ class Embedding(Module):
             hint = " (convert with .long())" if input.dtype.is_floating_point or input.dtype == torch.bool else ''
             return TypeError(f"Embedding expects integer indices (int64 or int32), got dtype {input.dtype}{hint}")
         if w.shape != (V, self.embedding_dim):
-            return RuntimeError(f"Embedding's weight has shape {_fmt_shape(w.shape)}, expected "
+            return RuntimeError(f"Embedding's weight has shape {fmt_shape(w.shape)}, expected "
                                 f"({V}, {self.embedding_dim}): load values with load_state_dict, which checks them")
         if input.device != w.device:
             return RuntimeError(f"Embedding has its weight on {w.device} but got indices on {input.device}: move one of them with .to()")

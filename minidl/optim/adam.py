@@ -7,7 +7,8 @@ Docs: https://minidl.github.io/minidl/adam.html.md"""
 # %% ../../nbs/32_adam.ipynb #c487f312
 from __future__ import annotations
 import torch
-from .optimizer import Optimizer, _check_rate, _check_betas, _check_flag, _check_lr
+from .._checks import check_betas, check_flag, check_rate
+from .optimizer import Optimizer, _check_lr
 
 # %% auto #0
 __all__ = ['Adam', 'AdamW']
@@ -15,8 +16,8 @@ __all__ = ['Adam', 'AdamW']
 # %% ../../nbs/32_adam.ipynb #5a772f8b
 class Adam(Optimizer):
     "Adam (bias-corrected moments, eps after the bias-corrected root, optional AMSGrad, L2 or decoupled weight decay), as `torch.optim.Adam`."
-    _checks = {'lr': _check_rate, 'betas': _check_betas, 'eps': _check_rate, 'weight_decay': _check_rate, 'amsgrad': _check_flag,
-               'decoupled_weight_decay': _check_flag}
+    _checks = {'lr': check_rate, 'betas': check_betas, 'eps': check_rate, 'weight_decay': check_rate, 'amsgrad': check_flag,
+               'decoupled_weight_decay': check_flag}
     _optional = {'decoupled_weight_decay': False}  # absent from older torch and minidl state dicts
     _state_names = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
     _has_step = True

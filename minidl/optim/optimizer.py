@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/optimizer.html.md"""
 from __future__ import annotations
 import math, numbers, operator, itertools
 import torch
-from ..nn.module import Module, Parameter, _fmt_shape
+from .._checks import check_betas, check_finite, check_flag, check_rate, check_real, fmt_shape
+from ..nn.module import Module, Parameter
 
 # %% auto #0
 __all__ = ['Optimizer']
@@ -54,31 +55,6 @@ def _param_groups(parameters, who: str) -> list[dict]:
     return [{'params': items}]
 
 # %% ../../nbs/30_optimizer.ipynb #6dcbc0aa
-def _check_rate(v, who: str, name: str) -> float:
-    "A finite real number >= 0 (learning rate, decay, momentum, weight decay, eps...)."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{who} expects {name} to be a finite number >= 0, got {v!r}")
-    if not math.isfinite(v) or v < 0: raise ValueError(f"{who} expects {name} to be a finite number >= 0, got {v!r}")
-    return float(v)
-
-def _check_flag(v, who: str, name: str) -> bool:
-    "True or False."
-    if not isinstance(v, bool): raise TypeError(f"{who} expects {name} to be True or False, got {v!r}")
-    return v
-
-def _check_betas(v, who: str, name: str = 'betas') -> tuple[float, float]:
-    "Two real numbers in [0, 1)."
-    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(
-        isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
-    if not ok: raise ValueError(f"{who} expects {name} to be two numbers in [0, 1), got {v!r}")
-    return (float(v[0]), float(v[1]))
-
-def _check_finite(v, who: str, name: str) -> float:
-    "A finite real number (a learning rate as a schedule may leave it: `step()` checks its range)."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-        raise ValueError(f"{who} expects {name} to be a finite number, got {v!r}")
-    return float(v)
-
 class _Hyper:
     "A hyper-parameter read and written through every parameter group: `opt.lr = -1` raises and changes nothing."
     def __set_name__(self, owner, name): self.name = name
@@ -90,14 +66,10 @@ class _Hyper:
                                  f"read opt.param_groups[i][{self.name!r}]")
         return vals[0]
     def __set__(self, obj, v):
-        v = obj._checks[self.name](v, type(obj).__name__, self.name)
+        v = obj._checks[self.name](v, self.name, type(obj).__name__)
         for g in obj.param_groups: obj._check_hyper({**g, self.name: v}, type(obj).__name__)  # cross checks, before any change
         for g in obj.param_groups: g[self.name] = v
 
-def _check_real(v, who: str, name: str) -> float:
-    "A real number (its range is checked where it is used)."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real): raise TypeError(f"{who} expects {name} to be a finite number >= 0, got {v!r}")
-    return float(v)
 
 # %% ../../nbs/30_optimizer.ipynb #bf83d8c0
 def _lr_limits(dtypes) -> tuple[float, float]:
@@ -112,7 +84,7 @@ def _lr_limits(dtypes) -> tuple[float, float]:
 
 # %% ../../nbs/30_optimizer.ipynb #289a3608
 def _describe(t: torch.Tensor) -> str:
-    return f"shape {_fmt_shape(t.shape)}, {t.dtype} on {t.device}"
+    return f"shape {fmt_shape(t.shape)}, {t.dtype} on {t.device}"
 
 def _unwritable(v: torch.Tensor) -> str | None:
     "Why an in-place update cannot write `v` (None: it can); metadata only."
@@ -169,7 +141,7 @@ def _check_all(opt, values, grads, who: str):
         if not isinstance(g, torch.Tensor):
             raise TypeError(f"{who}: the gradient of parameter {i} is {type(g).__name__}, expected a tensor of {_describe(v)}")
         if g.shape != v.shape:
-            raise ValueError(f"{who}: the gradient of parameter {i} has shape {_fmt_shape(g.shape)}, expected {_fmt_shape(v.shape)} "
+            raise ValueError(f"{who}: the gradient of parameter {i} has shape {fmt_shape(g.shape)}, expected {fmt_shape(v.shape)} "
                              "(the parameter's shape; a gradient is never broadcast)")
         if g.dtype != v.dtype or g.device != v.device:
             raise TypeError(f"{who}: the gradient of parameter {i} is {g.dtype} on {g.device}, expected {v.dtype} on {v.device} "
@@ -287,9 +259,9 @@ def _prepare_load(opt, sd) -> tuple:
         for k, v in opt._optional.items(): ng.setdefault(k, v)  # minidl-only settings: their torch-equivalent value
         missing = [k for k in opt._checks if k not in ng]
         if missing: raise ValueError(f"{who}: param_groups[{i}] has no {', '.join(missing)} (its keys: {_names(sg)})")
-        h = {k: (_check_finite if k == 'lr' else check)(ng[k], who, f"param_groups[{i}][{k!r}]") for k, check in opt._checks.items()}
+        h = {k: (check_finite if k == 'lr' else check)(ng[k], f"param_groups[{i}][{k!r}]", who) for k, check in opt._checks.items()}
         opt._check_hyper(h, who)
-        if 'initial_lr' in ng: ng['initial_lr'] = _check_finite(ng['initial_lr'], who, f"param_groups[{i}]['initial_lr']")
+        if 'initial_lr' in ng: ng['initial_lr'] = check_finite(ng['initial_lr'], f"param_groups[{i}]['initial_lr']", who)
         new_groups.append({'params': g['params'], **ng, **h})
         for j in sg['params']:
             if isinstance(j, bool) or not isinstance(j, (int, str)):
@@ -319,7 +291,7 @@ def _prepare_load(opt, sd) -> tuple:
             if b is None: continue
             if not isinstance(b, torch.Tensor) or b.shape != p.value.shape or not b.is_floating_point():
                 got = _describe(b) if isinstance(b, torch.Tensor) else type(b).__name__
-                raise ValueError(f"{who}: {name}[{key}] is {got}, expected a floating-point tensor of shape {_fmt_shape(p.value.shape)}")
+                raise ValueError(f"{who}: {name}[{key}] is {got}, expected a floating-point tensor of shape {fmt_shape(p.value.shape)}")
             new.setdefault(name, [None] * count)[pos] = b
     for name, bufs in new.items():
         for gi, (a, b) in enumerate(ranges):
@@ -342,7 +314,7 @@ def _prepare_load(opt, sd) -> tuple:
 # %% ../../nbs/30_optimizer.ipynb #5a0259e9
 class Optimizer:
     "Base class of minidl's optimizers: parameter groups with checked hyper-parameters, an all-or-nothing `step()`, `zero_grad()`, torch-layout state dicts."
-    _checks: dict = {'lr': _check_rate}  # hyper-parameter -> its check (v, who, name); every group holds each
+    _checks: dict = {'lr': check_rate}  # hyper-parameter -> its check (v, name, who); every group holds each
     _optional: dict = {}  # minidl-only hyper-parameters a torch state dict lacks -> the value that behaves as torch
     _state_names: tuple[str, ...] = ()  # the per-parameter buffers, PyTorch's names
     _has_step: bool = False  # a per-parameter 'step' in the state dict (Adam's bias correction), as PyTorch's
@@ -358,7 +330,7 @@ class Optimizer:
                  defaults: dict, # the hyper-parameters of a group that does not set its own
                 ):
         who = type(self).__name__
-        self.defaults = {k: self._checks[k](v, who, k) for k, v in defaults.items()}
+        self.defaults = {k: self._checks[k](v, k, who) for k, v in defaults.items()}
         self._check_hyper(self.defaults, who)
         self.param_groups: list[dict] = []
         self.params: list[Parameter] = _Params()  # every group's parameters, in order
@@ -383,7 +355,7 @@ class Optimizer:
         params = _check_params([ps] if isinstance(ps, Parameter) else ps, who)
         new = {'params': _Params(params), **{k: v for k, v in group.items() if k != 'params'}}
         for k, check in self._checks.items():
-            new[k] = check(new[k], who, f"param_groups[{i}][{k!r}]") if k in group else self.defaults[k]
+            new[k] = check(new[k], f"param_groups[{i}][{k!r}]", who) if k in group else self.defaults[k]
         self._check_hyper(new, who)
         _check_distinct(self.params + params, who)
         self.param_groups.append(new); self.params.extend(params)  # all checked: now change
@@ -407,7 +379,7 @@ class Optimizer:
                 for k, check in self._checks.items():
                     if k not in g: raise ValueError(f"{who}: parameter group {i} has no {k!r}")
                     name = k if len(self.param_groups) == 1 else f"param_groups[{i}][{k!r}]"
-                    h[k] = _check_real(g[k], who, name) if k == 'lr' else check(g[k], who, name)  # the rate: `_check_lr` below
+                    h[k] = check_real(g[k], name, who) if k == 'lr' else check(g[k], name, who)  # the rate: `_check_lr` below
                 self._check_hyper(h, who)
                 hs.append(h)
             paths = [self._path(h) for h in hs]
