@@ -8,7 +8,7 @@ Docs: https://minidl.github.io/minidl/activation.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .._checks import check_grad, check_tensor, fmt_shape
+from .._checks import check_flag, check_grad, check_tensor, fmt_shape
 from .module import Module, _Tensor, _accept_floating, _accept_like_saved
 
 # %% auto #0
@@ -36,18 +36,13 @@ class _Elementwise(Module):
     _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the output
 
 # %% ../../nbs/11_activation.ipynb #37e9754c
-def _check_inplace(inplace, who: str) -> bool:
-    "Check torch's `inplace` flag; minidl computes out of place either way (same values), since `backward` may need the input."
-    if not isinstance(inplace, bool): raise TypeError(f"{who} expects inplace to be True or False, got {inplace!r}")
-    return inplace
-
 class ReLU(_Elementwise):
     "Rectified linear unit, `max(x, 0)`, element-wise."
     inplace = False
     def __init__(self,
                  inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
                 ):
-        self.inplace = _check_inplace(inplace, 'ReLU')
+        self.inplace = check_flag(inplace, 'inplace', 'ReLU')
     def extra_repr(self) -> str: return 'inplace=True' if self.inplace else ''
     def function(self, x): return torch.relu(x)
     def derivative(self, g, y): return torch.nan_to_num(y, 1.0).sign_().mul_(g)  # 1[not Y <= 0] * G: Y >= 0 or NaN, so this sign is 0 or 1
@@ -96,7 +91,7 @@ class LeakyReLU(_OnInput):
                  negative_slope: float = 0.01, # slope for x <= 0
                  inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
                 ):
-        self.inplace = _check_inplace(inplace, 'LeakyReLU')
+        self.inplace = check_flag(inplace, 'inplace', 'LeakyReLU')
         if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
             raise TypeError(f"LeakyReLU expects negative_slope to be a number, got {negative_slope!r}")
         try: a = float(negative_slope)

@@ -8,9 +8,8 @@ Docs: https://minidl.github.io/minidl/dropout.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .._checks import check_grad, check_tensor
+from .._checks import check_flag, check_grad, check_tensor
 from .module import Module, _accept_floating
-from .activation import _check_inplace
 
 # %% auto #0
 __all__ = ['Dropout']
@@ -27,7 +26,7 @@ class Dropout(Module):
             raise ValueError(f"Dropout expects a probability p in [0, 1], got {p!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"Dropout expects generator to be a torch.Generator or None, got {type(generator).__name__}")
-        self.p, self.generator, self.inplace = float(p), generator, _check_inplace(inplace, 'Dropout')
+        self.p, self.generator, self.inplace = float(p), generator, check_flag(inplace, 'inplace', 'Dropout')
 
     def forward(self,
                 x: torch.Tensor, # input, any shape
