@@ -416,7 +416,7 @@ class Optimizer:
         "Reset every parameter's gradient to zeros, in place (minidl's layers accumulate into `.grad`: it is never None)."
         if set_to_none is not True and set_to_none is not False:
             raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got {set_to_none!r}")
-        grads = self._cache[1] if _unchanged(self, shapes=False) else [p.grad for p in self.params]  # zeroing needs no shape
+        grads = [p.grad for p in self.params]
         try: torch._foreach_zero_(grads)  # refuses a non-tensor before zeroing anything
         except Exception:
             _tensors(self, 'zero_grad')  # the clear error that names the wrong gradient
