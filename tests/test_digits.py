@@ -1,5 +1,5 @@
-"""The `minidl-digits` command end to end (tiny runs: the numbers mean nothing, the files and errors are checked), and a
-smoke run of `benchmarks/bench_digits.py --quick`."""
+"""The `minidl-digits` command end to end (tiny runs: the numbers mean nothing, the files and errors are checked); the
+digits benchmark's smoke run is in test_bench_suites.py."""
 import json, subprocess, sys
 from pathlib import Path
 
@@ -90,17 +90,3 @@ def test_python_m_minidl_digits():
     assert r.returncode == 0 and r.stdout.startswith('usage: minidl-digits') and '--model' in r.stdout
     r = subprocess.run([sys.executable, '-m', 'minidl', 'digits', '--model', 'rnn'], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and r.stderr.startswith('minidl-digits: error: argument --model'), r.stderr
-
-
-def test_bench_digits_quick(tmp_path):
-    out = tmp_path/'bench.json'
-    proc = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'bench_digits.py'), '--quick', '--budget', '0.2', '--out', str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert 'torch.get_num_threads() = 1' in proc.stdout
-    res = json.loads(out.read_text())
-    assert res['threads'] == 1 and set(res['models']) == {'mlp', 'cnn'}
-    for name, target in (('mlp', 0.8), ('cnn', 1.25)):
-        r = res['models'][name]
-        assert r['target'] == target and r['ratio'] > 0 and r['agreement_float64'] < 1e-10
-        assert set(r['seconds_per_step']) == {'minidl', 'torch'}

@@ -417,8 +417,8 @@ def test_decoder_training_step_reads_nothing_back():
     import sys, pathlib
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     from test_hot_path import no_readback
-    sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / 'benchmarks'))
-    from bench_seq import DecoderLM
+    sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
+    from benchmarks.seq import DecoderLM
     from minidl import AdamW, LossCrossEntropy
     gen = torch.Generator().manual_seed(0)
     model = DecoderLM(11, 6, 8, 2, 2, 16, generator=gen)
@@ -449,8 +449,8 @@ def test_inputs_that_require_grad_leave_no_autograd_history():
 def test_decoder_checkpoint_round_trip(tmp_path):
     "save_checkpoint / load_checkpoint restore a decoder and its AdamW state: the next step is bit-equal."
     import sys, pathlib
-    sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / 'benchmarks'))
-    from bench_seq import DecoderLM
+    sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
+    from benchmarks.seq import DecoderLM
     from minidl import AdamW, LossCrossEntropy, save_checkpoint, load_checkpoint
     ce, idx = LossCrossEntropy(), torch.randint(0, 11, (4, 7), generator=torch.Generator().manual_seed(3))
     def step(m, opt):

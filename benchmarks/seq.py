@@ -1,19 +1,20 @@
-"""Forward + backward cost of the sequence layers (Softmax, LogSoftmax, GELU, LayerNorm, attention, a Transformer block) and a training step of a small
-decoder-only Transformer, against torch.nn + autograd (+ torch.optim.AdamW).
+"""The sequence layers and a decoder-only Transformer's training step against torch.nn + autograd (+ torch.optim.AdamW).
 
-One thread, the same process, minidl and torch interleaved round by round; prints the median time per step of each
-and their ratio (minidl / torch; below 1 means minidl is faster). Usage: python benchmarks/bench_seq.py [--rounds R]
+One forward + backward of Softmax, LogSoftmax, GELU, LayerNorm, CausalSelfAttention and a TransformerBlock against
+the torch.nn module and autograd, and one training step (zero_grad, forward, cross-entropy over the B*T next-token
+predictions, backward, AdamW) of a small decoder-only Transformer against the same model in torch.nn; float32,
+interleaved by the harness (samples of about 20 ms, at least 11 rounds, about 2 s per case).
 """
-import os
-import sys
-
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared timing loop of bench_layers.py
-from bench_layers import module_step, run  # noqa: E402
+from benchmarks.layers import module_step, run_cases
 from minidl import (AdamW, CausalSelfAttention, Embedding, GELU, LayerNorm, Linear, LogSoftmax, LossCrossEntropy, Module,
                     Sequential, Softmax, TransformerBlock)
+
+QUICK = dict(sample_s=0.002, warmup_s=0.0, budget_s=0.0, min_rounds=3, max_rounds=3)
+FULL = dict(sample_s=0.02, warmup_s=0.2, budget_s=2.0, min_rounds=11, max_rounds=201)
+TARGETS = {'Softmax': 1.3, 'LogSoftmax': 1.3, 'GELU': 1.5, 'LayerNorm(512)': 1.5, 'LayerNorm(64)': 1.5, 'decoder step': 0.9}
 
 
 def torch_module_step(m, x, g, owner=None):
@@ -80,6 +81,7 @@ def decoder_steps(V=27, T=16, B=64, E=64, H=4, L=4, FF=256):
 
 
 def cases(dtype=torch.float32):
+    "{(module, input shape): (minidl step, torch step)}: functions of no arguments."
     gen = torch.Generator().manual_seed(0)
     rn = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)
     x2, g2 = rn(256, 512), rn(256, 512)
@@ -90,22 +92,21 @@ def cases(dtype=torch.float32):
                             ('GELU', GELU(), torch.nn.GELU()),
                             ("GELU('tanh')", GELU('tanh'), torch.nn.GELU('tanh')),
                             ('LayerNorm(512)', LayerNorm(512), torch.nn.LayerNorm(512))]:
-        out[name + ' (256, 512)'] = (module_step(ours, x2, g2), torch_module_step(ref, x2, g2))
-    out['LayerNorm(64) (64, 16, 64)'] = (module_step(LayerNorm(64), x3, g3), torch_module_step(torch.nn.LayerNorm(64), x3, g3))
+        out[name, '256, 512'] = (module_step(ours, x2, g2), torch_module_step(ref, x2, g2))
+    out['LayerNorm(64)', '64, 16, 64'] = (module_step(LayerNorm(64), x3, g3), torch_module_step(torch.nn.LayerNorm(64), x3, g3))
     mask = torch.triu(torch.ones(16, 16, dtype=torch.bool), 1)
     mha = torch.nn.MultiheadAttention(64, 4, batch_first=True)
-    out['CausalSelfAttention(64, 4) (64, 16, 64)'] = (module_step(CausalSelfAttention(64, 4), x3, g3),
+    out['CausalSelfAttention(64, 4)', '64, 16, 64'] = (module_step(CausalSelfAttention(64, 4), x3, g3),
                                                       torch_module_step(lambda t: mha(t, t, t, attn_mask=mask, need_weights=False)[0], x3, g3, mha))
     layer = torch.nn.TransformerEncoderLayer(64, 4, 256, 0.0, 'gelu', batch_first=True, norm_first=True)
-    out['TransformerBlock(64, 4, 256) (64, 16, 64)'] = (module_step(TransformerBlock(64, 4, 256), x3, g3),
+    out['TransformerBlock(64, 4, 256)', '64, 16, 64'] = (module_step(TransformerBlock(64, 4, 256), x3, g3),
                                                         torch_module_step(lambda t: layer(t, src_mask=mask), x3, g3, layer))
-    out['decoder step: 4 layers, E=64, 4 heads, T=16, B=64, V=27, FF=256, AdamW'] = decoder_steps()
+    out['decoder step', '4 layers, E=64, 4 heads, T=16, B=64, V=27, FF=256, AdamW'] = decoder_steps()
     return out
 
 
-def main():
-    run(cases, __doc__.splitlines()[0], rounds=11, width=74)
-
-
-if __name__ == '__main__':
-    main()
+def run(ctx):
+    res = run_cases(ctx, cases())
+    for row in res['cases']:
+        if (t := TARGETS.get(row['module'])) is not None: row.update(target=t, met=row['ratio'] <= t)
+    return res

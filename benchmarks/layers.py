@@ -1,16 +1,17 @@
-"""Forward + backward cost per step of the "going further" layers (issue 8) against torch.nn + autograd.
+"""Forward + backward of the layers against torch.nn + autograd, one case after the other.
 
-One thread, the same process, minidl and torch interleaved round by round; prints the median time per step of each
-and their ratio (minidl / torch; below 1 means minidl is faster). Usage: python benchmarks/bench_layers.py [--rounds R]
+Each case times one forward + backward of a minidl module and of its torch.nn counterpart with autograd (input and
+parameter gradients, as minidl computes them) on the same float32 batch, interleaved by the harness (samples of
+about 20 ms, at least 7 rounds, about 1 s per case). The last case compares minidl's cross-entropy with and without a
+device-side range check of the labels (`torch._assert_async`), which minidl does not need.
 """
-import argparse
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 
-from minidl import (BatchNorm1d, BatchNorm2d, Dropout, GELU, LeakyReLU, LogSoftmax, LossCrossEntropy, Softmax)
+from minidl import BatchNorm1d, BatchNorm2d, Dropout, GELU, LeakyReLU, LogSoftmax, LossCrossEntropy, Softmax
+
+QUICK = dict(sample_s=0.002, warmup_s=0.0, budget_s=0.0, min_rounds=3, max_rounds=3)
+FULL = dict(sample_s=0.02, warmup_s=0.1, budget_s=1.0, min_rounds=7, max_rounds=101)
 
 
 def module_step(m, x, g):
@@ -31,6 +32,7 @@ def torch_module_step(m, x, g):
 
 
 def cases(dtype=torch.float32):
+    "{(module, input shape): (minidl step, torch step)}: functions of no arguments."
     gen = torch.Generator().manual_seed(0)
     rn = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)
     x2, g2 = rn(256, 512), rn(256, 512)
@@ -44,10 +46,10 @@ def cases(dtype=torch.float32):
                             ("GELU('tanh')", GELU('tanh'), torch.nn.GELU('tanh')),
                             ('BatchNorm1d(512) train', BatchNorm1d(512), torch.nn.BatchNorm1d(512)),
                             ('BatchNorm1d(512) eval', BatchNorm1d(512).eval(), torch.nn.BatchNorm1d(512).eval())]:
-        out[name + ' (256, 512)'] = (module_step(ours, x2, g2), torch_module_step(ref, x2, g2))
+        out[name, '256, 512'] = (module_step(ours, x2, g2), torch_module_step(ref, x2, g2))
     for name, ours, ref in [('BatchNorm2d(32) train', BatchNorm2d(32), torch.nn.BatchNorm2d(32)),
                             ('BatchNorm2d(32) eval', BatchNorm2d(32).eval(), torch.nn.BatchNorm2d(32).eval())]:
-        out[name + ' (64, 32, 16, 16)'] = (module_step(ours, x4, g4), torch_module_step(ref, x4, g4))
+        out[name, '64, 32, 16, 16'] = (module_step(ours, x4, g4), torch_module_step(ref, x4, g4))
     for n, c in [(256, 10), (256, 1000)]:
         x, t = rn(n, c), torch.randint(0, c, (n,), generator=gen)
         for kw in [{}, dict(label_smoothing=0.1)]:
@@ -59,7 +61,7 @@ def cases(dtype=torch.float32):
             def ref(xr=xr, t=t, kw=kw):
                 xr.grad = None
                 F.cross_entropy(xr, t, **kw).backward()
-            out[f"LossCrossEntropy{'(label_smoothing=0.1)' if kw else ''} ({n}, {c})"] = (ours, ref)
+            out[f"LossCrossEntropy{'(label_smoothing=0.1)' if kw else ''}", f"{n}, {c}"] = (ours, ref)
     # what a device-side range check would add to a cross-entropy step (minidl gets it from the gather instead)
     t = torch.randint(0, 10, (256,), generator=gen)
     x = rn(256, 10)
@@ -68,7 +70,7 @@ def cases(dtype=torch.float32):
         torch._assert_async(((t >= 0) & (t < 10)).all())
         ce(x, t)
         ce.backward()
-    out['[minidl CE + _assert_async] vs [minidl CE] (256, 10)'] = (ce_plus_assert, module_step_ce(ce, x, t))
+    out['minidl CE + _assert_async vs minidl CE', '256, 10'] = (ce_plus_assert, module_step_ce(ce, x, t))
     return out
 
 
@@ -79,36 +81,18 @@ def module_step_ce(ce, x, t):
     return step
 
 
-def timeit(fn, n):
-    t0 = time.perf_counter()
-    for _ in range(n): fn()
-    return (time.perf_counter() - t0) / n
+def run_cases(ctx, cases):
+    "Time each case's (minidl, torch) pair; one row per case."
+    rows = []
+    for (module, shape), (ours, ref) in cases.items():
+        t = ctx.compare({'minidl': ours, 'torch': ref})
+        rows.append(dict(module=module, input=shape, minidl_s=t['time_s']['minidl']['median'], torch_s=t['time_s']['torch']['median'],
+                         ratio=t['ratios']['minidl/torch'], paired_ratio=t['paired_ratios']['minidl/torch'], rounds=t['rounds'],
+                         timing=t))
+        ctx.log(f"   {module + ' (' + shape + ')':<72}{rows[-1]['minidl_s'] * 1e6:>10.1f} us{rows[-1]['torch_s'] * 1e6:>10.1f} us"
+                f"{rows[-1]['ratio']:>7.2f}")
+    return dict(dtype='float32', cases=rows)
 
 
-def run(make_cases, description: str, rounds: int, width: int = 58):
-    """Time each (minidl, torch) pair of `make_cases()` interleaved round by round, one thread, and print the medians and
-    their ratio; `--rounds` and `--min-time` on the command line (shared by bench_layers.py and bench_seq.py)."""
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument('--rounds', type=int, default=rounds)
-    ap.add_argument('--min-time', type=float, default=0.05, help='seconds per measurement')
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, float32, median of {args.rounds} interleaved rounds")
-    print(f"{'module (input shape)':<{width}}{'minidl us':>11}{'torch us':>11}{'ratio':>8}")
-    for name, (ours, ref) in make_cases().items():
-        for f in (ours, ref): f(); f()  # warm up
-        n = max(1, int(args.min_time / max(timeit(ref, 3), 1e-7)))
-        a, b = [], []
-        for _ in range(args.rounds):
-            a.append(timeit(ours, n))
-            b.append(timeit(ref, n))
-        ma, mb = statistics.median(a), statistics.median(b)
-        print(f"{name:<{width}}{ma * 1e6:>11.1f}{mb * 1e6:>11.1f}{ma / mb:>8.2f}")
-
-
-def main():
-    run(cases, __doc__.splitlines()[0], rounds=7, width=58)
-
-
-if __name__ == '__main__':
-    main()
+def run(ctx):
+    return run_cases(ctx, cases())
