@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 import torch
 from .._checks import fmt_shape
-from .module import Module
+from .module import Module, Parameter, _Tensor, _not_called
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual']
@@ -62,8 +62,17 @@ class Sequential(Module):
                 x: torch.Tensor, # input of the first module
                ) -> torch.Tensor: # output of the last module
         "Apply every module in order (if one fails, every module forgets its saved state, so `backward` raises)."
-        for m in self.layers: x = m.forward(x)
-        self._save_for_backward()  # marks a complete forward
+        key = (x.shape, x.dtype, x.device, Parameter._edits, Module._hook_edits, self.layers) \
+            if type(x) is _Tensor and not x.requires_grad else None  # what the modules' checks depend on: metadata only
+        if key is not None and key == self._fast_key:  # as in the last checked call: every module's input is known to pass
+            key = self._fast_key
+            try:
+                for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone (see `_learn` below)
+            except Exception as refused: raise _explained(m, x, refused) from None
+        else:
+            for m in self.layers: x = m.forward(x)          # each module checks its input
+            key = _learn(self, key)
+        self._saved, self._versions, self._ran = (), (), key  # a complete forward (nothing to keep), and on what
         return x
 
     def backward(self,
@@ -72,11 +81,29 @@ class Sequential(Module):
                 ) -> torch.Tensor | None: # dL/d(input of the first module)
         "Backpropagate through every module in reverse order, accumulating their parameters' gradients."
         () = self._saved  # a complete forward came first (else nothing is changed and the error says why)
+        g, ran = grad_output, self._ran
+        key = (g.shape, g.dtype, g.device, Parameter._edits, Module._hook_edits, ran, input_grad) \
+            if ran is not None and type(g) is _Tensor and not g.requires_grad else None
+        if key is not None and key == self._fast_grad_key:  # as in the last checked call: every gradient is known to pass
+            rest, (m0, f0) = self._fast_backward
+            try:
+                for m, f in rest:
+                    for o, v in zip(m._saved, m._versions):   # what the module saved is unchanged (metadata only)
+                        if v is not None and o._version != v: m._raise_modified()
+                    g = f(m, g)                               # its maths alone
+                m = m0
+                for o, v in zip(m._saved, m._versions):
+                    if v is not None and o._version != v: m._raise_modified()
+                return f0(m, g) if input_grad else f0(m, g, input_grad=False)
+            except Exception as refused: raise _explained(m, g, refused, grad=True) from None
         layers = self.layers
-        for m in reversed(layers[1:]): grad_output = m.backward(grad_output)
-        if not layers: return grad_output if input_grad else None
-        if input_grad: return layers[0].backward(grad_output)
-        return layers[0].backward(grad_output, input_grad=False)  # the flag is passed only to skip (see Module.backward)
+        for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
+        if not layers: return g if input_grad else None
+        g = layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)  # the flag is passed only to skip
+        if key is not None: self._fast_grad_key = key
+        return g
+
+    _ran = _fast_key = _fast_grad_key = None  # the key of the last forward, and of the last checked forward and backward
 
     def named_children(self) -> list[tuple[str, Module]]:
         "The modules with their names: `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`), or the keys of the `OrderedDict`."
@@ -143,6 +170,29 @@ class Sequential(Module):
         self._replace(layers, names)
         return self
 
+
+# %% ../../nbs/13_container.ipynb #0637c805
+def _learn(seq: Sequential, key):
+    "After a checked forward on `key`: each module's maths, to call directly while `key` repeats; `None` if it cannot."
+    fast = []
+    for m in seq.layers if key is not None else ():
+        d, cls = vars(m), type(m)
+        if 'forward' in d or 'backward' in d: key = None; break  # hooks (or an instance's own methods): call the module
+        f, b = cls.forward, cls.backward
+        fast.append((m, f if cls._accept_reads_state else getattr(f, '_math', f), getattr(b, '_math', b)))
+    if not fast: key = None
+    seq._fast_key = key
+    if key is not None:
+        back = [(m, b) for m, _, b in reversed(fast)]
+        seq._fast_forward, seq._fast_backward = [(m, f) for m, f, _ in fast], (back[:-1], back[-1])
+    return key
+
+def _explained(m: Module, x, refused: Exception, grad: bool = False) -> Exception:
+    "The error `m`'s own checked call raises for the input (or, with `grad`, the gradient) `x` that its maths refused."
+    if grad and m._saved is None: return _not_called(type(m).__name__, m._why)
+    try: m._accept_grad(x) if grad else m._accept(x)
+    except Exception as e: return e
+    return m._backward_error(x, refused) if grad else m._forward_error(x, refused)
 
 # %% ../../nbs/13_container.ipynb #a00b6bd8
 class Residual(Module):

@@ -244,6 +244,8 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
+    _hook_edits = 0  # hooks registered or removed on any module so far (a container's fast path is keyed on it)
+    _accept_reads_state = False  # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
 
     def __init_subclass__(cls, **kwargs):
         "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see below)."
@@ -486,12 +488,13 @@ def _checked_forward(math):
     @functools.wraps(math)
     def forward(self, x, *args, **kwargs):
         try:
-            x = self._accept(x)
+            if (accept := type(self)._accept) is not _as_is: x = accept(self, x)  # no call at all for a module without checks
             try: return math(self, x, *args, **kwargs)
             except Exception as refused: raise self._forward_error(x, refused) from None
         except BaseException:  # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
             for m in self.modules(): m._forget()
             raise
+    forward._math = math  # the maths alone, for a container that already knows the input passes (see `Sequential`)
     return forward
 
 def _method_of(cls):
@@ -509,9 +512,14 @@ def _checked_backward(math):
         if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
             for o, v in zip(s, self._versions):
                 if v is not None and o._version != v: self._raise_modified()
-        try: return math(self, self._accept_grad(grad_output), *args, **kwargs)
+        try:
+            g = grad_output if (accept := type(self)._accept_grad) is _as_is_grad else accept(self, grad_output)
+            return math(self, g, *args, **kwargs)
         except Exception as refused: raise self._backward_error(grad_output, refused) from None
+    backward._math = math
     return backward
+
+_as_is, _as_is_grad = Module._accept, Module._accept_grad  # the checks of a module that has none: the wrappers skip the call
 
 # %% ../../nbs/00_module.ipynb #05f0bb05
 def _accept_floating(self, x) -> torch.Tensor:
@@ -575,6 +583,7 @@ _FORWARD_KINDS, _BACKWARD_KINDS = ('_forward_pre_hooks', '_forward_hooks'), ('_b
 def _install_hooks(m: Module):
     "Give `m` the hooked `forward`/`backward` while it has hooks of that direction, its class's methods otherwise."
     d = vars(m)
+    Module._hook_edits += 1  # containers that call their modules' maths directly go back to calling them as they are
     for kinds, name, hooked in ((_FORWARD_KINDS, 'forward', Module._hooked_forward),
                                 (_BACKWARD_KINDS, 'backward', Module._hooked_backward)):
         ours = getattr(d.get(name), '__func__', None) is hooked

@@ -139,6 +139,8 @@ class _BatchNorm(Module):
 
     _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
 
+    _accept_reads_state = True  # the mode decides whether one value per channel is enough: a container calls it every time
+
     def _accept(self, x) -> torch.Tensor:
         "The checked input; with batch statistics, more than one value per channel (the shape says it: no synchronisation)."
         x = self._check_input(x)
