@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools, numbers
 import torch
 from .._checks import check_grad, check_tensor, fmt_shape
-from .module import Module, SavesForBackward, _parse_to, _move
+from .module import Module, SavesForBackward, _Tensor, _parse_to, _move
 from .activation import _log_softmax
 
 # %% auto #0
@@ -83,8 +83,12 @@ def _checked_loss_forward(math):
     "`forward` of a loss: its maths on the inputs `_accept` checked; a failure forgets the previous call's state."
     @functools.wraps(math)
     def forward(self, prediction, target):
+        p, t = prediction, target
         try:
-            p, t = self._accept(prediction, target)
+            if not ((accept := type(self)._accept) is _pair and type(p) is _Tensor and type(t) is _Tensor
+                    and p.shape == t.shape and p.dtype == t.dtype and p.is_floating_point() and p.device == t.device
+                    and not (p.requires_grad or t.requires_grad)):  # `_accept_pair`'s usual case, tested without a call
+                p, t = accept(self, p, t)
             try: return math(self, p, t)
             except Exception as refused: raise self._forward_error(p, t, refused) from None
         except BaseException as e:  # Ctrl-C included
@@ -99,10 +103,13 @@ def _checked_loss_backward(math):
             for o, v in zip(s, self._versions):
                 if v is not None and o._version != v: self._raise_modified()
         try:
-            g = self._accept_grad(grad_output)
+            accept = type(self)._accept_grad  # `_accept_upstream`'s usual case (no upstream gradient) without a call
+            g = None if grad_output is None and accept is _upstream and self.reduction != 'none' else accept(self, grad_output)
             return math(self) if g is None else math(self, g)
         except Exception as refused: raise self._backward_refused(refused) or refused from None
     return backward
+
+_pair, _upstream = Loss._accept_pair, Loss._accept_upstream  # the usual checks, whose usual case the wrappers inline
 
 def _check_reduction(reduction, who: str) -> str:
     "Check `reduction` is 'mean', 'sum' or 'none' (PyTorch's three)."
@@ -193,19 +200,17 @@ class LossBCE(Loss):
         r = self.reduction
         loss = terms.mean().neg_() if r == 'mean' else terms.sum().neg_() if r == 'sum' else terms.neg_()
         self._check_range(p, y, loss)  # on the device: p and t in [0, 1]
-        self._save_for_backward(p, y)
+        self._saved, self._versions = (p, y), (p._version, y._version)  # `_save_for_backward(p, y)`, written out
         return loss
 
     def _check_range(self, p: torch.Tensor, y: torch.Tensor, loss: torch.Tensor):
         "Device-side range checks (see `_assert_bce_range`); the target only when it is not the last call's, unchanged."
         if p.numel():  # (an empty batch has nothing to check; 'none': the sum is NaN iff a term is)
-            _assert_bce_range(p, y, loss if self.reduction != 'none' else loss.sum(), not self._same_target(y))
+            last = self._checked  # the last checked target, unchanged since (same tensor, same version)?
+            same = last is not None and last[0] is y and y._version == last[1]
+            _assert_bce_range(p, y, loss if self.reduction != 'none' else loss.sum(), not same)
             self._checked = (y, y._version)
 
-    def _same_target(self, y: torch.Tensor) -> bool:
-        "Is `y` the target of the last successful call, unchanged since (same tensor, same version)? Then it was checked."
-        last = self._checked
-        return last is not None and last[0] is y and y._version == last[1]
 
     def backward(self,
                  grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
