@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 import torch
 from .._checks import fmt_shape
-from .module import Module, Parameter, _Tensor, _not_called
+from .module import Module, Parameter, _Tensor
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual']
@@ -88,12 +88,14 @@ class Sequential(Module):
             rest, (m0, f0) = self._fast_backward
             try:
                 for m, f in rest:
-                    for o, v in zip(m._saved, m._versions):   # what the module saved is unchanged (metadata only)
-                        if v is not None and o._version != v: m._raise_modified()
+                    if (s := m._saved) is not None:           # what the module saved is unchanged (metadata only)
+                        for o, v in zip(s, m._versions):
+                            if v is not None and o._version != v: m._raise_modified()
                     g = f(m, g)                               # its maths alone
                 m = m0
-                for o, v in zip(m._saved, m._versions):
-                    if v is not None and o._version != v: m._raise_modified()
+                if (s := m._saved) is not None:
+                    for o, v in zip(s, m._versions):
+                        if v is not None and o._version != v: m._raise_modified()
                 return f0(m, g) if input_grad else f0(m, g, input_grad=False)
             except Exception as refused: raise _explained(m, g, refused, grad=True) from None
         layers = self.layers
@@ -189,10 +191,13 @@ def _learn(seq: Sequential, key):
 
 def _explained(m: Module, x, refused: Exception, grad: bool = False) -> Exception:
     "The error `m`'s own checked call raises for the input (or, with `grad`, the gradient) `x` that its maths refused."
-    if grad and m._saved is None: return _not_called(type(m).__name__, m._why)
-    try: m._accept_grad(x) if grad else m._accept(x)
+    if grad:  # as `Module`'s backward wrapper: a refused gradient and a refused maths are both explained by `_backward_error`
+        try: m._accept_grad(x)
+        except Exception as e: refused = e
+        return m._backward_error(x, refused)
+    try: m._accept(x)
     except Exception as e: return e
-    return m._backward_error(x, refused) if grad else m._forward_error(x, refused)
+    return m._forward_error(x, refused)
 
 # %% ../../nbs/13_container.ipynb #a00b6bd8
 class Residual(Module):
