@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Callable
 import torch
 from torch import Tensor
-from .nn.module import Module, Parameter, RemovableHandle, _fmt_shape
+from ._checks import fmt_shape
+from .nn.module import Module, Parameter, RemovableHandle
 from .nn.activation import ReLU, Sigmoid, Tanh
 
 # %% auto #0
@@ -510,7 +511,7 @@ def lr_find(
     for v, nm in ((x, 'x'), (y, 'y')):
         if not isinstance(v, Tensor): raise TypeError(f"lr_find expects {nm} to be a torch.Tensor, got {type(v).__name__}")
     if x.ndim < 1 or y.ndim < 1 or len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"lr_find expects x and y with the same number of rows (at least one), got shapes {_fmt_shape(x.shape)} and {_fmt_shape(y.shape)}")
+        raise ValueError(f"lr_find expects x and y with the same number of rows (at least one), got shapes {fmt_shape(x.shape)} and {fmt_shape(y.shape)}")
     for v, nm in ((start_lr, 'start_lr'), (end_lr, 'end_lr')):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v > 0):
             raise ValueError(f"lr_find expects {nm} to be a finite number > 0, got {v!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib, datetime, math, numbers, os, sys, time, traceback
 import torch
 import torch.distributed as dist
+from ._checks import check_int
 from .nn.module import Module
 
 # %% auto #0
@@ -104,11 +105,6 @@ def on_main(fn, # what to run on rank 0, e.g. a function that writes a file
     return out
 
 # %% ../nbs/60_distributed.ipynb #303e19eb
-def _check_int(v, name: str, who: str, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise ValueError(f"{who} expects {name} to be an integer >= {low}, got {v!r}")
-    return int(v)
-
 class ShardedSampler:
     "Each epoch's minibatches for this rank: a seeded permutation of `range(n)` cut into global batches, each split across the ranks."
     def __init__(self,
@@ -119,12 +115,12 @@ class ShardedSampler:
                  world_size: int | None = None, # number of processes (default: from the process group, else 1)
                 ):
         who = 'ShardedSampler'
-        n = _check_int(n, 'n', who, 1)
-        batch_size = n if batch_size is None else min(_check_int(batch_size, 'batch_size', who, 1), n)
-        seed = _check_int(seed, 'seed', who, 0)
+        n = check_int(n, 'n', who, min=1)
+        batch_size = n if batch_size is None else min(check_int(batch_size, 'batch_size', who, min=1), n)
+        seed = check_int(seed, 'seed', who, min=0)
         if seed >= 2**31: raise ValueError(f"{who} expects seed < 2**31, got {seed}")
-        world_size = get_world_size() if world_size is None else _check_int(world_size, 'world_size', who, 1)
-        rank = get_rank() if rank is None else _check_int(rank, 'rank', who, 0)
+        world_size = get_world_size() if world_size is None else check_int(world_size, 'world_size', who, min=1)
+        rank = get_rank() if rank is None else check_int(rank, 'rank', who, min=0)
         if rank >= world_size: raise ValueError(f"{who} expects rank < world_size, got rank={rank} and world_size={world_size}")
         last = n % batch_size
         if batch_size < world_size or 0 < last < world_size:
@@ -138,7 +134,7 @@ class ShardedSampler:
                        epoch: int, # epoch number (any integer >= 0; `train` counts from 1)
                       ) -> list[torch.Tensor]: # int64 index tensors of sizes `batch_size`, ..., `n % batch_size`
         "The minibatches one process would use in `epoch` (the same on every rank)."
-        epoch = _check_int(epoch, 'epoch', 'ShardedSampler', 0)
+        epoch = check_int(epoch, 'epoch', 'ShardedSampler', min=0)
         if not self.shuffle: return [torch.arange(self.n)]
         g = torch.Generator().manual_seed(self.seed * 2**32 + epoch)
         return list(torch.randperm(self.n, generator=g).split(self.batch_size))

@@ -8,6 +8,7 @@ Docs: https://minidl.github.io/minidl/gradcheck.html.md"""
 from __future__ import annotations
 import copy, itertools, math, numbers
 import torch
+from ._checks import check_flag, check_seed
 
 
 # %% auto #0
@@ -73,12 +74,8 @@ def _check_settings(eps, atol, rtol, seed, raise_exception):
         if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0
                 or (low == '> 0' and v == 0)):
             raise ValueError(f"gradcheck expects {name} to be a finite number {low}, got {v!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"gradcheck expects seed to be an integer, got {type(seed).__name__} {seed!r}")
-    if not -2**63 <= seed < 2**64:
-        raise ValueError(f"gradcheck expects a seed that torch accepts, an integer in [-2**63, 2**64), got {seed}")
-    if not isinstance(raise_exception, bool):
-        raise TypeError(f"gradcheck expects raise_exception to be True or False, got {raise_exception!r}")
+    check_seed(seed, 'seed', 'gradcheck')
+    check_flag(raise_exception, 'raise_exception', 'gradcheck')
 
 def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(prediction, target)`)
               *inputs: torch.Tensor, # `x` for a module; `prediction, target` for a loss (the target may be an integer tensor)

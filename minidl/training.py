@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, asdict
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from .nn.module import Module, _fmt_shape
+from ._checks import check_finite, check_int, check_seed, fmt_shape
+from .nn.module import Module
 from .nn.loss import Loss
 from .optim.lr_scheduler import _check_drives
 
@@ -34,10 +35,10 @@ def accuracy(
         if not isinstance(v, Tensor): raise TypeError(f"accuracy expects output and labels to be torch.Tensors, got {type(v).__name__}")
     multi = labels.ndim == 1 and not labels.is_floating_point()
     if multi and (output.ndim != 2 or output.shape[0] != labels.shape[0]):
-        raise ValueError(f"accuracy expects outputs of shape (n, C) for class indices of shape (n,), got {_fmt_shape(output.shape)} "
-                         f"and {_fmt_shape(labels.shape)}")
+        raise ValueError(f"accuracy expects outputs of shape (n, C) for class indices of shape (n,), got {fmt_shape(output.shape)} "
+                         f"and {fmt_shape(labels.shape)}")
     if not multi and output.shape != labels.shape:
-        raise ValueError(f"accuracy expects output and labels of the same shape, got {_fmt_shape(output.shape)} and {_fmt_shape(labels.shape)}")
+        raise ValueError(f"accuracy expects output and labels of the same shape, got {fmt_shape(output.shape)} and {fmt_shape(labels.shape)}")
     if labels.shape[0] == 0: raise ValueError("accuracy of an empty batch is undefined")
     return _correct(output, labels, threshold).item() / labels.shape[0]  # exact: count / n
 
@@ -59,38 +60,19 @@ class History:
         return (f"History({len(self)} records up to epoch {self.epoch[-1]}: train_loss={self.train_loss[-1]:.4g}, "
                 f"train_accuracy={self.train_accuracy[-1]:.4f}, test_accuracy={self.test_accuracy[-1]:.4f})")
 
-# %% ../nbs/35_training.ipynb #8cd368ec
-def _check_int(v, name:str, low:int=1)->int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise ValueError(f"train expects {name} to be an integer >= {low}, got {v!r}")
-    return int(v)
-
-def _check_seed(seed)->torch.Generator:
-    "A generator seeded with `seed`: any seed torch accepts works, another one gets an error naming it"
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"train expects seed to be an integer, got {seed!r}")
-    try: return torch.Generator().manual_seed(int(seed))
-    except (RuntimeError, OverflowError, ValueError):
-        raise ValueError(f"train expects a seed that torch accepts (an integer in [-2**63, 2**64)), got {seed!r}") from None
-
-def _check_number(v, name:str)->float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-        raise ValueError(f"train expects {name} to be a finite number, got {v!r}")
-    return float(v)
-
 # %% ../nbs/35_training.ipynb #3c8066a7
 def _check_data(x, y, xn:str, yn:str, model:Module)->tuple[Tensor, Tensor, int]:
     "Check inputs and labels before any step; return `x`, the labels (binary: in `x`'s dtype) and the number of classes (1: binary)"
     for v, name in ((x, xn), (y, yn)):
         if not isinstance(v, Tensor): raise TypeError(f"train expects {name} to be a torch.Tensor, got {type(v).__name__}")
     if not x.is_floating_point(): raise TypeError(f"train expects {xn} to be floating-point, got dtype {x.dtype} (convert it with .float())")
-    if x.ndim < 2: raise ValueError(f"train expects {xn} of shape (n, features), got {_fmt_shape(x.shape)}")
+    if x.ndim < 2: raise ValueError(f"train expects {xn} of shape (n, features), got {fmt_shape(x.shape)}")
     n = x.shape[0]
     if n == 0: raise ValueError(f"train got an empty {xn} (no points)")
     binary = y.ndim == 2 and y.shape[1] == 1 and not y.is_complex()
     if not binary and not (y.ndim == 1 and y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)):
         raise ValueError(f"train expects {yn} of shape (n, 1) with labels in {{0, 1}} (binary), or integer class indices of "
-                         f"shape (n,) (multi-class), got shape {_fmt_shape(y.shape)} and dtype {y.dtype}")
+                         f"shape (n,) (multi-class), got shape {fmt_shape(y.shape)} and dtype {y.dtype}")
     if y.shape[0] != n: raise ValueError(f"train expects one label per point, got {n} points in {xn} and {y.shape[0]} labels in {yn}")
     if y.device != x.device: raise RuntimeError(f"train expects {xn} and {yn} on the same device, got {x.device} and {y.device}")
     if params := model.parameters():
@@ -115,9 +97,9 @@ def _check_data(x, y, xn:str, yn:str, model:Module)->tuple[Tensor, Tensor, int]:
     width = out.shape[1] if out.ndim == 2 else 0
     if binary and width != 1:
         raise ValueError(f"train: binary labels of shape (n, 1) need a model with one output, got an output of shape "
-                         f"{_fmt_shape(out.shape)} for {xn}[:1] (for several classes, pass integer class indices of shape (n,))")
+                         f"{fmt_shape(out.shape)} for {xn}[:1] (for several classes, pass integer class indices of shape (n,))")
     if not binary:
-        if width < 2: raise ValueError(f"train: class indices need a model with one output per class, got an output of shape {_fmt_shape(out.shape)}")
+        if width < 2: raise ValueError(f"train: class indices need a model with one output per class, got an output of shape {fmt_shape(out.shape)}")
         lo, hi = (int(v) for v in torch.aminmax(y))
         if lo < 0 or hi >= width:
             raise ValueError(f"train expects class indices in [0, {width}) in {yn} (the model has {width} outputs), got values in [{lo}, {hi}]")
@@ -138,7 +120,7 @@ def _check_batches(batches, epoch:int, n:int)->list:
     if not batches: raise ValueError(f"train: the sampler returned no batch for epoch {epoch}")
     for idx in batches:
         if not (isinstance(idx, Tensor) and idx.ndim == 1 and idx.dtype == torch.int64 and idx.numel() > 0):
-            what = f"a tensor of shape {_fmt_shape(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
+            what = f"a tensor of shape {fmt_shape(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
             raise ValueError(f"train expects the sampler to return non-empty 1-D int64 index tensors, got {what} for epoch {epoch}")
     lo, hi = torch.stack(torch.aminmax(torch.cat([b.to(batches[0].device) for b in batches]))).tolist()  # the one read: a sampler's indices are not ours
     if lo < -n or hi >= n:
@@ -187,13 +169,13 @@ def train(
     if not isinstance(model, Module): raise TypeError(f"train expects a minidl Module as model, got {type(model).__name__}")
     if not (isinstance(loss_fn, Loss) or (callable(loss_fn) and callable(getattr(loss_fn, 'backward', None)))):
         raise TypeError(f"train expects a minidl loss (a Loss, with forward and backward) as loss_fn, got {type(loss_fn).__name__}")
-    epochs, record_every = _check_int(epochs, 'epochs', 0), _check_int(record_every, 'record_every')
-    if batch_size is not None: batch_size = _check_int(batch_size, 'batch_size')
-    shuffler = _check_seed(seed)
+    epochs, record_every = check_int(epochs, 'epochs', 'train', min=0), check_int(record_every, 'record_every', 'train')
+    if batch_size is not None: batch_size = check_int(batch_size, 'batch_size', 'train')
+    shuffler = torch.Generator().manual_seed(check_seed(seed, 'seed', 'train'))
     if not (isinstance(targets, (tuple, list)) and len(targets) == 2):
         raise ValueError(f"train expects targets to be a pair (target of label 0, target of label 1), got {targets!r}")
-    low, high = (_check_number(v, 'targets') for v in targets)
-    threshold = (low + high) / 2 if threshold is None else _check_number(threshold, 'threshold')
+    low, high = (check_finite(v, 'targets', 'train') for v in targets)
+    threshold = (low + high) / 2 if threshold is None else check_finite(threshold, 'threshold', 'train')
     for name, f in (('sampler', sampler), ('after_backward', after_backward)):
         if f is not None and not callable(f): raise TypeError(f"train expects {name} to be callable, got {type(f).__name__}")
     if scheduler is not None and not callable(getattr(scheduler, 'step', None)):
@@ -209,11 +191,11 @@ def train(
     if (x_test is None) != (y_test is None): raise ValueError("train expects both x_test and y_test, or neither")
     if x_test is not None:
         if isinstance(x_test, Tensor) and x_test.shape[1:] != x_train.shape[1:]:
-            raise ValueError(f"train expects test points of the same shape as the training points, got {_fmt_shape(x_test.shape)} "
-                             f"and {_fmt_shape(x_train.shape)}")
+            raise ValueError(f"train expects test points of the same shape as the training points, got {fmt_shape(x_test.shape)} "
+                             f"and {fmt_shape(x_train.shape)}")
         x_test, y_test, test_classes = _check_data(x_test, y_test, 'x_test', 'y_test', model)
         if test_classes != classes: raise ValueError(f"train expects test labels of the same kind as the training labels "
-                                                     f"(binary (n, 1) or class indices (n,)), got {_fmt_shape(y_test.shape)} and {_fmt_shape(y_train.shape)}")
+                                                     f"(binary (n, 1) or class indices (n,)), got {fmt_shape(y_test.shape)} and {fmt_shape(y_train.shape)}")
     n, dev = x_train.shape[0], x_train.device
     full, everything = batch_size is None or batch_size >= n, slice(None)  # full batch: the tensors themselves, the same at every step
     t_train = low + (high - low) * y_train if classes == 1 else y_train  # what the loss compares the output with

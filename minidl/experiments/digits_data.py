@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools, numbers
 import torch
 from torch import Tensor
-from ..nn.module import Module, _check_tensor, _check_grad, _fmt_shape
+from .._checks import check_grad, check_tensor, fmt_shape
+from ..nn.module import Module
 from ..nn.container import Sequential
 
 # %% auto #0
@@ -109,11 +110,11 @@ class RandomShift(Module):
         self.pixels, self.size, self.generator = int(pixels), (tuple(int(s) for s in size) if size else None), generator
 
     def _check(self, x):
-        x = _check_tensor(x, 'RandomShift')
+        x = check_tensor(x, 'input', 'RandomShift')
         if x.ndim == 4: return x
         if x.ndim == 2 and self.size is not None and x.shape[1] == self.size[0] * self.size[1]: return x
         want = f"(n, {self.size[0] * self.size[1]}) or (n, c, h, w)" if self.size else "(n, c, h, w)"
-        raise ValueError(f"RandomShift expects images of shape {want}, got {_fmt_shape(x.shape)}")
+        raise ValueError(f"RandomShift expects images of shape {want}, got {fmt_shape(x.shape)}")
 
     def forward(self, x:Tensor)->Tensor:
         x = self._check(x)
@@ -126,7 +127,7 @@ class RandomShift(Module):
 
     def backward(self, grad_output:Tensor, input_grad:bool=True)->Tensor|None:
         d, shape, dtype = self._saved_tensors()
-        g = _check_grad(grad_output, shape, dtype, 'RandomShift')
+        g = check_grad(grad_output, 'RandomShift', shape=shape, dtype=dtype)
         if not input_grad: return None
         if d is None: return g
         n, p = shape[0], self.pixels

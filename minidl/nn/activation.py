@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/activation.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .module import Module, _Tensor, _check_tensor, _check_grad, _fmt_shape
+from .._checks import check_flag, check_grad, check_tensor, fmt_shape
+from .module import Module, _Tensor, _accept_floating, _accept_like_saved
 
 # %% auto #0
 __all__ = ['ReLU', 'Tanh', 'Sigmoid', 'LeakyReLU', 'GELU', 'Softmax', 'LogSoftmax']
@@ -20,10 +21,8 @@ class _Elementwise(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply the activation element-wise and keep the output for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, type(self).__name__)  # raises a clear error, or detaches x
         y = self.function(x)
-        self._saved, self._versions = (y,), (y._version,)  # `self._save_for_backward(y)`, inlined: this runs every step
+        self._saved, self._versions = (y,), (y._version,)  # `_save_for_backward(y)`, written out on this hot path
         return y
 
     def backward(self,
@@ -31,28 +30,19 @@ class _Elementwise(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * derivative(y), element-wise."
-        s = self._saved  # `self._saved_tensors()` inlined for the usual case; it raises if forward was not called or y was modified in place since
-        if s is None or len(s) != 1 or s[0]._version != self._versions[0]: s = self._saved_tensors()
-        (y,) = s
-        if not input_grad: return None
-        g = grad_output  # `_check_grad`'s test of the usual case, inlined; `_check_grad` says what is wrong otherwise
-        if not (type(g) is _Tensor and g.shape == y.shape and g.dtype == y.dtype and not g.requires_grad and g.device == y.device):
-            g = _check_grad(g, y.shape, y.dtype, type(self).__name__, y.device)
-        return self.derivative(g, y)
+        (y,) = self._saved
+        return self.derivative(grad_output, y) if input_grad else None
+
+    _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the output
 
 # %% ../../nbs/11_activation.ipynb #37e9754c
-def _check_inplace(inplace, who: str) -> bool:
-    "Check torch's `inplace` flag; minidl computes out of place either way (same values), since `backward` may need the input."
-    if not isinstance(inplace, bool): raise TypeError(f"{who} expects inplace to be True or False, got {inplace!r}")
-    return inplace
-
 class ReLU(_Elementwise):
     "Rectified linear unit, `max(x, 0)`, element-wise."
     inplace = False
     def __init__(self,
                  inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
                 ):
-        self.inplace = _check_inplace(inplace, 'ReLU')
+        self.inplace = check_flag(inplace, 'inplace', 'ReLU')
     def extra_repr(self) -> str: return 'inplace=True' if self.inplace else ''
     def function(self, x): return torch.relu(x)
     def derivative(self, g, y): return torch.nan_to_num(y, 1.0).sign_().mul_(g)  # 1[not Y <= 0] * G: Y >= 0 or NaN, so this sign is 0 or 1
@@ -81,8 +71,6 @@ class _OnInput(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply the activation element-wise and keep the input for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, type(self).__name__)
         self._save_for_backward(x)
         return self.function(x)
 
@@ -91,9 +79,10 @@ class _OnInput(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * f'(x), element-wise."
-        (x,) = self._saved_tensors()
-        g = _check_grad(grad_output, x.shape, x.dtype, type(self).__name__, x.device)
-        return self.vjp(g, x) if input_grad else None
+        (x,) = self._saved
+        return self.vjp(grad_output, x) if input_grad else None
+
+    _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the input
 
 # %% ../../nbs/11_activation.ipynb #ae310680
 class LeakyReLU(_OnInput):
@@ -102,7 +91,7 @@ class LeakyReLU(_OnInput):
                  negative_slope: float = 0.01, # slope for x <= 0
                  inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
                 ):
-        self.inplace = _check_inplace(inplace, 'LeakyReLU')
+        self.inplace = check_flag(inplace, 'inplace', 'LeakyReLU')
         if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
             raise TypeError(f"LeakyReLU expects negative_slope to be a number, got {negative_slope!r}")
         try: a = float(negative_slope)
@@ -148,8 +137,6 @@ class GELU(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply GELU element-wise; keep `x` and 2 Phi(x) (or tanh u) for `backward`, so the slow erf/tanh runs once."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, 'GELU')
         if self.approximate == 'tanh':
             t = torch.addcmul(x, x * x, x, value=_KAPPA).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
             self._save_for_backward(x, t)
@@ -163,8 +150,7 @@ class GELU(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = G * (Phi(x) + x phi(x)) = G (2 Phi(x) + x 2 phi(x)) / 2, or G times the tanh form's derivative."
-        x, saved = self._saved_tensors()
-        g = _check_grad(grad_output, x.shape, x.dtype, 'GELU', x.device)
+        (x, saved), g = self._saved, grad_output
         if not input_grad: return None
         if self.approximate == 'tanh':
             t, dt, dev = saved, x.dtype, x.device
@@ -175,6 +161,8 @@ class GELU(Module):
         pdf2 = torch.addcmul(_scalar(_LOG_SQRT_2_OVER_PI, dt, dev), x, x, value=-0.5).exp_()  # 2 phi(x) = e^(-x^2/2 + log(2 / sqrt(2 pi)))
         d2 = torch.addcmul(saved, x, pdf2, out=pdf2)                                      # 2 (Phi(x) + x phi(x)), in place
         return torch.addcmul(_scalar(0.0, dt, dev), d2, g, value=0.5, out=d2)             # G (Phi(x) + x phi(x)), in place
+
+    _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the input
 
     def extra_repr(self) -> str: return f"approximate={self.approximate!r}"
 
@@ -189,7 +177,7 @@ def _check_dim_in(dim: int, x: torch.Tensor, who: str):
     "Check `dim` is a valid dimension of `x` (as torch: a 0-dim tensor accepts 0 and -1)."
     n = max(x.dim(), 1)
     if not -n <= dim < n:
-        raise ValueError(f"{who} expects dim in [{-n}, {n - 1}] for an input of shape {_fmt_shape(x.shape)}, got dim={dim}")
+        raise ValueError(f"{who} expects dim in [{-n}, {n - 1}] for an input of shape {fmt_shape(x.shape)}, got dim={dim}")
 
 def _log_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     "Stable log-softmax: (x - m) - log(sum(exp(x - m))), with m the maximum along `dim`."
@@ -208,9 +196,6 @@ class Softmax(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # probabilities, same shape
         "Return exp(x - m) / sum(exp(x - m)) along `dim` (m: the maximum) and keep it for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, 'Softmax')
-        _check_dim_in(self.dim, x, 'Softmax')
         y = x.softmax(self.dim)  # exp(x - m) / sum(exp(x - m)): torch's forward kernel, one pass (an empty dim gives an empty y)
         self._save_for_backward(y)
         return y
@@ -220,11 +205,18 @@ class Softmax(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = y * (G - sum(G * y)) along `dim` (the Jacobian-vector product, never the Jacobian)."
-        (y,) = self._saved_tensors()
-        g = _check_grad(grad_output, y.shape, y.dtype, 'Softmax', y.device)
+        (y,), g = self._saved, grad_output
         if not input_grad: return None
         gy = g * y
         return gy.addcmul_(y, gy.sum(self.dim, keepdim=True), value=-1)  # y G - y <G, y>, in place: three passes
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point tensor that has the dimension `dim`."
+        x = _accept_floating(self, x)
+        _check_dim_in(self.dim, x, type(self).__name__)
+        return x
+
+    _accept_grad = _accept_like_saved  # a gradient like the output
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
@@ -240,9 +232,6 @@ class LogSoftmax(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # log-probabilities, same shape
         "Return log softmax(x) along `dim` and keep it for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, 'LogSoftmax')
-        _check_dim_in(self.dim, x, 'LogSoftmax')
         y = x.log_softmax(self.dim)  # (x - m) - log(sum(exp(x - m))): torch's forward kernel, one pass
         self._save_for_backward(y)
         return y
@@ -252,9 +241,16 @@ class LogSoftmax(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = G - exp(y) * sum(G) along `dim`."
-        (y,) = self._saved_tensors()
-        g = _check_grad(grad_output, y.shape, y.dtype, 'LogSoftmax', y.device)
+        (y,), g = self._saved, grad_output
         if not input_grad: return None
         return torch.addcmul(g, y.exp(), g.sum(self.dim, keepdim=True), value=-1)  # G - exp(y) sum(G)
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point tensor that has the dimension `dim`."
+        x = _accept_floating(self, x)
+        _check_dim_in(self.dim, x, type(self).__name__)
+        return x
+
+    _accept_grad = _accept_like_saved  # a gradient like the output
 
     def extra_repr(self) -> str: return f"dim={self.dim}"

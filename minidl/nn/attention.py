@@ -8,9 +8,9 @@ Docs: https://minidl.github.io/minidl/attention.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .module import (Module, Parameter, _check_accumulators, _check_grad, _check_tensor, _fmt_shape, _parse_device,
-                              _parse_dtype)
-from .linear import Linear, _check_size, _ones
+from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
+from .linear import Linear, _ones
 
 # %% auto #0
 __all__ = ['CausalSelfAttention']
@@ -32,8 +32,8 @@ class CausalSelfAttention(Module):
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation and the dropout masks
                 ):
-        E = self.embed_dim = _check_size(embed_dim, 'embed_dim', 'CausalSelfAttention')
-        H = self.num_heads = _check_size(num_heads, 'num_heads', 'CausalSelfAttention')
+        E = self.embed_dim = check_size(embed_dim, 'embed_dim', 'CausalSelfAttention')
+        H = self.num_heads = check_size(num_heads, 'num_heads', 'CausalSelfAttention')
         if E % H: raise ValueError(f"CausalSelfAttention expects num_heads to divide embed_dim, got embed_dim={E}, num_heads={H}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(f"CausalSelfAttention expects a dropout probability in [0, 1], got {dropout!r}")
@@ -68,7 +68,7 @@ class CausalSelfAttention(Module):
                ) -> torch.Tensor: # output `(B, T, E)`
         "Project to queries, keys and values; per head, the softmax of the scaled and masked scores (dropout in training mode) weights the values; project the heads back."
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, 'CausalSelfAttention')
+            x = check_tensor(x, 'input', 'CausalSelfAttention')
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
         w, b = self.in_proj_weight.value, self.in_proj_bias
         if x.dim() != 3 or x.shape[2] != E or x.dtype != w.dtype or x.device != w.device or w.shape != (3 * E, E):
@@ -98,7 +98,7 @@ class CausalSelfAttention(Module):
         "Accumulate the four parameters' gradients; return dL/dX (the derivation above, no Jacobian materialised)."
         x2, q, k, v, p, pd, noise, B, T = self._saved_tensors()
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
-        g = _check_grad(grad_output, (B, T, E), x2.dtype, 'CausalSelfAttention', x2.device)
+        g = check_grad(grad_output, 'CausalSelfAttention', shape=(B, T, E), dtype=x2.dtype, device=x2.device)
         w, b = self.in_proj_weight, self.in_proj_bias
         if not (self._checked[0] is w.grad and self._checked[1] is w.value and (b is None or self._checked[2] is b.grad)):
             self._check_parameters()  # before out_proj accumulates anything: so that no accumulation fails half-way
@@ -124,8 +124,8 @@ class CausalSelfAttention(Module):
         E, w, b = self.embed_dim, self.in_proj_weight, self.in_proj_bias
         for name, p, shape in (('in_proj_weight', w, (3 * E, E)), ('in_proj_bias', b, (3 * E,))):
             if p is not None and p.value.shape != shape:
-                raise RuntimeError(f"CausalSelfAttention's {name} has shape {_fmt_shape(p.value.shape)}, expected "
-                                   f"{_fmt_shape(shape)}: load values with load_state_dict, which checks them")
+                raise RuntimeError(f"CausalSelfAttention's {name} has shape {fmt_shape(p.value.shape)}, expected "
+                                   f"{fmt_shape(shape)}: load values with load_state_dict, which checks them")
         _check_accumulators(self, 'CausalSelfAttention')
         self.out_proj._check_parameters(grads=True)
         self._checked = (w.grad, w.value, None if b is None else b.grad)
@@ -134,9 +134,9 @@ class CausalSelfAttention(Module):
         "Why `x` does not fit (metadata only)."
         E, w = self.embed_dim, self.in_proj_weight.value
         if x.dim() != 3 or x.shape[2] != E:
-            return ValueError(f"CausalSelfAttention expects an input of shape (B, T, {E}) (embed_dim={E}), got {_fmt_shape(x.shape)}")
+            return ValueError(f"CausalSelfAttention expects an input of shape (B, T, {E}) (embed_dim={E}), got {fmt_shape(x.shape)}")
         if w.shape != (3 * E, E):
-            return RuntimeError(f"CausalSelfAttention's in_proj_weight has shape {_fmt_shape(w.shape)}, expected ({3 * E}, {E}): "
+            return RuntimeError(f"CausalSelfAttention's in_proj_weight has shape {fmt_shape(w.shape)}, expected ({3 * E}, {E}): "
                                 f"load values with load_state_dict, which checks them")
         if x.dtype != w.dtype:
             return TypeError(f"CausalSelfAttention has {w.dtype} parameters but got a {x.dtype} input: "

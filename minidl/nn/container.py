@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/container.html.md"""
 from __future__ import annotations
 import operator
 import torch
-from .module import Module, _fmt_shape
+from .._checks import fmt_shape
+from .module import Module, Parameter, _Tensor
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual']
@@ -60,12 +61,18 @@ class Sequential(Module):
     def forward(self,
                 x: torch.Tensor, # input of the first module
                ) -> torch.Tensor: # output of the last module
-        "Apply every module in order; if one fails, every module forgets its saved state (so `backward` raises) and the error is re-raised."
-        try:
-            for m in self.layers: x = m.forward(x)
-        except BaseException as e:  # Ctrl-C included: the modules before the failure hold new state, the others old
-            self._forget_all(e); raise
-        self._saved, self._versions = (), ()  # `self._save_for_backward()`, inlined: marks a complete forward, which backward checks
+        "Apply every module in order (if one fails, every module forgets its saved state, so `backward` raises)."
+        key = (x.shape, x.dtype, x.device, Parameter._edits, Module._hook_edits, self.layers) \
+            if type(x) is _Tensor and not x.requires_grad else None  # what the modules' checks depend on: metadata only
+        if key is not None and key == self._fast_key:  # as in the last checked call: every module's input is known to pass
+            key = self._fast_key
+            try:
+                for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone (see `_learn` below)
+            except Exception as refused: raise _explained(m, x, refused) from None
+        else:
+            for m in self.layers: x = m.forward(x)          # each module checks its input
+            key = _learn(self, key)
+        self._saved, self._versions, self._ran = (), (), key  # a complete forward (nothing to keep), and on what
         return x
 
     def backward(self,
@@ -73,12 +80,32 @@ class Sequential(Module):
                  input_grad: bool = True, # `False`: the first module skips dL/d(input), `None` is returned
                 ) -> torch.Tensor | None: # dL/d(input of the first module)
         "Backpropagate through every module in reverse order, accumulating their parameters' gradients."
-        if self._saved is None: self._saved_tensors()  # raises, before any gradient changes, if the last forward failed or never ran
+        () = self._saved  # a complete forward came first (else nothing is changed and the error says why)
+        g, ran = grad_output, self._ran
+        key = (g.shape, g.dtype, g.device, Parameter._edits, Module._hook_edits, ran, input_grad) \
+            if ran is not None and type(g) is _Tensor and not g.requires_grad else None
+        if key is not None and key == self._fast_grad_key:  # as in the last checked call: every gradient is known to pass
+            rest, (m0, f0) = self._fast_backward
+            try:
+                for m, f in rest:
+                    if (s := m._saved) is not None:           # what the module saved is unchanged (metadata only)
+                        for o, v in zip(s, m._versions):
+                            if v is not None and o._version != v: m._raise_modified()
+                    g = f(m, g)                               # its maths alone
+                m = m0
+                if (s := m._saved) is not None:
+                    for o, v in zip(s, m._versions):
+                        if v is not None and o._version != v: m._raise_modified()
+                return f0(m, g) if input_grad else f0(m, g, input_grad=False)
+            except Exception as refused: raise _explained(m, g, refused, grad=True) from None
         layers = self.layers
-        for m in reversed(layers[1:]): grad_output = m.backward(grad_output)
-        if not layers: return grad_output if input_grad else None
-        if input_grad: return layers[0].backward(grad_output)
-        return layers[0].backward(grad_output, input_grad=False)  # the flag is passed only to skip (see Module.backward)
+        for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
+        if not layers: return g if input_grad else None
+        g = layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)  # the flag is passed only to skip
+        if key is not None: self._fast_grad_key = key
+        return g
+
+    _ran = _fast_key = _fast_grad_key = None  # the key of the last forward, and of the last checked forward and backward
 
     def named_children(self) -> list[tuple[str, Module]]:
         "The modules with their names: `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`), or the keys of the `OrderedDict`."
@@ -146,6 +173,32 @@ class Sequential(Module):
         return self
 
 
+# %% ../../nbs/13_container.ipynb #0637c805
+def _learn(seq: Sequential, key):
+    "After a checked forward on `key`: each module's maths, to call directly while `key` repeats; `None` if it cannot."
+    fast = []
+    for m in seq.layers if key is not None else ():
+        d, cls = vars(m), type(m)
+        if 'forward' in d or 'backward' in d: key = None; break  # hooks (or an instance's own methods): call the module
+        f, b = cls.forward, cls.backward
+        fast.append((m, f if cls._accept_reads_state else getattr(f, '_math', f), getattr(b, '_math', b)))
+    if not fast: key = None
+    seq._fast_key = key
+    if key is not None:
+        back = [(m, b) for m, _, b in reversed(fast)]
+        seq._fast_forward, seq._fast_backward = [(m, f) for m, f, _ in fast], (back[:-1], back[-1])
+    return key
+
+def _explained(m: Module, x, refused: Exception, grad: bool = False) -> Exception:
+    "The error `m`'s own checked call raises for the input (or, with `grad`, the gradient) `x` that its maths refused."
+    if grad:  # as `Module`'s backward wrapper: a refused gradient and a refused maths are both explained by `_backward_error`
+        try: m._accept_grad(x)
+        except Exception as e: refused = e
+        return m._backward_error(x, refused)
+    try: m._accept(x)
+    except Exception as e: return e
+    return m._forward_error(x, refused)
+
 # %% ../../nbs/13_container.ipynb #a00b6bd8
 class Residual(Module):
     "A skip connection around `block`: `y = x + block(x)`; backward `G + block.backward(G)`."
@@ -163,8 +216,8 @@ class Residual(Module):
         if isinstance(x, torch.Tensor) and x.requires_grad: x = x.detach()  # minidl records no autograd history
         y = self.block(x)
         if y.shape != x.shape:
-            raise ValueError(f"Residual expects its block to keep the shape of its input, got {_fmt_shape(x.shape)} -> "
-                             f"{_fmt_shape(y.shape)} from {type(self.block).__name__}")
+            raise ValueError(f"Residual expects its block to keep the shape of its input, got {fmt_shape(x.shape)} -> "
+                             f"{fmt_shape(y.shape)} from {type(self.block).__name__}")
         self._save_for_backward()  # marks a complete forward
         return x + y
 

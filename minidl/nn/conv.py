@@ -8,8 +8,9 @@ Docs: https://minidl.github.io/minidl/conv.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .module import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
-from .linear import _check_size, _ones
+from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .module import Module, Parameter, _method_of, _check_accumulators, _parse_device, _parse_dtype
+from .linear import _ones
 
 # %% auto #0
 __all__ = ['Conv2d']
@@ -32,18 +33,18 @@ def _out_size(n: int, k: int, s: int, p: int) -> int:
 
 def _check_image(x, who: str, kernel: tuple, padding: tuple, channels: int | None = None) -> torch.Tensor:
     "Check `x` is a floating-point `(N, C, H, W)` tensor (with `channels` channels) in which the kernel fits once padded."
-    x = _check_tensor(x, who)
+    x = check_tensor(x, 'input', who)
     c = 'C' if channels is None else channels
     if x.dim() != 4:
-        raise ValueError(f"{who} expects a 4-D input (N, {c}, H, W), got {x.dim()}-D of shape {_fmt_shape(x.shape)} "
+        raise ValueError(f"{who} expects a 4-D input (N, {c}, H, W), got {x.dim()}-D of shape {fmt_shape(x.shape)} "
                          f"(for a single image, add a batch dimension: x[None])")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{who} expects an input of shape (N, {channels}, H, W) ({channels} channels), "
-                         f"got {_fmt_shape(x.shape)} with {x.shape[1]} channels")
+                         f"got {fmt_shape(x.shape)} with {x.shape[1]} channels")
     (kh, kw), (ph, pw), (H, W) = kernel, padding, x.shape[2:]
     if 0 in x.shape[1:]:  # as torch: an empty batch gives an empty output, an empty image has no windows to compute
         raise ValueError(f"{who} expects an input whose channels, height and width are non-zero (only the batch N may be 0), "
-                         f"got shape {_fmt_shape(x.shape)}")
+                         f"got shape {fmt_shape(x.shape)}")
     if H + 2 * ph < kh or W + 2 * pw < kw:
         raise ValueError(f"{who}: the kernel ({kh}, {kw}) is larger than the padded input ({H + 2 * ph}, {W + 2 * pw}) "
                          f"(input {H}x{W}, padding ({ph}, {pw}))")
@@ -54,7 +55,7 @@ def _check_alloc(who: str, what: str, shape: tuple, dtype: torch.dtype):
     "Check a tensor `what` of `shape` and `dtype` can exist: its size in bytes (exact Python integers) below 2**63."
     n = math.prod(shape) * dtype.itemsize
     if n >= 2**63:
-        raise ValueError(f"{who}: {what} would have shape {_fmt_shape(shape)}, {n:.3g} bytes, more than torch can address "
+        raise ValueError(f"{who}: {what} would have shape {fmt_shape(shape)}, {n:.3g} bytes, more than torch can address "
                          f"(2**63 bytes): reduce kernel_size, padding or the number of channels")
 
 def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride: tuple, padding: tuple,
@@ -69,9 +70,9 @@ def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride:
         _check_alloc(who, f"the windows (im2col) (N H_out W_out, kh kw C)", (N * Ho * Wo, kh * kw * C), x.dtype)
         if max(sh * Wp * C, sw * C, Hp * Wp * C) >= 2**63: raise ValueError(
             f"{who}: the stride {stride} steps further than torch can address (2**63 elements) in a {Hp}x{Wp} padded input")
-    except ValueError as e: return ValueError(f"{e} ({settings}, input {_fmt_shape(x.shape)})")
+    except ValueError as e: return ValueError(f"{e} ({settings}, input {fmt_shape(x.shape)})")
     if "can't allocate memory" in str(error):
-        return RuntimeError(f"{who} ({settings}) ran out of memory on an input of shape {_fmt_shape(x.shape)}: "
+        return RuntimeError(f"{who} ({settings}) ran out of memory on an input of shape {fmt_shape(x.shape)}: "
                             f"{str(error).splitlines()[0][:160]}")
     return error
 
@@ -149,8 +150,8 @@ class Conv2d(Module):
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
                 ):
-        self.in_channels = _check_size(in_channels, 'in_channels', 'Conv2d')
-        self.out_channels = _check_size(out_channels, 'out_channels', 'Conv2d')
+        self.in_channels = check_size(in_channels, 'in_channels', 'Conv2d')
+        self.out_channels = check_size(out_channels, 'out_channels', 'Conv2d')
         self.kernel_size = _pair(kernel_size, 'kernel_size', 'Conv2d')
         self.stride = _pair(stride, 'stride', 'Conv2d')
         self.dilation = _pair(dilation, 'dilation', 'Conv2d')
@@ -170,7 +171,7 @@ class Conv2d(Module):
             self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
             self.bias = Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
         except RuntimeError as e:  # out of memory: as Linear, say which layer and which tensor
-            raise ValueError(f"Conv2d cannot allocate a weight of shape {_fmt_shape((out_channels, in_channels, *self.kernel_size))}: "
+            raise ValueError(f"Conv2d cannot allocate a weight of shape {fmt_shape((out_channels, in_channels, *self.kernel_size))}: "
                              f"{str(e).splitlines()[0][:160]}") from None
         self.reset_parameters(generator)
 
@@ -189,50 +190,24 @@ class Conv2d(Module):
                 x: torch.Tensor, # input of shape `(N, C_in, H, W)`
                ) -> torch.Tensor: # output of shape `(N, C_out, H_out, W_out)` (channels-last memory)
         "im2col, then `Y = U W^T + b` in one matrix product; keeps `U` and `W` for `backward`."
-        w, (kh, kw), (pt_, pb, pl, pr), (dh, dw) = self.weight.value, self.kernel_size, self._pads, self.dilation
-        if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == self.in_channels and x.dtype == w.dtype
-                and x.device == w.device and x.shape[2] + pt_ + pb > dh * (kh - 1) and x.shape[3] + pl + pr > dw * (kw - 1)
-                and x.shape[2] and x.shape[3]):
-            raise self._input_error(x, w)
-        if x.requires_grad: x = x.detach()  # minidl records no graph
-        N, C, H, W = x.shape
-        try:
-            xp = _pad_nhwc(x, pt_, pl, after=(pb, pr)) if self.padding_mode == 'zeros' else self._pad_copies(x)
-            pt = _patches(xp, self.kernel_size, self.stride, self.dilation)  # (N, H_out, W_out, kh, kw, C): a view
-            Ho, Wo = pt.shape[1:3]
-            u = pt.reshape(N * Ho * Wo, kh * kw * C)                              # im2col: U, the one copy
-        except RuntimeError as e:  # sizes torch cannot hold: say which, naming the layer
-            span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)  # the pixels a dilated window covers
-            raise _size_error('Conv2d', self.extra_repr(), x, span, self.stride, self._pads, e) from None
-        wm = w.permute(0, 2, 3, 1).reshape(self.out_channels, kh * kw * C)     # W̄: one filter per row
+        (N, C, H, W), (kh, kw), (pt, pb, pl, pr) = x.shape, self.kernel_size, self._pads
+        xp = _pad_nhwc(x, pt, pl, after=(pb, pr)) if self.padding_mode == 'zeros' else self._pad_copies(x)  # X~: (N, Hp, Wp, C)
+        patches = _patches(xp, self.kernel_size, self.stride, self.dilation)  # (N, H_out, W_out, kh, kw, C): a view
+        Ho, Wo = patches.shape[1:3]
+        u = patches.reshape(N * Ho * Wo, kh * kw * C)                         # im2col: U, the one copy
+        wm = self.weight.value.permute(0, 2, 3, 1).reshape(self.out_channels, kh * kw * C)  # W̄: one filter per row
         y = torch.mm(u, wm.t()) if self.bias is None else torch.addmm(self.bias.value, u, wm.t())  # Ȳ = U W̄^T + b
         self._save_for_backward(u, wm, (N, C, H, W, Ho, Wo))
         return y.view(N, Ho, Wo, self.out_channels).permute(0, 3, 1, 2)
-
-    def _input_error(self, x, w: torch.Tensor) -> Exception:
-        "The error that says why `x` is not a valid input."
-        (kh, kw), (pt, pb, pl, pr), (dh, dw) = self.kernel_size, self._pads, self.dilation  # the window spans d (k - 1) + 1 pixels
-        span = (dh * (kh - 1) + 1 - (pb - pt), dw * (kw - 1) + 1 - (pr - pl))  # fits iff H + pt + pb >= its span (pb - pt: 0 or 1)
-        try: x = _check_image(x, 'Conv2d', span, (pt, pl), self.in_channels)
-        except (TypeError, ValueError) as e: return e
-        if x.dtype != w.dtype:
-            return TypeError(f"Conv2d has {w.dtype} parameters but got a {x.dtype} input: "
-                             f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
-        return RuntimeError(f"Conv2d has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dY, shape `(N, C_out, H_out, W_out)`
                  input_grad: bool = True, # `False`: skip dL/dX (the input is data) and return `None`
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C_in, H, W)`
         "Accumulate dL/dW = G^T U and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = col2im(G W)."
-        u, wm, (N, C, H, W, Ho, Wo) = self._saved_tensors()
+        u, wm, (N, C, H, W, Ho, Wo) = self._saved
         (kh, kw), (pt, pb, pl, pr), co = self.kernel_size, self._pads, self.out_channels
-        g = _check_grad(grad_output, (N, co, Ho, Wo), u.dtype, 'Conv2d', u.device)
-        w, b, c = self.weight, self.bias, self._checked  # the grads last checked: so that no accumulation fails half-way
-        if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
-            _check_accumulators(self, 'Conv2d')
-            self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
-        g2 = g.permute(0, 2, 3, 1).reshape(N * Ho * Wo, co)                   # Ḡ (a view if G is channels-last)
+        g2 = grad_output.permute(0, 2, 3, 1).reshape(N * Ho * Wo, co)        # Ḡ (a view if G is channels-last)
         dw_t = torch.mm(u.t(), g2)                                             # (dL/dW̄)^T = U^T Ḡ
         self.weight.grad.permute(0, 2, 3, 1).add_(dw_t.t().unflatten(1, (kh, kw, C)))  # dL/dW += Ḡ^T U
         if self.bias is not None:
@@ -256,11 +231,53 @@ class Conv2d(Module):
         ri, ci = (_pad_index(n, a, b, mode, x.device) for n, a, b in ((H, pt, pb), (W, pl, pr)))
         return x.permute(0, 2, 3, 1).index_select(1, ri).index_select(2, ci)
 
-    _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
-
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0): s += f", padding={self.padding}"  # 'same' and 'valid' without quotes, as torch
         if self.dilation != (1, 1): s += f", dilation={self.dilation}"
         s += '' if self.bias is not None else ', bias=False'
         return s + ('' if self.padding_mode == 'zeros' else f", padding_mode={self.padding_mode}")
+
+# %% ../../nbs/17_conv.ipynb #cv0c0002
+Conv2d._seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
+
+@_method_of(Conv2d)
+def _accept(self, x):
+    "The input if one combined metadata test passes (see above), else the fully checked input."
+    w, (kh, kw), (pt, pb, pl, pr), (dh, dw) = self.weight.value, self.kernel_size, self._pads, self.dilation
+    if (type(x) is torch.Tensor and x.dim() == 4 and x.shape[1] == self.in_channels and x.dtype == w.dtype
+            and x.device == w.device and x.shape[2] + pt + pb > dh * (kh - 1) and x.shape[3] + pl + pr > dw * (kw - 1)
+            and x.shape[2] and x.shape[3]):
+        return x.detach() if x.requires_grad else x  # minidl records no graph
+    raise self._input_error(x, w)
+
+@_method_of(Conv2d)
+def _input_error(self, x, w: torch.Tensor) -> Exception:
+    "The error that says why `x` is not a valid input."
+    (kh, kw), (pt, pb, pl, pr), (dh, dw) = self.kernel_size, self._pads, self.dilation  # the window spans d (k - 1) + 1 pixels
+    span = (dh * (kh - 1) + 1 - (pb - pt), dw * (kw - 1) + 1 - (pr - pl))  # fits iff H + pt + pb >= its span (pb - pt: 0 or 1)
+    try: x = _check_image(x, 'Conv2d', span, (pt, pl), self.in_channels)
+    except (TypeError, ValueError) as e: return e
+    if x.dtype != w.dtype:
+        return TypeError(f"Conv2d has {w.dtype} parameters but got a {x.dtype} input: "
+                         f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
+    return RuntimeError(f"Conv2d has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
+
+@_method_of(Conv2d)
+def _forward_error(self, x, refused: Exception) -> Exception:
+    "Sizes torch cannot hold, named (the input itself passed `_accept`)."
+    if not isinstance(refused, RuntimeError): return refused
+    (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)  # the pixels a dilated window covers
+    return _size_error('Conv2d', self.extra_repr(), x, span, self.stride, self._pads, refused)
+
+@_method_of(Conv2d)
+def _accept_grad(self, g):
+    "The upstream gradient of the output's shape, dtype and device; every `.grad` fits its parameter (after an assignment)."
+    u, _, (N, C, H, W, Ho, Wo) = self._saved
+    g = check_grad(g, 'Conv2d', shape=(N, self.out_channels, Ho, Wo), dtype=u.dtype, device=u.device)
+    if self._seen_grads != Parameter._edits:
+        edits = Parameter._edits
+        _check_accumulators(self, 'Conv2d')
+        self._seen_grads = edits
+    return g

@@ -8,8 +8,8 @@ Docs: https://minidl.github.io/minidl/dropout.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .module import Module, _check_tensor, _check_grad
-from .activation import _check_inplace
+from .._checks import check_flag, check_grad, check_tensor
+from .module import Module, _accept_floating
 
 # %% auto #0
 __all__ = ['Dropout']
@@ -26,14 +26,12 @@ class Dropout(Module):
             raise ValueError(f"Dropout expects a probability p in [0, 1], got {p!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"Dropout expects generator to be a torch.Generator or None, got {type(generator).__name__}")
-        self.p, self.generator, self.inplace = float(p), generator, _check_inplace(inplace, 'Dropout')
+        self.p, self.generator, self.inplace = float(p), generator, check_flag(inplace, 'inplace', 'Dropout')
 
     def forward(self,
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Training mode: `x * mask / (1 - p)` with a fresh Bernoulli(1 - p) mask; eval mode (or p = 0): `x` itself."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = _check_tensor(x, 'Dropout')  # raises a clear error, or detaches x
         p = self.p
         if not self.training or p == 0 or x.numel() == 0: noise = None  # identity, nothing drawn (as torch)
         elif p == 1: noise = x.new_zeros(())                              # everything dropped: x * 0
@@ -46,9 +44,15 @@ class Dropout(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = grad_output * N, with the noise N = mask / (1 - p) of the last forward (grad_output itself in eval mode)."
-        noise, shape, dtype, device = self._saved_tensors()
-        g = _check_grad(grad_output, shape, dtype, 'Dropout', device)
+        noise, g = self._saved[0], grad_output
         if not input_grad: return None
         return g if noise is None else g * noise
+
+    _accept = _accept_floating  # any floating-point tensor
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        "A gradient of the shape, dtype and device of the last forward's input (and output)."
+        _, shape, dtype, device = self._saved
+        return check_grad(g, 'Dropout', shape=shape, dtype=dtype, device=device)
 
     def extra_repr(self) -> str: return f"p={self.p}, inplace={self.inplace}"

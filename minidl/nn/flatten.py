@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/flatten.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .module import Module, _check_tensor, _check_grad, _fmt_shape
+from .._checks import check_grad, check_tensor, fmt_shape
+from .module import Module
 
 # %% auto #0
 __all__ = ['Flatten']
@@ -29,14 +30,7 @@ class Flatten(Module):
                 x: torch.Tensor, # input, at least `max(start_dim, end_dim) + 1` dimensions
                ) -> torch.Tensor: # the same numbers with dimensions `start_dim..end_dim` merged
         "Merge the dimensions (a view when possible) and keep the input's shape for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point()): x = _check_tensor(x, 'Flatten')
-        d = max(x.dim(), 1)
-        s, e = (v + d if v < 0 else v for v in (self.start_dim, self.end_dim))
-        if not (0 <= s < d and 0 <= e < d) or s > e:
-            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) needs an input whose dimensions "
-                             f"include start_dim..end_dim (start_dim not after end_dim), got shape {_fmt_shape(x.shape)}")
-        if x.requires_grad: x = x.detach()
-        y = x.flatten(s, e)
+        y = x.flatten(*self._dims(x))
         self._save_for_backward(x.shape, y.shape, x.dtype, x.device)
         return y
 
@@ -45,9 +39,26 @@ class Flatten(Module):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, the shape of the input
         "Reshape the gradient back to the input's shape."
-        in_shape, out_shape, dtype, device = self._saved_tensors()
-        g = _check_grad(grad_output, out_shape, dtype, 'Flatten', device)
-        return g.reshape(in_shape) if input_grad else None
+        in_shape = self._saved[0]
+        return grad_output.reshape(in_shape) if input_grad else None
+
+    def _dims(self, x) -> tuple[int, int]:
+        "`start_dim` and `end_dim` as non-negative dimensions of `x`."
+        d = max(x.dim(), 1)
+        return tuple(v + d if v < 0 else v for v in (self.start_dim, self.end_dim))
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point tensor whose dimensions include start_dim..end_dim, without autograd history."
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()): x = check_tensor(x, 'input', 'Flatten')
+        (s, e), d = self._dims(x), max(x.dim(), 1)
+        if not (0 <= s < d and 0 <= e < d) or s > e:
+            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) needs an input whose dimensions "
+                             f"include start_dim..end_dim (start_dim not after end_dim), got shape {fmt_shape(x.shape)}")
+        return x.detach() if x.requires_grad else x
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        _, out_shape, dtype, device = self._saved
+        return check_grad(g, 'Flatten', shape=out_shape, dtype=dtype, device=device)
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -10,7 +10,8 @@ import math
 import numbers
 import warnings
 import torch
-from .module import Parameter, _fmt_shape
+from .._checks import check_number, fmt_shape
+from .module import Parameter
 
 # %% auto #0
 __all__ = ['uniform_', 'normal_', 'zeros_', 'ones_', 'calculate_gain', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_',
@@ -28,10 +29,6 @@ def _check_generator(generator, who: str):
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{who} expects generator to be a torch.Generator or None, got {type(generator).__name__}")
 
-def _check_number(v, name: str, who: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{who} expects {name} to be a number, got {v!r}")
-    return float(v)
 
 # %% ../../nbs/14_init.ipynb #b679c2a7
 def uniform_(p, # the Parameter (or floating-point tensor) to fill
@@ -41,7 +38,7 @@ def uniform_(p, # the Parameter (or floating-point tensor) to fill
             ):
     "Fill `p` with values drawn from U(a, b); returns `p`."
     t = _target(p, 'uniform_')
-    a, b = _check_number(a, 'a', 'uniform_'), _check_number(b, 'b', 'uniform_')
+    a, b = check_number(a, 'a', 'uniform_'), check_number(b, 'b', 'uniform_')
     if not a <= b: raise ValueError(f"uniform_ expects a <= b, got a={a} and b={b}")
     _check_generator(generator, 'uniform_')
     t.uniform_(a, b, generator=generator)
@@ -54,7 +51,7 @@ def normal_(p, # the Parameter (or floating-point tensor) to fill
            ):
     "Fill `p` with values drawn from N(mean, std^2); returns `p`."
     t = _target(p, 'normal_')
-    mean, std = _check_number(mean, 'mean', 'normal_'), _check_number(std, 'std', 'normal_')
+    mean, std = check_number(mean, 'mean', 'normal_'), check_number(std, 'std', 'normal_')
     if not std >= 0: raise ValueError(f"normal_ expects std >= 0, got {std}")
     _check_generator(generator, 'normal_')
     t.normal_(mean, std, generator=generator)
@@ -94,7 +91,7 @@ def _fans(t: torch.Tensor, who: str) -> tuple[int, int]:
     "(fan_in, fan_out) of a weight `(out, in, *kernel)`: in and out times the receptive field."
     if t.dim() < 2:
         raise ValueError(f"{who}: fan in and fan out can not be computed for a tensor with fewer than 2 dimensions, "
-                         f"got shape {_fmt_shape(t.shape)}")
+                         f"got shape {fmt_shape(t.shape)}")
     receptive = math.prod(t.shape[2:])
     return t.shape[1] * receptive, t.shape[0] * receptive
 
@@ -111,7 +108,7 @@ def xavier_uniform_(p, # the Parameter (or floating-point tensor, at least 2-D) 
     "Fill `p` from U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010); returns `p`."
     t = _target(p, 'xavier_uniform_')
     fan_in, fan_out = _fans(t, 'xavier_uniform_')
-    std = _check_number(gain, 'gain', 'xavier_uniform_') * math.sqrt(2.0 / float(fan_in + fan_out))
+    std = check_number(gain, 'gain', 'xavier_uniform_') * math.sqrt(2.0 / float(fan_in + fan_out))
     a = math.sqrt(3.0) * std  # U(-a, a) has variance a^2 / 3
     return uniform_(p, -a, a, generator)
 
@@ -122,7 +119,7 @@ def xavier_normal_(p, # the Parameter (or floating-point tensor, at least 2-D) t
     "Fill `p` from N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)); returns `p`."
     t = _target(p, 'xavier_normal_')
     fan_in, fan_out = _fans(t, 'xavier_normal_')
-    std = _check_number(gain, 'gain', 'xavier_normal_') * math.sqrt(2.0 / float(fan_in + fan_out))
+    std = check_number(gain, 'gain', 'xavier_normal_') * math.sqrt(2.0 / float(fan_in + fan_out))
     return normal_(p, 0.0, std, generator)
 
 def _kaiming_std(p, a, mode, nonlinearity, who: str) -> float | None:

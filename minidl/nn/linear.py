@@ -8,18 +8,11 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 from __future__ import annotations
 import functools, math, numbers
 import torch
-from .module import Module, Parameter, _Tensor, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
+from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .module import Module, Parameter, _Tensor, _method_of, _check_accumulators, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Linear']
-
-# %% ../../nbs/10_linear.ipynb #c52e6c11
-def _check_size(n, name: str, who: str) -> int:
-    "Check a layer size is a positive integer that torch can hold (below 2**63)."
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 < n < 2**63:
-        raise ValueError(f"{who} expects {name} to be a positive integer" + (" below 2**63" if isinstance(n, numbers.Integral)
-                                                                           and n >= 2**63 else '') + f", got {n!r}")
-    return int(n)
 
 # %% ../../nbs/10_linear.ipynb #4548cc74
 @functools.lru_cache(maxsize=16)
@@ -51,8 +44,8 @@ class Linear(Module):
                 ):
         in_features = _one_of(in_features, nb_input, 'in_features', 'nb_input')
         out_features = _one_of(out_features, nb_output, 'out_features', 'nb_output')
-        self.in_features = in_features = _check_size(in_features, 'in_features', 'Linear')
-        self.out_features = out_features = _check_size(out_features, 'out_features', 'Linear')
+        self.in_features = in_features = check_size(in_features, 'in_features', 'Linear')
+        self.out_features = out_features = check_size(out_features, 'out_features', 'Linear')
         if not isinstance(bias, bool): raise TypeError(f"Linear expects bias to be True or False, got {bias!r}")
         device, dtype = _parse_device('Linear', device), _parse_dtype('Linear', dtype)  # clear errors for 'float64', torch.int64, 'gpu'
         try:
@@ -76,73 +69,26 @@ class Linear(Module):
                 x: torch.Tensor, # input of shape `(*, in_features)`: `(N, in_features)`, one sample `(in_features,)`, or more leading dimensions
                ) -> torch.Tensor: # output of shape `(*, out_features)`
         "Compute `x @ weight.T + bias` and keep `x` for `backward`."
-        w = self.weight.value
-        if w is not self._checked[0]: self._check_parameters()  # once per weight tensor: its shape is (out_features, in_features)
-        try:
-            x2 = x if x.dim() == 2 else self._flatten(x)  # (*, in) -> (M, in); the usual 2-D input is used as it is
-            y = torch.mm(x2, w.t()) if self.bias is None else torch.addmm(self.bias.value, x2, w.t())  # b + X W^T in one kernel
-        except (AttributeError, TypeError, RuntimeError, ValueError) as refused:
-            self._forget()  # never leave the previous input for a backward after a failed forward
-            raise self._input_error(x, w) or refused from None  # say why torch refused x
-        if x2 is not x: y = y.view(x.shape[:-1] + (self.out_features,))
-        if x.requires_grad: x, y = x.detach(), y.detach()  # keep no autograd history
-        self._saved, self._versions = (x,), (x._version,)  # `self._save_for_backward(x)`, inlined: this runs every step
-        return y
-
-    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
-        "`x` of shape `(*, in_features)` as a matrix `(M, in_features)`, M the product of the leading dimensions."
-        if x.dim() == 0 or x.shape[-1] != self.in_features: raise ValueError  # replaced by `_input_error`'s message
-        return x.reshape(-1, self.in_features)
-
-    def _input_error(self, x, w: torch.Tensor) -> Exception | None:
-        "The error that says why `x` is not a valid input (`None` if none of the checks fails)."
-        try: x = _check_tensor(x, 'Linear')
-        except TypeError as e: return e
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            return ValueError(f"Linear expects an input of shape (*, {self.in_features}), such as (N, {self.in_features}) "
-                              f"(in_features={self.in_features} features in the last dimension), got {_fmt_shape(x.shape)}")
-        try: self._check_parameters()
-        except RuntimeError as e: return e
-        b = self.bias.value if self.bias is not None else w
-        if (b.dtype, b.device) != (w.dtype, w.device):
-            return RuntimeError(f"Linear's weight is {w.dtype} on {w.device} but its bias is {b.dtype} on {b.device} "
-                                f"(a parameter was cast on its own): cast the whole layer with layer.to(...)")
-        if x.dtype != w.dtype:
-            return TypeError(f"Linear has {w.dtype} parameters but got a {x.dtype} input: "
-                             f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
-        if x.device != w.device:
-            return RuntimeError(f"Linear has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
-        return None
+        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)       # (*, in) as a matrix X of shape (M, in)
+        w, b = self.weight.value, self.bias
+        y = torch.mm(x2, w.t()) if b is None else torch.addmm(b.value, x2, w.t())  # Y = X W^T + b, in one kernel
+        self._saved, self._versions = (x,), (x._version,)  # `_save_for_backward(x)`, written out on this hot path
+        return y if x2 is x else y.view(x.shape[:-1] + (self.out_features,))
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, shape `(*, out_features)` (the output's)
                  input_grad: bool = True, # `False`: skip dL/dx (the input is data) and return `None`
                 ) -> torch.Tensor | None: # dL/dx, shape `(*, in_features)` (the input's)
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
-        s = self._saved  # `self._saved_tensors()` inlined for the usual case; it raises if no forward, a failed one, or x changed in place since
-        if s is None or len(s) != 1 or s[0]._version != self._versions[0]: s = self._saved_tensors()
-        (x,) = s
-        w, b, c = self.weight, self.bias, self._checked  # the tensors last checked, so that no accumulation fails half-way:
-        if not (c[0] is w.value and c[1] is w.grad and (b is None or c[2] is b.grad)): self._check_parameters(grads=True)
-        if x.dim() == 2:
-            x2, g, shape = x, grad_output, (x.shape[0], self.out_features)  # `_check_grad`'s test of the usual case, inlined:
-            if not (type(g) is _Tensor and g.dtype == x.dtype and not g.requires_grad and g.shape == shape):
-                g = _check_grad(g, shape, x.dtype, 'Linear')
-        else:  # (*, out): the leading dimensions are one batch dimension, so the sums below run over all of them
-            g = _check_grad(grad_output, x.shape[:-1] + (self.out_features,), x.dtype, 'Linear').reshape(-1, self.out_features)
-            x2 = x.reshape(-1, self.in_features)
+        (x,) = self._saved
+        x2, g = (x, grad_output) if x.dim() == 2 else (x.reshape(-1, self.in_features), grad_output.reshape(-1, self.out_features))
         gt = g.t()
-        try:  # torch refuses tensors on different devices before computing anything: diagnose only then
-            self.weight.grad.addmm_(gt, x2)                                     # dL/dW += G^T X
-            if self.bias is not None:
-                self.bias.grad.addmv_(gt, self._ones_for(x2))                    # dL/db += G^T 1
-            if not input_grad: return None
-            gx = torch.mm(g, self.weight.value)                                 # dL/dX  = G W
-        except RuntimeError as refused:
-            raise self._backward_error(x, g) or refused from None
+        self.weight.grad.addmm_(gt, x2)                                         # dL/dW += G^T X
+        if self.bias is not None: self.bias.grad.addmv_(gt, self._ones_for(x2))   # dL/db += G^T 1
+        if not input_grad: return None
+        gx = torch.mm(g, self.weight.value)                                     # dL/dX  = G W
         return gx if x2 is x else gx.view(x.shape)
 
-    _checked = (None, None, None)  # (weight.value, weight.grad, bias.grad) found consistent by the last full check
     _ones_cache = (None, 0, None)  # (weight.value, batch size, vector of ones) used by the last backward
 
     def _ones_for(self, x2: torch.Tensor) -> torch.Tensor:
@@ -153,30 +99,6 @@ class Linear(Module):
             ones = _ones(n, x2.dtype, x2.device)
             self._ones_cache = (self.weight.value, n, ones)
         return ones
-
-    def _check_parameters(self, grads: bool = False):
-        "Check the parameters' shapes (and, with `grads`, their gradients'); remember the tensors checked."
-        w, b = self.weight, self.bias
-        for name, p, shape in (('weight', w, (self.out_features, self.in_features)), ('bias', b, (self.out_features,))):
-            if p is not None and p.value.shape != shape:
-                raise RuntimeError(f"Linear's {name} has shape {_fmt_shape(p.value.shape)}, expected {_fmt_shape(shape)} "
-                                   f"(out_features, in_features = {self.out_features}, {self.in_features}): was {name}.value replaced "
-                                   f"by hand? load values with load_state_dict, which checks them")
-        if grads: _check_accumulators(self, 'Linear')
-        self._checked = (w.value, w.grad if grads else None, b.grad if grads and b is not None else None)
-
-    def _backward_error(self, x: torch.Tensor, g: torch.Tensor) -> Exception | None:
-        "The error that says why the gradient, the saved input and the parameters do not fit together (`None` if they do)."
-        if g.device != x.device:
-            return RuntimeError(f"Linear.backward expects a gradient on {x.device} (the device of its forward output), "
-                                f"got one on {g.device}")
-        for name, p in (('weight', self.weight), ('bias', self.bias)):
-            for what, t in (('', p and p.value), ('.grad', p and p.grad)):
-                if t is not None and (t.dtype, t.device) != (x.dtype, x.device):
-                    return RuntimeError(f"Linear.backward: forward ran on a {x.dtype} input on {x.device}, but {name}{what} "
-                                        f"is {t.dtype} on {t.device} (a parameter was cast or moved after forward): "
-                                        f"run forward again")
-        return None
 
     def parameters(self) -> list[Parameter]:
         "`[weight, bias]` (or `[weight]` without bias)."
@@ -189,3 +111,81 @@ class Linear(Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+# %% ../../nbs/10_linear.ipynb #d2b3c4e5
+@_method_of(Linear)
+def _accept(self, x):
+    "The input if the usual call's metadata test passes (see above), else the fully checked input."
+    if type(x) is _Tensor and not x.requires_grad and x.dim() == 2 and self._seen == Parameter._edits: return x
+    return self._check_input(x)
+
+@_method_of(Linear)
+def _accept_grad(self, g):
+    "The upstream gradient if the usual call's metadata test passes, else the fully checked gradient."
+    if (type(g) is _Tensor and not g.requires_grad and g.dim() == 2 and self._seen_grads == Parameter._edits
+            and self._saved[0].dim() == 2): return g
+    return self._check_grad_output(g)
+
+Linear._seen = Linear._seen_grads = -1  # the `Parameter._edits` count at the last full check of the parameters (forward, backward)
+
+@_method_of(Linear)
+def _check_parameters(self, grads: bool = False):
+    "The weight of shape (out_features, in_features), the bias of shape (out_features,) (and, with `grads`, their `.grad`)."
+    for name, p, shape in (('weight', self.weight, (self.out_features, self.in_features)), ('bias', self.bias, (self.out_features,))):
+        if p is not None and p.value.shape != shape:
+            raise RuntimeError(f"Linear's {name} has shape {fmt_shape(p.value.shape)}, expected {fmt_shape(shape)} "
+                               f"(out_features, in_features = {self.out_features}, {self.in_features}): was {name}.value replaced "
+                               f"by hand? load values with load_state_dict, which checks them")
+    if grads: _check_accumulators(self, 'Linear')
+
+@_method_of(Linear)
+def _check_input(self, x) -> torch.Tensor:
+    "Every check of an input, in order; returns it without autograd history."
+    x = check_tensor(x, 'input', 'Linear')
+    if x.dim() == 0 or x.shape[-1] != self.in_features:
+        raise ValueError(f"Linear expects an input of shape (*, {self.in_features}), such as (N, {self.in_features}) "
+                         f"(in_features={self.in_features} features in the last dimension), got {fmt_shape(x.shape)}")
+    edits = Parameter._edits
+    self._check_parameters()
+    w, b = self.weight.value, self.bias
+    if b is not None and (b.value.dtype, b.value.device) != (w.dtype, w.device):
+        raise RuntimeError(f"Linear's weight is {w.dtype} on {w.device} but its bias is {b.value.dtype} on {b.value.device} "
+                           f"(a parameter was cast on its own): cast the whole layer with layer.to(...)")
+    if x.dtype != w.dtype:
+        raise TypeError(f"Linear has {w.dtype} parameters but got a {x.dtype} input: "
+                        f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
+    if x.device != w.device:
+        raise RuntimeError(f"Linear has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
+    self._seen = edits
+    return x
+
+@_method_of(Linear)
+def _check_grad_output(self, g) -> torch.Tensor:
+    "Every check of an upstream gradient, of the parameters and of their gradient buffers, in order."
+    (x,) = self._saved_tensors()
+    g = check_grad(g, 'Linear', shape=x.shape[:-1] + (self.out_features,), dtype=x.dtype, device=x.device)
+    edits = Parameter._edits
+    self._check_parameters()
+    _check_accumulators(self, 'Linear')
+    for name, p in (('weight', self.weight), ('bias', self.bias)):
+        for what, t in (('', p and p.value), ('.grad', p and p.grad)):
+            if t is not None and (t.dtype, t.device) != (x.dtype, x.device):
+                raise RuntimeError(f"Linear.backward: forward ran on a {x.dtype} input on {x.device}, but {name}{what} "
+                                   f"is {t.dtype} on {t.device} (a parameter was cast or moved after forward): run forward again")
+    self._seen_grads = edits
+    return g
+
+@_method_of(Linear)
+def _forward_error(self, x, refused):
+    "Why torch refused the forward: the first failing check, else torch's own error."
+    try: self._check_input(x)
+    except Exception as e: return e
+    return refused
+
+@_method_of(Linear)
+def _backward_error(self, g, refused):
+    "Why the backward failed: nothing saved, or the first failing check, else torch's own error."
+    if (e := self._backward_refused(refused)) is not None: return e
+    try: self._check_grad_output(g)
+    except Exception as e: return e
+    return refused

@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/loss.html.md"""
 from __future__ import annotations
 import functools, numbers
 import torch
-from .module import Module, SavesForBackward, _check_tensor, _check_grad, _fmt_shape, _parse_to, _move
+from .._checks import check_grad, check_tensor, fmt_shape
+from .module import Module, SavesForBackward, _Tensor, _parse_to, _move
 from .activation import _log_softmax
 
 # %% auto #0
@@ -19,24 +20,33 @@ class Loss(SavesForBackward):
     "Base of the losses: `loss(prediction, target)` returns the loss reduced as `reduction` says; `backward()` returns dL/dprediction."
     reduction: str = 'mean'  # 'mean', 'sum' or 'none' (set by the subclasses' `__init__`; PyTorch's default)
 
-    def __call__(self, prediction, target):
-        "Compute the loss; if that fails, forget the previous call's state, so `backward` raises instead of using it."
-        try: return self.forward(prediction, target)
-        except BaseException as e:  # Ctrl-C included
-            self._forget_failed(e); raise
+    def __init_subclass__(cls, **kwargs):
+        "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (as `Module`)."
+        super().__init_subclass__(**kwargs)
+        for name, checked in (('forward', _checked_loss_forward), ('backward', _checked_loss_backward)):
+            f = cls.__dict__.get(name)
+            if callable(f) and not hasattr(f, '__wrapped__'): setattr(cls, name, checked(f))
 
-    def _check(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, prediction, target):
+        "Compute the loss (checked: if that fails, the previous call's state is forgotten, so `backward` raises)."
+        return self.forward(prediction, target)
+
+    def _accept(self, prediction, target) -> tuple:
+        "What `forward`'s maths gets: the arguments as they are (a loss of the user's checks what it needs)."
+        return prediction, target
+
+    def _accept_pair(self, prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
         "Check both are floating-point tensors of the same shape, dtype and device."
         p, y = prediction, target
         if (isinstance(p, torch.Tensor) and isinstance(y, torch.Tensor) and p.shape == y.shape and p.dtype == y.dtype
                 and p.is_floating_point() and p.device == y.device and not (p.requires_grad or y.requires_grad)):
             return p, y  # the usual case: metadata only, no value is read
         who = type(self).__name__
-        p = _check_tensor(prediction, who, 'prediction')
-        y = _check_tensor(target, who, 'target')
+        p = check_tensor(prediction, 'prediction', who)
+        y = check_tensor(target, 'target', who)
         if p.shape != y.shape:
-            raise ValueError(f"{who} expects prediction and target of the same shape, got prediction {_fmt_shape(p.shape)} "
-                             f"and target {_fmt_shape(y.shape)} (reshape the target, e.g. target.view_as(prediction))")
+            raise ValueError(f"{who} expects prediction and target of the same shape, got prediction {fmt_shape(p.shape)} "
+                             f"and target {fmt_shape(y.shape)} (reshape the target, e.g. target.view_as(prediction))")
         if p.dtype != y.dtype:
             raise TypeError(f"{who} expects prediction and target of the same dtype, got {p.dtype} and {y.dtype}")
         if p.device != y.device:
@@ -44,16 +54,62 @@ class Loss(SavesForBackward):
                                f"and target on {y.device} (move the target with .to(prediction.device))")
         return p, y
 
+    def _forward_error(self, prediction, target, refused: Exception) -> Exception:
+        "The error to raise when torch refused the loss's maths: the loss's clear message, else `refused`."
+        return refused
+
+    def _accept_grad(self, grad_output):
+        "What `backward`'s maths gets: the upstream gradient as it is (a loss of the user's checks what it needs)."
+        return grad_output
+
+    def _accept_upstream(self, grad_output) -> torch.Tensor | None:
+        "The upstream gradient: `None` (the usual call), or checked against the saved prediction (see `_upstream`)."
+        if grad_output is None and self.reduction != 'none': return None
+        p = self._saved[0]
+        return self._upstream(grad_output, p.shape, p.dtype, p.device)
+
     def _upstream(self, grad_output, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         "The gradient flowing into the loss: required, of the unreduced loss's `shape`, for 'none'; else `None` or a 0-dim factor."
         if self.reduction == 'none':
             if grad_output is None:
                 raise TypeError(f"{type(self).__name__}(reduction='none').backward expects grad_output, the gradient of the "
-                                f"per-element losses (shape {_fmt_shape(shape)}), e.g. backward(torch.ones_like(loss)) for their sum")
-            return _check_grad(grad_output, shape, dtype, type(self).__name__, device)
-        return None if grad_output is None else _check_grad(grad_output, (), dtype, type(self).__name__, device)
+                                f"per-element losses (shape {fmt_shape(shape)}), e.g. backward(torch.ones_like(loss)) for their sum")
+            return check_grad(grad_output, type(self).__name__, shape=shape, dtype=dtype, device=device)
+        return None if grad_output is None else check_grad(grad_output, type(self).__name__, shape=(), dtype=dtype, device=device)
 
     def __repr__(self): return f"{type(self).__name__}(" + (f"reduction={self.reduction!r}" if self.reduction != 'mean' else '') + ")"
+
+def _checked_loss_forward(math):
+    "`forward` of a loss: its maths on the inputs `_accept` checked; a failure forgets the previous call's state."
+    @functools.wraps(math)
+    def forward(self, prediction, target):
+        p, t = prediction, target
+        try:
+            if not ((accept := type(self)._accept) is _pair and type(p) is _Tensor and type(t) is _Tensor
+                    and p.shape == t.shape and p.dtype == t.dtype and p.is_floating_point() and p.device == t.device
+                    and not (p.requires_grad or t.requires_grad)):  # `_accept_pair`'s usual case, tested without a call
+                p, t = accept(self, p, t)
+            try: return math(self, p, t)
+            except Exception as refused: raise self._forward_error(p, t, refused) from None
+        except BaseException as e:  # Ctrl-C included
+            self._forget_failed(e); raise
+    return forward
+
+def _checked_loss_backward(math):
+    "`backward` of a loss: saved tensors unchanged, the upstream gradient checked, then the maths."
+    @functools.wraps(math)
+    def backward(self, grad_output=None):
+        if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
+            for o, v in zip(s, self._versions):
+                if v is not None and o._version != v: self._raise_modified()
+        try:
+            accept = type(self)._accept_grad  # `_accept_upstream`'s usual case (no upstream gradient) without a call
+            g = None if grad_output is None and accept is _upstream and self.reduction != 'none' else accept(self, grad_output)
+            return math(self) if g is None else math(self, g)
+        except Exception as refused: raise self._backward_refused(refused) or refused from None
+    return backward
+
+_pair, _upstream = Loss._accept_pair, Loss._accept_upstream  # the usual checks, whose usual case the wrappers inline
 
 def _check_reduction(reduction, who: str) -> str:
     "Check `reduction` is 'mean', 'sum' or 'none' (PyTorch's three)."
@@ -64,6 +120,7 @@ def _check_reduction(reduction, who: str) -> str:
 # %% ../../nbs/12_loss.ipynb #c7337da5
 class LossMSE(Loss):
     "Squared error of every element, averaged (or summed, or kept) as `torch.nn.functional.mse_loss`."
+    _accept, _accept_grad = Loss._accept_pair, Loss._accept_upstream  # the checks: one shape, dtype and device
     def __init__(self,
                  reduction: str = 'mean', # 'mean' over all elements, 'sum', or 'none' (one loss per element)
                 ):
@@ -74,8 +131,8 @@ class LossMSE(Loss):
                 target: torch.Tensor, # same shape as `prediction`
                ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
         "Return mean((prediction - target)^2) (or the sum, or the squares) and keep the difference for `backward`."
-        p, y = self._check(prediction, target)
-        self._save_for_backward(d := p - y)
+        d = prediction - target                     # D = P - T
+        self._save_for_backward(d)
         r = self.reduction
         return (d * d).mean() if r == 'mean' else (d * d).sum() if r == 'sum' else d * d
 
@@ -83,12 +140,11 @@ class LossMSE(Loss):
                  grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
                 ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dprediction = 2 (prediction - target) / n ('mean'), 2 (prediction - target) ('sum'), or 2 (prediction - target) G ('none')."
-        (d,) = self._saved_tensors()
-        g = self._upstream(grad_output, d.shape, d.dtype, d.device)
+        (d,) = self._saved
         n = d.numel()
         if not n: return d.clone()  # an empty batch has an empty gradient
-        out = d * (2 / n) if self.reduction == 'mean' else d * 2.0
-        return out if g is None else out.mul_(g)
+        out = d * (2 / n) if self.reduction == 'mean' else d * 2.0   # 2 D / n, or 2 D
+        return out if grad_output is None else out.mul_(grad_output)  # times G
 
 
 # %% ../../nbs/12_loss.ipynb #7aca5e44
@@ -125,6 +181,7 @@ _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON:
 # %% ../../nbs/12_loss.ipynb #d162a1eb
 class LossBCE(Loss):
     "Binary cross-entropy of every element, averaged (or summed, or kept) as `torch.nn.functional.binary_cross_entropy` (logs clamped at -100)."
+    _accept, _accept_grad = Loss._accept_pair, Loss._accept_upstream  # the checks: one shape, dtype and device
     _checked = None  # (target, its version) of the last call whose targets were checked
     def __init__(self,
                  reduction: str = 'mean', # 'mean' over all elements, 'sum', or 'none' (one loss per element)
@@ -136,32 +193,31 @@ class LossBCE(Loss):
                 target: torch.Tensor, # values in [0, 1], same shape as `prediction`
                ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
         "Return -mean(t log p + (1 - t) log(1 - p)) (or the sum, or the terms), each log clamped at -100."
-        p, y = self._check(prediction, target)
+        p, y = prediction, target
         log_p = torch.log(p).clamp_(min=-100)              # log p, clamped
         log_1mp = torch.neg(p).log1p_().clamp_(min=-100)   # log(1 - p), clamped
         terms = torch.lerp(log_1mp, log_p, y)                # t log p + (1 - t) log(1 - p)
         r = self.reduction
         loss = terms.mean().neg_() if r == 'mean' else terms.sum().neg_() if r == 'sum' else terms.neg_()
-        if p.numel():  # (an empty batch has nothing to check; 'none': the sum is NaN iff a term is)
-            last = self._checked  # `not self._same_target(y)`, inlined: this runs every step
-            _assert_bce_range(p, y, loss if r != 'none' else loss.sum(), last is None or last[0] is not y or y._version != last[1])
-            self._checked = (y, y._version)
-        self._saved, self._versions = (p, y), (p._version, y._version)  # `self._save_for_backward(p, y)`, inlined
+        self._check_range(p, y, loss)  # on the device: p and t in [0, 1]
+        self._saved, self._versions = (p, y), (p._version, y._version)  # `_save_for_backward(p, y)`, written out
         return loss
 
-    def _same_target(self, y: torch.Tensor) -> bool:
-        "Is `y` the target of the last successful call, unchanged since (same tensor, same version)? Then it was checked."
-        last = self._checked
-        return last is not None and last[0] is y and y._version == last[1]
+    def _check_range(self, p: torch.Tensor, y: torch.Tensor, loss: torch.Tensor):
+        "Device-side range checks (see `_assert_bce_range`); the target only when it is not the last call's, unchanged."
+        if p.numel():  # (an empty batch has nothing to check; 'none': the sum is NaN iff a term is)
+            last = self._checked  # the last checked target, unchanged since (same tensor, same version)?
+            same = last is not None and last[0] is y and y._version == last[1]
+            _assert_bce_range(p, y, loss if self.reduction != 'none' else loss.sum(), not same)
+            self._checked = (y, y._version)
+
 
     def backward(self,
                  grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
                 ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
         "Return dL/dp = G (p - t) / max((1 - p) p, eps), divided by n for 'mean' (G: 1, or the upstream gradient), as PyTorch."
-        s = self._saved  # `self._saved_tensors()` inlined for the usual case (it raises if forward did not run or p, y changed since)
-        if s is None or len(s) != 2 or s[0]._version != self._versions[0] or s[1]._version != self._versions[1]: s = self._saved_tensors()
-        p, y = s
-        g = None if grad_output is None and self.reduction != 'none' else self._upstream(grad_output, p.shape, p.dtype, p.device)
+        p, y = self._saved
+        g = grad_output
         d = torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPS)  # max((1 - P) P, eps); rsub: 1 - P without `1 - p`'s Python wrapper
         out = torch.sub(p, y) if g is None else torch.sub(p, y).mul_(g)  # G (P - T)
         out.div_(d)                                                       # / max(...)
@@ -189,6 +245,11 @@ def _unflatten_classes(g: torch.Tensor, shape: tuple) -> torch.Tensor:
     if len(shape) == 1: return g[0]
     return g.view(shape[:1] + shape[2:] + shape[1:2]).movedim(-1, 1)
 
+def _rows(logits: torch.Tensor, target: torch.Tensor) -> tuple:
+    "Logits `(M, C)` and target `(M,)` (or `(M, C)` probabilities) as rows, and the shapes to restore: (logits', the per-sample losses')."
+    t = _flatten_classes(target) if target.is_floating_point() else target.reshape(-1)
+    return _flatten_classes(logits), t, (tuple(logits.shape), logits.shape[:1] + logits.shape[2:] if logits.dim() > 1 else ())
+
 # %% ../../nbs/12_loss.ipynb #3fa61845
 class LossCrossEntropy(Loss):
     "Cross-entropy of logits `(N, C)` or `(N, C, d1, ...)` against class indices `(N, d1, ...)` or class probabilities (the logits' shape), as `torch.nn.functional.cross_entropy`."
@@ -205,7 +266,7 @@ class LossCrossEntropy(Loss):
                 raise TypeError(f"LossCrossEntropy expects weight to be a floating-point tensor or None, got "
                                 + (f"dtype {weight.dtype}" if isinstance(weight, torch.Tensor) else type(weight).__name__))
             if weight.dim() != 1:
-                raise ValueError(f"LossCrossEntropy expects weight of shape (C), one per class, got {_fmt_shape(weight.shape)}")
+                raise ValueError(f"LossCrossEntropy expects weight of shape (C), one per class, got {fmt_shape(weight.shape)}")
             weight = weight.detach()
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
             raise ValueError(f"LossCrossEntropy expects label_smoothing in [0, 1], got {label_smoothing!r}")
@@ -219,8 +280,8 @@ class LossCrossEntropy(Loss):
                 target: torch.Tensor, # class indices `(N, d1, ...)` (int64, in [0, C) or `ignore_index`) or class probabilities (the logits' shape)
                ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or one loss per sample `(N, d1, ...)` ('none')
         "Return the cross-entropy, reduced as `reduction` says; keep the log-softmax and the target for `backward`."
-        x, t, w, layout = self._check_inputs(logits, target)  # x: (M, C), one row per sample (class dimension last)
-        M, C = x.shape
+        x, t, layout = _rows(logits, target)                               # x: (M, C), one row per sample (class dimension last)
+        (M, C), w = x.shape, self.weight
         eps, r = self.label_smoothing, self.reduction
         logp = _log_softmax(x, 1)                                          # l = log softmax(x)
         if t.is_floating_point():  # probabilities: rows -sum_c a_c l_c, a = smoothed target * weight
@@ -237,8 +298,7 @@ class LossCrossEntropy(Loss):
         if picked is None:  # some target may be ignore_index (or this is a GPU, where a bad gather is a device assertion)
             keep = t.ne(self.ignore_index)                                 # m_n: the sample counts
             ts = torch.where(keep, t, _scalar(0, t.dtype, t.device)).unsqueeze(1)  # ignored samples read class 0, weighted by 0
-            try: picked = logp.gather(1, ts).squeeze(1)                    # l[n, t_n]; checks 0 <= t < C (see above)
-            except RuntimeError: raise self._index_error(t, C) from None
+            picked = logp.gather(1, ts).squeeze(1)                         # l[n, t_n]; checks 0 <= t < C (see above)
             m = keep.to(x.dtype)
         wt = m if w is None else w.gather(0, ts.squeeze(1)) if m is None else w.gather(0, ts.squeeze(1)).mul_(m)  # w_{t_n} m_n
         D = None if r != 'mean' else M if wt is None else wt.sum()         # the normaliser of the mean
@@ -261,9 +321,8 @@ class LossCrossEntropy(Loss):
                  grad_output: torch.Tensor | None = None, # 'none': dL/d(per-sample losses), the loss's shape; 'mean'/'sum': nothing (or a 0-dim factor)
                 ) -> torch.Tensor: # dL/dlogits, the logits' shape
         "Return dL/dlogits = r (softmax * A - a): `a` the smoothed, weighted target, `A` its row sums, `r` 1/D ('mean'), 1 ('sum') or the upstream gradient ('none')."
-        saved = self._saved_tensors()
+        saved, g = self._saved, grad_output
         logp, layout = saved[0], saved[-1]
-        g = self._upstream(grad_output, layout[1], logp.dtype, logp.device)
         if g is not None and g.dim(): g = g.reshape(-1, 1)                 # 'none': one factor per row
         if len(saved) == 4:  # probability targets
             _, a, M, _ = saved
@@ -290,44 +349,56 @@ class LossCrossEntropy(Loss):
         if g is not None: grad.mul_(g)
         return _unflatten_classes(grad, layout[0])
 
-    def _check_inputs(self, logits, target):
-        "Check the shapes, dtypes and devices of the logits, the target and the weight (metadata only: no synchronisation); flatten to rows."
+    def _accept(self, logits, target):
+        "The logits and the target, checked (shapes, dtypes, devices, the weight: metadata only, no synchronisation)."
         who = 'LossCrossEntropy'
-        x = _check_tensor(logits, who, 'logits')
+        x = check_tensor(logits, 'logits', who)
         if x.dim() == 0 or x.shape[x.dim() > 1] == 0:
-            raise ValueError(f"{who} expects logits of shape (N, C), (N, C, d1, ...) or (C) with C >= 1 classes, got {_fmt_shape(x.shape)}")
+            raise ValueError(f"{who} expects logits of shape (N, C), (N, C, d1, ...) or (C) with C >= 1 classes, got {fmt_shape(x.shape)}")
         C = x.shape[x.dim() > 1]
         idx_shape = x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()       # (N, d1, ...): one class index per sample
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"{who} expects the target to be a torch.Tensor, got {type(target).__name__}")
         if target.is_floating_point():
             if target.shape != x.shape:
-                raise ValueError(f"{who} expects class probabilities of shape {_fmt_shape(x.shape)} (like the logits) or "
-                                 f"int64 class indices of shape {_fmt_shape(idx_shape)}, got a {target.dtype} target of shape "
-                                 f"{_fmt_shape(target.shape)}" + (" (class indices must be int64: target.long())"
+                raise ValueError(f"{who} expects class probabilities of shape {fmt_shape(x.shape)} (like the logits) or "
+                                 f"int64 class indices of shape {fmt_shape(idx_shape)}, got a {target.dtype} target of shape "
+                                 f"{fmt_shape(target.shape)}" + (" (class indices must be int64: target.long())"
                                                                   if target.shape == idx_shape else ''))
             if target.dtype != x.dtype:
                 raise TypeError(f"{who} expects class probabilities of the logits' dtype {x.dtype}, got {target.dtype}")
-            target = _flatten_classes(target.detach())
+            target = target.detach()
         else:
             if target.dtype != torch.int64:
                 raise TypeError(f"{who} expects class indices of dtype torch.int64 (or probabilities of dtype {x.dtype}), "
                                 f"got {target.dtype} (convert with .long())")
             if target.shape != idx_shape:
-                raise ValueError(f"{who} expects class indices of shape {_fmt_shape(idx_shape)} for logits {_fmt_shape(x.shape)}, "
-                                 f"got {_fmt_shape(target.shape)}")
-            target = target.reshape(-1)
+                raise ValueError(f"{who} expects class indices of shape {fmt_shape(idx_shape)} for logits {fmt_shape(x.shape)}, "
+                                 f"got {fmt_shape(target.shape)}")
         if target.device != x.device:
             raise RuntimeError(f"{who} got logits on {x.device} but the target on {target.device}: move one of them with .to()")
         w = self.weight
         if w is not None:
             if w.shape != (C,):
-                raise ValueError(f"{who} has a weight of shape {_fmt_shape(w.shape)} but got logits with C={C} classes")
+                raise ValueError(f"{who} has a weight of shape {fmt_shape(w.shape)} but got logits with C={C} classes")
             if w.dtype != x.dtype:
                 raise TypeError(f"{who} has a {w.dtype} weight but got {x.dtype} logits: convert one of them")
             if w.device != x.device:
                 raise RuntimeError(f"{who} has its weight on {w.device} but got logits on {x.device}: move one of them with .to()")
-        return _flatten_classes(x), target, w, (tuple(x.shape), idx_shape)
+        return x, target
+
+    def _accept_grad(self, g):
+        "The upstream gradient: `None` (the usual call), or checked against the per-sample losses' shape ('none')."
+        if g is None and self.reduction != 'none': return None
+        logp, layout = self._saved[0], self._saved[-1]
+        return self._upstream(g, layout[1], logp.dtype, logp.device)
+
+    def _forward_error(self, logits, target, refused: Exception) -> Exception:
+        "Why the forward failed: a class index outside [0, C) (read back: error path only), else torch's error."
+        if not target.is_floating_point():
+            C, t = logits.shape[logits.dim() > 1], target.reshape(-1)
+            if bool((((t < 0) | (t >= C)) & (t != self.ignore_index)).any()): return self._index_error(t, C)
+        return refused
 
     def _index_error(self, t: torch.Tensor, C: int) -> Exception:
         "The error for class indices outside [0, C) (error path only: it reads the indices back)."
@@ -343,7 +414,7 @@ class LossCrossEntropy(Loss):
         return self
 
     def __repr__(self):
-        args = ([f"weight={_fmt_shape(self.weight.shape)}"] if self.weight is not None else []) + (
+        args = ([f"weight={fmt_shape(self.weight.shape)}"] if self.weight is not None else []) + (
             [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else []) + (
             [f"ignore_index={self.ignore_index}"] if self.ignore_index != -100 else []) + (
             [f"reduction={self.reduction!r}"] if self.reduction != 'mean' else [])

@@ -7,15 +7,12 @@ Docs: https://minidl.github.io/minidl/module.html.md"""
 # %% ../../nbs/00_module.ipynb #5b9cf419
 from __future__ import annotations
 import torch
+from .._checks import check_flag, check_grad, check_tensor, fmt_shape
 
 # %% auto #0
 __all__ = ['Parameter', 'SavesForBackward', 'Module', 'RemovableHandle']
 
 # %% ../../nbs/00_module.ipynb #27345fde
-def _fmt_shape(shape) -> str:
-    "`(2, 3)`-style text for a `torch.Size` (used in reprs and error messages)."
-    return str(tuple(shape)).replace(',)', ')')
-
 def _check_requires_grad(flag, who: str):
     "Accept `requires_grad_(True)`; refuse `False` with what to do instead (minidl has no autograd to switch off)."
     if not isinstance(flag, bool): raise TypeError(f"{who}.requires_grad_ expects True or False, got {flag!r}")
@@ -47,7 +44,7 @@ def _parse_to(who: str, args: tuple, kwargs: dict) -> tuple:
         got['device'], got['dtype'] = t.device, t.dtype
     to = f"{who}.to"
     return (_parse_device(to, got.get('device')), _parse_dtype(to, got.get('dtype')),
-            _parse_flag(to, 'non_blocking', got.get('non_blocking', False)), _parse_format(to, got.get('memory_format')))
+            check_flag(got.get('non_blocking', False), 'non_blocking', to), _parse_format(to, got.get('memory_format')))
 
 
 # %% ../../nbs/00_module.ipynb #11e83471
@@ -77,10 +74,6 @@ def _parse_device(who: str, device) -> torch.device | None:
     except (RuntimeError, ValueError, TypeError) as e:
         raise ValueError(f"{who} got an invalid device {device!r}: {e}") from None
 
-def _parse_flag(who: str, name: str, v) -> bool:
-    if not isinstance(v, bool): raise TypeError(f"{who} expects {name} to be True or False, got {v!r}")
-    return v
-
 def _parse_format(who: str, fmt):
     if fmt is None or isinstance(fmt, torch.memory_format): return fmt
     raise TypeError(f"{who} expects memory_format to be a torch.memory_format, got {type(fmt).__name__} {fmt!r}")
@@ -106,6 +99,12 @@ def _overlaps(t: torch.Tensor) -> bool:
 class Parameter:
     "A learnable tensor `value` with its gradient `grad` (same shape, dtype and device, zeros at creation)."
     __slots__ = ('value', 'grad')
+    _edits = 0  # assignments to any parameter's `value` or `grad` so far: layers and optimizers re-check when it moved
+
+    def __setattr__(self, name: str, v):
+        object.__setattr__(self, name, v)
+        Parameter._edits += 1  # one integer for every parameter: "nothing replaced since my last check" is one comparison
+
     def __init__(self,
                  value: torch.Tensor, # floating-point tensor holding the initial value
                 ):
@@ -150,9 +149,9 @@ class Parameter:
     def data(self, t: torch.Tensor):
         v = self.value
         if not isinstance(t, torch.Tensor) or (t.shape, t.dtype, t.device) != (v.shape, v.dtype, v.device):
-            got = (f"shape {_fmt_shape(t.shape)}, {t.dtype} on {t.device}" if isinstance(t, torch.Tensor)
+            got = (f"shape {fmt_shape(t.shape)}, {t.dtype} on {t.device}" if isinstance(t, torch.Tensor)
                    else type(t).__name__)
-            raise ValueError(f"Parameter.data = t expects a tensor of the parameter's shape {_fmt_shape(v.shape)}, "
+            raise ValueError(f"Parameter.data = t expects a tensor of the parameter's shape {fmt_shape(v.shape)}, "
                              f"{v.dtype} on {v.device} (its gradient and the layer's sizes stay valid), got {got}: "
                              f"cast or move with p.to(...), copy values with p.data.copy_(t)")
         self.value = Parameter(t).value  # every check of a new parameter; the gradient is kept
@@ -180,7 +179,7 @@ class Parameter:
 
     def __repr__(self):
         dev = '' if self.value.device.type == 'cpu' else f", device='{self.value.device}'"
-        return f"Parameter(shape={_fmt_shape(self.shape)}, dtype={self.value.dtype}{dev})"
+        return f"Parameter(shape={fmt_shape(self.shape)}, dtype={self.value.dtype}{dev})"
 
 # %% ../../nbs/00_module.ipynb #0e5ce3cb
 _Tensor = torch.Tensor  # one global lookup instead of two on the hot path
@@ -211,7 +210,7 @@ class SavesForBackward:
         for i, (o, v) in enumerate(zip(self._saved, self._versions)):
             if v is not None and o._version != v:
                 raise RuntimeError(f"{type(self).__name__}.backward: a tensor saved by forward (saved tensor {i}, shape "
-                                   f"{_fmt_shape(o.shape)}) was modified by an inplace operation after forward (version "
+                                   f"{fmt_shape(o.shape)}) was modified by an inplace operation after forward (version "
                                    f"{o._version}, expected {v}): clone it before changing it, or run forward again")
 
     def _forget(self,
@@ -225,6 +224,19 @@ class SavesForBackward:
         msg = str(error); msg = msg if len(msg) <= 160 else msg[:157] + '...'
         self._forget(f"its last forward failed ({type(error).__name__}: {msg})")
 
+    def _check_saved(self):
+        "Raise if a tensor saved by the last forward was modified in place since (metadata only)."
+        s = self._saved
+        if s is not None:
+            for o, v in zip(s, self._versions):
+                if v is not None and o._version != v: self._raise_modified()
+
+    def _backward_refused(self, refused: Exception) -> Exception | None:
+        "The error a failed backward raises when nothing was saved: why there is nothing (else `None`)."
+        if self._saved is None and (self._why is not None or isinstance(refused, (TypeError, AttributeError))):
+            return _not_called(type(self).__name__, self._why)  # the math could not unpack what forward never saved
+        return None
+
 
 # %% ../../nbs/00_module.ipynb #20345634
 _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by errors that point to a page
@@ -232,6 +244,31 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
+    _hook_edits = 0  # hooks registered or removed on any module so far (a container's fast path is keyed on it)
+    _accept_reads_state = False  # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
+
+    def __init_subclass__(cls, **kwargs):
+        "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see below)."
+        super().__init_subclass__(**kwargs)
+        for name, checked in (('forward', _checked_forward), ('backward', _checked_backward)):
+            f = cls.__dict__.get(name)
+            if callable(f) and not hasattr(f, '__wrapped__'): setattr(cls, name, checked(f))
+
+    def _accept(self, x):
+        "The input `forward`'s maths will get: `x` if it passes the module's checks (cheap on the usual path), else raise."
+        return x  # a module of the user's: its own forward checks what it needs
+
+    def _accept_grad(self, g):
+        "The gradient `backward`'s maths will get: `g` if it fits the last forward's output, else raise."
+        return g
+
+    def _forward_error(self, x, refused: Exception) -> Exception:
+        "The error to raise when torch refused the maths of `forward` on `x`: the module's clear message, else `refused`."
+        return refused
+
+    def _backward_error(self, g, refused: Exception) -> Exception:
+        "The error to raise when the maths of `backward` failed: why (nothing saved, a wrong gradient), else `refused`."
+        return self._backward_refused(refused) or refused
 
     def forward(self,
                 x: torch.Tensor, # input
@@ -357,9 +394,9 @@ class Module(SavesForBackward):
         "Cast the floating-point parameters and buffers to `torch.bfloat16`; returns `self`."
         return self.to(torch.bfloat16)
 
-    def __call__(self, x):
+    def __call__(self, *args, **kwargs):
         "Run `forward`; if it fails, every module forgets its saved state, so a later `backward` raises instead of using stale tensors."
-        try: return self.forward(x)
+        try: return self.forward(*args, **kwargs)
         except BaseException as e:  # Ctrl-C half-way included
             self._forget_all(e); raise
 
@@ -415,7 +452,7 @@ class Module(SavesForBackward):
             v = state_dict[k]
             if not isinstance(v, torch.Tensor): errors.append(f"{k}: expected a tensor, got {type(v).__name__}")
             elif v.shape != t.shape:
-                errors.append(f"{k}: shape {_fmt_shape(v.shape)} in the state dict, {_fmt_shape(t.shape)} in the model")
+                errors.append(f"{k}: shape {fmt_shape(v.shape)} in the state dict, {fmt_shape(t.shape)} in the model")
             elif v.is_complex() and not t.is_complex():
                 errors.append(f"{k}: a complex tensor ({v.dtype}) for the real {t.dtype} tensor of the model")
             elif _overlaps(t):  # e.g. a .value replaced by an expanded tensor: copy_ would fail after other copies were done
@@ -443,29 +480,59 @@ class Module(SavesForBackward):
         return f"{type(self).__name__}(" + ''.join('\n  ' + l for l in lines) + '\n)'
 
 
-# %% ../../nbs/00_module.ipynb #c9070f45
-def _check_tensor(x, who: str, what: str = 'input') -> torch.Tensor:
-    "Check `x` is a floating-point tensor; return it without an autograd history."
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who} expects the {what} to be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{who} expects a floating-point {what}, got dtype {x.dtype} (convert with .float())")
-    return x.detach() if x.requires_grad else x
+# %% ../../nbs/00_module.ipynb #b8d4f2e1
+import functools
+
+def _checked_forward(math):
+    "`forward` of a subclass: its maths, run on what `_accept` let through; a refusal is explained by `_forward_error`."
+    @functools.wraps(math)
+    def forward(self, x, *args, **kwargs):
+        try:
+            if (accept := type(self)._accept) is not _as_is: x = accept(self, x)  # no call at all for a module without checks
+            try: return math(self, x, *args, **kwargs)
+            except Exception as refused: raise self._forward_error(x, refused) from None
+        except BaseException:  # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
+            for m in self.modules(): m._forget()
+            raise
+    forward._math = math  # the maths alone, for a container that already knows the input passes (see `Sequential`)
+    return forward
+
+def _method_of(cls):
+    "Attach the decorated function to `cls` under its name: a layer's checks live in their own cell, after its maths."
+    def attach(f):
+        f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+        setattr(cls, f.__name__, f)
+        return f
+    return attach
+
+def _checked_backward(math):
+    "`backward` of a subclass: saved tensors unchanged, `_accept_grad`, then the maths; a failure is explained by `_backward_error`."
+    @functools.wraps(math)
+    def backward(self, grad_output, *args, **kwargs):
+        if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
+            for o, v in zip(s, self._versions):
+                if v is not None and o._version != v: self._raise_modified()
+        try:
+            g = grad_output if (accept := type(self)._accept_grad) is _as_is_grad else accept(self, grad_output)
+            return math(self, g, *args, **kwargs)
+        except Exception as refused: raise self._backward_error(grad_output, refused) from None
+    backward._math = math
+    return backward
+
+_as_is, _as_is_grad = Module._accept, Module._accept_grad  # the checks of a module that has none: the wrappers skip the call
 
 # %% ../../nbs/00_module.ipynb #05f0bb05
-def _check_grad(g, shape: tuple, dtype: torch.dtype, who: str, device: torch.device | None = None) -> torch.Tensor:
-    "Check an upstream gradient `g` has the `shape`, `dtype` (and `device`, if given) of the forward output."
-    if (isinstance(g, torch.Tensor) and g.dtype == dtype and g.shape == shape and not g.requires_grad
-            and (device is None or g.device == device)): return g  # the usual case
-    g = _check_tensor(g, who, 'gradient')
-    if g.shape != shape:
-        raise ValueError(f"{who}.backward expects a gradient of shape {_fmt_shape(shape)} "
-                         f"(the shape of its forward output), got {_fmt_shape(g.shape)}")
-    if g.dtype != dtype:
-        raise TypeError(f"{who}.backward expects a gradient of dtype {dtype} (the dtype of its forward output), got {g.dtype}")
-    if device is not None and g.device != device:
-        raise RuntimeError(f"{who}.backward expects a gradient on {device} (the device of its forward output), got one on {g.device}")
-    return g
+def _accept_floating(self, x) -> torch.Tensor:
+    "`_accept` of a module that takes any floating-point tensor: one combined test, else the checked input (or a clear error)."
+    if type(x) is _Tensor and x.is_floating_point() and not x.requires_grad: return x
+    return check_tensor(x, 'input', type(self).__name__)  # raises a clear error, or detaches x
+
+def _accept_like_saved(self, g) -> torch.Tensor:
+    "`_accept_grad` of a module whose first saved tensor has the output's shape: one combined test, else the checked gradient."
+    y = self._saved[0]
+    if type(g) is _Tensor and g.shape == y.shape and g.dtype == y.dtype and not g.requires_grad and g.device == y.device:
+        return g
+    return check_grad(g, type(self).__name__, shape=y.shape, dtype=y.dtype, device=y.device)
 
 
 def _check_accumulators(module, who: str):
@@ -473,12 +540,12 @@ def _check_accumulators(module, who: str):
     for name, p in vars(module).items():  # so that no in-place accumulation can fail half-way, after others were done
         if not isinstance(p, Parameter): continue
         v, g = p.value, p.grad
-        want = f"shape {_fmt_shape(v.shape)}, {v.dtype} on {v.device} (those of {name})"
+        want = f"shape {fmt_shape(v.shape)}, {v.dtype} on {v.device} (those of {name})"
         if not isinstance(g, torch.Tensor):
             raise RuntimeError(f"{who}.backward: {name}.grad is {type(g).__name__}, expected a tensor of {want}: reset "
                                f"gradients with zero_grad(), never by assigning None")
         if (g.shape, g.dtype, g.device) != (v.shape, v.dtype, v.device):
-            raise RuntimeError(f"{who}.backward: {name}.grad has shape {_fmt_shape(g.shape)}, {g.dtype} on {g.device}, "
+            raise RuntimeError(f"{who}.backward: {name}.grad has shape {fmt_shape(g.shape)}, {g.dtype} on {g.device}, "
                                f"expected {want}; nothing was accumulated (was .grad or .value replaced by hand?)")
 
 
@@ -516,6 +583,7 @@ _FORWARD_KINDS, _BACKWARD_KINDS = ('_forward_pre_hooks', '_forward_hooks'), ('_b
 def _install_hooks(m: Module):
     "Give `m` the hooked `forward`/`backward` while it has hooks of that direction, its class's methods otherwise."
     d = vars(m)
+    Module._hook_edits += 1  # containers that call their modules' maths directly go back to calling them as they are
     for kinds, name, hooked in ((_FORWARD_KINDS, 'forward', Module._hooked_forward),
                                 (_BACKWARD_KINDS, 'backward', Module._hooked_backward)):
         ours = getattr(d.get(name), '__func__', None) is hooked
@@ -581,9 +649,9 @@ def _replaced_grads(who: str, what: str, new, old: tuple) -> tuple:
         if o is None and n is not None:
             raise RuntimeError(f"{who}: a backward hook returned a tensor for a {what} that is None (no input gradient was asked for)")
         if o is not None and not (isinstance(n, torch.Tensor) and (n.shape, n.dtype, n.device) == (o.shape, o.dtype, o.device)):
-            got = f"shape {_fmt_shape(n.shape)}, {n.dtype} on {n.device}" if isinstance(n, torch.Tensor) else type(n).__name__
+            got = f"shape {fmt_shape(n.shape)}, {n.dtype} on {n.device}" if isinstance(n, torch.Tensor) else type(n).__name__
             raise RuntimeError(f"{who}: a backward hook returned {got} for {what}, expected a tensor of shape "
-                               f"{_fmt_shape(o.shape)}, {o.dtype} on {o.device}")
+                               f"{fmt_shape(o.shape)}, {o.dtype} on {o.device}")
     return tuple(new)
 
 @_module_method

@@ -8,8 +8,8 @@ Docs: https://minidl.github.io/minidl/normalization.html.md"""
 from __future__ import annotations
 import math, numbers
 import torch
-from .module import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
-from .linear import _check_size
+from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['BatchNorm1d', 'BatchNorm2d', 'LayerNorm']
@@ -38,7 +38,7 @@ class _BatchNorm(Module):
                  bias: bool = True, # with `affine`, learn the shift `bias` too (PyTorch's keyword)
                 ):
         who = type(self).__name__
-        C = self.num_features = _check_size(num_features, 'num_features', who)
+        C = self.num_features = check_size(num_features, 'num_features', who)
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
             raise ValueError(f"{who} expects eps to be a number >= 0, got {eps!r}")
         if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1):
@@ -72,10 +72,10 @@ class _BatchNorm(Module):
     def _check_input(self, x) -> torch.Tensor:
         "Check rank, channels, dtype and device of `x` (metadata only)."
         who, C = type(self).__name__, self.num_features
-        x = _check_tensor(x, who)
+        x = check_tensor(x, 'input', who)
         if x.dim() not in self._ranks or x.shape[1] != C:
             raise ValueError(f"{who} expects an input of shape {self._shape_text} with C={C} channels "
-                             f"(num_features), got {_fmt_shape(x.shape)}")
+                             f"(num_features), got {fmt_shape(x.shape)}")
         ref = self.weight.value if self.affine else self.running_mean
         if ref is not None and x.dtype != ref.dtype:
             raise TypeError(f"{who} has {ref.dtype} parameters/buffers but got a {x.dtype} input: "
@@ -88,13 +88,10 @@ class _BatchNorm(Module):
                 x: torch.Tensor, # input, `(N, C, ...)`
                ) -> torch.Tensor: # normalised output, same shape
         "Normalise each channel (batch statistics in training mode, running ones in eval mode), then scale and shift."
-        x = self._check_input(x)
         C, dims = self.num_features, (0, *range(2, x.dim()))
         view = (1, C) + (1,) * (x.dim() - 2)  # a per-channel vector, broadcast over N and the positions
-        m = x.numel() // C
+        m = x.numel() // C                    # the values per channel
         batch_stats = self.training or self.running_mean is None
-        if batch_stats and m == 1:  # the shape says it, no synchronisation; raised before any state changes
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
         if batch_stats:
             mean = x.mean(dims, keepdim=True)
             xc = x - mean
@@ -124,8 +121,7 @@ class _BatchNorm(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G; return dL/dx (three-term formula in training mode)."
-        xhat, s, batch_stats = self._saved_tensors()
-        g = _check_grad(grad_output, xhat.shape, xhat.dtype, type(self).__name__, xhat.device)
+        (xhat, s, batch_stats), g = self._saved, grad_output
         C, dims = self.num_features, (0, *range(2, xhat.dim()))
         view = (1, C) + (1,) * (xhat.dim() - 2)
         need_sums = self.affine or (batch_stats and input_grad)
@@ -133,10 +129,6 @@ class _BatchNorm(Module):
             sum_g = g.sum(dims)                # dL/dbeta
             sum_gx = (g * xhat).sum(dims)      # dL/dgamma
         if self.affine:
-            w, b, c = self.weight, self.bias, self._checked  # the grads last checked: so that no accumulation fails half-way
-            if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
-                _check_accumulators(self, type(self).__name__)
-                self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
             self.weight.grad += sum_gx
             if self.bias is not None: self.bias.grad += sum_g
         if not input_grad: return None
@@ -145,7 +137,26 @@ class _BatchNorm(Module):
         m = xhat.numel() // C
         return _normalization_input_grad(g, xhat, sum_g.view(view) / m, sum_gx.view(view) / m, scale)
 
-    _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
+    _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
+
+    _accept_reads_state = True  # the mode decides whether one value per channel is enough: a container calls it every time
+
+    def _accept(self, x) -> torch.Tensor:
+        "The checked input; with batch statistics, more than one value per channel (the shape says it: no synchronisation)."
+        x = self._check_input(x)
+        if (self.training or self.running_mean is None) and x.numel() // self.num_features == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+        return x
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        "A gradient of the output's shape, dtype and device; every `.grad` fits its parameter (after an assignment)."
+        xhat = self._saved[0]
+        g = check_grad(g, type(self).__name__, shape=xhat.shape, dtype=xhat.dtype, device=xhat.device)
+        if self.affine and self._seen_grads != Parameter._edits:  # before the first accumulation: none fails half-way
+            edits = Parameter._edits
+            _check_accumulators(self, type(self).__name__)
+            self._seen_grads = edits
+        return g
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -200,12 +211,7 @@ class LayerNorm(Module):
                 x: torch.Tensor, # input `(*, *normalized_shape)`
                ) -> torch.Tensor: # output, same shape
         "Normalise each row of the last dimensions, then scale and shift; keep xhat and s for `backward`."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad): x = _check_tensor(x, 'LayerNorm')
-        k, F = len(self.normalized_shape), self._F
-        if x.shape[x.dim() - k:] != self.normalized_shape or x.dim() < k: raise self._input_error(x)
-        w, b = self.weight, self.bias
-        if w is not None and (w.value.dtype != x.dtype or w.value.device != x.device or w.value.shape != self.normalized_shape
-                              or (b is not None and b.value.shape != self.normalized_shape)): raise self._input_error(x)
+        k, w, b, F = len(self.normalized_shape), self.weight, self.bias, self._F
         x2 = x.reshape(-1, F)                                    # rows (M, F)
         xc = x2 - x2.mean(1, keepdim=True)                       # x - mu
         n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)    # |x - mu| = sqrt(F var), one per row: no (x - mu)^2 tensor
@@ -222,17 +228,13 @@ class LayerNorm(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G over the rows; return dL/dx = s (ghat - mean ghat - xhat mean(ghat xhat))."
-        xhat, s, shape = self._saved_tensors()
-        g = _check_grad(grad_output, shape, xhat.dtype, 'LayerNorm', xhat.device).reshape(xhat.shape)
+        xhat, s, shape = self._saved
+        g = grad_output.reshape(xhat.shape)                      # rows (M, F)
         w, b, F = self.weight, self.bias, self._F
         if w is None:
             if not input_grad: return None
             mean_g, mean_gx = g.mean(1, keepdim=True), (g * xhat).mean(1, keepdim=True)
             return _normalization_input_grad(g, xhat, mean_g, mean_gx, s).view(shape)
-        c = self._checked  # the tensors last checked: so that no accumulation fails half-way
-        if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
-            _check_accumulators(self, 'LayerNorm')
-            self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
         flat = len(self.normalized_shape) == 1                   # the parameters are rows of F already: no views
         gx = g * xhat
         w.grad += gx.sum(0) if flat else gx.sum(0).view(w.grad.shape)  # dL/dgamma = sum over rows of G xhat
@@ -245,17 +247,36 @@ class LayerNorm(Module):
         dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
         return dx.addcmul_(xhat, neg_mean_gx).mul_(s).view(shape)  # s (ghat - mean ghat - xhat mean(ghat xhat))
 
-    _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
+    _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point `(*, *normalized_shape)` tensor of the parameters' dtype and device (one combined test), else a clear error."
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad): x = check_tensor(x, 'input', 'LayerNorm')
+        k, w, b = len(self.normalized_shape), self.weight, self.bias
+        if x.shape[x.dim() - k:] != self.normalized_shape or x.dim() < k: raise self._input_error(x)
+        if w is not None and (w.value.dtype != x.dtype or w.value.device != x.device or w.value.shape != self.normalized_shape
+                              or (b is not None and b.value.shape != self.normalized_shape)): raise self._input_error(x)
+        return x
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        "A gradient of the input's shape, dtype and device; every `.grad` fits its parameter (checked after an assignment)."
+        xhat, _, shape = self._saved
+        g = check_grad(g, 'LayerNorm', shape=shape, dtype=xhat.dtype, device=xhat.device)
+        if self.weight is not None and self._seen_grads != Parameter._edits:  # so that no accumulation fails half-way
+            edits = Parameter._edits
+            _check_accumulators(self, 'LayerNorm')
+            self._seen_grads = edits
+        return g
 
     def _input_error(self, x: torch.Tensor) -> Exception:
         "Why `x` does not fit (metadata only)."
         ns, w = self.normalized_shape, self.weight
         if x.dim() < len(ns) or x.shape[x.dim() - len(ns):] != ns:
             return ValueError(f"LayerNorm expects an input of shape (*, {', '.join(map(str, ns))}) (normalized_shape="
-                              f"{list(ns)} in the last dimensions), got {_fmt_shape(x.shape)}")
+                              f"{list(ns)} in the last dimensions), got {fmt_shape(x.shape)}")
         for name, p in (('weight', w), ('bias', self.bias)):
             if p is not None and p.value.shape != ns:
-                return RuntimeError(f"LayerNorm's {name} has shape {_fmt_shape(p.value.shape)}, expected {_fmt_shape(ns)}: "
+                return RuntimeError(f"LayerNorm's {name} has shape {fmt_shape(p.value.shape)}, expected {fmt_shape(ns)}: "
                                     f"load values with load_state_dict, which checks them")
         if x.dtype != w.value.dtype:
             return TypeError(f"LayerNorm has {w.value.dtype} parameters but got a {x.dtype} input: "

@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/pooling.html.md"""
 from __future__ import annotations
 import functools, math
 import torch
-from .module import Module, _check_grad
+from .._checks import check_grad
+from .module import Module
 from .conv import _pair, _out_size, _check_image, _pad_nhwc, _patches, _col2im, _check_alloc, _size_error
 
 # %% auto #0
@@ -46,16 +47,22 @@ class _Pool2d(Module):
     def _windows(self, x, value: float) -> torch.Tensor:
         "The windows of `x` `(N, C, H, W)` padded with `value`, window position first: `(kh kw, N, H_out, W_out, C)`."
         (kh, kw), (ph, pw) = self._k, self._p
+        pt = _patches(_pad_nhwc(x, ph, pw, value), self._k, self._s)       # (N, H_out, W_out, kh, kw, C): a view
+        N, Ho, Wo, _, _, C = pt.shape
+        return pt.permute(3, 4, 0, 1, 2, 5).reshape(kh * kw, N, Ho, Wo, C)
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point `(N, C, H, W)` tensor in which the window fits once padded (one combined test), else a clear error."
+        (kh, kw), (ph, pw) = self._k, self._p
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()
                 and x.shape[2] + 2 * ph >= kh and x.shape[3] + 2 * pw >= kw and x.shape[1] and x.shape[2] and x.shape[3]):
             x = _check_image(x, type(self).__name__, self._k, self._p)  # raises the error that says what is wrong
-        if x.requires_grad: x = x.detach()
-        try:
-            pt = _patches(_pad_nhwc(x, ph, pw, value), self._k, self._s)   # (N, H_out, W_out, kh, kw, C): a view
-            N, Ho, Wo, _, _, C = pt.shape
-            return pt.permute(3, 4, 0, 1, 2, 5).reshape(kh * kw, N, Ho, Wo, C)
-        except RuntimeError as e:  # sizes torch cannot hold: say which, naming the layer
-            raise _size_error(type(self).__name__, self.extra_repr(), x, self._k, self._s, self._p, e) from None
+        return x.detach() if x.requires_grad else x
+
+    def _forward_error(self, x, refused: Exception) -> Exception:
+        "Sizes torch cannot hold, named with the layer."
+        if not isinstance(refused, RuntimeError): return refused
+        return _size_error(type(self).__name__, self.extra_repr(), x, self._k, self._s, self._p, refused)
 
     def _col2im(self, dt: torch.Tensor, shape: tuple) -> torch.Tensor:
         "Add the window gradients `dt` `(kh kw, N, H_out, W_out, C)` back onto the input image of `shape` `(N, C, H, W)`."
@@ -66,7 +73,7 @@ class _Pool2d(Module):
     def _grad(self, grad_output, saved_shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         "Check the upstream gradient has the forward output's shape, dtype and device (metadata only: no sync)."
         (N, C, H, W), (kh, kw), (sh, sw), (ph, pw) = saved_shape, self._k, self._s, self._p
-        return _check_grad(grad_output, (N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype, type(self).__name__, device)
+        return check_grad(grad_output, type(self).__name__, shape=(N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype=dtype, device=device)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -120,13 +127,16 @@ class MaxPool2d(_Pool2d):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C, H, W)`
         "Send each window's gradient to its first maximum, then add the windows back onto the image (col2im)."
-        first, shape, dtype = self._saved_tensors()
-        g = self._grad(grad_output, shape, dtype, first.device)
+        (first, shape, _), g = self._saved, grad_output
         if not input_grad: return None
         gl = g.permute(0, 2, 3, 1)                                           # (N, H_out, W_out, C)
         kk = self._k[0] * self._k[1]
         dt = gl.new_zeros(kk, *gl.shape).scatter_(0, first[None], gl[None])
         return self._col2im(dt, shape)
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        first, shape, dtype = self._saved
+        return self._grad(g, shape, dtype, first.device)
 
 # %% ../../nbs/18_pooling.ipynb #e53b31b7
 class AvgPool2d(_Pool2d):
@@ -157,9 +167,12 @@ class AvgPool2d(_Pool2d):
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C, H, W)`
         "Give every position of a window G / (kh kw), then add the windows back onto the image (col2im)."
-        shape, dtype, device = self._saved_tensors()
-        g = self._grad(grad_output, shape, dtype, device)
+        (shape, _, _), g = self._saved, grad_output
         if not input_grad: return None
         kk = self._k[0] * self._k[1]
         gl = (g / kk).permute(0, 2, 3, 1)                                    # (N, H_out, W_out, C)
         return self._col2im(gl.expand(kk, *gl.shape), shape)
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        shape, dtype, device = self._saved
+        return self._grad(g, shape, dtype, device)

@@ -8,8 +8,8 @@ Docs: https://minidl.github.io/minidl/sparse.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .module import Module, Parameter, _check_accumulators, _check_grad, _fmt_shape, _parse_device, _parse_dtype
-from .linear import _check_size
+from .._checks import check_grad, check_size, fmt_shape
+from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Embedding']
@@ -27,8 +27,8 @@ class Embedding(Module):
                  dtype=None, # floating-point dtype of the table (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
                 ):
-        V = self.num_embeddings = _check_size(num_embeddings, 'num_embeddings', 'Embedding')
-        D = self.embedding_dim = _check_size(embedding_dim, 'embedding_dim', 'Embedding')
+        V = self.num_embeddings = check_size(num_embeddings, 'num_embeddings', 'Embedding')
+        D = self.embedding_dim = check_size(embedding_dim, 'embedding_dim', 'Embedding')
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral) or not -V <= padding_idx < V:
                 raise ValueError(f"Embedding expects padding_idx to be None or an integer in [{-V}, {V}) "
@@ -51,12 +51,8 @@ class Embedding(Module):
                 input: torch.Tensor, # integer indices (int64 or int32) of any shape `(*)`, each in [0, num_embeddings)
                ) -> torch.Tensor: # the rows, shape `(*, embedding_dim)`
         "Look up one row of `weight` per index: Y = W[I]; keep the indices for `backward`."
-        w = self.weight.value
-        if not (isinstance(input, torch.Tensor) and input.dtype in _INDEX_DTYPES) or w.shape != (self.num_embeddings, self.embedding_dim):
-            raise self._input_error(input)
         flat = input.reshape(-1)
-        try: y = w.index_select(0, flat)  # torch checks 0 <= i < V on the device (no read-back)
-        except (IndexError, RuntimeError): raise self._input_error(input) from None
+        y = self.weight.value.index_select(0, flat)         # torch checks 0 <= i < V on the device (no read-back)
         self._save_for_backward(flat, input.shape)
         return y.view(*input.shape, self.embedding_dim)
 
@@ -65,16 +61,34 @@ class Embedding(Module):
                  input_grad: bool = True, # ignored: there is no gradient with respect to integer indices
                 ) -> None: # `None`: the indices are data
         "Scatter-add dL/dY into the rows of `weight.grad` that were looked up (not `padding_idx`); return `None`."
-        flat, shape = self._saved_tensors()
-        w = self.weight
-        g = _check_grad(grad_output, shape + (self.embedding_dim,), w.value.dtype, 'Embedding', w.value.device)
-        if w.grad is not self._checked: _check_accumulators(self, 'Embedding'); self._checked = w.grad
-        g = g.reshape(-1, self.embedding_dim)
+        flat, w = self._saved[0], self.weight
+        g = grad_output.reshape(-1, self.embedding_dim)     # one row per looked-up index
         if self.padding_idx is not None: g = g.masked_fill((flat == self.padding_idx).unsqueeze(1), 0)
         w.grad.index_add_(0, flat, g)                       # dL/dW_r += sum of G_k over the positions k with I_k = r
         return None
 
-    _checked = None  # the weight.grad found consistent by the last check
+    _seen_grads = -1  # the `Parameter._edits` count when weight.grad was last checked
+
+    def _accept(self, input) -> torch.Tensor:
+        "Integer indices, and a weight of shape (num_embeddings, embedding_dim); else the error that says why."
+        w = self.weight.value
+        if not (isinstance(input, torch.Tensor) and input.dtype in _INDEX_DTYPES) or w.shape != (self.num_embeddings, self.embedding_dim):
+            raise self._input_error(input)
+        return input
+
+    def _forward_error(self, input, refused: Exception) -> Exception:
+        "An index out of range (or a device mismatch), named: torch refused the lookup."
+        return self._input_error(input) if isinstance(refused, (IndexError, RuntimeError)) else refused
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        "A gradient of shape `(*, embedding_dim)` of the weight's dtype and device; weight.grad fits (checked after an assignment)."
+        w = self.weight
+        g = check_grad(g, 'Embedding', shape=self._saved[1] + (self.embedding_dim,), dtype=w.value.dtype, device=w.value.device)
+        if self._seen_grads != Parameter._edits:
+            edits = Parameter._edits
+            _check_accumulators(self, 'Embedding')
+            self._seen_grads = edits
+        return g
 
     def _input_error(self, input) -> Exception:
         "Why `input` cannot be looked up (called on failure only: reading the indices back is fine there)."
@@ -85,7 +99,7 @@ class Embedding(Module):
             hint = " (convert with .long())" if input.dtype.is_floating_point or input.dtype == torch.bool else ''
             return TypeError(f"Embedding expects integer indices (int64 or int32), got dtype {input.dtype}{hint}")
         if w.shape != (V, self.embedding_dim):
-            return RuntimeError(f"Embedding's weight has shape {_fmt_shape(w.shape)}, expected "
+            return RuntimeError(f"Embedding's weight has shape {fmt_shape(w.shape)}, expected "
                                 f"({V}, {self.embedding_dim}): load values with load_state_dict, which checks them")
         if input.device != w.device:
             return RuntimeError(f"Embedding has its weight on {w.device} but got indices on {input.device}: move one of them with .to()")

@@ -8,8 +8,9 @@ Docs: https://minidl.github.io/minidl/transformer.html.md"""
 from __future__ import annotations
 import numbers
 import torch
-from .module import Module, _check_accumulators, _check_tensor, _fmt_shape
-from .linear import Linear, _check_size
+from .._checks import check_size, check_tensor, fmt_shape
+from .module import Module, _check_accumulators
+from .linear import Linear
 from .activation import ReLU
 from .activation import GELU
 from .dropout import Dropout
@@ -34,8 +35,8 @@ class TransformerBlock(Module):
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
                  generator: torch.Generator | None = None, # random generator for the initialisation and the dropout masks
                 ):
-        E = self.d_model = _check_size(d_model, 'd_model', 'TransformerBlock')
-        F = _check_size(dim_feedforward, 'dim_feedforward', 'TransformerBlock')
+        E = self.d_model = check_size(d_model, 'd_model', 'TransformerBlock')
+        F = check_size(dim_feedforward, 'dim_feedforward', 'TransformerBlock')
         if isinstance(activation, str) and activation in ('gelu', 'relu'): act = GELU() if activation == 'gelu' else ReLU()
         elif isinstance(activation, Module): act = activation
         else: raise ValueError(f"TransformerBlock expects activation to be 'gelu', 'relu' or a minidl Module, got {activation!r}")
@@ -57,10 +58,10 @@ class TransformerBlock(Module):
                ) -> torch.Tensor: # output `(B, T, d_model)`
         "x1 = x + dropout1(self_attn(norm1(x))); return x1 + dropout2(linear2(dropout(activation(linear1(norm2(x1))))))."
         if not (isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[2] == self.d_model and not x.requires_grad):
-            x = _check_tensor(x, 'TransformerBlock')  # a clear error for a non-tensor or an integer tensor; no autograd history
+            x = check_tensor(x, 'input', 'TransformerBlock')  # a clear error for a non-tensor or an integer tensor; no autograd history
             if x.dim() != 3 or x.shape[2] != self.d_model:
                 raise ValueError(f"TransformerBlock expects an input of shape (B, T, {self.d_model}) (d_model={self.d_model}), "
-                                 f"got {_fmt_shape(x.shape)}")
+                                 f"got {fmt_shape(x.shape)}")
         x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                                  # attention sub-layer
         y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)  # feed-forward
         self._save_for_backward()  # marks a complete forward

@@ -7,7 +7,8 @@ Docs: https://minidl.github.io/minidl/adam.html.md"""
 # %% ../../nbs/32_adam.ipynb #c487f312
 from __future__ import annotations
 import torch
-from .optimizer import Optimizer, _check_rate, _check_betas, _check_flag, _check_lr
+from .._checks import check_betas, check_flag, check_rate
+from .optimizer import Optimizer, _check_lr
 
 # %% auto #0
 __all__ = ['Adam', 'AdamW']
@@ -15,8 +16,8 @@ __all__ = ['Adam', 'AdamW']
 # %% ../../nbs/32_adam.ipynb #5a772f8b
 class Adam(Optimizer):
     "Adam (bias-corrected moments, eps after the bias-corrected root, optional AMSGrad, L2 or decoupled weight decay), as `torch.optim.Adam`."
-    _checks = {'lr': _check_rate, 'betas': _check_betas, 'eps': _check_rate, 'weight_decay': _check_rate, 'amsgrad': _check_flag,
-               'decoupled_weight_decay': _check_flag}
+    _checks = {'lr': check_rate, 'betas': check_betas, 'eps': check_rate, 'weight_decay': check_rate, 'amsgrad': check_flag,
+               'decoupled_weight_decay': check_flag}
     _optional = {'decoupled_weight_decay': False}  # absent from older torch and minidl state dicts
     _state_names = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
     _has_step = True
@@ -48,13 +49,17 @@ class Adam(Optimizer):
                              f"{sorted({str(v.dtype) for v in self._cache[0][a:b]})}: use eps > {low:.3g}")
         return t, step_size
 
+    def _moments(self, i: int, h: dict, values: list) -> tuple:
+        "The group's moment buffers `m`, `v` (and AMSGrad's maximum of `v`), zeros at its first step (t = 1)."
+        if self._start[i] is None: self._start[i] = self.step_count
+        for k in ('exp_avg', 'exp_avg_sq') + (('max_exp_avg_sq',) if h['amsgrad'] else ()):
+            if self._bufs(k, i) is None: self._set_bufs(k, i, [torch.zeros_like(v) for v in values])
+        return self._bufs('exp_avg', i), self._bufs('exp_avg_sq', i), self._bufs('max_exp_avg_sq', i) if h['amsgrad'] else None
+
     def _update(self, i, h, plan, values, grads):
         (b1, b2), lr, wd = h['betas'], h['lr'], h['weight_decay']
         t, step_size = plan
-        if self._start[i] is None: self._start[i] = self.step_count  # the group's first step: t = 1
-        for k in ('exp_avg', 'exp_avg_sq') + (('max_exp_avg_sq',) if h['amsgrad'] else ()):
-            if self._bufs(k, i) is None: self._set_bufs(k, i, [torch.zeros_like(v) for v in values])
-        m, v = self._bufs('exp_avg', i), self._bufs('exp_avg_sq', i)
+        m, v, vmax = self._moments(i, h, values)
         if wd != 0:
             if h['decoupled_weight_decay']: torch._foreach_mul_(values, 1 - lr * wd)
             else: grads = torch._foreach_add(grads, values, alpha=wd)  # a new list: p.grad is left alone
@@ -62,7 +67,6 @@ class Adam(Optimizer):
         torch._foreach_mul_(v, b2)
         torch._foreach_addcmul_(v, grads, grads, 1 - b2)
         if h['amsgrad']:
-            vmax = self._bufs('max_exp_avg_sq', i)
             torch._foreach_maximum_(vmax, v)
             denom = torch._foreach_sqrt(vmax)
         else:

@@ -7,29 +7,20 @@ Docs: https://minidl.github.io/minidl/lr_scheduler.html.md"""
 # %% ../../nbs/33_lr_scheduler.ipynb #48b24960
 from __future__ import annotations
 import math, numbers
-from .optimizer import Optimizer, _check_rate
+from .._checks import check_int, check_positive, check_rate
+from .optimizer import Optimizer
 
 # %% auto #0
 __all__ = ['LRScheduler', 'StepLR', 'CosineAnnealingLR', 'OneCycleLR']
 
 # %% ../../nbs/33_lr_scheduler.ipynb #d347b85f
-def _check_int(v, who: str, name: str, low: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise ValueError(f"{who} expects {name} to be an integer >= {low}, got {v!r}")
-    return int(v)
-
-def _check_positive(v, who: str, name: str) -> float:
-    v = _check_rate(v, who, name)
-    if v == 0: raise ValueError(f"{who} expects {name} to be a finite number > 0, got {v!r}")
-    return v
-
 def _per_group(v, optimizer, who: str, name: str, check) -> float | list[float]:
     "One value for every parameter group, or a list or tuple with one per group (as torch's `max_lr=[...]`), each checked."
     if isinstance(v, (list, tuple)):
         if len(v) != len(optimizer.param_groups):
             raise ValueError(f"{who} expects {name} to be a number or one per parameter group ({len(optimizer.param_groups)}), got {len(v)}: {v!r}")
-        return [check(x, who, name) for x in v]
-    return check(v, who, name)
+        return [check(x, name, who) for x in v]
+    return check(v, name, who)
 
 def _values(v, n: int) -> list:
     return list(v) if isinstance(v, list) else [v] * n
@@ -105,7 +96,7 @@ class LRScheduler:
             raise ValueError(f"{who}: expected settings {sorted(self._hyper_names)}, got "
                              f"{sorted(map(str, hyper)) if isinstance(hyper, dict) else type(hyper).__name__}")
         new = self._check(who, self.optimizer, dict(hyper))
-        new['last_epoch'] = _check_int(sd['last_epoch'], who, 'last_epoch', 0)
+        new['last_epoch'] = check_int(sd['last_epoch'], 'last_epoch', who, min=0)
         if new['last_epoch'] > new.get('total_steps', math.inf):
             raise ValueError(f"{who}: last_epoch {new['last_epoch']} is beyond total_steps {new['total_steps']}")
         n = len(self.optimizer.param_groups)
@@ -145,7 +136,7 @@ class StepLR(LRScheduler):
         super().__init__(optimizer, step_size=step_size, gamma=gamma)
 
     def _check(self, who, optimizer, hyper):
-        return {'step_size': _check_int(hyper['step_size'], who, 'step_size'), 'gamma': _check_rate(hyper['gamma'], who, 'gamma')}
+        return {'step_size': check_int(hyper['step_size'], 'step_size', who), 'gamma': check_rate(hyper['gamma'], 'gamma', who)}
 
     def _compute(self, epoch):
         lrs = [g['lr'] for g in self.optimizer.param_groups]
@@ -164,7 +155,7 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, T_max=T_max, eta_min=eta_min)
 
     def _check(self, who, optimizer, hyper):
-        return {'T_max': _check_int(hyper['T_max'], who, 'T_max'), 'eta_min': _check_rate(hyper['eta_min'], who, 'eta_min')}
+        return {'T_max': check_int(hyper['T_max'], 'T_max', who), 'eta_min': check_rate(hyper['eta_min'], 'eta_min', who)}
 
     def _compute(self, epoch):
         lrs, T, lo = [g['lr'] for g in self.optimizer.param_groups], self.T_max, self.eta_min
@@ -216,16 +207,16 @@ class OneCycleLR(LRScheduler):
 
 # %% ../../nbs/33_lr_scheduler.ipynb #2dc9db25
 def _check(self, who, optimizer, h):
-    h['max_lr'] = _per_group(h['max_lr'], optimizer, who, 'max_lr', _check_positive)
-    h['total_steps'] = _check_int(h['total_steps'], who, 'total_steps')
-    h['pct_start'] = _check_rate(h['pct_start'], who, 'pct_start')
+    h['max_lr'] = _per_group(h['max_lr'], optimizer, who, 'max_lr', check_positive)
+    h['total_steps'] = check_int(h['total_steps'], 'total_steps', who)
+    h['pct_start'] = check_rate(h['pct_start'], 'pct_start', who)
     if h['pct_start'] > 1: raise ValueError(f"{who} expects pct_start in [0, 1], got {h['pct_start']!r}")
     if h['anneal_strategy'] not in ('cos', 'linear'):
         raise ValueError(f"{who} expects anneal_strategy 'cos' or 'linear', got {h['anneal_strategy']!r}")
     for k in ('cycle_momentum', 'three_phase'):
         if not isinstance(h[k], bool): raise TypeError(f"{who} expects {k} to be True or False, got {h[k]!r}")
-    for k in ('base_momentum', 'max_momentum'): h[k] = _per_group(h[k], optimizer, who, k, _check_rate)
-    for k in ('div_factor', 'final_div_factor'): h[k] = _check_positive(h[k], who, k)
+    for k in ('base_momentum', 'max_momentum'): h[k] = _per_group(h[k], optimizer, who, k, check_rate)
+    for k in ('div_factor', 'final_div_factor'): h[k] = check_positive(h[k], k, who)
     if h['cycle_momentum']:
         if not ('betas' in optimizer.defaults or 'momentum' in optimizer.defaults):
             raise ValueError(f"{who}: {type(optimizer).__name__} has no momentum nor betas to cycle: pass cycle_momentum=False")

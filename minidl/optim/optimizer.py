@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/optimizer.html.md"""
 from __future__ import annotations
 import math, numbers, operator, itertools
 import torch
-from ..nn.module import Module, Parameter, _fmt_shape
+from .._checks import check_betas, check_finite, check_flag, check_rate, check_real, fmt_shape
+from ..nn.module import Module, Parameter
 
 # %% auto #0
 __all__ = ['Optimizer']
@@ -54,31 +55,6 @@ def _param_groups(parameters, who: str) -> list[dict]:
     return [{'params': items}]
 
 # %% ../../nbs/30_optimizer.ipynb #6dcbc0aa
-def _check_rate(v, who: str, name: str) -> float:
-    "A finite real number >= 0 (learning rate, decay, momentum, weight decay, eps...)."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{who} expects {name} to be a finite number >= 0, got {v!r}")
-    if not math.isfinite(v) or v < 0: raise ValueError(f"{who} expects {name} to be a finite number >= 0, got {v!r}")
-    return float(v)
-
-def _check_flag(v, who: str, name: str) -> bool:
-    "True or False."
-    if not isinstance(v, bool): raise TypeError(f"{who} expects {name} to be True or False, got {v!r}")
-    return v
-
-def _check_betas(v, who: str, name: str = 'betas') -> tuple[float, float]:
-    "Two real numbers in [0, 1)."
-    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(
-        isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
-    if not ok: raise ValueError(f"{who} expects {name} to be two numbers in [0, 1), got {v!r}")
-    return (float(v[0]), float(v[1]))
-
-def _check_finite(v, who: str, name: str) -> float:
-    "A finite real number (a learning rate as a schedule may leave it: `step()` checks its range)."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-        raise ValueError(f"{who} expects {name} to be a finite number, got {v!r}")
-    return float(v)
-
 class _Hyper:
     "A hyper-parameter read and written through every parameter group: `opt.lr = -1` raises and changes nothing."
     def __set_name__(self, owner, name): self.name = name
@@ -90,14 +66,10 @@ class _Hyper:
                                  f"read opt.param_groups[i][{self.name!r}]")
         return vals[0]
     def __set__(self, obj, v):
-        v = obj._checks[self.name](v, type(obj).__name__, self.name)
+        v = obj._checks[self.name](v, self.name, type(obj).__name__)
         for g in obj.param_groups: obj._check_hyper({**g, self.name: v}, type(obj).__name__)  # cross checks, before any change
         for g in obj.param_groups: g[self.name] = v
 
-def _check_real(v, who: str, name: str) -> float:
-    "A real number (its range is checked where it is used)."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real): raise TypeError(f"{who} expects {name} to be a finite number >= 0, got {v!r}")
-    return float(v)
 
 # %% ../../nbs/30_optimizer.ipynb #bf83d8c0
 def _lr_limits(dtypes) -> tuple[float, float]:
@@ -112,7 +84,7 @@ def _lr_limits(dtypes) -> tuple[float, float]:
 
 # %% ../../nbs/30_optimizer.ipynb #289a3608
 def _describe(t: torch.Tensor) -> str:
-    return f"shape {_fmt_shape(t.shape)}, {t.dtype} on {t.device}"
+    return f"shape {fmt_shape(t.shape)}, {t.dtype} on {t.device}"
 
 def _unwritable(v: torch.Tensor) -> str | None:
     "Why an in-place update cannot write `v` (None: it can); metadata only."
@@ -121,6 +93,34 @@ def _unwritable(v: torch.Tensor) -> str | None:
     if torch._debug_has_internal_overlap(v) == 1:
         return "has elements sharing one memory location (an expanded or stride-0 tensor): assign p.value = p.value.clone()"
     return None
+
+class _Params(list):
+    "A list of parameters (`opt.params`, a group's 'params') that counts every change made to any such list."
+    edits = 0
+
+def _counting(name: str):
+    f = getattr(list, name)
+    def method(self, *args, **kwargs):
+        _Params.edits += 1
+        return f(self, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+for _name in ('__setitem__', '__delitem__', '__iadd__', '__imul__', 'append', 'extend', 'insert', 'pop', 'remove', 'clear',
+              'sort', 'reverse'):
+    setattr(_Params, _name, _counting(_name))
+
+def _key(opt) -> tuple:
+    "What the last full check saw: no parameter or list was replaced or edited since (two counters), the same lists."
+    return (Parameter._edits, _Params.edits, opt.params, opt.param_groups, *[g['params'] for g in opt.param_groups])
+
+def _unchanged(opt, shapes: bool = True) -> bool:
+    "Whether `_key(opt)` is what the last full check saw (two integers, a few identities) and, with `shapes`, no tensor was reshaped in place."
+    c = opt._cache
+    if c is None: return False
+    k = c[7]
+    return (k[0] == Parameter._edits and k[1] == _Params.edits and _same(k[2:], _key(opt)[2:])
+            and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3]))  # (`unsqueeze_`: reshaped)
 
 def _check_all(opt, values, grads, who: str):
     "Check the groups, every parameter's value, gradient and state buffers (metadata only); cache what passed."
@@ -141,7 +141,7 @@ def _check_all(opt, values, grads, who: str):
         if not isinstance(g, torch.Tensor):
             raise TypeError(f"{who}: the gradient of parameter {i} is {type(g).__name__}, expected a tensor of {_describe(v)}")
         if g.shape != v.shape:
-            raise ValueError(f"{who}: the gradient of parameter {i} has shape {_fmt_shape(g.shape)}, expected {_fmt_shape(v.shape)} "
+            raise ValueError(f"{who}: the gradient of parameter {i} has shape {fmt_shape(g.shape)}, expected {fmt_shape(v.shape)} "
                              "(the parameter's shape; a gradient is never broadcast)")
         if g.dtype != v.dtype or g.device != v.device:
             raise TypeError(f"{who}: the gradient of parameter {i} is {g.dtype} on {g.device}, expected {v.dtype} on {v.device} "
@@ -157,7 +157,10 @@ def _check_all(opt, values, grads, who: str):
             if (why := _unwritable(b)) is not None: raise RuntimeError(f"{who}: the {name} of parameter {i} cannot be updated in place: it {why}")
     ranges = list(zip(itertools.accumulate([0] + lens[:-1]), itertools.accumulate(lens)))
     limits = [_lr_limits({v.dtype for v in values[a:b]}) for a, b in ranges]
-    opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], limits, ranges, lens)
+    for g in groups:  # lists that count their changes, so that the next step compares two integers, not every parameter
+        if type(g['params']) is not _Params: g['params'] = _Params(g['params'])
+    if type(opt.params) is not _Params: opt.params = _Params(opt.params)
+    opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], limits, ranges, lens, _key(opt))
     opt._safe = True  # new tensors: the next update keeps copies to restore if it fails part-way
 
 # %% ../../nbs/30_optimizer.ipynb #9d872153
@@ -168,16 +171,12 @@ def _same(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(map(_is, a, b))
 
 def _tensors(opt, who: str = 'step'):
-    "Values and gradients of the parameters, checked (fully when a tensor object or a group changed, else identities and shapes)."
-    params = opt.params
-    values, grads = [p.value for p in params], [p.grad for p in params]
+    "Values and gradients of the parameters, checked fully when a parameter, a gradient or a list of them was replaced or edited."
+    if not _unchanged(opt):  # two integers and a few identities: nothing proportional to the number of parameters
+        params = opt.params
+        _check_all(opt, [p.value for p in params], [p.grad for p in params], f"{type(opt).__name__}.{who}")
     c = opt._cache
-    if (c is None or not all(map(_is, values, c[0])) or not all(map(_is, grads, c[1]))
-            or list(map(_shape, values)) != c[2] or list(map(_shape, grads)) != c[3]
-            or [len(g['params']) for g in opt.param_groups] != c[6]
-            or not all(map(_is, itertools.chain.from_iterable(map(_params, opt.param_groups)), params))):
-        _check_all(opt, values, grads, f"{type(opt).__name__}.{who}")
-    return values, grads
+    return c[0], c[1]
 
 def _check_lr(opt, lr: float, group: int = 0, name: str = 'the learning rate'):
     "Refuse a learning rate that is negative, not finite, or rounds to 0 or infinity in the dtype of a parameter of the group."
@@ -260,9 +259,9 @@ def _prepare_load(opt, sd) -> tuple:
         for k, v in opt._optional.items(): ng.setdefault(k, v)  # minidl-only settings: their torch-equivalent value
         missing = [k for k in opt._checks if k not in ng]
         if missing: raise ValueError(f"{who}: param_groups[{i}] has no {', '.join(missing)} (its keys: {_names(sg)})")
-        h = {k: (_check_finite if k == 'lr' else check)(ng[k], who, f"param_groups[{i}][{k!r}]") for k, check in opt._checks.items()}
+        h = {k: (check_finite if k == 'lr' else check)(ng[k], f"param_groups[{i}][{k!r}]", who) for k, check in opt._checks.items()}
         opt._check_hyper(h, who)
-        if 'initial_lr' in ng: ng['initial_lr'] = _check_finite(ng['initial_lr'], who, f"param_groups[{i}]['initial_lr']")
+        if 'initial_lr' in ng: ng['initial_lr'] = check_finite(ng['initial_lr'], f"param_groups[{i}]['initial_lr']", who)
         new_groups.append({'params': g['params'], **ng, **h})
         for j in sg['params']:
             if isinstance(j, bool) or not isinstance(j, (int, str)):
@@ -292,7 +291,7 @@ def _prepare_load(opt, sd) -> tuple:
             if b is None: continue
             if not isinstance(b, torch.Tensor) or b.shape != p.value.shape or not b.is_floating_point():
                 got = _describe(b) if isinstance(b, torch.Tensor) else type(b).__name__
-                raise ValueError(f"{who}: {name}[{key}] is {got}, expected a floating-point tensor of shape {_fmt_shape(p.value.shape)}")
+                raise ValueError(f"{who}: {name}[{key}] is {got}, expected a floating-point tensor of shape {fmt_shape(p.value.shape)}")
             new.setdefault(name, [None] * count)[pos] = b
     for name, bufs in new.items():
         for gi, (a, b) in enumerate(ranges):
@@ -315,7 +314,7 @@ def _prepare_load(opt, sd) -> tuple:
 # %% ../../nbs/30_optimizer.ipynb #5a0259e9
 class Optimizer:
     "Base class of minidl's optimizers: parameter groups with checked hyper-parameters, an all-or-nothing `step()`, `zero_grad()`, torch-layout state dicts."
-    _checks: dict = {'lr': _check_rate}  # hyper-parameter -> its check (v, who, name); every group holds each
+    _checks: dict = {'lr': check_rate}  # hyper-parameter -> its check (v, name, who); every group holds each
     _optional: dict = {}  # minidl-only hyper-parameters a torch state dict lacks -> the value that behaves as torch
     _state_names: tuple[str, ...] = ()  # the per-parameter buffers, PyTorch's names
     _has_step: bool = False  # a per-parameter 'step' in the state dict (Adam's bias correction), as PyTorch's
@@ -331,10 +330,10 @@ class Optimizer:
                  defaults: dict, # the hyper-parameters of a group that does not set its own
                 ):
         who = type(self).__name__
-        self.defaults = {k: self._checks[k](v, who, k) for k, v in defaults.items()}
+        self.defaults = {k: self._checks[k](v, k, who) for k, v in defaults.items()}
         self._check_hyper(self.defaults, who)
         self.param_groups: list[dict] = []
-        self.params: list[Parameter] = []  # every group's parameters, in order
+        self.params: list[Parameter] = _Params()  # every group's parameters, in order
         self.state: dict[str, list] = {}  # buffer name -> one tensor per parameter (None where a group has none yet)
         self.step_count = 0  # number of successful step() calls
         self._start: list = []  # per group: step_count when its buffers were created (Adam's t = step_count - start + 1)
@@ -354,9 +353,9 @@ class Optimizer:
         if 'params' not in group: raise ValueError(f"{who}: a parameter group needs 'params' (its Parameters), got the keys {_names(group)}")
         ps, i = group['params'], len(self.param_groups)
         params = _check_params([ps] if isinstance(ps, Parameter) else ps, who)
-        new = {'params': params, **{k: v for k, v in group.items() if k != 'params'}}
+        new = {'params': _Params(params), **{k: v for k, v in group.items() if k != 'params'}}
         for k, check in self._checks.items():
-            new[k] = check(new[k], who, f"param_groups[{i}][{k!r}]") if k in group else self.defaults[k]
+            new[k] = check(new[k], f"param_groups[{i}][{k!r}]", who) if k in group else self.defaults[k]
         self._check_hyper(new, who)
         _check_distinct(self.params + params, who)
         self.param_groups.append(new); self.params.extend(params)  # all checked: now change
@@ -380,7 +379,7 @@ class Optimizer:
                 for k, check in self._checks.items():
                     if k not in g: raise ValueError(f"{who}: parameter group {i} has no {k!r}")
                     name = k if len(self.param_groups) == 1 else f"param_groups[{i}][{k!r}]"
-                    h[k] = _check_real(g[k], who, name) if k == 'lr' else check(g[k], who, name)  # the rate: `_check_lr` below
+                    h[k] = check_real(g[k], name, who) if k == 'lr' else check(g[k], name, who)  # the rate: `_check_lr` below
                 self._check_hyper(h, who)
                 hs.append(h)
             paths = [self._path(h) for h in hs]

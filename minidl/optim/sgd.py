@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/sgd.html.md"""
 from __future__ import annotations
 import torch
 from ..nn.module import Parameter
-from .optimizer import Optimizer, _check_flag, _check_lr, _check_rate
+from .._checks import check_flag, check_rate
+from .optimizer import Optimizer, _check_lr
 
 # %% auto #0
 __all__ = ['SGD']
@@ -16,8 +17,8 @@ __all__ = ['SGD']
 # %% ../../nbs/31_sgd.ipynb #162481ac
 class SGD(Optimizer):
     "Stochastic gradient descent (momentum, dampening, Nesterov, L2 weight decay as `torch.optim.SGD`); the t-th `step()` uses the rate `lr / (1 + decay * t)`."
-    _checks = {'lr': _check_rate, 'momentum': _check_rate, 'dampening': _check_rate, 'weight_decay': _check_rate,
-               'nesterov': _check_flag, 'decay': _check_rate}
+    _checks = {'lr': check_rate, 'momentum': check_rate, 'dampening': check_rate, 'weight_decay': check_rate,
+               'nesterov': check_flag, 'decay': check_rate}
     _optional = {'decay': 0.0}  # torch has no time-based decay
     _state_names = ('momentum_buffer',)
 
