@@ -6,7 +6,11 @@ Docs: https://minidl.github.io/minidl/checks.html.md"""
 
 # %% ../nbs/04_checks.ipynb #ck000003
 from __future__ import annotations
-import math, numbers, operator
+
+import math
+import numbers
+import operator
+
 import torch
 
 # %% auto #0

@@ -6,13 +6,21 @@ Docs: https://minidl.github.io/minidl/checkpoint.html.md"""
 
 # %% ../nbs/36_checkpoint.ipynb #bfbb27b3
 from __future__ import annotations
-import numbers, os, pickle, zipfile, zlib
+
+import numbers
+import os
+import pickle
+import zipfile
+import zlib
 from pathlib import Path
+
 import torch
-from .nn.module import Module
+
 from .files import atomic_open
-from .optim.optimizer import Optimizer, _prepare_load as _prepare_optimizer
+from .nn.module import Module
 from .optim.lr_scheduler import LRScheduler, _check_drives
+from .optim.optimizer import Optimizer
+from .optim.optimizer import _prepare_load as _prepare_optimizer
 
 # %% auto #0
 __all__ = ['save_checkpoint', 'load_checkpoint']
@@ -157,7 +165,7 @@ def _verify_integrity(path: Path, who: str):
         pkl = next((i.filename for i in z.infolist() if i.filename.endswith('/data.pkl')), None)
         owners = {} if pkl is None or pkl in dict(bad) else _storage_owners(z, pkl)
     what = []
-    for name, e in bad:
+    for name, _ in bad:
         record = name.split('/', 1)[-1]
         key = record.rsplit('/', 1)[-1] if record.startswith('data/') else None
         held = (f" (the storage of {owners[key]})" if key in owners else

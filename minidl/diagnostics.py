@@ -6,14 +6,19 @@ Docs: https://minidl.github.io/minidl/diagnostics.html.md"""
 
 # %% ../nbs/38_diagnostics.ipynb #5defe0cb
 from __future__ import annotations
-import copy, math, numbers
+
+import copy
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
+
 import torch
 from torch import Tensor
+
 from ._checks import fmt_shape
-from .nn.module import Module, Parameter, RemovableHandle
 from .nn.activation import ReLU, Sigmoid, Tanh
+from .nn.module import Module, Parameter, RemovableHandle
 
 # %% auto #0
 __all__ = ['Collector', 'ActivationStats', 'GradientStats', 'UpdateRatios', 'AttentionMaps', 'plot_colorful_dimension',

@@ -6,9 +6,19 @@ Docs: https://minidl.github.io/minidl/distributed.html.md"""
 
 # %% ../nbs/60_distributed.ipynb #8fd5b37e
 from __future__ import annotations
-import contextlib, datetime, math, numbers, os, sys, time, traceback
+
+import contextlib
+import datetime
+import math
+import numbers
+import os
+import sys
+import time
+import traceback
+
 import torch
 import torch.distributed as dist
+
 from ._checks import check_int
 from .nn.module import Module
 

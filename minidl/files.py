@@ -6,7 +6,11 @@ Docs: https://minidl.github.io/minidl/files.html.md"""
 
 # %% ../nbs/03_files.ipynb #a1156c07
 from __future__ import annotations
-import contextlib, os, stat, tempfile
+
+import contextlib
+import os
+import stat
+import tempfile
 from pathlib import Path
 
 # %% auto #0

@@ -6,10 +6,15 @@ Docs: https://minidl.github.io/minidl/gradcheck.html.md"""
 
 # %% ../nbs/01_gradcheck.ipynb #50feb039
 from __future__ import annotations
-import copy, itertools, math, numbers
-import torch
-from ._checks import check_flag, check_seed
 
+import copy
+import itertools
+import math
+import numbers
+
+import torch
+
+from ._checks import check_flag, check_seed
 
 # %% auto #0
 __all__ = ['gradcheck']

@@ -6,10 +6,13 @@ Docs: https://minidl.github.io/minidl/plots.html.md"""
 
 # %% ../nbs/37_plots.ipynb #42e89763
 from __future__ import annotations
+
 import os
 from pathlib import Path
-import torch
+
 import matplotlib.pyplot as plt
+import torch
+
 from .files import atomic_open
 from .training import History
 

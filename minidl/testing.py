@@ -6,7 +6,13 @@ Docs: https://minidl.github.io/minidl/testing.html.md"""
 
 # %% ../nbs/02_testing.ipynb #928903ab
 from __future__ import annotations
-import copy, inspect, json, math, os
+
+import copy
+import inspect
+import json
+import math
+import os
+
 import torch
 
 # %% auto #0

@@ -6,14 +6,17 @@ Docs: https://minidl.github.io/minidl/training.html.md"""
 
 # %% ../nbs/35_training.ipynb #5affad58
 from __future__ import annotations
-import math, numbers
-from dataclasses import dataclass, field, asdict
+
+import math
+from dataclasses import asdict, dataclass, field
+
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
 from ._checks import check_finite, check_int, check_seed, fmt_shape
-from .nn.module import Module
 from .nn.loss import Loss
+from .nn.module import Module
 from .optim.lr_scheduler import _check_drives
 
 # %% auto #0
@@ -215,7 +218,7 @@ def train(
                 xb, tb, yb = (x_train, t_train, y_train) if idx is everything else (x_train[idx], t_train[idx], y_train[idx])
                 output = model(xb)
                 try: loss = loss_fn(output, tb)
-                except (ValueError, RuntimeError) as e:  # e.g. LossBCE refusing a NaN prediction: was it a divergence?
+                except (ValueError, RuntimeError):  # e.g. LossBCE refusing a NaN prediction: was it a divergence?
                     if isinstance(output, Tensor) and not torch.isfinite(output).all().item():
                         raise _diverged(epoch, lr, "the model's output is not finite") from None  # lr: the last step's
                     raise

@@ -6,18 +6,21 @@ Docs: https://minidl.github.io/minidl/circle.html.md"""
 
 # %% ../../nbs/42_circle.ipynb #cfd30396
 from __future__ import annotations
-import math, time, statistics
+
+import time
 from dataclasses import dataclass, field
+
 import torch
-from ..nn.module import Module
-from ..nn.linear import Linear
+
 from ..nn.activation import ReLU, Sigmoid, Tanh
-from ..nn.loss import LossBCE, LossMSE
 from ..nn.container import Sequential
+from ..nn.linear import Linear
+from ..nn.loss import LossBCE, LossMSE
+from ..nn.module import Module
 from ..optim import SGD
+from ..training import History, accuracy, train
 from .circle_data import circle_train_test
-from ..training import History, train, accuracy
-from .common import mean_std, TextTable
+from .common import TextTable, mean_std
 
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULTS', 'ModelSpec', 'circle_mlp', 'CircleRun', 'run_circle', 'run_experiment', 'summarize',

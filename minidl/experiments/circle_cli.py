@@ -6,15 +6,35 @@ Docs: https://minidl.github.io/minidl/circle_cli.html.md"""
 
 # %% ../../nbs/44_circle_cli.ipynb #7c719d49
 from __future__ import annotations
-import argparse, math, sys, time
+
+import argparse
+import sys
+import time
 from pathlib import Path
+
 import torch
+
 import minidl
+from minidl.experiments.common import (
+    BATCH_MAX,
+    EPOCHS_MAX,
+    RUNS_MAX,
+    THREADS_MAX,
+    ExperimentParser,
+    Messages,
+    check_destinations,
+    figure_png,
+    int_upto,
+    interruptible,
+    number_in,
+    path_arg,
+    positive_int,
+    resolve_device,
+    write_outputs,
+)
+
 from ..training import TrainingDiverged
-from .common import (
-    ExperimentParser, positive_int, nonneg_int, positive_float, path_arg, resolve_device, int_upto, number_in,
-    RUNS_MAX, EPOCHS_MAX, BATCH_MAX, THREADS_MAX, check_destinations, figure_png, write_outputs, interruptible, Messages)
-from .circle import MODELS, DEFAULTS, run_circle, summarize, results_table
+from .circle import DEFAULTS, MODELS, results_table, run_circle, summarize
 
 # %% auto #0
 __all__ = ['OUT_FILES', 'make_parser', 'main']
@@ -81,9 +101,9 @@ def _render_figures(runs:dict)->dict[str, bytes]:
     "outputs.png (first run of each model) and curves.png (all runs), as PNG bytes in memory"
     import matplotlib
     matplotlib.use('Agg')  # files only: no display needed
-    from minidl.plots import plot_history
-    from minidl.experiments.circle_plots import plot_outputs
     from minidl.experiments.circle_data import circle_train_test
+    from minidl.experiments.circle_plots import plot_outputs
+    from minidl.plots import plot_history
     first = {n: rs[0] for n, rs in runs.items()}
     r0 = next(iter(first.values()))
     _, _, x_test, y_test = circle_train_test(DEFAULTS['n_train'], DEFAULTS['n_test'], seed=r0.seed)

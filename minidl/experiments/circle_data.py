@@ -8,10 +8,11 @@ Docs: https://minidl.github.io/minidl/circle_data.html.md"""
 __all__ = ['CENTER', 'RADIUS', 'circle_label', 'circle_dataset', 'circle_train_test']
 
 # %% ../../nbs/41_circle_data.ipynb #7661011e
-import math, operator
+import math
+import operator
+
 import torch
 from torch import Tensor
-
 
 # %% ../../nbs/41_circle_data.ipynb #d9d1609c
 CENTER = (0.5, 0.5)                 # centre of the disk

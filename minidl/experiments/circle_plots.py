@@ -6,10 +6,12 @@ Docs: https://minidl.github.io/minidl/circle_plots.html.md"""
 
 # %% ../../nbs/43_circle_plots.ipynb #0a537623
 from __future__ import annotations
-import torch
-from torch import Tensor
+
 import matplotlib.pyplot as plt
+import torch
 from matplotlib.patches import Circle
+from torch import Tensor
+
 from ..nn.module import Module
 from .circle_data import CENTER, RADIUS
 

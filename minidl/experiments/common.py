@@ -6,11 +6,24 @@ Docs: https://minidl.github.io/minidl/experiments.html.md"""
 
 # %% ../../nbs/40_experiments.ipynb #9125f05d
 from __future__ import annotations
-import argparse, contextlib, io, json, math, os, platform, statistics, sys, tempfile
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
 from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
+
 import minidl
+
 from ..files import atomic_open
 
 # %% auto #0

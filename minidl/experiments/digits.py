@@ -6,25 +6,28 @@ Docs: https://minidl.github.io/minidl/digits.html.md"""
 
 # %% ../../nbs/51_digits.ipynb #5e885b34
 from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
-from ..nn.module import Module
-from ..nn.linear import Linear
+
+from ..distributed import DataParallel, get_rank
 from ..nn.activation import ReLU
-from ..nn.normalization import BatchNorm1d, BatchNorm2d
-from ..nn.dropout import Dropout
 from ..nn.conv import Conv2d
-from ..nn.pooling import MaxPool2d
+from ..nn.dropout import Dropout
 from ..nn.flatten import Flatten
+from ..nn.linear import Linear
 from ..nn.loss import LossCrossEntropy
+from ..nn.module import Module
+from ..nn.normalization import BatchNorm1d, BatchNorm2d
+from ..nn.pooling import MaxPool2d
 from ..optim import AdamW
 from ..optim.lr_scheduler import OneCycleLR
 from ..training import History, train
-from ..distributed import DataParallel, get_rank
-from .common import mean_std, fmt_pm, text_table, TextTable
-from .digits_data import load_digits_split, RandomShift, AugmentedSequential
+from .common import TextTable, fmt_pm, mean_std, text_table
+from .digits_data import AugmentedSequential, RandomShift, load_digits_split
 
 # %% auto #0
 __all__ = ['RECIPE', 'MODELS', 'digits_mlp', 'digits_cnn', 'DigitsModel', 'DigitsRun', 'predict', 'run_digits',
@@ -251,6 +254,7 @@ def plot_misclassified(
 ):
     "A grid of images, each titled `true→predicted`; as narrow as the images need, one block per model with `models`"
     import textwrap
+
     import matplotlib.pyplot as plt
     k = len(images)
     names = list(models) if models is not None else [''] * k

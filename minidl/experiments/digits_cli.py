@@ -6,18 +6,56 @@ Docs: https://minidl.github.io/minidl/digits_cli.html.md"""
 
 # %% ../../nbs/52_digits_cli.ipynb #ab23c118
 from __future__ import annotations
-import argparse, sys, time
+
+import argparse
+import sys
+import time
 from pathlib import Path
+
 import torch
+
+from minidl.distributed import (
+    DistributedError,
+    ShardedSampler,
+    fail_fast,
+    init_distributed,
+    is_main_process,
+    launch_info,
+    on_main,
+    shutdown,
+)
+from minidl.experiments.common import (
+    DEVICES,
+    EPOCHS_MAX,
+    RUNS_MAX,
+    THREADS_MAX,
+    ExperimentParser,
+    Messages,
+    check_destinations,
+    environment,
+    figure_png,
+    int_upto,
+    interruptible,
+    path_arg,
+    resolve_device,
+    torch_threads,
+    write_outputs,
+)
+from minidl.experiments.digits import (
+    MODELS,
+    RECIPE,
+    confusion_matrix,
+    digits_table,
+    plot_confusion,
+    plot_filters,
+    plot_learning_curves,
+    plot_misclassified,
+    run_digits,
+    summarize_digits,
+)
+
 from ..training import TrainingDiverged
-from ..distributed import (launch_info, init_distributed, ShardedSampler, fail_fast, DistributedError, shutdown,
-                                is_main_process, on_main)
-from .common import (ExperimentParser, positive_int, nonneg_int, path_arg, DEVICES, resolve_device,
-                                       int_upto, RUNS_MAX, EPOCHS_MAX, THREADS_MAX, interruptible,
-                                       torch_threads, check_destinations, figure_png, write_outputs, environment, Messages, mean_std)
-from .digits_data import digits_available, load_digits_split, INSTALL_HINT
-from .digits import (MODELS, RECIPE, run_digits, summarize_digits, digits_table, plot_learning_curves,
-                                       confusion_matrix, plot_confusion, plot_misclassified, plot_filters)
+from .digits_data import INSTALL_HINT, digits_available, load_digits_split
 
 # %% auto #0
 __all__ = ['OUT_FILES', 'make_digits_parser', 'digits_main']

@@ -6,12 +6,16 @@ Docs: https://minidl.github.io/minidl/digits_data.html.md"""
 
 # %% ../../nbs/50_digits_data.ipynb #170f9a6f
 from __future__ import annotations
-import functools, numbers
+
+import functools
+import numbers
+
 import torch
 from torch import Tensor
+
 from .._checks import check_grad, check_tensor, fmt_shape
-from ..nn.module import Module
 from ..nn.container import Sequential
+from ..nn.module import Module
 
 # %% auto #0
 __all__ = ['INSTALL_HINT', 'digits_available', 'load_digits_split', 'shift_offsets', 'random_shift', 'RandomShift',
@@ -23,14 +27,16 @@ INSTALL_HINT = 'the digits data comes with scikit-learn: pip install "minidl[dig
 @functools.cache
 def _raw_digits():
     "The digits as numpy arrays (pixels 0..16, labels 0..9), read once per process"
-    try: from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
     except ImportError: raise ModuleNotFoundError(INSTALL_HINT) from None
     d = load_digits()
     return d.data, d.target
 
 def digits_available()->bool:
     "Whether scikit-learn (and with it the digits data) can be imported"
-    try: import sklearn.datasets  # noqa: F401
+    try:
+        import sklearn.datasets  # noqa: F401
     except ImportError: return False
     return True
 

@@ -6,18 +6,33 @@ Docs: https://minidl.github.io/minidl/distributed_demo.html.md"""
 
 # %% ../../nbs/45_distributed_demo.ipynb #667bdf37
 from __future__ import annotations
-import json, sys, time
+
+import json
+import time
 from pathlib import Path
+
 import torch
+
+from minidl.distributed import (
+    DataParallel,
+    DistributedError,
+    fail_fast,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    launch_info,
+    on_main,
+    print_main,
+    shutdown,
+)
+
 from ..files import atomic_open
-from ..nn.linear import Linear
 from ..nn.activation import ReLU, Sigmoid
 from ..nn.container import Sequential
+from ..nn.linear import Linear
 from ..nn.loss import LossBCE
 from ..optim import SGD
 from ..training import train
-from ..distributed import (launch_info, init_distributed, fail_fast, get_rank, get_world_size, DataParallel,
-                                print_main, on_main, DistributedError, shutdown)
 from .circle_data import circle_train_test
 
 # %% auto #0

@@ -6,12 +6,23 @@ Docs: https://minidl.github.io/minidl/nn.html.md"""
 
 # %% ../../nbs/29_nn.ipynb #80774438
 from __future__ import annotations
+
+from . import activation as _activation
+from . import attention as _attention
+from . import container as _container
+from . import conv as _conv
+from . import dropout as _dropout
+from . import flatten as _flatten
 from . import init
-from .module import Module, Parameter
+from . import linear as _linear
+from . import loss as _loss
+from . import module as _module
+from . import normalization as _normalization
+from . import pooling as _pooling
+from . import sparse as _sparse
+from . import transformer as _transformer
 from .loss import Loss as _Loss
-from . import (module as _module, linear as _linear, activation as _activation, loss as _loss, container as _container,
-                       dropout as _dropout, normalization as _normalization, conv as _conv, pooling as _pooling,
-                       flatten as _flatten, sparse as _sparse, attention as _attention, transformer as _transformer)
+from .module import Module, Parameter
 
 # %% auto #0
 __all__ = []

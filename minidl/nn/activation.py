@@ -6,10 +6,15 @@ Docs: https://minidl.github.io/minidl/activation.html.md"""
 
 # %% ../../nbs/11_activation.ipynb #d66c8f5d
 from __future__ import annotations
-import functools, math, numbers
+
+import functools
+import math
+import numbers
+
 import torch
-from .._checks import check_flag, check_grad, check_tensor, fmt_shape
-from .module import Module, _Tensor, _accept_floating, _accept_like_saved
+
+from .._checks import check_flag, fmt_shape
+from .module import Module, _accept_floating, _accept_like_saved
 
 # %% auto #0
 __all__ = ['ReLU', 'Tanh', 'Sigmoid', 'LeakyReLU', 'GELU', 'Softmax', 'LogSoftmax']

@@ -6,11 +6,16 @@ Docs: https://minidl.github.io/minidl/attention.html.md"""
 
 # %% ../../nbs/21_attention.ipynb #172aca2d
 from __future__ import annotations
-import functools, math, numbers
+
+import functools
+import math
+import numbers
+
 import torch
+
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
-from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 from .linear import Linear, _ones
+from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['CausalSelfAttention']

@@ -6,8 +6,11 @@ Docs: https://minidl.github.io/minidl/container.html.md"""
 
 # %% ../../nbs/13_container.ipynb #eb0bfb92
 from __future__ import annotations
+
 import operator
+
 import torch
+
 from .._checks import fmt_shape
 from .module import Module, Parameter, _Tensor
 

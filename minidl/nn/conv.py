@@ -6,11 +6,16 @@ Docs: https://minidl.github.io/minidl/conv.html.md"""
 
 # %% ../../nbs/17_conv.ipynb #4b08874b
 from __future__ import annotations
-import functools, math, numbers
+
+import functools
+import math
+import numbers
+
 import torch
+
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
-from .module import Module, Parameter, _method_of, _check_accumulators, _parse_device, _parse_dtype
 from .linear import _ones
+from .module import Module, Parameter, _check_accumulators, _method_of, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Conv2d']
@@ -66,8 +71,8 @@ def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride:
     Hp, Wp = H + pt + pb, W + pl + pr
     Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
     try:
-        _check_alloc(who, f"the padded input (N, H + 2 ph, W + 2 pw, C)", (N, Hp, Wp, C), x.dtype)
-        _check_alloc(who, f"the windows (im2col) (N H_out W_out, kh kw C)", (N * Ho * Wo, kh * kw * C), x.dtype)
+        _check_alloc(who, "the padded input (N, H + 2 ph, W + 2 pw, C)", (N, Hp, Wp, C), x.dtype)
+        _check_alloc(who, "the windows (im2col) (N H_out W_out, kh kw C)", (N * Ho * Wo, kh * kw * C), x.dtype)
         if max(sh * Wp * C, sw * C, Hp * Wp * C) >= 2**63: raise ValueError(
             f"{who}: the stride {stride} steps further than torch can address (2**63 elements) in a {Hp}x{Wp} padded input")
     except ValueError as e: return ValueError(f"{e} ({settings}, input {fmt_shape(x.shape)})")

@@ -6,9 +6,12 @@ Docs: https://minidl.github.io/minidl/dropout.html.md"""
 
 # %% ../../nbs/15_dropout.ipynb #ac71e6a7
 from __future__ import annotations
+
 import numbers
+
 import torch
-from .._checks import check_flag, check_grad, check_tensor
+
+from .._checks import check_flag, check_grad
 from .module import Module, _accept_floating
 
 # %% auto #0

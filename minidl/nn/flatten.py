@@ -6,8 +6,11 @@ Docs: https://minidl.github.io/minidl/flatten.html.md"""
 
 # %% ../../nbs/19_flatten.ipynb #70853879
 from __future__ import annotations
+
 import numbers
+
 import torch
+
 from .._checks import check_grad, check_tensor, fmt_shape
 from .module import Module
 

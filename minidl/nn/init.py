@@ -6,10 +6,12 @@ Docs: https://minidl.github.io/minidl/init.html.md"""
 
 # %% ../../nbs/14_init.ipynb #9b87d51c
 from __future__ import annotations
+
 import math
-import numbers
 import warnings
+
 import torch
+
 from .._checks import check_number, fmt_shape
 from .module import Parameter
 

@@ -6,10 +6,14 @@ Docs: https://minidl.github.io/minidl/linear.html.md"""
 
 # %% ../../nbs/10_linear.ipynb #fcf73d38
 from __future__ import annotations
-import functools, math, numbers
+
+import functools
+import math
+
 import torch
+
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
-from .module import Module, Parameter, _Tensor, _method_of, _check_accumulators, _parse_device, _parse_dtype
+from .module import Module, Parameter, _check_accumulators, _method_of, _parse_device, _parse_dtype, _Tensor
 
 # %% auto #0
 __all__ = ['Linear']

@@ -6,11 +6,15 @@ Docs: https://minidl.github.io/minidl/loss.html.md"""
 
 # %% ../../nbs/12_loss.ipynb #f38579a3
 from __future__ import annotations
-import functools, numbers
+
+import functools
+import numbers
+
 import torch
+
 from .._checks import check_grad, check_tensor, fmt_shape
-from .module import Module, SavesForBackward, _Tensor, _parse_to, _move
 from .activation import _log_softmax
+from .module import SavesForBackward, _move, _parse_to, _Tensor
 
 # %% auto #0
 __all__ = ['MSELoss', 'BCELoss', 'CrossEntropyLoss', 'Loss', 'LossMSE', 'LossBCE', 'LossCrossEntropy']
@@ -263,7 +267,7 @@ class LossCrossEntropy(Loss):
                 ):
         if weight is not None:
             if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-                raise TypeError(f"LossCrossEntropy expects weight to be a floating-point tensor or None, got "
+                raise TypeError("LossCrossEntropy expects weight to be a floating-point tensor or None, got "
                                 + (f"dtype {weight.dtype}" if isinstance(weight, torch.Tensor) else type(weight).__name__))
             if weight.dim() != 1:
                 raise ValueError(f"LossCrossEntropy expects weight of shape (C), one per class, got {fmt_shape(weight.shape)}")

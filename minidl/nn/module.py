@@ -6,7 +6,14 @@ Docs: https://minidl.github.io/minidl/module.html.md"""
 
 # %% ../../nbs/00_module.ipynb #5b9cf419
 from __future__ import annotations
+
+import functools
+import itertools
+import types
+import weakref
+
 import torch
+
 from .._checks import check_flag, check_grad, check_tensor, fmt_shape
 
 # %% auto #0
@@ -481,8 +488,6 @@ class Module(SavesForBackward):
 
 
 # %% ../../nbs/00_module.ipynb #b8d4f2e1
-import functools
-
 def _checked_forward(math):
     "`forward` of a subclass: its maths, run on what `_accept` let through; a refusal is explained by `_forward_error`."
     @functools.wraps(math)
@@ -557,8 +562,6 @@ def _not_called(who: str, why: str | None = None) -> RuntimeError:
 
 
 # %% ../../nbs/00_module.ipynb #86b48f67
-import itertools, types, weakref
-
 class RemovableHandle:
     "Returned by `register_*_hook`: `remove()` unregisters the hook (a second call does nothing); usable as a context manager."
     _ids = itertools.count()

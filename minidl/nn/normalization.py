@@ -6,8 +6,12 @@ Docs: https://minidl.github.io/minidl/normalization.html.md"""
 
 # %% ../../nbs/16_normalization.ipynb #c4df3d1d
 from __future__ import annotations
-import math, numbers
+
+import math
+import numbers
+
 import torch
+
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
 from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 

@@ -6,11 +6,15 @@ Docs: https://minidl.github.io/minidl/pooling.html.md"""
 
 # %% ../../nbs/18_pooling.ipynb #c380c9d0
 from __future__ import annotations
-import functools, math
+
+import functools
+import math
+
 import torch
+
 from .._checks import check_grad
+from .conv import _check_alloc, _check_image, _col2im, _out_size, _pad_nhwc, _pair, _patches, _size_error
 from .module import Module
-from .conv import _pair, _out_size, _check_image, _pad_nhwc, _patches, _col2im, _check_alloc, _size_error
 
 # %% auto #0
 __all__ = ['MaxPool2d', 'AvgPool2d']
@@ -66,7 +70,7 @@ class _Pool2d(Module):
 
     def _col2im(self, dt: torch.Tensor, shape: tuple) -> torch.Tensor:
         "Add the window gradients `dt` `(kh kw, N, H_out, W_out, C)` back onto the input image of `shape` `(N, C, H, W)`."
-        (kh, kw), (ph, pw), (N, C, H, W) = self._k, self._p, shape
+        (kh, kw), (ph, pw), (_, _, H, W) = self._k, self._p, shape
         dp = dt.view(kh, kw, *dt.shape[1:]).permute(2, 3, 4, 0, 1, 5)        # (N, H_out, W_out, kh, kw, C)
         return _col2im(dp, H + 2 * ph, W + 2 * pw, self._s)[:, ph:ph + H, pw:pw + W].permute(0, 3, 1, 2)
 

@@ -6,8 +6,11 @@ Docs: https://minidl.github.io/minidl/sparse.html.md"""
 
 # %% ../../nbs/20_sparse.ipynb #13738ffc
 from __future__ import annotations
+
 import numbers
+
 import torch
+
 from .._checks import check_grad, check_size, fmt_shape
 from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 

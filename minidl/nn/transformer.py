@@ -6,16 +6,18 @@ Docs: https://minidl.github.io/minidl/transformer.html.md"""
 
 # %% ../../nbs/22_transformer.ipynb #ddea8807
 from __future__ import annotations
+
 import numbers
+
 import torch
+
 from .._checks import check_size, check_tensor, fmt_shape
-from .module import Module, _check_accumulators
-from .linear import Linear
-from .activation import ReLU
-from .activation import GELU
-from .dropout import Dropout
-from .normalization import LayerNorm
+from .activation import GELU, ReLU
 from .attention import CausalSelfAttention
+from .dropout import Dropout
+from .linear import Linear
+from .module import Module, _check_accumulators
+from .normalization import LayerNorm
 
 # %% auto #0
 __all__ = ['TransformerBlock']

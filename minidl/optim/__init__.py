@@ -8,8 +8,9 @@ Docs: https://minidl.github.io/minidl/optim.html.md"""
 __all__ = ['Optimizer', 'SGD', 'Adam', 'AdamW', 'lr_scheduler']
 
 # %% ../../nbs/34_optim.ipynb #e4a5b6c7
+from . import lr_scheduler
+from .adam import Adam, AdamW
 from .optimizer import Optimizer
 from .sgd import SGD
-from .adam import Adam, AdamW
-from . import lr_scheduler
+
 _all_ = ['Optimizer', 'SGD', 'Adam', 'AdamW', 'lr_scheduler']

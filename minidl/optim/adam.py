@@ -6,7 +6,9 @@ Docs: https://minidl.github.io/minidl/adam.html.md"""
 
 # %% ../../nbs/32_adam.ipynb #c487f312
 from __future__ import annotations
+
 import torch
+
 from .._checks import check_betas, check_flag, check_rate
 from .optimizer import Optimizer, _check_lr
 

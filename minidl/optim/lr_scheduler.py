@@ -6,7 +6,10 @@ Docs: https://minidl.github.io/minidl/lr_scheduler.html.md"""
 
 # %% ../../nbs/33_lr_scheduler.ipynb #48b24960
 from __future__ import annotations
-import math, numbers
+
+import math
+import numbers
+
 from .._checks import check_int, check_positive, check_rate
 from .optimizer import Optimizer
 
@@ -241,7 +244,7 @@ def _compute(self, epoch):
         raise ValueError(f"OneCycleLR.step: tried to step {epoch} times, but total_steps is {self.total_steps} "
                          "(create the schedule with the number of optimizer steps of the whole run)")
     phases, start = self._phases(), 0.0
-    for i, (end_step, lr_keys, mom_keys) in enumerate(phases):
+    for i, (end_step, lr_keys, mom_keys) in enumerate(phases):  # noqa: B007 (the phase found is used below)
         if epoch <= end_step or i == len(phases) - 1:
             if end_step == start:
                 raise ValueError(f"OneCycleLR: pct_start={self.pct_start!r} with total_steps={self.total_steps} makes phase {i + 1} "

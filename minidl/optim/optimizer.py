@@ -6,9 +6,15 @@ Docs: https://minidl.github.io/minidl/optimizer.html.md"""
 
 # %% ../../nbs/30_optimizer.ipynb #c3079bb9
 from __future__ import annotations
-import math, numbers, operator, itertools
+
+import itertools
+import math
+import numbers
+import operator
+
 import torch
-from .._checks import check_betas, check_finite, check_flag, check_rate, check_real, fmt_shape
+
+from .._checks import check_finite, check_rate, check_real, fmt_shape
 from ..nn.module import Module, Parameter
 
 # %% auto #0
@@ -300,7 +306,7 @@ def _prepare_load(opt, sd) -> tuple:
                 raise ValueError(f"{who}: {name} is missing for parameter {ids[a + have.index(False)]!r} of group {gi}: expected one "
                                  "tensor per parameter (minidl updates all the parameters of a group together)")
     if opt._has_step:
-        for gi, (a, b) in enumerate(ranges):
+        for gi, (a, _) in enumerate(ranges):
             if (steps[gi] is None) != ('exp_avg' not in new or new['exp_avg'][a] is None):
                 raise ValueError(f"{who}: parameter group {gi} has {'buffers without a step' if steps[gi] is None else 'a step without buffers'}")
     n = sd.get('step_count', max([t for t in steps if t is not None], default=0))

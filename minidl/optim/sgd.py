@@ -6,8 +6,9 @@ Docs: https://minidl.github.io/minidl/sgd.html.md"""
 
 # %% ../../nbs/31_sgd.ipynb #1ff60810
 from __future__ import annotations
+
 import torch
-from ..nn.module import Parameter
+
 from .._checks import check_flag, check_rate
 from .optimizer import Optimizer, _check_lr
 
