@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # also puts the repository root on sys.path
 from minidl import Linear, ReLU, Sigmoid, Sequential, LossBCE, SGD
-from minidl.core import _check_tensor, _fmt_shape, _not_called
-from minidl.losses import _check_unit_interval, _BCE_EPS
+from minidl.nn.module import _check_tensor, _fmt_shape, _not_called
+from minidl.nn.loss import _check_unit_interval, _BCE_EPS
 from minidl.files import atomic_open
 
 # ---------------------------------------------------------------- the hot path as first written (0c901e6)

@@ -45,7 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
 import minidl
-from minidl.conv import _pad_nhwc, _patches, _col2im
+from minidl.nn.conv import _pad_nhwc, _patches, _col2im
 from minidl.files import atomic_open
 
 IMPLS = ('minidl', 'torch')

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
 import minidl
 from minidl.files import atomic_open
-from minidl.dropout import Dropout
-from minidl.softmax import LossCrossEntropy
+from minidl.nn.dropout import Dropout
+from minidl.nn.loss import LossCrossEntropy
 from minidl.optim import AdamW
 from minidl.optim.lr_scheduler import OneCycleLR
 from minidl.experiments.digits import digits_mlp, digits_cnn, RECIPE, MODELS

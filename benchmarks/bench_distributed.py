@@ -19,16 +19,17 @@ MODELS = dict(  # the wide MLP is compute-bound: many flops per byte of gradient
 
 def _build(name):
     import torch
-    from minidl.linear import Linear
-    from minidl.activations import ReLU
-    from minidl.sequential import Sequential
+    from minidl.nn.linear import Linear
+    from minidl.nn.activation import ReLU
+    from minidl.nn.container import Sequential
     g = torch.Generator().manual_seed(0)
     if name.startswith('mlp'):
         model = Sequential(Linear(512, 2048), ReLU(), Linear(2048, 2048), ReLU(), Linear(2048, 10))
         x = torch.randn(4096, 512, generator=g)
     else:
-        from minidl.conv import Conv2d
-        from minidl.pooling import MaxPool2d, Flatten
+        from minidl.nn.conv import Conv2d
+        from minidl.nn.pooling import MaxPool2d
+        from minidl.nn.flatten import Flatten
         model = Sequential(Conv2d(1, 16, 3), ReLU(), MaxPool2d(2), Conv2d(16, 32, 3), ReLU(), MaxPool2d(2), Flatten(),
                            Linear(800, 10))
         x = torch.randn(4096, 1, 28, 28, generator=g)
@@ -38,7 +39,7 @@ def _build(name):
 def worker(name, steps, out, sync=True):
     import torch, torch.distributed as dist
     from minidl import distributed as D
-    from minidl.losses import LossMSE
+    from minidl.nn.loss import LossMSE
     from minidl.optim import SGD
     torch.set_num_threads(1)
     D.init_distributed(timeout=120)
@@ -102,9 +103,9 @@ def main():
     if a.worker: return worker(a.worker, a.steps, a.out, sync=not a.no_sync)
     models = a.models.split(',')
     if 'cnn' in models:
-        try: import minidl.conv, minidl.pooling  # noqa: F401
+        try: import minidl.nn.conv, minidl.nn.pooling  # noqa: F401
         except ImportError:
-            print("no minidl.conv yet: skipping the CNN"); models.remove('cnn')
+            print("no minidl.nn.conv yet: skipping the CNN"); models.remove('cnn')
     load_before = os.getloadavg()
     runs = {(m, w): [] for m in models for w in (1, 2, 'no_sync')}
     for i in range(a.repeats):

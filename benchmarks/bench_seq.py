@@ -28,7 +28,7 @@ def torch_module_step(m, x, g, owner=None):
 
 
 class DecoderLM(Module):
-    "Token + position embeddings, pre-norm causal blocks, a final LayerNorm, a linear head (as nbs/34_transformer)."
+    "Token + position embeddings, pre-norm causal blocks, a final LayerNorm, a linear head (as nbs/22_transformer)."
     def __init__(self, V, T, E, H, L, FF, generator=None):
         self.tok, self.pos = Embedding(V, E, generator=generator), Embedding(T, E, generator=generator)
         self.blocks = Sequential(*[TransformerBlock(E, H, FF, generator=generator) for _ in range(L)])

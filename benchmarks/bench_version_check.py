@@ -17,9 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 import minidl
-from minidl.core import SavesForBackward, _not_called
-
-
+from minidl.nn.module import SavesForBackward, _not_called
 def _plain_save(self, *objs): self._saved = objs
 
 

@@ -11,59 +11,55 @@ __all__ = []
 __version__ = "0.1.0"
 
 # %% ../nbs/99_package.ipynb #542a3810
-from .core import *
-from .files import *
+from .nn.module import *
 from .gradcheck import *
-from .linear import *
-from .activations import *
-from .losses import *
-from .sequential import *
+from .files import *
+from .nn.linear import *
+from .nn.activation import *
+from .nn.loss import *
+from .nn.container import *
+from .nn.init import *
+from .nn.dropout import *
+from .nn.normalization import *
+from .nn.conv import *
+from .nn.pooling import *
+from .nn.flatten import *
+from .nn.sparse import *
+from .nn.attention import *
+from .nn.transformer import *
 from .optim.optimizer import *
-from .training import *
-from .dropout import *
-from .softmax import *
-from .batchnorm import *
-from .activations_more import *
-from .init import *
-from .conv import *
-from .pooling import *
+from .optim.sgd import *
 from .optim.adam import *
 from .optim.lr_scheduler import *
-from .checkpoints import *
-from .embedding import *
-from .layernorm import *
-from .residual import *
-from .attention import *
-from .transformer import *
+from .training import *
+from .checkpoint import *
 from .diagnostics import *
 
 # %% ../nbs/99_package.ipynb #8836cdbe
 import importlib as _importlib
 _modules = [  # one per line, in book order
-    'core',
-    'files',
+    'nn.module',
     'gradcheck',
-    'linear',
-    'activations',
-    'losses',
-    'sequential',
+    'files',
+    'nn.linear',
+    'nn.activation',
+    'nn.loss',
+    'nn.container',
+    'nn.init',
+    'nn.dropout',
+    'nn.normalization',
+    'nn.conv',
+    'nn.pooling',
+    'nn.flatten',
+    'nn.sparse',
+    'nn.attention',
+    'nn.transformer',
     'optim.optimizer',
-    'training',
-    'dropout',
-    'softmax',
-    'batchnorm',
-    'activations_more',
-    'init',
-    'conv',
-    'pooling',
+    'optim.sgd',
     'optim.adam',
     'optim.lr_scheduler',
-    'checkpoints',
-    'embedding',
-    'layernorm',
-    'residual',
-    'attention',
-    'transformer',
+    'training',
+    'checkpoint',
     'diagnostics',
 ]
 __all__ = [name for m in _modules for name in _importlib.import_module(f'minidl.{m}').__all__]

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib, datetime, math, numbers, os, sys, time, traceback
 import torch
 import torch.distributed as dist
-from .core import Module
+from .nn.module import Module
 
 # %% auto #0
 __all__ = ['launch_info', 'init_distributed', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process', 'barrier',
            'shutdown', 'print_main', 'on_main', 'ShardedSampler', 'broadcast_state', 'DataParallel', 'DistributedError',
-           'fail_fast', 'demo']
+           'fail_fast']
 
 # %% ../nbs/60_distributed.ipynb #27bb5101
 _REQUIRED = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')  # what torchrun sets for every process
@@ -328,72 +328,3 @@ def fail_fast():
         _wait_for_the_others(store, rank, world)
         with contextlib.suppress(Exception): dist.destroy_process_group()  # closes the connections: the others' collectives fail now
         raise DistributedError(msg) from e
-
-# %% ../nbs/60_distributed.ipynb #1a90a273
-def _demo_parser():
-    import argparse
-    p = argparse.ArgumentParser(prog='python -m minidl.distributed',
-                                description="Train an MLP on the circle task data-parallel; run it under torchrun, e.g. "
-                                            "`torchrun --standalone --nproc-per-node 2 -m minidl.distributed` (alone: one process).")
-    p.add_argument('--epochs', type=int, default=5, help='passes over the training set (default: 5)')
-    p.add_argument('--n-train', type=int, default=4000, help='training samples (default: 4000)')
-    p.add_argument('--batch-size', type=int, default=100, help='GLOBAL batch size, all processes together (default: 100)')
-    p.add_argument('--hidden', type=int, default=64, help='width of the two hidden layers (default: 64)')
-    p.add_argument('--lr', type=float, default=0.5, help='SGD learning rate (default: 0.5)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the data, the initialisation and the shuffling (default: 0)')
-    p.add_argument('--timeout', type=float, default=60.0, help='seconds a collective waits for the others (default: 60)')
-    p.add_argument('--out', default=None, help='folder where rank 0 writes results.json (default: none)')
-    p.add_argument('--fail-rank', type=int, default=None, help='(testing) raise an error on this rank during epoch 1')
-    return p
-
-# %% ../nbs/60_distributed.ipynb #4a67da10
-def demo(argv: list[str] | None = None, # command-line arguments (default: `sys.argv[1:]`)
-        ) -> int: # exit status
-    "`python -m minidl.distributed`: data-parallel training of an MLP on the circle task; rank 0 prints and writes the results."
-    import json
-    from pathlib import Path
-    from minidl.files import atomic_open
-    from minidl.experiments.circle_data import circle_train_test
-    from minidl.linear import Linear
-    from minidl.activations import ReLU, Sigmoid
-    from minidl.sequential import Sequential
-    from minidl.losses import LossBCE
-    from minidl.optim import SGD
-    from minidl.training import train
-    a = _demo_parser().parse_args(argv)
-    if launch_info() is not None: init_distributed(timeout=a.timeout)
-    try:
-        with fail_fast():
-            rank, world = get_rank(), get_world_size()
-            x, y, x_test, y_test = circle_train_test(a.n_train, 1000, seed=a.seed)  # every rank holds all the data
-            torch.manual_seed(a.seed + rank)  # different on each rank on purpose: DataParallel broadcasts rank 0's values
-            model = Sequential(Linear(2, a.hidden), ReLU(), Linear(a.hidden, a.hidden), ReLU(), Linear(a.hidden, 1), Sigmoid())
-            loss_fn, opt = LossBCE(), SGD(model.parameters(), lr=a.lr)
-            dp = DataParallel(model, a.n_train, a.batch_size, seed=a.seed, timed=True)
-            print_main(f"{world} process(es), global batch {a.batch_size}, {len(dp.sampler)} steps per epoch, {dp!r}")
-            hook = dp.after_backward
-            if a.fail_rank == rank:
-                def hook(m, idx):
-                    if dp.steps == 3: raise ValueError(f"--fail-rank {rank}: a deliberate error")
-                    dp.after_backward(m, idx)
-            t0 = time.perf_counter()
-            hist = train(model, loss_fn, opt, x, y, x_test, y_test, epochs=a.epochs, sampler=dp.sampler,
-                         after_backward=hook, progress=False)
-            seconds = time.perf_counter() - t0
-            hist = dp.reduce_history(hist)  # the loss over every rank's samples, not just this rank's
-            for e, l, acc in zip(hist.epoch, hist.train_loss, hist.test_accuracy):
-                print_main(f"epoch {e}: train loss {l:.4f}, test accuracy {acc:.4f}")
-            res = dict(world_size=world, global_batch=a.batch_size, samples_per_second=a.epochs * a.n_train / seconds,
-                       allreduce_ms_per_step=1e3 * dp.comm_seconds / max(dp.steps, 1), history=hist.as_dict())
-            print_main(f"{res['samples_per_second']:.0f} samples/s, all-reduce {res['allreduce_ms_per_step']:.2f} ms per step")
-            if a.out is not None:
-                def write():
-                    Path(a.out).mkdir(parents=True, exist_ok=True)
-                    with atomic_open(Path(a.out) / 'results.json') as f: json.dump(res, f, indent=1)
-                on_main(write)
-    except DistributedError: return 1  # the message is printed already
-    finally: shutdown()
-    return 0
-
-if __name__ == '__main__' and __package__ == 'minidl':  # `python -m minidl.distributed` (under torchrun), not this notebook
-    raise SystemExit(demo())

@@ -17,7 +17,7 @@ from minidl import (Linear, ReLU, Tanh, Sigmoid, LeakyReLU, GELU, Softmax, LogSo
                     BatchNorm2d, Conv2d, MaxPool2d, AvgPool2d, Flatten, Sequential, LossMSE, LossBCE, LossCrossEntropy,
                     SGD, Adam, AdamW, StepLR, CosineAnnealingLR, OneCycleLR, save_checkpoint, load_checkpoint,
                     gradcheck, train, accuracy, atomic_open)
-from minidl.core import Module, Parameter
+from minidl.nn.module import Module, Parameter
 from minidl.experiments.circle_data import circle_dataset, circle_label
 from minidl.testing import assert_close
 

@@ -1,7 +1,7 @@
 """Property-based parity tests of the convolution layers against torch.nn + torch.autograd (the oracle): Conv2d,
 MaxPool2d, AvgPool2d, Flatten and a Conv2d -> ReLU -> MaxPool2d -> Flatten -> Linear chain, over random shapes, kernel
 sizes, strides and paddings, in float64 (and float32 for Conv2d); plus finite-difference gradchecks on small shapes.
-The notebooks (25_conv, 26_pooling) hold the worked examples; this file sweeps the space."""
+The notebooks (17_conv, 18_pooling, 19_flatten) hold the worked examples; this file sweeps the space."""
 import math
 
 import pytest

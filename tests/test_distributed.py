@@ -22,7 +22,7 @@ def _adam():
 
 
 def _batchnorm():
-    try: from minidl.batchnorm import BatchNorm1d
+    try: from minidl.nn.normalization import BatchNorm1d
     except ImportError: return None
     return BatchNorm1d
 
@@ -38,17 +38,17 @@ def _optimizers():
 
 
 def _model(seed):
-    from minidl.linear import Linear
-    from minidl.activations import ReLU, Tanh
-    from minidl.sequential import Sequential
+    from minidl.nn.linear import Linear
+    from minidl.nn.activation import ReLU, Tanh
+    from minidl.nn.container import Sequential
     torch.manual_seed(seed)
     return Sequential(Linear(4, 16), Tanh(), Linear(16, 16), ReLU(), Linear(16, 3)).to(dtype=torch.float64)
 
 
 def _bn_model(seed):
-    from minidl.linear import Linear
-    from minidl.activations import ReLU
-    from minidl.sequential import Sequential
+    from minidl.nn.linear import Linear
+    from minidl.nn.activation import ReLU
+    from minidl.nn.container import Sequential
     torch.manual_seed(seed)
     return Sequential(Linear(4, 16), _batchnorm()(16), ReLU(), Linear(16, 3)).to(dtype=torch.float64)
 
@@ -60,15 +60,15 @@ def _data():
 
 
 def _save_checkpoint(path, model, opt, epoch):
-    "`minidl.checkpoints.save_checkpoint` where it exists, else model, optimizer step count and epoch with torch.save."
-    try: from minidl.checkpoints import save_checkpoint
+    "`minidl.checkpoint.save_checkpoint` where it exists, else model, optimizer step count and epoch with torch.save."
+    try: from minidl.checkpoint import save_checkpoint
     except ImportError: return torch.save(dict(model=model.state_dict(), optimizer={'step_count': opt.step_count}, epoch=epoch), path)
     save_checkpoint(path, model, opt, epoch=epoch)
 
 
 def _load_checkpoint(path, model, opt):
     "The epoch saved; model and optimizer restored."
-    try: from minidl.checkpoints import load_checkpoint
+    try: from minidl.checkpoint import load_checkpoint
     except ImportError:
         ck = torch.load(path)
         model.load_state_dict(ck['model'])
@@ -80,7 +80,7 @@ def _load_checkpoint(path, model, opt):
 def _epochs(model, opt, x, y, sampler, first, last, after_backward=None):
     "Epochs `first..last` of `minidl.training.train` with the given sampler and hook; its `History`."
     from minidl.training import train
-    from minidl.softmax import LossCrossEntropy
+    from minidl.nn.loss import LossCrossEntropy
     return train(model, LossCrossEntropy(), opt, x, y, epochs=last - first + 1, sampler=lambda e: sampler(e + first - 1),
                  after_backward=after_backward, progress=False)
 
@@ -111,7 +111,7 @@ def _reference_bn(p, epochs=EPOCHS):
     """BatchNorm with per-replica statistics, simulated in one process: every shard's forward and backward uses the shard's own
     batch statistics, the gradients are count-weighted, and the running statistics kept are rank 0's."""
     from minidl.distributed import ShardedSampler
-    from minidl.softmax import LossCrossEntropy
+    from minidl.nn.loss import LossCrossEntropy
     x, y = _data()
     model, loss_fn = _bn_model(100), LossCrossEntropy()
     opt = _optimizers()[next(iter(_optimizers()))](model.parameters())
@@ -251,7 +251,7 @@ def test_checkpoint_resumes_on_another_world_size(runs):
 
 
 def test_batchnorm_per_replica_statistics(runs):
-    if _batchnorm() is None: pytest.skip("no minidl.batchnorm yet")
+    if _batchnorm() is None: pytest.skip("no minidl.nn.normalization yet")
     ranks = [torch.load(runs['out'] / f'bn_w2_r{r}.pt') for r in range(2)]
     ref, one = _reference_bn(2), _reference_bn(1)
     assert all(torch.equal(ranks[1][k], ranks[0][k]) for k in ref)  # parameters and running statistics identical

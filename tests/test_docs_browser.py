@@ -52,7 +52,7 @@ LOCAL_SCHEMES = ("data:", "blob:", "about:", "chrome:", "chrome-extension:")  # 
 
 
 def page_name(nb: str) -> str:
-    "nbdev's page name for a notebook: the number prefix goes (`02_linear.ipynb` -> `linear.html`)."
+    "nbdev's page name for a notebook: the number prefix goes (`10_linear.ipynb` -> `linear.html`)."
     return re.sub(r"^\d+[a-zA-Z0-9]*_", "", nb.lower()).removesuffix(".ipynb") + ".html"
 
 
@@ -492,7 +492,7 @@ def test_start_here(desktop, server):
     "Backpropagation from scratch is the first page after the home page, and the home page's text and the README link it."
     order = sidebar_order(desktop[0], server)
     assert order[1] == "backprop_tutorial.html", f"the first page after the home page is {order[1]}"
-    assert yaml_sidebar()[1] == {"section": "Start here", "contents": ["12_backprop_tutorial.ipynb"]}, yaml_sidebar()[1]
+    assert yaml_sidebar()[1] == {"section": "Start here", "contents": ["90_backprop_tutorial.ipynb"]}, yaml_sidebar()[1]
     home = (DOCS / "index.html").read_text(encoding="utf-8")
     text = home[home.index("<main"):home.index("</main>")]
     assert 'href="backprop_tutorial.html' in text, "the home page's text does not link to backprop_tutorial.html (only the sidebar does)"
@@ -680,9 +680,9 @@ def test_search_index_has_no_raw_tex():
 def test_sidebar_sections_are_the_books_parts():
     sb = yaml_sidebar()
     titles = [e["section"] for e in sb if isinstance(e, dict)]
-    parts = ["Start here", "Part I · Core", "Part II · Going further", "Part II · Sequences", "Part III · Experiments", "Part IV · Scale", "Tutorials", "Performance"]
+    parts = ["Start here", "Part I · Foundations", "Part II · Layers — minidl.nn", "Part III · Optimisation and training", "Part IV · Experiments", "Part V · Scale", "Tutorials", "Performance"]
     assert titles == [t for t in parts if t in titles], f"sections {titles} not in the book's order {parts}"
-    assert "Part I · Core" in titles
+    assert "Part I · Foundations" in titles
     for e in sb:
         if isinstance(e, dict) and len(e["contents"]) == 1:
             nb = NBS / e["contents"][0]

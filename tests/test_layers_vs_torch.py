@@ -1,5 +1,5 @@
 """Property-based parity tests for the "going further" layers (issue 8) against torch.nn + torch.autograd (the oracle):
-Dropout, Softmax, LogSoftmax, LossCrossEntropy, BatchNorm1d/2d, LeakyReLU, GELU and minidl.init, over random shapes,
+Dropout, Softmax, LogSoftmax, LossCrossEntropy, BatchNorm1d/2d, LeakyReLU, GELU and minidl.nn.init, over random shapes,
 in float32 (loose) and float64 (tight). The notebooks hold the worked examples and the error cases; this file sweeps."""
 import math
 
@@ -10,7 +10,7 @@ from hypothesis import example, given, settings, strategies as st
 
 import minidl
 from minidl.testing import assert_close
-import minidl.init as minit
+import minidl.nn.init as minit
 from minidl import (BatchNorm1d, BatchNorm2d, Dropout, GELU, LeakyReLU, Linear, LogSoftmax, LossCrossEntropy, Parameter,
                     ReLU, Sequential, Softmax)
 
@@ -157,7 +157,7 @@ def test_leaky_relu_gelu(shape, dtype, seed, scale, act):
        mode=st.sampled_from(['fan_in', 'fan_out']), nonlinearity=st.sampled_from(['relu', 'leaky_relu', 'tanh', 'linear']),
        gain=st.floats(0.1, 3.0))
 def test_init(shape, dtype, seed, fn, mode, nonlinearity, gain):
-    "With equal generators, minidl.init draws exactly what torch.nn.init draws."
+    "With equal generators, minidl.nn.init draws exactly what torch.nn.init draws."
     kw = {'uniform_': dict(a=-gain, b=gain), 'normal_': dict(mean=gain, std=gain), 'xavier_uniform_': dict(gain=gain),
           'xavier_normal_': dict(gain=gain)}.get(fn, dict(a=gain, mode=mode, nonlinearity=nonlinearity))
     p, t = Parameter(torch.empty(shape, dtype=dtype)), torch.empty(shape, dtype=dtype)
@@ -183,7 +183,7 @@ def test_sequential_propagates_modes():
 
 def test_exports():
     import sys
-    assert minidl.init is sys.modules['minidl.init']
+    assert minidl.nn.init is sys.modules['minidl.nn.init']
     for name in ['LossCrossEntropy', 'CrossEntropyLoss', 'Dropout', 'BatchNorm1d', 'BatchNorm2d', 'Softmax', 'LogSoftmax',
                  'LeakyReLU', 'GELU', 'kaiming_normal_', 'calculate_gain']:
         assert name in minidl.__all__ and hasattr(minidl, name), name

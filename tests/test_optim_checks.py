@@ -160,7 +160,7 @@ def test_gradient_on_another_device_is_refused():
 def test_optimizer_modules_use_no_autograd_nor_torch_nn():
     import ast, pathlib, minidl
     pkg = pathlib.Path(minidl.__file__).parent
-    for name in ('optim/optimizer', 'optim/adam', 'optim/lr_scheduler', 'checkpoints'):
+    for name in ('optim/optimizer', 'optim/sgd', 'optim/adam', 'optim/lr_scheduler', 'checkpoint'):
         tree = ast.parse((pkg / f'{name}.py').read_text())
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import minidl
 from minidl import Linear, ReLU, Sequential, Sigmoid, Tanh
-from minidl.core import Module, Parameter
+from minidl.nn.module import Module, Parameter
 from minidl.experiments.circle_data import circle_dataset, circle_train_test
 from minidl.testing import assert_close
 

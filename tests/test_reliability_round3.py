@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import minidl as M
-from minidl.checkpoints import save_checkpoint, load_checkpoint
+from minidl.checkpoint import save_checkpoint, load_checkpoint
 from minidl.files import atomic_open
 
 nn = torch.nn

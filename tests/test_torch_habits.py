@@ -385,7 +385,7 @@ def test_nn_namespace():
                  'Conv2d', 'MaxPool2d', 'Flatten', 'Dropout', 'BatchNorm1d', 'Softmax', 'LeakyReLU', 'Tanh', 'Sigmoid']:
         assert getattr(nn, name) is getattr(minidl, name), name
         assert hasattr(torch.nn, name), name
-    assert nn.init is minidl.init and callable(nn.init.kaiming_uniform_)
+    assert nn.init is minidl.nn.init and callable(nn.init.kaiming_uniform_)
     assert not any(hasattr(nn, n) for n in ('SGD', 'Adam', 'LossMSE', 'Loss'))
     own = {'Residual', 'CausalSelfAttention', 'TransformerBlock'}  # minidl's own blocks: torch.nn has no such class
     assert set(nn.__all__) - own <= set(dir(torch.nn))

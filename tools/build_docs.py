@@ -15,7 +15,7 @@ keeps nbdev's half and swaps Quarto for smalldocs. The glue, all of it in this f
    cells, turns `# Title` / `> summary` into front matter with `output-file: linear.html`). We call the function
    because the `nbdev-proc-nbs` command tries to install Quarto first.
 3. smalldocs renders `_proc/` with `_quarto.yml`, `nbdev.yml` and `sidebar.yml`; `NbdevSite` adds the one Quarto
-   behaviour nbdev relies on and smalldocs lacks: a page is written to its `output-file` (`02_linear.ipynb` ->
+   behaviour nbdev relies on and smalldocs lacks: a page is written to its `output-file` (`10_linear.ipynb` ->
    `linear.html`); links and sidebar entries may name either.
 4. Offline and deterministic: KaTeX comes from the npm package pinned in `tools/katex/` (installed with `npm ci`
    into a cache outside the repo) and is copied into `docs/site_libs/katex`; the pages point there instead of the
@@ -30,7 +30,7 @@ And the presentation, generic (no notebook option needed, so pages added later l
   torch.testing...; three checks or more, no output, no gradcheck) become one collapsed block saying how many checks
   it holds; printed fixed-width tables (the circle results) become tables; show_doc writes `class Linear(` for a class
   and renders its docstring's ASCII maths (`dL/dW = G^T X`) as TeX; nbdev's fold of an `#| exports` cell names the
-  module (`Source · minidl/linear.py`) and is folded, except where the cell holds the maths of the page (a `forward`,
+  module (`Source · minidl/nn/linear.py`) and is folded, except where the cell holds the maths of the page (a `forward`,
   a `backward`, a `step`): that code stays open, and the API cards of what it defines drop their signature, which the
   reader has just read in the code; an import cell that also runs code has only its imports re-run by nbdev, so
   the build is quiet and runs no test twice;
@@ -68,17 +68,17 @@ KATEX_CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/katex@[^/\"']+/dist/")
 # same title (Performance) becomes that page's plain entry, not "Performance > Performance"; a section titled None
 # lists its pages at the top level.
 SECTIONS = [
-    ("Start here", r"^12[a-z]?_"),  # backpropagation from scratch: the way in, before Part I
-    ("Part I · Core", r"^0\d[a-z]?_"),  # Parameter/Module, files, gradcheck, Linear, activations, losses, SGD, training, plots
-    ("Part II · Going further", r"^(2\d|3[5-9])[a-z]?_"),  # modes + Dropout, softmax, BatchNorm, ..., Adam; diagnostics (35)
-    ("Part II · Sequences", r"^3[0-4][a-z]?_"),  # Embedding, LayerNorm, Residual, attention, the Transformer block
-    ("Part III · Experiments", r"^[45]\d[a-z]?_"),  # what the experiments share (40), the circle (41-44), the digits (50-52), python -m minidl (59)
-    ("Part IV · Scale", r"^[6-8]\d[a-z]?_"),  # data parallelism, GPU
-    ("Tutorials", r"^9[0-8][a-z]?_|tutorial"),  # data parallelism by hand, ... (a pattern earlier in the list wins)
-    ("Performance", r"^13[a-z]?_|perf|bench"),
+    ("Start here", r"^90[a-z]?_"),  # backpropagation from scratch: the way in, before Part I
+    ("Part I · Foundations", r"^0\d[a-z]?_"),  # Parameter/Module, gradcheck, the testing policy, files, the checks
+    ("Part II · Layers — minidl.nn", r"^[12]\d[a-z]?_"),  # one notebook per module of minidl.nn, and the nn namespace (29)
+    ("Part III · Optimisation and training", r"^3\d[a-z]?_"),  # optimizers, schedules, optim namespace, train, checkpoints, plots, diagnostics
+    ("Part IV · Experiments", r"^[45]\d[a-z]?_"),  # what the experiments share (40), the circle (41-45), the digits (50-52), python -m minidl (59)
+    ("Part V · Scale", r"^[6-8]\d[a-z]?_"),  # data parallelism, GPU
+    ("Tutorials", r"^9[1-7][a-z]?_|tutorial"),  # data parallelism by hand, ... (a pattern earlier in the list wins)
+    ("Performance", r"^98[a-z]?_|perf|bench"),
     (None, r"^99[a-z]?_"),  # the minidl namespace: every module and its names
 ]
-DEFAULT_SECTION = "Part I · Core"
+DEFAULT_SECTION = "Part I · Foundations"
 # smalldocs warnings about Quarto options that do not matter for this site (formats and keys only Quarto reads)
 QUIET = re.compile(r"output-file is not read|lightbox is ignored|format commonmark is not built|unknown key format-links|keep-md is ignored")
 
@@ -562,7 +562,7 @@ def render_site(proc: Path) -> Path:
                 page.out = src.parent / PurePosixPath(str(out))
             return page
 
-        def find_page(self, target):  # a link may name the notebook (02_linear.ipynb) or its page (linear.html)
+        def find_page(self, target):  # a link may name the notebook (10_linear.ipynb) or its page (linear.html)
             found = super().find_page(target)
             return found if found is not None else next((p for p in self.pages.values() if p.out == target), None)
 

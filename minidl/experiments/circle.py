@@ -9,11 +9,11 @@ from __future__ import annotations
 import math, time, statistics
 from dataclasses import dataclass, field
 import torch
-from ..core import Module
-from ..linear import Linear
-from ..activations import ReLU, Sigmoid, Tanh
-from ..losses import LossBCE, LossMSE
-from ..sequential import Sequential
+from ..nn.module import Module
+from ..nn.linear import Linear
+from ..nn.activation import ReLU, Sigmoid, Tanh
+from ..nn.loss import LossBCE, LossMSE
+from ..nn.container import Sequential
 from ..optim import SGD
 from .circle_data import circle_train_test
 from ..training import History, train, accuracy

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 import matplotlib.pyplot as plt
 from matplotlib.patches import Circle
-from ..core import Module
+from ..nn.module import Module
 from .circle_data import CENTER, RADIUS
 
 # %% auto #0

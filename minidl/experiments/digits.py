@@ -10,14 +10,15 @@ import time
 from dataclasses import dataclass, field
 import torch
 from torch import Tensor
-from ..core import Module
-from ..linear import Linear
-from ..activations import ReLU
-from ..batchnorm import BatchNorm1d, BatchNorm2d
-from ..dropout import Dropout
-from ..conv import Conv2d
-from ..pooling import MaxPool2d, Flatten
-from ..softmax import LossCrossEntropy
+from ..nn.module import Module
+from ..nn.linear import Linear
+from ..nn.activation import ReLU
+from ..nn.normalization import BatchNorm1d, BatchNorm2d
+from ..nn.dropout import Dropout
+from ..nn.conv import Conv2d
+from ..nn.pooling import MaxPool2d
+from ..nn.flatten import Flatten
+from ..nn.loss import LossCrossEntropy
 from ..optim import AdamW
 from ..optim.lr_scheduler import OneCycleLR
 from ..training import History, train

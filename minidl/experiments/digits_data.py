@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools, numbers
 import torch
 from torch import Tensor
-from ..core import Module, _check_tensor, _check_grad, _fmt_shape
-from ..sequential import Sequential
+from ..nn.module import Module, _check_tensor, _check_grad, _fmt_shape
+from ..nn.container import Sequential
 
 # %% auto #0
 __all__ = ['INSTALL_HINT', 'digits_available', 'load_digits_split', 'shift_offsets', 'random_shift', 'RandomShift',
