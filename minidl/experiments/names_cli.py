@@ -126,9 +126,10 @@ def names_main(
         try:
             device = resolve_device(args.device)
             check_destinations(args.out, OUT_FILES)
-            if args.save is not None: check_destinations(args.save, tuple(f"{n}-seed{s}.pt" for n in _names(args)
-                                                                         for s in range(args.seed, args.seed + args.runs)))
-        except ValueError as e: parser.error(str(e).replace("--out", "--save", 1) if args.save is not None and str(args.save) in str(e) else str(e))
+        except ValueError as e: parser.error(str(e))
+        if args.save is not None:
+            try: check_destinations(args.save, tuple(f"{n}-seed{s}.pt" for n in _names(args) for s in range(args.seed, args.seed + args.runs)))
+            except ValueError as e: parser.error(str(e).replace('--out', '--save', 1))  # the folder's own name in the message
         if not names_available():
             print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
         info, error = _start_distributed(args, device)
