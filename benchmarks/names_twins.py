@@ -29,8 +29,7 @@ from minidl.optim import AdamW
 from minidl.optim.lr_scheduler import OneCycleLR
 from minidl import LossCrossEntropy
 from minidl.experiments.names_data import IGNORE, MAX_LEN, VOCAB, load_names_split
-from minidl.experiments.names import (MODELS, SPLIT_SEED, CURVE_NAMES, NamesMLP, NamesTransformer, OneHotBigram,
-                                      batch_indices, evaluate_nll, names_data, _curve_set, _batches, _logits_2d)
+from minidl.experiments.names import (MODELS, SPLIT_SEED, CURVE_NAMES, batch_indices, evaluate_nll, names_data, _curve_set, _batches, _logits_2d)
 
 
 class TorchBigram(nn.Module):
@@ -68,14 +67,15 @@ class TorchTransformer(nn.Module):
 
 def torch_twin(model):
     "The torch.nn copy of a minidl names model: same architecture, same state_dict keys, same values, same dtype"
-    if isinstance(model, OneHotBigram): t = TorchBigram(model.vocab)
-    elif isinstance(model, NamesMLP):
+    kind = type(model).__name__  # by name: the names notebook defines the classes in its own namespace
+    if kind == 'OneHotBigram': t = TorchBigram(model.vocab)
+    elif kind == 'NamesMLP':
         t = TorchMLP(model.context, model.embed, model.linear1.out_features, model.dropout.p, model.emb.num_embeddings)
-    elif isinstance(model, NamesTransformer):
+    elif kind == 'NamesTransformer':
         b = model.blocks[0]
         t = TorchTransformer(model.block_size, model.d_model, b.self_attn.num_heads, len(model.blocks), b.linear1.out_features,
                              model.drop.p, model.tok.num_embeddings)
-    else: raise TypeError(f"torch_twin expects a names model, got {type(model).__name__}")
+    else: raise TypeError(f"torch_twin expects a names model, got {kind}")
     dtype = model.parameters()[0].value.dtype
     t = t.to(dtype)
     t.load_state_dict(model.state_dict())

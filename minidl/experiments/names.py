@@ -402,7 +402,7 @@ def model_from_config(cfg:dict)->Module:
 
 # %% ../../nbs/54_names.ipynb #f3a85a24
 def plot_curves(
-    runs:dict[str, list], # model name -> its runs (`NamesRun`s or dicts with a 'curve')
+    runs:dict[str, list], # model name -> its runs (`NamesRun`s or dicts with a 'curve'), or one run
     twins:dict[str, list]|None=None, # the same for the torch.nn twins (dashed)
     closed_form:float|None=None, # the bigram counts' validation NLL (a grey line)
     figsize:tuple|None=None, # figure size
@@ -411,8 +411,9 @@ def plot_curves(
     import matplotlib.pyplot as plt
     curve = lambda r: r['curve'] if isinstance(r, dict) else r.curve
     fig, axs = plt.subplots(1, len(runs), figsize=figsize or (4.4 * len(runs), 3.4), layout='constrained', squeeze=False)
+    as_list = lambda rs: rs if isinstance(rs, (list, tuple)) else [rs]  # one run or several
     for ax, (name, rs) in zip(axs[0], runs.items()):
-        for impl, group, ls in (('minidl', rs, '-'), ('torch', (twins or {}).get(name, []), '--')):
+        for impl, group, ls in (('minidl', as_list(rs), '-'), ('torch', as_list((twins or {}).get(name, [])), '--')):
             for j, r in enumerate(group):
                 c = curve(r)
                 ax.plot(c['step'], c['val_nll'], ls, color='C0', alpha=0.8, label=f'{impl} validation' if j == 0 else None)
