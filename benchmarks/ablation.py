@@ -1,28 +1,47 @@
-"""What each hot-path change bought: the training step of minidl before the performance work and after each change.
+"""What each hot-path change bought: the MLP training step before the performance work and after each change.
 
-    python benchmarks/ablation.py           # a few minutes: prints the table, writes benchmarks/ablation.json
-    python benchmarks/ablation.py --quick   # smoke run, writes only with --out FILE
-
-The variants are cumulative. `before` is the hot path as first written (commit 0c901e6: the code of the old
-`Linear`, activations, `LossBCE` and gradient check is copied below, as subclasses of today's classes, so the
-comparison runs in one process on today's package); each next variant adds one group of changes, and the last one
-is minidl as it is now, used as `benchmarks/bench.py` uses it. torch.nn + autograd runs alongside as the reference.
-Same timing method as `bench.py` (one thread, interleaved rounds, medians); the same regimes.
+The variants are cumulative. `before` is the hot path as first written (commit 0c901e6: the code of the old `Linear`,
+activations, `LossBCE` and gradient check is copied below, as subclasses of today's classes, so the comparison runs in
+one process on today's package); each next variant adds one group of changes, and the last one is minidl as it is
+now, as the core suite runs it. torch.nn + autograd runs alongside as the reference. The core suite's regimes;
+timing by the harness, samples of about 10 ms, up to 201 rounds or about 40 s per regime.
 """
 from __future__ import annotations
-import argparse, datetime, json, statistics, sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # also puts the repository root on sys.path
-from minidl import Linear, ReLU, Sigmoid, Sequential, LossBCE, SGD
-from minidl.nn.module import _check_tensor, _fmt_shape, _not_called
-from minidl.nn.loss import _check_unit_interval, _BCE_EPS
-from minidl.files import atomic_open
+from benchmarks import core
+from minidl import Linear, LossBCE, ReLU, Sigmoid
+
+QUICK = core.QUICK
+FULL = dict(core.FULL, budget_s=40.0)
 
 # ---------------------------------------------------------------- the hot path as first written (0c901e6)
+# (its checks too, so that this history does not depend on where today's package keeps its private helpers)
+
+_BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON: 1e-12 rounded to float32
+
+
+def _fmt_shape(shape) -> str: return str(tuple(shape)).replace(',)', ')')
+
+
+def _not_called(who):
+    return RuntimeError(f"{who}.backward called before forward: run forward first, it stores what backward needs")
+
+
+def _check_tensor(x, who, what='input'):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who} expects the {what} to be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{who} expects a floating-point {what}, got dtype {x.dtype} (convert with .float())")
+    return x.detach() if x.requires_grad else x
+
+
+def _check_unit_interval(t, who, what):
+    lo, hi = torch.aminmax(t)
+    lo, hi = lo.item(), hi.item()
+    if not (0.0 <= lo and hi <= 1.0): raise ValueError(f"{who} expects {what} in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+
 
 def _old_check_grad(g, shape, dtype, who):
     g = _check_tensor(g, who, 'gradient')
@@ -91,45 +110,22 @@ VARIANTS = {  # name: (Linear, ReLU, Sigmoid, loss, input_grad, what the step ad
     '+linear': (Linear, ReLU, Sigmoid, LossBCE, True,
                 "Linear: input checks left to the matrix product, bias gradient as one addmv_, torch.mm"),
     '+input_grad=False': (Linear, ReLU, Sigmoid, LossBCE, False,
-                          "the first layer skips its input gradient: minidl as it is now, as bench.py runs it"),
+                          "the first layer skips its input gradient: minidl as it is now, as the core suite runs it"),
 }
 
-builder = bench.minidl_builder
+builder = core.minidl_builder
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--quick', action='store_true', help='smoke run (numbers are not meaningful)')
-    ap.add_argument('--out', type=Path, default=None, help='JSON output (default: benchmarks/ablation.json; --quick: none)')
-    ap.add_argument('--threads', type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device('cpu')
-    out = args.out if args.out is not None else (None if args.quick else bench.ROOT / 'benchmarks' / 'ablation.json')
-    sample_s, warmup_s, budget_s, rounds = (0.003, 0.02, 0, 3) if args.quick else (0.01, 1.0, 40.0, None)
+
+def run(ctx):
     builders = {name: builder(*v[:5]) for name, v in VARIANTS.items()}
-    builders['torch'] = bench.build_torch
-    print(f"torch.get_num_threads() = {torch.get_num_threads()}")
-    result = dict(schema=1, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                  quick=args.quick, machine=bench.machine_info(device),
-                  variants={name: v[5] for name, v in VARIANTS.items()}, regimes=[])
-    for reg in bench.REGIMES:
-        samples, k, ops = bench.time_regime(reg['sizes'], reg['batch'], device, rounds, sample_s, warmup_s, budget_s, builders)
-        med = {name: statistics.median(v) for name, v in samples.items()}
-        result['regimes'].append(dict(name=reg['name'], label=reg['label'], rounds=len(samples['torch']), median_s=med,
-                                      ops_per_step=ops))
-    names = list(VARIANTS)
-    print(f"\n{'variant':<20}" + ''.join(f"{r['name']:>26}" for r in result['regimes']))
-    print(f"{'':<20}" + ''.join(f"{'us/step  /before  /torch':>26}" for _ in result['regimes']))
-    for name in names + ['torch']:
-        cells = []
-        for r in result['regimes']:
-            m = r['median_s']
-            cells.append(f"{bench.fmt_us(m[name]):>9} {m[name] / m['before']:>7.2f} {m[name] / m['torch']:>7.2f}")
-        print(f"{name:<20}" + ''.join(f"{c:>26}" for c in cells))
-    if out is not None:
-        with atomic_open(out, 'w') as f: f.write(json.dumps(result, indent=1) + '\n')
-        print(f"wrote {out}")
-    return result
-
-if __name__ == '__main__':
-    main()
+    builders['torch'] = core.build_torch
+    out = []
+    for reg in core.REGIMES:
+        weights, x, t = core.init_weights(reg['sizes']), *core.make_data(reg['sizes'], reg['batch'])
+        steps = {name: build(weights)[0] for name, build in builders.items()}
+        timing = ctx.compare({name: (lambda s=s: s(x, t)) for name, s in steps.items()})
+        med = {n: v['median'] for n, v in timing['time_s'].items()}
+        out.append(dict(name=reg['name'], label=reg['label'], median_s=med, **timing,
+                        ops_per_step={n: core.count_ops(s, x, t) for n, s in steps.items()}))
+        ctx.log(f"   {reg['name']:<12} " + ', '.join(f"{n} {core.us(m)} us" for n, m in med.items()) + f"; {timing['rounds']} rounds")
+    return dict(variants={name: v[5] for name, v in VARIANTS.items()}, regimes=out)

@@ -10,17 +10,22 @@ same initial weights and batches). Each JSON holds the run's NLLs, curve, wall a
 average at its start and end (the machine may be shared).
 """
 from __future__ import annotations
-import argparse, json, os, sys, time
+
+import argparse
+import json
+import os
+import sys
+import time
 from pathlib import Path
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE)); sys.path.insert(0, str(HERE.parent))
-from minidl import save_checkpoint
-from minidl.files import atomic_open
-from minidl.experiments.names import MODELS, RECIPE, SPLIT_SEED, run_names, names_data, model_config
-from minidl.experiments.names_data import load_names_split
+from minidl import save_checkpoint  # noqa: E402
+from minidl.experiments.names import MODELS, RECIPE, SPLIT_SEED, model_config, names_data, run_names  # noqa: E402
+from minidl.experiments.names_data import load_names_split  # noqa: E402
+from minidl.files import atomic_open  # noqa: E402
 
 
 def main(argv=None):

@@ -17,7 +17,11 @@ The package itself holds no torch.nn code (a test scans it), so the twins live h
     python benchmarks/names_twins.py --model all --runs 3 --out names-results/torch   # the twins' rows of the table
 """
 from __future__ import annotations
-import argparse, json, math, sys, time
+
+import argparse
+import math
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,22 +29,33 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
-from minidl.optim import AdamW
-from minidl.optim.lr_scheduler import OneCycleLR
-from minidl import LossCrossEntropy
-from minidl.experiments.names_data import IGNORE, MAX_LEN, VOCAB, load_names_split
-from minidl.experiments.names import (MODELS, SPLIT_SEED, CURVE_NAMES, batch_indices, evaluate_nll, names_data, _curve_set, _batches, _logits_2d)
+from minidl import LossCrossEntropy  # noqa: E402
+from minidl.experiments.names import (  # noqa: E402
+    MODELS,
+    SPLIT_SEED,
+    _batches,
+    _curve_set,
+    _logits_2d,
+    batch_indices,
+    evaluate_nll,
+    names_data,
+)
+from minidl.experiments.names_data import IGNORE, VOCAB, load_names_split  # noqa: E402
+from minidl.optim import AdamW  # noqa: E402
+from minidl.optim.lr_scheduler import OneCycleLR  # noqa: E402
+
+V = len(VOCAB)  # 27 characters
 
 
 class TorchBigram(nn.Module):
-    def __init__(self, vocab=len(VOCAB)):
+    def __init__(self, vocab=V):
         super().__init__(); self.vocab = vocab; self.linear = nn.Linear(vocab, vocab)
     def forward(self, x):
         return self.linear(nn.functional.one_hot(x.reshape(-1), self.vocab).to(self.linear.weight.dtype))
 
 
 class TorchMLP(nn.Module):
-    def __init__(self, context, embed, hidden, dropout, vocab=len(VOCAB)):
+    def __init__(self, context, embed, hidden, dropout, vocab=V):
         super().__init__()
         self.context, self.embed = context, embed
         self.emb, self.linear1, self.norm = nn.Embedding(vocab, embed), nn.Linear(context * embed, hidden), nn.LayerNorm(hidden)
@@ -51,7 +66,7 @@ class TorchMLP(nn.Module):
 
 
 class TorchTransformer(nn.Module):
-    def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=len(VOCAB)):
+    def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=V):
         super().__init__()
         self.tok, self.pos, self.drop = nn.Embedding(vocab, d_model), nn.Embedding(block_size, d_model), nn.Dropout(dropout)
         self.blocks = nn.Sequential(*[nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, 'gelu', batch_first=True,

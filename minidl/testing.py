@@ -6,11 +6,12 @@ Docs: https://minidl.github.io/minidl/testing.html.md"""
 
 # %% ../nbs/02_testing.ipynb #928903ab
 from __future__ import annotations
-import inspect, json, os
+import copy, inspect, json, math, os
 import torch
 
 # %% auto #0
-__all__ = ['tolerance', 'assert_close']
+__all__ = ['F32_TOL', 'RAW_MESSAGES', 'tolerance', 'assert_close', 'assert_parity', 'autograd_grads', 'torch_grads', 'snapshot',
+           'assert_unchanged', 'assert_clear_error']
 
 # %% ../nbs/02_testing.ipynb #e35dfe99
 def tolerance(expected: torch.Tensor, # the oracle's result (PyTorch's)
@@ -61,3 +62,95 @@ def _log_margin(path: str, actual, expected, tol: dict, n: int, cond: float):
                 max_abs=err.max().item() if err.numel() else 0.0, scale=e.abs()[ok].max().item() if err.numel() else 0.0,
                 used=used)
     with open(path, 'a') as f: f.write(json.dumps(line) + '\n')
+
+# %% ../nbs/02_testing.ipynb #5c64af27
+F32_TOL = dict(rtol=1e-4, atol=1e-5)  # float32: a loose fixed bound (its rounding, 6e-8, is too coarse for a derived one)
+
+def assert_parity(actual: torch.Tensor, # minidl's result
+                  expected: torch.Tensor, # the oracle's result (PyTorch's)
+                  dtype: torch.dtype = torch.float64, # the dtype the computation ran in
+                  n: int = 1, # float64: the longest chain of roundings (see `tolerance`)
+                  cond: float = 1.0, # float64: the condition factor (see `tolerance`)
+                  scale: float | None = None, # float64: the magnitude of the terms (see `tolerance`)
+                  **f32, # float32: overrides of `F32_TOL`
+                 ):
+    "A comparison that runs in either dtype: float64 under the policy (`assert_close`), float32 under `F32_TOL`."
+    if dtype == torch.float64: assert_close(actual, expected, n=n, cond=cond, scale=scale)
+    else: torch.testing.assert_close(actual, expected, **{**F32_TOL, **f32})
+
+def autograd_grads(fn, # a function of tensors, built from torch operations (a `torch.nn` module, `F.softmax`, ...)
+                   *tensors: torch.Tensor, # its inputs, copied into fresh leaves
+                   grad: torch.Tensor | None = None, # the gradient of the output (None: the output is a scalar)
+                  ) -> tuple: # `(output, [gradient of each input])`, detached
+    "The oracle: the value of `fn(*tensors)` and the gradients of its inputs, by `torch.autograd`."
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    out.backward(grad)
+    return out.detach(), [t.grad for t in leaves]
+
+def torch_grads(module, # a `torch.nn.Module`
+                x: torch.Tensor, # its input
+                grad: torch.Tensor, # the gradient of its output
+               ) -> tuple: # `(output, input gradient, [gradient of each parameter])`
+    "The oracle for a torch module: its output and, by `torch.autograd`, the gradients of its input and parameters."
+    (y, (gx,)) = autograd_grads(module, x, grad=grad)
+    return y, gx, [p.grad for p in module.parameters()]
+
+# %% ../nbs/02_testing.ipynb #4069fb11
+def snapshot(*objs) -> list:
+    "Copies of everything a failed call must leave alone (modules, optimizers, parameters, schedules, generators, tensors), for `assert_unchanged`."
+    out = []
+    for o in objs:
+        if isinstance(o, (list, tuple)): out.append(snapshot(*o))
+        elif isinstance(o, torch.Tensor): out.append(o.detach().clone())
+        elif isinstance(o, torch.Generator): out.append(o.get_state())
+        elif hasattr(o, 'param_groups') and hasattr(o, 'state'):   # an optimizer: steps taken, learning rates, state
+            out.append([o.step_count, [g['lr'] for g in o.param_groups],
+                        {k: [None if t is None else t.clone() for t in v] for k, v in o.state.items()}])
+        elif hasattr(o, 'parameters') and hasattr(o, 'buffers'):   # a module: parameters' values and gradients, buffers
+            out.append([[p.value.clone(), p.grad.clone()] for p in o.parameters()] + [b.clone() for b in o.buffers()])
+        elif hasattr(o, 'value') and hasattr(o, 'grad'):           # a Parameter
+            out.append([o.value.clone(), o.grad.clone()])
+        elif hasattr(o, 'state_dict'): out.append(copy.deepcopy(o.state_dict()))   # a schedule
+        else: out.append(copy.deepcopy(o))
+    return out
+
+def _same_tensor(a, b) -> bool:
+    if (a.dtype, a.shape, a.device) != (b.dtype, b.shape, b.device): return False
+    if not a.is_floating_point(): return torch.equal(a, b)
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.masked_fill(a.isnan(), 0), b.masked_fill(b.isnan(), 0))
+
+def _differences(a, b, where: str = '') -> list:
+    "Where two snapshots differ: tensors bit for bit (NaN equal to NaN), containers entry by entry, the rest by `==`."
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor): return [] if _same_tensor(a, b) else [where or 'a tensor']
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys(): return [f"{where} keys"]
+        return [d for k in a for d in _differences(a[k], b[k], f"{where}[{k!r}]")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b): return [f"{where} length"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{where}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b): return []
+    return [] if type(a) is type(b) and a == b else [f"{where}: {a!r} -> {b!r}"]
+
+def assert_unchanged(before: list, # `snapshot(...)` taken before the call
+                     after: list, # `snapshot(...)` of the same objects after it
+                    ):
+    "Assert that two snapshots are equal bit for bit, naming the entries that changed."
+    diff = _differences(before, after)
+    assert not diff, f"a failed call changed: {', '.join(diff[:5])}"
+
+# %% ../nbs/02_testing.ipynb #5c7c4521
+RAW_MESSAGES = ('mat1 and mat2', 'Overflow when unpacking', 'expected str, bytes or os.PathLike', 'object has no attribute',
+                'not iterable', 'too many values to unpack', 'invalid combination of arguments', 'must match the size',
+                'size mismatch', 'not on the expected device', 'float division by zero', 'Invalid device string', 'Traceback')
+
+def assert_clear_error(exc: type, # the exception type expected
+                       contains: str | list, # a fragment, or fragments, the message must hold
+                       f, *args, **kwargs): # the call
+    "Call `f(*args, **kwargs)`, expect `exc` whose message holds every fragment of `contains` and no raw torch or Python message (`RAW_MESSAGES`); returns the message."
+    try: f(*args, **kwargs)
+    except exc as e: msg = str(e)
+    else: raise AssertionError(f"{getattr(f, '__name__', f)} did not raise {exc.__name__}")
+    for frag in ([contains] if isinstance(contains, str) else contains): assert frag in msg, msg
+    for raw in RAW_MESSAGES: assert raw not in msg, msg
+    return msg

@@ -1,12 +1,28 @@
 """Collectors of minidl.diagnostics against the same statistics computed in torch.nn hooks on the same float64 network,
 and lr_find leaving the model and the optimizer exactly as they were (also when it stops early or raises)."""
-import copy, math
+import copy
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from minidl import (BatchNorm1d, Linear, LossCrossEntropy, Module, ReLU, SGD, Sequential, Sigmoid, Tanh)
-from minidl.diagnostics import (ActivationStats, AttentionMaps, GradientStats, UpdateRatios, lr_find)
+from minidl import (
+    SGD,
+    ActivationStats,
+    AttentionMaps,
+    BatchNorm1d,
+    GradientStats,
+    Linear,
+    LossCrossEntropy,
+    Module,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+    UpdateRatios,
+    lr_find,
+)
 
 
 def close(a, b, rtol=1e-10, scale=None):
@@ -98,7 +114,7 @@ def test_gradient_stats_match_torch_backward_hooks():
         assert counts.shape == (3, 40) and edges.shape == (3, 41)
         assert torch.equal(counts.sum(1), torch.full((3,), float(log[name][0]['numel'])))
         close(edges[:, -1], st['scale'])
-    for k, p in ours.named_parameters():
+    for k, _ in ours.named_parameters():
         ps = grads.param_stats(k)
         close(ps['grad_norm'], torch.stack([r[k][0] for r in plog]))
         close(ps['data_norm'], torch.stack([r[k][1] for r in plog]))
@@ -225,7 +241,7 @@ def test_lr_find_restores_when_it_raises():
     _, _, x, y = nets()
     model = bn_model()
     opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loss = warm(model, opt, x, y)
+    warm(model, opt, x, y)
     snap = snapshot(model, opt)
     class Failing(LossCrossEntropy):
         calls = 0

@@ -4,8 +4,16 @@ another number of processes, and a failing rank ends the job quickly with its ra
 
 The workers are this file run as a script (`python tests/test_distributed.py SCENARIO OUT`) with torchrun's
 environment variables set by hand, as torchrun would set them."""
-import contextlib, functools, inspect, os, socket, subprocess, sys, time
+import contextlib
+import functools
+import inspect
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,13 +24,15 @@ N_BN = 100  # BatchNorm: whole batches of 20, shards of 10 (BatchNorm needs 2 sa
 
 
 def _adam():
-    try: from minidl.optim import Adam
+    try:
+        from minidl.optim import Adam
     except ImportError: return None
     return Adam
 
 
 def _batchnorm():
-    try: from minidl.nn.normalization import BatchNorm1d
+    try:
+        from minidl.nn.normalization import BatchNorm1d
     except ImportError: return None
     return BatchNorm1d
 
@@ -38,17 +48,17 @@ def _optimizers():
 
 
 def _model(seed):
-    from minidl.nn.linear import Linear
     from minidl.nn.activation import ReLU, Tanh
     from minidl.nn.container import Sequential
+    from minidl.nn.linear import Linear
     torch.manual_seed(seed)
     return Sequential(Linear(4, 16), Tanh(), Linear(16, 16), ReLU(), Linear(16, 3)).to(dtype=torch.float64)
 
 
 def _bn_model(seed):
-    from minidl.nn.linear import Linear
     from minidl.nn.activation import ReLU
     from minidl.nn.container import Sequential
+    from minidl.nn.linear import Linear
     torch.manual_seed(seed)
     return Sequential(Linear(4, 16), _batchnorm()(16), ReLU(), Linear(16, 3)).to(dtype=torch.float64)
 
@@ -61,14 +71,16 @@ def _data():
 
 def _save_checkpoint(path, model, opt, epoch):
     "`minidl.checkpoint.save_checkpoint` where it exists, else model, optimizer step count and epoch with torch.save."
-    try: from minidl.checkpoint import save_checkpoint
+    try:
+        from minidl.checkpoint import save_checkpoint
     except ImportError: return torch.save(dict(model=model.state_dict(), optimizer={'step_count': opt.step_count}, epoch=epoch), path)
     save_checkpoint(path, model, opt, epoch=epoch)
 
 
 def _load_checkpoint(path, model, opt):
     "The epoch saved; model and optimizer restored."
-    try: from minidl.checkpoint import load_checkpoint
+    try:
+        from minidl.checkpoint import load_checkpoint
     except ImportError:
         ck = torch.load(path)
         model.load_state_dict(ck['model'])
@@ -79,8 +91,8 @@ def _load_checkpoint(path, model, opt):
 
 def _epochs(model, opt, x, y, sampler, first, last, after_backward=None):
     "Epochs `first..last` of `minidl.training.train` with the given sampler and hook; its `History`."
-    from minidl.training import train
     from minidl.nn.loss import LossCrossEntropy
+    from minidl.training import train
     return train(model, LossCrossEntropy(), opt, x, y, epochs=last - first + 1, sampler=lambda e: sampler(e + first - 1),
                  after_backward=after_backward, progress=False)
 

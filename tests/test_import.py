@@ -1,6 +1,11 @@
 """Importing and using minidl leaves torch's global state alone, and the package holds no autograd or torch.nn code."""
-import ast, pathlib, subprocess, sys
+import ast
+import math
+import pathlib
+import subprocess
+import sys
 
+import pytest
 import torch
 
 import minidl
@@ -75,12 +80,30 @@ def test_scanner_catches_every_banned_use():
         assert not banned_uses(fine), fine
 
 
+ORACLE = PKG / 'testing.py'  # PyTorch's side of the comparisons: it runs torch.autograd by design (tests and notebooks only)
+
+
+def imports_of(source: str) -> set[str]:
+    "The modules that `source` imports (relative imports as written: '.testing')."
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import): found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            mod = '.' * node.level + (node.module or '')
+            found.add(mod); found.update(f"{mod}.{a.name}" if node.module else f"{mod}{a.name}" for a in node.names)
+    return found
+
+
 def test_package_uses_no_autograd_nor_torch_nn_nor_aten_backward():
     "Every derivative in minidl is written by hand: the package never calls autograd, torch.nn, torch.func or torch.ops."
-    files = sorted(PKG.rglob('*.py'))
-    assert len(files) >= 10
+    files = sorted(f for f in PKG.rglob('*.py') if f != ORACLE)
+    assert len(files) >= 10 and ORACLE.exists()
     bad = {str(f.relative_to(PKG)): uses for f in files if (uses := banned_uses(f.read_text()))}
     assert not bad, bad
+    # the oracle stays out of the library: no module imports it
+    users = [str(f.relative_to(PKG)) for f in files if {'minidl.testing', '.testing', '..testing'} & imports_of(f.read_text())]
+    assert not users, users
+    assert {'.testing', 'minidl.testing'} <= imports_of('from . import testing\nimport minidl.testing')
 
 
 def test_public_api_is_exposed_at_top_level():
@@ -88,3 +111,14 @@ def test_public_api_is_exposed_at_top_level():
                  'SGD', 'Sequential', 'gradcheck']:
         assert name in minidl.__all__ and hasattr(minidl, name), name
     assert minidl.MSELoss is minidl.LossMSE and minidl.BCELoss is minidl.LossBCE
+
+
+@pytest.mark.parity
+def test_exports():
+    import sys
+    assert minidl.nn.init is sys.modules['minidl.nn.init']
+    for name in ['LossCrossEntropy', 'CrossEntropyLoss', 'Dropout', 'BatchNorm1d', 'BatchNorm2d', 'Softmax', 'LogSoftmax',
+                 'LeakyReLU', 'GELU', 'kaiming_normal_', 'calculate_gain']:
+        assert name in minidl.__all__ and hasattr(minidl, name), name
+    assert minidl.CrossEntropyLoss is minidl.LossCrossEntropy
+    assert math.isclose(minidl.calculate_gain('relu'), math.sqrt(2))

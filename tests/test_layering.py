@@ -1,7 +1,9 @@
 """The import rule of the package: a module imports only modules of its own part or of lower parts
 (Foundations < nn < optimisation and training < scale), and the library never imports `minidl.experiments`.
 Read from the source with `ast` (imports inside functions count too); the top-level `__init__`/`__main__` may import anything."""
-import ast, pathlib
+import ast
+import pathlib
+
 import minidl
 
 PKG = pathlib.Path(minidl.__file__).parent

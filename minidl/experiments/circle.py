@@ -17,7 +17,7 @@ from ..nn.container import Sequential
 from ..optim import SGD
 from .circle_data import circle_train_test
 from ..training import History, train, accuracy
-from .common import mean_std
+from .common import mean_std, TextTable
 
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULTS', 'ModelSpec', 'circle_mlp', 'CircleRun', 'run_circle', 'run_experiment', 'summarize',
@@ -140,17 +140,18 @@ def summarize(
 # %% ../../nbs/42_circle.ipynb #f2391372
 def results_table(
     summary:dict[str, dict], # output of `summarize`
-)->str: # a text table, one row per model
+)->TextTable: # a text table, one row per model
     "Train/test error and accuracy of each model (mean ± std over the runs, in %), beside the report's test accuracy (one run)"
     def pm(m, s, n): return f"{100*m:.2f} ± {100*s:.2f}" if n > 1 else f"{100*m:.2f}"
     cols = ['train error %', 'test error %', 'train acc. %', 'test acc. %']
     head = f"{'model':<14}{'runs':>5}  " + '  '.join(f"{c:>14}" for c in cols) + f"  {'report':>7}"
-    lines = [head, '-' * len(head)]
+    lines, rows = [head, '-' * len(head)], []
     for name, s in summary.items():
         spec, n = MODELS[name], len(s['test_accuracy'])
         vals = [pm(1-s['train_mean'], s['train_std'], n), pm(1-s['test_mean'], s['test_std'], n),
                 pm(s['train_mean'], s['train_std'], n), pm(s['test_mean'], s['test_std'], n)]
+        rows.append([spec.title, n, *vals, f"{100*spec.report:.1f} %"])
         lines.append(f"{spec.title:<14}{n:>5}  " + '  '.join(f"{v:>14}" for v in vals) + f"  {100*spec.report:>5.1f} %")
     lines.append("(mean ± std over the runs; report: the original report's test accuracy, one run)" if any(
         len(s['test_accuracy']) > 1 for s in summary.values()) else "(report: the original report's test accuracy, one run)")
-    return '\n'.join(lines)
+    return TextTable('\n'.join(lines), ['model', 'runs', *cols, 'report'], rows, lines[-1:])

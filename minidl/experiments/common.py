@@ -17,7 +17,7 @@ from ..files import atomic_open
 __all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int',
            'positive_float', 'int_upto', 'number_in', 'resolve_device', 'torch_threads', 'path_arg',
            'check_destinations', 'figure_png', 'write_json', 'write_outputs', 'interruptible', 'mean_std', 'fmt_pm',
-           'text_table', 'progress_bar', 'Messages', 'environment']
+           'TextTable', 'text_table', 'progress_bar', 'Messages', 'environment']
 
 # %% ../../nbs/40_experiments.ipynb #7eeb4f1d
 def _pow2(n:int)->str: return f"2**{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
@@ -235,17 +235,34 @@ def fmt_pm(
     return f"{100*m:.{digits}f} ± {100*s:.{digits}f}" if len(values) > 1 else f"{100*m:.{digits}f}"
 
 # %% ../../nbs/40_experiments.ipynb #56e792f6
+class TextTable(str):
+    "A table as a terminal shows it (this string) that a notebook shows as a Markdown table, numbers right-aligned"
+    def __new__(cls, text, *args, **kwargs): return super().__new__(cls, text)
+    def __init__(self,
+                 text:str, # the table as text: what `print` shows
+                 header:list=(), # column titles
+                 rows:list[list]=(), # one list per row (converted with `str`)
+                 notes:list[str]=(), # lines under the table
+                ):
+        self.header, self.rows, self.notes = [str(h) for h in header], [[str(v) for v in r] for r in rows], list(notes)
+    def _repr_markdown_(self)->str:
+        line = lambda r: '| ' + ' | '.join(v.replace('|', '\\|') for v in r) + ' |'
+        rule = line(['---'] + ['--:'] * (len(self.header) - 1))
+        return '\n'.join([line(self.header), rule, *map(line, self.rows)] + [f'\n{n}' for n in self.notes])
+    def _repr_pretty_(self, p, cycle): p.text(str(self))
+
 def text_table(
     header:list[str], # column titles
     rows:list[list], # one list per row (converted with `str`)
-)->str:
-    "A plain-text table: a header, a rule, then the rows; first column left-aligned, the others right-aligned"
+    notes:list[str]=(), # lines under the table
+)->TextTable:
+    "A plain-text table: a header, a rule, the rows (first column left-aligned, the others right-aligned), the notes"
     rows = [[str(v) for v in r] for r in rows]
     if any(len(r) != len(header) for r in rows): raise ValueError(f"text_table expects rows of {len(header)} cells")
     w = [max(len(x) for x in col) for col in zip(header, *rows)]
     fmt = lambda r: '  '.join(x.ljust(w[0]) if i == 0 else x.rjust(w[i]) for i, x in enumerate(r))
     head = fmt(header)
-    return '\n'.join([head, '-' * len(head)] + [fmt(r) for r in rows])
+    return TextTable('\n'.join([head, '-' * len(head)] + [fmt(r) for r in rows] + list(notes)), header, rows, notes)
 
 # %% ../../nbs/40_experiments.ipynb #8deb52c4
 def progress_bar(

@@ -23,7 +23,7 @@ from ..optim import AdamW
 from ..optim.lr_scheduler import OneCycleLR
 from ..training import History, train
 from ..distributed import DataParallel, get_rank
-from .common import mean_std, fmt_pm, text_table
+from .common import mean_std, fmt_pm, text_table, TextTable
 from .digits_data import load_digits_split, RandomShift, AugmentedSequential
 
 # %% auto #0
@@ -179,7 +179,7 @@ _TARGET_RUNS = 5  # the targets are means over this many seeds
 
 def digits_table(
     summary:dict[str, dict], # output of `summarize_digits`
-)->str: # a text table, one row per model, and what its target column means
+)->TextTable: # a text table, one row per model, and what its target column means
     "Runs, train and test accuracy (mean ± std over the runs, in %) and seconds per run of each model, beside its target"
     rows = [[MODELS[n].title, len(s['test_accuracy']), fmt_pm(s['train_accuracy']), fmt_pm(s['test_accuracy']),
              f"{mean_std(s['seconds'])[0]:.1f}", f"{100*MODELS[n].target:.1f}"] for n, s in summary.items()]
@@ -190,7 +190,7 @@ def digits_table(
         what = ' and '.join(f"the {m} ({k} run{'s' if k > 1 else ''})" for m, k in low)
         notes.append(f"Below its target: {what}; not by itself a failure: one seed's test accuracy scatters around the mean "
                      f"(one test image is {100 / 360:.2f} %), and the target applies to the mean of {_TARGET_RUNS} runs (--runs {_TARGET_RUNS}).")
-    return text_table(['model', 'runs', 'train acc. %', 'test acc. %', 's/run', 'target %'], rows) + "\n" + "\n".join(notes)
+    return text_table(['model', 'runs', 'train acc. %', 'test acc. %', 's/run', 'target %'], rows, notes)
 
 # %% ../../nbs/51_digits.ipynb #8a5931c4
 def plot_learning_curves(

@@ -128,6 +128,7 @@ _K = math.sqrt(2 / math.pi)        # sqrt(2 / pi)
 _INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _LOG_INV_SQRT_2PI = -0.5 * math.log(2 * math.pi)
+_LOG_SQRT_2_OVER_PI = 0.5 * math.log(2 / math.pi)  # log(2 / sqrt(2 pi))
 
 @functools.lru_cache(maxsize=32)
 def _scalar(v: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -146,22 +147,22 @@ class GELU(Module):
     def forward(self,
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
-        "Apply GELU element-wise; keep `x` and Phi(x) (or tanh u) for `backward`, so the slow erf/tanh runs once."
+        "Apply GELU element-wise; keep `x` and 2 Phi(x) (or tanh u) for `backward`, so the slow erf/tanh runs once."
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
             x = _check_tensor(x, 'GELU')
         if self.approximate == 'tanh':
             t = torch.addcmul(x, x * x, x, value=_KAPPA).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
             self._save_for_backward(x, t)
             return t.add(1).mul_(x).mul_(0.5)                          # x/2 (1 + tanh u)
-        cdf = (x * _INV_SQRT2).erf_().add_(1).mul_(0.5)              # Phi(x) = (1 + erf(x / sqrt 2)) / 2
-        self._save_for_backward(x, cdf)
-        return x * cdf                                                 # x Phi(x)
+        cdf2 = (x * _INV_SQRT2).erf_().add_(1)                         # 2 Phi(x) = 1 + erf(x / sqrt 2)
+        self._save_for_backward(x, cdf2)
+        return torch.addcmul(_scalar(0.0, x.dtype, x.device), x, cdf2, value=0.5)  # x Phi(x) = (x / 2)(1 + erf), one pass
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
-        "Return dL/dx = G * (Phi(x) + x phi(x)), or G times the tanh form's derivative."
+        "Return dL/dx = G * (Phi(x) + x phi(x)) = G (2 Phi(x) + x 2 phi(x)) / 2, or G times the tanh form's derivative."
         x, saved = self._saved_tensors()
         g = _check_grad(grad_output, x.shape, x.dtype, 'GELU', x.device)
         if not input_grad: return None
@@ -170,8 +171,10 @@ class GELU(Module):
             right = torch.addcmul(_scalar(_K, dt, dev), x, x, value=3 * _KAPPA * _K)   # k (1 + 3 * 0.044715 x^2)
             right.mul_(torch.addcmul(_scalar(1.0, dt, dev), t, t, value=-1)).mul_(x)  # x (1 - t^2) k (1 + ...)
             return right.add_(t).add_(1).mul_(g).mul_(0.5)                           # G ((1 + t) + x (1 - t^2) ...) / 2
-        pdf = torch.addcmul(_scalar(_LOG_INV_SQRT_2PI, x.dtype, x.device), x, x, value=-0.5).exp_()  # phi(x) = e^(-x^2/2 - log sqrt(2 pi))
-        return torch.addcmul(saved, x, pdf).mul_(g)                                    # G (Phi(x) + x phi(x))
+        dt, dev = x.dtype, x.device
+        pdf2 = torch.addcmul(_scalar(_LOG_SQRT_2_OVER_PI, dt, dev), x, x, value=-0.5).exp_()  # 2 phi(x) = e^(-x^2/2 + log(2 / sqrt(2 pi)))
+        d2 = torch.addcmul(saved, x, pdf2, out=pdf2)                                      # 2 (Phi(x) + x phi(x)), in place
+        return torch.addcmul(_scalar(0.0, dt, dev), d2, g, value=0.5, out=d2)             # G (Phi(x) + x phi(x)), in place
 
     def extra_repr(self) -> str: return f"approximate={self.approximate!r}"
 

@@ -108,7 +108,7 @@ class CausalSelfAttention(Module):
         gp = torch.bmm(go, v.transpose(1, 2))                                          # dP~ = dO V^T
         if noise is not None: gp.mul_(noise)                                           # dP = dP~ * N
         gp.mul_(p)                                                                     # P * dP
-        gs = torch.addcmul(gp, p, gp.sum(-1, keepdim=True), value=-1).mul_(1 / math.sqrt(D))  # dS / sqrt(D)
+        gs = gp.addcmul_(p, gp.sum(-1, keepdim=True), value=-1).mul_(1 / math.sqrt(D))  # dS / sqrt(D), in place
         gq = torch.bmm(gs, k)                                                          # dQ = dS K / sqrt(D)
         gk = torch.bmm(gs.transpose(1, 2), q)                                          # dK = dS^T Q / sqrt(D)
         gqkv = torch.stack([t.view(B, H, T, D).transpose(1, 2) for t in (gq, gk, gv)], 2).view(B * T, 3 * E)  # [dQ | dK | dV]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math, numbers
 import torch
 from .module import Module, Parameter, _check_tensor, _check_grad, _check_accumulators, _fmt_shape, _parse_device, _parse_dtype
-from .linear import _check_size, _ones
+from .linear import _check_size
 
 # %% auto #0
 __all__ = ['BatchNorm1d', 'BatchNorm2d', 'LayerNorm']
@@ -170,11 +170,6 @@ def _check_normalized_shape(shape, who: str) -> tuple:
         raise ValueError(f"{who} expects normalized_shape to be a positive integer or a non-empty sequence of them, got {shape!r}")
     return tuple(int(n) for n in items)
 
-def _add_row_sum(acc: torch.Tensor, t: torch.Tensor, ones: torch.Tensor):
-    "acc += the sum of the rows of `t` (M, F): one matrix-vector product T^T 1 into `acc` when it can be viewed flat."
-    if acc.is_contiguous(): acc.view(-1).addmv_(t.t(), ones)
-    else: acc += t.sum(0).view(acc.shape)
-
 class LayerNorm(Module):
     "Layer normalisation over the last dimensions `normalized_shape`: `(x - mean) / sqrt(var + eps) * weight + bias`, as `torch.nn.LayerNorm`."
     def __init__(self,
@@ -213,13 +208,14 @@ class LayerNorm(Module):
                               or (b is not None and b.value.shape != self.normalized_shape)): raise self._input_error(x)
         x2 = x.reshape(-1, F)                                    # rows (M, F)
         xc = x2 - x2.mean(1, keepdim=True)                       # x - mu
-        s = xc.square().mean(1, keepdim=True).add_(self.eps).rsqrt_()  # s = 1 / sqrt(var + eps), one per row
+        n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)    # |x - mu| = sqrt(F var), one per row: no (x - mu)^2 tensor
+        s = n.square_().div_(F).add_(self.eps).rsqrt_()          # s = 1 / sqrt(var + eps)
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
-        if w is None: y = xhat
-        elif b is None: y = xhat * w.value.view(F)
-        else: y = torch.addcmul(b.value.view(F), xhat, w.value.view(F))  # beta + gamma xhat
-        return y.view(x.shape)
+        if w is None: return xhat.view(x.shape)
+        gamma = w.value if k == 1 else w.value.view(F)           # the parameters as rows of F (a view only when k > 1)
+        if b is None: return (xhat * gamma).view(x.shape)
+        return torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma).view(x.shape)  # beta + gamma xhat
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
@@ -237,15 +233,17 @@ class LayerNorm(Module):
         if not (c[0] is w.value and c[1] is w.grad and (b is None or (c[2] is b.value and c[3] is b.grad))):
             _check_accumulators(self, 'LayerNorm')
             self._checked = (w.value, w.grad, None if b is None else b.value, None if b is None else b.grad)
+        flat = len(self.normalized_shape) == 1                   # the parameters are rows of F already: no views
         gx = g * xhat
-        ones = _ones(g.shape[0], g.dtype, g.device)
-        _add_row_sum(w.grad, gx, ones)                           # dL/dgamma = sum over rows of G xhat
-        if b is not None: _add_row_sum(b.grad, g, ones)          # dL/dbeta = sum over rows of G
+        w.grad += gx.sum(0) if flat else gx.sum(0).view(w.grad.shape)  # dL/dgamma = sum over rows of G xhat
+        if b is not None: b.grad += g.sum(0) if flat else g.sum(0).view(b.grad.shape)  # dL/dbeta = sum over rows of G
         if not input_grad: return None
-        gamma = w.value.view(F)
-        mean_g = torch.mv(g, gamma).div_(F).unsqueeze(1)         # mean of ghat = G gamma / F
-        mean_gx = torch.mv(gx, gamma).div_(F).unsqueeze(1)       # mean of ghat xhat = (G xhat) gamma / F
-        return _normalization_input_grad(g * gamma, xhat, mean_g, mean_gx, s, g_is_temporary=True).view(shape)
+        gamma = w.value if flat else w.value.view(F)
+        neg_gamma_F = gamma * (-1 / F)                           # -gamma / F: both means below are matrix-vector products
+        neg_mean_g = torch.mv(g, neg_gamma_F).unsqueeze_(1)      # -mean of ghat = -G gamma / F
+        neg_mean_gx = torch.mv(gx, neg_gamma_F).unsqueeze_(1)    # -mean of ghat xhat = -(G xhat) gamma / F
+        dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
+        return dx.addcmul_(xhat, neg_mean_gx).mul_(s).view(shape)  # s (ghat - mean ghat - xhat mean(ghat xhat))
 
     _checked = (None, None, None, None)  # (weight.value, weight.grad, bias.value, bias.grad) found consistent by the last check
 

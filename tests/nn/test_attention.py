@@ -1,0 +1,104 @@
+"""CausalSelfAttention against torch.nn.MultiheadAttention with a causal mask: values, gradients, initialisation,
+dropout, errors that change nothing, hooks on a real attention layer."""
+import pytest
+import torch
+from helpers import SETTINGS, causal_bool, compare_params, randomise
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minidl import CausalSelfAttention, Sequential, gradcheck
+from minidl.testing import assert_close, assert_unchanged, snapshot
+
+F64 = torch.float64
+
+
+@pytest.mark.parity
+@settings(**SETTINGS)
+@given(B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), D=st.integers(1, 4), bias=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_attention_matches_torch(B, T, H, D, bias, seed):
+    gen = torch.Generator().manual_seed(seed)
+    E = H * D
+    ref = torch.nn.MultiheadAttention(E, H, bias=bias, batch_first=True, dtype=F64)
+    randomise(ref, gen)
+    ours = CausalSelfAttention(E, H, bias=bias, dtype=F64)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(B, T, E, dtype=F64, generator=gen); g = torch.randn(B, T, E, dtype=F64, generator=gen)
+    xr = x.clone().requires_grad_()
+    yr = ref(xr, xr, xr, attn_mask=causal_bool(T), need_weights=False)[0]; yr.backward(g)
+    # the chain: the projections (E terms), the scores (D), the softmax and the weighted sum (T each), the output
+    # projection (E); the parameters' gradients also sum over the B T positions; four products with weights
+    tol = dict(n=3 * E + D + 2 * T + B * T, cond=4)
+    assert_close(ours(x), yr, **tol); assert_close(ours.backward(g), xr.grad, **tol)
+    compare_params(ours, ref, **tol)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+
+
+@pytest.mark.parity
+def test_attention_init_state_dict_both_ways_and_gradcheck():
+    torch.manual_seed(5); ours = CausalSelfAttention(12, 3)
+    torch.manual_seed(5); ref = torch.nn.MultiheadAttention(12, 3, batch_first=True)
+    for k, v in ref.state_dict().items(): assert torch.equal(ours.state_dict()[k], v), k  # the same draws, in torch's order
+    other = torch.nn.MultiheadAttention(12, 3, batch_first=True); randomise(other, torch.Generator().manual_seed(0))
+    ours.load_state_dict(other.state_dict()); ref.load_state_dict(ours.state_dict())
+    for k, v in other.state_dict().items(): assert torch.equal(ref.state_dict()[k], v)
+    a = CausalSelfAttention(6, 2, dtype=F64); randomise(a_ref := torch.nn.MultiheadAttention(6, 2, batch_first=True, dtype=F64),
+                                                       torch.Generator().manual_seed(1))
+    a.load_state_dict(a_ref.state_dict())
+    for T in (1, 3): assert gradcheck(a, torch.randn(2, T, 6, dtype=F64))
+    assert gradcheck(CausalSelfAttention(4, 4, bias=False), torch.randn(1, 3, 4, dtype=F64))
+
+
+@pytest.mark.parity
+def test_attention_is_causal_and_keeps_weights():
+    a = CausalSelfAttention(8, 2, dtype=F64)
+    x = torch.randn(2, 6, 8, dtype=F64)
+    y0 = a(x); x2 = x.clone(); x2[:, 4:] = torch.randn(2, 2, 8, dtype=F64); y1 = a(x2)
+    assert torch.equal(y0[:, :4], y1[:, :4])  # the same operations on the same numbers for the rows before 4
+    w = a.attn_weights
+    assert w.shape == (2, 2, 6, 6) and not w.triu(1).any()
+    assert_close(w.sum(-1), torch.ones(2, 2, 6, dtype=F64), n=6)  # a softmax over 6 positions, summed
+
+
+@pytest.mark.parity
+def test_attention_dropout_train_and_eval():
+    a = CausalSelfAttention(8, 2, dropout=0.5, dtype=F64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 5, 8, dtype=F64)
+    assert not torch.equal(a(x), a(x))
+    a.eval(); assert torch.equal(a(x), a(x))
+    a.train(); a.dropout = 1.0; a(x); a.backward(torch.ones(2, 5, 8, dtype=F64))  # everything dropped: finite gradients
+    assert all(torch.isfinite(p.grad).all() for p in a.parameters())
+
+
+@pytest.mark.parity
+def test_attention_errors_change_nothing():
+    a = CausalSelfAttention(8, 2, dtype=F64)
+    a(torch.randn(2, 3, 8, dtype=F64)); a.backward(torch.randn(2, 3, 8, dtype=F64))
+    snap = snapshot(a)
+    for bad, err in [(torch.ones(2, 8, dtype=F64), ValueError), (torch.ones(2, 3, 6, dtype=F64), ValueError),
+                     (torch.ones(2, 3, 8), TypeError), (torch.ones(2, 3, 8, dtype=torch.long), TypeError)]:
+        with pytest.raises(err): a(bad)
+        assert_unchanged(snap, snapshot(a))
+    a(torch.randn(2, 3, 8, dtype=F64))
+    with pytest.raises(ValueError, match=r'gradient of shape \(2, 3, 8\)'): a.backward(torch.ones(2, 4, 8, dtype=F64))
+    assert_unchanged(snap, snapshot(a))
+    a.in_proj_bias.grad = torch.zeros(5, dtype=F64)
+    with pytest.raises(RuntimeError, match='in_proj_bias.grad has shape'): a.backward(torch.ones(2, 3, 8, dtype=F64))
+    assert all(torch.equal(p.grad, s) for p, s in zip(a.out_proj.parameters(), [g for _, g in snap[0][2:4]]))  # out_proj accumulated nothing
+    with pytest.raises(ValueError, match='divide embed_dim'): CausalSelfAttention(6, 4)
+
+
+def test_attention_maps_of_a_real_attention_layer():
+    from minidl import CausalSelfAttention
+    from minidl.diagnostics import AttentionMaps
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(8, 2, dtype=torch.float64)
+    maps = AttentionMaps(Sequential(attn))
+    x = torch.randn(3, 4, 8, dtype=torch.float64)
+    attn(x)
+    maps.after_step()
+    ((step, w),) = maps.maps['0']
+    assert step == 0 and w.shape == (2, 4, 4)
+    assert torch.equal(w, attn.attn_weights[0])                       # a copy of the first sample's maps
+    assert torch.all(w.triu(1) == 0)                                   # the causal mask: no weight on the future
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, dtype=torch.float64))  # rows of a softmax: 4 terms each

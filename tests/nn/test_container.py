@@ -1,0 +1,198 @@
+"""Sequential and Residual: torch's container habits (ordered dicts, slicing, append/insert), modes propagated,
+failures half way that change nothing."""
+from collections import OrderedDict
+
+import pytest
+import torch
+from helpers import SMALL_PROGRAM, copy_into_torch
+
+from minidl import (
+    BatchNorm1d,
+    Dropout,
+    Linear,
+    LogSoftmax,
+    Module,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+    Tanh,
+    gradcheck,
+)
+from minidl.testing import assert_clear_error, assert_close, assert_unchanged, snapshot
+
+
+def test_sequential_failed_forward_half_way_then_backward_changes_nothing():
+    torch.manual_seed(0)
+    s = Sequential(Linear(3, 4), ReLU(), Linear(4, 2))
+    s(torch.randn(2, 3)); s.backward(torch.ones(2, 2))
+    before = snapshot(s)
+    assert_clear_error(TypeError, 'floating-point', s, torch.ones(2, 3, dtype=torch.long))
+    assert_clear_error(RuntimeError, 'last forward failed', s.backward, torch.ones(2, 2))
+    for m in s: assert_clear_error(RuntimeError, 'last forward failed', m.backward, torch.ones(2, 2))
+    assert_unchanged(before, snapshot(s))
+
+
+def test_sequential_bad_gradient_changes_nothing():
+    s = Sequential(Linear(3, 4), ReLU(), Linear(4, 2))
+    s(torch.randn(2, 3))
+    before = snapshot(s)
+    assert_clear_error(ValueError, 'shape (2, 2)', s.backward, torch.ones(2, 3))
+    assert_unchanged(before, snapshot(s))
+
+
+def test_sequential_construction_errors():
+    assert_clear_error(TypeError, 'Module instances', Sequential, lambda x: x)
+    assert_clear_error(TypeError, 'instantiate it', Sequential, Linear)
+    assert_clear_error(TypeError, 'Sequential(*modules)', Sequential, [Linear(2, 2)])
+    r = ReLU()
+    assert_clear_error(ValueError, 'more than once', Sequential, r, r)
+
+
+def test_sequential_indexing_errors_are_clear():
+    s = Sequential(Linear(2, 3), ReLU())
+    assert_clear_error(IndexError, 'index 2 is out of range: it holds 2 modules', lambda: s[2])
+    assert_clear_error(TypeError, 'integers or slices', lambda: s['0'])
+    assert_clear_error(TypeError, 'integers or slices', lambda: s[1.0])
+    assert s[-1] is s.layers[1] and s[torch.tensor(0)] is s.layers[0] and len(s[0:1]) == 1
+
+
+F64 = torch.float64
+
+
+def test_keyboard_interrupt_half_way_through_a_sequential():
+    class Interrupt(Module):
+        armed = False
+        def forward(self, x):
+            if self.armed: raise KeyboardInterrupt
+            self._save_for_backward(x)
+            return x
+        def backward(self, g, input_grad=True):
+            self._saved_tensors()
+            return g
+    stop = Interrupt()
+    net = Sequential(Linear(2, 3), ReLU(), stop, Linear(3, 1), Sigmoid())
+    net(torch.rand(5, 2))
+    stop.armed = True
+    with pytest.raises(KeyboardInterrupt): net(torch.rand(7, 2))
+    grads = [p.grad.clone() for p in net.parameters()]
+    for g in (torch.ones(7, 1), torch.ones(5, 1)):
+        with pytest.raises(RuntimeError, match='its last forward failed .KeyboardInterrupt'): net.backward(g)
+    assert all(torch.equal(p.grad, g) for p, g in zip(net.parameters(), grads))
+    for m in net.modules(): assert m._saved is None
+
+
+def test_mlp_on_an_empty_batch():
+    net = Sequential(Linear(2, 4), ReLU(), Linear(4, 1), Sigmoid()).to(F64)
+    y = net(torch.zeros(0, 2, dtype=F64))
+    assert y.shape == (0, 1)
+    assert net.backward(torch.zeros(0, 1, dtype=F64)).shape == (0, 2)
+    assert all(p.grad.abs().sum() == 0 for p in net.parameters())
+
+
+def named_pair():
+    torch.manual_seed(0)
+    ours = Sequential(OrderedDict([('fc1', Linear(4, 8)), ('act', ReLU()), ('fc2', Linear(8, 3))])).double()
+    ref = torch.nn.Sequential(OrderedDict([('fc1', torch.nn.Linear(4, 8)), ('act', torch.nn.ReLU()),
+                                           ('fc2', torch.nn.Linear(8, 3))])).double()
+    copy_into_torch(ours, ref)
+    return ours, ref
+
+
+@pytest.mark.parity
+def test_sequential_ordered_dict_like_torch():
+    ours, ref = named_pair()
+    assert list(ours.state_dict()) == list(ref.state_dict()) == ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
+    assert repr(ours) == repr(ref)
+    assert ours.fc1 is ours[0] and ours.fc2 is ours[-1] and isinstance(ours.act, ReLU)
+    x, g = torch.randn(6, 4, dtype=F64), torch.randn(6, 3, dtype=F64)
+    xr = x.clone().requires_grad_(); y = ref(xr); y.backward(g)
+    assert_close(ours(x), y, **SMALL_PROGRAM); assert_close(ours.backward(g), xr.grad, **SMALL_PROGRAM)
+    for (k, p), (k_ref, q) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert k == k_ref; assert_close(p.grad, q.grad, **SMALL_PROGRAM)
+    with pytest.raises(AttributeError, match="no attribute 'fc3'"): _ = ours.fc3
+
+
+@pytest.mark.parity
+def test_sequential_slicing_shares_and_keeps_names():
+    ours, ref = named_pair()
+    tail, tail_ref = ours[1:], ref[1:]
+    assert isinstance(tail, Sequential) and tail[1] is ours.fc2
+    assert list(tail.state_dict()) == list(tail_ref.state_dict())
+    plain, plain_ref = Sequential(Linear(2, 3), ReLU(), Linear(3, 1)), torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    assert list(plain[1:].state_dict()) == list(plain_ref[1:].state_dict()) == ['2.weight', '2.bias']
+    assert len(plain[::2]) == 2 and len(plain) == 3 and [type(m) for m in plain] == [Linear, ReLU, Linear]
+
+
+@pytest.mark.parity
+def test_sequential_append_extend_insert_like_torch():
+    ours, ref = Sequential(Linear(2, 3)), torch.nn.Sequential(torch.nn.Linear(2, 3))
+    assert ours.append(ReLU()) is ours; ref.append(torch.nn.ReLU())
+    assert ours.extend([Linear(3, 4), Tanh()]) is ours; ref.extend([torch.nn.Linear(3, 4), torch.nn.Tanh()])
+    assert ours.insert(1, Linear(3, 3)) is ours; ref.insert(1, torch.nn.Linear(3, 3))
+    assert repr(ours) == repr(ref)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ours.double(); ref.double(); copy_into_torch(ours, ref)
+    x = torch.randn(5, 2, dtype=F64)
+    assert_close(ours(x), ref(x), **SMALL_PROGRAM)
+    named, named_ref = named_pair()
+    named.append(Sigmoid()); named_ref.append(torch.nn.Sigmoid())
+    assert [k for k, _ in named.named_children()] == [k for k, _ in named_ref.named_children()]
+
+
+@pytest.mark.parity
+def test_sequential_same_instance_guard_kept():
+    lin = Linear(2, 2)
+    s = Sequential(lin, Tanh())
+    for change in (lambda: s.append(lin), lambda: s.extend([Linear(2, 2), lin]), lambda: s.insert(0, lin),
+                   lambda: s.append(s), lambda: Sequential(OrderedDict([('a', lin), ('b', lin)]))):
+        with pytest.raises(ValueError, match='more than once|contain itself'): change()
+    assert len(s) == 2  # a refused change changes nothing
+    with pytest.raises(TypeError, match='non-empty strings without'): Sequential(OrderedDict([('a.b', Tanh())]))
+    with pytest.raises(KeyError, match='would hide'): Sequential(OrderedDict([('forward', Tanh())]))
+
+
+@pytest.mark.parity
+def test_sequential_append_after_forward_needs_a_new_forward():
+    s = Sequential(Linear(2, 2)); s(torch.randn(3, 2))
+    s.append(Tanh())
+    with pytest.raises(RuntimeError, match='modules were added after its forward'): s.backward(torch.ones(3, 2))
+
+
+@pytest.mark.parity
+def test_sequential_propagates_modes():
+    "train()/eval() reach every layer of a nested Sequential; Dropout and BatchNorm follow them."
+    model = Sequential(Linear(4, 8), BatchNorm1d(8), ReLU(), Sequential(Dropout(0.5), Linear(8, 3)), LogSoftmax())
+    assert all(m.training for m in model.modules())
+    assert model.eval() is model and not any(m.training for m in model.modules())
+    x = torch.randn(5, 4)
+    assert torch.equal(model(x), model(x))  # deterministic in eval
+    model.train()
+    assert all(m.training for m in model.modules())
+    assert model[1].num_batches_tracked == 0
+    model(x)
+    assert model[1].num_batches_tracked == 1
+
+
+@pytest.mark.parity
+def test_residual_matches_torch_and_gradcheck():
+    lin1, lin2 = Linear(4, 6, dtype=F64), Linear(6, 4, dtype=F64)
+    res = Residual(Sequential(lin1, Tanh(), lin2))
+    r1, r2 = torch.nn.Linear(4, 6, dtype=F64), torch.nn.Linear(6, 4, dtype=F64)
+    r1.load_state_dict(lin1.state_dict()); r2.load_state_dict(lin2.state_dict())
+    x = torch.randn(3, 5, 4, dtype=F64); g = torch.randn_like(x)
+    xr = x.clone().requires_grad_(); yr = xr + r2(torch.tanh(r1(xr))); yr.backward(g)
+    tol = dict(n=15, cond=2)  # sums over 4 or 6 features, and over the 15 rows for the parameters; two layers with weights
+    assert_close(res(x), yr, **tol); assert_close(res.backward(g), xr.grad, **tol)
+    for ours, ref in ((lin1, r1), (lin2, r2)):
+        assert_close(ours.weight.grad, ref.weight.grad, **tol); assert_close(ours.bias.grad, ref.bias.grad, **tol)
+    assert gradcheck(res, x[:2, :2])
+    assert list(res.state_dict()) == ['block.0.weight', 'block.0.bias', 'block.2.weight', 'block.2.bias']
+
+
+@pytest.mark.parity
+def test_residual_errors():
+    r = Residual(Linear(3, 2))
+    with pytest.raises(ValueError, match=r'keep the shape of its input, got \(4, 3\) -> \(4, 2\)'): r(torch.ones(4, 3))
+    with pytest.raises(RuntimeError, match='nothing to backpropagate'): r.backward(torch.ones(4, 2))
+    with pytest.raises(TypeError, match='Module instance'): Residual(lambda x: x)

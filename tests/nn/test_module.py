@@ -1,0 +1,582 @@
+"""Parameter and Module: state dicts, buffers, moves and casts, traversal, saved tensors, the torch habits of
+Parameter, and forward/backward hooks against torch.nn's."""
+import copy
+import pickle
+
+import pytest
+import torch
+from helpers import SMALL_PROGRAM, copy_into_torch
+
+import minidl as M
+from minidl import BatchNorm1d, Linear, LossMSE, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
+from minidl.testing import assert_clear_error, assert_close, assert_unchanged, snapshot
+
+
+def test_register_buffer_refuses_to_shadow_a_parameter():
+    m = Linear(3, 2)
+    w = m.weight
+    assert_clear_error(KeyError, "'weight' already exists", m.register_buffer, 'weight', torch.zeros(1))
+    assert m.weight is w and m.buffers() == []
+
+
+def test_register_buffer_again_replaces_the_buffer():
+    bn = BatchNorm1d(3)
+    bn.register_buffer('running_mean', torch.ones(3))  # re-registering a buffer is allowed (as torch)
+    assert torch.equal(bn.running_mean, torch.ones(3))
+
+
+def test_load_state_dict_failure_changes_nothing():
+    m = Sequential(Linear(3, 4), BatchNorm1d(4), Linear(4, 1))
+    before = snapshot(m)
+    sd = {k: v.clone() + 1 for k, v in m.state_dict().items()}
+    sd['2.weight'] = torch.zeros(2, 2)
+    assert_clear_error(RuntimeError, ['2.weight', 'nothing was loaded'], m.load_state_dict, sd)
+    assert_unchanged(before, snapshot(m))
+    assert_clear_error(TypeError, 'dict of tensors', m.load_state_dict, [('0.weight', torch.zeros(4, 3))])
+
+
+@pytest.mark.parametrize('bad, contains', [(torch.ones(1, device='meta'), 'cannot be copied'),
+                                            (torch.ones(1, dtype=torch.complex64), 'complex')])
+def test_load_state_dict_value_that_cannot_be_copied_changes_nothing(bad, contains):
+    m = Sequential(Linear(3, 4), BatchNorm1d(4), Linear(4, 1))
+    before = snapshot(m)
+    sd = {k: v.clone() + 1 for k, v in m.state_dict().items()}
+    sd['2.bias'] = bad  # the last key: every other one would have been copied already
+    assert_clear_error(RuntimeError, ['2.bias', contains, 'nothing was loaded'], m.load_state_dict, sd)
+    assert_unchanged(before, snapshot(m))
+
+
+@pytest.mark.parametrize('args', [('float64',), ('nodevice',), (torch.int64,)])
+def test_module_to_bad_arguments_change_nothing(args):
+    m = Sequential(Linear(3, 2), BatchNorm1d(2))
+    before = snapshot(m)
+    with pytest.raises((TypeError, ValueError)) as info: m.to(*args)
+    assert 'Sequential.to' in str(info.value)
+    assert_unchanged(before, snapshot(m))
+
+
+def test_train_mode_is_a_bool():
+    assert_clear_error(TypeError, 'True or False', Linear(2, 2).train, 1)
+
+
+F64 = torch.float64
+
+
+TO_FORMS = [  # (args, kwargs) accepted by torch.nn.Module.to
+    ((torch.float64,), {}),
+    (('cpu',), {}),
+    (('cpu', torch.float64), {}),
+    ((torch.device('cpu'), torch.float16), {}),
+    ((torch.zeros(1, dtype=torch.float64),), {}),
+    ((), {'dtype': torch.float64}),
+    ((), {'device': 'cpu', 'dtype': torch.bfloat16}),
+    ((), {'tensor': torch.zeros(1, dtype=torch.float16)}),
+    ((torch.float64, True), {}),
+    ((torch.float64,), {'non_blocking': False}),
+    ((None, torch.float64), {}),
+    ((), {'memory_format': torch.channels_last}),
+]
+
+
+@pytest.mark.parametrize('args, kwargs', TO_FORMS)
+def test_to_accepts_what_torch_accepts(args, kwargs):
+    ref = torch.nn.Linear(3, 2).to(*args, **kwargs)
+    ours = Linear(3, 2)
+    assert ours.to(*args, **kwargs) is ours
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        assert (p.value.dtype, p.value.device) == (q.dtype, q.device)
+        assert (p.grad.dtype, p.grad.device) == (q.dtype, q.device)
+    p = Parameter(torch.ones(2))
+    assert p.to(*args, **kwargs) is p and p.value.dtype == ref.weight.dtype and p.grad.dtype == ref.weight.dtype
+
+
+@pytest.mark.parametrize('args, kwargs, exc, contains', [
+    ((torch.int64,), {}, TypeError, 'floating-point dtype'),
+    ((), {'dtype': torch.bool}, TypeError, 'got torch.bool'),
+    ((), {'dtype': torch.complex64}, TypeError, 'got torch.complex64'),
+    (('float64',), {}, TypeError, "got the string 'float64'"),
+    ((), {'dtype': 'float32'}, TypeError, 'write torch.float32'),
+    ((), {'dtype': float}, TypeError, 'floating-point torch.dtype'),
+    (('nodevice',), {}, ValueError, "invalid device 'nodevice'"),
+    ((2.0,), {}, TypeError, 'expects a device'),
+    ((), {'colour': 'red'}, TypeError, "unexpected keyword argument 'colour'"),
+    (('cpu',), {'device': 'cpu'}, TypeError, "two values for 'device'"),
+    ((torch.zeros(1),), {'dtype': torch.float64}, TypeError, 'takes no device or dtype'),
+    ((), {'non_blocking': 1}, TypeError, 'non_blocking to be True or False'),
+    ((), {'memory_format': 'channels_last'}, TypeError, 'torch.memory_format'),
+])
+def test_to_refuses_clearly_and_changes_nothing(args, kwargs, exc, contains):
+    m = Sequential(Linear(3, 2), Tanh())
+    before = [(p.value, p.grad) for p in m.parameters()]
+    with pytest.raises(exc, match=None) as info: m.to(*args, **kwargs)
+    assert contains in str(info.value) and 'Sequential.to' in str(info.value)
+    assert [(p.value, p.grad) for p in m.parameters()] == before
+    with pytest.raises(exc) as info: Parameter(torch.ones(1)).to(*args, **kwargs)
+    assert contains in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the failure of a move to an absent device')
+def test_failed_move_changes_nothing():
+    m = Sequential(Linear(3, 2), Linear(2, 1))
+    x = torch.randn(4, 3)
+    m(x)
+    before = [(p.value, p.grad) for p in m.parameters()]
+    with pytest.raises(RuntimeError, match='could not move'): m.to('cuda')
+    assert [(p.value, p.grad) for p in m.parameters()] == before
+    assert m.backward(torch.ones(4, 1)).shape == (4, 3)  # the saved state survived the failed move
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_to_cuda_and_back():
+    m = Sequential(Linear(3, 2), Tanh()).to('cuda')
+    assert all(p.value.is_cuda and p.grad.is_cuda for p in m.parameters())
+    x = torch.randn(4, 3, device='cuda')
+    m(x)
+    with pytest.raises(RuntimeError, match='expects a gradient on cuda'): m[0].backward(torch.ones(4, 2))
+    m.to(torch.zeros(1, dtype=F64))  # a CPU float64 tensor: back to the CPU, in float64
+    assert all(p.value.device.type == 'cpu' and p.value.dtype == F64 for p in m.parameters())
+
+
+def test_to_keeps_integer_buffers_and_casts_floating_ones():
+    class WithBuffers(Module):
+        def __init__(self):
+            self.lin = Linear(2, 2)
+            self.register_buffer('count', torch.tensor(0))
+            self.register_buffer('mean', torch.zeros(2))
+            self.register_buffer('absent', None)
+    m = WithBuffers().to(torch.float64)
+    assert (m.count.dtype, m.mean.dtype, m.absent) == (torch.int64, F64, None)
+
+
+def test_inplace_change_of_saved_input_is_caught_in_every_shape():
+    for shape in [(4, 3), (3,), (2, 4, 3)]:
+        lin = Linear(3, 2)
+        x = torch.randn(shape)
+        y = lin(x)
+        x[..., 0] = 1.0  # in place, through a view: the version counter is shared
+        with pytest.raises(RuntimeError, match='modified by an inplace operation'): lin.backward(torch.ones_like(y))
+        assert lin.weight.grad.abs().sum() == 0
+
+
+def test_inplace_change_through_a_detached_alias_is_caught():
+    lin = Linear(3, 2)
+    x = torch.randn(4, 3, requires_grad=True)
+    lin(x)
+    x.detach().add_(1)  # detach shares the version counter
+    with pytest.raises(RuntimeError, match='modified by an inplace operation'): lin.backward(torch.ones(4, 2))
+
+
+def test_failed_standalone_forward_forgets_previous_input():
+    lin = Linear(3, 2)
+    lin(torch.randn(4, 3))
+    with pytest.raises(TypeError): lin(torch.ones(4, 3, dtype=torch.int32))
+    with pytest.raises(RuntimeError, match='its last forward failed .TypeError'): lin.backward(torch.ones(4, 2))
+    lin(torch.randn(4, 3))
+    with pytest.raises(ValueError): lin.forward(torch.randn(4, 2))  # forward called directly, not through __call__
+    with pytest.raises(RuntimeError, match='backward called before forward'): lin.backward(torch.ones(4, 2))
+
+
+def test_cast_after_forward_names_both_sides():
+    net = Sequential(Linear(3, 2), Tanh(), Linear(2, 1))
+    net(torch.randn(4, 3))
+    net.to(torch.float64)
+    with pytest.raises(RuntimeError, match=r'torch.float32 on cpu -> torch.float64 on cpu'):
+        net.backward(torch.ones(4, 1, dtype=F64))
+    net(torch.randn(4, 3, dtype=F64))
+    net.to('cpu')  # nothing changes: the saved state is kept
+    assert net.backward(torch.ones(4, 1, dtype=F64)).shape == (4, 3)
+
+
+def test_gradient_of_another_dtype_or_device():
+    lin = Linear(3, 2)
+    lin(torch.randn(4, 3))
+    with pytest.raises(TypeError, match='gradient of dtype torch.float32 .* got torch.float64'):
+        lin.backward(torch.ones(4, 2, dtype=F64))
+    with pytest.raises(RuntimeError, match='expects a gradient on cpu .* got one on meta'):
+        lin.backward(torch.ones(4, 2, device='meta'))
+    assert lin.weight.grad.abs().sum() == 0 and lin.bias.grad.abs().sum() == 0
+
+
+def test_parameter_owns_expanded_memory_and_steps():
+    b = torch.zeros(1).expand(4)
+    lin = M.Linear(3, 4)
+    lin.bias = M.Parameter(b)
+    assert lin.bias.value.stride() == (1,) and lin.bias.value.data_ptr() != b.data_ptr()
+    w = torch.randn(4, 3)
+    assert M.Parameter(w).value.data_ptr() == w.data_ptr() and M.Parameter(w.t()).value.data_ptr() == w.data_ptr()  # not copied otherwise
+    opt = M.SGD(lin.parameters(), lr=0.1)
+    loss = M.LossMSE(); loss(lin(torch.randn(5, 3)), torch.zeros(5, 4)); lin.backward(loss.backward())
+    opt.step()  # every parameter updated in place, the bias included
+    assert not torch.equal(lin.bias.value, torch.zeros(4)) and torch.equal(b, torch.zeros(4))
+    sd = {k: v.clone() for k, v in lin.state_dict().items()}
+    sd['bias'] = torch.ones(1).expand(4)                    # an expanded source loads (copied into owned memory)
+    lin.load_state_dict(sd); assert torch.equal(lin.bias.value, torch.ones(4))
+
+
+def test_load_state_dict_refuses_a_shared_memory_target_up_front():
+    lin = M.Linear(3, 4)
+    sd = {k: v.clone() + 1 for k, v in lin.state_dict().items()}
+    lin.bias.value = torch.zeros(1).expand(4)  # replaced by hand
+    w = lin.weight.value.clone()
+    with pytest.raises(RuntimeError, match=r"bias: the model's tensor has elements that share memory .*nothing was loaded"):
+        lin.load_state_dict(sd)
+    assert torch.equal(lin.weight.value, w)   # the weight, before it in order, was not loaded either
+
+
+@pytest.mark.parity
+def test_parameter_answers_tensor_questions_like_torch():
+    v = torch.randn(3, 4, dtype=F64)
+    p, q = Parameter(v.clone()), torch.nn.Parameter(v.clone())
+    assert not isinstance(p, torch.Tensor)
+    for f in (lambda t: t.numel(), lambda t: t.shape, lambda t: t.ndim, lambda t: t.dim(), lambda t: t.size(),
+              lambda t: t.size(1), lambda t: t.size(-1), lambda t: t.dtype, lambda t: t.device, lambda t: t.requires_grad,
+              lambda t: t.is_cuda):
+        assert f(p) == f(q)
+    assert torch.equal(p.data, q.data) and p.data is p.value
+    assert torch.equal(p.detach(), q.detach())
+    assert sum(t.numel() for t in Linear(4, 3).parameters()) == sum(t.numel() for t in torch.nn.Linear(4, 3).parameters())
+
+
+@pytest.mark.parity
+def test_parameter_data_assignment():
+    p = Parameter(torch.zeros(2, 3)); grad = p.grad
+    new = torch.ones(2, 3)
+    p.data = new
+    assert p.value.data_ptr() == new.data_ptr() and p.grad is grad  # shared, as torch's `p.data = t`; the gradient is kept
+    new += 1; assert torch.equal(p.value, new)
+    for bad, what in [(torch.ones(3, 2), 'shape (2, 3)'), (torch.ones(2, 3, dtype=F64), 'torch.float32 on cpu'),
+                      ([[1.0]], 'got list')]:
+        with pytest.raises(ValueError, match='Parameter.data = t expects') as e: p.data = bad
+        assert what in str(e.value)
+        assert p.value.data_ptr() == new.data_ptr()  # a refused assignment changes nothing
+    p.data.copy_(torch.full((2, 3), 2.0))
+    assert torch.equal(p.value, torch.full((2, 3), 2.0))
+
+
+@pytest.mark.parity
+def test_parameter_requires_grad():
+    p = Parameter(torch.zeros(2))
+    assert p.requires_grad is True and p.requires_grad_() is p and p.requires_grad_(True) is p
+    with pytest.raises(NotImplementedError, match='leave them out of the optimizer'): p.requires_grad_(False)
+
+
+class Block(Module):
+    "A composite module with named children (the torch way of writing a model)."
+    def __init__(self):
+        self.fc = Linear(3, 4); self.act = Tanh(); self.out = Sequential(Linear(4, 2), Sigmoid())
+    def forward(self, x): return self.out(self.act(self.fc(x)))
+    def backward(self, g, input_grad=True): return self.fc.backward(self.act.backward(self.out.backward(g)), input_grad)
+
+
+class TorchBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4); self.act = torch.nn.Tanh()
+        self.out = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Sigmoid())
+    def forward(self, x): return self.out(self.act(self.fc(x)))
+
+
+@pytest.mark.parity
+def test_module_traversal_like_torch():
+    ours, ref = Block(), TorchBlock()
+    assert [k for k, _ in ours.named_children()] == [k for k, _ in ref.named_children()]
+    assert [type(m).__name__ for m in ours.children()] == [type(m).__name__ for m in ref.children()]
+    assert [k for k, _ in ours.named_modules()] == [k for k, _ in ref.named_modules()]
+    assert [type(m).__name__ for m in ours.modules()][1:] == [type(m).__name__ for m in ref.modules()][1:]
+    seen, seen_ref = [], []
+    assert ours.apply(lambda m: seen.append(type(m).__name__)) is ours
+    ref.apply(lambda m: seen_ref.append(type(m).__name__))
+    assert seen[:-1] == seen_ref[:-1] and seen[-1] == 'Block'  # children first, then the parent
+
+
+@pytest.mark.parity
+def test_module_apply_initialises_like_torch():
+    def init(m):
+        if isinstance(m, (Linear, torch.nn.Linear)):
+            w = m.weight.value if isinstance(m, Linear) else m.weight.data
+            w.fill_(0.5)
+    ours, ref = Block().double(), TorchBlock().double()
+    copy_into_torch(ours, ref)
+    ours.apply(init); ref.apply(init)
+    x = torch.randn(5, 3, dtype=F64)
+    assert_close(ours(x), ref(x), **SMALL_PROGRAM)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize('method, dtype', [('double', torch.float64), ('float', torch.float32), ('half', torch.float16),
+                                           ('bfloat16', torch.bfloat16)])
+def test_module_casts(method, dtype):
+    ours, ref = Block(), TorchBlock()
+    assert getattr(ours, method)() is ours
+    getattr(ref, method)()
+    assert [p.dtype for p in ours.parameters()] == [p.dtype for p in ref.parameters()] == [dtype] * 4
+    assert all(p.grad.dtype == dtype for p in ours.parameters())
+
+
+@pytest.mark.parity
+def test_module_requires_grad_and_zero_grad():
+    m = Block()
+    assert m.requires_grad_() is m and m.requires_grad_(True) is m
+    with pytest.raises(NotImplementedError, match='minidl has no autograd.*leave them out of the optimizer'):
+        m.requires_grad_(False)
+    with pytest.raises(TypeError, match='True or False'): m.requires_grad_(0)
+    for flag in (True, False):
+        for p in m.parameters(): p.grad += 1
+        m.zero_grad(set_to_none=flag)
+        assert all(isinstance(p.grad, torch.Tensor) and not p.grad.any() for p in m.parameters())
+    with pytest.raises(TypeError, match='set_to_none to be True or False'): m.zero_grad(set_to_none=None)
+
+
+@pytest.mark.parity
+def test_forward_only_module_points_to_the_page():
+    class Net(Module):
+        def __init__(self): self.fc = Linear(2, 1)
+        def forward(self, x): return self.fc(x)
+    net = Net(); net(torch.randn(3, 2))
+    with pytest.raises(NotImplementedError) as e: net.backward(torch.ones(3, 1))
+    msg = str(e.value)
+    for frag in ('Net must implement backward', 'no autograd', 'Writing your own module', 'coming_from_pytorch.html'):
+        assert frag in msg, msg
+
+
+def close(a, b, rtol=1e-12):
+    "float64 results of the same small products: a few ulps times the reduction length; floor scaled to the values"
+    assert (a is None) == (b is None), (a, b)
+    if a is None: return
+    torch.testing.assert_close(a, b, rtol=rtol, atol=1e-13 * max(b.abs().max().item(), 1e-300))
+
+
+def nets(seed=0):
+    "A minidl network with a nested container and the torch.nn network with the same weights."
+    torch.manual_seed(seed)
+    ours = Sequential(Linear(6, 5), Tanh(), Sequential(Linear(5, 4), ReLU()), Linear(4, 3)).to(torch.float64)
+    ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU()), torch.nn.Linear(4, 3)).double()
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+def record(model, log, backward=True, pre=False):
+    "Register hooks on every module that log (kind, module name, tensors); returns the handles."
+    hs = []
+    for name, m in model.named_modules():
+        hs.append(m.register_forward_hook(lambda mod, args, out, n=name: log.append(('fwd', n, args[0].detach(), out.detach()))))
+        if pre: hs.append(m.register_forward_pre_hook(lambda mod, args, n=name: log.append(('pre', n, args[0].detach()))))
+        if backward:
+            hs.append(m.register_full_backward_hook(
+                lambda mod, gi, go, n=name: log.append(('bwd', n, gi[0], go[0]))))
+            if pre: hs.append(m.register_full_backward_pre_hook(lambda mod, go, n=name: log.append(('bpre', n, go[0]))))
+    return hs
+
+
+def compare(log, ref_log):
+    assert [e[:2] for e in log] == [e[:2] for e in ref_log]
+    for e, r in zip(log, ref_log):
+        for a, b in zip(e[2:], r[2:]): close(a, None if b is None else b.detach())
+
+
+def data(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(7, 6, generator=g, dtype=torch.float64), torch.randn(7, 3, generator=g, dtype=torch.float64)
+
+
+def test_same_calls_same_tensors_as_torch():
+    ours, ref = nets()
+    x, g = data()
+    log, ref_log = [], []
+    record(ours, log, pre=True); record(ref, ref_log, pre=True)
+    ours(x); ours.backward(g)
+    xr = x.clone().requires_grad_()
+    ref(xr).backward(g)
+    assert len(log) == 4 * 7
+    compare(log, ref_log)
+    # the module's own gradients are those of torch too (hooks change nothing)
+    for (_, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
+
+
+@pytest.mark.filterwarnings('ignore:Full backward hook is firing')
+def test_input_grad_false_gives_none_like_an_input_without_grad():
+    "torch passes (None,) as grad_input for an input that does not require grad; minidl for input_grad=False."
+    ours, ref = nets()
+    x, g = data()
+    log, ref_log = [], []
+    record(ours, log); record(ref, ref_log)
+    ours(x); ours.backward(g, input_grad=False)
+    ref(x).backward(g)
+    by_name = lambda L: {(e[0], e[1]): e[2:] for e in L}
+    mine, theirs = by_name(log), by_name(ref_log)
+    assert mine.keys() == theirs.keys()
+    for k in mine:
+        for a, b in zip(mine[k], theirs[k]): close(a, b)
+    assert mine[('bwd', '0')][0] is None and mine[('bwd', '')][0] is None
+
+
+def test_removed_hooks_stop_firing_and_cost_nothing():
+    ours, ref = nets()
+    x, g = data()
+    log, ref_log = [], []
+    hs, rhs = record(ours, log), record(ref, ref_log)
+    for h in hs[::3]: h.remove()
+    for h in rhs[::3]: h.remove()
+    ours(x); ours.backward(g)
+    ref(x.clone().requires_grad_()).backward(g)
+    compare(log, ref_log)
+    for h in hs: h.remove()
+    for m in ours.modules():  # no hook left: the instance has no forward/backward of its own, only the class's
+        assert 'forward' not in vars(m) and 'backward' not in vars(m)
+        assert type(m).forward is Module.forward or m.forward.__func__ is type(m).forward
+
+
+def test_replacing_outputs_and_grad_inputs_like_torch():
+    "A shift of the output (identity Jacobian: exact without autograd) and a scaled grad_input, in both libraries."
+    ours, ref = nets()
+    x, g = data()
+    for net in (ours, ref):
+        net[1].register_forward_hook(lambda m, a, out: out + 0.5)
+        net[2][0].register_full_backward_hook(lambda m, gi, go: (gi[0] * 3,))
+        net[3].register_full_backward_pre_hook(lambda m, go: (go[0] * -2,))
+    y = ours(x); gx = ours.backward(g)
+    xr = x.clone().requires_grad_()
+    yr = ref(xr); yr.backward(g)
+    close(y, yr.detach())
+    close(gx, xr.grad)
+    for (_, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
+
+
+def test_hooks_fire_in_a_user_module_that_calls_its_children():
+    "The pattern containers follow: child(x) / child.forward(x) forward, child.backward(g) backward."
+    class TwoPaths(Module):  # y = a(x) + b(x): the input fans out, its gradients add up
+        def __init__(self): self.a, self.b = Linear(3, 2).to(torch.float64), Linear(3, 2).to(torch.float64)
+        def forward(self, x): return self.a(x) + self.b.forward(x)
+        def backward(self, g, input_grad=True):
+            ga = self.a.backward(g, input_grad)
+            gb = self.b.backward(g, input_grad)
+            return ga + gb if input_grad else None
+
+    class TorchTwoPaths(torch.nn.Module):
+        def __init__(self): super().__init__(); self.a, self.b = torch.nn.Linear(3, 2).double(), torch.nn.Linear(3, 2).double()
+        def forward(self, x): return self.a(x) + self.b(x)
+
+    torch.manual_seed(0)
+    ours, ref = TwoPaths(), TorchTwoPaths()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 3, dtype=torch.float64); g = torch.randn(4, 2, dtype=torch.float64)
+    log, ref_log = [], []
+    record(ours, log); record(ref, ref_log)
+    ours(x); ours.backward(g)
+    ref(x.clone().requires_grad_()).backward(g)
+    fw = lambda L: [e for e in L if e[0] == 'fwd']
+    compare(fw(log), fw(ref_log))
+    bw = lambda L: {e[1]: e[2:] for e in L if e[0] == 'bwd'}  # torch runs the two branches in its own order
+    assert bw(log).keys() == bw(ref_log).keys()
+    for k, v in bw(log).items():
+        for a, b in zip(v, bw(ref_log)[k]): close(a, b)
+    assert [e[1] for e in log if e[0] == 'bwd'][-1] == ''  # the container's hook comes after its children's
+
+
+def test_forward_hook_that_raises_forgets_the_saved_state():
+    ours, _ = nets()
+    x, g = data()
+    ours(x); ours.backward(g)
+    before = [p.grad.clone() for p in ours.parameters()]
+    h = ours[2][0].register_forward_hook(lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        ours(x)
+    with pytest.raises(RuntimeError, match='its last forward failed'):
+        ours.backward(g)
+    for p, b in zip(ours.parameters(), before): assert torch.equal(p.grad, b)  # the failed backward added nothing
+    h.remove()
+    ours.zero_grad(); ours(x); ours.backward(g)
+    for p, b in zip(ours.parameters(), before): close(p.grad, b)
+
+
+def test_backward_hook_that_raises_keeps_the_hooks_and_a_rerun_is_clean():
+    ours, ref = nets()
+    x, g = data()
+    calls = []
+    def flaky(m, gi, go):
+        calls.append(1)
+        if len(calls) == 1: raise ValueError('flaky hook')
+    h = ours[2].register_full_backward_hook(flaky)
+    ours(x)
+    with pytest.raises(ValueError, match='flaky hook'):
+        ours.backward(g)
+    assert list(vars(ours[2])['_backward_hooks'].values()) == [flaky]
+    ours.zero_grad(); ours(x); ours.backward(g)  # the documented recovery: zero the gradients, forward again
+    ref(x).backward(g)
+    for (_, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
+    h.remove()
+    assert 'backward' not in vars(ours[2])
+
+
+def test_bad_replacements_change_nothing_downstream():
+    ours, _ = nets()
+    x, g = data()
+    ours(x)
+    h = ours[3].register_full_backward_hook(lambda m, gi, go: (gi[0][:1],))
+    with pytest.raises(RuntimeError, match='expected a tensor of shape'):
+        ours.backward(g)
+    h.remove()
+    h = ours[0].register_full_backward_hook(lambda m, gi, go: (torch.zeros(7, 6, dtype=torch.float64),))
+    ours(x)
+    with pytest.raises(RuntimeError, match='a tensor for a grad_input that is None'):
+        ours.backward(g, input_grad=False)
+    h.remove()
+
+
+def test_hooks_registered_or_removed_by_a_hook_do_not_disturb_the_running_loop():
+    m = Tanh()
+    order = []
+    handles = {}
+    def first(mod, args, out):
+        order.append('first'); handles['first'].remove()
+        handles['late'] = mod.register_forward_hook(lambda *a: order.append('late'))
+    handles['first'] = m.register_forward_hook(first)
+    handles['second'] = m.register_forward_hook(lambda *a: order.append('second'))
+    m(torch.ones(2)); m(torch.ones(2))
+    assert order == ['first', 'second', 'second', 'late']
+
+
+def test_copy_and_pickle_keep_the_hooks():
+    m = Sequential(Linear(2, 2), Tanh())
+    m[1].register_forward_hook(_double)
+    for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        x = torch.ones(1, 2)
+        torch.testing.assert_close(c(x), 2 * torch.tanh(c[0](x)), rtol=0, atol=0)  # the same ops in the same order
+
+
+def _double(m, args, out): return 2 * out
+
+
+def test_training_with_a_hook_is_unchanged():
+    "An observing hook (returns None) changes no number of a training step."
+    a, _ = nets(); b, _ = nets()
+    x, g = data()
+    seen = []
+    for m in b.modules(): m.register_forward_hook(lambda mod, args, out: seen.append(out.std()))
+    loss = LossMSE()
+    for net in (a, b):
+        net.zero_grad(); loss(net(x), g); net.backward(loss.backward(), input_grad=False)
+    for p, q in zip(a.parameters(), b.parameters()): assert torch.equal(p.grad, q.grad)  # same ops, same order
+    assert len(seen) == 7
+
+
+def test_hooks_fire_inside_residual_and_transformer_block():
+    "Residual and TransformerBlock call their children through the entry points: every child fires, backward in reverse."
+    from minidl import Residual, TransformerBlock
+    torch.manual_seed(0)
+    block = TransformerBlock(8, 2, dim_feedforward=16, dtype=torch.float64)
+    model = Residual(block)
+    fwd, bwd = [], []
+    for name, m in model.named_modules():
+        if not name: continue
+        m.register_forward_hook(lambda mod, args, out, name=name: fwd.append(name))
+        m.register_full_backward_hook(lambda mod, gi, go, name=name: bwd.append(name))
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    y = model(x)
+    gx = model.backward(torch.ones_like(y))
+    children = [n for n, _ in model.named_modules() if n]
+    assert set(fwd) == set(children) and fwd[-1] == 'block'  # the block's hook fires after all of its children's
+    assert bwd[-1] == 'block' and set(bwd) == set(children)
+    assert fwd.index('block.norm1') < fwd.index('block.self_attn') < fwd.index('block.norm2') < fwd.index('block.linear2')
+    assert bwd.index('block.linear2') < bwd.index('block.linear1') < bwd.index('block.self_attn') < bwd.index('block.norm1')
+    assert gx.shape == x.shape

@@ -1,0 +1,62 @@
+"""Embedding against torch.nn.Embedding: lookups, gradients, padding index, state dicts, errors that change nothing."""
+import pytest
+import torch
+from helpers import SETTINGS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minidl import Embedding
+from minidl.testing import assert_close, assert_unchanged, snapshot
+
+pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
+
+
+F64 = torch.float64
+
+
+@settings(**SETTINGS)
+@given(V=st.integers(1, 12), D=st.integers(1, 6), shape=st.lists(st.integers(0, 4), min_size=0, max_size=3),
+       pad=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_embedding_matches_torch(V, D, shape, pad, seed):
+    gen = torch.Generator().manual_seed(seed)
+    padding_idx = int(torch.randint(0, V, (), generator=gen)) if pad else None
+    ours = Embedding(V, D, padding_idx=padding_idx, dtype=F64, generator=gen)
+    ref = torch.nn.Embedding(V, D, padding_idx=padding_idx, dtype=F64)
+    ref.load_state_dict(ours.state_dict())
+    idx = torch.randint(0, V, tuple(shape), generator=gen)
+    y = ours(idx)
+    yr = ref(idx)
+    assert torch.equal(y, yr.detach())  # row copies: the same values, bit for bit
+    g = torch.randn(yr.shape, dtype=F64, generator=gen)
+    assert ours.backward(g) is None
+    yr.backward(g)
+    terms = torch.zeros(V, D, dtype=F64).index_add_(0, idx.reshape(-1), g.abs().reshape(-1, D))  # |g| summed per row
+    assert_close(ours.weight.grad, ref.weight.grad, n=max(1, idx.numel()), scale=terms.max().item())  # rows add up per index
+    if padding_idx is not None: assert not ours.weight.grad[padding_idx].any()
+
+
+def test_embedding_init_as_torch_and_state_dict_both_ways():
+    torch.manual_seed(3); ours = Embedding(7, 4, padding_idx=2)
+    torch.manual_seed(3); ref = torch.nn.Embedding(7, 4, padding_idx=2)
+    assert torch.equal(ours.weight.value, ref.weight.detach())
+    other = torch.nn.Embedding(7, 4); ours.load_state_dict(other.state_dict())
+    assert torch.equal(ours.weight.value, other.weight.detach())
+    ref.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict()) == ['weight']
+
+
+@pytest.mark.parametrize('bad, err, text', [
+    (torch.tensor([0.0, 1.0]), TypeError, 'integer indices (int64 or int32), got dtype torch.float32'),
+    (torch.tensor([True]), TypeError, 'got dtype torch.bool'),
+    (torch.tensor([0, 5]), IndexError, 'indices in [0, 5)'),
+    (torch.tensor([[-1, 0]]), IndexError, 'got values from -1 to 0'),
+    ([1, 2], TypeError, 'got list')])
+def test_embedding_errors_change_nothing(bad, err, text):
+    e = Embedding(5, 3)
+    e(torch.tensor([1, 2])); e.backward(torch.ones(2, 3))
+    snap = snapshot(e)
+    with pytest.raises(err, match=text.replace('(', r'\(').replace(')', r'\)').replace('[', r'\[')):
+        e(bad)
+    assert_unchanged(snap, snapshot(e))
+    with pytest.raises(RuntimeError, match='nothing to backpropagate'): e.backward(torch.ones(2, 3))
+    assert_unchanged(snap, snapshot(e))

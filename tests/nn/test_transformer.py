@@ -1,0 +1,134 @@
+"""TransformerBlock against torch.nn.TransformerEncoderLayer (pre-norm), and a decoder-only language model trained
+like torch."""
+import pytest
+import torch
+from helpers import SETTINGS, causal_bool, compare_params, randomise
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minidl import Embedding, LayerNorm, Linear, Module, Sequential, TransformerBlock, gradcheck
+from minidl.testing import assert_close, assert_unchanged, snapshot
+
+pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
+
+
+F64 = torch.float64
+
+
+@settings(**SETTINGS)
+@given(B=st.integers(1, 2), T=st.integers(1, 5), H=st.integers(1, 2), D=st.integers(2, 3), FF=st.integers(1, 8),
+       bias=st.booleans(), act=st.sampled_from(['gelu', 'relu']), seed=st.integers(0, 2**31 - 1))
+def test_block_matches_torch(B, T, H, D, FF, bias, act, seed):
+    # E >= 2: a LayerNorm over one feature outputs its bias whatever the input, and both libraries' gradients through it are
+    # rounding noise (tested on its own in test_layernorm_matches_torch, with a floor derived for it)
+    gen = torch.Generator().manual_seed(seed)
+    E = H * D
+    ref = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, activation=act, bias=bias, batch_first=True,
+                                           norm_first=True, dtype=F64)
+    randomise(ref, gen)
+    ours = TransformerBlock(E, H, FF, activation=act, bias=bias, dtype=F64)
+    ours.load_state_dict(ref.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(B, T, E, dtype=F64, generator=gen); g = torch.randn(B, T, E, dtype=F64, generator=gen)
+    xr = x.clone().requires_grad_()
+    # each LayerNorm amplifies the rounding of its input h by |h| / sigma (x - mean cancels; with E = 2 the gradient
+    # through it is 0 analytically, rounding noise of that size): measured on torch's inputs to norm1 and norm2
+    amp = []
+    def amplification(mod, args):
+        h = args[0].detach()
+        amp.append((h.abs().amax(-1) / (h.var(-1, correction=0) + mod.eps).sqrt()).max().item())
+    hooks = [m.register_forward_pre_hook(amplification) for m in (ref.norm1, ref.norm2)]
+    yr = ref(xr, src_mask=causal_bool(T)); yr.backward(g)
+    for h in hooks: h.remove()
+    # the attention's chain (see test_attention_matches_torch) and the feed-forward's (E, FF); the two LayerNorms'
+    # amplification and six products with weights in the chain
+    tol = dict(n=4 * E + D + 2 * T + B * T + FF, cond=6 * max(1.0, *amp))
+    assert_close(ours(x), yr, **tol); assert_close(ours.backward(g), xr.grad, **tol)
+    compare_params(ours, ref, **tol)
+    ref2 = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, activation=act, bias=bias, batch_first=True,
+                                            norm_first=True, dtype=F64)
+    ref2.load_state_dict(ours.state_dict())  # and back
+    for k, v in ref.state_dict().items(): assert torch.equal(ref2.state_dict()[k], v)
+
+
+def test_block_gradcheck_one_head_relu_no_bias():
+    # two heads and GELU, alone and inside Residual: checked in nbs/22_transformer
+    x = torch.randn(2, 3, 4, dtype=F64)
+    assert gradcheck(TransformerBlock(4, 1, 3, activation='relu', bias=False, dtype=F64), x[:1, :1])
+
+
+def test_block_dropout_modes():
+    b = TransformerBlock(8, 2, 16, dropout=0.3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 4, 8, dtype=F64)
+    assert not torch.equal(b(x), b(x))
+    b.eval(); assert torch.equal(b(x), b(x))
+
+
+def test_block_errors_change_nothing():
+    b = TransformerBlock(8, 2, 16, dtype=F64)
+    b(torch.randn(2, 3, 8, dtype=F64)); b.backward(torch.randn(2, 3, 8, dtype=F64))
+    snap = snapshot(b)
+    with pytest.raises(ValueError, match=r'\(B, T, 8\)'): b(torch.ones(3, 8, dtype=F64))
+    assert_unchanged(snap, snapshot(b))
+    b(torch.randn(2, 3, 8, dtype=F64))
+    with pytest.raises(ValueError, match='gradient of shape'): b.backward(torch.ones(2, 4, 8, dtype=F64))
+    assert_unchanged(snap, snapshot(b))
+    b.self_attn.in_proj_weight.grad = torch.zeros(3, dtype=F64)
+    with pytest.raises(RuntimeError, match='in_proj_weight.grad has shape'): b.backward(torch.ones(2, 3, 8, dtype=F64))
+    b.self_attn.in_proj_weight.grad = snap[0][0][1]
+    assert_unchanged(snap, snapshot(b))  # the check ran before any child accumulated
+
+
+def test_decoder_lm_trains_like_torch():
+    "A decoder-only LM from the pieces takes the same AdamW steps as torch.nn + autograd + torch.optim.AdamW (float64)."
+    from minidl import AdamW, LossCrossEntropy
+    V, T, B, E, H, L, FF = 11, 6, 4, 8, 2, 2, 12
+
+    class LM(Module):
+        def __init__(self):
+            gen = torch.Generator().manual_seed(0)
+            self.tok, self.pos = Embedding(V, E, dtype=F64, generator=gen), Embedding(T, E, dtype=F64, generator=gen)
+            self.blocks = Sequential(*[TransformerBlock(E, H, FF, dtype=F64, generator=gen) for _ in range(L)])
+            self.norm, self.head = LayerNorm(E, dtype=F64), Linear(E, V, dtype=F64, generator=gen)
+        def forward(self, idx):
+            self._save_for_backward()
+            return self.head(self.norm(self.blocks(self.tok(idx) + self.pos(torch.arange(idx.shape[1])))))
+        def backward(self, g, input_grad=True):
+            g = self.blocks.backward(self.norm.backward(self.head.backward(g)))
+            self.tok.backward(g); self.pos.backward(g.sum(0))
+
+    class TorchLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = torch.nn.Embedding(V, E, dtype=F64), torch.nn.Embedding(T, E, dtype=F64)
+            self.blocks = torch.nn.Sequential(*[torch.nn.TransformerEncoderLayer(E, H, FF, 0.0, 'gelu', batch_first=True,
+                                                                                 norm_first=True, dtype=F64) for _ in range(L)])
+            self.norm, self.head = torch.nn.LayerNorm(E, dtype=F64), torch.nn.Linear(E, V, dtype=F64)
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+            for b in self.blocks: x = b(x, src_mask=causal_bool(idx.shape[1]))
+            return self.head(self.norm(x))
+
+    ours, ref = LM(), TorchLM()
+    ref.load_state_dict(ours.state_dict())
+    opt, ref_opt = AdamW(ours.parameters(), lr=1e-2), torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    ce, gen = LossCrossEntropy(), torch.Generator().manual_seed(1)
+    # the longest chain: L blocks of attention and feed-forward, the head (E) and the loss (V, B T); L (six products with
+    # weights, two LayerNorms) + 2 layers crossed. Adam's step m / sqrt(v) keeps the gradients' relative error, except
+    # where a gradient is rounding noise: the key bias, compared on its own below
+    CHAIN, COND = L * (4 * E + 3 * T + B * T + FF) + E + V + B * T, 8 * L + 2
+    for _ in range(3):
+        idx = torch.randint(0, V, (B, T + 1), generator=gen)
+        opt.zero_grad(); loss = ce(ours(idx[:, :-1]).reshape(-1, V), idx[:, 1:].reshape(-1))
+        ours.backward(ce.backward().view(B, T, V)); opt.step()
+        ref_opt.zero_grad(); rl = torch.nn.functional.cross_entropy(ref(idx[:, :-1]).reshape(-1, V), idx[:, 1:].reshape(-1))
+        rl.backward(); ref_opt.step()
+        assert_close(loss, rl, n=CHAIN, cond=COND)
+    for k, v in ref.state_dict().items():
+        o = ours.state_dict()[k]
+        if k.endswith('in_proj_bias'):
+            # the key bias adds q.b_k to every score of a row, which the softmax ignores: its gradient is 0 analytically and
+            # rounding noise (~1e-17) in both libraries, which Adam divides by eps: steps of ~1e-11 that differ. Both stay ~0.
+            assert o[E:2 * E].abs().max() < 1e-9 and v[E:2 * E].abs().max() < 1e-9
+            o, v = torch.cat([o[:E], o[2 * E:]]), torch.cat([v[:E], v[2 * E:]])
+        assert_close(o, v, n=CHAIN, cond=COND)

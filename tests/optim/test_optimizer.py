@@ -1,0 +1,436 @@
+"""The Optimizer base class: parameter groups like torch.optim, state dicts both ways, hyper-parameters checked
+when written, steps that fail changing nothing."""
+import copy
+import math
+from unittest import mock
+
+import pytest
+import torch
+from helpers import OPT_PAIRS, close_after_steps, groups_of, pair, step_both, trained_linear
+
+import minidl
+from minidl import SGD, Adam, AdamW, CosineAnnealingLR, Linear, Parameter, ReLU, Sequential
+from minidl.testing import assert_clear_error, assert_unchanged, snapshot
+
+F64 = torch.float64
+OPTS = [(SGD, dict(lr=0.1)), (SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)), (Adam, {}),
+        (AdamW, dict(amsgrad=True))]
+
+
+@pytest.mark.parametrize('opt, kw', OPTS)
+@pytest.mark.parametrize('bad, exc, contains', [
+    (torch.ones(3), ValueError, 'never broadcast'), (torch.ones(2, 3, dtype=F64), TypeError, 'torch.float64'),
+    (None, TypeError, 'NoneType'), (torch.ones(2, 3, requires_grad=True), ValueError, 'requires grad'),
+])
+def test_optimizer_step_with_a_bad_gradient_changes_nothing(opt, kw, bad, exc, contains):
+    m = trained_linear()
+    o = opt(m.parameters(), **kw)
+    o.step()
+    m.weight.grad = bad
+    values, state = [p.value.clone() for p in m.parameters()], snapshot(o)
+    assert_clear_error(exc, contains, o.step)
+    assert all(torch.equal(a, p.value) for a, p in zip(values, m.parameters()))
+    assert_unchanged(state, snapshot(o))
+
+
+@pytest.mark.parametrize('opt, kw', OPTS)
+def test_optimizer_hyper_parameters(opt, kw):
+    m = trained_linear()
+    for lr in (math.nan, math.inf, -1.0): assert_clear_error(ValueError, 'finite number >= 0', opt, m.parameters(), lr=lr)
+    for lr in (True, '0.1', torch.tensor(0.1)): assert_clear_error(TypeError, 'finite number >= 0', opt, m.parameters(), lr=lr)
+    o = opt(m.parameters(), **kw)
+    lr = o.lr
+    assert_clear_error(ValueError, 'finite number >= 0', setattr, o, 'lr', math.nan)
+    assert o.lr == lr
+    o.lr = 1e-50  # representable in float64, not in the float32 parameters
+    before = [p.value.clone() for p in m.parameters()]
+    assert_clear_error(ValueError, 'not representable', o.step)
+    assert all(torch.equal(a, p.value) for a, p in zip(before, m.parameters())) and o.step_count == 0
+
+
+def test_optimizer_after_model_cast_refuses_clearly():
+    m = trained_linear()
+    o = Adam(m.parameters()); o.step()
+    m.to(F64)
+    assert_clear_error(RuntimeError, 'create the optimizer after model.to', o.step)
+
+
+def test_optimizer_parameter_lists():
+    m = trained_linear()
+    assert_clear_error(ValueError, 'empty parameter list', SGD, [])
+    assert_clear_error(ValueError, 'more than once', SGD, [m.weight, m.weight])
+    assert_clear_error(TypeError, 'model.parameters()', SGD, m)
+    assert_clear_error(TypeError, 'got Tensor at position 0', SGD, [torch.ones(2)])
+    assert_clear_error(ValueError, 'two numbers in [0, 1)', Adam, m.parameters(), betas=(1.0, 0.9))
+    assert_clear_error(ValueError, 'two numbers in [0, 1)', Adam, m.parameters(), betas=(math.nan, 0.9))
+    assert_clear_error(TypeError, 'True or False', Adam, m.parameters(), amsgrad=1)
+
+
+def test_optimizer_load_state_dict_all_or_nothing():
+    m = trained_linear()
+    o = Adam(m.parameters()); o.step()
+    sd = copy.deepcopy(o.state_dict())
+    before = snapshot(o)
+    bad = copy.deepcopy(sd); bad['param_groups'][0]['lr'] = math.nan  # torch's layout
+    assert_clear_error(ValueError, 'lr', o.load_state_dict, bad)
+    bad = copy.deepcopy(sd); del bad['state'][1]
+    assert_clear_error(ValueError, 'one tensor per parameter', o.load_state_dict, bad)
+    bad = copy.deepcopy(sd); bad['step_count'] = True
+    assert_clear_error(ValueError, 'step_count', o.load_state_dict, bad)
+    assert_unchanged(before, snapshot(o))
+
+
+@pytest.mark.parametrize('name', list(OPT_PAIRS))
+def test_per_group_settings_and_writes_mid_training(name):
+    ours, theirs, kw = OPT_PAIRS[name]
+    ps, qs, grads = pair(1)
+    per = [{'lr': kw['lr'] / 5}, {'weight_decay': 0.0}]
+    opt, ref = ours(groups_of(ps, per), **kw), theirs(groups_of(qs, per), **kw)
+    assert opt.defaults.items() >= {k: v for k, v in kw.items()}.items()
+    for g, r in zip(opt.param_groups, ref.param_groups):  # defaults filled in as torch
+        assert {k: g[k] for k in g if k in r and k != 'params'} == {k: r[k] for k in g if k in r and k != 'params'}
+        assert all(a is b for a, b in zip(g['params'], ps[0:2] if g is opt.param_groups[0] else ps[2:4]))
+    for t, gs in enumerate(grads[:60]):
+        if t == 20:  # written as a user or a schedule would
+            for o in (opt, ref): o.param_groups[1]['lr'] = 0.002
+        if t == 40:
+            key, v = ('momentum', 0.5) if ours is SGD else ('betas', (0.8, 0.99))
+            for o in (opt, ref): o.param_groups[0][key] = v
+        step_both(ps, qs, opt, ref, gs)
+    for p, q in zip(ps, qs): close_after_steps(p.value, q)
+    assert [g['lr'] for g in opt.param_groups] == [g['lr'] for g in ref.param_groups]
+
+
+@pytest.mark.parametrize('name', ['sgd', 'adam', 'adamw'])
+def test_add_param_group_mid_training(name):
+    "A group added after 15 steps: its own settings, and (Adam) its own step count for the bias correction, as torch."
+    ours, theirs, kw = OPT_PAIRS[name]
+    ps, qs, grads = pair(2)
+    opt, ref = ours(ps[:2], **kw), theirs(qs[:2], **kw)
+    for t, gs in enumerate(grads[:40]):
+        if t == 15:
+            opt.add_param_group({'params': ps[2:], 'lr': 0.003}); ref.add_param_group({'params': qs[2:], 'lr': 0.003})
+        n = len(opt.params)
+        step_both(ps[:n], qs[:n], opt, ref, gs[:n])
+    for p, q in zip(ps, qs): close_after_steps(p.value, q)
+    if ours is not SGD:
+        assert [float(s['step']) for s in opt.state_dict()['state'].values()] == [float(ref.state[q]['step']) for q in qs]
+
+
+def test_lr_attribute_and_groups():
+    ps, _, _ = pair()
+    opt = SGD(groups_of(ps, [{}, {'lr': 0.5}]), lr=0.1)
+    with pytest.raises(AttributeError, match='different values'): _ = opt.lr
+    opt.lr = 0.2  # sets every group, checked first
+    assert [g['lr'] for g in opt.param_groups] == [0.2, 0.2] and opt.lr == 0.2
+    with pytest.raises(ValueError, match='finite number >= 0'): opt.lr = -1.0
+    assert [g['lr'] for g in opt.param_groups] == [0.2, 0.2]
+    with pytest.raises(TypeError, match='either Parameters or parameter groups'): SGD([ps[0], {'params': [ps[1]]}])
+    with pytest.raises(ValueError, match='more than once'): SGD([{'params': ps[:2]}, {'params': ps[1:3]}])
+    with pytest.raises(ValueError, match="needs 'params'"): opt.add_param_group({'lr': 0.1})
+    with pytest.raises(ValueError, match='more than once'): opt.add_param_group({'params': [ps[0]]})
+    opt.add_param_group({'params': Parameter(torch.zeros(2))})  # a single Parameter, as torch accepts a single tensor
+    assert len(opt.param_groups) == 3 and opt.param_groups[2]['lr'] == opt.defaults['lr'] == 0.1  # a new group's settings: the defaults, as torch
+
+
+@pytest.mark.parametrize('key,value,msg', [
+    ('lr', -0.1, 'the learning rate of parameter group 1 is -0.1'), ('lr', math.nan, 'the learning rate of parameter group 1 is nan'),
+    ('lr', '0.1', "param_groups[1]['lr'] to be a finite number"), ('momentum', -0.5, "param_groups[1]['momentum'] to be a finite number >= 0"),
+    ('nesterov', 1, "param_groups[1]['nesterov'] to be True or False"), ('dampening', 0.5, 'Nesterov momentum requires'),
+    ('weight_decay', math.inf, "param_groups[1]['weight_decay']"), ('lr', None, "param_groups[1]['lr']")])
+def test_written_value_checked_at_next_step_changes_nothing(key, value, msg):
+    ps, _, grads = pair()
+    opt = SGD(groups_of(ps, [{}, {'nesterov': True}]), lr=0.1, momentum=0.9)
+    for p, g in zip(ps, grads[0]): p.grad.copy_(g)
+    opt.step()
+    opt.param_groups[1][key] = value  # the last group: the first would be updated first without the up-front checks
+    before = snapshot(ps, opt)
+    with pytest.raises((ValueError, TypeError), match=msg.replace('[', '\\[').replace(']', '\\]')): opt.step()
+    assert_unchanged(before, snapshot(ps, opt))
+
+
+def test_zero_grad_set_to_none():
+    "minidl keeps `.grad` a tensor (layers accumulate into it): set_to_none=True, torch's default, zeroes too."
+    ps, qs, _ = pair()
+    opt = SGD(ps, lr=0.1)
+    for p in ps: p.grad += 3.0
+    opt.zero_grad(set_to_none=True)
+    assert all(isinstance(p.grad, torch.Tensor) and not p.grad.any() for p in ps)
+    for p in ps: p.grad += 3.0
+    opt.zero_grad(set_to_none=False); opt.zero_grad()
+    assert all(not p.grad.any() for p in ps)
+    with pytest.raises(TypeError, match='set_to_none to be True or False'): opt.zero_grad(set_to_none=None)
+
+
+@pytest.mark.parametrize('name', list(OPT_PAIRS))
+def test_state_dict_to_torch_and_back(name):
+    "minidl -> torch.optim after 20 steps, torch continues 20 steps; torch -> minidl, minidl continues 20 steps; all equal to an uninterrupted torch run."
+    ours, theirs, kw = OPT_PAIRS[name]
+    ps, qs, grads = pair(4)
+    per = [{'lr': kw['lr'] / 2}, {}]
+    opt, ref = ours(groups_of(ps, per), **kw), theirs(groups_of(qs, per), **kw)
+    for gs in grads[:20]: step_both(ps, qs, opt, ref, gs)
+    sd = opt.state_dict()
+    assert set(sd) >= {'state', 'param_groups'} and sorted(sd['state']) == [0, 1, 2, 3]
+    assert [g['params'] for g in sd['param_groups']] == [[0, 1], [2, 3]]
+    names = {'momentum_buffer'} if ours is SGD else {'step', 'exp_avg', 'exp_avg_sq'} | ({'max_exp_avg_sq'} if kw.get('amsgrad') else set())
+    assert all(set(s) == names for s in sd['state'].values())
+    # minidl -> torch: torch continues from minidl's state as the uninterrupted torch run does
+    qs2 = [p.value.clone().requires_grad_() for p in ps]
+    ref2 = theirs(groups_of(qs2, [{}, {}]), lr=0.5)
+    ref2.load_state_dict(copy.deepcopy(sd))  # torch keeps the tensors it is given: a copy, as both go on
+    for k in ('lr', 'weight_decay'): assert [g[k] for g in ref2.param_groups] == [g[k] for g in ref.param_groups]
+    for gs in grads[20:40]:
+        for q, q2, g in zip(qs, qs2, gs): q.grad = g.clone(); q2.grad = g.clone()
+        ref.step(); ref2.step()
+    for q, q2 in zip(qs, qs2): close_after_steps(q2.detach(), q)
+    # torch -> minidl
+    ps3 = [Parameter(q2.detach().clone()) for q2 in qs2]
+    opt3 = ours(groups_of(ps3, [{}, {}]), lr=0.5)
+    opt3.load_state_dict(ref2.state_dict())
+    assert [g['lr'] for g in opt3.param_groups] == [g['lr'] for g in ref.param_groups]
+    for gs in grads[40:60]:
+        for p, q, g in zip(ps3, qs, gs): p.grad.copy_(g); q.grad = g.clone()
+        opt3.step(); ref.step()
+    for p, q in zip(ps3, qs): close_after_steps(p.value, q)
+    assert opt3.state_dict()['step_count'] == (60 if ours is not SGD else 20)  # 40 loaded + 20 (torch's SGD state has no step count: 0 + 20)
+
+
+def test_torch_state_dict_checked_completely_before_loading():
+    ps, qs, grads = pair(6)
+    opt, ref = Adam(ps), torch.optim.Adam(qs)
+    for gs in grads[:3]: step_both(ps, qs, opt, ref, gs)
+    before = snapshot(ps, opt)
+    good = ref.state_dict()
+    bad_cases = []
+    sd = copy.deepcopy(good); sd['state'][3]['exp_avg'] = torch.zeros(5); bad_cases.append((sd, 'exp_avg[3] is shape (5)'))
+    sd = copy.deepcopy(good); sd['state'][2]['step'] = torch.tensor(7.0); bad_cases.append((sd, 'different step counts'))
+    sd = copy.deepcopy(good); del sd['state'][1]; bad_cases.append((sd, 'one tensor per parameter'))
+    sd = copy.deepcopy(good); sd['param_groups'][0]['maximize'] = True; bad_cases.append((sd, 'minidl minimises'))
+    sd = copy.deepcopy(good); sd['param_groups'][0]['betas'] = (0.9, 1.5); bad_cases.append((sd, 'two numbers in'))
+    sd = copy.deepcopy(good); sd['param_groups'][0]['params'] = [0, 1, 2]; bad_cases.append((sd, 'has 3 parameters in the state dict, 4'))
+    bad_cases.append((torch.optim.SGD(qs, lr=0.1, momentum=0.9).state_dict(), "of a 'SGD' optimizer, expected 'Adam'"))
+    for sd, msg in bad_cases:
+        with pytest.raises(ValueError, match=msg.replace('(', '\\(').replace(')', '\\)').replace('[', '\\[').replace(']', '\\]')):
+            opt.load_state_dict(sd)
+        assert_unchanged(before, snapshot(ps, opt))
+    with pytest.raises(ValueError, match="'Adam' optimizer, expected 'AdamW'"): AdamW(ps).load_state_dict(good)
+
+
+def test_earlier_layout_still_loads():
+    "A state dict (or checkpoint) written before the torch layout: {'type', 'step_count', 'hyper', 'state': {name: [tensors]}}."
+    ps, qs, grads = pair(7)
+    opt, ref = Adam(ps, lr=0.01), torch.optim.Adam(qs, lr=0.01)
+    for gs in grads[:5]: step_both(ps, qs, opt, ref, gs)
+    earlier = {'type': 'Adam', 'step_count': 5, 'hyper': {'lr': 0.01, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.0, 'amsgrad': False},
+               'state': {'exp_avg': [ref.state[q]['exp_avg'].clone() for q in qs], 'exp_avg_sq': [ref.state[q]['exp_avg_sq'].clone() for q in qs]}}
+    ps2 = [Parameter(p.value.clone()) for p in ps]
+    opt2 = Adam(ps2); opt2.load_state_dict(earlier)
+    for gs in grads[5:25]:
+        for p, q, g in zip(ps2, qs, gs): p.grad.copy_(g); q.grad = g.clone()
+        opt2.step(); ref.step()
+    for p, q in zip(ps2, qs): close_after_steps(p.value, q)
+    with pytest.raises(ValueError, match="of a 'SGD' optimizer, expected 'Adam'"): opt2.load_state_dict({**earlier, 'type': 'SGD'})
+
+
+@pytest.mark.parametrize('make,msg', [
+    (lambda: torch.zeros(1).expand(4), 'elements sharing one memory location'),
+    (lambda: torch.zeros(2, 1).expand(2, 3), 'elements sharing one memory location'),
+    (lambda: torch.zeros(4).requires_grad_(), 'requires grad'),
+    (lambda: _inference_zeros(4), 'inference tensor')])
+@pytest.mark.parametrize('name', list(OPT_PAIRS))
+def test_value_that_cannot_be_written_is_refused_before_any_update(make, msg, name):
+    ours, _, kw = OPT_PAIRS[name]
+    a, b = Parameter(torch.ones(3, dtype=F64)), Parameter(torch.zeros(2))
+    try: b.value = make()
+    except (ValueError, TypeError, RuntimeError): return  # refused when assigned: no step can meet it
+    b.grad = torch.ones(b.value.shape)
+    a.grad += 1.0
+    opt = ours([a, b], **{**kw, 'weight_decay': 0.0} if ours is SGD else {})
+    with pytest.raises(RuntimeError, match=f'parameter 1 cannot be updated in place: its value .*{msg}'): opt.step()
+    assert torch.equal(a.value, torch.ones(3, dtype=F64)) and opt.step_count == 0 and not opt.state
+
+
+def _inference_zeros(n):
+    with torch.inference_mode(): return torch.zeros(n)
+
+
+def _failing_after_first(real):
+    def op(tensors, *args, **kw):
+        real([tensors[0]], *[[x[0]] if isinstance(x, (list, tuple)) else x for x in args], **kw)  # part of the work is done...
+        raise RuntimeError('simulated failure inside the kernel')
+    return op
+
+
+@pytest.mark.parametrize('op', ['_foreach_add_', '_foreach_addcdiv_', '_foreach_mul_'])
+@pytest.mark.parametrize('name', list(OPT_PAIRS))
+def test_step_that_fails_part_way_is_undone(name, op):
+    "The first step (new tensors) and the first after a change of the operations keep copies and restore them."
+    ours, _, kw = OPT_PAIRS[name]
+    ps, _, grads = pair(9)
+    opt = ours(groups_of(ps, [{}, {'lr': kw['lr'] / 2}]), **kw)
+    def attempt():
+        before = snapshot(ps, opt)
+        real = getattr(torch, op)
+        with mock.patch.object(torch, op, _failing_after_first(real)):
+            try: opt.step()
+            except RuntimeError as e: assert 'simulated failure' in str(e)
+            else: return  # this optimizer does not use `op` on this path
+        assert_unchanged(before, snapshot(ps, opt))
+    for p, g in zip(ps, grads[0]): p.grad.copy_(g)
+    attempt()  # the first step
+    opt.step(); opt.step()
+    opt.param_groups[1]['weight_decay'] = 0.0 if opt.param_groups[1]['weight_decay'] else 1e-2  # other operations in group 1
+    attempt()
+    n = opt.step_count
+    opt.step(); assert opt.step_count == n + 1  # and then it steps
+
+
+def test_normal_steps_keep_no_copies():
+    "The copies are kept only on the steps that run operations not yet run on these tensors: not on the normal path."
+    ps, _, grads = pair()
+    opt = Adam(groups_of(ps, [{}, {}]), amsgrad=True)
+    s = CosineAnnealingLR(opt, 10)  # rates change every step: the operations do not
+    for p, g in zip(ps, grads[0]): p.grad.copy_(g)
+    with mock.patch.object(Adam, '_backup', wraps=opt._backup) as backup:
+        opt.step(); s.step()
+        assert backup.call_count == 1
+        for _ in range(5): opt.step(); s.step()
+        assert backup.call_count == 1
+        opt.param_groups[0]['amsgrad'] = False; opt.step()
+        assert backup.call_count == 2
+
+
+MAKE_OPT = {'sgd': lambda ps, **kw: SGD(ps, momentum=0.9, **kw), 'adam': lambda ps, **kw: Adam(ps, amsgrad=True, **kw),
+            'adamw': lambda ps, **kw: AdamW(ps, **kw)}
+
+
+def model_and_opt(name, dtype=torch.float64, **kw):
+    model = Sequential(Linear(3, 4, dtype=dtype), ReLU(), Linear(4, 2, dtype=dtype))
+    ps = model.parameters()
+    opt = MAKE_OPT[name](ps, **kw)
+    for p in ps: p.grad += 0.5
+    opt.step()  # buffers exist
+    return ps, opt
+
+
+@pytest.mark.parametrize('name', list(MAKE_OPT))
+@pytest.mark.parametrize('bad,msg', [
+    (lambda g: torch.ones(1, dtype=g.dtype), 'has shape (1), expected (2)'),            # would broadcast
+    (lambda g: torch.ones(1, 2, dtype=g.dtype), 'has shape (1, 2), expected (2)'),      # would broadcast too
+    (lambda g: g.float(), 'is torch.float32 on cpu, expected torch.float64 on cpu'),
+    (lambda g: g.clone().requires_grad_(), 'requires grad'),
+    (lambda g: None, 'is NoneType'),
+    (lambda g: g.tolist(), 'is list')])
+def test_bad_gradient_changes_nothing(name, bad, msg):
+    ps, opt = model_and_opt(name)
+    ps[-1].grad = bad(ps[-1].grad)  # the LAST parameter: the others would be updated first without the up-front check
+    before = snapshot(ps[:-1], opt)
+    with pytest.raises((ValueError, TypeError), match=msg.replace('(', '\\(').replace(')', '\\)')): opt.step()
+    assert_unchanged(before, snapshot(ps[:-1], opt))
+
+
+@pytest.mark.parametrize('name', list(MAKE_OPT))
+def test_in_place_reshaped_gradient_is_caught(name):
+    ps, opt = model_and_opt(name)
+    ps[0].grad.unsqueeze_(0)  # same tensor object, new shape: the cached check still sees it
+    with pytest.raises(ValueError, match='has shape \\(1, 4, 3\\), expected \\(4, 3\\)'): opt.step()
+    ps[0].grad.squeeze_(0); opt.step(); assert opt.step_count == 2
+
+
+@pytest.mark.parametrize('name', list(MAKE_OPT))
+@pytest.mark.parametrize('dtype,lr,msg', [(torch.float32, 1e-46, 'round to 0'), (torch.float32, 1e39, 'round to infinity'),
+                                          (torch.float16, 1e-9, 'round to 0'), (torch.bfloat16, 1e-42, 'round to 0'),
+                                          (torch.float16, 7e4, 'round to infinity')])
+def test_unrepresentable_learning_rate(name, dtype, lr, msg):
+    p = Parameter(torch.ones(3, dtype=dtype))
+    kw = {'eps': 1e-3} if name != 'sgd' else {}
+    opt = MAKE_OPT[name]([p], lr=lr, **kw)
+    p.grad += 1
+    with pytest.raises(ValueError, match=msg): opt.step()
+    assert torch.equal(p.value, torch.ones(3, dtype=dtype)) and opt.step_count == 0 and not opt.state
+    opt.lr = 1e-3; opt.step(); assert opt.step_count == 1  # fine once the rate is representable
+
+
+def test_float64_accepts_any_positive_rate():
+    p = Parameter(torch.ones(3, dtype=torch.float64)); p.grad += 1
+    SGD([p], lr=1e-300).step(); SGD([p], lr=0.0).step()
+
+
+def test_model_cast_after_steps_is_reported():
+    model = Sequential(Linear(3, 2)); opt = Adam(model.parameters()); opt.step()
+    model.to(dtype=torch.float64)
+    with pytest.raises(RuntimeError, match='exp_avg of parameter 0 has shape \\(2, 3\\), torch.float32 on cpu but the parameter has'):
+        opt.step()
+    opt2 = Adam(model.parameters()); opt2.step(); assert opt2.state['exp_avg'][0].dtype == torch.float64
+
+
+@pytest.mark.parametrize('name', list(MAKE_OPT))
+def test_hyper_parameters_checked_on_assignment(name):
+    _, opt = model_and_opt(name)
+    for k, v in [('lr', -1.0), ('lr', math.nan), ('lr', '0.1'), ('lr', True)]:
+        with pytest.raises((ValueError, TypeError), match='finite number'): setattr(opt, k, v)
+    if name == 'sgd':
+        for k in ('momentum', 'dampening', 'weight_decay', 'decay'):
+            with pytest.raises(ValueError): setattr(opt, k, -0.5)
+    else:
+        for v in [(1.0, 0.9), (0.9,), (0.9, -0.1), 'x']:
+            with pytest.raises(ValueError, match='two numbers in \\[0, 1\\)'): opt.betas = v
+        with pytest.raises(ValueError): opt.eps = -1e-8
+    assert opt.lr > 0
+
+
+@pytest.mark.parametrize('bad', [[], (), iter([])])
+def test_empty_parameters(bad):
+    with pytest.raises(ValueError, match='empty parameter list'): Adam(bad)
+
+
+def test_parameters_validation():
+    lin = Linear(2, 2)
+    with pytest.raises(TypeError, match='pass model.parameters\\(\\)'): SGD(lin)
+    with pytest.raises(TypeError, match='got Tensor at position 1'): AdamW([lin.weight, lin.bias.value])
+    with pytest.raises(ValueError, match='same Parameter more than once'): Adam([lin.weight, lin.bias, lin.weight])
+    with pytest.raises(TypeError, match='iterable of Parameters'): SGD(5)
+    SGD(p for p in lin.parameters())  # a generator is fine
+
+
+def test_step_is_cheap_when_nothing_changed():
+    "The full check runs once; later steps only compare identities and shapes (no device sync: pure metadata)."
+    model = Sequential(Linear(2, 25), ReLU(), Linear(25, 1))
+    opt = Adam(model.parameters())
+    opt.step()
+    cache = opt._cache
+    opt.step(); opt.zero_grad(); opt.step()
+    assert opt._cache is cache  # not rebuilt
+    model.to(dtype=torch.float64)
+    with pytest.raises(RuntimeError): opt.step()
+
+
+def test_parameter_list_changed_after_steps():
+    lin = Linear(2, 2)
+    opt = SGD([lin.weight], lr=0.1, momentum=0.9); opt.step()
+    opt.params.append(lin.bias)
+    with pytest.raises(RuntimeError, match='2 parameters but 1 momentum_buffer tensors'): opt.step()
+    assert opt.step_count == 1
+
+
+def test_gradient_on_another_device_is_refused():
+    "A gradient on another device (here the 'meta' device, available without a GPU) is named with both sides."
+    p = Parameter(torch.ones(2)); opt = Adam([p])
+    p.grad = torch.zeros(2, device='meta')
+    with pytest.raises(TypeError, match='is torch.float32 on meta, expected torch.float32 on cpu'): opt.step()
+    assert torch.equal(p.value, torch.ones(2)) and not opt.state
+
+
+def test_optimizer_modules_use_no_autograd_nor_torch_nn():
+    import ast
+    import pathlib
+    pkg = pathlib.Path(minidl.__file__).parent
+    for name in ('optim/optimizer', 'optim/sgd', 'optim/adam', 'optim/lr_scheduler', 'checkpoint'):
+        tree = ast.parse((pkg / f'{name}.py').read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or '']
+                assert not any(m.startswith(('torch.nn', 'torch.autograd', 'torch.func')) for m in mods), (name, mods)
+            if isinstance(node, ast.Attribute):
+                assert not ast.unparse(node).startswith(('torch.nn', 'torch.autograd', 'torch.ops', 'torch.func')), name

@@ -1,0 +1,28 @@
+"""SGD against torch.optim.SGD over every combination of momentum, dampening, Nesterov and weight decay."""
+import pytest
+import torch
+from helpers import EXAMPLES, run_both, seeds, unit, widths
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minidl import SGD
+
+pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
+
+
+lrs = st.floats(1e-3, 0.3)
+
+
+# every combination of SGD's options: momentum off/on, dampening, nesterov, weight decay
+SGD_COMBOS = [dict(momentum=m, dampening=d, nesterov=n, weight_decay=w)
+              for m in (False, True) for d in (False, True) for n in (False, True) for w in (False, True)
+              if not (n and (not m or d)) and not (d and not m)]
+
+
+@pytest.mark.parametrize('combo', SGD_COMBOS, ids=lambda c: '-'.join(k for k, v in c.items() if v) or 'plain')
+@EXAMPLES
+@given(seed=seeds, widths=widths, lr=lrs, momentum=unit(0.1, 0.99), dampening=unit(0.05, 0.9), wd=unit(1e-4, 0.1))
+def test_sgd(combo, seed, widths, lr, momentum, dampening, wd):
+    kw = dict(lr=lr, momentum=momentum if combo['momentum'] else 0.0, dampening=dampening if combo['dampening'] else 0.0,
+              nesterov=combo['nesterov'], weight_decay=wd if combo['weight_decay'] else 0.0)
+    run_both(seed, widths, lambda ps: SGD(ps, **kw), lambda ps: torch.optim.SGD(ps, **kw))

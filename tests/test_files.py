@@ -1,0 +1,47 @@
+"""atomic_open: permissions, failures that keep the previous file, paths it refuses."""
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+import minidl as M
+from minidl import atomic_open, save_checkpoint
+
+
+def test_atomic_open_keeps_the_usual_file_permissions(tmp_path):
+    old = os.umask(0o022); os.umask(old)
+    p = tmp_path/'new.json'
+    with atomic_open(p) as f: f.write('{}')
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~old  # as open(p, 'w') would make it, not mkstemp's 0600
+    p.chmod(0o640)
+    with atomic_open(p) as f: f.write('[]')
+    assert stat.S_IMODE(p.stat().st_mode) == 0o640  # a replaced file keeps its permissions
+
+
+def test_atomic_open_failure_keeps_the_previous_file(tmp_path):
+    p = tmp_path/'r.json'
+    p.write_text('old')
+    with pytest.raises(ZeroDivisionError):
+        with atomic_open(p) as f: f.write('new'); _ = 1 / 0
+    assert p.read_text() == 'old' and [q.name for q in tmp_path.iterdir()] == ['r.json']
+
+
+@pytest.mark.parametrize('path, exc, contains', [(3, TypeError, 'int'), ('', ValueError, 'empty'),
+                                                 (None, TypeError, 'NoneType')])
+def test_atomic_open_bad_paths(tmp_path, monkeypatch, path, exc, contains):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(exc) as info:
+        with atomic_open(path) as f: f.write('x')
+    assert contains in str(info.value) and 'path' in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path('/proc').is_dir(), reason='needs a folder that refuses new files (Linux /proc)')
+def test_folder_that_refuses_new_files_names_the_destination(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        with atomic_open('/proc/ckpt.pt', 'wb') as f: f.write(b'x')
+    assert str(e.value.strerror).startswith('cannot write /proc/ckpt.pt: the folder /proc refuses new files')
+    assert e.value.filename == '/proc/ckpt.pt' and '.tmp' not in str(e.value)
+    with pytest.raises(OSError, match='cannot write /proc/m.pt: the folder /proc refuses new files'):
+        save_checkpoint('/proc/m.pt', M.Linear(2, 1))

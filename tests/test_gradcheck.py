@@ -1,0 +1,93 @@
+"""gradcheck: its settings, edge inputs, and that it leaves the module and the input untouched."""
+import math
+
+import pytest
+import torch
+from helpers import trained_linear
+
+import minidl
+from minidl import Dropout, Linear, LossBCE, LossMSE, ReLU, Sequential, Sigmoid, Tanh, gradcheck
+from minidl.testing import assert_clear_error, assert_unchanged, snapshot
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize('kw, exc, contains', [
+    (dict(eps=0), ValueError, 'eps'), (dict(eps=math.nan), ValueError, 'eps'), (dict(eps=-1e-6), ValueError, 'eps'),
+    (dict(atol=math.nan), ValueError, 'atol'), (dict(rtol=-1.0), ValueError, 'rtol'),
+    (dict(seed=2**70), ValueError, 'seed'), (dict(seed=True), TypeError, 'seed'), (dict(seed=1.5), TypeError, 'seed'),
+])
+def test_gradcheck_refuses_bad_settings(kw, exc, contains):
+    assert_clear_error(exc, [contains, 'gradcheck'], gradcheck, Tanh(), torch.randn(3, dtype=F64), **kw)
+
+
+def test_gradcheck_says_when_the_module_is_random():
+    assert_clear_error(ValueError, ['random', '.eval()'], gradcheck, Dropout(0.5), torch.randn(4, 3, dtype=F64))
+    assert gradcheck(Dropout(0.5).eval(), torch.randn(4, 3, dtype=F64))
+
+
+def test_gradcheck_extreme_valid_seeds():
+    for seed in (0, -2**63, 2**64 - 1): assert gradcheck(Tanh(), torch.randn(3, dtype=F64), seed=seed)
+
+
+@pytest.mark.parametrize('x', [torch.randn(3, 4).t(), torch.randn(0, 3), torch.tensor(0.3), torch.randn(3, requires_grad=True)])
+def test_gradcheck_edge_inputs(x):
+    m = Linear(x.shape[-1], 2) if x.dim() == 2 else Tanh()
+    assert gradcheck(m, x)
+
+
+def test_gradcheck_leaves_module_and_input_untouched():
+    m = trained_linear()
+    before = snapshot(m)
+    x = torch.randn(4, 3); x0 = x.clone()
+    assert gradcheck(m, x)
+    assert_unchanged(before, snapshot(m)); assert torch.equal(x, x0)
+
+
+def test_gradcheck_on_non_contiguous_inputs_and_parameters():
+    lin = Linear(4, 3)
+    lin.weight.value = torch.randn(4, 3).t()  # a non-contiguous parameter too
+    for x in (torch.randn(4, 5, dtype=F64).t(), torch.randn(5, 8, dtype=F64)[:, ::2], torch.randn(5, 4).expand(2, 5, 4)):
+        assert minidl.gradcheck(lin, x)
+
+
+def test_gradcheck_catches_a_backward_that_accumulates_only_part():
+    class HalfAccumulates(Linear):
+        def backward(self, g, input_grad=True):
+            self.bias.grad.zero_()  # overwrites the bias gradient only
+            return super().backward(g, input_grad)
+    with pytest.raises(AssertionError, match=r'parameter 1 \(3,\): two backward passes') as info:
+        minidl.gradcheck(HalfAccumulates(4, 3), torch.randn(5, 4))
+    assert 'parameter 0' not in str(info.value)
+    assert minidl.gradcheck(HalfAccumulates(4, 3), torch.randn(5, 4), raise_exception=False) is False
+
+
+def test_gradcheck_leaves_integer_targets_alone():
+    seen = []
+    class Picks:
+        def __call__(self, p, t): return self.forward(p, t)
+        def forward(self, p, t):
+            seen.append(t.dtype)
+            self.p, self.t = p, t
+            return p.gather(1, t[:, None]).sum()
+        def backward(self): return torch.zeros_like(self.p).scatter_(1, self.t[:, None], 1.0)
+    for dtype in (torch.int64, torch.int32):
+        assert minidl.gradcheck(Picks(), torch.randn(4, 3), torch.tensor([0, 2, 1, 1], dtype=dtype))
+    assert set(seen) == {torch.int64, torch.int32}  # every call saw the target's own dtype
+
+
+def test_gradcheck_refuses_what_is_not_a_module():
+    for bad, contains in [(Linear, 'got the class Linear'), (print, 'got builtin_function_or_method'),
+                          (torch.nn.Linear(2, 2), 'got Linear: it has no backward method'), (None, 'got NoneType')]:
+        with pytest.raises(TypeError, match=None) as info: minidl.gradcheck(bad, torch.randn(3, 2))
+        assert contains in str(info.value)
+
+
+@pytest.mark.parity
+def test_gradcheck_on_every_module(gen):
+    x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    for m in [Linear(4, 3), ReLU(), Tanh(), Sigmoid(), Sequential(Linear(4, 5), Tanh(), Linear(5, 2), Sigmoid())]:
+        assert minidl.gradcheck(m, x)
+    p = torch.rand(6, 4, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+    assert minidl.gradcheck(LossMSE(), p, torch.rand(6, 4, generator=gen, dtype=torch.float64))
+    assert minidl.gradcheck(LossBCE(), p, torch.rand(6, 4, generator=gen, dtype=torch.float64))
