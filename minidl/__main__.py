@@ -1,4 +1,4 @@
-"""`python -m minidl circle ...` runs the `minidl-circle` command, `python -m minidl digits ...` the `minidl-digits` command; with no command, the circle; `python -m minidl --help` lists the commands.
+"""`python -m minidl circle ...` runs the `minidl-circle` command, `python -m minidl digits ...` the `minidl-digits` command, `python -m minidl names ...` the `minidl-names` command; with no command, the circle; `python -m minidl --help` lists the commands.
 
 Docs: https://minidl.github.io/minidl/main.html.md"""
 
@@ -11,7 +11,8 @@ __all__ = ['COMMANDS', 'commands_help', 'main']
 import sys
 
 COMMANDS = {'circle': "train the circle task's two models (Sigmoid + BCE and Tanh + MSE, SGD); same as minidl-circle",
-            'digits': "train the digits MLP and CNN (8x8 handwritten digits, AdamW + one-cycle); same as minidl-digits"}
+            'digits': "train the digits MLP and CNN (8x8 handwritten digits, AdamW + one-cycle); same as minidl-digits",
+            'names': "train surname language models (bigram, MLP, Transformer) or sample names; same as minidl-names"}
 
 def commands_help()->str:
     "The list of commands that `python -m minidl --help` prints after the circle's options"
@@ -22,7 +23,7 @@ def commands_help()->str:
 def main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`); the first may name the command
 )->int: # the command's exit status
-    "`python -m minidl [circle|digits] ...`: run one experiment's command (the circle when none is named)"
+    "`python -m minidl [circle|digits|names] ...`: run one experiment's command (the circle when none is named)"
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ('-h', '--help'):  # no command named: the circle's options, then every command
         from minidl.experiments.circle_cli import make_parser
@@ -32,6 +33,9 @@ def main(
     if name == 'digits':
         from minidl.experiments.digits_cli import digits_main
         return digits_main(argv)
+    if name == 'names':
+        from minidl.experiments.names_cli import names_main
+        return names_main(argv)
     from minidl.experiments.circle_cli import main as circle_main
     return circle_main(argv)
 

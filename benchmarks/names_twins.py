@@ -1,0 +1,217 @@
+"""The names experiment's models in torch.nn (the twins of `minidl.experiments.names`), trained by autograd and
+torch.optim on the same batches, and the training step of each Transformer as a callable for the benchmark harness.
+
+The package itself holds no torch.nn code (a test scans it), so the twins live here, beside the other benchmarks:
+
+    from names_twins import torch_twin, train_torch, benchmark_step      # with benchmarks/ on sys.path
+
+* `torch_twin(model)` -- the torch.nn copy of a minidl names model: the same architecture, the same `state_dict` keys,
+  the same initial weights (copied with `load_state_dict`).
+* `train_torch(name, seed, ...)` -- the twin of `run_names`: the same initial weights (the minidl model is built with the
+  seed, then copied), the same batches (`batch_indices` with the same generator), torch's AdamW and OneCycleLR with the
+  same settings, `nn.CrossEntropyLoss(ignore_index=-100)`; dropout masks come from torch's global generator.
+* `benchmark_step(batch_size=64, dtype=torch.float32, seed=0)` -- `(minidl_step, torch_step)`: two callables that each
+  run one training step of the recipe's Transformer (forward, loss, backward, AdamW, one-cycle) on the next batch of
+  training names; the same start, the same batches.
+
+    python benchmarks/names_twins.py --model all --runs 3 --out names-results/torch   # the twins' rows of the table
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
+from minidl import LossCrossEntropy  # noqa: E402
+from minidl.experiments.names import (  # noqa: E402
+    MODELS,
+    SPLIT_SEED,
+    _batches,
+    _curve_set,
+    _logits_2d,
+    batch_indices,
+    evaluate_nll,
+    names_data,
+)
+from minidl.experiments.names_data import IGNORE, VOCAB, load_names_split  # noqa: E402
+from minidl.optim import AdamW  # noqa: E402
+from minidl.optim.lr_scheduler import OneCycleLR  # noqa: E402
+
+V = len(VOCAB)  # 27 characters
+
+
+class TorchBigram(nn.Module):
+    def __init__(self, vocab=V):
+        super().__init__(); self.vocab = vocab; self.linear = nn.Linear(vocab, vocab)
+    def forward(self, x):
+        return self.linear(nn.functional.one_hot(x.reshape(-1), self.vocab).to(self.linear.weight.dtype))
+
+
+class TorchMLP(nn.Module):
+    def __init__(self, context, embed, hidden, dropout, vocab=V):
+        super().__init__()
+        self.context, self.embed = context, embed
+        self.emb, self.linear1, self.norm = nn.Embedding(vocab, embed), nn.Linear(context * embed, hidden), nn.LayerNorm(hidden)
+        self.act, self.dropout, self.linear2 = nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, vocab)
+    def forward(self, x):
+        h = self.emb(x).reshape(x.shape[0], self.context * self.embed)
+        return self.linear2(self.dropout(self.act(self.norm(self.linear1(h)))))
+
+
+class TorchTransformer(nn.Module):
+    def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=V):
+        super().__init__()
+        self.tok, self.pos, self.drop = nn.Embedding(vocab, d_model), nn.Embedding(block_size, d_model), nn.Dropout(dropout)
+        self.blocks = nn.Sequential(*[nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, 'gelu', batch_first=True,
+                                                                 norm_first=True) for _ in range(layers)])
+        self.norm, self.head = nn.LayerNorm(d_model), nn.Linear(d_model, vocab)
+        self.register_buffer('mask', torch.triu(torch.ones(block_size, block_size, dtype=torch.bool), 1), persistent=False)
+    def forward(self, x):
+        T = x.shape[1]
+        h = self.drop(self.tok(x) + self.pos(torch.arange(T, device=x.device)))
+        for b in self.blocks: h = b(h, src_mask=self.mask[:T, :T])
+        return self.head(self.norm(h))
+
+
+def torch_twin(model):
+    "The torch.nn copy of a minidl names model: same architecture, same state_dict keys, same values, same dtype"
+    kind = type(model).__name__  # by name: the names notebook defines the classes in its own namespace
+    if kind == 'OneHotBigram': t = TorchBigram(model.vocab)
+    elif kind == 'NamesMLP':
+        t = TorchMLP(model.context, model.embed, model.linear1.out_features, model.dropout.p, model.emb.num_embeddings)
+    elif kind == 'NamesTransformer':
+        b = model.blocks[0]
+        t = TorchTransformer(model.block_size, model.d_model, b.self_attn.num_heads, len(model.blocks), b.linear1.out_features,
+                             model.drop.p, model.tok.num_embeddings)
+    else: raise TypeError(f"torch_twin expects a names model, got {kind}")
+    dtype = model.parameters()[0].value.dtype
+    t = t.to(dtype)
+    t.load_state_dict(model.state_dict())
+    return t
+
+
+def train_torch(name, seed=0, steps=None, lr=None, weight_decay=None, batch_size=None, build=None, points=20, dtype=torch.float32, data=None,
+                final=True, model=None, train_names=None):
+    "The twin of `run_names` in torch.nn + autograd + torch.optim: the same start, the same batches; returns a dict of results"
+    spec = MODELS[name]
+    steps, lr = steps or spec.steps, spec.lr if lr is None else lr
+    wd = spec.weight_decay if weight_decay is None else weight_decay
+    data = data or names_data(spec.kind, spec.context, load_names_split(SPLIT_SEED))
+    (x, y), (xv, yv) = data.train, data.val
+    xc, yc = _curve_set(spec.kind, xv, yv)
+    if model is None: model = (build or spec.build)(torch.Generator().manual_seed(seed)).to(dtype=dtype)
+    t = torch_twin(model)
+    t.train()
+    dtype = next(t.parameters()).dtype
+    opt = torch.optim.AdamW(t.parameters(), lr=lr, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    counts = spec.kind == 'counts'
+    lossf = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction='none' if counts else 'mean')
+    if counts: w, y = data.weight.to(dtype), y.to(dtype)  # the smoothed table: sum_a w_a CE(P_a, p(. | a))
+    marks = sorted({max(1, round(steps * (i + 1) / points)) for i in range(points)}) if points else []
+    curve, losses, last = dict(step=[], train_loss=[], val_nll=[]), torch.zeros(steps, dtype=torch.float64), 0
+    gb = torch.Generator().manual_seed(seed + 1)
+    seconds, cpu, t0, c0 = 0.0, 0.0, time.perf_counter(), time.process_time()
+    for i, ix in enumerate(_batches(spec.kind, x.shape[0], batch_size or spec.batch_size, steps, gb)):
+        out = t(x[ix])
+        loss = lossf(out, y[ix]) @ w if counts else lossf(_logits_2d(out), y[ix].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step(); sched.step()
+        losses[i] = loss.detach()
+        if i + 1 in marks and points:
+            seconds += time.perf_counter() - t0; cpu += time.process_time() - c0
+            curve['step'].append(i + 1); curve['train_loss'].append(float(losses[last:i + 1].mean())); last = i + 1
+            with torch.no_grad(): curve['val_nll'].append(evaluate_nll(t, xc, yc))
+            t0, c0 = time.perf_counter(), time.process_time()
+    if not points: seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    scored = [data.train_pairs or data.train, data.val, data.test]
+    if train_names is not None: scored[0] = _curve_set('sequence' if spec.kind == 'sequence' else 'context', *scored[0], train_names)
+    with torch.no_grad():
+        nll = [evaluate_nll(t, *xy) if final else math.nan for xy in scored]
+    return dict(name=name, seed=seed, model=t, steps=steps, curve=curve, train_nll=nll[0], val_nll=nll[1], test_nll=nll[2],
+                seconds=seconds, cpu_seconds=cpu, ms_per_step=1000 * seconds / steps,
+                parameters=sum(p.numel() for p in t.parameters()))
+
+
+def benchmark_step(batch_size=None, dtype=torch.float32, seed=0, dropout=None):
+    """`(minidl_step, torch_step)`: one training step of the recipe's names Transformer each (forward, cross-entropy with
+    ignore_index, backward, AdamW, one-cycle), on the next batch of training names; the same start and the same batches"""
+    spec = MODELS['transformer']
+    B = batch_size or spec.batch_size
+    x, y = names_data('sequence', spec.context, load_names_split(SPLIT_SEED)).train
+    m = spec.build(torch.Generator().manual_seed(seed)).to(dtype=dtype)
+    if dropout is not None:
+        for mod in m.modules():
+            if hasattr(mod, 'p') and type(mod).__name__ == 'Dropout': mod.p = dropout
+            if type(mod).__name__ == 'CausalSelfAttention' and dropout is not None: mod.dropout = dropout
+    t = torch_twin(m)
+    m.train(); t.train()
+    total = 10**7  # a schedule long enough for any benchmark
+    mopt = AdamW(m.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    msched = OneCycleLR(mopt, max_lr=spec.lr, total_steps=total)
+    topt = torch.optim.AdamW(t.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    tsched = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=spec.lr, total_steps=total)
+    mloss, tloss = LossCrossEntropy(ignore_index=IGNORE), nn.CrossEntropyLoss(ignore_index=IGNORE)
+    mb = batch_indices(x.shape[0], B, total, torch.Generator().manual_seed(seed + 1))
+    tb = batch_indices(x.shape[0], B, total, torch.Generator().manual_seed(seed + 1))
+
+    def minidl_step():
+        ix = next(mb)
+        out = m(x[ix])
+        mloss(_logits_2d(out), y[ix].reshape(-1))
+        mopt.zero_grad()
+        m.backward(mloss.backward().view(out.shape))
+        mopt.step(); msched.step()
+
+    def torch_step():
+        ix = next(tb)
+        loss = tloss(_logits_2d(t(x[ix])), y[ix].reshape(-1))
+        topt.zero_grad()
+        loss.backward()
+        topt.step(); tsched.step()
+
+    minidl_step.model, torch_step.model = m, t
+    return minidl_step, torch_step
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='names_twins', description="Train the torch.nn twins of the names models (the table's torch rows)")
+    p.add_argument('--model', choices=('bigram', 'mlp', 'transformer', 'all'), default='all')
+    p.add_argument('--runs', type=int, default=1)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--steps', type=int, default=None)
+    p.add_argument('--out', type=Path, default=Path('names-results/torch'))
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    names = ('bigram', 'mlp', 'transformer') if args.model == 'all' else (args.model,)
+    split = load_names_split(SPLIT_SEED)
+    res = {'settings': dict(runs=args.runs, seeds=list(range(args.seed, args.seed + args.runs)), steps=args.steps,
+                            threads=1, torch=torch.__version__, split_seed=SPLIT_SEED)}
+    wall = time.perf_counter()
+    for n in names:
+        data = names_data(MODELS[n].kind, MODELS[n].context, split)
+        rs = []
+        for s in range(args.seed, args.seed + args.runs):
+            r = train_torch(n, s, steps=args.steps, data=data)
+            print(f"torch {n} seed {s}: train {r['train_nll']:.4f} val {r['val_nll']:.4f} test {r['test_nll']:.4f} "
+                  f"({r['seconds']:.1f} s, {r['cpu_seconds']:.1f} s CPU, {r['ms_per_step']:.1f} ms/step)", flush=True)
+            rs.append(r)
+        res[n] = {k: [r[k] for r in rs] for k in ('train_nll', 'val_nll', 'test_nll', 'seconds', 'cpu_seconds', 'ms_per_step', 'seed', 'curve')}
+        res[n]['parameters'], res[n]['steps'] = rs[0]['parameters'], rs[0]['steps']
+    res['settings']['wall_seconds'] = time.perf_counter() - wall
+    args.out.mkdir(parents=True, exist_ok=True)
+    from minidl.experiments.common import write_json
+    write_json(args.out/'results.json', res)
+    print(f"wrote {args.out/'results.json'}")
+    return 0
+
+
+if __name__ == '__main__': raise SystemExit(main())

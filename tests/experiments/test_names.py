@@ -1,0 +1,188 @@
+"""The names experiment: the data split, the bigram's closed form, the torch.nn twins in float64, and the `minidl-names`
+command end to end (tiny runs: the numbers mean nothing, the files and errors are checked)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip('names')
+from minidl.experiments.names import (
+    MODELS,
+    NamesMLP,
+    NamesTransformer,
+    OneHotBigram,
+    evaluate_nll,
+    model_config,
+    model_from_config,
+    names_data,
+    novelty,
+    run_names,
+    sample_names,
+    smoothed_counts,
+)
+from minidl.experiments.names_cli import OUT_FILES, names_main
+from minidl.experiments.names_data import (
+    IGNORE,
+    VOCAB,
+    bigram_counts,
+    bigram_nll,
+    load_names_split,
+    load_surnames,
+    name_contexts,
+    name_sequences,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT/'benchmarks'))
+from names_twins import benchmark_step, train_torch  # noqa: E402
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope='module')
+def split():
+    return load_names_split(42)
+
+
+def test_surnames_and_split(split):
+    words = load_surnames()
+    assert len(words) == 88_799 and max(map(len, words)) == 13
+    assert all(w.isascii() and w.isalpha() and w.islower() for w in words)
+    assert {k: len(v) for k, v in split.items()} == {'train': 71_039, 'val': 8_879, 'test': 8_881}
+    assert sorted(split['train'] + split['val'] + split['test']) == sorted(words)
+    assert load_names_split(42) == split and load_names_split(1)['val'] != split['val']
+
+
+def test_contexts_and_sequences_hold_the_same_characters(split):
+    x, y = name_sequences(split['test'][:500])
+    xc, yc = name_contexts(split['test'][:500], 1)
+    assert int((y != IGNORE).sum()) == len(yc) == sum(len(w) + 1 for w in split['test'][:500])
+    assert x.shape == (500, 14) and (x[:, 0] == 0).all()
+
+
+def test_bigram_closed_form_and_the_trained_linear(split):
+    counts = bigram_counts(split['train'])
+    closed = {k: bigram_nll(counts, split[k]) for k in ('train', 'val', 'test')}
+    assert abs(closed['val'] - 2.566) < 5e-4  # the issue's torch measurement
+    p, _ = smoothed_counts(split['train'])
+    table = OneHotBigram().to(dtype=F64)  # the closed form as a network: W = log P
+    table.linear.weight.value.copy_(p.log().t()); table.linear.bias.value.zero_()
+    assert abs(evaluate_nll(table, *name_contexts(split['val'], 1)) - closed['val']) < 1e-12
+    run = run_names('bigram', 0, points=2)  # the recipe: full batch on the smoothed table, 3,000 steps
+    for k in closed: assert abs(getattr(run, f'{k}_nll') - closed[k]) < 1e-6, (k, getattr(run, f'{k}_nll'), closed[k])
+
+
+SMALL = {'bigram': (lambda g: OneHotBigram(generator=g), 27, 1),
+         'mlp': (lambda g: NamesMLP(3, 5, 32, 0.0, generator=g), 32, 3),
+         'transformer': (lambda g: NamesTransformer(14, 16, 2, 2, dropout=0.0, generator=g), 16, 14)}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize('name', list(SMALL))
+def test_twins_agree_after_100_steps_in_float64(name, split):
+    """minidl and its torch.nn twin, same start, same batches, dropout 0: 100 AdamW + one-cycle steps in float64.
+    Tolerance: each step agrees to a few ulps times the reduction lengths (~1e-14); Adam's division by sqrt(v) magnifies
+    the rounding of the smallest gradients, and 100 steps compound it, so we allow 1e-9 relative to each tensor's scale."""
+    build, bs, ctx = SMALL[name]
+    small = {k: v[:2000] for k, v in split.items()}
+    data = names_data(MODELS[name].kind, ctx, small)
+    ref = train_torch(name, 0, steps=100, batch_size=bs, data=data, model=build(torch.Generator().manual_seed(0)).to(F64),
+                      final=False, points=0)
+    run = run_names(name, 0, steps=100, batch_size=bs, build=build, dtype=F64, data=data, final=False, points=1)
+    sd = ref['model'].state_dict()
+    assert list(run.model.state_dict()) == list(sd)
+    for k, v in run.model.state_dict().items():
+        torch.testing.assert_close(v, sd[k], rtol=1e-9, atol=1e-9 * float(sd[k].abs().max()))
+    start = build(torch.Generator().manual_seed(0)).to(F64).state_dict()
+    assert any(not torch.equal(start[k], v) for k, v in run.model.state_dict().items())  # it did train
+
+
+def test_benchmark_step_callables():
+    m_step, t_step = benchmark_step(batch_size=8)
+    before = {k: v.clone() for k, v in m_step.model.state_dict().items()}
+    for _ in range(2): m_step(); t_step()
+    after = m_step.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert set(after) == set(t_step.model.state_dict())
+
+
+def test_sample_names_and_config_round_trip():
+    m = NamesMLP(4, 6, 16, generator=torch.Generator().manual_seed(0))
+    s = sample_names(m, 12, 0.8, torch.Generator().manual_seed(5))
+    assert s == sample_names(m, 12, 0.8, torch.Generator().manual_seed(5)) and len(s) == 12
+    assert all(len(x) <= 13 and set(x) <= set(VOCAB[1:]) for x in s)
+    assert novelty(['a', 'b'], {'a'}) == 0.5
+    m2 = model_from_config(model_config(m))
+    assert type(m2) is NamesMLP and model_config(m2) == model_config(m)
+
+
+def test_short_run_writes_results_and_checkpoints_then_sample(tmp_path, capsys):
+    out, ck = tmp_path/'res', tmp_path/'ck'
+    assert names_main(['--model', 'all', '--steps', '12', '--seed', '3', '--out', str(out), '--save', str(ck), '--quiet']) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUT_FILES)  # no temporary file left behind
+    res = json.loads((out/'results.json').read_text())
+    assert set(res) == {'settings', 'bigram', 'mlp', 'transformer'}
+    assert res['settings']['seeds'] == [3] and res['settings']['threads'] == 1 and res['settings']['split_seed'] == 42
+    for name in ('bigram', 'mlp', 'transformer'):
+        r = res[name]
+        assert len(r['val_nll']) == len(r['test_nll']) == len(r['train_nll']) == 1 and r['steps'] == 12
+        assert all(isinstance(v, float) and 0 < v < 4 for v in r['val_nll'] + r['test_nll'])
+        assert r['parameters'] > 0 and len(r['curves']) == 1
+    assert abs(res['bigram']['closed_form']['val'] - 2.566) < 5e-4
+    table = capsys.readouterr().out
+    assert 'Transformer' in table and 'closed form' in table
+    assert sorted(p.name for p in ck.iterdir()) == [f"{n}-seed3.pt" for n in ('bigram', 'mlp', 'transformer')]
+    assert names_main(['sample', '--from', str(ck/'transformer-seed3.pt'), '--n', '7', '--temperature', '0.8', '--seed', '2']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and 'not in the training set' in lines[-1]
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--model', 'rnn'], "argument --model: invalid choice: 'rnn'"),
+    (['--runs', '0'], "argument --runs: expected a positive integer, got '0'"),
+    (['--steps', 'lots'], "argument --steps: expected a positive integer, got 'lots'"),
+    (['--seed', '-3'], "argument --seed: expected an integer >= 0, got '-3'"),
+    (['--threads', '0'], "argument --threads: expected a positive integer"),
+    (['--device', 'tpu'], "argument --device: invalid choice: 'tpu'"),
+    (['--out', ''], "argument --out: expected a path, got an empty string"),
+    (['--frobnicate'], "unrecognized arguments: --frobnicate"),
+    (['sample'], "the following arguments are required: --from"),
+    (['sample', '--from', 'x.pt', '--temperature', '0'], "argument --temperature: expected a finite number > 0, got '0'"),
+    (['sample', '--from', 'x.pt', '--n', '0'], "argument --n: expected a positive integer, got '0'"),
+    (['sample', '--from', 'no-such-file.pt'], "--from 'no-such-file.pt': no checkpoint file at"),
+])
+def test_bad_arguments_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e: names_main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('minidl-names') and message in err, err
+
+
+def test_bad_destinations_and_checkpoints_create_nothing(tmp_path, capsys):
+    f = tmp_path/'file'; f.write_text('x')
+    for argv in (['--out', str(f)], ['--out', str(f/'sub')], ['--out', str(tmp_path/'new'), '--save', str(f)], ['sample', '--from', str(f)]):
+        with pytest.raises(SystemExit) as e: names_main(argv)
+        assert e.value.code == 2 and capsys.readouterr().err.count('\n') == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file']
+
+
+def test_python_m_minidl_names():
+    r = subprocess.run([sys.executable, '-m', 'minidl', 'names', '--help'], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith('usage: minidl-names') and '--temperature' not in r.stdout
+    r = subprocess.run([sys.executable, '-m', 'minidl', 'names', 'sample', '--help'], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith('usage: minidl-names sample') and '--temperature' in r.stdout
+
+
+def test_distributed_two_processes(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', '-m', 'minidl', 'names',
+           '--distributed', '--model', 'transformer', '--steps', '6', '--quiet', '--out', str(tmp_path/'dp')]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads((tmp_path/'dp'/'results.json').read_text())
+    assert res['settings']['distributed']['world_size'] == 2 and len(res['transformer']['val_nll']) == 1
+    assert r.stdout.count('Transformer') == 1  # rank 0 alone prints the table
