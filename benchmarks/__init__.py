@@ -11,5 +11,6 @@ SUITES = (
     'optim',          # optimizer.step() against torch.optim
     'digits',         # the digits experiment's MLP and CNN training steps
     'version_check',  # the cost of the saved-tensor version check
+    'names',          # the names experiment's Transformer training step against its torch.nn twin
     'distributed',    # data-parallel throughput with 1 and 2 processes (starts its own processes)
 )

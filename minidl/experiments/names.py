@@ -6,16 +6,41 @@ Docs: https://minidl.github.io/minidl/names.html.md"""
 
 # %% ../../nbs/54_names.ipynb #abe5527d
 from __future__ import annotations
-import math, time
+
+import math
+import time
 from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
-from .. import (Module, Linear, Embedding, LayerNorm, Tanh, Dropout, TransformerBlock, Sequential, LossCrossEntropy)
+
+from minidl import (
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    LossCrossEntropy,
+    Module,
+    Sequential,
+    Tanh,
+    TransformerBlock,
+)
+from minidl.experiments.names_data import (
+    END,
+    IGNORE,
+    MAX_LEN,
+    VOCAB,
+    bigram_counts,
+    decode,
+    load_names_split,
+    name_contexts,
+    name_sequences,
+)
+
+from ..distributed import DataParallel, get_rank
 from ..optim import AdamW
 from ..optim.lr_scheduler import OneCycleLR
-from ..distributed import DataParallel, get_rank
-from .common import mean_std, text_table, progress_bar
-from .names_data import decode, VOCAB, END, MAX_LEN, IGNORE, name_sequences, name_contexts, load_names_split, bigram_counts, bigram_nll
+from .common import mean_std, progress_bar, text_table
 
 # %% auto #0
 __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'NamesMLP', 'NamesTransformer', 'NamesModel',

@@ -6,18 +6,57 @@ Docs: https://minidl.github.io/minidl/names_cli.html.md"""
 
 # %% ../../nbs/55_names_cli.ipynb #92e3e95c
 from __future__ import annotations
-import argparse, math, sys, time
+
+import argparse
+import sys
+import time
 from pathlib import Path
+
 import torch
-from .. import save_checkpoint, load_checkpoint
-from ..distributed import (launch_info, init_distributed, ShardedSampler, fail_fast, DistributedError, shutdown,
-                                is_main_process, on_main)
-from .common import (ExperimentParser, positive_int, positive_float, path_arg, DEVICES, resolve_device, int_upto,
-                     RUNS_MAX, THREADS_MAX, interruptible, torch_threads, check_destinations, figure_png, write_outputs,
-                     environment, Messages, progress_bar)
-from .names_data import names_available, load_names_split, bigram_counts, bigram_nll, INSTALL_HINT
-from .names import (MODELS, RECIPE, SPLIT_SEED, run_names, names_data, summarize_names, names_table, plot_curves,
-                    sample_names, novelty, model_config, model_from_config)
+
+from minidl.distributed import (
+    DistributedError,
+    fail_fast,
+    init_distributed,
+    is_main_process,
+    launch_info,
+    on_main,
+    shutdown,
+)
+from minidl.experiments.common import (
+    DEVICES,
+    RUNS_MAX,
+    THREADS_MAX,
+    ExperimentParser,
+    Messages,
+    check_destinations,
+    environment,
+    figure_png,
+    int_upto,
+    interruptible,
+    path_arg,
+    positive_float,
+    resolve_device,
+    torch_threads,
+    write_outputs,
+)
+from minidl.experiments.names import (
+    MODELS,
+    RECIPE,
+    SPLIT_SEED,
+    model_config,
+    model_from_config,
+    names_data,
+    names_table,
+    novelty,
+    plot_curves,
+    run_names,
+    sample_names,
+    summarize_names,
+)
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from .names_data import INSTALL_HINT, bigram_counts, bigram_nll, load_names_split, names_available
 
 # %% auto #0
 __all__ = ['OUT_FILES', 'STEPS_MAX', 'make_names_parser', 'make_sample_parser', 'names_main', 'load_names_model', 'sample_main']
@@ -36,7 +75,7 @@ def make_names_parser()->argparse.ArgumentParser:
                     "generate names from a saved model.")
     p.add_argument('--model', choices=('bigram', 'mlp', 'transformer', 'all'), default='all', help='which model(s) to train (default: %(default)s)')
     p.add_argument('--steps', type=int_upto(STEPS_MAX), default=None,
-                   help=f"optimizer steps per run (default: each model's: " + ', '.join(f"{n} {m.steps}" for n, m in MODELS.items()) + ')')
+                   help="optimizer steps per run (default: each model's: " + ', '.join(f"{n} {m.steps}" for n, m in MODELS.items()) + ')')
     p.add_argument('--runs', type=int_upto(RUNS_MAX), default=1, help='runs (seeds) per model, reported as mean ± std (default: %(default)s)')
     p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run (weights, batches, dropout); run i uses seed + i (default: %(default)s)')
     p.add_argument('--out', type=path_arg, default=Path('names-results'), help='output folder (default: %(default)s/)')

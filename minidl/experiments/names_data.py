@@ -6,7 +6,11 @@ Docs: https://minidl.github.io/minidl/names_data.html.md"""
 
 # %% ../../nbs/53_names_data.ipynb #2b8beb04
 from __future__ import annotations
-import functools, numbers, os
+
+import functools
+import numbers
+import os
+
 import torch
 from torch import Tensor
 
@@ -19,13 +23,15 @@ INSTALL_HINT = 'the surnames come with the names package: pip install "minidl[na
 
 def names_available()->bool:
     "Whether the `names` package (and with it the census surname file) can be imported"
-    try: import names  # noqa: F401
+    try:
+        import names  # noqa: F401
     except ImportError: return False
     return True
 
 def surnames_file()->str:
     "Path of the 1990 US census surname file (`dist.all.last`) inside the `names` package"
-    try: import names
+    try:
+        import names
     except ImportError: raise ModuleNotFoundError(INSTALL_HINT) from None
     files = getattr(names, 'FILES', {})
     return files.get('last') or os.path.join(os.path.dirname(names.__file__), 'dist.all.last')
