@@ -133,8 +133,8 @@ class _BatchNorm(Module):
             sum_g = g.sum(dims)                # dL/dbeta
             sum_gx = (g * xhat).sum(dims)      # dL/dgamma
         if self.affine:
-            self.weight.grad += sum_gx
-            if self.bias is not None: self.bias.grad += sum_g
+            self.weight.grad.add_(sum_gx)  # in place: the gradient tensors stay those last checked
+            if self.bias is not None: self.bias.grad.add_(sum_g)
         if not input_grad: return None
         scale = s if not self.affine else s * self.weight.value.view(view)  # gamma s
         if not batch_stats: return g * scale
@@ -241,8 +241,8 @@ class LayerNorm(Module):
             return _normalization_input_grad(g, xhat, mean_g, mean_gx, s).view(shape)
         flat = len(self.normalized_shape) == 1                   # the parameters are rows of F already: no views
         gx = g * xhat
-        w.grad += gx.sum(0) if flat else gx.sum(0).view(w.grad.shape)  # dL/dgamma = sum over rows of G xhat
-        if b is not None: b.grad += g.sum(0) if flat else g.sum(0).view(b.grad.shape)  # dL/dbeta = sum over rows of G
+        w.grad.add_(gx.sum(0) if flat else gx.sum(0).view(w.grad.shape))  # dL/dgamma = sum over rows of G xhat
+        if b is not None: b.grad.add_(g.sum(0) if flat else g.sum(0).view(b.grad.shape))  # dL/dbeta = sum over rows of G
         if not input_grad: return None
         gamma = w.value if flat else w.value.view(F)
         neg_gamma_F = gamma * (-1 / F)                           # -gamma / F: both means below are matrix-vector products
