@@ -452,7 +452,7 @@ def plot_curves(
 # %% ../../nbs/54_names.ipynb #e90a21fb
 def plot_bigram_counts(
     counts:Tensor, # `(27, 27)` from `bigram_counts`
-    figsize:tuple=(9, 9), # figure size
+    figsize:tuple=(5.5, 5.5), # figure size
 ):
     "The count table as a heat map (log colour scale): row = character, column = the next one, '.' = start / end"
     import matplotlib.pyplot as plt

@@ -67,7 +67,7 @@ def test_contexts_and_sequences_hold_the_same_characters(split):
 def test_bigram_closed_form_and_the_trained_linear(split):
     counts = bigram_counts(split['train'])
     closed = {k: bigram_nll(counts, split[k]) for k in ('train', 'val', 'test')}
-    assert abs(closed['val'] - 2.566) < 5e-4  # the torch measurement
+    assert abs(closed['val'] - 2.566) < 5e-4  # the count table's validation NLL measured with torch
     p, _ = smoothed_counts(split['train'])
     table = OneHotBigram().to(dtype=F64)  # the closed form as a network: W = log P
     table.linear.weight.value.copy_(p.log().t()); table.linear.bias.value.zero_()
