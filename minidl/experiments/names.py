@@ -178,7 +178,7 @@ def smoothed_counts(
 def _logits_2d(out:Tensor)->Tensor: return out.reshape(-1, out.shape[-1])
 
 def evaluate_nll(
-    model, # a minidl or torch.nn names model
+    model, # a minidl names model or its torch twin
     x:Tensor, y:Tensor, # inputs and targets (targets `IGNORE` where there is nothing to predict)
     batch_size:int=2048, # rows per forward
 )->float: # mean NLL per character, in nats
@@ -187,7 +187,7 @@ def evaluate_nll(
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=y.device)
     try:
-        for i in range(0, x.shape[0], batch_size):  # (a torch.nn model: call this under torch.no_grad())
+        for i in range(0, x.shape[0], batch_size):  # (a torch twin: call this under torch.no_grad())
             out = _logits_2d(model(x[i:i + batch_size])).double()
             t = y[i:i + batch_size].reshape(-1)
             keep = t != IGNORE
@@ -384,7 +384,7 @@ def _pm(v:list[float])->str:
 
 def names_table(
     summary:dict[str, dict], # output of `summarize_names` (minidl)
-    twins:dict[str, dict]|None=None, # the same for the torch.nn twins (rows after each minidl row)
+    twins:dict[str, dict]|None=None, # the same for the torch twins (rows after each minidl row)
     closed_form:dict[str, float]|None=None, # the bigram counts' NLL: 'train', 'val', 'test'
 )->str:
     "One row per model (and per twin): runs, train/val/test NLL (mean ± std, nats per character), seconds per run, ms/step, parameters, target"
@@ -428,7 +428,7 @@ def model_from_config(cfg:dict)->Module:
 # %% ../../nbs/54_names.ipynb #f3a85a24
 def plot_curves(
     runs:dict[str, list], # model name -> its runs (`NamesRun`s or dicts with a 'curve'), or one run
-    twins:dict[str, list]|None=None, # the same for the torch.nn twins (dashed)
+    twins:dict[str, list]|None=None, # the same for the torch twins (dashed)
     closed_form:float|None=None, # the bigram counts' validation NLL (a grey line)
     figsize:tuple|None=None, # figure size
 ):
