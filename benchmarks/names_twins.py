@@ -119,7 +119,7 @@ def train_torch(name, seed=0, steps=None, lr=None, weight_decay=None, batch_size
     curve, losses, last = dict(step=[], train_loss=[], val_nll=[]), torch.zeros(steps, dtype=torch.float64), 0
     gb = torch.Generator().manual_seed(seed + 1)
     seconds, cpu, t0, c0 = 0.0, 0.0, time.perf_counter(), time.process_time()
-    for i, ix in enumerate(_batches(spec.kind, x.shape[0], batch_size or spec.batch_size, steps, gb)):
+    for i, ix in enumerate(_batches(spec.kind, y, batch_size or spec.batch_size, steps, gb)):
         out = t(x[ix])
         loss = lossf(out, y[ix]) @ w if counts else lossf(_logits_2d(out), y[ix].reshape(-1))
         opt.zero_grad()

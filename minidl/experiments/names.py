@@ -44,9 +44,9 @@ from .common import mean_std, progress_bar, text_table
 
 # %% auto #0
 __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'NamesMLP', 'NamesTransformer', 'NamesModel',
-           'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll', 'batch_indices', 'NamesRun', 'run_names',
-           'sample_names', 'novelty', 'summarize_names', 'names_table', 'model_config', 'model_from_config',
-           'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding', 'attention_maps',
+           'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll', 'batch_indices', 'length_batches', 'NamesRun',
+           'run_names', 'sample_names', 'novelty', 'summarize_names', 'names_table', 'model_config',
+           'model_from_config', 'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding', 'attention_maps',
            'plot_attention_names', 'samples_table']
 
 # %% ../../nbs/54_names.ipynb #172f7dda
@@ -212,6 +212,26 @@ def batch_indices(
         for i in range(min(per, steps - done)): yield perm[i * batch_size:(i + 1) * batch_size]
         done += min(per, steps - done)
 
+def length_batches(
+    lengths:torch.Tensor, # positions of each training row (its letters and the end token), on the CPU
+    batch_size:int, # rows per step
+    steps:int, # number of steps
+    generator:torch.Generator, # source of the shuffles
+    pool:int=32, # batches sorted by length together
+):
+    "Per step, `(rows, positions)` to index `x[rows, positions]`: rows of similar lengths, cut at the longest of them"
+    n = lengths.shape[0]
+    per = n // batch_size
+    if per < 1: raise ValueError(f"batch_size {batch_size} is larger than the {n} training rows")
+    done = 0
+    while done < steps:
+        perm = torch.randperm(n, generator=generator)[:per * batch_size]  # an epoch, without the short last batch
+        batches = [b for c in perm.split(batch_size * pool) for b in c[lengths[c].argsort(stable=True)].split(batch_size)]
+        for j in torch.randperm(per, generator=generator)[:steps - done].tolist():
+            b = batches[j]
+            yield b, slice(None, int(lengths[b].max()))
+        done += min(per, steps - done)
+
 # %% ../../nbs/54_names.ipynb #d835a1d7
 @dataclass
 class NamesRun:
@@ -278,8 +298,9 @@ def run_names(
     bar = _progress(steps, desc or f"{name} seed {seed}", progress, leave)
     gb = torch.Generator().manual_seed(seed + 1)
     seconds, cpu, last, t0, c0 = 0.0, 0.0, 0, time.perf_counter(), time.process_time()
-    for i, ix in enumerate(_batches(spec.kind, x.shape[0], bs, steps, gb)):
-        if dp is not None and spec.kind != 'counts': ix = ix.tensor_split(dp.world_size)[dp.rank]  # this rank's part of the batch
+    for i, ix in enumerate(_batches(spec.kind, y, bs, steps, gb)):
+        if dp is not None and spec.kind != 'counts':  # this rank's part of the batch (and, for sequences, the batch's cut)
+            ix = (ix[0].tensor_split(dp.world_size)[dp.rank], ix[1]) if spec.kind == 'sequence' else ix.tensor_split(dp.world_size)[dp.rank]
         out, t = model(x[ix]), y[ix]
         if spec.kind == 'counts': loss = lossf(out, t) @ w     # the whole table: sum_a w_a CE_a
         else: loss = lossf(_logits_2d(out), t.reshape(-1))               # mean over the predicted characters
@@ -307,10 +328,11 @@ def _curve_set(kind, xv, yv, k=CURVE_NAMES):
     "The rows of the first `k` names (by default the validation names of the learning curve)"
     return (xv[:k], yv[:k]) if kind == 'sequence' else _first_names(xv, yv, k)
 
-def _batches(kind, n, batch_size, steps, generator):
-    "Row indices of each step: all the rows of the count table, or `batch_indices`"
+def _batches(kind, y, batch_size, steps, generator):
+    "What indexes each step's rows: all the rows of the count table, `batch_indices`, or (sequences) `length_batches`"
     if kind == 'counts': return (slice(None) for _ in range(steps))
-    return batch_indices(n, batch_size, steps, generator)
+    if kind == 'context': return batch_indices(y.shape[0], batch_size, steps, generator)
+    return length_batches(y.ne(IGNORE).sum(1).cpu(), batch_size, steps, generator)
 
 def _first_names(x, y, k):
     "The rows of the first `k` names of a context data set (each name ends with a target END)"
