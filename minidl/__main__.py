@@ -1,4 +1,4 @@
-"""`python -m minidl circle ...` runs the `minidl-circle` command, `python -m minidl digits ...` the `minidl-digits` command, `python -m minidl names ...` the `minidl-names` command; with no command, the circle; `python -m minidl --help` lists the commands.
+"""`python -m minidl circle|digits|names ...` runs the `minidl-circle`, `minidl-digits` or `minidl-names` command.
 
 Docs: https://minidl.github.io/minidl/main.html.md"""
 

@@ -1,4 +1,4 @@
-"""Every argument and tensor check of minidl, written once: `check_<what>(value, name, who, ...)` raises a one-line error that says what `who` expected of `name` and what came.
+"""Every argument and tensor check of minidl, written once, each failing with a one-line error.
 
 Docs: https://minidl.github.io/minidl/checks.html.md"""
 

@@ -1,4 +1,4 @@
-"""`save_checkpoint` / `load_checkpoint`: model, optimizer, schedule, epoch and random state in one file, written atomically, readable with `torch.load(..., weights_only=True)`, loaded all-or-nothing; resuming is exact, and the model's state dict loads into `torch.nn` and back.
+"""`save_checkpoint` / `load_checkpoint`: model, optimizer, schedule, epoch and random state in one file.
 
 Docs: https://minidl.github.io/minidl/checkpoint.html.md"""
 

@@ -1,4 +1,4 @@
-"""Collectors built on module hooks — activation and gradient statistics and histograms, update-to-data ratios, attention maps — their figures, and a learning-rate finder that leaves the model and optimizer as they were.
+"""Collectors built on module hooks, their figures, and a learning-rate finder that leaves the model as it was.
 
 Docs: https://minidl.github.io/minidl/diagnostics.html.md"""
 

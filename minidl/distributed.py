@@ -1,4 +1,4 @@
-"""`DataParallel`: the same minidl model on N processes launched by `torchrun` — rank 0's weights broadcast, every minibatch sharded, the gradients averaged by bucketed all-reduce — equal to one process training with the same global batch.
+"""`DataParallel`: one minidl model on N processes under `torchrun`, equal to one process with the same global batch.
 
 Docs: https://minidl.github.io/minidl/distributed.html.md"""
 

@@ -1,4 +1,4 @@
-"""Figures of any training run (matplotlib): the loss and error curves over the epochs, and `save_figure`, which writes a figure atomically.
+"""Figures of any training run (matplotlib): loss and error curves per epoch; `save_figure` writes one atomically.
 
 Docs: https://minidl.github.io/minidl/plots.html.md"""
 

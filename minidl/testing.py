@@ -1,4 +1,4 @@
-"""The tolerance policy: how closely minidl must agree with PyTorch in float64, derived from the computation rather than tuned to one CPU.
+"""The tolerance policy: how closely minidl must agree with PyTorch in float64, derived from the computation.
 
 Docs: https://minidl.github.io/minidl/testing.html.md"""
 

@@ -1,4 +1,4 @@
-"""`train`: a small, readable training loop (full batch, seeded shuffled minibatches or your own sampler; binary or multi-class labels) with a per-epoch history and a tqdm progress bar; `accuracy` for binary and multi-class outputs.
+"""`train`, a small, readable training loop with a per-epoch history; `accuracy` for binary and multi-class outputs.
 
 Docs: https://minidl.github.io/minidl/training.html.md"""
 

@@ -1,4 +1,4 @@
-"""The report's experiment reproduced with minidl and beaten: two 2-25-25-25-25-1 ReLU networks (Sigmoid + BCE, Tanh + MSE) on the circle task, 10 seeds × 10,000 epochs, both at 99.0 % mean test accuracy.
+"""The report's circle experiment reproduced with minidl and beaten: both networks at 99.0 % mean test accuracy.
 
 Docs: https://minidl.github.io/minidl/circle.html.md"""
 

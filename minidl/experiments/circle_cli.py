@@ -1,4 +1,4 @@
-"""`minidl-circle` (also `python -m minidl circle`): trains both circle models from a terminal, prints the results table, and writes `results.json` and the figures.
+"""`minidl-circle`: trains both circle models, prints the results table, writes `results.json` and the figures.
 
 Docs: https://minidl.github.io/minidl/circle_cli.html.md"""
 

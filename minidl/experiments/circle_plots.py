@@ -1,4 +1,4 @@
-"""The circle experiment's figures (matplotlib): each model's output over the unit square with the true circle and the test points.
+"""The circle experiment's figures: each model's output over the unit square, the true circle and the test points.
 
 Docs: https://minidl.github.io/minidl/circle_plots.html.md"""
 

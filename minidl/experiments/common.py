@@ -1,4 +1,4 @@
-"""What every minidl experiment shares beside the training loop: one-line command-line errors, argument types, the device and threads, outputs checked first and written atomically, mean ± std, tables, progress bars.
+"""What every minidl experiment shares beside the training loop: errors, arguments, devices, outputs, tables.
 
 Docs: https://minidl.github.io/minidl/experiments.html.md"""
 

@@ -1,4 +1,4 @@
-"""An MLP and a CNN trained with minidl's own layers, loss, optimizer and schedule on scikit-learn's handwritten digits, beside the same networks in `torch.nn`, scikit-learn's `MLPClassifier` and `SVC`.
+"""An MLP and a CNN trained with minidl on scikit-learn's handwritten digits, beside `torch.nn` and scikit-learn.
 
 Docs: https://minidl.github.io/minidl/digits.html.md"""
 

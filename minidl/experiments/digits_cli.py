@@ -1,4 +1,4 @@
-"""`minidl-digits`: trains the digits MLP and/or CNN from a terminal, prints the results table, and writes `results.json` and the figures.
+"""`minidl-digits`: trains the digits MLP and/or CNN, prints the results table, writes `results.json` and figures.
 
 Docs: https://minidl.github.io/minidl/digits_cli.html.md"""
 

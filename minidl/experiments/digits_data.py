@@ -1,4 +1,4 @@
-"""`load_digits_split`: scikit-learn's 1,797 handwritten digits (8×8 pixels, 10 classes) as tensors in [0, 1], split 80/20 by class from a seed; `RandomShift`, seeded ±1-pixel shifts done on tensors, as the first layer of an `AugmentedSequential`.
+"""`load_digits_split`: scikit-learn's handwritten digits as tensors, split from a seed; `RandomShift` augments them.
 
 Docs: https://minidl.github.io/minidl/digits_data.html.md"""
 

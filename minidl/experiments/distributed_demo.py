@@ -1,4 +1,4 @@
-"""`python -m minidl.experiments.distributed_demo`: the circle MLP trained data-parallel with [minidl.distributed](distributed.html)'s `DataParallel` under `torchrun`; rank 0 prints and writes the results.
+"""`python -m minidl.experiments.distributed_demo`: the circle MLP trained data-parallel under `torchrun`.
 
 Docs: https://minidl.github.io/minidl/distributed_demo.html.md"""
 

@@ -1,4 +1,4 @@
-"""Character-level language models of the 88,799 US census surnames — bigram, MLP (Bengio et al. 2003), decoder-only Transformer — trained with minidl's hand-written backward passes, AdamW and a one-cycle schedule; scored by the mean negative log-likelihood per character; sampled; looked inside (embeddings, attention).
+"""Character-level language models of the 88,799 US census surnames: bigram, MLP, Transformer, trained with minidl.
 
 Docs: https://minidl.github.io/minidl/names.html.md"""
 

@@ -1,4 +1,4 @@
-"""`minidl-names`: trains the surname language models (bigram, MLP, Transformer) from a terminal, prints the results table, writes `results.json`, the learning curves and samples, and saves checkpoints; `minidl-names sample` generates surnames from a checkpoint.
+"""`minidl-names`: trains the surname language models from a terminal; `minidl-names sample` generates surnames.
 
 Docs: https://minidl.github.io/minidl/names_cli.html.md"""
 

@@ -1,4 +1,4 @@
-"""`load_names_split`: the 88,799 surnames of the 1990 US census (the `names` package), lower-cased, split 80/10/10 from a seed; the 27-character vocabulary (26 letters and an end token); the (context, next character) pairs and padded sequences the models train on; the bigram count table and its closed-form negative log-likelihood.
+"""`load_names_split`: the 88,799 surnames of the 1990 US census, split from a seed, and what the models train on.
 
 Docs: https://minidl.github.io/minidl/names_data.html.md"""
 

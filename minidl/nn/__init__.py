@@ -1,4 +1,4 @@
-"""The package `minidl.nn`: the layers, losses and initialisers under their `torch.nn` names, in one namespace: `import minidl.nn as nn`.
+"""`import minidl.nn as nn`: the layers, losses and initialisers under their `torch.nn` names, in one namespace.
 
 Docs: https://minidl.github.io/minidl/nn.html.md"""
 

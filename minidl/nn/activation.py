@@ -1,4 +1,4 @@
-"""`ReLU`, `Tanh`, `Sigmoid`, `LeakyReLU`, `GELU`, `Softmax` and `LogSoftmax`: the non-linearities of `torch.nn`'s activation module, each with its derivative, equal to PyTorch's.
+"""`ReLU`, `Tanh`, `Sigmoid`, `LeakyReLU`, `GELU`, `Softmax` and `LogSoftmax`, each with its derivative.
 
 Docs: https://minidl.github.io/minidl/activation.html.md"""
 

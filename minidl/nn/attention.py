@@ -1,4 +1,4 @@
-"""`CausalSelfAttention`: multi-head scaled dot-product attention where position t sees positions <= t, with its backward derived (four matrix products and a softmax per row), loadable by `torch.nn.MultiheadAttention`.
+"""`CausalSelfAttention`: multi-head scaled dot-product attention where position t sees positions <= t.
 
 Docs: https://minidl.github.io/minidl/attention.html.md"""
 

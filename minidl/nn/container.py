@@ -1,4 +1,4 @@
-"""`Sequential` chains modules (forward in order, backward in reverse: backpropagation in one loop); `Residual(block)` adds a skip connection, whose backward adds the gradients of the two paths — the pattern of every module you write yourself.
+"""`Sequential` chains modules (backpropagation in one loop); `Residual(block)` adds a skip connection.
 
 Docs: https://minidl.github.io/minidl/container.html.md"""
 

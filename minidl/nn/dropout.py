@@ -1,4 +1,4 @@
-"""`Dropout`: inverted dropout in training mode, the identity in evaluation mode; and how a model switches between the two.
+"""`Dropout`: inverted dropout in training mode, the identity in evaluation mode; how a model switches between them.
 
 Docs: https://minidl.github.io/minidl/dropout.html.md"""
 

@@ -1,4 +1,4 @@
-"""`Flatten(start_dim, end_dim)`: merge dimensions into one (an image batch into the matrix `Linear` expects); its backward reshapes the gradient back.
+"""`Flatten(start_dim, end_dim)`: merge dimensions into one; its backward reshapes the gradient back.
 
 Docs: https://minidl.github.io/minidl/flatten.html.md"""
 

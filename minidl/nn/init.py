@@ -1,4 +1,4 @@
-"""`minidl.nn.init`: fill a `Parameter` in place with PyTorch's initialisers (uniform, normal, zeros, ones, Xavier/Glorot, Kaiming/He) and `calculate_gain` — the same bounds and standard deviations as `torch.nn.init`, and why each scale keeps a deep network's signal alive.
+"""`minidl.nn.init`: fill a `Parameter` in place with PyTorch's initialisers; why each scale keeps the signal alive.
 
 Docs: https://minidl.github.io/minidl/init.html.md"""
 

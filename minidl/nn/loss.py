@@ -1,4 +1,4 @@
-"""`LossMSE`, `LossBCE` and `LossCrossEntropy` (PyTorch names `MSELoss`, `BCELoss`, `CrossEntropyLoss`): the losses of `torch.nn`'s loss module, with the same formulas, reductions and gradients.
+"""`LossMSE`, `LossBCE` and `LossCrossEntropy`: PyTorch's losses, with the same formulas, reductions and gradients.
 
 Docs: https://minidl.github.io/minidl/loss.html.md"""
 

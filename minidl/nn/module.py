@@ -1,4 +1,4 @@
-"""The two building blocks of minidl: a tensor that carries its own gradient, and the forward/backward contract every layer follows.
+"""`Parameter`, a tensor that carries its own gradient, and `Module`, the forward/backward contract of every layer.
 
 Docs: https://minidl.github.io/minidl/module.html.md"""
 

@@ -1,4 +1,4 @@
-"""`BatchNorm1d` and `BatchNorm2d` normalise each channel with the batch's statistics (running averages in evaluation mode); `LayerNorm` normalises each sample over its last dimension(s). Both then scale and shift, equal to PyTorch's.
+"""`BatchNorm1d`, `BatchNorm2d` and `LayerNorm`: normalise, then scale and shift, equal to PyTorch's.
 
 Docs: https://minidl.github.io/minidl/normalization.html.md"""
 

@@ -1,4 +1,4 @@
-"""`MaxPool2d` and `AvgPool2d` as im2col followed by a reduction over each window, their backward as col2im, equal to PyTorch's (ties and padding included).
+"""`MaxPool2d` and `AvgPool2d`: im2col followed by a reduction over each window; their backward is col2im.
 
 Docs: https://minidl.github.io/minidl/pooling.html.md"""
 

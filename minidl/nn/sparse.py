@@ -1,4 +1,4 @@
-"""`Embedding`: a lookup table of learned vectors, one row per token; its backward scatter-adds the gradient into the rows that were used.
+"""`Embedding`: a lookup table of learned vectors, one row per token; its backward scatter-adds into the rows used.
 
 Docs: https://minidl.github.io/minidl/sparse.html.md"""
 

@@ -1,4 +1,4 @@
-"""`TransformerBlock`: pre-norm causal self-attention and a feed-forward network, each added back to its input; loadable by `torch.nn.TransformerEncoderLayer`; and a whole decoder-only language model built from the pieces.
+"""`TransformerBlock`: pre-norm causal self-attention and a feed-forward network, each added back to its input.
 
 Docs: https://minidl.github.io/minidl/transformer.html.md"""
 

@@ -1,4 +1,4 @@
-"""`from minidl import optim`: `optim.SGD`, `optim.Adam`, `optim.AdamW`, `optim.Optimizer` and `optim.lr_scheduler`, shaped like `torch.optim`.
+"""`from minidl import optim`: `optim.SGD`, `optim.Adam`, `optim.AdamW`, `optim.Optimizer`, `optim.lr_scheduler`.
 
 Docs: https://minidl.github.io/minidl/optim.html.md"""
 

@@ -1,4 +1,4 @@
-"""Adaptive moment estimation: a momentum average of the gradient, divided by a running root-mean-square of it, with PyTorch's bias correction and eps placement; AdamW decouples the weight decay.
+"""`Adam` divides the gradient's momentum by its running root-mean-square; `AdamW` decouples the weight decay.
 
 Docs: https://minidl.github.io/minidl/adam.html.md"""
 

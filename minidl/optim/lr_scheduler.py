@@ -1,4 +1,4 @@
-"""`StepLR`, `CosineAnnealingLR` and `OneCycleLR` (which also cycles the momentum), with PyTorch's formulas, defaults and floating-point order; each works with every minidl optimizer.
+"""`StepLR`, `CosineAnnealingLR` and `OneCycleLR`, with PyTorch's formulas, defaults and floating-point order.
 
 Docs: https://minidl.github.io/minidl/lr_scheduler.html.md"""
 

@@ -1,4 +1,4 @@
-"""`Optimizer`, the base class of minidl's optimizers: parameters in torch's parameter groups, gradients checked before any update, all-or-nothing steps, torch-layout state dicts.
+"""`Optimizer`, the base class of minidl's optimizers: parameter groups, checked steps, state dicts.
 
 Docs: https://minidl.github.io/minidl/optimizer.html.md"""
 

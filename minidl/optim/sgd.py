@@ -1,4 +1,4 @@
-"""`SGD`: stochastic gradient descent with momentum, dampening, Nesterov, weight decay and a time-based decay of the rate, as `torch.optim.SGD`; and the [base class](optimizer.html)'s behaviour at work: parameter groups, checked all-or-nothing steps, state dicts.
+"""`SGD`: stochastic gradient descent with momentum, dampening, Nesterov and weight decay, as `torch.optim.SGD`.
 
 Docs: https://minidl.github.io/minidl/sgd.html.md"""
 
