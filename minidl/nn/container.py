@@ -234,6 +234,7 @@ class Residual(Module):
 @_method_of(Residual)
 def _accept(self, x):
     "The input without autograd history (minidl records none); the block checks the rest."
+    if type(x) is _Tensor and not x.requires_grad: return x
     return x.detach() if isinstance(x, torch.Tensor) and x.requires_grad else x
 
 @_method_of(Residual)
@@ -260,7 +261,8 @@ def _keeping_shape(forward):
     @functools.wraps(forward)
     def checked(self, x, *args, **kwargs):
         y = forward(self, x, *args, **kwargs)
-        if (e := self._shape_error(x)) is not None:
+        if (s := self._saved)[1] != s[0]:  # (input shape, block output shape) of this call
+            e = self._shape_error(x)
             for m in self.modules(): m._forget()  # as for any failed forward: nothing is left for a backward
             raise e
         return y

@@ -82,6 +82,16 @@ class TransformerBlock(Module):
 # %% ../../nbs/22_transformer.ipynb #e7b2c4d2
 TransformerBlock._seen_grads = (-1, ())  # (`Parameter._edits`, the modules covered) at the last full check of the gradient buffers
 
+def _tree(m: Module, out: list) -> list:
+    "`m` and its descendants, as `m.modules()` without building their names (this key is compared at every backward)."
+    out.append(m)
+    if type(m).named_children is not Module.named_children:  # a container that keeps its modules elsewhere (Sequential)
+        for c in m.children(): _tree(c, out)
+    else:
+        for v in vars(m).values():
+            if isinstance(v, Module): _tree(v, out)
+    return out
+
 @_method_of(TransformerBlock)
 def _accept(self, x):
     "The input if it is a tensor without autograd history of shape (B, T, d_model), else the checked input (or a clear error)."
@@ -96,7 +106,7 @@ def _accept(self, x):
 def _accept_grad(self, g):
     "The gradient (its shape is `dropout2`'s to check), once a complete forward came first and every gradient buffer fits."
     if self._saved is None: raise _not_called(type(self).__name__, self._why)
-    seen, modules = self._seen_grads, tuple(self.modules())
+    seen, modules = self._seen_grads, tuple(_tree(self, []))
     if seen[0] != Parameter._edits or seen[1] != modules: self._check_parameters(modules)
     return g
 
