@@ -218,7 +218,7 @@ class Residual(Module):
                ) -> torch.Tensor: # x + block(x), same shape as x
         "Return `x + block(x)`."
         y = self.block(x)                                     # f(x)
-        self._save_for_backward(x.shape, y.shape)             # (the shapes, for the check below: no tensor is needed)
+        self._saved, self._versions = (x.shape, y.shape), (None, None)  # `_save_for_backward` of the two shapes (for the check below)
         return x + y                                          # x + f(x)
 
     def backward(self,
@@ -259,8 +259,8 @@ def _forward_error(self, x, refused):
 def _keeping_shape(forward):
     "Residual's checked `forward`, then the check of the block's output shape (a broadcast sum would hide a change)."
     @functools.wraps(forward)
-    def checked(self, x, *args, **kwargs):
-        y = forward(self, x, *args, **kwargs)
+    def checked(self, x):
+        y = forward(self, x)
         if (s := self._saved)[1] != s[0]:  # (input shape, block output shape) of this call
             e = self._shape_error(x)
             for m in self.modules(): m._forget()  # as for any failed forward: nothing is left for a backward

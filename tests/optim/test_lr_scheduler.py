@@ -26,7 +26,18 @@ from helpers import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minidl import SGD, Adam, AdamW, CosineAnnealingLR, Linear, LossBCE, LRScheduler, OneCycleLR, Parameter, StepLR
+from minidl import (
+    SGD,
+    Adam,
+    AdamW,
+    CosineAnnealingLR,
+    Linear,
+    LossBCE,
+    LRScheduler,
+    OneCycleLR,
+    Parameter,
+    StepLR,
+)
 from minidl.testing import assert_clear_error, assert_close
 
 
