@@ -147,6 +147,9 @@ def _check_parameters(self, grads: bool = False):
         if p is not None and p.value.shape != shape:
             raise RuntimeError(f"CausalSelfAttention's {name} has shape {fmt_shape(p.value.shape)}, expected "
                                f"{fmt_shape(shape)}: load values with load_state_dict, which checks them")
+    if b is not None and (b.value.dtype, b.value.device) != (w.value.dtype, w.value.device):
+        raise RuntimeError(f"CausalSelfAttention's in_proj_weight is {w.value.dtype} on {w.value.device} but its in_proj_bias is "
+                           f"{b.value.dtype} on {b.value.device} (a parameter was cast on its own): cast the whole layer with attn.to(...)")
     if grads:
         _check_accumulators(self, 'CausalSelfAttention')
         self.out_proj._check_parameters(grads=True)

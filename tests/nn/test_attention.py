@@ -122,6 +122,8 @@ def test_attention_cached_checks_see_parameters_replaced_between_calls():
     b = a.in_proj_bias.value
     a.in_proj_bias.value = torch.zeros(1, dtype=F64)       # torch's addmm would broadcast it: the check refuses it
     with pytest.raises(RuntimeError, match=r"in_proj_bias has shape \(1\), expected \(24\)"): a(x)
+    a.in_proj_bias.value = b.float()                       # cast on its own: named, not torch's dtype message
+    with pytest.raises(RuntimeError, match='in_proj_weight is torch.float64 on cpu but its in_proj_bias is torch.float32'): a(x)
     a.in_proj_bias.value = b
     assert_unchanged(snap, snapshot(a))
     a(x)
