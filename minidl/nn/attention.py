@@ -100,7 +100,7 @@ class CausalSelfAttention(Module):
         x2, q, k, v, p, pd, noise, B, T = self._saved
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
-        go = self.out_proj.backward(grad_output.view(B * T, E))                        # dO (and dL/dW_out, dL/db_out)
+        go = self.out_proj.backward(grad_output.reshape(B * T, E))                     # dO (and dL/dW_out, dL/db_out)
         go = go.view(B, T, H, D).transpose(1, 2).reshape(B * H, T, D)
         gv = torch.bmm(pd.transpose(1, 2), go)                                         # dV = P~^T dO
         gp = torch.bmm(go, v.transpose(1, 2))                                          # dP~ = dO V^T

@@ -166,6 +166,8 @@ def test_attention_cached_path_errors_stay_clear_and_change_nothing():
     assert_unchanged(snap, snapshot(a))
     xr = x.clone().requires_grad_()
     y = a(xr); assert not y.requires_grad and y.grad_fn is None  # the cached path too: no autograd history
+    gt = g.transpose(1, 2).contiguous().transpose(1, 2)     # the same values, not contiguous
+    assert torch.equal(a.backward(gt), (a(xr), a.backward(g))[1])  # the same operations on the same numbers
 
 
 @pytest.mark.parity
