@@ -15,7 +15,7 @@ import torch
 
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
 from .linear import Linear, _ones
-from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
+from .module import Module, Parameter, _check_accumulators, _method_of, _parse_device, _parse_dtype, _Tensor
 
 # %% auto #0
 __all__ = ['CausalSelfAttention']
@@ -72,12 +72,8 @@ class CausalSelfAttention(Module):
                 x: torch.Tensor, # input `(B, T, E)`
                ) -> torch.Tensor: # output `(B, T, E)`
         "Project to queries, keys and values; per head, the softmax of the scaled and masked scores (dropout in training mode) weights the values; project the heads back."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
-            x = check_tensor(x, 'input', 'CausalSelfAttention')
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
         w, b = self.in_proj_weight.value, self.in_proj_bias
-        if x.dim() != 3 or x.shape[2] != E or x.dtype != w.dtype or x.device != w.device or w.shape != (3 * E, E):
-            raise self._input_error(x)
         B, T, _ = x.shape
         x2 = x.reshape(B * T, E)
         qkv = torch.mm(x2, w.t()) if b is None else torch.addmm(b.value, x2, w.t())   # [Q | K | V] = X W_in^T + b_in
@@ -101,13 +97,10 @@ class CausalSelfAttention(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dX, `(B, T, E)`
         "Accumulate the four parameters' gradients; return dL/dX (the derivation above, no Jacobian materialised)."
-        x2, q, k, v, p, pd, noise, B, T = self._saved_tensors()
+        x2, q, k, v, p, pd, noise, B, T = self._saved
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
-        g = check_grad(grad_output, 'CausalSelfAttention', shape=(B, T, E), dtype=x2.dtype, device=x2.device)
         w, b = self.in_proj_weight, self.in_proj_bias
-        if not (self._checked[0] is w.grad and self._checked[1] is w.value and (b is None or self._checked[2] is b.grad)):
-            self._check_parameters()  # before out_proj accumulates anything: so that no accumulation fails half-way
-        go = self.out_proj.backward(g.view(B * T, E))                                  # dO
+        go = self.out_proj.backward(grad_output.reshape(B * T, E))                     # dO (and dL/dW_out, dL/db_out)
         go = go.view(B, T, H, D).transpose(1, 2).reshape(B * H, T, D)
         gv = torch.bmm(pd.transpose(1, 2), go)                                         # dV = P~^T dO
         gp = torch.bmm(go, v.transpose(1, 2))                                          # dP~ = dO V^T
@@ -122,31 +115,83 @@ class CausalSelfAttention(Module):
         if not input_grad: return None
         return torch.mm(gqkv, w.value).view(B, T, E)                                   # dL/dX = dQKV W_in
 
-    _checked = (None, None, None)  # (in_proj_weight.grad, in_proj_weight.value, in_proj_bias.grad) found consistent
-
-    def _check_parameters(self):
-        "Every parameter and gradient has its shape, dtype and device (metadata only); remember the tensors checked."
-        E, w, b = self.embed_dim, self.in_proj_weight, self.in_proj_bias
-        for name, p, shape in (('in_proj_weight', w, (3 * E, E)), ('in_proj_bias', b, (3 * E,))):
-            if p is not None and p.value.shape != shape:
-                raise RuntimeError(f"CausalSelfAttention's {name} has shape {fmt_shape(p.value.shape)}, expected "
-                                   f"{fmt_shape(shape)}: load values with load_state_dict, which checks them")
-        _check_accumulators(self, 'CausalSelfAttention')
-        self.out_proj._check_parameters(grads=True)
-        self._checked = (w.grad, w.value, None if b is None else b.grad)
-
-    def _input_error(self, x: torch.Tensor) -> Exception:
-        "Why `x` does not fit (metadata only)."
-        E, w = self.embed_dim, self.in_proj_weight.value
-        if x.dim() != 3 or x.shape[2] != E:
-            return ValueError(f"CausalSelfAttention expects an input of shape (B, T, {E}) (embed_dim={E}), got {fmt_shape(x.shape)}")
-        if w.shape != (3 * E, E):
-            return RuntimeError(f"CausalSelfAttention's in_proj_weight has shape {fmt_shape(w.shape)}, expected ({3 * E}, {E}): "
-                                f"load values with load_state_dict, which checks them")
-        if x.dtype != w.dtype:
-            return TypeError(f"CausalSelfAttention has {w.dtype} parameters but got a {x.dtype} input: "
-                             f"convert one of them (x.to({w.dtype}) or attn.to(dtype={x.dtype}))")
-        return RuntimeError(f"CausalSelfAttention has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
-
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, bias={self.in_proj_bias is not None}"
+
+# %% ../../nbs/21_attention.ipynb #c5a1e7d3
+CausalSelfAttention._seen = -1  # the `Parameter._edits` count at the last full check of an input
+CausalSelfAttention._seen_grads = (-1, None)  # (`Parameter._edits`, the `out_proj` covered) at the last full check of the gradient buffers
+
+@_method_of(CausalSelfAttention)
+def _accept(self, x):
+    "The input if the usual call's metadata test passes (see above), else the fully checked input."
+    if (type(x) is _Tensor and not x.requires_grad and x.dim() == 3 and x.shape[2] == self.embed_dim
+            and self._seen == Parameter._edits): return x
+    return self._check_input(x)
+
+@_method_of(CausalSelfAttention)
+def _accept_grad(self, g):
+    "The upstream gradient if the usual call's metadata test passes, else the fully checked gradient."
+    s = self._saved
+    x2 = s[0]
+    if (type(g) is _Tensor and not g.requires_grad and g.dtype == x2.dtype and g.device == x2.device
+            and (seen := self._seen_grads)[0] == Parameter._edits and seen[1] is self.out_proj
+            and g.shape == (s[7], s[8], self.embed_dim)): return g
+    return self._check_grad_output(g)
+
+@_method_of(CausalSelfAttention)
+def _check_parameters(self, grads: bool = False):
+    "The input projection of shape (3E, E) and (3E,) (and, with `grads`, every gradient buffer, `out_proj`'s included)."
+    E, w, b = self.embed_dim, self.in_proj_weight, self.in_proj_bias
+    for name, p, shape in (('in_proj_weight', w, (3 * E, E)), ('in_proj_bias', b, (3 * E,))):
+        if p is not None and p.value.shape != shape:
+            raise RuntimeError(f"CausalSelfAttention's {name} has shape {fmt_shape(p.value.shape)}, expected "
+                               f"{fmt_shape(shape)}: load values with load_state_dict, which checks them")
+    if b is not None and (b.value.dtype, b.value.device) != (w.value.dtype, w.value.device):
+        raise RuntimeError(f"CausalSelfAttention's in_proj_weight is {w.value.dtype} on {w.value.device} but its in_proj_bias is "
+                           f"{b.value.dtype} on {b.value.device} (a parameter was cast on its own): cast the whole layer with attn.to(...)")
+    if grads:
+        _check_accumulators(self, 'CausalSelfAttention')
+        self.out_proj._check_parameters(grads=True)
+
+@_method_of(CausalSelfAttention)
+def _check_input(self, x) -> torch.Tensor:
+    "Every check of an input, in order; returns it without autograd history."
+    x, E = check_tensor(x, 'input', 'CausalSelfAttention'), self.embed_dim
+    if x.dim() != 3 or x.shape[2] != E:
+        raise ValueError(f"CausalSelfAttention expects an input of shape (B, T, {E}) (embed_dim={E}), got {fmt_shape(x.shape)}")
+    edits = Parameter._edits
+    self._check_parameters()
+    w = self.in_proj_weight.value
+    if x.dtype != w.dtype:
+        raise TypeError(f"CausalSelfAttention has {w.dtype} parameters but got a {x.dtype} input: "
+                        f"convert one of them (x.to({w.dtype}) or attn.to(dtype={x.dtype}))")
+    if x.device != w.device:
+        raise RuntimeError(f"CausalSelfAttention has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
+    self._seen = edits
+    return x
+
+@_method_of(CausalSelfAttention)
+def _check_grad_output(self, g) -> torch.Tensor:
+    "Every check of an upstream gradient and of the gradient buffers, in order (before anything accumulates)."
+    s = self._saved_tensors()
+    g = check_grad(g, 'CausalSelfAttention', shape=(s[7], s[8], self.embed_dim), dtype=s[0].dtype, device=s[0].device)
+    edits = Parameter._edits
+    self._check_parameters(grads=True)
+    self._seen_grads = (edits, self.out_proj)  # a tuple, not an attribute: `out_proj` stays the only child
+    return g
+
+@_method_of(CausalSelfAttention)
+def _forward_error(self, x, refused):
+    "Why torch refused the forward: the first failing check, else torch's own error."
+    try: self._check_input(x)
+    except Exception as e: return e
+    return refused
+
+@_method_of(CausalSelfAttention)
+def _backward_error(self, g, refused):
+    "Why the backward failed: nothing saved, or the first failing check, else torch's own error."
+    if (e := self._backward_refused(refused)) is not None: return e
+    try: self._check_grad_output(g)
+    except Exception as e: return e
+    return refused

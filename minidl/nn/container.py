@@ -7,12 +7,13 @@ Docs: https://minidl.github.io/minidl/container.html.md"""
 # %% ../../nbs/13_container.ipynb #eb0bfb92
 from __future__ import annotations
 
+import functools
 import operator
 
 import torch
 
 from .._checks import fmt_shape
-from .module import Module, Parameter, _Tensor
+from .module import Module, Parameter, _method_of, _not_called, _Tensor
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual']
@@ -216,19 +217,55 @@ class Residual(Module):
                 x: torch.Tensor, # input of the block
                ) -> torch.Tensor: # x + block(x), same shape as x
         "Return `x + block(x)`."
-        if isinstance(x, torch.Tensor) and x.requires_grad: x = x.detach()  # minidl records no autograd history
-        y = self.block(x)
-        if y.shape != x.shape:
-            raise ValueError(f"Residual expects its block to keep the shape of its input, got {fmt_shape(x.shape)} -> "
-                             f"{fmt_shape(y.shape)} from {type(self.block).__name__}")
-        self._save_for_backward()  # marks a complete forward
-        return x + y
+        y = self.block(x)                                     # f(x)
+        self._saved, self._versions = (x.shape, y.shape), (None, None)  # `_save_for_backward` of the two shapes (for the check below)
+        return x + y                                          # x + f(x)
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy
                  input_grad: bool = True, # `False`: the block accumulates its parameters' gradients only; return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = G + block.backward(G): the identity path and the block's path, summed (the fan-out rule)."
-        self._saved_tensors()  # raises, before any gradient changes, if the last forward failed or never ran
         if not input_grad: return self.block.backward(grad_output, input_grad=False)
-        return self.block.backward(grad_output) + grad_output
+        return self.block.backward(grad_output) + grad_output   # dL/dx = J_f^T G + G
+
+
+# %% ../../nbs/13_container.ipynb #b8e1f3a2
+@_method_of(Residual)
+def _accept(self, x):
+    "The input without autograd history (minidl records none); the block checks the rest."
+    if type(x) is _Tensor and not x.requires_grad: return x
+    return x.detach() if isinstance(x, torch.Tensor) and x.requires_grad else x
+
+@_method_of(Residual)
+def _accept_grad(self, g):
+    "The gradient as it is (the block checks it), once a complete forward came first."
+    if self._saved is None: raise _not_called(type(self).__name__, self._why)
+    return g
+
+@_method_of(Residual)
+def _shape_error(self, x) -> Exception | None:
+    "The error for a block that changed the shape of `x`, read from the shapes the last forward saved (else `None`)."
+    s = self._saved  # (input shape, block output shape), or a stale or missing state if the block itself failed
+    if s is None or s[0] != getattr(x, 'shape', None) or s[1] == s[0]: return None
+    return ValueError(f"Residual expects its block to keep the shape of its input, got {fmt_shape(s[0])} -> "
+                      f"{fmt_shape(s[1])} from {type(self.block).__name__}")
+
+@_method_of(Residual)
+def _forward_error(self, x, refused):
+    "A sum torch refused because the block changed the shape: say so; else the block's (or torch's) own error."
+    return self._shape_error(x) or refused
+
+def _keeping_shape(forward):
+    "Residual's checked `forward`, then the check of the block's output shape (a broadcast sum would hide a change)."
+    @functools.wraps(forward)
+    def checked(self, x):
+        y = forward(self, x)
+        if (s := self._saved)[1] != s[0]:  # (input shape, block output shape) of this call
+            e = self._shape_error(x)
+            for m in self.modules(): m._forget()  # as for any failed forward: nothing is left for a backward
+            raise e
+        return y
+    return checked
+
+Residual.forward = _keeping_shape(Residual.forward)  # `forward._math` stays the maths alone (for `Sequential`)

@@ -16,7 +16,7 @@ from .activation import GELU, ReLU
 from .attention import CausalSelfAttention
 from .dropout import Dropout
 from .linear import Linear
-from .module import Module, _check_accumulators
+from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _Tensor
 from .normalization import LayerNorm
 
 # %% auto #0
@@ -59,13 +59,8 @@ class TransformerBlock(Module):
                 x: torch.Tensor, # input `(B, T, d_model)`
                ) -> torch.Tensor: # output `(B, T, d_model)`
         "x1 = x + dropout1(self_attn(norm1(x))); return x1 + dropout2(linear2(dropout(activation(linear1(norm2(x1))))))."
-        if not (isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[2] == self.d_model and not x.requires_grad):
-            x = check_tensor(x, 'input', 'TransformerBlock')  # a clear error for a non-tensor or an integer tensor; no autograd history
-            if x.dim() != 3 or x.shape[2] != self.d_model:
-                raise ValueError(f"TransformerBlock expects an input of shape (B, T, {self.d_model}) (d_model={self.d_model}), "
-                                 f"got {fmt_shape(x.shape)}")
-        x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                                  # attention sub-layer
-        y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)  # feed-forward
+        x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                  # x1 = x + Drop(Attn(LN1(x)))
+        y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)  # y = x1 + Drop(FF(LN2(x1)))
         self._save_for_backward()  # marks a complete forward
         return y  # (the sums are taken in place: the branches' outputs are new tensors that nothing saved)
 
@@ -74,25 +69,51 @@ class TransformerBlock(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Backpropagate through both sub-layers in reverse order; each residual connection adds its two paths' gradients."
-        self._saved_tensors()
-        self._check_parameters()  # every gradient can be accumulated: no child stops half-way through the backward
-        g = self.dropout2.backward(grad_output)  # checks the gradient's shape first
+        g = self.dropout2.backward(grad_output)
         g = self.norm2.backward(self.linear1.backward(self.activation.backward(self.dropout.backward(self.linear2.backward(g)))))
-        g1 = g.add_(grad_output)                                                   # dL/dx1: around + through the FF branch
+        g1 = g.add_(grad_output)                                                   # dL/dx1 = G + J_FF^T G
         g = self.norm1.backward(self.self_attn.backward(self.dropout1.backward(g1)), input_grad)
-        return g.add_(g1) if input_grad else None                                  # dL/dx: around + through attention
+        return g.add_(g1) if input_grad else None                                  # dL/dx = dL/dx1 + J_Attn^T dL/dx1
         # (in place: LayerNorm.backward returns a new tensor, which nothing else holds)
-
-    _checked, _params = (), (None, [])  # the (value, grad) tensors found consistent by the last check; (children, their parameters)
-
-    def _check_parameters(self):
-        kids = tuple(v for v in vars(self).values() if isinstance(v, Module))
-        if kids != self._params[0]: self._params = (kids, self.parameters())  # the list, remade when a child is replaced
-        ps, c = self._params[1], self._checked
-        if len(c) == 2 * len(ps) and all(c[2 * i] is p.value and c[2 * i + 1] is p.grad for i, p in enumerate(ps)): return
-        for name, m in self.named_modules(): _check_accumulators(m, f"TransformerBlock.{name}" if name else 'TransformerBlock')
-        self.self_attn._check_parameters()
-        self._checked = tuple(t for p in ps for t in (p.value, p.grad))
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, nhead={self.self_attn.num_heads}"
+
+# %% ../../nbs/22_transformer.ipynb #e7b2c4d2
+TransformerBlock._seen_grads = (-1, ())  # (`Parameter._edits`, the modules covered) at the last full check of the gradient buffers
+
+def _tree(m: Module, out: list) -> list:
+    "`m` and its descendants, as `m.modules()` without building their names (this key is compared at every backward)."
+    out.append(m)
+    if type(m).named_children is not Module.named_children:  # a container that keeps its modules elsewhere (Sequential)
+        for c in m.children(): _tree(c, out)
+    else:
+        for v in vars(m).values():
+            if isinstance(v, Module): _tree(v, out)
+    return out
+
+@_method_of(TransformerBlock)
+def _accept(self, x):
+    "The input if it is a tensor without autograd history of shape (B, T, d_model), else the checked input (or a clear error)."
+    if type(x) is _Tensor and not x.requires_grad and x.dim() == 3 and x.shape[2] == self.d_model: return x
+    x = check_tensor(x, 'input', 'TransformerBlock')  # a clear error for a non-tensor or an integer tensor; no autograd history
+    if x.dim() != 3 or x.shape[2] != self.d_model:
+        raise ValueError(f"TransformerBlock expects an input of shape (B, T, {self.d_model}) (d_model={self.d_model}), "
+                         f"got {fmt_shape(x.shape)}")
+    return x
+
+@_method_of(TransformerBlock)
+def _accept_grad(self, g):
+    "The gradient (its shape is `dropout2`'s to check), once a complete forward came first and every gradient buffer fits."
+    if self._saved is None: raise _not_called(type(self).__name__, self._why)
+    seen, modules = self._seen_grads, tuple(_tree(self, []))
+    if seen[0] != Parameter._edits or seen[1] != modules: self._check_parameters(modules)
+    return g
+
+@_method_of(TransformerBlock)
+def _check_parameters(self, modules: tuple):
+    "Every child's gradient buffers and the attention's parameters (metadata only), before any child accumulates."
+    edits = Parameter._edits
+    for name, m in self.named_modules(): _check_accumulators(m, f"TransformerBlock.{name}" if name else 'TransformerBlock')
+    self.self_attn._check_parameters(grads=True)
+    self._seen_grads = (edits, modules)

@@ -7,10 +7,12 @@ Docs: https://minidl.github.io/minidl/lr_scheduler.html.md"""
 # %% ../../nbs/33_lr_scheduler.ipynb #48b24960
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 from .._checks import check_int, check_positive, check_rate
+from ..nn.module import _method_of
 from .optimizer import Optimizer
 
 # %% auto #0
@@ -44,6 +46,11 @@ class LRScheduler:
     "Base class of the schedules: set every parameter group's `lr` (from its own base rate) at creation (step 0) and at every `step()`."
     _hyper_names: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        f = cls.__dict__.get('_compute')  # a schedule's formula runs behind the shared checks (see below)
+        if callable(f) and not hasattr(f, '__wrapped__'): cls._compute = _checked_compute(f)
+
     def __init__(self, optimizer: Optimizer, **hyper):
         who = type(self).__name__
         if not isinstance(optimizer, Optimizer):
@@ -61,7 +68,7 @@ class LRScheduler:
 
     def step(self):
         "Advance the schedule by one optimizer step and set every group's rate (and momentum) for the next one."
-        lrs, momenta = self._compute(self.last_epoch + 1)
+        lrs, momenta = self._compute(self.last_epoch + 1)  # the schedule's formula at the next step (checked: see below)
         self.last_epoch += 1
         self._apply(lrs, momenta)
 
@@ -121,11 +128,26 @@ class LRScheduler:
         for g in self.optimizer.param_groups: g.setdefault('initial_lr', g['lr'])
     def _check(self, who, optimizer, hyper) -> dict: return hyper
     def _compute(self, epoch: int) -> tuple: raise NotImplementedError(f"{type(self).__name__} must implement _compute")
+    def _accept_epoch(self, epoch: int):
+        "Refuse a step the schedule is not defined for (raise); the base class has no such step."
+    def _compute_error(self, epoch: int, refused: Exception) -> Exception:
+        "The error to raise when the formula failed at `epoch`: the schedule's clear message, else `refused`."
+        return refused
 
     def __repr__(self):
         hyper = ', '.join(f"{k}={getattr(self, k)!r}" for k in self._hyper_names)
         last = ', '.join(f"{lr:.6g}" for lr in self.last_lrs)
         return f"{type(self).__name__}({hyper}, last_epoch={self.last_epoch}, last_lr{'s' if len(self.last_lrs) > 1 else ''}={last})"
+
+# %% ../../nbs/33_lr_scheduler.ipynb #a4c1e2f2
+def _checked_compute(compute):
+    "A schedule's `_compute`: `_accept_epoch`, then the formula; a failure is explained by `_compute_error`."
+    @functools.wraps(compute)
+    def checked(self, epoch: int) -> tuple:
+        self._accept_epoch(epoch)
+        try: return compute(self, epoch)
+        except Exception as refused: raise self._compute_error(epoch, refused) from None
+    return checked
 
 # %% ../../nbs/33_lr_scheduler.ipynb #4c08bf58
 class StepLR(LRScheduler):
@@ -238,29 +260,44 @@ def _phases(self) -> list[tuple]:
     return [(float(pct * T) - 1, ('initial_lr', 'max_lr'), ('max_momentum', 'base_momentum')),
             (T - 1, ('max_lr', 'min_lr'), ('base_momentum', 'max_momentum'))]
 
+def _phase_of(self, epoch: int) -> tuple:
+    "(index, start step, end step, rate keys, momentum keys) of the phase holding step `epoch` (the last phase holds the rest)."
+    phases, start = self._phases(), 0.0
+    for i, (end_step, lr_keys, mom_keys) in enumerate(phases):
+        if epoch <= end_step or i == len(phases) - 1: return i, start, end_step, lr_keys, mom_keys
+        start = end_step
+
 def _compute(self, epoch):
     "Every group's rate (and momentum) at step `epoch`, from the settings each group holds."
+    _, start, end_step, lr_keys, mom_keys = self._phase_of(epoch)
+    pct, how = (epoch - start) / (end_step - start), self.anneal_strategy        # how far into its phase
+    groups = self.optimizer.param_groups
+    lrs = [_anneal(g[lr_keys[0]], g[lr_keys[1]], pct, how) for g in groups]    # from the phase's start rate to its end rate
+    if not self.cycle_momentum: return lrs, None
+    return lrs, [_anneal(g[mom_keys[0]], g[mom_keys[1]], pct, how) for g in groups]  # the momentum, inversely
+
+OneCycleLR._check, OneCycleLR._phases, OneCycleLR._phase_of, OneCycleLR._compute = _check, _phases, _phase_of, _compute
+del _check, _phases, _phase_of, _compute
+
+# %% ../../nbs/33_lr_scheduler.ipynb #a4c1e2f4
+@_method_of(OneCycleLR)
+def _accept_epoch(self, epoch: int):
+    "A step within the cycle: the schedule is defined for `total_steps` steps."
     if epoch > self.total_steps:
         raise ValueError(f"OneCycleLR.step: tried to step {epoch} times, but total_steps is {self.total_steps} "
                          "(create the schedule with the number of optimizer steps of the whole run)")
-    phases, start = self._phases(), 0.0
-    for i, (end_step, lr_keys, mom_keys) in enumerate(phases):  # noqa: B007 (the phase found is used below)
-        if epoch <= end_step or i == len(phases) - 1:
-            if end_step == start:
-                raise ValueError(f"OneCycleLR: pct_start={self.pct_start!r} with total_steps={self.total_steps} makes phase {i + 1} "
-                                 "empty: change pct_start or total_steps")
-            pct = (epoch - start) / (end_step - start)
-            break
-        start = end_step
-    lrs, momenta = [], ([] if self.cycle_momentum else None)
-    for j, g in enumerate(self.optimizer.param_groups):
-        keys = lr_keys + (mom_keys if self.cycle_momentum else ())
-        if missing := [k for k in keys if k not in g]:
-            raise ValueError(f"OneCycleLR.step: parameter group {j} has no {', '.join(missing)} (set when the schedule was created; "
-                             "was the group added later? create the schedule after the last add_param_group)")
-        lrs.append(_anneal(g[lr_keys[0]], g[lr_keys[1]], pct, self.anneal_strategy))
-        if self.cycle_momentum: momenta.append(_anneal(g[mom_keys[0]], g[mom_keys[1]], pct, self.anneal_strategy))
-    return lrs, momenta
 
-OneCycleLR._check, OneCycleLR._phases, OneCycleLR._compute = _check, _phases, _compute
-del _check, _phases, _compute
+@_method_of(OneCycleLR)
+def _compute_error(self, epoch: int, refused: Exception) -> Exception:
+    "Why the formula failed at `epoch`: its phase is empty, or a group lacks a setting; else `refused`."
+    i, start, end_step, lr_keys, mom_keys = self._phase_of(epoch)
+    if end_step == start:
+        return ValueError(f"OneCycleLR: pct_start={self.pct_start!r} with total_steps={self.total_steps} makes phase {i + 1} "
+                          "empty: change pct_start or total_steps")
+    for j, g in enumerate(self.optimizer.param_groups):
+        if missing := [k for k in lr_keys + (mom_keys if self.cycle_momentum else ()) if k not in g]:
+            return ValueError(f"OneCycleLR.step: parameter group {j} has no {', '.join(missing)} (set when the schedule was created; "
+                              "was the group added later? create the schedule after the last add_param_group)")
+    return refused
+
+OneCycleLR._compute = _checked_compute(OneCycleLR._compute)  # attached after the class: wrapped here

@@ -6,7 +6,7 @@ from helpers import SETTINGS, causal_bool, compare_params, randomise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidl import CausalSelfAttention, Sequential, gradcheck
+from minidl import CausalSelfAttention, Linear, Sequential, gradcheck
 from minidl.testing import assert_close, assert_unchanged, snapshot
 
 F64 = torch.float64
@@ -102,3 +102,84 @@ def test_attention_maps_of_a_real_attention_layer():
     assert torch.equal(w, attn.attn_weights[0])                       # a copy of the first sample's maps
     assert torch.all(w.triu(1) == 0)                                   # the causal mask: no weight on the future
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, dtype=torch.float64))  # rows of a softmax: 4 terms each
+
+
+def _step(m, x, g):
+    y = m(x); m.backward(g); return y
+
+
+@pytest.mark.parity
+def test_attention_cached_checks_see_parameters_replaced_between_calls():
+    "The usual call compares one counter: a value or gradient replaced by hand since the last call is still caught."
+    a = CausalSelfAttention(8, 2, dtype=F64)
+    x, g = torch.randn(2, 3, 8, dtype=F64), torch.randn(2, 3, 8, dtype=F64)
+    _step(a, x, g); _step(a, x, g)                          # the second call takes the cached path
+    snap = snapshot(a)
+    w = a.in_proj_weight.value
+    a.in_proj_weight.value = torch.zeros(5, 8, dtype=F64)
+    with pytest.raises(RuntimeError, match=r"in_proj_weight has shape \(5, 8\), expected \(24, 8\)"): a(x)
+    a.in_proj_weight.value = w
+    b = a.in_proj_bias.value
+    a.in_proj_bias.value = torch.zeros(1, dtype=F64)       # torch's addmm would broadcast it: the check refuses it
+    with pytest.raises(RuntimeError, match=r"in_proj_bias has shape \(1\), expected \(24\)"): a(x)
+    a.in_proj_bias.value = b.float()                       # cast on its own: named, not torch's dtype message
+    with pytest.raises(RuntimeError, match='in_proj_weight is torch.float64 on cpu but its in_proj_bias is torch.float32'): a(x)
+    a.in_proj_bias.value = b
+    assert_unchanged(snap, snapshot(a))
+    a(x)
+    a.out_proj.bias.grad = torch.zeros(3, dtype=F64)       # between forward and backward
+    with pytest.raises(RuntimeError, match=r"bias.grad has shape \(3\)"): a.backward(g)
+    a.out_proj.bias.grad = snap[0][3][1].clone()
+    assert_unchanged(snap, snapshot(a))                     # nothing accumulated: not even out_proj's weight
+    _step(a, x, g)                                          # and it works again
+
+
+@pytest.mark.parity
+def test_attention_out_proj_replaced_without_a_counter_change_is_checked():
+    "An older Linear swapped in as out_proj (no parameter assigned, so the counter stays) is checked before anything accumulates."
+    spare = Linear(8, 8, dtype=F64); spare.weight.grad = None  # made, and broken, before the cached call
+    a = CausalSelfAttention(8, 2, dtype=F64)
+    x, g = torch.randn(2, 3, 8, dtype=F64), torch.randn(2, 3, 8, dtype=F64)
+    _step(a, x, g); _step(a, x, g)
+    a.out_proj = spare
+    a(x); snap = snapshot(a.in_proj_weight, a.in_proj_bias, spare.bias)
+    with pytest.raises(RuntimeError, match='weight.grad is NoneType'): a.backward(g)
+    assert_unchanged(snap, snapshot(a.in_proj_weight, a.in_proj_bias, spare.bias))
+
+
+@pytest.mark.parity
+def test_attention_cached_path_errors_stay_clear_and_change_nothing():
+    a = CausalSelfAttention(8, 2, dtype=F64)
+    x, g = torch.randn(2, 3, 8, dtype=F64), torch.randn(2, 3, 8, dtype=F64)
+    _step(a, x, g); _step(a, x, g)
+    snap = snapshot(a)
+    with pytest.raises(TypeError, match='float64 parameters but got a torch.float32 input'): a(x.float())
+    with pytest.raises(TypeError, match='floating-point input'): a(torch.ones(2, 3, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r'input of shape \(B, T, 8\)'): a(torch.ones(0, 3, 6, dtype=F64))  # empty: no product refuses it
+    assert_unchanged(snap, snapshot(a))
+    a(x)
+    with pytest.raises(TypeError, match='CausalSelfAttention.backward expects a gradient of dtype torch.float64'): a.backward(g.float())
+    with pytest.raises(ValueError, match=r'CausalSelfAttention.backward expects a gradient of shape \(2, 3, 8\)'):
+        a.backward(g.reshape(3, 2, 8))                     # as many elements: a view would have taken it
+    a.attn_weights.mul_(1.0)                                # an in-place edit of what forward saved (P)
+    with pytest.raises(RuntimeError, match='modified by an inplace operation'): a.backward(g)
+    assert_unchanged(snap, snapshot(a))
+    xr = x.clone().requires_grad_()
+    y = a(xr); assert not y.requires_grad and y.grad_fn is None  # the cached path too: no autograd history
+    gt = g.transpose(1, 2).contiguous().transpose(1, 2)     # the same values, not contiguous
+    assert torch.equal(a.backward(gt), (a(xr), a.backward(g))[1])  # the same operations on the same numbers
+
+
+@pytest.mark.parity
+def test_attention_in_a_sequential_fast_path_equals_checked_calls():
+    torch.manual_seed(0); a = Sequential(CausalSelfAttention(8, 2, dtype=F64))
+    torch.manual_seed(0); b = CausalSelfAttention(8, 2, dtype=F64)
+    x, g = torch.randn(2, 4, 8, dtype=F64), torch.randn(2, 4, 8, dtype=F64)
+    for _ in range(3):
+        assert torch.equal(_step(a, x, g), _step(b, x, g))  # the same operations in the same order
+    for p, q in zip(a.parameters(), b.parameters()): assert torch.equal(p.grad, q.grad)
+    a(x); snap = snapshot(a)
+    a[0].in_proj_weight.grad = torch.zeros(3, dtype=F64)
+    with pytest.raises(RuntimeError, match='in_proj_weight.grad has shape'): a.backward(g)
+    a[0].in_proj_weight.grad = snap[0][0][1].clone()
+    assert_unchanged(snap, snapshot(a))

@@ -196,3 +196,45 @@ def test_residual_errors():
     with pytest.raises(ValueError, match=r'keep the shape of its input, got \(4, 3\) -> \(4, 2\)'): r(torch.ones(4, 3))
     with pytest.raises(RuntimeError, match='nothing to backpropagate'): r.backward(torch.ones(4, 2))
     with pytest.raises(TypeError, match='Module instance'): Residual(lambda x: x)
+
+
+@pytest.mark.parity
+def test_residual_refuses_a_block_that_changes_the_shape_even_where_the_sum_broadcasts():
+    for block, x, shapes in ((Linear(3, 1), torch.ones(4, 3), r'\(4, 3\) -> \(4, 1\)'),   # x + f(x) would broadcast f(x)
+                             (Linear(1, 3), torch.ones(4, 1), r'\(4, 1\) -> \(4, 3\)'),   # ... or x
+                             (Linear(3, 2), torch.ones(4, 3), r'\(4, 3\) -> \(4, 2\)')):  # torch refuses the sum
+        r = Residual(block)
+        with pytest.raises(ValueError, match=f'keep the shape of its input, got {shapes} from Linear'): r(x)
+        with pytest.raises(RuntimeError, match='nothing to backpropagate through: its last forward failed'): r.backward(x)
+        with pytest.raises(ValueError, match='keep the shape of its input'): r.forward(x)  # called directly, not through __call__
+        with pytest.raises(RuntimeError, match='Residual.backward called before forward'): r.backward(x)  # no reason recorded
+
+
+@pytest.mark.parity
+def test_residual_passes_on_the_blocks_own_errors_and_detaches():
+    r = Residual(Linear(3, 3, dtype=F64))
+    r(torch.ones(4, 3, dtype=F64))                           # a successful call first: its saved shapes must not explain the next
+    with pytest.raises(ValueError, match=r'Linear expects an input of shape \(\*, 3\)'): r(torch.ones(5, 4, dtype=F64))
+    with pytest.raises(TypeError, match='Linear expects the input to be a torch.Tensor, got list'): r([[1.0, 2.0, 3.0]])
+    with pytest.raises(RuntimeError, match='Residual.backward has nothing to backpropagate through'): r.backward(torch.ones(4, 3, dtype=F64))
+    x = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    y = r(x); assert not y.requires_grad and y.grad_fn is None
+    assert torch.equal(y, x.detach() + r.block(x.detach()))  # the same operations
+    with pytest.raises(ValueError, match=r'Linear.backward expects a gradient of shape \(4, 3\)'): r.backward(torch.ones(4, 2, dtype=F64))
+
+
+@pytest.mark.parity
+def test_residual_in_a_sequential_fast_path_equals_checked_calls():
+    torch.manual_seed(0); a = Sequential(Residual(Linear(4, 4, dtype=F64)), Tanh())
+    torch.manual_seed(0); b = Residual(Linear(4, 4, dtype=F64))
+    x, g = torch.randn(3, 4, dtype=F64), torch.randn(3, 4, dtype=F64)
+    for _ in range(3):
+        y = a(x); gx = a.backward(g)
+        yb = torch.tanh(b(x)); gb = b.backward(g * (1 - yb * yb))
+        assert_close(y, yb, n=4); assert_close(gx, gb, n=8)
+    snap = snapshot(a)
+    a[0].block.weight.grad = torch.zeros(2, dtype=F64)
+    a(x)
+    with pytest.raises(RuntimeError, match='weight.grad has shape'): a.backward(g)
+    a[0].block.weight.grad = snap[0][0][1].clone()
+    assert_unchanged(snap, snapshot(a))

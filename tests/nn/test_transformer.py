@@ -132,3 +132,56 @@ def test_decoder_lm_trains_like_torch():
             assert o[E:2 * E].abs().max() < 1e-9 and v[E:2 * E].abs().max() < 1e-9
             o, v = torch.cat([o[:E], o[2 * E:]]), torch.cat([v[:E], v[2 * E:]])
         assert_close(o, v, n=CHAIN, cond=COND)
+
+
+def _step(m, x, g):
+    y = m(x); m.backward(g); return y
+
+
+def test_block_cached_check_sees_replaced_gradients_and_children():
+    "The gradient buffers are checked again after any assignment (the counter) or a swapped module, before any child accumulates."
+    spare_norm = LayerNorm(8, dtype=F64); spare_norm.weight.grad = None      # broken before the cached calls
+    spare_proj = Linear(8, 8, dtype=F64); spare_proj.bias.grad = None
+    b = TransformerBlock(8, 2, 16, dtype=F64)
+    x, g = torch.randn(2, 3, 8, dtype=F64), torch.randn(2, 3, 8, dtype=F64)
+    _step(b, x, g); _step(b, x, g)
+    b(x); snap = snapshot(b)
+    b.linear1.bias.grad = torch.zeros(3, dtype=F64)          # linear2 comes first in backward: it must not accumulate
+    with pytest.raises(RuntimeError, match=r'TransformerBlock.linear1.backward: bias.grad has shape \(3\)'): b.backward(g)
+    b.linear1.bias.grad = snap[0][5][1].clone()
+    assert_unchanged(snap, snapshot(b))
+    for where, spare, match in (('norm1', spare_norm, 'TransformerBlock.norm1.backward: weight.grad is NoneType'),
+                                ('out_proj', spare_proj, 'TransformerBlock.self_attn.out_proj.backward: bias.grad is NoneType')):
+        c = TransformerBlock(8, 2, 16, dtype=F64)
+        _step(c, x, g); _step(c, x, g)
+        setattr(c.self_attn if where == 'out_proj' else c, where, spare)  # no parameter assigned: the counter stays
+        c(x); snap = snapshot([p for p in c.parameters() if p is not spare.weight and p is not spare.bias])
+        with pytest.raises(RuntimeError, match=match): c.backward(g)
+        assert_unchanged(snap, snapshot([p for p in c.parameters() if p is not spare.weight and p is not spare.bias]))
+
+
+def test_block_backward_before_forward_and_after_a_failed_forward():
+    b = TransformerBlock(8, 2, 16, dtype=F64)
+    with pytest.raises(RuntimeError, match='TransformerBlock.backward called before forward'): b.backward(torch.ones(2, 3, 8, dtype=F64))
+    with pytest.raises(TypeError, match='TransformerBlock expects the input to be a torch.Tensor, got list'): b([[1.0] * 8])
+    with pytest.raises(TypeError, match='LayerNorm expects a floating-point input'): b(torch.ones(2, 3, 8, dtype=torch.long))  # norm1's check
+    b(torch.randn(2, 3, 8, dtype=F64))
+    with pytest.raises(TypeError, match='float64'): b(torch.randn(2, 3, 8))   # refused by norm1, the first child
+    with pytest.raises(RuntimeError, match='TransformerBlock.backward has nothing to backpropagate through'):
+        b.backward(torch.ones(2, 3, 8, dtype=F64))
+
+
+def test_blocks_in_a_sequential_fast_path_equal_checked_calls_and_refuse_whole_blocks():
+    torch.manual_seed(0); a = Sequential(TransformerBlock(8, 2, 16, dtype=F64), TransformerBlock(8, 2, 16, dtype=F64))
+    torch.manual_seed(0); b1, b2 = TransformerBlock(8, 2, 16, dtype=F64), TransformerBlock(8, 2, 16, dtype=F64)
+    x, g = torch.randn(2, 4, 8, dtype=F64), torch.randn(2, 4, 8, dtype=F64)
+    for _ in range(3):
+        y = a(x); gx = a.backward(g)
+        yb = b2(b1(x)); gb = b1.backward(b2.backward(g))
+        assert torch.equal(y, yb) and torch.equal(gx, gb)   # the same operations in the same order
+    for p, q in zip(a.parameters(), b1.parameters() + b2.parameters()): assert torch.equal(p.grad, q.grad)
+    a(x); snap = snapshot(a[1])
+    a[1].norm2.bias.grad = torch.zeros(3, dtype=F64)        # the cached path runs the blocks' maths: the counter moved
+    with pytest.raises(RuntimeError, match=r'norm2.backward: bias.grad has shape \(3\)'): a.backward(g)
+    a[1].norm2.bias.grad = snap[0][11][1].clone()
+    assert_unchanged(snap, snapshot(a[1]))                  # refused before any of its children accumulated

@@ -26,7 +26,18 @@ from helpers import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minidl import SGD, Adam, AdamW, CosineAnnealingLR, Linear, LossBCE, OneCycleLR, Parameter, StepLR
+from minidl import (
+    SGD,
+    Adam,
+    AdamW,
+    CosineAnnealingLR,
+    Linear,
+    LossBCE,
+    LRScheduler,
+    OneCycleLR,
+    Parameter,
+    StepLR,
+)
 from minidl.testing import assert_clear_error, assert_close
 
 
@@ -177,3 +188,43 @@ def test_sgd_time_based_decay_is_lambda_lr():
         opt.zero_grad(); bce(model(x), y); model.backward(bce.backward(), input_grad=False); opt.step()
         ref_opt.zero_grad(); F.binary_cross_entropy(ref_forward(ref, x), y).backward(); ref_opt.step(); ref_sched.step()
     for p, r in zip(model.parameters(), ref): assert_close(p.value, r.detach(), n=STEPS * BATCH, cond=10)
+
+
+def test_one_cycle_formula_failures_are_named_and_change_nothing():
+    "An empty last phase and a group added after creation make the formula fail; the schedule's checks name them."
+    o = SGD(trained_linear().parameters(), lr=0.1, momentum=0.9)
+    s = OneCycleLR(o, 1.0, 4, pct_start=1.0)                 # the warm-up takes the whole cycle: phase 2 has no steps
+    for _ in range(3): s.step()
+    state = (o.lr, o.momentum, s.last_epoch, s.get_last_lr())
+    assert_clear_error(ValueError, 'makes phase 2 empty', s.step)
+    assert (o.lr, o.momentum, s.last_epoch, s.get_last_lr()) == state
+    o2 = SGD(trained_linear().parameters(), lr=0.1, momentum=0.9)
+    s2 = OneCycleLR(o2, 1.0, 10)
+    s2.step()
+    o2.add_param_group({'params': trained_linear().parameters()})
+    state = ([g['lr'] for g in o2.param_groups], s2.last_epoch)
+    assert_clear_error(ValueError, 'parameter group 1 has no initial_lr, max_lr, max_momentum, base_momentum', s2.step)
+    assert ([g['lr'] for g in o2.param_groups], s2.last_epoch) == state
+    s3 = OneCycleLR(SGD(trained_linear().parameters(), lr=0.1), 1.0, 10, cycle_momentum=False)
+    s3.optimizer.add_param_group({'params': trained_linear().parameters()})
+    assert_clear_error(ValueError, 'parameter group 1 has no initial_lr, max_lr (set when', s3.step)  # no momentum keys asked
+
+
+def test_schedule_formulas_run_behind_the_shared_checks():
+    "Every schedule's `_compute`, a user's too, is wrapped once: `_accept_epoch` first, `_compute_error` on a failure."
+    for cls in (StepLR, CosineAnnealingLR, OneCycleLR): assert hasattr(cls._compute, '__wrapped__')
+
+    class Halving(LRScheduler):
+        "Halve the rate at every step, for `n` steps."
+        def __init__(self, optimizer, n): super().__init__(optimizer, n=n)
+        def _compute(self, epoch): return [g['initial_lr'] / 2 ** epoch for g in self.optimizer.param_groups], None
+        def _accept_epoch(self, epoch):
+            if epoch > self.n: raise ValueError(f"Halving: step {epoch} is beyond n={self.n}")
+
+    o = SGD(trained_linear().parameters(), lr=1.0)
+    h = Halving(o, 2)
+    assert Halving._compute.__wrapped__ is not None and not hasattr(Halving._compute.__wrapped__, '__wrapped__')
+    h.step(); h.step()
+    assert o.lr == 0.25
+    assert_clear_error(ValueError, 'beyond n=2', h.step)
+    assert (o.lr, h.last_epoch) == (0.25, 2)
