@@ -13,6 +13,7 @@ import numbers
 import torch
 
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .linear import _ones
 from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 
 # %% auto #0
@@ -241,7 +242,7 @@ class LayerNorm(Module):
             return _normalization_input_grad(g, xhat, mean_g, mean_gx, s).view_as(grad_output)
         gx = g * xhat
         if flat:                                                 # sums over the rows as matrix-vector products G^T 1, added in place
-            ones = g.new_ones(g.shape[0])
+            ones = _ones(g.shape[0], g.dtype, g.device)          # (cached: never written to)
             w.grad.addmv_(gx.t(), ones)                          # dL/dgamma += (G xhat)^T 1
             if b is not None: b.grad.addmv_(g.t(), ones)         # dL/dbeta += G^T 1
         else:
@@ -249,9 +250,9 @@ class LayerNorm(Module):
             if b is not None: b.grad.add_(g.sum(0).view(b.grad.shape))  # dL/dbeta = sum over rows of G
         if not input_grad: return None
         gamma = w.value if flat else w.value.view(F)
-        neg_gamma_F = w.value.view(F, 1) * (-1 / F)              # -gamma / F, a column: both means below are matrix products
-        neg_mean_g = torch.mm(g, neg_gamma_F)                    # -mean of ghat = -G gamma / F, (M, 1)
-        neg_mean_gx = torch.mm(gx, neg_gamma_F)                  # -mean of ghat xhat = -(G xhat) gamma / F
+        neg_gamma_F = gamma * (-1 / F)                           # -gamma / F: both means below are matrix-vector products
+        neg_mean_g = torch.mv(g, neg_gamma_F).unsqueeze_(1)      # -mean of ghat = -G gamma / F, a column (M, 1)
+        neg_mean_gx = torch.mv(gx, neg_gamma_F).unsqueeze_(1)    # -mean of ghat xhat = -(G xhat) gamma / F
         dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
         return dx.addcmul_(xhat, neg_mean_gx).mul_(s).view_as(grad_output)  # s (ghat - mean ghat - xhat mean(ghat xhat))
 
