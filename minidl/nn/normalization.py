@@ -217,16 +217,16 @@ class LayerNorm(Module):
                ) -> torch.Tensor: # output, same shape
         "Normalise each row of the last dimensions, then scale and shift; keep xhat and s for `backward`."
         k, w, b, F = len(self.normalized_shape), self.weight, self.bias, self._F
-        x2 = x.reshape(-1, F)                                    # rows (M, F)
+        x2 = x if k == 1 and x.dim() == 2 else x.reshape(-1, F)  # rows (M, F)
         xc = torch.sub(x2, x2.sum(1, keepdim=True), alpha=1 / F) # x - mu, mu = (sum of the row) / F
         n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)    # |x - mu| = sqrt(F var), one per row: no (x - mu)^2 tensor
         s = torch.addcmul(n.new_full((), self.eps), n, n, value=1 / F).rsqrt_()  # s = 1 / sqrt(|x - mu|^2 / F + eps)
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
-        if w is None: return xhat.view_as(x)
+        if w is None: return xhat if x2 is x else xhat.view_as(x)
         gamma = w.value if k == 1 else w.value.view(F)           # the parameters as rows of F (a view only when k > 1)
-        if b is None: return (xhat * gamma).view_as(x)
-        return torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma).view_as(x)  # beta + gamma xhat
+        y = xhat * gamma if b is None else torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma)  # beta + gamma xhat
+        return y if x2 is x else y.view_as(x)
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
@@ -235,11 +235,12 @@ class LayerNorm(Module):
         "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G over the rows; return dL/dx = s (ghat - mean ghat - xhat mean(ghat xhat))."
         xhat, s, _ = self._saved
         w, b, F, flat = self.weight, self.bias, self._F, len(self.normalized_shape) == 1  # flat: the parameters are rows of F already
-        g = grad_output.reshape(-1, F)                           # rows (M, F)
+        g = grad_output if flat and grad_output.dim() == 2 else grad_output.reshape(-1, F)  # rows (M, F)
         if w is None:
             if not input_grad: return None
             mean_g, mean_gx = g.mean(1, keepdim=True), (g * xhat).mean(1, keepdim=True)
-            return _normalization_input_grad(g, xhat, mean_g, mean_gx, s).view_as(grad_output)
+            dx = _normalization_input_grad(g, xhat, mean_g, mean_gx, s)
+            return dx if g is grad_output else dx.view_as(grad_output)
         gx = g * xhat
         if flat:                                                 # sums over the rows as matrix-vector products G^T 1, added in place
             ones = _ones(g.shape[0], g.dtype, g.device)          # (cached: never written to)
@@ -254,7 +255,8 @@ class LayerNorm(Module):
         neg_mean_g = torch.mv(g, neg_gamma_F).unsqueeze_(1)      # -mean of ghat = -G gamma / F, a column (M, 1)
         neg_mean_gx = torch.mv(gx, neg_gamma_F).unsqueeze_(1)    # -mean of ghat xhat = -(G xhat) gamma / F
         dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
-        return dx.addcmul_(xhat, neg_mean_gx).mul_(s).view_as(grad_output)  # s (ghat - mean ghat - xhat mean(ghat xhat))
+        dx.addcmul_(xhat, neg_mean_gx).mul_(s)                   # s (ghat - mean ghat - xhat mean(ghat xhat))
+        return dx if g is grad_output else dx.view_as(grad_output)
 
     _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
 
