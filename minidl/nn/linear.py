@@ -77,7 +77,7 @@ class Linear(Module):
         w, b = self.weight.value, self.bias
         y = torch.mm(x2, w.t()) if b is None else torch.addmm(b.value, x2, w.t())  # Y = X W^T + b, in one kernel
         self._saved, self._versions = (x,), (x._version,)  # `_save_for_backward(x)`, written out on this hot path
-        return y if x2 is x else y.view(x.shape[:-1] + (self.out_features,))
+        return y if x2 is x else y.view(*x.shape[:-1], self.out_features)
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, shape `(*, out_features)` (the output's)
@@ -91,7 +91,7 @@ class Linear(Module):
         if self.bias is not None: self.bias.grad.addmv_(gt, self._ones_for(x2))   # dL/db += G^T 1
         if not input_grad: return None
         gx = torch.mm(g, self.weight.value)                                     # dL/dX  = G W
-        return gx if x2 is x else gx.view(x.shape)
+        return gx if x2 is x else gx.view_as(x)
 
     _ones_cache = (None, 0, None)  # (weight.value, batch size, vector of ones) used by the last backward
 
@@ -120,14 +120,17 @@ class Linear(Module):
 @_method_of(Linear)
 def _accept(self, x):
     "The input if the usual call's metadata test passes (see above), else the fully checked input."
-    if type(x) is _Tensor and not x.requires_grad and x.dim() == 2 and self._seen == Parameter._edits: return x
+    if (type(x) is _Tensor and not x.requires_grad and self._seen == Parameter._edits
+            and (x.dim() == 2 or (x.dim() > 2 and x.shape[-1] == self.in_features))): return x
     return self._check_input(x)
 
 @_method_of(Linear)
 def _accept_grad(self, g):
     "The upstream gradient if the usual call's metadata test passes, else the fully checked gradient."
-    if (type(g) is _Tensor and not g.requires_grad and g.dim() == 2 and self._seen_grads == Parameter._edits
-            and self._saved[0].dim() == 2): return g
+    if type(g) is _Tensor and not g.requires_grad and self._seen_grads == Parameter._edits:
+        x = self._saved[0]
+        if g.dim() == 2 and x.dim() == 2: return g
+        if g.dim() == x.dim() > 2 and g.shape[-1] == self.out_features and g.shape[:-1] == x.shape[:-1]: return g
     return self._check_grad_output(g)
 
 Linear._seen = Linear._seen_grads = -1  # the `Parameter._edits` count at the last full check of the parameters (forward, backward)

@@ -13,6 +13,7 @@ import numbers
 import torch
 
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from .linear import _ones
 from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
 
 # %% auto #0
@@ -216,40 +217,46 @@ class LayerNorm(Module):
                ) -> torch.Tensor: # output, same shape
         "Normalise each row of the last dimensions, then scale and shift; keep xhat and s for `backward`."
         k, w, b, F = len(self.normalized_shape), self.weight, self.bias, self._F
-        x2 = x.reshape(-1, F)                                    # rows (M, F)
-        xc = x2 - x2.mean(1, keepdim=True)                       # x - mu
+        x2 = x if k == 1 and x.dim() == 2 else x.reshape(-1, F)  # rows (M, F)
+        xc = torch.sub(x2, x2.sum(1, keepdim=True), alpha=1 / F) # x - mu, mu = (sum of the row) / F
         n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)    # |x - mu| = sqrt(F var), one per row: no (x - mu)^2 tensor
-        s = n.square_().div_(F).add_(self.eps).rsqrt_()          # s = 1 / sqrt(var + eps)
+        s = torch.addcmul(n.new_full((), self.eps), n, n, value=1 / F).rsqrt_()  # s = 1 / sqrt(|x - mu|^2 / F + eps)
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
-        if w is None: return xhat.view(x.shape)
+        if w is None: return xhat if x2 is x else xhat.view_as(x)
         gamma = w.value if k == 1 else w.value.view(F)           # the parameters as rows of F (a view only when k > 1)
-        if b is None: return (xhat * gamma).view(x.shape)
-        return torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma).view(x.shape)  # beta + gamma xhat
+        y = xhat * gamma if b is None else torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma)  # beta + gamma xhat
+        return y if x2 is x else y.view_as(x)
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G over the rows; return dL/dx = s (ghat - mean ghat - xhat mean(ghat xhat))."
-        xhat, s, shape = self._saved
-        g = grad_output.reshape(xhat.shape)                      # rows (M, F)
-        w, b, F = self.weight, self.bias, self._F
+        xhat, s, _ = self._saved
+        w, b, F, flat = self.weight, self.bias, self._F, len(self.normalized_shape) == 1  # flat: the parameters are rows of F already
+        g = grad_output if flat and grad_output.dim() == 2 else grad_output.reshape(-1, F)  # rows (M, F)
         if w is None:
             if not input_grad: return None
             mean_g, mean_gx = g.mean(1, keepdim=True), (g * xhat).mean(1, keepdim=True)
-            return _normalization_input_grad(g, xhat, mean_g, mean_gx, s).view(shape)
-        flat = len(self.normalized_shape) == 1                   # the parameters are rows of F already: no views
+            dx = _normalization_input_grad(g, xhat, mean_g, mean_gx, s)
+            return dx if g is grad_output else dx.view_as(grad_output)
         gx = g * xhat
-        w.grad.add_(gx.sum(0) if flat else gx.sum(0).view(w.grad.shape))  # dL/dgamma = sum over rows of G xhat
-        if b is not None: b.grad.add_(g.sum(0) if flat else g.sum(0).view(b.grad.shape))  # dL/dbeta = sum over rows of G
+        if flat:                                                 # sums over the rows as matrix-vector products G^T 1, added in place
+            ones = _ones(g.shape[0], g.dtype, g.device)          # (cached: never written to)
+            w.grad.addmv_(gx.t(), ones)                          # dL/dgamma += (G xhat)^T 1
+            if b is not None: b.grad.addmv_(g.t(), ones)         # dL/dbeta += G^T 1
+        else:
+            w.grad.add_(gx.sum(0).view(w.grad.shape))            # dL/dgamma = sum over rows of G xhat
+            if b is not None: b.grad.add_(g.sum(0).view(b.grad.shape))  # dL/dbeta = sum over rows of G
         if not input_grad: return None
         gamma = w.value if flat else w.value.view(F)
         neg_gamma_F = gamma * (-1 / F)                           # -gamma / F: both means below are matrix-vector products
-        neg_mean_g = torch.mv(g, neg_gamma_F).unsqueeze_(1)      # -mean of ghat = -G gamma / F
+        neg_mean_g = torch.mv(g, neg_gamma_F).unsqueeze_(1)      # -mean of ghat = -G gamma / F, a column (M, 1)
         neg_mean_gx = torch.mv(gx, neg_gamma_F).unsqueeze_(1)    # -mean of ghat xhat = -(G xhat) gamma / F
         dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
-        return dx.addcmul_(xhat, neg_mean_gx).mul_(s).view(shape)  # s (ghat - mean ghat - xhat mean(ghat xhat))
+        dx.addcmul_(xhat, neg_mean_gx).mul_(s)                   # s (ghat - mean ghat - xhat mean(ghat xhat))
+        return dx if g is grad_output else dx.view_as(grad_output)
 
     _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
 

@@ -177,3 +177,18 @@ def test_linear_any_leading_dims(lead, n_in, n_out, bias, dtype, seed):
     assert_parity(gx, xr.grad, dtype, n=n_out, scale=term_scale(ag @ aw))
     assert_parity(lin.weight.grad, ref.weight.grad, dtype, n=max(rows, 1), scale=term_scale(ag.T @ ax))  # summed over every leading dim
     if bias: assert_parity(lin.bias.grad, ref.bias.grad, dtype, n=max(rows, 1), scale=term_scale(ag.sum(0)))
+
+
+def test_linear_leading_dims_gradient_of_another_shape_is_refused_and_changes_nothing():
+    "With more than two dimensions, a gradient with the same rows but other leading dimensions is an error, as in torch."
+    from minidl.testing import assert_unchanged, snapshot
+    m = Linear(4, 3, dtype=F64)
+    x = torch.randn(2, 5, 4, dtype=F64)
+    m(x); m.backward(torch.randn(2, 5, 3, dtype=F64))  # the checks have passed once: the next calls take the short test
+    snap = snapshot(m)
+    for bad in [torch.randn(5, 2, 3, dtype=F64), torch.randn(10, 3, dtype=F64), torch.randn(2, 5, 2, dtype=F64),
+                torch.randn(2, 5, 3)]:
+        m(x)
+        with pytest.raises((ValueError, TypeError), match='expects a gradient of'): m.backward(bad)
+        assert_unchanged(snap, snapshot(m))
+    with pytest.raises(ValueError, match=r'input of shape \(\*, 4\)'): m(torch.randn(2, 5, 3, dtype=F64))

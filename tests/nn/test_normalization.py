@@ -136,3 +136,29 @@ def test_layernorm_errors_change_nothing():
     assert_unchanged(snap, snapshot(ln))
     ln.weight.grad = None
     with pytest.raises(RuntimeError, match='weight.grad is NoneType'): ln.backward(torch.ones(3, 4, dtype=F64))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize('norm', [8, (2, 4)])
+def test_layernorm_gradients_accumulate_like_torch(norm):
+    "Two backward passes add up in `.grad` (the one-dimensional case adds G^T 1 with addmv_), also into a strided `.grad`."
+    gen = torch.Generator().manual_seed(0)
+    ours, ref = LayerNorm(norm, dtype=F64), torch.nn.LayerNorm(norm, dtype=F64)
+    for p in ref.parameters():
+        with torch.no_grad(): p.copy_(torch.randn(p.shape, dtype=F64, generator=gen))
+    ours.load_state_dict(ref.state_dict())
+    if norm == 8:  # a gradient buffer that is a strided view: accumulated in place all the same
+        ours.weight.grad = torch.zeros(16, dtype=F64)[::2]
+    shape, F, g_sum = ((6, 8) if norm == 8 else (6, 2, 4)), 8, 0.0
+    top = lambda t: float(t.detach().abs().max())
+    for _ in range(2):
+        x, g = torch.randn(shape, dtype=F64, generator=gen) * 3 + 1, torch.randn(shape, dtype=F64, generator=gen)
+        xr = x.clone().requires_grad_()
+        ref(xr).backward(g)
+        s_max = float((x.reshape(-1, F).var(1, correction=0) + ours.eps).rsqrt().max())
+        cond, w = max(1.0, top(x) * s_max), top(ref.weight)  # as in test_layernorm_matches_torch
+        assert_close(ours(x), ref(x), n=F, cond=cond, scale=top(x) * s_max * w + top(ref.bias))
+        assert_close(ours.backward(g), xr.grad, n=F, cond=cond, scale=s_max * top(g) * w * (2 + F))
+        g_sum += float(g.reshape(-1, F).abs().sum(0).max())  # the row sums of both passes, |xhat| <= sqrt(F)
+    for p, rp in zip(ours.parameters(), ref.parameters()):
+        assert_close(p.grad, rp.grad, n=2 * 6, cond=cond, scale=g_sum * math.sqrt(F))
