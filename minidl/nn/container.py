@@ -13,7 +13,7 @@ import operator
 import torch
 
 from .._checks import fmt_shape
-from .module import Module, Parameter, _method_of, _not_called, _Tensor
+from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _Tensor
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual']
@@ -103,6 +103,7 @@ class Sequential(Module):
                 return f0(m, g) if input_grad else f0(m, g, input_grad=False)
             except Exception as refused: raise _explained(m, g, refused, grad=True) from None
         layers = self.layers
+        for m in self.modules()[1:]: _check_accumulators(m, type(m).__name__)  # every .grad fits before any is added to
         for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
         if not layers: return g if input_grad else None
         g = layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)  # the flag is passed only to skip

@@ -238,3 +238,15 @@ def test_residual_in_a_sequential_fast_path_equals_checked_calls():
     with pytest.raises(RuntimeError, match='weight.grad has shape'): a.backward(g)
     a[0].block.weight.grad = snap[0][0][1].clone()
     assert_unchanged(snap, snapshot(a))
+
+
+def test_sequential_backward_refuses_a_bad_grad_before_any_layer_accumulates():
+    "A replaced `.grad` in the first layer is refused before the later layers (run first in backward) add anything."
+    m = Sequential(Linear(3, 4), ReLU(), Linear(4, 2))
+    x, g = torch.randn(5, 3), torch.ones(5, 2)
+    m(x); m.backward(g)
+    m[0].weight.grad = torch.zeros(7)
+    m(x)
+    before = [p.grad.clone() for p in m[2].parameters()]
+    with pytest.raises(RuntimeError, match=r'weight\.grad has shape \(7\)'): m.backward(g)
+    assert all(torch.equal(b, p.grad) for b, p in zip(before, m[2].parameters()))
