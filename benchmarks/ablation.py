@@ -42,7 +42,8 @@ def _check_tensor(x, who, what='input'):
 def _check_unit_interval(t, who, what):
     lo, hi = torch.aminmax(t)
     lo, hi = lo.item(), hi.item()
-    if not (0.0 <= lo and hi <= 1.0): raise ValueError(f"{who} expects {what} in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+    if not (0.0 <= lo and hi <= 1.0): raise ValueError(f"{who} expects {what} in [0, 1], got values in "
+                                                       f"[{lo:.4g}, {hi:.4g}]")
 
 
 def _old_check_grad(g, shape, dtype, who):
@@ -51,7 +52,8 @@ def _old_check_grad(g, shape, dtype, who):
         raise ValueError(f"{who}.backward expects a gradient of shape {_fmt_shape(shape)} "
                          f"(the shape of its forward output), got {_fmt_shape(g.shape)}")
     if g.dtype != dtype:
-        raise TypeError(f"{who}.backward expects a gradient of dtype {dtype} (the dtype of its forward output), got {g.dtype}")
+        raise TypeError(f"{who}.backward expects a gradient of dtype {dtype} (the dtype of its forward "
+                        f"output), got {g.dtype}")
     return g
 
 class OldLinear(Linear):
@@ -111,7 +113,8 @@ VARIANTS = {  # name: (Linear, ReLU, Sigmoid, loss, input_grad, what the step ad
     '+activations': (OldLinear, ReLU, Sigmoid, OldLossBCE, True,
                      "activations: derivatives in fewer kernels (masked_fill, in-place products), cheaper checks"),
     '+loss': (OldLinear, ReLU, Sigmoid, LossBCE, True,
-              "LossBCE: lerp for the weighted sum, device-side range checks (prediction check from the loss's NaN), in-place gradient"),
+              "LossBCE: lerp for the weighted sum, device-side range checks (prediction check from the "
+              "loss's NaN), in-place gradient"),
     '+linear': (Linear, ReLU, Sigmoid, LossBCE, True,
                 "Linear: input checks left to the matrix product, bias gradient as one addmv_, torch.mm"),
     '+input_grad=False': (Linear, ReLU, Sigmoid, LossBCE, False,
@@ -132,5 +135,9 @@ def run(ctx):
         med = {n: v['median'] for n, v in timing['time_s'].items()}
         out.append(dict(name=reg['name'], label=reg['label'], median_s=med, **timing,
                         ops_per_step={n: core.count_ops(s, x, t) for n, s in steps.items()}))
-        ctx.log(f"   {reg['name']:<12} " + ', '.join(f"{n} {core.us(m)} us" for n, m in med.items()) + f"; {timing['rounds']} rounds")
+        ctx.log(
+            f"   {reg['name']:<12} "
+            + ', '.join(f"{n} {core.us(m)} us" for n, m in med.items())
+            + f"; {timing['rounds']} rounds"
+        )
     return dict(variants={name: v[5] for name, v in VARIANTS.items()}, regimes=out)

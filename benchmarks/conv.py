@@ -2,7 +2,8 @@
 
 The network (8x8 single-channel images, batch 64, float32):
 
-    Conv2d(1, 16, 3, padding=P) -> ReLU -> Conv2d(16, 32, 3, padding=P) -> ReLU -> MaxPool2d(2) -> Flatten -> Linear(., 10)
+    Conv2d(1, 16, 3, padding=P) -> ReLU -> Conv2d(16, 32, 3, padding=P) -> ReLU -> MaxPool2d(2) -> Flatten ->
+    Linear(., 10)
 
 in two regimes: 'cnn-valid' (P = 0, torch.nn.Conv2d's default: 8x8 -> 6x6 -> 4x4 -> 2x2, Linear(128, 10)), the network
 of the target, and 'cnn-same' (P = 1: the images keep their 8x8 size, Linear(512, 10)), four times the convolution work.
@@ -47,12 +48,15 @@ QUICK = dict(sample_s=0.005, warmup_s=0.05, budget_s=0.0, min_rounds=3, max_roun
 FULL = dict(sample_s=0.02, warmup_s=1.0, budget_s=20.0, min_rounds=15, max_rounds=10**6)
 IMPLS = ('minidl', 'torch')
 IMPL_DESCRIPTIONS = {
-    'minidl': "minidl: Sequential(Conv2d, ReLU, Conv2d, ReLU, MaxPool2d, Flatten, Linear), LossMSE, SGD; backward(..., input_grad=False)",
+    'minidl': "minidl: Sequential(Conv2d, ReLU, Conv2d, ReLU, MaxPool2d, Flatten, Linear), LossMSE, SGD; "
+              "backward(..., input_grad=False)",
     'torch': "torch.nn.Sequential of the same layers + torch.nn.MSELoss + autograd + torch.optim.SGD (defaults)",
 }
 REGIMES = [
-    dict(name='cnn-valid', padding=0, label='conv 3x3 1->16, conv 3x3 16->32 (padding 0), maxpool 2, linear 128->10; batch 64, 8x8'),
-    dict(name='cnn-same', padding=1, label='conv 3x3 1->16, conv 3x3 16->32 (padding 1), maxpool 2, linear 512->10; batch 64, 8x8'),
+    dict(name='cnn-valid', padding=0, label='conv 3x3 1->16, conv 3x3 16->32 (padding 0), maxpool 2, linear '
+                                            '128->10; batch 64, 8x8'),
+    dict(name='cnn-same', padding=1, label='conv 3x3 1->16, conv 3x3 16->32 (padding 1), maxpool 2, linear '
+                                           '512->10; batch 64, 8x8'),
 ]
 TARGET = 1.25  # minidl/torch, ratio of the medians of the wall-clock time per step
 BATCH, SIDE, CLASSES, LR = 64, 8, 10, 0.05
@@ -68,8 +72,15 @@ def torch_net(padding, seed=0, dtype=torch.float32):
     nn = torch.nn
     side = SIDE + 2 * (2 * padding - 2)
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=padding), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=padding), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * (side // 2) ** 2, CLASSES)).to(dtype)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=padding),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=padding),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * (side // 2) ** 2, CLASSES),
+    ).to(dtype)
 
 def build_torch(padding, dtype=torch.float32):
     model = torch_net(padding, dtype=dtype)
@@ -118,7 +129,8 @@ def check_agreement(padding, nb_steps=3):
     return dict(ok=all(d['ok'] for d in out.values()), **out)
 
 def time_blocks(padding, block, rounds):
-    "Blocks of `block` consecutive steps of each implementation in turn (as a training run would): CPU seconds per step."
+    ("Blocks of `block` consecutive steps of each implementation in turn (as a training run would): CPU "
+     "seconds per step.")
     from benchmarks.harness import rotation, sample
     x, t = make_data()
     steps = {name: build(padding)[0] for name, build in BUILDERS.items()}
@@ -154,7 +166,9 @@ def breakdown(padding, step_median, min_time):
             name = f"conv{i // 2 + 1}"
             stages[f"{name} im2col"] = time_alone(im2col, min_time)
             stages[f"{name} forward matmul"] = time_alone(lambda: torch.addmm(layer.bias.value, u, wm.t()), min_time)
-            stages[f"{name} dW, db matmuls"] = time_alone(lambda: (torch.mm(u.t(), g2), torch.mv(g2.t(), ones)), min_time)
+            stages[f"{name} dW, db matmuls"] = time_alone(
+                lambda: (torch.mm(u.t(), g2), torch.mv(g2.t(), ones)), min_time
+            )
             if i > 0:  # the first layer is called with input_grad=False
                 du = torch.mm(g2, wm).view(N, Ho, Wo, kh, kw, C)
                 stages[f"{name} dU matmul"] = time_alone(lambda: torch.mm(g2, wm), min_time)
@@ -177,15 +191,38 @@ def run(ctx):
         blocks = time_blocks(reg['padding'], block, nblocks)
         bmed = {n: statistics.median(v) for n, v in blocks.items()}
         ratio = timing['ratios']['minidl/torch']
-        r = dict(name=reg['name'], label=reg['label'], padding=reg['padding'], **timing, ratio=ratio,
-                 paired_ratio=timing['paired_ratios']['minidl/torch'], cpu_ratio=timing['cpu_ratios']['minidl/torch'],
-                 met=ratio <= TARGET, agreement=agree,
-                 blocks=dict(steps_per_block=block, cpu_time_s={n: dict(median=bmed[n], samples=v) for n, v in blocks.items()},
-                             cpu_ratio=bmed['minidl'] / bmed['torch']),
-                 breakdown=breakdown(reg['padding'], timing['cpu_time_s']['minidl']['median'], 0.01 if ctx.quick else 0.3))
+        r = dict(
+            name=reg['name'],
+            label=reg['label'],
+            padding=reg['padding'],
+            **timing,
+            ratio=ratio,
+            paired_ratio=timing['paired_ratios']['minidl/torch'],
+            cpu_ratio=timing['cpu_ratios']['minidl/torch'],
+            met=ratio <= TARGET,
+            agreement=agree,
+            blocks=dict(
+                steps_per_block=block,
+                cpu_time_s={n: dict(median=bmed[n], samples=v) for n, v in blocks.items()},
+                cpu_ratio=bmed['minidl'] / bmed['torch'],
+            ),
+            breakdown=breakdown(
+                reg['padding'], timing['cpu_time_s']['minidl']['median'], 0.01 if ctx.quick else 0.3
+            ),
+        )
         out.append(r)
-        ctx.log(f"   {r['name']}: minidl {r['time_s']['minidl']['median'] * 1e6:,.0f} us, torch {r['time_s']['torch']['median'] * 1e6:,.0f} us; "
-                f"minidl/torch {ratio:.3f} (target <= {TARGET}), per round {r['paired_ratio']:.3f}, CPU {r['cpu_ratio']:.3f}, "
-                f"blocks of {block} {r['blocks']['cpu_ratio']:.3f}; {r['rounds']} rounds")
-    return dict(implementations=IMPL_DESCRIPTIONS, target={'minidl/torch': TARGET}, lr=LR, dtype='float32', batch=BATCH,
-                image=[1, SIDE, SIDE], loss='MSE against one-hot targets', regimes=out, all_targets_met=all(r['met'] for r in out))
+        ctx.log(f"   {r['name']}: minidl {r['time_s']['minidl']['median'] * 1e6:,.0f} us, torch "
+                f"{r['time_s']['torch']['median'] * 1e6:,.0f} us; minidl/torch {ratio:.3f} (target <= "
+                f"{TARGET}), per round {r['paired_ratio']:.3f}, CPU {r['cpu_ratio']:.3f}, blocks of {block} "
+                f"{r['blocks']['cpu_ratio']:.3f}; {r['rounds']} rounds")
+    return dict(
+        implementations=IMPL_DESCRIPTIONS,
+        target={'minidl/torch': TARGET},
+        lr=LR,
+        dtype='float32',
+        batch=BATCH,
+        image=[1, SIDE, SIDE],
+        loss='MSE against one-hot targets',
+        regimes=out,
+        all_targets_met=all(r['met'] for r in out),
+    )

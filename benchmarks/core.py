@@ -1,4 +1,5 @@
-"""The MLP training step: minidl against torch.nn + autograd and a hand-written loop, with op and call counts and peak memory.
+"""The MLP training step: minidl against torch.nn + autograd and a hand-written loop, with op and call counts
+and peak memory.
 
 A training step is `zero_grad`, forward, BCE loss, backward, SGD update, for
 
@@ -83,7 +84,8 @@ def init_weights(sizes, seed=0):
     return out
 
 def make_data(sizes, batch, seed=1):
-    "Circle regimes: points in the unit square, label 1 inside the disc of area 1/2; wide: Gaussian inputs, random labels."
+    ("Circle regimes: points in the unit square, label 1 inside the disc of area 1/2; wide: Gaussian inputs, "
+     "random labels.")
     gen = torch.Generator().manual_seed(seed)
     if sizes[0] == 2:
         x = torch.rand(batch, 2, generator=gen)
@@ -149,7 +151,8 @@ def build_hand(weights, lr=LR):
             hs.append(torch.relu(z) if i < n_layers - 1 else torch.sigmoid(z))
         p = hs[-1]
         loss = torch.lerp(torch.neg(p).log1p_().clamp_(min=-100), torch.log(p).clamp_(min=-100), t).mean().neg_()
-        g = torch.sub(p, t).div_((1 - p).mul_(p).clamp_(min=eps)).div_(p.numel())  # dL/dp = (p - t) / max((1 - p) p, eps) / n
+        # dL/dp = (p - t) / max((1 - p) p, eps) / n
+        g = torch.sub(p, t).div_((1 - p).mul_(p).clamp_(min=eps)).div_(p.numel())
         g = (1 - p).mul_(g).mul_(p)                        # dL/dz of the last layer: G (1 - p) p
         grads = [None] * (2 * n_layers)
         for i in reversed(range(n_layers)):
@@ -182,7 +185,10 @@ def check_agreement(sizes, batch, device, nb_steps=3):
         losses, params = results[name]
         out[name] = dict(max_param_diff=max(float((p - q).abs().max()) for p, q in zip(params, ref_params)),
                          max_loss_diff=max(abs(a - b) for a, b in zip(losses, ref_losses)))
-    ok = all(v['max_param_diff'] < 1e-5 and v['max_loss_diff'] < 1e-5 * max(1.0, abs(ref_losses[0])) for v in out.values())
+    ok = all(
+        v['max_param_diff'] < 1e-5 and v['max_loss_diff'] < 1e-5 * max(1.0, abs(ref_losses[0]))
+        for v in out.values()
+    )
     return dict(ok=ok, vs_torch=out)
 
 
@@ -284,7 +290,14 @@ def measure_memory(names, device, parallel, one_process_per_regime=True):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', OMP_NUM_THREADS='1')  # glibc: see the module docstring
     for job in jobs:
         cmd = [sys.executable, '-m', 'benchmarks.core', '--memory-child', *job, '--device', str(device)]
-        running.append((job, subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)))
+        running.append(
+            (
+                job,
+                subprocess.Popen(
+                    cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+                ),
+            )
+        )
         if len(running) >= parallel: finish(*running.pop(0))
     for job, proc in running: finish(job, proc)
     return out
@@ -305,19 +318,32 @@ def run(ctx, regimes=None, memory=True):
         steps = {name: BUILDERS[name](weights)[0] for name in IMPLS}
         timing = ctx.compare({name: (lambda s=s: s(x, t)) for name, s in steps.items()})
         cpu = device.type == 'cpu'
-        r = dict(name=reg['name'], label=reg['label'], sizes=reg['sizes'], batch=reg['batch'], **timing, targets=reg['targets'],
-                 met={key: timing['ratios'][key] <= reg['targets'][key] for key in reg['targets']},
-                 ops_per_step={n: count_ops(s, x, t) for n, s in steps.items()} if cpu else None,
-                 python_calls_per_step={n: count_python_calls(s, x, t) for n, s in steps.items()},
-                 agreement=agree, peak_memory_mib=None)
+        r = dict(
+            name=reg['name'],
+            label=reg['label'],
+            sizes=reg['sizes'],
+            batch=reg['batch'],
+            **timing,
+            targets=reg['targets'],
+            met={key: timing['ratios'][key] <= reg['targets'][key] for key in reg['targets']},
+            ops_per_step={n: count_ops(s, x, t) for n, s in steps.items()} if cpu else None,
+            python_calls_per_step={n: count_python_calls(s, x, t) for n, s in steps.items()},
+            agreement=agree,
+            peak_memory_mib=None,
+        )
         out.append(r)
         med = {n: v['median'] for n, v in r['time_s'].items()}
-        ctx.log(f"   {r['name']:<12} minidl {us(med['minidl'])} us, torch {us(med['torch'])} us, hand {us(med['hand'])} us per step; "
-                f"minidl/torch {r['ratios']['minidl/torch']:.3f} (<= {r['targets']['minidl/torch']}), minidl/hand "
-                f"{r['ratios']['minidl/hand']:.3f}; ops {r['ops_per_step']}; {r['rounds']} rounds")
+        ctx.log(f"   {r['name']:<12} minidl {us(med['minidl'])} us, torch {us(med['torch'])} us, hand "
+                f"{us(med['hand'])} us per step; minidl/torch {r['ratios']['minidl/torch']:.3f} (<= "
+                f"{r['targets']['minidl/torch']}), minidl/hand {r['ratios']['minidl/hand']:.3f}; ops "
+                f"{r['ops_per_step']}; {r['rounds']} rounds")
     if memory:
-        mem = measure_memory([r['name'] for r in out], device, parallel=1 if device.type == 'cuda' else max(1, min(4, os.cpu_count() or 1)),
-                             one_process_per_regime=not ctx.quick)
+        mem = measure_memory(
+            [r['name'] for r in out],
+            device,
+            parallel=1 if device.type == 'cuda' else max(1, min(4, os.cpu_count() or 1)),
+            one_process_per_regime=not ctx.quick,
+        )
         for r in out: r['peak_memory_mib'] = mem[r['name']]
         ctx.log('   peak memory MiB: ' + ', '.join(f"{r['name']} {r['peak_memory_mib']}" for r in out))
     return dict(implementations=IMPL_DESCRIPTIONS, lr=LR, dtype='float32', regimes=out,

@@ -29,12 +29,17 @@ from minidl.experiments.digits_data import load_digits_split, random_shift, shif
 QUICK = dict(sample_s=0.005, warmup_s=0.05, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.02, warmup_s=1.0, budget_s=25.0, min_rounds=3, max_rounds=400)
 TARGETS = {'mlp': 0.8, 'cnn': 1.25}
-LABELS = {'mlp': 'MLP 64-512-10 (BatchNorm, Dropout), batch 64', 'cnn': 'CNN 32-64 channels (BatchNorm2d, MaxPool2d, Dropout), batch 64'}
+LABELS = {
+    'mlp': 'MLP 64-512-10 (BatchNorm, Dropout), batch 64',
+    'cnn': 'CNN 32-64 channels (BatchNorm2d, MaxPool2d, Dropout), batch 64',
+}
 BATCH, TOTAL_STEPS = 64, 10**7
 
 
 class TorchShift(nn.Module):
-    def __init__(self, pixels, size, generator): super().__init__(); self.pixels, self.size, self.generator = pixels, size, generator
+    def __init__(self, pixels, size, generator):
+        super().__init__()
+        self.pixels, self.size, self.generator = pixels, size, generator
     def forward(self, x):
         if not self.training: return x
         return random_shift(x, shift_offsets(x.shape[0], self.pixels, self.generator, x.device), self.pixels, self.size)
@@ -42,11 +47,27 @@ class TorchShift(nn.Module):
 
 def torch_twin(name, generator):
     if name == 'mlp':
-        return nn.Sequential(TorchShift(1, (8, 8), generator), nn.Linear(64, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(),
-                             nn.Dropout(0.3), nn.Linear(512, 10))
-    return nn.Sequential(TorchShift(1, None, generator), nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                         nn.Flatten(), nn.Dropout(0.3), nn.Linear(1024, 10))
+        return nn.Sequential(
+            TorchShift(1, (8, 8), generator),
+            nn.Linear(64, 512, bias=False),
+            nn.BatchNorm1d(512),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Linear(512, 10),
+        )
+    return nn.Sequential(
+        TorchShift(1, None, generator),
+        nn.Conv2d(1, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(1024, 10),
+    )
 
 
 def build(name, dtype=torch.float32, global_dropout=False):
@@ -92,7 +113,11 @@ def check_agreement(name, steps=3):
         torch.manual_seed(0)
         for x, y in data: fns[impl](x, y)
     sd = m.state_dict()
-    return max(((sd[k] - v).abs().max() / v.abs().max().clamp_min(1e-300)).item() for k, v in t.state_dict().items() if v.is_floating_point())
+    return max(
+        ((sd[k] - v).abs().max() / v.abs().max().clamp_min(1e-300)).item()
+        for k, v in t.state_dict().items()
+        if v.is_floating_point()
+    )
 
 
 def cycling(fn, data):
@@ -108,7 +133,8 @@ def run(ctx):
     out = {}
     for name in TARGETS:
         err = check_agreement(name)
-        if not err < 1e-10: sys.exit(f"digits: minidl and torch disagree on the {name} (relative difference {err:.2e}); not timing")
+        if not err < 1e-10: sys.exit(f"digits: minidl and torch disagree on the {name} (relative difference "
+                                     f"{err:.2e}); not timing")
         _, _, fns = build(name)
         data = batches(name, torch.float32, 16)
         t = ctx.compare({impl: cycling(f, data) for impl, f in fns.items()})
@@ -117,6 +143,7 @@ def run(ctx):
                          seconds_per_step={impl: v['median'] for impl, v in t['time_s'].items()},
                          ratio=ratio, median_round_ratio=t['paired_ratios']['minidl/torch'], target=TARGETS[name],
                          meets_target=ratio <= TARGETS[name], agreement_float64=err, timing=t)
-        ctx.log(f"   {name}: minidl {t['time_s']['minidl']['median'] * 1e6:,.0f} us, torch {t['time_s']['torch']['median'] * 1e6:,.0f} us; "
-                f"minidl/torch {ratio:.2f} (target <= {TARGETS[name]}); {t['rounds']} rounds")
+        ctx.log(f"   {name}: minidl {t['time_s']['minidl']['median'] * 1e6:,.0f} us, torch "
+                f"{t['time_s']['torch']['median'] * 1e6:,.0f} us; minidl/torch {ratio:.2f} (target <= "
+                f"{TARGETS[name]}); {t['rounds']} rounds")
     return dict(batch=BATCH, models=out)

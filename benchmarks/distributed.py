@@ -24,7 +24,8 @@ CONFIGS = (1, 2, 'no_sync')
 MODELS = dict(  # the wide MLP is compute-bound: many flops per byte of gradient
     mlp=dict(what='MLP 512-2048-2048-10, float32, MSE', batch=512),
     mlp_b1024=dict(what='MLP 512-2048-2048-10 (global batch 1024), float32, MSE', batch=1024),
-    cnn=dict(what='CNN conv(1,16,3)-ReLU-maxpool-conv(16,32,3)-ReLU-maxpool-flatten-linear(800,10) on 28x28, float32, MSE', batch=256),
+    cnn=dict(what='CNN conv(1,16,3)-ReLU-maxpool-conv(16,32,3)-ReLU-maxpool-flatten-linear(800,10) on 28x28, '
+                  'float32, MSE', batch=256),
 )
 
 
@@ -67,7 +68,8 @@ def worker(name, steps, out, sync=True):
         D.barrier()
         t0, c0 = time.perf_counter(), time.process_time()
         for idx in batches[2:]: step(idx)
-        cpu = torch.tensor([time.process_time() - c0], dtype=torch.float64)  # this process's CPU time: robust to a busy machine
+        # this process's CPU time: robust to a busy machine
+        cpu = torch.tensor([time.process_time() - c0], dtype=torch.float64)
         D.barrier()
         seconds = time.perf_counter() - t0
         if world > 1: dist.all_reduce(cpu, op=dist.ReduceOp.MAX)  # the slower process sets the pace
@@ -78,10 +80,19 @@ def worker(name, steps, out, sync=True):
             t1 = time.perf_counter()
             for _ in range(5): dist.all_reduce(flat)
             iso = (time.perf_counter() - t1) / 5 * 1e3
-        res = dict(model=name, world_size=world, global_batch=batch, steps=steps,
-                   samples_per_second=steps * batch / seconds, seconds_per_step=seconds / steps,
-                   allreduce_ms_per_step=1e3 * dp.comm_seconds / steps, cpu_seconds_per_step=cpu.item() / steps, allreduce_ms_isolated=iso,
-                   gradient_mb=sum(f.numel() * f.element_size() for f in dp._flats) / 2**20, buckets=len(dp.buckets))
+        res = dict(
+            model=name,
+            world_size=world,
+            global_batch=batch,
+            steps=steps,
+            samples_per_second=steps * batch / seconds,
+            seconds_per_step=seconds / steps,
+            allreduce_ms_per_step=1e3 * dp.comm_seconds / steps,
+            cpu_seconds_per_step=cpu.item() / steps,
+            allreduce_ms_isolated=iso,
+            gradient_mb=sum(f.numel() * f.element_size() for f in dp._flats) / 2**20,
+            buckets=len(dp.buckets),
+        )
         if D.is_main_process(): Path(out).write_text(json.dumps(res))
     D.shutdown()
 
@@ -89,9 +100,27 @@ def worker(name, steps, out, sync=True):
 def _run(name, world, steps, sync=True):
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / 'res.json'
-        env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', str(world), '-m',
-               'benchmarks.distributed', '--worker', name, '--steps', str(steps), '--out', str(out)] + ([] if sync else ['--no-sync'])
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS='1',
+            PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]),
+        )
+        cmd = [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--standalone',
+            '--nproc-per-node',
+            str(world),
+            '-m',
+            'benchmarks.distributed',
+            '--worker',
+            name,
+            '--steps',
+            str(steps),
+            '--out',
+            str(out),
+        ] + ([] if sync else ['--no-sync'])
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 0: raise RuntimeError(f"{name} with {world} processes failed:\n{r.stderr[-3000:]}")
         return json.loads(out.read_text())
@@ -108,31 +137,38 @@ def run(ctx):
                 runs[m, w].append(r)
                 ctx.log(f"   repeat {i + 1}: {m}, {w} process(es): {r['samples_per_second']:.0f} samples/s, all-reduce "
                         f"{r['allreduce_ms_per_step']:.1f} ms/step (isolated {r['allreduce_ms_isolated'] or 0:.1f} ms)")
-    method = (f"best of {s['repeats']} interleaved repeats of {s['steps']} timed steps (after 2 warm-up steps), one thread per "
-              "process, gloo over 127.0.0.1, launched by torchrun; same global batch for 1 and 2 processes; "
-              "cpu_seconds_per_step: CPU time of the slower process per step (least over the repeats), which a busy machine "
-              "does not inflate; no_sync: the control, 2 processes that never exchange gradients (the parallelism the machine "
-              "offered at that moment)")
+    method = (f"best of {s['repeats']} interleaved repeats of {s['steps']} timed steps (after 2 warm-up "
+              "steps), one thread per process, gloo over 127.0.0.1, launched by torchrun; same global batch "
+              "for 1 and 2 processes; cpu_seconds_per_step: CPU time of the slower process per step (least "
+              "over the repeats), which a busy machine does not inflate; no_sync: the control, 2 processes "
+              "that never exchange gradients (the parallelism the machine offered at that moment)")
     out = {}
     for m in models:
         best = {w: max(runs[m, w], key=lambda r: r['samples_per_second']) for w in CONFIGS}
         cpu = {w: min(r['cpu_seconds_per_step'] for r in runs[m, w]) for w in (1, 2)}
         out[m] = dict(
-            what=MODELS[m]['what'], global_batch=MODELS[m]['batch'], gradient_mb=best[2]['gradient_mb'],
+            what=MODELS[m]['what'],
+            global_batch=MODELS[m]['batch'],
+            gradient_mb=best[2]['gradient_mb'],
             samples_per_second={w: best[w]['samples_per_second'] for w in (1, 2)},
             all_samples_per_second={w: [r['samples_per_second'] for r in runs[m, w]] for w in (1, 2)},
             speedup_2_processes=best[2]['samples_per_second'] / best[1]['samples_per_second'],
-            allreduce_ms_per_step=best[2]['allreduce_ms_per_step'], allreduce_ms_isolated=best[2]['allreduce_ms_isolated'],
-            seconds_per_step={w: best[w]['seconds_per_step'] for w in (1, 2)}, cpu_seconds_per_step=cpu,
-            speedup_cpu_estimate=cpu[1] / cpu[2], samples_per_second_no_sync=best['no_sync']['samples_per_second'],
+            allreduce_ms_per_step=best[2]['allreduce_ms_per_step'],
+            allreduce_ms_isolated=best[2]['allreduce_ms_isolated'],
+            seconds_per_step={w: best[w]['seconds_per_step'] for w in (1, 2)},
+            cpu_seconds_per_step=cpu,
+            speedup_cpu_estimate=cpu[1] / cpu[2],
+            samples_per_second_no_sync=best['no_sync']['samples_per_second'],
             speedup_2_processes_no_sync=best['no_sync']['samples_per_second'] / best[1]['samples_per_second'],
-            all_samples_per_second_no_sync=[r['samples_per_second'] for r in runs[m, 'no_sync']])
-        ctx.log(f"   {m}: speed-up with 2 processes {out[m]['speedup_2_processes']:.2f}x (from CPU time per step, as if each "
-                f"process had a core of its own: {out[m]['speedup_cpu_estimate']:.2f}x)")
+            all_samples_per_second_no_sync=[r['samples_per_second'] for r in runs[m, 'no_sync']],
+        )
+        ctx.log(f"   {m}: speed-up with 2 processes {out[m]['speedup_2_processes']:.2f}x (from CPU time per "
+                f"step, as if each process had a core of its own: {out[m]['speedup_cpu_estimate']:.2f}x)")
     return dict(method=method, models=out)
 
 
-if __name__ == '__main__':  # a worker, started by torchrun: python -m benchmarks.distributed --worker NAME --steps N --out FILE
+# a worker, started by torchrun: python -m benchmarks.distributed --worker NAME --steps N --out FILE
+if __name__ == '__main__':
     import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument('--worker', required=True)

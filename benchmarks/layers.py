@@ -86,11 +86,20 @@ def run_cases(ctx, cases):
     rows = []
     for (module, shape), (ours, ref) in cases.items():
         t = ctx.compare({'minidl': ours, 'torch': ref})
-        rows.append(dict(module=module, input=shape, minidl_s=t['time_s']['minidl']['median'], torch_s=t['time_s']['torch']['median'],
-                         ratio=t['ratios']['minidl/torch'], paired_ratio=t['paired_ratios']['minidl/torch'], rounds=t['rounds'],
-                         timing=t))
-        ctx.log(f"   {module + ' (' + shape + ')':<72}{rows[-1]['minidl_s'] * 1e6:>10.1f} us{rows[-1]['torch_s'] * 1e6:>10.1f} us"
-                f"{rows[-1]['ratio']:>7.2f}")
+        rows.append(
+            dict(
+                module=module,
+                input=shape,
+                minidl_s=t['time_s']['minidl']['median'],
+                torch_s=t['time_s']['torch']['median'],
+                ratio=t['ratios']['minidl/torch'],
+                paired_ratio=t['paired_ratios']['minidl/torch'],
+                rounds=t['rounds'],
+                timing=t,
+            )
+        )
+        ctx.log(f"   {module + ' (' + shape + ')':<72}{rows[-1]['minidl_s'] * 1e6:>10.1f} "
+                f"us{rows[-1]['torch_s'] * 1e6:>10.1f} us{rows[-1]['ratio']:>7.2f}")
     return dict(dtype='float32', cases=rows)
 
 

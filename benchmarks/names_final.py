@@ -47,17 +47,48 @@ def main(argv=None):
         stem = a.out/f"{a.impl}-{a.model}-seed{seed}"
         if a.impl == 'minidl':
             r = run_names(a.model, seed, steps=a.steps, data=data, points=a.points, train_names=a.train_names)
-            d = {k: getattr(r, k) for k in ('name', 'seed', 'steps', 'curve', 'train_nll', 'val_nll', 'test_nll', 'seconds',
-                                            'cpu_seconds', 'ms_per_step', 'parameters')}
-            save_checkpoint(f"{stem}.pt", r.model, names=dict(config=model_config(r.model), model=a.model, seed=seed, steps=r.steps,
-                                                               val_nll=r.val_nll, split_seed=SPLIT_SEED))
+            d = {
+                k: getattr(r, k)
+                for k in (
+                    'name',
+                    'seed',
+                    'steps',
+                    'curve',
+                    'train_nll',
+                    'val_nll',
+                    'test_nll',
+                    'seconds',
+                    'cpu_seconds',
+                    'ms_per_step',
+                    'parameters',
+                )
+            }
+            save_checkpoint(
+                f"{stem}.pt",
+                r.model,
+                names=dict(
+                    config=model_config(r.model),
+                    model=a.model,
+                    seed=seed,
+                    steps=r.steps,
+                    val_nll=r.val_nll,
+                    split_seed=SPLIT_SEED,
+                ),
+            )
         else:
             from names_twins import train_torch
             r = train_torch(a.model, seed, steps=a.steps, data=data, points=a.points, train_names=a.train_names)
             d = {k: v for k, v in r.items() if k != 'model'}
             with atomic_open(f"{stem}.pt", 'wb') as f: torch.save(r['model'].state_dict(), f)
-        d.update(impl=a.impl, train_names=a.train_names, wall_total=time.time() - t0, load_start=load0, load_end=os.getloadavg(),
-                 torch=torch.__version__, recipe=RECIPE[a.model])
+        d.update(
+            impl=a.impl,
+            train_names=a.train_names,
+            wall_total=time.time() - t0,
+            load_start=load0,
+            load_end=os.getloadavg(),
+            torch=torch.__version__,
+            recipe=RECIPE[a.model],
+        )
         with atomic_open(f"{stem}.json", 'w') as f: json.dump(d, f, indent=1)
         print(a.impl, a.model, seed, f"train {d['train_nll']:.4f} val {d['val_nll']:.4f} test {d['test_nll']:.4f}",
               f"{d['seconds']:.0f} s ({d['cpu_seconds']:.0f} s CPU)", flush=True)

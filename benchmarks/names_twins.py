@@ -7,7 +7,8 @@ The package itself holds no torch.nn code (a test scans it), so the twins live h
 
 * `torch_twin(model)` -- the torch.nn copy of a minidl names model: the same architecture, the same `state_dict` keys,
   the same initial weights (copied with `load_state_dict`).
-* `train_torch(name, seed, ...)` -- the twin of `run_names`: the same initial weights (the minidl model is built with the
+* `train_torch(name, seed, ...)` -- the twin of `run_names`: the same initial weights (the minidl model is
+built with the
   seed, then copied), the same batches (`batch_indices` with the same generator), torch's AdamW and OneCycleLR with the
   same settings, `nn.CrossEntropyLoss(ignore_index=-100)`; dropout masks come from torch's global generator.
 * `benchmark_step(batch_size=64, dtype=torch.float32, seed=0)` -- `(minidl_step, torch_step)`: two callables that each
@@ -58,7 +59,11 @@ class TorchMLP(nn.Module):
     def __init__(self, context, embed, hidden, dropout, vocab=V):
         super().__init__()
         self.context, self.embed = context, embed
-        self.emb, self.linear1, self.norm = nn.Embedding(vocab, embed), nn.Linear(context * embed, hidden), nn.LayerNorm(hidden)
+        self.emb, self.linear1, self.norm = (
+            nn.Embedding(vocab, embed),
+            nn.Linear(context * embed, hidden),
+            nn.LayerNorm(hidden),
+        )
         self.act, self.dropout, self.linear2 = nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, vocab)
     def forward(self, x):
         h = self.emb(x).reshape(x.shape[0], self.context * self.embed)
@@ -68,11 +73,23 @@ class TorchMLP(nn.Module):
 class TorchTransformer(nn.Module):
     def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=V):
         super().__init__()
-        self.tok, self.pos, self.drop = nn.Embedding(vocab, d_model), nn.Embedding(block_size, d_model), nn.Dropout(dropout)
-        self.blocks = nn.Sequential(*[nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, 'gelu', batch_first=True,
-                                                                 norm_first=True) for _ in range(layers)])
+        self.tok, self.pos, self.drop = (
+            nn.Embedding(vocab, d_model),
+            nn.Embedding(block_size, d_model),
+            nn.Dropout(dropout),
+        )
+        self.blocks = nn.Sequential(
+            *[
+                nn.TransformerEncoderLayer(
+                    d_model, nhead, dim_feedforward, dropout, 'gelu', batch_first=True, norm_first=True
+                )
+                for _ in range(layers)
+            ]
+        )
         self.norm, self.head = nn.LayerNorm(d_model), nn.Linear(d_model, vocab)
-        self.register_buffer('mask', torch.triu(torch.ones(block_size, block_size, dtype=torch.bool), 1), persistent=False)
+        self.register_buffer(
+            'mask', torch.triu(torch.ones(block_size, block_size, dtype=torch.bool), 1), persistent=False
+        )
     def forward(self, x):
         T = x.shape[1]
         h = self.drop(self.tok(x) + self.pos(torch.arange(T, device=x.device)))
@@ -88,8 +105,15 @@ def torch_twin(model):
         t = TorchMLP(model.context, model.embed, model.linear1.out_features, model.dropout.p, model.emb.num_embeddings)
     elif kind == 'NamesTransformer':
         b = model.blocks[0]
-        t = TorchTransformer(model.block_size, model.d_model, b.self_attn.num_heads, len(model.blocks), b.linear1.out_features,
-                             model.drop.p, model.tok.num_embeddings)
+        t = TorchTransformer(
+            model.block_size,
+            model.d_model,
+            b.self_attn.num_heads,
+            len(model.blocks),
+            b.linear1.out_features,
+            model.drop.p,
+            model.tok.num_embeddings,
+        )
     else: raise TypeError(f"torch_twin expects a names model, got {kind}")
     dtype = model.parameters()[0].value.dtype
     t = t.to(dtype)
@@ -97,9 +121,23 @@ def torch_twin(model):
     return t
 
 
-def train_torch(name, seed=0, steps=None, lr=None, weight_decay=None, batch_size=None, build=None, points=20, dtype=torch.float32, data=None,
-                final=True, model=None, train_names=None):
-    "The twin of `run_names` in torch.nn + autograd + torch.optim: the same start, the same batches; returns a dict of results"
+def train_torch(
+    name,
+    seed=0,
+    steps=None,
+    lr=None,
+    weight_decay=None,
+    batch_size=None,
+    build=None,
+    points=20,
+    dtype=torch.float32,
+    data=None,
+    final=True,
+    model=None,
+    train_names=None,
+):
+    ("The twin of `run_names` in torch.nn + autograd + torch.optim: the same start, the same batches; "
+     "returns a dict of results")
     spec = MODELS[name]
     steps, lr = steps or spec.steps, spec.lr if lr is None else lr
     wd = spec.weight_decay if weight_decay is None else weight_decay
@@ -133,17 +171,31 @@ def train_torch(name, seed=0, steps=None, lr=None, weight_decay=None, batch_size
             t0, c0 = time.perf_counter(), time.process_time()
     if not points: seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     scored = [data.train_pairs or data.train, data.val, data.test]
-    if train_names is not None: scored[0] = _curve_set('sequence' if spec.kind == 'sequence' else 'context', *scored[0], train_names)
+    if train_names is not None:
+        scored[0] = _curve_set('sequence' if spec.kind == 'sequence' else 'context', *scored[0], train_names)
     with torch.no_grad():
         nll = [evaluate_nll(t, *xy) if final else math.nan for xy in scored]
-    return dict(name=name, seed=seed, model=t, steps=steps, curve=curve, train_nll=nll[0], val_nll=nll[1], test_nll=nll[2],
-                seconds=seconds, cpu_seconds=cpu, ms_per_step=1000 * seconds / steps,
-                parameters=sum(p.numel() for p in t.parameters()))
+    return dict(
+        name=name,
+        seed=seed,
+        model=t,
+        steps=steps,
+        curve=curve,
+        train_nll=nll[0],
+        val_nll=nll[1],
+        test_nll=nll[2],
+        seconds=seconds,
+        cpu_seconds=cpu,
+        ms_per_step=1000 * seconds / steps,
+        parameters=sum(p.numel() for p in t.parameters()),
+    )
 
 
 def benchmark_step(batch_size=None, dtype=torch.float32, seed=0, dropout=None):
-    """`(minidl_step, torch_step)`: one training step of the recipe's names Transformer each (forward, cross-entropy with
-    ignore_index, backward, AdamW, one-cycle), on the next batch of training names; the same start and the same batches"""
+    """`(minidl_step, torch_step)`: one training step of the recipe's names Transformer each (forward,
+    cross-entropy with
+    ignore_index, backward, AdamW, one-cycle), on the next batch of training names; the same start and the
+    same batches"""
     spec = MODELS['transformer']
     B = batch_size or spec.batch_size
     x, y = names_data('sequence', spec.context, load_names_split(SPLIT_SEED)).train
@@ -183,7 +235,8 @@ def benchmark_step(batch_size=None, dtype=torch.float32, seed=0, dropout=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog='names_twins', description="Train the torch.nn twins of the names models (the table's torch rows)")
+    p = argparse.ArgumentParser(prog='names_twins', description="Train the torch.nn twins of the names "
+                                                                "models (the table's torch rows)")
     p.add_argument('--model', choices=('bigram', 'mlp', 'transformer', 'all'), default='all')
     p.add_argument('--runs', type=int, default=1)
     p.add_argument('--seed', type=int, default=0)
@@ -204,7 +257,19 @@ def main(argv=None):
             print(f"torch {n} seed {s}: train {r['train_nll']:.4f} val {r['val_nll']:.4f} test {r['test_nll']:.4f} "
                   f"({r['seconds']:.1f} s, {r['cpu_seconds']:.1f} s CPU, {r['ms_per_step']:.1f} ms/step)", flush=True)
             rs.append(r)
-        res[n] = {k: [r[k] for r in rs] for k in ('train_nll', 'val_nll', 'test_nll', 'seconds', 'cpu_seconds', 'ms_per_step', 'seed', 'curve')}
+        res[n] = {
+            k: [r[k] for r in rs]
+            for k in (
+                'train_nll',
+                'val_nll',
+                'test_nll',
+                'seconds',
+                'cpu_seconds',
+                'ms_per_step',
+                'seed',
+                'curve',
+            )
+        }
         res[n]['parameters'], res[n]['steps'] = rs[0]['parameters'], rs[0]['steps']
     res['settings']['wall_seconds'] = time.perf_counter() - wall
     args.out.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,8 @@ def check_agreement(name, device, nb_steps=5):
         for a, b in zip(out['minidl'], out[impl]):
             worst = max(worst, ((a - b).abs() / b.abs().clamp_min(1e-30)).max().item())
     if worst > 1e-5:
-        raise SystemExit(f"optim: {name}: minidl and torch disagree after {nb_steps} steps (relative {worst:.1e}): stop")
+        raise SystemExit(f"optim: {name}: minidl and torch disagree after {nb_steps} steps (relative "
+                         f"{worst:.1e}): stop")
     return worst
 
 
@@ -78,9 +79,28 @@ def run(ctx):
         agree = check_agreement(name, device)
         t = ctx.compare({impl: build(impl, name, device)[0] for impl in IMPLS})
         q = {impl: {k + '_s': v[k] for k in ('min', 'q1', 'median', 'q3')} for impl, v in t['time_s'].items()}
-        out.append(dict(name=name, agreement_max_rel_diff=agree, rounds=t['rounds'], times=q, ratio_of_medians=t['ratios'],
-                        median_round_ratio=t['paired_ratios'], ratio_of_minima=t['min_ratios'], timing=t))
-        ctx.log(f"   {name:<14}" + ''.join(f"{impl} {v['median_s'] * 1e6:.1f} us, " for impl, v in q.items())
-                + ', '.join(f"{k} {v:.2f}" for k, v in t['paired_ratios'].items()) + f" (per round); {t['rounds']} rounds")
-    return dict(implementations=list(IMPLS), sizes=SIZES, parameters=sum(a * b + b for a, b in zip(SIZES[:-1], SIZES[1:])),
-                dtype='float32', optimizers=out)
+        out.append(
+            dict(
+                name=name,
+                agreement_max_rel_diff=agree,
+                rounds=t['rounds'],
+                times=q,
+                ratio_of_medians=t['ratios'],
+                median_round_ratio=t['paired_ratios'],
+                ratio_of_minima=t['min_ratios'],
+                timing=t,
+            )
+        )
+        ctx.log(
+            f"   {name:<14}"
+            + ''.join(f"{impl} {v['median_s'] * 1e6:.1f} us, " for impl, v in q.items())
+            + ', '.join(f"{k} {v:.2f}" for k, v in t['paired_ratios'].items())
+            + f" (per round); {t['rounds']} rounds"
+        )
+    return dict(
+        implementations=list(IMPLS),
+        sizes=SIZES,
+        parameters=sum(a * b + b for a, b in zip(SIZES[:-1], SIZES[1:])),
+        dtype='float32',
+        optimizers=out,
+    )

@@ -26,11 +26,19 @@ from minidl import (
 
 QUICK = dict(sample_s=0.002, warmup_s=0.0, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.02, warmup_s=0.2, budget_s=2.0, min_rounds=11, max_rounds=201)
-TARGETS = {'Softmax': 1.3, 'LogSoftmax': 1.3, 'GELU': 1.5, 'LayerNorm(512)': 1.5, 'LayerNorm(64)': 1.5, 'decoder step': 0.9}
+TARGETS = {
+    'Softmax': 1.3,
+    'LogSoftmax': 1.3,
+    'GELU': 1.5,
+    'LayerNorm(512)': 1.5,
+    'LayerNorm(64)': 1.5,
+    'decoder step': 0.9,
+}
 
 
 def torch_module_step(m, x, g, owner=None):
-    "One torch forward + autograd backward (input gradient and parameter gradients, like minidl); `owner` holds m's parameters."
+    ("One torch forward + autograd backward (input gradient and parameter gradients, like minidl); `owner` "
+     "holds m's parameters.")
     xr = x.clone().requires_grad_()
     params = list((owner or m).parameters())
     def step():
@@ -105,14 +113,21 @@ def cases(dtype=torch.float32):
                             ("GELU('tanh')", GELU('tanh'), torch.nn.GELU('tanh')),
                             ('LayerNorm(512)', LayerNorm(512), torch.nn.LayerNorm(512))]:
         out[name, '256, 512'] = (module_step(ours, x2, g2), torch_module_step(ref, x2, g2))
-    out['LayerNorm(64)', '64, 16, 64'] = (module_step(LayerNorm(64), x3, g3), torch_module_step(torch.nn.LayerNorm(64), x3, g3))
+    out['LayerNorm(64)', '64, 16, 64'] = (
+        module_step(LayerNorm(64), x3, g3),
+        torch_module_step(torch.nn.LayerNorm(64), x3, g3),
+    )
     mask = torch.triu(torch.ones(16, 16, dtype=torch.bool), 1)
     mha = torch.nn.MultiheadAttention(64, 4, batch_first=True)
-    out['CausalSelfAttention(64, 4)', '64, 16, 64'] = (module_step(CausalSelfAttention(64, 4), x3, g3),
-                                                      torch_module_step(lambda t: mha(t, t, t, attn_mask=mask, need_weights=False)[0], x3, g3, mha))
+    out['CausalSelfAttention(64, 4)', '64, 16, 64'] = (
+        module_step(CausalSelfAttention(64, 4), x3, g3),
+        torch_module_step(lambda t: mha(t, t, t, attn_mask=mask, need_weights=False)[0], x3, g3, mha),
+    )
     layer = torch.nn.TransformerEncoderLayer(64, 4, 256, 0.0, 'gelu', batch_first=True, norm_first=True)
-    out['TransformerBlock(64, 4, 256)', '64, 16, 64'] = (module_step(TransformerBlock(64, 4, 256), x3, g3),
-                                                        torch_module_step(lambda t: layer(t, src_mask=mask), x3, g3, layer))
+    out['TransformerBlock(64, 4, 256)', '64, 16, 64'] = (
+        module_step(TransformerBlock(64, 4, 256), x3, g3),
+        torch_module_step(lambda t: layer(t, src_mask=mask), x3, g3, layer),
+    )
     out['decoder step', '4 layers, E=64, 4 heads, T=16, B=64, V=27, FF=256, AdamW'] = decoder_steps()
     return out
 

@@ -16,7 +16,12 @@ from minidl import SavesForBackward
 
 QUICK = dict(sample_s=0.001, warmup_s=0.01, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.002, warmup_s=0.2, budget_s=5.0, min_rounds=15, max_rounds=300)
-CASES = [('Linear(25,25) fwd+bwd', 10), ('Linear(25,25) fwd+bwd', 100), ('circle MLP step', 10), ('circle MLP step', 100)]
+CASES = [
+    ('Linear(25,25) fwd+bwd', 10),
+    ('Linear(25,25) fwd+bwd', 100),
+    ('circle MLP step', 10),
+    ('circle MLP step', 100),
+]
 
 
 def _plain_save(self, *objs): self._saved = objs
@@ -45,18 +50,31 @@ def builders(kind: str, n: int):
 def run(ctx):
     checked = SavesForBackward._save_for_backward, SavesForBackward._saved_tensors
     def variant(check: bool):
-        SavesForBackward._save_for_backward, SavesForBackward._saved_tensors = checked if check else (_plain_save, _plain_saved)
+        SavesForBackward._save_for_backward, SavesForBackward._saved_tensors = (
+            checked if check else (_plain_save, _plain_saved)
+        )
     rows = []
     try:
         for kind, n in CASES:
             t = ctx.compare({'checked': builders(kind, n), 'plain': builders(kind, n)},
                             before={'checked': lambda: variant(True), 'plain': lambda: variant(False)})
             a, b = t['time_s']['checked']['min'], t['time_s']['plain']['min']
-            rows.append(dict(what=kind, batch=n, checked_min_s=a, plain_min_s=b, cost_s=a - b, ratio=a / b,
-                             checked_median_s=t['time_s']['checked']['median'], plain_median_s=t['time_s']['plain']['median'],
-                             rounds=t['rounds'], timing=t))
-            ctx.log(f"   {kind:24s} {n:5d}: checked {a * 1e6:.2f} us, plain {b * 1e6:.2f} us (minima), ratio {a / b:.3f}; "
-                    f"{t['rounds']} rounds")
+            rows.append(
+                dict(
+                    what=kind,
+                    batch=n,
+                    checked_min_s=a,
+                    plain_min_s=b,
+                    cost_s=a - b,
+                    ratio=a / b,
+                    checked_median_s=t['time_s']['checked']['median'],
+                    plain_median_s=t['time_s']['plain']['median'],
+                    rounds=t['rounds'],
+                    timing=t,
+                )
+            )
+            ctx.log(f"   {kind:24s} {n:5d}: checked {a * 1e6:.2f} us, plain {b * 1e6:.2f} us (minima), ratio "
+                    f"{a / b:.3f}; {t['rounds']} rounds")
     finally:
         variant(True)
     return dict(cases=rows)

@@ -37,7 +37,11 @@ def check_size(value, name: str, who: str) -> int:
     "A positive integer that torch can hold (below 2**63): a layer size."
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 < value < 2**63:
         big = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 2**63
-        raise ValueError(f"{who} expects {name} to be a positive integer" + (" below 2**63" if big else '') + f", got {value!r}")
+        raise ValueError(
+            f"{who} expects {name} to be a positive integer"
+            + (" below 2**63" if big else '')
+            + f", got {value!r}"
+        )
     return int(value)
 
 def check_seed(value, name: str, who: str) -> int:
@@ -72,7 +76,8 @@ def check_rate(value, name: str, who: str) -> float:
     "A finite real number >= 0 (a learning rate, a decay, a momentum, a weight decay, an eps...)."
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{who} expects {name} to be a finite number >= 0, got {value!r}")
-    if not math.isfinite(value) or value < 0: raise ValueError(f"{who} expects {name} to be a finite number >= 0, got {value!r}")
+    if not math.isfinite(value) or value < 0: raise ValueError(f"{who} expects {name} to be a finite number "
+                                                               f">= 0, got {value!r}")
     return float(value)
 
 def check_positive(value, name: str, who: str) -> float:
@@ -97,7 +102,9 @@ def check_tensor(value, name: str, who: str) -> torch.Tensor:
         raise TypeError(f"{who} expects a floating-point {name}, got dtype {value.dtype} (convert with .float())")
     return value.detach() if value.requires_grad else value
 
-def check_grad(value, who: str, *, shape: tuple, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+def check_grad(
+    value, who: str, *, shape: tuple, dtype: torch.dtype, device: torch.device | None = None
+) -> torch.Tensor:
     "An upstream gradient of the forward output's `shape`, `dtype` (and `device`, if given), without autograd history."
     g = value
     if (isinstance(g, torch.Tensor) and g.dtype == dtype and g.shape == shape and not g.requires_grad
@@ -107,7 +114,9 @@ def check_grad(value, who: str, *, shape: tuple, dtype: torch.dtype, device: tor
         raise ValueError(f"{who}.backward expects a gradient of shape {fmt_shape(shape)} "
                          f"(the shape of its forward output), got {fmt_shape(g.shape)}")
     if g.dtype != dtype:
-        raise TypeError(f"{who}.backward expects a gradient of dtype {dtype} (the dtype of its forward output), got {g.dtype}")
+        raise TypeError(f"{who}.backward expects a gradient of dtype {dtype} (the dtype of its forward "
+                        f"output), got {g.dtype}")
     if device is not None and g.device != device:
-        raise RuntimeError(f"{who}.backward expects a gradient on {device} (the device of its forward output), got one on {g.device}")
+        raise RuntimeError(f"{who}.backward expects a gradient on {device} (the device of its forward "
+                           f"output), got one on {g.device}")
     return g

@@ -27,28 +27,35 @@ __all__ = ['save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/36_checkpoint.ipynb #47196cea
 def _check_plain(v, where: str):
-    "Check `v` is data that `torch.load(weights_only=True)` reads back: containers of numbers, strings, None and tensors."
+    ("Check `v` is data that `torch.load(weights_only=True)` reads back: containers of numbers, strings, "
+     "None and tensors.")
     if v is None or isinstance(v, (bool, int, float, str, torch.Tensor)): return
     if isinstance(v, (list, tuple)):
         for i, x in enumerate(v): _check_plain(x, f"{where}[{i}]")
     elif isinstance(v, dict):
         for k, x in v.items():
-            if not isinstance(k, (str, int)): raise TypeError(f"save_checkpoint: {where} has a key of type {type(k).__name__} (use str or int)")
+            if not isinstance(k, (str, int)): raise TypeError(f"save_checkpoint: {where} has a key of type "
+                                                              f"{type(k).__name__} (use str or int)")
             _check_plain(x, f"{where}[{k!r}]")
     else:
-        raise TypeError(f"save_checkpoint: {where} is a {type(v).__name__}; a checkpoint holds only dicts, lists, tuples, "
-                        "str, int, float, bool, None and tensors (so that torch.load(..., weights_only=True) reads it)")
+        raise TypeError(f"save_checkpoint: {where} is a {type(v).__name__}; a checkpoint holds only dicts, "
+                        "lists, tuples, str, int, float, bool, None and tensors (so that torch.load(..., "
+                        "weights_only=True) reads it)")
 
 def _check_generators(generators, who: str) -> dict[str, torch.Generator]:
     "`None`, one generator (saved as 'generator') or a dict name -> generator."
     if generators is None: return {}
     if isinstance(generators, torch.Generator): return {'generator': generators}
-    if isinstance(generators, dict) and all(isinstance(k, str) and isinstance(g, torch.Generator) for k, g in generators.items()):
+    if isinstance(generators, dict) and all(
+        isinstance(k, str) and isinstance(g, torch.Generator) for k, g in generators.items()
+    ):
         return dict(generators)
-    raise TypeError(f"{who} expects generators to be a torch.Generator or a dict of them by name, got {type(generators).__name__}")
+    raise TypeError(f"{who} expects generators to be a torch.Generator or a dict of them by name, got "
+                    f"{type(generators).__name__}")
 
 def _check_parts(who: str, model, optimizer, scheduler):
-    if not isinstance(model, Module): raise TypeError(f"{who} expects a minidl Module as model, got {type(model).__name__}")
+    if not isinstance(model, Module): raise TypeError(f"{who} expects a minidl Module as model, got "
+                                                      f"{type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"{who} expects a minidl optimizer or None, got {type(optimizer).__name__}")
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
@@ -61,10 +68,12 @@ def save_checkpoint(path: str | os.PathLike, # destination file (its folder must
                     optimizer: Optimizer | None = None, # its step count, hyper-parameters and buffers
                     scheduler: LRScheduler | None = None, # its counter and settings
                     epoch: int | None = None, # the number of finished epochs, say
-                    generators: torch.Generator | dict | None = None, # generator(s) of the loop (e.g. the shuffler) to restore
+                    # generator(s) of the loop (e.g. the shuffler) to restore
+                    generators: torch.Generator | dict | None = None,
                     **extra, # your own plain values (numbers, strings, lists, dicts, tensors)
                    ) -> Path:
-    "Write model, optimizer, schedule, epoch, random state and `extra` to `path`, atomically; readable with `torch.load(path, weights_only=True)`."
+    ("Write model, optimizer, schedule, epoch, random state and `extra` to `path`, atomically; readable with "
+     "`torch.load(path, weights_only=True)`.")
     who = 'save_checkpoint'
     _check_parts(who, model, optimizer, scheduler)
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0):
@@ -72,12 +81,20 @@ def save_checkpoint(path: str | os.PathLike, # destination file (its folder must
     gens = _check_generators(generators, who)
     _check_plain(extra, 'extra')
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    ckpt = {'format': 'minidl.checkpoint', 'version': 1, 'model': model.state_dict(),
-            'optimizer': None if optimizer is None else optimizer.state_dict(),
-            'scheduler': None if scheduler is None else scheduler.state_dict(),
-            'epoch': None if epoch is None else int(epoch),
-            'rng': {'torch': torch.get_rng_state(), 'cuda': cuda, 'generators': {k: g.get_state() for k, g in gens.items()}},
-            'extra': extra}
+    ckpt = {
+        'format': 'minidl.checkpoint',
+        'version': 1,
+        'model': model.state_dict(),
+        'optimizer': None if optimizer is None else optimizer.state_dict(),
+        'scheduler': None if scheduler is None else scheduler.state_dict(),
+        'epoch': None if epoch is None else int(epoch),
+        'rng': {
+            'torch': torch.get_rng_state(),
+            'cuda': cuda,
+            'generators': {k: g.get_state() for k, g in gens.items()},
+        },
+        'extra': extra,
+    }
     crc = torch.serialization.get_crc32_options()
     torch.serialization.set_crc32_options(True)  # load_checkpoint verifies every record's CRC-32
     try:
@@ -91,12 +108,14 @@ def _check_rng_state(state, device, where: str):
     if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
         raise ValueError(f"load_checkpoint: {where} is not a random state (a uint8 tensor)")
     try: torch.Generator(device=device).set_state(state)
-    except RuntimeError as e: raise ValueError(f"load_checkpoint: {where} is not a valid random state for {device}: {e}") from None
+    except RuntimeError as e: raise ValueError(f"load_checkpoint: {where} is not a valid random state for "
+                                               f"{device}: {e}") from None
 
 _CKPT_KEYS = ('format', 'version', 'model', 'optimizer', 'scheduler', 'epoch', 'rng', 'extra')
 
 def _check_structure(ckpt: dict, path):
-    "Check the whole layout `save_checkpoint` writes (keys and types), so that no load fails half-way on a damaged file."
+    ("Check the whole layout `save_checkpoint` writes (keys and types), so that no load fails half-way on a "
+     "damaged file.")
     def bad(what): return ValueError(f"load_checkpoint: {path} is not a valid minidl checkpoint: {what}")
     def str_dict(v): return isinstance(v, dict) and all(isinstance(k, str) for k in v)
     if set(ckpt) != set(_CKPT_KEYS):
@@ -104,13 +123,17 @@ def _check_structure(ckpt: dict, path):
     if not (str_dict(ckpt['model']) and all(isinstance(v, torch.Tensor) for v in ckpt['model'].values())):
         raise bad("'model' is not a state dict (names -> tensors)")
     for k in ('optimizer', 'scheduler'):
-        if ckpt[k] is not None and not str_dict(ckpt[k]): raise bad(f"{k!r} is a {type(ckpt[k]).__name__}, expected a dict or None")
+        if ckpt[k] is not None and not str_dict(ckpt[k]): raise bad(f"{k!r} is a {type(ckpt[k]).__name__}, "
+                                                                    "expected a dict or None")
     e = ckpt['epoch']
-    if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 0): raise bad(f"'epoch' is {e!r}, expected an int >= 0 or None")
+    if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 0):
+        raise bad(f"'epoch' is {e!r}, expected an int >= 0 or None")
     rng = ckpt['rng']
     if not (isinstance(rng, dict) and set(rng) == {'torch', 'cuda', 'generators'}):
         raise bad("'rng' is not a dict with the keys 'torch', 'cuda' and 'generators'")
-    if rng['cuda'] is not None and not (isinstance(rng['cuda'], (list, tuple)) and all(isinstance(s, torch.Tensor) for s in rng['cuda'])):
+    if rng['cuda'] is not None and not (
+        isinstance(rng['cuda'], (list, tuple)) and all(isinstance(s, torch.Tensor) for s in rng['cuda'])
+    ):
         raise bad("rng['cuda'] is not a list of random states or None")
     if not str_dict(rng['generators']): raise bad("rng['generators'] is not a dict of random states by name")
     if not str_dict(ckpt['extra']): raise bad(f"'extra' is a {type(ckpt['extra']).__name__}, expected a dict")
@@ -125,7 +148,8 @@ class _Stub:
 class _StorageKey(str): "The key of a storage record (`'3'` for `data/3`)."
 
 class _StructureReader(pickle.Unpickler):
-    "Reads `data.pkl` into dicts, lists and `_Stub`s, with `_StorageKey`s where tensors keep their storage; imports nothing."
+    ("Reads `data.pkl` into dicts, lists and `_Stub`s, with `_StorageKey`s where tensors keep their storage; "
+     "imports nothing.")
     def find_class(self, module, name): return dict if (module, name) == ('collections', 'OrderedDict') else _Stub
     def persistent_load(self, pid): return _StorageKey(pid[2]) if isinstance(pid, tuple) and len(pid) > 2 else None
 
@@ -145,18 +169,20 @@ def _storage_owners(z: zipfile.ZipFile, pkl: str) -> dict[str, str]:
     return owners
 
 def _verify_integrity(path: Path, who: str):
-    "Check every record of the checkpoint file against its CRC-32 before anything is loaded; raise naming what is damaged."
+    ("Check every record of the checkpoint file against its CRC-32 before anything is loaded; raise naming "
+     "what is damaged.")
     with open(path, 'rb') as f: head = f.read(4)
     if head != b'PK\x03\x04': return  # not a zip archive: torch.load says what it is (or is not)
     try: z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"{who}: {path} is not a readable checkpoint: the file is truncated or damaged ({e}); nothing was loaded") from None
+        raise ValueError(f"{who}: {path} is not a readable checkpoint: the file is truncated or damaged "
+                         f"({e}); nothing was loaded") from None
     with z:
         bad = []
         for info in z.infolist():
             if info.CRC == 0 and info.file_size > 0:  # written with torch.serialization.set_crc32_options(False)
-                raise ValueError(f"{who}: {path} carries no CRC-32 for its record {info.filename!r}, so its integrity cannot "
-                                 f"be verified; save it again with save_checkpoint")
+                raise ValueError(f"{who}: {path} carries no CRC-32 for its record {info.filename!r}, so its "
+                                 "integrity cannot be verified; save it again with save_checkpoint")
             try:
                 with z.open(info) as r:
                     while r.read(1 << 20): pass  # zipfile compares the CRC-32 at the end of the record
@@ -172,11 +198,13 @@ def _verify_integrity(path: Path, who: str):
                 " (the checkpoint's structure: keys, types and numbers)" if record == 'data.pkl' else '')
         what.append(f"{record}{held}")
     raise ValueError(f"{who}: {path} is damaged: the record{'s' if len(what) > 1 else ''} {', '.join(what)} "
-                     f"fail{'' if len(what) > 1 else 's'} {'their' if len(what) > 1 else 'its'} CRC-32 check; nothing was loaded")
+                     f"fail{'' if len(what) > 1 else 's'} {'their' if len(what) > 1 else 'its'} CRC-32 "
+                     "check; nothing was loaded")
 
 # %% ../nbs/36_checkpoint.ipynb #d4e5f6a7
 def _prepare_optimizer_state(model: Module, optimizer: Optimizer, ckpt: dict):
-    "Check the saved optimizer state (torch's layout, or minidl's earlier one) against `optimizer`; if it does not fit because the model does not, say that."
+    ("Check the saved optimizer state (torch's layout, or minidl's earlier one) against `optimizer`; if it "
+     "does not fit because the model does not, say that.")
     try: return _prepare_optimizer(optimizer, ckpt['optimizer'])
     except ValueError:
         saved, mine = ckpt['model'], model.state_dict()
@@ -191,7 +219,8 @@ def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoin
                     scheduler: LRScheduler | None = None, # loads the saved schedule state (same type)
                     generators: torch.Generator | dict | None = None, # restored from the saved states of the same names
                    ) -> dict: # `{'epoch': ..., **extra}`
-    "Restore model, optimizer, schedule, torch's random state and `generators` from `path`; everything is checked first, so a failed load changes nothing."
+    ("Restore model, optimizer, schedule, torch's random state and `generators` from `path`; everything is "
+     "checked first, so a failed load changes nothing.")
     who = 'load_checkpoint'
     _check_parts(who, model, optimizer, scheduler)
     gens = _check_generators(generators, who)
@@ -200,9 +229,11 @@ def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoin
     _verify_integrity(path, who)  # every record against its CRC-32, before anything is read
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ValueError(f"{who}: {path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ValueError(f"{who}: {path} is not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != 'minidl.checkpoint' or ckpt.get('version') != 1:
-        raise ValueError(f"{who}: {path} is not a minidl checkpoint (version 1); for a bare state dict use model.load_state_dict(torch.load(path))")
+        raise ValueError(f"{who}: {path} is not a minidl checkpoint (version 1); for a bare state dict use "
+                         "model.load_state_dict(torch.load(path))")
     _check_structure(ckpt, path)  # every key and type, before anything is prepared or loaded
     prep_opt = prep_sched = None
     if optimizer is not None:
@@ -215,7 +246,8 @@ def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoin
     _check_rng_state(rng['torch'], 'cpu', "the saved torch random state")
     for name, g in gens.items():
         if name not in rng['generators']:
-            raise ValueError(f"{who}: {path} holds no state for the generator {name!r} (it has {sorted(rng['generators'])})")
+            raise ValueError(f"{who}: {path} holds no state for the generator {name!r} (it has "
+                             f"{sorted(rng['generators'])})")
         _check_rng_state(rng['generators'][name], g.device, f"the saved state of generator {name!r}")
     model.load_state_dict(ckpt['model'])  # checks keys and shapes before copying anything
     if prep_opt is not None: optimizer._apply_load(prep_opt)

@@ -32,8 +32,10 @@ def _check_every(every, who: str) -> int:
     return int(every)
 
 def _select(model: Module, modules, who: str) -> list[tuple[str, Module]]:
-    "(name, module) pairs to watch: `None` every leaf module; a class or tuple of classes; or a list of the model's modules."
-    if not isinstance(model, Module): raise TypeError(f"{who} expects a minidl Module as model, got {type(model).__name__}")
+    ("(name, module) pairs to watch: `None` every leaf module; a class or tuple of classes; or a list of the "
+     "model's modules.")
+    if not isinstance(model, Module): raise TypeError(f"{who} expects a minidl Module as model, got "
+                                                      f"{type(model).__name__}")
     named = model.named_modules()
     if modules is None: out = [(n, m) for n, m in named if not m.named_children()]
     elif isinstance(modules, type) or (isinstance(modules, tuple) and all(isinstance(t, type) for t in modules)):
@@ -41,8 +43,9 @@ def _select(model: Module, modules, who: str) -> list[tuple[str, Module]]:
     else:
         names = {id(m): n for n, m in named}
         try: modules = list(modules)
-        except TypeError: raise TypeError(f"{who} expects modules to be None, a Module class (or tuple of classes) or a list of "
-                                          f"the model's modules, got {type(modules).__name__}") from None
+        except TypeError: raise TypeError(f"{who} expects modules to be None, a Module class (or tuple of "
+                                          "classes) or a list of the model's modules, got "
+                                          f"{type(modules).__name__}") from None
         for m in modules:
             if id(m) not in names: raise ValueError(f"{who}: {m!r} is not a module of the model")
         out = [(names[id(m)], m) for m in modules]
@@ -50,7 +53,8 @@ def _select(model: Module, modules, who: str) -> list[tuple[str, Module]]:
     return [(n or type(m).__name__, m) for n, m in out]  # the model itself: named by its class
 
 class Collector:
-    "Base of the collectors: hooks on a model's modules that record on every `every`-th training step (counted by `after_step`)."
+    ("Base of the collectors: hooks on a model's modules that record on every `every`-th training step "
+     "(counted by `after_step`).")
     def __init__(self,
                  every: int = 1, # record on steps 0, every, 2 every, ... (in training mode only)
                 ):
@@ -77,12 +81,15 @@ class Collector:
 
 # %% ../nbs/38_diagnostics.ipynb #cc9bbd1a
 def _histogram(x: Tensor, bins: int, lo, width) -> Tensor:
-    "Counts of `x` in `bins` bins of `width` from `lo` (tensors or numbers); values outside fall in the first or last bin, NaN in none."
-    b = ((x - lo) / width).clamp_(0, bins - 0.5).nan_to_num_(nan=bins)  # the bin index, as a float; NaN -> an extra bin, dropped
+    ("Counts of `x` in `bins` bins of `width` from `lo` (tensors or numbers); values outside fall in the "
+     "first or last bin, NaN in none.")
+    # the bin index, as a float; NaN -> an extra bin, dropped
+    b = ((x - lo) / width).clamp_(0, bins - 0.5).nan_to_num_(nan=bins)
     return torch.bincount(b.view(-1).long(), minlength=bins + 1)[:bins]  # bincount: 4x faster than histc on the CPU
 
 class _Series:
-    "Records of one module: the steps, and per step a few 0-dim tensors, a histogram and the number of values; stacked and read back when asked for."
+    ("Records of one module: the steps, and per step a few 0-dim tensors, a histogram and the number of "
+     "values; stacked and read back when asked for.")
     def __init__(self): self.steps, self.values, self.hists, self.sizes = [], [], [], []
     def add(self, step, values: tuple, hist=None, size: int = 0):
         if self.steps and self.steps[-1] == step:  # the module ran twice in the step: keep the last
@@ -94,7 +101,8 @@ class _Series:
         if not self.values: return torch.zeros(0, width, dtype=torch.float64)
         return torch.stack([v.double() for vs in self.values for v in vs]).cpu().view(len(self.values), width)
     def std(self, mean: Tensor, norm: Tensor) -> Tensor:
-        "Standard deviations (n - 1 in the denominator) from the means and the Euclidean norms: Σy² = ‖y‖², Σ(y - m)² = ‖y‖² - n m²."
+        ("Standard deviations (n - 1 in the denominator) from the means and the Euclidean norms: Σy² = ‖y‖², "
+         "Σ(y - m)² = ‖y‖² - n m².")
         n = torch.tensor(self.sizes, dtype=torch.float64)
         return ((norm ** 2 - n * mean ** 2).clamp(min=0) / (n - 1)).sqrt()
 
@@ -108,15 +116,20 @@ def _kind(m: Module) -> str:
 _RANGES = {'tanh': (-1.0, 1.0), 'sigmoid': (0.0, 1.0), 'relu': (0.0, 4.0), 'other': (-4.0, 4.0)}
 
 class ActivationStats(Collector):
-    "Per watched module and recorded step: mean, std, fraction saturated, fraction dead (zero) of the output, and its histogram."
+    ("Per watched module and recorded step: mean, std, fraction saturated, fraction dead (zero) of the "
+     "output, and its histogram.")
     columns = ('mean', 'std', 'saturated', 'dead')
 
     def __init__(self,
                  model: Module, # the model to watch
-                 modules=None, # `None`: every leaf module; a class (`Tanh`) or tuple of classes; or a list of the model's modules
+                 # `None`: every leaf module; a class (`Tanh`) or tuple of classes; or a list of the model's
+                 # modules
+                 modules=None,
                  every: int = 1, # record on every `every`-th step
                  bins: int = 40, # number of histogram bins
-                 hist_range: tuple[float, float] | None = None, # histogram range (values outside count in the edge bins); `None`: (-1, 1) Tanh, (0, 1) Sigmoid, (0, 4) ReLU, (-4, 4) others
+                 # histogram range (values outside count in the edge bins); `None`: (-1, 1) Tanh, (0, 1)
+                 # Sigmoid, (0, 4) ReLU, (-4, 4) others
+                 hist_range: tuple[float, float] | None = None,
                  saturation: float = 0.97, # Tanh saturated where |y| > this; Sigmoid where |2y - 1| > this
                 ):
         super().__init__(every)
@@ -124,7 +137,8 @@ class ActivationStats(Collector):
         if hist_range is not None and not (isinstance(hist_range, (tuple, list)) and len(hist_range) == 2
                                            and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in hist_range)
                                            and hist_range[0] < hist_range[1]):
-            raise ValueError(f"ActivationStats expects hist_range to be (low, high) with low < high, got {hist_range!r}")
+            raise ValueError("ActivationStats expects hist_range to be (low, high) with low < high, got "
+                             f"{hist_range!r}")
         if not (isinstance(saturation, numbers.Real) and 0 < saturation < 1):
             raise ValueError(f"ActivationStats expects saturation in (0, 1), got {saturation!r}")
         self.saturation = float(saturation)
@@ -137,15 +151,23 @@ class ActivationStats(Collector):
     def _hook(self, name: str):
         series, kind, (lo, hi), t = self.records[name], self.kinds[name], self.ranges[name], self.saturation
         def hook(module, args, y):
-            if not (module.training and self.step % self.every == 0) or not isinstance(y, Tensor) or not y.numel(): return
+            if (
+                not (module.training and self.step % self.every == 0)
+                or not isinstance(y, Tensor)
+                or not y.numel()
+            ):
+                return
             y = y.detach()
-            mean, norm = y.mean(), torch.linalg.vector_norm(y)  # the std follows from them when read (a fused std costs 20x more here)
+            # the std follows from them when read (a fused std costs 20x more here)
+            mean, norm = y.mean(), torch.linalg.vector_norm(y)
             if kind == 'tanh': frac = torch.count_nonzero(y.abs() > t)
             elif kind == 'sigmoid': frac = torch.count_nonzero((2 * y - 1).abs() > t)
             elif kind == 'relu': frac = torch.count_nonzero(y == 0)
             else: frac = None
-            series.add(self.step, (mean, norm) if frac is None else (mean, norm, frac),  # frac: a count, divided when read
-                       _histogram(y, self.bins, lo, (hi - lo) / self.bins), y.numel())  # on the device: nothing is read back here
+            # frac: a count, divided when read
+            series.add(self.step, (mean, norm) if frac is None else (mean, norm, frac),
+                       # on the device: nothing is read back here
+                       _histogram(y, self.bins, lo, (hi - lo) / self.bins), y.numel())
         return hook
 
     @property
@@ -153,7 +175,8 @@ class ActivationStats(Collector):
 
     def stats(self,
               name: str, # a watched module's name (see `names`)
-             ) -> dict[str, Tensor | list[int]]: # `step` (list) and one float64 tensor per column, over the recorded steps
+             # `step` (list) and one float64 tensor per column, over the recorded steps
+             ) -> dict[str, Tensor | list[int]]:
         "The recorded statistics of one module over time."
         s, kind = self._series(name), self.kinds[name]
         tab = s.table(2 if kind == 'other' else 3)
@@ -181,7 +204,8 @@ class ActivationStats(Collector):
 
     def _series(self, name):
         if name not in self.records:
-            raise KeyError(f"{type(self).__name__}: no watched module named {name!r}; the names are {', '.join(self.records)}")
+            raise KeyError(f"{type(self).__name__}: no watched module named {name!r}; the names are "
+                           f"{', '.join(self.records)}")
         return self.records[name]
 
     def __repr__(self):
@@ -189,12 +213,14 @@ class ActivationStats(Collector):
 
 # %% ../nbs/38_diagnostics.ipynb #47363602
 class GradientStats(Collector):
-    "Per watched module and recorded step: norm, mean and std of the gradient w.r.t. its output, a histogram; norms of its parameters' gradients and values."
+    ("Per watched module and recorded step: norm, mean and std of the gradient w.r.t. its output, a "
+     "histogram; norms of its parameters' gradients and values.")
     columns = ('norm', 'mean', 'std', 'scale')  # `scale`: the largest |g|
 
     def __init__(self,
                  model: Module, # the model to watch
-                 modules=None, # `None`: every leaf module; a class or tuple of classes; or a list of the model's modules
+                 # `None`: every leaf module; a class or tuple of classes; or a list of the model's modules
+                 modules=None,
                  every: int = 1, # record on every `every`-th step
                  bins: int = 40, # histogram bins over [-scale, scale], scale = the largest |gradient| of the record
                 ):
@@ -213,29 +239,49 @@ class GradientStats(Collector):
         series, bins = self.records[name], self.bins
         def hook(module, grad_input, grad_output):
             g = grad_output[0]
-            if not (module.training and self.step % self.every == 0) or not isinstance(g, Tensor) or not g.numel(): return
+            if (
+                not (module.training and self.step % self.every == 0)
+                or not isinstance(g, Tensor)
+                or not g.numel()
+            ):
+                return
             g = g.detach()
             scale, norm, mean = torch.linalg.vector_norm(g, math.inf), torch.linalg.vector_norm(g), g.mean()
-            hist = _histogram(g, bins, -scale, 2 * scale / bins)  # over [-scale, scale], scale never read back (all zero: no count)
+            # over [-scale, scale], scale never read back (all zero: no count)
+            hist = _histogram(g, bins, -scale, 2 * scale / bins)
             series.add(self.step, (norm, mean, scale), hist, g.numel())
             if own:
-                norms = torch._foreach_norm([p.grad for _, p in own] + [p.value for _, p in own])  # one call for all of them
+                # one call for all of them
+                norms = torch._foreach_norm([p.grad for _, p in own] + [p.value for _, p in own])
                 for i, (k, _) in enumerate(own): self.param_records[k].add(self.step, (norms[i], norms[i + len(own)]))
         return hook
 
     names, _series, __repr__ = ActivationStats.names, ActivationStats._series, ActivationStats.__repr__
 
     def stats(self, name: str) -> dict[str, Tensor | list[int]]: # `step` (list) and one float64 tensor per column
-        "The recorded statistics of the gradient w.r.t. one module's output: `norm`, `mean`, `std`, `scale` (largest |g|)."
+        ("The recorded statistics of the gradient w.r.t. one module's output: `norm`, `mean`, `std`, `scale` "
+         "(largest |g|).")
         s = self._series(name); tab = s.table(3)
-        return {'step': list(s.steps), 'norm': tab[:, 0], 'mean': tab[:, 1], 'std': s.std(tab[:, 1], tab[:, 0]), 'scale': tab[:, 2]}
+        return {
+            'step': list(s.steps),
+            'norm': tab[:, 0],
+            'mean': tab[:, 1],
+            'std': s.std(tab[:, 1], tab[:, 0]),
+            'scale': tab[:, 2],
+        }
 
-    def histograms(self, name: str) -> tuple[Tensor, Tensor]: # counts `(steps, bins)`, edges `(steps, bins + 1)` (one range per record)
+    # counts `(steps, bins)`, edges `(steps, bins + 1)` (one range per record)
+    def histograms(self, name: str) -> tuple[Tensor, Tensor]:
         "Histograms of the gradient w.r.t. one module's output, one row per recorded step, each over its own range."
         s = self._series(name)
-        if not s.hists: return torch.zeros(0, self.bins, dtype=torch.float64), torch.zeros(0, self.bins + 1, dtype=torch.float64)
+        if not s.hists:
+            return torch.zeros(0, self.bins, dtype=torch.float64), torch.zeros(
+                0, self.bins + 1, dtype=torch.float64
+            )
         scale = self.stats(name)['scale']
-        return torch.stack(s.hists).double().cpu(), scale[:, None] * torch.linspace(-1, 1, self.bins + 1, dtype=torch.float64)
+        return torch.stack(s.hists).double().cpu(), scale[:, None] * torch.linspace(
+            -1, 1, self.bins + 1, dtype=torch.float64
+        )
 
     def param_stats(self,
                     name: str, # a dotted parameter name, e.g. `'0.weight'`
@@ -248,13 +294,15 @@ class GradientStats(Collector):
 
 # %% ../nbs/38_diagnostics.ipynb #0a8f4f5d
 class UpdateRatios(Collector):
-    "Per parameter and recorded step: the update-to-data ratio ‖Δw‖ / ‖w‖ of the optimizer's step (w: the value before the step)."
+    ("Per parameter and recorded step: the update-to-data ratio ‖Δw‖ / ‖w‖ of the optimizer's step (w: the "
+     "value before the step).")
     def __init__(self,
                  model: Module, # the model whose parameters are followed
                  every: int = 1, # record on every `every`-th step
                 ):
         super().__init__(every)
-        if not isinstance(model, Module): raise TypeError(f"UpdateRatios expects a minidl Module as model, got {type(model).__name__}")
+        if not isinstance(model, Module): raise TypeError("UpdateRatios expects a minidl Module as model, "
+                                                          f"got {type(model).__name__}")
         self.params = model.named_parameters()
         if not self.params: raise ValueError("UpdateRatios: the model has no parameters")
         self.steps: list[int] = []
@@ -290,17 +338,22 @@ class UpdateRatios(Collector):
 
 # %% ../nbs/38_diagnostics.ipynb #62b9235a
 class AttentionMaps(Collector):
-    "Copies of the attention weights a module keeps in an attribute (e.g. `attn_weights`) after its forward, on recorded steps."
+    ("Copies of the attention weights a module keeps in an attribute (e.g. `attn_weights`) after its "
+     "forward, on recorded steps.")
     def __init__(self,
                  model: Module, # the model to watch
-                 attr: str = 'attn_weights', # the attribute holding the last attention weights, `(batch, [heads,] T, T)`
+                 # the attribute holding the last attention weights, `(batch, [heads,] T, T)`
+                 attr: str = 'attn_weights',
                  modules=None, # `None`: every module that has `attr`; or a class / tuple of classes / list of modules
                  every: int = 1, # record on every `every`-th step
                  index: int = 0, # which sample of the batch to keep
-                 training_only: bool = False, # `True`: record in training mode only (default: in evaluation mode too, where attention maps are usually looked at)
+                 # `True`: record in training mode only (default: in evaluation mode too, where attention maps
+                 # are usually looked at)
+                 training_only: bool = False,
                 ):
         super().__init__(every)
-        if not isinstance(attr, str) or not attr.isidentifier(): raise TypeError(f"AttentionMaps expects attr to be an attribute name, got {attr!r}")
+        if not isinstance(attr, str) or not attr.isidentifier():
+            raise TypeError(f"AttentionMaps expects attr to be an attribute name, got {attr!r}")
         self.attr, self.index, self.training_only = attr, index, training_only
         mods = _select(model, modules if modules is not None else Module, 'AttentionMaps')
         self.modules = [(n, m) for n, m in mods if hasattr(m, attr)]
@@ -322,7 +375,8 @@ class AttentionMaps(Collector):
     @property
     def names(self) -> list[str]: return [n for n, _ in self.modules]
 
-    def __repr__(self): return f"AttentionMaps({len(self.modules)} modules, attr={self.attr!r}, every={self.every}, step={self.step})"
+    def __repr__(self):
+        return f"AttentionMaps({len(self.modules)} modules, attr={self.attr!r}, every={self.every}, step={self.step})"
 
 # %% ../nbs/38_diagnostics.ipynb #c72701e6
 def _plt():
@@ -332,13 +386,22 @@ def _plt():
 
 def _grid(n: int, cols: int, size: tuple, sharex=True):
     cols = min(cols, n); rows = math.ceil(n / cols)
-    fig, axes = _plt().subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), layout='constrained', squeeze=False, sharex=sharex)
+    fig, axes = _plt().subplots(
+        rows,
+        cols,
+        figsize=(size[0] * cols, size[1] * rows),
+        layout='constrained',
+        squeeze=False,
+        sharex=sharex,
+    )
     for ax in axes.flat[n:]: ax.set_visible(False)
     return fig, list(axes.flat[:n])
 
 def _check_collector(c, cls, who):
     if not isinstance(c, cls):
-        raise TypeError(f"{who} expects {' or '.join(k.__name__ for k in (cls if isinstance(cls, tuple) else (cls,)))}, got {type(c).__name__}")
+        raise TypeError(f"{who} expects "
+                        f"{' or '.join(k.__name__ for k in (cls if isinstance(cls, tuple) else (cls,)))}, "
+                        f"got {type(c).__name__}")
 
 def _names(c, names, who):
     names = c.names if names is None else list(names)
@@ -351,7 +414,8 @@ def plot_colorful_dimension(
     names: list[str] | None = None, # modules to show (default: every watched module)
     cols: int = 4, # panels per row
 ):
-    "The 'colorful dimension' plot: per module, the histogram of its output over the recorded steps (log scale of the counts); returns the figure"
+    ("The 'colorful dimension' plot: per module, the histogram of its output over the recorded steps (log "
+     "scale of the counts); returns the figure")
     _check_collector(stats, ActivationStats, 'plot_colorful_dimension')
     names = _names(stats, names, 'plot_colorful_dimension')
     fig, axes = _grid(len(names), cols, (3.2, 2.4), sharex=False)
@@ -369,15 +433,19 @@ def plot_layer_stats(
     stats: ActivationStats, # a collector that recorded some steps
     names: list[str] | None = None, # modules to show (default: every watched module)
 ):
-    "Mean, std and fraction saturated (or dead) of every module's output over the steps, one line per module; returns the figure"
+    ("Mean, std and fraction saturated (or dead) of every module's output over the steps, one line per "
+     "module; returns the figure")
     _check_collector(stats, ActivationStats, 'plot_layer_stats')
     names = _names(stats, names, 'plot_layer_stats')
     fig, axes = _plt().subplots(1, 3, figsize=(12, 3.2), layout='constrained')
     for i, n in enumerate(names):
         st = stats.stats(n)
         frac = st['dead'] if stats.kinds[n] == 'relu' else st['saturated']
-        for ax, v in zip(axes, (st['mean'], st['std'], 100 * frac)): ax.plot(st['step'], v.numpy(), color=f'C{i % 10}', label=n)
-    for ax, t in zip(axes, ('mean', 'std', '% saturated (Tanh, Sigmoid) or dead (ReLU)')): ax.set(title=t, xlabel='step'); ax.grid(alpha=0.3)
+        for ax, v in zip(axes, (st['mean'], st['std'], 100 * frac)):
+            ax.plot(st['step'], v.numpy(), color=f'C{i % 10}', label=n)
+    for ax, t in zip(axes, ('mean', 'std', '% saturated (Tanh, Sigmoid) or dead (ReLU)')):
+        ax.set(title=t, xlabel='step')
+        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return fig
 
@@ -386,7 +454,8 @@ def plot_histograms(
     step: int | None = None, # the recorded step to show (default: the last)
     names: list[str] | None = None, # modules to show (default: every watched module)
 ):
-    "Histograms of every module's output (or output gradient) at one recorded step, one line per module; returns the figure"
+    ("Histograms of every module's output (or output gradient) at one recorded step, one line per module; "
+     "returns the figure")
     _check_collector(collector, (ActivationStats, GradientStats), 'plot_histograms')
     names = _names(collector, names, 'plot_histograms')
     grads = isinstance(collector, GradientStats)
@@ -394,7 +463,8 @@ def plot_histograms(
     for i, n in enumerate(names):
         s = collector.records[n]
         k = len(s.steps) - 1 if step is None else (s.steps.index(step) if step in s.steps else None)
-        if k is None: raise ValueError(f"plot_histograms: step {step} was not recorded for {n!r} (recorded: {s.steps[:5]}...)")
+        if k is None: raise ValueError(f"plot_histograms: step {step} was not recorded for {n!r} (recorded: "
+                                       f"{s.steps[:5]}...)")
         counts, edges = collector.histograms(n)
         e = edges[k] if grads else edges
         centres, st = ((e[1:] + e[:-1]) / 2).numpy(), collector.stats(n)
@@ -403,7 +473,8 @@ def plot_histograms(
         ax.plot(centres, (counts[k] / counts[k].sum().clamp(min=1)).numpy(), color=f'C{i % 10}',
                 label=f"{n}: mean {st['mean'][k]:+.2g}, std {st['std'][k]:.2g}{extra}")
     ax.set(xlabel='gradient' if grads else 'output value', ylabel='fraction',
-           title=f"{'Gradients w.r.t. the outputs' if grads else 'Outputs'} at step {collector.records[names[0]].steps[-1] if step is None else step}")
+           title=f"{'Gradients w.r.t. the outputs' if grads else 'Outputs'} at step "
+                 f"{collector.records[names[0]].steps[-1] if step is None else step}")
     ax.legend(fontsize=7); ax.grid(alpha=0.3)
     return fig
 
@@ -415,14 +486,21 @@ def plot_update_ratios(
     "log10 of the update-to-data ratio of every parameter over the steps, with a guide line; returns the figure"
     _check_collector(ratios, UpdateRatios, 'plot_update_ratios')
     r = ratios.ratios()
-    if not len(r): raise ValueError("plot_update_ratios: nothing recorded yet (call after_step() after each optimizer step)")
+    if not len(r): raise ValueError("plot_update_ratios: nothing recorded yet (call after_step() after each "
+                                    "optimizer step)")
     names = [k for k, p in ratios.params if p.value.ndim >= 2] or ratios.names if names is None else list(names)
     fig, ax = _plt().subplots(figsize=(8, 3.4), layout='constrained')
     for i, n in enumerate(names):
         if n not in ratios.names: raise KeyError(f"plot_update_ratios: no parameter named {n!r}")
         ax.plot(ratios.steps, r[:, ratios.names.index(n)].log10().numpy(), color=f'C{i % 10}', label=n)
     ax.axhline(math.log10(guide), color='k', ls='--', lw=1)
-    ax.annotate(f'{guide:g}', (ratios.steps[0], math.log10(guide)), xytext=(2, 3), textcoords='offset points', fontsize=8)
+    ax.annotate(
+        f'{guide:g}',
+        (ratios.steps[0], math.log10(guide)),
+        xytext=(2, 3),
+        textcoords='offset points',
+        fontsize=8,
+    )
     ax.set(xlabel='step', ylabel='log10 ‖Δw‖ / ‖w‖', title='Update-to-data ratio per step')
     ax.legend(fontsize=7, ncol=2); ax.grid(alpha=0.3)
     return fig
@@ -433,10 +511,12 @@ def plot_attention(
     record: int = -1, # which record (default: the last)
     cols: int = 4, # heads per row
 ):
-    "Heat maps of the attention weights of one module, one panel per head (rows: queries, columns: keys); returns the figure"
+    ("Heat maps of the attention weights of one module, one panel per head (rows: queries, columns: keys); "
+     "returns the figure")
     _check_collector(maps, AttentionMaps, 'plot_attention')
     name = maps.names[0] if name is None else name
-    if name not in maps.maps: raise KeyError(f"plot_attention: no watched module named {name!r}; the names are {', '.join(maps.maps)}")
+    if name not in maps.maps: raise KeyError(f"plot_attention: no watched module named {name!r}; the names "
+                                             f"are {', '.join(maps.maps)}")
     if not maps.maps[name]: raise ValueError(f"plot_attention: nothing recorded yet for {name!r}")
     step, w = maps.maps[name][record]
     w = w.double().cpu()
@@ -462,18 +542,26 @@ class LRFinderResult:
     losses: list[float] # the loss of each step's batch (before its update)
     smoothed: list[float] # exponentially smoothed, bias-corrected loss
     suggestion: float # suggested rate: a tenth of the rate where the smoothed loss is lowest
-    steepest: float # the rate where the smoothed loss falls fastest (before its minimum, after the first tenth of the steps)
+    # the rate where the smoothed loss falls fastest (before its minimum, after the first tenth of the steps)
+    steepest: float
     diverged: bool # stopped early: the loss blew up
     def __repr__(self):
-        return (f"LRFinderResult({len(self.lrs)} steps from {self.lrs[0]:.3g} to {self.lrs[-1]:.3g}, suggestion={self.suggestion:.3g}, "
-                f"steepest={self.steepest:.3g}, diverged={self.diverged})")
+        return (f"LRFinderResult({len(self.lrs)} steps from {self.lrs[0]:.3g} to {self.lrs[-1]:.3g}, "
+                f"suggestion={self.suggestion:.3g}, steepest={self.steepest:.3g}, diverged={self.diverged})")
 
 def _snapshot(model: Module, loss_fn, optimizer) -> Callable[[], None]:
-    "Give the model and optimizer fresh copies of their tensors; return the function that puts everything back as it was."
+    ("Give the model and optimizer fresh copies of their tensors; return the function that puts everything "
+     "back as it was.")
     params = model.parameters()
     tensors = [(p, k, getattr(p, k)) for p in params for k in ('value', 'grad')]
-    buffers = [(m, k, getattr(m, k)) for m in model.modules() for k in vars(m).get('_buffer_names', ()) if getattr(m, k) is not None]
-    attrs = [(o, dict(vars(o))) for o in (*model.modules(), loss_fn)]  # what forward saved, modes, counters: put back as they were
+    buffers = [
+        (m, k, getattr(m, k))
+        for m in model.modules()
+        for k in vars(m).get('_buffer_names', ())
+        if getattr(m, k) is not None
+    ]
+    # what forward saved, modes, counters: put back as they were
+    attrs = [(o, dict(vars(o))) for o in (*model.modules(), loss_fn)]
     gens = [(g, g.get_state()) for o, d in attrs for g in d.values() if isinstance(g, torch.Generator)]
     rng = torch.get_rng_state()
     keep = {id(p): p for p in params}  # the optimizer's copy shares the Parameters, and copies everything else
@@ -507,16 +595,23 @@ def lr_find(
     diverge: float = 4.0, # stop when the smoothed loss exceeds `diverge` times its minimum (or is not finite)
     seed: int = 0, # seed of the minibatch shuffles
 ) -> LRFinderResult:
-    "The learning-rate range test: one step at each of exponentially growing rates, then every tensor of the model and optimizer restored"
-    if not isinstance(model, Module): raise TypeError(f"lr_find expects a minidl Module as model, got {type(model).__name__}")
+    ("The learning-rate range test: one step at each of exponentially growing rates, then every tensor of "
+     "the model and optimizer restored")
+    if not isinstance(model, Module): raise TypeError("lr_find expects a minidl Module as model, got "
+                                                      f"{type(model).__name__}")
     if not (callable(loss_fn) and callable(getattr(loss_fn, 'backward', None))):
-        raise TypeError(f"lr_find expects a minidl loss (with forward and backward) as loss_fn, got {type(loss_fn).__name__}")
+        raise TypeError("lr_find expects a minidl loss (with forward and backward) as loss_fn, got "
+                        f"{type(loss_fn).__name__}")
     for a in ('step', 'zero_grad', 'lr'):
-        if not hasattr(optimizer, a): raise TypeError(f"lr_find expects an optimizer with step(), zero_grad() and a learning rate, got {type(optimizer).__name__}")
+        if not hasattr(optimizer, a): raise TypeError("lr_find expects an optimizer with step(), "
+                                                      "zero_grad() and a learning rate, got "
+                                                      f"{type(optimizer).__name__}")
     for v, nm in ((x, 'x'), (y, 'y')):
-        if not isinstance(v, Tensor): raise TypeError(f"lr_find expects {nm} to be a torch.Tensor, got {type(v).__name__}")
+        if not isinstance(v, Tensor): raise TypeError(f"lr_find expects {nm} to be a torch.Tensor, got "
+                                                      f"{type(v).__name__}")
     if x.ndim < 1 or y.ndim < 1 or len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"lr_find expects x and y with the same number of rows (at least one), got shapes {fmt_shape(x.shape)} and {fmt_shape(y.shape)}")
+        raise ValueError("lr_find expects x and y with the same number of rows (at least one), got shapes "
+                         f"{fmt_shape(x.shape)} and {fmt_shape(y.shape)}")
     for v, nm in ((start_lr, 'start_lr'), (end_lr, 'end_lr')):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v > 0):
             raise ValueError(f"lr_find expects {nm} to be a finite number > 0, got {v!r}")
@@ -524,8 +619,10 @@ def lr_find(
     steps = _check_every(steps, 'lr_find steps')
     if steps < 2: raise ValueError(f"lr_find expects steps >= 2, got {steps}")
     if batch_size is not None: batch_size = _check_every(batch_size, 'lr_find batch_size')
-    if not (isinstance(beta, numbers.Real) and 0 <= beta < 1): raise ValueError(f"lr_find expects beta in [0, 1), got {beta!r}")
-    if not (isinstance(diverge, numbers.Real) and diverge > 1): raise ValueError(f"lr_find expects diverge > 1, got {diverge!r}")
+    if not (isinstance(beta, numbers.Real) and 0 <= beta < 1):
+        raise ValueError(f"lr_find expects beta in [0, 1), got {beta!r}")
+    if not (isinstance(diverge, numbers.Real) and diverge > 1):
+        raise ValueError(f"lr_find expects diverge > 1, got {diverge!r}")
     n, gen = len(x), torch.Generator().manual_seed(seed)
     lrs, losses, smoothed, avg, best, diverged = [], [], [], 0.0, math.inf, False
     restore = _snapshot(model, loss_fn, optimizer)
@@ -561,7 +658,8 @@ def plot_lr_find(
     result: LRFinderResult, # what `lr_find` returned
 ):
     "The loss against the learning rate (log scale), raw and smoothed, with the suggested rate; returns the figure"
-    if not isinstance(result, LRFinderResult): raise TypeError(f"plot_lr_find expects an LRFinderResult, got {type(result).__name__}")
+    if not isinstance(result, LRFinderResult): raise TypeError("plot_lr_find expects an LRFinderResult, got "
+                                                               f"{type(result).__name__}")
     fig, ax = _plt().subplots(figsize=(7, 3.4), layout='constrained')
     ax.plot(result.lrs, result.losses, color='C0', alpha=0.3, lw=0.8, label='loss')
     ax.plot(result.lrs, result.smoothed, color='C0', label='smoothed loss')

@@ -35,7 +35,8 @@ def _env_int(name: str, low: int) -> int:
     try: i = int(v)
     except ValueError: i = None
     if i is None or i < low:
-        raise RuntimeError(f"minidl.distributed expects the environment variable {name} to be an integer >= {low}, got {v!r}")
+        raise RuntimeError(f"minidl.distributed expects the environment variable {name} to be an integer >= "
+                           f"{low}, got {v!r}")
     return i
 
 def launch_info() -> dict | None: # `rank, world_size, local_rank, master_addr, master_port`, or `None`
@@ -45,8 +46,9 @@ def launch_info() -> dict | None: # `rank, world_size, local_rank, master_addr, 
     if not present: return None
     if len(present) < len(_REQUIRED):
         missing = ', '.join(k for k in _REQUIRED if k not in env)
-        raise RuntimeError(f"minidl.distributed: the environment sets {', '.join(present)} but not {missing}: launch with "
-                           f"`torchrun --standalone --nproc-per-node 2 -m ...`, or set all of {', '.join(_REQUIRED)}")
+        raise RuntimeError(f"minidl.distributed: the environment sets {', '.join(present)} but not "
+                           f"{missing}: launch with `torchrun --standalone --nproc-per-node 2 -m ...`, or "
+                           f"set all of {', '.join(_REQUIRED)}")
     rank, world_size = _env_int('RANK', 0), _env_int('WORLD_SIZE', 1)
     if rank >= world_size:
         raise RuntimeError(f"minidl.distributed expects RANK < WORLD_SIZE, got RANK={rank} and WORLD_SIZE={world_size}")
@@ -55,22 +57,26 @@ def launch_info() -> dict | None: # `rank, world_size, local_rank, master_addr, 
                 master_addr=env['MASTER_ADDR'], master_port=_env_int('MASTER_PORT', 1))
 
 # %% ../nbs/60_distributed.ipynb #b285d95e
-def init_distributed(backend: str | None = None, # `'gloo'` (CPU) or `'nccl'` (CUDA); `None`: NCCL if CUDA is available, else gloo
+# `'gloo'` (CPU) or `'nccl'` (CUDA); `None`: NCCL if CUDA is available, else gloo
+def init_distributed(backend: str | None = None,
                      timeout: float = 120.0, # seconds a collective may wait for the other processes before it fails
                     ) -> dict: # `launch_info()`, plus `backend` and the `device` this process should use
-    "Join the process group described by torchrun's environment; every collective then fails after `timeout` s instead of hanging."
+    ("Join the process group described by torchrun's environment; every collective then fails after "
+     "`timeout` s instead of hanging.")
     if backend is None: backend = 'nccl' if torch.cuda.is_available() and dist.is_nccl_available() else 'gloo'
-    if backend not in ('gloo', 'nccl'): raise ValueError(f"init_distributed expects backend 'gloo' or 'nccl', got {backend!r}")
+    if backend not in ('gloo', 'nccl'): raise ValueError("init_distributed expects backend 'gloo' or "
+                                                         f"'nccl', got {backend!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"init_distributed expects timeout to be a finite number of seconds > 0, got {timeout!r}")
     info = launch_info()
     if info is None:
-        raise RuntimeError(f"init_distributed expects torchrun's environment ({', '.join(_REQUIRED)}), but none is set: "
-                           f"launch with `torchrun --standalone --nproc-per-node 2 -m ...`")
+        raise RuntimeError(f"init_distributed expects torchrun's environment ({', '.join(_REQUIRED)}), but "
+                           "none is set: launch with `torchrun --standalone --nproc-per-node 2 -m ...`")
     if dist.is_initialized(): raise RuntimeError("init_distributed: the process group is already initialised")
     device = torch.device('cpu')
     if backend == 'nccl':
-        if not torch.cuda.is_available(): raise RuntimeError("init_distributed: backend 'nccl' needs CUDA, which is not available")
+        if not torch.cuda.is_available(): raise RuntimeError("init_distributed: backend 'nccl' needs CUDA, "
+                                                             "which is not available")
         device = torch.device('cuda', info['local_rank'])
         torch.cuda.set_device(device)
     dist.init_process_group(backend, init_method='env://', rank=info['rank'], world_size=info['world_size'],
@@ -109,17 +115,20 @@ def print_main(*args, **kwargs):
 
 def on_main(fn, # what to run on rank 0, e.g. a function that writes a file
             *args, **kwargs):
-    "Run `fn(*args, **kwargs)` on rank 0 only, then wait for it on every rank (so a file it wrote is there for all); rank 0 gets its result, the others `None`."
+    ("Run `fn(*args, **kwargs)` on rank 0 only, then wait for it on every rank (so a file it wrote is there "
+     "for all); rank 0 gets its result, the others `None`.")
     out = fn(*args, **kwargs) if is_main_process() else None
     barrier()
     return out
 
 # %% ../nbs/60_distributed.ipynb #303e19eb
 class ShardedSampler:
-    "Each epoch's minibatches for this rank: a seeded permutation of `range(n)` cut into global batches, each split across the ranks."
+    ("Each epoch's minibatches for this rank: a seeded permutation of `range(n)` cut into global batches, "
+     "each split across the ranks.")
     def __init__(self,
                  n: int, # number of training samples
-                 batch_size: int | None = None, # the GLOBAL batch size (all ranks together); `None`: full batch, in order
+                 # the GLOBAL batch size (all ranks together); `None`: full batch, in order
+                 batch_size: int | None = None,
                  seed: int = 0, # seed of the shuffling (epoch `e` uses the seed `seed * 2**32 + e`)
                  rank: int | None = None, # this process's rank (default: from the process group, else 0)
                  world_size: int | None = None, # number of processes (default: from the process group, else 1)
@@ -131,12 +140,18 @@ class ShardedSampler:
         if seed >= 2**31: raise ValueError(f"{who} expects seed < 2**31, got {seed}")
         world_size = get_world_size() if world_size is None else check_int(world_size, 'world_size', who, min=1)
         rank = get_rank() if rank is None else check_int(rank, 'rank', who, min=0)
-        if rank >= world_size: raise ValueError(f"{who} expects rank < world_size, got rank={rank} and world_size={world_size}")
+        if rank >= world_size: raise ValueError(f"{who} expects rank < world_size, got rank={rank} and "
+                                                f"world_size={world_size}")
         last = n % batch_size
         if batch_size < world_size or 0 < last < world_size:
-            size, what = (batch_size, 'batch_size') if batch_size < world_size else (last, f'n % batch_size = {n} % {batch_size}')
-            raise ValueError(f"{who}: every global batch needs at least one sample per process, but {what} = {size} < "
-                             f"{world_size} processes: choose a batch_size >= {world_size} with n % batch_size = 0 or >= {world_size}")
+            size, what = (
+                (batch_size, 'batch_size')
+                if batch_size < world_size
+                else (last, f'n % batch_size = {n} % {batch_size}')
+            )
+            raise ValueError(f"{who}: every global batch needs at least one sample per process, but {what} = "
+                             f"{size} < {world_size} processes: choose a batch_size >= {world_size} with n % "
+                             f"batch_size = 0 or >= {world_size}")
         self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
         self.shuffle = batch_size < n
 
@@ -152,7 +167,8 @@ class ShardedSampler:
     def __call__(self,
                  epoch: int, # epoch number
                 ) -> list[torch.Tensor]: # this rank's part of every global batch of the epoch
-        "This rank's shards: global batch `b` split into `world_size` contiguous parts whose sizes differ by at most 1; part `rank`."
+        ("This rank's shards: global batch `b` split into `world_size` contiguous parts whose sizes differ "
+         "by at most 1; part `rank`.")
         return [b.tensor_split(self.world_size)[self.rank] for b in self.global_batches(epoch)]
 
     def __len__(self): return -(-self.n // self.batch_size)
@@ -162,7 +178,8 @@ class ShardedSampler:
 
 # %% ../nbs/60_distributed.ipynb #ca0c8127
 def _buckets(tensors: list, cap_bytes: int) -> list[list[int]]:
-    "Split the positions of `tensors` into buckets of one dtype and device and at most `cap_bytes` (a larger tensor: a bucket of its own)."
+    ("Split the positions of `tensors` into buckets of one dtype and device and at most `cap_bytes` (a "
+     "larger tensor: a bucket of its own).")
     out, open_ = [], {}  # open_: (dtype, device) -> (bucket, its bytes)
     for i, t in enumerate(tensors):
         key, nbytes = (t.dtype, t.device), t.numel() * t.element_size()
@@ -176,52 +193,65 @@ def _buckets(tensors: list, cap_bytes: int) -> list[list[int]]:
 
 # %% ../nbs/60_distributed.ipynb #094d781f
 def _broadcast_tensors(tensors: list, src: int, bucket_cap_mb: float):
-    "Overwrite `tensors` with rank `src`'s, in place: one broadcast of a flattened bucket per dtype and device and `bucket_cap_mb`."
+    ("Overwrite `tensors` with rank `src`'s, in place: one broadcast of a flattened bucket per dtype and "
+     "device and `bucket_cap_mb`.")
     for b in _buckets(tensors, int(bucket_cap_mb * 2**20)):
         ts = [tensors[i] for i in b]
         flat = torch.cat([t.reshape(-1) for t in ts])
         dist.broadcast(flat, src)
-        if get_rank() != src: torch._foreach_copy_(ts, [v.view_as(t) for t, v in zip(ts, flat.split([t.numel() for t in ts]))])
+        if get_rank() != src:
+            torch._foreach_copy_(ts, [v.view_as(t) for t, v in zip(ts, flat.split([t.numel() for t in ts]))])
 
 def broadcast_state(model: Module, # the model whose parameters and buffers rank `src` sends to all
                     src: int = 0, # the rank that sends
                     bucket_cap_mb: float = 25.0, # most megabytes per message
                    ):
     "Copy the parameters' values and the buffers of rank `src` into every process's `model` (bucketed broadcasts)."
-    if not isinstance(model, Module): raise TypeError(f"broadcast_state expects a minidl Module, got {type(model).__name__}")
-    if get_world_size() > 1: _broadcast_tensors([p.value for p in model.parameters()] + model.buffers(), src, bucket_cap_mb)
+    if not isinstance(model, Module): raise TypeError("broadcast_state expects a minidl Module, got "
+                                                      f"{type(model).__name__}")
+    if get_world_size() > 1:
+        _broadcast_tensors([p.value for p in model.parameters()] + model.buffers(), src, bucket_cap_mb)
 
 # %% ../nbs/60_distributed.ipynb #2087a952
 def _check_same_everywhere(model: Module, sampler: ShardedSampler):
-    "Raise on every rank if the ranks' models or data settings differ (instead of a collective that hangs or mixes garbage)."
+    ("Raise on every rank if the ranks' models or data settings differ (instead of a collective that hangs "
+     "or mixes garbage).")
     mine = dict(state=[(k, tuple(t.shape), str(t.dtype)) for k, t in model.state_dict().items()],
                 data=(sampler.n, sampler.batch_size, sampler.seed))
     every = [None] * sampler.world_size
     dist.all_gather_object(every, mine)
     bad = [r for r, o in enumerate(every) if o != every[0]]
     if bad:
-        what = 'model (state_dict keys, shapes, dtypes)' if any(every[r]['state'] != every[0]['state'] for r in bad) else 'n, batch_size or seed'
+        what = (
+            'model (state_dict keys, shapes, dtypes)'
+            if any(every[r]['state'] != every[0]['state'] for r in bad)
+            else 'n, batch_size or seed'
+        )
         raise ValueError(f"DataParallel: rank(s) {', '.join(map(str, bad))} have a different {what} than rank 0: "
                          f"every process must build the same model and data")
 
 # %% ../nbs/60_distributed.ipynb #d4489a21
 class DataParallel:
-    "DDP by hand: broadcast `model` from rank 0, then shard the data (`sampler`) and average the gradients (`after_backward`)."
+    ("DDP by hand: broadcast `model` from rank 0, then shard the data (`sampler`) and average the gradients "
+     "(`after_backward`).")
     def __init__(self,
                  model: Module, # the replica of the model on this process (its values are overwritten by rank 0's)
                  n: int, # number of training samples (every rank holds the whole training set)
                  batch_size: int | None = None, # the GLOBAL batch size; `None`: full batch
                  seed: int = 0, # seed of the shuffling
                  bucket_cap_mb: float = 25.0, # most megabytes of gradients per all-reduce
-                 broadcast_buffers: bool = True, # copy rank 0's buffers (BatchNorm's running statistics) to all after every step
+                 # copy rank 0's buffers (BatchNorm's running statistics) to all after every step
+                 broadcast_buffers: bool = True,
                  timed: bool = False, # add the seconds spent in all-reduce to `comm_seconds` (synchronises CUDA)
                 ):
-        if not isinstance(model, Module): raise TypeError(f"DataParallel expects a minidl Module, got {type(model).__name__}")
+        if not isinstance(model, Module): raise TypeError("DataParallel expects a minidl Module, got "
+                                                          f"{type(model).__name__}")
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, numbers.Real) or not bucket_cap_mb > 0:
             raise ValueError(f"DataParallel expects bucket_cap_mb to be a number > 0, got {bucket_cap_mb!r}")
         self.sampler = ShardedSampler(n, batch_size, seed)
         self.model, self.params = model, model.parameters()
-        if not self.params: raise ValueError("DataParallel got a model without parameters: there is nothing to synchronise")
+        if not self.params: raise ValueError("DataParallel got a model without parameters: there is nothing "
+                                             "to synchronise")
         self.broadcast_buffers, self.timed, self.comm_seconds, self.steps = bool(broadcast_buffers), bool(timed), 0.0, 0
         self.bucket_cap_mb = float(bucket_cap_mb)
         self.rank, self.world_size = self.sampler.rank, self.sampler.world_size
@@ -230,29 +260,41 @@ class DataParallel:
         self._layout = [(g.shape, g.dtype, g.device) for g in grads]
         self.buckets = _buckets(grads, int(self.bucket_cap_mb * 2**20))
         # one flat buffer per bucket, with one extra element for the sample count (see below)
-        self._flats = [torch.empty(sum(grads[i].numel() for i in b) + 1, dtype=grads[b[0]].dtype, device=grads[b[0]].device)
-                       for b in self.buckets]
+        self._flats = [
+            torch.empty(
+                sum(grads[i].numel() for i in b) + 1, dtype=grads[b[0]].dtype, device=grads[b[0]].device
+            )
+            for b in self.buckets
+        ]
         self._views = [list(f[:-1].split([grads[i].numel() for i in b])) for f, b in zip(self._flats, self.buckets)]
         if self.world_size > 1:
             _check_same_everywhere(model, self.sampler)
             broadcast_state(model, 0, self.bucket_cap_mb)
 
     def average_gradients(self,
-                          count: int | float | torch.Tensor, # what this rank's loss was divided by: its number of samples
+                          # what this rank's loss was divided by: its number of samples
+                          count: int | float | torch.Tensor,
                          ):
-        "Replace every `param.grad` by the count-weighted mean over the ranks, `sum_r count_r * grad_r / sum_r count_r`."
-        if isinstance(count, bool) or not isinstance(count, (numbers.Real, torch.Tensor)) or (isinstance(count, numbers.Real) and not count > 0):
-            raise ValueError(f"DataParallel.average_gradients expects a sample count > 0 (a number or a 0-dim tensor), got {count!r}")
+        ("Replace every `param.grad` by the count-weighted mean over the ranks, `sum_r count_r * grad_r / "
+         "sum_r count_r`.")
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, (numbers.Real, torch.Tensor))
+            or (isinstance(count, numbers.Real) and not count > 0)
+        ):
+            raise ValueError("DataParallel.average_gradients expects a sample count > 0 (a number or a "
+                             f"0-dim tensor), got {count!r}")
         if self.world_size == 1: return
         if [(p.grad.shape, p.grad.dtype, p.grad.device) for p in self.params] != self._layout:
-            raise RuntimeError("DataParallel: the parameters' gradients changed shape, dtype or device since construction "
-                               "(create DataParallel after model.to(...))")
+            raise RuntimeError("DataParallel: the parameters' gradients changed shape, dtype or device since "
+                               "construction (create DataParallel after model.to(...))")
         t0 = time.perf_counter() if self.timed else 0.0
         works = []
         for b, flat, views in zip(self.buckets, self._flats, self._views):
             for i, v in zip(b, views): torch.mul(self.params[i].grad.reshape(-1), count, out=v)  # pack count_r * grad_r
             flat[-1].fill_(count)
-            works.append(dist.all_reduce(flat, async_op=True))  # sum over the ranks; the next bucket is packed meanwhile
+            # sum over the ranks; the next bucket is packed meanwhile
+            works.append(dist.all_reduce(flat, async_op=True))
         for b, flat, views, w in zip(self.buckets, self._flats, self._views, works):
             w.wait()
             for i, v in zip(b, views):  # unpack, divided by sum_r count_r (the global batch size)
@@ -266,8 +308,10 @@ class DataParallel:
                        model: Module, # the model `train` is training (must be this object's `model`)
                        idx: torch.Tensor, # the indices of this rank's shard of the minibatch
                       ):
-        "The hook for `train(..., after_backward=...)`: average the gradients, weighted by the local sample counts; sync the buffers."
-        if model is not self.model: raise ValueError("DataParallel.after_backward got a different model than the one it was made for")
+        ("The hook for `train(..., after_backward=...)`: average the gradients, weighted by the local sample "
+         "counts; sync the buffers.")
+        if model is not self.model: raise ValueError("DataParallel.after_backward got a different model than "
+                                                     "the one it was made for")
         count = idx.numel() if isinstance(idx, torch.Tensor) else len(idx)
         self.average_gradients(count)
         if self.broadcast_buffers and self.world_size > 1:
@@ -278,11 +322,13 @@ class DataParallel:
     def reduce_history(self,
                        hist, # the `History` that `train` returned on this rank (its losses are over this rank's shards)
                       ): # a new `History`: train loss and accuracy over all the ranks' samples, the rest unchanged
-        "The whole job's training loss and accuracy, every rank's shards together (a collective: call it on every rank)."
+        ("The whole job's training loss and accuracy, every rank's shards together (a collective: call it on "
+         "every rank).")
         import dataclasses
         out = dataclasses.replace(hist, **{f.name: list(getattr(hist, f.name)) for f in dataclasses.fields(hist)})
         if self.world_size == 1 or not len(hist): return out
-        c = float(self.local_count)  # this rank's samples per epoch: the same every epoch (the shard sizes do not depend on the shuffle)
+        # this rank's samples per epoch: the same every epoch (the shard sizes do not depend on the shuffle)
+        c = float(self.local_count)
         t = torch.tensor([[l * c, a * c, c] for l, a in zip(hist.train_loss, hist.train_accuracy)], dtype=torch.float64)
         t = t.to(self._flats[0].device)
         dist.all_reduce(t)
@@ -310,7 +356,8 @@ def _first_failure(store) -> str | None:
 _STOPPED = 'minidl/stopped'  # how many ranks have read the failure message
 
 def _wait_for_the_others(store, rank: int, world: int, patience: float = 5.0):
-    "Count this rank as stopped; rank 0, which may host the store, keeps it up until every rank has read the message (at most `patience` s)."
+    ("Count this rank as stopped; rank 0, which may host the store, keeps it up until every rank has read "
+     "the message (at most `patience` s).")
     import time
     with contextlib.suppress(Exception):
         store.add(_STOPPED, 1)
@@ -332,5 +379,6 @@ def fail_fast():
         else: msg = f"rank {rank} of {world} stopped because {first}"  # the first failure, named
         print(f"minidl.distributed: {msg}", file=sys.stderr, flush=True)
         _wait_for_the_others(store, rank, world)
-        with contextlib.suppress(Exception): dist.destroy_process_group()  # closes the connections: the others' collectives fail now
+        # closes the connections: the others' collectives fail now
+        with contextlib.suppress(Exception): dist.destroy_process_group()
         raise DistributedError(msg) from e

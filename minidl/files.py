@@ -25,7 +25,8 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~mask
 
 def _refused(e: OSError, path: Path, why: str) -> OSError:
-    "`e` (same class and errno) retold about the destination `path`: the temporary file's hidden name means nothing to the user."
+    ("`e` (same class and errno) retold about the destination `path`: the temporary file's hidden name means "
+     "nothing to the user.")
     err = type(e)(e.errno, f"cannot write {path}: {why} ({e.strerror or e})")
     err.filename = str(path)
     return err
@@ -34,14 +35,17 @@ def _refused(e: OSError, path: Path, why: str) -> OSError:
 def atomic_open(path: str | os.PathLike, # destination file; its folder must exist
                 mode: str = 'w', # `'w'` (text, UTF-8) or `'wb'` (binary)
                ):
-    "Open a temporary file beside `path` for writing; on success it replaces `path` atomically, on failure it is removed."
+    ("Open a temporary file beside `path` for writing; on success it replaces `path` atomically, on failure "
+     "it is removed.")
     if mode not in ('w', 'wb'): raise ValueError(f"atomic_open expects mode 'w' or 'wb', got {mode!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"atomic_open expects a file path (a str or os.PathLike), got {type(path).__name__} {path!r}")
-    if isinstance(path, str) and not path.strip(): raise ValueError("atomic_open expects a file path, got an empty string")
+    if isinstance(path, str) and not path.strip(): raise ValueError("atomic_open expects a file path, got an "
+                                                                    "empty string")
     path = Path(path)
     if path.is_dir(): raise IsADirectoryError(f"cannot write {path}: it is a directory")
-    if not path.parent.is_dir(): raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist")
+    if not path.parent.is_dir(): raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} "
+                                                         "does not exist")
     try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
     except OSError as e: raise _refused(e, path, f"the folder {path.parent} refuses new files") from None
     try:

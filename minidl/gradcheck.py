@@ -34,7 +34,8 @@ def _numeric_grad(f, t: torch.Tensor, eps: float) -> torch.Tensor:
 
 # %% ../nbs/01_gradcheck.ipynb #681caeb4
 def _returned(name: str, g, like: torch.Tensor) -> str | None:
-    "A line saying what is wrong with the gradient `g` that `backward` returned for `like` (`None` when it has the right kind)."
+    ("A line saying what is wrong with the gradient `g` that `backward` returned for `like` (`None` when it "
+     "has the right kind).")
     what = f"a tensor of shape {tuple(like.shape)} and dtype {like.dtype} (dL/d{name}, shaped like the {name})"
     if g is None:
         return (f"{name}: backward returned None, expected {what}; return the gradient with respect to the {name} "
@@ -54,10 +55,14 @@ def _compare(name: str, analytic: torch.Tensor, numeric: torch.Tensor, atol: flo
             f"(analytic {analytic.reshape(-1)[i].item():.10g}, numeric {numeric.reshape(-1)[i].item():.10g})")
 
 def _accumulates(name: str, first: torch.Tensor, second: torch.Tensor, atol: float, rtol: float) -> str | None:
-    "A line saying that a parameter's gradient after two backward passes (`second`) is not twice the one after one (`first`)."
+    ("A line saying that a parameter's gradient after two backward passes (`second`) is not twice the one "
+     "after one (`first`).")
     if torch.allclose(second, 2 * first, rtol=rtol, atol=atol): return None
-    how = ("the second backward gave the same gradient as the first: backward overwrites .grad (p.grad = ...)"
-           if torch.allclose(second, first, rtol=rtol, atol=atol) else "the second backward did not add the same gradient again")
+    how = (
+        "the second backward gave the same gradient as the first: backward overwrites .grad (p.grad = ...)"
+        if torch.allclose(second, first, rtol=rtol, atol=atol)
+        else "the second backward did not add the same gradient again"
+    )
     return (f"{name}: two backward passes must give twice the gradient of one, but {how}; backward must accumulate "
             f"into .grad (p.grad += ..., or an in-place add such as addmm_)")
 
@@ -66,7 +71,8 @@ def _accumulates(name: str, first: torch.Tensor, second: torch.Tensor, atol: flo
 def _check_checkable(f):
     "Refuse, with a message, what is not a module or loss instance with `forward` and `backward`."
     if isinstance(f, type):
-        raise TypeError(f"gradcheck expects a module or loss instance, got the class {f.__name__} (instantiate it: {f.__name__}(...))")
+        raise TypeError(f"gradcheck expects a module or loss instance, got the class {f.__name__} "
+                        f"(instantiate it: {f.__name__}(...))")
     missing = [m for m in ('forward', 'backward') if not callable(getattr(f, m, None))]
     if missing or not callable(f):
         why = f"it has no {' and no '.join(missing)} method" if missing else "it cannot be called"
@@ -83,22 +89,28 @@ def _check_settings(eps, atol, rtol, seed, raise_exception):
     check_flag(raise_exception, 'raise_exception', 'gradcheck')
 
 def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(prediction, target)`)
-              *inputs: torch.Tensor, # `x` for a module; `prediction, target` for a loss (the target may be an integer tensor)
+              # `x` for a module; `prediction, target` for a loss (the target may be an integer tensor)
+              *inputs: torch.Tensor,
               eps: float = 1e-6, # finite-difference step
               atol: float = 1e-7, # absolute tolerance
               rtol: float = 1e-6, # relative tolerance
               seed: int = 0, # seed of the random projection `R` of a module's output
               raise_exception: bool = True, # raise `AssertionError` on mismatch (else return `False`)
              ) -> bool:
-    "Check `f.backward` against central finite differences in float64, for the input and every parameter, and that it accumulates."
+    ("Check `f.backward` against central finite differences in float64, for the input and every parameter, "
+     "and that it accumulates.")
     _check_checkable(f)
     _check_settings(eps, atol, rtol, seed, raise_exception)
     if len(inputs) not in (1, 2):
-        raise TypeError(f"gradcheck expects one input (a module's x) or two (a loss's prediction, target), got {len(inputs)}")
+        raise TypeError("gradcheck expects one input (a module's x) or two (a loss's prediction, target), "
+                        f"got {len(inputs)}")
     for k, t in enumerate(inputs):
         if not isinstance(t, torch.Tensor) or (k == 0 and not t.is_floating_point()):
-            raise TypeError(f"gradcheck expects floating-point tensors as inputs (the target of a loss may be an integer "
-                            f"tensor), got {type(t).__name__}" + (f" of dtype {t.dtype}" if isinstance(t, torch.Tensor) else ''))
+            raise TypeError(
+                f"gradcheck expects floating-point tensors as inputs (the target of a loss may be an integer "
+                f"tensor), got {type(t).__name__}"
+                + (f" of dtype {t.dtype}" if isinstance(t, torch.Tensor) else '')
+            )
     f = copy.deepcopy(f)  # work on a float64 copy: the caller's module is left untouched
     if hasattr(f, 'to'): f.to(dtype=torch.float64)  # integer buffers keep their dtype
     # float64 copies that keep the strides (a non-contiguous input stays so); an integer target keeps its dtype
@@ -108,10 +120,13 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
     x, errors = inputs[0], []
     if len(inputs) == 1:  # a module: reduce the output to a scalar with a fixed random projection R
         y = f(x)
-        if not isinstance(y, torch.Tensor): raise TypeError(f"gradcheck: forward returned {type(y).__name__}, expected a tensor")
-        if not torch.allclose(f(x), y, rtol=0, atol=0, equal_nan=True):  # finite differences need a deterministic function
-            raise ValueError(f"gradcheck: two forward passes of {type(f).__name__} on the same input gave different outputs: "
-                             f"it is random (e.g. Dropout in training mode); check it in eval mode (.eval()) or with p=0")
+        if not isinstance(y, torch.Tensor): raise TypeError("gradcheck: forward returned "
+                                                            f"{type(y).__name__}, expected a tensor")
+        # finite differences need a deterministic function
+        if not torch.allclose(f(x), y, rtol=0, atol=0, equal_nan=True):
+            raise ValueError(f"gradcheck: two forward passes of {type(f).__name__} on the same input gave "
+                             "different outputs: it is random (e.g. Dropout in training mode); check it in "
+                             "eval mode (.eval()) or with p=0")
         gen = torch.Generator(device=y.device).manual_seed(int(seed))
         R = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=gen)
         backward = lambda: f.backward(R)
@@ -119,8 +134,11 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
     else:  # a loss: already a scalar, differentiate with respect to the prediction only
         loss = f(*inputs)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise TypeError(f"gradcheck: the loss returned {type(loss).__name__}"
-                            + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else '') + ", expected a scalar tensor")
+            raise TypeError(
+                f"gradcheck: the loss returned {type(loss).__name__}"
+                + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else '')
+                + ", expected a scalar tensor"
+            )
         backward = f.backward
         scalar = lambda: float(f(*inputs))
     grad_x = backward()
@@ -128,7 +146,9 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
     if params:  # a second backward after the same forward must add the same gradients again
         try: backward()
         except Exception as e: errors.append(f"a second backward after the same forward raised {type(e).__name__}: {e}")
-        else: errors += [e for (name, g1), p in zip(analytic[1:], params) if (e := _accumulates(name, g1, p.grad, atol, rtol))]
+        else:
+            errors += [e for (name, g1), p in zip(analytic[1:], params)
+                       if (e := _accumulates(name, g1, p.grad, atol, rtol))]
     numeric = [_numeric_grad(scalar, x, eps)] + [_numeric_grad(scalar, p.value, eps) for p in params]
     errors = [e for (name, a), n in zip(analytic, numeric) if (e := _compare(name, a, n, atol, rtol))] + errors
     if errors and raise_exception:

@@ -39,7 +39,8 @@ def plot_history(
     histories = {title: [hs] if isinstance(hs, History) else list(hs) for title, hs in histories.items()}
     for title, hs in histories.items():
         if not hs or not all(len(h) for h in hs): raise ValueError(f"no history to plot for {title!r}")
-        if any(h.epoch != hs[0].epoch for h in hs): raise ValueError(f"the histories of {title!r} were recorded at different epochs")
+        if any(h.epoch != hs[0].epoch for h in hs): raise ValueError(f"the histories of {title!r} were "
+                                                                     "recorded at different epochs")
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=figsize, layout='constrained')
     for i, (title, hs) in enumerate(histories.items()):
         ep, col = hs[0].epoch, f'C{i}'
@@ -54,7 +55,15 @@ def plot_history(
     ax_loss.set(yscale='log', xlabel='epoch', ylabel='training loss', title='Training loss (BCE or MSE)')
     ax_err.set(yscale='log', xlabel='epoch', ylabel='error (%)', title='Error = 100% - accuracy')
     ax_err.axhline(2.0, color='gray', lw=0.8, ls='--')
-    ax_err.annotate('98% accuracy', (ep[-1], 2.0), xytext=(-4, 3), textcoords='offset points', ha='right', fontsize=8, color='gray')
+    ax_err.annotate(
+        '98% accuracy',
+        (ep[-1], 2.0),
+        xytext=(-4, 3),
+        textcoords='offset points',
+        ha='right',
+        fontsize=8,
+        color='gray',
+    )
     for ax in (ax_loss, ax_err): ax.legend(fontsize=8); ax.grid(alpha=0.3, which='both')
     if suptitle: fig.suptitle(suptitle)
     return fig
@@ -62,11 +71,13 @@ def plot_history(
 # %% ../nbs/37_plots.ipynb #e6b03062
 def save_figure(
     fig, # matplotlib figure
-    path:str|os.PathLike, # destination; its suffix gives the format (`.png`, `.pdf`, `.svg`, ...); its folder must exist
+    # destination; its suffix gives the format (`.png`, `.pdf`, `.svg`, ...); its folder must exist
+    path:str|os.PathLike,
     dpi:float|None=None, # resolution (default: matplotlib's `savefig.dpi`)
     close:bool=False, # close the figure once saved (frees its memory)
 )->Path: # `path`
-    "Write `fig` to `path` atomically: the file appears whole or not at all, and a failed save leaves the previous file intact"
+    ("Write `fig` to `path` atomically: the file appears whole or not at all, and a failed save leaves the "
+     "previous file intact")
     if not (callable(getattr(fig, 'savefig', None)) and hasattr(fig, 'canvas')):
         raise TypeError(f"save_figure expects a matplotlib figure, got {type(fig).__name__}")
     if not isinstance(path, (str, os.PathLike)):

@@ -27,7 +27,8 @@ def tolerance(expected: torch.Tensor, # the oracle's result (PyTorch's)
               scale: float | None = None, # the magnitude of the terms that produced the result (default: max|expected|)
              ) -> dict: # `dict(rtol=..., atol=...)`, the keywords of `torch.testing.assert_close`
     "The tolerances of the policy: rtol = ulps eps n cond, atol = rtol scale (the absolute floor on the terms' scale)."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"tolerance expects n >= 1 (a count of roundings), got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"tolerance expects n >= 1 (a count of roundings), got {n!r}")
     if not cond >= 1: raise ValueError(f"tolerance expects cond >= 1 (a factor that amplifies errors), got {cond!r}")
     if not ulps > 0: raise ValueError(f"tolerance expects ulps > 0, got {ulps!r}")
     if not expected.is_floating_point(): return dict(rtol=0.0, atol=0.0)  # integers compare exactly
@@ -44,7 +45,8 @@ def assert_close(actual: torch.Tensor, # minidl's result
                  n: int = 1, # the longest chain of roundings feeding one entry (see `tolerance`)
                  cond: float = 1.0, # the condition factor (see `tolerance`)
                  ulps: float = 4.0, # units in the last place allowed per rounding
-                 scale: float | None = None, # the magnitude of the terms that produced the result (default: max|expected|)
+                 # the magnitude of the terms that produced the result (default: max|expected|)
+                 scale: float | None = None,
                  equal_nan: bool = False, # NaN equals NaN
                 ):
     "Check `actual` against `expected` under the tolerance policy; raises `AssertionError` naming the policy's terms."
@@ -52,7 +54,11 @@ def assert_close(actual: torch.Tensor, # minidl's result
     if isinstance(actual, torch.Tensor): actual = actual.detach()
     tol = tolerance(expected, n, cond, ulps, scale)
     why = f"tolerance policy: n={n}, cond={cond:g}, ulps={ulps:g} -> rtol={tol['rtol']:.3g}, atol={tol['atol']:.3g}"
-    if (log := os.environ.get('MINIDL_TOLERANCE_LOG')) and isinstance(actual, torch.Tensor) and actual.shape == expected.shape:
+    if (
+        (log := os.environ.get('MINIDL_TOLERANCE_LOG'))
+        and isinstance(actual, torch.Tensor)
+        and actual.shape == expected.shape
+    ):
         _log_margin(log, actual, expected, tol, n, cond)
     torch.testing.assert_close(actual, expected, **tol, equal_nan=equal_nan, msg=lambda m: f"{m}\n({why})")
 
@@ -64,13 +70,20 @@ def _log_margin(path: str, actual, expected, tol: dict, n: int, cond: float):
     used = (err / (tol['atol'] + tol['rtol'] * e.abs()[ok])).max().item() if err.numel() else 0.0
     stack = inspect.stack()[2:]
     frame = next((f for f in stack if f.function.startswith('test')), stack[0])  # the test, not a helper it calls
-    line = dict(where=f"{os.path.basename(frame.filename)}:{frame.function}:{frame.lineno}", n=n, cond=cond, dtype=str(expected.dtype),
-                max_abs=err.max().item() if err.numel() else 0.0, scale=e.abs()[ok].max().item() if err.numel() else 0.0,
-                used=used)
+    line = dict(
+        where=f"{os.path.basename(frame.filename)}:{frame.function}:{frame.lineno}",
+        n=n,
+        cond=cond,
+        dtype=str(expected.dtype),
+        max_abs=err.max().item() if err.numel() else 0.0,
+        scale=e.abs()[ok].max().item() if err.numel() else 0.0,
+        used=used,
+    )
     with open(path, 'a') as f: f.write(json.dumps(line) + '\n')
 
 # %% ../nbs/02_testing.ipynb #5c64af27
-F32_TOL = dict(rtol=1e-4, atol=1e-5)  # float32: a loose fixed bound (its rounding, 6e-8, is too coarse for a derived one)
+# float32: a loose fixed bound (its rounding, 6e-8, is too coarse for a derived one)
+F32_TOL = dict(rtol=1e-4, atol=1e-5)
 
 def assert_parity(actual: torch.Tensor, # minidl's result
                   expected: torch.Tensor, # the oracle's result (PyTorch's)
@@ -104,7 +117,8 @@ def torch_grads(module, # a `torch.nn.Module`
 
 # %% ../nbs/02_testing.ipynb #4069fb11
 def snapshot(*objs) -> list:
-    "Copies of everything a failed call must leave alone (modules, optimizers, parameters, schedules, generators, tensors), for `assert_unchanged`."
+    ("Copies of everything a failed call must leave alone (modules, optimizers, parameters, schedules, "
+     "generators, tensors), for `assert_unchanged`.")
     out = []
     for o in objs:
         if isinstance(o, (list, tuple)): out.append(snapshot(*o))
@@ -128,7 +142,8 @@ def _same_tensor(a, b) -> bool:
 
 def _differences(a, b, where: str = '') -> list:
     "Where two snapshots differ: tensors bit for bit (NaN equal to NaN), containers entry by entry, the rest by `==`."
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor): return [] if _same_tensor(a, b) else [where or 'a tensor']
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return [] if _same_tensor(a, b) else [where or 'a tensor']
     if isinstance(a, dict) and isinstance(b, dict):
         if a.keys() != b.keys(): return [f"{where} keys"]
         return [d for k in a for d in _differences(a[k], b[k], f"{where}[{k!r}]")]
@@ -146,14 +161,27 @@ def assert_unchanged(before: list, # `snapshot(...)` taken before the call
     assert not diff, f"a failed call changed: {', '.join(diff[:5])}"
 
 # %% ../nbs/02_testing.ipynb #5c7c4521
-RAW_MESSAGES = ('mat1 and mat2', 'Overflow when unpacking', 'expected str, bytes or os.PathLike', 'object has no attribute',
-                'not iterable', 'too many values to unpack', 'invalid combination of arguments', 'must match the size',
-                'size mismatch', 'not on the expected device', 'float division by zero', 'Invalid device string', 'Traceback')
+RAW_MESSAGES = (
+    'mat1 and mat2',
+    'Overflow when unpacking',
+    'expected str, bytes or os.PathLike',
+    'object has no attribute',
+    'not iterable',
+    'too many values to unpack',
+    'invalid combination of arguments',
+    'must match the size',
+    'size mismatch',
+    'not on the expected device',
+    'float division by zero',
+    'Invalid device string',
+    'Traceback',
+)
 
 def assert_clear_error(exc: type, # the exception type expected
                        contains: str | list, # a fragment, or fragments, the message must hold
                        f, *args, **kwargs): # the call
-    "Call `f(*args, **kwargs)`, expect `exc` whose message holds every fragment of `contains` and no raw torch or Python message (`RAW_MESSAGES`); returns the message."
+    ("Call `f(*args, **kwargs)`, expect `exc` whose message holds every fragment of `contains` and no raw "
+     "torch or Python message (`RAW_MESSAGES`); returns the message.")
     try: f(*args, **kwargs)
     except exc as e: msg = str(e)
     else: raise AssertionError(f"{getattr(f, '__name__', f)} did not raise {exc.__name__}")

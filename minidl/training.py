@@ -35,13 +35,15 @@ def accuracy(
 )->float: # fraction of correct predictions, in [0, 1]
     "Fraction of points whose predicted class (`output > threshold`, or the argmax of each row) equals the label"
     for v in (output, labels):
-        if not isinstance(v, Tensor): raise TypeError(f"accuracy expects output and labels to be torch.Tensors, got {type(v).__name__}")
+        if not isinstance(v, Tensor): raise TypeError("accuracy expects output and labels to be "
+                                                      f"torch.Tensors, got {type(v).__name__}")
     multi = labels.ndim == 1 and not labels.is_floating_point()
     if multi and (output.ndim != 2 or output.shape[0] != labels.shape[0]):
-        raise ValueError(f"accuracy expects outputs of shape (n, C) for class indices of shape (n,), got {fmt_shape(output.shape)} "
-                         f"and {fmt_shape(labels.shape)}")
+        raise ValueError("accuracy expects outputs of shape (n, C) for class indices of shape (n,), got "
+                         f"{fmt_shape(output.shape)} and {fmt_shape(labels.shape)}")
     if not multi and output.shape != labels.shape:
-        raise ValueError(f"accuracy expects output and labels of the same shape, got {fmt_shape(output.shape)} and {fmt_shape(labels.shape)}")
+        raise ValueError("accuracy expects output and labels of the same shape, got "
+                         f"{fmt_shape(output.shape)} and {fmt_shape(labels.shape)}")
     if labels.shape[0] == 0: raise ValueError("accuracy of an empty batch is undefined")
     return _correct(output, labels, threshold).item() / labels.shape[0]  # exact: count / n
 
@@ -65,26 +67,33 @@ class History:
 
 # %% ../nbs/35_training.ipynb #3c8066a7
 def _check_data(x, y, xn:str, yn:str, model:Module)->tuple[Tensor, Tensor, int]:
-    "Check inputs and labels before any step; return `x`, the labels (binary: in `x`'s dtype) and the number of classes (1: binary)"
+    ("Check inputs and labels before any step; return `x`, the labels (binary: in `x`'s dtype) and the "
+     "number of classes (1: binary)")
     for v, name in ((x, xn), (y, yn)):
-        if not isinstance(v, Tensor): raise TypeError(f"train expects {name} to be a torch.Tensor, got {type(v).__name__}")
-    if not x.is_floating_point(): raise TypeError(f"train expects {xn} to be floating-point, got dtype {x.dtype} (convert it with .float())")
+        if not isinstance(v, Tensor): raise TypeError(f"train expects {name} to be a torch.Tensor, got "
+                                                      f"{type(v).__name__}")
+    if not x.is_floating_point(): raise TypeError(f"train expects {xn} to be floating-point, got dtype "
+                                                  f"{x.dtype} (convert it with .float())")
     if x.ndim < 2: raise ValueError(f"train expects {xn} of shape (n, features), got {fmt_shape(x.shape)}")
     n = x.shape[0]
     if n == 0: raise ValueError(f"train got an empty {xn} (no points)")
     binary = y.ndim == 2 and y.shape[1] == 1 and not y.is_complex()
     if not binary and not (y.ndim == 1 and y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)):
-        raise ValueError(f"train expects {yn} of shape (n, 1) with labels in {{0, 1}} (binary), or integer class indices of "
-                         f"shape (n,) (multi-class), got shape {fmt_shape(y.shape)} and dtype {y.dtype}")
-    if y.shape[0] != n: raise ValueError(f"train expects one label per point, got {n} points in {xn} and {y.shape[0]} labels in {yn}")
-    if y.device != x.device: raise RuntimeError(f"train expects {xn} and {yn} on the same device, got {x.device} and {y.device}")
+        raise ValueError(f"train expects {yn} of shape (n, 1) with labels in {{0, 1}} (binary), or integer "
+                         f"class indices of shape (n,) (multi-class), got shape {fmt_shape(y.shape)} and "
+                         f"dtype {y.dtype}")
+    if y.shape[0] != n: raise ValueError(f"train expects one label per point, got {n} points in {xn} and "
+                                         f"{y.shape[0]} labels in {yn}")
+    if y.device != x.device: raise RuntimeError(f"train expects {xn} and {yn} on the same device, got "
+                                                f"{x.device} and {y.device}")
     if params := model.parameters():
         w = params[0].value
         if x.dtype != w.dtype:
             raise TypeError(f"train: the model has {w.dtype} parameters but {xn} is {x.dtype} "
                             f"(convert one of them: {xn}.to({w.dtype}) or model.to(dtype={x.dtype}))")
         if x.device != w.device:
-            raise RuntimeError(f"train: the model is on {w.device} but {xn} is on {x.device} (move one of them with .to())")
+            raise RuntimeError(f"train: the model is on {w.device} but {xn} is on {x.device} (move one of "
+                               "them with .to())")
     if (bad := int((~torch.isfinite(x)).sum())):
         raise ValueError(f"train expects finite values in {xn}, got {bad} NaN or infinite value(s)")
     if binary:
@@ -99,13 +108,16 @@ def _check_data(x, y, xn:str, yn:str, model:Module)->tuple[Tensor, Tensor, int]:
     finally: model.train(was_training)
     width = out.shape[1] if out.ndim == 2 else 0
     if binary and width != 1:
-        raise ValueError(f"train: binary labels of shape (n, 1) need a model with one output, got an output of shape "
-                         f"{fmt_shape(out.shape)} for {xn}[:1] (for several classes, pass integer class indices of shape (n,))")
+        raise ValueError("train: binary labels of shape (n, 1) need a model with one output, got an output "
+                         f"of shape {fmt_shape(out.shape)} for {xn}[:1] (for several classes, pass integer "
+                         "class indices of shape (n,))")
     if not binary:
-        if width < 2: raise ValueError(f"train: class indices need a model with one output per class, got an output of shape {fmt_shape(out.shape)}")
+        if width < 2: raise ValueError("train: class indices need a model with one output per class, got an "
+                                       f"output of shape {fmt_shape(out.shape)}")
         lo, hi = (int(v) for v in torch.aminmax(y))
         if lo < 0 or hi >= width:
-            raise ValueError(f"train expects class indices in [0, {width}) in {yn} (the model has {width} outputs), got values in [{lo}, {hi}]")
+            raise ValueError(f"train expects class indices in [0, {width}) in {yn} (the model has {width} "
+                             f"outputs), got values in [{lo}, {hi}]")
     return x, y, 1 if binary else width
 
 # %% ../nbs/35_training.ipynb #ca196fde
@@ -113,28 +125,38 @@ class TrainingDiverged(RuntimeError):
     "Raised by `train` when the loss or the model's output stops being finite: the learning rate is too large"
 
 def _diverged(epoch:int, lr:float, what:str)->TrainingDiverged:
-    return TrainingDiverged(f"training diverged: lower the learning rate ({what} at epoch {epoch}, learning rate {lr:.4g})")
+    return TrainingDiverged(f"training diverged: lower the learning rate ({what} at epoch {epoch}, learning "
+                            f"rate {lr:.4g})")
 
 def _check_batches(batches, epoch:int, n:int)->list:
-    "The sampler's batches for this epoch: a non-empty list of 1-D int64 index tensors, all in [-n, n) (one read per epoch)"
+    ("The sampler's batches for this epoch: a non-empty list of 1-D int64 index tensors, all in [-n, n) (one "
+     "read per epoch)")
     try: batches = list(batches)
-    except TypeError: raise TypeError(f"train expects the sampler to return a list of index tensors, got {type(batches).__name__} "
-                                      f"for epoch {epoch}") from None
+    except TypeError: raise TypeError("train expects the sampler to return a list of index tensors, got "
+                                      f"{type(batches).__name__} for epoch {epoch}") from None
     if not batches: raise ValueError(f"train: the sampler returned no batch for epoch {epoch}")
     for idx in batches:
         if not (isinstance(idx, Tensor) and idx.ndim == 1 and idx.dtype == torch.int64 and idx.numel() > 0):
-            what = f"a tensor of shape {fmt_shape(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
-            raise ValueError(f"train expects the sampler to return non-empty 1-D int64 index tensors, got {what} for epoch {epoch}")
-    lo, hi = torch.stack(torch.aminmax(torch.cat([b.to(batches[0].device) for b in batches]))).tolist()  # the one read: a sampler's indices are not ours
+            what = (
+                f"a tensor of shape {fmt_shape(idx.shape)} and dtype {idx.dtype}"
+                if isinstance(idx, Tensor)
+                else type(idx).__name__
+            )
+            raise ValueError("train expects the sampler to return non-empty 1-D int64 index tensors, got "
+                             f"{what} for epoch {epoch}")
+    # the one read: a sampler's indices are not ours
+    lo, hi = torch.stack(torch.aminmax(torch.cat([b.to(batches[0].device) for b in batches]))).tolist()
     if lo < -n or hi >= n:
-        raise ValueError(f"train expects the sampler's indices in [-{n}, {n}) (the training points), got indices from {lo} to {hi} for epoch {epoch}")
+        raise ValueError(f"train expects the sampler's indices in [-{n}, {n}) (the training points), got "
+                         f"indices from {lo} to {hi} for epoch {epoch}")
     return batches
 
 # %% ../nbs/35_training.ipynb #39725e78
 def _check_callbacks(callbacks)->tuple[tuple, tuple]:
     "The bound `after_step` and `after_epoch` methods of `callbacks` (each object needs at least one)"
     if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, '__iter__'):
-        raise TypeError(f"train expects callbacks to be a list of objects with after_step() or after_epoch(), got {type(callbacks).__name__}")
+        raise TypeError("train expects callbacks to be a list of objects with after_step() or "
+                        f"after_epoch(), got {type(callbacks).__name__}")
     steps, epochs = [], []
     for i, cb in enumerate(callbacks):
         s, e = getattr(cb, 'after_step', None), getattr(cb, 'after_epoch', None)
@@ -164,14 +186,19 @@ def train(
     desc:str|None=None, # label of the progress bar
     leave:bool=True, # keep the finished progress bar on screen
     scheduler=None, # learning-rate schedule: its `step()` runs after every `optimizer.step()`
-    sampler=None, # `sampler(epoch)` -> the epoch's batches, a list of int64 index tensors (instead of `batch_size`, `seed`)
+    # `sampler(epoch)` -> the epoch's batches, a list of int64 index tensors (instead of `batch_size`, `seed`)
+    sampler=None,
     after_backward=None, # `after_backward(model, idx)` runs after the backward pass, before `optimizer.step()`
-    callbacks=(), # objects with `after_step()` (after every optimizer and scheduler step) and/or `after_epoch(epoch, history)`, e.g. collectors
+    # objects with `after_step()` (after every optimizer and scheduler step) and/or `after_epoch(epoch,
+    # history)`, e.g. collectors
+    callbacks=(),
 )->History:
     "Train `model` with `optimizer` on `loss_fn` for `epochs` epochs; return the per-epoch `History`"
-    if not isinstance(model, Module): raise TypeError(f"train expects a minidl Module as model, got {type(model).__name__}")
+    if not isinstance(model, Module): raise TypeError("train expects a minidl Module as model, got "
+                                                      f"{type(model).__name__}")
     if not (isinstance(loss_fn, Loss) or (callable(loss_fn) and callable(getattr(loss_fn, 'backward', None)))):
-        raise TypeError(f"train expects a minidl loss (a Loss, with forward and backward) as loss_fn, got {type(loss_fn).__name__}")
+        raise TypeError("train expects a minidl loss (a Loss, with forward and backward) as loss_fn, got "
+                        f"{type(loss_fn).__name__}")
     epochs, record_every = check_int(epochs, 'epochs', 'train', min=0), check_int(record_every, 'record_every', 'train')
     if batch_size is not None: batch_size = check_int(batch_size, 'batch_size', 'train')
     shuffler = torch.Generator().manual_seed(check_seed(seed, 'seed', 'train'))
@@ -180,27 +207,33 @@ def train(
     low, high = (check_finite(v, 'targets', 'train') for v in targets)
     threshold = (low + high) / 2 if threshold is None else check_finite(threshold, 'threshold', 'train')
     for name, f in (('sampler', sampler), ('after_backward', after_backward)):
-        if f is not None and not callable(f): raise TypeError(f"train expects {name} to be callable, got {type(f).__name__}")
+        if f is not None and not callable(f): raise TypeError(f"train expects {name} to be callable, got "
+                                                              f"{type(f).__name__}")
     if scheduler is not None and not callable(getattr(scheduler, 'step', None)):
         raise TypeError(f"train expects a scheduler with a step() method, got {type(scheduler).__name__}")
     _check_drives(scheduler, optimizer, 'train')  # a schedule of another optimizer would leave this one's rate constant
     for a in ('zero_grad', 'step', 'current_lr'):
-        if not hasattr(optimizer, a): raise TypeError(f"train expects an optimizer with zero_grad(), step() and current_lr, got {type(optimizer).__name__}")
+        if not hasattr(optimizer, a): raise TypeError("train expects an optimizer with zero_grad(), step() "
+                                                      f"and current_lr, got {type(optimizer).__name__}")
     step_callbacks, epoch_callbacks = _check_callbacks(callbacks)
     x_train, y_train, classes = _check_data(x_train, y_train, 'x_train', 'y_train', model)
-    if classes == 1 and getattr(loss_fn, '_softmax_over_classes', False):  # a softmax over one output is 1: the loss would stay 0
-        raise ValueError("train: LossCrossEntropy needs integer class indices of shape (n,) and one output per class; for "
-                         "binary (n, 1) labels use LossBCE with a Sigmoid output")
+    # a softmax over one output is 1: the loss would stay 0
+    if classes == 1 and getattr(loss_fn, '_softmax_over_classes', False):
+        raise ValueError("train: LossCrossEntropy needs integer class indices of shape (n,) and one output "
+                         "per class; for binary (n, 1) labels use LossBCE with a Sigmoid output")
     if (x_test is None) != (y_test is None): raise ValueError("train expects both x_test and y_test, or neither")
     if x_test is not None:
         if isinstance(x_test, Tensor) and x_test.shape[1:] != x_train.shape[1:]:
-            raise ValueError(f"train expects test points of the same shape as the training points, got {fmt_shape(x_test.shape)} "
-                             f"and {fmt_shape(x_train.shape)}")
+            raise ValueError("train expects test points of the same shape as the training points, got "
+                             f"{fmt_shape(x_test.shape)} and {fmt_shape(x_train.shape)}")
         x_test, y_test, test_classes = _check_data(x_test, y_test, 'x_test', 'y_test', model)
-        if test_classes != classes: raise ValueError(f"train expects test labels of the same kind as the training labels "
-                                                     f"(binary (n, 1) or class indices (n,)), got {fmt_shape(y_test.shape)} and {fmt_shape(y_train.shape)}")
+        if test_classes != classes: raise ValueError("train expects test labels of the same kind as the "
+                                                     "training labels (binary (n, 1) or class indices "
+                                                     f"(n,)), got {fmt_shape(y_test.shape)} and "
+                                                     f"{fmt_shape(y_train.shape)}")
     n, dev = x_train.shape[0], x_train.device
-    full, everything = batch_size is None or batch_size >= n, slice(None)  # full batch: the tensors themselves, the same at every step
+    # full batch: the tensors themselves, the same at every step
+    full, everything = batch_size is None or batch_size >= n, slice(None)
     t_train = low + (high - low) * y_train if classes == 1 else y_train  # what the loss compares the output with
 
     hist, was_training = History(), model.training
@@ -212,10 +245,19 @@ def train(
             if sampler is not None: batches = _check_batches(sampler(epoch), epoch, n)
             elif full: batches = [everything]  # full batch: no shuffling, no copy
             else: batches = torch.randperm(n, generator=shuffler).to(dev).split(batch_size)
-            if record: loss_sum, correct, count = torch.zeros((), dtype=torch.float64, device=dev), torch.zeros((), dtype=torch.int64, device=dev), 0
+            if record:
+                loss_sum, correct, count = (
+                    torch.zeros((), dtype=torch.float64, device=dev),
+                    torch.zeros((), dtype=torch.int64, device=dev),
+                    0,
+                )
             model.train()
             for idx in batches:
-                xb, tb, yb = (x_train, t_train, y_train) if idx is everything else (x_train[idx], t_train[idx], y_train[idx])
+                xb, tb, yb = (
+                    (x_train, t_train, y_train)
+                    if idx is everything
+                    else (x_train[idx], t_train[idx], y_train[idx])
+                )
                 output = model(xb)
                 try: loss = loss_fn(output, tb)
                 except (ValueError, RuntimeError):  # e.g. LossBCE refusing a NaN prediction: was it a divergence?
@@ -235,8 +277,13 @@ def train(
                 for f in step_callbacks: f()  # none: an empty loop
             if record:
                 model.eval()
-                test_correct = _correct(model(x_test), y_test, threshold) if x_test is not None else correct.new_zeros(())
-                total, right, test_right = torch.stack([loss_sum, correct.double(), test_correct.double()]).tolist()  # the epoch's one read
+                test_correct = (
+                    _correct(model(x_test), y_test, threshold)
+                    if x_test is not None
+                    else correct.new_zeros(())
+                )
+                # the epoch's one read
+                total, right, test_right = torch.stack([loss_sum, correct.double(), test_correct.double()]).tolist()
                 if not math.isfinite(total): raise _diverged(epoch, lr, f"the training loss is {total / count}")
                 hist.epoch.append(epoch)
                 hist.train_loss.append(total / count)

@@ -17,7 +17,8 @@ settings.load_profile('minidl')
 
 @pytest.fixture(autouse=True)
 def torch_global_state():
-    "Each test starts from torch's default dtype, number of threads and global random state, and leaves them as it found them."
+    ("Each test starts from torch's default dtype, number of threads and global random state, and leaves "
+     "them as it found them.")
     dtype, threads, rng = torch.get_default_dtype(), torch.get_num_threads(), torch.get_rng_state()
     yield
     torch.set_default_dtype(dtype); torch.set_num_threads(threads); torch.set_rng_state(rng)

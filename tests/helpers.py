@@ -33,7 +33,8 @@ SHAPES = [(4, 3), (4,), (2, 4), (2,)]
 
 
 def close_after_steps(a, b):
-    "float64 agreement after a run of optimizer steps: a few ulps per step (rtol), an absolute floor scaled to the values."
+    ("float64 agreement after a run of optimizer steps: a few ulps per step (rtol), an absolute floor scaled "
+     "to the values.")
     b = b.detach()
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * max(1.0, b.abs().max().item()))
 
@@ -83,7 +84,11 @@ def causal_bool(T):
 def randomise(ref, gen, std=0.5):
     "Random values for every parameter of a torch module (biases and norms too, so that no gradient is trivially zero)."
     with torch.no_grad():
-        for p in ref.parameters(): p.copy_(torch.randn(p.shape, dtype=p.dtype, generator=gen) * std + (1 if p.dim() == 1 and std == 0.1 else 0))
+        for p in ref.parameters():
+            p.copy_(
+                torch.randn(p.shape, dtype=p.dtype, generator=gen) * std
+                + (1 if p.dim() == 1 and std == 0.1 else 0)
+            )
 
 
 def compare_params(ours, ref, **tol):
@@ -122,7 +127,8 @@ def run_both(seed, widths, make_ours, make_ref, make_sched=None, make_ref_sched=
     tensors; `'autograd'`: from torch.autograd."""
     model, ref, x, y = mlp_pair(seed, widths)
     twin = mlp_pair(seed, widths)[0]
-    for p, r in zip(twin.parameters(), ref): p.value = r.detach()  # shares storage: torch's updates are seen by the twin
+    # shares storage: torch's updates are seen by the twin
+    for p, r in zip(twin.parameters(), ref): p.value = r.detach()
     opt, ref_opt = make_ours(model.parameters()), make_ref(ref)
     sched = make_sched(opt) if make_sched else None
     ref_sched = make_ref_sched(ref_opt) if make_ref_sched else None

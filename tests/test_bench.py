@@ -49,7 +49,8 @@ def test_sample_measures_wall_and_cpu_time_per_call(clock):
 
 
 def test_calibration_sizes_each_sample_to_about_sample_s(clock):
-    "Sized on the CPU time per call (waiting for a core does not count), or on the wall clock when a device is synchronised."
+    ("Sized on the CPU time per call (waiting for a core does not count), or on the wall clock when a device "
+     "is synchronised.")
     fns = candidates(clock, {'fast': 1e-5, 'slow': 3e-3, 'slower_than_a_sample': 0.05})
     clock.cpu_share = 1.0
     assert harness.calibrate(fns, sample_s=0.01, warmup_s=0.1) == {'fast': 1000, 'slow': 3, 'slower_than_a_sample': 1}
@@ -99,10 +100,18 @@ def test_before_runs_untimed_before_each_sample_of_its_candidate(clock):
 
 
 def test_summary_medians_quartiles_and_ratios():
-    samples = {'m': [(1.0, 0.5), (2.0, 1.0), (9.0, 1.5)], 't': [(2.0, 1.0), (2.0, 2.0), (3.0, 3.0)], 'h': [(1.0, 1.0)] * 3}
+    samples = {
+        'm': [(1.0, 0.5), (2.0, 1.0), (9.0, 1.5)],
+        't': [(2.0, 1.0), (2.0, 2.0), (3.0, 3.0)],
+        'h': [(1.0, 1.0)] * 3,
+    }
     s = harness.summarize(samples, {'m': 1, 't': 1, 'h': 1})
     assert s['rounds'] == 3 and s['steps_per_sample'] == {'m': 1, 't': 1, 'h': 1}
-    assert s['time_s']['m']['median'] == 2.0 and s['time_s']['m']['min'] == 1.0 and s['time_s']['m']['samples'] == [1.0, 2.0, 9.0]
+    assert (
+        s['time_s']['m']['median'] == 2.0
+        and s['time_s']['m']['min'] == 1.0
+        and s['time_s']['m']['samples'] == [1.0, 2.0, 9.0]
+    )
     q = statistics.quantiles([1.0, 2.0, 9.0], n=4)
     assert (s['time_s']['m']['q1'], s['time_s']['m']['q3']) == (q[0], q[2])
     assert s['ratios'] == {'m/t': 1.0, 'm/h': 2.0}                 # ratio of the medians
@@ -159,14 +168,26 @@ def one_thread_restored():
     torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize('args, words', [(['nope'], "unknown suite 'nope'"), (['core', '--bogus'], 'unrecognized arguments'),
-                                         (['optim', 'optim'], 'named twice'), (['--device', 'tpu'], 'invalid choice'),
-                                         (['all', 'core'], "unknown suite 'all'")]
-                                        + [(['optim', '--device', 'cuda'], 'CUDA is not available')] * (not torch.cuda.is_available()))
+@pytest.mark.parametrize(
+    'args, words',
+    [
+        (['nope'], "unknown suite 'nope'"),
+        (['core', '--bogus'], 'unrecognized arguments'),
+        (['optim', 'optim'], 'named twice'),
+        (['--device', 'tpu'], 'invalid choice'),
+        (['all', 'core'], "unknown suite 'all'"),
+    ]
+    + [(['optim', '--device', 'cuda'], 'CUDA is not available')] * (not torch.cuda.is_available()),
+)
 def test_bad_arguments_are_one_line_and_exit_2(args, words, capsys):
     with pytest.raises(SystemExit) as e: bench_main.main(args)
     out, err = capsys.readouterr()
-    assert e.value.code == 2 and err.count('\n') == 1 and err.startswith('python -m benchmarks: error: ') and words in err, err
+    assert (
+        e.value.code == 2
+        and err.count('\n') == 1
+        and err.startswith('python -m benchmarks: error: ')
+        and words in err
+    ), err
     assert out == ''
 
 
@@ -182,8 +203,14 @@ def test_quick_run_without_out_writes_nothing(tmp_path, monkeypatch, capsys, one
 def test_quick_run_of_a_small_suite_writes_its_json(tmp_path):
     "The command line end to end, in a process of its own, from another folder (the repository on the path)."
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.run([sys.executable, '-m', 'benchmarks', 'optim', '--quick', '--out', str(tmp_path)], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=300, env=env)
+    p = subprocess.run(
+        [sys.executable, '-m', 'benchmarks', 'optim', '--quick', '--out', str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=env,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert 'torch.get_num_threads() = 1' in p.stdout
     assert [f.name for f in tmp_path.iterdir()] == ['optim.json']  # written atomically, no temporary left
@@ -200,7 +227,9 @@ def test_quick_run_of_a_small_suite_writes_its_json(tmp_path):
         for t in o['times'].values():
             assert 0 < t['min_s'] <= t['q1_s'] <= t['median_s'] <= t['q3_s'] and math.isfinite(t['q3_s'])
         for key in ('minidl/torch', 'minidl/torch-foreach'):
-            assert o['ratio_of_medians'][key] == pytest.approx(o['times']['minidl']['median_s'] / o['times'][key[7:]]['median_s'])
+            assert o['ratio_of_medians'][key] == pytest.approx(
+                o['times']['minidl']['median_s'] / o['times'][key[7:]]['median_s']
+            )
             assert o['median_round_ratio'][key] > 0 and o['ratio_of_minima'][key] > 0
 
 
@@ -225,7 +254,9 @@ def test_core_implementations_agree():
 
 def test_ablation_variants_compute_the_same_step():
     "The ablation's variants (today's minidl and its earlier hot paths) train alike (CPU only)."
-    weights, x, t = core.to_device(core.init_weights(core.CIRCLE), *core.make_data(core.CIRCLE, 10), torch.device('cpu'))
+    weights, x, t = core.to_device(
+        core.init_weights(core.CIRCLE), *core.make_data(core.CIRCLE, 10), torch.device('cpu')
+    )
     ref_step, ref_params = core.BUILDERS['torch'](weights)
     ref = [ref_step(x, t).item() for _ in range(2)]
     for name, v in ablation.VARIANTS.items():
@@ -235,9 +266,12 @@ def test_ablation_variants_compute_the_same_step():
 
 
 def test_op_and_python_call_counts():
-    weights, x, t = core.to_device(core.init_weights(core.CIRCLE), *core.make_data(core.CIRCLE, 10), torch.device('cpu'))
+    weights, x, t = core.to_device(
+        core.init_weights(core.CIRCLE), *core.make_data(core.CIRCLE, 10), torch.device('cpu')
+    )
     steps = {n: b(weights)[0] for n, b in core.BUILDERS.items()}
     ops = {n: core.count_ops(s, x, t) for n, s in steps.items()}
     calls = {n: core.count_python_calls(s, x, t) for n, s in steps.items()}
     assert all(n > 0 for n in ops.values()) and ops['hand'] < ops['minidl']
-    assert calls['hand'] < calls['minidl'] < calls['torch']  # the loop has no modules; torch.nn's call machinery is Python
+    # the loop has no modules; torch.nn's call machinery is Python
+    assert calls['hand'] < calls['minidl'] < calls['torch']

@@ -18,8 +18,14 @@ REGIMES = ['circle-10', 'circle-100', 'circle-1000', 'wide-2048']
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench')
-    proc = subprocess.run([sys.executable, '-m', 'benchmarks', 'core', 'conv', 'digits', '--quick', '--out', str(out)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [sys.executable, '-m', 'benchmarks', 'core', 'conv', 'digits', '--quick', '--out', str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ['conv.json', 'core.json', 'digits.json']
     return proc, {p.stem: json.loads(p.read_text()) for p in out.iterdir()}
@@ -67,7 +73,13 @@ def test_conv(quick_run):
         assert positive(r['blocks']['cpu_ratio'])
         assert r['ratio'] == pytest.approx(r['time_s']['minidl']['median'] / r['time_s']['torch']['median'])
         stages = r['breakdown']
-        assert {'conv2 im2col', 'conv2 forward matmul', 'conv2 dW, db matmuls', 'conv2 dU matmul', 'conv2 col2im'} <= set(stages)
+        assert {
+            'conv2 im2col',
+            'conv2 forward matmul',
+            'conv2 dW, db matmuls',
+            'conv2 dU matmul',
+            'conv2 col2im',
+        } <= set(stages)
         assert 'conv1 col2im' not in stages  # the first layer skips its input gradient
 
 

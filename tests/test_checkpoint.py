@@ -104,14 +104,20 @@ def _record_start(raw: bytes, info: zipfile.ZipInfo) -> int:
 
 
 def _state(model, opt):
-    return [p.value.clone() for p in model.parameters()] + [p.grad.clone() for p in model.parameters()], repr(opt.state_dict())
+    return [p.value.clone() for p in model.parameters()] + [p.grad.clone() for p in model.parameters()], repr(
+        opt.state_dict()
+    )
 
 
 def test_damaged_checkpoint_never_loads(tmp_path):
     torch.manual_seed(0)
     model = M.Sequential(M.Linear(4, 8), M.ReLU(), M.Linear(8, 2))
     opt = M.Adam(model.parameters(), lr=1e-2)
-    x = torch.randn(5, 4); loss = M.LossMSE(); loss(model(x), torch.zeros(5, 2)); model.backward(loss.backward()); opt.step()
+    x = torch.randn(5, 4)
+    loss = M.LossMSE()
+    loss(model(x), torch.zeros(5, 2))
+    model.backward(loss.backward())
+    opt.step()
     path = save_checkpoint(tmp_path / 'c.pt', model, opt)
     good = path.read_bytes()
     with zipfile.ZipFile(path) as z: infos = {i.filename.split('/', 1)[1]: i for i in z.infolist()}
@@ -122,7 +128,8 @@ def test_damaged_checkpoint_never_loads(tmp_path):
         for bit in (0, 5, 7):
             raw = bytearray(good); raw[_record_start(good, w) + pos] ^= 1 << bit
             (tmp_path / 'bad.pt').write_bytes(bytes(raw))
-            with pytest.raises(ValueError, match=r"the record data/0 \(the storage of model\['0.weight'\]\) fails its CRC-32 check"):
+            with pytest.raises(ValueError, match=r"the record data/0 \(the storage of model\['0.weight'\]\) "
+                                                 r"fails its CRC-32 check"):
                 load_checkpoint(tmp_path / 'bad.pt', model, opt)
             after = _state(model, opt)
             assert all(torch.equal(a, b) for a, b in zip(after[0], before[0])) and after[1] == before[1]
@@ -132,7 +139,8 @@ def test_damaged_checkpoint_never_loads(tmp_path):
         with pytest.raises(ValueError, match=f"the record {name}"): load_checkpoint(tmp_path / 'bad.pt', model, opt)
     for cut in (1, 100, len(good) // 2, len(good) - 1):
         (tmp_path / 'cut.pt').write_bytes(good[:cut])
-        with pytest.raises(ValueError, match='is not a readable checkpoint'): load_checkpoint(tmp_path / 'cut.pt', model, opt)
+        with pytest.raises(ValueError, match='is not a readable checkpoint'):
+            load_checkpoint(tmp_path / 'cut.pt', model, opt)
     after = _state(model, opt)
     assert all(torch.equal(a, b) for a, b in zip(after[0], before[0])) and after[1] == before[1]
     load_checkpoint(path, model, opt)  # the intact file still loads
@@ -157,7 +165,8 @@ F64 = torch.float64
 
 
 def test_checkpoint_continues_as_torch(tmp_path):
-    "save_checkpoint stores the torch-layout optimizer state: torch.optim loads it from the file and continues as minidl."
+    ("save_checkpoint stores the torch-layout optimizer state: torch.optim loads it from the file and "
+     "continues as minidl.")
     ps, qs, grads = pair(8)
     model = Sequential(Linear(2, 2))  # the checkpoint needs a model; the parameters trained here are ps
     opt = AdamW(groups_of(ps, [{}, {'lr': 3e-3}]), lr=0.01, amsgrad=True)
@@ -174,21 +183,25 @@ def test_checkpoint_continues_as_torch(tmp_path):
     for gs in grads[10:30]:
         for p, p3, q, g in zip(ps, ps3, qs2, gs): p.grad.copy_(g); p3.grad.copy_(g); q.grad = g.clone()
         opt.step(); opt3.step(); ref.step()
-    for p, p3, q in zip(ps, ps3, qs2): close_after_steps(p.value, q); assert torch.equal(p3.value, p.value)  # same ops, same order
+    # same ops, same order
+    for p, p3, q in zip(ps, ps3, qs2): close_after_steps(p.value, q); assert torch.equal(p3.value, p.value)
 
 
 def test_checkpoint_helpers_refuse_a_schedule_of_another_optimizer(tmp_path):
     model = Sequential(Linear(2, 4), ReLU(), Linear(4, 1), Sigmoid())
     opt, other = Adam(model.parameters()), Adam(model.parameters())
-    with pytest.raises(ValueError, match='drives another optimizer'): save_checkpoint(tmp_path / 'c.pt', model, opt, StepLR(other, 2))
-    with pytest.raises(ValueError, match='that was not given'): save_checkpoint(tmp_path / 'c.pt', model, None, StepLR(other, 2))
+    with pytest.raises(ValueError, match='drives another optimizer'):
+        save_checkpoint(tmp_path / 'c.pt', model, opt, StepLR(other, 2))
+    with pytest.raises(ValueError, match='that was not given'):
+        save_checkpoint(tmp_path / 'c.pt', model, None, StepLR(other, 2))
     assert not any(tmp_path.iterdir())  # nothing written
     sched = StepLR(opt, 2)
     path = save_checkpoint(tmp_path / 'c.pt', model, opt, sched)
     for p in model.parameters(): p.grad += 1.0
     opt.step(); sched.step()
     before = ([p.value.clone() for p in model.parameters()], opt.step_count, sched.last_epoch)
-    with pytest.raises(ValueError, match='drives another optimizer'): load_checkpoint(path, model, opt, StepLR(other, 2))
+    with pytest.raises(ValueError, match='drives another optimizer'):
+        load_checkpoint(path, model, opt, StepLR(other, 2))
     assert all(torch.equal(a, p.value) for a, p in zip(before[0], model.parameters()))
     assert (opt.step_count, sched.last_epoch) == before[1:]
     load_checkpoint(path, model, opt, sched)
@@ -196,7 +209,8 @@ def test_checkpoint_helpers_refuse_a_schedule_of_another_optimizer(tmp_path):
 
 
 def test_checkpoint_in_the_earlier_layout_loads(tmp_path):
-    "A checkpoint written before the torch layout (optimizer {'type', 'step_count', 'hyper', 'state'}, schedule with base_lr/last_lr) loads and continues exactly."
+    ("A checkpoint written before the torch layout (optimizer {'type', 'step_count', 'hyper', 'state'}, "
+     "schedule with base_lr/last_lr) loads and continues exactly.")
     g = torch.Generator().manual_seed(0)
     def fresh():
         model = Sequential(Linear(2, 3, generator=g), ReLU(), Linear(3, 1, generator=g)).to(dtype=F64)
@@ -212,16 +226,29 @@ def test_checkpoint_in_the_earlier_layout_loads(tmp_path):
     path = save_checkpoint(tmp_path / 'new.pt', model, opt, sched)
     ck = torch.load(path, weights_only=True)
     sd, ssd = ck['optimizer'], ck['scheduler']
-    ck['optimizer'] = {'type': 'SGD', 'step_count': 10, 'state': {'momentum_buffer': [sd['state'][i]['momentum_buffer'] for i in range(4)]},
-                       'hyper': {k: sd['param_groups'][0][k] for k in ('lr', 'decay', 'momentum', 'dampening', 'nesterov', 'weight_decay')}}
-    ck['scheduler'] = {'type': 'OneCycleLR', 'last_epoch': ssd['last_epoch'], 'base_lr': ssd['base_lrs'][0], 'last_lr': ssd['last_lrs'][0],
-                       'hyper': ssd['hyper']}
+    ck['optimizer'] = {
+        'type': 'SGD',
+        'step_count': 10,
+        'state': {'momentum_buffer': [sd['state'][i]['momentum_buffer'] for i in range(4)]},
+        'hyper': {
+            k: sd['param_groups'][0][k]
+            for k in ('lr', 'decay', 'momentum', 'dampening', 'nesterov', 'weight_decay')
+        },
+    }
+    ck['scheduler'] = {
+        'type': 'OneCycleLR',
+        'last_epoch': ssd['last_epoch'],
+        'base_lr': ssd['base_lrs'][0],
+        'last_lr': ssd['last_lrs'][0],
+        'hyper': ssd['hyper'],
+    }
     torch.save(ck, tmp_path / 'old.pt')
     model2, opt2, sched2 = fresh()
     load_checkpoint(tmp_path / 'old.pt', model2, opt2, sched2)
     assert (opt2.step_count, sched2.last_epoch, opt2.param_groups[0]['max_lr']) == (10, 10, 0.1)
     steps(model, opt, sched, grads[10:]); steps(model2, opt2, sched2, grads[10:])
-    for p, q in zip(model.parameters(), model2.parameters()): assert torch.equal(p.value, q.value)  # same ops, same order
+    # same ops, same order
+    for p, q in zip(model.parameters(), model2.parameters()): assert torch.equal(p.value, q.value)
 
 
 @pytest.mark.parity
@@ -239,7 +266,8 @@ def test_decoder_checkpoint_round_trip(tmp_path):
     m = DecoderLM(11, 6, 8, 2, 2, 16, generator=torch.Generator().manual_seed(0)); opt = AdamW(m.parameters(), lr=1e-2)
     step(m, opt)
     save_checkpoint(tmp_path / 'ck.pt', m, opt, epoch=1)
-    m2 = DecoderLM(11, 6, 8, 2, 2, 16, generator=torch.Generator().manual_seed(5)); opt2 = AdamW(m2.parameters(), lr=1e-2)
+    m2 = DecoderLM(11, 6, 8, 2, 2, 16, generator=torch.Generator().manual_seed(5))
+    opt2 = AdamW(m2.parameters(), lr=1e-2)
     assert load_checkpoint(tmp_path / 'ck.pt', m2, opt2) == {'epoch': 1}
     assert torch.equal(step(m, opt), step(m2, opt2))  # the same operations on the same numbers
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
@@ -278,7 +306,10 @@ def train(model, opt, sched, shuffler, epochs):
     for _ in range(epochs):
         for idx in torch.randperm(len(X), generator=shuffler).split(BATCH):
             xb = X[idx] + 0.01 * torch.randn(len(idx), 2)  # global random state, as Dropout uses it
-            opt.zero_grad(); loss_fn(model(xb), Y[idx]); model.backward(loss_fn.backward(), input_grad=False); opt.step()
+            opt.zero_grad()
+            loss_fn(model(xb), Y[idx])
+            model.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
             if sched: sched.step()
 
 
@@ -343,7 +374,8 @@ def test_crash_mid_save_keeps_previous(tmp_path, monkeypatch):
 
 def test_invalid_extra_is_refused_before_writing(tmp_path):
     model = fresh(0, 'sgd', 'none')[0]
-    with pytest.raises(TypeError, match="extra\\['fn'\\] is a function"): save_checkpoint(tmp_path / 'c.pt', model, fn=lambda: 0)
+    with pytest.raises(TypeError, match="extra\\['fn'\\] is a function"):
+        save_checkpoint(tmp_path / 'c.pt', model, fn=lambda: 0)
     with pytest.raises(TypeError, match='generators'): save_checkpoint(tmp_path / 'c.pt', model, generators='g')
     assert not any(tmp_path.iterdir())
 
@@ -355,7 +387,13 @@ def test_failed_loads_change_nothing(tmp_path):
     train(model, opt, sched, shuffler, 1)  # move on, so that a load would change things
     other = Sequential(Linear(2, 5), ReLU(), Linear(5, 1), Sigmoid())
     other_opt = Adam(other.parameters())
-    wrong_arch = save_checkpoint(tmp_path / 'arch.pt', other, other_opt, CosineAnnealingLR(other_opt, 5), generators={'shuffle': torch.Generator()})
+    wrong_arch = save_checkpoint(
+        tmp_path / 'arch.pt',
+        other,
+        other_opt,
+        CosineAnnealingLR(other_opt, 5),
+        generators={'shuffle': torch.Generator()},
+    )
     sgd_model, sgd_opt, sgd_sched, _ = fresh(0, 'sgd', 'step')
     wrong_opt = save_checkpoint(tmp_path / 'opt.pt', sgd_model, sgd_opt, sgd_sched)
     truncated = tmp_path / 'trunc.pt'; truncated.write_bytes(good.read_bytes()[:500])
@@ -367,13 +405,22 @@ def test_failed_loads_change_nothing(tmp_path):
     bad_buf = tmp_path / 'buf.pt'; torch.save(ck, bad_buf)
 
     before = snapshot(model, opt, sched, shuffler, torch.get_rng_state())
-    cases = [(wrong_arch, {}, 'shape'), (wrong_opt, {}, "'SGD' optimizer"), (truncated, {}, 'not a readable checkpoint'),
-             (garbage, {}, 'not a readable checkpoint'), (bare, {}, 'not a minidl checkpoint'),
-             (bad_rng, {}, 'not a valid random state'), (bad_buf, {}, 'exp_avg[0] is shape (7)'),
-             (good, {'generators': {'other': shuffler}}, "no state for the generator 'other'"),
-             (tmp_path / 'missing.pt', {}, 'no checkpoint file')]
+    cases = [
+        (wrong_arch, {}, 'shape'),
+        (wrong_opt, {}, "'SGD' optimizer"),
+        (truncated, {}, 'not a readable checkpoint'),
+        (garbage, {}, 'not a readable checkpoint'),
+        (bare, {}, 'not a minidl checkpoint'),
+        (bad_rng, {}, 'not a valid random state'),
+        (bad_buf, {}, 'exp_avg[0] is shape (7)'),
+        (good, {'generators': {'other': shuffler}}, "no state for the generator 'other'"),
+        (tmp_path / 'missing.pt', {}, 'no checkpoint file'),
+    ]
     for path, kw, msg in cases:
-        with pytest.raises((ValueError, RuntimeError, FileNotFoundError), match=msg.replace('(', '\\(').replace(')', '\\)').replace('[', '\\[').replace(']', '\\]')):
+        with pytest.raises(
+            (ValueError, RuntimeError, FileNotFoundError),
+            match=msg.replace('(', '\\(').replace(')', '\\)').replace('[', '\\[').replace(']', '\\]'),
+        ):
             load_checkpoint(path, model, opt, sched, **{'generators': {'shuffle': shuffler}, **kw})
         assert_unchanged(before, snapshot(model, opt, sched, shuffler, torch.get_rng_state()))
     no_schedule = save_checkpoint(tmp_path / 'noschedule.pt', model, opt)
@@ -400,11 +447,18 @@ def torch_twin(bn=False):
 
 
 def minidl_twin(bn=False):
-    layers = [Linear(2, 25), ReLU()] + ([BatchNorm1d(25)] if bn else []) + [Linear(25, 25), Tanh(), Linear(25, 1), Sigmoid()]
+    layers = (
+        [Linear(2, 25), ReLU()]
+        + ([BatchNorm1d(25)] if bn else [])
+        + [Linear(25, 25), Tanh(), Linear(25, 1), Sigmoid()]
+    )
     return Sequential(*layers).to(dtype=torch.float64)
 
 
-@pytest.mark.parametrize('bn', [False, pytest.param(True, marks=pytest.mark.skipif(BatchNorm1d is None, reason='no BatchNorm1d yet'))])
+@pytest.mark.parametrize(
+    'bn',
+    [False, pytest.param(True, marks=pytest.mark.skipif(BatchNorm1d is None, reason='no BatchNorm1d yet'))],
+)
 def test_state_dicts_exchange_with_torch_nn(tmp_path, bn):
     x = torch.rand(32, 2, dtype=torch.float64)
     ours, theirs = minidl_twin(bn), torch_twin(bn)

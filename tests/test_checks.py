@@ -38,39 +38,137 @@ from minidl._checks import (
 
 # ------------------------------------------------------------------------------------------------ the validators
 
-@pytest.mark.parametrize('call,error,message', [
-    (lambda: check_flag(1, 'bias', 'Linear'), TypeError, 'Linear expects bias to be True or False, got 1'),
-    (lambda: check_flag(None, 'inplace', 'ReLU'), TypeError, 'ReLU expects inplace to be True or False, got None'),
-    (lambda: check_int(0, 'step_size', 'StepLR'), ValueError, 'StepLR expects step_size to be an integer >= 1, got 0'),
-    (lambda: check_int(-1, 'epochs', 'train', min=0), ValueError, 'train expects epochs to be an integer >= 0, got -1'),
-    (lambda: check_int(2.0, 'world_size', 'ShardedSampler'), ValueError, 'to be an integer >= 1, got 2.0'),
-    (lambda: check_int(True, 'n', 'x'), ValueError, 'got True'),
-    (lambda: check_size(0, 'in_features', 'Linear'), ValueError, 'Linear expects in_features to be a positive integer, got 0'),
-    (lambda: check_size(2**63, 'out_features', 'Linear'), ValueError, 'a positive integer below 2**63, got 9223372036854775808'),
-    (lambda: check_size(2.5, 'num_features', 'BatchNorm1d'), ValueError, 'to be a positive integer, got 2.5'),
-    (lambda: check_seed('0', 'seed', 'train'), TypeError, "train expects seed to be an integer, got str '0'"),
-    (lambda: check_seed(True, 'seed', 'gradcheck'), TypeError, 'gradcheck expects seed to be an integer, got bool True'),
-    (lambda: check_seed(2**64, 'seed', 'train'), ValueError, 'train expects a seed that torch accepts, an integer in [-2**63, 2**64)'),
-    (lambda: check_seed(-2**63 - 1, 'seed', 'train'), ValueError, 'an integer in [-2**63, 2**64)'),
-    (lambda: check_real('1', 'lr', 'SGD'), TypeError, "SGD expects lr to be a finite number >= 0, got '1'"),
-    (lambda: check_finite(math.inf, 'lr', 'train'), ValueError, 'train expects lr to be a finite number, got inf'),
-    (lambda: check_rate(-0.1, 'momentum', 'SGD'), ValueError, 'SGD expects momentum to be a finite number >= 0, got -0.1'),
-    (lambda: check_rate(math.nan, 'lr', 'SGD'), ValueError, 'SGD expects lr to be a finite number >= 0, got nan'),
-    (lambda: check_rate(True, 'lr', 'SGD'), TypeError, 'got True'),
-    (lambda: check_positive(0, 'T_max', 'CosineAnnealingLR'), ValueError, 'CosineAnnealingLR expects T_max to be a finite number > 0, got 0.0'),
-    (lambda: check_betas((0.9,), 'betas', 'Adam'), ValueError, 'Adam expects betas to be two numbers in [0, 1), got (0.9,)'),
-    (lambda: check_betas((0.9, True), 'betas', 'Adam'), ValueError, 'two numbers in [0, 1)'),
-    (lambda: check_tensor([1.0], 'input', 'ReLU'), TypeError, 'ReLU expects the input to be a torch.Tensor, got list'),
-    (lambda: check_tensor(torch.ones(2, dtype=torch.long), 'target', 'LossMSE'), TypeError,
-     'LossMSE expects a floating-point target, got dtype torch.int64 (convert with .float())'),
-    (lambda: check_grad(torch.ones(3), 'ReLU', shape=(2,), dtype=torch.float32), ValueError,
-     'ReLU.backward expects a gradient of shape (2) (the shape of its forward output), got (3)'),
-    (lambda: check_grad(torch.ones(2).double(), 'ReLU', shape=(2,), dtype=torch.float32), TypeError,
-     'ReLU.backward expects a gradient of dtype torch.float32 (the dtype of its forward output), got torch.float64'),
-    (lambda: check_grad(torch.ones(2, device='meta'), 'ReLU', shape=(2,), dtype=torch.float32, device=torch.device('cpu')),
-     RuntimeError, 'ReLU.backward expects a gradient on cpu (the device of its forward output), got one on meta'),
-    (lambda: check_grad('g', 'Linear', shape=(2,), dtype=torch.float32), TypeError, 'Linear expects the gradient to be a torch.Tensor, got str'),
-])
+@pytest.mark.parametrize(
+    'call,error,message',
+    [
+        (
+            lambda: check_flag(1, 'bias', 'Linear'),
+            TypeError,
+            'Linear expects bias to be True or False, got 1',
+        ),
+        (
+            lambda: check_flag(None, 'inplace', 'ReLU'),
+            TypeError,
+            'ReLU expects inplace to be True or False, got None',
+        ),
+        (
+            lambda: check_int(0, 'step_size', 'StepLR'),
+            ValueError,
+            'StepLR expects step_size to be an integer >= 1, got 0',
+        ),
+        (
+            lambda: check_int(-1, 'epochs', 'train', min=0),
+            ValueError,
+            'train expects epochs to be an integer >= 0, got -1',
+        ),
+        (
+            lambda: check_int(2.0, 'world_size', 'ShardedSampler'),
+            ValueError,
+            'to be an integer >= 1, got 2.0',
+        ),
+        (lambda: check_int(True, 'n', 'x'), ValueError, 'got True'),
+        (
+            lambda: check_size(0, 'in_features', 'Linear'),
+            ValueError,
+            'Linear expects in_features to be a positive integer, got 0',
+        ),
+        (
+            lambda: check_size(2**63, 'out_features', 'Linear'),
+            ValueError,
+            'a positive integer below 2**63, got 9223372036854775808',
+        ),
+        (
+            lambda: check_size(2.5, 'num_features', 'BatchNorm1d'),
+            ValueError,
+            'to be a positive integer, got 2.5',
+        ),
+        (
+            lambda: check_seed('0', 'seed', 'train'),
+            TypeError,
+            "train expects seed to be an integer, got str '0'",
+        ),
+        (
+            lambda: check_seed(True, 'seed', 'gradcheck'),
+            TypeError,
+            'gradcheck expects seed to be an integer, got bool True',
+        ),
+        (
+            lambda: check_seed(2**64, 'seed', 'train'),
+            ValueError,
+            'train expects a seed that torch accepts, an integer in [-2**63, 2**64)',
+        ),
+        (lambda: check_seed(-(2**63) - 1, 'seed', 'train'), ValueError, 'an integer in [-2**63, 2**64)'),
+        (
+            lambda: check_real('1', 'lr', 'SGD'),
+            TypeError,
+            "SGD expects lr to be a finite number >= 0, got '1'",
+        ),
+        (
+            lambda: check_finite(math.inf, 'lr', 'train'),
+            ValueError,
+            'train expects lr to be a finite number, got inf',
+        ),
+        (
+            lambda: check_rate(-0.1, 'momentum', 'SGD'),
+            ValueError,
+            'SGD expects momentum to be a finite number >= 0, got -0.1',
+        ),
+        (
+            lambda: check_rate(math.nan, 'lr', 'SGD'),
+            ValueError,
+            'SGD expects lr to be a finite number >= 0, got nan',
+        ),
+        (lambda: check_rate(True, 'lr', 'SGD'), TypeError, 'got True'),
+        (
+            lambda: check_positive(0, 'T_max', 'CosineAnnealingLR'),
+            ValueError,
+            'CosineAnnealingLR expects T_max to be a finite number > 0, got 0.0',
+        ),
+        (
+            lambda: check_betas((0.9,), 'betas', 'Adam'),
+            ValueError,
+            'Adam expects betas to be two numbers in [0, 1), got (0.9,)',
+        ),
+        (lambda: check_betas((0.9, True), 'betas', 'Adam'), ValueError, 'two numbers in [0, 1)'),
+        (
+            lambda: check_tensor([1.0], 'input', 'ReLU'),
+            TypeError,
+            'ReLU expects the input to be a torch.Tensor, got list',
+        ),
+        (
+            lambda: check_tensor(torch.ones(2, dtype=torch.long), 'target', 'LossMSE'),
+            TypeError,
+            'LossMSE expects a floating-point target, got dtype torch.int64 (convert with .float())',
+        ),
+        (
+            lambda: check_grad(torch.ones(3), 'ReLU', shape=(2,), dtype=torch.float32),
+            ValueError,
+            'ReLU.backward expects a gradient of shape (2) (the shape of its forward output), got (3)',
+        ),
+        (
+            lambda: check_grad(torch.ones(2).double(), 'ReLU', shape=(2,), dtype=torch.float32),
+            TypeError,
+            'ReLU.backward expects a gradient of dtype torch.float32 (the dtype of its forward output), got '
+            'torch.float64',
+        ),
+        (
+            lambda: check_grad(
+                torch.ones(2, device='meta'),
+                'ReLU',
+                shape=(2,),
+                dtype=torch.float32,
+                device=torch.device('cpu'),
+            ),
+            RuntimeError,
+            'ReLU.backward expects a gradient on cpu (the device of its forward output), got one on meta',
+        ),
+        (
+            lambda: check_grad('g', 'Linear', shape=(2,), dtype=torch.float32),
+            TypeError,
+            'Linear expects the gradient to be a torch.Tensor, got str',
+        ),
+    ],
+)
 def test_validator_messages(call, error, message):
     with pytest.raises(error) as e: call()
     assert message in str(e.value)
@@ -111,11 +209,27 @@ def _same(a, b): return len(a) == len(b) and all(torch.equal(x, y) for x, y in z
 def _layers():
     g = torch.Generator().manual_seed(0)
     return [
-        (Linear(3, 2, generator=g), lambda: torch.randn(4, 3), [torch.randn(4, 5), torch.ones(4, 3, dtype=torch.long), torch.randn(4, 3).double(), [1.0]]),
-        (Conv2d(2, 3, 3), lambda: torch.randn(2, 2, 5, 5), [torch.randn(2, 3, 5, 5), torch.randn(2, 2, 2, 2), torch.randn(2, 2, 5, 5).double()]),
-        (BatchNorm1d(3), lambda: torch.randn(4, 3), [torch.randn(4, 2), torch.randn(1, 3), torch.randn(4, 3).double()]),
+        (
+            Linear(3, 2, generator=g),
+            lambda: torch.randn(4, 3),
+            [torch.randn(4, 5), torch.ones(4, 3, dtype=torch.long), torch.randn(4, 3).double(), [1.0]],
+        ),
+        (
+            Conv2d(2, 3, 3),
+            lambda: torch.randn(2, 2, 5, 5),
+            [torch.randn(2, 3, 5, 5), torch.randn(2, 2, 2, 2), torch.randn(2, 2, 5, 5).double()],
+        ),
+        (
+            BatchNorm1d(3),
+            lambda: torch.randn(4, 3),
+            [torch.randn(4, 2), torch.randn(1, 3), torch.randn(4, 3).double()],
+        ),
         (ReLU(), lambda: torch.randn(4, 3), [torch.ones(4, 3, dtype=torch.long), 'x']),
-        (Sequential(Linear(3, 4), Tanh(), Linear(4, 2)), lambda: torch.randn(4, 3), [torch.randn(4, 2), torch.ones(4, 3, dtype=torch.long)]),
+        (
+            Sequential(Linear(3, 4), Tanh(), Linear(4, 2)),
+            lambda: torch.randn(4, 3),
+            [torch.randn(4, 2), torch.ones(4, 3, dtype=torch.long)],
+        ),
     ]
 
 
@@ -142,7 +256,12 @@ def test_failed_backward_changes_nothing(i):
     layer, good, _ = _layers()[i]
     x = good(); y = layer(x)
     before = _state(layer)
-    for bad in (torch.ones(y.shape[:-1] + (y.shape[-1] + 1,)), torch.ones_like(y).double(), torch.ones(y.shape, dtype=torch.long), None):
+    for bad in (
+        torch.ones(y.shape[:-1] + (y.shape[-1] + 1,)),
+        torch.ones_like(y).double(),
+        torch.ones(y.shape, dtype=torch.long),
+        None,
+    ):
         with pytest.raises((TypeError, ValueError, RuntimeError)): layer.backward(bad)
         assert _same(before, _state(layer))
     layer.backward(torch.ones_like(y))  # the saved state survived the refused calls
@@ -191,7 +310,8 @@ def test_replaced_gradient_is_caught_before_any_accumulation():
 
 
 def test_usual_call_skips_the_full_checks(monkeypatch):
-    "After one full check, the usual forward/backward compare metadata only: the full checks run again after an assignment."
+    ("After one full check, the usual forward/backward compare metadata only: the full checks run again "
+     "after an assignment.")
     lin = Linear(3, 2)
     x = torch.randn(4, 3)
     lin(x); lin.backward(torch.ones(4, 2))
@@ -231,10 +351,14 @@ def test_optimizer_rechecks_after_a_replacement_or_an_edited_list():
     lin = Linear(3, 2)
     opt = SGD(lin.parameters(), lr=0.1); opt.step()
     lin.weight.value = torch.zeros(3, 2)  # the wrong shape for its gradient
-    with pytest.raises(ValueError, match=r'the gradient of parameter 0 has shape \(2, 3\), expected \(3, 2\)'): opt.step()
+    with pytest.raises(
+        ValueError, match=r'the gradient of parameter 0 has shape \(2, 3\), expected \(3, 2\)'
+    ):
+        opt.step()
     lin.weight.value = torch.zeros(2, 3); opt.step(); assert opt.step_count == 2
     opt.param_groups[0]['params'].append(Parameter(torch.zeros(2)))  # edited by hand: noticed by the next step
-    with pytest.raises(RuntimeError, match='the parameter groups hold 3 parameters, not the 2 of opt.params'): opt.step()
+    with pytest.raises(RuntimeError, match='the parameter groups hold 3 parameters, not the 2 of opt.params'):
+        opt.step()
     assert opt.step_count == 2
 
 

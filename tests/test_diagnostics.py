@@ -35,7 +35,9 @@ def close(a, b, rtol=1e-10, scale=None):
 
 def nets(seed=0):
     torch.manual_seed(seed)
-    ours = Sequential(Linear(10, 16), Tanh(), Linear(16, 16), ReLU(), Linear(16, 8), Sigmoid(), Linear(8, 4)).to(torch.float64)
+    ours = Sequential(
+        Linear(10, 16), Tanh(), Linear(16, 16), ReLU(), Linear(16, 8), Sigmoid(), Linear(8, 4)
+    ).to(torch.float64)
     ref = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8), nn.Sigmoid(),
                         nn.Linear(8, 4)).double()
     ref.load_state_dict(ours.state_dict())
@@ -49,9 +51,15 @@ def torch_act_stats(module, args, out, log, name, kind):
     y = out.detach()
     sat = {'tanh': (y.abs() > 0.97), 'sigmoid': ((2 * y - 1).abs() > 0.97)}.get(kind)
     lo, hi = {'tanh': (-1, 1), 'sigmoid': (0, 1), 'relu': (0, 4)}.get(kind, (-4, 4))
-    log.setdefault(name, []).append(dict(mean=y.mean(), std=y.std(), saturated=sat.double().mean() if sat is not None else math.nan,
-                                         dead=(y == 0).double().mean() if kind == 'relu' else math.nan,
-                                         hist=torch.histc(y.clamp(lo, hi), 40, lo, hi)))
+    log.setdefault(name, []).append(
+        dict(
+            mean=y.mean(),
+            std=y.std(),
+            saturated=sat.double().mean() if sat is not None else math.nan,
+            dead=(y == 0).double().mean() if kind == 'relu' else math.nan,
+            hist=torch.histc(y.clamp(lo, hi), 40, lo, hi),
+        )
+    )
 
 
 KINDS = {'0': 'other', '1': 'tanh', '2': 'other', '3': 'relu', '4': 'other', '5': 'sigmoid', '6': 'other'}
@@ -82,11 +90,13 @@ def test_activation_stats_match_torch_hooks_over_training():
     for name in KINDS:
         st = acts.stats(name)
         assert st['step'] == [0, 3, 6, 9]
-        for k in ('mean', 'std', 'saturated', 'dead'): close(st[k], torch.tensor([r[k] for r in log[name]], dtype=torch.float64))
+        for k in ('mean', 'std', 'saturated', 'dead'):
+            close(st[k], torch.tensor([r[k] for r in log[name]], dtype=torch.float64))
         counts, edges = acts.histograms(name)
         # the same bins as torch.histc up to rounding at a bin edge: at most a value or two may sit on the other side
         ref_counts = torch.stack([r['hist'] for r in log[name]])
-        assert torch.equal(counts.sum(1), ref_counts.sum(1).double())  # every value counted once (outside the range: an edge bin)
+        # every value counted once (outside the range: an edge bin)
+        assert torch.equal(counts.sum(1), ref_counts.sum(1).double())
         assert (counts - ref_counts).abs().sum() <= 2
     summ = acts.summary()
     assert summ['1']['step'] == 9 and 0 <= summ['1']['saturated'] <= 1 and math.isnan(summ['1']['dead'])
@@ -100,11 +110,23 @@ def test_gradient_stats_match_torch_backward_hooks():
     def hook(mod, gi, go, n):
         if not mod.training: return
         g = go[0]
-        log.setdefault(n, []).append(dict(norm=g.norm(), mean=g.mean(), std=g.std(), scale=g.abs().max(), numel=g.numel()))
+        log.setdefault(n, []).append(
+            dict(norm=g.norm(), mean=g.mean(), std=g.std(), scale=g.abs().max(), numel=g.numel())
+        )
     for name, m in ref.named_children(): m.register_full_backward_hook(lambda mod, gi, go, n=name: hook(mod, gi, go, n))
     plog = []  # torch's parameter gradients, read after its backward (its first layer's hook fires before they exist)
-    train_both(ours, ref, x, y, 5, [grads], every=2,
-               after_backward=lambda: plog.append({k: (p.grad.norm(), p.detach().norm()) for k, p in ref.named_parameters()}))
+    train_both(
+        ours,
+        ref,
+        x,
+        y,
+        5,
+        [grads],
+        every=2,
+        after_backward=lambda: plog.append(
+            {k: (p.grad.norm(), p.detach().norm()) for k, p in ref.named_parameters()}
+        ),
+    )
     for name in KINDS:
         st = grads.stats(name)
         assert st['step'] == [0, 2, 4]
@@ -142,8 +164,15 @@ def test_update_ratios_are_the_relative_change_of_each_step():
     expected = []
     for s in range(6):
         before = [p.value.clone() for p in ours.parameters()]
-        opt.zero_grad(); loss(ours(x), y); ours.backward(loss.backward(), input_grad=False); opt.step(); ratios.after_step()
-        if s % 2 == 0: expected.append(torch.stack([(p.value - b).norm() / b.norm() for p, b in zip(ours.parameters(), before)]))
+        opt.zero_grad()
+        loss(ours(x), y)
+        ours.backward(loss.backward(), input_grad=False)
+        opt.step()
+        ratios.after_step()
+        if s % 2 == 0:
+            expected.append(
+                torch.stack([(p.value - b).norm() / b.norm() for p, b in zip(ours.parameters(), before)])
+            )
     assert ratios.steps == [0, 2, 4]
     close(ratios.ratios(), torch.stack(expected), rtol=1e-12)
 
@@ -200,7 +229,8 @@ def assert_same(model, opt, snap):
     assert new['state'].keys() == osd['state'].keys()
     for i in osd['state']:
         assert new['state'][i].keys() == osd['state'][i].keys()
-        for k, b in osd['state'][i].items(): assert torch.equal(torch.as_tensor(new['state'][i][k]), torch.as_tensor(b)), (i, k)
+        for k, b in osd['state'][i].items():
+            assert torch.equal(torch.as_tensor(new['state'][i][k]), torch.as_tensor(b)), (i, k)
     assert torch.equal(torch.get_rng_state(), rng)
 
 
@@ -258,8 +288,13 @@ def test_lr_find_checks_before_it_touches_anything():
     _, _, x, y = nets()
     model = bn_model(); opt = SGD(model.parameters(), lr=0.05)
     snap = snapshot(model, opt)
-    for kw, msg in [(dict(steps=1), 'steps >= 2'), (dict(start_lr=0.0), 'start_lr to be a finite number > 0'),
-                    (dict(beta=1.0), 'beta in [0, 1)'), (dict(diverge=1), 'diverge > 1'), (dict(batch_size=0), 'batch_size')]:
+    for kw, msg in [
+        (dict(steps=1), 'steps >= 2'),
+        (dict(start_lr=0.0), 'start_lr to be a finite number > 0'),
+        (dict(beta=1.0), 'beta in [0, 1)'),
+        (dict(diverge=1), 'diverge > 1'),
+        (dict(batch_size=0), 'batch_size'),
+    ]:
         with pytest.raises(ValueError, match=msg.replace('[', r'\[').replace('(', r'\(').replace(')', r'\)')):
             lr_find(model, LossCrossEntropy(), opt, x, y, **kw)
     with pytest.raises(TypeError, match='optimizer'):
@@ -285,5 +320,6 @@ def test_train_calls_the_collectors_and_records_training_steps_only():
     train(ours, LossCrossEntropy(), SGD(ours.parameters(), lr=0.1), x, y, x, y, epochs=2, batch_size=10,
           callbacks=[acts, ratios, Epochs()], progress=False)
     assert acts.step == ratios.step == 8 and epochs == [1, 2]
-    assert acts.records['1'].steps == [0, 3, 6] and ratios.steps == [0, 3, 6]  # the test evaluations and the probe: eval mode
+    # the test evaluations and the probe: eval mode
+    assert acts.records['1'].steps == [0, 3, 6] and ratios.steps == [0, 3, 6]
     assert acts.records['1'].sizes == [10 * 16] * 3  # batches of 10 rows of 16 units

@@ -73,7 +73,9 @@ def _save_checkpoint(path, model, opt, epoch):
     "`minidl.checkpoint.save_checkpoint` where it exists, else model, optimizer step count and epoch with torch.save."
     try:
         from minidl.checkpoint import save_checkpoint
-    except ImportError: return torch.save(dict(model=model.state_dict(), optimizer={'step_count': opt.step_count}, epoch=epoch), path)
+    except ImportError:
+        state = dict(model=model.state_dict(), optimizer={'step_count': opt.step_count}, epoch=epoch)
+        return torch.save(state, path)
     save_checkpoint(path, model, opt, epoch=epoch)
 
 
@@ -93,8 +95,17 @@ def _epochs(model, opt, x, y, sampler, first, last, after_backward=None):
     "Epochs `first..last` of `minidl.training.train` with the given sampler and hook; its `History`."
     from minidl.nn.loss import LossCrossEntropy
     from minidl.training import train
-    return train(model, LossCrossEntropy(), opt, x, y, epochs=last - first + 1, sampler=lambda e: sampler(e + first - 1),
-                 after_backward=after_backward, progress=False)
+    return train(
+        model,
+        LossCrossEntropy(),
+        opt,
+        x,
+        y,
+        epochs=last - first + 1,
+        sampler=lambda e: sampler(e + first - 1),
+        after_backward=after_backward,
+        progress=False,
+    )
 
 
 @contextlib.contextmanager
@@ -120,7 +131,8 @@ def _reference(name, epochs=EPOCHS):
 
 @_one_thread()
 def _reference_bn(p, epochs=EPOCHS):
-    """BatchNorm with per-replica statistics, simulated in one process: every shard's forward and backward uses the shard's own
+    """BatchNorm with per-replica statistics, simulated in one process: every shard's forward and backward
+    uses the shard's own
     batch statistics, the gradients are count-weighted, and the running statistics kept are rank 0's."""
     from minidl.distributed import ShardedSampler
     from minidl.nn.loss import LossCrossEntropy
@@ -200,7 +212,11 @@ def _free_port():
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS='1',
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]),
+    )
     if Path('/sys/class/net/lo').exists(): env.setdefault('GLOO_SOCKET_IFNAME', 'lo')  # stay on 127.0.0.1
     return env
 
@@ -208,9 +224,17 @@ def _env():
 def _by_hand(world, scenario, out):
     "Start `world` workers with the environment torchrun would give them; [(returncode, stdout, stderr)] per rank."
     env = dict(_env(), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()), WORLD_SIZE=str(world))
-    procs = [subprocess.Popen([sys.executable, __file__, scenario, str(out)], cwd=ROOT, text=True,
-                              env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for r in range(world)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, scenario, str(out)],
+            cwd=ROOT,
+            text=True,
+            env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in range(world)
+    ]
     deadline, results = time.monotonic() + TIMEOUT, []
     try:
         for p in procs: results.append((p.returncode, *p.communicate(timeout=max(deadline - time.monotonic(), 0.1))))
@@ -222,9 +246,20 @@ def _by_hand(world, scenario, out):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    "2 processes launched by torchrun (they write the checkpoints), then 3 launched by hand (they resume them, then fail)."
+    ("2 processes launched by torchrun (they write the checkpoints), then 3 launched by hand (they resume "
+     "them, then fail).")
     out = tmp_path_factory.mktemp('dist')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', __file__, 'train', str(out)]
+    cmd = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--standalone',
+        '--nproc-per-node',
+        '2',
+        __file__,
+        'train',
+        str(out),
+    ]
     try: two = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired: pytest.fail(f"torchrun with 2 processes did not end within {TIMEOUT} s (a hang)")
     assert two.returncode == 0, two.stderr[-3000:]
@@ -269,7 +304,8 @@ def test_batchnorm_per_replica_statistics(runs):
     assert all(torch.equal(ranks[1][k], ranks[0][k]) for k in ref)  # parameters and running statistics identical
     assert ranks[0]['1.num_batches_tracked'].item() == EPOCHS * N_BN // BATCH
     assert _rel(ranks[0], ref) < 1e-12, _rel(ranks[0], ref)
-    assert _rel(ref, one) > 1e-6  # per-replica statistics: not the big batch's (that would need synchronised statistics)
+    # per-replica statistics: not the big batch's (that would need synchronised statistics)
+    assert _rel(ref, one) > 1e-6
 
 
 def test_rank_0_alone_prints(runs):
@@ -283,7 +319,10 @@ def test_failing_rank_ends_the_job(runs):
     assert rc0 != 0 and rc1 != 0 and rc2 != 0
     assert "rank 1 of 3 failed: ValueError: a deliberate error on rank 1" in err1
     for r, err in ((0, err0), (2, err2)):
-        assert f"rank {r} of 3 stopped because rank 1 of 3 failed: ValueError: a deliberate error on rank 1" in err, err[-2000:]
+        assert (
+            f"rank {r} of 3 stopped because rank 1 of 3 failed: ValueError: a deliberate error on rank 1"
+            in err
+        ), err[-2000:]
 
 
 def test_missing_environment_is_a_clear_error(monkeypatch):

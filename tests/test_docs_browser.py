@@ -12,7 +12,8 @@ display formula, a code block) scrolls inside itself with a visible cue (a shado
 cut; wrapped code keeps its indentation (a continued line starts right of the line's first character) and never
 breaks inside a name; previous/next links follow the sidebar's order and the footer links to the repository; every
 internal link and anchor resolves; every figure links to its full-size image and a click enlarges it in a lightbox;
-walls of checks are folded (the notebooks' `#| code-fold`, a summary starting `Checks`); classes show as `class X(`; the search index
+walls of checks are folded (the notebooks' `#| code-fold`, a summary starting `Checks`); classes show as
+`class X(`; the search index
 holds no raw TeX; the sidebar's sections are the book's parts, "Start here" (backpropagation from scratch) first; no
 meaning is carried by emoji (a machine without an emoji font shows empty boxes); no page speaks of issues or work
 sessions; reference pages fold the source except the maths (forward, backward, step) and show each signature once.
@@ -44,9 +45,19 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS, NBS = ROOT / "docs", ROOT / "nbs"
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions", "--disable-dev-shm-usage",
-         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]  # belt and braces: no other host even resolves
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]  # belt and braces: no other host even resolves
 DESKTOP, PHONE = (1280, 900), (390, 844)
 LOCAL_SCHEMES = ("data:", "blob:", "about:", "chrome:", "chrome-extension:")  # the browser's own pages, not network
 
@@ -71,7 +82,11 @@ def has_math(nb: Path) -> bool:
 
 def shown_docs(nb: Path) -> int:
     "How many `show_doc(...)` calls the notebook shows (hidden cells do not count)."
-    return sum(len(re.findall(r"^\s*show_doc\(", s, re.M)) for s in cells(nb, "code") if not re.search(r"^#\|\s*(hide|include:\s*false)", s, re.M))
+    return sum(
+        len(re.findall(r"^\s*show_doc\(", s, re.M))
+        for s in cells(nb, "code")
+        if not re.search(r"^#\|\s*(hide|include:\s*false)", s, re.M)
+    )
 
 
 # ------------------------------------------------------------------ the server and the browser
@@ -89,7 +104,9 @@ class Server:
             def log_request(self, code="-", size="-"):
                 log.append((self.path, int(code) if str(code).isdigit() else 0))
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+        )
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -121,7 +138,10 @@ def make_driver(size=DESKTOP, mobile=False):
     for a in FLAGS + [f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}"]:
         opts.add_argument(a)
     if mobile:
-        opts.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": size[0], "height": size[1], "pixelRatio": 2, "mobile": True}})
+        opts.add_experimental_option(
+            "mobileEmulation",
+            {"deviceMetrics": {"width": size[0], "height": size[1], "pixelRatio": 2, "mobile": True}},
+        )
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     drv = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     drv.set_page_load_timeout(30)
@@ -138,133 +158,14 @@ def settle(drv, timeout=10.0):
     "Wait until the page has loaded, its images are decoded and KaTeX (if the page has maths) has run."
     end = time.time() + timeout
     js = """return document.readyState === 'complete' && [...document.images].every(i => i.complete)
-              && (!document.querySelector('span.math') || !!document.querySelector('span.math .katex, span.math .katex-error'))"""
+              && (!document.querySelector('span.math')
+                  || !!document.querySelector('span.math .katex, span.math .katex-error'))"""
     while time.time() < end and not drv.execute_script(js):
         time.sleep(0.05)
 
 
 # What the page says about itself, gathered in the browser
-GATHER = r"""
-// Wrapped code whose continued lines start left of the first character of their line (the indentation is lost).
-function badIndent(root) {
-  const bad = [];
-  for (const code of root.querySelectorAll('pre > code')) {
-    if (!code.getClientRects().length) continue;  // in a closed fold
-    const lines = code.querySelectorAll(':scope > .ln');
-    const lh = code.querySelector('.ln') ? null : parseFloat(getComputedStyle(code).lineHeight);
-    if (!lines.length) {  // code without line wrappers may not wrap at all
-      const n = code.textContent.split('\n').length;
-      if (getComputedStyle(code).whiteSpace !== 'pre' && lh && code.getBoundingClientRect().height > (n + 0.5) * lh) bad.push('wraps without line wrappers: ' + code.textContent.slice(0, 40));
-      continue;
-    }
-    for (const ln of lines) {
-      if (parseInt(ln.style.getPropertyValue('--i') || '0') > 24) continue;  // far-right continuations hang at 28 columns
-      const all = document.createRange(); all.selectNodeContents(ln);
-      const rects = [...all.getClientRects()].filter(q => q.width > 0);
-      if (!rects.length) continue;
-      const top0 = Math.min(...rects.map(q => q.top)), h = Math.min(...rects.map(q => q.height));
-      const cont = rects.filter(q => q.top > top0 + h / 2);
-      if (!cont.length) continue;  // one visual line
-      const w = document.createTreeWalker(ln, NodeFilter.SHOW_TEXT); let node, x0 = null;
-      while ((node = w.nextNode())) { const i = node.data.search(/\S/); if (i >= 0) { const r = document.createRange(); r.setStart(node, i); r.setEnd(node, i + 1); x0 = r.getBoundingClientRect().left; break; } }
-      if (x0 !== null && Math.min(...cont.map(q => q.left)) < x0 + 1) bad.push(ln.textContent.slice(0, 60));
-    }
-  }
-  return bad;
-}
-// Code lines that wrap inside a name (`loss_fn.ba` / `ckward()`): a row break with word characters on both sides.
-function midToken(root) {
-  const bad = [], word = /[A-Za-z0-9_]/;
-  for (const ln of root.querySelectorAll('pre > code > .ln')) {
-    if (!ln.getClientRects().length) continue;
-    const lh = parseFloat(getComputedStyle(ln).lineHeight) || 16;
-    if (ln.getBoundingClientRect().height < 1.5 * lh) continue;  // one row
-    const chars = [];
-    const w = document.createTreeWalker(ln, NodeFilter.SHOW_TEXT); let node;
-    while ((node = w.nextNode())) for (let i = 0; i < node.data.length; i++) chars.push([node, i]);
-    let prevTop = null, prevCh = '';
-    for (const [n, i] of chars) {
-      const ch = n.data[i];
-      if (ch === '\n') continue;
-      const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
-      const q = [...r.getClientRects()].find(x => x.width > 0);
-      if (!q) continue;
-      if (prevTop !== null && q.top > prevTop + lh / 2 && word.test(prevCh) && (word.test(ch) || ch === '.'))
-        bad.push(ln.textContent.slice(0, 60));
-      if (prevTop !== null && q.top > prevTop + lh / 2 && prevCh === '.' && word.test(ch)) bad.push(ln.textContent.slice(0, 60));
-      prevTop = q.top; prevCh = ch;
-    }
-  }
-  return [...new Set(bad)];
-}
-// Boxes wider than their column: each must scroll in itself, with the cue (class x-scrolls: the edge shadows, and a
-// visible "scroll →" line right after it).
-function uncued(root) {
-  const bad = [];
-  for (const e of root.querySelectorAll('.sd-table, .x-scroll, .math.display, pre, table, .cell-output-display > *')) {
-    if (!e.getClientRects().length || e.closest('.lightbox') || e.classList.contains('x-hint')) continue;
-    if (e.scrollWidth <= e.clientWidth + 1) continue;
-    const o = getComputedStyle(e).overflowX, hint = e.nextElementSibling;
-    const cued = (o === 'auto' || o === 'scroll') && e.classList.contains('x-scrolls') && getComputedStyle(e).backgroundImage.includes('gradient')
-      && hint && hint.classList.contains('x-hint') && hint.getClientRects().length && /scroll/.test(hint.textContent);
-    if (!cued) bad.push(e.tagName + '.' + e.className + ': ' + e.textContent.slice(0, 40));
-  }
-  return bad;
-}
-const main = document.querySelector('main') || document.body;
-const prose = main.cloneNode(true);
-prose.querySelectorAll('pre, code, .katex, script, style').forEach(e => e.remove());
-const scrolls = e => { for (let a = e; a && a !== main; a = a.parentElement) { const o = getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll') return true; } return false; };
-const right = main.getBoundingClientRect().right;
-const apis = [...main.querySelectorAll('.cell-output-markdown > h2, .cell-output-markdown > h3, .cell-output-markdown > h4')]
-  .filter(h => { const n = h.nextElementSibling; return n && (n.matches('div.sourceCode, pre, .code-copy-outer-scaffold, p.api-defined-above') || n.querySelector('pre')); })
-  .map(h => h.textContent.trim());
-return {
-  title: document.title,
-  sidebar: [...document.querySelectorAll('#quarto-sidebar a[href]')].map(a => a.href),
-  toc: document.querySelectorAll('#TOC a').length,
-  math: document.querySelectorAll('span.math').length,
-  katex: document.querySelectorAll('span.math .katex').length,
-  katexErrors: [...document.querySelectorAll('.katex-error')].map(e => e.getAttribute('title') || e.textContent),
-  rawMath: (prose.innerText.match(/\$\$|\\\(|\\\[|\\begin\{/g) || []).length,
-  rawMarkdown: (prose.innerText.match(/^```|^\|\s*-{3,}/gm) || []).length,
-  images: [...document.images].map(i => ({src: i.src.slice(0, 60), w: i.naturalWidth, h: i.naturalHeight})),
-  apis: apis,
-  overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
-  clipped: [...main.querySelectorAll('.katex-display, table, img, svg, pre, .cell-output-display > *')]
-    .filter(e => (e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > right + 1) && !scrolls(e))
-    .slice(0, 3).map(e => e.tagName + '.' + (e.className.baseVal ?? e.className)),
-  outputClipped: uncued(main).slice(0, 3),
-  scrolling: [...main.querySelectorAll('.x-scrolls')].map(e => e.tagName + '.' + e.className.replace(' x-scrolls', '') + ': ' + e.textContent.slice(0, 30)),
-  midToken: midToken(main).slice(0, 3),
-  emoji: (main.innerText.match(/[\u2600-\u27BF\u2B00-\u2BFF\uFE0F]|[\uD83C-\uD83E][\uDC00-\uDFFF]/g) || []).slice(0, 5),
-  defined: [...main.querySelectorAll('p.api-defined-above')].map(p => p.previousElementSibling ? p.previousElementSibling.textContent.trim() : ''),
-  indent: badIndent(main).slice(0, 3),
-  prev: [...document.querySelectorAll('nav.page-navigation .nav-page-previous a')].map(a => a.href),
-  next: [...document.querySelectorAll('nav.page-navigation .nav-page-next a')].map(a => a.href),
-  footer: [...document.querySelectorAll('footer.footer a[href]')].map(a => a.href),
-  links: [...new Set([...document.querySelectorAll('a[href]')].map(a => a.href))],
-  column: main.clientWidth - parseFloat(getComputedStyle(main).paddingLeft) - parseFloat(getComputedStyle(main).paddingRight),
-  figures: [...main.querySelectorAll('img')].map(i => ({zoom: !!i.closest('a.figure-zoom'), href: (i.closest('a.figure-zoom') || {}).href || '',
-                                                       w: i.getBoundingClientRect().width, nw: i.naturalWidth})),
-  folds: [...main.querySelectorAll('details.code-fold')].filter(d => d.querySelector('summary').textContent.trim().startsWith('Checks'))
-    .map(d => ({open: d.open, summary: d.querySelector('summary').textContent.trim(), code: (d.querySelector('code') || {}).textContent || ''})),
-  sources: [...main.querySelectorAll('details.code-fold')].map(d => ({open: d.open, summary: d.querySelector('summary').textContent.trim(),
-                                                                    code: (d.querySelector('code') || {}).textContent || ''})),
-  tableCells: [...main.querySelectorAll('table')].map(t => {
-    const heads = [...t.querySelectorAll('thead th')].map(h => h.textContent.trim());
-    const row = t.querySelector('tbody tr');
-    return {heads: heads, scrolls: !!t.closest('.x-scrolls'), cells: row ? [...row.children].map((c, k) => { const r = c.getBoundingClientRect();
-      return {head: heads[k], label: c.getAttribute('data-label'), shown: r.width > 0 && r.height > 0 && r.left >= right - main.clientWidth - 1 && r.right <= right + 1}; }) : []};
-  }),
-  docstrings: [...main.querySelectorAll('.cell-output-markdown p > em')].map(e => { const c = e.cloneNode(true);
-    c.querySelectorAll('.katex, code').forEach(k => k.remove()); return c.textContent; }),
-  signatures: [...main.querySelectorAll('.cell-output-markdown pre code')].map(c => c.textContent.split('\n')[0]),
-  wide: [...main.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
-          .filter(e => !e.closest('pre, .sourceCode, .katex-display, .table-responsive, .cell-output-display'))
-          .slice(0, 3).map(e => e.tagName + '.' + e.className),
-};
-"""
+GATHER = (Path(__file__).parent / "docs_gather.js").read_text()  # what each page reports (JavaScript)
 
 
 def drain_logs(drv, origin: str):
@@ -362,7 +263,9 @@ def test_math_is_rendered(desktop):
         info = visits[page_name(nb.name)]
         if has_math(nb):
             assert info["math"] > 0, f"{nb.name} has maths but its page has none"
-        assert info["katex"] == info["math"], f"{page_name(nb.name)}: {info['math'] - info['katex']} formulas not rendered by KaTeX"
+        assert info["katex"] == info["math"], (
+            f"{page_name(nb.name)}: {info['math'] - info['katex']} formulas not rendered by KaTeX"
+        )
         assert not info["katexErrors"], f"{page_name(nb.name)}: KaTeX errors {info['katexErrors'][:3]}"
         assert info["rawMath"] == 0, f"{page_name(nb.name)}: raw TeX delimiters left in the text"
 
@@ -378,7 +281,9 @@ def test_show_doc_is_api_blocks(desktop):
     visits, _ = desktop
     for nb in notebooks():
         info, n = visits[page_name(nb.name)], shown_docs(nb)
-        assert len(info["apis"]) >= n, f"{page_name(nb.name)}: {n} show_doc calls but {len(info['apis'])} API blocks: {info['apis']}"
+        assert len(info["apis"]) >= n, (
+            f"{page_name(nb.name)}: {n} show_doc calls but {len(info['apis'])} API blocks: {info['apis']}"
+        )
         assert info["rawMarkdown"] == 0, f"{page_name(nb.name)}: raw Markdown (fences or table rules) in the text"
 
 
@@ -392,10 +297,17 @@ def test_search_finds_linear(desktop, server):
     box.send_keys("Linear")
     end, hits = time.time() + 10, []
     while time.time() < end and not hits:
-        hits = [a.get_attribute("href") for a in drv.find_elements("css selector", ".smalldocs-search-results a.search-result")]
+        hits = [
+            a.get_attribute("href")
+            for a in drv.find_elements("css selector", ".smalldocs-search-results a.search-result")
+        ]
         time.sleep(0.1)
     assert any(urlsplit(h).path.endswith("/linear.html") for h in hits), f"search 'Linear' found {hits[:5]}"
-    first = next(a for a in drv.find_elements("css selector", ".smalldocs-search-results a.search-result") if "/linear.html" in a.get_attribute("href"))
+    first = next(
+        a
+        for a in drv.find_elements("css selector", ".smalldocs-search-results a.search-result")
+        if "/linear.html" in a.get_attribute("href")
+    )
     first.click()
     end = time.time() + 10
     while time.time() < end and not urlsplit(drv.current_url).path.endswith("/linear.html"):
@@ -457,7 +369,8 @@ def test_no_clipped_output(desktop, phone):
 
 
 def test_display_maths_fits_or_scrolls_with_a_cue(phone):
-    "On a phone, the formulas too wide for the column (conv's output size, the data-parallel gradient) scroll with a cue."
+    ("On a phone, the formulas too wide for the column (conv's output size, the data-parallel gradient) "
+     "scroll with a cue.")
     for page in ("conv.html", "data_parallel_tutorial.html"):
         info = phone[page]
         assert info["math"] > 0, f"{page}: no maths"
@@ -483,20 +396,28 @@ PROJECT_LOG = re.compile(r"\((?:issues?|Issue) [0-9]+|\bissues? [0-9]+\b|in (?:t
 def test_no_project_log_on_the_site():
     "The site speaks of the library, not of the issues or work sessions that produced it."
     files = sorted(DOCS.glob("*.html")) + [ROOT / "README.md"]
-    bad = {f.name: sorted(set(PROJECT_LOG.findall(re.sub(r"<[^>]+>", " ", f.read_text(encoding="utf-8"))))) for f in files}
+    bad = {
+        f.name: sorted(set(PROJECT_LOG.findall(re.sub(r"<[^>]+>", " ", f.read_text(encoding="utf-8")))))
+        for f in files
+    }
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, f"references to issues or sessions: {bad}"
 
 
 def test_start_here(desktop, server):
-    "Backpropagation from scratch is the first page after the home page, and the home page's text and the README link it."
+    ("Backpropagation from scratch is the first page after the home page, and the home page's text and the "
+     "README link it.")
     order = sidebar_order(desktop[0], server)
     assert order[1] == "backprop_tutorial.html", f"the first page after the home page is {order[1]}"
     assert yaml_sidebar()[1] == {"section": "Start here", "contents": ["90_backprop_tutorial.ipynb"]}, yaml_sidebar()[1]
     home = (DOCS / "index.html").read_text(encoding="utf-8")
     text = home[home.index("<main"):home.index("</main>")]
-    assert 'href="backprop_tutorial.html' in text, "the home page's text does not link to backprop_tutorial.html (only the sidebar does)"
-    assert "backprop_tutorial.html" in (ROOT / "README.md").read_text(encoding="utf-8"), "README.md does not link to the tutorial"
+    assert 'href="backprop_tutorial.html' in text, (
+        "the home page's text does not link to backprop_tutorial.html (only the sidebar does)"
+    )
+    assert "backprop_tutorial.html" in (ROOT / "README.md").read_text(encoding="utf-8"), (
+        "README.md does not link to the tutorial"
+    )
 
 
 def test_wrapped_code_keeps_its_indentation(desktop, phone):
@@ -523,8 +444,12 @@ def test_previous_next_in_book_order(desktop, phone, server):
             info = visits[page]
             got_prev = [urlsplit(h).path.lstrip("/") for h in info["prev"]]
             got_next = [urlsplit(h).path.lstrip("/") for h in info["next"]]
-            assert got_prev == ([order[k - 1]] if k else []), f"{label} {page}: previous link {got_prev}, expected {order[k - 1:k]}"
-            assert got_next == order[k + 1:k + 2], f"{label} {page}: next link {got_next}, expected {order[k + 1:k + 2]}"
+            assert got_prev == ([order[k - 1]] if k else []), (
+                f"{label} {page}: previous link {got_prev}, expected {order[k - 1 : k]}"
+            )
+            assert got_next == order[k + 1 : k + 2], (
+                f"{label} {page}: next link {got_next}, expected {order[k + 1 : k + 2]}"
+            )
 
 
 def test_footer_links_to_the_repository(desktop):
@@ -545,7 +470,9 @@ def test_every_internal_link_and_anchor_resolves(desktop, phone, server):
                     path += "index.html"
                 assert (DOCS / path).is_file(), f"{label} {page}: link {href} -> no such file"
                 if parts.fragment and path.endswith(".html"):
-                    assert parts.fragment in ids_of(path), f"{label} {page}: link {href} -> no anchor #{parts.fragment} in {path}"
+                    assert parts.fragment in ids_of(path), (
+                        f"{label} {page}: link {href} -> no anchor #{parts.fragment} in {path}"
+                    )
 
 
 def test_figures_are_enlargeable(desktop, phone, server):
@@ -557,9 +484,15 @@ def test_figures_are_enlargeable(desktop, phone, server):
         for page, info in visits.items():
             for f in info["figures"]:
                 assert f["zoom"], f"{label} {page}: a figure without a link to enlarge it: {f}"
-                assert (DOCS / urlsplit(f["href"]).path.lstrip("/")).is_file(), f"{label} {page}: figure link {f['href']} -> no file"
-                assert f["w"] <= f["nw"] + 1, f"{label} {page}: a figure shown larger than its natural size (blurred): {f}"
-                assert f["w"] >= min(f["nw"], info["column"]) - 2, f"{label} {page}: a figure shown smaller than it could be ({info['column']} px column): {f}"
+                assert (DOCS / urlsplit(f["href"]).path.lstrip("/")).is_file(), (
+                    f"{label} {page}: figure link {f['href']} -> no file"
+                )
+                assert f["w"] <= f["nw"] + 1, (
+                    f"{label} {page}: a figure shown larger than its natural size (blurred): {f}"
+                )
+                assert f["w"] >= min(f["nw"], info["column"]) - 2, (
+                    f"{label} {page}: a figure shown smaller than it could be ({info['column']} px column): {f}"
+                )
     _, drv = desktop
     pages = [p for p, i in desktop[0].items() if i["figures"]]
     assert pages, "no page has a figure"
@@ -568,30 +501,39 @@ def test_figures_are_enlargeable(desktop, phone, server):
         settle(drv)
         for k, a in enumerate(drv.find_elements("css selector", "main a.figure-zoom")):
             drv.execute_script("window.scrollTo(0, arguments[0].getBoundingClientRect().top + window.scrollY - 120)", a)
-            inline, height = drv.execute_script("const r = arguments[0].querySelector('img').getBoundingClientRect(); return [r.width, r.height]", a)
+            inline, height = drv.execute_script("const r = "
+                                                "arguments[0].querySelector('img').getBoundingClientRect(); "
+                                                "return [r.width, r.height]", a)
             window_h = drv.execute_script("return window.innerHeight")
             # the centre of a figure that fits the window, else near its top left (a tall figure may not fit it)
             offset = (0, 0) if height < 0.8 * window_h else (int(-inline / 2) + 20, int(-height / 2) + 20)
             shown = None
-            for _attempt in range(2):  # one retry: on a loaded machine a click can land while the page is still scrolling
+            # one retry: on a loaded machine a click can land while the page is still scrolling
+            for _attempt in range(2):
                 ActionChains(drv).move_to_element_with_offset(a, *offset).click().perform()
                 end = time.time() + 5
                 while time.time() < end and not shown:
-                    shown = drv.execute_script("const i = document.querySelector('.lightbox img');"
-                                               "return i && i.complete && i.naturalWidth ? [i.getBoundingClientRect().width, i.naturalWidth] : null")
+                    shown = drv.execute_script("const i = document.querySelector('.lightbox img');return i "
+                                               "&& i.complete && i.naturalWidth ? "
+                                               "[i.getBoundingClientRect().width, i.naturalWidth] : null")
                     time.sleep(0.05)
                 if shown: break
             assert shown, f"{page}: clicking figure {k} shows no lightbox"
-            assert shown[0] >= min(inline, shown[1]) - 1, f"{page}: figure {k} is not larger in the lightbox: {inline} -> {shown}"
+            assert shown[0] >= min(inline, shown[1]) - 1, (
+                f"{page}: figure {k} is not larger in the lightbox: {inline} -> {shown}"
+            )
             assert urlsplit(drv.current_url).path.endswith("/" + page), f"{page}: clicking a figure left the page"
             ActionChains(drv).send_keys(Keys.ESCAPE).perform()
-            assert drv.execute_script("return !document.querySelector('.lightbox')"), f"{page}: Escape does not close the lightbox"
+            assert drv.execute_script("return !document.querySelector('.lightbox')"), (
+                f"{page}: Escape does not close the lightbox"
+            )
     errors, remote = drain_logs(drv, server.url)
     assert not errors and not remote, (errors, remote)
 
 
 def test_checks_are_folded(desktop, server):
-    "Walls of checks are folded where the notebook says so (`#| code-fold` with a summary starting `Checks`): each fold "
+    ("Walls of checks are folded where the notebook says so (`#| code-fold` with a summary starting "
+     "`Checks`): each fold ")
     "holds checks, most start closed, and opening one shows the code."
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -613,14 +555,17 @@ def test_checks_are_folded(desktop, server):
     summary = d.find_element("css selector", "summary")
     drv.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", summary)  # not smoothly
     ActionChains(drv).move_to_element(summary).click().perform()
-    assert code.is_displayed() and any(w in code.text for w in ("test", "assert")), f"{page}: opening a fold shows no checks"
+    assert code.is_displayed() and any(w in code.text for w in ("test", "assert")), (
+        f"{page}: opening a fold shows no checks"
+    )
 
 
 MATH_CODE = re.compile(r"^\s*def\s+(?:\w*forward\w*|\w*backward\w*|step)\s*\(", re.M)
 
 
 def test_exported_source_on_the_page(desktop):
-    "A notebook's `#| exports` cells show their code on its page (nbdev's fold): open where it is the maths of the page "
+    ("A notebook's `#| exports` cells show their code on its page (nbdev's fold): open where it is the maths "
+     "of the page ")
     "(a forward, a backward, a step), under its derivation; folded otherwise. A card whose definition is open above it "
     "does not repeat its signature."
     visits, _ = desktop
@@ -632,11 +577,16 @@ def test_exported_source_on_the_page(desktop):
         assert len(shown) >= n, f"{page_name(nb.name)}: {n} exports cells, {len(shown)} source blocks"
         for f in shown:
             maths = bool(MATH_CODE.search(f["code"]))
-            assert f["open"] == maths, f"{page_name(nb.name)}: a source block {'with' if maths else 'without'} forward/backward is {'folded' if maths else 'open'}: {f['code'][:80]}"
+            assert f["open"] == maths, (
+                f"{page_name(nb.name)}: a source block {'with' if maths else 'without'} forward/backward is "
+                f"{'folded' if maths else 'open'}: {f['code'][:80]}"
+            )
             opened += maths
         assert all(d for d in info["defined"]), f"{page_name(nb.name)}: a signature-less card without a heading"
     assert opened, "no page shows a forward or backward"
-    assert "Linear" in visits["linear.html"]["defined"] and "Linear.backward" in visits["linear.html"]["defined"], visits["linear.html"]["defined"]
+    assert (
+        "Linear" in visits["linear.html"]["defined"] and "Linear.backward" in visits["linear.html"]["defined"]
+    ), visits["linear.html"]["defined"]
 
 
 def test_classes_are_classes(desktop):
@@ -660,7 +610,10 @@ def test_home_results_table_shows_every_column(desktop, phone):
 def test_no_table_cell_outside_its_page(desktop, phone):
     "Every table cell is inside the text column, unless its table scrolls in its own box with the cue."
     for label, visits in both(desktop, phone):
-        bad = {p: [c["head"] for t in i["tableCells"] if not t["scrolls"] for c in t["cells"] if not c["shown"]] for p, i in visits.items()}
+        bad = {
+            p: [c["head"] for t in i["tableCells"] if not t["scrolls"] for c in t["cells"] if not c["shown"]]
+            for p, i in visits.items()
+        }
         bad = {p: v for p, v in bad.items() if v}
         assert not bad, f"{label}: table cells outside the text column: {bad}"
 
@@ -674,14 +627,30 @@ def test_docstring_maths_is_rendered(desktop):
 
 def test_search_index_has_no_raw_tex():
     entries = json.loads((DOCS / "search.json").read_text(encoding="utf-8"))
-    bad = [(e["href"], m.group(0)) for e in entries for m in re.finditer(r"\\(?:partial|text|frac|top|math\w+|sum|sqrt|epsilon|varepsilon|cdot|left|right|begin)\b", e["text"])]
+    bad = [
+        (e["href"], m.group(0))
+        for e in entries
+        for m in re.finditer(
+            r"\\(?:partial|text|frac|top|math\w+|sum|sqrt|epsilon|varepsilon|cdot|left|right|begin)\b",
+            e["text"],
+        )
+    ]
     assert not bad, f"raw TeX in search snippets: {bad[:5]}"
 
 
 def test_sidebar_sections_are_the_books_parts():
     sb = yaml_sidebar()
     titles = [e["section"] for e in sb if isinstance(e, dict)]
-    parts = ["Start here", "Part I · Foundations", "Part II · Layers — minidl.nn", "Part III · Optimisation and training", "Part IV · Experiments", "Part V · Scale", "Tutorials", "Performance"]
+    parts = [
+        "Start here",
+        "Part I · Foundations",
+        "Part II · Layers — minidl.nn",
+        "Part III · Optimisation and training",
+        "Part IV · Experiments",
+        "Part V · Scale",
+        "Tutorials",
+        "Performance",
+    ]
     assert titles == [t for t in parts if t in titles], f"sections {titles} not in the book's order {parts}"
     assert "Part I · Foundations" in titles
     for e in sb:
@@ -689,7 +658,9 @@ def test_sidebar_sections_are_the_books_parts():
             nb = NBS / e["contents"][0]
             first = next((s for s in cells(nb, "markdown")), "")
             m = re.search(r"^#\s+(.+?)\s*$", first, re.M)
-            assert not (m and m.group(1).lower() == e["section"].lower()), f"redundant sidebar entry {e['section']} > {m.group(1)}"
+            assert not (m and m.group(1).lower() == e["section"].lower()), (
+                f"redundant sidebar entry {e['section']} > {m.group(1)}"
+            )
 
 
 def yaml_sidebar() -> list:
@@ -716,8 +687,14 @@ def screenshots(folder: Path, pages: list[str]) -> list[Path]:
                     settle(drv)
                     h = drv.execute_script("return document.documentElement.scrollHeight")
                     w = drv.execute_script("return document.documentElement.clientWidth")
-                    shot = drv.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
-                                                                          "clip": {"x": 0, "y": 0, "width": w, "height": h, "scale": 1}})
+                    shot = drv.execute_cdp_cmd(
+                        "Page.captureScreenshot",
+                        {
+                            "format": "png",
+                            "captureBeyondViewport": True,
+                            "clip": {"x": 0, "y": 0, "width": w, "height": h, "scale": 1},
+                        },
+                    )
                     f = folder / f"{p.removesuffix('.html')}-{label}.png"
                     f.write_bytes(base64.b64decode(shot["data"]))
                     shots.append(f)
@@ -735,7 +712,11 @@ if __name__ == "__main__":
     ap.add_argument("--screenshots", type=Path, required=True, help="folder for the PNGs")
     ap.add_argument("pages", nargs="*", help="pages such as index.html linear.html (default: index, linear, circle)")
     a = ap.parse_args()
-    want = a.pages or [p for p in ("index.html", "linear.html", "circle.html", "backprop_tutorial.html") if (DOCS / p).exists()]
+    want = a.pages or [
+        p
+        for p in ("index.html", "linear.html", "circle.html", "backprop_tutorial.html")
+        if (DOCS / p).exists()
+    ]
     for f in screenshots(a.screenshots, want):
         print(f)
     sys.exit(0)

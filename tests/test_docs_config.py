@@ -10,7 +10,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_repository_links_are_pyprojects():
-    url = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"].rstrip("/")
-    found = [u for f in ("_quarto.yml", "nbdev.yml") for u in re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", (ROOT / "nbs" / f).read_text(encoding="utf-8"))]
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"][
+        "Repository"
+    ].rstrip("/")
+    found = [
+        u
+        for f in ("_quarto.yml", "nbdev.yml")
+        for u in re.findall(
+            r"https://github\.com/[\w.-]+/[\w.-]+", (ROOT / "nbs" / f).read_text(encoding="utf-8")
+        )
+    ]
     assert found, "no repository link in nbs/_quarto.yml or nbs/nbdev.yml"
-    assert {u.rstrip("/") for u in found} == {url}, f"repository links {sorted(set(found))} differ from pyproject's {url}"
+    assert {u.rstrip("/") for u in found} == {url}, (
+        f"repository links {sorted(set(found))} differ from pyproject's {url}"
+    )

@@ -30,7 +30,9 @@ def test_gradcheck_extreme_valid_seeds():
     for seed in (0, -2**63, 2**64 - 1): assert gradcheck(Tanh(), torch.randn(3, dtype=F64), seed=seed)
 
 
-@pytest.mark.parametrize('x', [torch.randn(3, 4).t(), torch.randn(0, 3), torch.tensor(0.3), torch.randn(3, requires_grad=True)])
+@pytest.mark.parametrize(
+    'x', [torch.randn(3, 4).t(), torch.randn(0, 3), torch.tensor(0.3), torch.randn(3, requires_grad=True)]
+)
 def test_gradcheck_edge_inputs(x):
     m = Linear(x.shape[-1], 2) if x.dim() == 2 else Tanh()
     assert gradcheck(m, x)
@@ -47,7 +49,11 @@ def test_gradcheck_leaves_module_and_input_untouched():
 def test_gradcheck_on_non_contiguous_inputs_and_parameters():
     lin = Linear(4, 3)
     lin.weight.value = torch.randn(4, 3).t()  # a non-contiguous parameter too
-    for x in (torch.randn(4, 5, dtype=F64).t(), torch.randn(5, 8, dtype=F64)[:, ::2], torch.randn(5, 4).expand(2, 5, 4)):
+    for x in (
+        torch.randn(4, 5, dtype=F64).t(),
+        torch.randn(5, 8, dtype=F64)[:, ::2],
+        torch.randn(5, 4).expand(2, 5, 4),
+    ):
         assert minidl.gradcheck(lin, x)
 
 

@@ -118,9 +118,19 @@ def test_hot_path_reads_nothing_back():
     value-dependent branch would raise there, so this shows the hot path never synchronises with the device."""
     meta = torch.device('meta')
     x, g = torch.randn(8, 6, device=meta), torch.randn(8, 6, device=meta)
-    for m in [Dropout(0.3), Dropout(0.3).eval(), Softmax(), LogSoftmax(0), LeakyReLU(), GELU(), GELU('tanh'),
-              BatchNorm1d(6, device=meta), BatchNorm1d(6, momentum=None, device=meta), BatchNorm1d(6, device=meta).eval(),
-              BatchNorm1d(6, affine=False, track_running_stats=False, device=meta)]:
+    for m in [
+        Dropout(0.3),
+        Dropout(0.3).eval(),
+        Softmax(),
+        LogSoftmax(0),
+        LeakyReLU(),
+        GELU(),
+        GELU('tanh'),
+        BatchNorm1d(6, device=meta),
+        BatchNorm1d(6, momentum=None, device=meta),
+        BatchNorm1d(6, device=meta).eval(),
+        BatchNorm1d(6, affine=False, track_running_stats=False, device=meta),
+    ]:
         assert m(x).device == meta and m.backward(g).shape == x.shape
     x4 = torch.randn(2, 6, 3, 3, device=meta)
     bn = BatchNorm2d(6, momentum=None, device=meta)
@@ -136,7 +146,8 @@ def test_hot_path_reads_nothing_back():
 
 @pytest.mark.parity
 def test_decoder_training_step_reads_nothing_back():
-    "Embedding, TransformerBlock (attention with dropout, LayerNorm, GELU), LossCrossEntropy, AdamW: no host read in a step."
+    ("Embedding, TransformerBlock (attention with dropout, LayerNorm, GELU), LossCrossEntropy, AdamW: no "
+     "host read in a step.")
     import pathlib
     sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
     from benchmarks.seq import DecoderLM

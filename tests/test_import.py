@@ -16,19 +16,22 @@ PKG = pathlib.Path(minidl.__file__).parent
 def test_import_has_no_side_effects():
     code = """
 import torch
-before = (torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_num_threads(), torch.random.get_rng_state().clone())
+def state(): return (torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_num_threads(),
+                    torch.random.get_rng_state())
+before = state()
 import minidl
 from minidl import *
-after = (torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_num_threads(), torch.random.get_rng_state())
+after = state()
 assert before[:3] == after[:3], (before[:3], after[:3])
 assert torch.equal(before[3], after[3]), 'import changed the global RNG state'
-m = Sequential(Linear(2, 3, generator=torch.Generator().manual_seed(0)), ReLU(), Linear(3, 1, generator=torch.Generator().manual_seed(1)), Sigmoid())
+gen = lambda seed: torch.Generator().manual_seed(seed)
+m = Sequential(Linear(2, 3, generator=gen(0)), ReLU(), Linear(3, 1, generator=gen(1)), Sigmoid())
 loss = LossBCE()
 opt = SGD(m.parameters(), lr=0.1, decay=0.01)
-x = torch.rand(4, 2, generator=torch.Generator().manual_seed(2))
+x = torch.rand(4, 2, generator=gen(2))
 opt.zero_grad(); l = loss(m(x), torch.ones(4, 1)); m.backward(loss.backward()); opt.step()
 assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32 and torch.get_num_threads() == before[2]
-assert torch.equal(before[3], torch.random.get_rng_state()), 'using minidl with explicit generators touched the global RNG'
+assert torch.equal(before[3], torch.random.get_rng_state()), 'minidl with explicit generators touched the global RNG'
 print('ok')
 """
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
@@ -40,12 +43,14 @@ BANNED_ATTRS = {'set_grad_enabled', 'no_grad', 'requires_grad_', 'enable_grad', 
 
 
 def _is_aten_backward(name: str) -> bool:
-    "True for the name of one of PyTorch's derivative operators (`threshold_backward`, `binary_cross_entropy_backward`, ...)."
+    ("True for the name of one of PyTorch's derivative operators (`threshold_backward`, "
+     "`binary_cross_entropy_backward`, ...).")
     return name.endswith('_backward') and hasattr(torch.ops.aten, name)
 
 
 def banned_uses(source: str) -> list[str]:
-    "Every use of PyTorch's autograd, torch.nn, torch.func or its operator library (ATen `*_backward` kernels) in `source`."
+    ("Every use of PyTorch's autograd, torch.nn, torch.func or its operator library (ATen `*_backward` "
+     "kernels) in `source`.")
     tree, found = ast.parse(source), []
     aliases = {'torch'}  # names bound to the torch module (`import torch as T`)
     for node in ast.walk(tree):
@@ -61,7 +66,8 @@ def banned_uses(source: str) -> list[str]:
             found += [f"import {a.name}" for a in node.names if _is_aten_backward(a.name)]
         elif isinstance(node, ast.Attribute):
             text = ast.unparse(node)
-            if text.startswith(prefixes) or node.attr in BANNED_ATTRS or _is_aten_backward(node.attr): found.append(text)
+            if text.startswith(prefixes) or node.attr in BANNED_ATTRS or _is_aten_backward(node.attr):
+                found.append(text)
         elif isinstance(node, ast.Name) and _is_aten_backward(node.id): found.append(node.id)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _is_aten_backward(node.value):
             found.append(repr(node.value))  # getattr(..., 'threshold_backward')
@@ -69,18 +75,33 @@ def banned_uses(source: str) -> list[str]:
 
 
 def test_scanner_catches_every_banned_use():
-    for bad in ['import torch.nn as nn', 'from torch.nn import functional', 'from torch import nn', 'from torch import autograd',
-                'torch.nn.functional.relu(x)', 'torch.autograd.grad(y, x)', 'torch.ops.aten.threshold_backward(g, y, 0)',
-                '_aten = torch.ops.aten', 'torch.func.grad(f)', 'import torch as T\nT.ops.aten.mm', 'from torch.ops import aten',
-                'x.requires_grad_()', 'with torch.no_grad(): pass', 'torch._C._nn.binary_cross_entropy_backward(g, p, t)',
-                'aten.sigmoid_backward(g, y)', "getattr(ops, 'tanh_backward')(g, y)", 'from functorch import vmap']:
+    for bad in [
+        'import torch.nn as nn',
+        'from torch.nn import functional',
+        'from torch import nn',
+        'from torch import autograd',
+        'torch.nn.functional.relu(x)',
+        'torch.autograd.grad(y, x)',
+        'torch.ops.aten.threshold_backward(g, y, 0)',
+        '_aten = torch.ops.aten',
+        'torch.func.grad(f)',
+        'import torch as T\nT.ops.aten.mm',
+        'from torch.ops import aten',
+        'x.requires_grad_()',
+        'with torch.no_grad(): pass',
+        'torch._C._nn.binary_cross_entropy_backward(g, p, t)',
+        'aten.sigmoid_backward(g, y)',
+        "getattr(ops, 'tanh_backward')(g, y)",
+        'from functorch import vmap',
+    ]:
         assert banned_uses(bad), bad
     for fine in ['self._save_for_backward(y)', 'm.backward(g)', 'torch.addmm(b, x, w.t())', '"like torch.nn.Linear"',
                  'y.masked_fill(y <= 0, 0)']:
         assert not banned_uses(fine), fine
 
 
-ORACLE = PKG / 'testing.py'  # PyTorch's side of the comparisons: it runs torch.autograd by design (tests and notebooks only)
+# PyTorch's side of the comparisons: it runs torch.autograd by design (tests and notebooks only)
+ORACLE = PKG / 'testing.py'
 
 
 def imports_of(source: str) -> set[str]:
@@ -95,13 +116,18 @@ def imports_of(source: str) -> set[str]:
 
 
 def test_package_uses_no_autograd_nor_torch_nn_nor_aten_backward():
-    "Every derivative in minidl is written by hand: the package never calls autograd, torch.nn, torch.func or torch.ops."
+    ("Every derivative in minidl is written by hand: the package never calls autograd, torch.nn, torch.func "
+     "or torch.ops.")
     files = sorted(f for f in PKG.rglob('*.py') if f != ORACLE)
     assert len(files) >= 10 and ORACLE.exists()
     bad = {str(f.relative_to(PKG)): uses for f in files if (uses := banned_uses(f.read_text()))}
     assert not bad, bad
     # the oracle stays out of the library: no module imports it
-    users = [str(f.relative_to(PKG)) for f in files if {'minidl.testing', '.testing', '..testing'} & imports_of(f.read_text())]
+    users = [
+        str(f.relative_to(PKG))
+        for f in files
+        if {'minidl.testing', '.testing', '..testing'} & imports_of(f.read_text())
+    ]
     assert not users, users
     assert {'.testing', 'minidl.testing'} <= imports_of('from . import testing\nimport minidl.testing')
 
@@ -117,8 +143,19 @@ def test_public_api_is_exposed_at_top_level():
 def test_exports():
     import sys
     assert minidl.nn.init is sys.modules['minidl.nn.init']
-    for name in ['LossCrossEntropy', 'CrossEntropyLoss', 'Dropout', 'BatchNorm1d', 'BatchNorm2d', 'Softmax', 'LogSoftmax',
-                 'LeakyReLU', 'GELU', 'kaiming_normal_', 'calculate_gain']:
+    for name in [
+        'LossCrossEntropy',
+        'CrossEntropyLoss',
+        'Dropout',
+        'BatchNorm1d',
+        'BatchNorm2d',
+        'Softmax',
+        'LogSoftmax',
+        'LeakyReLU',
+        'GELU',
+        'kaiming_normal_',
+        'calculate_gain',
+    ]:
         assert name in minidl.__all__ and hasattr(minidl, name), name
     assert minidl.CrossEntropyLoss is minidl.LossCrossEntropy
     assert math.isclose(minidl.calculate_gain('relu'), math.sqrt(2))

@@ -1,6 +1,7 @@
 """The import rule of the package: a module imports only modules of its own part or of lower parts
 (Foundations < nn < optimisation and training < scale), and the library never imports `minidl.experiments`.
-Read from the source with `ast` (imports inside functions count too); the top-level `__init__`/`__main__` may import anything."""
+Read from the source with `ast` (imports inside functions count too); the top-level `__init__`/`__main__` may
+import anything."""
 import ast
 import pathlib
 
@@ -24,7 +25,12 @@ def part(mod: str) -> str | None:
     if mod in TOP: return None
     if mod in FOUNDATIONS: return 'Foundations'
     if mod == 'nn' or mod.startswith('nn.'): return 'nn'
-    if mod == 'optim' or mod.startswith('optim.') or mod in {'training', 'checkpoint', 'plots', 'diagnostics'}: return 'training'
+    if (
+        mod == 'optim'
+        or mod.startswith('optim.')
+        or mod in {'training', 'checkpoint', 'plots', 'diagnostics'}
+    ):
+        return 'training'
     if mod == 'distributed': return 'scale'
     if mod == 'experiments' or mod.startswith('experiments.'): return 'experiments'
     raise AssertionError(f"minidl.{mod} belongs to no part: add it to tests/test_layering.py")
@@ -41,16 +47,22 @@ def imported(path: pathlib.Path, mod: str) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
-                if node.level - 1 > len(here): raise AssertionError(f"{path}:{node.lineno}: relative import above the package")
+                if node.level - 1 > len(here): raise AssertionError(f"{path}:{node.lineno}: relative import "
+                                                                    "above the package")
                 base = '.'.join(base + ([node.module] if node.module else []))
                 names = [f"minidl.{base}" if base else 'minidl']
-                if not node.module: names = [f"minidl.{'.'.join(here + [a.name])}" if here else f"minidl.{a.name}" for a in node.names]
+                if not node.module:
+                    names = [
+                        f"minidl.{'.'.join(here + [a.name])}" if here else f"minidl.{a.name}"
+                        for a in node.names
+                    ]
             else:
                 names = [node.module]
                 if node.module == 'minidl': names = [f"minidl.{a.name}" for a in node.names]
         else: continue
         for n in names:
-            if n == 'minidl' or n.startswith('minidl.'): out.append((node.lineno, n[len('minidl.'):] if n != 'minidl' else '__init__'))
+            if n == 'minidl' or n.startswith('minidl.'):
+                out.append((node.lineno, n[len('minidl.') :] if n != 'minidl' else '__init__'))
     return out
 
 
@@ -74,9 +86,11 @@ def violations() -> list[str]:
             where = f"{path.relative_to(PKG.parent)}:{line}"
             if theirs is None:
                 if mine == 'experiments': continue  # the experiments sit above the whole library
-                bad.append(f"{where}: minidl.{mod} ({mine}) imports the top-level package minidl, which imports every part")
+                bad.append(f"{where}: minidl.{mod} ({mine}) imports the top-level package minidl, which "
+                           "imports every part")
             elif theirs == 'experiments':
-                if mine != 'experiments': bad.append(f"{where}: the library module minidl.{mod} ({mine}) imports minidl.{t} (experiments)")
+                if mine != 'experiments': bad.append(f"{where}: the library module minidl.{mod} ({mine}) "
+                                                     f"imports minidl.{t} (experiments)")
             elif mine != 'experiments' and RANK[theirs] > RANK[mine]:
                 bad.append(f"{where}: minidl.{mod} ({mine}) imports minidl.{t} ({theirs}), a higher part")
     return bad
@@ -96,5 +110,24 @@ def test_the_scan_sees_imports():
     "The scanner itself: relative, absolute and function-local imports are found and resolved."
     src = PKG / 'nn' / 'linear.py'
     assert ('nn.module' in {resolve(t) for _, t in imported(src, 'nn.linear')})
-    assert 'experiments.circle_data' in {resolve(t) for _, t in imported(PKG / 'experiments' / 'distributed_demo.py', 'experiments.distributed_demo')}
-    assert part('nn.module') == 'Foundations' and part('nn.linear') == 'nn' and part('optim') == 'training' and part('distributed') == 'scale'
+    assert 'experiments.circle_data' in {
+        resolve(t)
+        for _, t in imported(PKG / 'experiments' / 'distributed_demo.py', 'experiments.distributed_demo')
+    }
+    assert (
+        part('nn.module') == 'Foundations'
+        and part('nn.linear') == 'nn'
+        and part('optim') == 'training'
+        and part('distributed') == 'scale'
+    )
+
+
+def test_no_line_over_120_characters():
+    """Every Python line of the package, tests, benchmarks and tools fits 120 columns (ruff's E501 allows 130 for
+    one line: nbdev's generated `__all__ = [...`, wrapped at 120 before its prefix)."""
+    root = PKG.parent
+    files = [f for d in ('minidl', 'tests', 'benchmarks', 'tools') for f in sorted((root / d).rglob('*.py'))]
+    long = [f"{f.relative_to(root)}:{i}" for f in files if f.name != '_modidx.py'
+            for i, line in enumerate(f.read_text(encoding='utf-8').splitlines(), 1)
+            if len(line) > 120 and not line.startswith('__all__ = [')]
+    assert files and not long, long

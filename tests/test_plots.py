@@ -27,5 +27,6 @@ def test_plots_refuse_bad_arguments_clearly(tmp_path):
     assert_clear_error(TypeError, 'figure', save_figure, None, tmp_path/'a.png')
     assert list(tmp_path.iterdir()) == []
     plt.close(fig)
-    ax = plot_output(Sequential(Linear(2, 1)).to(F64), torch.rand(5, 2), torch.ones(5, 1))  # points cast to the model's dtype
+    # points cast to the model's dtype
+    ax = plot_output(Sequential(Linear(2, 1)).to(F64), torch.rand(5, 2), torch.ones(5, 1))
     plt.close(ax.figure)

@@ -102,9 +102,30 @@ def test_train_multiclass_labels():
     x, y = torch.randn(30, 2), torch.randint(0, 3, (30,))
     m = Sequential(Linear(2, 3)); o = SGD(m.parameters(), lr=0.1)
     before = snapshot(m, o)
-    assert_clear_error(ValueError, 'class indices in [0, 3)', train, m, LossCrossEntropy(), o, x, y.clone().index_fill_(0, torch.tensor([0]), 3),
-           epochs=1, progress=False)
-    assert_clear_error(ValueError, 'integer class indices', train, m, LossCrossEntropy(), o, x, y.bool(), epochs=1, progress=False)
+    assert_clear_error(
+        ValueError,
+        'class indices in [0, 3)',
+        train,
+        m,
+        LossCrossEntropy(),
+        o,
+        x,
+        y.clone().index_fill_(0, torch.tensor([0]), 3),
+        epochs=1,
+        progress=False,
+    )
+    assert_clear_error(
+        ValueError,
+        'integer class indices',
+        train,
+        m,
+        LossCrossEntropy(),
+        o,
+        x,
+        y.bool(),
+        epochs=1,
+        progress=False,
+    )
     assert_unchanged(before, snapshot(m, o))
     assert len(train(m, LossCrossEntropy(), o, x, y.int(), epochs=2, progress=False)) == 2
 
@@ -124,7 +145,8 @@ def test_train_refuses_a_schedule_of_another_optimizer():
     model = Sequential(Linear(2, 4), ReLU(), Linear(4, 1), Sigmoid())
     opt, other = SGD(model.parameters(), lr=0.1), SGD(Sequential(Linear(2, 1)).parameters(), lr=0.1)
     before = [p.value.clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match='drives another optimizer \\(SGD over 2 parameters\\), not the SGD over 4 parameters given'):
+    with pytest.raises(ValueError, match='drives another optimizer \\(SGD over 2 parameters\\), not the SGD '
+                                         'over 4 parameters given'):
         train(model, LossBCE(), opt, x, y, epochs=2, scheduler=StepLR(other, 1), progress=False)
     assert all(torch.equal(a, p.value) for a, p in zip(before, model.parameters())) and opt.step_count == 0
     ref = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # any schedule with an optimizer attribute
@@ -192,11 +214,29 @@ def test_trains_multiclass_with_training_loop():
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize('make_ours,make_ref', [
-    (lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
-     lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)),
-    (lambda ps: AdamW(ps, lr=0.01, amsgrad=True), lambda ps: torch.optim.AdamW(ps, lr=0.01, amsgrad=True))], ids=['sgd', 'adamw'])
+@pytest.mark.parametrize(
+    'make_ours,make_ref',
+    [
+        (
+            lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+            lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+        ),
+        (
+            lambda ps: AdamW(ps, lr=0.01, amsgrad=True),
+            lambda ps: torch.optim.AdamW(ps, lr=0.01, amsgrad=True),
+        ),
+    ],
+    ids=['sgd', 'adamw'],
+)
 def test_end_to_end_with_autograd(make_ours, make_ref):
-    "Each side computes its own gradients (minidl's backward vs torch.autograd) and takes its own steps, with a schedule."
-    run_both(3, [2, 8, 8], make_ours, make_ref, lambda o: OneCycleLR(o, 0.05, STEPS), lambda o: LRS.OneCycleLR(o, 0.05, STEPS),
-             grads='autograd')
+    ("Each side computes its own gradients (minidl's backward vs torch.autograd) and takes its own steps, "
+     "with a schedule.")
+    run_both(
+        3,
+        [2, 8, 8],
+        make_ours,
+        make_ref,
+        lambda o: OneCycleLR(o, 0.05, STEPS),
+        lambda o: LRS.OneCycleLR(o, 0.05, STEPS),
+        grads='autograd',
+    )

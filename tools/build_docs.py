@@ -56,7 +56,9 @@ def build() -> None:
     polish_pages(out, c.doc_url)
     sitemap = out / "sitemap.xml"  # <lastmod> is the processed notebook's file time: different on every checkout
     if sitemap.exists():
-        sitemap.write_text(re.sub(r"\n *<lastmod>[^<]*</lastmod>", "", sitemap.read_text(encoding="utf-8")), encoding="utf-8")
+        sitemap.write_text(
+            re.sub(r"\n *<lastmod>[^<]*</lastmod>", "", sitemap.read_text(encoding="utf-8")), encoding="utf-8"
+        )
     (out / ".nojekyll").write_text("")  # GitHub Pages: serve the folder as it is
     shutil.rmtree(c.doc_path, ignore_errors=True)
     shutil.move(str(out), str(c.doc_path))

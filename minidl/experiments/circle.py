@@ -98,7 +98,8 @@ def run_circle(
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     spec = MODELS[name]
     x_train, y_train, x_test, y_test = (t.to(device) for t in circle_train_test(n_train, n_test, seed=seed))
-    model = circle_mlp(spec.output(), hidden, generator=torch.Generator().manual_seed(seed)).to(device)  # same weights on any device
+    # same weights on any device
+    model = circle_mlp(spec.output(), hidden, generator=torch.Generator().manual_seed(seed)).to(device)
     opt = SGD(model.parameters(), lr=spec.lr if lr is None else lr, decay=spec.decay if decay is None else decay)
     if record_every is None: record_every = max(1, epochs // 1000)
     start = time.perf_counter()
@@ -144,7 +145,8 @@ def summarize(
 def results_table(
     summary:dict[str, dict], # output of `summarize`
 )->TextTable: # a text table, one row per model
-    "Train/test error and accuracy of each model (mean ± std over the runs, in %), beside the report's test accuracy (one run)"
+    ("Train/test error and accuracy of each model (mean ± std over the runs, in %), beside the report's test "
+     "accuracy (one run)")
     def pm(m, s, n): return f"{100*m:.2f} ± {100*s:.2f}" if n > 1 else f"{100*m:.2f}"
     cols = ['train error %', 'test error %', 'train acc. %', 'test acc. %']
     head = f"{'model':<14}{'runs':>5}  " + '  '.join(f"{c:>14}" for c in cols) + f"  {'report':>7}"
@@ -156,5 +158,6 @@ def results_table(
         rows.append([spec.title, n, *vals, f"{100*spec.report:.1f} %"])
         lines.append(f"{spec.title:<14}{n:>5}  " + '  '.join(f"{v:>14}" for v in vals) + f"  {100*spec.report:>5.1f} %")
     lines.append("(mean ± std over the runs; report: the original report's test accuracy, one run)" if any(
-        len(s['test_accuracy']) > 1 for s in summary.values()) else "(report: the original report's test accuracy, one run)")
+        len(s['test_accuracy']) > 1 for s in summary.values()) else "(report: the original report's test "
+                                                                    "accuracy, one run)")
     return TextTable('\n'.join(lines), ['model', 'runs', *cols, 'report'], rows, lines[-1:])

@@ -40,15 +40,18 @@ from .circle import DEFAULTS, MODELS, results_table, run_circle, summarize
 __all__ = ['OUT_FILES', 'make_parser', 'main']
 
 # %% ../../nbs/44_circle_cli.ipynb #b331eaf7
-_positive_int, _path = positive_int, path_arg  # the argument types every minidl command shares (minidl.experiments.common)
+# the argument types every minidl command shares (minidl.experiments.common)
+_positive_int, _path = positive_int, path_arg
 _int_upto = int_upto
-_lr, _decay = number_in(torch.float32), number_in(torch.float32, zero=True)  # the parameters are float32: a rate must stay finite there
+# the parameters are float32: a rate must stay finite there
+_lr, _decay = number_in(torch.float32), number_in(torch.float32, zero=True)
 
 # %% ../../nbs/44_circle_cli.ipynb #c8d11b3f
 def _batch_size(s:str)->int|None:
     if s.lower() == 'full': return None
     try: return int_upto(BATCH_MAX)(s)
-    except argparse.ArgumentTypeError as e: raise argparse.ArgumentTypeError(str(e).replace(', got', " or 'full', got", 1)) from None
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(str(e).replace(', got', " or 'full', got", 1)) from None
 
 # %% ../../nbs/44_circle_cli.ipynb #5c791d63
 def _fmt_default(name, attr):
@@ -60,19 +63,68 @@ def make_parser()->argparse.ArgumentParser:
                 description="Train the circle task's two models (Sigmoid + BCE and Tanh + MSE, 2-25-25-25-25-1 ReLU "
                             "networks, SGD) with minidl; print their train/test accuracy and write results.json and "
                             "PNG figures.", seed_limit=2**64, seed_owner='torch')
-    p.add_argument('--epochs', type=_int_upto(EPOCHS_MAX), default=DEFAULTS['epochs'], help='epochs per run (default: %(default)s)')
-    p.add_argument('--runs', type=_int_upto(RUNS_MAX), default=1, help='number of runs (seeds) per model, reported as mean ± std (default: %(default)s)')
-    p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
-    p.add_argument('--lr', type=_lr, nargs='+', metavar='LR', help=f"initial learning rate: one for both models, or two (default: {_fmt_default('lr', 'lr')})")
-    p.add_argument('--decay', type=_decay, nargs='+', metavar='D', help=f"learning-rate decay, step t uses lr/(1+D*t): one or two values (default: {_fmt_default('decay', 'decay')})")
+    p.add_argument(
+        '--epochs',
+        type=_int_upto(EPOCHS_MAX),
+        default=DEFAULTS['epochs'],
+        help='epochs per run (default: %(default)s)',
+    )
+    p.add_argument(
+        '--runs',
+        type=_int_upto(RUNS_MAX),
+        default=1,
+        help='number of runs (seeds) per model, reported as mean ± std (default: %(default)s)',
+    )
+    p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run; run i uses seed + i '
+                                                          '(default: %(default)s)')
+    p.add_argument('--lr', type=_lr, nargs='+', metavar='LR', help="initial learning rate: one for both "
+                                                                   "models, or two (default: "
+                                                                   f"{_fmt_default('lr', 'lr')})")
+    p.add_argument(
+        '--decay',
+        type=_decay,
+        nargs='+',
+        metavar='D',
+        help="learning-rate decay, step t uses lr/(1+D*t): one or two values (default: "
+             f"{_fmt_default('decay', 'decay')})",
+    )
     p.add_argument('--batch-size', type=_batch_size, default=DEFAULTS['batch_size'], metavar='B',
-                   help=f"minibatch size, or 'full' for full-batch gradient descent (default: {DEFAULTS['batch_size'] or 'full'})")
-    p.add_argument('--hidden', type=_int_upto(2**16), default=DEFAULTS['hidden'], help='width of the 4 hidden layers (default: %(default)s)')
-    p.add_argument('--out', type=_path, default=Path('circle-results'), help='output folder for results.json and the figures (default: %(default)s/)')
-    p.add_argument('--save', type=_path, default=None, metavar='PATH', help="also save the trained models' state dicts to PATH (torch.save; load with torch.load(PATH, weights_only=True))")
-    p.add_argument('--device', choices=('cpu', 'cuda', 'auto'), default='cpu', help="where data, models and losses live; auto: cuda if available, else cpu (default: %(default)s)")
-    p.add_argument('--threads', type=_int_upto(THREADS_MAX), default=1, help='torch CPU threads; these matrices are tiny, 1 is fastest (default: %(default)s)')
-    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
+                   help="minibatch size, or 'full' for full-batch gradient descent (default: "
+                        f"{DEFAULTS['batch_size'] or 'full'})")
+    p.add_argument(
+        '--hidden',
+        type=_int_upto(2**16),
+        default=DEFAULTS['hidden'],
+        help='width of the 4 hidden layers (default: %(default)s)',
+    )
+    p.add_argument(
+        '--out',
+        type=_path,
+        default=Path('circle-results'),
+        help='output folder for results.json and the figures (default: %(default)s/)',
+    )
+    p.add_argument(
+        '--save',
+        type=_path,
+        default=None,
+        metavar='PATH',
+        help="also save the trained models' state dicts to PATH (torch.save; load with torch.load(PATH, "
+             "weights_only=True))",
+    )
+    p.add_argument(
+        '--device',
+        choices=('cpu', 'cuda', 'auto'),
+        default='cpu',
+        help="where data, models and losses live; auto: cuda if available, else cpu (default: %(default)s)",
+    )
+    p.add_argument(
+        '--threads',
+        type=_int_upto(THREADS_MAX),
+        default=1,
+        help='torch CPU threads; these matrices are tiny, 1 is fastest (default: %(default)s)',
+    )
+    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only '
+                                                              'the results table')
     return p
 
 # %% ../../nbs/44_circle_cli.ipynb #0b3d97cf
@@ -81,7 +133,8 @@ def _per_model(values, name:str, attr:str)->dict:
     if values is None: return {n: getattr(m, attr) for n, m in MODELS.items()}
     if len(values) == 1: return {n: values[0] for n in MODELS}
     if len(values) == len(MODELS): return dict(zip(MODELS, values))
-    raise ValueError(f"--{name} takes one value or {len(MODELS)} (one per model: {', '.join(MODELS)}), got {len(values)}")
+    raise ValueError(f"--{name} takes one value or {len(MODELS)} (one per model: {', '.join(MODELS)}), got "
+                     f"{len(values)}")
 
 # %% ../../nbs/44_circle_cli.ipynb #ce310576
 def _results_json(summary:dict, settings:dict, per_model:dict)->dict:
@@ -108,10 +161,19 @@ def _render_figures(runs:dict)->dict[str, bytes]:
     r0 = next(iter(first.values()))
     _, _, x_test, y_test = circle_train_test(DEFAULTS['n_train'], DEFAULTS['n_test'], seed=r0.seed)
     nruns = len(runs[r0.name])
-    figs = {'outputs.png': plot_outputs({MODELS[n].title: (r.model, MODELS[n].threshold, MODELS[n].vrange) for n, r in first.items()},
-                                        x_test, y_test, suptitle=f'Model output over the unit square (seed {r0.seed})'),
-            'curves.png': plot_history({MODELS[n].title: [r.history for r in rs] for n, rs in runs.items()},
-                                       suptitle=f"{nruns} run{'s' if nruns > 1 else ''}" + (': mean and best-to-worst band' if nruns > 1 else ''))}
+    figs = {
+        'outputs.png': plot_outputs(
+            {MODELS[n].title: (r.model, MODELS[n].threshold, MODELS[n].vrange) for n, r in first.items()},
+            x_test,
+            y_test,
+            suptitle=f'Model output over the unit square (seed {r0.seed})',
+        ),
+        'curves.png': plot_history(
+            {MODELS[n].title: [r.history for r in rs] for n, rs in runs.items()},
+            suptitle=f"{nruns} run{'s' if nruns > 1 else ''}"
+            + (': mean and best-to-worst band' if nruns > 1 else ''),
+        ),
+    }
     return {name: figure_png(fig, dpi=110) for name, fig in figs.items()}
 
 def _state_dicts(runs:dict)->dict:
@@ -157,18 +219,34 @@ def main(
                 except TrainingDiverged as e:
                     print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
                 runs[n].append(r)
-                say(f"  {n:<12} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test {100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
+                say(f"  {n:<12} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test "
+                    f"{100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
         seconds = time.perf_counter() - start
         summary = summarize(runs)
         settings['wall_seconds'] = round(seconds, 2)
         print(results_table(summary))
-        say(f"training time: {seconds:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else ''))
+        say(
+            f"training time: {seconds:.1f} s on {device}"
+            + (f", {args.threads} thread(s)" if device.type == 'cpu' else '')
+        )
         for rs in runs.values():
             for r in rs: r.model.to('cpu')  # the figures and the saved state dicts are made on the CPU
         try:
-            write_outputs(args.out, {**_render_figures(runs), 'results.json': _results_json(summary, settings, per_model)},
-                          args.save, _state_dicts(runs) if args.save is not None else None, written)
+            write_outputs(
+                args.out,
+                {**_render_figures(runs), 'results.json': _results_json(summary, settings, per_model)},
+                args.save,
+                _state_dicts(runs) if args.save is not None else None,
+                written,
+            )
         except OSError as e:
-            print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
-        say(f"wrote {args.out/'results.json'}, {args.out/'outputs.png'} and {args.out/'curves.png'}" + (f", and {args.save}" if args.save else ''))
+            print(
+                f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",
+                file=sys.stderr,
+            )
+            return 2
+        say(
+            f"wrote {args.out / 'results.json'}, {args.out / 'outputs.png'} and {args.out / 'curves.png'}"
+            + (f", and {args.save}" if args.save else '')
+        )
         return 0

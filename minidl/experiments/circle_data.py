@@ -23,15 +23,18 @@ def circle_label(
     x:Tensor, # points, shape `(n, 2)`
 )->Tensor: # labels in {0, 1}, shape `(n, 1)`, same dtype as `x`
     "1 for the points of `x` strictly inside the disk of centre `CENTER` and radius `RADIUS`, else 0"
-    if not isinstance(x, Tensor): raise TypeError(f"circle_label expects the points as a torch.Tensor of shape (n, 2), got {type(x).__name__}")
-    if x.ndim != 2 or x.shape[1] != 2: raise ValueError(f"circle_label expects points of shape (n, 2), got {tuple(x.shape)}")
+    if not isinstance(x, Tensor): raise TypeError("circle_label expects the points as a torch.Tensor of "
+                                                  f"shape (n, 2), got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[1] != 2: raise ValueError("circle_label expects points of shape (n, 2), got "
+                                                        f"{tuple(x.shape)}")
     cx, cy = CENTER
     d2 = (x[:, :1] - cx)**2 + (x[:, 1:] - cy)**2
     return (d2 < RADIUS**2).to(x.dtype)
 
 # %% ../../nbs/41_circle_data.ipynb #3f57f4cd
 def _check_seed(seed) -> int:
-    "Check `seed` is an integer torch accepts (-2**63 to 2**64 - 1: a signed or an unsigned 64-bit integer); return it as a Python int."
+    ("Check `seed` is an integer torch accepts (-2**63 to 2**64 - 1: a signed or an unsigned 64-bit "
+     "integer); return it as a Python int.")
     try: s = None if isinstance(seed, bool) else operator.index(seed)  # ints, NumPy integers, 0-dim integer tensors
     except TypeError: s = None
     if s is None: raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
@@ -48,13 +51,15 @@ def circle_dataset(
     dtype:torch.dtype=torch.float32, # floating-point dtype of `x` and `y`
 )->tuple[Tensor, Tensor]: # `x` of shape `(n, 2)` uniform in [0, 1]², labels `y` of shape `(n, 1)`
     "Draw `n` points uniformly in the unit square, labelled 1 inside the disk of area 1/2 centred in it"
-    try: k = None if isinstance(n, bool) else operator.index(n)  # ints, NumPy integers, 0-dim integer tensors (as seeds)
+    # ints, NumPy integers, 0-dim integer tensors (as seeds)
+    try: k = None if isinstance(n, bool) else operator.index(n)
     except TypeError: k = None
     if k is None: raise TypeError(f"n must be an int, got {type(n).__name__}")
     n = k
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")
     if n >= 2**62: raise ValueError(f"n must be below 2**62 (n x 2 values must fit in a tensor), got {n}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point): raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
     if seed is not None and generator is not None: raise ValueError("pass either seed or generator, not both")
     if seed is not None:
         generator = torch.Generator().manual_seed(_check_seed(seed))

@@ -22,9 +22,11 @@ __all__ = ['output_grid', 'plot_output', 'plot_outputs']
 def output_grid(
     model:Module, # model mapping `(n, 2)` points to `(n, 1)` outputs
     resolution:int=200, # grid points per side
-)->tuple[Tensor, Tensor, Tensor]: # `xs`, `ys` (each `(resolution,)`) and the outputs `(resolution, resolution)`, row i at `ys[i]`
+# `xs`, `ys` (each `(resolution,)`) and the outputs `(resolution, resolution)`, row i at `ys[i]`
+)->tuple[Tensor, Tensor, Tensor]:
     "Evaluate `model` on a `resolution` x `resolution` grid of the unit square"
-    if not isinstance(model, Module): raise TypeError(f"output_grid expects a minidl Module, got {type(model).__name__}")
+    if not isinstance(model, Module): raise TypeError("output_grid expects a minidl Module, got "
+                                                      f"{type(model).__name__}")
     if isinstance(resolution, bool) or not isinstance(resolution, int):
         raise TypeError(f"output_grid expects resolution to be an int, got {type(resolution).__name__} {resolution!r}")
     if resolution < 2: raise ValueError(f"resolution must be at least 2, got {resolution}")
@@ -33,8 +35,8 @@ def output_grid(
     gy, gx = torch.meshgrid(xs, xs, indexing='ij')
     out = model(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1))
     if out.numel() != resolution ** 2:
-        raise ValueError(f"output_grid expects a model with one output per point ((n, 1) or (n,)), got an output of shape "
-                         f"{tuple(out.shape)} for {resolution ** 2} points")
+        raise ValueError("output_grid expects a model with one output per point ((n, 1) or (n,)), got an "
+                         f"output of shape {tuple(out.shape)} for {resolution ** 2} points")
     return xs, xs.clone(), out.reshape(resolution, resolution)
 
 # %% ../../nbs/43_circle_plots.ipynb #e91a0ec3

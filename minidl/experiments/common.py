@@ -36,7 +36,9 @@ __all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'Exp
 def _pow2(n:int)->str: return f"2**{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
 
 class ExperimentParser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose errors are one line, `prog: error: ... (see prog --help)`, with exit status 2; it knows the seeds the command supports, and a `minidl-NAME` command's help also shows its module form"
+    ("An `ArgumentParser` whose errors are one line, `prog: error: ... (see prog --help)`, with exit status "
+     "2; it knows the seeds the command supports, and a `minidl-NAME` command's help also shows its module "
+     "form")
     def __init__(self, *args,
                  seed_limit:int=2**64, # seeds are integers in [0, seed_limit), run i of --runs using --seed + i
                  seed_owner:str='torch', # what sets that limit, for the messages
@@ -57,7 +59,8 @@ class ExperimentParser(argparse.ArgumentParser):
         "argparse type of `--seed`: an integer in [0, seed_limit)"
         v = nonneg_int(s)
         if v >= self.seed_limit:
-            raise argparse.ArgumentTypeError(f"expected a seed below {_pow2(self.seed_limit)} ({self.seed_owner}'s limit), got {s!r}")
+            raise argparse.ArgumentTypeError(f"expected a seed below {_pow2(self.seed_limit)} "
+                                             f"({self.seed_owner}'s limit), got {s!r}")
         return v
 
     def parse_args(self, args=None, namespace=None):
@@ -65,7 +68,8 @@ class ExperimentParser(argparse.ArgumentParser):
         ns = super().parse_args(args, namespace)
         seed, runs = getattr(ns, 'seed', None), getattr(ns, 'runs', None)
         if isinstance(seed, int) and isinstance(runs, int) and seed + runs > self.seed_limit:
-            self.error(f"--seed {seed} with --runs {runs} goes past {self.seed_owner}'s largest seed, {_pow2(self.seed_limit)} - 1")
+            self.error(f"--seed {seed} with --runs {runs} goes past {self.seed_owner}'s largest seed, "
+                       f"{_pow2(self.seed_limit)} - 1")
         return ns
 
 # %% ../../nbs/40_experiments.ipynb #92cc28b5
@@ -104,7 +108,8 @@ def int_upto(
     return parse
 
 def number_in(
-    dtype:torch.dtype=torch.float32, # the dtype the number meets (the parameters'): it must stay finite and non-zero there
+    # the dtype the number meets (the parameters'): it must stay finite and non-zero there
+    dtype:torch.dtype=torch.float32,
     zero:bool=False, # accept 0 (e.g. a decay)
 ):
     "argparse type: a finite number > 0 (>= 0 if `zero`) that `dtype` holds: neither infinite nor rounded to 0 there"
@@ -112,7 +117,8 @@ def number_in(
     def parse(s:str)->float:
         try: v = float(s)
         except ValueError: v = math.nan
-        if not math.isfinite(v) or v < 0 or (v == 0 and not zero): raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
+        if not math.isfinite(v) or v < 0 or (v == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
         held = float(torch.tensor(v, dtype=dtype))
         if not math.isfinite(held): raise argparse.ArgumentTypeError(
             f"expected {what} that {dtype} parameters can hold (at most {torch.finfo(dtype).max:.4g}), got {s!r}")
@@ -127,7 +133,8 @@ DEVICES = ('cpu', 'cuda', 'auto')
 def resolve_device(
     name:str, # 'cpu', 'cuda' or 'auto'
 )->torch.device:
-    "The `torch.device` that `--device name` means ('auto': CUDA if available); `ValueError` for an unknown name or a missing GPU"
+    ("The `torch.device` that `--device name` means ('auto': CUDA if available); `ValueError` for an unknown "
+     "name or a missing GPU")
     if name not in DEVICES: raise ValueError(f"expected a device in {', '.join(DEVICES)}, got {name!r}")
     if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
     if name == 'cuda' and not torch.cuda.is_available():
@@ -154,20 +161,25 @@ def path_arg(s:str)->Path:
 
 def _writable_folder(folder:Path, what:str):
     "Check that `folder` is, or can be created as, a folder we may write in; creates nothing"
-    if folder.exists() and not folder.is_dir(): raise ValueError(f"cannot write to {what}: {str(folder)!r} is a file, not a folder")
+    if folder.exists() and not folder.is_dir(): raise ValueError(f"cannot write to {what}: {str(folder)!r} "
+                                                                 "is a file, not a folder")
     anc = folder
     while not anc.exists() and anc != anc.parent: anc = anc.parent  # the nearest existing ancestor
     if not anc.is_dir(): raise ValueError(f"cannot write to {what}: {str(anc)!r} is a file, not a folder")
-    if not os.access(anc, os.W_OK | os.X_OK): raise ValueError(f"cannot write to {what}: permission denied in {str(anc)!r}")
-    try: os.rmdir(tempfile.mkdtemp(dir=anc, prefix='.minidl-probe-'))  # os.access cannot see every refusal (/proc, read-only mounts, root)
-    except OSError as e: raise ValueError(f"cannot write to {what}: {str(anc)!r} refuses new files ({e.strerror})") from None
+    if not os.access(anc, os.W_OK | os.X_OK): raise ValueError(f"cannot write to {what}: permission denied "
+                                                               f"in {str(anc)!r}")
+    # os.access cannot see every refusal (/proc, read-only mounts, root)
+    try: os.rmdir(tempfile.mkdtemp(dir=anc, prefix='.minidl-probe-'))
+    except OSError as e: raise ValueError(f"cannot write to {what}: {str(anc)!r} refuses new files "
+                                          f"({e.strerror})") from None
 
 def check_destinations(
     out:Path, # output folder (may not exist yet)
     files:tuple[str, ...], # names of the files that will be written in `out`
     save:Path|None=None, # a file to be written too (e.g. `--save` checkpoint), or `None`
 ):
-    "Check, before any work, that every output can be written; `ValueError` with a one-line message if not. Creates nothing"
+    ("Check, before any work, that every output can be written; `ValueError` with a one-line message if not. "
+     "Creates nothing")
     _writable_folder(out, f"--out {str(out)!r}")
     for name in files:
         if (out/name).is_dir(): raise ValueError(f"cannot write to --out {str(out)!r}: {str(out/name)!r} is a folder")
@@ -222,7 +234,8 @@ def interruptible(
     prog:str, # the command's name, first on the line
     written:list|None=None, # the outputs already in place (filled by `write_outputs`)
 ):
-    "Ctrl-C in the block ends the command with one line on stderr and exit status 130 (`SystemExit`); what it wrote is kept whole"
+    ("Ctrl-C in the block ends the command with one line on stderr and exit status 130 (`SystemExit`); what "
+     "it wrote is kept whole")
     try: yield
     except KeyboardInterrupt:
         kept = (f"wrote {', '.join(str(p) for p in written)} before it; the other outputs are as they were" if written

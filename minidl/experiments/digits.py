@@ -131,8 +131,10 @@ def run_digits(
     model = spec.build(g).to(device=device, dtype=dtype)
     dp = None
     if data_parallel:
-        if get_rank() > 0: g.manual_seed(seed + get_rank() * 2**32)  # every replica its own shifts and masks; rank 0 those of one process
-        dp = DataParallel(model, x_train.shape[0], batch_size, seed=seed)  # the same model on every rank: rank 0's, broadcast
+        # every replica its own shifts and masks; rank 0 those of one process
+        if get_rank() > 0: g.manual_seed(seed + get_rank() * 2**32)
+        # the same model on every rank: rank 0's, broadcast
+        dp = DataParallel(model, x_train.shape[0], batch_size, seed=seed)
     opt = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-x_train.shape[0] // batch_size)
     sched = OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -174,8 +176,16 @@ def summarize_digits(
     for name, runs in results.items():
         tr, te, sec = [r.train_accuracy for r in runs], [r.test_accuracy for r in runs], [r.seconds for r in runs]
         (trm, trs), (tem, tes) = mean_std(tr), mean_std(te)
-        out[name] = dict(seeds=[r.seed for r in runs], train_accuracy=tr, test_accuracy=te, train_mean=trm, train_std=trs,
-                         test_mean=tem, test_std=tes, seconds=sec)
+        out[name] = dict(
+            seeds=[r.seed for r in runs],
+            train_accuracy=tr,
+            test_accuracy=te,
+            train_mean=trm,
+            train_std=trs,
+            test_mean=tem,
+            test_std=tes,
+            seconds=sec,
+        )
     return out
 
 _TARGET_RUNS = 5  # the targets are means over this many seeds
@@ -183,16 +193,19 @@ _TARGET_RUNS = 5  # the targets are means over this many seeds
 def digits_table(
     summary:dict[str, dict], # output of `summarize_digits`
 )->TextTable: # a text table, one row per model, and what its target column means
-    "Runs, train and test accuracy (mean ± std over the runs, in %) and seconds per run of each model, beside its target"
+    ("Runs, train and test accuracy (mean ± std over the runs, in %) and seconds per run of each model, "
+     "beside its target")
     rows = [[MODELS[n].title, len(s['test_accuracy']), fmt_pm(s['train_accuracy']), fmt_pm(s['test_accuracy']),
              f"{mean_std(s['seconds'])[0]:.1f}", f"{100*MODELS[n].target:.1f}"] for n, s in summary.items()]
-    notes = [f"target %: the mean test accuracy over {_TARGET_RUNS} seeds that the recipe is built to reach; a single run is not judged by it."]
+    notes = [f"target %: the mean test accuracy over {_TARGET_RUNS} seeds that the recipe is built to reach; "
+             "a single run is not judged by it."]
     low = [(MODELS[n].title.split()[0], len(s['test_accuracy'])) for n, s in summary.items()
            if len(s['test_accuracy']) < _TARGET_RUNS and s['test_mean'] < MODELS[n].target]
     if low:
         what = ' and '.join(f"the {m} ({k} run{'s' if k > 1 else ''})" for m, k in low)
-        notes.append(f"Below its target: {what}; not by itself a failure: one seed's test accuracy scatters around the mean "
-                     f"(one test image is {100 / 360:.2f} %), and the target applies to the mean of {_TARGET_RUNS} runs (--runs {_TARGET_RUNS}).")
+        notes.append(f"Below its target: {what}; not by itself a failure: one seed's test accuracy scatters "
+                     f"around the mean (one test image is {100 / 360:.2f} %), and the target applies to the "
+                     f"mean of {_TARGET_RUNS} runs (--runs {_TARGET_RUNS}).")
     return text_table(['model', 'runs', 'train acc. %', 'test acc. %', 's/run', 'target %'], rows, notes)
 
 # %% ../../nbs/51_digits.ipynb #8a5931c4
@@ -200,17 +213,25 @@ def plot_learning_curves(
     runs:dict, # model name -> list of `DigitsRun` (or one)
     figsize:tuple=(12, 3.6), # figure size
 ):
-    "Training loss, training accuracy (during the epoch) and test accuracy per epoch; mean and min-max band over the runs"
+    ("Training loss, training accuracy (during the epoch) and test accuracy per epoch; mean and min-max band "
+     "over the runs")
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 3, figsize=figsize, layout='constrained')
-    keys = [('train_loss', 'training loss', False), ('train_accuracy', 'training accuracy (%)', True), ('test_accuracy', 'test accuracy (%)', True)]
+    keys = [
+        ('train_loss', 'training loss', False),
+        ('train_accuracy', 'training accuracy (%)', True),
+        ('test_accuracy', 'test accuracy (%)', True),
+    ]
     for i, (name, rs) in enumerate(runs.items()):
         rs = rs if isinstance(rs, (list, tuple)) else [rs]
         ep = rs[0].history.epoch
         for ax, (key, label, pct) in zip(axs, keys):
             v = torch.tensor([getattr(r.history, key) for r in rs], dtype=torch.float64) * (100 if pct else 1)
             ax.plot(ep, v.mean(0).numpy(), color=f'C{i}', label=MODELS[name].title)
-            if len(rs) > 1: ax.fill_between(ep, v.min(0).values.numpy(), v.max(0).values.numpy(), color=f'C{i}', alpha=0.2, lw=0)
+            if len(rs) > 1:
+                ax.fill_between(
+                    ep, v.min(0).values.numpy(), v.max(0).values.numpy(), color=f'C{i}', alpha=0.2, lw=0
+                )
             ax.set(xlabel='epoch', title=label)
     axs[0].set_yscale('log')
     for ax in axs[1:]: ax.set_ylim(90, 100.5)
@@ -290,7 +311,9 @@ def plot_filters(
     n, kh, kw = w.shape
     a = float(w.abs().max()) or 1.0
     rows = -(-n // cols)
-    fig, axs = plt.subplots(rows, cols, figsize=(cols * 0.85 + 1.2, rows * 0.95 + 0.7), squeeze=False, layout='constrained')
+    fig, axs = plt.subplots(
+        rows, cols, figsize=(cols * 0.85 + 1.2, rows * 0.95 + 0.7), squeeze=False, layout='constrained'
+    )
     for i, ax in enumerate(axs.flat):
         ax.set_xticks([]); ax.set_yticks([])
         if i < n:
@@ -298,5 +321,6 @@ def plot_filters(
             ax.set_title(f"{i}", fontsize=7, pad=2)
         else: ax.axis('off')
     fig.colorbar(im, ax=axs, shrink=0.9, aspect=25, label='weight (blue < 0 < red)')
-    fig.suptitle(title or f"First convolution: its {n} filters of {kh}×{kw} weights, numbered by output channel", fontsize=10)
+    fig.suptitle(title or f"First convolution: its {n} filters of {kh}×{kw} weights, numbered by output "
+                          "channel", fontsize=10)
     return fig

@@ -66,22 +66,56 @@ OUT_FILES = ('results.json', 'curves.png', 'confusion.png', 'misclassified.png',
 def make_digits_parser()->argparse.ArgumentParser:
     "The command's argument parser"
     p = ExperimentParser(prog='minidl-digits',
-        description="Train the digits MLP and CNN (scikit-learn's 8x8 handwritten digits, 80/20 stratified split) with "
-                    "minidl: AdamW + one-cycle, label smoothing, BatchNorm, Dropout, random 1-pixel shifts. Prints train/"
-                    "test accuracy and writes results.json and PNG figures.",
+        description="Train the digits MLP and CNN (scikit-learn's 8x8 handwritten digits, 80/20 stratified "
+                    "split) with minidl: AdamW + one-cycle, label smoothing, BatchNorm, Dropout, random "
+                    "1-pixel shifts. Prints train/test accuracy and writes results.json and PNG figures.",
         seed_limit=2**32, seed_owner='scikit-learn')  # the seed of the split is scikit-learn's random_state
-    p.add_argument('--model', choices=('mlp', 'cnn', 'both'), default='both', help='which model(s) to train (default: %(default)s)')
-    p.add_argument('--runs', type=int_upto(RUNS_MAX), default=1, help='runs (seeds) per model, reported as mean ± std (default: %(default)s)')
-    p.add_argument('--epochs', type=int_upto(EPOCHS_MAX), default=RECIPE['epochs'], help='epochs per run (default: %(default)s)')
-    p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run; run i uses seed + i (default: %(default)s)')
-    p.add_argument('--out', type=path_arg, default=Path('digits-results'), help='output folder for results.json and the figures (default: %(default)s/)')
-    p.add_argument('--save', type=path_arg, default=None, metavar='PATH', help="also save the trained models' state dicts to PATH (torch.save)")
-    p.add_argument('--device', choices=DEVICES, default='cpu', help="where data and models live; auto: cuda if available (default: %(default)s)")
-    p.add_argument('--threads', type=int_upto(THREADS_MAX), default=1, help='torch CPU threads; these networks are small, 1 is fastest (default: %(default)s)')
-    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
-    p.add_argument('--distributed', action='store_true', help="data-parallel over the processes torchrun started (gloo on the CPU, NCCL with "
-                   "--device cuda), e.g. `torchrun --standalone --nproc-per-node 2 -m minidl.experiments.digits_cli --distributed`; "
-                   "the global batch stays 64; rank 0 prints and writes")
+    p.add_argument(
+        '--model',
+        choices=('mlp', 'cnn', 'both'),
+        default='both',
+        help='which model(s) to train (default: %(default)s)',
+    )
+    p.add_argument('--runs', type=int_upto(RUNS_MAX), default=1, help='runs (seeds) per model, reported as '
+                                                                      'mean ± std (default: %(default)s)')
+    p.add_argument(
+        '--epochs',
+        type=int_upto(EPOCHS_MAX),
+        default=RECIPE['epochs'],
+        help='epochs per run (default: %(default)s)',
+    )
+    p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run; run i uses seed + i '
+                                                          '(default: %(default)s)')
+    p.add_argument(
+        '--out',
+        type=path_arg,
+        default=Path('digits-results'),
+        help='output folder for results.json and the figures (default: %(default)s/)',
+    )
+    p.add_argument(
+        '--save',
+        type=path_arg,
+        default=None,
+        metavar='PATH',
+        help="also save the trained models' state dicts to PATH (torch.save)",
+    )
+    p.add_argument('--device', choices=DEVICES, default='cpu', help="where data and models live; auto: cuda "
+                                                                    "if available (default: %(default)s)")
+    p.add_argument(
+        '--threads',
+        type=int_upto(THREADS_MAX),
+        default=1,
+        help='torch CPU threads; these networks are small, 1 is fastest (default: %(default)s)',
+    )
+    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only '
+                                                              'the results table')
+    p.add_argument('--distributed', action='store_true', help="data-parallel over the processes torchrun "
+                                                              "started (gloo on the CPU, NCCL with --device "
+                                                              "cuda), e.g. `torchrun --standalone "
+                                                              "--nproc-per-node 2 -m "
+                                                              "minidl.experiments.digits_cli --distributed`; "
+                                                              "the global batch stays 64; rank 0 prints and "
+                                                              "writes")
     return p
 
 # %% ../../nbs/52_digits_cli.ipynb #ccccf805
@@ -103,15 +137,22 @@ def _figures(runs:dict)->dict[str, bytes]:
     seeds = sorted({r.seed for rs in runs.values() for r in rs})
     tests = {s: load_digits_split(s)[2:] for s in seeds}
     figs = {'curves.png': figure_png(plot_learning_curves(runs))}
-    figs['confusion.png'] = figure_png(plot_confusion(
-        {MODELS[n].title: sum(confusion_matrix(tests[r.seed][1], r.test_predictions) for r in rs) for n, rs in runs.items()}))
+    figs['confusion.png'] = figure_png(
+        plot_confusion(
+            {
+                MODELS[n].title: sum(confusion_matrix(tests[r.seed][1], r.test_predictions) for r in rs)
+                for n, rs in runs.items()
+            }
+        )
+    )
     x, y = tests[seeds[0]]
     wrong = [(x[i], y[i], r.test_predictions[i], MODELS[n].title) for n, rs in runs.items() for r in rs[:1]
              for i in (r.test_predictions != y).nonzero().flatten().tolist()]
     if wrong: xs, ts, ps = (torch.stack(v) for v in list(zip(*wrong))[:3])
     else: xs, ts, ps = torch.zeros(0, 64), torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     figs['misclassified.png'] = figure_png(plot_misclassified(xs, ts, ps, models=[w[3] for w in wrong],
-        title=f"Seed {seeds[0]}: the {len(wrong)} misclassified test images of {len(tests[seeds[0]][1])} (true→predicted)"))
+        title=f"Seed {seeds[0]}: the {len(wrong)} misclassified test images of {len(tests[seeds[0]][1])} "
+              "(true→predicted)"))
     if 'cnn' in runs: figs['filters.png'] = figure_png(plot_filters(runs['cnn'][0].model[1].weight.value))
     return figs
 
@@ -127,18 +168,22 @@ _TORCHRUN = "torchrun --standalone --nproc-per-node 2 -m minidl digits --distrib
 def _start_distributed(args, device:torch.device)->tuple[dict|None, str|None]:
     "Join torchrun's process group if `--distributed` (returns its info and the device to use), or an error message"
     try: info, bad = launch_info(), None
-    except RuntimeError as e: info, bad = None, str(e)  # a partial torchrun environment: an error only with --distributed
+    # a partial torchrun environment: an error only with --distributed
+    except RuntimeError as e: info, bad = None, str(e)
     if not args.distributed:
         if info is not None and info['world_size'] > 1:
-            return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without --distributed: every process "
-                          f"would train alone and write the same files; add --distributed")
+            return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without "
+                          "--distributed: every process would train alone and write the same files; add "
+                          "--distributed")
         return None, None
     if bad: return None, bad
     if info is None:
-        return None, (f"--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), and none "
-                      f"is set: launch it with `{_TORCHRUN}`")
-    if args.seed + args.runs > 2**31: return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
-    try: ShardedSampler(1437, RECIPE['batch_size'], world_size=info['world_size'])  # 1,437 training images: 29 in the last batch
+        return None, ("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, "
+                      f"MASTER_PORT), and none is set: launch it with `{_TORCHRUN}`")
+    if args.seed + args.runs > 2**31:
+        return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
+    # 1,437 training images: 29 in the last batch
+    try: ShardedSampler(1437, RECIPE['batch_size'], world_size=info['world_size'])
     except ValueError as e: return None, f"--distributed on {info['world_size']} processes: {e}"
     try: info = init_distributed('nccl' if device.type == 'cuda' else 'gloo')
     except (RuntimeError, ValueError) as e: return None, f"--distributed: {e}"
@@ -146,7 +191,9 @@ def _start_distributed(args, device:torch.device)->tuple[dict|None, str|None]:
 
 def digits_main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
-)->int: # exit status: 0 on success, 1 if training diverged, a rank failed or scikit-learn is missing, 2 for bad arguments or destinations
+# exit status: 0 on success, 1 if training diverged, a rank failed or scikit-learn is missing, 2 for bad
+# arguments or destinations
+)->int:
     "The `minidl-digits` command"
     parser = make_digits_parser()
     args = parser.parse_args(argv)
@@ -162,7 +209,10 @@ def digits_main(
         if error: parser.error(error)
         if info is None: return _digits_run(args, parser, device, None, written)
         try:
-            with fail_fast(): return _digits_run(args, parser, info['device'] if device.type == 'cuda' else device, info, written)
+            with fail_fast():
+                return _digits_run(
+                    args, parser, info['device'] if device.type == 'cuda' else device, info, written
+                )
         except DistributedError: return 1  # every rank has printed which rank failed
         finally: shutdown()
 
@@ -176,35 +226,48 @@ def _digits_run(args, parser, device:torch.device, info:dict|None, written:list|
     world = 1 if info is None else info['world_size']
     settings = dict(models=list(names), runs=args.runs, seeds=seeds, recipe=recipe, **environment(args.threads, device),
                     distributed=None if info is None else dict(world_size=world, backend=info['backend']))
-    say(f"digits: 1,437 train / 360 test images, {', '.join(MODELS[n].title for n in names)}; {args.runs} run(s) per model "
-        f"(seeds {seeds[0]}..{seeds[-1]}), {args.epochs} epochs, device {device}"
-        + ('' if info is None else f"; data-parallel on {world} processes ({info['backend']}), global batch {RECIPE['batch_size']}"))
+    say(f"digits: 1,437 train / 360 test images, {', '.join(MODELS[n].title for n in names)}; {args.runs} "
+        f"run(s) per model (seeds {seeds[0]}..{seeds[-1]}), {args.epochs} epochs, device {device}"
+        + ('' if info is None else f"; data-parallel on {world} processes ({info['backend']}), global batch "
+                                   f"{RECIPE['batch_size']}"))
     runs = {n: [] for n in names}
     start = time.perf_counter()
     with torch_threads(args.threads):
         for seed in seeds:  # Ctrl-C: digits_main's `interruptible` says so in one line
             for n in names:
-                try: r = run_digits(n, seed, epochs=args.epochs, device=device, progress=not args.quiet and main, leave=False,
-                                    data_parallel=info is not None)
+                try:
+                    r = run_digits(n, seed, epochs=args.epochs, device=device, progress=not args.quiet and main,
+                                   leave=False, data_parallel=info is not None)
                 except TrainingDiverged as e:
                     if info is not None: raise  # fail_fast stops every rank, naming this one
                     print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
                 r.model.to('cpu'); r.test_predictions = r.test_predictions.cpu()
                 runs[n].append(r)
-                say(f"  {n} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test {100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
+                say(f"  {n} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test "
+                    f"{100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
         settings['wall_seconds'] = round(time.perf_counter() - start, 2)
 
         def report()->int:  # rank 0 only
             summary = summarize_digits(runs)
             print(digits_table(summary), flush=True)
-            say(f"training time: {settings['wall_seconds']:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else '')
-                + ('' if info is None else f" per process, {world} processes"))
+            say(
+                f"training time: {settings['wall_seconds']:.1f} s on {device}"
+                + (f", {args.threads} thread(s)" if device.type == 'cpu' else '')
+                + ('' if info is None else f" per process, {world} processes")
+            )
             results = _results_json(summary, settings)
-            for n in names: results[n]['settings']['parameters'] = sum(p.value.numel() for p in runs[n][0].model.parameters())
+            for n in names:
+                results[n]['settings']['parameters'] = sum(
+                    p.value.numel() for p in runs[n][0].model.parameters()
+                )
             try: write_outputs(args.out, {'results.json': results, **_figures(runs)}, args.save,
                                _state_dicts(runs) if args.save is not None else None, written)
             except OSError as e:
-                print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
+                print(
+                    f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",
+                    file=sys.stderr,
+                )
+                return 2
             say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else ''))
             return 0
         return (on_main(report) if info is not None else report()) or 0  # the other ranks wait for rank 0's files

@@ -22,7 +22,8 @@ __all__ = ['INSTALL_HINT', 'digits_available', 'load_digits_split', 'shift_offse
            'AugmentedSequential']
 
 # %% ../../nbs/50_digits_data.ipynb #04324e28
-INSTALL_HINT = 'the digits data comes with scikit-learn: pip install "minidl[digits]" (or the dev extra, or pip install scikit-learn)'
+INSTALL_HINT = ('the digits data comes with scikit-learn: pip install "minidl[digits]" '
+                '(or the dev extra, or pip install scikit-learn)')
 
 @functools.cache
 def _raw_digits():
@@ -60,7 +61,9 @@ def load_digits_split(
         raise TypeError(f"load_digits_split expects a floating-point dtype, got {dtype!r}")
     images, labels = _raw_digits()
     from sklearn.model_selection import train_test_split
-    x_tr, x_te, y_tr, y_te = train_test_split(images, labels, test_size=float(test_size), stratify=labels, random_state=seed)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=float(test_size), stratify=labels, random_state=seed
+    )
     x = lambda a: torch.tensor(a / 16.0, dtype=dtype, device=device)
     y = lambda a: torch.tensor(a, dtype=torch.int64, device=device)
     return x(x_tr), y(y_tr), x(x_te), y(y_te)
@@ -101,10 +104,12 @@ def random_shift(
 
 # %% ../../nbs/50_digits_data.ipynb #d52593ad
 class RandomShift(Module):
-    "Data augmentation: in training mode, shift each image by a random −`pixels`..`pixels` rows and columns (zeros in); identity in eval mode"
+    ("Data augmentation: in training mode, shift each image by a random −`pixels`..`pixels` rows and columns "
+     "(zeros in); identity in eval mode")
     def __init__(self,
                  pixels:int=1, # largest shift
-                 size:tuple[int, int]|None=(8, 8), # `(h, w)` of flattened `(n, h*w)` inputs; `(n, c, h, w)` inputs need none
+                 # `(h, w)` of flattened `(n, h*w)` inputs; `(n, c, h, w)` inputs need none
+                 size:tuple[int, int]|None=(8, 8),
                  generator:torch.Generator|None=None, # source of the offsets (default: torch's global one)
                 ):
         if isinstance(pixels, bool) or not isinstance(pixels, numbers.Integral) or pixels < 0:
@@ -147,21 +152,23 @@ class RandomShift(Module):
 
 # %% ../../nbs/50_digits_data.ipynb #6fa6be0d
 class AugmentedSequential(Sequential):
-    "A `Sequential` whose first module augments the data and has no parameters: with `input_grad=False`, backward stops at the second module"
+    ("A `Sequential` whose first module augments the data and has no parameters: with `input_grad=False`, "
+     "backward stops at the second module")
     def __init__(self,
                  augment:Module, # the augmentation, e.g. `RandomShift` (no parameters)
                  *modules:Module, # the network
                 ):
         super().__init__(augment, *modules)
         if augment.parameters():
-            raise ValueError(f"AugmentedSequential expects a first module without parameters, got {type(augment).__name__} with "
-                             f"{len(augment.parameters())}")
+            raise ValueError("AugmentedSequential expects a first module without parameters, got "
+                             f"{type(augment).__name__} with {len(augment.parameters())}")
 
     def backward(self,
                  grad_output:Tensor, # dL/d(output of the last module)
                  input_grad:bool=True, # `False`: skip the augmentation, and the second module skips its input gradient
                 )->Tensor|None: # dL/d(input), or `None`
-        "Backpropagate in reverse order; without `input_grad`, the augmentation is skipped and the second module needs no input gradient"
+        ("Backpropagate in reverse order; without `input_grad`, the augmentation is skipped and the second "
+         "module needs no input gradient")
         layers = self.layers
         if input_grad or len(layers) < 2: return super().backward(grad_output, input_grad)
         for m in reversed(layers[2:]): grad_output = m.backward(grad_output)

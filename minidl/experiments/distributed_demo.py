@@ -42,15 +42,19 @@ __all__ = ['distributed_demo']
 def _demo_parser():
     import argparse
     p = argparse.ArgumentParser(prog='python -m minidl.experiments.distributed_demo',
-                                description="Train an MLP on the circle task data-parallel; run it under torchrun, e.g. "
-                                            "`torchrun --standalone --nproc-per-node 2 -m minidl.experiments.distributed_demo` (alone: one process).")
+                                description="Train an MLP on the circle task data-parallel; run it under "
+                                            "torchrun, e.g. `torchrun --standalone --nproc-per-node 2 -m "
+                                            "minidl.experiments.distributed_demo` (alone: one process).")
     p.add_argument('--epochs', type=int, default=5, help='passes over the training set (default: 5)')
     p.add_argument('--n-train', type=int, default=4000, help='training samples (default: 4000)')
-    p.add_argument('--batch-size', type=int, default=100, help='GLOBAL batch size, all processes together (default: 100)')
+    p.add_argument('--batch-size', type=int, default=100, help='GLOBAL batch size, all processes together '
+                                                               '(default: 100)')
     p.add_argument('--hidden', type=int, default=64, help='width of the two hidden layers (default: 64)')
     p.add_argument('--lr', type=float, default=0.5, help='SGD learning rate (default: 0.5)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the data, the initialisation and the shuffling (default: 0)')
-    p.add_argument('--timeout', type=float, default=60.0, help='seconds a collective waits for the others (default: 60)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the data, the initialisation and the '
+                                                       'shuffling (default: 0)')
+    p.add_argument('--timeout', type=float, default=60.0, help='seconds a collective waits for the others '
+                                                               '(default: 60)')
     p.add_argument('--out', default=None, help='folder where rank 0 writes results.json (default: none)')
     p.add_argument('--fail-rank', type=int, default=None, help='(testing) raise an error on this rank during epoch 1')
     return p
@@ -58,15 +62,24 @@ def _demo_parser():
 # %% ../../nbs/45_distributed_demo.ipynb #4a67da10
 def distributed_demo(argv: list[str] | None = None, # command-line arguments (default: `sys.argv[1:]`)
         ) -> int: # exit status
-    "`python -m minidl.experiments.distributed_demo`: data-parallel training of an MLP on the circle task; rank 0 prints and writes the results."
+    ("`python -m minidl.experiments.distributed_demo`: data-parallel training of an MLP on the circle task; "
+     "rank 0 prints and writes the results.")
     a = _demo_parser().parse_args(argv)
     if launch_info() is not None: init_distributed(timeout=a.timeout)
     try:
         with fail_fast():
             rank, world = get_rank(), get_world_size()
             x, y, x_test, y_test = circle_train_test(a.n_train, 1000, seed=a.seed)  # every rank holds all the data
-            torch.manual_seed(a.seed + rank)  # different on each rank on purpose: DataParallel broadcasts rank 0's values
-            model = Sequential(Linear(2, a.hidden), ReLU(), Linear(a.hidden, a.hidden), ReLU(), Linear(a.hidden, 1), Sigmoid())
+            # different on each rank on purpose: DataParallel broadcasts rank 0's values
+            torch.manual_seed(a.seed + rank)
+            model = Sequential(
+                Linear(2, a.hidden),
+                ReLU(),
+                Linear(a.hidden, a.hidden),
+                ReLU(),
+                Linear(a.hidden, 1),
+                Sigmoid(),
+            )
             loss_fn, opt = LossBCE(), SGD(model.parameters(), lr=a.lr)
             dp = DataParallel(model, a.n_train, a.batch_size, seed=a.seed, timed=True)
             print_main(f"{world} process(es), global batch {a.batch_size}, {len(dp.sampler)} steps per epoch, {dp!r}")
@@ -84,7 +97,8 @@ def distributed_demo(argv: list[str] | None = None, # command-line arguments (de
                 print_main(f"epoch {e}: train loss {l:.4f}, test accuracy {acc:.4f}")
             res = dict(world_size=world, global_batch=a.batch_size, samples_per_second=a.epochs * a.n_train / seconds,
                        allreduce_ms_per_step=1e3 * dp.comm_seconds / max(dp.steps, 1), history=hist.as_dict())
-            print_main(f"{res['samples_per_second']:.0f} samples/s, all-reduce {res['allreduce_ms_per_step']:.2f} ms per step")
+            print_main(f"{res['samples_per_second']:.0f} samples/s, all-reduce "
+                       f"{res['allreduce_ms_per_step']:.2f} ms per step")
             if a.out is not None:
                 def write():
                     Path(a.out).mkdir(parents=True, exist_ok=True)
@@ -94,5 +108,6 @@ def distributed_demo(argv: list[str] | None = None, # command-line arguments (de
     finally: shutdown()
     return 0
 
-if __name__ == '__main__' and __package__ == 'minidl.experiments':  # `python -m minidl.experiments.distributed_demo` (under torchrun), not this notebook
+# `python -m minidl.experiments.distributed_demo` (under torchrun), not this notebook
+if __name__ == '__main__' and __package__ == 'minidl.experiments':
     raise SystemExit(distributed_demo())

@@ -51,7 +51,8 @@ __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'Nam
 
 # %% ../../nbs/54_names.ipynb #172f7dda
 class OneHotBigram(Module):
-    "The bigram model as a network: the previous character one-hot `(N, 27)` times a 27×27 `Linear` gives the next character's logits"
+    ("The bigram model as a network: the previous character one-hot `(N, 27)` times a 27×27 `Linear` gives "
+     "the next character's logits")
     def __init__(self, vocab:int=len(VOCAB), generator:torch.Generator|None=None):
         self.vocab = vocab
         self.linear = Linear(vocab, vocab, generator=generator)
@@ -67,7 +68,8 @@ class OneHotBigram(Module):
 
 # %% ../../nbs/54_names.ipynb #9acf80a6
 class NamesMLP(Module):
-    "Bengio et al. (2003): the last `context` characters `(N, k)` -> Embedding -> concatenation -> Linear -> LayerNorm -> Tanh -> Dropout -> Linear -> logits `(N, 27)`"
+    ("Bengio et al. (2003): the last `context` characters `(N, k)` -> Embedding -> concatenation -> Linear "
+     "-> LayerNorm -> Tanh -> Dropout -> Linear -> logits `(N, 27)`")
     def __init__(self, context:int=8, embed:int=24, hidden:int=512, dropout:float=0.1, vocab:int=len(VOCAB),
                  generator:torch.Generator|None=None):
         self.context, self.embed = context, embed
@@ -84,15 +86,28 @@ class NamesMLP(Module):
         return self.linear2(self.dropout(self.act(self.norm(self.linear1(h)))))
 
     def backward(self, g:Tensor, input_grad:bool=True)->None:
-        g = self.linear1.backward(self.norm.backward(self.act.backward(self.dropout.backward(self.linear2.backward(g)))))
-        self.emb.backward(g.view(-1, self.context, self.embed))                        # un-concatenate, scatter into the table
+        g = self.linear1.backward(
+            self.norm.backward(self.act.backward(self.dropout.backward(self.linear2.backward(g))))
+        )
+        # un-concatenate, scatter into the table
+        self.emb.backward(g.view(-1, self.context, self.embed))
         return None
 
 # %% ../../nbs/54_names.ipynb #b37cb326
 class NamesTransformer(Module):
-    "Decoder-only: token + learned position embeddings, `layers` pre-norm causal `TransformerBlock`s, a final LayerNorm and a Linear head; `(B, T)` indices -> `(B, T, 27)` logits"
-    def __init__(self, block_size:int=MAX_LEN + 1, d_model:int=64, nhead:int=4, layers:int=4, dim_feedforward:int|None=None,
-                 dropout:float=0.1, vocab:int=len(VOCAB), generator:torch.Generator|None=None):
+    ("Decoder-only: token + learned position embeddings, `layers` pre-norm causal `TransformerBlock`s, a "
+     "final LayerNorm and a Linear head; `(B, T)` indices -> `(B, T, 27)` logits")
+    def __init__(
+        self,
+        block_size: int = MAX_LEN + 1,
+        d_model: int = 64,
+        nhead: int = 4,
+        layers: int = 4,
+        dim_feedforward: int | None = None,
+        dropout: float = 0.1,
+        vocab: int = len(VOCAB),
+        generator: torch.Generator | None = None,
+    ):
         self.block_size, self.d_model = block_size, d_model
         self.tok = Embedding(vocab, d_model, generator=generator)
         self.pos = Embedding(block_size, d_model, generator=generator)
@@ -104,7 +119,8 @@ class NamesTransformer(Module):
 
     def forward(self, x:Tensor)->Tensor:
         B, T = x.shape
-        if T > self.block_size: raise ValueError(f"NamesTransformer expects at most {self.block_size} positions, got {T}")
+        if T > self.block_size: raise ValueError(f"NamesTransformer expects at most {self.block_size} "
+                                                 f"positions, got {T}")
         h = self.tok(x) + self.pos(torch.arange(T, device=x.device))                   # (B, T, E) + (T, E)
         self._save_for_backward(T)
         return self.head(self.norm(self.blocks(self.drop(h))))
@@ -112,7 +128,8 @@ class NamesTransformer(Module):
     def backward(self, g:Tensor, input_grad:bool=True)->None:
         (T,) = self._saved_tensors()
         g = self.drop.backward(self.blocks.backward(self.norm.backward(self.head.backward(g))))
-        self.pos.backward(g.sum(0))                                                    # the positions are shared by the batch
+        # the positions are shared by the batch
+        self.pos.backward(g.sum(0))
         self.tok.backward(g)
         return None
 
@@ -140,12 +157,35 @@ def _build(name):
     r = RECIPE[name]
     if name == 'bigram': return lambda g: OneHotBigram(generator=g)
     if name == 'mlp': return lambda g: NamesMLP(r['context'], r['embed'], r['hidden'], r['dropout'], generator=g)
-    return lambda g: NamesTransformer(MAX_LEN + 1, r['d_model'], r['nhead'], r['layers'], dropout=r['dropout'], generator=g)
+    return lambda g: NamesTransformer(
+        MAX_LEN + 1, r['d_model'], r['nhead'], r['layers'], dropout=r['dropout'], generator=g
+    )
 
 MODELS = {
-    'bigram': NamesModel('Bigram 27×27 Linear', _build('bigram'), 'counts', 1, **{k: RECIPE['bigram'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay')}, target=None),
-    'mlp': NamesModel('MLP context 8', _build('mlp'), 'context', 8, **{k: RECIPE['mlp'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay')}, target=2.15),
-    'transformer': NamesModel('Transformer 4×64', _build('transformer'), 'sequence', MAX_LEN + 1, **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay')}, target=2.05),
+    'bigram': NamesModel(
+        'Bigram 27×27 Linear',
+        _build('bigram'),
+        'counts',
+        1,
+        **{k: RECIPE['bigram'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay')},
+        target=None,
+    ),
+    'mlp': NamesModel(
+        'MLP context 8',
+        _build('mlp'),
+        'context',
+        8,
+        **{k: RECIPE['mlp'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay')},
+        target=2.15,
+    ),
+    'transformer': NamesModel(
+        'Transformer 4×64',
+        _build('transformer'),
+        'sequence',
+        MAX_LEN + 1,
+        **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay')},
+        target=2.05,
+    ),
 }
 
 # %% ../../nbs/54_names.ipynb #43b487cd
@@ -156,21 +196,27 @@ class NamesData:
     val:tuple[Tensor, Tensor]
     test:tuple[Tensor, Tensor]
     weight:Tensor|None = None # 'counts': each row's share of the objective
-    train_pairs:tuple[Tensor, Tensor]|None = None # 'counts': the training characters, to score (the table is what it trains on)
+    # 'counts': the training characters, to score (the table is what it trains on)
+    train_pairs:tuple[Tensor, Tensor]|None = None
 
 def names_data(kind:str, context:int, split:dict[str, list[str]], device=None)->NamesData:
-    "Each split as `(inputs, targets)`: windows of `context` characters and the next one, or whole names padded to `context` positions; for 'counts', the training set is the smoothed count table"
+    ("Each split as `(inputs, targets)`: windows of `context` characters and the next one, or whole names "
+     "padded to `context` positions; for 'counts', the training set is the smoothed count table")
     f = (lambda w: name_contexts(w, context)) if kind != 'sequence' else (lambda w: name_sequences(w, context))
     val, test = (tuple(t.to(device) for t in f(split[s])) for s in ('val', 'test'))
     if kind != 'counts': return NamesData(tuple(t.to(device) for t in f(split['train'])), val, test)
     x, (p, w) = torch.arange(len(VOCAB)).view(-1, 1), smoothed_counts(split['train'])
-    return NamesData((x.to(device), p.to(device)), val, test, w.to(device), tuple(t.to(device) for t in f(split['train'])))
+    return NamesData(
+        (x.to(device), p.to(device)), val, test, w.to(device), tuple(t.to(device) for t in f(split['train']))
+    )
 
 def smoothed_counts(
     words:list[str], # the training names
     smoothing:float=1.0, # pseudo-count added to every pair
-)->tuple[Tensor, Tensor]: # rows P[a] = (N[a] + s) / (n_a + 27 s) `(27, 27)`, weights w_a = (n_a + 27 s) / sum `(27,)` (float64)
-    "The bigram objective as a table: mean over the training characters (and the pseudo-counts) of -log p(b | a) = sum_a w_a CE(P[a], p(. | a))"
+# rows P[a] = (N[a] + s) / (n_a + 27 s) `(27, 27)`, weights w_a = (n_a + 27 s) / sum `(27,)` (float64)
+)->tuple[Tensor, Tensor]:
+    ("The bigram objective as a table: mean over the training characters (and the pseudo-counts) of -log p(b "
+     "| a) = sum_a w_a CE(P[a], p(. | a))")
     c = bigram_counts(words).double() + smoothing
     return c / c.sum(1, keepdim=True), c.sum(1) / c.sum()
 
@@ -182,7 +228,8 @@ def evaluate_nll(
     x:Tensor, y:Tensor, # inputs and targets (targets `IGNORE` where there is nothing to predict)
     batch_size:int=2048, # rows per forward
 )->float: # mean NLL per character, in nats
-    "Mean negative log-likelihood per predicted character (the end token included) of `model` on `(x, y)`, in evaluation mode"
+    ("Mean negative log-likelihood per predicted character (the end token included) of `model` on `(x, y)`, "
+     "in evaluation mode")
     was = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=y.device)
@@ -203,7 +250,8 @@ def batch_indices(
     steps:int, # number of steps
     generator:torch.Generator, # source of the shuffles
 ):
-    "The rows of each step: epochs of a random permutation cut into batches (a short last batch is dropped); the twins take the same"
+    ("The rows of each step: epochs of a random permutation cut into batches (a short last batch is "
+     "dropped); the twins take the same")
     per = n // batch_size
     if per < 1: raise ValueError(f"batch_size {batch_size} is larger than the {n} training rows")
     done = 0
@@ -226,7 +274,11 @@ def length_batches(
     done = 0
     while done < steps:
         perm = torch.randperm(n, generator=generator)[:per * batch_size]  # an epoch, without the short last batch
-        batches = [b for c in perm.split(batch_size * pool) for b in c[lengths[c].argsort(stable=True)].split(batch_size)]
+        batches = [
+            b
+            for c in perm.split(batch_size * pool)
+            for b in c[lengths[c].argsort(stable=True)].split(batch_size)
+        ]
         for j in torch.randperm(per, generator=generator)[:steps - done].tolist():
             b = batches[j]
             yield b, slice(None, int(lengths[b].max()))
@@ -240,12 +292,16 @@ class NamesRun:
     seed:int # seed of the weights, the batches and the dropout masks
     model:Module = field(repr=False) # the trained network
     steps:int # optimizer steps
-    curve:dict = field(repr=False) # 'step', 'train_loss' (mean over the steps since the last point), 'val_nll' (on the curve's validation names)
+    # 'step', 'train_loss' (mean over the steps since the last point), 'val_nll' (on the curve's validation
+    # names)
+    curve:dict = field(repr=False)
     train_nll:float # final mean NLL per character on the training names
     val_nll:float # ... on the validation names
     test_nll:float # ... on the test names
     seconds:float # wall time of the training (evaluations excluded)
-    cpu_seconds:float # processor time of the training (evaluations excluded): the wall time the run would take alone on one thread
+    # processor time of the training (evaluations excluded): the wall time the run would take alone on one
+    # thread
+    cpu_seconds:float
     ms_per_step:float # training milliseconds per step
     parameters:int # number of trained values
 
@@ -268,7 +324,8 @@ def run_names(
     desc:str|None=None, # label of the progress bar
     data:NamesData|None=None, # the model's data, when already made (see `names_data`)
     final:bool=True, # score the whole training, validation and test sets at the end (else NaN there)
-    train_names:int|None=None, # score only the first this many training names (a random sample: the split is shuffled); `None`: all
+    # score only the first this many training names (a random sample: the split is shuffled); `None`: all
+    train_names:int|None=None,
     data_parallel:bool=False, # train through `DataParallel`: under torchrun, this process's part of a data-parallel run
 )->NamesRun:
     "Train one names model with one seed: AdamW, one-cycle, cross-entropy; score it on the three splits"
@@ -287,8 +344,10 @@ def run_names(
     model.train()
     dp = None
     if data_parallel:
-        if get_rank() > 0: g.manual_seed(seed + get_rank() * 2**32)  # every replica its own dropout masks; rank 0 those of one process
-        dp = DataParallel(model, x.shape[0], bs, seed=seed)  # broadcasts rank 0's weights; the batches below are split by rank
+        # every replica its own dropout masks; rank 0 those of one process
+        if get_rank() > 0: g.manual_seed(seed + get_rank() * 2**32)
+        # broadcasts rank 0's weights; the batches below are split by rank
+        dp = DataParallel(model, x.shape[0], bs, seed=seed)
     opt = AdamW(model.parameters(), lr=lr, weight_decay=wd)
     sched = OneCycleLR(opt, max_lr=lr, total_steps=steps)
     lossf = LossCrossEntropy(ignore_index=IGNORE, reduction='none' if spec.kind == 'counts' else 'mean')
@@ -299,8 +358,13 @@ def run_names(
     gb = torch.Generator().manual_seed(seed + 1)
     seconds, cpu, last, t0, c0 = 0.0, 0.0, 0, time.perf_counter(), time.process_time()
     for i, ix in enumerate(_batches(spec.kind, y, bs, steps, gb)):
-        if dp is not None and spec.kind != 'counts':  # this rank's part of the batch (and, for sequences, the batch's cut)
-            ix = (ix[0].tensor_split(dp.world_size)[dp.rank], ix[1]) if spec.kind == 'sequence' else ix.tensor_split(dp.world_size)[dp.rank]
+        # this rank's part of the batch (and, for sequences, the batch's cut)
+        if dp is not None and spec.kind != 'counts':
+            ix = (
+                (ix[0].tensor_split(dp.world_size)[dp.rank], ix[1])
+                if spec.kind == 'sequence'
+                else ix.tensor_split(dp.world_size)[dp.rank]
+            )
         out, t = model(x[ix]), y[ix]
         if spec.kind == 'counts': loss = lossf(out, t) @ w     # the whole table: sum_a w_a CE_a
         else: loss = lossf(_logits_2d(out), t.reshape(-1))               # mean over the predicted characters
@@ -319,7 +383,8 @@ def run_names(
             t0, c0 = time.perf_counter(), time.process_time()
     bar.close()
     scored = [data.train_pairs or data.train, data.val, data.test]
-    if train_names is not None: scored[0] = _curve_set('sequence' if spec.kind == 'sequence' else 'context', *scored[0], train_names)
+    if train_names is not None:
+        scored[0] = _curve_set('sequence' if spec.kind == 'sequence' else 'context', *scored[0], train_names)
     nll = [evaluate_nll(model, *xy) if final else math.nan for xy in scored]
     return NamesRun(name, seed, model, steps, curve, *nll, seconds, cpu, 1000 * seconds / steps,
                     sum(p.value.numel() for p in model.parameters()))
@@ -357,7 +422,8 @@ def sample_names(
     generator:torch.Generator|None=None, # source of the draws (default: torch's global one)
 )->list[str]: # the generated names (an empty name is possible: the end token drawn first)
     "Draw `n` names character by character from the model, until the end token (at most 13 letters)"
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"sample_names expects n >= 1, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"sample_names expects n >= 1, got {n!r}")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"sample_names expects a finite temperature > 0, got {temperature!r}")
     kind, k = _kind_of(model)
@@ -394,7 +460,10 @@ def summarize_names(
     get = lambda r, k: r[k] if isinstance(r, dict) else getattr(r, k)
     out = {}
     for name, rs in runs.items():
-        s = {k: [get(r, k) for r in rs] for k in ('seed', 'train_nll', 'val_nll', 'test_nll', 'seconds', 'cpu_seconds', 'ms_per_step')}
+        s = {
+            k: [get(r, k) for r in rs]
+            for k in ('seed', 'train_nll', 'val_nll', 'test_nll', 'seconds', 'cpu_seconds', 'ms_per_step')
+        }
         s = dict(seeds=s.pop('seed'), **s, parameters=get(rs[0], 'parameters'), steps=get(rs[0], 'steps'))
         for k in ('train_nll', 'val_nll', 'test_nll'): s[k + '_mean'], s[k + '_std'] = mean_std(s[k])
         out[name] = s
@@ -409,21 +478,63 @@ def names_table(
     twins:dict[str, dict]|None=None, # the same for the torch twins (rows after each minidl row)
     closed_form:dict[str, float]|None=None, # the bigram counts' NLL: 'train', 'val', 'test'
 )->str:
-    "One row per model (and per twin): runs, train/val/test NLL (mean ± std, nats per character), seconds per run, ms/step, parameters, target"
+    ("One row per model (and per twin): runs, train/val/test NLL (mean ± std, nats per character), seconds "
+     "per run, ms/step, parameters, target")
     rows = []
     if closed_form is not None:
-        rows.append(['Bigram counts (add-one), closed form', '-', '-', f"{closed_form['train']:.4f}", f"{closed_form['val']:.4f}",
-                     f"{closed_form['test']:.4f}", '-', '-', '-', 27 * 27, '-'])
+        rows.append(
+            [
+                'Bigram counts (add-one), closed form',
+                '-',
+                '-',
+                f"{closed_form['train']:.4f}",
+                f"{closed_form['val']:.4f}",
+                f"{closed_form['test']:.4f}",
+                '-',
+                '-',
+                '-',
+                27 * 27,
+                '-',
+            ]
+        )
     for name, s in summary.items():
         for impl, t in (('minidl', s), ('torch', (twins or {}).get(name))):
             if t is None: continue
             tgt = MODELS[name].target
-            rows.append([MODELS[name].title, impl, len(t['val_nll']), t['steps'], _pm(t['train_nll']), _pm(t['val_nll']), _pm(t['test_nll']),
-                         f"{mean_std(t['seconds'])[0]:.0f}", f"{mean_std(t['cpu_seconds'])[0]:.0f}", f"{mean_std(t['ms_per_step'])[0]:.1f}",
-                         t['parameters'], '-' if tgt is None else f"<= {tgt:.2f}"])
+            rows.append(
+                [
+                    MODELS[name].title,
+                    impl,
+                    len(t['val_nll']),
+                    t['steps'],
+                    _pm(t['train_nll']),
+                    _pm(t['val_nll']),
+                    _pm(t['test_nll']),
+                    f"{mean_std(t['seconds'])[0]:.0f}",
+                    f"{mean_std(t['cpu_seconds'])[0]:.0f}",
+                    f"{mean_std(t['ms_per_step'])[0]:.1f}",
+                    t['parameters'],
+                    '-' if tgt is None else f"<= {tgt:.2f}",
+                ]
+            )
     if closed_form is not None: rows[0] = rows[0][:1] + ['-'] + rows[0][1:]
-    return text_table(['model', 'impl', 'runs', 'steps', 'train NLL', 'val NLL', 'test NLL', 's/run', 'CPU s/run', 'ms/step',
-                       'parameters', 'target (val)'], rows)
+    return text_table(
+        [
+            'model',
+            'impl',
+            'runs',
+            'steps',
+            'train NLL',
+            'val NLL',
+            'test NLL',
+            's/run',
+            'CPU s/run',
+            'ms/step',
+            'parameters',
+            'target (val)',
+        ],
+        rows,
+    )
 
 # %% ../../nbs/54_names.ipynb #b9fe29cb
 def model_config(model:Module)->dict:
@@ -434,9 +545,16 @@ def model_config(model:Module)->dict:
                     dropout=model.dropout.p, vocab=model.emb.num_embeddings)
     if isinstance(model, NamesTransformer):
         b = model.blocks[0]
-        return dict(model='transformer', block_size=model.block_size, d_model=model.d_model, nhead=b.self_attn.num_heads,
-                    layers=len(model.blocks), dim_feedforward=b.linear1.out_features, dropout=model.drop.p,
-                    vocab=model.tok.num_embeddings)
+        return dict(
+            model='transformer',
+            block_size=model.block_size,
+            d_model=model.d_model,
+            nhead=b.self_attn.num_heads,
+            layers=len(model.blocks),
+            dim_feedforward=b.linear1.out_features,
+            dropout=model.drop.p,
+            vocab=model.tok.num_embeddings,
+        )
     raise TypeError(f"expected a names model (OneHotBigram, NamesMLP or NamesTransformer), got {type(model).__name__}")
 
 def model_from_config(cfg:dict)->Module:
@@ -444,7 +562,8 @@ def model_from_config(cfg:dict)->Module:
     cfg = dict(cfg)
     kind = cfg.pop('model', None)
     cls = {'bigram': OneHotBigram, 'mlp': NamesMLP, 'transformer': NamesTransformer}.get(kind)
-    if cls is None: raise ValueError(f"expected a names model configuration ('bigram', 'mlp' or 'transformer'), got {kind!r}")
+    if cls is None: raise ValueError("expected a names model configuration ('bigram', 'mlp' or "
+                                     f"'transformer'), got {kind!r}")
     return cls(**cfg)
 
 # %% ../../nbs/54_names.ipynb #f3a85a24
@@ -454,19 +573,37 @@ def plot_curves(
     closed_form:float|None=None, # the bigram counts' validation NLL (a grey line)
     figsize:tuple|None=None, # figure size
 ):
-    "One panel per model: validation NLL (on the first 2,000 validation names) and training loss against the step; minidl solid, torch dashed"
+    ("One panel per model: validation NLL (on the first 2,000 validation names) and training loss against "
+     "the step; minidl solid, torch dashed")
     import matplotlib.pyplot as plt
     curve = lambda r: r['curve'] if isinstance(r, dict) else r.curve
-    fig, axs = plt.subplots(1, len(runs), figsize=figsize or (4.4 * len(runs), 3.4), layout='constrained', squeeze=False)
+    fig, axs = plt.subplots(
+        1, len(runs), figsize=figsize or (4.4 * len(runs), 3.4), layout='constrained', squeeze=False
+    )
     as_list = lambda rs: rs if isinstance(rs, (list, tuple)) else [rs]  # one run or several
     for ax, (name, rs) in zip(axs[0], runs.items()):
         for impl, group, ls in (('minidl', as_list(rs), '-'), ('torch', as_list((twins or {}).get(name, [])), '--')):
             for j, r in enumerate(group):
                 c = curve(r)
-                ax.plot(c['step'], c['val_nll'], ls, color='C0', alpha=0.8, label=f'{impl} validation' if j == 0 else None)
-                ax.plot(c['step'], c['train_loss'], ls, color='C1', alpha=0.6, label=f'{impl} training (batch mean)' if j == 0 else None)
+                ax.plot(
+                    c['step'],
+                    c['val_nll'],
+                    ls,
+                    color='C0',
+                    alpha=0.8,
+                    label=f'{impl} validation' if j == 0 else None,
+                )
+                ax.plot(
+                    c['step'],
+                    c['train_loss'],
+                    ls,
+                    color='C1',
+                    alpha=0.6,
+                    label=f'{impl} training (batch mean)' if j == 0 else None,
+                )
         if closed_form is not None: ax.axhline(closed_form, color='grey', lw=0.8, label='bigram counts (validation)')
-        if MODELS[name].target is not None: ax.axhline(MODELS[name].target, color='crimson', lw=0.8, ls=':', label='target')
+        if MODELS[name].target is not None:
+            ax.axhline(MODELS[name].target, color='crimson', lw=0.8, ls=':', label='target')
         ax.set(title=MODELS[name].title, xlabel='step', ylabel='NLL (nats / character)', ylim=(1.9, 2.8))
         ax.grid(alpha=0.3); ax.legend(fontsize=7)
     return fig
@@ -484,7 +621,15 @@ def plot_bigram_counts(
     for i in range(V):
         for j in range(V):
             c = int(counts[i, j])
-            ax.text(j, i, f"{VOCAB[i]}{VOCAB[j]}\n{c}", ha='center', va='center', fontsize=4.5, color='grey' if c == 0 else 'black')
+            ax.text(
+                j,
+                i,
+                f"{VOCAB[i]}{VOCAB[j]}\n{c}",
+                ha='center',
+                va='center',
+                fontsize=4.5,
+                color='grey' if c == 0 else 'black',
+            )
     ax.set(xticks=range(V), yticks=range(V), xticklabels=list(VOCAB), yticklabels=list(VOCAB),
            xlabel='next character', ylabel='character', title='Bigram counts of the training surnames')
     return fig
@@ -512,8 +657,11 @@ def plot_embedding(
     ax.scatter(xy[:, 0], xy[:, 1], s=220, c=['crimson' if c in '.aeiouy' else 'C0' for c in VOCAB], alpha=0.35)
     for c, (u, v) in zip(VOCAB, xy.tolist()): ax.text(u, v, c, ha='center', va='center', fontsize=11)
     pc = weight.shape[1] > 2
-    ax.set(xlabel='first principal component' if pc else 'dimension 1', ylabel='second principal component' if pc else 'dimension 2',
-           title=title or 'Character embedding (vowels and the end token in red)')
+    ax.set(
+        xlabel='first principal component' if pc else 'dimension 1',
+        ylabel='second principal component' if pc else 'dimension 2',
+        title=title or 'Character embedding (vowels and the end token in red)',
+    )
     ax.grid(alpha=0.3)
     return fig
 
@@ -535,7 +683,8 @@ def plot_attention_names(
     words:list[str], # a few names (rows of the figure)
     block:int=0, # which block
 ):
-    "Attention of each head of one block on a few names: row = position that predicts the next character (its input shown), column = position attended to"
+    ("Attention of each head of one block on a few names: row = position that predicts the next character "
+     "(its input shown), column = position attended to")
     import matplotlib.pyplot as plt
     maps = attention_maps(model, words)[block]
     H = maps.shape[1]
@@ -562,5 +711,8 @@ def samples_table(
     n = max(len(v) for v in samples.values())
     mark = lambda s: (s or '(empty)') + (' *' if train is not None and s in train else '')
     rows = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
-    rows += ['| ' + ' | '.join(mark(samples[c][i]) if i < len(samples[c]) else '' for c in cols) + ' |' for i in range(n)]
+    rows += [
+        '| ' + ' | '.join(mark(samples[c][i]) if i < len(samples[c]) else '' for c in cols) + ' |'
+        for i in range(n)
+    ]
     return '\n'.join(rows)

@@ -68,34 +68,74 @@ STEPS_MAX = 10**8
 def make_names_parser()->argparse.ArgumentParser:
     "The training command's argument parser"
     p = ExperimentParser(prog='minidl-names',
-        description="Train character-level language models of the 88,799 US census surnames (the names package; 80/10/10 "
-                    "split, seed 42) with minidl: bigram (27x27 Linear on one-hot, = the add-one count table), MLP "
-                    "(Bengio 2003), decoder-only Transformer. Prints train/val/test NLL per character (nats, end token "
-                    "included) and writes results.json, curves.png and samples.txt. `minidl-names sample --help`: "
-                    "generate names from a saved model.")
-    p.add_argument('--model', choices=('bigram', 'mlp', 'transformer', 'all'), default='all', help='which model(s) to train (default: %(default)s)')
-    p.add_argument('--steps', type=int_upto(STEPS_MAX), default=None,
-                   help="optimizer steps per run (default: each model's: " + ', '.join(f"{n} {m.steps}" for n, m in MODELS.items()) + ')')
-    p.add_argument('--runs', type=int_upto(RUNS_MAX), default=1, help='runs (seeds) per model, reported as mean ± std (default: %(default)s)')
-    p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run (weights, batches, dropout); run i uses seed + i (default: %(default)s)')
+        description="Train character-level language models of the 88,799 US census surnames (the names "
+                    "package; 80/10/10 split, seed 42) with minidl: bigram (27x27 Linear on one-hot, = the "
+                    "add-one count table), MLP (Bengio 2003), decoder-only Transformer. Prints "
+                    "train/val/test NLL per character (nats, end token included) and writes results.json, "
+                    "curves.png and samples.txt. `minidl-names sample --help`: generate names from a saved "
+                    "model.")
+    p.add_argument(
+        '--model',
+        choices=('bigram', 'mlp', 'transformer', 'all'),
+        default='all',
+        help='which model(s) to train (default: %(default)s)',
+    )
+    p.add_argument(
+        '--steps',
+        type=int_upto(STEPS_MAX),
+        default=None,
+        help="optimizer steps per run (default: each model's: "
+        + ', '.join(f"{n} {m.steps}" for n, m in MODELS.items())
+        + ')',
+    )
+    p.add_argument('--runs', type=int_upto(RUNS_MAX), default=1, help='runs (seeds) per model, reported as '
+                                                                      'mean ± std (default: %(default)s)')
+    p.add_argument('--seed', type=p.seed, default=0, help='seed of the first run (weights, batches, '
+                                                          'dropout); run i uses seed + i (default: '
+                                                          '%(default)s)')
     p.add_argument('--out', type=path_arg, default=Path('names-results'), help='output folder (default: %(default)s/)')
     p.add_argument('--save', type=path_arg, default=None, metavar='DIR',
-                   help="also save each trained model as a checkpoint DIR/MODEL-seedS.pt (for `minidl-names sample --from`)")
-    p.add_argument('--device', choices=DEVICES, default='cpu', help="where data and models live; auto: cuda if available (default: %(default)s)")
-    p.add_argument('--threads', type=int_upto(THREADS_MAX), default=1, help='torch CPU threads; these models are small, 1 is fastest (default: %(default)s)')
-    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only the results table')
-    p.add_argument('--distributed', action='store_true', help="data-parallel over the processes torchrun started (gloo on the CPU, NCCL with "
-                   "--device cuda), e.g. `torchrun --standalone --nproc-per-node 2 -m minidl names --distributed`; the global "
-                   "batch stays the model's; rank 0 prints and writes")
+                   help="also save each trained model as a checkpoint DIR/MODEL-seedS.pt (for `minidl-names "
+                        "sample --from`)")
+    p.add_argument('--device', choices=DEVICES, default='cpu', help="where data and models live; auto: cuda "
+                                                                    "if available (default: %(default)s)")
+    p.add_argument(
+        '--threads',
+        type=int_upto(THREADS_MAX),
+        default=1,
+        help='torch CPU threads; these models are small, 1 is fastest (default: %(default)s)',
+    )
+    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only '
+                                                              'the results table')
+    p.add_argument('--distributed', action='store_true', help="data-parallel over the processes torchrun "
+                                                              "started (gloo on the CPU, NCCL with --device "
+                                                              "cuda), e.g. `torchrun --standalone "
+                                                              "--nproc-per-node 2 -m minidl names "
+                                                              "--distributed`; the global batch stays the "
+                                                              "model's; rank 0 prints and writes")
     return p
 
 def make_sample_parser()->argparse.ArgumentParser:
     "The `sample` subcommand's argument parser"
-    p = ExperimentParser(prog='minidl-names sample', description="Generate surnames from a checkpoint written by `minidl-names --save`, "
-                         "and say which fraction of them is not in the training set.")
-    p.add_argument('--from', dest='checkpoint', type=path_arg, required=True, metavar='CHECKPOINT', help='a file written by --save')
+    p = ExperimentParser(prog='minidl-names sample', description="Generate surnames from a checkpoint "
+                                                                 "written by `minidl-names --save`, and say "
+                                                                 "which fraction of them is not in the "
+                                                                 "training set.")
+    p.add_argument(
+        '--from',
+        dest='checkpoint',
+        type=path_arg,
+        required=True,
+        metavar='CHECKPOINT',
+        help='a file written by --save',
+    )
     p.add_argument('--n', type=int_upto(100_000), default=20, help='how many names (default: %(default)s)')
-    p.add_argument('--temperature', type=positive_float, default=1.0, help='divides the logits: < 1 sharper, > 1 more varied (default: %(default)s)')
+    p.add_argument(
+        '--temperature',
+        type=positive_float,
+        default=1.0,
+        help='divides the logits: < 1 sharper, > 1 more varied (default: %(default)s)',
+    )
     p.add_argument('--seed', type=p.seed, default=0, help='seed of the draws (default: %(default)s)')
     return p
 
@@ -103,13 +143,29 @@ def make_sample_parser()->argparse.ArgumentParser:
 def _results_json(summary:dict, settings:dict, closed_form:dict|None, runs:dict)->dict:
     out = {'settings': settings}
     for name, s in summary.items():
-        out[name] = dict(val_nll=s['val_nll'], test_nll=s['test_nll'], train_nll=s['train_nll'], seeds=s['seeds'],
-                         val_nll_mean=s['val_nll_mean'], val_nll_std=s['val_nll_std'], test_nll_mean=s['test_nll_mean'],
-                         test_nll_std=s['test_nll_std'], train_nll_mean=s['train_nll_mean'], train_nll_std=s['train_nll_std'],
-                         seconds=[round(t, 3) for t in s['seconds']], cpu_seconds=[round(t, 3) for t in s['cpu_seconds']],
-                         ms_per_step=[round(t, 3) for t in s['ms_per_step']], parameters=s['parameters'], steps=s['steps'],
-                         curves=[r.curve for r in runs[name]],
-                         settings=dict(title=MODELS[name].title, target_val_nll=MODELS[name].target, **{**RECIPE[name], 'steps': s['steps']}))
+        out[name] = dict(
+            val_nll=s['val_nll'],
+            test_nll=s['test_nll'],
+            train_nll=s['train_nll'],
+            seeds=s['seeds'],
+            val_nll_mean=s['val_nll_mean'],
+            val_nll_std=s['val_nll_std'],
+            test_nll_mean=s['test_nll_mean'],
+            test_nll_std=s['test_nll_std'],
+            train_nll_mean=s['train_nll_mean'],
+            train_nll_std=s['train_nll_std'],
+            seconds=[round(t, 3) for t in s['seconds']],
+            cpu_seconds=[round(t, 3) for t in s['cpu_seconds']],
+            ms_per_step=[round(t, 3) for t in s['ms_per_step']],
+            parameters=s['parameters'],
+            steps=s['steps'],
+            curves=[r.curve for r in runs[name]],
+            settings=dict(
+                title=MODELS[name].title,
+                target_val_nll=MODELS[name].target,
+                **{**RECIPE[name], 'steps': s['steps']},
+            ),
+        )
         if name == 'bigram' and closed_form is not None: out[name]['closed_form'] = closed_form
     return out
 
@@ -118,7 +174,8 @@ def _samples_text(runs:dict, train:set, seed:int)->str:
     lines = []
     for name, rs in runs.items():
         s = sample_names(rs[0].model, 20, 1.0, torch.Generator().manual_seed(seed))
-        lines += [f"{MODELS[name].title}, seed {rs[0].seed} (temperature 1; {100 * novelty(s, train):.0f} % not in the training set):",
+        lines += [f"{MODELS[name].title}, seed {rs[0].seed} (temperature 1; {100 * novelty(s, train):.0f} % "
+                  "not in the training set):",
                   '  ' + ' '.join(x or '(empty)' for x in s), '']
     return '\n'.join(lines)
 
@@ -134,17 +191,26 @@ def _start_distributed(args, device:torch.device)->tuple[dict|None, str|None]:
     except RuntimeError as e: info, bad = None, str(e)
     if not args.distributed:
         if info is not None and info['world_size'] > 1:
-            return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without --distributed: every process "
-                          f"would train alone and write the same files; add --distributed")
+            return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without "
+                          "--distributed: every process would train alone and write the same files; add "
+                          "--distributed")
         return None, None
     if bad: return None, bad
     if info is None:
-        return None, (f"--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), and none "
-                      f"is set: launch it with `{_TORCHRUN}`")
-    if args.seed + args.runs > 2**31: return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
-    small = min(MODELS[n].batch_size for n in _names(args) if MODELS[n].kind != 'counts') if _names(args) != ('bigram',) else None
+        return None, ("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, "
+                      f"MASTER_PORT), and none is set: launch it with `{_TORCHRUN}`")
+    if args.seed + args.runs > 2**31:
+        return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
+    small = (
+        min(MODELS[n].batch_size for n in _names(args) if MODELS[n].kind != 'counts')
+        if _names(args) != ('bigram',)
+        else None
+    )
     if small is not None and small < info['world_size']:
-        return None, f"--distributed on {info['world_size']} processes: a batch of {small} rows cannot give every process one"
+        return (
+            None,
+            f"--distributed on {info['world_size']} processes: a batch of {small} rows cannot give every process one",
+        )
     try: info = init_distributed('nccl' if device.type == 'cuda' else 'gloo')
     except (RuntimeError, ValueError) as e: return None, f"--distributed: {e}"
     return info, None
@@ -154,7 +220,9 @@ def _names(args)->tuple[str, ...]: return tuple(MODELS) if args.model == 'all' e
 # %% ../../nbs/55_names_cli.ipynb #50fdcf4f
 def names_main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`); `['sample', ...]` generates names
-)->int: # exit status: 0 on success, 1 if the names package is missing or a rank failed, 2 for bad arguments or destinations
+# exit status: 0 on success, 1 if the names package is missing or a rank failed, 2 for bad arguments or
+# destinations
+)->int:
     "The `minidl-names` command"
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ['sample']: return sample_main(argv[1:])
@@ -167,15 +235,20 @@ def names_main(
             check_destinations(args.out, OUT_FILES)
         except ValueError as e: parser.error(str(e))
         if args.save is not None:
-            try: check_destinations(args.save, tuple(f"{n}-seed{s}.pt" for n in _names(args) for s in range(args.seed, args.seed + args.runs)))
-            except ValueError as e: parser.error(str(e).replace('--out', '--save', 1))  # the folder's own name in the message
+            files = tuple(f"{n}-seed{s}.pt" for n in _names(args) for s in range(args.seed, args.seed + args.runs))
+            try: check_destinations(args.save, files)
+            # the folder's own name in the message
+            except ValueError as e: parser.error(str(e).replace('--out', '--save', 1))
         if not names_available():
             print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
         info, error = _start_distributed(args, device)
         if error: parser.error(error)
         if info is None: return _names_run(args, parser, device, None, written)
         try:
-            with fail_fast(): return _names_run(args, parser, info['device'] if device.type == 'cuda' else device, info, written)
+            with fail_fast():
+                return _names_run(
+                    args, parser, info['device'] if device.type == 'cuda' else device, info, written
+                )
         except DistributedError: return 1
         finally: shutdown()
 
@@ -189,12 +262,14 @@ def _names_run(args, parser, device:torch.device, info:dict|None, written:list)-
     split = load_names_split(SPLIT_SEED)
     settings = dict(models=list(names), runs=args.runs, seeds=seeds, split_seed=SPLIT_SEED,
                     split_sizes={k: len(v) for k, v in split.items()}, steps=args.steps,
-                    train_nll_names=len(split['val']),  # the training NLL is scored on this many training names (a random sample)
+                    # the training NLL is scored on this many training names (a random sample)
+                    train_nll_names=len(split['val']),
                     metric='mean negative log-likelihood per character, in nats, the end token included',
                     **environment(args.threads, device),
                     distributed=None if info is None else dict(world_size=world, backend=info['backend']))
-    say(f"names: {len(split['train']):,} train / {len(split['val']):,} validation / {len(split['test']):,} test surnames; "
-        f"{', '.join(MODELS[n].title for n in names)}; {args.runs} run(s) per model (seeds {seeds[0]}..{seeds[-1]}), device {device}"
+    say(f"names: {len(split['train']):,} train / {len(split['val']):,} validation / {len(split['test']):,} "
+        f"test surnames; {', '.join(MODELS[n].title for n in names)}; {args.runs} run(s) per model (seeds "
+        f"{seeds[0]}..{seeds[-1]}), device {device}"
         + ('' if info is None else f"; data-parallel on {world} processes ({info['backend']})"))
     runs = {n: [] for n in names}
     closed = None
@@ -206,8 +281,17 @@ def _names_run(args, parser, device:torch.device, info:dict|None, written:list)-
         for n in names:
             data = names_data(MODELS[n].kind, MODELS[n].context, split, device)
             for seed in seeds:
-                r = run_names(n, seed, steps=args.steps, data=data, device=device, progress=not args.quiet and main, leave=False,
-                              train_names=len(split['val']), data_parallel=info is not None)
+                r = run_names(
+                    n,
+                    seed,
+                    steps=args.steps,
+                    data=data,
+                    device=device,
+                    progress=not args.quiet and main,
+                    leave=False,
+                    train_names=len(split['val']),
+                    data_parallel=info is not None,
+                )
                 r.model.to('cpu')
                 runs[n].append(r)
                 say(f"  {n} seed {seed:>3}: train {r.train_nll:.4f}  val {r.val_nll:.4f}  test {r.test_nll:.4f}  "
@@ -217,7 +301,10 @@ def _names_run(args, parser, device:torch.device, info:dict|None, written:list)-
         def report()->int:
             summary = summarize_names(runs)
             print(names_table(summary, closed_form=closed), flush=True)
-            say(f"training time: {settings['wall_seconds']:.1f} s on {device}" + (f", {args.threads} thread(s)" if device.type == 'cpu' else ''))
+            say(
+                f"training time: {settings['wall_seconds']:.1f} s on {device}"
+                + (f", {args.threads} thread(s)" if device.type == 'cpu' else '')
+            )
             import matplotlib
             matplotlib.use('Agg')
             files = {'results.json': _results_json(summary, settings, closed, runs),
@@ -228,12 +315,29 @@ def _names_run(args, parser, device:torch.device, info:dict|None, written:list)-
                 if args.save is not None:
                     args.save.mkdir(parents=True, exist_ok=True)
                     for fname, r in _checkpoints(runs).items():
-                        save_checkpoint(args.save/fname, r.model, names=dict(config=model_config(r.model), model=r.name, seed=r.seed,
-                                                                            steps=r.steps, val_nll=r.val_nll, split_seed=SPLIT_SEED))
+                        save_checkpoint(
+                            args.save / fname,
+                            r.model,
+                            names=dict(
+                                config=model_config(r.model),
+                                model=r.name,
+                                seed=r.seed,
+                                steps=r.steps,
+                                val_nll=r.val_nll,
+                                split_seed=SPLIT_SEED,
+                            ),
+                        )
                         written.append(args.save/fname)
             except OSError as e:
-                print(f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}", file=sys.stderr); return 2
-            say(f"wrote {args.out/'results.json'}, curves.png and samples.txt" + (f", and the checkpoints in {args.save}" if args.save else ''))
+                print(
+                    f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",
+                    file=sys.stderr,
+                )
+                return 2
+            say(
+                f"wrote {args.out / 'results.json'}, curves.png and samples.txt"
+                + (f", and the checkpoints in {args.save}" if args.save else '')
+            )
             return 0
         return (on_main(report) if info is not None else report()) or 0
 
@@ -245,10 +349,12 @@ def load_names_model(
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
     try: ck = torch.load(path, weights_only=True, map_location='cpu')
-    except Exception as e: raise ValueError(f"{str(path)!r} is not a checkpoint that torch can read ({type(e).__name__})") from None
+    except Exception as e: raise ValueError(f"{str(path)!r} is not a checkpoint that torch can read "
+                                            f"({type(e).__name__})") from None
     info = ck.get('extra', {}).get('names') if isinstance(ck, dict) and isinstance(ck.get('extra'), dict) else None
     if not isinstance(info, dict) or 'config' not in info:
-        raise ValueError(f"{str(path)!r} is not a minidl-names checkpoint (no model configuration in it): write one with minidl-names --save")
+        raise ValueError(f"{str(path)!r} is not a minidl-names checkpoint (no model configuration in it): "
+                         "write one with minidl-names --save")
     model = model_from_config(info['config'])
     load_checkpoint(path, model)
     return model, info
@@ -260,7 +366,8 @@ def sample_main(
     parser = make_sample_parser()
     args = parser.parse_args(argv)
     try: model, info = load_names_model(args.checkpoint)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e: parser.error(f"--from {str(args.checkpoint)!r}: {str(e).splitlines()[0]}")
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        parser.error(f"--from {str(args.checkpoint)!r}: {str(e).splitlines()[0]}")
     if not names_available():
         print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
     with torch_threads(1):
@@ -268,7 +375,8 @@ def sample_main(
     train = set(load_names_split(info.get('split_seed', SPLIT_SEED))['train'])
     for s in names: print(s if s else '(empty)')
     print(f"{100 * novelty(names, train):.1f} % of {len(names)} names are not in the training set "
-          f"({info.get('model', info['config']['model'])}, seed {info.get('seed', '?')}, temperature {args.temperature:g})", flush=True)
+          f"({info.get('model', info['config']['model'])}, seed {info.get('seed', '?')}, temperature "
+          f"{args.temperature:g})", flush=True)
     return 0
 
 # %% ../../nbs/55_names_cli.ipynb #c8bc46af

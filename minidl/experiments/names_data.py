@@ -19,7 +19,8 @@ __all__ = ['INSTALL_HINT', 'VOCAB', 'END', 'STOI', 'MAX_LEN', 'IGNORE', 'names_a
            'encode', 'decode', 'load_names_split', 'name_contexts', 'name_sequences', 'bigram_counts', 'bigram_nll']
 
 # %% ../../nbs/53_names_data.ipynb #f0bde572
-INSTALL_HINT = 'the surnames come with the names package: pip install "minidl[names]" (or the dev extra, or pip install names)'
+INSTALL_HINT = ('the surnames come with the names package: pip install "minidl[names]" '
+                '(or the dev extra, or pip install names)')
 
 def names_available()->bool:
     "Whether the `names` package (and with it the census surname file) can be imported"
@@ -51,7 +52,9 @@ END = 0
 STOI = {c: i for i, c in enumerate(VOCAB)}
 MAX_LEN = 13  # the longest census surname
 
-IGNORE = -100  # target of the padding after a name's end: nothing to predict there (`LossCrossEntropy`'s default ignore_index)
+# target of the padding after a name's end: nothing to predict there (`LossCrossEntropy`'s default
+# ignore_index)
+IGNORE = -100
 
 def encode(word:str)->list[int]:
     "Indices of the letters of `word` (lower-case a-z), without the end token"
@@ -79,7 +82,11 @@ def load_names_split(
 )->dict[str, list[str]]: # 'train', 'val', 'test' -> lower-case surnames
     "The surnames shuffled by `seed` and cut 80/10/10 into training, validation and test lists"
     seed = _check_seed(seed, 'load_names_split')
-    if len(fractions) != 3 or any(not isinstance(f, numbers.Real) or f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+    if (
+        len(fractions) != 3
+        or any(not isinstance(f, numbers.Real) or f <= 0 for f in fractions)
+        or abs(sum(fractions) - 1) > 1e-9
+    ):
         raise ValueError(f"load_names_split expects three positive fractions summing to 1, got {fractions!r}")
     words = load_surnames()
     perm = torch.randperm(len(words), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -91,8 +98,10 @@ def load_names_split(
 def name_contexts(
     words:list[str], # names
     context:int, # k, the characters the model sees
-)->tuple[Tensor, Tensor]: # inputs int64 `(M, k)`, targets int64 `(M,)`: one row per character of every name, its end included
-    "Every (k previous characters, next character) pair of `words`; before its first letter a name is preceded by end tokens"
+# inputs int64 `(M, k)`, targets int64 `(M,)`: one row per character of every name, its end included
+)->tuple[Tensor, Tensor]:
+    ("Every (k previous characters, next character) pair of `words`; before its first letter a name is "
+     "preceded by end tokens")
     if isinstance(context, bool) or not isinstance(context, numbers.Integral) or context < 1:
         raise ValueError(f"name_contexts expects a context of at least 1 character, got {context!r}")
     xs, ys = [], []
@@ -106,7 +115,8 @@ def name_sequences(
     words:list[str], # names
     block:int=MAX_LEN + 1, # positions T (at least the longest name + 1)
 )->tuple[Tensor, Tensor]: # inputs int64 `(n, T)`, targets int64 `(n, T)`
-    "Each name as input `[., c1, ..., cn, ., ...]` and target `[c1, ..., cn, ., IGNORE, ...]`: position t predicts character t + 1"
+    ("Each name as input `[., c1, ..., cn, ., ...]` and target `[c1, ..., cn, ., IGNORE, ...]`: position t "
+     "predicts character t + 1")
     longest = max((len(w) for w in words), default=0)
     if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < longest + 1:
         raise ValueError(f"name_sequences expects block >= {longest + 1} (the longest name + 1), got {block!r}")

@@ -28,16 +28,35 @@ from .module import Module, Parameter
 __all__ = []
 
 # %% ../../nbs/29_nn.ipynb #08fd1da9
-_submodules = [_module, _linear, _activation, _loss, _container, _dropout, _normalization, _conv, _pooling, _flatten, _sparse,
-               _attention, _transformer]  # in book order
+_submodules = [
+    _module,
+    _linear,
+    _activation,
+    _loss,
+    _container,
+    _dropout,
+    _normalization,
+    _conv,
+    _pooling,
+    _flatten,
+    _sparse,
+    _attention,
+    _transformer,
+]  # in book order
 
 def _torch_nn_names() -> list[str]:
-    "The names `minidl.nn` exports: every `Module` and loss class of its modules under its PyTorch name (not the base `Loss`, not `Loss*`)."
+    ("The names `minidl.nn` exports: every `Module` and loss class of its modules under its PyTorch name "
+     "(not the base `Loss`, not `Loss*`).")
     names = []
     for m in _submodules:
         for n in m.__all__:
             obj = getattr(m, n)
-            if isinstance(obj, type) and issubclass(obj, (Module, _Loss)) and not n.startswith('Loss') and n not in names:
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, (Module, _Loss))
+                and not n.startswith('Loss')
+                and n not in names
+            ):
                 names.append(n)
     return names
 

@@ -38,19 +38,22 @@ class _Elementwise(Module):
         (y,) = self._saved
         return self.derivative(grad_output, y) if input_grad else None
 
-    _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the output
+    # any floating-point tensor; a gradient like the output
+    _accept, _accept_grad = _accept_floating, _accept_like_saved
 
 # %% ../../nbs/11_activation.ipynb #37e9754c
 class ReLU(_Elementwise):
     "Rectified linear unit, `max(x, 0)`, element-wise."
     inplace = False
     def __init__(self,
-                 inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
+                 # accepted for torch's signature; the output is a new tensor either way (the input is kept)
+                 inplace: bool = False,
                 ):
         self.inplace = check_flag(inplace, 'inplace', 'ReLU')
     def extra_repr(self) -> str: return 'inplace=True' if self.inplace else ''
     def function(self, x): return torch.relu(x)
-    def derivative(self, g, y): return torch.nan_to_num(y, 1.0).sign_().mul_(g)  # 1[not Y <= 0] * G: Y >= 0 or NaN, so this sign is 0 or 1
+    # 1[not Y <= 0] * G: Y >= 0 or NaN, so this sign is 0 or 1
+    def derivative(self, g, y): return torch.nan_to_num(y, 1.0).sign_().mul_(g)
 
 # %% ../../nbs/11_activation.ipynb #86cb1a3a
 @functools.lru_cache(maxsize=16)
@@ -67,7 +70,8 @@ class Tanh(_Elementwise):
 class Sigmoid(_Elementwise):
     "Logistic function `1 / (1 + exp(-x))`, element-wise; output in (0, 1), stable for large |x|."
     def function(self, x): return torch.sigmoid(x)
-    def derivative(self, g, y): return torch.rsub(y, 1).mul_(g).mul_(y)  # (G * (1 - Y)) * Y, PyTorch's order (rsub: 1 - Y without `1 - y`'s Python wrapper)
+    # (G * (1 - Y)) * Y, PyTorch's order (rsub: 1 - Y without `1 - y`'s Python wrapper)
+    def derivative(self, g, y): return torch.rsub(y, 1).mul_(g).mul_(y)
 
 # %% ../../nbs/11_activation.ipynb #494e76b8
 class _OnInput(Module):
@@ -94,7 +98,8 @@ class LeakyReLU(_OnInput):
     "`x` for x > 0, `negative_slope * x` otherwise, element-wise."
     def __init__(self,
                  negative_slope: float = 0.01, # slope for x <= 0
-                 inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
+                 # accepted for torch's signature; the output is a new tensor either way (the input is kept)
+                 inplace: bool = False,
                 ):
         self.inplace = check_flag(inplace, 'inplace', 'LeakyReLU')
         if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
@@ -107,14 +112,16 @@ class LeakyReLU(_OnInput):
 
     def function(self, x):
         a = self.negative_slope  # x > 0: x; x <= 0: a x -- the larger of the two when a <= 1, the smaller when a > 1
-        if a == 0: return torch.where(x > 0, x, x * a)  # 0 * inf is NaN: the larger of inf and NaN would be NaN, torch's is inf
+        # 0 * inf is NaN: the larger of inf and NaN would be NaN, torch's is inf
+        if a == 0: return torch.where(x > 0, x, x * a)
         return torch.maximum(x, x * a) if a <= 1 else torch.minimum(x, x * a)
 
     def vjp(self, g, x):
         a = self.negative_slope
         step = x.sign().clamp_(min=0)          # 1[x > 0] (0 at x = 0: the left derivative, as torch)
         return step.mul_(1 - a).add_(a).mul_(g)  # G * (1 if x > 0 else a)
-    def extra_repr(self) -> str: return f"negative_slope={self.negative_slope}" + (', inplace=True' if self.inplace else '')
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}" + (', inplace=True' if self.inplace else '')
 
 # %% ../../nbs/11_activation.ipynb #fa85678e
 _KAPPA = 0.044715                  # the cubic coefficient of the tanh form
@@ -148,7 +155,8 @@ class GELU(Module):
             return t.add(1).mul_(x).mul_(0.5)                          # x/2 (1 + tanh u)
         cdf2 = (x * _INV_SQRT2).erf_().add_(1)                         # 2 Phi(x) = 1 + erf(x / sqrt 2)
         self._save_for_backward(x, cdf2)
-        return torch.addcmul(_scalar(0.0, x.dtype, x.device), x, cdf2, value=0.5)  # x Phi(x) = (x / 2)(1 + erf), one pass
+        # x Phi(x) = (x / 2)(1 + erf), one pass
+        return torch.addcmul(_scalar(0.0, x.dtype, x.device), x, cdf2, value=0.5)
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
@@ -163,9 +171,12 @@ class GELU(Module):
             right.mul_(torch.addcmul(_scalar(1.0, dt, dev), t, t, value=-1)).mul_(x)  # x (1 - t^2) k (1 + ...)
             return right.add_(t).add_(1).mul_(g).mul_(0.5)                           # G ((1 + t) + x (1 - t^2) ...) / 2
         dt, dev = x.dtype, x.device
-        pdf2 = torch.addcmul(_scalar(_LOG_SQRT_2_OVER_PI, dt, dev), x, x, value=-0.5).exp_()  # 2 phi(x) = e^(-x^2/2 + log(2 / sqrt(2 pi)))
-        d2 = torch.addcmul(saved, x, pdf2, out=pdf2)                                      # 2 (Phi(x) + x phi(x)), in place
-        return torch.addcmul(_scalar(0.0, dt, dev), d2, g, value=0.5, out=d2)             # G (Phi(x) + x phi(x)), in place
+        # 2 phi(x) = e^(-x^2/2 + log(2 / sqrt(2 pi)))
+        pdf2 = torch.addcmul(_scalar(_LOG_SQRT_2_OVER_PI, dt, dev), x, x, value=-0.5).exp_()
+        # 2 (Phi(x) + x phi(x)), in place
+        d2 = torch.addcmul(saved, x, pdf2, out=pdf2)
+        # G (Phi(x) + x phi(x)), in place
+        return torch.addcmul(_scalar(0.0, dt, dev), d2, g, value=0.5, out=d2)
 
     _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the input
 
@@ -182,7 +193,8 @@ def _check_dim_in(dim: int, x: torch.Tensor, who: str):
     "Check `dim` is a valid dimension of `x` (as torch: a 0-dim tensor accepts 0 and -1)."
     n = max(x.dim(), 1)
     if not -n <= dim < n:
-        raise ValueError(f"{who} expects dim in [{-n}, {n - 1}] for an input of shape {fmt_shape(x.shape)}, got dim={dim}")
+        raise ValueError(f"{who} expects dim in [{-n}, {n - 1}] for an input of shape {fmt_shape(x.shape)}, "
+                         f"got dim={dim}")
 
 def _log_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     "Stable log-softmax: (x - m) - log(sum(exp(x - m))), with m the maximum along `dim`."
@@ -201,7 +213,8 @@ class Softmax(Module):
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # probabilities, same shape
         "Return exp(x - m) / sum(exp(x - m)) along `dim` (m: the maximum) and keep it for `backward`."
-        y = x.softmax(self.dim)  # exp(x - m) / sum(exp(x - m)): torch's forward kernel, one pass (an empty dim gives an empty y)
+        # exp(x - m) / sum(exp(x - m)): torch's forward kernel, one pass (an empty dim gives an empty y)
+        y = x.softmax(self.dim)
         self._save_for_backward(y)
         return y
 

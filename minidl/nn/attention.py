@@ -23,11 +23,13 @@ __all__ = ['CausalSelfAttention']
 # %% ../../nbs/21_attention.ipynb #9f12925e
 @functools.lru_cache(maxsize=32)
 def _causal_mask(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    "The additive causal mask `(T, T)`: 0 on and below the diagonal, -inf above; made once per size and then reused, never written to."
+    ("The additive causal mask `(T, T)`: 0 on and below the diagonal, -inf above; made once per size and "
+     "then reused, never written to.")
     return torch.full((T, T), float('-inf'), dtype=dtype, device=device).triu_(1)
 
 class CausalSelfAttention(Module):
-    "Multi-head causal self-attention on `(B, T, E)`: position t attends to positions <= t; parameters as `torch.nn.MultiheadAttention`."
+    ("Multi-head causal self-attention on `(B, T, E)`: position t attends to positions <= t; parameters as "
+     "`torch.nn.MultiheadAttention`.")
     def __init__(self,
                  embed_dim: int, # E, the size of each position's vector
                  num_heads: int, # H, the number of heads (it must divide E)
@@ -35,16 +37,20 @@ class CausalSelfAttention(Module):
                  bias: bool = True, # learn the biases of the input and output projections
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
-                 generator: torch.Generator | None = None, # random generator for the initialisation and the dropout masks
+                 # random generator for the initialisation and the dropout masks
+                 generator: torch.Generator | None = None,
                 ):
         E = self.embed_dim = check_size(embed_dim, 'embed_dim', 'CausalSelfAttention')
         H = self.num_heads = check_size(num_heads, 'num_heads', 'CausalSelfAttention')
-        if E % H: raise ValueError(f"CausalSelfAttention expects num_heads to divide embed_dim, got embed_dim={E}, num_heads={H}")
+        if E % H: raise ValueError("CausalSelfAttention expects num_heads to divide embed_dim, got "
+                                   f"embed_dim={E}, num_heads={H}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(f"CausalSelfAttention expects a dropout probability in [0, 1], got {dropout!r}")
-        if not isinstance(bias, bool): raise TypeError(f"CausalSelfAttention expects bias to be True or False, got {bias!r}")
+        if not isinstance(bias, bool): raise TypeError("CausalSelfAttention expects bias to be True or "
+                                                       f"False, got {bias!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"CausalSelfAttention expects generator to be a torch.Generator or None, got {type(generator).__name__}")
+            raise TypeError("CausalSelfAttention expects generator to be a torch.Generator or None, got "
+                            f"{type(generator).__name__}")
         device, dtype = _parse_device('CausalSelfAttention', device), _parse_dtype('CausalSelfAttention', dtype)
         self.head_dim, self.dropout, self.generator = E // H, float(dropout), generator
         self.in_proj_weight = Parameter(torch.empty(3 * E, E, device=device, dtype=dtype))        # [W_q; W_k; W_v]
@@ -56,7 +62,8 @@ class CausalSelfAttention(Module):
     def reset_parameters(self,
                          generator: torch.Generator | None = None, # random generator (default: torch's global one)
                         ):
-        "As torch: out_proj as a Linear layer, then in_proj_weight Xavier-uniform, both biases zero (the same draws in the same order)."
+        ("As torch: out_proj as a Linear layer, then in_proj_weight Xavier-uniform, both biases zero (the "
+         "same draws in the same order).")
         self.out_proj.reset_parameters(generator)
         self._reset_in_proj(generator)
 
@@ -71,14 +78,16 @@ class CausalSelfAttention(Module):
     def forward(self,
                 x: torch.Tensor, # input `(B, T, E)`
                ) -> torch.Tensor: # output `(B, T, E)`
-        "Project to queries, keys and values; per head, the softmax of the scaled and masked scores (dropout in training mode) weights the values; project the heads back."
+        ("Project to queries, keys and values; per head, the softmax of the scaled and masked scores "
+         "(dropout in training mode) weights the values; project the heads back.")
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
         w, b = self.in_proj_weight.value, self.in_proj_bias
         B, T, _ = x.shape
         x2 = x.reshape(B * T, E)
         qkv = torch.mm(x2, w.t()) if b is None else torch.addmm(b.value, x2, w.t())   # [Q | K | V] = X W_in^T + b_in
         q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).reshape(3, B * H, T, D).unbind(0)  # heads: (BH, T, D)
-        s = torch.baddbmm(_causal_mask(T, x.dtype, x.device), q, k.transpose(1, 2), alpha=1 / math.sqrt(D))  # Q K^T / sqrt(D) + M
+        # Q K^T / sqrt(D) + M
+        s = torch.baddbmm(_causal_mask(T, x.dtype, x.device), q, k.transpose(1, 2), alpha=1 / math.sqrt(D))
         p = s.softmax(-1)                                                              # P, row by row
         noise, pd = None, p
         if self.training and self.dropout > 0 and p.numel():
@@ -109,18 +118,21 @@ class CausalSelfAttention(Module):
         gs = gp.addcmul_(p, gp.sum(-1, keepdim=True), value=-1).mul_(1 / math.sqrt(D))  # dS / sqrt(D), in place
         gq = torch.bmm(gs, k)                                                          # dQ = dS K / sqrt(D)
         gk = torch.bmm(gs.transpose(1, 2), q)                                          # dK = dS^T Q / sqrt(D)
-        gqkv = torch.stack([t.view(B, H, T, D).transpose(1, 2) for t in (gq, gk, gv)], 2).view(B * T, 3 * E)  # [dQ | dK | dV]
+        # [dQ | dK | dV]
+        gqkv = torch.stack([t.view(B, H, T, D).transpose(1, 2) for t in (gq, gk, gv)], 2).view(B * T, 3 * E)
         w.grad.addmm_(gqkv.t(), x2)                                                    # dL/dW_in = dQKV^T X
         if b is not None: b.grad.addmv_(gqkv.t(), _ones(B * T, x2.dtype, x2.device))   # dL/db_in = dQKV^T 1
         if not input_grad: return None
         return torch.mm(gqkv, w.value).view(B, T, E)                                   # dL/dX = dQKV W_in
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, bias={self.in_proj_bias is not None}"
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "
+                f"bias={self.in_proj_bias is not None}")
 
 # %% ../../nbs/21_attention.ipynb #c5a1e7d3
 CausalSelfAttention._seen = -1  # the `Parameter._edits` count at the last full check of an input
-CausalSelfAttention._seen_grads = (-1, None)  # (`Parameter._edits`, the `out_proj` covered) at the last full check of the gradient buffers
+# (`Parameter._edits`, the `out_proj` covered) at the last full check of the gradient buffers
+CausalSelfAttention._seen_grads = (-1, None)
 
 @_method_of(CausalSelfAttention)
 def _accept(self, x):
@@ -148,8 +160,9 @@ def _check_parameters(self, grads: bool = False):
             raise RuntimeError(f"CausalSelfAttention's {name} has shape {fmt_shape(p.value.shape)}, expected "
                                f"{fmt_shape(shape)}: load values with load_state_dict, which checks them")
     if b is not None and (b.value.dtype, b.value.device) != (w.value.dtype, w.value.device):
-        raise RuntimeError(f"CausalSelfAttention's in_proj_weight is {w.value.dtype} on {w.value.device} but its in_proj_bias is "
-                           f"{b.value.dtype} on {b.value.device} (a parameter was cast on its own): cast the whole layer with attn.to(...)")
+        raise RuntimeError(f"CausalSelfAttention's in_proj_weight is {w.value.dtype} on {w.value.device} but "
+                           f"its in_proj_bias is {b.value.dtype} on {b.value.device} (a parameter was cast "
+                           "on its own): cast the whole layer with attn.to(...)")
     if grads:
         _check_accumulators(self, 'CausalSelfAttention')
         self.out_proj._check_parameters(grads=True)
@@ -159,7 +172,8 @@ def _check_input(self, x) -> torch.Tensor:
     "Every check of an input, in order; returns it without autograd history."
     x, E = check_tensor(x, 'input', 'CausalSelfAttention'), self.embed_dim
     if x.dim() != 3 or x.shape[2] != E:
-        raise ValueError(f"CausalSelfAttention expects an input of shape (B, T, {E}) (embed_dim={E}), got {fmt_shape(x.shape)}")
+        raise ValueError(f"CausalSelfAttention expects an input of shape (B, T, {E}) (embed_dim={E}), got "
+                         f"{fmt_shape(x.shape)}")
     edits = Parameter._edits
     self._check_parameters()
     w = self.in_proj_weight.value
@@ -167,7 +181,8 @@ def _check_input(self, x) -> torch.Tensor:
         raise TypeError(f"CausalSelfAttention has {w.dtype} parameters but got a {x.dtype} input: "
                         f"convert one of them (x.to({w.dtype}) or attn.to(dtype={x.dtype}))")
     if x.device != w.device:
-        raise RuntimeError(f"CausalSelfAttention has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
+        raise RuntimeError(f"CausalSelfAttention has parameters on {w.device} but got an input on "
+                           f"{x.device}: move one of them with .to()")
     self._seen = edits
     return x
 

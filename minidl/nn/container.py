@@ -29,17 +29,25 @@ def _check_name(k):
     "Check a module name of an `OrderedDict`: a non-empty string without '.', not an attribute of `Sequential`."
     if not isinstance(k, str) or not k or '.' in k:
         raise TypeError(f"Sequential expects module names that are non-empty strings without '.', got {k!r}")
-    if hasattr(Sequential, k) or k in ('layers', '_names'): raise KeyError(f"Sequential: the module name {k!r} would hide the attribute Sequential.{k}: choose another name")
+    if hasattr(Sequential, k) or k in ('layers', '_names'):
+        raise KeyError(
+            f"Sequential: the module name {k!r} would hide the attribute Sequential.{k}: choose another name"
+        )
 
 def _check_new(seq, modules, others: tuple, names: tuple = ()):
-    "Check `modules` are Module instances and no instance appears twice among them, `others`, and their nested Sequentials."
+    ("Check `modules` are Module instances and no instance appears twice among them, `others`, and their "
+     "nested Sequentials.")
     for i, m in enumerate(modules):
         where = f"position {i}" if not names or names[i] == str(i) else f"name {names[i]!r}"
         if not isinstance(m, Module):
             if isinstance(m, type) and issubclass(m, Module):
                 raise TypeError(f"Sequential expects Module instances, got the class {m.__name__} at {where} "
                                 f"(instantiate it: {m.__name__}(...))")
-            hint = " (pass the modules as separate arguments: Sequential(*modules))" if isinstance(m, (list, tuple)) else ""
+            hint = (
+                " (pass the modules as separate arguments: Sequential(*modules))"
+                if isinstance(m, (list, tuple))
+                else ""
+            )
             raise TypeError(f"Sequential expects Module instances, got {type(m).__name__} at {where}{hint}")
     seen = {id(seq)}
     for m in _leaves(others + tuple(modules)):
@@ -68,7 +76,8 @@ class Sequential(Module):
         "Apply every module in order (if one fails, every module forgets its saved state, so `backward` raises)."
         key = (x.shape, x.dtype, x.device, Parameter._edits, Module._hook_edits, self.layers) \
             if type(x) is _Tensor and not x.requires_grad else None  # what the modules' checks depend on: metadata only
-        if key is not None and key == self._fast_key:  # as in the last checked call: every module's input is known to pass
+        # as in the last checked call: every module's input is known to pass
+        if key is not None and key == self._fast_key:
             key = self._fast_key
             try:
                 for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone (see `_learn` below)
@@ -88,7 +97,8 @@ class Sequential(Module):
         g, ran = grad_output, self._ran
         key = (g.shape, g.dtype, g.device, Parameter._edits, Module._hook_edits, ran, input_grad) \
             if ran is not None and type(g) is _Tensor and not g.requires_grad else None
-        if key is not None and key == self._fast_grad_key:  # as in the last checked call: every gradient is known to pass
+        # as in the last checked call: every gradient is known to pass
+        if key is not None and key == self._fast_grad_key:
             rest, (m0, f0) = self._fast_backward
             try:
                 for m, f in rest:
@@ -106,14 +116,17 @@ class Sequential(Module):
         for m in self.modules()[1:]: _check_accumulators(m, type(m).__name__)  # every .grad fits before any is added to
         for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
         if not layers: return g if input_grad else None
-        g = layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)  # the flag is passed only to skip
+        # the flag is passed only to skip
+        g = layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)
         if key is not None: self._fast_grad_key = key
         return g
 
-    _ran = _fast_key = _fast_grad_key = None  # the key of the last forward, and of the last checked forward and backward
+    # the key of the last forward, and of the last checked forward and backward
+    _ran = _fast_key = _fast_grad_key = None
 
     def named_children(self) -> list[tuple[str, Module]]:
-        "The modules with their names: `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`), or the keys of the `OrderedDict`."
+        ("The modules with their names: `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`), or the "
+         "keys of the `OrderedDict`.")
         return list(zip(self._names, self.layers))
 
     def __getattr__(self, name: str):
@@ -130,7 +143,8 @@ class Sequential(Module):
         return self.layers[self._index(i)]
 
     def _index(self, i, end: bool = False) -> int:
-        "`i` as a non-negative position (`end`: `len(self)` allowed, as for insert); clear errors for other types and out of range."
+        ("`i` as a non-negative position (`end`: `len(self)` allowed, as for insert); clear errors for other "
+         "types and out of range.")
         try: k = operator.index(i)  # ints, NumPy integers, 0-dim integer tensors (not bool: a mask would be meant)
         except TypeError: k = None
         if k is None or isinstance(i, bool):
@@ -196,7 +210,9 @@ def _learn(seq: Sequential, key):
 
 def _explained(m: Module, x, refused: Exception, grad: bool = False) -> Exception:
     "The error `m`'s own checked call raises for the input (or, with `grad`, the gradient) `x` that its maths refused."
-    if grad:  # as `Module`'s backward wrapper: a refused gradient and a refused maths are both explained by `_backward_error`
+    # as `Module`'s backward wrapper: a refused gradient and a refused maths are both explained by
+    # `_backward_error`
+    if grad:
         try: m._accept_grad(x)
         except Exception as e: refused = e
         return m._backward_error(x, refused)
@@ -219,7 +235,8 @@ class Residual(Module):
                ) -> torch.Tensor: # x + block(x), same shape as x
         "Return `x + block(x)`."
         y = self.block(x)                                     # f(x)
-        self._saved, self._versions = (x.shape, y.shape), (None, None)  # `_save_for_backward` of the two shapes (for the check below)
+        # `_save_for_backward` of the two shapes (for the check below)
+        self._saved, self._versions = (x.shape, y.shape), (None, None)
         return x + y                                          # x + f(x)
 
     def backward(self,

@@ -22,7 +22,8 @@ __all__ = ['Conv2d']
 
 # %% ../../nbs/17_conv.ipynb #99752f1b
 def _pair(v, name: str, who: str, minimum: int = 1) -> tuple[int, int]:
-    "Check `v` is an int or a pair of ints, each >= `minimum` and below 2**63 (what torch can hold); return it as a pair."
+    ("Check `v` is an int or a pair of ints, each >= `minimum` and below 2**63 (what torch can hold); return "
+     "it as a pair.")
     vals = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
     if len(vals) != 2 or any(isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in vals):
         raise TypeError(f"{who} expects {name} to be an int or a pair of ints, got {v!r}")
@@ -37,7 +38,8 @@ def _out_size(n: int, k: int, s: int, p: int) -> int:
     return (n + 2 * p - k) // s + 1
 
 def _check_image(x, who: str, kernel: tuple, padding: tuple, channels: int | None = None) -> torch.Tensor:
-    "Check `x` is a floating-point `(N, C, H, W)` tensor (with `channels` channels) in which the kernel fits once padded."
+    ("Check `x` is a floating-point `(N, C, H, W)` tensor (with `channels` channels) in which the kernel "
+     "fits once padded.")
     x = check_tensor(x, 'input', who)
     c = 'C' if channels is None else channels
     if x.dim() != 4:
@@ -48,8 +50,8 @@ def _check_image(x, who: str, kernel: tuple, padding: tuple, channels: int | Non
                          f"got {fmt_shape(x.shape)} with {x.shape[1]} channels")
     (kh, kw), (ph, pw), (H, W) = kernel, padding, x.shape[2:]
     if 0 in x.shape[1:]:  # as torch: an empty batch gives an empty output, an empty image has no windows to compute
-        raise ValueError(f"{who} expects an input whose channels, height and width are non-zero (only the batch N may be 0), "
-                         f"got shape {fmt_shape(x.shape)}")
+        raise ValueError(f"{who} expects an input whose channels, height and width are non-zero (only the "
+                         f"batch N may be 0), got shape {fmt_shape(x.shape)}")
     if H + 2 * ph < kh or W + 2 * pw < kw:
         raise ValueError(f"{who}: the kernel ({kh}, {kw}) is larger than the padded input ({H + 2 * ph}, {W + 2 * pw}) "
                          f"(input {H}x{W}, padding ({ph}, {pw}))")
@@ -60,12 +62,13 @@ def _check_alloc(who: str, what: str, shape: tuple, dtype: torch.dtype):
     "Check a tensor `what` of `shape` and `dtype` can exist: its size in bytes (exact Python integers) below 2**63."
     n = math.prod(shape) * dtype.itemsize
     if n >= 2**63:
-        raise ValueError(f"{who}: {what} would have shape {fmt_shape(shape)}, {n:.3g} bytes, more than torch can address "
-                         f"(2**63 bytes): reduce kernel_size, padding or the number of channels")
+        raise ValueError(f"{who}: {what} would have shape {fmt_shape(shape)}, {n:.3g} bytes, more than torch "
+                         "can address (2**63 bytes): reduce kernel_size, padding or the number of channels")
 
 def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride: tuple, padding: tuple,
                 error: RuntimeError) -> Exception:
-    "The error to raise when a forward on `x` failed with `error`: which tensor of the layer cannot be held, if one cannot."
+    ("The error to raise when a forward on `x` failed with `error`: which tensor of the layer cannot be "
+     "held, if one cannot.")
     (N, C, H, W), (kh, kw), (sh, sw) = x.shape, kernel, stride  # kernel: the span of a (dilated) window
     pt, pb, pl, pr = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
     Hp, Wp = H + pt + pb, W + pl + pr
@@ -74,7 +77,8 @@ def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride:
         _check_alloc(who, "the padded input (N, H + 2 ph, W + 2 pw, C)", (N, Hp, Wp, C), x.dtype)
         _check_alloc(who, "the windows (im2col) (N H_out W_out, kh kw C)", (N * Ho * Wo, kh * kw * C), x.dtype)
         if max(sh * Wp * C, sw * C, Hp * Wp * C) >= 2**63: raise ValueError(
-            f"{who}: the stride {stride} steps further than torch can address (2**63 elements) in a {Hp}x{Wp} padded input")
+            f"{who}: the stride {stride} steps further than torch can address (2**63 elements) in a "
+            f"{Hp}x{Wp} padded input")
     except ValueError as e: return ValueError(f"{e} ({settings}, input {fmt_shape(x.shape)})")
     if "can't allocate memory" in str(error):
         return RuntimeError(f"{who} ({settings}) ran out of memory on an input of shape {fmt_shape(x.shape)}: "
@@ -83,9 +87,11 @@ def _size_error(who: str, settings: str, x: torch.Tensor, kernel: tuple, stride:
 
 # %% ../../nbs/17_conv.ipynb #45a4c5fc
 def _pad_nhwc(x: torch.Tensor, ph: int, pw: int, value: float = 0.0, after: tuple | None = None) -> torch.Tensor:
-    "`x` `(N, C, H, W)` as an `(N, H + ph + ph', W + pw + pw', C)` tensor padded with `value`, `(ph', pw')` = `after` or `(ph, pw)` (a view when there is no padding)."
+    ("`x` `(N, C, H, W)` as an `(N, H + ph + ph', W + pw + pw', C)` tensor padded with `value`, `(ph', pw')` "
+     "= `after` or `(ph, pw)` (a view when there is no padding).")
     xl = x.permute(0, 2, 3, 1)
-    ph2, pw2 = after or (ph, pw)  # rows below and columns on the right (torch's 'same' pads one more there for an even kernel)
+    # rows below and columns on the right (torch's 'same' pads one more there for an even kernel)
+    ph2, pw2 = after or (ph, pw)
     if not (ph or pw or ph2 or pw2): return xl
     N, H, W, C = xl.shape
     xp = xl.new_full((N, H + ph + ph2, W + pw + pw2, C), value)
@@ -93,20 +99,24 @@ def _pad_nhwc(x: torch.Tensor, ph: int, pw: int, value: float = 0.0, after: tupl
     return xp
 
 def _patches(xp: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple = (1, 1)) -> torch.Tensor:
-    "The windows of the padded image `xp` `(N, Hp, Wp, C)`, as a view of shape `(N, H_out, W_out, kh, kw, C)`; `dilation`: every d-th pixel."
+    ("The windows of the padded image `xp` `(N, Hp, Wp, C)`, as a view of shape `(N, H_out, W_out, kh, kw, "
+     "C)`; `dilation`: every d-th pixel.")
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     pt = xp.unfold(1, dh * (kh - 1) + 1, sh).unfold(2, dw * (kw - 1) + 1, sw)  # windows of the dilated span...
-    if dh > 1 or dw > 1: pt = pt[..., ::dh, ::dw]                               # ...keeping every d-th pixel: still a view
+    # ...keeping every d-th pixel: still a view
+    if dh > 1 or dw > 1: pt = pt[..., ::dh, ::dw]
     return pt.permute(0, 1, 2, 4, 5, 3)
 
 # %% ../../nbs/17_conv.ipynb #0a02cb01
 def _col2im(dp: torch.Tensor, Hp: int, Wp: int, stride: tuple, dilation: tuple = (1, 1)) -> torch.Tensor:
-    "Sum the patch gradients `dp` `(N, H_out, W_out, kh, kw, C)` onto a zero `(N, Hp, Wp, C)` image: the adjoint of `_patches`."
+    ("Sum the patch gradients `dp` `(N, H_out, W_out, kh, kw, C)` onto a zero `(N, Hp, Wp, C)` image: the "
+     "adjoint of `_patches`.")
     N, Ho, Wo, kh, kw, C = dp.shape
     (sh, sw), (dh, dw) = stride, dilation
     dxp = dp.new_zeros(N, Hp, Wp, C)
     for i in range(kh):
-        for j in range(kw):  # kernel offset (i, j), pixel (a s + i d, b s + j d): one strided slice, each pixel at most once
+        # kernel offset (i, j), pixel (a s + i d, b s + j d): one strided slice, each pixel at most once
+        for j in range(kw):
             r, c = i * dh, j * dw
             dxp[:, r:r + sh * (Ho - 1) + 1:sh, c:c + sw * (Wo - 1) + 1:sw].add_(dp[:, :, :, i, j])
     return dxp
@@ -116,15 +126,18 @@ _PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
 
 @functools.lru_cache(maxsize=64)
 def _pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
-    "The source pixel of each position of a side of length `n` padded `before` and `after`: clamped, mirrored or wrapped."
+    ("The source pixel of each position of a side of length `n` padded `before` and `after`: clamped, "
+     "mirrored or wrapped.")
     i = torch.arange(-before, n + after, device=device)
     if mode == 'replicate': return i.clamp(0, n - 1)               # ...0 0 | 0 1 2 | 2 2...
     if mode == 'circular': return i.remainder(n)                   # ...1 2 | 0 1 2 | 0 1...
-    i = i.abs()                                                    # reflect: ...2 1 | 0 1 2 | 1 0... (edges not repeated)
+    # reflect: ...2 1 | 0 1 2 | 1 0... (edges not repeated)
+    i = i.abs()
     return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 def _conv_padding(padding, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
-    "`(padding as torch keeps it, (top, bottom, left, right))`: 'valid' is none; 'same' pads d (k - 1) in all, the extra pixel of an odd total at the bottom/right (torch's choice)."
+    ("`(padding as torch keeps it, (top, bottom, left, right))`: 'valid' is none; 'same' pads d (k - 1) in "
+     "all, the extra pixel of an odd total at the bottom/right (torch's choice).")
     if isinstance(padding, str):
         if padding == 'valid': return padding, (0, 0, 0, 0)
         if padding != 'same':
@@ -146,14 +159,19 @@ class Conv2d(Module):
                  out_channels: int, # C_out: channels of the output (one filter each)
                  kernel_size: int | tuple[int, int], # (kh, kw), or one int for both
                  stride: int | tuple[int, int] = 1, # step between windows, (sh, sw) or one int
-                 padding: int | tuple[int, int] | str = 0, # zeros added on each side, (ph, pw) or one int; or 'same' (output size = input size, stride 1) or 'valid' (none)
+                 # zeros added on each side, (ph, pw) or one int; or 'same' (output size = input size, stride
+                 # 1) or 'valid' (none)
+                 padding: int | tuple[int, int] | str = 0,
                  dilation: int | tuple[int, int] = 1, # spacing between the kernel's taps, (dh, dw) or one int
                  groups: int = 1, # only 1 (every output channel sees every input channel)
                  bias: bool = True, # learn an additive bias per output channel
-                 padding_mode: str = 'zeros', # what the padding holds: 'zeros', or copies of the image's pixels: 'reflect', 'replicate', 'circular'
+                 # what the padding holds: 'zeros', or copies of the image's pixels: 'reflect', 'replicate',
+                 # 'circular'
+                 padding_mode: str = 'zeros',
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
-                 generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
+                 # random generator for the initialisation (default: torch's global one)
+                 generator: torch.Generator | None = None,
                 ):
         self.in_channels = check_size(in_channels, 'in_channels', 'Conv2d')
         self.out_channels = check_size(out_channels, 'out_channels', 'Conv2d')
@@ -162,33 +180,49 @@ class Conv2d(Module):
         self.dilation = _pair(dilation, 'dilation', 'Conv2d')
         self.padding, self._pads = _conv_padding(padding, self.kernel_size, self.stride, self.dilation)
         if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups != 1:
-            raise ValueError(f"Conv2d supports groups=1 only (every output channel sees every input channel), got groups={groups!r}")
+            raise ValueError("Conv2d supports groups=1 only (every output channel sees every input "
+                             f"channel), got groups={groups!r}")
         if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"Conv2d expects padding_mode to be one of {', '.join(map(repr, _PADDING_MODES))}, got {padding_mode!r}")
+            raise ValueError("Conv2d expects padding_mode to be one of "
+                             f"{', '.join(map(repr, _PADDING_MODES))}, got {padding_mode!r}")
         self.groups, self.padding_mode = 1, padding_mode
         if not isinstance(bias, bool): raise TypeError(f"Conv2d expects bias to be True or False, got {bias!r}")
-        device, dtype = _parse_device('Conv2d', device), _parse_dtype('Conv2d', dtype)  # clear errors for 'gpu', 'float64'
+        # clear errors for 'gpu', 'float64'
+        device, dtype = _parse_device('Conv2d', device), _parse_dtype('Conv2d', dtype)
         _check_alloc('Conv2d', 'the weight (out_channels, in_channels, kh, kw)',
                      (out_channels, in_channels, *self.kernel_size), dtype or torch.get_default_dtype())
-        pt, pb, pl, pr = self._pads  # the smallest input, 1x1 with one channel, padded: if even that cannot exist, say so now
-        _check_alloc('Conv2d', f'an input padded by {self.padding}', (1, pt + pb + 1, pl + pr + 1, 1), dtype or torch.get_default_dtype())
+        # the smallest input, 1x1 with one channel, padded: if even that cannot exist, say so now
+        pt, pb, pl, pr = self._pads
+        _check_alloc(
+            'Conv2d',
+            f'an input padded by {self.padding}',
+            (1, pt + pb + 1, pl + pr + 1, 1),
+            dtype or torch.get_default_dtype(),
+        )
         try:
-            self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
+            self.weight = Parameter(
+                torch.empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype)
+            )
             self.bias = Parameter(torch.empty(out_channels, device=device, dtype=dtype)) if bias else None
         except RuntimeError as e:  # out of memory: as Linear, say which layer and which tensor
-            raise ValueError(f"Conv2d cannot allocate a weight of shape {fmt_shape((out_channels, in_channels, *self.kernel_size))}: "
+            raise ValueError("Conv2d cannot allocate a weight of shape "
+                             f"{fmt_shape((out_channels, in_channels, *self.kernel_size))}: "
                              f"{str(e).splitlines()[0][:160]}") from None
         self.reset_parameters(generator)
 
     def reset_parameters(self,
                          generator: torch.Generator | None = None, # random generator (default: torch's global one)
                         ):
-        "Draw weight and bias from U[-1/sqrt(fan_in), 1/sqrt(fan_in)], fan_in = C_in kh kw, like torch; zero their gradients."
+        ("Draw weight and bias from U[-1/sqrt(fan_in), 1/sqrt(fan_in)], fan_in = C_in kh kw, like torch; "
+         "zero their gradients.")
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # torch's kaiming_uniform_(a=sqrt(5)), whose bound is 1/sqrt(fan_in):
-        bound = math.sqrt(3.0) * gain / math.sqrt(fan_in)  # computed as torch does, so that a seed gives torch's exact values
+        # torch's kaiming_uniform_(a=sqrt(5)), whose bound is 1/sqrt(fan_in):
+        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+        # computed as torch does, so that a seed gives torch's exact values
+        bound = math.sqrt(3.0) * gain / math.sqrt(fan_in)
         self.weight.value.uniform_(-bound, bound, generator=generator)
-        if self.bias is not None: self.bias.value.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=generator)
+        if self.bias is not None:
+            self.bias.value.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=generator)
         for p in self.parameters(): p.zero_grad()
 
     def forward(self,
@@ -196,7 +230,8 @@ class Conv2d(Module):
                ) -> torch.Tensor: # output of shape `(N, C_out, H_out, W_out)` (channels-last memory)
         "im2col, then `Y = U W^T + b` in one matrix product; keeps `U` and `W` for `backward`."
         (N, C, H, W), (kh, kw), (pt, pb, pl, pr) = x.shape, self.kernel_size, self._pads
-        xp = _pad_nhwc(x, pt, pl, after=(pb, pr)) if self.padding_mode == 'zeros' else self._pad_copies(x)  # X~: (N, Hp, Wp, C)
+        # X~: (N, Hp, Wp, C)
+        xp = _pad_nhwc(x, pt, pl, after=(pb, pr)) if self.padding_mode == 'zeros' else self._pad_copies(x)
         patches = _patches(xp, self.kernel_size, self.stride, self.dilation)  # (N, H_out, W_out, kh, kw, C): a view
         Ho, Wo = patches.shape[1:3]
         u = patches.reshape(N * Ho * Wo, kh * kw * C)                         # im2col: U, the one copy
@@ -231,8 +266,9 @@ class Conv2d(Module):
         (pt, pb, pl, pr), (H, W), mode = self._pads, x.shape[2:], self.padding_mode
         if ((mode == 'reflect' and (max(pt, pb) >= H or max(pl, pr) >= W))
                 or (mode == 'circular' and (max(pt, pb) > H or max(pl, pr) > W))):
-            raise ValueError(f"Conv2d with padding_mode={mode!r} needs padding {'<' if mode == 'reflect' else '<='} the input size "
-                             f"(as torch), got padding (top, bottom, left, right) = {self._pads} for an input of {H}x{W}")
+            raise ValueError(f"Conv2d with padding_mode={mode!r} needs padding "
+                             f"{'<' if mode == 'reflect' else '<='} the input size (as torch), got padding "
+                             f"(top, bottom, left, right) = {self._pads} for an input of {H}x{W}")
         ri, ci = (_pad_index(n, a, b, mode, x.device) for n, a, b in ((H, pt, pb), (W, pl, pr)))
         return x.permute(0, 2, 3, 1).index_select(1, ri).index_select(2, ci)
 
@@ -259,14 +295,17 @@ def _accept(self, x):
 @_method_of(Conv2d)
 def _input_error(self, x, w: torch.Tensor) -> Exception:
     "The error that says why `x` is not a valid input."
-    (kh, kw), (pt, pb, pl, pr), (dh, dw) = self.kernel_size, self._pads, self.dilation  # the window spans d (k - 1) + 1 pixels
-    span = (dh * (kh - 1) + 1 - (pb - pt), dw * (kw - 1) + 1 - (pr - pl))  # fits iff H + pt + pb >= its span (pb - pt: 0 or 1)
+    # the window spans d (k - 1) + 1 pixels
+    (kh, kw), (pt, pb, pl, pr), (dh, dw) = self.kernel_size, self._pads, self.dilation
+    # fits iff H + pt + pb >= its span (pb - pt: 0 or 1)
+    span = (dh * (kh - 1) + 1 - (pb - pt), dw * (kw - 1) + 1 - (pr - pl))
     try: x = _check_image(x, 'Conv2d', span, (pt, pl), self.in_channels)
     except (TypeError, ValueError) as e: return e
     if x.dtype != w.dtype:
         return TypeError(f"Conv2d has {w.dtype} parameters but got a {x.dtype} input: "
                          f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
-    return RuntimeError(f"Conv2d has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
+    return RuntimeError(f"Conv2d has parameters on {w.device} but got an input on {x.device}: move one of "
+                        "them with .to()")
 
 @_method_of(Conv2d)
 def _forward_error(self, x, refused: Exception) -> Exception:
@@ -278,7 +317,8 @@ def _forward_error(self, x, refused: Exception) -> Exception:
 
 @_method_of(Conv2d)
 def _accept_grad(self, g):
-    "The upstream gradient of the output's shape, dtype and device; every `.grad` fits its parameter (after an assignment)."
+    ("The upstream gradient of the output's shape, dtype and device; every `.grad` fits its parameter (after "
+     "an assignment).")
     u, _, (N, C, H, W, Ho, Wo) = self._saved
     g = check_grad(g, 'Conv2d', shape=(N, self.out_channels, Ho, Wo), dtype=u.dtype, device=u.device)
     if self._seen_grads != Parameter._edits:

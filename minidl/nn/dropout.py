@@ -19,16 +19,20 @@ __all__ = ['Dropout']
 
 # %% ../../nbs/15_dropout.ipynb #4dd26a0b
 class Dropout(Module):
-    "Inverted dropout: in training mode zero each element with probability `p` and scale the rest by `1/(1-p)`; identity in eval mode."
+    ("Inverted dropout: in training mode zero each element with probability `p` and scale the rest by "
+     "`1/(1-p)`; identity in eval mode.")
     def __init__(self,
                  p: float = 0.5, # probability of zeroing an element, in [0, 1]
-                 inplace: bool = False, # accepted for torch's signature; the output is a new tensor either way (the input is kept)
-                 generator: torch.Generator | None = None, # random generator for the masks (default: torch's global one)
+                 # accepted for torch's signature; the output is a new tensor either way (the input is kept)
+                 inplace: bool = False,
+                 # random generator for the masks (default: torch's global one)
+                 generator: torch.Generator | None = None,
                 ):
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
             raise ValueError(f"Dropout expects a probability p in [0, 1], got {p!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"Dropout expects generator to be a torch.Generator or None, got {type(generator).__name__}")
+            raise TypeError("Dropout expects generator to be a torch.Generator or None, got "
+                            f"{type(generator).__name__}")
         self.p, self.generator, self.inplace = float(p), generator, check_flag(inplace, 'inplace', 'Dropout')
 
     def forward(self,
@@ -46,7 +50,8 @@ class Dropout(Module):
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
                  input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
                 ) -> torch.Tensor | None: # dL/dx
-        "Return dL/dx = grad_output * N, with the noise N = mask / (1 - p) of the last forward (grad_output itself in eval mode)."
+        ("Return dL/dx = grad_output * N, with the noise N = mask / (1 - p) of the last forward (grad_output "
+         "itself in eval mode).")
         noise, g = self._saved[0], grad_output
         if not input_grad: return None
         return g if noise is None else g * noise

@@ -55,8 +55,9 @@ class Flatten(Module):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point()): x = check_tensor(x, 'input', 'Flatten')
         (s, e), d = self._dims(x), max(x.dim(), 1)
         if not (0 <= s < d and 0 <= e < d) or s > e:
-            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) needs an input whose dimensions "
-                             f"include start_dim..end_dim (start_dim not after end_dim), got shape {fmt_shape(x.shape)}")
+            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) needs an input "
+                             "whose dimensions include start_dim..end_dim (start_dim not after end_dim), "
+                             f"got shape {fmt_shape(x.shape)}")
         return x.detach() if x.requires_grad else x
 
     def _accept_grad(self, g) -> torch.Tensor:

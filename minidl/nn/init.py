@@ -72,7 +72,8 @@ def ones_(p, # the Parameter (or floating-point tensor) to fill
     return p
 
 # %% ../../nbs/14_init.ipynb #1dc37f9a
-def calculate_gain(nonlinearity: str, # `'linear'`, `'conv2d'`, ..., `'sigmoid'`, `'tanh'`, `'relu'`, `'leaky_relu'`, `'selu'`
+# `'linear'`, `'conv2d'`, ..., `'sigmoid'`, `'tanh'`, `'relu'`, `'leaky_relu'`, `'selu'`
+def calculate_gain(nonlinearity: str,
                    param: float | None = None, # the negative slope of `'leaky_relu'` (default 0.01)
                   ) -> float:
     "The recommended gain for a non-linearity, as `torch.nn.init.calculate_gain`."
@@ -86,8 +87,8 @@ def calculate_gain(nonlinearity: str, # `'linear'`, `'conv2d'`, ..., `'sigmoid'`
         else: raise ValueError(f"calculate_gain expects the negative slope of leaky_relu to be a number, got {param!r}")
         return math.sqrt(2.0 / (1 + slope ** 2))
     if nonlinearity == 'selu': return 3.0 / 4
-    raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r} (expected one of linear, conv1d, conv2d, "
-                     f"conv3d, conv_transpose1d/2d/3d, sigmoid, tanh, relu, leaky_relu, selu)")
+    raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r} (expected one of linear, "
+                     "conv1d, conv2d, conv3d, conv_transpose1d/2d/3d, sigmoid, tanh, relu, leaky_relu, selu)")
 
 def _fans(t: torch.Tensor, who: str) -> tuple[int, int]:
     "(fan_in, fan_out) of a weight `(out, in, *kernel)`: in and out times the receptive field."

@@ -26,11 +26,14 @@ def _ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 # %% ../../nbs/10_linear.ipynb #e14d02b4
 def _one_of(value, alias, name: str, alias_name: str):
-    "The argument given as `name` or as its other spelling `alias_name`; giving both is an error (as two values for one argument)."
+    ("The argument given as `name` or as its other spelling `alias_name`; giving both is an error (as two "
+     "values for one argument).")
     if alias is None:
-        if value is None: raise TypeError(f"Linear missing the argument {name} (the number of {name.split('_')[0]}put features)")
+        if value is None: raise TypeError(f"Linear missing the argument {name} (the number of "
+                                          f"{name.split('_')[0]}put features)")
         return value
-    if value is not None: raise TypeError(f"Linear got {name}={value!r} and {alias_name}={alias!r}: two names for one argument, give one")
+    if value is not None: raise TypeError(f"Linear got {name}={value!r} and {alias_name}={alias!r}: two "
+                                          "names for one argument, give one")
     return alias
 
 class Linear(Module):
@@ -41,7 +44,8 @@ class Linear(Module):
                  bias: bool = True, # learn an additive bias
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
-                 generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
+                 # random generator for the initialisation (default: torch's global one)
+                 generator: torch.Generator | None = None,
                  *,
                  nb_input: int | None = None, # minidl's first name for `in_features` (give one of the two)
                  nb_output: int | None = None, # minidl's first name for `out_features` (give one of the two)
@@ -51,7 +55,8 @@ class Linear(Module):
         self.in_features = in_features = check_size(in_features, 'in_features', 'Linear')
         self.out_features = out_features = check_size(out_features, 'out_features', 'Linear')
         if not isinstance(bias, bool): raise TypeError(f"Linear expects bias to be True or False, got {bias!r}")
-        device, dtype = _parse_device('Linear', device), _parse_dtype('Linear', dtype)  # clear errors for 'float64', torch.int64, 'gpu'
+        # clear errors for 'float64', torch.int64, 'gpu'
+        device, dtype = _parse_device('Linear', device), _parse_dtype('Linear', dtype)
         try:
             self.weight = Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
             self.bias = Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
@@ -70,7 +75,9 @@ class Linear(Module):
             p.zero_grad()
 
     def forward(self,
-                x: torch.Tensor, # input of shape `(*, in_features)`: `(N, in_features)`, one sample `(in_features,)`, or more leading dimensions
+                # input of shape `(*, in_features)`: `(N, in_features)`, one sample `(in_features,)`, or more
+                # leading dimensions
+                x: torch.Tensor,
                ) -> torch.Tensor: # output of shape `(*, out_features)`
         "Compute `x @ weight.T + bias` and keep `x` for `backward`."
         x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)       # (*, in) as a matrix X of shape (M, in)
@@ -85,7 +92,11 @@ class Linear(Module):
                 ) -> torch.Tensor | None: # dL/dx, shape `(*, in_features)` (the input's)
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
         (x,) = self._saved
-        x2, g = (x, grad_output) if x.dim() == 2 else (x.reshape(-1, self.in_features), grad_output.reshape(-1, self.out_features))
+        x2, g = (
+            (x, grad_output)
+            if x.dim() == 2
+            else (x.reshape(-1, self.in_features), grad_output.reshape(-1, self.out_features))
+        )
         gt = g.t()
         self.weight.grad.addmm_(gt, x2)                                         # dL/dW += G^T X
         if self.bias is not None: self.bias.grad.addmv_(gt, self._ones_for(x2))   # dL/db += G^T 1
@@ -96,8 +107,10 @@ class Linear(Module):
     _ones_cache = (None, 0, None)  # (weight.value, batch size, vector of ones) used by the last backward
 
     def _ones_for(self, x2: torch.Tensor) -> torch.Tensor:
-        "The ones of G^T 1 for the input `x2` of the last forward: reused while the weight tensor and the batch size stay."
-        w, n, ones = self._ones_cache  # one identity and one size comparison instead of `_ones`' hashing of dtype and device
+        ("The ones of G^T 1 for the input `x2` of the last forward: reused while the weight tensor and the "
+         "batch size stay.")
+        # one identity and one size comparison instead of `_ones`' hashing of dtype and device
+        w, n, ones = self._ones_cache
         if w is not self.weight.value or n != x2.shape[0]:
             n = x2.shape[0]
             ones = _ones(n, x2.dtype, x2.device)
@@ -133,16 +146,22 @@ def _accept_grad(self, g):
         if g.dim() == x.dim() > 2 and g.shape[-1] == self.out_features and g.shape[:-1] == x.shape[:-1]: return g
     return self._check_grad_output(g)
 
-Linear._seen = Linear._seen_grads = -1  # the `Parameter._edits` count at the last full check of the parameters (forward, backward)
+# the `Parameter._edits` count at the last full check of the parameters (forward, backward)
+Linear._seen = Linear._seen_grads = -1
 
 @_method_of(Linear)
 def _check_parameters(self, grads: bool = False):
-    "The weight of shape (out_features, in_features), the bias of shape (out_features,) (and, with `grads`, their `.grad`)."
-    for name, p, shape in (('weight', self.weight, (self.out_features, self.in_features)), ('bias', self.bias, (self.out_features,))):
+    ("The weight of shape (out_features, in_features), the bias of shape (out_features,) (and, with `grads`, "
+     "their `.grad`).")
+    for name, p, shape in (
+        ('weight', self.weight, (self.out_features, self.in_features)),
+        ('bias', self.bias, (self.out_features,)),
+    ):
         if p is not None and p.value.shape != shape:
-            raise RuntimeError(f"Linear's {name} has shape {fmt_shape(p.value.shape)}, expected {fmt_shape(shape)} "
-                               f"(out_features, in_features = {self.out_features}, {self.in_features}): was {name}.value replaced "
-                               f"by hand? load values with load_state_dict, which checks them")
+            raise RuntimeError(f"Linear's {name} has shape {fmt_shape(p.value.shape)}, expected "
+                               f"{fmt_shape(shape)} (out_features, in_features = {self.out_features}, "
+                               f"{self.in_features}): was {name}.value replaced by hand? load values with "
+                               "load_state_dict, which checks them")
     if grads: _check_accumulators(self, 'Linear')
 
 @_method_of(Linear)
@@ -156,13 +175,15 @@ def _check_input(self, x) -> torch.Tensor:
     self._check_parameters()
     w, b = self.weight.value, self.bias
     if b is not None and (b.value.dtype, b.value.device) != (w.dtype, w.device):
-        raise RuntimeError(f"Linear's weight is {w.dtype} on {w.device} but its bias is {b.value.dtype} on {b.value.device} "
-                           f"(a parameter was cast on its own): cast the whole layer with layer.to(...)")
+        raise RuntimeError(f"Linear's weight is {w.dtype} on {w.device} but its bias is {b.value.dtype} on "
+                           f"{b.value.device} (a parameter was cast on its own): cast the whole layer with "
+                           "layer.to(...)")
     if x.dtype != w.dtype:
         raise TypeError(f"Linear has {w.dtype} parameters but got a {x.dtype} input: "
                         f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
     if x.device != w.device:
-        raise RuntimeError(f"Linear has parameters on {w.device} but got an input on {x.device}: move one of them with .to()")
+        raise RuntimeError(f"Linear has parameters on {w.device} but got an input on {x.device}: move one of "
+                           "them with .to()")
     self._seen = edits
     return x
 
@@ -177,8 +198,9 @@ def _check_grad_output(self, g) -> torch.Tensor:
     for name, p in (('weight', self.weight), ('bias', self.bias)):
         for what, t in (('', p and p.value), ('.grad', p and p.grad)):
             if t is not None and (t.dtype, t.device) != (x.dtype, x.device):
-                raise RuntimeError(f"Linear.backward: forward ran on a {x.dtype} input on {x.device}, but {name}{what} "
-                                   f"is {t.dtype} on {t.device} (a parameter was cast or moved after forward): run forward again")
+                raise RuntimeError(f"Linear.backward: forward ran on a {x.dtype} input on {x.device}, but "
+                                   f"{name}{what} is {t.dtype} on {t.device} (a parameter was cast or moved "
+                                   "after forward): run forward again")
     self._seen_grads = edits
     return g
 

@@ -21,11 +21,13 @@ __all__ = ['MSELoss', 'BCELoss', 'CrossEntropyLoss', 'Loss', 'LossMSE', 'LossBCE
 
 # %% ../../nbs/12_loss.ipynb #84ba4498
 class Loss(SavesForBackward):
-    "Base of the losses: `loss(prediction, target)` returns the loss reduced as `reduction` says; `backward()` returns dL/dprediction."
+    ("Base of the losses: `loss(prediction, target)` returns the loss reduced as `reduction` says; "
+     "`backward()` returns dL/dprediction.")
     reduction: str = 'mean'  # 'mean', 'sum' or 'none' (set by the subclasses' `__init__`; PyTorch's default)
 
     def __init_subclass__(cls, **kwargs):
-        "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (as `Module`)."
+        ("A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks "
+         "(as `Module`).")
         super().__init_subclass__(**kwargs)
         for name, checked in (('forward', _checked_loss_forward), ('backward', _checked_loss_backward)):
             f = cls.__dict__.get(name)
@@ -49,8 +51,9 @@ class Loss(SavesForBackward):
         p = check_tensor(prediction, 'prediction', who)
         y = check_tensor(target, 'target', who)
         if p.shape != y.shape:
-            raise ValueError(f"{who} expects prediction and target of the same shape, got prediction {fmt_shape(p.shape)} "
-                             f"and target {fmt_shape(y.shape)} (reshape the target, e.g. target.view_as(prediction))")
+            raise ValueError(f"{who} expects prediction and target of the same shape, got prediction "
+                             f"{fmt_shape(p.shape)} and target {fmt_shape(y.shape)} (reshape the target, "
+                             "e.g. target.view_as(prediction))")
         if p.dtype != y.dtype:
             raise TypeError(f"{who} expects prediction and target of the same dtype, got {p.dtype} and {y.dtype}")
         if p.device != y.device:
@@ -73,15 +76,26 @@ class Loss(SavesForBackward):
         return self._upstream(grad_output, p.shape, p.dtype, p.device)
 
     def _upstream(self, grad_output, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
-        "The gradient flowing into the loss: required, of the unreduced loss's `shape`, for 'none'; else `None` or a 0-dim factor."
+        ("The gradient flowing into the loss: required, of the unreduced loss's `shape`, for 'none'; else "
+         "`None` or a 0-dim factor.")
         if self.reduction == 'none':
             if grad_output is None:
-                raise TypeError(f"{type(self).__name__}(reduction='none').backward expects grad_output, the gradient of the "
-                                f"per-element losses (shape {fmt_shape(shape)}), e.g. backward(torch.ones_like(loss)) for their sum")
+                raise TypeError(f"{type(self).__name__}(reduction='none').backward expects grad_output, the "
+                                f"gradient of the per-element losses (shape {fmt_shape(shape)}), e.g. "
+                                "backward(torch.ones_like(loss)) for their sum")
             return check_grad(grad_output, type(self).__name__, shape=shape, dtype=dtype, device=device)
-        return None if grad_output is None else check_grad(grad_output, type(self).__name__, shape=(), dtype=dtype, device=device)
+        return (
+            None
+            if grad_output is None
+            else check_grad(grad_output, type(self).__name__, shape=(), dtype=dtype, device=device)
+        )
 
-    def __repr__(self): return f"{type(self).__name__}(" + (f"reduction={self.reduction!r}" if self.reduction != 'mean' else '') + ")"
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}("
+            + (f"reduction={self.reduction!r}" if self.reduction != 'mean' else '')
+            + ")"
+        )
 
 def _checked_loss_forward(math):
     "`forward` of a loss: its maths on the inputs `_accept` checked; a failure forgets the previous call's state."
@@ -108,7 +122,11 @@ def _checked_loss_backward(math):
                 if v is not None and o._version != v: self._raise_modified()
         try:
             accept = type(self)._accept_grad  # `_accept_upstream`'s usual case (no upstream gradient) without a call
-            g = None if grad_output is None and accept is _upstream and self.reduction != 'none' else accept(self, grad_output)
+            g = (
+                None
+                if grad_output is None and accept is _upstream and self.reduction != 'none'
+                else accept(self, grad_output)
+            )
             return math(self) if g is None else math(self, g)
         except Exception as refused: raise self._backward_refused(refused) or refused from None
     return backward
@@ -133,7 +151,8 @@ class LossMSE(Loss):
     def forward(self,
                 prediction: torch.Tensor, # model output, any shape
                 target: torch.Tensor, # same shape as `prediction`
-               ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
+               # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
+               ) -> torch.Tensor:
         "Return mean((prediction - target)^2) (or the sum, or the squares) and keep the difference for `backward`."
         d = prediction - target                     # D = P - T
         self._save_for_backward(d)
@@ -141,9 +160,11 @@ class LossMSE(Loss):
         return (d * d).mean() if r == 'mean' else (d * d).sum() if r == 'sum' else d * d
 
     def backward(self,
-                 grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
+                 # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
+                 grad_output: torch.Tensor | None = None,
                 ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
-        "Return dL/dprediction = 2 (prediction - target) / n ('mean'), 2 (prediction - target) ('sum'), or 2 (prediction - target) G ('none')."
+        ("Return dL/dprediction = 2 (prediction - target) / n ('mean'), 2 (prediction - target) ('sum'), or "
+         "2 (prediction - target) G ('none').")
         (d,) = self._saved
         n = d.numel()
         if not n: return d.clone()  # an empty batch has an empty gradient
@@ -161,8 +182,9 @@ def _check_unit_interval(t: torch.Tensor, who: str, what: str):
                          + (" (apply a Sigmoid to the model's output first; NaN predictions usually mean that training "
                             "diverged: lower the learning rate)" if what == 'predictions' else ''))
 
-_P_MSG = ("LossBCE expects predictions in [0, 1], got values outside [0, 1] or NaN (apply a Sigmoid to the model's output "
-          "first; NaN predictions usually mean that training diverged: lower the learning rate)")
+_P_MSG = ("LossBCE expects predictions in [0, 1], got values outside [0, 1] or NaN (apply a Sigmoid to the "
+          "model's output first; NaN predictions usually mean that training diverged: lower the learning "
+          "rate)")
 _T_MSG = "LossBCE expects targets in [0, 1], got values outside [0, 1] or NaN"
 
 def _assert_bce_range(p: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, check_targets: bool = True):
@@ -180,11 +202,13 @@ def _assert_bce_range(p: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, chec
     raise ValueError(_P_MSG)  # not reached: one of the two checks above raises
 
 # %% ../../nbs/12_loss.ipynb #5cc48144
-_BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))  # PyTorch's EPSILON: 1e-12 rounded to float32 (used by the tests)
+# PyTorch's EPSILON: 1e-12 rounded to float32 (used by the tests)
+_BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
 
 # %% ../../nbs/12_loss.ipynb #d162a1eb
 class LossBCE(Loss):
-    "Binary cross-entropy of every element, averaged (or summed, or kept) as `torch.nn.functional.binary_cross_entropy` (logs clamped at -100)."
+    ("Binary cross-entropy of every element, averaged (or summed, or kept) as "
+     "`torch.nn.functional.binary_cross_entropy` (logs clamped at -100).")
     _accept, _accept_grad = Loss._accept_pair, Loss._accept_upstream  # the checks: one shape, dtype and device
     _checked = None  # (target, its version) of the last call whose targets were checked
     def __init__(self,
@@ -195,7 +219,8 @@ class LossBCE(Loss):
     def forward(self,
                 prediction: torch.Tensor, # probabilities in [0, 1], any shape
                 target: torch.Tensor, # values in [0, 1], same shape as `prediction`
-               ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
+               # 0-dim loss ('mean', 'sum'), or the per-element losses, the prediction's shape ('none')
+               ) -> torch.Tensor:
         "Return -mean(t log p + (1 - t) log(1 - p)) (or the sum, or the terms), each log clamped at -100."
         p, y = prediction, target
         log_p = torch.log(p).clamp_(min=-100)              # log p, clamped
@@ -217,12 +242,15 @@ class LossBCE(Loss):
 
 
     def backward(self,
-                 grad_output: torch.Tensor | None = None, # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
+                 # 'none': dL/d(per-element losses), the prediction's shape; else nothing (or a 0-dim factor)
+                 grad_output: torch.Tensor | None = None,
                 ) -> torch.Tensor: # dL/dprediction, same shape as the prediction
-        "Return dL/dp = G (p - t) / max((1 - p) p, eps), divided by n for 'mean' (G: 1, or the upstream gradient), as PyTorch."
+        ("Return dL/dp = G (p - t) / max((1 - p) p, eps), divided by n for 'mean' (G: 1, or the upstream "
+         "gradient), as PyTorch.")
         p, y = self._saved
         g = grad_output
-        d = torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPS)  # max((1 - P) P, eps); rsub: 1 - P without `1 - p`'s Python wrapper
+        # max((1 - P) P, eps); rsub: 1 - P without `1 - p`'s Python wrapper
+        d = torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPS)
         out = torch.sub(p, y) if g is None else torch.sub(p, y).mul_(g)  # G (P - T)
         out.div_(d)                                                       # / max(...)
         return out.div_(p.numel()) if self.reduction == 'mean' else out   # / n
@@ -234,11 +262,13 @@ BCELoss = LossBCE
 # %% ../../nbs/12_loss.ipynb #956b5863
 @functools.lru_cache(maxsize=64)
 def _scalar(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    "A 0-dim tensor holding `value`, made once per value, dtype and device and then reused (expanded, never written to)."
+    ("A 0-dim tensor holding `value`, made once per value, dtype and device and then reused (expanded, never "
+     "written to).")
     return torch.tensor(value, dtype=dtype, device=device)
 
 def _flatten_classes(x: torch.Tensor) -> torch.Tensor:
-    "`(N, C, d1, ...)` as `(N d1 ..., C)` rows (class dimension last); `(N, C)` as it is; one sample `(C,)` as `(1, C)`."
+    ("`(N, C, d1, ...)` as `(N d1 ..., C)` rows (class dimension last); `(N, C)` as it is; one sample `(C,)` "
+     "as `(1, C)`.")
     if x.dim() == 2: return x
     if x.dim() == 1: return x[None]
     return x.movedim(1, -1).reshape(-1, x.shape[1])
@@ -250,29 +280,45 @@ def _unflatten_classes(g: torch.Tensor, shape: tuple) -> torch.Tensor:
     return g.view(shape[:1] + shape[2:] + shape[1:2]).movedim(-1, 1)
 
 def _rows(logits: torch.Tensor, target: torch.Tensor) -> tuple:
-    "Logits `(M, C)` and target `(M,)` (or `(M, C)` probabilities) as rows, and the shapes to restore: (logits', the per-sample losses')."
+    ("Logits `(M, C)` and target `(M,)` (or `(M, C)` probabilities) as rows, and the shapes to restore: "
+     "(logits', the per-sample losses').")
     t = _flatten_classes(target) if target.is_floating_point() else target.reshape(-1)
-    return _flatten_classes(logits), t, (tuple(logits.shape), logits.shape[:1] + logits.shape[2:] if logits.dim() > 1 else ())
+    return (
+        _flatten_classes(logits),
+        t,
+        (tuple(logits.shape), logits.shape[:1] + logits.shape[2:] if logits.dim() > 1 else ()),
+    )
 
 # %% ../../nbs/12_loss.ipynb #3fa61845
 class LossCrossEntropy(Loss):
-    "Cross-entropy of logits `(N, C)` or `(N, C, d1, ...)` against class indices `(N, d1, ...)` or class probabilities (the logits' shape), as `torch.nn.functional.cross_entropy`."
-    _softmax_over_classes = True  # `train` refuses one output per sample (a softmax over one class is 1, the loss stays 0)
+    ("Cross-entropy of logits `(N, C)` or `(N, C, d1, ...)` against class indices `(N, d1, ...)` or class "
+     "probabilities (the logits' shape), as `torch.nn.functional.cross_entropy`.")
+    # `train` refuses one output per sample (a softmax over one class is 1, the loss stays 0)
+    _softmax_over_classes = True
     def __init__(self,
                  weight: torch.Tensor | None = None, # weight of each class, shape `(C,)` (default: all 1)
                  label_smoothing: float = 0.0, # mix the target with the uniform distribution, in [0, 1]
                  *,
-                 ignore_index: int = -100, # targets equal to it add nothing, and the mean is over the others (class indices only)
-                 reduction: str = 'mean', # 'mean' (weighted mean over the samples), 'sum', or 'none' (one loss per sample)
+                 # targets equal to it add nothing, and the mean is over the others (class indices only)
+                 ignore_index: int = -100,
+                 # 'mean' (weighted mean over the samples), 'sum', or 'none' (one loss per sample)
+                 reduction: str = 'mean',
                 ):
         if weight is not None:
             if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-                raise TypeError("LossCrossEntropy expects weight to be a floating-point tensor or None, got "
-                                + (f"dtype {weight.dtype}" if isinstance(weight, torch.Tensor) else type(weight).__name__))
+                raise TypeError(
+                    "LossCrossEntropy expects weight to be a floating-point tensor or None, got "
+                    + (f"dtype {weight.dtype}" if isinstance(weight, torch.Tensor) else type(weight).__name__)
+                )
             if weight.dim() != 1:
-                raise ValueError(f"LossCrossEntropy expects weight of shape (C), one per class, got {fmt_shape(weight.shape)}")
+                raise ValueError("LossCrossEntropy expects weight of shape (C), one per class, got "
+                                 f"{fmt_shape(weight.shape)}")
             weight = weight.detach()
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, numbers.Real)
+            or not 0 <= label_smoothing <= 1
+        ):
             raise ValueError(f"LossCrossEntropy expects label_smoothing in [0, 1], got {label_smoothing!r}")
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
             raise TypeError(f"LossCrossEntropy expects ignore_index to be an integer, got {ignore_index!r}")
@@ -281,10 +327,13 @@ class LossCrossEntropy(Loss):
 
     def forward(self,
                 logits: torch.Tensor, # unnormalised scores, `(N, C)`, `(N, C, d1, ...)` or one sample `(C,)`
-                target: torch.Tensor, # class indices `(N, d1, ...)` (int64, in [0, C) or `ignore_index`) or class probabilities (the logits' shape)
+                # class indices `(N, d1, ...)` (int64, in [0, C) or `ignore_index`) or class probabilities
+                # (the logits' shape)
+                target: torch.Tensor,
                ) -> torch.Tensor: # 0-dim loss ('mean', 'sum'), or one loss per sample `(N, d1, ...)` ('none')
         "Return the cross-entropy, reduced as `reduction` says; keep the log-softmax and the target for `backward`."
-        x, t, layout = _rows(logits, target)                               # x: (M, C), one row per sample (class dimension last)
+        # x: (M, C), one row per sample (class dimension last)
+        x, t, layout = _rows(logits, target)
         (M, C), w = x.shape, self.weight
         eps, r = self.label_smoothing, self.reduction
         logp = _log_softmax(x, 1)                                          # l = log softmax(x)
@@ -294,17 +343,24 @@ class LossCrossEntropy(Loss):
             self._save_for_backward(logp, a, M, layout)
             if r == 'none': return (logp * a).sum(1).neg_().view(layout[1])
             return (logp * a).sum().div_(-M if r == 'mean' else -1)
-        picked, m = None, None                                             # m: the mask of the kept samples (None: all kept)
-        if x.device.type == 'cpu' and not 0 <= self.ignore_index < C:      # the usual case, on CPU: no mask unless needed
+        # m: the mask of the kept samples (None: all kept)
+        picked, m = None, None
+        # the usual case, on CPU: no mask unless needed
+        if x.device.type == 'cpu' and not 0 <= self.ignore_index < C:
             ts = t.unsqueeze(1)                                            # (M, 1)
-            try: picked = logp.gather(1, ts).squeeze(1)                    # raises at once for any index outside [0, C):
-            except RuntimeError: pass                                      # so when it succeeds, no target is ignore_index
-        if picked is None:  # some target may be ignore_index (or this is a GPU, where a bad gather is a device assertion)
+            # raises at once for any index outside [0, C):
+            try: picked = logp.gather(1, ts).squeeze(1)
+            # so when it succeeds, no target is ignore_index
+            except RuntimeError: pass
+        # some target may be ignore_index (or this is a GPU, where a bad gather is a device assertion)
+        if picked is None:
             keep = t.ne(self.ignore_index)                                 # m_n: the sample counts
-            ts = torch.where(keep, t, _scalar(0, t.dtype, t.device)).unsqueeze(1)  # ignored samples read class 0, weighted by 0
+            # ignored samples read class 0, weighted by 0
+            ts = torch.where(keep, t, _scalar(0, t.dtype, t.device)).unsqueeze(1)
             picked = logp.gather(1, ts).squeeze(1)                         # l[n, t_n]; checks 0 <= t < C (see above)
             m = keep.to(x.dtype)
-        wt = m if w is None else w.gather(0, ts.squeeze(1)) if m is None else w.gather(0, ts.squeeze(1)).mul_(m)  # w_{t_n} m_n
+        # w_{t_n} m_n
+        wt = m if w is None else w.gather(0, ts.squeeze(1)) if m is None else w.gather(0, ts.squeeze(1)).mul_(m)
         D = None if r != 'mean' else M if wt is None else wt.sum()         # the normaliser of the mean
         self._save_for_backward(logp, ts, m, wt, D, eps, w, layout)
         if eps:
@@ -322,9 +378,12 @@ class LossCrossEntropy(Loss):
         return (1 - eps) * nll + smooth * (eps / C)
 
     def backward(self,
-                 grad_output: torch.Tensor | None = None, # 'none': dL/d(per-sample losses), the loss's shape; 'mean'/'sum': nothing (or a 0-dim factor)
+                 # 'none': dL/d(per-sample losses), the loss's shape; 'mean'/'sum': nothing (or a 0-dim
+                 # factor)
+                 grad_output: torch.Tensor | None = None,
                 ) -> torch.Tensor: # dL/dlogits, the logits' shape
-        "Return dL/dlogits = r (softmax * A - a): `a` the smoothed, weighted target, `A` its row sums, `r` 1/D ('mean'), 1 ('sum') or the upstream gradient ('none')."
+        ("Return dL/dlogits = r (softmax * A - a): `a` the smoothed, weighted target, `A` its row sums, `r` "
+         "1/D ('mean'), 1 ('sum') or the upstream gradient ('none').")
         saved, g = self._saved, grad_output
         logp, layout = saved[0], saved[-1]
         if g is not None and g.dim(): g = g.reshape(-1, 1)                 # 'none': one factor per row
@@ -337,9 +396,12 @@ class LossCrossEntropy(Loss):
             C = logp.shape[1]
             grad = logp.exp()                                              # s
             if w is None:
-                if eps: grad.sub_(eps / C)                                 # s - (eps / C)  (the row factor m comes last)
-                grad.scatter_add_(1, ts, _scalar(eps - 1, grad.dtype, grad.device).expand(ts.shape))  # - (1 - eps) at t_n
-                if m is not None:                                          # m_n, or m_n / D (D = 0: all ignored, a zero gradient)
+                # s - (eps / C)  (the row factor m comes last)
+                if eps: grad.sub_(eps / C)
+                # - (1 - eps) at t_n
+                grad.scatter_add_(1, ts, _scalar(eps - 1, grad.dtype, grad.device).expand(ts.shape))
+                # m_n, or m_n / D (D = 0: all ignored, a zero gradient)
+                if m is not None:
                     grad.mul_((m if D is None else m.div(D.clamp(min=1))).unsqueeze(1))
                 elif D is not None: grad.div_(D)                           # / N
             else:
@@ -358,15 +420,20 @@ class LossCrossEntropy(Loss):
         who = 'LossCrossEntropy'
         x = check_tensor(logits, 'logits', who)
         if x.dim() == 0 or x.shape[x.dim() > 1] == 0:
-            raise ValueError(f"{who} expects logits of shape (N, C), (N, C, d1, ...) or (C) with C >= 1 classes, got {fmt_shape(x.shape)}")
+            raise ValueError(f"{who} expects logits of shape (N, C), (N, C, d1, ...) or (C) with C >= 1 "
+                             f"classes, got {fmt_shape(x.shape)}")
         C = x.shape[x.dim() > 1]
         idx_shape = x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()       # (N, d1, ...): one class index per sample
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"{who} expects the target to be a torch.Tensor, got {type(target).__name__}")
         if target.is_floating_point():
             if target.shape != x.shape:
-                raise ValueError(f"{who} expects class probabilities of shape {fmt_shape(x.shape)} (like the logits) or "
-                                 f"int64 class indices of shape {fmt_shape(idx_shape)}, got a {target.dtype} target of shape "
+                raise ValueError(f"{who} expects class probabilities of shape {fmt_shape(x.shape)} (like the "
+                                 "logits) or int64 class "
+                                 "indices of shape "
+                                 f"{fmt_shape(idx_shape)}, "
+                                 f"got a {target.dtype} "
+                                 "target of shape "
                                  f"{fmt_shape(target.shape)}" + (" (class indices must be int64: target.long())"
                                                                   if target.shape == idx_shape else ''))
             if target.dtype != x.dtype:
@@ -374,13 +441,14 @@ class LossCrossEntropy(Loss):
             target = target.detach()
         else:
             if target.dtype != torch.int64:
-                raise TypeError(f"{who} expects class indices of dtype torch.int64 (or probabilities of dtype {x.dtype}), "
-                                f"got {target.dtype} (convert with .long())")
+                raise TypeError(f"{who} expects class indices of dtype torch.int64 (or probabilities of "
+                                f"dtype {x.dtype}), got {target.dtype} (convert with .long())")
             if target.shape != idx_shape:
-                raise ValueError(f"{who} expects class indices of shape {fmt_shape(idx_shape)} for logits {fmt_shape(x.shape)}, "
-                                 f"got {fmt_shape(target.shape)}")
+                raise ValueError(f"{who} expects class indices of shape {fmt_shape(idx_shape)} for logits "
+                                 f"{fmt_shape(x.shape)}, got {fmt_shape(target.shape)}")
         if target.device != x.device:
-            raise RuntimeError(f"{who} got logits on {x.device} but the target on {target.device}: move one of them with .to()")
+            raise RuntimeError(f"{who} got logits on {x.device} but the target on {target.device}: move one "
+                               "of them with .to()")
         w = self.weight
         if w is not None:
             if w.shape != (C,):
@@ -388,7 +456,8 @@ class LossCrossEntropy(Loss):
             if w.dtype != x.dtype:
                 raise TypeError(f"{who} has a {w.dtype} weight but got {x.dtype} logits: convert one of them")
             if w.device != x.device:
-                raise RuntimeError(f"{who} has its weight on {w.device} but got logits on {x.device}: move one of them with .to()")
+                raise RuntimeError(f"{who} has its weight on {w.device} but got logits on {x.device}: move "
+                                   "one of them with .to()")
         return x, target
 
     def _accept_grad(self, g):
@@ -408,13 +477,15 @@ class LossCrossEntropy(Loss):
         "The error for class indices outside [0, C) (error path only: it reads the indices back)."
         bad = t[t != self.ignore_index]
         lo, hi = int(bad.min()), int(bad.max())
-        return ValueError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} classes, got values "
-                          f"in [{lo}, {hi}] (besides ignore_index={self.ignore_index}, whose targets are skipped)")
+        return ValueError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} "
+                          f"classes, got values in [{lo}, {hi}] (besides ignore_index={self.ignore_index}, "
+                          "whose targets are skipped)")
 
     def to(self, *args, **kwargs) -> LossCrossEntropy:
         "Move/cast the class weights (if any); same arguments as `Module.to`; returns `self`."
         device, dtype, non_blocking, fmt = _parse_to('LossCrossEntropy', args, kwargs)
-        if self.weight is not None: self.weight = _move(self.weight, device, dtype, non_blocking, fmt, 'LossCrossEntropy')
+        if self.weight is not None:
+            self.weight = _move(self.weight, device, dtype, non_blocking, fmt, 'LossCrossEntropy')
         return self
 
     def __repr__(self):

@@ -24,9 +24,9 @@ def _check_requires_grad(flag, who: str):
     "Accept `requires_grad_(True)`; refuse `False` with what to do instead (minidl has no autograd to switch off)."
     if not isinstance(flag, bool): raise TypeError(f"{who}.requires_grad_ expects True or False, got {flag!r}")
     if not flag:
-        raise NotImplementedError(f"{who}.requires_grad_(False): minidl has no autograd, so every parameter an optimizer "
-                                  f"holds is trained; to freeze parameters, leave them out of the optimizer "
-                                  f"(e.g. SGD(model[1:].parameters(), lr=...))")
+        raise NotImplementedError(f"{who}.requires_grad_(False): minidl has no autograd, so every parameter "
+                                  "an optimizer holds is trained; to freeze parameters, leave them out of "
+                                  "the optimizer (e.g. SGD(model[1:].parameters(), lr=...))")
 
 # %% ../../nbs/00_module.ipynb #e3418b3a
 _TO_KEYS = ('device', 'dtype', 'non_blocking', 'copy', 'memory_format', 'tensor')
@@ -38,16 +38,20 @@ def _parse_to(who: str, args: tuple, kwargs: dict) -> tuple:
              ('dtype', 'non_blocking', 'copy') if isinstance(first, torch.dtype) else     # to(dtype)
              ('device', 'dtype', 'non_blocking', 'copy'))                                 # to(device, dtype)
     if len(args) > len(names):
-        raise TypeError(f"{who}.to takes at most {len(names)} positional arguments ({', '.join(names)}), got {len(args)}")
+        raise TypeError(f"{who}.to takes at most {len(names)} positional arguments ({', '.join(names)}), got "
+                        f"{len(args)}")
     got = dict(zip(names, args))
     for k, v in kwargs.items():
-        if k not in _TO_KEYS: raise TypeError(f"{who}.to got an unexpected keyword argument {k!r} (expected one of {', '.join(_TO_KEYS)})")
+        if k not in _TO_KEYS: raise TypeError(f"{who}.to got an unexpected keyword argument {k!r} (expected "
+                                              f"one of {', '.join(_TO_KEYS)})")
         if k in got: raise TypeError(f"{who}.to got two values for {k!r}")
         got[k] = v
     if 'tensor' in got:  # the device and dtype of another tensor
         t = got.pop('tensor')
-        if not isinstance(t, torch.Tensor): raise TypeError(f"{who}.to expects tensor to be a torch.Tensor, got {type(t).__name__}")
-        if 'device' in got or 'dtype' in got: raise TypeError(f"{who}.to(tensor) takes no device or dtype besides the tensor")
+        if not isinstance(t, torch.Tensor): raise TypeError(f"{who}.to expects tensor to be a torch.Tensor, "
+                                                            f"got {type(t).__name__}")
+        if 'device' in got or 'dtype' in got: raise TypeError(f"{who}.to(tensor) takes no device or dtype "
+                                                              "besides the tensor")
         got['device'], got['dtype'] = t.device, t.dtype
     to = f"{who}.to"
     return (_parse_device(to, got.get('device')), _parse_dtype(to, got.get('dtype')),
@@ -66,7 +70,8 @@ def _parse_dtype(who: str, dtype) -> torch.dtype | None:
     if isinstance(dtype, torch.dtype):
         raise TypeError(f"{who} expects a floating-point dtype (parameters are floating-point), got {dtype}")
     hint = f" (write torch.{dtype}, not a string)" if _dtype_named(dtype) else ''
-    raise TypeError(f"{who} expects dtype to be a floating-point torch.dtype, got {type(dtype).__name__} {dtype!r}{hint}")
+    raise TypeError(f"{who} expects dtype to be a floating-point torch.dtype, got {type(dtype).__name__} "
+                    f"{dtype!r}{hint}")
 
 def _parse_device(who: str, device) -> torch.device | None:
     "Check a target device (`'cuda'`, `'cpu'`, `0`, a `torch.device`) and return it as a `torch.device`."
@@ -86,16 +91,19 @@ def _parse_format(who: str, fmt):
     raise TypeError(f"{who} expects memory_format to be a torch.memory_format, got {type(fmt).__name__} {fmt!r}")
 
 def _move(t: torch.Tensor, device, dtype, non_blocking: bool, memory_format, who: str) -> torch.Tensor:
-    "`t` moved/cast as `torch.nn.Module.to` does (integer tensors keep their dtype; `memory_format` for 4-D and 5-D tensors only)."
+    ("`t` moved/cast as `torch.nn.Module.to` does (integer tensors keep their dtype; `memory_format` for 4-D "
+     "and 5-D tensors only).")
     fmt = memory_format if memory_format is not None and t.dim() in (4, 5) else torch.preserve_format
-    try: return t.to(device=device, dtype=dtype if t.is_floating_point() else None, non_blocking=non_blocking, memory_format=fmt)
+    dtype = dtype if t.is_floating_point() else None
+    try: return t.to(device=device, dtype=dtype, non_blocking=non_blocking, memory_format=fmt)
     except (RuntimeError, AssertionError) as e:  # e.g. 'Torch not compiled with CUDA enabled'
         raise RuntimeError(f"{who} could not move a {t.dtype} tensor from {t.device} to {device}: {e}") from None
 
 
 # %% ../../nbs/00_module.ipynb #1d8e3cf6
 def _overlaps(t: torch.Tensor) -> bool:
-    "Whether two elements of `t` may share one memory location (a stride-0 dimension from `expand`, or overlapping strides); metadata only."
+    ("Whether two elements of `t` may share one memory location (a stride-0 dimension from `expand`, or "
+     "overlapping strides); metadata only.")
     span = 1  # with the dimensions sorted by stride, each must step over everything the smaller ones reach
     for stride, size in sorted((st, n) for n, st in zip(t.shape, t.stride()) if n > 1):
         if stride < span: return True
@@ -110,7 +118,8 @@ class Parameter:
 
     def __setattr__(self, name: str, v):
         object.__setattr__(self, name, v)
-        Parameter._edits += 1  # one integer for every parameter: "nothing replaced since my last check" is one comparison
+        # one integer for every parameter: "nothing replaced since my last check" is one comparison
+        Parameter._edits += 1
 
     def __init__(self,
                  value: torch.Tensor, # floating-point tensor holding the initial value
@@ -120,7 +129,8 @@ class Parameter:
         if not value.is_floating_point():
             raise TypeError(f"Parameter expects a floating-point tensor, got dtype {value.dtype}")
         value = value.detach()  # a plain tensor: minidl never records an autograd graph
-        if _overlaps(value): value = value.clone(memory_format=torch.contiguous_format)  # own memory that can be updated in place
+        # own memory that can be updated in place
+        if _overlaps(value): value = value.clone(memory_format=torch.contiguous_format)
         self.value = value
         self.grad = torch.zeros_like(self.value)
 
@@ -145,7 +155,8 @@ class Parameter:
     def numel(self) -> int: return self.value.numel()
     def dim(self) -> int: return self.value.dim()
     def size(self, dim: int | None = None): return self.value.size() if dim is None else self.value.size(dim)
-    def detach(self) -> torch.Tensor: return self.value  # already detached: the tensor itself, sharing memory (as torch)
+    # already detached: the tensor itself, sharing memory (as torch)
+    def detach(self) -> torch.Tensor: return self.value
 
     @property
     def data(self) -> torch.Tensor:
@@ -167,7 +178,8 @@ class Parameter:
                   set_to_none: bool = True, # accepted for torch's signature; minidl zeroes in place either way
                  ):
         "Reset the gradient to zeros, in place (`grad` is never `None` in minidl: the modules add to it)."
-        if not isinstance(set_to_none, bool): raise TypeError(f"zero_grad expects set_to_none to be True or False, got {set_to_none!r}")
+        if not isinstance(set_to_none, bool): raise TypeError("zero_grad expects set_to_none to be True or "
+                                                              f"False, got {set_to_none!r}")
         self.grad.zero_()
 
     def requires_grad_(self,
@@ -178,7 +190,8 @@ class Parameter:
         return self
 
     def to(self, *args, **kwargs) -> Parameter:
-        "Move/cast `value` and `grad` in place of this object; accepts what `torch.nn.Module.to` accepts; returns `self`."
+        ("Move/cast `value` and `grad` in place of this object; accepts what `torch.nn.Module.to` accepts; "
+         "returns `self`.")
         device, dtype, non_blocking, fmt = _parse_to('Parameter', args, kwargs)
         value, grad = (_move(t, device, dtype, non_blocking, fmt, 'Parameter') for t in (self.value, self.grad))
         self.value, self.grad = value, grad  # both moved before either is replaced: a failed move changes nothing
@@ -216,12 +229,14 @@ class SavesForBackward:
     def _raise_modified(self):
         for i, (o, v) in enumerate(zip(self._saved, self._versions)):
             if v is not None and o._version != v:
-                raise RuntimeError(f"{type(self).__name__}.backward: a tensor saved by forward (saved tensor {i}, shape "
-                                   f"{fmt_shape(o.shape)}) was modified by an inplace operation after forward (version "
-                                   f"{o._version}, expected {v}): clone it before changing it, or run forward again")
+                raise RuntimeError(f"{type(self).__name__}.backward: a tensor saved by forward (saved tensor "
+                                   f"{i}, shape {fmt_shape(o.shape)}) was modified by an inplace operation "
+                                   f"after forward (version {o._version}, expected {v}): clone it before "
+                                   "changing it, or run forward again")
 
     def _forget(self,
-                why: str | None = None, # the reason, shown by the error `backward` raises (e.g. 'its last forward failed')
+                # the reason, shown by the error `backward` raises (e.g. 'its last forward failed')
+                why: str | None = None,
                ):
         "Drop the saved state, so that `backward` raises until the next successful forward."
         self._saved, self._why = None, why
@@ -252,7 +267,8 @@ class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
     _hook_edits = 0  # hooks registered or removed on any module so far (a container's fast path is keyed on it)
-    _accept_reads_state = False  # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
+    # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
+    _accept_reads_state = False
 
     def __init_subclass__(cls, **kwargs):
         "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see below)."
@@ -262,7 +278,8 @@ class Module(SavesForBackward):
             if callable(f) and not hasattr(f, '__wrapped__'): setattr(cls, name, checked(f))
 
     def _accept(self, x):
-        "The input `forward`'s maths will get: `x` if it passes the module's checks (cheap on the usual path), else raise."
+        ("The input `forward`'s maths will get: `x` if it passes the module's checks (cheap on the usual "
+         "path), else raise.")
         return x  # a module of the user's: its own forward checks what it needs
 
     def _accept_grad(self, g):
@@ -270,7 +287,8 @@ class Module(SavesForBackward):
         return g
 
     def _forward_error(self, x, refused: Exception) -> Exception:
-        "The error to raise when torch refused the maths of `forward` on `x`: the module's clear message, else `refused`."
+        ("The error to raise when torch refused the maths of `forward` on `x`: the module's clear message, "
+         "else `refused`.")
         return refused
 
     def _backward_error(self, g, refused: Exception) -> Exception:
@@ -287,10 +305,12 @@ class Module(SavesForBackward):
                  grad_output: torch.Tensor, # gradient of the loss w.r.t. this module's output
                  input_grad: bool = True, # `False`: the caller needs no gradient w.r.t. the input (it is data)
                 ) -> torch.Tensor | None:
-        "Accumulate (`+=`) the parameters' gradients and return the gradient w.r.t. the input (`None` if not `input_grad`)."
-        raise NotImplementedError(f"{type(self).__name__} must implement backward: minidl has no autograd, so every module "
-                                  f"writes its own backward (the chain rule of its forward); see 'Writing your own module' "
-                                  f"on the Coming from PyTorch page ({_DOCS}coming_from_pytorch.html)")
+        ("Accumulate (`+=`) the parameters' gradients and return the gradient w.r.t. the input (`None` if "
+         "not `input_grad`).")
+        raise NotImplementedError(f"{type(self).__name__} must implement backward: minidl has no autograd, "
+                                  "so every module writes its own backward (the chain rule of its forward); "
+                                  "see 'Writing your own module' on the Coming from PyTorch page "
+                                  f"({_DOCS}coming_from_pytorch.html)")
 
     def named_children(self) -> list[tuple[str, Module]]:
         "The direct sub-modules with their names: every `Module` held in an attribute, in assignment order."
@@ -312,7 +332,8 @@ class Module(SavesForBackward):
         return [m for _, m in self.named_modules()]
 
     def named_parameters(self) -> list[tuple[str, Parameter]]:
-        "Every parameter with its dotted name (`'0.weight'`), in module order; a parameter shared by two modules is listed once."
+        ("Every parameter with its dotted name (`'0.weight'`), in module order; a parameter shared by two "
+         "modules is listed once.")
         out, seen = [], set()
         for prefix, m in self.named_modules():
             for k, v in vars(m).items():
@@ -326,7 +347,8 @@ class Module(SavesForBackward):
 
     def register_buffer(self,
                         name: str, # attribute name, e.g. `'running_mean'`
-                        tensor: torch.Tensor | None, # the buffer's value (`None`: declared but absent, left out of `state_dict`)
+                        # the buffer's value (`None`: declared but absent, left out of `state_dict`)
+                        tensor: torch.Tensor | None,
                        ):
         "Declare a tensor attribute that is state but not learned: it moves with `to` and is saved by `state_dict`."
         if not isinstance(name, str) or not name.isidentifier():
@@ -360,27 +382,33 @@ class Module(SavesForBackward):
         return self
 
     def eval(self) -> Module:
-        "Evaluation mode (`train(False)`): Dropout is the identity, BatchNorm uses its running statistics; returns `self`."
+        ("Evaluation mode (`train(False)`): Dropout is the identity, BatchNorm uses its running statistics; "
+         "returns `self`.")
         return self.train(False)
 
     def zero_grad(self,
                   set_to_none: bool = True, # accepted for torch's signature; minidl zeroes in place either way
                  ):
-        "Reset the gradient of every parameter to zeros (minidl keeps gradients as tensors: `set_to_none=True` zeroes too)."
-        if not isinstance(set_to_none, bool): raise TypeError(f"zero_grad expects set_to_none to be True or False, got {set_to_none!r}")
+        ("Reset the gradient of every parameter to zeros (minidl keeps gradients as tensors: "
+         "`set_to_none=True` zeroes too).")
+        if not isinstance(set_to_none, bool): raise TypeError("zero_grad expects set_to_none to be True or "
+                                                              f"False, got {set_to_none!r}")
         for p in self.parameters(): p.zero_grad()
 
     def requires_grad_(self,
-                       requires_grad: bool = True, # `False` (freezing) is refused: leave the parameters out of the optimizer
+                       # `False` (freezing) is refused: leave the parameters out of the optimizer
+                       requires_grad: bool = True,
                       ) -> Module:
-        "`True`: nothing to do (every parameter has a gradient), returns `self`; `False` raises: minidl has no autograd to switch off."
+        ("`True`: nothing to do (every parameter has a gradient), returns `self`; `False` raises: minidl has "
+         "no autograd to switch off.")
         _check_requires_grad(requires_grad, type(self).__name__)
         return self
 
     def apply(self,
               fn, # called with each module, children first, then this module
              ) -> Module:
-        "Call `fn(m)` on every sub-module (depth first, children before their parent, as torch) and on `self`; returns `self`."
+        ("Call `fn(m)` on every sub-module (depth first, children before their parent, as torch) and on "
+         "`self`; returns `self`.")
         for m in self.children(): m.apply(fn)
         fn(self)
         return self
@@ -402,7 +430,8 @@ class Module(SavesForBackward):
         return self.to(torch.bfloat16)
 
     def __call__(self, *args, **kwargs):
-        "Run `forward`; if it fails, every module forgets its saved state, so a later `backward` raises instead of using stale tensors."
+        ("Run `forward`; if it fails, every module forgets its saved state, so a later `backward` raises "
+         "instead of using stale tensors.")
         try: return self.forward(*args, **kwargs)
         except BaseException as e:  # Ctrl-C half-way included
             self._forget_all(e); raise
@@ -412,17 +441,27 @@ class Module(SavesForBackward):
         for m in self.modules(): m._forget_failed(error)
 
     def to(self, *args, **kwargs) -> Module:
-        "Move/cast every parameter (value and grad) and buffer (integer buffers keep their dtype); same arguments as `torch.nn.Module.to`; returns `self`."
+        ("Move/cast every parameter (value and grad) and buffer (integer buffers keep their dtype); same "
+         "arguments as `torch.nn.Module.to`; returns `self`.")
         who = type(self).__name__
         device, dtype, non_blocking, fmt = _parse_to(who, args, kwargs)
-        moves = []  # (holder, attribute, old, new): every tensor is moved before any is replaced, so a failed move changes nothing
+        # (holder, attribute, old, new): every tensor is moved before any is replaced, so a failed move
+        # changes nothing
+        moves = []
         for p in self.parameters():
-            moves += [(p, k, t, _move(t, device, dtype, non_blocking, fmt, who)) for k, t in (('value', p.value), ('grad', p.grad))]
+            moves += [
+                (p, k, t, _move(t, device, dtype, non_blocking, fmt, who))
+                for k, t in (('value', p.value), ('grad', p.grad))
+            ]
         for m in self.modules():
             for k in vars(m).get('_buffer_names', ()):
-                if (t := getattr(m, k)) is not None: moves.append((m, k, t, _move(t, device, dtype, non_blocking, fmt, who)))
+                if (t := getattr(m, k)) is not None:
+                    moves.append((m, k, t, _move(t, device, dtype, non_blocking, fmt, who)))
         if changed := [(old, new) for _, _, old, new in moves if new is not old]:
-            (old, new), why = changed[0], "the module was moved or cast with .to() after its forward ({} on {} -> {} on {})"
+            (old, new), why = (
+                changed[0],
+                "the module was moved or cast with .to() after its forward ({} on {} -> {} on {})",
+            )
             for m in self.modules():  # what forward saved no longer matches the parameters: backward must not mix them
                 if m._saved is not None: m._forget(why.format(old.dtype, old.device, new.dtype, new.device))
         for holder, k, _, new in moves: setattr(holder, k, new)
@@ -438,20 +477,23 @@ class Module(SavesForBackward):
                 if (t := getattr(m, k)) is not None: yield pre + k, t
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        "Parameters' values and buffers by dotted name (PyTorch's keys and order); the tensors are the module's own, not copies."
+        ("Parameters' values and buffers by dotted name (PyTorch's keys and order); the tensors are the "
+         "module's own, not copies.")
         return dict(self._state_items())
 
     def load_state_dict(self,
                         state_dict: dict, # name -> tensor, e.g. from `state_dict()` or a `torch.nn` module's
                         strict: bool = True, # require exactly the same keys
                        ) -> tuple[list[str], list[str]]: # `(missing_keys, unexpected_keys)`
-        "Copy the tensors of `state_dict` into the parameters and buffers, in place; checks everything first, so a failed load changes nothing."
+        ("Copy the tensors of `state_dict` into the parameters and buffers, in place; checks everything "
+         "first, so a failed load changes nothing.")
         if not isinstance(state_dict, dict):
             raise TypeError(f"load_state_dict expects a dict of tensors, got {type(state_dict).__name__}")
         targets = dict(self._state_items())
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
-        errors, staged = [], []  # staged: (model tensor, value already of its dtype and device): copying them cannot fail
+        # staged: (model tensor, value already of its dtype and device): copying them cannot fail
+        errors, staged = [], []
         if strict and missing: errors.append(f"missing keys: {', '.join(missing)}")
         if strict and unexpected: errors.append(f"unexpected keys: {', '.join(map(str, unexpected))}")
         for k, t in targets.items():
@@ -462,9 +504,11 @@ class Module(SavesForBackward):
                 errors.append(f"{k}: shape {fmt_shape(v.shape)} in the state dict, {fmt_shape(t.shape)} in the model")
             elif v.is_complex() and not t.is_complex():
                 errors.append(f"{k}: a complex tensor ({v.dtype}) for the real {t.dtype} tensor of the model")
-            elif _overlaps(t):  # e.g. a .value replaced by an expanded tensor: copy_ would fail after other copies were done
-                errors.append(f"{k}: the model's tensor has elements that share memory (stride {tuple(t.stride())}), so it "
-                              f"cannot be loaded in place; give it memory of its own (.clone())")
+            # e.g. a .value replaced by an expanded tensor: copy_ would fail after other copies were done
+            elif _overlaps(t):
+                errors.append(f"{k}: the model's tensor has elements that share memory (stride "
+                              f"{tuple(t.stride())}), so it cannot be loaded in place; give it memory of its "
+                              "own (.clone())")
             else:
                 try: staged.append((t, v.detach().to(device=t.device, dtype=t.dtype)))
                 except (RuntimeError, NotImplementedError, TypeError) as e:  # e.g. a meta tensor: no values to copy
@@ -493,10 +537,12 @@ def _checked_forward(math):
     @functools.wraps(math)
     def forward(self, x, *args, **kwargs):
         try:
-            if (accept := type(self)._accept) is not _as_is: x = accept(self, x)  # no call at all for a module without checks
+            # no call at all for a module without checks
+            if (accept := type(self)._accept) is not _as_is: x = accept(self, x)
             try: return math(self, x, *args, **kwargs)
             except Exception as refused: raise self._forward_error(x, refused) from None
-        except BaseException:  # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
+        # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
+        except BaseException:
             for m in self.modules(): m._forget()
             raise
     forward._math = math  # the maths alone, for a container that already knows the input passes (see `Sequential`)
@@ -511,7 +557,8 @@ def _method_of(cls):
     return attach
 
 def _checked_backward(math):
-    "`backward` of a subclass: saved tensors unchanged, `_accept_grad`, then the maths; a failure is explained by `_backward_error`."
+    ("`backward` of a subclass: saved tensors unchanged, `_accept_grad`, then the maths; a failure is "
+     "explained by `_backward_error`.")
     @functools.wraps(math)
     def backward(self, grad_output, *args, **kwargs):
         if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
@@ -524,24 +571,34 @@ def _checked_backward(math):
     backward._math = math
     return backward
 
-_as_is, _as_is_grad = Module._accept, Module._accept_grad  # the checks of a module that has none: the wrappers skip the call
+# the checks of a module that has none: the wrappers skip the call
+_as_is, _as_is_grad = Module._accept, Module._accept_grad
 
 # %% ../../nbs/00_module.ipynb #05f0bb05
 def _accept_floating(self, x) -> torch.Tensor:
-    "`_accept` of a module that takes any floating-point tensor: one combined test, else the checked input (or a clear error)."
+    ("`_accept` of a module that takes any floating-point tensor: one combined test, else the checked input "
+     "(or a clear error).")
     if type(x) is _Tensor and x.is_floating_point() and not x.requires_grad: return x
     return check_tensor(x, 'input', type(self).__name__)  # raises a clear error, or detaches x
 
 def _accept_like_saved(self, g) -> torch.Tensor:
-    "`_accept_grad` of a module whose first saved tensor has the output's shape: one combined test, else the checked gradient."
+    ("`_accept_grad` of a module whose first saved tensor has the output's shape: one combined test, else "
+     "the checked gradient.")
     y = self._saved[0]
-    if type(g) is _Tensor and g.shape == y.shape and g.dtype == y.dtype and not g.requires_grad and g.device == y.device:
+    if (
+        type(g) is _Tensor
+        and g.shape == y.shape
+        and g.dtype == y.dtype
+        and not g.requires_grad
+        and g.device == y.device
+    ):
         return g
     return check_grad(g, type(self).__name__, shape=y.shape, dtype=y.dtype, device=y.device)
 
 
 def _check_accumulators(module, who: str):
-    "Before `backward` adds to any gradient: every own parameter's `grad` is a tensor of its `value`'s shape, dtype and device."
+    ("Before `backward` adds to any gradient: every own parameter's `grad` is a tensor of its `value`'s "
+     "shape, dtype and device.")
     for name, p in vars(module).items():  # so that no in-place accumulation can fail half-way, after others were done
         if not isinstance(p, Parameter): continue
         v, g = p.value, p.grad
@@ -557,13 +614,15 @@ def _check_accumulators(module, who: str):
 # %% ../../nbs/00_module.ipynb #133b93bb
 def _not_called(who: str, why: str | None = None) -> RuntimeError:
     "The error raised by `backward` when no `forward` came first (or its state was dropped, for the reason `why`)."
-    if why: return RuntimeError(f"{who}.backward has nothing to backpropagate through: {why}; run forward again before backward")
+    if why: return RuntimeError(f"{who}.backward has nothing to backpropagate through: {why}; run forward "
+                                "again before backward")
     return RuntimeError(f"{who}.backward called before forward: run forward first, it stores what backward needs")
 
 
 # %% ../../nbs/00_module.ipynb #86b48f67
 class RemovableHandle:
-    "Returned by `register_*_hook`: `remove()` unregisters the hook (a second call does nothing); usable as a context manager."
+    ("Returned by `register_*_hook`: `remove()` unregisters the hook (a second call does nothing); usable as "
+     "a context manager.")
     _ids = itertools.count()
 
     def __init__(self, module: Module, kind: str):
@@ -595,10 +654,13 @@ def _install_hooks(m: Module):
         elif ours: del d[name]
 
 def _register(m: Module, kind: str, hook, prepend: bool, who: str) -> RemovableHandle:
-    if not callable(hook): raise TypeError(f"{type(m).__name__}.{who} expects a callable hook, got {type(hook).__name__}")
-    if not isinstance(prepend, bool): raise TypeError(f"{type(m).__name__}.{who} expects prepend to be True or False, got {prepend!r}")
+    if not callable(hook): raise TypeError(f"{type(m).__name__}.{who} expects a callable hook, got "
+                                           f"{type(hook).__name__}")
+    if not isinstance(prepend, bool): raise TypeError(f"{type(m).__name__}.{who} expects prepend to be True "
+                                                      f"or False, got {prepend!r}")
     handle, hooks = RemovableHandle(m, kind), vars(m).get(kind, {})
-    vars(m)[kind] = {handle.id: hook, **hooks} if prepend else {**hooks, handle.id: hook}  # a new dict: a running loop keeps its own
+    # a new dict: a running loop keeps its own
+    vars(m)[kind] = {handle.id: hook, **hooks} if prepend else {**hooks, handle.id: hook}
     _install_hooks(m)
     return handle
 
@@ -620,7 +682,9 @@ def _register_forward_hook(self,
 
 @_module_method
 def _register_forward_pre_hook(self,
-                               hook, # `hook(module, args)`; a non-`None` return replaces the input (a tuple of arguments, or one value)
+                               # `hook(module, args)`; a non-`None` return replaces the input (a tuple of
+                               # arguments, or one value)
+                               hook,
                                *, prepend: bool = False, # run it before the hooks already registered
                               ) -> RemovableHandle:
     "Call `hook` before every `forward` of this module (as `torch.nn.Module.register_forward_pre_hook`)."
@@ -628,7 +692,9 @@ def _register_forward_pre_hook(self,
 
 @_module_method
 def _register_full_backward_hook(self,
-                                 hook, # `hook(module, grad_input, grad_output)` (1-tuples); a non-`None` return replaces `grad_input`
+                                 # `hook(module, grad_input, grad_output)` (1-tuples); a non-`None` return
+                                 # replaces `grad_input`
+                                 hook,
                                  *, prepend: bool = False, # run it before the hooks already registered
                                 ) -> RemovableHandle:
     "Call `hook` after every `backward` of this module (as `torch.nn.Module.register_full_backward_hook`)."
@@ -636,7 +702,9 @@ def _register_full_backward_hook(self,
 
 @_module_method
 def _register_full_backward_pre_hook(self,
-                                     hook, # `hook(module, grad_output)` (a 1-tuple); a non-`None` return replaces `grad_output`
+                                     # `hook(module, grad_output)` (a 1-tuple); a non-`None` return replaces
+                                     # `grad_output`
+                                     hook,
                                      *, prepend: bool = False, # run it before the hooks already registered
                                     ) -> RemovableHandle:
     "Call `hook` before every `backward` of this module (as `torch.nn.Module.register_full_backward_pre_hook`)."
@@ -644,22 +712,32 @@ def _register_full_backward_pre_hook(self,
 
 # %% ../../nbs/00_module.ipynb #0e5ce456
 def _replaced_grads(who: str, what: str, new, old: tuple) -> tuple:
-    "Check what a backward hook returned for `what` (`grad_input` or `grad_output`) against the tuple `old` it replaces."
+    ("Check what a backward hook returned for `what` (`grad_input` or `grad_output`) against the tuple `old` "
+     "it replaces.")
     if not isinstance(new, (tuple, list)) or len(new) != len(old):
         got = f"a {type(new).__name__} of length {len(new)}" if isinstance(new, (tuple, list)) else type(new).__name__
-        raise RuntimeError(f"{who}: a backward hook returned {got} for {what}, expected a tuple of {len(old)} (or None)")
+        raise RuntimeError(f"{who}: a backward hook returned {got} for {what}, expected a tuple of "
+                           f"{len(old)} (or None)")
     for n, o in zip(new, old):
         if o is None and n is not None:
-            raise RuntimeError(f"{who}: a backward hook returned a tensor for a {what} that is None (no input gradient was asked for)")
-        if o is not None and not (isinstance(n, torch.Tensor) and (n.shape, n.dtype, n.device) == (o.shape, o.dtype, o.device)):
-            got = f"shape {fmt_shape(n.shape)}, {n.dtype} on {n.device}" if isinstance(n, torch.Tensor) else type(n).__name__
+            raise RuntimeError(f"{who}: a backward hook returned a tensor for a {what} that is None (no "
+                               "input gradient was asked for)")
+        if o is not None and not (
+            isinstance(n, torch.Tensor) and (n.shape, n.dtype, n.device) == (o.shape, o.dtype, o.device)
+        ):
+            got = (
+                f"shape {fmt_shape(n.shape)}, {n.dtype} on {n.device}"
+                if isinstance(n, torch.Tensor)
+                else type(n).__name__
+            )
             raise RuntimeError(f"{who}: a backward hook returned {got} for {what}, expected a tensor of shape "
                                f"{fmt_shape(o.shape)}, {o.dtype} on {o.device}")
     return tuple(new)
 
 @_module_method
 def __hooked_forward(self, *args, **kwargs):
-    "`forward` of a module with forward hooks: pre-hooks, the class's `forward`, hooks; a failure forgets the saved state."
+    ("`forward` of a module with forward hooks: pre-hooks, the class's `forward`, hooks; a failure forgets "
+     "the saved state.")
     d = vars(self)
     try:
         for hook in d.get('_forward_pre_hooks', {}).values():
@@ -675,7 +753,8 @@ def __hooked_forward(self, *args, **kwargs):
 
 @_module_method
 def __hooked_backward(self, grad_output, input_grad: bool = True):
-    "`backward` of a module with backward hooks: pre-hooks on `(grad_output,)`, the class's `backward`, hooks on `(grad_input,)`."
+    ("`backward` of a module with backward hooks: pre-hooks on `(grad_output,)`, the class's `backward`, "
+     "hooks on `(grad_input,)`.")
     d, who = vars(self), f"{type(self).__name__}.backward"
     go = (grad_output,)
     for hook in d.get('_backward_pre_hooks', {}).values():

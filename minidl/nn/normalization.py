@@ -21,7 +21,8 @@ __all__ = ['BatchNorm1d', 'BatchNorm2d', 'LayerNorm']
 
 # %% ../../nbs/16_normalization.ipynb #9b640657
 def _normalization_input_grad(g, xhat, mean_g, mean_gxhat, scale, g_is_temporary: bool = False):
-    "dL/dx of a normalisation xhat = (x - mean) s: (G - mean(G) - xhat mean(G xhat)) * scale, the means over what was normalised (shared with LayerNorm)."
+    ("dL/dx of a normalisation xhat = (x - mean) s: (G - mean(G) - xhat mean(G xhat)) * scale, the means "
+     "over what was normalised (shared with LayerNorm).")
     a, c = mean_gxhat * scale, mean_g * scale  # per channel (per row): small
     t = g.mul_(scale) if g_is_temporary else g * scale  # g_is_temporary: the caller's own tensor, reused
     return t.sub_(c).addcmul_(xhat, a, value=-1)  # scale G - c - a xhat
@@ -34,7 +35,8 @@ class _BatchNorm(Module):
     def __init__(self,
                  num_features: int, # number of channels C
                  eps: float = 1e-5, # added to the variance, for numerical stability
-                 momentum: float | None = 0.1, # weight of the new batch in the running statistics (`None`: cumulative average)
+                 # weight of the new batch in the running statistics (`None`: cumulative average)
+                 momentum: float | None = 0.1,
                  affine: bool = True, # learn a per-channel scale `weight` and shift `bias`
                  track_running_stats: bool = True, # keep running statistics (buffers) for evaluation mode
                  device=None, # device of the parameters and buffers (default: CPU)
@@ -46,11 +48,14 @@ class _BatchNorm(Module):
         C = self.num_features = check_size(num_features, 'num_features', who)
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
             raise ValueError(f"{who} expects eps to be a number >= 0, got {eps!r}")
-        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1):
+        if momentum is not None and (
+            isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1
+        ):
             raise ValueError(f"{who} expects momentum in [0, 1] or None (cumulative average), got {momentum!r}")
         for name, v in (('affine', affine), ('track_running_stats', track_running_stats), ('bias', bias)):
             if not isinstance(v, bool): raise TypeError(f"{who} expects {name} to be True or False, got {v!r}")
-        device, dtype = _parse_device(who, device), _parse_dtype(who, dtype)  # clear errors for 'float64', torch.int64, 'gpu'
+        # clear errors for 'float64', torch.int64, 'gpu'
+        device, dtype = _parse_device(who, device), _parse_dtype(who, dtype)
         self.eps, self.momentum = float(eps), (None if momentum is None else float(momentum))
         self.affine, self.track_running_stats = affine, track_running_stats
         kw = dict(device=device, dtype=dtype)
@@ -86,7 +91,8 @@ class _BatchNorm(Module):
             raise TypeError(f"{who} has {ref.dtype} parameters/buffers but got a {x.dtype} input: "
                             f"convert one of them (x.to({ref.dtype}) or bn.to(dtype={x.dtype}))")
         if ref is not None and x.device != ref.device:
-            raise RuntimeError(f"{who} has its state on {ref.device} but got an input on {x.device}: move one of them with .to()")
+            raise RuntimeError(f"{who} has its state on {ref.device} but got an input on {x.device}: move "
+                               "one of them with .to()")
         return x
 
     def forward(self,
@@ -117,7 +123,8 @@ class _BatchNorm(Module):
         self.num_batches_tracked.add_(1)
         if m == 0: return  # an empty batch (a shape, no sync): torch only counts it, the statistics stay as they were
         a = self.momentum
-        if a is None: a = self.num_batches_tracked.to(mean.dtype).reciprocal()  # cumulative average, stays on the device
+        # cumulative average, stays on the device
+        if a is None: a = self.num_batches_tracked.to(mean.dtype).reciprocal()
         self.running_mean.lerp_(mean, a)
         self.running_var.lerp_(var_sum / (m - 1), a)
 
@@ -144,10 +151,12 @@ class _BatchNorm(Module):
 
     _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
 
-    _accept_reads_state = True  # the mode decides whether one value per channel is enough: a container calls it every time
+    # the mode decides whether one value per channel is enough: a container calls it every time
+    _accept_reads_state = True
 
     def _accept(self, x) -> torch.Tensor:
-        "The checked input; with batch statistics, more than one value per channel (the shape says it: no synchronisation)."
+        ("The checked input; with batch statistics, more than one value per channel (the shape says it: no "
+         "synchronisation).")
         x = self._check_input(x)
         if (self.training or self.running_mean is None) and x.numel() // self.num_features == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
@@ -183,15 +192,18 @@ def _check_normalized_shape(shape, who: str) -> tuple:
     try: items = tuple(items)
     except TypeError: items = None
     if not items or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0 for n in items):
-        raise ValueError(f"{who} expects normalized_shape to be a positive integer or a non-empty sequence of them, got {shape!r}")
+        raise ValueError(f"{who} expects normalized_shape to be a positive integer or a non-empty sequence "
+                         f"of them, got {shape!r}")
     return tuple(int(n) for n in items)
 
 class LayerNorm(Module):
-    "Layer normalisation over the last dimensions `normalized_shape`: `(x - mean) / sqrt(var + eps) * weight + bias`, as `torch.nn.LayerNorm`."
+    ("Layer normalisation over the last dimensions `normalized_shape`: `(x - mean) / sqrt(var + eps) * "
+     "weight + bias`, as `torch.nn.LayerNorm`.")
     def __init__(self,
                  normalized_shape, # the trailing shape normalised over (an int for the last dimension)
                  eps: float = 1e-5, # added to the variance, for numerical stability
-                 elementwise_affine: bool = True, # learn a scale `weight` (and a shift `bias`) of shape `normalized_shape`
+                 # learn a scale `weight` (and a shift `bias`) of shape `normalized_shape`
+                 elementwise_affine: bool = True,
                  bias: bool = True, # with `elementwise_affine`, learn the shift `bias` too
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
@@ -219,22 +231,26 @@ class LayerNorm(Module):
         k, w, b, F = len(self.normalized_shape), self.weight, self.bias, self._F
         x2 = x if k == 1 and x.dim() == 2 else x.reshape(-1, F)  # rows (M, F)
         xc = torch.sub(x2, x2.sum(1, keepdim=True), alpha=1 / F) # x - mu, mu = (sum of the row) / F
-        n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)    # |x - mu| = sqrt(F var), one per row: no (x - mu)^2 tensor
+        # |x - mu| = sqrt(F var), one per row: no (x - mu)^2 tensor
+        n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)
         s = torch.addcmul(n.new_full((), self.eps), n, n, value=1 / F).rsqrt_()  # s = 1 / sqrt(|x - mu|^2 / F + eps)
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
         if w is None: return xhat if x2 is x else xhat.view_as(x)
         gamma = w.value if k == 1 else w.value.view(F)           # the parameters as rows of F (a view only when k > 1)
-        y = xhat * gamma if b is None else torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma)  # beta + gamma xhat
+        # beta + gamma xhat
+        y = xhat * gamma if b is None else torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma)
         return y if x2 is x else y.view_as(x)
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
-        "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G over the rows; return dL/dx = s (ghat - mean ghat - xhat mean(ghat xhat))."
+        ("Accumulate dL/dweight = sum G xhat and dL/dbias = sum G over the rows; return dL/dx = s (ghat - "
+         "mean ghat - xhat mean(ghat xhat)).")
         xhat, s, _ = self._saved
-        w, b, F, flat = self.weight, self.bias, self._F, len(self.normalized_shape) == 1  # flat: the parameters are rows of F already
+        # flat: the parameters are rows of F already
+        w, b, F, flat = self.weight, self.bias, self._F, len(self.normalized_shape) == 1
         g = grad_output if flat and grad_output.dim() == 2 else grad_output.reshape(-1, F)  # rows (M, F)
         if w is None:
             if not input_grad: return None
@@ -242,7 +258,8 @@ class LayerNorm(Module):
             dx = _normalization_input_grad(g, xhat, mean_g, mean_gx, s)
             return dx if g is grad_output else dx.view_as(grad_output)
         gx = g * xhat
-        if flat:                                                 # sums over the rows as matrix-vector products G^T 1, added in place
+        # sums over the rows as matrix-vector products G^T 1, added in place
+        if flat:
             ones = _ones(g.shape[0], g.dtype, g.device)          # (cached: never written to)
             w.grad.addmv_(gx.t(), ones)                          # dL/dgamma += (G xhat)^T 1
             if b is not None: b.grad.addmv_(g.t(), ones)         # dL/dbeta += G^T 1
@@ -251,26 +268,36 @@ class LayerNorm(Module):
             if b is not None: b.grad.add_(g.sum(0).view(b.grad.shape))  # dL/dbeta = sum over rows of G
         if not input_grad: return None
         gamma = w.value if flat else w.value.view(F)
-        neg_gamma_F = gamma * (-1 / F)                           # -gamma / F: both means below are matrix-vector products
+        # -gamma / F: both means below are matrix-vector products
+        neg_gamma_F = gamma * (-1 / F)
         neg_mean_g = torch.mv(g, neg_gamma_F).unsqueeze_(1)      # -mean of ghat = -G gamma / F, a column (M, 1)
         neg_mean_gx = torch.mv(gx, neg_gamma_F).unsqueeze_(1)    # -mean of ghat xhat = -(G xhat) gamma / F
-        dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
+        # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
+        dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)
         dx.addcmul_(xhat, neg_mean_gx).mul_(s)                   # s (ghat - mean ghat - xhat mean(ghat xhat))
         return dx if g is grad_output else dx.view_as(grad_output)
 
     _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
 
     def _accept(self, x) -> torch.Tensor:
-        "A floating-point `(*, *normalized_shape)` tensor of the parameters' dtype and device (one combined test), else a clear error."
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad): x = check_tensor(x, 'input', 'LayerNorm')
+        ("A floating-point `(*, *normalized_shape)` tensor of the parameters' dtype and device (one combined "
+         "test), else a clear error.")
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad):
+            x = check_tensor(x, 'input', 'LayerNorm')
         k, w, b = len(self.normalized_shape), self.weight, self.bias
         if x.shape[x.dim() - k:] != self.normalized_shape or x.dim() < k: raise self._input_error(x)
-        if w is not None and (w.value.dtype != x.dtype or w.value.device != x.device or w.value.shape != self.normalized_shape
-                              or (b is not None and b.value.shape != self.normalized_shape)): raise self._input_error(x)
+        if w is not None and (
+            w.value.dtype != x.dtype
+            or w.value.device != x.device
+            or w.value.shape != self.normalized_shape
+            or (b is not None and b.value.shape != self.normalized_shape)
+        ):
+            raise self._input_error(x)
         return x
 
     def _accept_grad(self, g) -> torch.Tensor:
-        "A gradient of the input's shape, dtype and device; every `.grad` fits its parameter (checked after an assignment)."
+        ("A gradient of the input's shape, dtype and device; every `.grad` fits its parameter (checked after "
+         "an assignment).")
         xhat, _, shape = self._saved
         g = check_grad(g, 'LayerNorm', shape=shape, dtype=xhat.dtype, device=xhat.device)
         if self.weight is not None and self._seen_grads != Parameter._edits:  # so that no accumulation fails half-way
@@ -287,12 +314,13 @@ class LayerNorm(Module):
                               f"{list(ns)} in the last dimensions), got {fmt_shape(x.shape)}")
         for name, p in (('weight', w), ('bias', self.bias)):
             if p is not None and p.value.shape != ns:
-                return RuntimeError(f"LayerNorm's {name} has shape {fmt_shape(p.value.shape)}, expected {fmt_shape(ns)}: "
-                                    f"load values with load_state_dict, which checks them")
+                return RuntimeError(f"LayerNorm's {name} has shape {fmt_shape(p.value.shape)}, expected "
+                                    f"{fmt_shape(ns)}: load values with load_state_dict, which checks them")
         if x.dtype != w.value.dtype:
             return TypeError(f"LayerNorm has {w.value.dtype} parameters but got a {x.dtype} input: "
                              f"convert one of them (x.to({w.value.dtype}) or ln.to(dtype={x.dtype}))")
-        return RuntimeError(f"LayerNorm has parameters on {w.value.device} but got an input on {x.device}: move one of them with .to()")
+        return RuntimeError(f"LayerNorm has parameters on {w.value.device} but got an input on {x.device}: "
+                            "move one of them with .to()")
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

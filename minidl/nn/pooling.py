@@ -24,8 +24,11 @@ def _defaults_only(who: str, **given):
     "Accept torch's keywords at their default values only: `name=(value, default)`; any other value is a clear error."
     for name, (value, default) in given.items():
         if default == 1 and not isinstance(default, bool):  # dilation: 1 or (1, 1), as ints
-            ok = (type(value) is int and value == 1) or (isinstance(value, (tuple, list)) and
-                                                         [type(v) for v in value] == [int, int] and tuple(value) == (1, 1))
+            ok = (type(value) is int and value == 1) or (
+                isinstance(value, (tuple, list))
+                and [type(v) for v in value] == [int, int]
+                and tuple(value) == (1, 1)
+            )
         else: ok = value is default  # True, False, None
         if not ok:
             raise ValueError(f"{who} supports {name}={default!r} only (torch's default), got {name}={value!r}")
@@ -56,10 +59,19 @@ class _Pool2d(Module):
         return pt.permute(3, 4, 0, 1, 2, 5).reshape(kh * kw, N, Ho, Wo, C)
 
     def _accept(self, x) -> torch.Tensor:
-        "A floating-point `(N, C, H, W)` tensor in which the window fits once padded (one combined test), else a clear error."
+        ("A floating-point `(N, C, H, W)` tensor in which the window fits once padded (one combined test), "
+         "else a clear error.")
         (kh, kw), (ph, pw) = self._k, self._p
-        if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()
-                and x.shape[2] + 2 * ph >= kh and x.shape[3] + 2 * pw >= kw and x.shape[1] and x.shape[2] and x.shape[3]):
+        if not (
+            isinstance(x, torch.Tensor)
+            and x.dim() == 4
+            and x.is_floating_point()
+            and x.shape[2] + 2 * ph >= kh
+            and x.shape[3] + 2 * pw >= kw
+            and x.shape[1]
+            and x.shape[2]
+            and x.shape[3]
+        ):
             x = _check_image(x, type(self).__name__, self._k, self._p)  # raises the error that says what is wrong
         return x.detach() if x.requires_grad else x
 
@@ -69,7 +81,8 @@ class _Pool2d(Module):
         return _size_error(type(self).__name__, self.extra_repr(), x, self._k, self._s, self._p, refused)
 
     def _col2im(self, dt: torch.Tensor, shape: tuple) -> torch.Tensor:
-        "Add the window gradients `dt` `(kh kw, N, H_out, W_out, C)` back onto the input image of `shape` `(N, C, H, W)`."
+        ("Add the window gradients `dt` `(kh kw, N, H_out, W_out, C)` back onto the input image of `shape` "
+         "`(N, C, H, W)`.")
         (kh, kw), (ph, pw), (_, _, H, W) = self._k, self._p, shape
         dp = dt.view(kh, kw, *dt.shape[1:]).permute(2, 3, 4, 0, 1, 5)        # (N, H_out, W_out, kh, kw, C)
         return _col2im(dp, H + 2 * ph, W + 2 * pw, self._s)[:, ph:ph + H, pw:pw + W].permute(0, 3, 1, 2)
@@ -77,7 +90,13 @@ class _Pool2d(Module):
     def _grad(self, grad_output, saved_shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         "Check the upstream gradient has the forward output's shape, dtype and device (metadata only: no sync)."
         (N, C, H, W), (kh, kw), (sh, sw), (ph, pw) = saved_shape, self._k, self._s, self._p
-        return check_grad(grad_output, type(self).__name__, shape=(N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)), dtype=dtype, device=device)
+        return check_grad(
+            grad_output,
+            type(self).__name__,
+            shape=(N, C, _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)),
+            dtype=dtype,
+            device=device,
+        )
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -86,7 +105,8 @@ class _Pool2d(Module):
 @functools.lru_cache(maxsize=64)
 def _first_weights(kh: int, kw: int, Ho: int, Wo: int, H: int, W: int, sh: int, sw: int, ph: int, pw: int,
                    device: torch.device) -> torch.Tensor:
-    "`(kh kw, 1, H_out, W_out, 1)` weights: `kh kw - t` at window position `t` of a real pixel, 0 at a padding position."
+    ("`(kh kw, 1, H_out, W_out, 1)` weights: `kh kw - t` at window position `t` of a real pixel, 0 at a "
+     "padding position.")
     t = torch.arange(kh * kw, device=device)
     rows = torch.arange(Ho, device=device) * sh + (t // kw)[:, None] - ph     # (kh kw, H_out): the pixel's row
     cols = torch.arange(Wo, device=device) * sw + (t % kw)[:, None] - pw      # (kh kw, W_out): its column
@@ -97,10 +117,13 @@ def _first_weights(kh: int, kw: int, Ho: int, Wo: int, H: int, W: int, sh: int, 
 @functools.lru_cache(maxsize=64)
 def _last_weights(kk: int, device: torch.device) -> torch.Tensor:
     "`(kk, 1, 1, 1, 1)` weights `t + 1`: the largest goes to the last position (PyTorch's choice among NaNs)."
-    return torch.arange(1, kk + 1, device=device, dtype=torch.uint8 if kk < 256 else torch.int32)[:, None, None, None, None]
+    return torch.arange(1, kk + 1, device=device, dtype=torch.uint8 if kk < 256 else torch.int32)[
+        :, None, None, None, None
+    ]
 
 class MaxPool2d(_Pool2d):
-    "Max pooling over `(N, C, H, W)` images, output `(N, C, H_out, W_out)`; the gradient goes to the first maximum of each window."
+    ("Max pooling over `(N, C, H, W)` images, output `(N, C, H_out, W_out)`; the gradient goes to the first "
+     "maximum of each window.")
     def __init__(self,
                  kernel_size: int | tuple[int, int], # window (kh, kw), or one int for both
                  stride: int | tuple[int, int] | None = None, # step between windows (default: `kernel_size`)
@@ -109,7 +132,12 @@ class MaxPool2d(_Pool2d):
                  return_indices: bool = False, # only False (torch's default)
                  ceil_mode: bool = False, # only False (torch's default)
                 ):
-        _defaults_only('MaxPool2d', dilation=(dilation, 1), return_indices=(return_indices, False), ceil_mode=(ceil_mode, False))
+        _defaults_only(
+            'MaxPool2d',
+            dilation=(dilation, 1),
+            return_indices=(return_indices, False),
+            ceil_mode=(ceil_mode, False),
+        )
         super().__init__(kernel_size, stride, padding)
 
     def forward(self,
@@ -120,9 +148,11 @@ class MaxPool2d(_Pool2d):
         kk, N, Ho, Wo, C = t.shape
         y = t.amax(0)
         w = _first_weights(*self._k, Ho, Wo, x.shape[2], x.shape[3], *self._s, *self._p, t.device)
-        v = ((t == y) * w).amax(0)                                          # kk - (first maximum); 0 in a window with a NaN
+        # kk - (first maximum); 0 in a window with a NaN
+        v = ((t == y) * w).amax(0)
         last = ((t != t) * _last_weights(kk, t.device)).amax(0)             # 1 + (last NaN); 0 in a window without one
-        first = torch.where(v == 0, last.long() - 1, kk - v.long())         # t*: first maximum, or last NaN (as PyTorch)
+        # t*: first maximum, or last NaN (as PyTorch)
+        first = torch.where(v == 0, last.long() - 1, kk - v.long())
         self._save_for_backward(first, tuple(x.shape), x.dtype)
         return y.permute(0, 3, 1, 2)
 
@@ -144,7 +174,8 @@ class MaxPool2d(_Pool2d):
 
 # %% ../../nbs/18_pooling.ipynb #e53b31b7
 class AvgPool2d(_Pool2d):
-    "Average pooling over `(N, C, H, W)` images, output `(N, C, H_out, W_out)`; zero padding counts in the mean (as torch's default)."
+    ("Average pooling over `(N, C, H, W)` images, output `(N, C, H_out, W_out)`; zero padding counts in the "
+     "mean (as torch's default).")
     def __init__(self,
                  kernel_size: int | tuple[int, int], # window (kh, kw), or one int for both
                  stride: int | tuple[int, int] | None = None, # step between windows (default: `kernel_size`)

@@ -21,19 +21,26 @@ __all__ = ['Embedding']
 _INDEX_DTYPES = (torch.int64, torch.int32)
 
 class Embedding(Module):
-    "Lookup table: row `i` of `weight` (shape `(num_embeddings, embedding_dim)`) for each index `i`; input `(*)` -> output `(*, embedding_dim)`."
+    ("Lookup table: row `i` of `weight` (shape `(num_embeddings, embedding_dim)`) for each index `i`; input "
+     "`(*)` -> output `(*, embedding_dim)`.")
     def __init__(self,
                  num_embeddings: int, # size of the vocabulary V (rows of the table)
                  embedding_dim: int, # size D of each vector
-                 padding_idx: int | None = None, # a row kept at zero that receives no gradient (negative counts from the end)
+                 # a row kept at zero that receives no gradient (negative counts from the end)
+                 padding_idx: int | None = None,
                  device=None, # device of the table (default: CPU)
                  dtype=None, # floating-point dtype of the table (default: `torch.get_default_dtype()`)
-                 generator: torch.Generator | None = None, # random generator for the initialisation (default: torch's global one)
+                 # random generator for the initialisation (default: torch's global one)
+                 generator: torch.Generator | None = None,
                 ):
         V = self.num_embeddings = check_size(num_embeddings, 'num_embeddings', 'Embedding')
         D = self.embedding_dim = check_size(embedding_dim, 'embedding_dim', 'Embedding')
         if padding_idx is not None:
-            if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral) or not -V <= padding_idx < V:
+            if (
+                isinstance(padding_idx, bool)
+                or not isinstance(padding_idx, numbers.Integral)
+                or not -V <= padding_idx < V
+            ):
                 raise ValueError(f"Embedding expects padding_idx to be None or an integer in [{-V}, {V}) "
                                  f"(num_embeddings={V}), got {padding_idx!r}")
             padding_idx = int(padding_idx) % V  # as torch: -1 is the last row
@@ -75,7 +82,10 @@ class Embedding(Module):
     def _accept(self, input) -> torch.Tensor:
         "Integer indices, and a weight of shape (num_embeddings, embedding_dim); else the error that says why."
         w = self.weight.value
-        if not (isinstance(input, torch.Tensor) and input.dtype in _INDEX_DTYPES) or w.shape != (self.num_embeddings, self.embedding_dim):
+        if not (isinstance(input, torch.Tensor) and input.dtype in _INDEX_DTYPES) or w.shape != (
+            self.num_embeddings,
+            self.embedding_dim,
+        ):
             raise self._input_error(input)
         return input
 
@@ -84,9 +94,16 @@ class Embedding(Module):
         return self._input_error(input) if isinstance(refused, (IndexError, RuntimeError)) else refused
 
     def _accept_grad(self, g) -> torch.Tensor:
-        "A gradient of shape `(*, embedding_dim)` of the weight's dtype and device; weight.grad fits (checked after an assignment)."
+        ("A gradient of shape `(*, embedding_dim)` of the weight's dtype and device; weight.grad fits "
+         "(checked after an assignment).")
         w = self.weight
-        g = check_grad(g, 'Embedding', shape=self._saved[1] + (self.embedding_dim,), dtype=w.value.dtype, device=w.value.device)
+        g = check_grad(
+            g,
+            'Embedding',
+            shape=self._saved[1] + (self.embedding_dim,),
+            dtype=w.value.dtype,
+            device=w.value.device,
+        )
         if self._seen_grads != Parameter._edits:
             edits = Parameter._edits
             _check_accumulators(self, 'Embedding')
@@ -105,9 +122,12 @@ class Embedding(Module):
             return RuntimeError(f"Embedding's weight has shape {fmt_shape(w.shape)}, expected "
                                 f"({V}, {self.embedding_dim}): load values with load_state_dict, which checks them")
         if input.device != w.device:
-            return RuntimeError(f"Embedding has its weight on {w.device} but got indices on {input.device}: move one of them with .to()")
+            return RuntimeError(f"Embedding has its weight on {w.device} but got indices on {input.device}: "
+                                "move one of them with .to()")
         lo, hi = int(input.min()), int(input.max())
         return IndexError(f"Embedding expects indices in [0, {V}) (num_embeddings={V}), got values from {lo} to {hi}")
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}" + ('' if self.padding_idx is None else f", padding_idx={self.padding_idx}")
+        return f"{self.num_embeddings}, {self.embedding_dim}" + (
+            '' if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        )

@@ -24,24 +24,29 @@ __all__ = ['TransformerBlock']
 
 # %% ../../nbs/22_transformer.ipynb #d07eeef8
 class TransformerBlock(Module):
-    "Pre-norm Transformer block with causal self-attention on `(B, T, d_model)`; names and parameters of `torch.nn.TransformerEncoderLayer(batch_first=True, norm_first=True)`."
+    ("Pre-norm Transformer block with causal self-attention on `(B, T, d_model)`; names and parameters of "
+     "`torch.nn.TransformerEncoderLayer(batch_first=True, norm_first=True)`.")
     def __init__(self,
                  d_model: int, # E, the size of each position's vector
                  nhead: int, # number of attention heads (it must divide d_model)
                  dim_feedforward: int = 2048, # width of the feed-forward network's hidden layer
-                 dropout: float = 0.0, # dropout probability (attention weights, both sub-layers' outputs, the hidden layer)
+                 # dropout probability (attention weights, both sub-layers' outputs, the hidden layer)
+                 dropout: float = 0.0,
                  activation: str | Module = 'gelu', # `'gelu'`, `'relu'`, or a minidl module
                  layer_norm_eps: float = 1e-5, # eps of both LayerNorms
                  bias: bool = True, # biases in the linear layers, the attention and the LayerNorms
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
-                 generator: torch.Generator | None = None, # random generator for the initialisation and the dropout masks
+                 # random generator for the initialisation and the dropout masks
+                 generator: torch.Generator | None = None,
                 ):
         E = self.d_model = check_size(d_model, 'd_model', 'TransformerBlock')
         F = check_size(dim_feedforward, 'dim_feedforward', 'TransformerBlock')
-        if isinstance(activation, str) and activation in ('gelu', 'relu'): act = GELU() if activation == 'gelu' else ReLU()
+        if isinstance(activation, str) and activation in ('gelu', 'relu'):
+            act = GELU() if activation == 'gelu' else ReLU()
         elif isinstance(activation, Module): act = activation
-        else: raise ValueError(f"TransformerBlock expects activation to be 'gelu', 'relu' or a minidl Module, got {activation!r}")
+        else: raise ValueError("TransformerBlock expects activation to be 'gelu', 'relu' or a minidl "
+                               f"Module, got {activation!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(f"TransformerBlock expects a dropout probability in [0, 1], got {dropout!r}")
         kw = dict(device=device, dtype=dtype)
@@ -58,9 +63,11 @@ class TransformerBlock(Module):
     def forward(self,
                 x: torch.Tensor, # input `(B, T, d_model)`
                ) -> torch.Tensor: # output `(B, T, d_model)`
-        "x1 = x + dropout1(self_attn(norm1(x))); return x1 + dropout2(linear2(dropout(activation(linear1(norm2(x1))))))."
+        ("x1 = x + dropout1(self_attn(norm1(x))); return x1 + "
+         "dropout2(linear2(dropout(activation(linear1(norm2(x1)))))).")
         x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                  # x1 = x + Drop(Attn(LN1(x)))
-        y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)  # y = x1 + Drop(FF(LN2(x1)))
+        # y = x1 + Drop(FF(LN2(x1)))
+        y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)
         self._save_for_backward()  # marks a complete forward
         return y  # (the sums are taken in place: the branches' outputs are new tensors that nothing saved)
 
@@ -68,9 +75,12 @@ class TransformerBlock(Module):
                  grad_output: torch.Tensor, # dL/dy, `(B, T, d_model)`
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
-        "Backpropagate through both sub-layers in reverse order; each residual connection adds its two paths' gradients."
+        ("Backpropagate through both sub-layers in reverse order; each residual connection adds its two "
+         "paths' gradients.")
         g = self.dropout2.backward(grad_output)
-        g = self.norm2.backward(self.linear1.backward(self.activation.backward(self.dropout.backward(self.linear2.backward(g)))))
+        g = self.norm2.backward(
+            self.linear1.backward(self.activation.backward(self.dropout.backward(self.linear2.backward(g))))
+        )
         g1 = g.add_(grad_output)                                                   # dL/dx1 = G + J_FF^T G
         g = self.norm1.backward(self.self_attn.backward(self.dropout1.backward(g1)), input_grad)
         return g.add_(g1) if input_grad else None                                  # dL/dx = dL/dx1 + J_Attn^T dL/dx1
@@ -80,7 +90,8 @@ class TransformerBlock(Module):
         return f"d_model={self.d_model}, nhead={self.self_attn.num_heads}"
 
 # %% ../../nbs/22_transformer.ipynb #e7b2c4d2
-TransformerBlock._seen_grads = (-1, ())  # (`Parameter._edits`, the modules covered) at the last full check of the gradient buffers
+# (`Parameter._edits`, the modules covered) at the last full check of the gradient buffers
+TransformerBlock._seen_grads = (-1, ())
 
 def _tree(m: Module, out: list) -> list:
     "`m` and its descendants, as `m.modules()` without building their names (this key is compared at every backward)."
@@ -94,9 +105,11 @@ def _tree(m: Module, out: list) -> list:
 
 @_method_of(TransformerBlock)
 def _accept(self, x):
-    "The input if it is a tensor without autograd history of shape (B, T, d_model), else the checked input (or a clear error)."
+    ("The input if it is a tensor without autograd history of shape (B, T, d_model), else the checked input "
+     "(or a clear error).")
     if type(x) is _Tensor and not x.requires_grad and x.dim() == 3 and x.shape[2] == self.d_model: return x
-    x = check_tensor(x, 'input', 'TransformerBlock')  # a clear error for a non-tensor or an integer tensor; no autograd history
+    # a clear error for a non-tensor or an integer tensor; no autograd history
+    x = check_tensor(x, 'input', 'TransformerBlock')
     if x.dim() != 3 or x.shape[2] != self.d_model:
         raise ValueError(f"TransformerBlock expects an input of shape (B, T, {self.d_model}) (d_model={self.d_model}), "
                          f"got {fmt_shape(x.shape)}")
@@ -104,7 +117,8 @@ def _accept(self, x):
 
 @_method_of(TransformerBlock)
 def _accept_grad(self, g):
-    "The gradient (its shape is `dropout2`'s to check), once a complete forward came first and every gradient buffer fits."
+    ("The gradient (its shape is `dropout2`'s to check), once a complete forward came first and every "
+     "gradient buffer fits.")
     if self._saved is None: raise _not_called(type(self).__name__, self._why)
     seen, modules = self._seen_grads, tuple(_tree(self, []))
     if seen[0] != Parameter._edits or seen[1] != modules: self._check_parameters(modules)
@@ -114,6 +128,7 @@ def _accept_grad(self, g):
 def _check_parameters(self, modules: tuple):
     "Every child's gradient buffers and the attention's parameters (metadata only), before any child accumulates."
     edits = Parameter._edits
-    for name, m in self.named_modules(): _check_accumulators(m, f"TransformerBlock.{name}" if name else 'TransformerBlock')
+    for name, m in self.named_modules():
+        _check_accumulators(m, f"TransformerBlock.{name}" if name else 'TransformerBlock')
     self.self_attn._check_parameters(grads=True)
     self._seen_grads = (edits, modules)

@@ -17,15 +17,24 @@ __all__ = ['Adam', 'AdamW']
 
 # %% ../../nbs/32_adam.ipynb #5a772f8b
 class Adam(Optimizer):
-    "Adam (bias-corrected moments, eps after the bias-corrected root, optional AMSGrad, L2 or decoupled weight decay), as `torch.optim.Adam`."
-    _checks = {'lr': check_rate, 'betas': check_betas, 'eps': check_rate, 'weight_decay': check_rate, 'amsgrad': check_flag,
-               'decoupled_weight_decay': check_flag}
+    ("Adam (bias-corrected moments, eps after the bias-corrected root, optional AMSGrad, L2 or decoupled "
+     "weight decay), as `torch.optim.Adam`.")
+    _checks = {
+        'lr': check_rate,
+        'betas': check_betas,
+        'eps': check_rate,
+        'weight_decay': check_rate,
+        'amsgrad': check_flag,
+        'decoupled_weight_decay': check_flag,
+    }
     _optional = {'decoupled_weight_decay': False}  # absent from older torch and minidl state dicts
     _state_names = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
     _has_step = True
 
     def __init__(self,
-                 params, # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and their own settings
+                 # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and
+                 # their own settings
+                 params,
                  lr: float = 1e-3, # learning rate eta (>= 0)
                  betas: tuple[float, float] = (0.9, 0.999), # decay rates (beta1, beta2) of the two moments, in [0, 1)
                  eps: float = 1e-8, # added to the bias-corrected root of the second moment (>= 0)
@@ -39,7 +48,8 @@ class Adam(Optimizer):
     def _path(self, h): return (h['weight_decay'] != 0, h['amsgrad'], h['decoupled_weight_decay'])
 
     def _prepare(self, i, h):
-        "This group's step t and bias-corrected step size, checked (before any change): the rate, the step size, eps in the dtype."
+        ("This group's step t and bias-corrected step size, checked (before any change): the rate, the step "
+         "size, eps in the dtype.")
         t = self.step_count + 1 - (self.step_count if self._start[i] is None else self._start[i])
         lr, low = h['lr'], self._cache[4][i][0]
         _check_lr(self, lr, i)
@@ -56,7 +66,11 @@ class Adam(Optimizer):
         if self._start[i] is None: self._start[i] = self.step_count
         for k in ('exp_avg', 'exp_avg_sq') + (('max_exp_avg_sq',) if h['amsgrad'] else ()):
             if self._bufs(k, i) is None: self._set_bufs(k, i, [torch.zeros_like(v) for v in values])
-        return self._bufs('exp_avg', i), self._bufs('exp_avg_sq', i), self._bufs('max_exp_avg_sq', i) if h['amsgrad'] else None
+        return (
+            self._bufs('exp_avg', i),
+            self._bufs('exp_avg_sq', i),
+            self._bufs('max_exp_avg_sq', i) if h['amsgrad'] else None,
+        )
 
     def _update(self, i, h, plan, values, grads):
         (b1, b2), lr, wd = h['betas'], h['lr'], h['weight_decay']
@@ -82,7 +96,9 @@ class AdamW(Adam):
     "Adam with decoupled weight decay `theta *= 1 - lr * weight_decay`, as `torch.optim.AdamW`."
     _optional = {'decoupled_weight_decay': True}
     def __init__(self,
-                 params, # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and their own settings
+                 # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and
+                 # their own settings
+                 params,
                  lr: float = 1e-3, # learning rate eta (>= 0)
                  betas: tuple[float, float] = (0.9, 0.999), # decay rates (beta1, beta2) of the two moments, in [0, 1)
                  eps: float = 1e-8, # added to the bias-corrected root of the second moment (>= 0)

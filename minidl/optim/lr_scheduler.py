@@ -20,10 +20,12 @@ __all__ = ['LRScheduler', 'StepLR', 'CosineAnnealingLR', 'OneCycleLR']
 
 # %% ../../nbs/33_lr_scheduler.ipynb #d347b85f
 def _per_group(v, optimizer, who: str, name: str, check) -> float | list[float]:
-    "One value for every parameter group, or a list or tuple with one per group (as torch's `max_lr=[...]`), each checked."
+    ("One value for every parameter group, or a list or tuple with one per group (as torch's "
+     "`max_lr=[...]`), each checked.")
     if isinstance(v, (list, tuple)):
         if len(v) != len(optimizer.param_groups):
-            raise ValueError(f"{who} expects {name} to be a number or one per parameter group ({len(optimizer.param_groups)}), got {len(v)}: {v!r}")
+            raise ValueError(f"{who} expects {name} to be a number or one per parameter group "
+                             f"({len(optimizer.param_groups)}), got {len(v)}: {v!r}")
         return [check(x, name, who) for x in v]
     return check(v, name, who)
 
@@ -35,15 +37,21 @@ def _check_drives(scheduler, optimizer, who: str):
     if scheduler is None: return
     target = getattr(scheduler, 'optimizer', optimizer)
     if target is optimizer: return
-    def name(o): return type(o).__name__ + (f" over {len(o.params)} parameters" if isinstance(getattr(o, 'params', None), list) else '')
+    def name(o):
+        return type(o).__name__ + (
+            f" over {len(o.params)} parameters" if isinstance(getattr(o, 'params', None), list) else ''
+        )
     if optimizer is None:
-        raise ValueError(f"{who}: the schedule {type(scheduler).__name__} drives an optimizer ({name(target)}) that was not given: pass it too")
-    raise ValueError(f"{who}: the schedule {type(scheduler).__name__} drives another optimizer ({name(target)}), not the {name(optimizer)} "
-                     f"given: create the schedule on this optimizer, e.g. {type(scheduler).__name__}(optimizer, ...)")
+        raise ValueError(f"{who}: the schedule {type(scheduler).__name__} drives an optimizer "
+                         f"({name(target)}) that was not given: pass it too")
+    raise ValueError(f"{who}: the schedule {type(scheduler).__name__} drives another optimizer "
+                     f"({name(target)}), not the {name(optimizer)} given: create the schedule on this "
+                     f"optimizer, e.g. {type(scheduler).__name__}(optimizer, ...)")
 
 # %% ../../nbs/33_lr_scheduler.ipynb #e1e50e4f
 class LRScheduler:
-    "Base class of the schedules: set every parameter group's `lr` (from its own base rate) at creation (step 0) and at every `step()`."
+    ("Base class of the schedules: set every parameter group's `lr` (from its own base rate) at creation "
+     "(step 0) and at every `step()`.")
     _hyper_names: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
@@ -68,7 +76,8 @@ class LRScheduler:
 
     def step(self):
         "Advance the schedule by one optimizer step and set every group's rate (and momentum) for the next one."
-        lrs, momenta = self._compute(self.last_epoch + 1)  # the schedule's formula at the next step (checked: see below)
+        # the schedule's formula at the next step (checked: see below)
+        lrs, momenta = self._compute(self.last_epoch + 1)
         self.last_epoch += 1
         self._apply(lrs, momenta)
 
@@ -94,7 +103,11 @@ class LRScheduler:
         "Check a state dict against this schedule; return the attributes to set (nothing is changed here)."
         who = f"{type(self).__name__}.load_state_dict"
         if isinstance(sd, dict) and {'base_lr', 'last_lr'} <= set(sd):  # the earlier one-group layout
-            sd = {**{k: v for k, v in sd.items() if k not in ('base_lr', 'last_lr')}, 'base_lrs': [sd['base_lr']], 'last_lrs': [sd['last_lr']]}
+            sd = {
+                **{k: v for k, v in sd.items() if k not in ('base_lr', 'last_lr')},
+                'base_lrs': [sd['base_lr']],
+                'last_lrs': [sd['last_lr']],
+            }
         keys = {'type', 'last_epoch', 'base_lrs', 'last_lrs', 'hyper'}
         if not isinstance(sd, dict) or set(sd) != keys:
             raise ValueError(f"{who} expects a dict with keys {sorted(keys)} (from state_dict()), got "
@@ -137,7 +150,8 @@ class LRScheduler:
     def __repr__(self):
         hyper = ', '.join(f"{k}={getattr(self, k)!r}" for k in self._hyper_names)
         last = ', '.join(f"{lr:.6g}" for lr in self.last_lrs)
-        return f"{type(self).__name__}({hyper}, last_epoch={self.last_epoch}, last_lr{'s' if len(self.last_lrs) > 1 else ''}={last})"
+        s = 's' if len(self.last_lrs) > 1 else ''
+        return f"{type(self).__name__}({hyper}, last_epoch={self.last_epoch}, last_lr{s}={last})"
 
 # %% ../../nbs/33_lr_scheduler.ipynb #a4c1e2f2
 def _checked_compute(compute):
@@ -161,7 +175,10 @@ class StepLR(LRScheduler):
         super().__init__(optimizer, step_size=step_size, gamma=gamma)
 
     def _check(self, who, optimizer, hyper):
-        return {'step_size': check_int(hyper['step_size'], 'step_size', who), 'gamma': check_rate(hyper['gamma'], 'gamma', who)}
+        return {
+            'step_size': check_int(hyper['step_size'], 'step_size', who),
+            'gamma': check_rate(hyper['gamma'], 'gamma', who),
+        }
 
     def _compute(self, epoch):
         lrs = [g['lr'] for g in self.optimizer.param_groups]
@@ -180,14 +197,20 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, T_max=T_max, eta_min=eta_min)
 
     def _check(self, who, optimizer, hyper):
-        return {'T_max': check_int(hyper['T_max'], 'T_max', who), 'eta_min': check_rate(hyper['eta_min'], 'eta_min', who)}
+        return {
+            'T_max': check_int(hyper['T_max'], 'T_max', who),
+            'eta_min': check_rate(hyper['eta_min'], 'eta_min', who),
+        }
 
     def _compute(self, epoch):
         lrs, T, lo = [g['lr'] for g in self.optimizer.param_groups], self.T_max, self.eta_min
         if epoch == 0: return lrs, None
         if (epoch - 1 - T) % (2 * T) == 0:
             return [lr + (base - lo) * (1 - math.cos(math.pi / T)) / 2 for lr, base in zip(lrs, self.base_lrs)], None
-        return [(1 + math.cos(math.pi * epoch / T)) / (1 + math.cos(math.pi * (epoch - 1) / T)) * (lr - lo) + lo for lr in lrs], None
+        return [
+            (1 + math.cos(math.pi * epoch / T)) / (1 + math.cos(math.pi * (epoch - 1) / T)) * (lr - lo) + lo
+            for lr in lrs
+        ], None
 
 # %% ../../nbs/33_lr_scheduler.ipynb #039e39f7
 def _anneal(start: float, end: float, pct: float, strategy: str) -> float:
@@ -197,7 +220,8 @@ def _anneal(start: float, end: float, pct: float, strategy: str) -> float:
 
 # %% ../../nbs/33_lr_scheduler.ipynb #d9c8f50c
 class OneCycleLR(LRScheduler):
-    "The 1cycle policy: warm the rate up to `max_lr`, then anneal it far below the start, cycling the momentum inversely; as PyTorch's."
+    ("The 1cycle policy: warm the rate up to `max_lr`, then anneal it far below the start, cycling the "
+     "momentum inversely; as PyTorch's.")
     _hyper_names = ('max_lr', 'total_steps', 'pct_start', 'anneal_strategy', 'cycle_momentum', 'base_momentum',
                     'max_momentum', 'div_factor', 'final_div_factor', 'three_phase')
     def __init__(self,
@@ -213,19 +237,32 @@ class OneCycleLR(LRScheduler):
                  final_div_factor: float = 1e4, # final rate = initial rate / final_div_factor
                  three_phase: bool = False, # come back to the initial rate, then anneal (the original paper)
                 ):
-        super().__init__(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, anneal_strategy=anneal_strategy,
-                         cycle_momentum=cycle_momentum, base_momentum=base_momentum, max_momentum=max_momentum,
-                         div_factor=div_factor, final_div_factor=final_div_factor, three_phase=three_phase)
+        super().__init__(
+            optimizer,
+            max_lr=max_lr,
+            total_steps=total_steps,
+            pct_start=pct_start,
+            anneal_strategy=anneal_strategy,
+            cycle_momentum=cycle_momentum,
+            base_momentum=base_momentum,
+            max_momentum=max_momentum,
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
+            three_phase=three_phase,
+        )
 
     def _init_groups(self):
-        "As torch: each group holds its own initial_lr, max_lr, min_lr (and max_momentum, base_momentum); the momentum starts at max."
+        ("As torch: each group holds its own initial_lr, max_lr, min_lr (and max_momentum, base_momentum); "
+         "the momentum starts at max.")
         groups = self.optimizer.param_groups
         for g, hi in zip(groups, _values(self.max_lr, len(groups))):
             g['initial_lr'] = hi / self.div_factor
             g['max_lr'] = hi
             g['min_lr'] = g['initial_lr'] / self.final_div_factor
         if self.cycle_momentum:
-            for g, m_hi, m_lo in zip(groups, _values(self.max_momentum, len(groups)), _values(self.base_momentum, len(groups))):
+            for g, m_hi, m_lo in zip(
+                groups, _values(self.max_momentum, len(groups)), _values(self.base_momentum, len(groups))
+            ):
                 if 'betas' in self.optimizer.defaults: g['betas'] = (m_hi, *g['betas'][1:])
                 else: g['momentum'] = m_hi
                 g['max_momentum'], g['base_momentum'] = m_hi, m_lo
@@ -244,14 +281,17 @@ def _check(self, who, optimizer, h):
     for k in ('div_factor', 'final_div_factor'): h[k] = check_positive(h[k], k, who)
     if h['cycle_momentum']:
         if not ('betas' in optimizer.defaults or 'momentum' in optimizer.defaults):
-            raise ValueError(f"{who}: {type(optimizer).__name__} has no momentum nor betas to cycle: pass cycle_momentum=False")
+            raise ValueError(f"{who}: {type(optimizer).__name__} has no momentum nor betas to cycle: pass "
+                             "cycle_momentum=False")
         n = len(optimizer.param_groups)
         if 'betas' in optimizer.defaults and max(_values(h['base_momentum'], n) + _values(h['max_momentum'], n)) >= 1:
-            raise ValueError(f"{who}: beta1 must stay below 1, got base_momentum={h['base_momentum']!r}, max_momentum={h['max_momentum']!r}")
+            raise ValueError(f"{who}: beta1 must stay below 1, got base_momentum={h['base_momentum']!r}, "
+                             f"max_momentum={h['max_momentum']!r}")
     return h
 
 def _phases(self) -> list[tuple]:
-    "(end_step, (start, end) keys of the rate, (start, end) keys of the momentum) of each phase, as PyTorch lays them out."
+    ("(end_step, (start, end) keys of the rate, (start, end) keys of the momentum) of each phase, as PyTorch "
+     "lays them out.")
     T, pct = self.total_steps, self.pct_start
     if self.three_phase:
         return [(float(pct * T) - 1, ('initial_lr', 'max_lr'), ('max_momentum', 'base_momentum')),
@@ -261,7 +301,8 @@ def _phases(self) -> list[tuple]:
             (T - 1, ('max_lr', 'min_lr'), ('base_momentum', 'max_momentum'))]
 
 def _phase_of(self, epoch: int) -> tuple:
-    "(index, start step, end step, rate keys, momentum keys) of the phase holding step `epoch` (the last phase holds the rest)."
+    ("(index, start step, end step, rate keys, momentum keys) of the phase holding step `epoch` (the last "
+     "phase holds the rest).")
     phases, start = self._phases(), 0.0
     for i, (end_step, lr_keys, mom_keys) in enumerate(phases):
         if epoch <= end_step or i == len(phases) - 1: return i, start, end_step, lr_keys, mom_keys
@@ -272,7 +313,8 @@ def _compute(self, epoch):
     _, start, end_step, lr_keys, mom_keys = self._phase_of(epoch)
     pct, how = (epoch - start) / (end_step - start), self.anneal_strategy        # how far into its phase
     groups = self.optimizer.param_groups
-    lrs = [_anneal(g[lr_keys[0]], g[lr_keys[1]], pct, how) for g in groups]    # from the phase's start rate to its end rate
+    # from the phase's start rate to its end rate
+    lrs = [_anneal(g[lr_keys[0]], g[lr_keys[1]], pct, how) for g in groups]
     if not self.cycle_momentum: return lrs, None
     return lrs, [_anneal(g[mom_keys[0]], g[mom_keys[1]], pct, how) for g in groups]  # the momentum, inversely
 
@@ -292,12 +334,13 @@ def _compute_error(self, epoch: int, refused: Exception) -> Exception:
     "Why the formula failed at `epoch`: its phase is empty, or a group lacks a setting; else `refused`."
     i, start, end_step, lr_keys, mom_keys = self._phase_of(epoch)
     if end_step == start:
-        return ValueError(f"OneCycleLR: pct_start={self.pct_start!r} with total_steps={self.total_steps} makes phase {i + 1} "
-                          "empty: change pct_start or total_steps")
+        return ValueError(f"OneCycleLR: pct_start={self.pct_start!r} with total_steps={self.total_steps} "
+                          f"makes phase {i + 1} empty: change pct_start or total_steps")
     for j, g in enumerate(self.optimizer.param_groups):
         if missing := [k for k in lr_keys + (mom_keys if self.cycle_momentum else ()) if k not in g]:
-            return ValueError(f"OneCycleLR.step: parameter group {j} has no {', '.join(missing)} (set when the schedule was created; "
-                              "was the group added later? create the schedule after the last add_param_group)")
+            return ValueError(f"OneCycleLR.step: parameter group {j} has no {', '.join(missing)} (set when "
+                              "the schedule was created; was the group added later? create the schedule "
+                              "after the last add_param_group)")
     return refused
 
 OneCycleLR._compute = _checked_compute(OneCycleLR._compute)  # attached after the class: wrapped here

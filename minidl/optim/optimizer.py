@@ -24,9 +24,11 @@ __all__ = ['Optimizer']
 def _check_params(parameters, who: str) -> list[Parameter]:
     "The parameters of one group as a list: non-empty, only `Parameter`s, each once."
     if isinstance(parameters, Module):
-        raise TypeError(f"{who} expects an iterable of Parameters, got the module {type(parameters).__name__}: pass model.parameters()")
+        raise TypeError(f"{who} expects an iterable of Parameters, got the module "
+                        f"{type(parameters).__name__}: pass model.parameters()")
     if isinstance(parameters, (Parameter, torch.Tensor, dict, str)) or not hasattr(parameters, '__iter__'):
-        raise TypeError(f"{who} expects an iterable of Parameters (e.g. model.parameters()), got {type(parameters).__name__}")
+        raise TypeError(f"{who} expects an iterable of Parameters (e.g. model.parameters()), got "
+                        f"{type(parameters).__name__}")
     params = list(parameters)
     if not params: raise ValueError(f"{who} got an empty parameter list: the model has nothing to train")
     for i, p in enumerate(params):
@@ -39,17 +41,20 @@ def _check_distinct(params, who: str):
     "No Parameter twice, no two Parameters holding the same tensor (either would be updated several times per step)."
     if len({id(p) for p in params}) != len(params):
         raise ValueError(f"{who} got the same Parameter more than once: it would be updated several times per step")
-    ptrs = [(p.value.device, p.value.data_ptr()) for p in params if p.value.numel() and p.value.device.type != 'meta']  # meta tensors have no storage
+    # meta tensors have no storage
+    ptrs = [(p.value.device, p.value.data_ptr()) for p in params if p.value.numel() and p.value.device.type != 'meta']
     if len(set(ptrs)) != len(ptrs):
-        raise ValueError(f"{who} got two Parameters holding the same tensor: it would be updated several times per step")
+        raise ValueError(f"{who} got two Parameters holding the same tensor: it would be updated several "
+                         "times per step")
 
 def _param_groups(parameters, who: str) -> list[dict]:
     "torch's two forms: an iterable of Parameters (one group), or an iterable of dicts with 'params' (one group each)."
     if isinstance(parameters, Module):
-        raise TypeError(f"{who} expects an iterable of Parameters, got the module {type(parameters).__name__}: pass model.parameters()")
+        raise TypeError(f"{who} expects an iterable of Parameters, got the module "
+                        f"{type(parameters).__name__}: pass model.parameters()")
     if isinstance(parameters, (Parameter, torch.Tensor, dict, str)) or not hasattr(parameters, '__iter__'):
-        raise TypeError(f"{who} expects an iterable of Parameters (e.g. model.parameters()) or of parameter groups (dicts with "
-                        f"'params'), got {type(parameters).__name__}")
+        raise TypeError(f"{who} expects an iterable of Parameters (e.g. model.parameters()) or of parameter "
+                        f"groups (dicts with 'params'), got {type(parameters).__name__}")
     items = list(parameters)
     if not items: raise ValueError(f"{who} got an empty parameter list: the model has nothing to train")
     dicts = [isinstance(x, dict) for x in items]
@@ -68,18 +73,20 @@ class _Hyper:
         if obj is None: return self
         vals = [g[self.name] for g in obj.param_groups]
         if any(v != vals[0] for v in vals[1:]):
-            raise AttributeError(f"{type(obj).__name__}.{self.name}: the parameter groups have different values {vals}: "
-                                 f"read opt.param_groups[i][{self.name!r}]")
+            raise AttributeError(f"{type(obj).__name__}.{self.name}: the parameter groups have different "
+                                 f"values {vals}: read opt.param_groups[i][{self.name!r}]")
         return vals[0]
     def __set__(self, obj, v):
         v = obj._checks[self.name](v, self.name, type(obj).__name__)
-        for g in obj.param_groups: obj._check_hyper({**g, self.name: v}, type(obj).__name__)  # cross checks, before any change
+        # cross checks, before any change
+        for g in obj.param_groups: obj._check_hyper({**g, self.name: v}, type(obj).__name__)
         for g in obj.param_groups: g[self.name] = v
 
 
 # %% ../../nbs/30_optimizer.ipynb #bf83d8c0
 def _lr_limits(dtypes) -> tuple[float, float]:
-    "(low, high): a positive float `v` is representable (neither 0 nor inf) in every dtype of `dtypes` iff low < v < high."
+    ("(low, high): a positive float `v` is representable (neither 0 nor inf) in every dtype of `dtypes` iff "
+     "low < v < high.")
     low, high = 0.0, math.inf
     for dt in dtypes:
         if dt == torch.float64: continue
@@ -95,9 +102,11 @@ def _describe(t: torch.Tensor) -> str:
 def _unwritable(v: torch.Tensor) -> str | None:
     "Why an in-place update cannot write `v` (None: it can); metadata only."
     if v.requires_grad: return "requires grad (it has an autograd history): assign p.value = p.value.detach()"
-    if v.is_inference(): return "is an inference tensor (made under torch.inference_mode()): assign p.value = p.value.clone()"
+    if v.is_inference():
+        return "is an inference tensor (made under torch.inference_mode()): assign p.value = p.value.clone()"
     if torch._debug_has_internal_overlap(v) == 1:
-        return "has elements sharing one memory location (an expanded or stride-0 tensor): assign p.value = p.value.clone()"
+        return ("has elements sharing one memory location (an expanded or stride-0 tensor): "
+                "assign p.value = p.value.clone()")
     return None
 
 class _Params(list):
@@ -112,8 +121,20 @@ def _counting(name: str):
     method.__name__ = name
     return method
 
-for _name in ('__setitem__', '__delitem__', '__iadd__', '__imul__', 'append', 'extend', 'insert', 'pop', 'remove', 'clear',
-              'sort', 'reverse'):
+for _name in (
+    '__setitem__',
+    '__delitem__',
+    '__iadd__',
+    '__imul__',
+    'append',
+    'extend',
+    'insert',
+    'pop',
+    'remove',
+    'clear',
+    'sort',
+    'reverse',
+):
     setattr(_Params, _name, _counting(_name))
 
 def _key(opt) -> tuple:
@@ -121,46 +142,54 @@ def _key(opt) -> tuple:
     return (Parameter._edits, _Params.edits, opt.params, opt.param_groups, *[g['params'] for g in opt.param_groups])
 
 def _unchanged(opt, shapes: bool = True) -> bool:
-    "Whether `_key(opt)` is what the last full check saw (two integers, a few identities) and, with `shapes`, no tensor was reshaped in place."
+    ("Whether `_key(opt)` is what the last full check saw (two integers, a few identities) and, with "
+     "`shapes`, no tensor was reshaped in place.")
     c = opt._cache
     if c is None: return False
     k = c[7]
     return (k[0] == Parameter._edits and k[1] == _Params.edits and _same(k[2:], _key(opt)[2:])
-            and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3]))  # (`unsqueeze_`: reshaped)
+            # (`unsqueeze_`: reshaped)
+            and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3]))
 
 def _check_all(opt, values, grads, who: str):
     "Check the groups, every parameter's value, gradient and state buffers (metadata only); cache what passed."
     params, groups = opt.params, opt.param_groups
     for name, bufs in opt.state.items():
         if len(bufs) != len(values):
-            raise RuntimeError(f"{who}: {len(values)} parameters but {len(bufs)} {name} tensors (was opt.params changed? "
-                               "create a new optimizer for a new set of parameters)")
+            raise RuntimeError(f"{who}: {len(values)} parameters but {len(bufs)} {name} tensors (was "
+                               "opt.params changed? create a new optimizer for a new set of parameters)")
     lens = [len(g['params']) for g in groups]
     if sum(lens) != len(params) or not all(map(_is, itertools.chain.from_iterable(map(_params, groups)), params)):
-        raise RuntimeError(f"{who}: the parameter groups hold {sum(lens)} parameters, not the {len(params)} of opt.params "
-                           "(a list was edited): add parameters with opt.add_param_group({'params': [...]})")
+        raise RuntimeError(f"{who}: the parameter groups hold {sum(lens)} parameters, not the {len(params)} "
+                           "of opt.params (a list was edited): add parameters with "
+                           f"opt.add_param_group({{'params': [...]}})")
     for i, (v, g) in enumerate(zip(values, grads)):
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
             raise TypeError(f"{who}: parameter {i} holds {got}, expected a floating-point tensor")
-        if (why := _unwritable(v)) is not None: raise RuntimeError(f"{who}: parameter {i} cannot be updated in place: its value {why}")
+        if (why := _unwritable(v)) is not None: raise RuntimeError(f"{who}: parameter {i} cannot be updated "
+                                                                   f"in place: its value {why}")
         if not isinstance(g, torch.Tensor):
-            raise TypeError(f"{who}: the gradient of parameter {i} is {type(g).__name__}, expected a tensor of {_describe(v)}")
+            raise TypeError(f"{who}: the gradient of parameter {i} is {type(g).__name__}, expected a tensor "
+                            f"of {_describe(v)}")
         if g.shape != v.shape:
-            raise ValueError(f"{who}: the gradient of parameter {i} has shape {fmt_shape(g.shape)}, expected {fmt_shape(v.shape)} "
-                             "(the parameter's shape; a gradient is never broadcast)")
+            raise ValueError(f"{who}: the gradient of parameter {i} has shape {fmt_shape(g.shape)}, expected "
+                             f"{fmt_shape(v.shape)} (the parameter's shape; a gradient is never broadcast)")
         if g.dtype != v.dtype or g.device != v.device:
-            raise TypeError(f"{who}: the gradient of parameter {i} is {g.dtype} on {g.device}, expected {v.dtype} on {v.device} "
-                            "(the parameter's dtype and device)")
+            raise TypeError(f"{who}: the gradient of parameter {i} is {g.dtype} on {g.device}, expected "
+                            f"{v.dtype} on {v.device} (the parameter's dtype and device)")
         if g.requires_grad:
-            raise ValueError(f"{who}: the gradient of parameter {i} requires grad (it has an autograd history): assign g.detach()")
+            raise ValueError(f"{who}: the gradient of parameter {i} requires grad (it has an autograd "
+                             "history): assign g.detach()")
         for name, bufs in opt.state.items():
             b = bufs[i]
             if b is None: continue  # a group that has not created this buffer (yet)
             if b.shape != v.shape or b.dtype != v.dtype or b.device != v.device:
-                raise RuntimeError(f"{who}: the {name} of parameter {i} has {_describe(b)} but the parameter has {_describe(v)} "
-                                   "(was the model moved or cast after the optimizer took steps? create the optimizer after model.to(...))")
-            if (why := _unwritable(b)) is not None: raise RuntimeError(f"{who}: the {name} of parameter {i} cannot be updated in place: it {why}")
+                raise RuntimeError(f"{who}: the {name} of parameter {i} has {_describe(b)} but the parameter "
+                                   f"has {_describe(v)} (was the model moved or cast after the optimizer "
+                                   "took steps? create the optimizer after model.to(...))")
+            if (why := _unwritable(b)) is not None:
+                raise RuntimeError(f"{who}: the {name} of parameter {i} cannot be updated in place: it {why}")
     ranges = list(zip(itertools.accumulate([0] + lens[:-1]), itertools.accumulate(lens)))
     limits = [_lr_limits({v.dtype for v in values[a:b]}) for a, b in ranges]
     for g in groups:  # lists that count their changes, so that the next step compares two integers, not every parameter
@@ -177,7 +206,8 @@ def _same(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(map(_is, a, b))
 
 def _tensors(opt, who: str = 'step'):
-    "Values and gradients of the parameters, checked fully when a parameter, a gradient or a list of them was replaced or edited."
+    ("Values and gradients of the parameters, checked fully when a parameter, a gradient or a list of them "
+     "was replaced or edited.")
     if not _unchanged(opt):  # two integers and a few identities: nothing proportional to the number of parameters
         params = opt.params
         _check_all(opt, [p.value for p in params], [p.grad for p in params], f"{type(opt).__name__}.{who}")
@@ -185,7 +215,8 @@ def _tensors(opt, who: str = 'step'):
     return c[0], c[1]
 
 def _check_lr(opt, lr: float, group: int = 0, name: str = 'the learning rate'):
-    "Refuse a learning rate that is negative, not finite, or rounds to 0 or infinity in the dtype of a parameter of the group."
+    ("Refuse a learning rate that is negative, not finite, or rounds to 0 or infinity in the dtype of a "
+     "parameter of the group.")
     low, high = opt._cache[4][group]
     if lr == 0.0 or low < lr < high: return
     who = f"{type(opt).__name__}.step"
@@ -205,16 +236,19 @@ def _names(d) -> str:
     return str(sorted(map(str, d))) if isinstance(d, dict) else type(d).__name__
 
 def _from_v1(opt, sd: dict, who: str) -> dict:
-    "A state dict in minidl's earlier layout `{'type', 'step_count', 'hyper', 'state': {name: [tensor per parameter]}}`, in torch's."
+    ("A state dict in minidl's earlier layout `{'type', 'step_count', 'hyper', 'state': {name: [tensor per "
+     "parameter]}}`, in torch's.")
     if sd['type'] != type(opt).__name__:
         raise ValueError(f"{who}: the state dict is of a {sd['type']!r} optimizer, expected {type(opt).__name__!r}")
     hyper, state, n, count = sd['hyper'], sd['state'], sd['step_count'], len(opt.params)
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"{who}: step_count must be an integer >= 0, got {n!r}")
     if not isinstance(hyper, dict) or not isinstance(state, dict):
-        raise ValueError(f"{who}: 'hyper' and 'state' must be dicts, got {type(hyper).__name__} and {type(state).__name__}")
+        raise ValueError(f"{who}: 'hyper' and 'state' must be dicts, got {type(hyper).__name__} and "
+                         f"{type(state).__name__}")
     if len(opt.param_groups) != 1:
-        raise ValueError(f"{who}: a state dict in the earlier one-group layout cannot fill {len(opt.param_groups)} parameter groups")
+        raise ValueError(f"{who}: a state dict in the earlier one-group layout cannot fill "
+                         f"{len(opt.param_groups)} parameter groups")
     for k, bufs in state.items():
         if not isinstance(bufs, (list, tuple)) or len(bufs) != count:
             raise ValueError(f"{who}: {k} must hold one tensor per parameter ({count}), got "
@@ -238,16 +272,18 @@ def _load_step(v, who: str, where: str) -> int:
     return int(x)
 
 def _prepare_load(opt, sd) -> tuple:
-    "Check a state dict (torch's layout, or minidl's earlier one) against `opt`; return what `opt._apply_load` installs (nothing is changed here)."
+    ("Check a state dict (torch's layout, or minidl's earlier one) against `opt`; return what "
+     "`opt._apply_load` installs (nothing is changed here).")
     who = f"{type(opt).__name__}.load_state_dict"
     if isinstance(sd, dict) and 'param_groups' not in sd and {'type', 'step_count', 'hyper', 'state'} <= set(sd):
         sd = _from_v1(opt, sd, who)
     if not isinstance(sd, dict) or not {'state', 'param_groups'} <= set(sd):
-        raise ValueError(f"{who} expects a dict with keys state and param_groups (from state_dict() of a minidl or torch.optim "
-                         f"optimizer), got {_names(sd)}")
+        raise ValueError(f"{who} expects a dict with keys state and param_groups (from state_dict() of a "
+                         f"minidl or torch.optim optimizer), got {_names(sd)}")
     saved, groups = sd['param_groups'], opt.param_groups
     if not isinstance(saved, (list, tuple)) or len(saved) != len(groups):
-        raise ValueError(f"{who}: the state dict has {len(saved) if isinstance(saved, (list, tuple)) else type(saved).__name__} "
+        raise ValueError(f"{who}: the state dict has "
+                         f"{len(saved) if isinstance(saved, (list, tuple)) else type(saved).__name__} "
                          f"parameter groups, the optimizer {len(groups)}")
     new_groups, ids, mine = [], [], type(opt).__name__
     for i, (sg, g) in enumerate(zip(saved, groups)):
@@ -255,19 +291,27 @@ def _prepare_load(opt, sd) -> tuple:
             raise ValueError(f"{who}: param_groups[{i}] is not a dict with a list 'params'")
         kind = _kind(sg)
         if kind is not None and kind != mine and not (kind, mine) == ('AdamW', 'Adam'):  # torch's Adam also decouples
-            raise ValueError(f"{who}: the state dict is of a{'n' if kind[0] in 'A' else ''} {kind!r} optimizer, expected {mine!r}")
+            raise ValueError(f"{who}: the state dict is of a{'n' if kind[0] in 'A' else ''} {kind!r} "
+                             f"optimizer, expected {mine!r}")
         if len(sg['params']) != len(g['params']):
-            raise ValueError(f"{who}: parameter group {i} has {len(sg['params'])} parameters in the state dict, {len(g['params'])} in the optimizer")
+            raise ValueError(f"{who}: parameter group {i} has {len(sg['params'])} parameters in the state "
+                             f"dict, {len(g['params'])} in the optimizer")
         if sg.get('maximize', False) is not False:
-            raise ValueError(f"{who}: param_groups[{i}] has maximize={sg['maximize']!r}; minidl minimises (negate the loss instead)")
-        ng = {k: v for k, v in g.items() if k != 'params' and k not in opt._checks}  # kept unless saved: a schedule's initial_lr...
+            raise ValueError(f"{who}: param_groups[{i}] has maximize={sg['maximize']!r}; minidl minimises "
+                             "(negate the loss instead)")
+        # kept unless saved: a schedule's initial_lr...
+        ng = {k: v for k, v in g.items() if k != 'params' and k not in opt._checks}
         ng.update({k: v for k, v in sg.items() if k != 'params'})
         for k, v in opt._optional.items(): ng.setdefault(k, v)  # minidl-only settings: their torch-equivalent value
         missing = [k for k in opt._checks if k not in ng]
         if missing: raise ValueError(f"{who}: param_groups[{i}] has no {', '.join(missing)} (its keys: {_names(sg)})")
-        h = {k: (check_finite if k == 'lr' else check)(ng[k], f"param_groups[{i}][{k!r}]", who) for k, check in opt._checks.items()}
+        h = {
+            k: (check_finite if k == 'lr' else check)(ng[k], f"param_groups[{i}][{k!r}]", who)
+            for k, check in opt._checks.items()
+        }
         opt._check_hyper(h, who)
-        if 'initial_lr' in ng: ng['initial_lr'] = check_finite(ng['initial_lr'], f"param_groups[{i}]['initial_lr']", who)
+        if 'initial_lr' in ng:
+            ng['initial_lr'] = check_finite(ng['initial_lr'], f"param_groups[{i}]['initial_lr']", who)
         new_groups.append({'params': g['params'], **ng, **h})
         for j in sg['params']:
             if isinstance(j, bool) or not isinstance(j, (int, str)):
@@ -278,48 +322,58 @@ def _prepare_load(opt, sd) -> tuple:
     ranges = list(zip(itertools.accumulate([0] + lens[:-1]), itertools.accumulate(lens)))
     group_of = [gi for gi, n in enumerate(lens) for _ in range(n)]
     state, count = sd['state'], len(opt.params)
-    if not isinstance(state, dict): raise ValueError(f"{who}: 'state' must be a dict (parameter index -> buffers), got {type(state).__name__}")
+    if not isinstance(state, dict): raise ValueError(f"{who}: 'state' must be a dict (parameter index -> "
+                                                     f"buffers), got {type(state).__name__}")
     new, steps = {}, [None] * len(groups)
     for key, s in state.items():
-        if key not in index: raise ValueError(f"{who}: 'state' has an entry for {key!r}, which no parameter group lists")
-        if not isinstance(s, dict): raise ValueError(f"{who}: state[{key!r}] must be a dict of buffers, got {type(s).__name__}")
+        if key not in index: raise ValueError(f"{who}: 'state' has an entry for {key!r}, which no parameter "
+                                              "group lists")
+        if not isinstance(s, dict): raise ValueError(f"{who}: state[{key!r}] must be a dict of buffers, got "
+                                                     f"{type(s).__name__}")
         pos = index[key]; p, gi = opt.params[pos], group_of[pos]
         for name, b in s.items():
             if name == 'step' and opt._has_step:
                 t = _load_step(b, who, f"state[{key!r}]['step']")
                 if steps[gi] is not None and steps[gi] != t:
-                    raise ValueError(f"{who}: the parameters of group {gi} have different step counts ({steps[gi]} and {t}); "
-                                     "minidl steps all the parameters of a group together")
+                    raise ValueError(f"{who}: the parameters of group {gi} have different step counts "
+                                     f"({steps[gi]} and {t}); minidl steps all the parameters of a group "
+                                     "together")
                 steps[gi] = t
                 continue
             if name not in opt._state_names:
-                raise ValueError(f"{who}: expected buffers among {sorted(opt._state_names)}, got {name!r} for parameter {key!r}")
+                raise ValueError(f"{who}: expected buffers among {sorted(opt._state_names)}, got {name!r} "
+                                 f"for parameter {key!r}")
             if b is None: continue
             if not isinstance(b, torch.Tensor) or b.shape != p.value.shape or not b.is_floating_point():
                 got = _describe(b) if isinstance(b, torch.Tensor) else type(b).__name__
-                raise ValueError(f"{who}: {name}[{key}] is {got}, expected a floating-point tensor of shape {fmt_shape(p.value.shape)}")
+                raise ValueError(f"{who}: {name}[{key}] is {got}, expected a floating-point tensor of shape "
+                                 f"{fmt_shape(p.value.shape)}")
             new.setdefault(name, [None] * count)[pos] = b
     for name, bufs in new.items():
         for gi, (a, b) in enumerate(ranges):
             have = [x is not None for x in bufs[a:b]]
             if any(have) and not all(have):
-                raise ValueError(f"{who}: {name} is missing for parameter {ids[a + have.index(False)]!r} of group {gi}: expected one "
-                                 "tensor per parameter (minidl updates all the parameters of a group together)")
+                raise ValueError(f"{who}: {name} is missing for parameter {ids[a + have.index(False)]!r} of "
+                                 f"group {gi}: expected one tensor per parameter (minidl updates all the "
+                                 "parameters of a group together)")
     if opt._has_step:
         for gi, (a, _) in enumerate(ranges):
             if (steps[gi] is None) != ('exp_avg' not in new or new['exp_avg'][a] is None):
-                raise ValueError(f"{who}: parameter group {gi} has {'buffers without a step' if steps[gi] is None else 'a step without buffers'}")
+                raise ValueError(f"{who}: parameter group {gi} has "
+                                 f"{'buffers without a step' if steps[gi] is None else 'a step without buffers'}")
     n = sd.get('step_count', max([t for t in steps if t is not None], default=0))
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"{who}: step_count must be an integer >= 0, got {n!r}")
-    if any(t is not None and t > n for t in steps): raise ValueError(f"{who}: a group's step count exceeds step_count {n}")
+    if any(t is not None and t > n for t in steps): raise ValueError(f"{who}: a group's step count exceeds "
+                                                                     f"step_count {n}")
     new = {k: [None if b is None else b.detach().to(device=p.value.device, dtype=p.value.dtype, copy=True)
                for b, p in zip(bufs, opt.params)] for k, bufs in new.items()}
     return int(n), new_groups, new, [None if t is None else int(n) - t for t in steps]
 
 # %% ../../nbs/30_optimizer.ipynb #5a0259e9
 class Optimizer:
-    "Base class of minidl's optimizers: parameter groups with checked hyper-parameters, an all-or-nothing `step()`, `zero_grad()`, torch-layout state dicts."
+    ("Base class of minidl's optimizers: parameter groups with checked hyper-parameters, an all-or-nothing "
+     "`step()`, `zero_grad()`, torch-layout state dicts.")
     _checks: dict = {'lr': check_rate}  # hyper-parameter -> its check (v, name, who); every group holds each
     _optional: dict = {}  # minidl-only hyper-parameters a torch state dict lacks -> the value that behaves as torch
     _state_names: tuple[str, ...] = ()  # the per-parameter buffers, PyTorch's names
@@ -332,7 +386,9 @@ class Optimizer:
             if not isinstance(cls.__dict__.get(k), _Hyper): setattr(cls, k, _Hyper()); getattr(cls, k).name = k
 
     def __init__(self,
-                 params, # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and hyper-parameters
+                 # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and
+                 # hyper-parameters
+                 params,
                  defaults: dict, # the hyper-parameters of a group that does not set its own
                 ):
         who = type(self).__name__
@@ -342,21 +398,26 @@ class Optimizer:
         self.params: list[Parameter] = _Params()  # every group's parameters, in order
         self.state: dict[str, list] = {}  # buffer name -> one tensor per parameter (None where a group has none yet)
         self.step_count = 0  # number of successful step() calls
-        self._start: list = []  # per group: step_count when its buffers were created (Adam's t = step_count - start + 1)
+        # per group: step_count when its buffers were created (Adam's t = step_count - start + 1)
+        self._start: list = []
         self._cache = self._seen = self._paths = None
         self._safe = True
         for g in _param_groups(params, who): self._add_group(g, who)
 
     def add_param_group(self,
-                        param_group: dict, # {'params': [...], 'lr': ..., ...}; missing hyper-parameters come from `defaults`
+                        # {'params': [...], 'lr': ..., ...}; missing hyper-parameters come from `defaults`
+                        param_group: dict,
                        ):
-        "Add a group of parameters with its own hyper-parameters (checked first), as `torch.optim.Optimizer.add_param_group`."
+        ("Add a group of parameters with its own hyper-parameters (checked first), as "
+         "`torch.optim.Optimizer.add_param_group`.")
         self._add_group(param_group, f"{type(self).__name__}.add_param_group")
 
     def _add_group(self, group, who: str):
         if not isinstance(group, dict):
-            raise TypeError(f"{who} expects a parameter group: a dict with 'params' and hyper-parameters, got {type(group).__name__}")
-        if 'params' not in group: raise ValueError(f"{who}: a parameter group needs 'params' (its Parameters), got the keys {_names(group)}")
+            raise TypeError(f"{who} expects a parameter group: a dict with 'params' and hyper-parameters, "
+                            f"got {type(group).__name__}")
+        if 'params' not in group: raise ValueError(f"{who}: a parameter group needs 'params' (its "
+                                                   f"Parameters), got the keys {_names(group)}")
         ps, i = group['params'], len(self.param_groups)
         params = _check_params([ps] if isinstance(ps, Parameter) else ps, who)
         new = {'params': _Params(params), **{k: v for k, v in group.items() if k != 'params'}}
@@ -371,35 +432,42 @@ class Optimizer:
 
     @property
     def current_lr(self) -> float:
-        "The learning rate the next `step()` applies to the first parameter group (`SGD` divides it by its time-based decay)."
+        ("The learning rate the next `step()` applies to the first parameter group (`SGD` divides it by its "
+         "time-based decay).")
         return self.param_groups[0]['lr']
 
     def _hypers(self, who: str) -> list[dict]:
-        "Every group's hyper-parameters, checked again only when one was written (an identity comparison per group otherwise)."
+        ("Every group's hyper-parameters, checked again only when one was written (an identity comparison "
+         "per group otherwise).")
         keys, last = self._keys, self._seen
         seen = [tuple(map(g.get, keys)) for g in self.param_groups]
-        if last is None or len(seen) != len(last) or not all(map(_same, seen, last)):  # the same objects: nothing was written
+        # the same objects: nothing was written
+        if last is None or len(seen) != len(last) or not all(map(_same, seen, last)):
             hs = []
             for i, g in enumerate(self.param_groups):
                 h = {}
                 for k, check in self._checks.items():
                     if k not in g: raise ValueError(f"{who}: parameter group {i} has no {k!r}")
                     name = k if len(self.param_groups) == 1 else f"param_groups[{i}][{k!r}]"
-                    h[k] = check_real(g[k], name, who) if k == 'lr' else check(g[k], name, who)  # the rate: `_check_lr` below
+                    # the rate: `_check_lr` below
+                    h[k] = check_real(g[k], name, who) if k == 'lr' else check(g[k], name, who)
                 self._check_hyper(h, who)
                 hs.append(h)
             paths = [self._path(h) for h in hs]
             if paths != self._paths: self._safe = True  # another sequence of operations: keep copies this time
             for g, h in zip(self.param_groups, hs):
-                if isinstance(g.get('betas'), list): g['betas'] = h['betas']  # a tuple: it cannot change behind the cache
+                # a tuple: it cannot change behind the cache
+                if isinstance(g.get('betas'), list): g['betas'] = h['betas']
             self._h, self._paths = hs, paths
             self._seen = [tuple(map(g.get, keys)) for g in self.param_groups]
         return self._h
 
     def step(self,
-             closure=None, # optional: a function that evaluates the model (forward, loss, backward) and returns the loss
+             # optional: a function that evaluates the model (forward, loss, backward) and returns the loss
+             closure=None,
             ):
-        "Check every group, gradient and rate, then update every parameter and count the step: all or nothing (gradients are not zeroed)."
+        ("Check every group, gradient and rate, then update every parameter and count the step: all or "
+         "nothing (gradients are not zeroed).")
         loss = None if closure is None else closure()
         values, grads = _tensors(self)
         hs = self._hypers(f"{type(self).__name__}.step")
@@ -417,11 +485,14 @@ class Optimizer:
         return loss
 
     def zero_grad(self,
-                  set_to_none: bool = True, # accepted for torch's code; minidl keeps every `.grad` a tensor, so True also zeroes
+                  # accepted for torch's code; minidl keeps every `.grad` a tensor, so True also zeroes
+                  set_to_none: bool = True,
                  ):
-        "Reset every parameter's gradient to zeros, in place (minidl's layers accumulate into `.grad`: it is never None)."
+        ("Reset every parameter's gradient to zeros, in place (minidl's layers accumulate into `.grad`: it "
+         "is never None).")
         if set_to_none is not True and set_to_none is not False:
-            raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got {set_to_none!r}")
+            raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got "
+                            f"{set_to_none!r}")
         grads = [p.grad for p in self.params]
         try: torch._foreach_zero_(grads)  # refuses a non-tensor before zeroing anything
         except Exception:
@@ -429,23 +500,31 @@ class Optimizer:
             raise
 
     def state_dict(self) -> dict:
-        "torch's layout: `{'state': {index: {buffer: tensor}}, 'param_groups': [{hyper-parameters, 'params': [indices]}]}` (plus `step_count`); the buffers are the optimizer's own tensors."
+        ("torch's layout: `{'state': {index: {buffer: tensor}}, 'param_groups': [{hyper-parameters, "
+         "'params': [indices]}]}` (plus `step_count`); the buffers are the optimizer's own tensors.")
         groups, state, start = [], {}, 0
         for i, g in enumerate(self.param_groups):
             n = len(g['params'])
             groups.append({**{k: v for k, v in g.items() if k != 'params'}, 'params': list(range(start, start + n))})
             t = self._start[i]
             for j in range(start, start + n):
-                s = {'step': torch.tensor(float(self.step_count - t), dtype=_scalar_dtype())} if self._has_step and t is not None else {}
+                s = (
+                    {'step': torch.tensor(float(self.step_count - t), dtype=_scalar_dtype())}
+                    if self._has_step and t is not None
+                    else {}
+                )
                 s.update({k: bufs[j] for k, bufs in self.state.items() if bufs[j] is not None})
                 if s: state[j] = s
             start += n
         return {'state': state, 'param_groups': groups, 'step_count': self.step_count}
 
     def load_state_dict(self,
-                        state_dict: dict, # from `state_dict()` of this kind of optimizer, minidl's or torch.optim's, over as many parameters
+                        # from `state_dict()` of this kind of optimizer, minidl's or torch.optim's, over as
+                        # many parameters
+                        state_dict: dict,
                        ):
-        "Restore hyper-parameters, step counts and buffers (copied, cast to each parameter's dtype and device); all checked first."
+        ("Restore hyper-parameters, step counts and buffers (copied, cast to each parameter's dtype and "
+         "device); all checked first.")
         self._apply_load(_prepare_load(self, state_dict))
 
     def _apply_load(self, prepared):
@@ -462,7 +541,12 @@ class Optimizer:
     def _backup(self, values) -> tuple:
         "Copies of what a step may change (values, buffers, the state's lists), to undo a step that fails part-way."
         bufs = [b for v in self.state.values() for b in v if b is not None]
-        return (values + bufs, [t.clone() for t in values + bufs], {k: list(v) for k, v in self.state.items()}, list(self._start))
+        return (
+            values + bufs,
+            [t.clone() for t in values + bufs],
+            {k: list(v) for k, v in self.state.items()},
+            list(self._start),
+        )
 
     def _restore(self, values, saved):
         "Put back what `_backup` copied."
@@ -484,7 +568,8 @@ class Optimizer:
         self.state.setdefault(name, [None] * len(self.params))[a:b] = new
 
     def _prepare(self, i: int, h: dict): _check_lr(self, h['lr'], i); return h['lr']
-    def _update(self, i, h, plan, values, grads): raise NotImplementedError(f"{type(self).__name__} must implement _update")
+    def _update(self, i, h, plan, values, grads):
+        raise NotImplementedError(f"{type(self).__name__} must implement _update")
     def _check_hyper(self, h: dict, who: str): pass
     def _path(self, h: dict) -> tuple: return ()
 
@@ -494,6 +579,7 @@ class Optimizer:
     def __repr__(self):
         def hyper(g): return ', '.join(f"{k}={g[k]!r}" for k in self._checks)
         if len(self.param_groups) == 1:
-            return f"{type(self).__name__}({hyper(self.param_groups[0])}, step_count={self.step_count}, parameters={len(self.params)})"
+            return (f"{type(self).__name__}({hyper(self.param_groups[0])}, step_count={self.step_count}, "
+                    f"parameters={len(self.params)})")
         groups = ', '.join(f"({hyper(g)}, parameters={len(g['params'])})" for g in self.param_groups)
         return f"{type(self).__name__}(step_count={self.step_count}, param_groups=[{groups}])"

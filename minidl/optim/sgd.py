@@ -17,14 +17,17 @@ __all__ = ['SGD']
 
 # %% ../../nbs/31_sgd.ipynb #162481ac
 class SGD(Optimizer):
-    "Stochastic gradient descent (momentum, dampening, Nesterov, L2 weight decay as `torch.optim.SGD`); the t-th `step()` uses the rate `lr / (1 + decay * t)`."
+    ("Stochastic gradient descent (momentum, dampening, Nesterov, L2 weight decay as `torch.optim.SGD`); the "
+     "t-th `step()` uses the rate `lr / (1 + decay * t)`.")
     _checks = {'lr': check_rate, 'momentum': check_rate, 'dampening': check_rate, 'weight_decay': check_rate,
                'nesterov': check_flag, 'decay': check_rate}
     _optional = {'decay': 0.0}  # torch has no time-based decay
     _state_names = ('momentum_buffer',)
 
     def __init__(self,
-                 params, # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and their own settings
+                 # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and
+                 # their own settings
+                 params,
                  lr: float = 0.01, # base learning rate (>= 0)
                  decay: float = 0.0, # time-based decay of the learning rate (>= 0; 0: constant)
                  momentum: float = 0.0, # momentum factor mu (>= 0; 0: plain SGD)

@@ -52,7 +52,25 @@ def test_main_writes_table_json_and_figures(tmp_path, capsys):
 
 def test_lr_decay_per_model_and_defaults(tmp_path):
     out = tmp_path/'a'
-    assert main(TINY + ['--lr', '0.2', '0.01', '--decay', '0', '--batch-size', '100', '--hidden', '8', '--out', str(out)]) == 0
+    assert (
+        main(
+            TINY
+            + [
+                '--lr',
+                '0.2',
+                '0.01',
+                '--decay',
+                '0',
+                '--batch-size',
+                '100',
+                '--hidden',
+                '8',
+                '--out',
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out/'results.json').read_text())
     assert res['sigmoid_bce']['settings']['lr'] == 0.2 and res['tanh_mse']['settings']['lr'] == 0.01
     assert res['sigmoid_bce']['settings']['decay'] == res['tanh_mse']['settings']['decay'] == 0.0
@@ -105,7 +123,8 @@ def test_unwritable_out(tmp_path, capsys):
 
 
 def _installed_script_is_current(name: str) -> bool:
-    "Whether the installed console script `name` points where this checkout's pyproject.toml says (an install made before a move does not)"
+    ("Whether the installed console script `name` points where this checkout's pyproject.toml says (an "
+     "install made before a move does not)")
     from importlib.metadata import entry_points
 
     import tomllib
@@ -143,18 +162,35 @@ def test_subprocess_bad_arguments(cmd, argv, msg, tmp_path):
 def test_help(sub):
     r = subprocess.run([sys.executable, '-m', 'minidl', *sub, '--help'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith('usage: minidl-circle')
-    for opt in ('--epochs', '--runs', '--seed', '--lr', '--decay', '--batch-size', '--hidden', '--out', '--quiet', '--device', '--save'):
+    for opt in (
+        '--epochs',
+        '--runs',
+        '--seed',
+        '--lr',
+        '--decay',
+        '--batch-size',
+        '--hidden',
+        '--out',
+        '--quiet',
+        '--device',
+        '--save',
+    ):
         assert opt in r.stdout
 
 
 def test_python_m_minidl_dispatch(monkeypatch):
-    "`python -m minidl [circle|digits] args`: the first argument picks the command, which gets the rest; none means the circle"
+    ("`python -m minidl [circle|digits] args`: the first argument picks the command, which gets the rest; "
+     "none means the circle")
     import minidl.__main__ as M
     import minidl.experiments.digits_cli as D
     calls = []
     monkeypatch.setattr(minidl.experiments.circle_cli, 'main', lambda argv: calls.append(('circle', argv)) or 0)
     monkeypatch.setattr(D, 'digits_main', lambda argv: calls.append(('digits', argv)) or 3)
-    assert M.main(['--runs', '2']) == 0 and M.main(['circle', '--quiet']) == 0 and M.main(['digits', '--runs', '1']) == 3
+    assert (
+        M.main(['--runs', '2']) == 0
+        and M.main(['circle', '--quiet']) == 0
+        and M.main(['digits', '--runs', '1']) == 3
+    )
     assert M.main([]) == 0
     assert calls == [('circle', ['--runs', '2']), ('circle', ['--quiet']), ('digits', ['--runs', '1']), ('circle', [])]
 
@@ -183,7 +219,11 @@ def test_bad_out_refused_before_training(make, argv_out, msg, tmp_path, capsys, 
     make(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*'))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(minidl.experiments.circle_cli, 'run_circle', lambda *a, **k: pytest.fail('trained despite a bad destination'))
+    monkeypatch.setattr(
+        minidl.experiments.circle_cli,
+        'run_circle',
+        lambda *a, **k: pytest.fail('trained despite a bad destination'),
+    )
     code, err = _fail(TINY + ['--out', argv_out if not argv_out.strip() else str(tmp_path/argv_out)], capsys)
     assert code == 2 and msg in err, err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*')) == before  # nothing created or touched
@@ -199,7 +239,11 @@ def test_read_only_out_refused(tmp_path, capsys):
 
 
 def test_bad_save_refused_before_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(minidl.experiments.circle_cli, 'run_circle', lambda *a, **k: pytest.fail('trained despite a bad destination'))
+    monkeypatch.setattr(
+        minidl.experiments.circle_cli,
+        'run_circle',
+        lambda *a, **k: pytest.fail('trained despite a bad destination'),
+    )
     (tmp_path/'dir.pt').mkdir(); (tmp_path/'file').write_text('x')
     for save, msg in [(tmp_path/'dir.pt', 'it is a folder'), (tmp_path/'file'/'m.pt', "is a file, not a folder")]:
         code, err = _fail(TINY + ['--out', str(tmp_path/'res'), '--save', str(save)], capsys)
@@ -306,13 +350,26 @@ def _cli(tmp_path, *args):
 
 
 CLI_BAD = [
-    (['--epochs', '0'], '--epochs'), (['--epochs', '1e3'], '--epochs'), (['--seed', '-1'], '--seed'),
-    (['--seed', str(2**64)], '--seed'), (['--lr', 'nan'], '--lr'), (['--lr', '1', '2', '3'], '--lr'),
-    (['--decay', 'inf'], '--decay'), (['--batch-size', '0'], '--batch-size'), (['--out', ''], '--out'),
-    (['--out', 'afile'], '--out'), (['--out', 'afile/sub'], '--out'), (['--out', 'withdir'], 'results.json'),
-    (['--save', 'withdir'], '--save'), (['--device', 'tpu'], '--device'), (['--threads', '0'], '--threads'),
-    (['--seed', str(2**64 - 1), '--runs', '2'], '--seed'), (['--bogus'], '--bogus'),
-    (['--hidden', str(10**20)], '--hidden'), (['--threads', str(10**20)], '--threads'), (['--runs', str(10**20)], '--runs'),
+    (['--epochs', '0'], '--epochs'),
+    (['--epochs', '1e3'], '--epochs'),
+    (['--seed', '-1'], '--seed'),
+    (['--seed', str(2**64)], '--seed'),
+    (['--lr', 'nan'], '--lr'),
+    (['--lr', '1', '2', '3'], '--lr'),
+    (['--decay', 'inf'], '--decay'),
+    (['--batch-size', '0'], '--batch-size'),
+    (['--out', ''], '--out'),
+    (['--out', 'afile'], '--out'),
+    (['--out', 'afile/sub'], '--out'),
+    (['--out', 'withdir'], 'results.json'),
+    (['--save', 'withdir'], '--save'),
+    (['--device', 'tpu'], '--device'),
+    (['--threads', '0'], '--threads'),
+    (['--seed', str(2**64 - 1), '--runs', '2'], '--seed'),
+    (['--bogus'], '--bogus'),
+    (['--hidden', str(10**20)], '--hidden'),
+    (['--threads', str(10**20)], '--threads'),
+    (['--runs', str(10**20)], '--runs'),
 ]
 
 
@@ -356,9 +413,11 @@ DIGITS = [sys.executable, '-m', 'minidl', 'digits']
 BAD_ARGS = [
     (CIRCLE, ['--lr', '1e200'], "argument --lr: expected a finite number > 0 that torch.float32 parameters can hold"),
     (CIRCLE, ['--lr', '1e-60'], "which is 0 in torch.float32"),
-    (CIRCLE, ['--decay', '1e300'], "argument --decay: expected a finite number >= 0 that torch.float32 parameters can hold"),
+    (CIRCLE, ['--decay', '1e300'], "argument --decay: expected a finite number >= 0 that torch.float32 "
+                                   "parameters can hold"),
     (CIRCLE, ['--epochs', str(10**30)], "argument --epochs: expected a positive integer at most 1000000"),
-    (CIRCLE, ['--batch-size', str(10**30)], "argument --batch-size: expected a positive integer at most 16777216 or 'full'"),
+    (CIRCLE, ['--batch-size', str(10**30)], "argument --batch-size: expected a positive integer at most "
+                                            "16777216 or 'full'"),
     (CIRCLE, ['--runs', '1' * 5000], "argument --runs: expected a positive integer"),
     (DIGITS, ['--seed', str(2**32)], "argument --seed: expected a seed below 2**32 (scikit-learn's limit)"),
     (DIGITS, ['--seed', str(2**32 - 1), '--runs', '2'], "goes past scikit-learn's largest seed, 2**32 - 1"),
@@ -390,13 +449,16 @@ def test_the_same_rules_in_every_command():
 
 
 def _interrupt(cmd, argv, tmp_path, wait_for: str, delay: float = 1.0):
-    "Start a real run, send SIGINT `delay` s after `wait_for` appeared on stdout, return (code, stdout, stderr); never hangs."
+    ("Start a real run, send SIGINT `delay` s after `wait_for` appeared on stdout, return (code, stdout, "
+     "stderr); never hangs.")
     p = subprocess.Popen(cmd + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, bufsize=1)
     try:
         deadline, seen = time.monotonic() + 120, ''
         while wait_for not in seen:
             left = deadline - time.monotonic()
-            assert left > 0 and p.poll() is None, f'the run did not start: {seen!r} {p.stderr.read() if p.poll() is not None else ""}'
+            assert left > 0 and p.poll() is None, (
+                f'the run did not start: {seen!r} {p.stderr.read() if p.poll() is not None else ""}'
+            )
             if select.select([p.stdout], [], [], min(left, 1.0))[0]: seen += p.stdout.readline()
         time.sleep(delay)  # training has begun
         p.send_signal(signal.SIGINT)
@@ -422,7 +484,8 @@ def test_ctrl_c_during_training_one_line_exit_130_outputs_intact(cmd, tmp_path):
 
 
 def test_ctrl_c_while_writing_says_what_was_kept(tmp_path, capsys, monkeypatch):
-    "Interrupted between two files: exit 130, one line naming the file already replaced (whole), the others as they were"
+    ("Interrupted between two files: exit 130, one line naming the file already replaced (whole), the others "
+     "as they were")
     import minidl.experiments.circle_cli as C
     out = tmp_path / 'res'; out.mkdir()
     for f in C.OUT_FILES: (out / f).write_bytes(b'old')
@@ -435,7 +498,10 @@ def test_ctrl_c_while_writing_says_what_was_kept(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as e: C.main(['--epochs', '1', '--quiet', '--out', str(out)])
     assert e.value.code == 130
     err = capsys.readouterr().err
-    assert err == f"minidl-circle: interrupted; wrote {out/'outputs.png'} before it; the other outputs are as they were\n"
+    assert (
+        err
+        == f"minidl-circle: interrupted; wrote {out / 'outputs.png'} before it; the other outputs are as they were\n"
+    )
     assert (out / 'outputs.png').read_bytes() == b'new png' and (out / 'results.json').read_bytes() == b'old'
 
 

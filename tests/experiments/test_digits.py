@@ -93,13 +93,30 @@ def test_cuda_missing_is_one_line_through_python_m():
 
 def test_python_m_minidl_digits():
     "`python -m minidl digits ...` runs minidl-digits with the other arguments"
-    r = subprocess.run([sys.executable, '-m', 'minidl', 'digits', '--help'], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, '-m', 'minidl', 'digits', '--help'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 0 and r.stdout.startswith('usage: minidl-digits') and '--model' in r.stdout
-    r = subprocess.run([sys.executable, '-m', 'minidl', 'digits', '--model', 'rnn'], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 2 and r.stderr.count('\n') == 1 and r.stderr.startswith('minidl-digits: error: argument --model'), r.stderr
+    r = subprocess.run(
+        [sys.executable, '-m', 'minidl', 'digits', '--model', 'rnn'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert (
+        r.returncode == 2
+        and r.stderr.count('\n') == 1
+        and r.stderr.startswith('minidl-digits: error: argument --model')
+    ), r.stderr
 
 
-TIMEOUT = 90  # seconds for one torchrun job (imports, 2 epochs of the MLP, figures); the collectives time out after 120 s
+# seconds for one torchrun job (imports, 2 epochs of the MLP, figures); the collectives time out after 120 s
+TIMEOUT = 90
 ARGS = ['--model', 'mlp', '--epochs', '2', '--seed', '3', '--quiet']
 TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'LOCAL_RANK')
 
@@ -112,11 +129,26 @@ def _env():
 
 
 def _torchrun(nproc, out):
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', str(nproc),
-           '-m', 'minidl.experiments.digits_cli', '--distributed', *ARGS, '--out', str(out), '--save', str(out/'models.pt')]
+    cmd = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--standalone',
+        '--nproc-per-node',
+        str(nproc),
+        '-m',
+        'minidl.experiments.digits_cli',
+        '--distributed',
+        *ARGS,
+        '--out',
+        str(out),
+        '--save',
+        str(out / 'models.pt'),
+    ]
     t0 = time.monotonic()
     try: proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
-    except subprocess.TimeoutExpired: pytest.fail(f"torchrun with {nproc} process(es) did not end within {TIMEOUT} s (a hang)")
+    except subprocess.TimeoutExpired: pytest.fail(f"torchrun with {nproc} process(es) did not end within "
+                                                  f"{TIMEOUT} s (a hang)")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc, time.monotonic() - t0
 
@@ -132,7 +164,13 @@ def test_rank_0_alone_prints_and_writes(jobs, world):
     out, proc, _ = jobs[world]
     assert proc.stdout.count('MLP 64-512-10') == 1 and proc.stdout.count('test acc. %') == 1  # one table, from rank 0
     assert 'Traceback' not in proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ['confusion.png', 'curves.png', 'misclassified.png', 'models.pt', 'results.json']
+    assert sorted(p.name for p in out.iterdir()) == [
+        'confusion.png',
+        'curves.png',
+        'misclassified.png',
+        'models.pt',
+        'results.json',
+    ]
     res = json.loads((out/'results.json').read_text())
     assert res['settings']['distributed'] == dict(world_size=world, backend='gloo')
     assert res['settings']['threads'] == 1 and res['mlp']['settings']['batch_size'] == 64  # the global batch
@@ -171,12 +209,15 @@ def test_distributed_without_torchrun_is_one_line(monkeypatch, tmp_path, capsys)
 
 def test_torchrun_without_distributed_is_refused(monkeypatch, tmp_path, capsys):
     "Under torchrun with 2 processes but no --distributed, each would train alone and write the same files."
-    for k, v in dict(RANK='0', WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT='29999').items(): monkeypatch.setenv(k, v)
+    for k, v in dict(RANK='0', WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT='29999').items():
+        monkeypatch.setenv(k, v)
     with pytest.raises(SystemExit) as e: digits_main(['--out', str(tmp_path/'x')])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count('\n') == 1 and 'WORLD_SIZE=2 but without --distributed' in err, err
-    monkeypatch.setenv('WORLD_SIZE', '1')  # one process under torchrun: an ordinary run is fine, but too many seeds is not
-    with pytest.raises(SystemExit) as e: digits_main(['--distributed', '--seed', str(2**31), '--out', str(tmp_path/'x')])
+    # one process under torchrun: an ordinary run is fine, but too many seeds is not
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    with pytest.raises(SystemExit) as e:
+        digits_main(['--distributed', '--seed', str(2**31), '--out', str(tmp_path / 'x')])
     assert e.value.code == 2 and 'seeds < 2**31' in capsys.readouterr().err
 
 
@@ -189,5 +230,9 @@ def test_partial_environment(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv('RANK', '0')
     with pytest.raises(SystemExit) as e: digits_main(['--distributed', '--out', str(tmp_path/'x')])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count('\n') == 1 and 'sets RANK but not WORLD_SIZE, MASTER_ADDR, MASTER_PORT' in err, err
+    assert (
+        e.value.code == 2
+        and err.count('\n') == 1
+        and 'sets RANK but not WORLD_SIZE, MASTER_ADDR, MASTER_PORT' in err
+    ), err
     assert _start_distributed(make_digits_parser().parse_args([]), torch.device('cpu')) == (None, None)

@@ -86,12 +86,21 @@ SMALL = {'bigram': (lambda g: OneHotBigram(generator=g), 27, 1),
 def test_twins_agree_after_100_steps_in_float64(name, split):
     """minidl and its torch.nn twin, same start, same batches, dropout 0: 100 AdamW + one-cycle steps in float64.
     Tolerance: each step agrees to a few ulps times the reduction lengths (~1e-14); Adam's division by sqrt(v) magnifies
-    the rounding of the smallest gradients, and 100 steps compound it, so we allow 1e-9 relative to each tensor's scale."""
+    the rounding of the smallest gradients, and 100 steps compound it, so we allow 1e-9 relative to each
+    tensor's scale."""
     build, bs, ctx = SMALL[name]
     small = {k: v[:2000] for k, v in split.items()}
     data = names_data(MODELS[name].kind, ctx, small)
-    ref = train_torch(name, 0, steps=100, batch_size=bs, data=data, model=build(torch.Generator().manual_seed(0)).to(F64),
-                      final=False, points=0)
+    ref = train_torch(
+        name,
+        0,
+        steps=100,
+        batch_size=bs,
+        data=data,
+        model=build(torch.Generator().manual_seed(0)).to(F64),
+        final=False,
+        points=0,
+    )
     run = run_names(name, 0, steps=100, batch_size=bs, build=build, dtype=F64, data=data, final=False, points=1)
     sd = ref['model'].state_dict()
     assert list(run.model.state_dict()) == list(sd)
@@ -122,7 +131,24 @@ def test_sample_names_and_config_round_trip():
 
 def test_short_run_writes_results_and_checkpoints_then_sample(tmp_path, capsys):
     out, ck = tmp_path/'res', tmp_path/'ck'
-    assert names_main(['--model', 'all', '--steps', '12', '--seed', '3', '--out', str(out), '--save', str(ck), '--quiet']) == 0
+    assert (
+        names_main(
+            [
+                '--model',
+                'all',
+                '--steps',
+                '12',
+                '--seed',
+                '3',
+                '--out',
+                str(out),
+                '--save',
+                str(ck),
+                '--quiet',
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(OUT_FILES)  # no temporary file left behind
     res = json.loads((out/'results.json').read_text())
     assert set(res) == {'settings', 'bigram', 'mlp', 'transformer'}
@@ -136,7 +162,22 @@ def test_short_run_writes_results_and_checkpoints_then_sample(tmp_path, capsys):
     table = capsys.readouterr().out
     assert 'Transformer' in table and 'closed form' in table
     assert sorted(p.name for p in ck.iterdir()) == [f"{n}-seed3.pt" for n in ('bigram', 'mlp', 'transformer')]
-    assert names_main(['sample', '--from', str(ck/'transformer-seed3.pt'), '--n', '7', '--temperature', '0.8', '--seed', '2']) == 0
+    assert (
+        names_main(
+            [
+                'sample',
+                '--from',
+                str(ck / 'transformer-seed3.pt'),
+                '--n',
+                '7',
+                '--temperature',
+                '0.8',
+                '--seed',
+                '2',
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 8 and 'not in the training set' in lines[-1]
 
@@ -151,7 +192,8 @@ def test_short_run_writes_results_and_checkpoints_then_sample(tmp_path, capsys):
     (['--out', ''], "argument --out: expected a path, got an empty string"),
     (['--frobnicate'], "unrecognized arguments: --frobnicate"),
     (['sample'], "the following arguments are required: --from"),
-    (['sample', '--from', 'x.pt', '--temperature', '0'], "argument --temperature: expected a finite number > 0, got '0'"),
+    (['sample', '--from', 'x.pt', '--temperature', '0'], "argument --temperature: expected a finite number > "
+                                                         "0, got '0'"),
     (['sample', '--from', 'x.pt', '--n', '0'], "argument --n: expected a positive integer, got '0'"),
     (['sample', '--from', 'no-such-file.pt'], "--from 'no-such-file.pt': no checkpoint file at"),
 ])
@@ -164,23 +206,57 @@ def test_bad_arguments_one_line_exit_2(argv, message, capsys):
 
 def test_bad_destinations_and_checkpoints_create_nothing(tmp_path, capsys):
     f = tmp_path/'file'; f.write_text('x')
-    for argv in (['--out', str(f)], ['--out', str(f/'sub')], ['--out', str(tmp_path/'new'), '--save', str(f)], ['sample', '--from', str(f)]):
+    for argv in (
+        ['--out', str(f)],
+        ['--out', str(f / 'sub')],
+        ['--out', str(tmp_path / 'new'), '--save', str(f)],
+        ['sample', '--from', str(f)],
+    ):
         with pytest.raises(SystemExit) as e: names_main(argv)
         assert e.value.code == 2 and capsys.readouterr().err.count('\n') == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ['file']
 
 
 def test_python_m_minidl_names():
-    r = subprocess.run([sys.executable, '-m', 'minidl', 'names', '--help'], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, '-m', 'minidl', 'names', '--help'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == 0 and r.stdout.startswith('usage: minidl-names') and '--temperature' not in r.stdout
-    r = subprocess.run([sys.executable, '-m', 'minidl', 'names', 'sample', '--help'], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, '-m', 'minidl', 'names', 'sample', '--help'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == 0 and r.stdout.startswith('usage: minidl-names sample') and '--temperature' in r.stdout
 
 
 def test_distributed_two_processes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', '-m', 'minidl', 'names',
-           '--distributed', '--model', 'transformer', '--steps', '6', '--quiet', '--out', str(tmp_path/'dp')]
+    cmd = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--standalone',
+        '--nproc-per-node',
+        '2',
+        '-m',
+        'minidl',
+        'names',
+        '--distributed',
+        '--model',
+        'transformer',
+        '--steps',
+        '6',
+        '--quiet',
+        '--out',
+        str(tmp_path / 'dp'),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads((tmp_path/'dp'/'results.json').read_text())

@@ -31,8 +31,10 @@ def test_activation_edges_equal_torch(cls, shape):
     yt.backward(g)
     y = m(x)
     k = x.shape[-1] if x.dim() else 1  # Softmax/LogSoftmax reduce over the last dimension
-    assert_close(y, yt.detach(), n=max(k, 4))  # minidl.testing's policy: a few roundings per entry, or the softmax's sum
-    # the derivatives' terms (g times a factor that cancels where a unit saturates) are of the size of g, k for LogSoftmax
+    # minidl.testing's policy: a few roundings per entry, or the softmax's sum
+    assert_close(y, yt.detach(), n=max(k, 4))
+    # the derivatives' terms (g times a factor that cancels where a unit saturates) are of the size of g, k
+    # for LogSoftmax
     assert_close(m.backward(g), xt.grad, n=max(k, 8), scale=k * g.abs().max().item() if g.numel() else None)
 
 
@@ -52,11 +54,16 @@ def test_activations_on_empty_batches(act, fn):
 SPECIAL = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1.0, -1.0, 1e-40, -1e30]
 
 
-ACTS = [('ReLU', lambda: M.ReLU(), lambda: torch.nn.ReLU()), ('Tanh', lambda: M.Tanh(), lambda: torch.nn.Tanh()),
-        ('Sigmoid', lambda: M.Sigmoid(), lambda: torch.nn.Sigmoid()),
-        ('LeakyReLU', lambda: M.LeakyReLU(), lambda: torch.nn.LeakyReLU()), ('LeakyReLU(0)', lambda: M.LeakyReLU(0.0), lambda: torch.nn.LeakyReLU(0.0)),
-        ('LeakyReLU(2)', lambda: M.LeakyReLU(2.0), lambda: torch.nn.LeakyReLU(2.0)), ('LeakyReLU(-0.5)', lambda: M.LeakyReLU(-0.5), lambda: torch.nn.LeakyReLU(-0.5)),
-        ('Dropout.eval', lambda: M.Dropout(0.3).eval(), lambda: torch.nn.Dropout(0.3).eval())]
+ACTS = [
+    ('ReLU', lambda: M.ReLU(), lambda: torch.nn.ReLU()),
+    ('Tanh', lambda: M.Tanh(), lambda: torch.nn.Tanh()),
+    ('Sigmoid', lambda: M.Sigmoid(), lambda: torch.nn.Sigmoid()),
+    ('LeakyReLU', lambda: M.LeakyReLU(), lambda: torch.nn.LeakyReLU()),
+    ('LeakyReLU(0)', lambda: M.LeakyReLU(0.0), lambda: torch.nn.LeakyReLU(0.0)),
+    ('LeakyReLU(2)', lambda: M.LeakyReLU(2.0), lambda: torch.nn.LeakyReLU(2.0)),
+    ('LeakyReLU(-0.5)', lambda: M.LeakyReLU(-0.5), lambda: torch.nn.LeakyReLU(-0.5)),
+    ('Dropout.eval', lambda: M.Dropout(0.3).eval(), lambda: torch.nn.Dropout(0.3).eval()),
+]
 
 
 def _same(a, b):
@@ -74,7 +81,9 @@ def test_activations_at_nan_and_inf_like_torch(name, make, make_t, dtype):
     assert _same(y, yt.detach()), (y, yt)
     if name in ('Tanh', 'Sigmoid'):  # a product of three factors; the same formula as torch's, maybe another order
         assert torch.equal(dx.isnan(), xt.grad.isnan())
-        torch.testing.assert_close(torch.nan_to_num(dx), torch.nan_to_num(xt.grad), rtol=4 * torch.finfo(dtype).eps, atol=0)
+        torch.testing.assert_close(
+            torch.nan_to_num(dx), torch.nan_to_num(xt.grad), rtol=4 * torch.finfo(dtype).eps, atol=0
+        )
     else: assert _same(dx, xt.grad), (dx, xt.grad)
 
 
@@ -118,7 +127,8 @@ def test_softmax(shape, dtype, seed, scale, log, data):
     ours, ref = (LogSoftmax(dim), torch.log_softmax) if log else (Softmax(dim), torch.softmax)
     y_ref, (gx_ref,) = autograd_grads(lambda t: ref(t, dim), x, grad=g)
     k = shape[dim]  # the softmax reduces over this many entries
-    assert_parity(ours(x), y_ref, dtype, n=k, atol=1e-4 * (scale if log else 1))  # float32: log-probabilities of size ~scale
+    # float32: log-probabilities of size ~scale
+    assert_parity(ours(x), y_ref, dtype, n=k, atol=1e-4 * (scale if log else 1))
     # y (g - sum g y) cancels where the softmax saturates: its terms are of the size of g (k of them for LogSoftmax)
     assert_parity(ours.backward(g), gx_ref, dtype, n=k, scale=k * g.abs().max().item())
 
@@ -135,7 +145,8 @@ def test_leaky_relu_gelu(shape, dtype, seed, scale, act):
     g = torch.randn(*shape, generator=gen, dtype=dtype)
     y_ref, (gx_ref,) = autograd_grads(ref, x, grad=g)
     assert_parity(ours(x), y_ref, dtype, n=4)                # erf or tanh and three more roundings per entry
-    assert_parity(ours.backward(g), gx_ref, dtype, n=8, scale=g.abs().max().item())  # the derivative's terms cancel in the tails
+    # the derivative's terms cancel in the tails
+    assert_parity(ours.backward(g), gx_ref, dtype, n=8, scale=g.abs().max().item())
 
 
 @pytest.mark.parity
@@ -155,11 +166,15 @@ def test_softmax_over_an_empty_dim_is_empty_as_torch(cls, fn, shape, dim, dtype)
 def test_gelu_at_nan_and_infinities_equals_torch(approximate, dtype):
     x = torch.tensor([float('nan'), float('inf'), -float('inf')], dtype=dtype)
     m = GELU(approximate); y = m(x); gx = m.backward(torch.ones_like(x))
-    xr = x.clone().requires_grad_(); yr = torch.nn.functional.gelu(xr, approximate=approximate); yr.backward(torch.ones_like(x))
+    xr = x.clone().requires_grad_()
+    yr = torch.nn.functional.gelu(xr, approximate=approximate)
+    yr.backward(torch.ones_like(x))
     torch.testing.assert_close(y, yr.detach(), rtol=0, atol=0, equal_nan=True)     # inf, NaN: exactly torch's
     torch.testing.assert_close(gx, xr.grad, rtol=0, atol=0, equal_nan=True)
     big = torch.tensor([-1e30, -60.0, 60.0, 1e30], dtype=dtype)                     # finite but saturated
     y = m(big); gx = m.backward(torch.ones_like(big))
-    br = big.clone().requires_grad_(); yr = torch.nn.functional.gelu(br, approximate=approximate); yr.backward(torch.ones_like(big))
+    br = big.clone().requires_grad_()
+    yr = torch.nn.functional.gelu(br, approximate=approximate)
+    yr.backward(torch.ones_like(big))
     torch.testing.assert_close(y, yr.detach(), rtol=1e-6, atol=0, equal_nan=True)
     torch.testing.assert_close(gx, br.grad, rtol=1e-6, atol=0, equal_nan=True)

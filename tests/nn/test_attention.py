@@ -38,12 +38,16 @@ def test_attention_matches_torch(B, T, H, D, bias, seed):
 def test_attention_init_state_dict_both_ways_and_gradcheck():
     torch.manual_seed(5); ours = CausalSelfAttention(12, 3)
     torch.manual_seed(5); ref = torch.nn.MultiheadAttention(12, 3, batch_first=True)
-    for k, v in ref.state_dict().items(): assert torch.equal(ours.state_dict()[k], v), k  # the same draws, in torch's order
+    # the same draws, in torch's order
+    for k, v in ref.state_dict().items(): assert torch.equal(ours.state_dict()[k], v), k
     other = torch.nn.MultiheadAttention(12, 3, batch_first=True); randomise(other, torch.Generator().manual_seed(0))
     ours.load_state_dict(other.state_dict()); ref.load_state_dict(ours.state_dict())
     for k, v in other.state_dict().items(): assert torch.equal(ref.state_dict()[k], v)
-    a = CausalSelfAttention(6, 2, dtype=F64); randomise(a_ref := torch.nn.MultiheadAttention(6, 2, batch_first=True, dtype=F64),
-                                                       torch.Generator().manual_seed(1))
+    a = CausalSelfAttention(6, 2, dtype=F64)
+    randomise(
+        a_ref := torch.nn.MultiheadAttention(6, 2, batch_first=True, dtype=F64),
+        torch.Generator().manual_seed(1),
+    )
     a.load_state_dict(a_ref.state_dict())
     for T in (1, 3): assert gradcheck(a, torch.randn(2, T, 6, dtype=F64))
     assert gradcheck(CausalSelfAttention(4, 4, bias=False), torch.randn(1, 3, 4, dtype=F64))
@@ -84,7 +88,8 @@ def test_attention_errors_change_nothing():
     assert_unchanged(snap, snapshot(a))
     a.in_proj_bias.grad = torch.zeros(5, dtype=F64)
     with pytest.raises(RuntimeError, match='in_proj_bias.grad has shape'): a.backward(torch.ones(2, 3, 8, dtype=F64))
-    assert all(torch.equal(p.grad, s) for p, s in zip(a.out_proj.parameters(), [g for _, g in snap[0][2:4]]))  # out_proj accumulated nothing
+    # out_proj accumulated nothing
+    assert all(torch.equal(p.grad, s) for p, s in zip(a.out_proj.parameters(), [g for _, g in snap[0][2:4]]))
     with pytest.raises(ValueError, match='divide embed_dim'): CausalSelfAttention(6, 4)
 
 
@@ -123,7 +128,8 @@ def test_attention_cached_checks_see_parameters_replaced_between_calls():
     a.in_proj_bias.value = torch.zeros(1, dtype=F64)       # torch's addmm would broadcast it: the check refuses it
     with pytest.raises(RuntimeError, match=r"in_proj_bias has shape \(1\), expected \(24\)"): a(x)
     a.in_proj_bias.value = b.float()                       # cast on its own: named, not torch's dtype message
-    with pytest.raises(RuntimeError, match='in_proj_weight is torch.float64 on cpu but its in_proj_bias is torch.float32'): a(x)
+    with pytest.raises(RuntimeError, match='in_proj_weight is torch.float64 on cpu but its in_proj_bias is '
+                                           'torch.float32'): a(x)
     a.in_proj_bias.value = b
     assert_unchanged(snap, snapshot(a))
     a(x)
@@ -136,7 +142,8 @@ def test_attention_cached_checks_see_parameters_replaced_between_calls():
 
 @pytest.mark.parity
 def test_attention_out_proj_replaced_without_a_counter_change_is_checked():
-    "An older Linear swapped in as out_proj (no parameter assigned, so the counter stays) is checked before anything accumulates."
+    ("An older Linear swapped in as out_proj (no parameter assigned, so the counter stays) is checked before "
+     "anything accumulates.")
     spare = Linear(8, 8, dtype=F64); spare.weight.grad = None  # made, and broken, before the cached call
     a = CausalSelfAttention(8, 2, dtype=F64)
     x, g = torch.randn(2, 3, 8, dtype=F64), torch.randn(2, 3, 8, dtype=F64)
@@ -155,10 +162,12 @@ def test_attention_cached_path_errors_stay_clear_and_change_nothing():
     snap = snapshot(a)
     with pytest.raises(TypeError, match='float64 parameters but got a torch.float32 input'): a(x.float())
     with pytest.raises(TypeError, match='floating-point input'): a(torch.ones(2, 3, 8, dtype=torch.long))
-    with pytest.raises(ValueError, match=r'input of shape \(B, T, 8\)'): a(torch.ones(0, 3, 6, dtype=F64))  # empty: no product refuses it
+    # empty: no product refuses it
+    with pytest.raises(ValueError, match=r'input of shape \(B, T, 8\)'): a(torch.ones(0, 3, 6, dtype=F64))
     assert_unchanged(snap, snapshot(a))
     a(x)
-    with pytest.raises(TypeError, match='CausalSelfAttention.backward expects a gradient of dtype torch.float64'): a.backward(g.float())
+    with pytest.raises(TypeError, match='CausalSelfAttention.backward expects a gradient of dtype '
+                                        'torch.float64'): a.backward(g.float())
     with pytest.raises(ValueError, match=r'CausalSelfAttention.backward expects a gradient of shape \(2, 3, 8\)'):
         a.backward(g.reshape(3, 2, 8))                     # as many elements: a view would have taken it
     a.attn_weights.mul_(1.0)                                # an in-place edit of what forward saved (P)

@@ -119,7 +119,10 @@ def test_sequential_slicing_shares_and_keeps_names():
     tail, tail_ref = ours[1:], ref[1:]
     assert isinstance(tail, Sequential) and tail[1] is ours.fc2
     assert list(tail.state_dict()) == list(tail_ref.state_dict())
-    plain, plain_ref = Sequential(Linear(2, 3), ReLU(), Linear(3, 1)), torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    plain, plain_ref = (
+        Sequential(Linear(2, 3), ReLU(), Linear(3, 1)),
+        torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1)),
+    )
     assert list(plain[1:].state_dict()) == list(plain_ref[1:].state_dict()) == ['2.weight', '2.bias']
     assert len(plain[::2]) == 2 and len(plain) == 3 and [type(m) for m in plain] == [Linear, ReLU, Linear]
 
@@ -182,7 +185,8 @@ def test_residual_matches_torch_and_gradcheck():
     r1.load_state_dict(lin1.state_dict()); r2.load_state_dict(lin2.state_dict())
     x = torch.randn(3, 5, 4, dtype=F64); g = torch.randn_like(x)
     xr = x.clone().requires_grad_(); yr = xr + r2(torch.tanh(r1(xr))); yr.backward(g)
-    tol = dict(n=15, cond=2)  # sums over 4 or 6 features, and over the 15 rows for the parameters; two layers with weights
+    # sums over 4 or 6 features, and over the 15 rows for the parameters; two layers with weights
+    tol = dict(n=15, cond=2)
     assert_close(res(x), yr, **tol); assert_close(res.backward(g), xr.grad, **tol)
     for ours, ref in ((lin1, r1), (lin2, r2)):
         assert_close(ours.weight.grad, ref.weight.grad, **tol); assert_close(ours.bias.grad, ref.bias.grad, **tol)
@@ -200,27 +204,34 @@ def test_residual_errors():
 
 @pytest.mark.parity
 def test_residual_refuses_a_block_that_changes_the_shape_even_where_the_sum_broadcasts():
-    for block, x, shapes in ((Linear(3, 1), torch.ones(4, 3), r'\(4, 3\) -> \(4, 1\)'),   # x + f(x) would broadcast f(x)
+    # x + f(x) would broadcast f(x)
+    for block, x, shapes in ((Linear(3, 1), torch.ones(4, 3), r'\(4, 3\) -> \(4, 1\)'),
                              (Linear(1, 3), torch.ones(4, 1), r'\(4, 1\) -> \(4, 3\)'),   # ... or x
                              (Linear(3, 2), torch.ones(4, 3), r'\(4, 3\) -> \(4, 2\)')):  # torch refuses the sum
         r = Residual(block)
         with pytest.raises(ValueError, match=f'keep the shape of its input, got {shapes} from Linear'): r(x)
-        with pytest.raises(RuntimeError, match='nothing to backpropagate through: its last forward failed'): r.backward(x)
-        with pytest.raises(ValueError, match='keep the shape of its input'): r.forward(x)  # called directly, not through __call__
-        with pytest.raises(RuntimeError, match='Residual.backward called before forward'): r.backward(x)  # no reason recorded
+        with pytest.raises(RuntimeError, match='nothing to backpropagate through: its last forward failed'):
+            r.backward(x)
+        # called directly, not through __call__
+        with pytest.raises(ValueError, match='keep the shape of its input'): r.forward(x)
+        # no reason recorded
+        with pytest.raises(RuntimeError, match='Residual.backward called before forward'): r.backward(x)
 
 
 @pytest.mark.parity
 def test_residual_passes_on_the_blocks_own_errors_and_detaches():
     r = Residual(Linear(3, 3, dtype=F64))
-    r(torch.ones(4, 3, dtype=F64))                           # a successful call first: its saved shapes must not explain the next
+    # a successful call first: its saved shapes must not explain the next
+    r(torch.ones(4, 3, dtype=F64))
     with pytest.raises(ValueError, match=r'Linear expects an input of shape \(\*, 3\)'): r(torch.ones(5, 4, dtype=F64))
     with pytest.raises(TypeError, match='Linear expects the input to be a torch.Tensor, got list'): r([[1.0, 2.0, 3.0]])
-    with pytest.raises(RuntimeError, match='Residual.backward has nothing to backpropagate through'): r.backward(torch.ones(4, 3, dtype=F64))
+    with pytest.raises(RuntimeError, match='Residual.backward has nothing to backpropagate through'):
+        r.backward(torch.ones(4, 3, dtype=F64))
     x = torch.randn(4, 3, dtype=F64, requires_grad=True)
     y = r(x); assert not y.requires_grad and y.grad_fn is None
     assert torch.equal(y, x.detach() + r.block(x.detach()))  # the same operations
-    with pytest.raises(ValueError, match=r'Linear.backward expects a gradient of shape \(4, 3\)'): r.backward(torch.ones(4, 2, dtype=F64))
+    with pytest.raises(ValueError, match=r'Linear.backward expects a gradient of shape \(4, 3\)'):
+        r.backward(torch.ones(4, 2, dtype=F64))
 
 
 @pytest.mark.parity

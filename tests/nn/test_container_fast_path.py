@@ -64,7 +64,8 @@ def test_in_place_edit_between_forward_and_backward_is_detected_on_the_fast_path
     y = model(x)
     before = [p.grad.clone() for p in model.parameters()]
     model[1]._saved[0].mul_(2)                               # the ReLU's output, also Linear 2's saved input
-    with pytest.raises(RuntimeError, match=r"Linear.backward: a tensor saved by forward .* modified by an inplace operation"):
+    with pytest.raises(RuntimeError, match=r"Linear.backward: a tensor saved by forward .* modified by an "
+                                           r"inplace operation"):
         model.backward(torch.ones_like(y))
     for p, b in zip(model.parameters(), before): assert torch.equal(p.grad, b)  # nothing accumulated
 
@@ -112,7 +113,8 @@ def test_mode_change_by_hand_is_seen_by_batchnorm():
 
 
 def test_maths_refusal_on_the_fast_path_is_explained_by_the_module():
-    class Picky(Module):                                     # refuses in its maths (no declared checks) every third call
+    # refuses in its maths (no declared checks) every third call
+    class Picky(Module):
         n = 0
         def forward(self, x):
             Picky.n += 1

@@ -55,7 +55,8 @@ def test_conv_refuses_bad_inputs_clearly():
     assert_clear_error(ValueError, 'larger than the padded input', c, torch.zeros(1, 2, 2, 2))
     assert_clear_error(TypeError, 'torch.float64 input', c, torch.zeros(1, 2, 5, 5, dtype=F64))
     assert_clear_error(TypeError, 'int or a pair of ints', Conv2d, 2, 3, 3, stride=True)
-    assert_clear_error(ValueError, "'same' or 'valid', got 'full'", Conv2d, 2, 3, 3, padding='full')  # 'same' and 'valid' are torch's
+    # 'same' and 'valid' are torch's
+    assert_clear_error(ValueError, "'same' or 'valid', got 'full'", Conv2d, 2, 3, 3, padding='full')
 
 
 @pytest.mark.parity
@@ -67,7 +68,11 @@ def test_conv_padding_and_dilation_like_torch(kernel, stride, padding, dilation,
     kw = dict(stride=stride, padding=padding, dilation=dilation, padding_mode=mode, dtype=F64)
     torch.manual_seed(0); conv = Conv2d(3, 4, kernel, **kw)
     torch.manual_seed(0); ref = torch.nn.Conv2d(3, 4, kernel, **kw)
-    assert repr(conv) == repr(ref) and (conv.padding, conv.dilation, conv.padding_mode) == (ref.padding, ref.dilation, ref.padding_mode)
+    assert repr(conv) == repr(ref) and (conv.padding, conv.dilation, conv.padding_mode) == (
+        ref.padding,
+        ref.dilation,
+        ref.padding_mode,
+    )
     assert_close(conv.weight.value, ref.weight, **SMALL_PROGRAM)
     x = torch.randn(2, 3, 9, 8, dtype=F64)
     xr = x.clone().requires_grad_()
@@ -77,23 +82,30 @@ def test_conv_padding_and_dilation_like_torch(kernel, stride, padding, dilation,
     g = torch.randn_like(y)
     y.backward(g)
     assert_close(conv(x), y, **SMALL_PROGRAM); assert_close(conv.backward(g), xr.grad, **SMALL_PROGRAM)
-    assert_close(conv.weight.grad, ref.weight.grad, **SMALL_PROGRAM); assert_close(conv.bias.grad, ref.bias.grad, **SMALL_PROGRAM)
+    assert_close(conv.weight.grad, ref.weight.grad, **SMALL_PROGRAM)
+    assert_close(conv.bias.grad, ref.bias.grad, **SMALL_PROGRAM)
     if padding == 'same': assert y.shape[2:] == x.shape[2:]
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize('kwargs, exc, msg', [(dict(groups=2), ValueError, 'groups=1 only'),
-                                              (dict(padding_mode='mirror'), ValueError, "padding_mode to be one of"),
-                                              (dict(padding='same', stride=2), ValueError, "padding='same' needs stride 1"),
-                                              (dict(padding='full'), ValueError, "'same' or 'valid', got 'full'"),
-                                              (dict(dilation=0), ValueError, 'dilation to be positive')])
+@pytest.mark.parametrize(
+    'kwargs, exc, msg',
+    [
+        (dict(groups=2), ValueError, 'groups=1 only'),
+        (dict(padding_mode='mirror'), ValueError, "padding_mode to be one of"),
+        (dict(padding='same', stride=2), ValueError, "padding='same' needs stride 1"),
+        (dict(padding='full'), ValueError, "'same' or 'valid', got 'full'"),
+        (dict(dilation=0), ValueError, 'dilation to be positive'),
+    ],
+)
 def test_conv_refuses_what_it_does_not_do(kwargs, exc, msg):
     with pytest.raises(exc, match=msg.replace('(', r'\(').replace(')', r'\)')): Conv2d(2, 2, 3, **kwargs)
 
 
 @pytest.mark.parity
 def test_conv_dilated_kernel_must_fit():
-    with pytest.raises(ValueError, match='larger than the padded input'): Conv2d(1, 1, 3, dilation=3)(torch.randn(1, 1, 6, 6))
+    with pytest.raises(ValueError, match='larger than the padded input'):
+        Conv2d(1, 1, 3, dilation=3)(torch.randn(1, 1, 6, 6))
 
 
 @pytest.mark.parity
@@ -104,10 +116,24 @@ def test_small_cnn_steps_match_torch():
     nn = torch.nn
     gen = torch.Generator().manual_seed(0)
     dt = torch.float64
-    ours = Sequential(Conv2d(2, 4, 3, padding=1, dtype=dt, generator=gen), BatchNorm2d(4, dtype=dt), ReLU(), MaxPool2d(2),
-                      Flatten(), Linear(4 * 3 * 3, 5, dtype=dt, generator=gen), BatchNorm1d(5, momentum=None, dtype=dt))
-    ref = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, dtype=dt), nn.BatchNorm2d(4, dtype=dt), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Flatten(), nn.Linear(4 * 3 * 3, 5, dtype=dt), nn.BatchNorm1d(5, momentum=None, dtype=dt))
+    ours = Sequential(
+        Conv2d(2, 4, 3, padding=1, dtype=dt, generator=gen),
+        BatchNorm2d(4, dtype=dt),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(4 * 3 * 3, 5, dtype=dt, generator=gen),
+        BatchNorm1d(5, momentum=None, dtype=dt),
+    )
+    ref = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, dtype=dt),
+        nn.BatchNorm2d(4, dtype=dt),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 5, dtype=dt),
+        nn.BatchNorm1d(5, momentum=None, dtype=dt),
+    )
     ref.load_state_dict(ours.state_dict())
     CHAIN = 2 * 9 + 4 * 9 + 6 * 36 + 36 + 5  # conv field, its backward, the batch statistics, the Linear, the classes
     loss_fn, opt = LossCrossEntropy(label_smoothing=0.1), SGD(ours.parameters(), lr=0.1)
@@ -148,7 +174,9 @@ def test_conv2d(case, n, c_in, c_out, bias, dtype, channels_last, seed):
     kk = kernel_area(k)
     # sums whose terms may cancel: compared on the scale of the terms (sums of absolute products), as for Linear
     w, ax, ag = conv.weight.value, x.abs(), g.abs()
-    y_terms = F.conv2d(ax, w.abs(), stride=s, padding=p).max().item() + (conv.bias.value.abs().max().item() if bias else 0)
+    y_terms = F.conv2d(ax, w.abs(), stride=s, padding=p).max().item() + (
+        conv.bias.value.abs().max().item() if bias else 0
+    )
     gx_terms = ag.max().item() * w.abs().sum((0, 2, 3)).max().item()
     gw_terms = ax.max().item() * ag.sum((0, 2, 3)).max().item()
     assert_parity(y, y_ref, dtype, n=c_in * kk, scale=y_terms)                   # a sum over the receptive field
@@ -179,7 +207,8 @@ def test_cnn_chain(c1, c2, k, pad, pool, n, hw, seed):
     xr = x.clone().requires_grad_()
     loss_ref = nn.functional.mse_loss(ref(xr), t)
     loss_ref.backward()
-    chain = k * k * (1 + c1 + c2) + c2 * side * side + n * hw * hw  # the reductions along the longest path, and the batch's
+    # the reductions along the longest path, and the batch's
+    chain = k * k * (1 + c1 + c2) + c2 * side * side + n * hw * hw
     assert_parity(loss, loss_ref.detach(), n=chain, cond=4)            # cond: four layers with weights
     assert_parity(gx, xr.grad, n=chain, cond=4)
     for p, r in zip(net.parameters(), ref.parameters()): assert_parity(p.grad, r.grad, n=chain, cond=4)

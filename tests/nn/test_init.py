@@ -12,10 +12,17 @@ pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and threa
 
 
 @small
-@given(shape=st.lists(st.integers(1, 6), min_size=2, max_size=4), dtype=dtypes, seed=seeds,
-       fn=st.sampled_from(['uniform_', 'normal_', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_']),
-       mode=st.sampled_from(['fan_in', 'fan_out']), nonlinearity=st.sampled_from(['relu', 'leaky_relu', 'tanh', 'linear']),
-       gain=st.floats(0.1, 3.0))
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=2, max_size=4),
+    dtype=dtypes,
+    seed=seeds,
+    fn=st.sampled_from(
+        ['uniform_', 'normal_', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_']
+    ),
+    mode=st.sampled_from(['fan_in', 'fan_out']),
+    nonlinearity=st.sampled_from(['relu', 'leaky_relu', 'tanh', 'linear']),
+    gain=st.floats(0.1, 3.0),
+)
 def test_init(shape, dtype, seed, fn, mode, nonlinearity, gain):
     "With equal generators, minidl.nn.init draws exactly what torch.nn.init draws."
     kw = {'uniform_': dict(a=-gain, b=gain), 'normal_': dict(mean=gain, std=gain), 'xavier_uniform_': dict(gain=gain),

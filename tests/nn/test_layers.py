@@ -61,7 +61,8 @@ def test_saved_tensor_modified_in_place_is_detected(make):
     assert_clear_error(RuntimeError, 'modified by an inplace operation', m.backward, torch.ones(2, 3))
 
 
-GRAD_DEVICE = [  # (module, input shape): forward on the CPU, then a gradient on another device (meta: the one every torch has)
+# (module, input shape): forward on the CPU, then a gradient on another device (meta: the one every torch has)
+GRAD_DEVICE = [
     (ReLU, (2, 3)), (Tanh, (2, 3)), (Sigmoid, (2, 3)), (LeakyReLU, (2, 3)), (GELU, (2, 3)), (Softmax, (2, 3)),
     (LogSoftmax, (2, 3)), (lambda: Dropout(0.5), (2, 3)), (Flatten, (2, 3, 2)), (lambda: MaxPool2d(2), (1, 2, 4, 4)),
     (lambda: AvgPool2d(2), (1, 2, 4, 4)), (lambda: BatchNorm1d(3), (4, 3)), (lambda: Conv2d(2, 3, 1), (1, 2, 3, 3)),
@@ -69,10 +70,11 @@ GRAD_DEVICE = [  # (module, input shape): forward on the CPU, then a gradient on
 ]
 
 
-_GRAD_DEVICE_FIX = ("{nb}: backward checks the gradient's shape and dtype but not its device: _check_grad(g, shape, dtype, who) "
-                    "is called without its 5th argument, so a gradient on another device gets torch's raw 'Tensor on device "
-                    "... is not on the expected device' or, worse, a silently computed result. Fix: pass the device of the "
-                    "saved tensor as the 5th argument of core._check_grad ({how}); the fast path already compares it")
+_GRAD_DEVICE_FIX = ("{nb}: backward checks the gradient's shape and dtype but not its device: _check_grad(g, "
+                    "shape, dtype, who) is called without its 5th argument, so a gradient on another device "
+                    "gets torch's raw 'Tensor on device ... is not on the expected device' or, worse, a "
+                    "silently computed result. Fix: pass the device of the saved tensor as the 5th argument "
+                    "of core._check_grad ({how}); the fast path already compares it")
 
 
 _GRAD_DEVICE_XFAIL = {}  # all fixed: every backward passes its saved tensor's device to _check_grad
@@ -137,14 +139,44 @@ def _modules():
         yield name, (lambda n=name: (getattr(M, n)(), getattr(torch.nn, n)())), [(0, 3), (2, 0), (0,), (2, 0, 4, 4)]
     yield 'Dropout', lambda: (M.Dropout(0.5), torch.nn.Dropout(0.5)), [(0, 3), (2, 0)]
     yield 'Dropout.eval', lambda: (M.Dropout(0.5).eval(), torch.nn.Dropout(0.5).eval()), [(0, 3)]
-    yield 'BatchNorm1d', lambda: _pair(lambda: M.BatchNorm1d(3, dtype=D), lambda: torch.nn.BatchNorm1d(3)), [(0, 3), (2, 3, 0), (0, 3, 4)]
-    yield 'BatchNorm1d.eval', lambda: tuple(x.eval() for x in _pair(lambda: M.BatchNorm1d(3, dtype=D), lambda: torch.nn.BatchNorm1d(3))), [(0, 3)]
-    yield 'BatchNorm2d', lambda: _pair(lambda: M.BatchNorm2d(2, dtype=D), lambda: torch.nn.BatchNorm2d(2)), [(0, 2, 3, 3), (2, 2, 0, 3)]
-    yield 'Conv2d', lambda: _pair(lambda: M.Conv2d(2, 3, 3, padding=1, dtype=D), lambda: torch.nn.Conv2d(2, 3, 3, padding=1)), [(0, 2, 4, 4), (2, 2, 0, 4), (2, 2, 4, 0)]
-    yield 'Conv2d.k2p1', lambda: _pair(lambda: M.Conv2d(2, 3, 2, padding=1, dtype=D), lambda: torch.nn.Conv2d(2, 3, 2, padding=1)), [(2, 2, 0, 4)]
+    yield (
+        'BatchNorm1d',
+        lambda: _pair(lambda: M.BatchNorm1d(3, dtype=D), lambda: torch.nn.BatchNorm1d(3)),
+        [(0, 3), (2, 3, 0), (0, 3, 4)],
+    )
+    yield (
+        'BatchNorm1d.eval',
+        lambda: tuple(
+            x.eval() for x in _pair(lambda: M.BatchNorm1d(3, dtype=D), lambda: torch.nn.BatchNorm1d(3))
+        ),
+        [(0, 3)],
+    )
+    yield (
+        'BatchNorm2d',
+        lambda: _pair(lambda: M.BatchNorm2d(2, dtype=D), lambda: torch.nn.BatchNorm2d(2)),
+        [(0, 2, 3, 3), (2, 2, 0, 3)],
+    )
+    yield (
+        'Conv2d',
+        lambda: _pair(
+            lambda: M.Conv2d(2, 3, 3, padding=1, dtype=D), lambda: torch.nn.Conv2d(2, 3, 3, padding=1)
+        ),
+        [(0, 2, 4, 4), (2, 2, 0, 4), (2, 2, 4, 0)],
+    )
+    yield (
+        'Conv2d.k2p1',
+        lambda: _pair(
+            lambda: M.Conv2d(2, 3, 2, padding=1, dtype=D), lambda: torch.nn.Conv2d(2, 3, 2, padding=1)
+        ),
+        [(2, 2, 0, 4)],
+    )
     for P in ('MaxPool2d', 'AvgPool2d'):
         yield P, (lambda P=P: (getattr(M, P)(2), getattr(torch.nn, P)(2))), [(0, 2, 4, 4), (2, 0, 4, 4), (2, 2, 0, 4)]
-        yield P + '.p1', (lambda P=P: (getattr(M, P)(2, 1, 1), getattr(torch.nn, P)(2, 1, 1))), [(0, 2, 4, 4), (2, 2, 0, 4)]
+        yield (
+            P + '.p1',
+            (lambda P=P: (getattr(M, P)(2, 1, 1), getattr(torch.nn, P)(2, 1, 1))),
+            [(0, 2, 4, 4), (2, 2, 0, 4)],
+        )
     seq = lambda: _pair(lambda: M.Sequential(M.Linear(3, 4, dtype=D), M.ReLU(), M.Linear(4, 2, dtype=D)),
                         lambda: torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)))
     yield 'Sequential', seq, [(0, 3)]
@@ -178,7 +210,8 @@ def test_zero_size_inputs_like_torch(name, make, shape):
     (lambda: M.Conv2d(1, 1, 2**31), None, 'Conv2d: the weight (out_channels, in_channels, kh, kw) would have shape'),
     (lambda: M.Conv2d(1, 1, (1, 2**62)), None, 'Conv2d: the weight'),
     (lambda: M.Conv2d(1, 1, 3, padding=2**40), None, 'Conv2d: an input padded by'),
-    (lambda: M.Conv2d(1, 1, 3, padding=2**29), (2**4, 1, 1, 1), 'Conv2d: the padded input (N, H + 2 ph, W + 2 pw, C) would have shape'),
+    (lambda: M.Conv2d(1, 1, 3, padding=2**29), (2**4, 1, 1, 1), 'Conv2d: the padded input (N, H + 2 ph, W + '
+                                                                '2 pw, C) would have shape'),
     (lambda: M.Conv2d(1, 1, 3, stride=2**62, padding=1), (1, 1, 4, 4), 'Conv2d: the stride'),
     (lambda: M.MaxPool2d(2**40, padding=2**39), None, 'MaxPool2d: an input padded by'),
     (lambda: M.AvgPool2d(2**62, padding=2**61), None, 'AvgPool2d: an input padded by'),
@@ -233,8 +266,12 @@ def test_sequence_layers_on_batch_time_features():
 @pytest.mark.parity
 def test_inputs_that_require_grad_leave_no_autograd_history():
     x = torch.randn(2, 3, 8, dtype=F64, requires_grad=True)
-    for m in (TransformerBlock(8, 2, 16, dtype=F64), Residual(Linear(8, 8, dtype=F64)), CausalSelfAttention(8, 2, dtype=F64),
-              LayerNorm(8, dtype=F64)):
+    for m in (
+        TransformerBlock(8, 2, 16, dtype=F64),
+        Residual(Linear(8, 8, dtype=F64)),
+        CausalSelfAttention(8, 2, dtype=F64),
+        LayerNorm(8, dtype=F64),
+    ):
         y = m(x)
         assert not y.requires_grad and y.grad_fn is None
         assert not m.backward(torch.ones_like(y)).requires_grad

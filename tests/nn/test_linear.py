@@ -114,12 +114,20 @@ def test_linear_keywords_same_numbers_as_torch():
     assert_close(lin.weight.value, ref.weight, **SMALL_PROGRAM)  # the same draw for the same seed
     x, g = torch.randn(7, 5, dtype=F64), torch.randn(7, 2, dtype=F64)
     xr = x.clone().requires_grad_(); y = ref(xr); y.backward(g)
-    assert_close(lin(x), y, **SMALL_PROGRAM); assert_close(lin.backward(g), xr.grad, **SMALL_PROGRAM); assert_close(lin.weight.grad, ref.weight.grad, **SMALL_PROGRAM)
+    assert_close(lin(x), y, **SMALL_PROGRAM)
+    assert_close(lin.backward(g), xr.grad, **SMALL_PROGRAM)
+    assert_close(lin.weight.grad, ref.weight.grad, **SMALL_PROGRAM)
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize('kwargs, args', [(dict(in_features=3, nb_input=3), ()), (dict(out_features=2, nb_output=2), (3,)),
-                                          (dict(nb_input=3), (3, 2))])
+@pytest.mark.parametrize(
+    'kwargs, args',
+    [
+        (dict(in_features=3, nb_input=3), ()),
+        (dict(out_features=2, nb_output=2), (3,)),
+        (dict(nb_input=3), (3, 2)),
+    ],
+)
 def test_linear_two_names_for_one_argument(kwargs, args):
     with pytest.raises(TypeError, match='two names for one argument'): Linear(*args, **kwargs)
 
@@ -148,10 +156,12 @@ def test_linear(n, n_in, n_out, bias, dtype, seed):
     gx = lin.backward(g)
     # each entry is a sum whose terms may cancel: compare on the scale of the terms, |X| |W|^T + |b|, |G| |W|, |G|^T |X|
     ax, aw, ag = x.abs(), w.abs(), g.abs()
-    assert_parity(y, y_ref, dtype, n=n_in, scale=term_scale(ax @ aw.T + (b.abs() if bias else 0)))  # sums over the inputs
+    # sums over the inputs
+    assert_parity(y, y_ref, dtype, n=n_in, scale=term_scale(ax @ aw.T + (b.abs() if bias else 0)))
     ours = [gx, lin.weight.grad] + ([lin.bias.grad] if bias else [])
     scales = [ag @ aw, ag.T @ ax, ag.sum(0)]
-    for a, r, sc in zip(ours, grads_ref, scales): assert_parity(a, r, dtype, n=max(n, n_out), scale=term_scale(sc))  # outputs or batch
+    # outputs or batch
+    for a, r, sc in zip(ours, grads_ref, scales): assert_parity(a, r, dtype, n=max(n, n_out), scale=term_scale(sc))
     assert not y.requires_grad and y.dtype == dtype and gx.shape == x.shape
 
 
@@ -175,12 +185,14 @@ def test_linear_any_leading_dims(lead, n_in, n_out, bias, dtype, seed):
     ax, aw, ag = x.abs().reshape(-1, n_in), lin.weight.value.abs(), g.abs().reshape(-1, n_out)  # the terms' sizes
     assert_parity(y, y_ref.detach(), dtype, n=n_in, scale=term_scale(ax @ aw.T + (lin.bias.value.abs() if bias else 0)))
     assert_parity(gx, xr.grad, dtype, n=n_out, scale=term_scale(ag @ aw))
-    assert_parity(lin.weight.grad, ref.weight.grad, dtype, n=max(rows, 1), scale=term_scale(ag.T @ ax))  # summed over every leading dim
+    # summed over every leading dim
+    assert_parity(lin.weight.grad, ref.weight.grad, dtype, n=max(rows, 1), scale=term_scale(ag.T @ ax))
     if bias: assert_parity(lin.bias.grad, ref.bias.grad, dtype, n=max(rows, 1), scale=term_scale(ag.sum(0)))
 
 
 def test_linear_leading_dims_gradient_of_another_shape_is_refused_and_changes_nothing():
-    "With more than two dimensions, a gradient with the same rows but other leading dimensions is an error, as in torch."
+    ("With more than two dimensions, a gradient with the same rows but other leading dimensions is an error, "
+     "as in torch.")
     from minidl.testing import assert_unchanged, snapshot
     m = Linear(4, 3, dtype=F64)
     x = torch.randn(2, 5, 4, dtype=F64)

@@ -53,7 +53,11 @@ def test_losses_refuse_bad_targets(loss):
 ])
 def test_failed_loss_forward_then_backward_raises(loss, bad):
     l = loss()
-    good = (torch.full((2, 3), 0.5), torch.ones(2, 3)) if loss is not LossCrossEntropy else (torch.zeros(2, 3), torch.tensor([1, 2]))
+    good = (
+        (torch.full((2, 3), 0.5), torch.ones(2, 3))
+        if loss is not LossCrossEntropy
+        else (torch.zeros(2, 3), torch.tensor([1, 2]))
+    )
     l(*good)
     with pytest.raises((ValueError, TypeError)): l(*bad())
     assert_clear_error(RuntimeError, 'last forward failed', l.backward)
@@ -74,7 +78,8 @@ def test_bce_refuses_out_of_range_and_nan():
     assert_clear_error(ValueError, 'targets in [0, 1]', l, torch.full((3, 1), 0.5), torch.full((3, 1), 2.0))
 
 
-@pytest.mark.parametrize('target', [torch.tensor([0, 5]), torch.tensor([0, -1]), torch.tensor([0, -99])])  # -100 is ignore_index
+# -100 is ignore_index
+@pytest.mark.parametrize('target', [torch.tensor([0, 5]), torch.tensor([0, -1]), torch.tensor([0, -99])])
 def test_cross_entropy_refuses_bad_class_indices(target):
     assert_clear_error(ValueError, 'class indices in [0, 3)', LossCrossEntropy(), torch.zeros(2, 3), target)
 
@@ -110,8 +115,13 @@ def test_cross_entropy_hyper_parameters():
     assert_clear_error(ValueError, 'label_smoothing in [0, 1]', LossCrossEntropy, label_smoothing=math.nan)
     assert_clear_error(ValueError, 'label_smoothing in [0, 1]', LossCrossEntropy, label_smoothing=True)
     assert_clear_error(TypeError, 'floating-point tensor', LossCrossEntropy, weight=torch.ones(3, dtype=torch.long))
-    assert_clear_error(TypeError, 'torch.float32 weight', LossCrossEntropy(weight=torch.ones(3)), torch.zeros(2, 3, dtype=F64),
-           torch.tensor([0, 1]))
+    assert_clear_error(
+        TypeError,
+        'torch.float32 weight',
+        LossCrossEntropy(weight=torch.ones(3)),
+        torch.zeros(2, 3, dtype=F64),
+        torch.tensor([0, 1]),
+    )
 
 
 D = torch.float64
@@ -155,7 +165,13 @@ def test_mse_and_bce_reductions(reduction, shape):
     p = torch.rand(shape, generator=gen, dtype=F64) * 0.98 + 0.01
     t = torch.rand(shape, generator=gen, dtype=F64)
     loss_pair(MSELoss(reduction=reduction), lambda a, b: F.mse_loss(a, b, reduction=reduction), p, t, reduction)
-    loss_pair(BCELoss(reduction=reduction), lambda a, b: F.binary_cross_entropy(a, b, reduction=reduction), p, t, reduction)
+    loss_pair(
+        BCELoss(reduction=reduction),
+        lambda a, b: F.binary_cross_entropy(a, b, reduction=reduction),
+        p,
+        t,
+        reduction,
+    )
     loss_pair(nn.BCELoss(reduction=reduction), torch.nn.BCELoss(reduction=reduction), p, t, reduction)
 
 
@@ -173,7 +189,9 @@ def test_cross_entropy_indices(reduction, shape, weighted, eps, ignore):
     t = torch.randint(0, C, tshape, generator=gen)
     if len(shape) > 1: t.view(-1)[::3] = -100 if ignore is None else ignore  # ignored: those targets add nothing
     w = torch.rand(C, generator=gen, dtype=F64) + 0.1 if weighted else None
-    kw = dict(weight=w, label_smoothing=eps, reduction=reduction) | ({} if ignore is None else dict(ignore_index=ignore))
+    kw = dict(weight=w, label_smoothing=eps, reduction=reduction) | (
+        {} if ignore is None else dict(ignore_index=ignore)
+    )
     loss_pair(CrossEntropyLoss(**kw), lambda a, b: F.cross_entropy(a, b, **kw), x, t, reduction)
 
 
@@ -204,7 +222,8 @@ def test_reduction_errors():
     for L in (MSELoss, BCELoss, CrossEntropyLoss):
         with pytest.raises(ValueError, match="reduction to be 'mean', 'sum' or 'none', got 'avg'"): L(reduction='avg')
     m = MSELoss(reduction='none'); m(torch.zeros(2, 3), torch.ones(2, 3))
-    with pytest.raises(TypeError, match=r"backward expects grad_output, the gradient of the per-element losses \(shape \(2, 3\)\)"):
+    with pytest.raises(TypeError, match=r"backward expects grad_output, the gradient of the per-element "
+                                        r"losses \(shape \(2, 3\)\)"):
         m.backward()
     with pytest.raises(ValueError, match='gradient of shape \\(2, 3\\)'): m.backward(torch.ones(3))
     m = MSELoss(reduction='sum'); m(torch.zeros(2, 3), torch.ones(2, 3))
@@ -243,7 +262,8 @@ def test_losses(shape, dtype, seed, hard, saturate):
 @small
 @given(n=st.integers(1, 10), c=st.integers(1, 8), dtype=dtypes, seed=seeds, probs=st.booleans(), weighted=st.booleans(),
        smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]), scale=st.sampled_from([1.0, 10.0, 1e4]))
-@example(n=5, c=1, dtype=torch.float64, seed=2**31 - 1, probs=False, weighted=True, smoothing=0.1, scale=1.0)  # one class: a zero gradient
+# one class: a zero gradient
+@example(n=5, c=1, dtype=torch.float64, seed=2**31 - 1, probs=False, weighted=True, smoothing=0.1, scale=1.0)
 def test_cross_entropy(n, c, dtype, seed, probs, weighted, smoothing, scale):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, generator=gen, dtype=dtype) * scale
@@ -253,7 +273,8 @@ def test_cross_entropy(n, c, dtype, seed, probs, weighted, smoothing, scale):
     ce = LossCrossEntropy(weight=w, label_smoothing=smoothing)
     loss = ce(x, t)
     assert loss.shape == () and loss.dtype == dtype and torch.isfinite(loss)
-    assert_parity(loss, loss_ref, dtype, n=n + c, atol=1e-4 * max(1.0, scale))  # a logsumexp over c classes, a mean over n
+    # a logsumexp over c classes, a mean over n
+    assert_parity(loss, loss_ref, dtype, n=n + c, atol=1e-4 * max(1.0, scale))
     # softmax over c classes; (p - y) w_t / sum w cancels (to exactly 0 for one class): compare on its terms' scale
     terms = (w.max() / w.min()).item() / n if weighted else 1 / n
     assert_parity(ce.backward(), gx_ref, dtype, n=c, scale=terms)

@@ -203,7 +203,8 @@ def test_parameter_owns_expanded_memory_and_steps():
     lin.bias = M.Parameter(b)
     assert lin.bias.value.stride() == (1,) and lin.bias.value.data_ptr() != b.data_ptr()
     w = torch.randn(4, 3)
-    assert M.Parameter(w).value.data_ptr() == w.data_ptr() and M.Parameter(w.t()).value.data_ptr() == w.data_ptr()  # not copied otherwise
+    # not copied otherwise
+    assert M.Parameter(w).value.data_ptr() == w.data_ptr() and M.Parameter(w.t()).value.data_ptr() == w.data_ptr()
     opt = M.SGD(lin.parameters(), lr=0.1)
     loss = M.LossMSE(); loss(lin(torch.randn(5, 3)), torch.zeros(5, 4)); lin.backward(loss.backward())
     opt.step()  # every parameter updated in place, the bias included
@@ -218,7 +219,8 @@ def test_load_state_dict_refuses_a_shared_memory_target_up_front():
     sd = {k: v.clone() + 1 for k, v in lin.state_dict().items()}
     lin.bias.value = torch.zeros(1).expand(4)  # replaced by hand
     w = lin.weight.value.clone()
-    with pytest.raises(RuntimeError, match=r"bias: the model's tensor has elements that share memory .*nothing was loaded"):
+    with pytest.raises(RuntimeError, match=r"bias: the model's tensor has elements that share memory "
+                                           r".*nothing was loaded"):
         lin.load_state_dict(sd)
     assert torch.equal(lin.weight.value, w)   # the weight, before it in order, was not loaded either
 
@@ -228,13 +230,25 @@ def test_parameter_answers_tensor_questions_like_torch():
     v = torch.randn(3, 4, dtype=F64)
     p, q = Parameter(v.clone()), torch.nn.Parameter(v.clone())
     assert not isinstance(p, torch.Tensor)
-    for f in (lambda t: t.numel(), lambda t: t.shape, lambda t: t.ndim, lambda t: t.dim(), lambda t: t.size(),
-              lambda t: t.size(1), lambda t: t.size(-1), lambda t: t.dtype, lambda t: t.device, lambda t: t.requires_grad,
-              lambda t: t.is_cuda):
+    for f in (
+        lambda t: t.numel(),
+        lambda t: t.shape,
+        lambda t: t.ndim,
+        lambda t: t.dim(),
+        lambda t: t.size(),
+        lambda t: t.size(1),
+        lambda t: t.size(-1),
+        lambda t: t.dtype,
+        lambda t: t.device,
+        lambda t: t.requires_grad,
+        lambda t: t.is_cuda,
+    ):
         assert f(p) == f(q)
     assert torch.equal(p.data, q.data) and p.data is p.value
     assert torch.equal(p.detach(), q.detach())
-    assert sum(t.numel() for t in Linear(4, 3).parameters()) == sum(t.numel() for t in torch.nn.Linear(4, 3).parameters())
+    assert sum(t.numel() for t in Linear(4, 3).parameters()) == sum(
+        t.numel() for t in torch.nn.Linear(4, 3).parameters()
+    )
 
 
 @pytest.mark.parity
@@ -242,7 +256,8 @@ def test_parameter_data_assignment():
     p = Parameter(torch.zeros(2, 3)); grad = p.grad
     new = torch.ones(2, 3)
     p.data = new
-    assert p.value.data_ptr() == new.data_ptr() and p.grad is grad  # shared, as torch's `p.data = t`; the gradient is kept
+    # shared, as torch's `p.data = t`; the gradient is kept
+    assert p.value.data_ptr() == new.data_ptr() and p.grad is grad
     new += 1; assert torch.equal(p.value, new)
     for bad, what in [(torch.ones(3, 2), 'shape (2, 3)'), (torch.ones(2, 3, dtype=F64), 'torch.float32 on cpu'),
                       ([[1.0]], 'got list')]:
@@ -350,7 +365,12 @@ def nets(seed=0):
     "A minidl network with a nested container and the torch.nn network with the same weights."
     torch.manual_seed(seed)
     ours = Sequential(Linear(6, 5), Tanh(), Sequential(Linear(5, 4), ReLU()), Linear(4, 3)).to(torch.float64)
-    ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU()), torch.nn.Linear(4, 3)).double()
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(6, 5),
+        torch.nn.Tanh(),
+        torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU()),
+        torch.nn.Linear(4, 3),
+    ).double()
     ref.load_state_dict(ours.state_dict())
     return ours, ref
 
@@ -359,8 +379,17 @@ def record(model, log, backward=True, pre=False):
     "Register hooks on every module that log (kind, module name, tensors); returns the handles."
     hs = []
     for name, m in model.named_modules():
-        hs.append(m.register_forward_hook(lambda mod, args, out, n=name: log.append(('fwd', n, args[0].detach(), out.detach()))))
-        if pre: hs.append(m.register_forward_pre_hook(lambda mod, args, n=name: log.append(('pre', n, args[0].detach()))))
+        hs.append(
+            m.register_forward_hook(
+                lambda mod, args, out, n=name: log.append(('fwd', n, args[0].detach(), out.detach()))
+            )
+        )
+        if pre:
+            hs.append(
+                m.register_forward_pre_hook(
+                    lambda mod, args, n=name: log.append(('pre', n, args[0].detach()))
+                )
+            )
         if backward:
             hs.append(m.register_full_backward_hook(
                 lambda mod, gi, go, n=name: log.append(('bwd', n, gi[0], go[0]))))
@@ -453,7 +482,9 @@ def test_hooks_fire_in_a_user_module_that_calls_its_children():
             return ga + gb if input_grad else None
 
     class TorchTwoPaths(torch.nn.Module):
-        def __init__(self): super().__init__(); self.a, self.b = torch.nn.Linear(3, 2).double(), torch.nn.Linear(3, 2).double()
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 2).double(), torch.nn.Linear(3, 2).double()
         def forward(self, x): return self.a(x) + self.b(x)
 
     torch.manual_seed(0)
@@ -561,7 +592,8 @@ def test_training_with_a_hook_is_unchanged():
 
 
 def test_hooks_fire_inside_residual_and_transformer_block():
-    "Residual and TransformerBlock call their children through the entry points: every child fires, backward in reverse."
+    ("Residual and TransformerBlock call their children through the entry points: every child fires, "
+     "backward in reverse.")
     from minidl import Residual, TransformerBlock
     torch.manual_seed(0)
     block = TransformerBlock(8, 2, dim_feedforward=16, dtype=torch.float64)
@@ -577,6 +609,16 @@ def test_hooks_fire_inside_residual_and_transformer_block():
     children = [n for n, _ in model.named_modules() if n]
     assert set(fwd) == set(children) and fwd[-1] == 'block'  # the block's hook fires after all of its children's
     assert bwd[-1] == 'block' and set(bwd) == set(children)
-    assert fwd.index('block.norm1') < fwd.index('block.self_attn') < fwd.index('block.norm2') < fwd.index('block.linear2')
-    assert bwd.index('block.linear2') < bwd.index('block.linear1') < bwd.index('block.self_attn') < bwd.index('block.norm1')
+    assert (
+        fwd.index('block.norm1')
+        < fwd.index('block.self_attn')
+        < fwd.index('block.norm2')
+        < fwd.index('block.linear2')
+    )
+    assert (
+        bwd.index('block.linear2')
+        < bwd.index('block.linear1')
+        < bwd.index('block.self_attn')
+        < bwd.index('block.norm1')
+    )
     assert gx.shape == x.shape

@@ -24,15 +24,23 @@ def test_nn_namespace():
     assert not any(hasattr(nn, n) for n in ('SGD', 'Adam', 'LossMSE', 'Loss'))
     own = {'Residual', 'CausalSelfAttention', 'TransformerBlock'}  # minidl's own blocks: torch.nn has no such class
     assert set(nn.__all__) - own <= set(dir(torch.nn))
-    for name in ['Embedding', 'LayerNorm', 'GELU'] + sorted(own): assert getattr(nn, name) is getattr(minidl, name), name
+    for name in ['Embedding', 'LayerNorm', 'GELU'] + sorted(own):
+        assert getattr(nn, name) is getattr(minidl, name), name
 
 
 def test_a_torch_program_with_minidl_nn():
     "A tiny classifier written the torch way; only the backward line differs."
     def program(nn, x, t):
         torch.manual_seed(0)
-        model = nn.Sequential(OrderedDict([('fc1', nn.Linear(in_features=4, out_features=16)), ('act', nn.ReLU(inplace=True)),
-                                           ('fc2', nn.Linear(16, 3))])).double()
+        model = nn.Sequential(
+            OrderedDict(
+                [
+                    ('fc1', nn.Linear(in_features=4, out_features=16)),
+                    ('act', nn.ReLU(inplace=True)),
+                    ('fc2', nn.Linear(16, 3)),
+                ]
+            )
+        ).double()
         loss_fn = nn.CrossEntropyLoss(reduction='sum', ignore_index=-100)
         return model, loss_fn
     x, t = torch.randn(8, 4, dtype=F64), torch.tensor([0, 1, 2, -100, 1, 0, 2, 2])

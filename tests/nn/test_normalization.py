@@ -45,8 +45,11 @@ def test_batchnorm_refuses_bad_inputs_clearly():
 def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps, channels_last):
     "A few training steps then one evaluation step: outputs, input and parameter gradients, buffers."
     gen = torch.Generator().manual_seed(seed)
-    ours_cls, ref_cls, extra = {'1d': (BatchNorm1d, torch.nn.BatchNorm1d, ()), '1d-L': (BatchNorm1d, torch.nn.BatchNorm1d, (3,)),
-                                '2d': (BatchNorm2d, torch.nn.BatchNorm2d, (2, 3))}[kind]
+    ours_cls, ref_cls, extra = {
+        '1d': (BatchNorm1d, torch.nn.BatchNorm1d, ()),
+        '1d-L': (BatchNorm1d, torch.nn.BatchNorm1d, (3,)),
+        '2d': (BatchNorm2d, torch.nn.BatchNorm2d, (2, 3)),
+    }[kind]
     kw = dict(momentum=momentum, affine=affine, track_running_stats=track, dtype=dtype)
     ours, ref = ours_cls(c, **kw), ref_cls(c, **kw)
     if affine:
@@ -56,17 +59,20 @@ def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps, chan
     n = max(n, 2) if not extra else n  # (1, C) has one value per channel: refused in training (tested in the notebook)
     m = n * math.prod(extra)  # the statistics reduce over this many values per channel
     # float64: the policy; the backward's three terms cancel (their sum is orthogonal to 1 and x^): cond 4
-    tol = dict(n=m, cond=4) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-4)  # float32: normalising a small batch
+    # float32: normalising a small batch
+    tol = dict(n=m, cond=4) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-4)
     for step in range(steps + 1):
         training = step < steps
         ours.train(training), ref.train(training)
         x = torch.randn(n, c, *extra, generator=gen, dtype=dtype) * 3 + 1
         g = torch.randn(n, c, *extra, generator=gen, dtype=dtype)
-        if channels_last and x.dim() == 4: x, g = (t.to(memory_format=torch.channels_last) for t in (x, g))  # e.g. after MaxPool2d
+        # e.g. after MaxPool2d
+        if channels_last and x.dim() == 4: x, g = (t.to(memory_format=torch.channels_last) for t in (x, g))
         xr = x.clone().requires_grad_()
         y_ref = ref(xr)
         y_ref.backward(g)
-        # the output (x - mean) gamma / sigma + beta cancels in x - mean: its terms are of the size of |x| max|gamma| / sigma;
+        # the output (x - mean) gamma / sigma + beta cancels in x - mean: its terms are of the size of |x|
+        # max|gamma| / sigma;
         # the input gradient (g - mean g - x^ mean(g x^)) gamma / sigma cancels (to exactly 0 for two samples): its
         # terms are of the size of |g| max|gamma| / sigma; the parameters' gradients sum m terms of the size of |g| |x^|
         dims = [0] + list(range(2, x.dim()))
@@ -79,7 +85,13 @@ def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps, chan
         mean = 0.0 if batch_stats else ours.running_mean.abs().max().item()
         y_scale = {'scale': (x.abs().max().item() + mean) * gamma / sigma + beta} if dtype == torch.float64 else {}
         assert_parity(ours(x), y_ref.detach(), dtype, **tol, **y_scale)
-        assert_parity(ours.backward(g), xr.grad, dtype, **tol, **({'scale': gmax * gamma / sigma} if batch_stats and dtype == torch.float64 else {}))
+        assert_parity(
+            ours.backward(g),
+            xr.grad,
+            dtype,
+            **tol,
+            **({'scale': gmax * gamma / sigma} if batch_stats and dtype == torch.float64 else {}),
+        )
         ref_params = dict(ref.named_parameters())
         pscale = {'scale': m * gmax * 4} if dtype == torch.float64 else {}  # |x^| <= sqrt(m), typically a few
         for name, p in ours.named_parameters(): assert_parity(p.grad, ref_params[name].grad, dtype, **tol, **pscale)
@@ -92,9 +104,15 @@ def test_batchnorm(kind, n, c, dtype, seed, momentum, affine, track, steps, chan
 
 @pytest.mark.parity
 @settings(**SETTINGS)
-@given(lead=st.lists(st.integers(0, 4), min_size=0, max_size=2), norm=st.lists(st.integers(1, 6), min_size=1, max_size=2),
-       affine=st.booleans(), bias=st.booleans(), eps=st.sampled_from([1e-5, 1e-3, 0.0]), scale=st.sampled_from([1.0, 1e3]),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    lead=st.lists(st.integers(0, 4), min_size=0, max_size=2),
+    norm=st.lists(st.integers(1, 6), min_size=1, max_size=2),
+    affine=st.booleans(),
+    bias=st.booleans(),
+    eps=st.sampled_from([1e-5, 1e-3, 0.0]),
+    scale=st.sampled_from([1.0, 1e3]),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_layernorm_matches_torch(lead, norm, affine, bias, eps, scale, seed):
     gen = torch.Generator().manual_seed(seed)
     ours = LayerNorm(norm, eps=eps, elementwise_affine=affine, bias=bias, dtype=F64)
@@ -107,19 +125,24 @@ def test_layernorm_matches_torch(lead, norm, affine, bias, eps, scale, seed):
     g = torch.randn(x.shape, dtype=F64, generator=gen)
     xr = x.clone().requires_grad_()
     yr = ref(xr); yr.backward(g)
-    # x - mean carries a rounding error of a few ulps of |x|, which the normalisation multiplies by s = 1/sqrt(var + eps):
+    # x - mean carries a rounding error of a few ulps of |x|, which the normalisation multiplies by s =
+    # 1/sqrt(var + eps):
     # cond = |x| s, the amplification of that error in xhat = (x - mean) s; the terms downstream are of the size of
-    # |xhat| <= sqrt(F) times what multiplies xhat (|g|, |gamma|), which the backward's three terms cancel to a small sum
+    # |xhat| <= sqrt(F) times what multiplies xhat (|g|, |gamma|), which the backward's three terms cancel to
+    # a small sum
     top = lambda t: float(t.detach().abs().max()) if t.numel() else 0.0
     F = math.prod(norm)
     s_max = float((x.reshape(-1, max(1, F)).var(1, correction=0) + eps).rsqrt().max()) if x.numel() else 0.0
     cond = max(1.0, top(x) * s_max)
     w, b = (top(ref.weight) if affine else 1.0), (top(ref.bias) if affine and bias else 0.0)
-    assert_close(ours(x), yr, n=F, cond=cond, scale=top(x) * s_max * w + b)                # the mean and the variance: F terms
-    assert_close(ours.backward(g), xr.grad, n=F, cond=cond, scale=s_max * top(g) * w * (2 + F))  # three terms, each <= this
+    # the mean and the variance: F terms
+    assert_close(ours(x), yr, n=F, cond=cond, scale=top(x) * s_max * w + b)
+    # three terms, each <= this
+    assert_close(ours.backward(g), xr.grad, n=F, cond=cond, scale=s_max * top(g) * w * (2 + F))
     for (name, p), (rname, rp) in zip(ours.named_parameters(), ref.named_parameters()):
         assert name == rname
-        assert_close(p.grad, rp.grad, n=max(1, x.numel() // F), cond=cond, scale=top(g) * math.sqrt(F))  # sums over the rows
+        # sums over the rows
+        assert_close(p.grad, rp.grad, n=max(1, x.numel() // F), cond=cond, scale=top(g) * math.sqrt(F))
 
 
 @pytest.mark.parity
@@ -127,8 +150,11 @@ def test_layernorm_errors_change_nothing():
     ln = LayerNorm(4, dtype=F64)
     ln(torch.randn(3, 4, dtype=F64)); ln.backward(torch.ones(3, 4, dtype=F64))
     snap = snapshot(ln)
-    for bad, text in [(torch.ones(3, 5, dtype=F64), r'input of shape \(\*, 4\)'), (torch.ones(3, 4), 'float64 parameters'),
-                      (torch.ones(3, 4, dtype=torch.long), 'floating-point')]:
+    for bad, text in [
+        (torch.ones(3, 5, dtype=F64), r'input of shape \(\*, 4\)'),
+        (torch.ones(3, 4), 'float64 parameters'),
+        (torch.ones(3, 4, dtype=torch.long), 'floating-point'),
+    ]:
         with pytest.raises((ValueError, TypeError), match=text): ln(bad)
         assert_unchanged(snap, snapshot(ln))
     ln(torch.randn(3, 4, dtype=F64))
@@ -141,7 +167,8 @@ def test_layernorm_errors_change_nothing():
 @pytest.mark.parity
 @pytest.mark.parametrize('norm', [8, (2, 4)])
 def test_layernorm_gradients_accumulate_like_torch(norm):
-    "Two backward passes add up in `.grad` (the one-dimensional case adds G^T 1 with addmv_), also into a strided `.grad`."
+    ("Two backward passes add up in `.grad` (the one-dimensional case adds G^T 1 with addmv_), also into a "
+     "strided `.grad`.")
     gen = torch.Generator().manual_seed(0)
     ours, ref = LayerNorm(norm, dtype=F64), torch.nn.LayerNorm(norm, dtype=F64)
     for p in ref.parameters():

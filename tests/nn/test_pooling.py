@@ -82,12 +82,19 @@ def test_maxpool2d(case, n, c, ties, default_stride, channels_last, infs, seed):
     g = torch.randn(y.shape, generator=gen, dtype=torch.float64)
     y_ref, gx_ref, _ = torch_grads(ref, x, g)
     assert torch.equal(y, y_ref)            # a maximum is exact
-    assert_parity(pool.backward(g), gx_ref, n=kernel_area(k))  # same arg-max positions (overlapping windows: sums in another order)
+    # same arg-max positions (overlapping windows: sums in another order)
+    assert_parity(pool.backward(g), gx_ref, n=kernel_area(k))
 
 
 @pytest.mark.parity
 @FAST
-@given(case=conv_cases(half_pad=True), n=st.integers(1, 3), c=st.integers(1, 3), channels_last=st.booleans(), seed=seeds)
+@given(
+    case=conv_cases(half_pad=True),
+    n=st.integers(1, 3),
+    c=st.integers(1, 3),
+    channels_last=st.booleans(),
+    seed=seeds,
+)
 def test_avgpool2d(case, n, c, channels_last, seed):
     (k, s, p), (h, w) = case
     gen = torch.Generator().manual_seed(seed)

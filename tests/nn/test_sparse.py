@@ -31,7 +31,8 @@ def test_embedding_matches_torch(V, D, shape, pad, seed):
     assert ours.backward(g) is None
     yr.backward(g)
     terms = torch.zeros(V, D, dtype=F64).index_add_(0, idx.reshape(-1), g.abs().reshape(-1, D))  # |g| summed per row
-    assert_close(ours.weight.grad, ref.weight.grad, n=max(1, idx.numel()), scale=terms.max().item())  # rows add up per index
+    # rows add up per index
+    assert_close(ours.weight.grad, ref.weight.grad, n=max(1, idx.numel()), scale=terms.max().item())
     if padding_idx is not None: assert not ours.weight.grad[padding_idx].any()
 
 

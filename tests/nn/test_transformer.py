@@ -19,7 +19,8 @@ F64 = torch.float64
 @given(B=st.integers(1, 2), T=st.integers(1, 5), H=st.integers(1, 2), D=st.integers(2, 3), FF=st.integers(1, 8),
        bias=st.booleans(), act=st.sampled_from(['gelu', 'relu']), seed=st.integers(0, 2**31 - 1))
 def test_block_matches_torch(B, T, H, D, FF, bias, act, seed):
-    # E >= 2: a LayerNorm over one feature outputs its bias whatever the input, and both libraries' gradients through it are
+    # E >= 2: a LayerNorm over one feature outputs its bias whatever the input, and both libraries' gradients
+    # through it are
     # rounding noise (tested on its own in test_layernorm_matches_torch, with a floor derived for it)
     gen = torch.Generator().manual_seed(seed)
     E = H * D
@@ -101,8 +102,14 @@ def test_decoder_lm_trains_like_torch():
         def __init__(self):
             super().__init__()
             self.tok, self.pos = torch.nn.Embedding(V, E, dtype=F64), torch.nn.Embedding(T, E, dtype=F64)
-            self.blocks = torch.nn.Sequential(*[torch.nn.TransformerEncoderLayer(E, H, FF, 0.0, 'gelu', batch_first=True,
-                                                                                 norm_first=True, dtype=F64) for _ in range(L)])
+            self.blocks = torch.nn.Sequential(
+                *[
+                    torch.nn.TransformerEncoderLayer(
+                        E, H, FF, 0.0, 'gelu', batch_first=True, norm_first=True, dtype=F64
+                    )
+                    for _ in range(L)
+                ]
+            )
             self.norm, self.head = torch.nn.LayerNorm(E, dtype=F64), torch.nn.Linear(E, V, dtype=F64)
         def forward(self, idx):
             x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
@@ -113,7 +120,8 @@ def test_decoder_lm_trains_like_torch():
     ref.load_state_dict(ours.state_dict())
     opt, ref_opt = AdamW(ours.parameters(), lr=1e-2), torch.optim.AdamW(ref.parameters(), lr=1e-2)
     ce, gen = LossCrossEntropy(), torch.Generator().manual_seed(1)
-    # the longest chain: L blocks of attention and feed-forward, the head (E) and the loss (V, B T); L (six products with
+    # the longest chain: L blocks of attention and feed-forward, the head (E) and the loss (V, B T); L (six
+    # products with
     # weights, two LayerNorms) + 2 layers crossed. Adam's step m / sqrt(v) keeps the gradients' relative error, except
     # where a gradient is rounding noise: the key bias, compared on its own below
     CHAIN, COND = L * (4 * E + 3 * T + B * T + FF) + E + V + B * T, 8 * L + 2
@@ -121,14 +129,17 @@ def test_decoder_lm_trains_like_torch():
         idx = torch.randint(0, V, (B, T + 1), generator=gen)
         opt.zero_grad(); loss = ce(ours(idx[:, :-1]).reshape(-1, V), idx[:, 1:].reshape(-1))
         ours.backward(ce.backward().view(B, T, V)); opt.step()
-        ref_opt.zero_grad(); rl = torch.nn.functional.cross_entropy(ref(idx[:, :-1]).reshape(-1, V), idx[:, 1:].reshape(-1))
+        ref_opt.zero_grad()
+        rl = torch.nn.functional.cross_entropy(ref(idx[:, :-1]).reshape(-1, V), idx[:, 1:].reshape(-1))
         rl.backward(); ref_opt.step()
         assert_close(loss, rl, n=CHAIN, cond=COND)
     for k, v in ref.state_dict().items():
         o = ours.state_dict()[k]
         if k.endswith('in_proj_bias'):
-            # the key bias adds q.b_k to every score of a row, which the softmax ignores: its gradient is 0 analytically and
-            # rounding noise (~1e-17) in both libraries, which Adam divides by eps: steps of ~1e-11 that differ. Both stay ~0.
+            # the key bias adds q.b_k to every score of a row, which the softmax ignores: its gradient is 0
+            # analytically and
+            # rounding noise (~1e-17) in both libraries, which Adam divides by eps: steps of ~1e-11 that
+            # differ. Both stay ~0.
             assert o[E:2 * E].abs().max() < 1e-9 and v[E:2 * E].abs().max() < 1e-9
             o, v = torch.cat([o[:E], o[2 * E:]]), torch.cat([v[:E], v[2 * E:]])
         assert_close(o, v, n=CHAIN, cond=COND)
@@ -139,7 +150,8 @@ def _step(m, x, g):
 
 
 def test_block_cached_check_sees_replaced_gradients_and_children():
-    "The gradient buffers are checked again after any assignment (the counter) or a swapped module, before any child accumulates."
+    ("The gradient buffers are checked again after any assignment (the counter) or a swapped module, before "
+     "any child accumulates.")
     spare_norm = LayerNorm(8, dtype=F64); spare_norm.weight.grad = None      # broken before the cached calls
     spare_proj = Linear(8, 8, dtype=F64); spare_proj.bias.grad = None
     b = TransformerBlock(8, 2, 16, dtype=F64)
@@ -147,11 +159,13 @@ def test_block_cached_check_sees_replaced_gradients_and_children():
     _step(b, x, g); _step(b, x, g)
     b(x); snap = snapshot(b)
     b.linear1.bias.grad = torch.zeros(3, dtype=F64)          # linear2 comes first in backward: it must not accumulate
-    with pytest.raises(RuntimeError, match=r'TransformerBlock.linear1.backward: bias.grad has shape \(3\)'): b.backward(g)
+    with pytest.raises(RuntimeError, match=r'TransformerBlock.linear1.backward: bias.grad has shape \(3\)'):
+        b.backward(g)
     b.linear1.bias.grad = snap[0][5][1].clone()
     assert_unchanged(snap, snapshot(b))
     for where, spare, match in (('norm1', spare_norm, 'TransformerBlock.norm1.backward: weight.grad is NoneType'),
-                                ('out_proj', spare_proj, 'TransformerBlock.self_attn.out_proj.backward: bias.grad is NoneType')):
+                                ('out_proj', spare_proj, 'TransformerBlock.self_attn.out_proj.backward: '
+                                                         'bias.grad is NoneType')):
         c = TransformerBlock(8, 2, 16, dtype=F64)
         _step(c, x, g); _step(c, x, g)
         setattr(c.self_attn if where == 'out_proj' else c, where, spare)  # no parameter assigned: the counter stays
@@ -162,9 +176,13 @@ def test_block_cached_check_sees_replaced_gradients_and_children():
 
 def test_block_backward_before_forward_and_after_a_failed_forward():
     b = TransformerBlock(8, 2, 16, dtype=F64)
-    with pytest.raises(RuntimeError, match='TransformerBlock.backward called before forward'): b.backward(torch.ones(2, 3, 8, dtype=F64))
-    with pytest.raises(TypeError, match='TransformerBlock expects the input to be a torch.Tensor, got list'): b([[1.0] * 8])
-    with pytest.raises(TypeError, match='LayerNorm expects a floating-point input'): b(torch.ones(2, 3, 8, dtype=torch.long))  # norm1's check
+    with pytest.raises(RuntimeError, match='TransformerBlock.backward called before forward'):
+        b.backward(torch.ones(2, 3, 8, dtype=F64))
+    with pytest.raises(TypeError, match='TransformerBlock expects the input to be a torch.Tensor, got list'):
+        b([[1.0] * 8])
+    # norm1's check
+    with pytest.raises(TypeError, match='LayerNorm expects a floating-point input'):
+        b(torch.ones(2, 3, 8, dtype=torch.long))
     b(torch.randn(2, 3, 8, dtype=F64))
     with pytest.raises(TypeError, match='float64'): b(torch.randn(2, 3, 8))   # refused by norm1, the first child
     with pytest.raises(RuntimeError, match='TransformerBlock.backward has nothing to backpropagate through'):

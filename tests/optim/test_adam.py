@@ -17,8 +17,12 @@ def test_adam_written_betas_and_eps_checked():
     for p, g in zip(ps, grads[0]): p.grad.copy_(g)
     opt.step()
     before = snapshot(ps, opt)
-    for key, value, msg in [('betas', (1.0, 0.9), 'two numbers in'), ('betas', [0.9], 'two numbers in'), ('eps', -1e-8, 'eps'),
-                            ('amsgrad', 'yes', 'True or False')]:
+    for key, value, msg in [
+        ('betas', (1.0, 0.9), 'two numbers in'),
+        ('betas', [0.9], 'two numbers in'),
+        ('eps', -1e-8, 'eps'),
+        ('amsgrad', 'yes', 'True or False'),
+    ]:
         good = opt.param_groups[1][key]
         opt.param_groups[1][key] = value
         with pytest.raises((ValueError, TypeError), match=msg): opt.step()

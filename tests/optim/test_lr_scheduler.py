@@ -50,7 +50,9 @@ def test_schedule_hyper_parameters():
     assert_clear_error(ValueError, 'eta_min', CosineAnnealingLR, o, 10, eta_min=math.inf)
     assert_clear_error(ValueError, 'max_lr', OneCycleLR, o, 0.0, 10)
     assert_clear_error(ValueError, 'div_factor', OneCycleLR, o, 1.0, 10, div_factor=math.nan)
-    assert_clear_error(TypeError, 'minidl optimizer', StepLR, torch.optim.SGD([torch.ones(1, requires_grad=True)], lr=0.1), 2)
+    assert_clear_error(
+        TypeError, 'minidl optimizer', StepLR, torch.optim.SGD([torch.ones(1, requires_grad=True)], lr=0.1), 2
+    )
 
 
 def test_one_cycle_step_past_the_end_changes_nothing():
@@ -75,11 +77,22 @@ def test_schedule_overflowing_rate_is_caught_by_step():
 F64 = torch.float64
 
 
-SCHEDS = {'step': (StepLR, torch.optim.lr_scheduler.StepLR, dict(step_size=7, gamma=0.6)),
-          'cosine': (CosineAnnealingLR, torch.optim.lr_scheduler.CosineAnnealingLR, dict(T_max=30, eta_min=1e-4)),
-          'onecycle': (OneCycleLR, torch.optim.lr_scheduler.OneCycleLR, dict(max_lr=[0.05, 0.02], total_steps=100)),
-          'onecycle-3': (OneCycleLR, torch.optim.lr_scheduler.OneCycleLR,
-                         dict(max_lr=0.03, total_steps=100, anneal_strategy='linear', three_phase=True, base_momentum=[0.8, 0.85]))}
+SCHEDS = {
+    'step': (StepLR, torch.optim.lr_scheduler.StepLR, dict(step_size=7, gamma=0.6)),
+    'cosine': (CosineAnnealingLR, torch.optim.lr_scheduler.CosineAnnealingLR, dict(T_max=30, eta_min=1e-4)),
+    'onecycle': (OneCycleLR, torch.optim.lr_scheduler.OneCycleLR, dict(max_lr=[0.05, 0.02], total_steps=100)),
+    'onecycle-3': (
+        OneCycleLR,
+        torch.optim.lr_scheduler.OneCycleLR,
+        dict(
+            max_lr=0.03,
+            total_steps=100,
+            anneal_strategy='linear',
+            three_phase=True,
+            base_momentum=[0.8, 0.85],
+        ),
+    ),
+}
 
 
 @pytest.mark.parametrize('sched', list(SCHEDS))
@@ -113,7 +126,8 @@ def test_schedule_creation_failure_leaves_groups_alone():
 
 
 def test_state_dict_round_trip_with_a_schedule():
-    "OneCycleLR's settings live in the groups (as torch's): a state saved mid-cycle continues in torch with torch's schedule."
+    ("OneCycleLR's settings live in the groups (as torch's): a state saved mid-cycle continues in torch with "
+     "torch's schedule.")
     ps, qs, grads = pair(5)
     opt, ref = SGD(ps, lr=0.1, momentum=0.9), torch.optim.SGD(qs, lr=0.1, momentum=0.9)
     s, r = OneCycleLR(opt, 0.1, 60), torch.optim.lr_scheduler.OneCycleLR(ref, 0.1, 60)
@@ -137,8 +151,13 @@ def test_schedule_rate_checked_at_step():
 
 def test_schedule_failures_do_not_touch_the_optimizer():
     opt = SGD(Linear(2, 2).parameters(), lr=0.1)
-    for make in [lambda: StepLR(opt, 0), lambda: CosineAnnealingLR(opt, -3), lambda: OneCycleLR(opt, 0.1, 10, pct_start=0.1),
-                 lambda: OneCycleLR(opt, -1, 10), lambda: OneCycleLR(opt, 0.1, 10, anneal_strategy='step')]:
+    for make in [
+        lambda: StepLR(opt, 0),
+        lambda: CosineAnnealingLR(opt, -3),
+        lambda: OneCycleLR(opt, 0.1, 10, pct_start=0.1),
+        lambda: OneCycleLR(opt, -1, 10),
+        lambda: OneCycleLR(opt, 0.1, 10, anneal_strategy='step'),
+    ]:
         with pytest.raises(ValueError): make()
         assert (opt.lr, opt.momentum) == (0.1, 0.0)
     s = OneCycleLR(opt, 0.1, 3)
@@ -147,10 +166,18 @@ def test_schedule_failures_do_not_touch_the_optimizer():
     assert s.last_epoch == 3
 
 
-OPTIMIZERS = {'sgd-momentum': (lambda ps: SGD(ps, lr=0.05, momentum=0.9), lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)),
-              'sgd-plain': (lambda ps: SGD(ps, lr=0.05), lambda ps: torch.optim.SGD(ps, lr=0.05)),
-              'adam': (lambda ps: Adam(ps, lr=0.01), lambda ps: torch.optim.Adam(ps, lr=0.01)),
-              'adamw-amsgrad': (lambda ps: AdamW(ps, lr=0.01, amsgrad=True), lambda ps: torch.optim.AdamW(ps, lr=0.01, amsgrad=True))}
+OPTIMIZERS = {
+    'sgd-momentum': (
+        lambda ps: SGD(ps, lr=0.05, momentum=0.9),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+    ),
+    'sgd-plain': (lambda ps: SGD(ps, lr=0.05), lambda ps: torch.optim.SGD(ps, lr=0.05)),
+    'adam': (lambda ps: Adam(ps, lr=0.01), lambda ps: torch.optim.Adam(ps, lr=0.01)),
+    'adamw-amsgrad': (
+        lambda ps: AdamW(ps, lr=0.01, amsgrad=True),
+        lambda ps: torch.optim.AdamW(ps, lr=0.01, amsgrad=True),
+    ),
+}
 
 
 @pytest.mark.parity
@@ -168,8 +195,14 @@ def test_schedules(opt_name, sched, seed, widths, step_size, gamma, T_max, eta_m
     elif sched == 'cosine':
         kw = dict(T_max=T_max, eta_min=eta_min); ours_s, ref_s = CosineAnnealingLR, LRS.CosineAnnealingLR
     else:
-        kw = dict(max_lr=max_lr, total_steps=STEPS, pct_start=pct_start, anneal_strategy=anneal, three_phase=three_phase,
-                  cycle_momentum=cycle_momentum)
+        kw = dict(
+            max_lr=max_lr,
+            total_steps=STEPS,
+            pct_start=pct_start,
+            anneal_strategy=anneal,
+            three_phase=three_phase,
+            cycle_momentum=cycle_momentum,
+        )
         ours_s, ref_s = OneCycleLR, LRS.OneCycleLR
     run_both(seed, widths, ours_o, ref_o, lambda o: ours_s(o, **kw), lambda o: ref_s(o, **kw))
 
@@ -207,7 +240,8 @@ def test_one_cycle_formula_failures_are_named_and_change_nothing():
     assert ([g['lr'] for g in o2.param_groups], s2.last_epoch) == state
     s3 = OneCycleLR(SGD(trained_linear().parameters(), lr=0.1), 1.0, 10, cycle_momentum=False)
     s3.optimizer.add_param_group({'params': trained_linear().parameters()})
-    assert_clear_error(ValueError, 'parameter group 1 has no initial_lr, max_lr (set when', s3.step)  # no momentum keys asked
+    # no momentum keys asked
+    assert_clear_error(ValueError, 'parameter group 1 has no initial_lr, max_lr (set when', s3.step)
 
 
 def test_schedule_formulas_run_behind_the_shared_checks():

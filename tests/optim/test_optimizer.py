@@ -36,8 +36,10 @@ def test_optimizer_step_with_a_bad_gradient_changes_nothing(opt, kw, bad, exc, c
 @pytest.mark.parametrize('opt, kw', OPTS)
 def test_optimizer_hyper_parameters(opt, kw):
     m = trained_linear()
-    for lr in (math.nan, math.inf, -1.0): assert_clear_error(ValueError, 'finite number >= 0', opt, m.parameters(), lr=lr)
-    for lr in (True, '0.1', torch.tensor(0.1)): assert_clear_error(TypeError, 'finite number >= 0', opt, m.parameters(), lr=lr)
+    for lr in (math.nan, math.inf, -1.0):
+        assert_clear_error(ValueError, 'finite number >= 0', opt, m.parameters(), lr=lr)
+    for lr in (True, '0.1', torch.tensor(0.1)):
+        assert_clear_error(TypeError, 'finite number >= 0', opt, m.parameters(), lr=lr)
     o = opt(m.parameters(), **kw)
     lr = o.lr
     assert_clear_error(ValueError, 'finite number >= 0', setattr, o, 'lr', math.nan)
@@ -114,7 +116,9 @@ def test_add_param_group_mid_training(name):
         step_both(ps[:n], qs[:n], opt, ref, gs[:n])
     for p, q in zip(ps, qs): close_after_steps(p.value, q)
     if ours is not SGD:
-        assert [float(s['step']) for s in opt.state_dict()['state'].values()] == [float(ref.state[q]['step']) for q in qs]
+        assert [float(s['step']) for s in opt.state_dict()['state'].values()] == [
+            float(ref.state[q]['step']) for q in qs
+        ]
 
 
 def test_lr_attribute_and_groups():
@@ -130,14 +134,23 @@ def test_lr_attribute_and_groups():
     with pytest.raises(ValueError, match="needs 'params'"): opt.add_param_group({'lr': 0.1})
     with pytest.raises(ValueError, match='more than once'): opt.add_param_group({'params': [ps[0]]})
     opt.add_param_group({'params': Parameter(torch.zeros(2))})  # a single Parameter, as torch accepts a single tensor
-    assert len(opt.param_groups) == 3 and opt.param_groups[2]['lr'] == opt.defaults['lr'] == 0.1  # a new group's settings: the defaults, as torch
+    # a new group's settings: the defaults, as torch
+    assert len(opt.param_groups) == 3 and opt.param_groups[2]['lr'] == opt.defaults['lr'] == 0.1
 
 
-@pytest.mark.parametrize('key,value,msg', [
-    ('lr', -0.1, 'the learning rate of parameter group 1 is -0.1'), ('lr', math.nan, 'the learning rate of parameter group 1 is nan'),
-    ('lr', '0.1', "param_groups[1]['lr'] to be a finite number"), ('momentum', -0.5, "param_groups[1]['momentum'] to be a finite number >= 0"),
-    ('nesterov', 1, "param_groups[1]['nesterov'] to be True or False"), ('dampening', 0.5, 'Nesterov momentum requires'),
-    ('weight_decay', math.inf, "param_groups[1]['weight_decay']"), ('lr', None, "param_groups[1]['lr']")])
+@pytest.mark.parametrize(
+    'key,value,msg',
+    [
+        ('lr', -0.1, 'the learning rate of parameter group 1 is -0.1'),
+        ('lr', math.nan, 'the learning rate of parameter group 1 is nan'),
+        ('lr', '0.1', "param_groups[1]['lr'] to be a finite number"),
+        ('momentum', -0.5, "param_groups[1]['momentum'] to be a finite number >= 0"),
+        ('nesterov', 1, "param_groups[1]['nesterov'] to be True or False"),
+        ('dampening', 0.5, 'Nesterov momentum requires'),
+        ('weight_decay', math.inf, "param_groups[1]['weight_decay']"),
+        ('lr', None, "param_groups[1]['lr']"),
+    ],
+)
 def test_written_value_checked_at_next_step_changes_nothing(key, value, msg):
     ps, _, grads = pair()
     opt = SGD(groups_of(ps, [{}, {'nesterov': True}]), lr=0.1, momentum=0.9)
@@ -164,7 +177,8 @@ def test_zero_grad_set_to_none():
 
 @pytest.mark.parametrize('name', list(OPT_PAIRS))
 def test_state_dict_to_torch_and_back(name):
-    "minidl -> torch.optim after 20 steps, torch continues 20 steps; torch -> minidl, minidl continues 20 steps; all equal to an uninterrupted torch run."
+    ("minidl -> torch.optim after 20 steps, torch continues 20 steps; torch -> minidl, minidl continues 20 "
+     "steps; all equal to an uninterrupted torch run.")
     ours, theirs, kw = OPT_PAIRS[name]
     ps, qs, grads = pair(4)
     per = [{'lr': kw['lr'] / 2}, {}]
@@ -173,7 +187,11 @@ def test_state_dict_to_torch_and_back(name):
     sd = opt.state_dict()
     assert set(sd) >= {'state', 'param_groups'} and sorted(sd['state']) == [0, 1, 2, 3]
     assert [g['params'] for g in sd['param_groups']] == [[0, 1], [2, 3]]
-    names = {'momentum_buffer'} if ours is SGD else {'step', 'exp_avg', 'exp_avg_sq'} | ({'max_exp_avg_sq'} if kw.get('amsgrad') else set())
+    names = (
+        {'momentum_buffer'}
+        if ours is SGD
+        else {'step', 'exp_avg', 'exp_avg_sq'} | ({'max_exp_avg_sq'} if kw.get('amsgrad') else set())
+    )
     assert all(set(s) == names for s in sd['state'].values())
     # minidl -> torch: torch continues from minidl's state as the uninterrupted torch run does
     qs2 = [p.value.clone().requires_grad_() for p in ps]
@@ -193,7 +211,8 @@ def test_state_dict_to_torch_and_back(name):
         for p, q, g in zip(ps3, qs, gs): p.grad.copy_(g); q.grad = g.clone()
         opt3.step(); ref.step()
     for p, q in zip(ps3, qs): close_after_steps(p.value, q)
-    assert opt3.state_dict()['step_count'] == (60 if ours is not SGD else 20)  # 40 loaded + 20 (torch's SGD state has no step count: 0 + 20)
+    # 40 loaded + 20 (torch's SGD state has no step count: 0 + 20)
+    assert opt3.state_dict()['step_count'] == (60 if ours is not SGD else 20)
 
 
 def test_torch_state_dict_checked_completely_before_loading():
@@ -203,34 +222,52 @@ def test_torch_state_dict_checked_completely_before_loading():
     before = snapshot(ps, opt)
     good = ref.state_dict()
     bad_cases = []
-    sd = copy.deepcopy(good); sd['state'][3]['exp_avg'] = torch.zeros(5); bad_cases.append((sd, 'exp_avg[3] is shape (5)'))
-    sd = copy.deepcopy(good); sd['state'][2]['step'] = torch.tensor(7.0); bad_cases.append((sd, 'different step counts'))
+    sd = copy.deepcopy(good)
+    sd['state'][3]['exp_avg'] = torch.zeros(5)
+    bad_cases.append((sd, 'exp_avg[3] is shape (5)'))
+    sd = copy.deepcopy(good)
+    sd['state'][2]['step'] = torch.tensor(7.0)
+    bad_cases.append((sd, 'different step counts'))
     sd = copy.deepcopy(good); del sd['state'][1]; bad_cases.append((sd, 'one tensor per parameter'))
     sd = copy.deepcopy(good); sd['param_groups'][0]['maximize'] = True; bad_cases.append((sd, 'minidl minimises'))
     sd = copy.deepcopy(good); sd['param_groups'][0]['betas'] = (0.9, 1.5); bad_cases.append((sd, 'two numbers in'))
-    sd = copy.deepcopy(good); sd['param_groups'][0]['params'] = [0, 1, 2]; bad_cases.append((sd, 'has 3 parameters in the state dict, 4'))
+    sd = copy.deepcopy(good)
+    sd['param_groups'][0]['params'] = [0, 1, 2]
+    bad_cases.append((sd, 'has 3 parameters in the state dict, 4'))
     bad_cases.append((torch.optim.SGD(qs, lr=0.1, momentum=0.9).state_dict(), "of a 'SGD' optimizer, expected 'Adam'"))
     for sd, msg in bad_cases:
-        with pytest.raises(ValueError, match=msg.replace('(', '\\(').replace(')', '\\)').replace('[', '\\[').replace(']', '\\]')):
+        with pytest.raises(
+            ValueError,
+            match=msg.replace('(', '\\(').replace(')', '\\)').replace('[', '\\[').replace(']', '\\]'),
+        ):
             opt.load_state_dict(sd)
         assert_unchanged(before, snapshot(ps, opt))
     with pytest.raises(ValueError, match="'Adam' optimizer, expected 'AdamW'"): AdamW(ps).load_state_dict(good)
 
 
 def test_earlier_layout_still_loads():
-    "A state dict (or checkpoint) written before the torch layout: {'type', 'step_count', 'hyper', 'state': {name: [tensors]}}."
+    ("A state dict (or checkpoint) written before the torch layout: {'type', 'step_count', 'hyper', 'state': "
+     "{name: [tensors]}}.")
     ps, qs, grads = pair(7)
     opt, ref = Adam(ps, lr=0.01), torch.optim.Adam(qs, lr=0.01)
     for gs in grads[:5]: step_both(ps, qs, opt, ref, gs)
-    earlier = {'type': 'Adam', 'step_count': 5, 'hyper': {'lr': 0.01, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.0, 'amsgrad': False},
-               'state': {'exp_avg': [ref.state[q]['exp_avg'].clone() for q in qs], 'exp_avg_sq': [ref.state[q]['exp_avg_sq'].clone() for q in qs]}}
+    earlier = {
+        'type': 'Adam',
+        'step_count': 5,
+        'hyper': {'lr': 0.01, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.0, 'amsgrad': False},
+        'state': {
+            'exp_avg': [ref.state[q]['exp_avg'].clone() for q in qs],
+            'exp_avg_sq': [ref.state[q]['exp_avg_sq'].clone() for q in qs],
+        },
+    }
     ps2 = [Parameter(p.value.clone()) for p in ps]
     opt2 = Adam(ps2); opt2.load_state_dict(earlier)
     for gs in grads[5:25]:
         for p, q, g in zip(ps2, qs, gs): p.grad.copy_(g); q.grad = g.clone()
         opt2.step(); ref.step()
     for p, q in zip(ps2, qs): close_after_steps(p.value, q)
-    with pytest.raises(ValueError, match="of a 'SGD' optimizer, expected 'Adam'"): opt2.load_state_dict({**earlier, 'type': 'SGD'})
+    with pytest.raises(ValueError, match="of a 'SGD' optimizer, expected 'Adam'"):
+        opt2.load_state_dict({**earlier, 'type': 'SGD'})
 
 
 @pytest.mark.parametrize('make,msg', [
@@ -257,7 +294,8 @@ def _inference_zeros(n):
 
 def _failing_after_first(real):
     def op(tensors, *args, **kw):
-        real([tensors[0]], *[[x[0]] if isinstance(x, (list, tuple)) else x for x in args], **kw)  # part of the work is done...
+        # part of the work is done...
+        real([tensors[0]], *[[x[0]] if isinstance(x, (list, tuple)) else x for x in args], **kw)
         raise RuntimeError('simulated failure inside the kernel')
     return op
 
@@ -280,7 +318,8 @@ def test_step_that_fails_part_way_is_undone(name, op):
     for p, g in zip(ps, grads[0]): p.grad.copy_(g)
     attempt()  # the first step
     opt.step(); opt.step()
-    opt.param_groups[1]['weight_decay'] = 0.0 if opt.param_groups[1]['weight_decay'] else 1e-2  # other operations in group 1
+    # other operations in group 1
+    opt.param_groups[1]['weight_decay'] = 0.0 if opt.param_groups[1]['weight_decay'] else 1e-2
     attempt()
     n = opt.step_count
     opt.step(); assert opt.step_count == n + 1  # and then it steps
@@ -339,9 +378,16 @@ def test_in_place_reshaped_gradient_is_caught(name):
 
 
 @pytest.mark.parametrize('name', list(MAKE_OPT))
-@pytest.mark.parametrize('dtype,lr,msg', [(torch.float32, 1e-46, 'round to 0'), (torch.float32, 1e39, 'round to infinity'),
-                                          (torch.float16, 1e-9, 'round to 0'), (torch.bfloat16, 1e-42, 'round to 0'),
-                                          (torch.float16, 7e4, 'round to infinity')])
+@pytest.mark.parametrize(
+    'dtype,lr,msg',
+    [
+        (torch.float32, 1e-46, 'round to 0'),
+        (torch.float32, 1e39, 'round to infinity'),
+        (torch.float16, 1e-9, 'round to 0'),
+        (torch.bfloat16, 1e-42, 'round to 0'),
+        (torch.float16, 7e4, 'round to infinity'),
+    ],
+)
 def test_unrepresentable_learning_rate(name, dtype, lr, msg):
     p = Parameter(torch.ones(3, dtype=dtype))
     kw = {'eps': 1e-3} if name != 'sgd' else {}
@@ -360,7 +406,8 @@ def test_float64_accepts_any_positive_rate():
 def test_model_cast_after_steps_is_reported():
     model = Sequential(Linear(3, 2)); opt = Adam(model.parameters()); opt.step()
     model.to(dtype=torch.float64)
-    with pytest.raises(RuntimeError, match='exp_avg of parameter 0 has shape \\(2, 3\\), torch.float32 on cpu but the parameter has'):
+    with pytest.raises(RuntimeError, match='exp_avg of parameter 0 has shape \\(2, 3\\), torch.float32 on '
+                                           'cpu but the parameter has'):
         opt.step()
     opt2 = Adam(model.parameters()); opt2.step(); assert opt2.state['exp_avg'][0].dtype == torch.float64
 

@@ -23,6 +23,11 @@ SGD_COMBOS = [dict(momentum=m, dampening=d, nesterov=n, weight_decay=w)
 @EXAMPLES
 @given(seed=seeds, widths=widths, lr=lrs, momentum=unit(0.1, 0.99), dampening=unit(0.05, 0.9), wd=unit(1e-4, 0.1))
 def test_sgd(combo, seed, widths, lr, momentum, dampening, wd):
-    kw = dict(lr=lr, momentum=momentum if combo['momentum'] else 0.0, dampening=dampening if combo['dampening'] else 0.0,
-              nesterov=combo['nesterov'], weight_decay=wd if combo['weight_decay'] else 0.0)
+    kw = dict(
+        lr=lr,
+        momentum=momentum if combo['momentum'] else 0.0,
+        dampening=dampening if combo['dampening'] else 0.0,
+        nesterov=combo['nesterov'],
+        weight_decay=wd if combo['weight_decay'] else 0.0,
+    )
     run_both(seed, widths, lambda ps: SGD(ps, **kw), lambda ps: torch.optim.SGD(ps, **kw))

@@ -16,7 +16,15 @@ from .katex import CDN
 SITE_JS = ROOT / "tools" / "site.js"  # the lightbox for figures and the cue on boxes that scroll sideways
 PROSE = {"co", "st", "ss", "do", "ch"}  # comments and strings: they break at their spaces only
 STACK_COLUMNS = 5  # a table with this many columns or more (3 with maths or code) becomes a list of cards on a phone
-ASSETS = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src", "video": "src", "audio": "src"}
+ASSETS = {
+    "script": "src",
+    "link": "href",
+    "img": "src",
+    "iframe": "src",
+    "source": "src",
+    "video": "src",
+    "audio": "src",
+}
 
 
 def _breaks(text: str) -> set[int]:
@@ -53,7 +61,11 @@ def code_lines(soup, code: Tag) -> None:
         for cls, piece in line:
             piece = piece.expandtabs(4)
             here = set() if cls in PROSE else {c - at for c in cuts if at < c <= at + len(piece)}
-            bounds = sorted({0, len(piece)} | here | ({indent + 1 - at} if lead and at < indent + 1 < at + len(piece) else set()))
+            bounds = sorted(
+                {0, len(piece)}
+                | here
+                | ({indent + 1 - at} if lead and at < indent + 1 < at + len(piece) else set())
+            )
             for a, b in zip(bounds, bounds[1:]):
                 bit = piece[a:b]
                 if cls:
@@ -69,7 +81,8 @@ def code_lines(soup, code: Tag) -> None:
 
 
 def figure_file(soup, img: Tag, out: Path, up: str) -> None:
-    "Move an inline (base64) figure to `figures/<hash>.<ext>` and link it to itself: a click enlarges it (site.js shows "
+    ("Move an inline (base64) figure to `figures/<hash>.<ext>` and link it to itself: a click enlarges it "
+     "(site.js shows ")
     "it in a lightbox; without JavaScript the link opens the full-size image)."
     mime, data = re.match(r"data:image/([\w+]+);base64,(.*)", img["src"], re.S).groups()
     data = base64.b64decode(re.sub(r"\s+", "", data))
@@ -83,15 +96,22 @@ def figure_file(soup, img: Tag, out: Path, up: str) -> None:
 
 def table_box(soup, table: Tag) -> None:
     "Every table scrolls in its own box (smalldocs boxes Markdown tables in div.sd-table); a wide one gives each cell "
-    "its column's name (`data-label`) and the class `stack`: on a phone the CSS shows each row as a card of `name: value`."
+    ("its column's name (`data-label`) and the class `stack`: on a phone the CSS shows each row as a card of "
+     "`name: value`.")
     box = table.parent
     if not (box.name == "div" and {"sd-table", "x-scroll"} & set(box.get("class", [])) and box.find(True) is table):
         table.wrap(soup.new_tag("div", attrs={"class": "x-scroll"}))
     head = table.find("thead")
-    if not head or table.find(attrs={"colspan": True}) or table.find(attrs={"rowspan": True}) or head.select_one(".math"):
+    if (
+        not head
+        or table.find(attrs={"colspan": True})
+        or table.find(attrs={"rowspan": True})
+        or head.select_one(".math")
+    ):
         return  # (a column named by a formula would show its TeX as the card's label)
     names = [" ".join(th.get_text().split()) for th in head.find_all("th")]
-    if len(names) < (3 if table.select_one(".math, code") else STACK_COLUMNS):  # formulas and code do not wrap in a cell
+    # formulas and code do not wrap in a cell
+    if len(names) < (3 if table.select_one(".math, code") else STACK_COLUMNS):
         return
     for tr in table.find_all("tr"):
         if tr.find_parent("thead") is None:
@@ -125,7 +145,8 @@ def polish_page(page: Path, out: Path, doc_url: str) -> BeautifulSoup:
 
 def fix_anchors(out: Path, soups: dict[Path, BeautifulSoup]) -> None:
     "Every link to an anchor must find it. nbdev links each backticked name it knows to its symbol's anchor, even a "
-    "private helper that has no show_doc (`linear.html#_ones`): such a link becomes its plain code; any other fails the build."
+    ("private helper that has no show_doc (`linear.html#_ones`): such a link becomes its plain code; any "
+     "other fails the build.")
     ids = {str(p.relative_to(out)): {t["id"] for t in s.find_all(id=True)} for p, s in soups.items()}
     broken = []
     for page, soup in soups.items():

@@ -30,7 +30,11 @@ def katex_dist() -> Path:
         for f in ("package.json", "package-lock.json"):
             shutil.copy(PIN / f, prefix / f)
         say(f"installing KaTeX {version} with npm ci into {prefix}")
-        subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=prefix, check=True)
+        subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=prefix,
+            check=True,
+        )
     got = json.loads((dist.parent / "package.json").read_text())["version"]
     if got != version:
         raise SystemExit(f"build_docs: {dist} holds KaTeX {got}, the lock file pins {version}")
@@ -46,13 +50,15 @@ def vendor_katex(out: Path) -> None:
         shutil.copy(dist / f, dest / f)
     shutil.copy(dist.parent / "LICENSE", dest / "LICENSE")
     css = (dist / "katex.min.css").read_text(encoding="utf-8")
-    (dest / "katex.min.css").write_text(re.sub(r',url\(fonts/[^)]+\.(?:woff|ttf)\) format\("(?:woff|truetype)"\)', "", css), encoding="utf-8")
+    (dest / "katex.min.css").write_text(re.sub(r',url\(fonts/[^)]+\.(?:woff|ttf)\) '
+                                               r'format\("(?:woff|truetype)"\)', "", css), encoding="utf-8")
     for f in sorted(dist.glob("fonts/*.woff2")):
         shutil.copy(f, dest / "fonts" / f.name)
 
 
 def local_css(out: Path) -> None:
-    "Bootswatch themes @import their web fonts: drop the import (the fonts fall back to the system's); refuse any other."
+    ("Bootswatch themes @import their web fonts: drop the import (the fonts fall back to the system's); "
+     "refuse any other.")
     bad = []
     for css in sorted(out.rglob("*.css")):
         text = css.read_text(encoding="utf-8")

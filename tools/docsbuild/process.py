@@ -1,4 +1,5 @@
-"nbdev's half of `nbdev-docs` (processing the notebooks into `_proc/`), and what its show_doc output lacks on this site."
+("nbdev's half of `nbdev-docs` (processing the notebooks into `_proc/`), and what its show_doc output lacks "
+ "on this site.")
 
 import ast
 import json
@@ -11,7 +12,12 @@ from .maths import docstring_maths
 
 def imports_only(cell) -> str | None:
     "For a code cell that mixes imports with other code: its directives and its imports alone, else None."
-    if cell.get("cell_type") != "code" or set(getattr(cell, "directives_", {}) or {}) & {"export", "exports", "exporti", "exec_doc"}:
+    if cell.get("cell_type") != "code" or set(getattr(cell, "directives_", {}) or {}) & {
+        "export",
+        "exports",
+        "exporti",
+        "exec_doc",
+    }:
         return None
     try:
         tree = ast.parse(cell.source)
@@ -58,7 +64,8 @@ def process_notebooks(c) -> Path:
     from nbdev.serve import proc_nbs
 
     if not any(ep.name == c.lib_name for ep in entry_points(group="nbdev")):  # nbdev finds symbols through it
-        raise SystemExit(f"build_docs: {c.lib_name} is not installed, so show_doc has no source links: run pip install -e '.[dev]'")
+        raise SystemExit(f"build_docs: {c.lib_name} is not installed, so show_doc has no source links: run "
+                         "pip install -e '.[dev]'")
     os.chdir(c.config_path)  # nbdev reads its config from the working directory
     for name in ("nbdev.yml", "_quarto.yml"):
         if not (c.nbs_path / name).exists():
@@ -67,7 +74,8 @@ def process_notebooks(c) -> Path:
     try:
         return proc_nbs(str(c.nbs_path), n_workers=0, force=True)  # in this process, so that the patch above applies
     except Exception as e:
-        raise SystemExit(f"build_docs: nbdev could not process a notebook (nbdev-docs would fail the same way):\n{e}") from None
+        raise SystemExit("build_docs: nbdev could not process a notebook (nbdev-docs would fail the same "
+                         f"way):\n{e}") from None
 
 
 # ---------------------------------------------------------------- show_doc and nbdev's source folds
@@ -82,7 +90,8 @@ def _src(x) -> str:
 
 def sources(nb: dict, module: str | None) -> set[str]:
     "nbdev's fold of an `#| exports` cell names the module and is folded, except where the cell holds the maths of the "
-    "page (a `forward`, a `backward`, a `step`). Return the names whose definition stays open (`Linear`, `Linear.forward`)."
+    ("page (a `forward`, a `backward`, a `step`). Return the names whose definition stays open (`Linear`, "
+     "`Linear.forward`).")
     shown = set()
     for cell in nb["cells"]:
         src = _src(cell.get("source", ""))
@@ -106,8 +115,10 @@ def sources(nb: dict, module: str | None) -> set[str]:
 
 
 def show_docs(nb: dict, classes: set[str], shown: set[str]) -> None:
-    "show_doc's cards: `class Linear(` for a class (nbdev writes `def`), docstring maths as TeX, and no signature for a "
-    "name whose definition is open above (it is read once, in the code; the card keeps its heading, link and docstring)."
+    ("show_doc's cards: `class Linear(` for a class (nbdev writes `def`), docstring maths as TeX, and no "
+     "signature for a ")
+    ("name whose definition is open above (it is read once, in the code; the card keeps its heading, link "
+     "and docstring).")
     for cell in nb["cells"]:
         for o in cell.get("outputs", []):
             md = _src(o.get("data", {}).get("text/markdown", ""))
@@ -117,18 +128,30 @@ def show_docs(nb: dict, classes: set[str], shown: set[str]) -> None:
             if head.group(1) in classes:
                 md = re.sub(rf"^def {head.group(1)}\(", f"class {head.group(1)}(", md, count=1, flags=re.M)
             if head.group(1) in shown:
-                md = SIGNATURE.sub("\n", md, count=1).replace(head.group(0), head.group(0) + '\n\n<p class="api-defined-above">defined in the source above</p>', 1)
+                md = SIGNATURE.sub("\n", md, count=1).replace(
+                    head.group(0),
+                    head.group(0) + '\n\n<p class="api-defined-above">defined in the source above</p>',
+                    1,
+                )
             o["data"]["text/markdown"] = docstring_maths(md)
 
 
 def present(proc: Path, nbs: Path) -> None:
     "Apply the edits above to every processed notebook (never to nbs/)."
     nbs_src = {f.name: json.loads(f.read_text(encoding="utf-8")) for f in nbs.glob("*.ipynb")}
-    code = ["".join(_src(c.get("source", ""))) for nb in nbs_src.values() for c in nb["cells"] if c.get("cell_type") == "code"]
+    code = [
+        "".join(_src(c.get("source", "")))
+        for nb in nbs_src.values()
+        for c in nb["cells"]
+        if c.get("cell_type") == "code"
+    ]
     classes = {name for src in code for name in re.findall(r"^class\s+(\w+)", src, re.M)}
     for f in sorted(proc.glob("*.ipynb")):
         nb = json.loads(f.read_text(encoding="utf-8"))
-        exp = [re.search(r"^#\|\s*default_exp\s+(\S+)", _src(c.get("source", "")), re.M) for c in nbs_src.get(f.name, {}).get("cells", [])]
+        exp = [
+            re.search(r"^#\|\s*default_exp\s+(\S+)", _src(c.get("source", "")), re.M)
+            for c in nbs_src.get(f.name, {}).get("cells", [])
+        ]
         module = next((f"minidl/{m.group(1).replace('.', '/')}.py" for m in exp if m), None)
         show_docs(nb, classes, sources(nb, module))
         f.write_text(json.dumps(nb, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -8,11 +8,13 @@ from . import say
 from .maths import search_without_tex
 
 # smalldocs' notes about Quarto options that do not matter for this site (formats and keys only Quarto reads)
-QUIET = re.compile(r"output-file is not read|lightbox is ignored|format commonmark is not built|unknown key format-links|keep-md is ignored")
+QUIET = re.compile(r"output-file is not read|lightbox is ignored|format commonmark is not built|unknown key "
+                   r"format-links|keep-md is ignored")
 
 
 def render_site(proc: Path) -> Path:
-    "Render `_proc/` with smalldocs (`_quarto.yml`, `nbdev.yml`, `sidebar.yml`); return the output folder; fail on a broken link."
+    ("Render `_proc/` with smalldocs (`_quarto.yml`, `nbdev.yml`, `sidebar.yml`); return the output folder; "
+     "fail on a broken link.")
     from smalldocs.config import load
     from smalldocs.site import Site
 
