@@ -44,9 +44,9 @@ from .common import mean_std, progress_bar, text_table
 
 # %% auto #0
 __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'NamesMLP', 'NamesTransformer', 'NamesModel',
-           'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll', 'batch_indices', 'length_batches', 'NamesRun',
-           'run_names', 'sample_names', 'novelty', 'summarize_names', 'names_table', 'model_config',
-           'model_from_config', 'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding', 'attention_maps',
+           'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll', 'batch_indices', 'NamesRun', 'run_names',
+           'sample_names', 'novelty', 'summarize_names', 'names_table', 'model_config', 'model_from_config',
+           'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding', 'attention_maps',
            'plot_attention_names', 'samples_table']
 
 # %% ../../nbs/54_names.ipynb #172f7dda
@@ -149,8 +149,8 @@ class NamesModel:
 
 RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
-    mlp=dict(steps=30000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
-    transformer=dict(steps=9000, batch_size=64, lr=3e-3, weight_decay=0.1, d_model=64, nhead=4, layers=4, dropout=0.1),
+    mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
+    transformer=dict(steps=13000, batch_size=64, lr=3e-3, weight_decay=0.1, d_model=64, nhead=4, layers=4, dropout=0.05),
 )
 
 def _build(name):
@@ -258,30 +258,6 @@ def batch_indices(
     while done < steps:
         perm = torch.randperm(n, generator=generator)
         for i in range(min(per, steps - done)): yield perm[i * batch_size:(i + 1) * batch_size]
-        done += min(per, steps - done)
-
-def length_batches(
-    lengths:torch.Tensor, # positions of each training row (its letters and the end token), on the CPU
-    batch_size:int, # rows per step
-    steps:int, # number of steps
-    generator:torch.Generator, # source of the shuffles
-    pool:int=32, # batches sorted by length together
-):
-    "Per step, `(rows, positions)` to index `x[rows, positions]`: rows of similar lengths, cut at the longest of them"
-    n = lengths.shape[0]
-    per = n // batch_size
-    if per < 1: raise ValueError(f"batch_size {batch_size} is larger than the {n} training rows")
-    done = 0
-    while done < steps:
-        perm = torch.randperm(n, generator=generator)[:per * batch_size]  # an epoch, without the short last batch
-        batches = [
-            b
-            for c in perm.split(batch_size * pool)
-            for b in c[lengths[c].argsort(stable=True)].split(batch_size)
-        ]
-        for j in torch.randperm(per, generator=generator)[:steps - done].tolist():
-            b = batches[j]
-            yield b, slice(None, int(lengths[b].max()))
         done += min(per, steps - done)
 
 # %% ../../nbs/54_names.ipynb #d835a1d7
@@ -394,10 +370,12 @@ def _curve_set(kind, xv, yv, k=CURVE_NAMES):
     return (xv[:k], yv[:k]) if kind == 'sequence' else _first_names(xv, yv, k)
 
 def _batches(kind, y, batch_size, steps, generator):
-    "What indexes each step's rows: all the rows of the count table, `batch_indices`, or (sequences) `length_batches`"
+    "Per step, what indexes the rows: the whole count table, `batch_indices`, or those rows cut at their longest name"
     if kind == 'counts': return (slice(None) for _ in range(steps))
-    if kind == 'context': return batch_indices(y.shape[0], batch_size, steps, generator)
-    return length_batches(y.ne(IGNORE).sum(1).cpu(), batch_size, steps, generator)
+    rows = batch_indices(y.shape[0], batch_size, steps, generator)
+    if kind == 'context': return rows
+    lengths = y.ne(IGNORE).sum(1).cpu()  # positions of each name: its letters and the end token
+    return ((ix, slice(None, int(lengths[ix].max()))) for ix in rows)
 
 def _first_names(x, y, k):
     "The rows of the first `k` names of a context data set (each name ends with a target END)"
