@@ -2,8 +2,8 @@
 checkpoint per run, written atomically, so that runs can go in parallel processes (one thread each) and be gathered
 by the notebook (nbs/54_names.ipynb).
 
-    python benchmarks/names_final.py minidl transformer 0,1,2 [--steps N] [--points P] [--train-names K] [--out DIR]
-    python benchmarks/names_final.py torch mlp 0 ...
+    python -m benchmarks.names_final minidl transformer 0,1,2 [--steps N] [--points P] [--train-names K] [--out DIR]
+    python -m benchmarks.names_final torch mlp 0 ...
 
 minidl runs are `minidl.experiments.names.run_names`; torch runs are `names_twins.train_torch` (the torch.nn twins, the
 same initial weights and batches). Each JSON holds the run's NLLs, curve, wall and processor seconds, and the load
@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE)); sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent))
+# run it as `python -m benchmarks.names_final`: as a script, its folder would come first on sys.path and
+# benchmarks/names.py would hide the names package
 from minidl import save_checkpoint  # noqa: E402
 from minidl.experiments.names import MODELS, RECIPE, SPLIT_SEED, model_config, names_data, run_names  # noqa: E402
 from minidl.experiments.names_data import load_names_split  # noqa: E402
@@ -76,7 +78,7 @@ def main(argv=None):
                 ),
             )
         else:
-            from names_twins import train_torch
+            from benchmarks.names_twins import train_torch
             r = train_torch(a.model, seed, steps=a.steps, data=data, points=a.points, train_names=a.train_names)
             d = {k: v for k, v in r.items() if k != 'model'}
             with atomic_open(f"{stem}.pt", 'wb') as f: torch.save(r['model'].state_dict(), f)
