@@ -113,7 +113,8 @@ class Sequential(Module):
                 return f0(m, g) if input_grad else f0(m, g, input_grad=False)
             except Exception as refused: raise _explained(m, g, refused, grad=True) from None
         layers = self.layers
-        for m in self.modules()[1:]: _check_accumulators(m, type(m).__name__)  # every .grad fits before any is added to
+        for c in layers:  # every .grad fits before any is added to (named as the module's own check names it)
+            for name, m in c.named_modules(): _check_accumulators(m, name or type(c).__name__)
         for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
         if not layers: return g if input_grad else None
         # the flag is passed only to skip
