@@ -92,11 +92,8 @@ class Linear(Module):
                 ) -> torch.Tensor | None: # dL/dx, shape `(*, in_features)` (the input's)
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
         (x,) = self._saved
-        x2, g = (
-            (x, grad_output)
-            if x.dim() == 2
-            else (x.reshape(-1, self.in_features), grad_output.reshape(-1, self.out_features))
-        )
+        x2, g = x, grad_output
+        if x.dim() != 2: x2, g = x.reshape(-1, self.in_features), g.reshape(-1, self.out_features)  # (*, in) as (M, in)
         gt = g.t()
         self.weight.grad.addmm_(gt, x2)                                         # dL/dW += G^T X
         if self.bias is not None: self.bias.grad.addmv_(gt, self._ones_for(x2))   # dL/db += G^T 1
