@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 
 import minidl
 
+from ..distributed import init_distributed, launch_info
 from ..files import atomic_open
 
 # %% auto #0
 __all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int',
-           'positive_float', 'int_upto', 'number_in', 'resolve_device', 'torch_threads', 'path_arg',
-           'check_destinations', 'figure_png', 'write_json', 'write_outputs', 'interruptible', 'mean_std', 'fmt_pm',
-           'TextTable', 'text_table', 'progress_bar', 'Messages', 'environment']
+           'positive_float', 'int_upto', 'number_in', 'resolve_device', 'torch_threads', 'start_distributed',
+           'path_arg', 'check_destinations', 'figure_png', 'write_json', 'write_outputs', 'interruptible', 'mean_std',
+           'fmt_pm', 'TextTable', 'text_table', 'progress_bar', 'Messages', 'environment']
 
 # %% ../../nbs/40_experiments.ipynb #7eeb4f1d
 def _pow2(n:int)->str: return f"2**{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
@@ -152,6 +153,36 @@ def torch_threads(
     if n is not None: torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(old)
+
+# %% ../../nbs/40_experiments.ipynb #e3b17530
+def start_distributed(
+    args, # the parsed arguments: `distributed`, `seed` and `runs` are read
+    device:torch.device, # where this process trains: CUDA joins with NCCL, anything else with gloo
+    command:str, # the experiment's subcommand of `python -m minidl`, for the launch hint
+    fits=None, # `fits(world_size)` -> why the batches cannot be split over that many processes, or `None`
+)->tuple[dict|None, str|None]: # torchrun's info (`None` when not distributed), and an error message or `None`
+    "Join torchrun's process group if `--distributed`, else refuse a multi-process launch; an error joins nothing"
+    try: info, bad = launch_info(), None
+    # a partial torchrun environment: an error only with --distributed
+    except RuntimeError as e: info, bad = None, str(e)
+    if not args.distributed:
+        if info is not None and info['world_size'] > 1:
+            return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without "
+                          "--distributed: every process would train alone and write the same files; add "
+                          "--distributed")
+        return None, None
+    if bad: return None, bad
+    if info is None:
+        return None, ("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), "
+                      "and none is set: launch it with "
+                      f"`torchrun --standalone --nproc-per-node 2 -m minidl {command} --distributed`")
+    if args.seed + args.runs > 2**31:
+        return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
+    if fits is not None and (why := fits(info['world_size'])):
+        return None, f"--distributed on {info['world_size']} processes: {why}"
+    try: info = init_distributed('nccl' if device.type == 'cuda' else 'gloo')
+    except (RuntimeError, ValueError) as e: return None, f"--distributed: {e}"
+    return info, None
 
 # %% ../../nbs/40_experiments.ipynb #965a088d
 def path_arg(s:str)->Path:

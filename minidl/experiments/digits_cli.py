@@ -18,9 +18,7 @@ from minidl.distributed import (
     DistributedError,
     ShardedSampler,
     fail_fast,
-    init_distributed,
     is_main_process,
-    launch_info,
     on_main,
     shutdown,
 )
@@ -38,6 +36,7 @@ from minidl.experiments.common import (
     interruptible,
     path_arg,
     resolve_device,
+    start_distributed,
     torch_threads,
     write_outputs,
 )
@@ -163,31 +162,10 @@ def _state_dicts(runs:dict)->dict:
             for n, rs in runs.items() for r in rs}
 
 # %% ../../nbs/52_digits_cli.ipynb #58186d20
-_TORCHRUN = "torchrun --standalone --nproc-per-node 2 -m minidl digits --distributed"
-
-def _start_distributed(args, device:torch.device)->tuple[dict|None, str|None]:
-    "Join torchrun's process group if `--distributed` (returns its info and the device to use), or an error message"
-    try: info, bad = launch_info(), None
-    # a partial torchrun environment: an error only with --distributed
-    except RuntimeError as e: info, bad = None, str(e)
-    if not args.distributed:
-        if info is not None and info['world_size'] > 1:
-            return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without "
-                          "--distributed: every process would train alone and write the same files; add "
-                          "--distributed")
-        return None, None
-    if bad: return None, bad
-    if info is None:
-        return None, ("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, "
-                      f"MASTER_PORT), and none is set: launch it with `{_TORCHRUN}`")
-    if args.seed + args.runs > 2**31:
-        return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
-    # 1,437 training images: 29 in the last batch
-    try: ShardedSampler(1437, RECIPE['batch_size'], world_size=info['world_size'])
-    except ValueError as e: return None, f"--distributed on {info['world_size']} processes: {e}"
-    try: info = init_distributed('nccl' if device.type == 'cuda' else 'gloo')
-    except (RuntimeError, ValueError) as e: return None, f"--distributed: {e}"
-    return info, None
+def _fits(world_size:int)->str|None:
+    "Why 1,437 training images in the recipe's batches cannot give each of `world_size` processes a share"
+    try: ShardedSampler(1437, RECIPE['batch_size'], world_size=world_size)  # 29 images in the last batch
+    except ValueError as e: return str(e)
 
 def digits_main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
@@ -205,7 +183,7 @@ def digits_main(
         except ValueError as e: parser.error(str(e))
         if not digits_available():
             print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
-        info, error = _start_distributed(args, device)
+        info, error = start_distributed(args, device, 'digits', _fits)
         if error: parser.error(error)
         if info is None: return _digits_run(args, parser, device, None, written)
         try:

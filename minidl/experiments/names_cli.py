@@ -17,9 +17,7 @@ import torch
 from minidl.distributed import (
     DistributedError,
     fail_fast,
-    init_distributed,
     is_main_process,
-    launch_info,
     on_main,
     shutdown,
 )
@@ -37,6 +35,7 @@ from minidl.experiments.common import (
     path_arg,
     positive_float,
     resolve_device,
+    start_distributed,
     torch_threads,
     write_outputs,
 )
@@ -183,37 +182,12 @@ def _checkpoints(runs:dict)->dict:
     return {f"{n}-seed{r.seed}.pt": r for n, rs in runs.items() for r in rs}
 
 # %% ../../nbs/55_names_cli.ipynb #8c1319c4
-_TORCHRUN = "torchrun --standalone --nproc-per-node 2 -m minidl names --distributed"
-
-def _start_distributed(args, device:torch.device)->tuple[dict|None, str|None]:
-    "Join torchrun's process group if `--distributed` (returns its info), or an error message"
-    try: info, bad = launch_info(), None
-    except RuntimeError as e: info, bad = None, str(e)
-    if not args.distributed:
-        if info is not None and info['world_size'] > 1:
-            return None, (f"launched by torchrun with WORLD_SIZE={info['world_size']} but without "
-                          "--distributed: every process would train alone and write the same files; add "
-                          "--distributed")
-        return None, None
-    if bad: return None, bad
-    if info is None:
-        return None, ("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, "
-                      f"MASTER_PORT), and none is set: launch it with `{_TORCHRUN}`")
-    if args.seed + args.runs > 2**31:
-        return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
-    small = (
-        min(MODELS[n].batch_size for n in _names(args) if MODELS[n].kind != 'counts')
-        if _names(args) != ('bigram',)
-        else None
-    )
-    if small is not None and small < info['world_size']:
-        return (
-            None,
-            f"--distributed on {info['world_size']} processes: a batch of {small} rows cannot give every process one",
-        )
-    try: info = init_distributed('nccl' if device.type == 'cuda' else 'gloo')
-    except (RuntimeError, ValueError) as e: return None, f"--distributed: {e}"
-    return info, None
+def _fits(args):
+    "`fits` of `start_distributed`: the smallest batch of the chosen models must give every process a row"
+    sizes = [MODELS[n].batch_size for n in _names(args) if MODELS[n].kind != 'counts']  # the bigram: the whole table
+    def fits(world_size:int)->str|None:
+        if sizes and min(sizes) < world_size: return f"a batch of {min(sizes)} rows cannot give every process one"
+    return fits
 
 def _names(args)->tuple[str, ...]: return tuple(MODELS) if args.model == 'all' else (args.model,)
 
@@ -241,7 +215,7 @@ def names_main(
             except ValueError as e: parser.error(str(e).replace('--out', '--save', 1))
         if not names_available():
             print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
-        info, error = _start_distributed(args, device)
+        info, error = start_distributed(args, device, 'names', _fits(args))
         if error: parser.error(error)
         if info is None: return _names_run(args, parser, device, None, written)
         try:

@@ -225,7 +225,8 @@ def test_partial_environment(monkeypatch, tmp_path, capsys):
     "A stray RANK alone: an error with --distributed (naming what is missing), ignored without it."
     import torch
 
-    from minidl.experiments.digits_cli import _start_distributed, make_digits_parser
+    from minidl.experiments.common import start_distributed
+    from minidl.experiments.digits_cli import make_digits_parser
     for k in TORCHRUN_ENV: monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv('RANK', '0')
     with pytest.raises(SystemExit) as e: digits_main(['--distributed', '--out', str(tmp_path/'x')])
@@ -235,4 +236,4 @@ def test_partial_environment(monkeypatch, tmp_path, capsys):
         and err.count('\n') == 1
         and 'sets RANK but not WORLD_SIZE, MASTER_ADDR, MASTER_PORT' in err
     ), err
-    assert _start_distributed(make_digits_parser().parse_args([]), torch.device('cpu')) == (None, None)
+    assert start_distributed(make_digits_parser().parse_args([]), torch.device('cpu'), 'digits') == (None, None)
