@@ -200,18 +200,3 @@ def _check_grad_output(self, g) -> torch.Tensor:
                                    "after forward): run forward again")
     self._seen_grads = edits
     return g
-
-@_method_of(Linear)
-def _forward_error(self, x, refused):
-    "Why torch refused the forward: the first failing check, else torch's own error."
-    try: self._check_input(x)
-    except Exception as e: return e
-    return refused
-
-@_method_of(Linear)
-def _backward_error(self, g, refused):
-    "Why the backward failed: nothing saved, or the first failing check, else torch's own error."
-    if (e := self._backward_refused(refused)) is not None: return e
-    try: self._check_grad_output(g)
-    except Exception as e: return e
-    return refused

@@ -287,13 +287,21 @@ class Module(SavesForBackward):
         return g
 
     def _forward_error(self, x, refused: Exception) -> Exception:
-        ("The error to raise when torch refused the maths of `forward` on `x`: the module's clear message, "
-         "else `refused`.")
+        ("The error to raise when torch refused the maths of `forward` on `x`: the first failing check of the "
+         "module's `_check_input` (where it has one), else `refused`.")
+        if (check := getattr(self, '_check_input', None)) is not None:
+            try: check(x)
+            except Exception as e: return e
         return refused
 
     def _backward_error(self, g, refused: Exception) -> Exception:
-        "The error to raise when the maths of `backward` failed: why (nothing saved, a wrong gradient), else `refused`."
-        return self._backward_refused(refused) or refused
+        ("The error to raise when the maths of `backward` failed: nothing saved, else the first failing check of "
+         "the module's `_check_grad_output` (where it has one), else `refused`.")
+        if (e := self._backward_refused(refused)) is not None: return e
+        if (check := getattr(self, '_check_grad_output', None)) is not None:
+            try: check(g)
+            except Exception as e: return e
+        return refused
 
     def forward(self,
                 x: torch.Tensor, # input
