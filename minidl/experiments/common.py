@@ -17,6 +17,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import typing
 from pathlib import Path
 
 import torch
@@ -159,7 +160,8 @@ def start_distributed(
     args, # the parsed arguments: `distributed`, `seed` and `runs` are read
     device:torch.device, # where this process trains: CUDA joins with NCCL, anything else with gloo
     command:str, # the experiment's subcommand of `python -m minidl`, for the launch hint
-    fits=None, # `fits(world_size)` -> why the batches cannot be split over that many processes, or `None`
+    # `fits(world_size)`: why the batches cannot be split over that many processes, or `None`
+    fits:typing.Callable[[int], str|None]|None=None,
 )->tuple[dict|None, str|None]: # torchrun's info (`None` when not distributed), and an error message or `None`
     "Join torchrun's process group if `--distributed`, else refuse a multi-process launch; an error joins nothing"
     try: info, bad = launch_info(), None
