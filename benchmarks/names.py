@@ -1,8 +1,9 @@
-"""The names experiment's Transformer (4 blocks x 64 wide, 4 heads, context 14, batch 64; dropout, AdamW and one-cycle
+"""The names experiment's Transformer (4 blocks x 64 wide, 4 heads, context 14; batch, dropout, AdamW and one-cycle
 as in its recipe): one training step of minidl against its torch.nn twin (the same initial weights, the same batches),
 float32, interleaved by the harness. Needs the `names` extra (`pip install -e ".[names]"`)."""
 from benchmarks.layers import run_cases
 from benchmarks.names_twins import benchmark_step
+from minidl.experiments.names import MODELS
 
 QUICK = dict(sample_s=0.002, warmup_s=0.0, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.05, warmup_s=0.5, budget_s=20.0, min_rounds=15, max_rounds=201)
@@ -10,4 +11,5 @@ FULL = dict(sample_s=0.05, warmup_s=0.5, budget_s=20.0, min_rounds=15, max_round
 
 def run(ctx):
     ours, ref = benchmark_step()
-    return run_cases(ctx, {('names Transformer step', '4 x 64, 4 heads, batch 64, AdamW + one-cycle'): (ours, ref)})
+    batch = MODELS['transformer'].batch_size
+    return run_cases(ctx, {('names Transformer step', f'4 x 64, 4 heads, batch {batch}, AdamW + one-cycle'): (ours, ref)})

@@ -150,7 +150,7 @@ class NamesModel:
 RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
-    transformer=dict(steps=13000, batch_size=64, lr=3e-3, weight_decay=0.1, d_model=64, nhead=4, layers=4,
+    transformer=dict(steps=3600, batch_size=256, lr=8e-3, weight_decay=0.1, d_model=64, nhead=4, layers=4,
                      dropout=0.05),
 )
 
