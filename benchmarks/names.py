@@ -12,4 +12,5 @@ FULL = dict(sample_s=0.05, warmup_s=0.5, budget_s=20.0, min_rounds=15, max_round
 def run(ctx):
     ours, ref = benchmark_step()
     batch = MODELS['transformer'].batch_size
-    return run_cases(ctx, {('names Transformer step', f'4 x 64, 4 heads, batch {batch}, AdamW + one-cycle'): (ours, ref)})
+    label = f'4 x 64, 4 heads, batch {batch}, AdamW + one-cycle'
+    return run_cases(ctx, {('names Transformer step', label): (ours, ref)})
