@@ -19,9 +19,9 @@ from minidl.experiments.common import (
     BATCH_MAX,
     EPOCHS_MAX,
     RUNS_MAX,
-    THREADS_MAX,
     ExperimentParser,
     Messages,
+    add_run_options,
     check_destinations,
     figure_png,
     int_upto,
@@ -111,20 +111,7 @@ def make_parser()->argparse.ArgumentParser:
         help="also save the trained models' state dicts to PATH (torch.save; load with torch.load(PATH, "
              "weights_only=True))",
     )
-    p.add_argument(
-        '--device',
-        choices=('cpu', 'cuda', 'auto'),
-        default='cpu',
-        help="where data, models and losses live; auto: cuda if available, else cpu (default: %(default)s)",
-    )
-    p.add_argument(
-        '--threads',
-        type=_int_upto(THREADS_MAX),
-        default=1,
-        help='torch CPU threads; these matrices are tiny, 1 is fastest (default: %(default)s)',
-    )
-    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only '
-                                                              'the results table')
+    add_run_options(p)
     return p
 
 # %% ../../nbs/44_circle_cli.ipynb #0b3d97cf

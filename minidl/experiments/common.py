@@ -30,9 +30,9 @@ from ..files import atomic_open
 
 # %% auto #0
 __all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int',
-           'positive_float', 'int_upto', 'number_in', 'resolve_device', 'torch_threads', 'start_distributed',
-           'path_arg', 'check_destinations', 'figure_png', 'write_json', 'write_outputs', 'interruptible', 'mean_std',
-           'fmt_pm', 'TextTable', 'text_table', 'progress_bar', 'Messages', 'environment']
+           'positive_float', 'int_upto', 'number_in', 'resolve_device', 'torch_threads', 'add_run_options',
+           'start_distributed', 'path_arg', 'check_destinations', 'figure_png', 'write_json', 'write_outputs',
+           'interruptible', 'mean_std', 'fmt_pm', 'TextTable', 'text_table', 'progress_bar', 'Messages', 'environment']
 
 # %% ../../nbs/40_experiments.ipynb #7eeb4f1d
 def _pow2(n:int)->str: return f"2**{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
@@ -154,6 +154,25 @@ def torch_threads(
     if n is not None: torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(old)
+
+# %% ../../nbs/40_experiments.ipynb #2e19371e
+def add_run_options(
+    p:argparse.ArgumentParser, # the command's parser
+    command:str|None=None, # its subcommand of `python -m minidl` if it has `--distributed` (its launch line names it)
+    batch:str="the recipe's", # with `command`: the global batch under `--distributed`, for the help text
+):
+    "Add `--device`, `--threads`, `--quiet` and, with `command`, `--distributed` to an experiment's parser"
+    p.add_argument('--device', choices=DEVICES, default='cpu',
+                   help="where data and models live; auto: cuda if available, else cpu (default: %(default)s)")
+    p.add_argument('--threads', type=int_upto(THREADS_MAX), default=1,
+                   help="torch CPU threads; these networks are small, 1 is fastest (default: %(default)s)")
+    p.add_argument('--quiet', '-q', action='store_true', help="no progress bars and no per-run lines; only the "
+                                                              "results table")
+    if command is not None:
+        p.add_argument('--distributed', action='store_true',
+                       help="data-parallel over the processes torchrun started (gloo on the CPU, NCCL with --device "
+                            "cuda), e.g. `torchrun --standalone --nproc-per-node 2 -m minidl "
+                            f"{command} --distributed`; the global batch stays {batch}; rank 0 prints and writes")
 
 # %% ../../nbs/40_experiments.ipynb #e3b17530
 def start_distributed(

@@ -23,12 +23,11 @@ from minidl.distributed import (
     shutdown,
 )
 from minidl.experiments.common import (
-    DEVICES,
     EPOCHS_MAX,
     RUNS_MAX,
-    THREADS_MAX,
     ExperimentParser,
     Messages,
+    add_run_options,
     check_destinations,
     environment,
     figure_png,
@@ -98,23 +97,7 @@ def make_digits_parser()->argparse.ArgumentParser:
         metavar='PATH',
         help="also save the trained models' state dicts to PATH (torch.save)",
     )
-    p.add_argument('--device', choices=DEVICES, default='cpu', help="where data and models live; auto: cuda "
-                                                                    "if available (default: %(default)s)")
-    p.add_argument(
-        '--threads',
-        type=int_upto(THREADS_MAX),
-        default=1,
-        help='torch CPU threads; these networks are small, 1 is fastest (default: %(default)s)',
-    )
-    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only '
-                                                              'the results table')
-    p.add_argument('--distributed', action='store_true', help="data-parallel over the processes torchrun "
-                                                              "started (gloo on the CPU, NCCL with --device "
-                                                              "cuda), e.g. `torchrun --standalone "
-                                                              "--nproc-per-node 2 -m "
-                                                              "minidl.experiments.digits_cli --distributed`; "
-                                                              "the global batch stays 64; rank 0 prints and "
-                                                              "writes")
+    add_run_options(p, 'digits', batch=str(RECIPE['batch_size']))
     return p
 
 # %% ../../nbs/52_digits_cli.ipynb #ccccf805

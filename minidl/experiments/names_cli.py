@@ -22,11 +22,10 @@ from minidl.distributed import (
     shutdown,
 )
 from minidl.experiments.common import (
-    DEVICES,
     RUNS_MAX,
-    THREADS_MAX,
     ExperimentParser,
     Messages,
+    add_run_options,
     check_destinations,
     environment,
     figure_png,
@@ -96,22 +95,7 @@ def make_names_parser()->argparse.ArgumentParser:
     p.add_argument('--save', type=path_arg, default=None, metavar='DIR',
                    help="also save each trained model as a checkpoint DIR/MODEL-seedS.pt (for `minidl-names "
                         "sample --from`)")
-    p.add_argument('--device', choices=DEVICES, default='cpu', help="where data and models live; auto: cuda "
-                                                                    "if available (default: %(default)s)")
-    p.add_argument(
-        '--threads',
-        type=int_upto(THREADS_MAX),
-        default=1,
-        help='torch CPU threads; these models are small, 1 is fastest (default: %(default)s)',
-    )
-    p.add_argument('--quiet', '-q', action='store_true', help='no progress bars and no per-run lines; only '
-                                                              'the results table')
-    p.add_argument('--distributed', action='store_true', help="data-parallel over the processes torchrun "
-                                                              "started (gloo on the CPU, NCCL with --device "
-                                                              "cuda), e.g. `torchrun --standalone "
-                                                              "--nproc-per-node 2 -m minidl names "
-                                                              "--distributed`; the global batch stays the "
-                                                              "model's; rank 0 prints and writes")
+    add_run_options(p, 'names', batch="the model's")
     return p
 
 def make_sample_parser()->argparse.ArgumentParser:
