@@ -156,6 +156,10 @@ def torch_threads(
     finally: torch.set_num_threads(old)
 
 # %% ../../nbs/40_experiments.ipynb #2e19371e
+def _launch_line(command:str)->str:
+    "How `torchrun` starts a command's data-parallel run on 2 processes"
+    return f"torchrun --standalone --nproc-per-node 2 -m minidl {command} --distributed"
+
 def add_run_options(
     p:argparse.ArgumentParser, # the command's parser
     command:str|None=None, # its subcommand of `python -m minidl` if it has `--distributed` (its launch line names it)
@@ -171,8 +175,8 @@ def add_run_options(
     if command is not None:
         p.add_argument('--distributed', action='store_true',
                        help="data-parallel over the processes torchrun started (gloo on the CPU, NCCL with --device "
-                            "cuda), e.g. `torchrun --standalone --nproc-per-node 2 -m minidl "
-                            f"{command} --distributed`; the global batch stays {batch}; rank 0 prints and writes")
+                            f"cuda), e.g. `{_launch_line(command)}`; the global batch stays {batch}; rank 0 prints "
+                            "and writes")
 
 # %% ../../nbs/40_experiments.ipynb #e3b17530
 def start_distributed(
@@ -195,8 +199,7 @@ def start_distributed(
     if bad: return None, bad
     if info is None:
         return None, ("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), "
-                      "and none is set: launch it with "
-                      f"`torchrun --standalone --nproc-per-node 2 -m minidl {command} --distributed`")
+                      f"and none is set: launch it with `{_launch_line(command)}`")
     if args.seed + args.runs > 2**31:
         return None, f"--distributed needs seeds < 2**31, got up to {args.seed + args.runs - 1}"
     if fits is not None and (why := fits(info['world_size'])):

@@ -168,10 +168,10 @@ def _checkpoints(runs:dict)->dict:
 # %% ../../nbs/55_names_cli.ipynb #8c1319c4
 def _fits(args):
     "`fits` of `start_distributed`: the smallest batch of the chosen models must give every process a row"
-    sizes = [MODELS[n].batch_size for n in _names(args) if MODELS[n].kind != 'counts']  # the bigram: the whole table
-    def fits(world_size:int)->str|None:
-        if sizes and min(sizes) < world_size: return f"a batch of {min(sizes)} rows cannot give every process one"
-    return fits
+    # the bigram's batch is the whole table
+    small = min((MODELS[n].batch_size for n in _names(args) if MODELS[n].kind != 'counts'), default=None)
+    return lambda world_size: (f"a batch of {small} rows cannot give every process one"
+                               if small is not None and small < world_size else None)
 
 def _names(args)->tuple[str, ...]: return tuple(MODELS) if args.model == 'all' else (args.model,)
 
