@@ -114,6 +114,11 @@ return {
   docstrings: [...main.querySelectorAll('.cell-output-markdown p > em')].map(e => { const c = e.cloneNode(true);
     c.querySelectorAll('.katex, code').forEach(k => k.remove()); return c.textContent; }),
   signatures: [...main.querySelectorAll('.cell-output-markdown pre code')].map(c => c.textContent.split('\n')[0]),
+  // labelled cells of a table shown as cards (a phone) lower than one line of text: the label would overlap the next
+  flatCells: [...main.querySelectorAll('table.stack > tbody > tr > td[data-label]:not([data-label=""])')]
+    .filter(c => c.getClientRects().length && getComputedStyle(c).display !== 'table-cell'
+                 && c.getBoundingClientRect().height < 0.8 * (parseFloat(getComputedStyle(c).lineHeight) || 16))
+    .slice(0, 3).map(c => (c.getAttribute('data-label') || '') + ' in a row of ' + c.parentElement.textContent.trim().slice(0, 40)),
   wide: [...main.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
           .filter(e => !e.closest('pre, .sourceCode, .katex-display, .table-responsive, .cell-output-display'))
           .slice(0, 3).map(e => e.tagName + '.' + e.className),

@@ -7,8 +7,9 @@ The site is served on 127.0.0.1 and every page is opened at desktop width and at
 every notebook has a page and every sidebar link resolves; maths is rendered by KaTeX (no raw `$$`, `\\(`, no KaTeX
 errors); images load with a non-zero size; `show_doc` cells are API blocks (heading + signature); the TOC is there;
 searching "Linear" finds the Linear page; no JavaScript console errors; no request leaves the machine (and none fails);
-nothing is wider than a phone screen. And, on EVERY page at both widths: a box wider than its column (a table, a
-display formula, a code block) scrolls inside itself with a visible cue (a shadow and a "scroll →" line), nothing is
+nothing is wider than a phone screen, and a table shown as cards there gives every labelled cell a line. And, on
+EVERY page at both widths: a box wider than its column (a table, a display formula, a code block) scrolls inside
+itself with a visible cue (a shadow and a "scroll →" line), nothing is
 cut; wrapped code keeps its indentation (a continued line starts right of the line's first character) and never
 breaks inside a name; previous/next links follow the sidebar's order and the footer links to the repository; every
 internal link and anchor resolves; every figure links to its full-size image and a click enlarges it in a lightbox;
@@ -342,6 +343,12 @@ def test_wide_content_scrolls(desktop, phone):
 def test_phone_width_layout(phone):
     bad = {p: (i["overflow"], i["wide"]) for p, i in phone.items() if i["overflow"] > 0}
     assert not bad, f"pages wider than a {PHONE[0]}px phone (overflow px, widest elements): {bad}"
+
+
+def test_phone_cards_give_every_cell_a_line(phone):
+    "A table shown as cards on a phone: every cell, an empty one too, takes at least a line (its label never overlaps)."
+    bad = {p: i["flatCells"] for p, i in phone.items() if i["flatCells"]}
+    assert not bad, f"cells lower than a line in a phone's table cards (column, row): {bad}"
 
 
 # ------------------------------------------------------------------ the book, on every page at both widths
