@@ -118,7 +118,7 @@ return {
   flatCells: [...main.querySelectorAll('table.stack > tbody > tr > td[data-label]:not([data-label=""])')]
     .filter(c => c.getClientRects().length && getComputedStyle(c).display !== 'table-cell'
                  && c.getBoundingClientRect().height < 0.8 * (parseFloat(getComputedStyle(c).lineHeight) || 16))
-    .slice(0, 3).map(c => (c.getAttribute('data-label') || '') + ' in a row of ' + c.parentElement.textContent.trim().slice(0, 40)),
+    .slice(0, 3).map(c => c.getAttribute('data-label') + ' in a row of ' + c.parentElement.textContent.trim().slice(0, 40)),
   wide: [...main.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
           .filter(e => !e.closest('pre, .sourceCode, .katex-display, .table-responsive, .cell-output-display'))
           .slice(0, 3).map(e => e.tagName + '.' + e.className),
