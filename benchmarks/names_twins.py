@@ -37,6 +37,7 @@ from minidl.experiments.names import (  # noqa: E402
     _batches,
     _curve_set,
     _logits_2d,
+    _pieces,
     batch_indices,
     evaluate_nll,
     names_data,
@@ -135,9 +136,10 @@ def train_torch(
     final=True,
     model=None,
     train_names=None,
+    pieces=None,
 ):
-    ("The twin of `run_names` in torch.nn + autograd + torch.optim: the same start, the same batches; "
-     "returns a dict of results")
+    ("The twin of `run_names` in torch.nn + autograd + torch.optim: the same start, the same batches (run as the "
+     "same pieces); returns a dict of results")
     spec = MODELS[name]
     steps, lr = steps or spec.steps, spec.lr if lr is None else lr
     wd = spec.weight_decay if weight_decay is None else weight_decay
@@ -157,13 +159,17 @@ def train_torch(
     curve, losses, last = dict(step=[], train_loss=[], val_nll=[]), torch.zeros(steps, dtype=torch.float64), 0
     gb = torch.Generator().manual_seed(seed + 1)
     seconds, cpu, t0, c0 = 0.0, 0.0, time.perf_counter(), time.process_time()
+    lengths = y.ne(IGNORE).sum(1) if spec.kind == 'sequence' else None
     for i, ix in enumerate(_batches(spec.kind, y, batch_size or spec.batch_size, steps, gb)):
-        out = t(x[ix])
-        loss = lossf(out, y[ix]) @ w if counts else lossf(_logits_2d(out), y[ix].reshape(-1))
         opt.zero_grad()
-        loss.backward()
+        loss = 0.0
+        for piece, share in _pieces(ix, lengths, pieces or spec.pieces):  # the pieces of `run_names`
+            out = t(x[piece])
+            part = lossf(out, y[piece]) @ w if counts else lossf(_logits_2d(out), y[piece].reshape(-1))
+            (part * share).backward()
+            loss = loss + part.detach() * share
         opt.step(); sched.step()
-        losses[i] = loss.detach()
+        losses[i] = loss
         if i + 1 in marks and points:
             seconds += time.perf_counter() - t0; cpu += time.process_time() - c0
             curve['step'].append(i + 1); curve['train_loss'].append(float(losses[last:i + 1].mean())); last = i + 1

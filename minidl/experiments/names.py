@@ -146,12 +146,14 @@ class NamesModel:
     lr:float # peak learning rate of the one-cycle schedule
     weight_decay:float # AdamW's decoupled weight decay
     target:float|None # target mean validation NLL (nats per character) over 3 seeds
+    # a batch runs as this many pieces of similar lengths ('sequence'), each cut at its longest name: the same step
+    pieces:int=1
 
 RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
-    transformer=dict(steps=3600, batch_size=256, lr=8e-3, weight_decay=0.1, d_model=64, nhead=4, layers=4,
-                     dropout=0.05),
+    transformer=dict(steps=4800, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, d_model=64, nhead=4,
+                     layers=4, dropout=0.03),
 )
 
 def _build(name):
@@ -184,7 +186,7 @@ MODELS = {
         _build('transformer'),
         'sequence',
         MAX_LEN + 1,
-        **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay')},
+        **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay', 'pieces')},
         target=2.05,
     ),
 }
@@ -304,13 +306,16 @@ def run_names(
     # score only the first this many training names (a random sample: the split is shuffled); `None`: all
     train_names:int|None=None,
     data_parallel:bool=False, # train through `DataParallel`: under torchrun, this process's part of a data-parallel run
+    pieces:int|None=None, # run each batch as this many pieces of similar lengths (default: the model's; see below)
 )->NamesRun:
     "Train one names model with one seed: AdamW, one-cycle, cross-entropy; score it on the three splits"
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     spec = MODELS[name]
     steps, lr = steps or spec.steps, spec.lr if lr is None else lr
     wd = spec.weight_decay if weight_decay is None else weight_decay
-    bs = batch_size or spec.batch_size
+    bs, k = batch_size or spec.batch_size, pieces or spec.pieces
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"run_names expects pieces to be a positive integer, got {k!r}")
     data = data or names_data(spec.kind, spec.context, load_names_split(SPLIT_SEED), device)
     (x, y), (xv, yv) = data.train, data.val
     w = None if data.weight is None else data.weight.to(dtype)
@@ -334,22 +339,22 @@ def run_names(
     bar = _progress(steps, desc or f"{name} seed {seed}", progress, leave)
     gb = torch.Generator().manual_seed(seed + 1)
     seconds, cpu, last, t0, c0 = 0.0, 0.0, 0, time.perf_counter(), time.process_time()
+    lengths = y.ne(IGNORE).sum(1).cpu() if spec.kind == 'sequence' else None  # positions of each name
     for i, ix in enumerate(_batches(spec.kind, y, bs, steps, gb)):
-        # this rank's part of the batch (and, for sequences, the batch's cut)
-        if dp is not None and spec.kind != 'counts':
-            ix = (
-                (ix[0].tensor_split(dp.world_size)[dp.rank], ix[1])
-                if spec.kind == 'sequence'
-                else ix.tensor_split(dp.world_size)[dp.rank]
-            )
-        out, t = model(x[ix]), y[ix]
-        if spec.kind == 'counts': loss = lossf(out, t) @ w     # the whole table: sum_a w_a CE_a
-        else: loss = lossf(_logits_2d(out), t.reshape(-1))               # mean over the predicted characters
+        # this rank's part of the batch
+        if dp is not None and spec.kind != 'counts': ix = ix.tensor_split(dp.world_size)[dp.rank]
         opt.zero_grad()
-        g = lossf.backward(w) if spec.kind == 'counts' else lossf.backward()
-        model.backward(g.view(out.shape))
+        loss = 0.0
+        for piece, share in _pieces(ix, lengths, k):
+            out, t = model(x[piece]), y[piece]
+            if spec.kind == 'counts': part = lossf(out, t) @ w     # the whole table: sum_a w_a CE_a
+            else: part = lossf(_logits_2d(out), t.reshape(-1))         # mean over the piece's predicted characters
+            g = lossf.backward(w) if spec.kind == 'counts' else lossf.backward()
+            # the piece's share of the batch's characters: the pieces' gradients add up to the batch's
+            model.backward(g.view(out.shape) if share == 1 else g.view(out.shape) * share)
+            loss = loss + part * share
         if dp is not None:  # the mean over every rank's characters (the bigram's table is whole on every rank)
-            dp.average_gradients(1 if spec.kind == 'counts' else t.ne(IGNORE).sum())
+            dp.average_gradients(1 if spec.kind == 'counts' else y[ix].ne(IGNORE).sum())
         opt.step(); sched.step()
         losses[i] = loss
         if i + 1 in marks:
@@ -371,12 +376,22 @@ def _curve_set(kind, xv, yv, k=CURVE_NAMES):
     return (xv[:k], yv[:k]) if kind == 'sequence' else _first_names(xv, yv, k)
 
 def _batches(kind, y, batch_size, steps, generator):
-    "Per step, what indexes the rows: the whole count table, `batch_indices`, or those rows cut at their longest name"
+    "Per step, the rows of the batch: the whole count table (a slice), or `batch_indices`"
     if kind == 'counts': return (slice(None) for _ in range(steps))
-    rows = batch_indices(y.shape[0], batch_size, steps, generator)
-    if kind == 'context': return rows
-    lengths = y.ne(IGNORE).sum(1).cpu()  # positions of each name: its letters and the end token
-    return ((ix, slice(None, int(lengths[ix].max()))) for ix in rows)
+    return batch_indices(y.shape[0], batch_size, steps, generator)
+
+def _pieces(rows, lengths=None, k=1):
+    ("`(index, share)` per piece of a batch: the batch itself (share 1) unless `lengths` (positions of each name) "
+     "is given; then its names sorted by length, cut into `k` pieces, each cut at its longest name, each with its "
+     "share of the batch's characters")
+    if lengths is None:
+        yield rows, 1.0
+        return
+    if k > 1: rows = rows[torch.argsort(lengths[rows], stable=True)]   # similar lengths side by side
+    n = lengths[rows]
+    total = int(n.sum())
+    for r, m in zip(rows.tensor_split(k), n.tensor_split(k)):
+        if len(r): yield (r, slice(None, int(m.max()))), (1.0 if k == 1 else int(m.sum()) / total)
 
 def _first_names(x, y, k):
     "The rows of the first `k` names of a context data set (each name ends with a target END)"
