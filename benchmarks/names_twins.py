@@ -72,7 +72,7 @@ class TorchMLP(nn.Module):
 
 
 class TorchTransformer(nn.Module):
-    def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=V):
+    def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=V, ff_dropout=None):
         super().__init__()
         self.tok, self.pos, self.drop = (
             nn.Embedding(vocab, d_model),
@@ -87,6 +87,8 @@ class TorchTransformer(nn.Module):
                 for _ in range(layers)
             ]
         )
+        if ff_dropout is not None:
+            for b in self.blocks: b.dropout.p = ff_dropout  # the feed-forward hidden activations'
         self.norm, self.head = nn.LayerNorm(d_model), nn.Linear(d_model, vocab)
         self.register_buffer(
             'mask', torch.triu(torch.ones(block_size, block_size, dtype=torch.bool), 1), persistent=False
@@ -114,6 +116,7 @@ def torch_twin(model):
             b.linear1.out_features,
             model.drop.p,
             model.tok.num_embeddings,
+            b.dropout.p,
         )
     else: raise TypeError(f"torch_twin expects a names model, got {kind}")
     dtype = model.parameters()[0].value.dtype
@@ -200,8 +203,8 @@ def train_torch(
 def benchmark_step(batch_size=None, dtype=torch.float32, seed=0, dropout=None):
     """`(minidl_step, torch_step)`: one training step of the recipe's names Transformer each (forward,
     cross-entropy with
-    ignore_index, backward, AdamW, one-cycle), on the next batch of training names; the same start and the
-    same batches"""
+    ignore_index, backward, AdamW, one-cycle), on the next batch of training names run as the recipe's pieces;
+    the same start and the same batches"""
     spec = MODELS['transformer']
     B = batch_size or spec.batch_size
     x, y = names_data('sequence', spec.context, load_names_split(SPLIT_SEED)).train
@@ -221,19 +224,22 @@ def benchmark_step(batch_size=None, dtype=torch.float32, seed=0, dropout=None):
     mb = batch_indices(x.shape[0], B, total, torch.Generator().manual_seed(seed + 1))
     tb = batch_indices(x.shape[0], B, total, torch.Generator().manual_seed(seed + 1))
 
+    lengths = y.ne(IGNORE).sum(1)
+
     def minidl_step():
         ix = next(mb)
-        out = m(x[ix])
-        mloss(_logits_2d(out), y[ix].reshape(-1))
         mopt.zero_grad()
-        m.backward(mloss.backward().view(out.shape))
+        for piece, share in _pieces(ix, lengths, spec.pieces):  # as `run_names`
+            out = m(x[piece])
+            mloss(_logits_2d(out), y[piece].reshape(-1))
+            m.backward(mloss.backward().view(out.shape) * share)
         mopt.step(); msched.step()
 
     def torch_step():
         ix = next(tb)
-        loss = tloss(_logits_2d(t(x[ix])), y[ix].reshape(-1))
         topt.zero_grad()
-        loss.backward()
+        for piece, share in _pieces(ix, lengths, spec.pieces):
+            (tloss(_logits_2d(t(x[piece])), y[piece].reshape(-1)) * share).backward()
         topt.step(); tsched.step()
 
     minidl_step.model, torch_step.model = m, t

@@ -107,6 +107,8 @@ class NamesTransformer(Module):
         dropout: float = 0.1,
         vocab: int = len(VOCAB),
         generator: torch.Generator | None = None,
+        # dropout of the feed-forward hidden activations (default: `dropout`, as torch's block); 0: none there, as GPT-2
+        ff_dropout: float | None = None,
     ):
         self.block_size, self.d_model = block_size, d_model
         self.tok = Embedding(vocab, d_model, generator=generator)
@@ -114,6 +116,8 @@ class NamesTransformer(Module):
         self.drop = Dropout(dropout, generator=generator)
         self.blocks = Sequential(*[TransformerBlock(d_model, nhead, dim_feedforward or 4 * d_model, dropout=dropout,
                                                     generator=generator) for _ in range(layers)])
+        if ff_dropout is not None:
+            for b in self.blocks: b.dropout = Dropout(ff_dropout, generator=generator)  # between the two Linears
         self.norm = LayerNorm(d_model)
         self.head = Linear(d_model, vocab, generator=generator)
 
@@ -152,8 +156,8 @@ class NamesModel:
 RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
-    transformer=dict(steps=4800, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, d_model=64, nhead=4,
-                     layers=4, dropout=0.03),
+    transformer=dict(steps=5600, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, d_model=64, nhead=4,
+                     layers=4, dropout=0.05, ff_dropout=0.0),
 )
 
 def _build(name):
@@ -161,7 +165,8 @@ def _build(name):
     if name == 'bigram': return lambda g: OneHotBigram(generator=g)
     if name == 'mlp': return lambda g: NamesMLP(r['context'], r['embed'], r['hidden'], r['dropout'], generator=g)
     return lambda g: NamesTransformer(
-        MAX_LEN + 1, r['d_model'], r['nhead'], r['layers'], dropout=r['dropout'], generator=g
+        MAX_LEN + 1, r['d_model'], r['nhead'], r['layers'], dropout=r['dropout'], generator=g,
+        ff_dropout=r['ff_dropout'],
     )
 
 MODELS = {
@@ -548,6 +553,7 @@ def model_config(model:Module)->dict:
             dim_feedforward=b.linear1.out_features,
             dropout=model.drop.p,
             vocab=model.tok.num_embeddings,
+            ff_dropout=b.dropout.p,
         )
     raise TypeError(f"expected a names model (OneHotBigram, NamesMLP or NamesTransformer), got {type(model).__name__}")
 
