@@ -7,10 +7,10 @@ The package itself holds no torch.nn code (a test scans it), so the twins live h
 
 * `torch_twin(model)` -- the torch.nn copy of a minidl names model: the same architecture, the same `state_dict` keys,
   the same initial weights (copied with `load_state_dict`).
-* `train_torch(name, seed, ...)` -- the twin of `run_names`: the same initial weights (the minidl model is
-built with the
-  seed, then copied), the same batches (`batch_indices` with the same generator), torch's AdamW and OneCycleLR with the
-  same settings, `nn.CrossEntropyLoss(ignore_index=-100)`; dropout masks come from torch's global generator.
+* `train_torch(name, seed, ...)` -- the twin of `run_names`: the same initial weights (the minidl model is built with
+  the seed, then copied), the same batches (`batch_indices` with the same generator), torch's AdamW (with the same
+  parameter groups, `adamw_groups`) and OneCycleLR with the same settings, `nn.CrossEntropyLoss(ignore_index=-100)`;
+  dropout masks come from torch's global generator.
 * `benchmark_step(batch_size=64, dtype=torch.float32, seed=0)` -- `(minidl_step, torch_step)`: two callables that each
   run one training step of the recipe's Transformer (forward, loss, backward, AdamW, one-cycle) on the next batch of
   training names; the same start, the same batches.
@@ -38,6 +38,7 @@ from minidl.experiments.names import (  # noqa: E402
     _curve_set,
     _logits_2d,
     _pieces,
+    adamw_groups,
     batch_indices,
     evaluate_nll,
     names_data,
@@ -153,7 +154,7 @@ def train_torch(
     t = torch_twin(model)
     t.train()
     dtype = next(t.parameters()).dtype
-    opt = torch.optim.AdamW(t.parameters(), lr=lr, weight_decay=wd)
+    opt = torch.optim.AdamW(adamw_groups(t.parameters(), wd, spec.decay_vectors), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     counts = spec.kind == 'counts'
     lossf = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction='none' if counts else 'mean')
@@ -216,9 +217,9 @@ def benchmark_step(batch_size=None, dtype=torch.float32, seed=0, dropout=None):
     t = torch_twin(m)
     m.train(); t.train()
     total = 10**7  # a schedule long enough for any benchmark
-    mopt = AdamW(m.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    mopt = AdamW(adamw_groups(m.parameters(), spec.weight_decay, spec.decay_vectors), lr=spec.lr)
     msched = OneCycleLR(mopt, max_lr=spec.lr, total_steps=total)
-    topt = torch.optim.AdamW(t.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    topt = torch.optim.AdamW(adamw_groups(t.parameters(), spec.weight_decay, spec.decay_vectors), lr=spec.lr)
     tsched = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=spec.lr, total_steps=total)
     mloss, tloss = LossCrossEntropy(ignore_index=IGNORE), nn.CrossEntropyLoss(ignore_index=IGNORE)
     mb = batch_indices(x.shape[0], B, total, torch.Generator().manual_seed(seed + 1))

@@ -44,9 +44,9 @@ from .common import mean_std, progress_bar, text_table
 
 # %% auto #0
 __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'NamesMLP', 'NamesTransformer', 'NamesModel',
-           'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll', 'batch_indices', 'NamesRun', 'run_names',
-           'sample_names', 'novelty', 'summarize_names', 'names_table', 'model_config', 'model_from_config',
-           'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding', 'attention_maps',
+           'adamw_groups', 'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll', 'batch_indices', 'NamesRun',
+           'run_names', 'sample_names', 'novelty', 'summarize_names', 'names_table', 'model_config',
+           'model_from_config', 'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding', 'attention_maps',
            'plot_attention_names', 'samples_table']
 
 # %% ../../nbs/54_names.ipynb #172f7dda
@@ -152,12 +152,28 @@ class NamesModel:
     target:float|None # target mean validation NLL (nats per character) over 3 seeds
     # a batch runs as this many pieces of similar lengths ('sequence'), each cut at its longest name: the same step
     pieces:int=1
+    # the weight decay on every parameter; False: on the weight matrices only (see `adamw_groups`)
+    decay_vectors:bool=True
+
+def adamw_groups(
+    params, # the parameters: minidl `Parameter`s or torch tensors
+    weight_decay:float, # AdamW's decoupled weight decay
+    decay_vectors:bool=True, # decay every parameter; `False`: not the vectors (biases, LayerNorm's scale and shift)
+)->list[dict]:
+    ("AdamW's parameter groups: one, `weight_decay` on every parameter; or (`decay_vectors=False`) the matrices "
+     "(weights, embeddings) with `weight_decay` and the vectors without, as GPT-2")
+    params = list(params)
+    if decay_vectors: return [dict(params=params, weight_decay=weight_decay)]
+    vector = [getattr(p, 'value', p).dim() < 2 for p in params]
+    groups = [dict(params=[p for p, v in zip(params, vector) if not v], weight_decay=weight_decay),
+              dict(params=[p for p, v in zip(params, vector) if v], weight_decay=0.0)]
+    return [g for g in groups if g['params']]
 
 RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
-    transformer=dict(steps=5600, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, d_model=64, nhead=4,
-                     layers=4, dropout=0.05, ff_dropout=0.0),
+    transformer=dict(steps=5600, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, decay_vectors=False,
+                     d_model=64, nhead=4, layers=4, dropout=0.05, ff_dropout=0.0),
 )
 
 def _build(name):
@@ -191,7 +207,8 @@ MODELS = {
         _build('transformer'),
         'sequence',
         MAX_LEN + 1,
-        **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay', 'pieces')},
+        **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay', 'pieces',
+                                                 'decay_vectors')},
         target=2.05,
     ),
 }
@@ -297,7 +314,8 @@ def run_names(
     seed:int=0, # seed of the weights, the batches and the dropout masks
     steps:int|None=None, # optimizer steps (default: the model's)
     lr:float|None=None, # peak learning rate (default: the model's)
-    weight_decay:float|None=None, # AdamW's decoupled weight decay (default: the model's)
+    # AdamW's decoupled weight decay (default: the model's; on its matrices only if not `decay_vectors`)
+    weight_decay:float|None=None,
     batch_size:int|None=None, # rows per step (default: the model's)
     build=None, # `build(generator)` -> the network (default: the model's)
     points:int=20, # points on the learning curve
@@ -335,7 +353,7 @@ def run_names(
         if get_rank() > 0: g.manual_seed(seed + get_rank() * 2**32)
         # broadcasts rank 0's weights; the batches below are split by rank
         dp = DataParallel(model, x.shape[0], bs, seed=seed)
-    opt = AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    opt = AdamW(adamw_groups(model.parameters(), wd, spec.decay_vectors), lr=lr)
     sched = OneCycleLR(opt, max_lr=lr, total_steps=steps)
     lossf = LossCrossEntropy(ignore_index=IGNORE, reduction='none' if spec.kind == 'counts' else 'mean')
     losses = torch.zeros(steps, dtype=torch.float64, device=x.device)
