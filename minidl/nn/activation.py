@@ -14,6 +14,7 @@ import numbers
 import torch
 
 from .._checks import check_flag, fmt_shape
+from .linear import _scalar
 from .module import Module, _accept_floating, _accept_like_saved
 
 # %% auto #0
@@ -129,12 +130,8 @@ _K = math.sqrt(2 / math.pi)        # sqrt(2 / pi)
 _INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _LOG_INV_SQRT_2PI = -0.5 * math.log(2 * math.pi)
-_LOG_SQRT_2_OVER_PI = 0.5 * math.log(2 / math.pi)  # log(2 / sqrt(2 pi))
-
-@functools.lru_cache(maxsize=32)
-def _scalar(v: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    "A 0-dim tensor holding `v`, made once per dtype and device, never written to: the constant term of an `addcmul`."
-    return torch.tensor(v, dtype=dtype, device=device)
+_LOG2_SQRT_2_OVER_PI = 0.5 * math.log2(2 / math.pi)  # log2(2 / sqrt(2 pi))
+_HALF_LOG2_E = 0.5 / math.log(2)                    # log2(e) / 2
 
 class GELU(Module):
     "Gaussian error linear unit `x * Phi(x)`, exact (erf) or with the tanh approximation, element-wise."
@@ -171,8 +168,8 @@ class GELU(Module):
             right.mul_(torch.addcmul(_scalar(1.0, dt, dev), t, t, value=-1)).mul_(x)  # x (1 - t^2) k (1 + ...)
             return right.add_(t).add_(1).mul_(g).mul_(0.5)                           # G ((1 + t) + x (1 - t^2) ...) / 2
         dt, dev = x.dtype, x.device
-        # 2 phi(x) = e^(-x^2/2 + log(2 / sqrt(2 pi)))
-        pdf2 = torch.addcmul(_scalar(_LOG_SQRT_2_OVER_PI, dt, dev), x, x, value=-0.5).exp_()
+        # 2 phi(x) = e^(-x^2/2) 2 / sqrt(2 pi) = 2^(-log2(e) x^2/2 + log2(2 / sqrt(2 pi))): exp2 is the cheaper kernel
+        pdf2 = torch.addcmul(_scalar(_LOG2_SQRT_2_OVER_PI, dt, dev), x, x, value=-_HALF_LOG2_E).exp2_()
         # 2 (Phi(x) + x phi(x)), in place
         d2 = torch.addcmul(saved, x, pdf2, out=pdf2)
         # G (Phi(x) + x phi(x)), in place

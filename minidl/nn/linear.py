@@ -24,6 +24,12 @@ def _ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     "A vector of `n` ones (the 1 of G^T 1), made once per size, dtype and device and then reused; never written to."
     return torch.ones(n, dtype=dtype, device=device)
 
+@functools.lru_cache(maxsize=64)
+def _scalar(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    ("A 0-dim tensor holding `value` (the constant term of an `addcmul`, a fill value), made once per value, "
+     "dtype and device and then reused; never written to.")
+    return torch.tensor(value, dtype=dtype, device=device)
+
 # %% ../../nbs/10_linear.ipynb #e14d02b4
 def _one_of(value, alias, name: str, alias_name: str):
     ("The argument given as `name` or as its other spelling `alias_name`; giving both is an error (as two "

@@ -14,6 +14,7 @@ import torch
 
 from .._checks import check_grad, check_tensor, fmt_shape
 from .activation import _log_softmax
+from .linear import _scalar
 from .module import SavesForBackward, _move, _parse_to, _Tensor
 
 # %% auto #0
@@ -260,12 +261,6 @@ MSELoss = LossMSE
 BCELoss = LossBCE
 
 # %% ../../nbs/12_loss.ipynb #956b5863
-@functools.lru_cache(maxsize=64)
-def _scalar(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    ("A 0-dim tensor holding `value`, made once per value, dtype and device and then reused (expanded, never "
-     "written to).")
-    return torch.tensor(value, dtype=dtype, device=device)
-
 def _flatten_classes(x: torch.Tensor) -> torch.Tensor:
     ("`(N, C, d1, ...)` as `(N d1 ..., C)` rows (class dimension last); `(N, C)` as it is; one sample `(C,)` "
      "as `(1, C)`.")

@@ -13,7 +13,7 @@ import numbers
 import torch
 
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
-from .linear import _ones
+from .linear import _ones, _scalar
 from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype, _Tensor
 
 # %% auto #0
@@ -233,7 +233,8 @@ class LayerNorm(Module):
         xc = torch.sub(x2, x2.sum(1, keepdim=True), alpha=1 / F) # x - mu, mu = (sum of the row) / F
         # |x - mu| = sqrt(F var), one per row: no (x - mu)^2 tensor
         n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)
-        s = torch.addcmul(n.new_full((), self.eps), n, n, value=1 / F).rsqrt_()  # s = 1 / sqrt(|x - mu|^2 / F + eps)
+        # s = 1 / sqrt(|x - mu|^2 / F + eps)
+        s = torch.addcmul(_scalar(self.eps, n.dtype, n.device), n, n, value=1 / F).rsqrt_()
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
         if w is None: return xhat if x2 is x else xhat.view_as(x)
@@ -258,9 +259,9 @@ class LayerNorm(Module):
             dx = _normalization_input_grad(g, xhat, mean_g, mean_gx, s)
             return dx if g is grad_output else dx.view_as(grad_output)
         gx = g * xhat
+        ones = _ones(g.shape[0], g.dtype, g.device)              # (cached: never written to)
         # sums over the rows as matrix-vector products G^T 1, added in place
         if flat:
-            ones = _ones(g.shape[0], g.dtype, g.device)          # (cached: never written to)
             w.grad.addmv_(gx.t(), ones)                          # dL/dgamma += (G xhat)^T 1
             if b is not None: b.grad.addmv_(g.t(), ones)         # dL/dbeta += G^T 1
         else:
@@ -268,10 +269,9 @@ class LayerNorm(Module):
             if b is not None: b.grad.add_(g.sum(0).view(b.grad.shape))  # dL/dbeta = sum over rows of G
         if not input_grad: return None
         gamma = w.value if flat else w.value.view(F)
-        # -gamma / F: both means below are matrix-vector products
-        neg_gamma_F = gamma * (-1 / F)
-        neg_mean_g = torch.mv(g, neg_gamma_F).unsqueeze_(1)      # -mean of ghat = -G gamma / F, a column (M, 1)
-        neg_mean_gx = torch.mv(gx, neg_gamma_F).unsqueeze_(1)    # -mean of ghat xhat = -(G xhat) gamma / F
+        # both means are matrix-vector products scaled by -1/F (beta=0: `ones` only gives the shape), columns (M, 1)
+        neg_mean_g = torch.addmv(ones, g, gamma, beta=0, alpha=-1 / F).unsqueeze_(1)    # -mean ghat = -G gamma / F
+        neg_mean_gx = torch.addmv(ones, gx, gamma, beta=0, alpha=-1 / F).unsqueeze_(1)  # -mean ghat xhat
         # ghat - mean ghat, ghat = G gamma (into gx: no longer needed)
         dx = torch.addcmul(neg_mean_g, g, gamma, out=gx)
         dx.addcmul_(xhat, neg_mean_gx).mul_(s)                   # s (ghat - mean ghat - xhat mean(ghat xhat))
