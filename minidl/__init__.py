@@ -30,6 +30,7 @@ from .nn.transformer import *
 from .optim.optimizer import *
 from .optim.sgd import *
 from .optim.adam import *
+from .optim.muon import *
 from .optim.lr_scheduler import *
 from .training import *
 from .checkpoint import *
@@ -57,6 +58,7 @@ _modules = [  # one per line, in book order
     'optim.optimizer',
     'optim.sgd',
     'optim.adam',
+    'optim.muon',
     'optim.lr_scheduler',
     'training',
     'checkpoint',

@@ -99,6 +99,13 @@ def _lr_limits(dtypes) -> tuple[float, float]:
 def _describe(t: torch.Tensor) -> str:
     return f"shape {fmt_shape(t.shape)}, {t.dtype} on {t.device}"
 
+def _check_ndim(opt, v: torch.Tensor, which: str, who: str):
+    "Refuse a parameter of another number of dimensions than the optimizer's update needs (`opt._ndim`)."
+    if opt._ndim is not None and v.dim() != opt._ndim:
+        raise ValueError(f"{who}: {type(opt).__name__} updates {opt._ndim}-D parameters only (weight matrices), "
+                         f"but {which} has shape {fmt_shape(v.shape)}: give biases, norms and embeddings to "
+                         "another optimizer, such as AdamW")
+
 def _unwritable(v: torch.Tensor) -> str | None:
     "Why an in-place update cannot write `v` (None: it can); metadata only."
     if v.requires_grad: return "requires grad (it has an autograd history): assign p.value = p.value.detach()"
@@ -169,6 +176,7 @@ def _check_all(opt, values, grads, who: str):
             raise TypeError(f"{who}: parameter {i} holds {got}, expected a floating-point tensor")
         if (why := _unwritable(v)) is not None: raise RuntimeError(f"{who}: parameter {i} cannot be updated "
                                                                    f"in place: its value {why}")
+        _check_ndim(opt, v, f"parameter {i}", who)
         if not isinstance(g, torch.Tensor):
             raise TypeError(f"{who}: the gradient of parameter {i} is {type(g).__name__}, expected a tensor "
                             f"of {_describe(v)}")
@@ -261,6 +269,7 @@ def _from_v1(opt, sd: dict, who: str) -> dict:
 def _kind(group: dict) -> str | None:
     "The torch.optim / minidl optimizer a saved parameter group comes from, by its keys."
     if 'betas' in group: return 'AdamW' if group.get('decoupled_weight_decay') is True else 'Adam'
+    if 'ns_coefficients' in group: return 'Muon'
     if 'momentum' in group: return 'SGD'
     return None
 
@@ -378,6 +387,7 @@ class Optimizer:
     _optional: dict = {}  # minidl-only hyper-parameters a torch state dict lacks -> the value that behaves as torch
     _state_names: tuple[str, ...] = ()  # the per-parameter buffers, PyTorch's names
     _has_step: bool = False  # a per-parameter 'step' in the state dict (Adam's bias correction), as PyTorch's
+    _ndim: int | None = None  # the parameters' number of dimensions the update needs (Muon: 2); None: any
     lr = _Hyper()
 
     def __init_subclass__(cls, **kw):
@@ -420,6 +430,7 @@ class Optimizer:
                                                    f"Parameters), got the keys {_names(group)}")
         ps, i = group['params'], len(self.param_groups)
         params = _check_params([ps] if isinstance(ps, Parameter) else ps, who)
+        for j, p in enumerate(params): _check_ndim(self, p.value, f"parameter {j} of the group", who)
         new = {'params': _Params(params), **{k: v for k, v in group.items() if k != 'params'}}
         for k, check in self._checks.items():
             new[k] = check(new[k], f"param_groups[{i}][{k!r}]", who) if k in group else self.defaults[k]

@@ -9,9 +9,11 @@ def test_namespace_imports():
     from minidl.optim.lr_scheduler import LRScheduler
     from minidl.optim.lr_scheduler import OneCycleLR as O
     from minidl.optim.lr_scheduler import StepLR as S
-    assert (o.SGD, o.Adam, o.AdamW, o.Optimizer) == (minidl.SGD, minidl.Adam, minidl.AdamW, minidl.Optimizer)
+    assert (o.SGD, o.Adam, o.AdamW, o.Muon, o.Optimizer) == (minidl.SGD, minidl.Adam, minidl.AdamW, minidl.Muon,
+                                                         minidl.Optimizer)
     assert o.lr_scheduler is lrs and o.lr_scheduler.OneCycleLR is O is minidl.OneCycleLR and S is minidl.StepLR
     assert issubclass(S, LRScheduler) and issubclass(o.SGD, Optimizer)
-    assert set(o.__all__) == {'Optimizer', 'SGD', 'Adam', 'AdamW', 'lr_scheduler'}
-    for name in ('SGD', 'Adam', 'AdamW', 'Optimizer', 'StepLR', 'CosineAnnealingLR', 'OneCycleLR', 'LRScheduler'):
+    assert set(o.__all__) == {'Optimizer', 'SGD', 'Adam', 'AdamW', 'Muon', 'lr_scheduler'}
+    for name in ('SGD', 'Adam', 'AdamW', 'Muon', 'newton_schulz', 'Optimizer', 'StepLR', 'CosineAnnealingLR',
+                 'OneCycleLR', 'LRScheduler'):
         assert name in minidl.__all__

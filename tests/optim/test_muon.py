@@ -1,0 +1,91 @@
+"""Muon against torch.optim.Muon (its Newton-Schulz iteration run in the parameters' dtype, as minidl's) over its
+options, under schedules, and its all-or-nothing step."""
+from unittest import mock
+
+import pytest
+import torch
+from helpers import seeds
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minidl.optim.muon as muon_module
+from minidl import Muon, OneCycleLR, Parameter
+
+pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
+
+F64 = torch.float64
+shapes = st.lists(st.tuples(st.integers(1, 9), st.integers(1, 9)), min_size=1, max_size=4)
+
+
+def full_precision():
+    "torch's Muon with its Newton-Schulz iteration in the parameters' dtype: its bfloat16 cast becomes a copy"
+    return mock.patch.object(torch.Tensor, 'bfloat16', torch.Tensor.clone)
+
+
+def run_both(seed, shapes, kw, steps=30, sched=None):
+    "Parameters and momentum buffers of minidl's and torch's Muon after `steps` steps on the same random gradients"
+    g = torch.Generator().manual_seed(seed)
+    init = [torch.randn(*s, generator=g, dtype=F64) for s in shapes]
+    grads = [[torch.randn(*s, generator=g, dtype=F64) for s in shapes] for _ in range(steps)]
+    ours = [Parameter(t.clone()) for t in init]
+    refs = [t.clone().requires_grad_() for t in init]
+    opt, ref = Muon(ours, **kw), torch.optim.Muon(refs, **kw)
+    s1, s2 = (sched(opt, OneCycleLR), sched(ref, torch.optim.lr_scheduler.OneCycleLR)) if sched else (None, None)
+    for gs in grads:
+        for p, r, gr in zip(ours, refs, gs): p.grad.copy_(gr); r.grad = gr.clone()
+        opt.step()
+        with full_precision(): ref.step()
+        if sched:
+            s1.step(); s2.step()
+            assert s1.get_last_lr() == s2.get_last_lr()
+            assert opt.param_groups[0]['momentum'] == ref.param_groups[0]['momentum']
+    # the same operations in the same order on the same values: equal to the bit
+    for p, r in zip(ours, refs): assert torch.equal(p.value, r.detach())
+    for b, r in zip(opt.state['momentum_buffer'], refs): assert torch.equal(b, ref.state[r]['momentum_buffer'])
+    assert opt.step_count == steps
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)  # cheap: small matrices, 30 steps
+@given(seed=seeds, shapes=shapes, lr=st.floats(1e-3, 0.1), momentum=st.floats(0.0, 0.99), nesterov=st.booleans(),
+       wd=st.sampled_from([0.0, 0.01, 0.3]), adjust=st.sampled_from([None, 'original', 'match_rms_adamw']),
+       ns_steps=st.integers(1, 7))
+def test_muon_equals_torch(seed, shapes, lr, momentum, nesterov, wd, adjust, ns_steps):
+    run_both(seed, shapes, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd, adjust_lr_fn=adjust,
+                                ns_steps=ns_steps))
+
+
+@pytest.mark.parametrize('cycle', [True, False])
+def test_muon_under_one_cycle(cycle):
+    "OneCycleLR drives the rate (and, if asked, Muon's momentum) as torch's does on torch's Muon"
+    run_both(3, [(5, 7), (7, 5), (4, 4)], dict(lr=0.02), steps=40,
+             sched=lambda o, cls: cls(o, max_lr=0.05, total_steps=40, cycle_momentum=cycle))
+
+
+def test_a_failure_part_way_changes_nothing():
+    ps = [Parameter(torch.randn(4, 3, dtype=F64)), Parameter(torch.randn(3, 5, dtype=F64))]
+    opt = Muon(ps, lr=0.1)
+    for p in ps: p.grad += 1.0
+    before = [p.value.clone() for p in ps]
+    calls = []
+    real = muon_module.newton_schulz
+
+    def failing(*a):
+        calls.append(1)
+        if len(calls) == 2: raise RuntimeError('simulated failure in the second matrix')
+        return real(*a)
+
+    with mock.patch.object(muon_module, 'newton_schulz', failing), pytest.raises(RuntimeError, match='simulated'):
+        opt.step()
+    for p, b in zip(ps, before): assert torch.equal(p.value, b)  # the first matrix, already updated, is put back
+    assert (opt.step_count, opt.state) == (0, {})
+    opt.step()
+    assert opt.step_count == 1 and not torch.equal(ps[0].value, before[0])
+
+
+def test_float32_and_shapes_kept():
+    p = Parameter(torch.randn(6, 2))
+    opt = Muon([p], lr=0.05)
+    p.grad += torch.randn(6, 2)
+    opt.step()
+    assert p.value.dtype == torch.float32 and p.value.shape == (6, 2)
+    assert opt.state['momentum_buffer'][0].dtype == torch.float32
