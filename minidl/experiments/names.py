@@ -37,17 +37,16 @@ from minidl.experiments.names_data import (
     name_sequences,
 )
 
+from .. import optim as _optim
 from ..distributed import DataParallel, get_rank
-from ..optim import AdamW
-from ..optim.lr_scheduler import OneCycleLR
 from .common import mean_std, progress_bar, text_table
 
 # %% auto #0
 __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'NamesMLP', 'NamesTransformer', 'NamesModel',
-           'adamw_groups', 'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll', 'batch_indices', 'NamesRun',
-           'run_names', 'sample_names', 'novelty', 'summarize_names', 'names_table', 'model_config',
-           'model_from_config', 'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding', 'attention_maps',
-           'plot_attention_names', 'samples_table']
+           'adamw_groups', 'names_optimizers', 'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll',
+           'batch_indices', 'NamesRun', 'run_names', 'sample_names', 'novelty', 'summarize_names', 'names_table',
+           'model_config', 'model_from_config', 'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding',
+           'attention_maps', 'plot_attention_names', 'samples_table']
 
 # %% ../../nbs/54_names.ipynb #172f7dda
 class OneHotBigram(Module):
@@ -154,6 +153,8 @@ class NamesModel:
     pieces:int=1
     # the weight decay on every parameter; False: on the weight matrices only (see `adamw_groups`)
     decay_vectors:bool=True
+    # the blocks' weight matrices trained by Muon, the rest by AdamW (see `names_optimizers`)
+    muon:bool=False
 
 def adamw_groups(
     params, # the parameters: minidl `Parameter`s or torch tensors
@@ -169,10 +170,31 @@ def adamw_groups(
               dict(params=[p for p, v in zip(params, vector) if v], weight_decay=0.0)]
     return [g for g in groups if g['params']]
 
+def names_optimizers(
+    model, # a names model: minidl's, or its torch twin
+    spec:NamesModel, # how it trains (`decay_vectors`, `muon`)
+    lr:float, # the peak rate of both optimizers
+    weight_decay:float, # the decoupled weight decay of both
+    steps:int, # the length of the one-cycle schedules
+    optim=None, # the namespace of the classes: `minidl.optim` (default), or `torch.optim` for the twins
+)->tuple[list, list]: # the optimizers and their schedules
+    ("AdamW (groups: `adamw_groups`) over every parameter, or, with `spec.muon`, `Muon` over the blocks' weight "
+     "matrices and AdamW over the rest; a one-cycle schedule each, Muon's with its momentum left alone")
+    optim = optim or _optim
+    hidden = [p for p in model.blocks.parameters() if getattr(p, 'value', p).dim() == 2] if spec.muon else []
+    mine = {id(p) for p in hidden}
+    rest = [p for p in model.parameters() if id(p) not in mine]
+    opts = [optim.AdamW(adamw_groups(rest, weight_decay, spec.decay_vectors), lr=lr)]
+    # the same rate: 'match_rms_adamw' scales each matrix's update to about the root-mean-square of AdamW's
+    if hidden: opts.append(optim.Muon(hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn='match_rms_adamw'))
+    scheds = [optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=steps, cycle_momentum=i == 0)
+              for i, o in enumerate(opts)]
+    return opts, scheds
+
 RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
-    transformer=dict(steps=5600, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, decay_vectors=False,
+    transformer=dict(steps=5600, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, decay_vectors=False, muon=True,
                      d_model=64, nhead=4, layers=4, dropout=0.05, ff_dropout=0.0),
 )
 
@@ -208,7 +230,7 @@ MODELS = {
         'sequence',
         MAX_LEN + 1,
         **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay', 'pieces',
-                                                 'decay_vectors')},
+                                                 'decay_vectors', 'muon')},
         target=2.05,
     ),
 }
@@ -331,7 +353,7 @@ def run_names(
     data_parallel:bool=False, # train through `DataParallel`: under torchrun, this process's part of a data-parallel run
     pieces:int|None=None, # run each batch as this many pieces of similar lengths (default: the model's; see below)
 )->NamesRun:
-    "Train one names model with one seed: AdamW, one-cycle, cross-entropy; score it on the three splits"
+    "Train one names model with one seed: AdamW (and Muon), one-cycle, cross-entropy; score it on the three splits"
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     spec = MODELS[name]
     steps, lr = steps or spec.steps, spec.lr if lr is None else lr
@@ -353,8 +375,7 @@ def run_names(
         if get_rank() > 0: g.manual_seed(seed + get_rank() * 2**32)
         # broadcasts rank 0's weights; the batches below are split by rank
         dp = DataParallel(model, x.shape[0], bs, seed=seed)
-    opt = AdamW(adamw_groups(model.parameters(), wd, spec.decay_vectors), lr=lr)
-    sched = OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    opts, scheds = names_optimizers(model, spec, lr, wd, steps)
     lossf = LossCrossEntropy(ignore_index=IGNORE, reduction='none' if spec.kind == 'counts' else 'mean')
     losses = torch.zeros(steps, dtype=torch.float64, device=x.device)
     marks = sorted({max(1, round(steps * (i + 1) / points)) for i in range(points)})
@@ -366,7 +387,7 @@ def run_names(
     for i, ix in enumerate(_batches(spec.kind, y, bs, steps, gb)):
         # this rank's part of the batch
         if dp is not None and spec.kind != 'counts': ix = ix.tensor_split(dp.world_size)[dp.rank]
-        opt.zero_grad()
+        for o in opts: o.zero_grad()
         loss = 0.0
         for piece, share in _pieces(ix, lengths, k):
             out, t = model(x[piece]), y[piece]
@@ -378,7 +399,7 @@ def run_names(
             loss = loss + part * share
         if dp is not None:  # the mean over every rank's characters (the bigram's table is whole on every rank)
             dp.average_gradients(1 if spec.kind == 'counts' else y[ix].ne(IGNORE).sum())
-        opt.step(); sched.step()
+        for o, s in zip(opts, scheds): o.step(); s.step()
         losses[i] = loss
         if i + 1 in marks:
             seconds += time.perf_counter() - t0; cpu += time.process_time() - c0

@@ -84,7 +84,8 @@ SMALL = {'bigram': (lambda g: OneHotBigram(generator=g), 27, 1),
 @pytest.mark.parity
 @pytest.mark.parametrize('name', list(SMALL))
 def test_twins_agree_after_100_steps_in_float64(name, split):
-    """minidl and its torch.nn twin, same start, same batches, dropout 0: 100 AdamW + one-cycle steps in float64.
+    """minidl and its torch.nn twin, same start, same batches, dropout 0: 100 steps in float64 of AdamW (and of Muon
+    for the Transformer's blocks, torch's in the parameters' dtype) under one-cycle schedules.
     Tolerance: each step agrees to a few ulps times the reduction lengths (~1e-14); Adam's division by sqrt(v) magnifies
     the rounding of the smallest gradients, and 100 steps compound it, so we allow 1e-9 relative to each
     tensor's scale."""
