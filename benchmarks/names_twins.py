@@ -26,7 +26,6 @@ import argparse
 import math
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -48,17 +47,10 @@ from minidl.experiments.names import (  # noqa: E402
     names_optimizers,
 )
 from minidl.experiments.names_data import IGNORE, VOCAB, load_names_split  # noqa: E402
+from minidl.testing import full_precision_muon  # noqa: E402
 
 V = len(VOCAB)  # 27 characters
 
-
-@contextmanager
-def full_precision_muon():
-    "torch.optim.Muon with its Newton-Schulz iteration in the parameters' dtype: its `bfloat16()` cast becomes a copy"
-    bf16 = torch.Tensor.bfloat16
-    torch.Tensor.bfloat16 = torch.Tensor.clone
-    try: yield
-    finally: torch.Tensor.bfloat16 = bf16
 
 
 class TorchBigram(nn.Module):

@@ -7,6 +7,7 @@ Docs: https://minidl.github.io/minidl/testing.html.md"""
 # %% ../nbs/02_testing.ipynb #928903ab
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -16,8 +17,8 @@ import os
 import torch
 
 # %% auto #0
-__all__ = ['F32_TOL', 'RAW_MESSAGES', 'tolerance', 'assert_close', 'assert_parity', 'autograd_grads', 'torch_grads', 'snapshot',
-           'assert_unchanged', 'assert_clear_error']
+__all__ = ['F32_TOL', 'RAW_MESSAGES', 'tolerance', 'assert_close', 'assert_parity', 'autograd_grads', 'torch_grads',
+           'full_precision_muon', 'snapshot', 'assert_unchanged', 'assert_clear_error']
 
 # %% ../nbs/02_testing.ipynb #e35dfe99
 def tolerance(expected: torch.Tensor, # the oracle's result (PyTorch's)
@@ -114,6 +115,15 @@ def torch_grads(module, # a `torch.nn.Module`
     "The oracle for a torch module: its output and, by `torch.autograd`, the gradients of its input and parameters."
     (y, (gx,)) = autograd_grads(module, x, grad=grad)
     return y, gx, [p.grad for p in module.parameters()]
+
+# %% ../nbs/02_testing.ipynb #44715313
+@contextlib.contextmanager
+def full_precision_muon():
+    "Within: `torch.optim.Muon` iterates in the parameters' dtype (its `bfloat16()` cast becomes a copy)"
+    bf16 = torch.Tensor.bfloat16
+    torch.Tensor.bfloat16 = torch.Tensor.clone
+    try: yield
+    finally: torch.Tensor.bfloat16 = bf16
 
 # %% ../nbs/02_testing.ipynb #4069fb11
 def snapshot(*objs) -> list:

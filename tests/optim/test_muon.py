@@ -10,16 +10,12 @@ from hypothesis import strategies as st
 
 import minidl.optim.muon as muon_module
 from minidl import Muon, OneCycleLR, Parameter
+from minidl.testing import full_precision_muon
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
 
 F64 = torch.float64
 shapes = st.lists(st.tuples(st.integers(1, 9), st.integers(1, 9)), min_size=1, max_size=4)
-
-
-def full_precision():
-    "torch's Muon with its Newton-Schulz iteration in the parameters' dtype: its bfloat16 cast becomes a copy"
-    return mock.patch.object(torch.Tensor, 'bfloat16', torch.Tensor.clone)
 
 
 def run_both(seed, shapes, kw, steps=30, sched=None):
@@ -34,7 +30,7 @@ def run_both(seed, shapes, kw, steps=30, sched=None):
     for gs in grads:
         for p, r, gr in zip(ours, refs, gs): p.grad.copy_(gr); r.grad = gr.clone()
         opt.step()
-        with full_precision(): ref.step()
+        with full_precision_muon(): ref.step()
         if sched:
             s1.step(); s2.step()
             assert s1.get_last_lr() == s2.get_last_lr()
