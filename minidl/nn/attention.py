@@ -27,6 +27,13 @@ def _causal_mask(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
      "then reused, never written to.")
     return torch.full((T, T), float('-inf'), dtype=dtype, device=device).triu_(1)
 
+def _softmax_rows(s: torch.Tensor) -> torch.Tensor:
+    ("The softmax of each row of the scores `s` (its last dimension); rows shorter than 16 are done in place, "
+     "as four whole-tensor operations.")
+    if s.shape[-1] >= 16: return s.softmax(-1)                 # torch's row kernel: fast on rows of whole vectors
+    e = s.sub_(s.amax(-1, keepdim=True)).exp_()                # e^(S - max): the same rows, no overflow
+    return e.div_(e.sum(-1, keepdim=True))                     # each row divided by its sum
+
 class CausalSelfAttention(Module):
     ("Multi-head causal self-attention on `(B, T, E)`: position t attends to positions <= t; parameters as "
      "`torch.nn.MultiheadAttention`.")
@@ -88,7 +95,7 @@ class CausalSelfAttention(Module):
         q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).reshape(3, B * H, T, D).unbind(0)  # heads: (BH, T, D)
         # Q K^T / sqrt(D) + M
         s = torch.baddbmm(_causal_mask(T, x.dtype, x.device), q, k.transpose(1, 2), alpha=1 / math.sqrt(D))
-        p = s.softmax(-1)                                                              # P, row by row
+        p = _softmax_rows(s)                                                           # P, row by row
         noise, pd = None, p
         if self.training and self.dropout > 0 and p.numel():
             noise = (p.new_zeros(()) if self.dropout == 1 else

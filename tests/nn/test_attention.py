@@ -14,8 +14,9 @@ F64 = torch.float64
 
 @pytest.mark.parity
 @settings(**SETTINGS)
-@given(B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), D=st.integers(1, 4), bias=st.booleans(),
-       seed=st.integers(0, 2**31 - 1))
+# T on both sides of 16: the softmax of shorter rows is written out, that of longer rows is torch's kernel
+@given(B=st.integers(1, 3), T=st.sampled_from([1, 2, 3, 6, 15, 16, 21]), H=st.integers(1, 3), D=st.integers(1, 4),
+       bias=st.booleans(), seed=st.integers(0, 2**31 - 1))
 def test_attention_matches_torch(B, T, H, D, bias, seed):
     gen = torch.Generator().manual_seed(seed)
     E = H * D
