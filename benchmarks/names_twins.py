@@ -10,8 +10,9 @@ The package itself holds no torch.nn code (a test scans it), so the twins live h
 * `train_torch(name, seed, ...)` -- the twin of `run_names`: the same initial weights (the minidl model is built with
   the seed, then copied), the same batches (`batch_indices` with the same generator), torch's AdamW (with the same
   parameter groups, `adamw_groups`), torch's Muon where the recipe has it, and OneCycleLR with the same settings
-  (`names_optimizers` with `optim=torch.optim`), `nn.CrossEntropyLoss(ignore_index=-100)`; dropout masks come from
-  torch's global generator. torch's Muon runs its Newton-Schulz iteration in bfloat16; the twins run it in the
+  (`names_optimizers` with `optim=torch.optim`), `nn.CrossEntropyLoss(ignore_index=-100)`, the mean of the last
+  iterates kept at the end where the recipe asks for it (`IterateAverage`); dropout masks come from torch's global
+  generator. torch's Muon runs its Newton-Schulz iteration in bfloat16; the twins run it in the
   parameters' dtype, as minidl's (`full_precision_muon`): the same computation, and on a processor without
   bfloat16 arithmetic ten times faster.
 * `benchmark_step(batch_size=64, dtype=torch.float32, seed=0)` -- `(minidl_step, torch_step)`: two callables that each
@@ -37,6 +38,7 @@ from minidl import LossCrossEntropy  # noqa: E402
 from minidl.experiments.names import (  # noqa: E402
     MODELS,
     SPLIT_SEED,
+    IterateAverage,
     _batches,
     _curve_set,
     _logits_2d,
@@ -144,6 +146,7 @@ def train_torch(
     model=None,
     train_names=None,
     pieces=None,
+    average=None,
 ):
     ("The twin of `run_names` in torch.nn + autograd + torch.optim: the same start, the same batches (run as the "
      "same pieces); returns a dict of results")
@@ -158,6 +161,7 @@ def train_torch(
     t.train()
     dtype = next(t.parameters()).dtype
     opts, scheds = names_optimizers(t, spec, lr, wd, steps, optim=torch.optim)
+    avg = IterateAverage([p.detach() for p in t.parameters()], steps, spec.average if average is None else average)
     counts = spec.kind == 'counts'
     lossf = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction='none' if counts else 'mean')
     if counts: w, y = data.weight.to(dtype), y.to(dtype)  # the smoothed table: sum_a w_a CE(P_a, p(. | a))
@@ -176,6 +180,7 @@ def train_torch(
             loss = loss + part.detach() * share
         with full_precision_muon():
             for o, s in zip(opts, scheds): o.step(); s.step()
+        avg.update(i + 1)  # as `run_names`: the mean of the last iterates is scored
         losses[i] = loss
         if i + 1 in marks and points:
             seconds += time.perf_counter() - t0; cpu += time.process_time() - c0
@@ -183,6 +188,7 @@ def train_torch(
             with torch.no_grad(): curve['val_nll'].append(evaluate_nll(t, xc, yc))
             t0, c0 = time.perf_counter(), time.process_time()
     if not points: seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    avg.apply()
     scored = [data.train_pairs or data.train, data.val, data.test]
     if train_names is not None:
         scored[0] = _curve_set('sequence' if spec.kind == 'sequence' else 'context', *scored[0], train_names)

@@ -44,9 +44,9 @@ from .common import mean_std, progress_bar, text_table
 # %% auto #0
 __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'NamesMLP', 'NamesTransformer', 'NamesModel',
            'adamw_groups', 'names_optimizers', 'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll',
-           'batch_indices', 'NamesRun', 'run_names', 'sample_names', 'novelty', 'summarize_names', 'names_table',
-           'model_config', 'model_from_config', 'plot_curves', 'plot_bigram_counts', 'embedding_2d', 'plot_embedding',
-           'attention_maps', 'plot_attention_names', 'samples_table']
+           'batch_indices', 'IterateAverage', 'NamesRun', 'run_names', 'sample_names', 'novelty', 'summarize_names',
+           'names_table', 'model_config', 'model_from_config', 'plot_curves', 'plot_bigram_counts', 'embedding_2d',
+           'plot_embedding', 'attention_maps', 'plot_attention_names', 'samples_table']
 
 # %% ../../nbs/54_names.ipynb #172f7dda
 class OneHotBigram(Module):
@@ -155,6 +155,8 @@ class NamesModel:
     decay_vectors:bool=True
     # the blocks' weight matrices trained by Muon, the rest by AdamW (see `names_optimizers`)
     muon:bool=False
+    # the weights kept at the end: the mean of the iterates over this last fraction of the steps (0: the last one)
+    average:float=0.0
 
 def adamw_groups(
     params, # the parameters: minidl `Parameter`s or torch tensors
@@ -195,7 +197,7 @@ RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
     transformer=dict(steps=5600, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, decay_vectors=False, muon=True,
-                     d_model=64, nhead=4, layers=4, dropout=0.05, ff_dropout=0.0),
+                     average=0.3, d_model=64, nhead=4, layers=4, dropout=0.05, ff_dropout=0.0),
 )
 
 def _build(name):
@@ -230,7 +232,7 @@ MODELS = {
         'sequence',
         MAX_LEN + 1,
         **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay', 'pieces',
-                                                 'decay_vectors', 'muon')},
+                                                 'decay_vectors', 'muon', 'average')},
         target=2.05,
     ),
 }
@@ -308,6 +310,23 @@ def batch_indices(
         done += min(per, steps - done)
 
 # %% ../../nbs/54_names.ipynb #d835a1d7
+class IterateAverage:
+    ("The running mean of a model's parameters over the last `fraction` of `steps` optimizer steps (`update` after "
+     "each step); `apply` writes it into them")
+    def __init__(self, params:list[Tensor], steps:int, fraction:float):
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise ValueError(f"IterateAverage expects a fraction of the steps in [0, 1), got {fraction!r}")
+        self.params, self.first, self.mean, self.n = params, steps - round(fraction * steps), None, 0
+
+    def update(self, step:int): # the number of steps done (1, 2, ...)
+        if step <= self.first: return
+        self.n += 1                                      # mean_n = mean_(n-1) + (w_n - mean_(n-1)) / n
+        if self.mean is None: self.mean = [p.clone() for p in self.params]
+        else: torch._foreach_lerp_(self.mean, self.params, 1 / self.n)
+
+    def apply(self):
+        if self.mean is not None: torch._foreach_copy_(self.params, self.mean)
+
 @dataclass
 class NamesRun:
     "One trained names model and its results"
@@ -352,6 +371,8 @@ def run_names(
     train_names:int|None=None,
     data_parallel:bool=False, # train through `DataParallel`: under torchrun, this process's part of a data-parallel run
     pieces:int|None=None, # run each batch as this many pieces of similar lengths (default: the model's; see below)
+    # keep the mean of the iterates over this last fraction of the steps (default: the model's; 0: the last iterate)
+    average:float|None=None,
 )->NamesRun:
     "Train one names model with one seed: AdamW (and Muon), one-cycle, cross-entropy; score it on the three splits"
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
@@ -376,6 +397,7 @@ def run_names(
         # broadcasts rank 0's weights; the batches below are split by rank
         dp = DataParallel(model, x.shape[0], bs, seed=seed)
     opts, scheds = names_optimizers(model, spec, lr, wd, steps)
+    avg = IterateAverage([p.value for p in model.parameters()], steps, spec.average if average is None else average)
     lossf = LossCrossEntropy(ignore_index=IGNORE, reduction='none' if spec.kind == 'counts' else 'mean')
     losses = torch.zeros(steps, dtype=torch.float64, device=x.device)
     marks = sorted({max(1, round(steps * (i + 1) / points)) for i in range(points)})
@@ -400,6 +422,7 @@ def run_names(
         if dp is not None:  # the mean over every rank's characters (the bigram's table is whole on every rank)
             dp.average_gradients(1 if spec.kind == 'counts' else y[ix].ne(IGNORE).sum())
         for o, s in zip(opts, scheds): o.step(); s.step()
+        avg.update(i + 1)
         losses[i] = loss
         if i + 1 in marks:
             seconds += time.perf_counter() - t0; cpu += time.process_time() - c0
@@ -408,6 +431,7 @@ def run_names(
             bar.update(i + 1 - bar.n); bar.set_postfix_str(f"val {curve['val_nll'][-1]:.3f}")
             t0, c0 = time.perf_counter(), time.process_time()
     bar.close()
+    avg.apply()  # the curve is the last iterate's; the final scores, the samples and the checkpoint the mean's
     scored = [data.train_pairs or data.train, data.val, data.test]
     if train_names is not None:
         scored[0] = _curve_set('sequence' if spec.kind == 'sequence' else 'context', *scored[0], train_names)
