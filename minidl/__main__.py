@@ -8,6 +8,7 @@ Docs: https://minidl.github.io/minidl/main.html.md"""
 __all__ = ['COMMANDS', 'commands_help', 'main']
 
 # %% ../nbs/59_main.ipynb #8f470eea
+import difflib
 import sys
 
 COMMANDS = {'circle': "train the circle task's two models (Sigmoid + BCE and Tanh + MSE, SGD); same as minidl-circle",
@@ -29,6 +30,11 @@ def main(
         from minidl.experiments.circle_cli import make_parser
         print(make_parser().format_help() + '\n' + commands_help())
         return 0
+    if argv and not argv[0].startswith('-') and argv[0] not in COMMANDS:  # the circle takes no bare word: a typo
+        near = difflib.get_close_matches(argv[0], COMMANDS, 1)
+        print(f"python -m minidl: error: unknown command {argv[0]!r}: expected {', '.join(COMMANDS)}, or options "
+              "(the circle's)" + (f"; did you mean {near[0]!r}?" if near else ''), file=sys.stderr)
+        return 2
     name = argv.pop(0) if argv and argv[0] in COMMANDS else 'circle'
     if name == 'digits':
         from minidl.experiments.digits_cli import digits_main

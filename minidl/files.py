@@ -42,10 +42,17 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
         raise TypeError(f"atomic_open expects a file path (a str or os.PathLike), got {type(path).__name__} {path!r}")
     if isinstance(path, str) and not path.strip(): raise ValueError("atomic_open expects a file path, got an "
                                                                     "empty string")
-    path = Path(path)
-    if path.is_dir(): raise IsADirectoryError(f"cannot write {path}: it is a directory")
-    if not path.parent.is_dir(): raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} "
-                                                         "does not exist")
+    path = shown = Path(path)
+    # a symbolic link stays: the file it points to is replaced
+    if path.is_symlink(): path = Path(os.path.realpath(path))
+    if path.is_dir(): raise IsADirectoryError(f"cannot write {shown}: it is a directory")
+    if path.exists() and not path.is_file():  # a device, a FIFO, a socket: replacing it would destroy it
+        raise OSError(f"cannot write {shown}: it is not a regular file (a device, a pipe or a socket); "
+                      "choose a file path")
+    if not path.parent.is_dir():
+        if path.parent.exists(): raise NotADirectoryError(f"cannot write {shown}: {path.parent} is a file, "
+                                                          "not a folder")
+        raise FileNotFoundError(f"cannot write {shown}: the folder {path.parent} does not exist")
     try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
     except OSError as e: raise _refused(e, path, f"the folder {path.parent} refuses new files") from None
     try:

@@ -93,9 +93,10 @@ def make_parser()->argparse.ArgumentParser:
                         f"{DEFAULTS['batch_size'] or 'full'})")
     p.add_argument(
         '--hidden',
-        type=_int_upto(2**16),
+        # 4096: the three h x h weights, their gradients and the activations fit in about 1 GB
+        type=_int_upto(2**12),
         default=DEFAULTS['hidden'],
-        help='width of the 4 hidden layers (default: %(default)s)',
+        help='width of the 4 hidden layers, at most 4096 (default: %(default)s)',
     )
     p.add_argument(
         '--out',

@@ -228,19 +228,43 @@ def _writable_folder(folder:Path, what:str):
     except OSError as e: raise ValueError(f"cannot write to {what}: {str(anc)!r} refuses new files "
                                           f"({e.strerror})") from None
 
+def _replaceable(path:Path, what:str, itself:bool=False):
+    ("Refuse a destination file that is a folder, or anything but a regular file (a device, a pipe, a socket); "
+     "`itself`: the path is the option's own value")
+    name = 'it' if itself else repr(str(path))
+    if path.is_dir(): raise ValueError(f"cannot write to {what}: {name} is a folder")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"cannot write to {what}: {name} is not a regular file (a device, a pipe or a socket)")
+
 def check_destinations(
     out:Path, # output folder (may not exist yet)
     files:tuple[str, ...], # names of the files that will be written in `out`
-    save:Path|None=None, # a file to be written too (e.g. `--save` checkpoint), or `None`
+    save:Path|None=None, # a file to be written too (e.g. `--save` checkpoint), or a folder (with `save_files`)
+    save_files:tuple[str, ...]|None=None, # `save` is a folder that will hold these files (e.g. one checkpoint per run)
 ):
-    ("Check, before any work, that every output can be written; `ValueError` with a one-line message if not. "
-     "Creates nothing")
-    _writable_folder(out, f"--out {str(out)!r}")
-    for name in files:
-        if (out/name).is_dir(): raise ValueError(f"cannot write to --out {str(out)!r}: {str(out/name)!r} is a folder")
-    if save is not None:
-        if save.is_dir(): raise ValueError(f"cannot write to --save {str(save)!r}: it is a folder")
-        _writable_folder(save.parent, f"--save {str(save)!r}")
+    ("Check, before any work, that every output can be written and that no two outputs are one path; "
+     "`ValueError` with a one-line message if not. Creates nothing")
+    where = f"--out {str(out)!r}"
+    _writable_folder(out, where)
+    for name in files: _replaceable(out/name, where)
+    if save is None: return
+    what, real = f"--save {str(save)!r}", lambda p: Path(os.path.realpath(p))  # links followed, as writes follow them
+    taken, rs = {real(out/name): out/name for name in files}, real(save)
+    if save_files is None and rs == real(out):
+        raise ValueError(f"cannot write to {what}: it is the --out folder; choose a file path")
+    for p in (rs, *rs.parents):  # one of --out's files, or a path under one
+        if p in taken: raise ValueError(f"cannot write to {what}: it " + ('is' if p == rs else 'lies in')
+                                        + f" --out's file {str(taken[p])!r}; choose another path")
+    if save_files is None:
+        _replaceable(save, what, itself=True)
+        _writable_folder(save.parent, what)
+        return
+    _writable_folder(save, what)
+    for name in save_files:
+        _replaceable(save/name, what)
+        if real(save/name) in taken:
+            raise ValueError(f"cannot write to {what}: {str(save/name)!r} is --out's file "
+                             f"{str(taken[real(save/name)])!r}; choose another folder")
 
 # %% ../../nbs/40_experiments.ipynb #ae044969
 def figure_png(
@@ -289,12 +313,18 @@ def interruptible(
     prog:str, # the command's name, first on the line
     written:list|None=None, # the outputs already in place (filled by `write_outputs`)
 ):
-    ("Ctrl-C in the block ends the command with one line on stderr and exit status 130 (`SystemExit`); what "
-     "it wrote is kept whole")
+    ("Ctrl-C in the block ends the command with one line on stderr and exit status 130 (`SystemExit`), and so "
+     "does a closed output pipe (`| head`) with status 1; what it wrote is kept whole")
     try: yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError) as e:
         kept = (f"wrote {', '.join(str(p) for p in written)} before it; the other outputs are as they were" if written
                 else "nothing written")
+        if isinstance(e, BrokenPipeError):  # the reader of the output stopped reading: stop too, as other tools do
+            # nothing more reaches the closed pipe, not even Python's flush at exit
+            with contextlib.suppress(OSError): os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            print(f"{prog}: stopped: its output was closed (a pipe whose reader ended); {kept}", file=sys.stderr,
+                  flush=True)
+            raise SystemExit(1) from None
         print(f"{prog}: interrupted; {kept}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
 
@@ -327,7 +357,8 @@ class TextTable(str):
                 ):
         self.header, self.rows, self.notes = [str(h) for h in header], [[str(v) for v in r] for r in rows], list(notes)
     def _repr_markdown_(self)->str:
-        line = lambda r: '| ' + ' | '.join(v.replace('|', '\\|') for v in r) + ' |'
+        # '2.0495 ± 0.0019' stays on one line in a narrow column (no-break spaces around the ±)
+        line = lambda r: '| ' + ' | '.join(v.replace('|', '\\|').replace(' ± ', '\u00a0±\u00a0') for v in r) + ' |'
         rule = line(['---'] + ['--:'] * (len(self.header) - 1))
         return '\n'.join([line(self.header), rule, *map(line, self.rows)] + [f'\n{n}' for n in self.notes])
     def _repr_pretty_(self, p, cycle): p.text(str(self))

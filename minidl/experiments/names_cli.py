@@ -190,13 +190,10 @@ def names_main(
     with interruptible(parser.prog, written):
         try:
             device = resolve_device(args.device)
-            check_destinations(args.out, OUT_FILES)
-        except ValueError as e: parser.error(str(e))
-        if args.save is not None:
+            # one checkpoint per model and seed in the --save folder
             files = tuple(f"{n}-seed{s}.pt" for n in _names(args) for s in range(args.seed, args.seed + args.runs))
-            try: check_destinations(args.save, files)
-            # the folder's own name in the message
-            except ValueError as e: parser.error(str(e).replace('--out', '--save', 1))
+            check_destinations(args.out, OUT_FILES, args.save, files if args.save is not None else None)
+        except ValueError as e: parser.error(str(e))
         if not names_available():
             print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
         info, error = start_distributed(args, device, 'names', _fits(args))
@@ -323,18 +320,19 @@ def sample_main(
     "`minidl-names sample`: print generated surnames and the fraction of them not in the training set"
     parser = make_sample_parser()
     args = parser.parse_args(argv)
-    try: model, info = load_names_model(args.checkpoint)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
-        parser.error(f"--from {str(args.checkpoint)!r}: {str(e).splitlines()[0]}")
-    if not names_available():
-        print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
-    with torch_threads(1):
-        names = sample_names(model, args.n, args.temperature, torch.Generator().manual_seed(args.seed))
-    train = set(load_names_split(info.get('split_seed', SPLIT_SEED))['train'])
-    for s in names: print(s if s else '(empty)')
-    print(f"{100 * novelty(names, train):.1f} % of {len(names)} names are not in the training set "
-          f"({info.get('model', info['config']['model'])}, seed {info.get('seed', '?')}, temperature "
-          f"{args.temperature:g})", flush=True)
+    with interruptible(parser.prog):  # Ctrl-C, or a closed output pipe: one line, no traceback
+        try: model, info = load_names_model(args.checkpoint)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+            parser.error(f"--from {str(args.checkpoint)!r}: {str(e).splitlines()[0]}")
+        if not names_available():
+            print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
+        with torch_threads(1):
+            names = sample_names(model, args.n, args.temperature, torch.Generator().manual_seed(args.seed))
+        train = set(load_names_split(info.get('split_seed', SPLIT_SEED))['train'])
+        for s in names: print(s if s else '(empty)')
+        print(f"{100 * novelty(names, train):.1f} % of {len(names)} names are not in the training set "
+              f"({info.get('model', info['config']['model'])}, seed {info.get('seed', '?')}, temperature "
+              f"{args.temperature:g})", flush=True)
     return 0
 
 # %% ../../nbs/55_names_cli.ipynb #c8bc46af

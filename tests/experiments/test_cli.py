@@ -250,6 +250,13 @@ def test_bad_save_refused_before_training(tmp_path, capsys, monkeypatch):
         assert code == 2 and 'cannot write to --save' in err and msg in err, err
     code, err = _fail(TINY + ['--save', ''], capsys)
     assert code == 2 and 'argument --save: expected a path' in err
+    # two outputs on one path: the checkpoint over results.json, or the checkpoint as the --out folder
+    for save, msg in [(tmp_path/'res'/'results.json', "it is --out's file"), (tmp_path/'res', 'it is the --out folder')]:
+        code, err = _fail(TINY + ['--out', str(tmp_path/'res'), '--save', str(save)], capsys)
+        assert code == 2 and msg in err, err
+    if Path('/dev/null').exists():  # a device is never replaced by a file
+        code, err = _fail(TINY + ['--out', str(tmp_path/'res'), '--save', '/dev/null'], capsys)
+        assert code == 2 and 'not a regular file' in err, err
     assert not (tmp_path/'res').exists()
 
 
@@ -481,6 +488,24 @@ def test_ctrl_c_during_training_one_line_exit_130_outputs_intact(cmd, tmp_path):
     assert 'Traceback' not in err and 'KeyboardInterrupt' not in err
     assert (out / 'results.json').read_text() == '{"previous": true}\n'           # the previous outputs, intact
     assert sorted(p.name for p in out.iterdir()) == ['results.json']               # no temporary file left
+
+
+def test_closed_output_pipe_stops_with_one_line(tmp_path):
+    "`minidl-circle | head -1`: the reader goes away; the command stops with one line on stderr, exit 1, no traceback"
+    p = subprocess.Popen(CIRCLE + ['--epochs', '200', '--out', str(tmp_path / 'res')], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        first = p.stdout.readline()  # the first line arrived: the reader now stops reading
+        p.stdout.close()
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+    assert first, err
+    assert p.returncode == 1, err
+    last = err.replace('\r', '\n').rstrip('\n').split('\n')[-1]
+    assert last == 'minidl-circle: stopped: its output was closed (a pipe whose reader ended); nothing written', err
+    assert 'Traceback' not in err and 'BrokenPipeError' not in err, err
+    assert not (tmp_path / 'res').exists()
 
 
 def test_ctrl_c_while_writing_says_what_was_kept(tmp_path, capsys, monkeypatch):
