@@ -45,7 +45,12 @@ def accuracy(
         raise ValueError("accuracy expects output and labels of the same shape, got "
                          f"{fmt_shape(output.shape)} and {fmt_shape(labels.shape)}")
     if labels.shape[0] == 0: raise ValueError("accuracy of an empty batch is undefined")
-    return _correct(output, labels, threshold).item() / labels.shape[0]  # exact: count / n
+    # the count and the NaN outputs, in one read
+    right, nans = torch.stack([_correct(output, labels, threshold), output.isnan().sum()]).tolist()
+    # NaN > t is False and argmax picks a NaN: a class nobody predicted
+    if nans: raise ValueError(f"accuracy of NaN outputs is undefined: {nans} of the {output.numel()} outputs are NaN "
+                              "(has the model diverged?)")
+    return right / labels.shape[0]  # exact: count / n
 
 # %% ../nbs/35_training.ipynb #3fcae378
 @dataclass(repr=False)
@@ -277,14 +282,15 @@ def train(
                 for f in step_callbacks: f()  # none: an empty loop
             if record:
                 model.eval()
-                test_correct = (
-                    _correct(model(x_test), y_test, threshold)
-                    if x_test is not None
-                    else correct.new_zeros(())
-                )
+                out_test = model(x_test) if x_test is not None else None
+                test_correct = _correct(out_test, y_test, threshold) if x_test is not None else correct.new_zeros(())
+                # after the epoch's last update: a model that diverged there scores no accuracy
+                test_bad = out_test.isnan().sum() if x_test is not None else correct.new_zeros(())
                 # the epoch's one read
-                total, right, test_right = torch.stack([loss_sum, correct.double(), test_correct.double()]).tolist()
+                total, right, test_right, bad = torch.stack(
+                    [loss_sum, correct.double(), test_correct.double(), test_bad.double()]).tolist()
                 if not math.isfinite(total): raise _diverged(epoch, lr, f"the training loss is {total / count}")
+                if bad: raise _diverged(epoch, lr, "the model's output on the test set is NaN")
                 hist.epoch.append(epoch)
                 hist.train_loss.append(total / count)
                 hist.train_accuracy.append(right / count)
