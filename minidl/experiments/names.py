@@ -300,7 +300,7 @@ def batch_indices(
     generator:torch.Generator, # source of the shuffles
 ):
     ("The rows of each step: epochs of a random permutation cut into batches (a short last batch is "
-     "dropped); the twins take the same")
+     "dropped); the torch twins draw the same batches from a generator seeded alike")
     per = n // batch_size
     if per < 1: raise ValueError(f"batch_size {batch_size} is larger than the {n} training rows")
     done = 0
@@ -498,7 +498,9 @@ def sample_names(
         for t in range(MAX_LEN + 1):
             logits = model(ctx)
             if kind == 'sequence': logits = logits[:, -1]
-            p = (logits.double() / temperature).softmax(-1)
+            # (l - max l) / T: 0 for the likeliest character, never an overflow for however small a temperature
+            z = logits.double()
+            p = ((z - z.amax(-1, keepdim=True)) / temperature).softmax(-1)
             if t == MAX_LEN: break  # 13 letters: the name ends here
             nxt = torch.multinomial(p, 1, generator=generator)
             out[:, t] = nxt[:, 0]
@@ -627,6 +629,9 @@ def model_from_config(cfg:dict)->Module:
     cls = {'bigram': OneHotBigram, 'mlp': NamesMLP, 'transformer': NamesTransformer}.get(kind)
     if cls is None: raise ValueError("expected a names model configuration ('bigram', 'mlp' or "
                                      f"'transformer'), got {kind!r}")
+    if cfg.get('vocab', len(VOCAB)) != len(VOCAB):
+        raise ValueError(f"a names model reads and writes {len(VOCAB)} symbols (26 letters and the end), but the "
+                         f"configuration says vocab={cfg['vocab']!r}")
     return cls(**cfg)
 
 # %% ../../nbs/54_names.ipynb #f3a85a24
@@ -767,9 +772,9 @@ def plot_attention_names(
 # %% ../../nbs/54_names.ipynb #2bae7842
 def samples_table(
     samples:dict[str, list[str]], # column title -> generated names
-    train:set[str]|None=None, # training names: those are marked with *
+    train:set[str]|None=None, # training names: those are marked with an asterisk
 )->str: # a Markdown table
-    "The generated names side by side, one column per model; names found in the training set are marked *"
+    "The generated names side by side, one column per model; a name found in the training set is followed by an asterisk"
     cols = list(samples)
     n = max(len(v) for v in samples.values())
     mark = lambda s: (s or '(empty)') + (' *' if train is not None and s in train else '')
