@@ -149,7 +149,7 @@ class GELU(Module):
         if self.approximate == 'tanh':
             t = torch.addcmul(x, x * x, x, value=_KAPPA).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
             self._save_for_backward(x, t)
-            return t.add(1).mul_(x).mul_(0.5)                          # x/2 (1 + tanh u)
+            return t.add(1).mul_(x * 0.5)                              # (x/2)(1 + tanh u): 2x would overflow first
         cdf2 = (x * _INV_SQRT2).erf_().add_(1)                         # 2 Phi(x) = 1 + erf(x / sqrt 2)
         self._save_for_backward(x, cdf2)
         # x Phi(x) = (x / 2)(1 + erf), one pass

@@ -339,7 +339,7 @@ class LossCrossEntropy(Loss):
             if r == 'none': return (logp * a).sum(1).neg_().view(layout[1])
             return (logp * a).sum().div_(-M if r == 'mean' else -1)
         # m: the mask of the kept samples (None: all kept)
-        picked, m = None, None
+        picked, m, drop = None, None, None
         # the usual case, on CPU: no mask unless needed
         if x.device.type == 'cpu' and not 0 <= self.ignore_index < C:
             ts = t.unsqueeze(1)                                            # (M, 1)
@@ -353,14 +353,16 @@ class LossCrossEntropy(Loss):
             # ignored samples read class 0, weighted by 0
             ts = torch.where(keep, t, _scalar(0, t.dtype, t.device)).unsqueeze(1)
             picked = logp.gather(1, ts).squeeze(1)                         # l[n, t_n]; checks 0 <= t < C (see above)
-            m = keep.to(x.dtype)
+            m, drop = keep.to(x.dtype), keep.logical_not_()
+            # an ignored row adds nothing, even where its logits are -inf or NaN (0 * -inf would be NaN)
+            picked.masked_fill_(drop, 0)
         # w_{t_n} m_n
         wt = m if w is None else w.gather(0, ts.squeeze(1)) if m is None else w.gather(0, ts.squeeze(1)).mul_(m)
         D = None if r != 'mean' else M if wt is None else wt.sum()         # the normaliser of the mean
         self._save_for_backward(logp, ts, m, wt, D, eps, w, layout)
         if eps:
             smooth = logp.sum(1) if w is None else logp @ w                # m_n sum_c w_c l[n, c]
-            if m is not None: smooth.mul_(m)
+            if m is not None: smooth.masked_fill_(drop, 0)
         if r == 'none':
             nll = picked if wt is None else picked.mul_(wt)                # w_{t_n} m_n l[n, t_n]
             nll = nll.neg_() if not eps else nll.mul_(eps - 1).sub_(smooth, alpha=eps / C)
@@ -401,13 +403,18 @@ class LossCrossEntropy(Loss):
                 elif D is not None: grad.div_(D)                           # / N
             else:
                 W = w.sum() * (eps / C)
-                grad.mul_((wt * (1 - eps) + (W if m is None else m * W)).unsqueeze(1))  # s A_n
+                # D = 0 (every kept sample of a class of weight 0): 1/D - 1/D is NaN, so is each kept row, as torch
+                z = None if D is None else D.reciprocal().sub_(D.reciprocal())
+                A = wt * (1 - eps) + (W if m is None else m * W)
+                grad.mul_((A if z is None else A.add_(z)).unsqueeze(1))        # s A_n
                 if eps:                                                    # - (eps / C) m_n w_c
                     if m is None: grad.sub_(w * (eps / C))
                     else: grad.addr_(m, w, alpha=-eps / C)
                 grad.scatter_add_(1, ts, (wt * (eps - 1)).unsqueeze(1))    # - (1 - eps) w_{t_n} m_n at column t_n
-                if D is not None: grad.div_(D.clamp(min=torch.finfo(D.dtype).tiny))  # D = 0: zero rows stay 0, as torch
+                if D is not None: grad.div_(D)
         if g is not None: grad.mul_(g)
+        # an ignored row's gradient is 0, whatever its logits or its upstream gradient (NaN, inf) hold
+        if len(saved) != 4 and m is not None: grad.masked_fill_(m.eq(0).unsqueeze(1), 0)
         return _unflatten_classes(grad, layout[0])
 
     def _accept(self, logits, target):

@@ -158,8 +158,12 @@ class _BatchNorm(Module):
         ("The checked input; with batch statistics, more than one value per channel (the shape says it: no "
          "synchronisation).")
         x = self._check_input(x)
-        if (self.training or self.running_mean is None) and x.numel() // self.num_features == 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+        if self.training or self.running_mean is None:  # batch statistics
+            if x.numel() // self.num_features == 1:
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+            if not self.eps > 0:  # a constant channel would give 0 / 0: NaN, as torch refuses too
+                raise ValueError(f"{type(self).__name__} needs eps > 0 with batch statistics (training mode): a "
+                                 f"constant channel would divide 0 by 0; got eps={self.eps}")
         return x
 
     def _accept_grad(self, g) -> torch.Tensor:
@@ -235,6 +239,8 @@ class LayerNorm(Module):
         n = torch.linalg.vector_norm(xc, dim=1, keepdim=True)
         # s = 1 / sqrt(|x - mu|^2 / F + eps)
         s = torch.addcmul(_scalar(self.eps, n.dtype, n.device), n, n, value=1 / F).rsqrt_()
+        # |x - mu| overflowed (|x| ~ 1e154 in float64, 1e19 in float32): s = 0 would return the bias, NaN says it
+        s.add_(n, alpha=0)                                       # + 0 n: 0, or NaN where n is infinite
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         self._save_for_backward(xhat, s, x.shape)
         if w is None: return xhat if x2 is x else xhat.view_as(x)
