@@ -69,7 +69,7 @@ def test_checkpoint_load_wrong_model_changes_nothing(tmp_path):
     before = snapshot(m3, o3)
     with pytest.raises((ValueError, RuntimeError)): load_checkpoint(tmp_path/'c.pt', m3, o3)
     assert_unchanged(before, snapshot(m3, o3))
-    o4 = SGD(m3.parameters())
+    o4 = SGD(m.parameters())  # the right model, another kind of optimizer
     assert_clear_error(ValueError, "'Adam' optimizer", load_checkpoint, tmp_path/'c.pt', m, o4)
 
 
