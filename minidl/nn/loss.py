@@ -403,18 +403,18 @@ class LossCrossEntropy(Loss):
                 elif D is not None: grad.div_(D)                           # / N
             else:
                 W = w.sum() * (eps / C)
-                # D = 0 (every kept sample of a class of weight 0): 1/D - 1/D is NaN, so is each kept row, as torch
-                z = None if D is None else D.reciprocal().sub_(D.reciprocal())
-                A = wt * (1 - eps) + (W if m is None else m * W)
-                grad.mul_((A if z is None else A.add_(z)).unsqueeze(1))        # s A_n
+                grad.mul_((wt * (1 - eps) + (W if m is None else m * W)).unsqueeze(1))  # s A_n
                 if eps:                                                    # - (eps / C) m_n w_c
                     if m is None: grad.sub_(w * (eps / C))
                     else: grad.addr_(m, w, alpha=-eps / C)
                 grad.scatter_add_(1, ts, (wt * (eps - 1)).unsqueeze(1))    # - (1 - eps) w_{t_n} m_n at column t_n
-                if D is not None: grad.div_(D)
+                if D is not None:  # times 1/D; D = 0 (every kept sample in a class of weight 0): NaN rows, as torch
+                    r = D.reciprocal()
+                    r = r.add_(r - r)                                      # 1/D, or NaN where 1/D is infinite
+                    grad.mul_(r if m is None else torch.where(m.bool(), r, 0).unsqueeze(1))  # ignored rows stay 0
+            # an ignored row takes no upstream gradient, even an infinite or NaN one (0 G_n would be NaN)
+            if g is not None and m is not None: g = g.masked_fill(m.eq(0).unsqueeze(1), 0)
         if g is not None: grad.mul_(g)
-        # an ignored row's gradient is 0, whatever its logits or its upstream gradient (NaN, inf) hold
-        if len(saved) != 4 and m is not None: grad.masked_fill_(m.eq(0).unsqueeze(1), 0)
         return _unflatten_classes(grad, layout[0])
 
     def _accept(self, logits, target):
