@@ -50,8 +50,10 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
         raise OSError(f"cannot write {shown}: it is not a regular file (a device, a pipe or a socket); "
                       "choose a file path")
     if not path.parent.is_dir():
-        if path.parent.exists(): raise NotADirectoryError(f"cannot write {shown}: {path.parent} is a file, "
-                                                          "not a folder")
+        anc = path.parent  # the nearest part of the path that exists: a file there is the mistake to name
+        while not anc.exists() and anc != anc.parent: anc = anc.parent
+        if anc.exists() and not anc.is_dir():
+            raise NotADirectoryError(f"cannot write {shown}: {anc} is a file, not a folder")
         raise FileNotFoundError(f"cannot write {shown}: the folder {path.parent} does not exist")
     try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
     except OSError as e: raise _refused(e, path, f"the folder {path.parent} refuses new files") from None

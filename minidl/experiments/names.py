@@ -774,7 +774,7 @@ def samples_table(
     samples:dict[str, list[str]], # column title -> generated names
     train:set[str]|None=None, # training names: those are marked with an asterisk
 )->str: # a Markdown table
-    "The generated names side by side, one column per model; a name found in the training set is followed by an asterisk"
+    "The generated names side by side, one column per model; a name found in the training set ends with an asterisk"
     cols = list(samples)
     n = max(len(v) for v in samples.values())
     mark = lambda s: (s or '(empty)') + (' *' if train is not None and s in train else '')

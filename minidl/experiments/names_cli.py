@@ -112,7 +112,8 @@ def make_sample_parser()->argparse.ArgumentParser:
         metavar='CHECKPOINT',
         help='a file written by --save',
     )
-    p.add_argument('--n', type=int_upto(100_000), default=20, help='how many names (default: %(default)s)')
+    p.add_argument('--n', type=int_upto(100_000), default=20,
+                   help='how many names, of 13 letters at most (the longest surname; default: %(default)s)')
     p.add_argument(
         '--temperature',
         type=positive_float,
