@@ -251,7 +251,8 @@ def test_bad_save_refused_before_training(tmp_path, capsys, monkeypatch):
     code, err = _fail(TINY + ['--save', ''], capsys)
     assert code == 2 and 'argument --save: expected a path' in err
     # two outputs on one path: the checkpoint over results.json, or the checkpoint as the --out folder
-    for save, msg in [(tmp_path/'res'/'results.json', "it is --out's file"), (tmp_path/'res', 'it is the --out folder')]:
+    clashes = [(tmp_path/'res'/'results.json', "it is --out's file"), (tmp_path/'res', 'it is the --out folder')]
+    for save, msg in clashes:
         code, err = _fail(TINY + ['--out', str(tmp_path/'res'), '--save', str(save)], capsys)
         assert code == 2 and msg in err, err
     if Path('/dev/null').exists():  # a device is never replaced by a file

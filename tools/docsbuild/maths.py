@@ -45,7 +45,8 @@ def ascii_tex(expr: str) -> str:
 
 
 FORMULA = re.compile(
-    r"\bd[A-Z]/d\w+(?:\s*=\s*[^;`]+?(?=\s+(?:and|into|as|for|from|or|with|where|if|when|in|along|over)\s|,\s+[A-Za-z]{2,}\b"
+    r"\bd[A-Z]/d\w+(?:\s*=\s*[^;`]+?(?=\s+(?:and|into|as|for|from|or|with|where|if|when|in|along|over)\s"
+    r"|,\s+[A-Za-z]{2,}\b"
     r"|;|\.\s|\.?$))?"
     r"|\bU\[[^\]\s][^\]]*\]"
 )  # dL/dW = G^T X; U[-1/sqrt(n), 1/sqrt(n)]
