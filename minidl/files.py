@@ -24,6 +24,11 @@ def _file_mode(path: Path) -> int:
     mask = os.umask(0o022); os.umask(mask)  # the one portable way to read the umask
     return 0o666 & ~mask
 
+def _existing_ancestor(path: Path) -> Path:
+    "The nearest part of `path` that exists (`path` itself if it does): where a missing folder would be created."
+    while not path.exists() and path != path.parent: path = path.parent
+    return path
+
 def _refused(e: OSError, path: Path, why: str) -> OSError:
     ("`e` (same class and errno) retold about the destination `path`: the temporary file's hidden name means "
      "nothing to the user.")
@@ -50,8 +55,7 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
         raise OSError(f"cannot write {shown}: it is not a regular file (a device, a pipe or a socket); "
                       "choose a file path")
     if not path.parent.is_dir():
-        anc = path.parent  # the nearest part of the path that exists: a file there is the mistake to name
-        while not anc.exists() and anc != anc.parent: anc = anc.parent
+        anc = _existing_ancestor(path.parent)  # a file there is the mistake to name
         if anc.exists() and not anc.is_dir():
             raise NotADirectoryError(f"cannot write {shown}: {anc} is a file, not a folder")
         raise FileNotFoundError(f"cannot write {shown}: the folder {path.parent} does not exist")

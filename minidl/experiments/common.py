@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 import minidl
 
 from ..distributed import init_distributed, launch_info
-from ..files import atomic_open
+from ..files import _existing_ancestor, atomic_open
 
 # %% auto #0
 __all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int',
@@ -218,8 +218,7 @@ def _writable_folder(folder:Path, what:str):
     "Check that `folder` is, or can be created as, a folder we may write in; creates nothing"
     if folder.exists() and not folder.is_dir(): raise ValueError(f"cannot write to {what}: {str(folder)!r} "
                                                                  "is a file, not a folder")
-    anc = folder
-    while not anc.exists() and anc != anc.parent: anc = anc.parent  # the nearest existing ancestor
+    anc = _existing_ancestor(folder)
     if not anc.is_dir(): raise ValueError(f"cannot write to {what}: {str(anc)!r} is a file, not a folder")
     if not os.access(anc, os.W_OK | os.X_OK): raise ValueError(f"cannot write to {what}: permission denied "
                                                                f"in {str(anc)!r}")
