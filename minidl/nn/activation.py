@@ -43,6 +43,8 @@ class _Elementwise(Module):
     _accept, _accept_grad = _accept_floating, _accept_like_saved
 
 # %% ../../nbs/11_activation.ipynb #37e9754c
+_LARGE = 8192  # elements from which ReLU's backward writes the comparison Y != 0 into a float tensor (see above)
+
 class ReLU(_Elementwise):
     "Rectified linear unit, `max(x, 0)`, element-wise."
     inplace = False
@@ -53,8 +55,10 @@ class ReLU(_Elementwise):
         self.inplace = check_flag(inplace, 'inplace', 'ReLU')
     def extra_repr(self) -> str: return 'inplace=True' if self.inplace else ''
     def function(self, x): return torch.relu(x)
-    # 1[not Y <= 0] * G: Y >= 0 or NaN, so this sign is 0 or 1
-    def derivative(self, g, y): return torch.nan_to_num(y, 1.0).sign_().mul_(g)
+    # 1[not Y <= 0] * G = 1[Y != 0] * G: Y >= 0 or NaN (where torch passes G)
+    def derivative(self, g, y):
+        if y.numel() >= _LARGE: return torch.ne(y, 0, out=torch.empty_like(y)).mul_(g)  # 1[Y != 0] * G, two passes
+        return torch.nan_to_num(y, 1.0).sign_().mul_(g)  # the same, three kernels cheaper to launch on small tensors
 
 # %% ../../nbs/11_activation.ipynb #86cb1a3a
 @functools.lru_cache(maxsize=16)

@@ -481,3 +481,32 @@ def test_optimizer_modules_use_no_autograd_nor_torch_nn():
                 assert not any(m.startswith(('torch.nn', 'torch.autograd', 'torch.func')) for m in mods), (name, mods)
             if isinstance(node, ast.Attribute):
                 assert not ast.unparse(node).startswith(('torch.nn', 'torch.autograd', 'torch.ops', 'torch.func')), name
+
+
+def test_every_write_to_the_groups_is_seen_by_the_next_step():
+    "The checks a step skips are keyed on counters: each way of changing the groups by hand is still seen."
+    p = Parameter(torch.zeros(2, dtype=F64)); opt = SGD([p], lr=0.1)
+    p.grad.fill_(1.0); opt.step(); assert torch.equal(p.value, torch.full((2,), -0.1, dtype=F64))
+    opt.param_groups[0]['lr'] = 1.0; opt.step()                       # a hyper-parameter written
+    assert torch.equal(p.value, torch.full((2,), -1.1, dtype=F64))
+    for write in (lambda g: g.update(lr=-1.0), lambda g: g.__setitem__('lr', -2.0), lambda g: g.__ior__({'lr': -3.0})):
+        write(opt.param_groups[0])
+        assert_clear_error(ValueError, 'learning rate', opt.step)    # refused, nothing changed
+        assert torch.equal(p.value, torch.full((2,), -1.1, dtype=F64)) and opt.step_count == 2
+    opt.param_groups[0].pop('lr')
+    assert_clear_error(ValueError, "has no 'lr'", opt.step)
+    opt.param_groups[0]['lr'] = 0.5
+    q = Parameter(torch.zeros(3, dtype=F64))
+    opt.param_groups[0]['params'] = [p, q]                            # the group's list replaced by hand
+    assert_clear_error(RuntimeError, 'parameter groups hold 2 parameters, not the 1', opt.step)
+    opt.param_groups[0]['params'] = [p]
+    opt.step(); assert torch.equal(p.value, torch.full((2,), -1.6, dtype=F64))
+    plain = {**opt.param_groups[0], 'lr': 1.0}                         # a plain dict put in by hand
+    opt.param_groups[0] = plain; opt.step()
+    assert torch.equal(p.value, torch.full((2,), -2.6, dtype=F64))
+    plain['lr'] = 2.0; opt.step()                                       # its writes are not counted: compared instead
+    assert torch.equal(p.value, torch.full((2,), -4.6, dtype=F64))
+    opt.param_groups = [{**plain, 'lr': 0.25}]; opt.step()              # the list of groups replaced
+    assert torch.equal(p.value, torch.full((2,), -4.85, dtype=F64))
+    opt.param_groups.append({'params': [q], 'lr': 0.1})                 # a group appended by hand, outside opt.params
+    assert_clear_error(RuntimeError, 'parameter groups hold 2 parameters, not the 1', opt.step)
