@@ -117,30 +117,8 @@ def _unwritable(v: torch.Tensor) -> str | None:
     return None
 
 class _Params(list):
-    ("A list of parameters (`opt.params`, a group's 'params') or of groups (`opt.param_groups`) that counts every "
-     "change made to any such list.")
+    "A list of parameters (`opt.params`, a group's 'params') that counts every change made to any such list."
     edits = 0
-
-class _Group(dict):
-    ("A parameter group: a dict that counts every write (its 'params' replaced: a list change, in `_Params.edits`; "
-     "a hyper-parameter written: `_Group.edits`).")
-    edits = 0
-
-    def __setitem__(self, k, v):
-        if k == 'params': _Params.edits += 1
-        else: _Group.edits += 1
-        dict.__setitem__(self, k, v)
-
-def _counting_both(name: str):
-    f = getattr(dict, name)
-    def method(self, *args, **kwargs):
-        _Params.edits += 1; _Group.edits += 1
-        return f(self, *args, **kwargs)
-    method.__name__ = name
-    return method
-
-for _name in ('__delitem__', '__ior__', 'clear', 'pop', 'popitem', 'setdefault', 'update'):
-    setattr(_Group, _name, _counting_both(_name))
 
 def _counting(name: str):
     f = getattr(list, name)
@@ -166,23 +144,17 @@ for _name in (
 ):
     setattr(_Params, _name, _counting(_name))
 
-def _plain(opt) -> tuple:
-    "The 'params' lists of the groups that are plain dicts (put in `opt.param_groups` by hand): writes not counted."
-    return tuple(g['params'] for g in opt.param_groups if type(g) is not _Group)
-
 def _key(opt) -> tuple:
-    ("What the last full check saw: no parameter, list or group's 'params' was replaced or edited since (two "
-     "counters), the same lists.")
-    return (Parameter._edits, _Params.edits, opt.params, opt.param_groups, _plain(opt))
+    "What the last full check saw: no parameter or list was replaced or edited since (two counters), the same lists."
+    return (Parameter._edits, _Params.edits, opt.params, opt.param_groups, *[g['params'] for g in opt.param_groups])
 
 def _unchanged(opt, shapes: bool = True) -> bool:
-    ("Whether `_key(opt)` is what the last full check saw (two integers, two identities) and, with "
+    ("Whether `_key(opt)` is what the last full check saw (two integers, a few identities) and, with "
      "`shapes`, no tensor was reshaped in place.")
     c = opt._cache
     if c is None: return False
     k = c[7]
-    return (k[0] == Parameter._edits and k[1] == _Params.edits and k[2] is opt.params and k[3] is opt.param_groups
-            and (not k[4] or _same(k[4], _plain(opt)))
+    return (k[0] == Parameter._edits and k[1] == _Params.edits and _same(k[2:], _key(opt)[2:])
             # (`unsqueeze_`: reshaped)
             and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3]))
 
@@ -195,9 +167,13 @@ def _check_all(opt, values, grads, who: str):
                                "opt.params changed? create a new optimizer for a new set of parameters)")
     lens = [len(g['params']) for g in groups]
     if sum(lens) != len(params) or not all(map(_is, itertools.chain.from_iterable(map(_params, groups)), params)):
-        raise RuntimeError(f"{who}: the parameter groups hold {sum(lens)} parameters, not the {len(params)} "
-                           "of opt.params (a list was edited): add parameters with "
-                           f"opt.add_param_group({{'params': [...]}})")
+        if sum(lens) != len(params):
+            raise RuntimeError(f"{who}: the parameter groups hold {sum(lens)} parameters, not the {len(params)} "
+                               "of opt.params (a list was edited): add parameters with "
+                               f"opt.add_param_group({{'params': [...]}})")
+        raise RuntimeError(f"{who}: the parameter groups no longer hold the parameters of opt.params in its order (a "
+                           "list was reordered or an element replaced); opt.params and the per-parameter state "
+                           "follow that order: put the groups back, or make a new optimizer")
     for i, (v, g) in enumerate(zip(values, grads)):
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
@@ -231,7 +207,6 @@ def _check_all(opt, values, grads, who: str):
     for g in groups:  # lists that count their changes, so that the next step compares two integers, not every parameter
         if type(g['params']) is not _Params: g['params'] = _Params(g['params'])
     if type(opt.params) is not _Params: opt.params = _Params(opt.params)
-    if type(groups) is not _Params: opt.param_groups = _Params(groups)
     opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], limits, ranges, lens, _key(opt))
     opt._safe = True  # new tensors: the next update keeps copies to restore if it fails part-way
 
@@ -418,7 +393,6 @@ class Optimizer:
     _has_step: bool = False  # a per-parameter 'step' in the state dict (Adam's bias correction), as PyTorch's
     _ndim: int | None = None  # the parameters' number of dimensions the update needs (Muon: 2); None: any
     lr = _Hyper()
-    _hkey = _hgroups = None  # what `_hypers` last saw (see there)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -434,7 +408,7 @@ class Optimizer:
         who = type(self).__name__
         self.defaults = {k: self._checks[k](v, k, who) for k, v in defaults.items()}
         self._check_hyper(self.defaults, who)
-        self.param_groups: list[dict] = _Params()  # the groups (`_Group`s: dicts that count their writes)
+        self.param_groups: list[dict] = []
         self.params: list[Parameter] = _Params()  # every group's parameters, in order
         self.state: dict[str, list] = {}  # buffer name -> one tensor per parameter (None where a group has none yet)
         self.step_count = 0  # number of successful step() calls
@@ -461,7 +435,7 @@ class Optimizer:
         ps, i = group['params'], len(self.param_groups)
         params = _check_params([ps] if isinstance(ps, Parameter) else ps, who)
         for j, p in enumerate(params): _check_ndim(self, p.value, f"parameter {j} of the group", who)
-        new = _Group({'params': _Params(params), **{k: v for k, v in group.items() if k != 'params'}})
+        new = {'params': _Params(params), **{k: v for k, v in group.items() if k != 'params'}}
         for k, check in self._checks.items():
             new[k] = check(new[k], f"param_groups[{i}][{k!r}]", who) if k in group else self.defaults[k]
         self._check_hyper(new, who)
@@ -469,7 +443,12 @@ class Optimizer:
         self.param_groups.append(new); self.params.extend(params)  # all checked: now change
         for bufs in self.state.values(): bufs.extend([None] * len(params))
         self._start.append(None)
-        self._cache = self._seen = self._hkey = None
+        self._cache = self._seen = None
+
+    def __getstate__(self) -> dict:
+        ("Pickled (or deep-copied) without the caches of `step`: their keys count edits made in this process, so "
+         "an optimizer loaded elsewhere checks everything afresh.")
+        return {**self.__dict__, '_cache': None, '_seen': None, '_safe': True}
 
     @property
     def current_lr(self) -> float:
@@ -478,10 +457,8 @@ class Optimizer:
         return self.param_groups[0]['lr']
 
     def _hypers(self, who: str) -> list[dict]:
-        ("Every group's hyper-parameters, checked again only when one was written: two integers compared (every "
-         "group counts its writes), else an identity comparison per group (a plain dict put in by hand).")
-        if self._hkey == (_Group.edits, _Params.edits) and self._hgroups is self.param_groups:
-            return self._h  # no group written, added or removed since the last check: two integers, one identity
+        ("Every group's hyper-parameters, checked again only when one was written (an identity comparison "
+         "per group otherwise).")
         keys, last = self._keys, self._seen
         seen = [tuple(map(g.get, keys)) for g in self.param_groups]
         # the same objects: nothing was written
@@ -499,14 +476,11 @@ class Optimizer:
             paths = [self._path(h) for h in hs]
             if paths != self._paths: self._safe = True  # another sequence of operations: keep copies this time
             for g, h in zip(self.param_groups, hs):
-                # a tuple: it cannot change behind the cache
-                if isinstance(g.get('betas'), list): g['betas'] = h['betas']
+                # a list (betas, Muon's coefficients) becomes the checked tuple: it cannot change behind the cache
+                for k, v in h.items():
+                    if isinstance(g[k], list) and isinstance(v, tuple): g[k] = v
             self._h, self._paths = hs, paths
             self._seen = [tuple(map(g.get, keys)) for g in self.param_groups]
-        # the next call compares two integers, where every group counts its writes (else it compares the values)
-        groups = self.param_groups
-        counted = type(groups) is _Params and all(type(g) is _Group for g in groups)
-        self._hkey, self._hgroups = ((_Group.edits, _Params.edits) if counted else None), groups
         return self._h
 
     def step(self,
@@ -579,7 +553,7 @@ class Optimizer:
         n, groups, state, starts = prepared
         for g, new in zip(self.param_groups, groups): g.clear(); g.update(new)  # the same dicts: schedules keep them
         self.step_count, self.state, self._start = n, state, starts
-        self._cache = self._seen = self._hkey = None
+        self._cache = self._seen = None
 
     def _set_scheduled(self, name: str, v):
         "Set a hyper-parameter of every group from a schedule: no range check here, `step()` checks the rate."

@@ -510,3 +510,55 @@ def test_every_write_to_the_groups_is_seen_by_the_next_step():
     assert torch.equal(p.value, torch.full((2,), -4.85, dtype=F64))
     opt.param_groups.append({'params': [q], 'lr': 0.1})                 # a group appended by hand, outside opt.params
     assert_clear_error(RuntimeError, 'parameter groups hold 2 parameters, not the 1', opt.step)
+
+
+def test_writes_that_go_round_the_dict_methods_and_a_users_list_of_groups_are_seen():
+    "A write through dict's own methods, and groups replaced in a plain list the user keeps: seen, as by torch."
+    p = Parameter(torch.zeros(2, dtype=F64)); opt = SGD([p], lr=0.1)
+    p.grad.fill_(1.0); opt.step()
+    dict.update(opt.param_groups[0], lr=0.0); opt.step()
+    assert torch.equal(p.value, torch.full((2,), -0.1, dtype=F64))
+    dict.__setitem__(opt.param_groups[0], 'lr', 0.1)
+    groups = list(opt.param_groups); opt.param_groups = groups; opt.step()
+    groups[0] = {**groups[0], 'lr': 0.0}; opt.step()
+    assert torch.equal(p.value, torch.full((2,), -0.2, dtype=F64)) and opt.param_groups is groups
+
+
+def test_reordered_groups_are_named_as_such():
+    ps = [Parameter(torch.zeros(2, dtype=F64)) for _ in range(2)]
+    opt = SGD([{'params': [ps[0]]}, {'params': [ps[1]]}], lr=0.1)
+    opt.param_groups.reverse()
+    assert_clear_error(RuntimeError, 'no longer hold the parameters of opt.params in its order', opt.step)
+
+
+def test_a_list_of_coefficients_becomes_the_tuple_the_step_uses():
+    "A list hyper-parameter (betas, Muon's coefficients) becomes its checked tuple: what the group shows is used."
+    w = Parameter(torch.randn(4, 3, dtype=F64))
+    coef = [3.4445, -4.7750, 2.0315]
+    opt = minidl.Muon([w], lr=0.02, ns_coefficients=coef)
+    w.grad.normal_(); opt.step()
+    assert opt.param_groups[0]['ns_coefficients'] == tuple(coef)
+    opt.param_groups[0]['ns_coefficients'] = c = [1.0, 0.0, 0.0]; opt.step()
+    assert opt.param_groups[0]['ns_coefficients'] == (1.0, 0.0, 0.0)
+    c[:] = [9.0, 9.0, 9.0]                                              # the list given is not the group's any more
+    assert opt.param_groups[0]['ns_coefficients'] == (1.0, 0.0, 0.0)
+    a = Adam([Parameter(torch.zeros(2, dtype=F64))], betas=[0.8, 0.9]); a.step()
+    assert a.param_groups[0]['betas'] == (0.8, 0.9)
+
+
+def test_a_pickled_optimizer_checks_afresh(monkeypatch):
+    "Its caches are keyed on edit counters of the process that made them: a copy loaded elsewhere does not reuse them."
+    import pickle
+
+    import minidl.optim.optimizer as optimizer_module
+    p = Parameter(torch.zeros(2, dtype=F64)); opt = SGD([p], lr=0.1)
+    p.grad.fill_(1.0); opt.step()
+    recorded = opt._cache[7][:2]
+    opt2 = pickle.loads(pickle.dumps(opt))
+    p2 = opt2.params[0]
+    p2.value = torch.zeros(2, dtype=F64)                     # a new tensor in the copy...
+    monkeypatch.setattr(Parameter, '_edits', recorded[0])   # ...where the counters happen to be what opt recorded
+    monkeypatch.setattr(optimizer_module._Params, 'edits', recorded[1])
+    opt2.step()
+    assert torch.equal(p2.value, torch.full((2,), -0.1, dtype=F64))  # the new tensor was updated
+    assert copy.deepcopy(opt)._cache is None and opt._cache is not None
