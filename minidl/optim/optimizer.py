@@ -108,7 +108,9 @@ def _check_ndim(opt, v: torch.Tensor, which: str, who: str):
 
 def _unwritable(v: torch.Tensor) -> str | None:
     "Why an in-place update cannot write `v` (None: it can); metadata only."
-    if v.requires_grad: return "requires grad (it has an autograd history): assign p.value = p.value.detach()"
+    if v.requires_grad:
+        return ("requires grad (minidl records no autograd graph): assign p.value = p.value.detach(), or call "
+                "p.value.requires_grad_(False)")
     if v.is_inference():
         return "is an inference tensor (made under torch.inference_mode()): assign p.value = p.value.clone()"
     if torch._debug_has_internal_overlap(v) == 1:
@@ -149,14 +151,16 @@ def _key(opt) -> tuple:
     return (Parameter._edits, _Params.edits, opt.params, opt.param_groups, *[g['params'] for g in opt.param_groups])
 
 def _unchanged(opt, shapes: bool = True) -> bool:
-    ("Whether `_key(opt)` is what the last full check saw (two integers, a few identities) and, with "
-     "`shapes`, no tensor was reshaped in place.")
+    ("Whether `_key(opt)` is what the last full check saw (two integers, a few identities), with `shapes` no "
+     "tensor was reshaped in place, and no value was made to require grad in place.")
     c = opt._cache
     if c is None: return False
     k = c[7]
     return (k[0] == Parameter._edits and k[1] == _Params.edits and _same(k[2:], _key(opt)[2:])
             # (`unsqueeze_`: reshaped)
-            and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3]))
+            and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3])
+            # `requires_grad_()` in place: the in-place update would fail part-way, after other parameters
+            and not any(map(_requires_grad, c[0])))
 
 def _check_all(opt, values, grads, who: str):
     "Check the groups, every parameter's value, gradient and state buffers (metadata only); cache what passed."
@@ -212,6 +216,7 @@ def _check_all(opt, values, grads, who: str):
 
 # %% ../../nbs/30_optimizer.ipynb #9d872153
 _is, _shape, _params = operator.is_, operator.attrgetter('shape'), operator.itemgetter('params')
+_requires_grad = operator.attrgetter('requires_grad')
 
 def _same(a: tuple, b: tuple) -> bool:
     "The same objects, one by one (`True == 1`, but a flag written as 1 must be checked again)."

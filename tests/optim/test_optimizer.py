@@ -562,3 +562,14 @@ def test_a_pickled_optimizer_checks_afresh(monkeypatch):
     opt2.step()
     assert torch.equal(p2.value, torch.full((2,), -0.1, dtype=F64))  # the new tensor was updated
     assert copy.deepcopy(opt)._cache is None and opt._cache is not None
+
+
+@pytest.mark.parametrize('name', list(MAKE_OPT))
+def test_value_made_to_require_grad_in_place_is_refused_before_any_change(name):
+    "`requires_grad_()` on a value, in place, moves no counter: the cached path still sees it, before any update."
+    ps, opt = model_and_opt(name)
+    ps[-1].value.requires_grad_()  # the LAST parameter: the update would have written the others first
+    before = snapshot(ps[:-1], opt)
+    with pytest.raises(RuntimeError, match='requires grad'): opt.step()
+    assert_unchanged(before, snapshot(ps[:-1], opt))
+    ps[-1].value.requires_grad_(False); opt.step(); assert opt.step_count == 2
