@@ -484,7 +484,7 @@ def test_optimizer_modules_use_no_autograd_nor_torch_nn():
 
 
 def test_every_write_to_the_groups_is_seen_by_the_next_step():
-    "The checks a step skips are keyed on counters: each way of changing the groups by hand is still seen."
+    "The checks a step skips when nothing changed: each way of changing the groups by hand is still seen."
     p = Parameter(torch.zeros(2, dtype=F64)); opt = SGD([p], lr=0.1)
     p.grad.fill_(1.0); opt.step(); assert torch.equal(p.value, torch.full((2,), -0.1, dtype=F64))
     opt.param_groups[0]['lr'] = 1.0; opt.step()                       # a hyper-parameter written
@@ -504,7 +504,7 @@ def test_every_write_to_the_groups_is_seen_by_the_next_step():
     plain = {**opt.param_groups[0], 'lr': 1.0}                         # a plain dict put in by hand
     opt.param_groups[0] = plain; opt.step()
     assert torch.equal(p.value, torch.full((2,), -2.6, dtype=F64))
-    plain['lr'] = 2.0; opt.step()                                       # its writes are not counted: compared instead
+    plain['lr'] = 2.0; opt.step()                                       # a write to that plain dict
     assert torch.equal(p.value, torch.full((2,), -4.6, dtype=F64))
     opt.param_groups = [{**plain, 'lr': 0.25}]; opt.step()              # the list of groups replaced
     assert torch.equal(p.value, torch.full((2,), -4.85, dtype=F64))
