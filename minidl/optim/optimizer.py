@@ -152,15 +152,16 @@ def _key(opt) -> tuple:
 
 def _unchanged(opt, shapes: bool = True) -> bool:
     ("Whether `_key(opt)` is what the last full check saw (two integers, a few identities), with `shapes` no "
-     "tensor was reshaped in place, and no value was made to require grad in place.")
+     "tensor was reshaped in place, and no value or gradient was made to require grad in place.")
     c = opt._cache
     if c is None: return False
     k = c[7]
     return (k[0] == Parameter._edits and k[1] == _Params.edits and _same(k[2:], _key(opt)[2:])
             # (`unsqueeze_`: reshaped)
             and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3])
-            # `requires_grad_()` in place: the in-place update would fail part-way, after other parameters
-            and not any(map(_requires_grad, c[0])))
+            # `requires_grad_()` in place on a value (the in-place update would fail part-way, after other
+            # parameters) or on a gradient (the update would be recorded by autograd)
+            and not any(map(_requires_grad, c[8])))
 
 def _check_all(opt, values, grads, who: str):
     "Check the groups, every parameter's value, gradient and state buffers (metadata only); cache what passed."
@@ -211,7 +212,8 @@ def _check_all(opt, values, grads, who: str):
     for g in groups:  # lists that count their changes, so that the next step compares two integers, not every parameter
         if type(g['params']) is not _Params: g['params'] = _Params(g['params'])
     if type(opt.params) is not _Params: opt.params = _Params(opt.params)
-    opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], limits, ranges, lens, _key(opt))
+    opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], limits, ranges, lens, _key(opt),
+                  values + grads)
     opt._safe = True  # new tensors: the next update keeps copies to restore if it fails part-way
 
 # %% ../../nbs/30_optimizer.ipynb #9d872153

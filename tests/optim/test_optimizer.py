@@ -573,3 +573,15 @@ def test_value_made_to_require_grad_in_place_is_refused_before_any_change(name):
     with pytest.raises(RuntimeError, match='requires grad'): opt.step()
     assert_unchanged(before, snapshot(ps[:-1], opt))
     ps[-1].value.requires_grad_(False); opt.step(); assert opt.step_count == 2
+
+
+@pytest.mark.parametrize('name', list(MAKE_OPT))
+def test_gradient_made_to_require_grad_in_place_is_refused_before_any_change(name):
+    "`requires_grad_()` on a gradient, in place, moves no counter either: refused at once, nothing recorded by autograd."
+    ps, opt = model_and_opt(name)
+    ps[-1].grad.requires_grad_()
+    before = snapshot(ps, opt)
+    with pytest.raises(ValueError, match='the gradient of parameter 3 requires grad'): opt.step()
+    assert_unchanged(before, snapshot(ps, opt))
+    assert all(p.value.grad_fn is None and not p.value.requires_grad for p in ps)
+    ps[-1].grad.requires_grad_(False); opt.step(); assert opt.step_count == 2
