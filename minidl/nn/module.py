@@ -263,6 +263,10 @@ class SavesForBackward:
 # %% ../../nbs/00_module.ipynb #20345634
 _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by errors that point to a page
 
+# what modules remember of their last full checks (keyed on `Parameter._edits`): not copied with them
+_CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_key', '_fast_grad_key', '_fast_forward',
+                         '_fast_backward'})
+
 class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
@@ -302,6 +306,11 @@ class Module(SavesForBackward):
             try: check(g)
             except Exception as e: return e
         return refused
+
+    def __getstate__(self) -> dict:
+        ("What `pickle` and `copy.deepcopy` copy: everything but what the last checks saw (`_CHECK_KEYS`), so that "
+         "a copy checks everything at its first call (in another process the edit counters start again).")
+        return {k: v for k, v in self.__dict__.items() if k not in _CHECK_KEYS}
 
     def forward(self,
                 x: torch.Tensor, # input

@@ -622,3 +622,19 @@ def test_hooks_fire_inside_residual_and_transformer_block():
         < bwd.index('block.norm1')
     )
     assert gx.shape == x.shape
+
+
+@pytest.mark.parametrize('copier', [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))])
+def test_a_copied_module_checks_everything_at_its_first_call(copier, monkeypatch):
+    "A copy leaves the keys of its checks behind: in another process the edit counter could meet them by chance."
+    from minidl.nn import module as module_module
+    model = Sequential(Linear(3, 4, dtype=torch.float64), ReLU(), Linear(4, 2, dtype=torch.float64))
+    x = torch.randn(5, 3, dtype=torch.float64)
+    model.backward(torch.ones_like(model(x))); model(x)  # the checks' keys are recorded, the fast path learned
+    recorded = Parameter._edits
+    c = copier(model)
+    assert not any(module_module._CHECK_KEYS & vars(m).keys() for m in (c, *c.layers))
+    assert torch.equal(c(x), model(x))
+    c.layers[0].weight.value = torch.zeros(4, 2, dtype=torch.float64)   # a wrong shape...
+    monkeypatch.setattr(Parameter, '_edits', recorded)                 # ...where the counter meets the recorded value
+    with pytest.raises(RuntimeError, match=r"Linear's weight has shape \(4, 2\), expected \(4, 3\)"): c(x)
