@@ -263,3 +263,24 @@ def test_distributed_two_processes(tmp_path):
     res = json.loads((tmp_path/'dp'/'results.json').read_text())
     assert res['settings']['distributed']['world_size'] == 2 and len(res['transformer']['val_nll']) == 1
     assert r.stdout.count('Transformer') == 1  # rank 0 alone prints the table
+
+
+def test_names_budget_steps_and_carry():
+    from names_budget import BUDGET_S, REFERENCE_MS, carry, mlp_step, reference_step
+    for make in (reference_step, mlp_step):
+        step = make()
+        step(); step()  # two steps of each run
+    r = carry({'reference': 40.0, 'transformer': 120.0, 'mlp': 4.0})
+    t = r['transformer']
+    assert t['per_reference_step'] == 3.0 and t['seconds_here'] == MODELS['transformer'].steps * 0.120
+    assert t['seconds_there'] == pytest.approx(MODELS['transformer'].steps * 3.0 * REFERENCE_MS / 1000)
+    assert t['within_budget'] == (t['seconds_there'] <= BUDGET_S)
+    assert t['steps_in_budget'] == int(BUDGET_S * 1000 / (3.0 * REFERENCE_MS))
+    assert r['mlp']['per_reference_step'] == 0.1
+
+
+def test_names_budget_bad_rounds_one_line_exit_2(capsys):
+    from names_budget import main
+    with pytest.raises(SystemExit) as e: main(['--rounds', '0'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and '--rounds must be at least 1, got 0' in err
