@@ -89,8 +89,8 @@ def carry(ms: dict) -> dict:
     for name in ('transformer', 'mlp'):
         steps, ratio = MODELS[name].steps, ms[name] / ms['reference']
         there = steps * ratio * REFERENCE_MS / 1000
-        out[name] = dict(steps=steps, ms_per_step=ms[name], per_reference_step=ratio, seconds_here=steps * ms[name] / 1000,
-                         seconds_there=there, within_budget=there <= BUDGET_S,
+        out[name] = dict(steps=steps, ms_per_step=ms[name], per_reference_step=ratio,
+                         seconds_here=steps * ms[name] / 1000, seconds_there=there, within_budget=there <= BUDGET_S,
                          steps_in_budget=int(BUDGET_S * 1000 / (ratio * REFERENCE_MS)))
     return out
 

@@ -373,6 +373,6 @@ def test_adam_step_after_grad_reshaped_in_place_is_refused():
 def test_cross_entropy_bad_index_is_diagnosed_after_torch_refuses():
     ce = LossCrossEntropy()
     ce(torch.randn(3, 4), torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match=r'class indices in \[0, 4\) .* got values in \[0, 7\]'):
+    with pytest.raises(IndexError, match=r'class indices in \[0, 4\) .* got values in \[0, 7\]'):
         ce(torch.randn(3, 4), torch.tensor([0, 7, 2]))
     with pytest.raises(RuntimeError, match='its last forward failed'): ce.backward()

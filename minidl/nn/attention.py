@@ -30,7 +30,8 @@ def _causal_mask(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
 def _softmax_rows(s: torch.Tensor) -> torch.Tensor:
     ("The softmax of each row of the scores `s` (its last dimension); rows shorter than 16 are done in place, "
      "as four whole-tensor operations.")
-    if s.shape[-1] >= 16: return s.softmax(-1)                 # torch's row kernel: fast on rows of whole vectors
+    # torch's row kernel: fast on rows of whole vectors (and no maximum to take of rows of length 0)
+    if s.shape[-1] >= 16 or not s.shape[-1]: return s.softmax(-1)
     e = s.sub_(s.amax(-1, keepdim=True)).exp_()                # e^(S - max): the same rows, no overflow
     return e.div_(e.sum(-1, keepdim=True))                     # each row divided by its sum
 
@@ -104,7 +105,7 @@ class CausalSelfAttention(Module):
         o = torch.bmm(pd, v)                                                           # O = P~ V
         o = o.view(B, H, T, D).transpose(1, 2).reshape(B * T, E)                       # heads side by side
         y = self.out_proj(o)                                                           # O W_out^T + b_out
-        self._save_for_backward(x2, q, k, v, p, pd, noise, B, T)
+        self._save_for_backward(x2, q, k, v, p, pd, noise, B, T, w)  # W_in too: dL/dX = dQKV W_in
         self.attn_weights = p.view(B, H, T, T)
         return y.view(B, T, E)
 
@@ -113,7 +114,7 @@ class CausalSelfAttention(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dX, `(B, T, E)`
         "Accumulate the four parameters' gradients; return dL/dX (the derivation above, no Jacobian materialised)."
-        x2, q, k, v, p, pd, noise, B, T = self._saved
+        x2, q, k, v, p, pd, noise, B, T, w_in = self._saved
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
         go = self.out_proj.backward(grad_output.reshape(B * T, E))                     # dO (and dL/dW_out, dL/db_out)
@@ -130,7 +131,7 @@ class CausalSelfAttention(Module):
         w.grad.addmm_(gqkv.t(), x2)                                                    # dL/dW_in = dQKV^T X
         if b is not None: b.grad.addmv_(gqkv.t(), _ones(B * T, x2.dtype, x2.device))   # dL/db_in = dQKV^T 1
         if not input_grad: return None
-        return torch.mm(gqkv, w.value).view(B, T, E)                                   # dL/dX = dQKV W_in
+        return torch.mm(gqkv, w_in).view(B, T, E)                                      # dL/dX = dQKV W_in
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "
@@ -192,6 +193,12 @@ def _check_input(self, x) -> torch.Tensor:
                            f"{x.device}: move one of them with .to()")
     self._seen = edits
     return x
+
+@_method_of(CausalSelfAttention)
+def _ready(self):
+    "Its own saved state and its output projection's (see `Module._ready`)."
+    Module._ready(self)
+    Module._ready(self.out_proj)
 
 @_method_of(CausalSelfAttention)
 def _check_grad_output(self, g) -> torch.Tensor:

@@ -19,11 +19,13 @@ from .module import Module, Parameter, _check_accumulators, _method_of, _not_cal
 __all__ = ['Sequential', 'Residual']
 
 # %% ../../nbs/13_container.ipynb #a9db0cd3
-def _leaves(modules):
-    "Every module in `modules`, descending into nested `Sequential`s."
+def _leaves(modules, inside: frozenset = frozenset()):
+    ("Every module in `modules` and, depth first, every module inside them (a nested `Sequential`'s layers, a "
+     "`Residual`'s block, a Transformer block's activation...); a module that holds one of its own ancestors stops "
+     "there.")
     for m in modules:
         yield m
-        if isinstance(m, Sequential): yield from _leaves(m.layers)
+        if id(m) not in inside: yield from _leaves(m.children(), inside | {id(m)})
 
 def _check_name(k):
     "Check a module name of an `OrderedDict`: a non-empty string without '.', not an attribute of `Sequential`."
@@ -35,8 +37,8 @@ def _check_name(k):
         )
 
 def _check_new(seq, modules, others: tuple, names: tuple = ()):
-    ("Check `modules` are Module instances and no instance appears twice among them, `others`, and their "
-     "nested Sequentials.")
+    ("Check `modules` are Module instances and no instance appears twice among them, `others`, and the "
+     "modules inside them.")
     for i, m in enumerate(modules):
         where = f"position {i}" if not names or names[i] == str(i) else f"name {names[i]!r}"
         if not isinstance(m, Module):
@@ -100,21 +102,22 @@ class Sequential(Module):
         # as in the last checked call: every gradient is known to pass
         if key is not None and key == self._fast_grad_key:
             rest, (m0, f0) = self._fast_backward
-            try:
-                for m, f in rest:
-                    if (s := m._saved) is not None:           # what the module saved is unchanged (metadata only)
-                        for o, v in zip(s, m._versions):
-                            if v is not None and o._version != v: m._raise_modified()
-                    g = f(m, g)                               # its maths alone
-                m = m0
-                if (s := m._saved) is not None:
+            # what every module saved is there and unchanged (metadata only), before any of them accumulates
+            for m in self._fast_leaves:
+                if (s := m._saved) is None: m._ready()            # dropped by a failed forward: raises
+                else:
                     for o, v in zip(s, m._versions):
                         if v is not None and o._version != v: m._raise_modified()
+            for m in self._fast_composites: m._ready()           # a block asks its own modules too
+            try:
+                for m, f in rest: g = f(m, g)                     # each module's maths alone
+                m = m0
                 return f0(m, g) if input_grad else f0(m, g, input_grad=False)
             except Exception as refused: raise _explained(m, g, refused, grad=True) from None
         layers = self.layers
         for c in layers:  # every .grad fits before any is added to (named as the module's own check names it)
             for name, m in c.named_modules(): _check_accumulators(m, name or type(c).__name__)
+        self._ready()     # and every module's saved state is there and unchanged
         for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
         if not layers: return g if input_grad else None
         # the flag is passed only to skip
@@ -124,6 +127,11 @@ class Sequential(Module):
 
     # the key of the last forward, and of the last checked forward and backward
     _ran = _fast_key = _fast_grad_key = None
+
+    def _ready(self):
+        "The saved state of the container and of every module in it (see `Module._ready`)."
+        Module._ready(self)
+        for m in reversed(self.layers): m._ready()  # in backward's order
 
     def named_children(self) -> list[tuple[str, Module]]:
         ("The modules with their names: `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`), or the "
@@ -207,6 +215,10 @@ def _learn(seq: Sequential, key):
     if key is not None:
         back = [(m, b) for m, _, b in reversed(fast)]
         seq._fast_forward, seq._fast_backward = [(m, f) for m, f, _ in fast], (back[:-1], back[-1])
+        # in backward's order: the modules whose saved state is their own (checked inline), and those that also
+        # ask their modules
+        seq._fast_leaves = tuple(m for m, _ in back if type(m)._ready is Module._ready)
+        seq._fast_composites = tuple(m for m, _ in back if type(m)._ready is not Module._ready)
     return key
 
 def _explained(m: Module, x, refused: Exception, grad: bool = False) -> Exception:
@@ -261,6 +273,12 @@ def _accept_grad(self, g):
     "The gradient as it is (the block checks it), once a complete forward came first."
     if self._saved is None: raise _not_called(type(self).__name__, self._why)
     return g
+
+@_method_of(Residual)
+def _ready(self):
+    "Its own saved state and its block's (see `Module._ready`)."
+    Module._ready(self)
+    self.block._ready()
 
 @_method_of(Residual)
 def _shape_error(self, x) -> Exception | None:

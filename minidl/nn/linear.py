@@ -85,11 +85,12 @@ class Linear(Module):
                 # leading dimensions
                 x: torch.Tensor,
                ) -> torch.Tensor: # output of shape `(*, out_features)`
-        "Compute `x @ weight.T + bias` and keep `x` for `backward`."
+        "Compute `x @ weight.T + bias` and keep `x` and the weight for `backward`."
         x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)       # (*, in) as a matrix X of shape (M, in)
         w, b = self.weight.value, self.bias
         y = torch.mm(x2, w.t()) if b is None else torch.addmm(b.value, x2, w.t())  # Y = X W^T + b, in one kernel
-        self._saved, self._versions = (x,), (x._version,)  # `_save_for_backward(x)`, written out on this hot path
+        # `_save_for_backward(x, w)`, written out on this hot path: an in-place edit of either before backward raises
+        self._saved, self._versions = (x, w), (x._version, w._version)
         return y if x2 is x else y.view(*x.shape[:-1], self.out_features)
 
     def backward(self,
@@ -97,14 +98,14 @@ class Linear(Module):
                  input_grad: bool = True, # `False`: skip dL/dx (the input is data) and return `None`
                 ) -> torch.Tensor | None: # dL/dx, shape `(*, in_features)` (the input's)
         "Accumulate dL/dW = G^T X and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = G W."
-        (x,) = self._saved
+        x, w = self._saved
         x2, g = x, grad_output
         if x.dim() != 2: x2, g = x.reshape(-1, self.in_features), g.reshape(-1, self.out_features)  # (*, in) as (M, in)
         gt = g.t()
         self.weight.grad.addmm_(gt, x2)                                         # dL/dW += G^T X
         if self.bias is not None: self.bias.grad.addmv_(gt, self._ones_for(x2))   # dL/db += G^T 1
         if not input_grad: return None
-        gx = torch.mm(g, self.weight.value)                                     # dL/dX  = G W
+        gx = torch.mm(g, w)                                                     # dL/dX  = G W
         return gx if x2 is x else gx.view_as(x)
 
     _ones_cache = (None, 0, None)  # (weight.value, batch size, vector of ones) used by the last backward
@@ -193,7 +194,7 @@ def _check_input(self, x) -> torch.Tensor:
 @_method_of(Linear)
 def _check_grad_output(self, g) -> torch.Tensor:
     "Every check of an upstream gradient, of the parameters and of their gradient buffers, in order."
-    (x,) = self._saved_tensors()
+    x = self._saved_tensors()[0]
     g = check_grad(g, 'Linear', shape=x.shape[:-1] + (self.out_features,), dtype=x.dtype, device=x.device)
     edits = Parameter._edits
     self._check_parameters()

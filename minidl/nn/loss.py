@@ -292,8 +292,8 @@ class LossCrossEntropy(Loss):
     _softmax_over_classes = True
     def __init__(self,
                  weight: torch.Tensor | None = None, # weight of each class, shape `(C,)` (default: all 1)
+                 *, # (the others by name: torch's second and fourth are the deprecated size_average and reduce)
                  label_smoothing: float = 0.0, # mix the target with the uniform distribution, in [0, 1]
-                 *,
                  # targets equal to it add nothing, and the mean is over the others (class indices only)
                  ignore_index: int = -100,
                  # 'mean' (weighted mean over the samples), 'sum', or 'none' (one loss per sample)
@@ -442,9 +442,10 @@ class LossCrossEntropy(Loss):
                 raise TypeError(f"{who} expects class probabilities of the logits' dtype {x.dtype}, got {target.dtype}")
             target = target.detach()
         else:
+            if target.dtype == torch.uint8: target = target.long()  # torch takes Byte class indices too
             if target.dtype != torch.int64:
-                raise TypeError(f"{who} expects class indices of dtype torch.int64 (or probabilities of "
-                                f"dtype {x.dtype}), got {target.dtype} (convert with .long())")
+                raise TypeError(f"{who} expects class indices of dtype torch.int64 or torch.uint8 (or "
+                                f"probabilities of dtype {x.dtype}), got {target.dtype} (convert with .long())")
             if target.shape != idx_shape:
                 raise ValueError(f"{who} expects class indices of shape {fmt_shape(idx_shape)} for logits "
                                  f"{fmt_shape(x.shape)}, got {fmt_shape(target.shape)}")
@@ -479,7 +480,7 @@ class LossCrossEntropy(Loss):
         "The error for class indices outside [0, C) (error path only: it reads the indices back)."
         bad = t[t != self.ignore_index]
         lo, hi = int(bad.min()), int(bad.max())
-        return ValueError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} "
+        return IndexError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} "
                           f"classes, got values in [{lo}, {hi}] (besides ignore_index={self.ignore_index}, "
                           "whose targets are skipped)")
 

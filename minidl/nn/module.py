@@ -229,6 +229,12 @@ class SavesForBackward:
     def _raise_modified(self):
         for i, (o, v) in enumerate(zip(self._saved, self._versions)):
             if v is not None and o._version != v:
+                params = self.named_parameters() if isinstance(self, Module) else ()  # (a loss has none)
+                if (name := next((n for n, p in params if p.value is o), None)) is not None:
+                    raise RuntimeError(f"{type(self).__name__}.backward: the parameter {name} was modified by an "
+                                       f"inplace operation after forward (version {o._version}, expected {v}), such "
+                                       "as an optimizer step or an edit between forward and backward: call backward "
+                                       "before changing the parameters, or run forward again")
                 raise RuntimeError(f"{type(self).__name__}.backward: a tensor saved by forward (saved tensor "
                                    f"{i}, shape {fmt_shape(o.shape)}) was modified by an inplace operation "
                                    f"after forward (version {o._version}, expected {v}): clone it before "
@@ -265,7 +271,7 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 
 # what modules remember of their last full checks (keyed on `Parameter._edits`): not copied with them
 _CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_key', '_fast_grad_key', '_fast_forward',
-                         '_fast_backward'})
+                         '_fast_backward', '_fast_leaves', '_fast_composites'})
 
 class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
@@ -306,6 +312,17 @@ class Module(SavesForBackward):
             try: check(g)
             except Exception as e: return e
         return refused
+
+    def _ready(self):
+        ("Raise what `backward` would raise on the saved state (dropped by a failed forward or a cast, or a tensor "
+         "modified in place since forward). Composite modules also ask their children, and a container asks every "
+         "module before any of them accumulates, so that a refused backward leaves every gradient as it was.")
+        s = self._saved
+        if s is None:  # dropped, if it ever saved (a module of the user's that keeps its own state never does)
+            if self._why is not None and '_versions' in vars(self): raise _not_called(type(self).__name__, self._why)
+            return
+        for o, v in zip(s, self._versions):
+            if v is not None and o._version != v: self._raise_modified()
 
     def __getstate__(self) -> dict:
         ("What `pickle` and `copy.deepcopy` copy: everything but what the last checks saw (`_CHECK_KEYS`), so that "

@@ -113,7 +113,7 @@ class _BatchNorm(Module):
             xc = x - self.running_mean.view(view)
             s = (self.running_var + self.eps).rsqrt_().view(view)
         xhat = xc.mul_(s)
-        self._save_for_backward(xhat, s, batch_stats)
+        self._save_for_backward(xhat, s, batch_stats, self.weight.value if self.affine else None)  # gamma: see backward
         if not self.affine: return xhat
         if self.bias is None: return xhat * self.weight.value.view(view)
         return torch.addcmul(self.bias.value.view(view), xhat, self.weight.value.view(view))  # beta + xhat * gamma
@@ -133,7 +133,7 @@ class _BatchNorm(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dx
         "Accumulate dL/dweight = sum G xhat and dL/dbias = sum G; return dL/dx (three-term formula in training mode)."
-        (xhat, s, batch_stats), g = self._saved, grad_output
+        (xhat, s, batch_stats, gamma), g = self._saved, grad_output
         C, dims = self.num_features, (0, *range(2, xhat.dim()))
         view = (1, C) + (1,) * (xhat.dim() - 2)
         need_sums = self.affine or (batch_stats and input_grad)
@@ -144,7 +144,7 @@ class _BatchNorm(Module):
             self.weight.grad.add_(sum_gx)  # in place: the gradient tensors stay those last checked
             if self.bias is not None: self.bias.grad.add_(sum_g)
         if not input_grad: return None
-        scale = s if not self.affine else s * self.weight.value.view(view)  # gamma s
+        scale = s if not self.affine else s * gamma.view(view)  # gamma s
         if not batch_stats: return g * scale
         m = xhat.numel() // C
         return _normalization_input_grad(g, xhat, sum_g.view(view) / m, sum_gx.view(view) / m, scale)
@@ -213,8 +213,10 @@ class LayerNorm(Module):
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
                 ):
         shape = self.normalized_shape = _check_normalized_shape(normalized_shape, 'LayerNorm')
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise ValueError(f"LayerNorm expects eps to be a number >= 0, got {eps!r}")
+        # (eps = 0: a constant row would divide 0 by 0, which rounding can turn into finite nonsense instead of NaN)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+            raise ValueError(f"LayerNorm expects eps to be a finite number > 0 (it keeps a constant row from "
+                             f"dividing 0 by 0), got {eps!r}")
         for name, v in (('elementwise_affine', elementwise_affine), ('bias', bias)):
             if not isinstance(v, bool): raise TypeError(f"LayerNorm expects {name} to be True or False, got {v!r}")
         device, dtype = _parse_device('LayerNorm', device), _parse_dtype('LayerNorm', dtype)
@@ -242,7 +244,8 @@ class LayerNorm(Module):
         # |x - mu| overflowed (|x| ~ 1e154 in float64, 1e19 in float32): s = 0 would return the bias, NaN says it
         s.add_(n, alpha=0)                                       # + 0 n: 0, or NaN where n is infinite
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
-        self._save_for_backward(xhat, s, x.shape)
+        # gamma too: backward multiplies by it
+        self._save_for_backward(xhat, s, x.shape, None if w is None else w.value)
         if w is None: return xhat if x2 is x else xhat.view_as(x)
         gamma = w.value if k == 1 else w.value.view(F)           # the parameters as rows of F (a view only when k > 1)
         # beta + gamma xhat
@@ -255,7 +258,7 @@ class LayerNorm(Module):
                 ) -> torch.Tensor | None: # dL/dx
         ("Accumulate dL/dweight = sum G xhat and dL/dbias = sum G over the rows; return dL/dx = s (ghat - "
          "mean ghat - xhat mean(ghat xhat)).")
-        xhat, s, _ = self._saved
+        xhat, s, _, gamma = self._saved
         # flat: the parameters are rows of F already
         w, b, F, flat = self.weight, self.bias, self._F, len(self.normalized_shape) == 1
         g = grad_output if flat and grad_output.dim() == 2 else grad_output.reshape(-1, F)  # rows (M, F)
@@ -274,7 +277,7 @@ class LayerNorm(Module):
             w.grad.add_(gx.sum(0).view(w.grad.shape))            # dL/dgamma = sum over rows of G xhat
             if b is not None: b.grad.add_(g.sum(0).view(b.grad.shape))  # dL/dbeta = sum over rows of G
         if not input_grad: return None
-        gamma = w.value if flat else w.value.view(F)
+        if not flat: gamma = gamma.view(F)
         # both means are matrix-vector products scaled by -1/F (beta=0: `ones` only gives the shape), columns (M, 1)
         neg_mean_g = torch.addmv(ones, g, gamma, beta=0, alpha=-1 / F).unsqueeze_(1)    # -mean ghat = -G gamma / F
         neg_mean_gx = torch.addmv(ones, gx, gamma, beta=0, alpha=-1 / F).unsqueeze_(1)  # -mean ghat xhat
@@ -296,7 +299,8 @@ class LayerNorm(Module):
             w.value.dtype != x.dtype
             or w.value.device != x.device
             or w.value.shape != self.normalized_shape
-            or (b is not None and b.value.shape != self.normalized_shape)
+            or (b is not None and (b.value.shape != self.normalized_shape or b.value.dtype != x.dtype
+                                   or b.value.device != x.device))
         ):
             raise self._input_error(x)
         return x
@@ -304,7 +308,7 @@ class LayerNorm(Module):
     def _accept_grad(self, g) -> torch.Tensor:
         ("A gradient of the input's shape, dtype and device; every `.grad` fits its parameter (checked after "
          "an assignment).")
-        xhat, _, shape = self._saved
+        xhat, _, shape, _ = self._saved
         if not (type(g) is _Tensor and g.shape == shape and g.dtype == xhat.dtype and not g.requires_grad
                 and g.device == xhat.device):  # the usual call: one combined test
             g = check_grad(g, 'LayerNorm', shape=shape, dtype=xhat.dtype, device=xhat.device)
@@ -324,6 +328,10 @@ class LayerNorm(Module):
             if p is not None and p.value.shape != ns:
                 return RuntimeError(f"LayerNorm's {name} has shape {fmt_shape(p.value.shape)}, expected "
                                     f"{fmt_shape(ns)}: load values with load_state_dict, which checks them")
+        if (b := self.bias) is not None and (b.value.dtype, b.value.device) != (w.value.dtype, w.value.device):
+            return RuntimeError(f"LayerNorm's weight is {w.value.dtype} on {w.value.device} but its bias is "
+                                f"{b.value.dtype} on {b.value.device} (a parameter was cast on its own): cast the "
+                                "whole layer with ln.to(...)")
         if x.dtype != w.value.dtype:
             return TypeError(f"LayerNorm has {w.value.dtype} parameters but got a {x.dtype} input: "
                              f"convert one of them (x.to({w.value.dtype}) or ln.to(dtype={x.dtype}))")

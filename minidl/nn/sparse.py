@@ -28,6 +28,13 @@ class Embedding(Module):
                  embedding_dim: int, # size D of each vector
                  # a row kept at zero that receives no gradient (negative counts from the end)
                  padding_idx: int | None = None,
+                 # torch's options that change the maths (renormalised rows, scaled or sparse gradients): not in
+                 # minidl, refused unless left at torch's defaults
+                 max_norm: float | None = None,
+                 norm_type: float = 2.0,
+                 scale_grad_by_freq: bool = False,
+                 sparse: bool = False,
+                 *,
                  device=None, # device of the table (default: CPU)
                  dtype=None, # floating-point dtype of the table (default: `torch.get_default_dtype()`)
                  # random generator for the initialisation (default: torch's global one)
@@ -45,6 +52,11 @@ class Embedding(Module):
                                  f"(num_embeddings={V}), got {padding_idx!r}")
             padding_idx = int(padding_idx) % V  # as torch: -1 is the last row
         self.padding_idx = padding_idx
+        for name, v, default in (('max_norm', max_norm, None), ('norm_type', norm_type, 2.0),
+                                 ('scale_grad_by_freq', scale_grad_by_freq, False), ('sparse', sparse, False)):
+            if not (v is default or (type(v) in (int, float) and v == default)):
+                raise NotImplementedError(f"Embedding: {name}={v!r} is torch.nn.Embedding's, not minidl's (which has "
+                                          f"its maths only with {name}={default!r}); leave it out")
         device, dtype = _parse_device('Embedding', device), _parse_dtype('Embedding', dtype)
         self.weight = Parameter(torch.empty(V, D, device=device, dtype=dtype))
         self.reset_parameters(generator)

@@ -34,6 +34,7 @@ class TransformerBlock(Module):
                  dropout: float = 0.0,
                  activation: str | Module = 'gelu', # `'gelu'`, `'relu'`, or a minidl module
                  layer_norm_eps: float = 1e-5, # eps of both LayerNorms
+                 *, # (the others by name: torch's next two are batch_first and norm_first, which this block fixes)
                  bias: bool = True, # biases in the linear layers, the attention and the LayerNorms
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
@@ -122,7 +123,13 @@ def _accept_grad(self, g):
     if self._saved is None: raise _not_called(type(self).__name__, self._why)
     seen, modules = self._seen_grads, tuple(_tree(self, []))
     if seen[0] != Parameter._edits or seen[1] != modules: self._check_parameters(modules)
+    for m in modules: Module._ready(m)  # what every module saved is there and unchanged, before any accumulates
     return g
+
+@_method_of(TransformerBlock)
+def _ready(self):
+    "The saved state of the block and of every module in it (see `Module._ready`)."
+    for m in _tree(self, []): Module._ready(m)
 
 @_method_of(TransformerBlock)
 def _check_parameters(self, modules: tuple):

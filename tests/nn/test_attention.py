@@ -6,7 +6,7 @@ from helpers import SETTINGS, causal_bool, compare_params, randomise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidl import CausalSelfAttention, Linear, Sequential, gradcheck
+from minidl import CausalSelfAttention, Linear, Sequential, TransformerBlock, gradcheck
 from minidl.testing import assert_close, assert_unchanged, snapshot
 
 F64 = torch.float64
@@ -193,3 +193,15 @@ def test_attention_in_a_sequential_fast_path_equals_checked_calls():
     with pytest.raises(RuntimeError, match='in_proj_weight.grad has shape'): a.backward(g)
     a[0].in_proj_weight.grad = snap[0][0][1].clone()
     assert_unchanged(snap, snapshot(a))
+
+
+@pytest.mark.parametrize('make', [lambda: CausalSelfAttention(8, 2, dtype=torch.float64),
+                                  lambda: TransformerBlock(8, 2, 16, dtype=torch.float64)])
+def test_a_sequence_of_length_zero_gives_an_empty_output_as_torch(make):
+    m = make()
+    x = torch.randn(2, 0, 8, dtype=torch.float64)
+    y = m(x)
+    assert y.shape == (2, 0, 8)
+    dx = m.backward(torch.ones_like(y))
+    assert dx.shape == (2, 0, 8)
+    assert all(not p.grad.any() for p in m.parameters())  # nothing to learn from no position

@@ -261,3 +261,16 @@ def test_sequential_backward_refuses_a_bad_grad_before_any_layer_accumulates():
     before = [p.grad.clone() for p in m[2].parameters()]
     with pytest.raises(RuntimeError, match=r'weight\.grad has shape \(7\)'): m.backward(g)
     assert all(torch.equal(b, p.grad) for b, p in zip(before, m[2].parameters()))
+
+
+def test_a_module_shared_inside_two_children_is_refused():
+    "Two blocks given the same activation (or a layer beside a residual around it) would overwrite its saved state."
+    from minidl import GELU, Residual, TransformerBlock
+    act = GELU()
+    with pytest.raises(ValueError, match=r'the module GELU\(approximate=.none.\) appears more than once'):
+        Sequential(TransformerBlock(8, 2, 16, activation=act), TransformerBlock(8, 2, 16, activation=act))
+    lin = Linear(3, 3)
+    with pytest.raises(ValueError, match='appears more than once'): Sequential(Residual(lin), lin)
+    seq = Sequential(Residual(Linear(3, 3)))
+    with pytest.raises(ValueError, match='appears more than once'): seq.append(Residual(seq[0].block))
+    assert len(seq) == 1  # refused before anything changed

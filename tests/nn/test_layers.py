@@ -275,3 +275,81 @@ def test_inputs_that_require_grad_leave_no_autograd_history():
         y = m(x)
         assert not y.requires_grad and y.grad_fn is None
         assert not m.backward(torch.ones_like(y)).requires_grad
+
+
+# (module, input shape, the parameter its backward multiplies by): an in-place edit of it between forward and
+# backward (an optimizer step, a clamp) would mix the forward's activations with the new weights
+WEIGHTED = [
+    (lambda: Linear(3, 2, dtype=F64), (4, 3), 'weight'),
+    (lambda: LayerNorm(5, dtype=F64), (2, 3, 5), 'weight'),
+    (lambda: LayerNorm((3, 5), dtype=F64), (2, 3, 5), 'weight'),
+    (lambda: BatchNorm1d(3, dtype=F64), (4, 3), 'weight'),
+    (lambda: CausalSelfAttention(4, 2, dtype=F64), (2, 3, 4), 'in_proj_weight'),
+    (lambda: CausalSelfAttention(4, 2, dtype=F64), (2, 3, 4), 'out_proj.weight'),
+    (lambda: TransformerBlock(4, 2, 8, dtype=F64), (2, 3, 4), 'linear1.weight'),
+    (lambda: TransformerBlock(4, 2, 8, dtype=F64), (2, 3, 4), 'self_attn.in_proj_weight'),
+    (lambda: Sequential(Linear(3, 4, dtype=F64), Tanh(), Linear(4, 2, dtype=F64)), (5, 3), '0.weight'),
+]
+
+
+def _named(m, name): return dict(m.named_parameters())[name]
+
+
+@pytest.mark.parametrize('make,shape,name', WEIGHTED)
+def test_parameter_edited_in_place_between_forward_and_backward_is_refused(make, shape, name):
+    m = make()
+    x = torch.randn(*shape, dtype=F64)
+    for _ in range(2): m.backward(torch.ones_like(m(x)))  # a container's fast path learned too
+    y = m(x)
+    _named(m, name).value.mul_(2)
+    before = snapshot(m)
+    with pytest.raises(RuntimeError, match='the parameter .*weight was modified by an inplace operation after forward'):
+        m.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(m))  # no gradient accumulated by the refused call
+
+
+@pytest.mark.parametrize('make,shape,name', WEIGHTED)
+def test_parameter_replaced_between_forward_and_backward_differentiates_the_forward_that_ran(make, shape, name):
+    m = make()
+    x = torch.randn(*shape, dtype=F64)
+    g = torch.randn_like(m(x)); want = m.backward(g)
+    m(x)
+    p = _named(m, name)
+    p.value = p.value * 2  # a new tensor: the forward that ran used the old one
+    assert_close(m.backward(g), want)
+
+
+def test_a_refused_backward_in_a_block_accumulates_nothing():
+    "The block's modules are all asked before the first one accumulates (an edited attention map, a failed probe)."
+    blk = TransformerBlock(4, 2, 8, dtype=F64)
+    x = torch.randn(2, 3, 4, dtype=F64)
+    for spoil, msg in [(lambda: blk.self_attn.attn_weights.mul_(2), 'modified by an inplace operation'),
+                       (lambda: pytest.raises(TypeError, blk.self_attn, x.float()), 'its last forward failed')]:
+        y = blk(x)
+        spoil()
+        before = snapshot(blk)
+        with pytest.raises(RuntimeError, match=msg): blk.backward(torch.ones_like(y))
+        assert_unchanged(before, snapshot(blk))
+        for net in (Sequential(Linear(4, 4, dtype=F64), blk, Linear(4, 4, dtype=F64)),
+                    Sequential(Residual(Sequential(blk)), Linear(4, 4, dtype=F64))):
+            for _ in range(2): net.backward(torch.ones_like(net(x)))  # the fast path learned
+            y = net(x)
+            spoil()
+            before = snapshot(net)
+            with pytest.raises(RuntimeError, match=msg): net.backward(torch.ones_like(y))
+            assert_unchanged(before, snapshot(net))
+
+
+def test_a_refused_backward_in_a_chain_accumulates_nothing():
+    "An edit of the first layer's saved input is found before the last layer accumulates, on both paths."
+    for learned in (False, True):
+        net = Sequential(Linear(3, 4, dtype=F64), Tanh(), Linear(4, 2, dtype=F64))
+        x = torch.randn(5, 3, dtype=F64)
+        if learned:
+            for _ in range(2): net.backward(torch.ones_like(net(x)))
+        y = net(x)
+        x.add_(1)
+        before = snapshot(net)
+        with pytest.raises(RuntimeError, match=r'Linear.backward: a tensor saved by forward .* inplace'):
+            net.backward(torch.ones_like(y))
+        assert_unchanged(before, snapshot(net))

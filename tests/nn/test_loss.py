@@ -59,7 +59,7 @@ def test_failed_loss_forward_then_backward_raises(loss, bad):
         else (torch.zeros(2, 3), torch.tensor([1, 2]))
     )
     l(*good)
-    with pytest.raises((ValueError, TypeError)): l(*bad())
+    with pytest.raises((ValueError, TypeError, IndexError)): l(*bad())
     assert_clear_error(RuntimeError, 'last forward failed', l.backward)
 
 
@@ -81,7 +81,7 @@ def test_bce_refuses_out_of_range_and_nan():
 # -100 is ignore_index
 @pytest.mark.parametrize('target', [torch.tensor([0, 5]), torch.tensor([0, -1]), torch.tensor([0, -99])])
 def test_cross_entropy_refuses_bad_class_indices(target):
-    assert_clear_error(ValueError, 'class indices in [0, 3)', LossCrossEntropy(), torch.zeros(2, 3), target)
+    assert_clear_error(IndexError, 'class indices in [0, 3)', LossCrossEntropy(), torch.zeros(2, 3), target)
 
 
 @pytest.mark.parametrize('target', [torch.tensor([0, 1], dtype=torch.int32), torch.tensor([True, False])])
@@ -92,7 +92,7 @@ def test_cross_entropy_refuses_non_int64_indices(target):
 @pytest.mark.parametrize('weight, smoothing', [(None, 0.0), (torch.tensor([0.2, 1.0, 3.0], dtype=F64), 0.1)])
 def test_cross_entropy_empty_batch_like_torch(weight, smoothing):
     x, t = torch.zeros(0, 3, dtype=F64), torch.zeros(0, dtype=torch.long)
-    out = LossCrossEntropy(weight, smoothing)(x, t)
+    out = LossCrossEntropy(weight, label_smoothing=smoothing)(x, t)
     ref = TF.cross_entropy(x, t, weight=weight, label_smoothing=smoothing)
     torch.testing.assert_close(out, ref, equal_nan=True)
 
@@ -237,7 +237,7 @@ def test_cross_entropy_layout_errors():
     ce = CrossEntropyLoss()
     with pytest.raises(ValueError, match=r'class indices of shape \(2, 5\) for logits \(2, 3, 5\), got \(2, 3\)'):
         ce(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match=r'class indices in \[0, 3\).*besides ignore_index=-100'):
+    with pytest.raises(IndexError, match=r'class indices in \[0, 3\).*besides ignore_index=-100'):
         ce(torch.randn(2, 3, 5), torch.full((2, 5), 3))
 
 
@@ -278,3 +278,14 @@ def test_cross_entropy(n, c, dtype, seed, probs, weighted, smoothing, scale):
     # softmax over c classes; (p - y) w_t / sum w cancels (to exactly 0 for one class): compare on its terms' scale
     terms = (w.max() / w.min()).item() / n if weighted else 1 / n
     assert_parity(ce.backward(), gx_ref, dtype, n=c, scale=terms)
+
+
+def test_cross_entropy_takes_byte_indices_and_raises_index_error_out_of_range_as_torch():
+    x, t = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    ours, ref = LossCrossEntropy(), torch.nn.CrossEntropyLoss()
+    assert torch.equal(ours(x, t.to(torch.uint8)), ours(x, t))
+    torch.testing.assert_close(ours(x, t.to(torch.uint8)), ref(x, t.to(torch.uint8)), rtol=1e-15, atol=0)
+    bad = torch.tensor([0, 1, 3, 0])
+    with pytest.raises(IndexError): ref(x, bad)
+    with pytest.raises(IndexError, match=r'class indices in \[0, 3\)'): ours(x, bad)
+    with pytest.raises(TypeError, match='positional'): LossCrossEntropy(None, 0.1)  # torch's 2nd is size_average

@@ -577,7 +577,7 @@ def test_value_made_to_require_grad_in_place_is_refused_before_any_change(name):
 
 @pytest.mark.parametrize('name', list(MAKE_OPT))
 def test_gradient_made_to_require_grad_in_place_is_refused_before_any_change(name):
-    "`requires_grad_()` on a gradient, in place, moves no counter either: refused at once, nothing recorded by autograd."
+    "`requires_grad_()` on a gradient, in place, moves no counter either: refused at once, nothing recorded."
     ps, opt = model_and_opt(name)
     ps[-1].grad.requires_grad_()
     before = snapshot(ps, opt)
