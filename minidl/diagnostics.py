@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._checks import fmt_shape
+from ._checks import check_flag, fmt_shape
 from .nn.activation import ReLU, Sigmoid, Tanh
 from .nn.module import Module, Parameter, RemovableHandle
 
@@ -26,9 +26,9 @@ __all__ = ['Collector', 'ActivationStats', 'GradientStats', 'UpdateRatios', 'Att
            'plot_lr_find']
 
 # %% ../nbs/38_diagnostics.ipynb #6990f529
-def _check_every(every, who: str) -> int:
+def _check_every(every, who: str, name: str = 'every') -> int:
     if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-        raise ValueError(f"{who} expects every to be an integer >= 1, got {every!r}")
+        raise ValueError(f"{who} expects {name} to be an integer >= 1, got {every!r}")
     return int(every)
 
 def _select(model: Module, modules, who: str) -> list[tuple[str, Module]]:
@@ -100,11 +100,9 @@ class _Series:
         "`(steps, width)` float64 on the CPU: one stack, one copy."
         if not self.values: return torch.zeros(0, width, dtype=torch.float64)
         return torch.stack([v.double() for vs in self.values for v in vs]).cpu().view(len(self.values), width)
-    def std(self, mean: Tensor, norm: Tensor) -> Tensor:
-        ("Standard deviations (n - 1 in the denominator) from the means and the Euclidean norms: Σy² = ‖y‖², "
-         "Σ(y - m)² = ‖y‖² - n m².")
-        n = torch.tensor(self.sizes, dtype=torch.float64)
-        return ((norm ** 2 - n * mean ** 2).clamp(min=0) / (n - 1)).sqrt()
+    def std(self, dev: Tensor) -> Tensor:
+        "Standard deviations (n - 1 in the denominator) from the norms of the deviations ‖y - m‖."
+        return dev / (torch.tensor(self.sizes, dtype=torch.float64) - 1).sqrt()
 
 # %% ../nbs/38_diagnostics.ipynb #edbc19bb
 def _kind(m: Module) -> str:
@@ -133,7 +131,7 @@ class ActivationStats(Collector):
                  saturation: float = 0.97, # Tanh saturated where |y| > this; Sigmoid where |2y - 1| > this
                 ):
         super().__init__(every)
-        self.bins = _check_every(bins, 'ActivationStats bins')
+        self.bins = _check_every(bins, 'ActivationStats', 'bins')
         if hist_range is not None and not (isinstance(hist_range, (tuple, list)) and len(hist_range) == 2
                                            and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in hist_range)
                                            and hist_range[0] < hist_range[1]):
@@ -158,14 +156,15 @@ class ActivationStats(Collector):
             ):
                 return
             y = y.detach()
-            # the std follows from them when read (a fused std costs 20x more here)
-            mean, norm = y.mean(), torch.linalg.vector_norm(y)
+            # the std is ‖y - m‖ / sqrt(n - 1), divided when read (a fused std costs several times more here)
+            mean = y.mean()
+            dev = torch.linalg.vector_norm(y - mean)
             if kind == 'tanh': frac = torch.count_nonzero(y.abs() > t)
             elif kind == 'sigmoid': frac = torch.count_nonzero((2 * y - 1).abs() > t)
             elif kind == 'relu': frac = torch.count_nonzero(y == 0)
             else: frac = None
             # frac: a count, divided when read
-            series.add(self.step, (mean, norm) if frac is None else (mean, norm, frac),
+            series.add(self.step, (mean, dev) if frac is None else (mean, dev, frac),
                        # on the device: nothing is read back here
                        _histogram(y, self.bins, lo, (hi - lo) / self.bins), y.numel())
         return hook
@@ -182,7 +181,7 @@ class ActivationStats(Collector):
         tab = s.table(2 if kind == 'other' else 3)
         nan = torch.full((len(tab),), math.nan, dtype=torch.float64)
         frac = tab[:, 2] / torch.tensor(s.sizes, dtype=torch.float64) if kind != 'other' else nan
-        return {'step': list(s.steps), 'mean': tab[:, 0], 'std': s.std(tab[:, 0], tab[:, 1]),
+        return {'step': list(s.steps), 'mean': tab[:, 0], 'std': s.std(tab[:, 1]),
                 'saturated': frac if kind in ('tanh', 'sigmoid') else nan, 'dead': frac if kind == 'relu' else nan}
 
     def histograms(self,
@@ -225,7 +224,7 @@ class GradientStats(Collector):
                  bins: int = 40, # histogram bins over [-scale, scale], scale = the largest |gradient| of the record
                 ):
         super().__init__(every)
-        self.bins = _check_every(bins, 'GradientStats bins')
+        self.bins = _check_every(bins, 'GradientStats', 'bins')
         self.modules = _select(model, modules, 'GradientStats')
         self.records = {n: _Series() for n, _ in self.modules}
         self.param_records: dict[str, _Series] = {}  # dotted parameter name -> norms of its gradient
@@ -247,9 +246,10 @@ class GradientStats(Collector):
                 return
             g = g.detach()
             scale, norm, mean = torch.linalg.vector_norm(g, math.inf), torch.linalg.vector_norm(g), g.mean()
+            dev = torch.linalg.vector_norm(g - mean)  # ‖g - m‖: the std, without ‖g‖² - n m²'s cancellation
             # over [-scale, scale], scale never read back (all zero: no count)
             hist = _histogram(g, bins, -scale, 2 * scale / bins)
-            series.add(self.step, (norm, mean, scale), hist, g.numel())
+            series.add(self.step, (norm, mean, scale, dev), hist, g.numel())
             if own:
                 # one call for all of them
                 norms = torch._foreach_norm([p.grad for _, p in own] + [p.value for _, p in own])
@@ -261,12 +261,12 @@ class GradientStats(Collector):
     def stats(self, name: str) -> dict[str, Tensor | list[int]]: # `step` (list) and one float64 tensor per column
         ("The recorded statistics of the gradient w.r.t. one module's output: `norm`, `mean`, `std`, `scale` "
          "(largest |g|).")
-        s = self._series(name); tab = s.table(3)
+        s = self._series(name); tab = s.table(4)
         return {
             'step': list(s.steps),
             'norm': tab[:, 0],
             'mean': tab[:, 1],
-            'std': s.std(tab[:, 1], tab[:, 0]),
+            'std': s.std(tab[:, 3]),
             'scale': tab[:, 2],
         }
 
@@ -354,7 +354,10 @@ class AttentionMaps(Collector):
         super().__init__(every)
         if not isinstance(attr, str) or not attr.isidentifier():
             raise TypeError(f"AttentionMaps expects attr to be an attribute name, got {attr!r}")
-        self.attr, self.index, self.training_only = attr, index, training_only
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"AttentionMaps expects index to be an integer (a sample of the batch), got {index!r}")
+        self.attr, self.index = attr, int(index)
+        self.training_only = check_flag(training_only, 'training_only', 'AttentionMaps')
         mods = _select(model, modules if modules is not None else Module, 'AttentionMaps')
         self.modules = [(n, m) for n, m in mods if hasattr(m, attr)]
         if not self.modules: raise ValueError(f"AttentionMaps: no module of the model has an attribute {attr!r}")
@@ -369,7 +372,13 @@ class AttentionMaps(Collector):
             w = getattr(module, self.attr, None)
             if not isinstance(w, Tensor): return
             w = w.detach()
-            maps.append((self.step, (w[self.index] if w.ndim >= 3 else w).clone()))
+            if w.ndim >= 3:
+                if not w.shape[0]: return  # an empty batch: no sample to keep
+                if not -w.shape[0] <= self.index < w.shape[0]:
+                    raise IndexError(f"AttentionMaps: index={self.index} asks for a sample of a batch of "
+                                     f"{w.shape[0]}: give an index in [{-w.shape[0]}, {w.shape[0]})")
+                w = w[self.index]
+            maps.append((self.step, w.clone()))
         return hook
 
     @property

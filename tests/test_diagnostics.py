@@ -26,8 +26,8 @@ from minidl import (
 
 
 def close(a, b, rtol=1e-10, scale=None):
-    """std from the norm and the mean: ulps x (E[y^2] / var), small for these activations; absolute floor scaled to the
-    values, or to `scale` (the size of the elements) for a mean that cancels to about 0"""
+    """std from the norm of the deviations: a few ulps; absolute floor scaled to the values, or to `scale` (the size of
+    the elements) for a mean that cancels to about 0"""
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     scale = b.nan_to_num(0).abs().max().item() if scale is None else scale
     torch.testing.assert_close(a, b, rtol=rtol, atol=1e-13 * max(scale, 1e-300), equal_nan=True)
@@ -323,3 +323,41 @@ def test_train_calls_the_collectors_and_records_training_steps_only():
     # the test evaluations and the probe: eval mode
     assert acts.records['1'].steps == [0, 3, 6] and ratios.steps == [0, 3, 6]
     assert acts.records['1'].sizes == [10 * 16] * 3  # batches of 10 rows of 16 units
+
+
+@pytest.mark.parametrize('bias', [4.0, 6.0, 8.0])
+def test_std_of_a_saturated_float32_layer_is_its_std(bias):
+    "All outputs near 1: ||y||^2 - n m^2 would subtract two nearly equal numbers; the deviations' norm does not."
+    torch.manual_seed(0)
+    net = Sequential(Linear(16, 256), Sigmoid())
+    net[0].bias.value.fill_(bias)
+    acts, grads = ActivationStats(net, modules=Sigmoid), GradientStats(net, modules=Sigmoid)
+    y = net(torch.randn(512, 16) * 0.3)
+    g = torch.full_like(y, 0.25) + 1e-4 * torch.randn_like(y)
+    net.backward(g)
+    want = y.double().std().item()
+    got = acts.stats(acts.names[0])['std'][-1].item()
+    assert want > 0 and abs(got - want) <= 1e-4 * want   # float32 outputs: a few ulps of the deviations
+    gw, gg = g.double().std().item(), grads.stats(grads.names[0])['std'][-1].item()
+    assert abs(gg - gw) <= 1e-4 * gw
+
+
+def test_attention_maps_check_index_and_flag_and_say_when_a_batch_is_too_small():
+    model = Sequential(StandIn())
+    for bad, err in [('a', TypeError), (1.5, TypeError), (True, TypeError)]:
+        with pytest.raises(err, match='AttentionMaps expects index to be an integer'): AttentionMaps(model, index=bad)
+    with pytest.raises(TypeError, match='training_only'): AttentionMaps(model, training_only='yes')
+    maps = AttentionMaps(model, index=-1)
+    model(torch.randn(0, 5, 4))             # an empty batch: nothing recorded, the forward goes on
+    model(torch.randn(3, 5, 4))
+    assert len(maps.maps['0']) == 1 and torch.equal(maps.maps['0'][0][1], model[0].attn_weights[-1])
+    maps.remove()
+    AttentionMaps(model, index=5)
+    with pytest.raises(IndexError, match=r'index=5 asks for a sample of a batch of 2: give an index in \[-2, 2\)'):
+        model(torch.randn(2, 5, 4))
+
+
+@pytest.mark.parametrize('cls', [ActivationStats, GradientStats])
+def test_bins_are_named_in_their_error(cls):
+    with pytest.raises(ValueError, match=f'{cls.__name__} expects bins to be an integer >= 1, got 0'):
+        cls(Sequential(Linear(2, 2), Tanh()), bins=0)
