@@ -9,6 +9,7 @@ __all__ = ['COMMANDS', 'commands_help', 'main']
 
 # %% ../nbs/59_main.ipynb #8f470eea
 import difflib
+import os
 import sys
 
 COMMANDS = {'circle': "train the circle task's two models (Sigmoid + BCE and Tanh + MSE, SGD); same as minidl-circle",
@@ -28,7 +29,9 @@ def main(
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ('-h', '--help'):  # no command named: the circle's options, then every command
         from minidl.experiments.circle_cli import make_parser
-        print(make_parser().format_help() + '\n' + commands_help())
+        try: print(make_parser().format_help() + '\n' + commands_help(), flush=True)
+        except BrokenPipeError:  # `| head`: the reader has what it wanted; nothing more reaches the closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if argv and not argv[0].startswith('-') and argv[0] not in COMMANDS:  # the circle takes no bare word: a typo
         near = difflib.get_close_matches(argv[0], COMMANDS, 1)

@@ -64,7 +64,10 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
     try:
         os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600): give it the usual permissions
         with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:
-            yield f
+            try: yield f
+            except RuntimeError as e:  # `torch.save` tells a failed write (a full disk) as a RuntimeError
+                if isinstance(e.__context__, OSError): raise _refused(e.__context__, path, "the write failed") from None
+                raise
             f.flush(); os.fsync(f.fileno())
         try: os.replace(tmp, path)
         except OSError as e: raise _refused(e, path, "the finished temporary file could not replace it") from None

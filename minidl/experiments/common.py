@@ -14,9 +14,11 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import typing
 from pathlib import Path
 
@@ -312,12 +314,18 @@ def interruptible(
     prog:str, # the command's name, first on the line
     written:list|None=None, # the outputs already in place (filled by `write_outputs`)
 ):
-    ("Ctrl-C in the block ends the command with one line on stderr and exit status 130 (`SystemExit`), and so "
-     "does a closed output pipe (`| head`) with status 1; what it wrote is kept whole")
+    ("Ctrl-C in the block ends the command with one line on stderr and exit status 130 (`SystemExit`), SIGTERM "
+     "(`kill`, `timeout`) with 143, and a closed output pipe (`| head`) with 1; what it wrote is kept whole")
+    def terminate(signum, frame): raise _Terminated  # unwinds like Ctrl-C: no temporary file is left behind
+    main = threading.current_thread() is threading.main_thread()  # (only the main thread may set a handler)
+    previous = signal.signal(signal.SIGTERM, terminate) if main else None
     try: yield
     except (KeyboardInterrupt, BrokenPipeError) as e:
         kept = (f"wrote {', '.join(str(p) for p in written)} before it; the other outputs are as they were" if written
                 else "nothing written")
+        if isinstance(e, _Terminated):
+            print(f"{prog}: terminated (SIGTERM); {kept}", file=sys.stderr, flush=True)
+            raise SystemExit(143) from None
         if isinstance(e, BrokenPipeError):  # the reader of the output stopped reading: stop too, as other tools do
             # nothing more reaches the closed pipe, not even Python's flush at exit
             with contextlib.suppress(OSError): os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -326,6 +334,11 @@ def interruptible(
             raise SystemExit(1) from None
         print(f"{prog}: interrupted; {kept}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+    finally:
+        if main: signal.signal(signal.SIGTERM, previous)
+
+class _Terminated(KeyboardInterrupt):
+    "SIGTERM, raised in the main thread by `interruptible`'s handler"
 
 # %% ../../nbs/40_experiments.ipynb #65aa6d31
 def mean_std(

@@ -133,8 +133,10 @@ def _figures(runs:dict)->dict[str, bytes]:
     if wrong: xs, ts, ps = (torch.stack(v) for v in list(zip(*wrong))[:3])
     else: xs, ts, ps = torch.zeros(0, 64), torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     figs['misclassified.png'] = figure_png(plot_misclassified(xs, ts, ps, models=[w[3] for w in wrong],
-        title=f"Seed {seeds[0]}: the {len(wrong)} misclassified test images of {len(tests[seeds[0]][1])} "
-              "(true→predicted)"))
+        title=f"Seed {seeds[0]}: " + (
+            f"the {len(wrong)} misclassified test images of {len(y)}" if len(runs) == 1
+            else f"{len(wrong)} misclassifications of the {len(y)} test images by the {len(runs)} models"
+        ) + " (true→predicted)"))
     if 'cnn' in runs: figs['filters.png'] = figure_png(plot_filters(runs['cnn'][0].model[1].weight.value))
     return figs
 

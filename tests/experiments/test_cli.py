@@ -456,8 +456,8 @@ def test_the_same_rules_in_every_command():
     assert make_parser().parse_args(['--lr', '1e30']).lr == [1e30]                 # large, but a float32 holds it
 
 
-def _interrupt(cmd, argv, tmp_path, wait_for: str, delay: float = 1.0):
-    ("Start a real run, send SIGINT `delay` s after `wait_for` appeared on stdout, return (code, stdout, "
+def _interrupt(cmd, argv, tmp_path, wait_for: str, delay: float = 1.0, sig=signal.SIGINT):
+    ("Start a real run, send `sig` (SIGINT) `delay` s after `wait_for` appeared on stdout, return (code, stdout, "
      "stderr); never hangs.")
     p = subprocess.Popen(cmd + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, bufsize=1)
     try:
@@ -469,7 +469,7 @@ def _interrupt(cmd, argv, tmp_path, wait_for: str, delay: float = 1.0):
             )
             if select.select([p.stdout], [], [], min(left, 1.0))[0]: seen += p.stdout.readline()
         time.sleep(delay)  # training has begun
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None: p.kill(); p.wait()
@@ -540,3 +540,39 @@ def test_python_m_minidl_help_lists_the_commands():
     for cmd in ('circle', 'digits'):
         r = subprocess.run([sys.executable, '-m', 'minidl', cmd, '--help'], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and f'   or: python -m minidl {cmd} [options]' in r.stdout.splitlines(), r.stdout
+
+
+def test_sigterm_during_training_one_line_exit_143_outputs_intact(tmp_path):
+    "`kill` or `timeout` (SIGTERM) unwinds as Ctrl-C does: one line, exit 143, no temporary file, the old outputs kept"
+    out = tmp_path / 'res'; out.mkdir()
+    (out / 'results.json').write_text('{"previous": true}\n')
+    code, _, err = _interrupt(CIRCLE, ['--epochs', '100000', '--out', str(out)], tmp_path, wait_for='circle task:',
+                              sig=signal.SIGTERM)
+    assert code == 143, err
+    last = err.replace('\r', '\n').rstrip('\n').split('\n')[-1]
+    assert last == 'minidl-circle: terminated (SIGTERM); nothing written', err
+    assert 'Traceback' not in err
+    assert sorted(p.name for p in out.iterdir()) == ['results.json']
+    assert (out / 'results.json').read_text() == '{"previous": true}\n'
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line(tmp_path):
+    "A full disk under torch.save (a file-size limit here): one line and exit 2, no traceback, no temporary file"
+    resource = pytest.importorskip('resource')
+    def limit(): resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # results fit, the checkpoint not
+    r = subprocess.run(CIRCLE + ['--epochs', '2', '--hidden', '300', '--quiet', '--out', 'o', '--save', 'm.pt'],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path, preexec_fn=limit)
+    assert r.returncode == 2, r.stderr
+    assert "cannot write m.pt: the write failed (File too large)" in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert not (tmp_path / 'm.pt').exists() and not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
+
+
+def test_python_m_minidl_help_into_a_closed_pipe_is_quiet():
+    "`python -m minidl --help | head -1`: the reader is gone, the command ends quietly, as the others do"
+    p = subprocess.Popen([sys.executable, '-m', 'minidl', '--help'], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p.stdout.close()  # before the help is written: its write meets a pipe without a reader, every time
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+    assert p.returncode == 0 and b'Traceback' not in err, err
