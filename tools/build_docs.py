@@ -1,6 +1,6 @@
 """Build the documentation site `docs/` and `README.md` from the notebooks in `nbs/`, offline and without Quarto.
 
-    python tools/build_docs.py            # rebuild docs/, README.md (+ index_files/) and nbs/sidebar.yml
+    python tools/build_docs.py            # rebuild docs/ (+ *.html.md), README.md (+ index_files/), nbs/sidebar.yml
     python tools/build_docs.py --serve    # ... then serve docs/ on http://127.0.0.1:8000
 
 Run it in the project's virtual environment (nbdev, nbconvert, smalldocs and minidl importable), with `npm` on the
@@ -19,7 +19,10 @@ is the glue nbdev and smalldocs lack, one concern per module of `tools/docsbuild
 - `katex`: the pinned KaTeX copied into the site, no web fonts: nothing loads from another host;
 - `html`: code lines with hanging indents, figures in files that enlarge, tables that scroll or stack on a phone,
   anchors that resolve;
-- `readme`: README.md from index.ipynb.
+- `mdpages`: a notebook as Markdown (nbconvert, Quarto's cell options, absolute doc links); next to each page
+  `<page>.html`, its Markdown version `<page>.html.md`, which the `Docs:` line of every module docstring names
+  (figures as links to the page's figure files, never inline);
+- `readme`: README.md from index.ipynb, with `mdpages`' conversion.
 """
 
 import argparse
@@ -35,6 +38,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 from docsbuild import ROOT, say  # noqa: E402
 from docsbuild.html import polish_pages  # noqa: E402
 from docsbuild.katex import local_css, vendor_katex  # noqa: E402
+from docsbuild.mdpages import write_pages_markdown  # noqa: E402
 from docsbuild.process import present, process_notebooks  # noqa: E402
 from docsbuild.readme import write_readme  # noqa: E402
 from docsbuild.render import render_site  # noqa: E402
@@ -54,6 +58,7 @@ def build() -> None:
     vendor_katex(out)
     local_css(out)
     polish_pages(out, c.doc_url)
+    write_pages_markdown(proc, out, c.doc_url)  # after polish_pages: the figure files it links to
     sitemap = out / "sitemap.xml"  # <lastmod> is the processed notebook's file time: different on every checkout
     if sitemap.exists():
         sitemap.write_text(

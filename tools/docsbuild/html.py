@@ -80,13 +80,18 @@ def code_lines(soup, code: Tag) -> None:
         code.append(ln)
 
 
+def figure_name(mime: str, data: bytes) -> str:
+    "Where a figure's file goes in the site, from its content (`png`, bytes): `figures/<hash>.png`."
+    return f"figures/{hashlib.sha256(data).hexdigest()[:16]}.{ {'jpeg': 'jpg', 'svg+xml': 'svg'}.get(mime, mime)}"
+
+
 def figure_file(soup, img: Tag, out: Path, up: str) -> None:
     ("Move an inline (base64) figure to `figures/<hash>.<ext>` and link it to itself: a click enlarges it "
      "(site.js shows ")
     "it in a lightbox; without JavaScript the link opens the full-size image)."
     mime, data = re.match(r"data:image/([\w+]+);base64,(.*)", img["src"], re.S).groups()
     data = base64.b64decode(re.sub(r"\s+", "", data))
-    name = f"figures/{hashlib.sha256(data).hexdigest()[:16]}.{ {'jpeg': 'jpg', 'svg+xml': 'svg'}.get(mime, mime)}"
+    name = figure_name(mime, data)
     (out / "figures").mkdir(exist_ok=True)
     (out / name).write_bytes(data)
     img["src"] = up + name
