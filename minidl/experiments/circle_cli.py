@@ -24,6 +24,7 @@ from minidl.experiments.common import (
     add_run_options,
     check_destinations,
     figure_png,
+    file_path_arg,
     int_upto,
     interruptible,
     number_in,
@@ -33,6 +34,7 @@ from minidl.experiments.common import (
     write_outputs,
 )
 
+from ..distributed import launch_info
 from ..training import TrainingDiverged
 from .circle import DEFAULTS, MODELS, results_table, run_circle, summarize
 
@@ -106,7 +108,7 @@ def make_parser()->argparse.ArgumentParser:
     )
     p.add_argument(
         '--save',
-        type=_path,
+        type=file_path_arg,
         default=None,
         metavar='PATH',
         help="also save the trained models' state dicts to PATH (torch.save; load with torch.load(PATH, "
@@ -174,6 +176,15 @@ def _state_dicts(runs:dict)->dict:
 OUT_FILES = ('results.json', 'outputs.png', 'curves.png')
 
 # %% ../../nbs/44_circle_cli.ipynb #20c965af
+def _one_process():
+    "Refuse a launch by torchrun on several processes: the circle trains in one (`ValueError`, one line)"
+    try: info = launch_info()
+    except RuntimeError: info = None  # a partial torchrun environment: not a multi-process launch
+    if info is not None and info['world_size'] > 1:
+        raise ValueError(f"launched by torchrun with WORLD_SIZE={info['world_size']}, but the circle trains in one "
+                         "process (each process would train alone and write the same files): run it without torchrun "
+                         "(the digits and names commands train data-parallel with --distributed)")
+
 def main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
 )->int: # exit status: 0 on success, 1 if training diverged, 2 for bad arguments or destinations (one line on stderr)
@@ -185,6 +196,7 @@ def main(
         try:
             lrs, decays = _per_model(args.lr, 'lr', 'lr'), _per_model(args.decay, 'decay', 'decay')
             device = resolve_device(args.device)
+            _one_process()
             check_destinations(args.out, OUT_FILES, args.save)
         except ValueError as e: parser.error(str(e))
         torch.set_num_threads(args.threads)

@@ -33,8 +33,9 @@ from ..files import _existing_ancestor, atomic_open
 # %% auto #0
 __all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int',
            'positive_float', 'int_upto', 'number_in', 'resolve_device', 'torch_threads', 'add_run_options',
-           'start_distributed', 'path_arg', 'check_destinations', 'figure_png', 'write_json', 'write_outputs',
-           'interruptible', 'mean_std', 'fmt_pm', 'TextTable', 'text_table', 'progress_bar', 'Messages', 'environment']
+           'start_distributed', 'path_arg', 'file_path_arg', 'check_destinations', 'figure_png', 'write_json',
+           'write_outputs', 'interruptible', 'mean_std', 'fmt_pm', 'TextTable', 'text_table', 'progress_bar',
+           'Messages', 'environment']
 
 # %% ../../nbs/40_experiments.ipynb #7eeb4f1d
 def _pow2(n:int)->str: return f"2**{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
@@ -215,6 +216,16 @@ def path_arg(s:str)->Path:
     "argparse type: a non-empty path"
     if not s.strip(): raise argparse.ArgumentTypeError("expected a path, got an empty string")
     return Path(s)
+
+def file_path_arg(s:str)->Path:
+    ("argparse type: a non-empty path of a file (`ck/` names a folder: `Path` would drop the slash and write a "
+     "file `ck`)")
+    p = path_arg(s)
+    if s.endswith(('/', os.sep)):
+        raise argparse.ArgumentTypeError(f"expected a file path, got {s!r}, which names a folder (it ends with "
+                                         f"{s[-1]!r}): give a file name, e.g. "
+                                         f"{s.rstrip('/' + os.sep) or '.'}/models.pt")
+    return p
 
 def _writable_folder(folder:Path, what:str):
     "Check that `folder` is, or can be created as, a folder we may write in; creates nothing"

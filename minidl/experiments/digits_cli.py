@@ -31,6 +31,7 @@ from minidl.experiments.common import (
     check_destinations,
     environment,
     figure_png,
+    file_path_arg,
     int_upto,
     interruptible,
     path_arg,
@@ -92,7 +93,7 @@ def make_digits_parser()->argparse.ArgumentParser:
     )
     p.add_argument(
         '--save',
-        type=path_arg,
+        type=file_path_arg,
         default=None,
         metavar='PATH',
         help="also save the trained models' state dicts to PATH (torch.save)",

@@ -576,3 +576,24 @@ def test_python_m_minidl_help_into_a_closed_pipe_is_quiet():
     finally:
         if p.poll() is None: p.kill(); p.wait()
     assert p.returncode == 0 and b'Traceback' not in err, err
+
+
+@pytest.mark.parametrize('cmd', ['circle', 'digits'])
+def test_save_ending_with_a_slash_is_a_folder_not_a_file(cmd, tmp_path, capsys):
+    "`--save ck/` names a folder: refused before training (pathlib would drop the slash and write a file `ck`)"
+    from minidl.__main__ import main as minidl_main
+    with pytest.raises(SystemExit) as e:
+        minidl_main([cmd, '--epochs', '1', '--out', str(tmp_path / 'o'), '--save', 'ck/'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1
+    assert "--save: expected a file path, got 'ck/', which names a folder" in err and 'ck/models.pt' in err
+    assert not (tmp_path / 'o').exists() and not Path('ck').exists()
+
+
+def test_circle_refuses_a_torchrun_launch_on_several_processes(tmp_path, monkeypatch, capsys):
+    for k, v in dict(WORLD_SIZE='2', RANK='0', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT='29500').items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit) as e: main(['--epochs', '1', '--out', str(tmp_path / 'o')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'launched by torchrun with WORLD_SIZE=2, but the circle trains in one process' in err
+    assert not (tmp_path / 'o').exists()
