@@ -55,8 +55,8 @@ class Embedding(Module):
         for name, v, default in (('max_norm', max_norm, None), ('norm_type', norm_type, 2.0),
                                  ('scale_grad_by_freq', scale_grad_by_freq, False), ('sparse', sparse, False)):
             if not (v is default or (type(v) in (int, float) and v == default)):
-                raise NotImplementedError(f"Embedding: {name}={v!r} is torch.nn.Embedding's, not minidl's (which has "
-                                          f"its maths only with {name}={default!r}); leave it out")
+                raise NotImplementedError(f"Embedding: {name}={v!r} is an option of torch's Embedding that minidl's "
+                                          f"does not have (its maths are those of {name}={default!r}); leave it out")
         device, dtype = _parse_device('Embedding', device), _parse_dtype('Embedding', dtype)
         self.weight = Parameter(torch.empty(V, D, device=device, dtype=dtype))
         self.reset_parameters(generator)
