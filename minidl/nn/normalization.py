@@ -114,7 +114,7 @@ class _BatchNorm(Module):
             s = (self.running_var + self.eps).rsqrt_().view(view)
         xhat = xc.mul_(s)
         self._save_for_backward(xhat, s, batch_stats, self.weight.value if self.affine else None)  # gamma: see backward
-        if not self.affine: return xhat
+        if not self.affine: return xhat.clone()  # a copy: the output is the caller's to edit, xhat stays for backward
         if self.bias is None: return xhat * self.weight.value.view(view)
         return torch.addcmul(self.bias.value.view(view), xhat, self.weight.value.view(view))  # beta + xhat * gamma
 
@@ -246,7 +246,8 @@ class LayerNorm(Module):
         xhat = xc.mul_(s)                                        # xhat = (x - mu) s
         # gamma too: backward multiplies by it
         self._save_for_backward(xhat, s, x.shape, None if w is None else w.value)
-        if w is None: return xhat if x2 is x else xhat.view_as(x)
+        # no parameters: a copy, since the output is the caller's to edit and xhat stays for backward
+        if w is None: return xhat.clone() if x2 is x else xhat.clone().view_as(x)
         gamma = w.value if k == 1 else w.value.view(F)           # the parameters as rows of F (a view only when k > 1)
         # beta + gamma xhat
         y = xhat * gamma if b is None else torch.addcmul(b.value if k == 1 else b.value.view(F), xhat, gamma)
