@@ -78,7 +78,8 @@ class TorchMLP(nn.Module):
 
 
 class TorchTransformer(nn.Module):
-    def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=V, ff_dropout=None):
+    def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=V, ff_dropout=None,
+                 attn_dropout=None):
         super().__init__()
         self.tok, self.pos, self.drop = (
             nn.Embedding(vocab, d_model),
@@ -95,6 +96,8 @@ class TorchTransformer(nn.Module):
         )
         if ff_dropout is not None:
             for b in self.blocks: b.dropout.p = ff_dropout  # the feed-forward hidden activations'
+        if attn_dropout is not None:
+            for b in self.blocks: b.self_attn.dropout = attn_dropout  # the attention weights'
         self.norm, self.head = nn.LayerNorm(d_model), nn.Linear(d_model, vocab)
         self.register_buffer(
             'mask', torch.triu(torch.ones(block_size, block_size, dtype=torch.bool), 1), persistent=False
@@ -123,6 +126,7 @@ def torch_twin(model):
             model.drop.p,
             model.tok.num_embeddings,
             b.dropout.p,
+            b.self_attn.dropout,
         )
     else: raise TypeError(f"torch_twin expects a names model, got {kind}")
     dtype = model.parameters()[0].value.dtype

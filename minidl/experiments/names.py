@@ -38,6 +38,7 @@ from minidl.experiments.names_data import (
 )
 
 from .. import optim as _optim
+from .._checks import check_rate
 from ..distributed import DataParallel, get_rank
 from .common import mean_std, progress_bar, text_table
 
@@ -108,6 +109,8 @@ class NamesTransformer(Module):
         generator: torch.Generator | None = None,
         # dropout of the feed-forward hidden activations (default: `dropout`, as torch's block); 0: none there, as GPT-2
         ff_dropout: float | None = None,
+        # dropout of the attention weights (default: `dropout`); the recipe keeps it and no other
+        attn_dropout: float | None = None,
     ):
         self.block_size, self.d_model = block_size, d_model
         self.tok = Embedding(vocab, d_model, generator=generator)
@@ -117,6 +120,10 @@ class NamesTransformer(Module):
                                                     generator=generator) for _ in range(layers)])
         if ff_dropout is not None:
             for b in self.blocks: b.dropout = Dropout(ff_dropout, generator=generator)  # between the two Linears
+        if attn_dropout is not None:
+            q = check_rate(attn_dropout, 'attn_dropout', 'NamesTransformer')
+            if q > 1: raise ValueError(f"NamesTransformer expects attn_dropout in [0, 1], got {attn_dropout!r}")
+            for b in self.blocks: b.self_attn.dropout = q  # the attention weights' rate on its own
         self.norm = LayerNorm(d_model)
         self.head = Linear(d_model, vocab, generator=generator)
 
@@ -196,8 +203,8 @@ def names_optimizers(
 RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
-    transformer=dict(steps=5600, batch_size=256, pieces=3, lr=8e-3, weight_decay=0.1, decay_vectors=False, muon=True,
-                     average=0.3, d_model=64, nhead=4, layers=4, dropout=0.05, ff_dropout=0.0),
+    transformer=dict(steps=3500, batch_size=256, pieces=3, lr=1e-2, weight_decay=0.2, decay_vectors=False, muon=True,
+                     average=0.3, d_model=64, nhead=4, layers=4, dropout=0.0, ff_dropout=0.0, attn_dropout=0.05),
 )
 
 def _build(name):
@@ -206,7 +213,7 @@ def _build(name):
     if name == 'mlp': return lambda g: NamesMLP(r['context'], r['embed'], r['hidden'], r['dropout'], generator=g)
     return lambda g: NamesTransformer(
         MAX_LEN + 1, r['d_model'], r['nhead'], r['layers'], dropout=r['dropout'], generator=g,
-        ff_dropout=r['ff_dropout'],
+        ff_dropout=r['ff_dropout'], attn_dropout=r['attn_dropout'],
     )
 
 MODELS = {
@@ -619,6 +626,7 @@ def model_config(model:Module)->dict:
             dropout=model.drop.p,
             vocab=model.tok.num_embeddings,
             ff_dropout=b.dropout.p,
+            attn_dropout=b.self_attn.dropout,
         )
     raise TypeError(f"expected a names model (OneHotBigram, NamesMLP or NamesTransformer), got {type(model).__name__}")
 
