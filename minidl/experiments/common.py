@@ -305,20 +305,28 @@ def write_outputs(
     state=None, # what to save there
     written:list|None=None, # each file's path is appended once it is in place (to say what an interruption kept)
 ):
-    "Write every output atomically (each file appears whole or not at all)"
+    ("Write every output atomically (each file appears whole or not at all); a call that fails or is interrupted "
+     "leaves no folder of its own making empty")
     out, written = Path(out), ([] if written is None else written)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        if isinstance(data, bytes):
-            with atomic_open(out/name, 'wb') as f: f.write(data)
-        elif isinstance(data, str):
-            with atomic_open(out/name, 'w') as f: f.write(data)
-        else: write_json(out/name, data)
-        written.append(out/name)
-    if save is not None:
-        save.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(save, 'wb') as f: torch.save(state, f)
-        written.append(save)
+    folders = [out] + ([] if save is None else [Path(save).parent])
+    made = sorted({p for f in folders for p in (f, *f.parents) if not p.exists()}, key=lambda p: -len(p.parts))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            if isinstance(data, bytes):
+                with atomic_open(out/name, 'wb') as f: f.write(data)
+            elif isinstance(data, str):
+                with atomic_open(out/name, 'w') as f: f.write(data)
+            else: write_json(out/name, data)
+            written.append(out/name)
+        if save is not None:
+            save.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(save, 'wb') as f: torch.save(state, f)
+            written.append(save)
+    except BaseException:
+        for p in made:  # deepest first; a folder that holds a written file stays
+            with contextlib.suppress(OSError): p.rmdir()
+        raise
 
 @contextlib.contextmanager
 def interruptible(
