@@ -34,8 +34,8 @@ from ..files import _existing_ancestor, atomic_open
 __all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int',
            'positive_float', 'int_upto', 'number_in', 'resolve_device', 'torch_threads', 'add_run_options',
            'start_distributed', 'path_arg', 'file_path_arg', 'check_destinations', 'figure_png', 'write_json',
-           'write_outputs', 'interruptible', 'mean_std', 'fmt_pm', 'TextTable', 'text_table', 'progress_bar',
-           'Messages', 'environment']
+           'made_folders', 'write_outputs', 'interruptible', 'mean_std', 'fmt_pm', 'TextTable', 'text_table',
+           'progress_bar', 'Messages', 'environment']
 
 # %% ../../nbs/40_experiments.ipynb #7eeb4f1d
 def _pow2(n:int)->str: return f"2**{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
@@ -298,6 +298,21 @@ def write_json(
     text = json.dumps(obj, indent=2, allow_nan=False) + '\n'  # serialise first: a bad object writes nothing
     with atomic_open(path, 'w') as f: f.write(text)
 
+@contextlib.contextmanager
+def made_folders(
+    *folders:Path, # folders to create (with their parents) for the block
+):
+    "Create `folders` for the block; if it fails or is interrupted, remove those it made that are still empty"
+    made = {p for f in map(Path, folders) for p in (f, *f.parents) if not p.exists()}  # what the block will make
+    made = sorted(made, key=lambda p: -len(p.parts))                                   # deepest first
+    try:
+        for f in folders: Path(f).mkdir(parents=True, exist_ok=True)
+        yield
+    except BaseException:
+        for p in made:  # a folder that holds a written file stays
+            with contextlib.suppress(OSError): p.rmdir()
+        raise
+
 def write_outputs(
     out:Path, # output folder (created if needed)
     files:dict, # file name -> `bytes` (written as is), `str` (UTF-8 text) or any other object (JSON)
@@ -308,10 +323,7 @@ def write_outputs(
     ("Write every output atomically (each file appears whole or not at all); a call that fails or is interrupted "
      "leaves no folder of its own making empty")
     out, written = Path(out), ([] if written is None else written)
-    folders = [out] + ([] if save is None else [Path(save).parent])
-    made = sorted({p for f in folders for p in (f, *f.parents) if not p.exists()}, key=lambda p: -len(p.parts))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    with made_folders(out, *([] if save is None else [Path(save).parent])):
         for name, data in files.items():
             if isinstance(data, bytes):
                 with atomic_open(out/name, 'wb') as f: f.write(data)
@@ -320,13 +332,8 @@ def write_outputs(
             else: write_json(out/name, data)
             written.append(out/name)
         if save is not None:
-            save.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(save, 'wb') as f: torch.save(state, f)
             written.append(save)
-    except BaseException:
-        for p in made:  # deepest first; a folder that holds a written file stays
-            with contextlib.suppress(OSError): p.rmdir()
-        raise
 
 @contextlib.contextmanager
 def interruptible(

@@ -31,6 +31,7 @@ from minidl.experiments.common import (
     figure_png,
     int_upto,
     interruptible,
+    made_folders,
     path_arg,
     positive_float,
     resolve_device,
@@ -269,21 +270,21 @@ def _names_run(args, parser, device:torch.device, info:dict|None, written:list)-
             try:
                 write_outputs(args.out, files, written=written)
                 if args.save is not None:
-                    args.save.mkdir(parents=True, exist_ok=True)
-                    for fname, r in _checkpoints(runs).items():
-                        save_checkpoint(
-                            args.save / fname,
-                            r.model,
-                            names=dict(
-                                config=model_config(r.model),
-                                model=r.name,
-                                seed=r.seed,
-                                steps=r.steps,
-                                val_nll=r.val_nll,
-                                split_seed=SPLIT_SEED,
-                            ),
-                        )
-                        written.append(args.save/fname)
+                    with made_folders(args.save):  # not left behind empty if the first checkpoint fails
+                        for fname, r in _checkpoints(runs).items():
+                            save_checkpoint(
+                                args.save / fname,
+                                r.model,
+                                names=dict(
+                                    config=model_config(r.model),
+                                    model=r.name,
+                                    seed=r.seed,
+                                    steps=r.steps,
+                                    val_nll=r.val_nll,
+                                    split_seed=SPLIT_SEED,
+                                ),
+                            )
+                            written.append(args.save/fname)
             except OSError as e:
                 print(
                     f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",

@@ -284,3 +284,17 @@ def test_names_budget_bad_rounds_one_line_exit_2(capsys):
     with pytest.raises(SystemExit) as e: main(['--rounds', '0'])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count('\n') == 1 and '--rounds must be at least 1, got 0' in err
+
+
+def test_interrupted_first_checkpoint_leaves_no_empty_save_folder(tmp_path, capsys, monkeypatch):
+    "Ctrl-C while the first checkpoint is written: exit 130, the results kept, no empty --save folder left behind"
+    import minidl.experiments.names_cli as C
+    def interrupt(*args, **kwargs): raise KeyboardInterrupt
+    monkeypatch.setattr(C, 'save_checkpoint', interrupt)
+    out, ck = tmp_path/'res', tmp_path/'ck'/'models'
+    with pytest.raises(SystemExit) as e:
+        names_main(['--model', 'bigram', '--steps', '3', '--out', str(out), '--save', str(ck), '--quiet'])
+    assert e.value.code == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['res']  # ck/ and ck/models/ made, then removed
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUT_FILES)
+    assert capsys.readouterr().err.startswith('minidl-names: interrupted; wrote ')
