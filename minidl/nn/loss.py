@@ -25,6 +25,7 @@ class Loss(SavesForBackward):
     ("Base of the losses: `loss(prediction, target)` returns the loss reduced as `reduction` says; "
      "`backward()` returns dL/dprediction.")
     reduction: str = 'mean'  # 'mean', 'sum' or 'none' (set by the subclasses' `__init__`; PyTorch's default)
+    _of = None  # the `_minidl_forward` name of the last prediction (the module call that made it), if it has one
 
     def __init_subclass__(cls, **kwargs):
         ("A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks "
@@ -108,10 +109,12 @@ def _checked_loss_forward(math):
                     and p.shape == t.shape and p.dtype == t.dtype and p.is_floating_point() and p.device == t.device
                     and not (p.requires_grad or t.requires_grad)):  # `_accept_pair`'s usual case, tested without a call
                 p, t = accept(self, p, t)
-            try: return math(self, p, t)
+            try: loss = math(self, p, t)
             except Exception as refused: raise self._forward_error(p, t, refused) from None
         except BaseException as e:  # Ctrl-C included
             self._forget_failed(e); raise
+        self._of = getattr(prediction, '_minidl_forward', None)  # the module call that made the prediction, if any
+        return loss
     return forward
 
 def _checked_loss_backward(math):
@@ -128,8 +131,11 @@ def _checked_loss_backward(math):
                 if grad_output is None and accept is _upstream and self.reduction != 'none'
                 else accept(self, grad_output)
             )
-            return math(self) if g is None else math(self, g)
+            grad = math(self) if g is None else math(self, g)
         except Exception as refused: raise self._backward_refused(refused) or refused from None
+        # the gradient names the module call that made the prediction: that module refuses it after another forward
+        if (of := self._of) is not None and type(grad) is _Tensor: grad._minidl_forward = of
+        return grad
     return backward
 
 _pair, _upstream = Loss._accept_pair, Loss._accept_upstream  # the usual checks, whose usual case the wrappers inline

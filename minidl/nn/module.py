@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import types
 import weakref
 
@@ -573,12 +574,16 @@ def _checked_forward(math):
         try:
             # no call at all for a module without checks
             if (accept := type(self)._accept) is not _as_is: x = accept(self, x)
-            try: return math(self, x, *args, **kwargs)
+            try: out = math(self, x, *args, **kwargs)
             except Exception as refused: raise self._forward_error(x, refused) from None
         # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
         except BaseException:
             for m in self.modules(): m._forget()
             raise
+        if type(out) is _Tensor:  # the output names the call that made it; a loss hands the name on to its gradient
+            self._forward_id = n = next(_forward_ids)
+            out._minidl_forward = (id(self), n, _PROCESS)
+        return out
     forward._math = math  # the maths alone, for a container that already knows the input passes (see `Sequential`)
     return forward
 
@@ -595,6 +600,9 @@ def _checked_backward(math):
      "explained by `_backward_error`.")
     @functools.wraps(math)
     def backward(self, grad_output, *args, **kwargs):
+        # the gradient of an output of this module's earlier forward (named by a loss): its state is the last one's
+        if ((f := getattr(grad_output, '_minidl_forward', None)) is not None and f[0] == id(self)
+                and f[1] != self._forward_id and f[2] == _PROCESS): raise _stale_gradient(self)
         if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
             for o, v in zip(s, self._versions):
                 if v is not None and o._version != v: self._raise_modified()
@@ -607,6 +615,19 @@ def _checked_backward(math):
 
 # the checks of a module that has none: the wrappers skip the call
 _as_is, _as_is_grad = Module._accept, Module._accept_grad
+
+_forward_ids = itertools.count(1)  # numbers the successful forwards that return a tensor
+_PROCESS = int.from_bytes(os.urandom(8), 'little')  # this process: a stamp on a tensor loaded from a file is not ours
+Module._forward_id = None  # the number of the module's last forward (`None`: never run through the wrapper)
+
+def _stale_gradient(module) -> RuntimeError:
+    "The error of a backward given the gradient of an output that an earlier forward of the module made."
+    who = type(module).__name__
+    return RuntimeError(
+        f"{who}.backward got the gradient of an output of an earlier forward: the module has run forward again "
+        "since and keeps only its last forward's state, so the gradient would meet the other forward's inputs. "
+        "Expected the gradient of its last output: run backward before the next forward (compute other outputs, "
+        "validation ones included, after the backward)")
 
 # %% ../../nbs/00_module.ipynb #05f0bb05
 def _accept_floating(self, x) -> torch.Tensor:
