@@ -203,7 +203,7 @@ def names_optimizers(
 RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
-    transformer=dict(steps=3500, batch_size=256, pieces=3, lr=1e-2, weight_decay=0.2, decay_vectors=False, muon=True,
+    transformer=dict(steps=3350, batch_size=256, pieces=3, lr=1e-2, weight_decay=0.2, decay_vectors=False, muon=True,
                      average=0.3, d_model=64, nhead=4, layers=4, dropout=0.0, ff_dropout=0.0, attn_dropout=0.05),
 )
 
