@@ -280,6 +280,7 @@ class Module(SavesForBackward):
     _hook_edits = 0  # hooks registered or removed on any module so far (a container's fast path is keyed on it)
     # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
     _accept_reads_state = False
+    _forward_id = None  # the number of its last forward that returned a tensor (see `_checked_forward`)
 
     def __init_subclass__(cls, **kwargs):
         "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see below)."
@@ -618,7 +619,6 @@ _as_is, _as_is_grad = Module._accept, Module._accept_grad
 
 _forward_ids = itertools.count(1)  # numbers the successful forwards that return a tensor
 _PROCESS = int.from_bytes(os.urandom(8), 'little')  # this process: a stamp on a tensor loaded from a file is not ours
-Module._forward_id = None  # the number of the module's last forward (`None`: never run through the wrapper)
 
 def _stale_gradient(module) -> RuntimeError:
     "The error of a backward given the gradient of an output that an earlier forward of the module made."
