@@ -5,6 +5,7 @@ Each name is a module `benchmarks/<name>.py` (a suite); `all` runs them in this 
 SUITES = (
     'core',           # the MLP training step: minidl vs torch.nn vs a hand-written loop, op counts, peak memory
     'ablation',       # the MLP step before the performance work and after each change
+    'overhead',       # the MLP step: the layers' maths alone, then each layer of checks, against the hand-written loop
     'layers',         # forward + backward of the layers against torch.nn + autograd
     'seq',            # the sequence layers and a decoder-only Transformer's training step
     'conv',           # a small CNN's training step, and where minidl's step goes

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 import benchmarks  # noqa: E402
 from benchmarks import __main__ as bench_main  # noqa: E402
-from benchmarks import ablation, core, harness  # noqa: E402
+from benchmarks import ablation, core, harness, overhead  # noqa: E402
 
 
 class FakeClock:
@@ -263,6 +263,33 @@ def test_ablation_variants_compute_the_same_step():
         step, params = ablation.builder(*v[:5])(weights)
         assert [step(x, t).item() for _ in range(2)] == pytest.approx(ref, rel=1e-5), name
         for p, q in zip(params, ref_params): torch.testing.assert_close(p, q.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_overhead_variants_compute_the_same_step():
+    "The overhead suite's candidates (the bare maths, each layer of checks added, minidl) train as the hand loop does."
+    weights, x, t = core.to_device(
+        core.init_weights(core.CIRCLE), *core.make_data(core.CIRCLE, 10), torch.device('cpu')
+    )
+    ref_step, ref_params = core.build_hand(weights)
+    ref = [ref_step(x, t).item() for _ in range(3)]
+    for name, v in overhead.VARIANTS.items():
+        step, params = overhead.build(weights, *v)
+        assert [step(x, t).item() for _ in range(3)] == pytest.approx(ref, rel=1e-6), name
+        for p, q in zip(params, ref_params): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_overhead_quick_run(one_thread_restored, capsys):
+    res = bench_main.main(['overhead', '--quick'])['overhead']
+    names = list(overhead.VARIANTS)
+    assert [r['name'] for r in res['regimes']] == [f'circle-{b}' for b in overhead.BATCHES]
+    assert list(res['variants']) == names and res['variants']['minidl'] == dict.fromkeys(
+        ('Sequential', 'LossBCE', 'SGD.step', 'zero_grad'), True)
+    for r in res['regimes']:
+        assert list(r['over_hand']) == names and list(r['paired_over_hand']) == names
+        for n in names:
+            assert r['over_hand'][n] == pytest.approx(r['median_s'][n] / r['median_s']['hand'])
+            assert math.isfinite(r['paired_over_hand'][n]) and r['paired_over_hand'][n] > 0
+    assert capsys.readouterr().out.count('over hand:') == len(overhead.BATCHES)
 
 
 def test_op_and_python_call_counts():
