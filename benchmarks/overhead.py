@@ -59,7 +59,8 @@ def build(weights, seq: bool, loss: bool, opt: bool, zero: bool, lr: float = cor
             p = x
             for m, f in fw: p = f(m, p)
         if loss: out = lossf(p, t); g = lossf.backward()
-        else:  # LossBCE's maths: -mean(t log p + (1 - t) log(1 - p)), logs clamped; dL/dp = (p - t) / max((1 - p) p, eps) / n
+        else:  # LossBCE's maths: -mean(t log p + (1 - t) log(1 - p)), logs clamped at -100;
+            #      dL/dp = (p - t) / max((1 - p) p, eps) / n
             out = torch.lerp(torch.neg(p).log1p_().clamp_(min=-100), torch.log(p).clamp_(min=-100), t).mean().neg_()
             g = torch.sub(p, t).div_(torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPS)).div_(p.numel())
         if seq: model.backward(g, input_grad=False)
