@@ -144,7 +144,9 @@ def test_leaky_relu_gelu(shape, dtype, seed, scale, act):
     x = torch.randn(*shape, generator=gen, dtype=dtype) * scale
     g = torch.randn(*shape, generator=gen, dtype=dtype)
     y_ref, (gx_ref,) = autograd_grads(ref, x, grad=g)
-    assert_parity(ours(x), y_ref, dtype, n=4)                # erf or tanh and three more roundings per entry
+    # erf or tanh and three more roundings per entry; (x/2)(1 + erf) cancels in the negative tail, where the result is
+    # far smaller than its terms x/2 and (x/2) erf: the absolute error is on the scale of x
+    assert_parity(ours(x), y_ref, dtype, n=4, scale=x.abs().max().item())
     # the derivative's terms cancel in the tails
     assert_parity(ours.backward(g), gx_ref, dtype, n=8, scale=g.abs().max().item())
 
