@@ -98,16 +98,20 @@ def make_data(sizes, batch, seed=1):
 # ---------------------------------------------------------------- the three implementations
 # Each builder returns (step, parameters): step(x, t) runs one training step and returns the loss.
 
+def minidl_layers(weights, Lin, Rl, Sg) -> list:
+    "The MLP's modules, of these classes, holding `weights`: Linear, ReLU, ..., Linear, Sigmoid."
+    layers = []
+    for i, (w, b) in enumerate(weights):
+        lin = Lin(w.shape[1], w.shape[0], device=w.device)  # on the weights' device (--device)
+        lin.weight.value.copy_(w); lin.bias.value.copy_(b)
+        layers += [lin, Rl() if i < len(weights) - 1 else Sg()]
+    return layers
+
 def minidl_builder(Lin, Rl, Sg, Loss, input_grad=False):
     "A builder for minidl's network made of these classes (the ablation suite passes older versions of them)."
     from minidl import SGD, Sequential
     def build(weights, lr=LR):
-        layers = []
-        for i, (w, b) in enumerate(weights):
-            lin = Lin(w.shape[1], w.shape[0], device=w.device)  # on the weights' device (--device)
-            lin.weight.value.copy_(w); lin.bias.value.copy_(b)
-            layers += [lin, Rl() if i < len(weights) - 1 else Sg()]
-        model, loss_fn = Sequential(*layers), Loss()
+        model, loss_fn = Sequential(*minidl_layers(weights, Lin, Rl, Sg)), Loss()
         opt = SGD(model.parameters(), lr=lr)
         def step(x, t):
             opt.zero_grad()

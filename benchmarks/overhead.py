@@ -40,11 +40,7 @@ VARIANTS = {
 
 def build(weights, seq: bool, loss: bool, opt: bool, zero: bool, lr: float = core.LR):
     "The circle MLP step with minidl's container, loss, optimizer step and zero_grad where asked, else the bare maths."
-    layers = []
-    for i, (w, b) in enumerate(weights):
-        lin = minidl.Linear(w.shape[1], w.shape[0], device=w.device)
-        lin.weight.value.copy_(w); lin.bias.value.copy_(b)
-        layers += [lin, minidl.ReLU() if i < len(weights) - 1 else minidl.Sigmoid()]
+    layers = core.minidl_layers(weights, minidl.Linear, minidl.ReLU, minidl.Sigmoid)
     model, lossf = minidl.Sequential(*layers), minidl.LossBCE()
     sgd = minidl.SGD(model.parameters(), lr=lr)
     values, grads = [p.value for p in model.parameters()], [p.grad for p in model.parameters()]
