@@ -10,8 +10,10 @@ import torch
 from hypothesis import settings
 
 # Sweeps against PyTorch run 40 examples by default; no deadline, as a float64 step on a shared 2-core machine may take
-# a while. Tests that need other settings say so with @settings(...).
+# a while. Tests that need other settings say so with @settings(...). `pytest --hypothesis-profile stress` draws ten
+# times as many, to see how close the tolerances come to failing (with MINIDL_TOLERANCE_LOG, see minidl.testing).
 settings.register_profile('minidl', max_examples=40, deadline=None)
+settings.register_profile('stress', max_examples=400, deadline=None)
 settings.load_profile('minidl')
 
 
