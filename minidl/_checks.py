@@ -14,13 +14,24 @@ import operator
 import torch
 
 # %% auto #0
-__all__ = ['fmt_shape', 'check_flag', 'check_int', 'check_size', 'check_seed', 'check_number', 'check_real', 'check_finite',
-           'check_rate', 'check_positive', 'check_betas', 'check_tensor', 'check_grad']
+__all__ = ['fmt_shape', 'type_name', 'is_torch_parameter', 'check_flag', 'check_int', 'check_size', 'check_seed', 'check_number',
+           'check_real', 'check_finite', 'check_rate', 'check_positive', 'check_betas', 'check_tensor', 'check_grad']
 
 # %% ../nbs/04_checks.ipynb #ck000006
 def fmt_shape(shape) -> str:
     "`(2, 3)`-style text for a `torch.Size` (used in reprs and error messages)."
     return str(tuple(shape)).replace(',)', ')')
+
+def type_name(value) -> str:
+    ("The name of `value`'s type in an error message: `torch.nn.Linear` for PyTorch's module classes and "
+     "parameters (which share their names with minidl's), the bare name otherwise.")
+    t = type(value)
+    return f"torch.nn.{t.__qualname__}" if t.__module__.startswith('torch.nn') else t.__qualname__
+
+def is_torch_parameter(value) -> bool:
+    "Whether `value` is PyTorch's `torch.nn.Parameter` (a tensor that autograd would train), found by its class."
+    return isinstance(value, torch.Tensor) and any(
+        c.__name__ == 'Parameter' and c.__module__.startswith('torch.nn') for c in type(value).__mro__)
 
 def check_flag(value, name: str, who: str) -> bool:
     "`True` or `False` (not `1`, not `None`)."

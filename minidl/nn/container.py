@@ -12,7 +12,7 @@ import operator
 
 import torch
 
-from .._checks import fmt_shape
+from .._checks import fmt_shape, type_name
 from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _Tensor
 
 # %% auto #0
@@ -46,11 +46,11 @@ def _check_new(seq, modules, others: tuple, names: tuple = ()):
                 raise TypeError(f"Sequential expects Module instances, got the class {m.__name__} at {where} "
                                 f"(instantiate it: {m.__name__}(...))")
             hint = (
-                " (pass the modules as separate arguments: Sequential(*modules))"
-                if isinstance(m, (list, tuple))
-                else ""
+                " (pass the modules as separate arguments: Sequential(*modules))" if isinstance(m, (list, tuple))
+                else " (PyTorch's module: a minidl container holds minidl's modules, from minidl.nn)"
+                if type(m).__module__.startswith('torch.nn') else ""
             )
-            raise TypeError(f"Sequential expects Module instances, got {type(m).__name__} at {where}{hint}")
+            raise TypeError(f"Sequential expects Module instances, got {type_name(m)} at {where}{hint}")
     seen = {id(seq)}
     for m in _leaves(others + tuple(modules)):
         if id(m) in seen:
@@ -240,7 +240,7 @@ class Residual(Module):
                  block: Module, # the branch; its output must have the shape of its input
                 ):
         if not isinstance(block, Module):
-            raise TypeError(f"Residual expects a Module instance as its block, got {type(block).__name__}")
+            raise TypeError(f"Residual expects a Module instance as its block, got {type_name(block)}")
         self.block = block
 
     def forward(self,

@@ -15,7 +15,7 @@ import weakref
 
 import torch
 
-from .._checks import check_flag, check_grad, check_tensor, fmt_shape
+from .._checks import check_flag, check_grad, check_tensor, fmt_shape, is_torch_parameter, type_name
 
 # %% auto #0
 __all__ = ['Parameter', 'SavesForBackward', 'Module', 'RemovableHandle']
@@ -274,6 +274,24 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 _CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_key', '_fast_grad_key', '_fast_forward',
                          '_fast_backward', '_fast_leaves', '_fast_composites'})
 
+def _noting_slots(init):
+    ("A subclass's `__init__`, then a note in the module of the attributes that hold a `Parameter` (see "
+     "`Module._misplaced`): once per construction, nothing on the hot path.")
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._param_slots = frozenset(k for k, v in vars(self).items() if isinstance(v, Parameter))
+    return __init__
+
+def _misplaced_error(m, name: str, v) -> TypeError:
+    "The error for `m.name = v` where a minidl `Parameter` belongs (see `Module._misplaced`)."
+    what = type_name(v)
+    if is_torch_parameter(v):
+        return TypeError(f"{type(m).__name__}.{name} is a {what}, which minidl does not train (it records no autograd "
+                         f"graph): make it a minidl Parameter, {name} = Parameter(tensor)")
+    return TypeError(f"{type(m).__name__}.{name} is a {what}, expected a minidl Parameter (or None): assign "
+                     f"{name} = Parameter(tensor), or copy values in with load_state_dict")
+
 class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
@@ -281,13 +299,27 @@ class Module(SavesForBackward):
     # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
     _accept_reads_state = False
     _forward_id = None  # the number of its last forward that returned a tensor (see `_checked_forward`)
+    # the attributes that held a Parameter when the module was made (`weight`, `bias`): where a tensor put later
+    # is a mistake (`layer.weight = tensor`), named by `_misplaced` instead of failing obscurely
+    _param_slots = frozenset()
 
     def __init_subclass__(cls, **kwargs):
-        "A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see below)."
+        ("A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see "
+         "below), and its `__init__` in a note of the attributes that hold parameters.")
         super().__init_subclass__(**kwargs)
         for name, checked in (('forward', _checked_forward), ('backward', _checked_backward)):
             f = cls.__dict__.get(name)
             if callable(f) and not hasattr(f, '__wrapped__'): setattr(cls, name, checked(f))
+        if callable(init := cls.__dict__.get('__init__')) and not hasattr(init, '__wrapped__'):
+            cls.__init__ = _noting_slots(init)
+
+    def _misplaced(self) -> TypeError | None:
+        ("The error for an attribute that held a `Parameter` and now holds something else (`layer.weight = "
+         "tensor`, PyTorch's habit), or that holds PyTorch's `torch.nn.Parameter`; `None` if there is none.")
+        slots = self._param_slots
+        for k, v in vars(self).items():
+            if isinstance(v, _Tensor) and (k in slots or is_torch_parameter(v)): return _misplaced_error(self, k, v)
+        return None
 
     def _accept(self, x):
         ("The input `forward`'s maths will get: `x` if it passes the module's checks (cheap on the usual "
@@ -301,6 +333,7 @@ class Module(SavesForBackward):
     def _forward_error(self, x, refused: Exception) -> Exception:
         ("The error to raise when torch refused the maths of `forward` on `x`: the first failing check of the "
          "module's `_check_input` (where it has one), else `refused`.")
+        if (e := self._misplaced()) is not None: return e  # `layer.weight = tensor`
         if (check := getattr(self, '_check_input', None)) is not None:
             try: check(x)
             except Exception as e: return e
@@ -310,6 +343,7 @@ class Module(SavesForBackward):
         ("The error to raise when the maths of `backward` failed: nothing saved, else the first failing check of "
          "the module's `_check_grad_output` (where it has one), else `refused`.")
         if (e := self._backward_refused(refused)) is not None: return e
+        if (e := self._misplaced()) is not None: return e
         if (check := getattr(self, '_check_grad_output', None)) is not None:
             try: check(g)
             except Exception as e: return e
@@ -372,9 +406,12 @@ class Module(SavesForBackward):
          "modules is listed once.")
         out, seen = [], set()
         for prefix, m in self.named_modules():
+            slots = m._param_slots
             for k, v in vars(m).items():
-                if isinstance(v, Parameter) and id(v) not in seen:
-                    seen.add(id(v)); out.append((f"{prefix}.{k}" if prefix else k, v))
+                if isinstance(v, Parameter):
+                    if id(v) not in seen: seen.add(id(v)); out.append((f"{prefix}.{k}" if prefix else k, v))
+                # a tensor where a parameter was, or PyTorch's parameter: refused, not silently left untrained
+                elif isinstance(v, _Tensor) and (k in slots or is_torch_parameter(v)): raise _misplaced_error(m, k, v)
         return out
 
     def parameters(self) -> list[Parameter]:
@@ -465,6 +502,20 @@ class Module(SavesForBackward):
         "Cast the floating-point parameters and buffers to `torch.bfloat16`; returns `self`."
         return self.to(torch.bfloat16)
 
+    def cpu(self) -> Module:
+        "Move every parameter (value and gradient) and buffer to the CPU, as `to('cpu')`; returns `self`."
+        return self.to('cpu')
+
+    def cuda(self,
+             device=None, # a CUDA device: an index, `'cuda:1'` or a `torch.device` (default: the current one)
+            ) -> Module:
+        "Move every parameter (value and gradient) and buffer to a CUDA device, as `to('cuda')`; returns `self`."
+        d = torch.device('cuda') if device is None else _parse_device('cuda', device)
+        if d.type != 'cuda':
+            raise ValueError(f"cuda expects a CUDA device (an index, 'cuda:0' or a torch.device), got {device!r}: "
+                             f"move elsewhere with .to({device!r})")
+        return self.to(d)
+
     def __call__(self, *args, **kwargs):
         ("Run `forward`; if it fails, every module forgets its saved state, so a later `backward` raises "
          "instead of using stale tensors.")
@@ -507,6 +558,7 @@ class Module(SavesForBackward):
         "(dotted name, tensor) of every parameter value and buffer, in PyTorch's `state_dict` order."
         for prefix, m in self.named_modules():
             pre = f"{prefix}." if prefix else ''
+            if (e := m._misplaced()) is not None: raise e  # not a state without the layer's weight
             for k, v in vars(m).items():
                 if isinstance(v, Parameter): yield pre + k, v.value
             for k in vars(m).get('_buffer_names', ()):
@@ -578,8 +630,10 @@ def _checked_forward(math):
             try: out = math(self, x, *args, **kwargs)
             except Exception as refused: raise self._forward_error(x, refused) from None
         # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
-        except BaseException:
+        except BaseException as e:
             for m in self.modules(): m._forget()
+            # a check that read `weight.value` of a tensor put where a parameter was: say so
+            if isinstance(e, AttributeError) and (clear := self._misplaced()) is not None: raise clear from None
             raise
         if type(out) is _Tensor:  # the output names the call that made it; a loss hands the name on to its gradient
             self._forward_id = n = next(_forward_ids)

@@ -14,7 +14,7 @@ import operator
 
 import torch
 
-from .._checks import check_finite, check_rate, check_real, fmt_shape
+from .._checks import check_finite, check_rate, check_real, fmt_shape, is_torch_parameter, type_name
 from ..nn.module import Module, Parameter
 
 # %% auto #0
@@ -33,7 +33,9 @@ def _check_params(parameters, who: str) -> list[Parameter]:
     if not params: raise ValueError(f"{who} got an empty parameter list: the model has nothing to train")
     for i, p in enumerate(params):
         if not isinstance(p, Parameter):
-            raise TypeError(f"{who} expects Parameters, got {type(p).__name__} at position {i}")
+            hint = (" (PyTorch's parameter: minidl's optimizers update the Parameters of minidl's modules)"
+                    if is_torch_parameter(p) else "")
+            raise TypeError(f"{who} expects Parameters, got {type_name(p)} at position {i}{hint}")
     _check_distinct(params, who)
     return params
 
