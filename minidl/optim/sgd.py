@@ -28,7 +28,7 @@ class SGD(Optimizer):
                  # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and
                  # their own settings
                  params,
-                 lr: float = 0.01, # base learning rate (>= 0)
+                 lr: float = 0.001, # base learning rate (>= 0; torch's default)
                  decay: float = 0.0, # time-based decay of the learning rate (>= 0; 0: constant)
                  momentum: float = 0.0, # momentum factor mu (>= 0; 0: plain SGD)
                  dampening: float = 0.0, # dampening tau of the momentum (>= 0)

@@ -1,6 +1,7 @@
 """The Optimizer base class: parameter groups like torch.optim, state dicts both ways, hyper-parameters checked
 when written, steps that fail changing nothing."""
 import copy
+import inspect
 import math
 from unittest import mock
 
@@ -585,3 +586,12 @@ def test_gradient_made_to_require_grad_in_place_is_refused_before_any_change(nam
     assert_unchanged(before, snapshot(ps, opt))
     assert all(p.value.grad_fn is None and not p.value.requires_grad for p in ps)
     ps[-1].grad.requires_grad_(False); opt.step(); assert opt.step_count == 2
+
+
+@pytest.mark.parametrize('name', ['SGD', 'Adam', 'AdamW', 'Muon'])
+def test_defaults_are_torchs(name):
+    "A PyTorch habit carries over: every argument the two optimizers share has the same default (SGD's lr is 1e-3)."
+    ours, theirs = (inspect.signature(getattr(m, name)).parameters for m in (minidl.optim, torch.optim))
+    shared = [k for k, p in ours.items() if k in theirs and p.default is not inspect.Parameter.empty]
+    assert shared, f"{name}: no default shared with torch.optim.{name}"
+    assert {k: ours[k].default for k in shared} == {k: theirs[k].default for k in shared}
