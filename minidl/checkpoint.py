@@ -225,6 +225,7 @@ def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoin
     _check_parts(who, model, optimizer, scheduler)
     gens = _check_generators(generators, who)
     path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{who}: {path} is a folder, expected a checkpoint file")
     if not path.is_file(): raise FileNotFoundError(f"{who}: no checkpoint file at {path}")
     _verify_integrity(path, who)  # every record against its CRC-32, before anything is read
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)

@@ -304,6 +304,7 @@ def load_names_model(
 ):
     "The model saved in `path` (rebuilt from its recorded sizes, then loaded), and what was recorded with it"
     path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{str(path)!r} is a folder, expected a checkpoint file (.pt)")
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
     try: ck = torch.load(path, weights_only=True, map_location='cpu')
     except Exception as e: raise ValueError(f"{str(path)!r} is not a checkpoint that torch can read "

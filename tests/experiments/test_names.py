@@ -197,6 +197,7 @@ def test_short_run_writes_results_and_checkpoints_then_sample(tmp_path, capsys):
                                                          "0, got '0'"),
     (['sample', '--from', 'x.pt', '--n', '0'], "argument --n: expected a positive integer, got '0'"),
     (['sample', '--from', 'no-such-file.pt'], "--from 'no-such-file.pt': no checkpoint file at"),
+    (['sample', '--from', '.'], "--from '.': '.' is a folder, expected a checkpoint file"),
 ])
 def test_bad_arguments_one_line_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as e: names_main(argv)
