@@ -406,12 +406,11 @@ class Module(SavesForBackward):
          "modules is listed once.")
         out, seen = [], set()
         for prefix, m in self.named_modules():
-            slots = m._param_slots
             for k, v in vars(m).items():
                 if isinstance(v, Parameter):
                     if id(v) not in seen: seen.add(id(v)); out.append((f"{prefix}.{k}" if prefix else k, v))
                 # a tensor where a parameter was, or PyTorch's parameter: refused, not silently left untrained
-                elif isinstance(v, _Tensor) and (k in slots or is_torch_parameter(v)): raise _misplaced_error(m, k, v)
+                elif isinstance(v, _Tensor) and (e := m._misplaced()) is not None: raise e
         return out
 
     def parameters(self) -> list[Parameter]:
