@@ -1,4 +1,4 @@
-"""`ReLU`, `Tanh`, `Sigmoid`, `LeakyReLU`, `GELU`, `Softmax` and `LogSoftmax`, each with its derivative.
+"""`ReLU`, `Tanh`, `Sigmoid`, `LeakyReLU`, `GELU`, `GEGLU`, `Softmax` and `LogSoftmax`, each with its derivative.
 
 Docs: https://minidl.github.io/minidl/activation.html.md"""
 
@@ -18,7 +18,7 @@ from .linear import _scalar
 from .module import Module, _accept_floating, _accept_like_saved
 
 # %% auto #0
-__all__ = ['ReLU', 'Tanh', 'Sigmoid', 'LeakyReLU', 'GELU', 'Softmax', 'LogSoftmax']
+__all__ = ['ReLU', 'Tanh', 'Sigmoid', 'LeakyReLU', 'GELU', 'GEGLU', 'Softmax', 'LogSoftmax']
 
 # %% ../../nbs/11_activation.ipynb #888ff336
 class _Elementwise(Module):
@@ -137,27 +137,51 @@ _LOG_INV_SQRT_2PI = -0.5 * math.log(2 * math.pi)
 _LOG2_SQRT_2_OVER_PI = 0.5 * math.log2(2 / math.pi)  # log2(2 / sqrt(2 pi))
 _HALF_LOG2_E = 0.5 / math.log(2)                    # log2(e) / 2
 
+def _gelu(x: torch.Tensor, approximate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    "GELU(x), and what its derivative needs: 2 Phi(x) (the erf form) or tanh u (the tanh form)."
+    if approximate == 'tanh':
+        t = torch.addcmul(x, x * x, x, value=_KAPPA).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
+        return t.add(1).mul_(x * 0.5), t                               # (x/2)(1 + tanh u): 2x would overflow first
+    cdf2 = (x * _INV_SQRT2).erf_().add_(1)                             # 2 Phi(x) = 1 + erf(x / sqrt 2)
+    # x Phi(x) = (x / 2)(1 + erf), one pass
+    return torch.addcmul(_scalar(0.0, x.dtype, x.device), x, cdf2, value=0.5), cdf2
+
+def _gelu_vjp(g: torch.Tensor, x: torch.Tensor, saved: torch.Tensor, approximate: str,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    "G GELU'(x) from x and what `_gelu` kept (written into `out` if given)."
+    dt, dev = x.dtype, x.device
+    if approximate == 'tanh':
+        t = saved
+        right = torch.addcmul(_scalar(_K, dt, dev), x, x, value=3 * _KAPPA * _K)   # k (1 + 3 * 0.044715 x^2)
+        right.mul_(torch.addcmul(_scalar(1.0, dt, dev), t, t, value=-1)).mul_(x)  # x (1 - t^2) k (1 + ...)
+        # G ((1 + t) + x (1 - t^2) ...) / 2
+        return torch.mul(right.add_(t).add_(1), g, out=right if out is None else out).mul_(0.5)
+    # 2 phi(x) = e^(-x^2/2) 2 / sqrt(2 pi) = 2^(-log2(e) x^2/2 + log2(2 / sqrt(2 pi))): exp2 is the cheaper kernel
+    pdf2 = torch.addcmul(_scalar(_LOG2_SQRT_2_OVER_PI, dt, dev), x, x, value=-_HALF_LOG2_E).exp2_()
+    # 2 (Phi(x) + x phi(x)), in place
+    d2 = torch.addcmul(saved, x, pdf2, out=pdf2)
+    # G (Phi(x) + x phi(x)), in place
+    return torch.addcmul(_scalar(0.0, dt, dev), d2, g, value=0.5, out=d2 if out is None else out)
+
+def _check_approximate(approximate, who: str) -> str:
+    if approximate not in ('none', 'tanh'):
+        raise ValueError(f"{who} expects approximate to be 'none' or 'tanh', got {approximate!r}")
+    return approximate
+
 class GELU(Module):
     "Gaussian error linear unit `x * Phi(x)`, exact (erf) or with the tanh approximation, element-wise."
     def __init__(self,
                  approximate: str = 'none', # `'none'`: the erf form; `'tanh'`: the tanh approximation
                 ):
-        if approximate not in ('none', 'tanh'):
-            raise ValueError(f"GELU expects approximate to be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
+        self.approximate = _check_approximate(approximate, 'GELU')
 
     def forward(self,
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # output, same shape
         "Apply GELU element-wise; keep `x` and 2 Phi(x) (or tanh u) for `backward`, so the slow erf/tanh runs once."
-        if self.approximate == 'tanh':
-            t = torch.addcmul(x, x * x, x, value=_KAPPA).mul_(_K).tanh_()  # tanh u, u = k (x + 0.044715 x^3)
-            self._save_for_backward(x, t)
-            return t.add(1).mul_(x * 0.5)                              # (x/2)(1 + tanh u): 2x would overflow first
-        cdf2 = (x * _INV_SQRT2).erf_().add_(1)                         # 2 Phi(x) = 1 + erf(x / sqrt 2)
-        self._save_for_backward(x, cdf2)
-        # x Phi(x) = (x / 2)(1 + erf), one pass
-        return torch.addcmul(_scalar(0.0, x.dtype, x.device), x, cdf2, value=0.5)
+        y, saved = _gelu(x, self.approximate)
+        self._save_for_backward(x, saved)
+        return y
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input
@@ -165,21 +189,53 @@ class GELU(Module):
                 ) -> torch.Tensor | None: # dL/dx
         "Return dL/dx = G * (Phi(x) + x phi(x)) = G (2 Phi(x) + x 2 phi(x)) / 2, or G times the tanh form's derivative."
         (x, saved), g = self._saved, grad_output
-        if not input_grad: return None
-        if self.approximate == 'tanh':
-            t, dt, dev = saved, x.dtype, x.device
-            right = torch.addcmul(_scalar(_K, dt, dev), x, x, value=3 * _KAPPA * _K)   # k (1 + 3 * 0.044715 x^2)
-            right.mul_(torch.addcmul(_scalar(1.0, dt, dev), t, t, value=-1)).mul_(x)  # x (1 - t^2) k (1 + ...)
-            return right.add_(t).add_(1).mul_(g).mul_(0.5)                           # G ((1 + t) + x (1 - t^2) ...) / 2
-        dt, dev = x.dtype, x.device
-        # 2 phi(x) = e^(-x^2/2) 2 / sqrt(2 pi) = 2^(-log2(e) x^2/2 + log2(2 / sqrt(2 pi))): exp2 is the cheaper kernel
-        pdf2 = torch.addcmul(_scalar(_LOG2_SQRT_2_OVER_PI, dt, dev), x, x, value=-_HALF_LOG2_E).exp2_()
-        # 2 (Phi(x) + x phi(x)), in place
-        d2 = torch.addcmul(saved, x, pdf2, out=pdf2)
-        # G (Phi(x) + x phi(x)), in place
-        return torch.addcmul(_scalar(0.0, dt, dev), d2, g, value=0.5, out=d2)
+        return _gelu_vjp(g, x, saved, self.approximate) if input_grad else None
 
     _accept, _accept_grad = _accept_floating, _accept_like_saved  # any floating-point tensor; a gradient like the input
+
+    def extra_repr(self) -> str: return f"approximate={self.approximate!r}"
+
+# %% ../../nbs/11_activation.ipynb #af0c3b1b
+class GEGLU(Module):
+    ("GELU-gated linear unit on the last dimension: the input's halves `(a, b)` give `a * GELU(b)`, as "
+     "`torch.nn.GLU(dim=-1)` with GELU in the place of the sigmoid.")
+    gated = True  # halves the last dimension: a `TransformerBlock` makes its first Linear twice as wide for it
+    def __init__(self,
+                 approximate: str = 'none', # the gate's GELU: `'none'`, the erf form; `'tanh'`, the tanh approximation
+                ):
+        self.approximate = _check_approximate(approximate, 'GEGLU')
+
+    def forward(self,
+                x: torch.Tensor, # input `(..., 2F)`: the value `a`, then the gate `b`
+               ) -> torch.Tensor: # output `(..., F)`
+        "Return a * GELU(b); keep a, b, GELU(b) and what GELU's derivative needs for `backward`."
+        a, b = x.chunk(2, -1)
+        h, saved = _gelu(b, self.approximate)                        # GELU(b), and 2 Phi(b) (or tanh u)
+        self._save_for_backward(a, b, h, saved)
+        return a * h
+
+    def backward(self,
+                 grad_output: torch.Tensor, # dL/dy, `(..., F)`
+                 input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
+                ) -> torch.Tensor | None: # dL/dx, `(..., 2F)`
+        "Return [G * GELU(b), GELU'(b) * (G * a)] along the last dimension, each written into its half."
+        (a, b, h, saved), g = self._saved, grad_output
+        if not input_grad: return None
+        out = torch.empty((*g.shape[:-1], 2 * g.shape[-1]), dtype=g.dtype, device=g.device)
+        ga, gb = out.chunk(2, -1)
+        torch.mul(g, h, out=ga)                                      # dL/da = G GELU(b)
+        _gelu_vjp(g * a, b, saved, self.approximate, out=gb)         # dL/db = GELU'(b) (G a)
+        return out
+
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point tensor whose last dimension splits into two halves."
+        x = _accept_floating(self, x)
+        if x.dim() == 0 or x.shape[-1] % 2:
+            raise ValueError("GEGLU expects an input whose last dimension is even (the value and the gate, F each), "
+                             f"got shape {fmt_shape(x.shape)}")
+        return x
+
+    _accept_grad = _accept_like_saved  # a gradient like the output (`a` has its shape)
 
     def extra_repr(self) -> str: return f"approximate={self.approximate!r}"
 

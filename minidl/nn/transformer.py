@@ -12,7 +12,7 @@ import numbers
 import torch
 
 from .._checks import check_size, check_tensor, fmt_shape
-from .activation import GELU, ReLU
+from .activation import GEGLU, GELU, ReLU
 from .attention import CausalSelfAttention
 from .dropout import Dropout
 from .linear import Linear
@@ -32,7 +32,8 @@ class TransformerBlock(Module):
                  dim_feedforward: int = 2048, # width of the feed-forward network's hidden layer
                  # dropout probability (attention weights, both sub-layers' outputs, the hidden layer)
                  dropout: float = 0.0,
-                 activation: str | Module = 'gelu', # `'gelu'`, `'relu'`, or a minidl module
+                 # `'gelu'`, `'relu'`, `'geglu'` (`GEGLU`: linear1 is then 2 dim_feedforward wide), or a minidl module
+                 activation: str | Module = 'gelu',
                  layer_norm_eps: float = 1e-5, # eps of both LayerNorms
                  *, # (the others by name: torch's next two are batch_first and norm_first, which this block fixes)
                  bias: bool = True, # biases in the linear layers, the attention and the LayerNorms
@@ -43,16 +44,17 @@ class TransformerBlock(Module):
                 ):
         E = self.d_model = check_size(d_model, 'd_model', 'TransformerBlock')
         F = check_size(dim_feedforward, 'dim_feedforward', 'TransformerBlock')
-        if isinstance(activation, str) and activation in ('gelu', 'relu'):
-            act = GELU() if activation == 'gelu' else ReLU()
+        acts = {'gelu': GELU, 'relu': ReLU, 'geglu': GEGLU}
+        if isinstance(activation, str) and activation in acts: act = acts[activation]()
         elif isinstance(activation, Module): act = activation
-        else: raise ValueError("TransformerBlock expects activation to be 'gelu', 'relu' or a minidl "
+        else: raise ValueError("TransformerBlock expects activation to be 'gelu', 'relu', 'geglu' or a minidl "
                                f"Module, got {activation!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(f"TransformerBlock expects a dropout probability in [0, 1], got {dropout!r}")
         kw = dict(device=device, dtype=dtype)
         self.self_attn = CausalSelfAttention(E, nhead, dropout=dropout, bias=bias, generator=generator, **kw)
-        self.linear1 = Linear(E, F, bias=bias, generator=generator, **kw)
+        # a gated activation (`gated = True`, as GEGLU) halves its input: the value and the gate, F each
+        self.linear1 = Linear(E, 2 * F if getattr(act, 'gated', False) else F, bias=bias, generator=generator, **kw)
         self.dropout = Dropout(dropout, generator=generator)
         self.linear2 = Linear(F, E, bias=bias, generator=generator, **kw)
         self.norm1 = LayerNorm(E, eps=layer_norm_eps, bias=bias, **kw)

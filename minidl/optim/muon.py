@@ -57,6 +57,13 @@ def _check_adjust(v, name: str, who: str):
         raise ValueError(f"{who} expects {name} to be None, 'original' or 'match_rms_adamw', got {v!r}")
     return v
 
+def _check_stack(values, k: int, who: str, where: str = ' of the group'):
+    "Each matrix's rows split into `k` equal stacked matrices (metadata only)."
+    for j, v in enumerate(values):
+        if v.dim() == 2 and v.shape[0] % k:
+            raise ValueError(f"{who}: parameter {j}{where} has shape ({v.shape[0]}, {v.shape[1]}), whose "
+                             f"{v.shape[0]} rows do not split into stacked={k} equal matrices")
+
 class Muon(Optimizer):
     ("Muon: the (Nesterov) momentum of each weight matrix's gradient, orthogonalised by `newton_schulz` in the "
      "parameter's dtype, scaled by its shape, with decoupled weight decay, as `torch.optim.Muon`.")
@@ -69,7 +76,9 @@ class Muon(Optimizer):
         'eps': check_rate,
         'ns_steps': _check_ns_steps,
         'adjust_lr_fn': _check_adjust,
+        'stacked': check_int,
     }
+    _optional = {'stacked': 1}  # torch's Muon has no such setting: a torch state dict updates each matrix whole
     _state_names = ('momentum_buffer',)
     _ndim = 2  # matrices only: give the vectors and the embeddings to AdamW
 
@@ -84,18 +93,24 @@ class Muon(Optimizer):
                  eps: float = 1e-7, # lower bound of the norm that scales the update (>= 0)
                  ns_steps: int = 5, # Newton–Schulz iterations (1 to 99)
                  adjust_lr_fn: str | None = None, # the scale s(A, B): None or 'original', or 'match_rms_adamw'
+                 # each matrix stacks this many along its rows (W_q, W_k, W_v: 3), orthogonalised and scaled one by one
+                 stacked: int = 1,
                 ):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                                       ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
-                                      adjust_lr_fn=adjust_lr_fn))
+                                      adjust_lr_fn=adjust_lr_fn, stacked=stacked))
+
+    def _check_hyper(self, h, who):
+        if 'params' in h and h['stacked'] > 1: _check_stack([p.value for p in h['params']], h['stacked'], who)
 
     def _path(self, h): return (h['weight_decay'] != 0, h['nesterov'])
 
     def _prepare(self, i, h):
         _check_lr(self, h['lr'], i)
         a, b = self._cache[5][i]
-        scale = _SCALES[h['adjust_lr_fn']]
-        rates = [h['lr'] * scale(*v.shape) for v in self._cache[0][a:b]]  # each matrix's rate eta s(A, B)
+        scale, k, values = _SCALES[h['adjust_lr_fn']], h['stacked'], self._cache[0][a:b]
+        if k > 1: _check_stack(values, k, f"{type(self).__name__}.step", f" of group {i}")
+        rates = [h['lr'] * scale(v.shape[0] // k, v.shape[1]) for v in values]  # each matrix's rate eta s(A/k, B)
         for r in rates: _check_lr(self, r, i, 'the shape-adjusted learning rate')
         return rates
 
@@ -108,5 +123,7 @@ class Muon(Optimizer):
         torch._foreach_lerp_(bufs, grads, 1 - mu)                                  # M = mu M + (1 - mu) G
         updates = torch._foreach_lerp(grads, bufs, mu) if h['nesterov'] else bufs  # (1 - mu) G + mu M
         if wd != 0: torch._foreach_mul_(values, 1 - lr * wd)
-        coef, k, eps = h['ns_coefficients'], h['ns_steps'], h['eps']
-        for v, u, r in zip(values, updates, rates): v.add_(newton_schulz(u, coef, k, eps), alpha=-r)
+        coef, n, eps, k = h['ns_coefficients'], h['ns_steps'], h['eps'], h['stacked']
+        for v, u, r in zip(values, updates, rates):
+            for vi, ui in zip(v.chunk(k), u.chunk(k)):  # the k stacked matrices W_i, each by its own iteration
+                vi.add_(newton_schulz(ui, coef, n, eps), alpha=-r)   # W_i -= r O_i

@@ -1,4 +1,4 @@
-"""Activations (ReLU, Tanh, Sigmoid, LeakyReLU, GELU, Softmax, LogSoftmax) against torch: values and gradients in
+"""Activations (ReLU, Tanh, Sigmoid, LeakyReLU, GELU, GEGLU, Softmax, LogSoftmax) against torch: values and gradients in
 both dtypes, empty inputs, NaN and infinities, in-place flags."""
 import math
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minidl as M
-from minidl import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from minidl import GEGLU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from minidl.testing import assert_clear_error, assert_close, assert_parity, autograd_grads
 
 F64 = torch.float64
@@ -149,6 +149,35 @@ def test_leaky_relu_gelu(shape, dtype, seed, scale, act):
     assert_parity(ours(x), y_ref, dtype, n=4, scale=x.abs().max().item())
     # the derivative's terms cancel in the tails
     assert_parity(ours.backward(g), gx_ref, dtype, n=8, scale=g.abs().max().item())
+
+
+@pytest.mark.parity
+@small
+@given(shape=st.lists(st.integers(1, 5), min_size=0, max_size=3), width=st.integers(1, 6), dtype=dtypes, seed=seeds,
+       scale=st.floats(0.1, 20.0), approximate=st.sampled_from(['none', 'tanh']))
+def test_geglu(shape, width, dtype, seed, scale, approximate):
+    "a * gelu(b) on the halves (a, b) of the last dimension, against torch.autograd on torch's gelu"
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, 2 * width, generator=gen, dtype=dtype) * scale
+    g = torch.randn(*shape, width, generator=gen, dtype=dtype)
+    def ref(t):
+        a, b = t.chunk(2, -1)
+        return a * F.gelu(b, approximate=approximate)
+    y_ref, (gx_ref,) = autograd_grads(ref, x, grad=g)
+    m, big = GEGLU(approximate), x.abs().max().item()
+    # GELU's error (n=4 on the scale of b, see test_leaky_relu_gelu) times a, and the product's rounding
+    assert_parity(m(x), y_ref, dtype, n=5, scale=big * big)
+    # dL/da = G GELU(b): one rounding; dL/db: GELU's backward (n=8) of G a, itself rounded once
+    assert_parity(m.backward(g), gx_ref, dtype, n=9, scale=g.abs().max().item() * big)
+
+
+def test_geglu_refuses_odd_widths_and_keeps_its_input():
+    assert_clear_error(ValueError, ['last dimension is even', 'got shape (2, 5)'], GEGLU(), torch.ones(2, 5))
+    x = torch.randn(3, 4); keep = x.clone()
+    m = GEGLU(); m(x); m.backward(torch.ones(3, 2))
+    assert torch.equal(x, keep)
+    x.add_(1.0)  # changed in place after forward: refused, not a wrong gradient
+    with pytest.raises(RuntimeError, match='modified by an inplace operation'): m.backward(torch.ones(3, 2))
 
 
 @pytest.mark.parity

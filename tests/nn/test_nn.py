@@ -22,7 +22,7 @@ def test_nn_namespace():
         assert hasattr(torch.nn, name), name
     assert nn.init is minidl.nn.init and callable(nn.init.kaiming_uniform_)
     assert not any(hasattr(nn, n) for n in ('SGD', 'Adam', 'LossMSE', 'Loss'))
-    own = {'Residual', 'CausalSelfAttention', 'TransformerBlock'}  # minidl's own blocks: torch.nn has no such class
+    own = {'Residual', 'CausalSelfAttention', 'TransformerBlock', 'GEGLU'}  # minidl's own: torch.nn has no such class
     assert set(nn.__all__) - own <= set(dir(torch.nn))
     for name in ['Embedding', 'LayerNorm', 'GELU'] + sorted(own):
         assert getattr(nn, name) is getattr(minidl, name), name

@@ -15,17 +15,30 @@ pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and threa
 F64 = torch.float64
 
 
+def geglu(t):
+    a, b = t.chunk(2, -1)
+    return a * torch.nn.functional.gelu(b)
+
+
+def torch_block(E, H, FF, act, bias):
+    "torch's pre-norm layer; for 'geglu' (torch has no gated form), a 2 FF wide first Linear and an FF-input second one"
+    gated = act == 'geglu'
+    ref = torch.nn.TransformerEncoderLayer(E, H, 2 * FF if gated else FF, dropout=0.0, bias=bias, batch_first=True,
+                                           activation=geglu if gated else act, norm_first=True, dtype=F64)
+    if gated: ref.linear2 = torch.nn.Linear(FF, E, bias=bias, dtype=F64)
+    return ref
+
+
 @settings(**SETTINGS)
 @given(B=st.integers(1, 2), T=st.integers(1, 5), H=st.integers(1, 2), D=st.integers(2, 3), FF=st.integers(1, 8),
-       bias=st.booleans(), act=st.sampled_from(['gelu', 'relu']), seed=st.integers(0, 2**31 - 1))
+       bias=st.booleans(), act=st.sampled_from(['gelu', 'relu', 'geglu']), seed=st.integers(0, 2**31 - 1))
 def test_block_matches_torch(B, T, H, D, FF, bias, act, seed):
     # E >= 2: a LayerNorm over one feature outputs its bias whatever the input, and both libraries' gradients
     # through it are
     # rounding noise (tested on its own in test_layernorm_matches_torch, with a floor derived for it)
     gen = torch.Generator().manual_seed(seed)
     E = H * D
-    ref = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, activation=act, bias=bias, batch_first=True,
-                                           norm_first=True, dtype=F64)
+    ref = torch_block(E, H, FF, act, bias)
     randomise(ref, gen)
     ours = TransformerBlock(E, H, FF, activation=act, bias=bias, dtype=F64)
     ours.load_state_dict(ref.state_dict())
@@ -46,8 +59,7 @@ def test_block_matches_torch(B, T, H, D, FF, bias, act, seed):
     tol = dict(n=4 * E + D + 2 * T + B * T + FF, cond=6 * max(1.0, *amp))
     assert_close(ours(x), yr, **tol); assert_close(ours.backward(g), xr.grad, **tol)
     compare_params(ours, ref, **tol)
-    ref2 = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, activation=act, bias=bias, batch_first=True,
-                                            norm_first=True, dtype=F64)
+    ref2 = torch_block(E, H, FF, act, bias)
     ref2.load_state_dict(ours.state_dict())  # and back
     for k, v in ref.state_dict().items(): assert torch.equal(ref2.state_dict()[k], v)
 

@@ -85,3 +85,44 @@ def test_float32_and_shapes_kept():
     opt.step()
     assert p.value.dtype == torch.float32 and p.value.shape == (6, 2)
     assert opt.state['momentum_buffer'][0].dtype == torch.float32
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(seed=seeds, k=st.integers(1, 3), rows=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 7)), min_size=1,
+       max_size=3), lr=st.floats(1e-3, 0.1), nesterov=st.booleans(), wd=st.sampled_from([0.0, 0.3]),
+       adjust=st.sampled_from([None, 'match_rms_adamw']))
+def test_stacked_equals_torch_on_the_blocks(seed, k, rows, lr, nesterov, wd, adjust):
+    """`stacked=k`: each parameter is updated as the k matrices it stacks along its rows; the oracle is torch's Muon
+    given those blocks as parameters of their own (equal to the bit: the same operations on the same values)"""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(k * a, b) for a, b in rows]
+    kw = dict(lr=lr, nesterov=nesterov, weight_decay=wd, adjust_lr_fn=adjust)
+    ours = [Parameter(torch.randn(*s, generator=g, dtype=F64)) for s in shapes]
+    blocks = [[b.clone().requires_grad_() for b in p.value.chunk(k)] for p in ours]
+    opt, ref = Muon(ours, stacked=k, **kw), torch.optim.Muon([b for bs in blocks for b in bs], **kw)
+    for _ in range(20):
+        for p, bs in zip(ours, blocks):
+            gr = torch.randn(p.value.shape, generator=g, dtype=F64)
+            p.grad.copy_(gr)
+            for b, gb in zip(bs, gr.chunk(k)): b.grad = gb.clone()
+        opt.step()
+        with full_precision_muon(): ref.step()
+    for p, bs in zip(ours, blocks): assert torch.equal(p.value, torch.cat([b.detach() for b in bs]))
+
+
+def test_stacked_in_groups_and_state_dicts():
+    "stacked matrices in a group beside whole ones; the setting travels in the state dict; a bad split is refused"
+    qkv, w = Parameter(torch.randn(6, 2, dtype=F64)), Parameter(torch.randn(2, 2, dtype=F64))
+    opt = Muon([dict(params=[qkv], stacked=3), dict(params=[w])], lr=0.1)
+    assert [g['stacked'] for g in opt.param_groups] == [3, 1]
+    qkv.grad += 1.0; w.grad += 1.0
+    opt.step()
+    sd = opt.state_dict()
+    assert [g['stacked'] for g in sd['param_groups']] == [3, 1]
+    again = Muon([dict(params=[qkv], stacked=1), dict(params=[w])], lr=0.1)
+    again.load_state_dict(sd)
+    assert [g['stacked'] for g in again.param_groups] == [3, 1]
+    with pytest.raises(ValueError, match=r'parameter 0 of the group has shape \(6, 2\), whose 6 rows do not split '
+                                         r'into stacked=4 equal matrices'):
+        opt.add_param_group(dict(params=[Parameter(torch.randn(6, 2))], stacked=4))
+    assert len(opt.param_groups) == 2
