@@ -9,8 +9,9 @@ The package itself holds no torch.nn code (a test scans it), so the twins live h
   the same initial weights (copied with `load_state_dict`).
 * `train_torch(name, seed, ...)` -- the twin of `run_names`: the same initial weights (the minidl model is built with
   the seed, then copied), the same batches (`batch_indices` with the same generator), torch's AdamW (with the same
-  parameter groups, `adamw_groups`), torch's Muon where the recipe has it, and OneCycleLR with the same settings
-  (`names_optimizers` with `optim=torch.optim`), `nn.CrossEntropyLoss(ignore_index=-100)`, the mean of the last
+  parameter groups, `adamw_groups`), torch's Muon where the recipe has it (`StackedMuon`: torch's Muon with minidl's
+  `stacked` setting, built from torch's own iteration), and OneCycleLR with the same settings (`names_optimizers` with
+  `optim=TORCH_OPTIM`), `nn.CrossEntropyLoss(ignore_index=-100)`, the mean of the last
   iterates kept at the end where the recipe asks for it (`IterateAverage`); dropout masks come from torch's global
   generator. torch's Muon runs its Newton-Schulz iteration in bfloat16; the twins run it in the
   parameters' dtype, as minidl's (`full_precision_muon`): the same computation, and on a processor without
@@ -28,9 +29,11 @@ import math
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
+from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
@@ -52,6 +55,35 @@ from minidl.experiments.names_data import IGNORE, VOCAB, load_names_split  # noq
 from minidl.testing import full_precision_muon  # noqa: E402
 
 V = len(VOCAB)  # 27 characters
+
+
+class StackedMuon(torch.optim.Muon):
+    """`torch.optim.Muon` with minidl's `stacked` setting (per parameter group, default 1): a matrix that stacks k
+    matrices along its rows (the attention's W_q, W_k, W_v: 3) is updated as those k matrices, each orthogonalised by
+    torch's own Newton-Schulz iteration and scaled by torch's own rate for its shape. With `stacked=1` it is torch's
+    update, operation for operation."""
+    def __init__(self, params, *args, stacked=1, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        self.defaults['stacked'] = stacked
+        for g in self.param_groups: g.setdefault('stacked', stacked)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for g in self.param_groups:
+            lr, mu, k = g['lr'], g['momentum'], g['stacked']
+            for p in g['params']:
+                if p.grad is None: continue
+                buf = self.state[p].setdefault('momentum_buffer', torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - mu)
+                update = p.grad.lerp(buf, mu) if g['nesterov'] else buf
+                p.mul_(1 - lr * g['weight_decay'])
+                for pi, ui in zip(p.chunk(k), update.chunk(k)):
+                    o = _zeropower_via_newtonschulz(ui, g['ns_coefficients'], g['ns_steps'], g['eps'])
+                    pi.add_(o, alpha=-_adjust_lr(lr, g['adjust_lr_fn'], pi.shape))
+
+
+# `names_optimizers(..., optim=TORCH_OPTIM)`: torch's optimizers and schedules under minidl's names
+TORCH_OPTIM = SimpleNamespace(AdamW=torch.optim.AdamW, Muon=StackedMuon, lr_scheduler=torch.optim.lr_scheduler)
 
 
 
@@ -77,23 +109,33 @@ class TorchMLP(nn.Module):
         return self.linear2(self.dropout(self.act(self.norm(self.linear1(h)))))
 
 
+def geglu(x):
+    "GEGLU: the halves (a, b) of the last dimension give a * gelu(b), as minidl's `GEGLU`"
+    a, b = x.chunk(2, -1)
+    return a * nn.functional.gelu(b)
+
+
 class TorchTransformer(nn.Module):
     def __init__(self, block_size, d_model, nhead, layers, dim_feedforward, dropout, vocab=V, ff_dropout=None,
-                 attn_dropout=None):
+                 attn_dropout=None, activation='gelu'):
         super().__init__()
         self.tok, self.pos, self.drop = (
             nn.Embedding(vocab, d_model),
             nn.Embedding(block_size, d_model),
             nn.Dropout(dropout),
         )
+        gated = activation == 'geglu'  # GEGLU: linear1 is 2F wide, its halves a and b give a * gelu(b)
         self.blocks = nn.Sequential(
             *[
                 nn.TransformerEncoderLayer(
-                    d_model, nhead, dim_feedforward, dropout, 'gelu', batch_first=True, norm_first=True
+                    d_model, nhead, 2 * dim_feedforward if gated else dim_feedforward, dropout,
+                    geglu if gated else 'gelu', batch_first=True, norm_first=True
                 )
                 for _ in range(layers)
             ]
         )
+        if gated:
+            for b in self.blocks: b.linear2 = nn.Linear(dim_feedforward, d_model)  # from the F-wide product
         if ff_dropout is not None:
             for b in self.blocks: b.dropout.p = ff_dropout  # the feed-forward hidden activations'
         if attn_dropout is not None:
@@ -122,11 +164,12 @@ def torch_twin(model):
             model.d_model,
             b.self_attn.num_heads,
             len(model.blocks),
-            b.linear1.out_features,
+            b.linear2.in_features,
             model.drop.p,
             model.tok.num_embeddings,
             b.dropout.p,
             b.self_attn.dropout,
+            model.activation,
         )
     else: raise TypeError(f"torch_twin expects a names model, got {kind}")
     dtype = model.parameters()[0].value.dtype
@@ -164,7 +207,7 @@ def train_torch(
     t = torch_twin(model)
     t.train()
     dtype = next(t.parameters()).dtype
-    opts, scheds = names_optimizers(t, spec, lr, wd, steps, optim=torch.optim)
+    opts, scheds = names_optimizers(t, spec, lr, wd, steps, optim=TORCH_OPTIM)
     avg = IterateAverage([p.detach() for p in t.parameters()], steps, spec.average if average is None else average)
     counts = spec.kind == 'counts'
     lossf = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction='none' if counts else 'mean')
@@ -231,7 +274,7 @@ def benchmark_step(batch_size=None, dtype=torch.float32, seed=0, dropout=None):
     m.train(); t.train()
     total = 10**7  # a schedule long enough for any benchmark
     mopts = names_optimizers(m, spec, spec.lr, spec.weight_decay, total)
-    topts = names_optimizers(t, spec, spec.lr, spec.weight_decay, total, optim=torch.optim)
+    topts = names_optimizers(t, spec, spec.lr, spec.weight_decay, total, optim=TORCH_OPTIM)
     mloss, tloss = LossCrossEntropy(ignore_index=IGNORE), nn.CrossEntropyLoss(ignore_index=IGNORE)
     mb = batch_indices(x.shape[0], B, total, torch.Generator().manual_seed(seed + 1))
     tb = batch_indices(x.shape[0], B, total, torch.Generator().manual_seed(seed + 1))

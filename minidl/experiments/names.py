@@ -44,10 +44,10 @@ from .common import mean_std, progress_bar, text_table
 
 # %% auto #0
 __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'NamesMLP', 'NamesTransformer', 'NamesModel',
-           'adamw_groups', 'names_optimizers', 'NamesData', 'names_data', 'smoothed_counts', 'evaluate_nll',
-           'batch_indices', 'IterateAverage', 'NamesRun', 'run_names', 'sample_names', 'novelty', 'summarize_names',
-           'names_table', 'model_config', 'model_from_config', 'plot_curves', 'plot_bigram_counts', 'embedding_2d',
-           'plot_embedding', 'attention_maps', 'plot_attention_names', 'samples_table']
+           'adamw_groups', 'muon_groups', 'names_optimizers', 'NamesData', 'names_data', 'smoothed_counts',
+           'evaluate_nll', 'batch_indices', 'IterateAverage', 'NamesRun', 'run_names', 'sample_names', 'novelty',
+           'summarize_names', 'names_table', 'model_config', 'model_from_config', 'plot_curves', 'plot_bigram_counts',
+           'embedding_2d', 'plot_embedding', 'attention_maps', 'plot_attention_names', 'samples_table']
 
 # %% ../../nbs/54_names.ipynb #172f7dda
 class OneHotBigram(Module):
@@ -111,13 +111,17 @@ class NamesTransformer(Module):
         ff_dropout: float | None = None,
         # dropout of the attention weights (default: `dropout`); the recipe keeps it and no other
         attn_dropout: float | None = None,
+        # the feed-forward network's activation: 'gelu', or 'geglu' (gated: the first Linear is 2 dim_feedforward wide)
+        activation: str = 'gelu',
     ):
-        self.block_size, self.d_model = block_size, d_model
+        if activation not in ('gelu', 'geglu'):
+            raise ValueError(f"NamesTransformer expects activation 'gelu' or 'geglu', got {activation!r}")
+        self.block_size, self.d_model, self.activation = block_size, d_model, activation
         self.tok = Embedding(vocab, d_model, generator=generator)
         self.pos = Embedding(block_size, d_model, generator=generator)
         self.drop = Dropout(dropout, generator=generator)
         self.blocks = Sequential(*[TransformerBlock(d_model, nhead, dim_feedforward or 4 * d_model, dropout=dropout,
-                                                    generator=generator) for _ in range(layers)])
+                                                    activation=activation, generator=generator) for _ in range(layers)])
         if ff_dropout is not None:
             for b in self.blocks: b.dropout = Dropout(ff_dropout, generator=generator)  # between the two Linears
         if attn_dropout is not None:
@@ -162,6 +166,8 @@ class NamesModel:
     decay_vectors:bool=True
     # the blocks' weight matrices trained by Muon, the rest by AdamW (see `names_optimizers`)
     muon:bool=False
+    # Muon updates the stacked W_q, W_k, W_v and a gated network's two halves as the matrices they stack
+    muon_stacked:bool=False
     # the weights kept at the end: the mean of the iterates over this last fraction of the steps (0: the last one)
     average:float=0.0
 
@@ -179,19 +185,38 @@ def adamw_groups(
               dict(params=[p for p, v in zip(params, vector) if v], weight_decay=0.0)]
     return [g for g in groups if g['params']]
 
+def muon_groups(
+    blocks, # the Transformer blocks: minidl's `Sequential`, or the twin's `nn.Sequential`
+    stacked:bool=False, # W_q, W_k, W_v (`in_proj_weight`) as 3 matrices, a gated network's `linear1.weight` as 2
+)->list[dict]: # Muon's parameter groups, one per `stacked` count
+    "The blocks' weight matrices, grouped by how many matrices each stacks along its rows (1 unless `stacked`)"
+    named = dict(blocks.named_parameters())
+    def k(name, v):
+        if not stacked: return 1
+        if name.endswith('self_attn.in_proj_weight'): return 3
+        if name.endswith('linear1.weight'):  # gated: twice as many rows as linear2 has inputs
+            w2 = named[name[:-len('linear1.weight')] + 'linear2.weight']
+            return 2 if v.shape[0] == 2 * getattr(w2, 'value', w2).shape[1] else 1
+        return 1
+    groups = {}
+    for name, p in named.items():
+        v = getattr(p, 'value', p)
+        if v.dim() == 2: groups.setdefault(k(name, v), []).append(p)
+    return [dict(params=ps, stacked=n) if n > 1 else dict(params=ps) for n, ps in groups.items()]
+
 def names_optimizers(
     model, # a names model: minidl's, or its torch twin
     spec:NamesModel, # how it trains (`decay_vectors`, `muon`)
     lr:float, # the peak rate of both optimizers
     weight_decay:float, # the decoupled weight decay of both
     steps:int, # the length of the one-cycle schedules
-    optim=None, # the namespace of the classes: `minidl.optim` (default), or `torch.optim` for the twins
+    optim=None, # the namespace of the classes: `minidl.optim` (default), or torch's for the twins (`TORCH_OPTIM`)
 )->tuple[list, list]: # the optimizers and their schedules
     ("AdamW (groups: `adamw_groups`) over every parameter, or, with `spec.muon`, `Muon` over the blocks' weight "
      "matrices and AdamW over the rest; a one-cycle schedule each, Muon's with its momentum left alone")
     optim = optim or _optim
-    hidden = [p for p in model.blocks.parameters() if getattr(p, 'value', p).dim() == 2] if spec.muon else []
-    mine = {id(p) for p in hidden}
+    hidden = muon_groups(model.blocks, spec.muon_stacked) if spec.muon else []
+    mine = {id(p) for g in hidden for p in g['params']}
     rest = [p for p in model.parameters() if id(p) not in mine]
     opts = [optim.AdamW(adamw_groups(rest, weight_decay, spec.decay_vectors), lr=lr)]
     # the same rate: 'match_rms_adamw' scales each matrix's update to about the root-mean-square of AdamW's
@@ -204,7 +229,8 @@ RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
     transformer=dict(steps=3350, batch_size=256, pieces=3, lr=1e-2, weight_decay=0.2, decay_vectors=False, muon=True,
-                     average=0.3, d_model=64, nhead=4, layers=4, dropout=0.0, ff_dropout=0.0, attn_dropout=0.05),
+                     muon_stacked=True, average=0.3, d_model=64, nhead=4, layers=4, activation='geglu',
+                     dim_feedforward=160, dropout=0.0, ff_dropout=0.0, attn_dropout=0.05),
 )
 
 def _build(name):
@@ -212,8 +238,8 @@ def _build(name):
     if name == 'bigram': return lambda g: OneHotBigram(generator=g)
     if name == 'mlp': return lambda g: NamesMLP(r['context'], r['embed'], r['hidden'], r['dropout'], generator=g)
     return lambda g: NamesTransformer(
-        MAX_LEN + 1, r['d_model'], r['nhead'], r['layers'], dropout=r['dropout'], generator=g,
-        ff_dropout=r['ff_dropout'], attn_dropout=r['attn_dropout'],
+        MAX_LEN + 1, r['d_model'], r['nhead'], r['layers'], r['dim_feedforward'], dropout=r['dropout'], generator=g,
+        ff_dropout=r['ff_dropout'], attn_dropout=r['attn_dropout'], activation=r['activation'],
     )
 
 MODELS = {
@@ -239,7 +265,7 @@ MODELS = {
         'sequence',
         MAX_LEN + 1,
         **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay', 'pieces',
-                                                 'decay_vectors', 'muon', 'average')},
+                                                 'decay_vectors', 'muon', 'muon_stacked', 'average')},
         target=2.05,
     ),
 }
@@ -622,11 +648,12 @@ def model_config(model:Module)->dict:
             d_model=model.d_model,
             nhead=b.self_attn.num_heads,
             layers=len(model.blocks),
-            dim_feedforward=b.linear1.out_features,
+            dim_feedforward=b.linear2.in_features,
             dropout=model.drop.p,
             vocab=model.tok.num_embeddings,
             ff_dropout=b.dropout.p,
             attn_dropout=b.self_attn.dropout,
+            activation=model.activation,
         )
     raise TypeError(f"expected a names model (OneHotBigram, NamesMLP or NamesTransformer), got {type(model).__name__}")
 
