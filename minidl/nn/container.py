@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from types import MappingProxyType
 
 import torch
 
@@ -78,9 +79,9 @@ class Sequential(Module):
         "Apply every module in order (if one fails, every module forgets its saved state, so `backward` raises)."
         key = (x.shape, x.dtype, x.device, Parameter._edits, Module._hook_edits, self.layers) \
             if type(x) is _Tensor and not x.requires_grad else None  # what the modules' checks depend on: metadata only
-        # as in the last checked call: every module's input is known to pass
-        if key is not None and key == self._fast_key:
-            key = self._fast_key
+        # as in a recent checked call: every module's input is known to pass
+        if key is not None and key in self._fast_keys:
+            key = self._fast_keys[key]  # the stored tuple itself: backward's key holds it
             try:
                 for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone (see `_learn` below)
             except Exception as refused: raise _explained(m, x, refused) from None
@@ -99,8 +100,8 @@ class Sequential(Module):
         g, ran = grad_output, self._ran
         key = (g.shape, g.dtype, g.device, Parameter._edits, Module._hook_edits, ran, input_grad) \
             if ran is not None and type(g) is _Tensor and not g.requires_grad else None
-        # as in the last checked call: every gradient is known to pass
-        if key is not None and key == self._fast_grad_key:
+        # as in a recent checked call: every gradient is known to pass
+        if key is not None and key in self._fast_grad_keys:
             rest, (m0, f0) = self._fast_backward
             # what every module saved is there and unchanged (metadata only), before any of them accumulates
             for m in self._fast_leaves:
@@ -122,11 +123,12 @@ class Sequential(Module):
         if not layers: return g if input_grad else None
         # the flag is passed only to skip
         g = layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)
-        if key is not None: self._fast_grad_key = key
+        if key is not None: _remember(self, '_fast_grad_keys', key)
         return g
 
-    # the key of the last forward, and of the last checked forward and backward
-    _ran = _fast_key = _fast_grad_key = None
+    _ran = None  # the key of the last forward
+    # the keys of recent checked forwards and backwards (each instance gets its own dicts: `_remember`)
+    _fast_keys = _fast_grad_keys = MappingProxyType({})
 
     def _ready(self):
         "The saved state of the container and of every module in it (see `Module._ready`)."
@@ -202,24 +204,35 @@ class Sequential(Module):
 
 
 # %% ../../nbs/13_container.ipynb #0637c805
+_MAX_KEYS = 32  # inputs of this many shapes remembered per container (a batch in pieces, sequences of varied lengths)
+
+def _remember(seq: Sequential, name: str, key: tuple) -> tuple:
+    "Add `key` to the container's own dict `name` of keys whose checks passed, dropping the oldest beyond `_MAX_KEYS`."
+    keys = vars(seq).get(name)
+    if keys is None: keys = vars(seq)[name] = {}
+    if len(keys) >= _MAX_KEYS: del keys[next(iter(keys))]
+    keys[key] = key
+    return key
+
 def _learn(seq: Sequential, key):
-    "After a checked forward on `key`: each module's maths, to call directly while `key` repeats; `None` if it cannot."
+    ("After a checked forward on `key`: each module's maths, to call directly while a remembered key repeats; `None` "
+     "if it cannot (then no key is remembered).")
     fast = []
     for m in seq.layers if key is not None else ():
         d, cls = vars(m), type(m)
         if 'forward' in d or 'backward' in d: key = None; break  # hooks (or an instance's own methods): call the module
         f, b = cls.forward, cls.backward
         fast.append((m, f if cls._accept_reads_state else getattr(f, '_math', f), getattr(b, '_math', b)))
-    if not fast: key = None
-    seq._fast_key = key
-    if key is not None:
-        back = [(m, b) for m, _, b in reversed(fast)]
-        seq._fast_forward, seq._fast_backward = [(m, f) for m, f, _ in fast], (back[:-1], back[-1])
-        # in backward's order: the modules whose saved state is their own (checked inline), and those that also
-        # ask their modules
-        seq._fast_leaves = tuple(m for m, _ in back if type(m)._ready is Module._ready)
-        seq._fast_composites = tuple(m for m, _ in back if type(m)._ready is not Module._ready)
-    return key
+    if key is None or not fast:
+        vars(seq).pop('_fast_keys', None)  # a module that must be called as it is: no shortcut for any input
+        return None
+    back = [(m, b) for m, _, b in reversed(fast)]
+    seq._fast_forward, seq._fast_backward = [(m, f) for m, f, _ in fast], (back[:-1], back[-1])
+    # in backward's order: the modules whose saved state is their own (checked inline), and those that also
+    # ask their modules
+    seq._fast_leaves = tuple(m for m, _ in back if type(m)._ready is Module._ready)
+    seq._fast_composites = tuple(m for m, _ in back if type(m)._ready is not Module._ready)
+    return _remember(seq, '_fast_keys', key)
 
 def _explained(m: Module, x, refused: Exception, grad: bool = False) -> Exception:
     "The error `m`'s own checked call raises for the input (or, with `grad`, the gradient) `x` that its maths refused."

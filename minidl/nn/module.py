@@ -271,7 +271,7 @@ class SavesForBackward:
 _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by errors that point to a page
 
 # what modules remember of their last full checks (keyed on `Parameter._edits`): not copied with them
-_CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_key', '_fast_grad_key', '_fast_forward',
+_CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_keys', '_fast_grad_keys', '_fast_forward',
                          '_fast_backward', '_fast_leaves', '_fast_composites'})
 
 def _noting_slots(init):

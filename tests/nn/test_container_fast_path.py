@@ -45,6 +45,28 @@ def test_second_call_skips_the_modules_checks_and_gives_the_same_results(monkeyp
     assert calls == {'fw': 6, 'bw': 6}
 
 
+def test_inputs_of_several_shapes_in_turn_each_take_the_fast_path(monkeypatch):
+    "a batch run in pieces of different lengths: each shape is checked once, then remembered (up to _MAX_KEYS)"
+    from minidl.nn.container import _MAX_KEYS
+    calls = count_accepts(monkeypatch)
+    a, xs = mlp(), [torch.randn(n, 3) for n in (4, 6, 5)]
+    for x in xs: step(a, x)
+    assert calls == {'fw': 6, 'bw': 6}                      # each shape checked once
+    for _ in range(3):
+        for x in xs: step(a, x)
+    assert calls == {'fw': 6, 'bw': 6}                      # then each takes the maths alone, in turn
+    a[0].weight.value = a[0].weight.value.clone()           # a parameter replaced: no remembered key matches
+    for x in xs: step(a, x)
+    assert calls == {'fw': 12, 'bw': 12}
+    for n in range(1, _MAX_KEYS + 5): step(a, torch.randn(n, 3))
+    assert len(a._fast_keys) == _MAX_KEYS and len(a._fast_grad_keys) == _MAX_KEYS  # bounded: the oldest dropped
+    before = dict(calls)
+    step(a, torch.randn(_MAX_KEYS + 4, 3))                  # the newest shapes are still remembered
+    assert calls == before
+    step(a, torch.randn(1, 3))                              # the oldest was dropped: checked again
+    assert calls == {'fw': before['fw'] + 2, 'bw': before['bw'] + 2}
+
+
 def test_hooks_registered_after_the_first_calls_run(monkeypatch):
     model, x = mlp(), torch.randn(4, 3)
     step(model, x); step(model, x)
@@ -149,5 +171,5 @@ def test_training_loop_equal_to_checked_calls():
                 for m in reversed(list(model)): g = m.backward(g)
             for p in model.parameters():
                 p.value.sub_(0.1 * p.grad); p.grad.zero_()  # in place: `p.value -= ...` assigns, a full check
-    assert a._ran is not None and a._ran is a._fast_key     # the last steps ran on the fast path
+    assert a._ran is not None and a._fast_keys[a._ran] is a._ran  # the last steps ran on the fast path
     for p, q in zip(a.parameters(), b.parameters()): assert torch.equal(p.value, q.value)  # same ops, same order
