@@ -79,9 +79,9 @@ class Sequential(Module):
         "Apply every module in order (if one fails, every module forgets its saved state, so `backward` raises)."
         key = (x.shape, x.dtype, x.device, Parameter._edits, Module._hook_edits, self.layers) \
             if type(x) is _Tensor and not x.requires_grad else None  # what the modules' checks depend on: metadata only
-        # as in a recent checked call: every module's input is known to pass
-        if key is not None and key in self._fast_keys:
-            key = self._fast_keys[key]  # the stored tuple itself: backward's key holds it
+        # as in a recent checked call: every module's input is known to pass (the stored tuple: backward's key holds it)
+        if key is not None and (known := self._fast_keys.get(key)) is not None:
+            key = known
             try:
                 for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone (see `_learn` below)
             except Exception as refused: raise _explained(m, x, refused) from None
