@@ -12,7 +12,7 @@ import numbers
 
 import torch
 
-from .._checks import check_flag, check_int, check_rate
+from .._checks import check_flag, check_int, check_rate, fmt_shape
 from .optimizer import Optimizer, _check_lr
 
 # %% auto #0
@@ -61,7 +61,7 @@ def _check_stack(values, k: int, who: str, where: str = ' of the group'):
     "Each matrix's rows split into `k` equal stacked matrices (metadata only)."
     for j, v in enumerate(values):
         if v.dim() == 2 and v.shape[0] % k:
-            raise ValueError(f"{who}: parameter {j}{where} has shape ({v.shape[0]}, {v.shape[1]}), whose "
+            raise ValueError(f"{who}: parameter {j}{where} has shape {fmt_shape(v.shape)}, whose "
                              f"{v.shape[0]} rows do not split into stacked={k} equal matrices")
 
 class Muon(Optimizer):
