@@ -170,6 +170,10 @@ class NamesModel:
     muon_stacked:bool=False
     # the weights kept at the end: the mean of the iterates over this last fraction of the steps (0: the last one)
     average:float=0.0
+    # the fraction of the steps over which the one-cycle schedules warm up to the peak rate
+    pct_start:float=0.3
+    # how the one-cycle schedules then come down from the peak: 'cos' (a half cosine) or 'linear' (a straight line)
+    anneal_strategy:str='cos'
 
 def adamw_groups(
     params, # the parameters: minidl `Parameter`s or torch tensors
@@ -221,7 +225,8 @@ def names_optimizers(
     opts = [optim.AdamW(adamw_groups(rest, weight_decay, spec.decay_vectors), lr=lr)]
     # the same rate: 'match_rms_adamw' scales each matrix's update to about the root-mean-square of AdamW's
     if hidden: opts.append(optim.Muon(hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn='match_rms_adamw'))
-    scheds = [optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=steps, cycle_momentum=i == 0)
+    scheds = [optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=steps, pct_start=spec.pct_start,
+                                            anneal_strategy=spec.anneal_strategy, cycle_momentum=i == 0)
               for i, o in enumerate(opts)]
     return opts, scheds
 
@@ -229,8 +234,8 @@ RECIPE = dict(
     bigram=dict(steps=3000, batch_size=27, lr=1.0, weight_decay=0.0),
     mlp=dict(steps=60000, batch_size=256, lr=3e-3, weight_decay=0.1, context=8, embed=24, hidden=512, dropout=0.1),
     transformer=dict(steps=3350, batch_size=256, pieces=3, lr=1e-2, weight_decay=0.2, decay_vectors=False, muon=True,
-                     muon_stacked=True, average=0.3, d_model=64, nhead=4, layers=4, activation='geglu',
-                     dim_feedforward=160, dropout=0.0, ff_dropout=0.0, attn_dropout=0.05),
+                     muon_stacked=True, average=0.3, pct_start=0.2, anneal_strategy='linear', d_model=64, nhead=4,
+                     layers=4, activation='geglu', dim_feedforward=160, dropout=0.0, ff_dropout=0.0, attn_dropout=0.05),
 )
 
 def _build(name):
@@ -265,7 +270,8 @@ MODELS = {
         'sequence',
         MAX_LEN + 1,
         **{k: RECIPE['transformer'][k] for k in ('steps', 'batch_size', 'lr', 'weight_decay', 'pieces',
-                                                 'decay_vectors', 'muon', 'muon_stacked', 'average')},
+                                                 'decay_vectors', 'muon', 'muon_stacked', 'average',
+                                                 'pct_start', 'anneal_strategy')},
         target=2.05,
     ),
 }

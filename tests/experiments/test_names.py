@@ -19,6 +19,7 @@ from minidl.experiments.names import (
     model_config,
     model_from_config,
     names_data,
+    names_optimizers,
     novelty,
     run_names,
     sample_names,
@@ -303,3 +304,26 @@ def test_interrupted_first_checkpoint_leaves_no_empty_save_folder(tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ['res']  # ck/ and ck/models/ made, then removed
     assert sorted(p.name for p in out.iterdir()) == sorted(OUT_FILES)
     assert capsys.readouterr().err.startswith('minidl-names: interrupted; wrote ')
+
+
+def test_transformer_schedules_warm_up_a_fifth_then_come_down_in_a_straight_line():
+    """The recipe's schedules, AdamW's and Muon's, are torch's OneCycleLR with `pct_start=0.2` and
+    `anneal_strategy='linear'`: the peak after a fifth of the steps, then halfway down at 60 % (both rates the same)."""
+    spec, steps, lr = MODELS['transformer'], 100, 1e-2
+    assert (spec.pct_start, spec.anneal_strategy) == (0.2, 'linear')
+    m = NamesTransformer(14, 16, 2, 2, 12, dropout=0.0, activation='geglu', generator=torch.Generator().manual_seed(0))
+    opts, scheds = names_optimizers(m, spec, lr, spec.weight_decay, steps)
+    assert [type(o).__name__ for o in opts] == ['AdamW', 'Muon']
+    ref = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    ref_sched = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=lr, total_steps=steps, pct_start=0.2,
+                                                    anneal_strategy='linear')
+    rates = []
+    for _ in range(steps - 1):
+        rates.append(ref.param_groups[0]['lr'])
+        for o in opts: assert [g['lr'] for g in o.param_groups] == [rates[-1]] * len(o.param_groups)
+        for o, s in zip(opts, scheds): o.step(); s.step()
+        ref.step(); ref_sched.step()
+    low = lr / 25 / 1e4  # the final rate: max_lr / div_factor / final_div_factor
+    assert rates[19] == pytest.approx(lr, rel=1e-12) and max(rates) == rates[19]  # the peak ends the warm-up
+    assert rates[59] == pytest.approx((lr + low) / 2, rel=1e-12)  # halfway down, in a straight line
+    assert rates[1] - rates[0] == pytest.approx(rates[2] - rates[1], rel=1e-9)  # the warm-up is a line too
