@@ -73,3 +73,27 @@ def test_markdown_versions_embed_no_image():
         assert not re.search(r"[A-Za-z0-9+/]{200,}", text), f"{md.name} holds a base64 payload"
         for fig in re.findall(rf"\]\({re.escape(url)}/(figures/[^)\s]+)\)", text):
             assert (DOCS / fig).is_file(), f"{md.name} links to {fig}, which docs/ lacks"
+
+
+def test_stored_source_links_point_at_their_definitions():
+    """Each `[source](…/minidl/<file>.py#L<n>)` link that `show_doc` stored in a notebook's outputs (and the site
+    shows) points at the line where the documented function, class or method is defined in the exported package. A
+    notebook that was not run again after its module moved keeps stale line numbers; run it again to fix them."""
+    import json
+
+    stale, seen = [], 0
+    for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+            for out in cell.get("outputs", []):
+                md = "".join(out.get("data", {}).get("text/markdown", []))
+                heading = re.search(r"^#+ +([\w.]+)", md, re.M)
+                for path, line in re.findall(r"blob/main/(minidl/[\w/]+\.py)#L(\d+)", md):
+                    seen += 1
+                    lines = (ROOT / path).read_text(encoding="utf-8").split("\n")
+                    text = lines[int(line) - 1] if int(line) <= len(lines) else ""
+                    name = heading.group(1).split(".")[-1] if heading else ""
+                    if not re.match(rf"\s*(@|(async\s+)?def\s+{name}\b|class\s+{name}\b)", text):
+                        what = heading.group(1) if heading else "?"
+                        stale.append(f"{nb.name}: {what} -> {path}:{line} {text.strip()!r}")
+    assert seen > 50, f"only {seen} source links found: has show_doc's output format changed?"
+    assert not stale, "stale source links (run these notebooks again):\n" + "\n".join(stale)
