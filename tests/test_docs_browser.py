@@ -60,7 +60,8 @@ FLAGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]  # belt and braces: no other host even resolves
 DESKTOP, PHONE = (1280, 900), (390, 844)
-LOCAL_SCHEMES = ("data:", "blob:", "about:", "chrome:", "chrome-extension:")  # the browser's own pages, not network
+# the browser's own pages, not network (Chromium 150 may load its new-tab page: chrome-untrusted://new-tab-page/...)
+LOCAL_SCHEMES = ("data:", "blob:", "about:", "chrome:", "chrome-extension:", "chrome-untrusted:", "devtools:")
 
 
 def page_name(nb: str) -> str:
