@@ -13,7 +13,8 @@ The package itself holds no torch.nn code (a test scans it), so the twins live h
   `stacked` setting, built from torch's own iteration), and OneCycleLR with the same settings (`names_optimizers` with
   `optim=TORCH_OPTIM`), `nn.CrossEntropyLoss(ignore_index=-100)`, the mean of the last
   iterates kept at the end where the recipe asks for it (`IterateAverage`); dropout masks come from torch's global
-  generator. torch's Muon runs its Newton-Schulz iteration in bfloat16; the twins run it in the
+  generator, seeded with the run's seed for the run and given back as it was after it, so that a twin's run repeats.
+  torch's Muon runs its Newton-Schulz iteration in bfloat16; the twins run it in the
   parameters' dtype, as minidl's (`full_precision_muon`): the same computation, and on a processor without
   bfloat16 arithmetic ten times faster.
 * `benchmark_step(batch_size=64, dtype=torch.float32, seed=0)` -- `(minidl_step, torch_step)`: two callables that each
@@ -25,6 +26,7 @@ The package itself holds no torch.nn code (a test scans it), so the twins live h
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -178,6 +180,17 @@ def torch_twin(model):
     return t
 
 
+def _seeded_masks(train):
+    "Run `train` with torch's global generator (the twins' dropout masks) seeded with the run's seed, then restored"
+    @functools.wraps(train)
+    def run(name, seed=0, *args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return train(name, seed, *args, **kwargs)
+    return run
+
+
+@_seeded_masks
 def train_torch(
     name,
     seed=0,

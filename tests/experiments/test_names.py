@@ -327,3 +327,21 @@ def test_transformer_schedules_warm_up_a_fifth_then_come_down_in_a_straight_line
     assert rates[19] == pytest.approx(lr, rel=1e-12) and max(rates) == rates[19]  # the peak ends the warm-up
     assert rates[59] == pytest.approx((lr + low) / 2, rel=1e-12)  # halfway down, in a straight line
     assert rates[1] - rates[0] == pytest.approx(rates[2] - rates[1], rel=1e-9)  # the warm-up is a line too
+
+
+def test_a_twin_run_with_dropout_repeats_and_leaves_the_global_generator_alone(split):
+    """The twins draw their dropout masks from torch's global generator: `train_torch` seeds it with the run's seed for
+    the run and gives it back as it was, so the same seed gives the same weights, and the caller's draws are unmoved."""
+    small = {k: v[:500] for k, v in split.items()}
+    data = names_data('context', 3, small)
+    build = lambda g: NamesMLP(3, 5, 32, 0.5, generator=g)  # noqa: E731  (dropout 0.5: the masks matter)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    runs = [train_torch('mlp', 0, steps=20, batch_size=16, data=data, build=build, final=False, points=0)['model']
+            for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), before)
+    a, b = (r.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = train_torch('mlp', 1, steps=20, batch_size=16, data=data, build=build, final=False, points=0)['model']
+    c = other.state_dict()
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # another seed: another start and other masks
