@@ -3,6 +3,7 @@ footer, nbdev's `repo-url`) are pyproject's Repository URL. The built site (docs
 Markdown version `<page>.html.md` of each notebook's page, which the `Docs:` line of every module docstring names."""
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -79,8 +80,6 @@ def test_stored_source_links_point_at_their_definitions():
     """Each `[source](…/minidl/<file>.py#L<n>)` link that `show_doc` stored in a notebook's outputs (and the site
     shows) points at the line where the documented function, class or method is defined in the exported package. A
     notebook that was not run again after its module moved keeps stale line numbers; run it again to fix them."""
-    import json
-
     stale, seen = [], 0
     for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
         for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
