@@ -157,10 +157,11 @@ def _unchanged(opt, shapes: bool = True) -> bool:
      "tensor was reshaped in place, and no value or gradient was made to require grad in place.")
     c = opt._cache
     if c is None: return False
-    k = c[7]
-    return (k[0] == Parameter._edits and k[1] == _Params.edits and _same(k[2:], _key(opt)[2:])
+    k, groups = c[7], opt.param_groups
+    return (k[0] == Parameter._edits and k[1] == _Params.edits and k[2] is opt.params and k[3] is groups
+            and len(k) == 4 + len(groups) and all(map(_is, k[4:], map(_params, groups)))  # `_key`, without a tuple
             # (`unsqueeze_`: reshaped)
-            and (not shapes or list(map(_shape, c[0])) == c[2] and list(map(_shape, c[1])) == c[3])
+            and (not shapes or list(map(_shape, c[8])) == c[2])
             # `requires_grad_()` in place on a value (the in-place update would fail part-way, after other
             # parameters) or on a gradient (the update would be recorded by autograd)
             and not any(map(_requires_grad, c[8])))
@@ -214,8 +215,8 @@ def _check_all(opt, values, grads, who: str):
     for g in groups:  # lists that count their changes, so that the next step compares two integers, not every parameter
         if type(g['params']) is not _Params: g['params'] = _Params(g['params'])
     if type(opt.params) is not _Params: opt.params = _Params(opt.params)
-    opt._cache = (values, grads, [v.shape for v in values], [g.shape for g in grads], limits, ranges, lens, _key(opt),
-                  values + grads)
+    tensors = values + grads  # (the shapes of both lists, in one list: one comparison per step)
+    opt._cache = (values, grads, [t.shape for t in tensors], None, limits, ranges, lens, _key(opt), tensors)
     opt._safe = True  # new tensors: the next update keeps copies to restore if it fails part-way
 
 # %% ../../nbs/30_optimizer.ipynb #9d872153
@@ -397,6 +398,7 @@ class Optimizer:
     ("Base class of minidl's optimizers: parameter groups with checked hyper-parameters, an all-or-nothing "
      "`step()`, `zero_grad()`, torch-layout state dicts.")
     _checks: dict = {'lr': check_rate}  # hyper-parameter -> its check (v, name, who); every group holds each
+    _keys: tuple = ('lr',)  # the keys of `_checks` (set for each subclass)
     _optional: dict = {}  # minidl-only hyper-parameters a torch state dict lacks -> the value that behaves as torch
     _state_names: tuple[str, ...] = ()  # the per-parameter buffers, PyTorch's names
     _has_step: bool = False  # a per-parameter 'step' in the state dict (Adam's bias correction), as PyTorch's
@@ -407,6 +409,7 @@ class Optimizer:
         super().__init_subclass__(**kw)
         for k in cls._checks:  # `opt.lr`, `opt.momentum`...: read and written through every group
             if not isinstance(cls.__dict__.get(k), _Hyper): setattr(cls, k, _Hyper()); getattr(cls, k).name = k
+        cls._keys = tuple(cls._checks)  # the group keys `step` compares, in order
 
     def __init__(self,
                  # `Parameter`s (e.g. `model.parameters()`), or parameter groups: dicts with 'params' and
@@ -465,31 +468,33 @@ class Optimizer:
          "time-based decay).")
         return self.param_groups[0]['lr']
 
-    def _hypers(self, who: str) -> list[dict]:
+    def _hypers(self, who: str | None = None) -> list[dict]:
         ("Every group's hyper-parameters, checked again only when one was written (an identity comparison "
          "per group otherwise).")
-        keys, last = self._keys, self._seen
-        seen = [tuple(map(g.get, keys)) for g in self.param_groups]
-        # the same objects: nothing was written
-        if last is None or len(seen) != len(last) or not all(map(_same, seen, last)):
-            hs = []
-            for i, g in enumerate(self.param_groups):
-                h = {}
-                for k, check in self._checks.items():
-                    if k not in g: raise ValueError(f"{who}: parameter group {i} has no {k!r}")
-                    name = k if len(self.param_groups) == 1 else f"param_groups[{i}][{k!r}]"
-                    # the rate: `_check_lr` below
-                    h[k] = check_real(g[k], name, who) if k == 'lr' else check(g[k], name, who)
-                self._check_hyper(h, who)
-                hs.append(h)
-            paths = [self._path(h) for h in hs]
-            if paths != self._paths: self._safe = True  # another sequence of operations: keep copies this time
-            for g, h in zip(self.param_groups, hs):
-                # a list (betas, Muon's coefficients) becomes the checked tuple: it cannot change behind the cache
-                for k, v in h.items():
-                    if isinstance(g[k], list) and isinstance(v, tuple): g[k] = v
-            self._h, self._paths = hs, paths
-            self._seen = [tuple(map(g.get, keys)) for g in self.param_groups]
+        keys, last, groups = self._keys, self._seen, self.param_groups
+        if last is not None and len(last) == len(groups):
+            for g, s in zip(groups, last):
+                if not all(map(_is, map(g.get, keys), s)): break  # another object: a value was written
+            else: return self._h  # the same objects: nothing was written
+        who = who or f"{type(self).__name__}.step"
+        hs = []
+        for i, g in enumerate(groups):
+            h = {}
+            for k, check in self._checks.items():
+                if k not in g: raise ValueError(f"{who}: parameter group {i} has no {k!r}")
+                name = k if len(groups) == 1 else f"param_groups[{i}][{k!r}]"
+                # the rate: `_check_lr` below
+                h[k] = check_real(g[k], name, who) if k == 'lr' else check(g[k], name, who)
+            self._check_hyper(h, who)
+            hs.append(h)
+        paths = [self._path(h) for h in hs]
+        if paths != self._paths: self._safe = True  # another sequence of operations: keep copies this time
+        for g, h in zip(groups, hs):
+            # a list (betas, Muon's coefficients) becomes the checked tuple: it cannot change behind the cache
+            for k, v in h.items():
+                if isinstance(g[k], list) and isinstance(v, tuple): g[k] = v
+        self._h, self._paths = hs, paths
+        self._seen = [tuple(map(g.get, keys)) for g in groups]
         return self._h
 
     def step(self,
@@ -500,8 +505,9 @@ class Optimizer:
          "nothing (gradients are not zeroed).")
         loss = None if closure is None else closure()
         values, grads = _tensors(self)
-        hs = self._hypers(f"{type(self).__name__}.step")
-        plans = [self._prepare(i, h) for i, h in enumerate(hs)]  # every rate checked before any change
+        hs = self._hypers()
+        # every rate checked before any change
+        plans = (self._prepare(0, hs[0]),) if len(hs) == 1 else [self._prepare(i, h) for i, h in enumerate(hs)]
         saved = self._backup(values) if self._safe else None
         try:
             if len(hs) == 1: self._update(0, hs[0], plans[0], values, grads)
@@ -603,8 +609,6 @@ class Optimizer:
     def _check_hyper(self, h: dict, who: str): pass
     def _path(self, h: dict) -> tuple: return ()
 
-    @property
-    def _keys(self) -> tuple: return tuple(self._checks)
 
     def __repr__(self):
         def hyper(g): return ', '.join(f"{k}={g[k]!r}" for k in self._checks)
