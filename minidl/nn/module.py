@@ -658,7 +658,9 @@ def _checked_backward(math):
         if ((f := getattr(grad_output, '_minidl_forward', None)) is not None and f[0] == id(self)
                 and f[1] != self._forward_id and f[2] == _PROCESS): raise _stale_gradient(self)
         if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
-            for o, v in zip(s, self._versions):
+            vs, i = self._versions, 0  # a plain loop: faster than `zip` for one to three tensors
+            for o in s:
+                v = vs[i]; i += 1
                 if v is not None and o._version != v: self._raise_modified()
         try:
             g = grad_output if (accept := type(self)._accept_grad) is _as_is_grad else accept(self, grad_output)
