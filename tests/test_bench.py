@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 import benchmarks  # noqa: E402
 from benchmarks import __main__ as bench_main  # noqa: E402
-from benchmarks import ablation, core, harness, overhead  # noqa: E402
+from benchmarks import ablation, core, harness, overhead, seq  # noqa: E402
 
 
 class FakeClock:
@@ -290,6 +290,29 @@ def test_overhead_quick_run(one_thread_restored, capsys):
             assert r['over_hand'][n] == pytest.approx(r['median_s'][n] / r['median_s']['hand'])
             assert math.isfinite(r['paired_over_hand'][n]) and r['paired_over_hand'][n] > 0
     assert capsys.readouterr().out.count('over hand:') == len(overhead.BATCHES)
+
+
+def test_decoder_hand_step_is_minidls_maths():
+    ("The seq suite's hand-written decoder step trains as minidl's decoder does, in float64 (the same kernels in the "
+     "same order: equal to the last bit here; the suite allows 1e-12 of the largest weight), and the comparison is "
+     "not vacuous: a learning rate 0.1 % off moves the weights.")
+    agree = seq.decoder_agreement()
+    assert agree['ok'] and agree['max_param_diff'] <= 1e-12 * agree['max_param'], agree
+    ours, step, x, y = seq.decoder_minidl(**seq.DECODER, dtype=torch.float64)
+    hand, params = seq.decoder_hand(ours, seq.DECODER['B'], seq.DECODER['T'], lr=1.001e-3)
+    for _ in range(2): step(); hand(x, y)
+    assert max(float((p.value - q).abs().max()) for p, q in zip(ours.parameters(), params)) > 1e-7
+
+
+def test_decoder_vs_hand_record(one_thread_restored):
+    "The record the seq suite writes for the decoder against its hand-written step: times, ratio, counts, agreement."
+    ctx = harness.Context(quick=True, device='cpu', settings=dict(seq.QUICK))
+    row = seq.decoder_vs_hand(ctx)
+    assert row['agreement']['ok'] and row['ratio'] == pytest.approx(row['minidl_s'] / row['hand_s'])
+    assert set(row['ops_per_step']) == set(row['python_calls_per_step']) == {'minidl', 'hand'}
+    # the hand loop is one function: its Python calls are its few helpers (LayerNorm, GELU...), minidl's are modules
+    assert row['python_calls_per_step']['hand'] < row['python_calls_per_step']['minidl']
+    assert all(n > 100 for n in row['ops_per_step'].values())
 
 
 def test_op_and_python_call_counts():
