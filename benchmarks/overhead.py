@@ -26,7 +26,7 @@ from minidl.nn.loss import _BCE_EPS
 
 QUICK = dict(sample_s=0.001, warmup_s=0.01, budget_s=0.0, min_rounds=3, max_rounds=3)
 FULL = dict(sample_s=0.02, warmup_s=0.3, budget_s=12.0, min_rounds=30, max_rounds=400)
-BATCHES = (10, 100)
+BATCHES = (10, 100, 1000)
 # name: (Sequential, LossBCE, SGD.step, zero_grad) of minidl (True) or the bare maths (False)
 VARIANTS = {
     'maths': (False, False, False, False),
