@@ -89,9 +89,13 @@ def test_stored_source_links_point_at_their_definitions():
                 for path, line in re.findall(r"blob/main/(minidl/[\w/]+\.py)#L(\d+)", md):
                     seen += 1
                     lines = (ROOT / path).read_text(encoding="utf-8").split("\n")
-                    text = lines[int(line) - 1] if int(line) <= len(lines) else ""
+                    i = int(line) - 1
+                    text = lines[i] if i < len(lines) else ""
+                    while text.lstrip().startswith("@") and i + 1 < len(lines):  # a decorator: the definition follows
+                        i += 1
+                        text = lines[i]
                     name = heading.group(1).split(".")[-1] if heading else ""
-                    if not re.match(rf"\s*(@|(async\s+)?def\s+{name}\b|class\s+{name}\b)", text):
+                    if not re.match(rf"\s*((async\s+)?def\s+{name}\b|class\s+{name}\b)", text):
                         what = heading.group(1) if heading else "?"
                         stale.append(f"{nb.name}: {what} -> {path}:{line} {text.strip()!r}")
     assert seen > 50, f"only {seen} source links found: has show_doc's output format changed?"
