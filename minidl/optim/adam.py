@@ -51,12 +51,12 @@ class Adam(Optimizer):
         ("This group's step t and bias-corrected step size, checked (before any change): the rate, the step "
          "size, eps in the dtype.")
         t = self.step_count + 1 - (self.step_count if self._start[i] is None else self._start[i])
-        lr, low = h['lr'], self._cache[4][i][0]
+        lr, low = h['lr'], self._cache[3][i][0]
         _check_lr(self, lr, i)
         step_size = lr / (1 - h['betas'][0] ** t)
         _check_lr(self, step_size, i, 'the bias-corrected step size lr / (1 - beta1^t)')
         if 0 < h['eps'] <= low:
-            a, b = self._cache[5][i]
+            a, b = self._cache[4][i]
             raise ValueError(f"{type(self).__name__}.step: eps={h['eps']!r} rounds to 0 in "
                              f"{sorted({str(v.dtype) for v in self._cache[0][a:b]})}: use eps > {low:.3g}")
         return t, step_size

@@ -107,7 +107,7 @@ class Muon(Optimizer):
 
     def _prepare(self, i, h):
         _check_lr(self, h['lr'], i)
-        a, b = self._cache[5][i]
+        a, b = self._cache[4][i]
         scale, k, values = _SCALES[h['adjust_lr_fn']], h['stacked'], self._cache[0][a:b]
         if k > 1: _check_stack(values, k, f"{type(self).__name__}.step", f" of group {i}")
         rates = [h['lr'] * scale(v.shape[0] // k, v.shape[1]) for v in values]  # each matrix's rate eta s(A/k, B)

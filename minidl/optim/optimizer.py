@@ -157,14 +157,14 @@ def _unchanged(opt, shapes: bool = True) -> bool:
      "tensor was reshaped in place, and no value or gradient was made to require grad in place.")
     c = opt._cache
     if c is None: return False
-    k, groups = c[7], opt.param_groups
+    k, groups = c[6], opt.param_groups
     return (k[0] == Parameter._edits and k[1] == _Params.edits and k[2] is opt.params and k[3] is groups
             and len(k) == 4 + len(groups) and all(map(_is, k[4:], map(_params, groups)))  # `_key`, without a tuple
             # (`unsqueeze_`: reshaped)
-            and (not shapes or list(map(_shape, c[8])) == c[2])
+            and (not shapes or list(map(_shape, c[7])) == c[2])
             # `requires_grad_()` in place on a value (the in-place update would fail part-way, after other
             # parameters) or on a gradient (the update would be recorded by autograd)
-            and not any(map(_requires_grad, c[8])))
+            and not any(map(_requires_grad, c[7])))
 
 def _check_all(opt, values, grads, who: str):
     "Check the groups, every parameter's value, gradient and state buffers (metadata only); cache what passed."
@@ -216,16 +216,12 @@ def _check_all(opt, values, grads, who: str):
         if type(g['params']) is not _Params: g['params'] = _Params(g['params'])
     if type(opt.params) is not _Params: opt.params = _Params(opt.params)
     tensors = values + grads  # (the shapes of both lists, in one list: one comparison per step)
-    opt._cache = (values, grads, [t.shape for t in tensors], None, limits, ranges, lens, _key(opt), tensors)
+    opt._cache = (values, grads, [t.shape for t in tensors], limits, ranges, lens, _key(opt), tensors)
     opt._safe = True  # new tensors: the next update keeps copies to restore if it fails part-way
 
 # %% ../../nbs/30_optimizer.ipynb #9d872153
 _is, _shape, _params = operator.is_, operator.attrgetter('shape'), operator.itemgetter('params')
 _requires_grad = operator.attrgetter('requires_grad')
-
-def _same(a: tuple, b: tuple) -> bool:
-    "The same objects, one by one (`True == 1`, but a flag written as 1 must be checked again)."
-    return len(a) == len(b) and all(map(_is, a, b))
 
 def _tensors(opt, who: str = 'step'):
     ("Values and gradients of the parameters, checked fully when a parameter, a gradient or a list of them "
@@ -239,12 +235,12 @@ def _tensors(opt, who: str = 'step'):
 def _check_lr(opt, lr: float, group: int = 0, name: str = 'the learning rate'):
     ("Refuse a learning rate that is negative, not finite, or rounds to 0 or infinity in the dtype of a "
      "parameter of the group.")
-    low, high = opt._cache[4][group]
+    low, high = opt._cache[3][group]
     if lr == 0.0 or low < lr < high: return
     who = f"{type(opt).__name__}.step"
     if len(opt.param_groups) > 1: name = f"{name} of parameter group {group}"
     if not (math.isfinite(lr) and lr >= 0): raise ValueError(f"{who}: {name} is {lr!r}, expected a finite number >= 0")
-    a, b = opt._cache[5][group]
+    a, b = opt._cache[4][group]
     dts = ', '.join(sorted({str(v.dtype) for v in opt._cache[0][a:b]}))
     raise ValueError(f"{who}: {name} {lr!r} is not representable in the parameters' dtype ({dts}): it would round to "
                      f"{'0' if lr <= low else 'infinity'}; use a rate in ({low:.3g}, {high:.3g}) or float64 parameters")
@@ -512,7 +508,7 @@ class Optimizer:
         try:
             if len(hs) == 1: self._update(0, hs[0], plans[0], values, grads)
             else:
-                for i, (a, b) in enumerate(self._cache[5]): self._update(i, hs[i], plans[i], values[a:b], grads[a:b])
+                for i, (a, b) in enumerate(self._cache[4]): self._update(i, hs[i], plans[i], values[a:b], grads[a:b])
         except BaseException:
             if saved is not None: self._restore(values, saved)
             raise
@@ -595,12 +591,12 @@ class Optimizer:
     def _bufs(self, name: str, i: int):
         "The buffers `name` of group `i` (the list itself for one group), or None if the group has none yet."
         bufs = self.state.get(name)
-        a, b = self._cache[5][i]
+        a, b = self._cache[4][i]
         if bufs is None or bufs[a] is None: return None
         return bufs if b - a == len(bufs) else bufs[a:b]
 
     def _set_bufs(self, name: str, i: int, new: list):
-        a, b = self._cache[5][i]
+        a, b = self._cache[4][i]
         self.state.setdefault(name, [None] * len(self.params))[a:b] = new
 
     def _prepare(self, i: int, h: dict): _check_lr(self, h['lr'], i); return h['lr']

@@ -554,7 +554,7 @@ def test_a_pickled_optimizer_checks_afresh(monkeypatch):
     import minidl.optim.optimizer as optimizer_module
     p = Parameter(torch.zeros(2, dtype=F64)); opt = SGD([p], lr=0.1)
     p.grad.fill_(1.0); opt.step()
-    recorded = opt._cache[7][:2]
+    recorded = opt._cache[6][:2]
     opt2 = pickle.loads(pickle.dumps(opt))
     p2 = opt2.params[0]
     p2.value = torch.zeros(2, dtype=F64)                     # a new tensor in the copy...
