@@ -109,12 +109,14 @@ def _check_data(x, y, xn:str, yn:str, model:Module)->tuple[Tensor, Tensor, int]:
         y = y.to(x.dtype)
     else: y = y.long()
     was_training = model.training
-    try: out = model.eval()(x[:1])  # one point through the model: it takes this input; how many outputs it has
+    # two points through the model (a BatchNorm without running statistics normalises with the batch's, even in
+    # evaluation mode: one point would not do): it takes this input; how many outputs it has
+    try: out = model.eval()(x[:2])
     finally: model.train(was_training)
     width = out.shape[1] if out.ndim == 2 else 0
     if binary and width != 1:
         raise ValueError("train: binary labels of shape (n, 1) need a model with one output, got an output "
-                         f"of shape {fmt_shape(out.shape)} for {xn}[:1] (for several classes, pass integer "
+                         f"of shape {fmt_shape(out.shape)} for {xn}[:2] (for several classes, pass integer "
                          "class indices of shape (n,))")
     if not binary:
         if width < 2: raise ValueError("train: class indices need a model with one output per class, got an "

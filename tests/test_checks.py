@@ -272,7 +272,8 @@ def test_in_place_edit_between_forward_and_backward_is_detected(make):
     layer = make()
     x = torch.randn(4, 3)
     y = layer(x)
-    saved = layer._saved[0] if layer._saved else layer.layers[-1]._saved[0]
+    # (a container: what its last module saved)
+    saved = layer.layers[-1]._saved[0] if isinstance(layer, Sequential) else layer._saved[0]
     saved.mul_(2)
     before = _state(layer)
     with pytest.raises(RuntimeError, match='modified by an inplace operation'): layer.backward(torch.ones_like(y))

@@ -240,3 +240,13 @@ def test_end_to_end_with_autograd(make_ours, make_ref):
         lambda o: LRS.OneCycleLR(o, 0.05, STEPS),
         grads='autograd',
     )
+
+
+def test_a_batchnorm_without_running_statistics_trains():
+    ("it normalises with the batch's statistics even in evaluation mode: the model's first look at the data takes two "
+     "points")
+    from minidl import BatchNorm1d, LossCrossEntropy, ReLU
+    torch.manual_seed(0)
+    x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
+    m = Sequential(Linear(4, 8), BatchNorm1d(8, track_running_stats=False), ReLU(), Linear(8, 2))
+    train(m, LossCrossEntropy(), SGD(m.parameters(), lr=0.1), x, y, epochs=1, batch_size=16, progress=False)

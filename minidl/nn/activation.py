@@ -15,7 +15,7 @@ import torch
 
 from .._checks import check_flag, fmt_shape
 from .linear import _scalar
-from .module import Module, _accept_floating, _accept_like_saved
+from .module import Module, _accept_floating, _accept_like_saved, _setting
 
 # %% auto #0
 __all__ = ['ReLU', 'Tanh', 'Sigmoid', 'LeakyReLU', 'GELU', 'GEGLU', 'Softmax', 'LogSoftmax']
@@ -107,13 +107,7 @@ class LeakyReLU(_OnInput):
                  inplace: bool = False,
                 ):
         self.inplace = check_flag(inplace, 'inplace', 'LeakyReLU')
-        if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
-            raise TypeError(f"LeakyReLU expects negative_slope to be a number, got {negative_slope!r}")
-        try: a = float(negative_slope)
-        except OverflowError: a = math.inf  # an int too large for a float
-        if not math.isfinite(a):  # a NaN or infinite slope would turn every negative input into NaN/inf, silently
-            raise ValueError(f"LeakyReLU expects negative_slope to be a finite number, got {negative_slope!r}")
-        self.negative_slope = a
+        self.negative_slope = negative_slope  # checked (`_check_slope` below), here and when written later
 
     def function(self, x):
         a = self.negative_slope  # x > 0: x; x <= 0: a x -- the larger of the two when a <= 1, the smaller when a > 1
@@ -127,6 +121,18 @@ class LeakyReLU(_OnInput):
         return step.mul_(1 - a).add_(a).mul_(g)  # G * (1 if x > 0 else a)
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}" + (', inplace=True' if self.inplace else '')
+
+def _check_slope(negative_slope, who: str) -> float:
+    "A finite number, as a float."
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+        raise TypeError(f"{who} expects negative_slope to be a number, got {negative_slope!r}")
+    try: a = float(negative_slope)
+    except OverflowError: a = math.inf  # an int too large for a float
+    if not math.isfinite(a):  # a NaN or infinite slope would turn every negative input into NaN/inf, silently
+        raise ValueError(f"{who} expects negative_slope to be a finite number, got {negative_slope!r}")
+    return a
+
+LeakyReLU.negative_slope = _setting('negative_slope', _check_slope, "The slope for x <= 0, a finite number.")
 
 # %% ../../nbs/11_activation.ipynb #fa85678e
 _KAPPA = 0.044715                  # the cubic coefficient of the tanh form
@@ -173,7 +179,7 @@ class GELU(Module):
     def __init__(self,
                  approximate: str = 'none', # `'none'`: the erf form; `'tanh'`: the tanh approximation
                 ):
-        self.approximate = _check_approximate(approximate, 'GELU')
+        self.approximate = approximate  # checked when written, here and later (see below)
 
     def forward(self,
                 x: torch.Tensor, # input, any shape
@@ -195,6 +201,8 @@ class GELU(Module):
 
     def extra_repr(self) -> str: return f"approximate={self.approximate!r}"
 
+GELU.approximate = _setting('approximate', _check_approximate, "'none' (the erf form) or 'tanh'.")
+
 # %% ../../nbs/11_activation.ipynb #af0c3b1b
 class GEGLU(Module):
     ("GELU-gated linear unit on the last dimension: the input's halves `(a, b)` give `a * GELU(b)`, as "
@@ -203,7 +211,7 @@ class GEGLU(Module):
     def __init__(self,
                  approximate: str = 'none', # the gate's GELU: `'none'`, the erf form; `'tanh'`, the tanh approximation
                 ):
-        self.approximate = _check_approximate(approximate, 'GEGLU')
+        self.approximate = approximate  # checked when written, here and later
 
     def forward(self,
                 x: torch.Tensor, # input `(..., 2F)`: the value `a`, then the gate `b`
@@ -238,6 +246,8 @@ class GEGLU(Module):
     _accept_grad = _accept_like_saved  # a gradient like the output (`a` has its shape)
 
     def extra_repr(self) -> str: return f"approximate={self.approximate!r}"
+
+GEGLU.approximate = _setting('approximate', _check_approximate, "'none' (the erf form) or 'tanh'.")
 
 # %% ../../nbs/11_activation.ipynb #3ec9bcfb
 def _check_dim(dim, who: str) -> int:

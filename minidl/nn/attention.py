@@ -105,7 +105,8 @@ class CausalSelfAttention(Module):
         o = torch.bmm(pd, v)                                                           # O = P~ V
         o = o.view(B, H, T, D).transpose(1, 2).reshape(B * T, E)                       # heads side by side
         y = self.out_proj(o)                                                           # O W_out^T + b_out
-        self._save_for_backward(x2, q, k, v, p, pd, noise, B, T, w)  # W_in too: dL/dX = dQKV W_in
+        # W_in too (dL/dX = dQKV W_in), and the state the output projection's forward left
+        self._save_for_backward(x2, q, k, v, p, pd, noise, B, T, w, self.out_proj._saved)
         self.attn_weights = p.view(B, H, T, T)
         return y.view(B, T, E)
 
@@ -114,7 +115,7 @@ class CausalSelfAttention(Module):
                  input_grad: bool = True, # `False`: accumulate the parameters' gradients only, return `None`
                 ) -> torch.Tensor | None: # dL/dX, `(B, T, E)`
         "Accumulate the four parameters' gradients; return dL/dX (the derivation above, no Jacobian materialised)."
-        x2, q, k, v, p, pd, noise, B, T, w_in = self._saved
+        x2, q, k, v, p, pd, noise, B, T, w_in, _ = self._saved
         E, H, D = self.embed_dim, self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
         go = self.out_proj.backward(grad_output.reshape(B * T, E))                     # dO (and dL/dW_out, dL/db_out)
@@ -154,6 +155,7 @@ def _accept_grad(self, g):
     "The upstream gradient if the usual call's metadata test passes, else the fully checked gradient."
     s = self._saved
     x2 = s[0]
+    self._check_own_states((self.out_proj,), s[10:])  # out_proj as this forward left it
     if (type(g) is _Tensor and not g.requires_grad and g.dtype == x2.dtype and g.device == x2.device
             and (seen := self._seen_grads)[0] == Parameter._edits and seen[1] is self.out_proj
             and g.shape == (s[7], s[8], self.embed_dim)): return g
@@ -198,6 +200,7 @@ def _check_input(self, x) -> torch.Tensor:
 def _ready(self):
     "Its own saved state and its output projection's (see `Module._ready`)."
     Module._ready(self)
+    if (s := self._saved) is not None: self._check_own_states((self.out_proj,), s[10:])
     Module._ready(self.out_proj)
 
 @_method_of(CausalSelfAttention)

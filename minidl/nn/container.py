@@ -14,7 +14,7 @@ from types import MappingProxyType
 import torch
 
 from .._checks import fmt_shape, type_name
-from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _Tensor
+from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _saved_of, _Tensor
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual']
@@ -32,7 +32,7 @@ def _check_name(k):
     "Check a module name of an `OrderedDict`: a non-empty string without '.', not an attribute of `Sequential`."
     if not isinstance(k, str) or not k or '.' in k:
         raise TypeError(f"Sequential expects module names that are non-empty strings without '.', got {k!r}")
-    if hasattr(Sequential, k) or k in ('layers', '_names'):
+    if hasattr(Sequential, k) or k in ('_layers', '_names'):
         raise KeyError(
             f"Sequential: the module name {k!r} would hide the attribute Sequential.{k}: choose another name"
         )
@@ -71,24 +71,43 @@ class Sequential(Module):
             for k in names: _check_name(k)
         else: names = tuple(map(str, range(len(modules))))
         _check_new(self, modules, (), names)
-        self.layers, self._names = tuple(modules), names
+        self._layers, self._names = tuple(modules), names
+
+    @property
+    def layers(self) -> tuple:
+        "The modules, in order (a tuple)."
+        return self._layers
+
+    @layers.setter
+    def layers(self, modules):
+        ("Replace the modules (checked first; positional names are renumbered); the last forward is forgotten, so a "
+         "`backward` needs a new forward.")
+        if isinstance(modules, Module) or not hasattr(modules, '__iter__'):
+            raise TypeError(f"Sequential.layers expects a sequence of modules, got {type_name(modules)}")
+        modules = tuple(modules)
+        keep = len(modules) == len(self._names)  # same length: the names stay, else positional names
+        self._replace(modules, self._names if keep else tuple(map(str, range(len(modules)))),
+                      'its modules were replaced after its forward')
 
     def forward(self,
                 x: torch.Tensor, # input of the first module
                ) -> torch.Tensor: # output of the last module
         "Apply every module in order (if one fails, every module forgets its saved state, so `backward` raises)."
-        key = (x.shape, x.dtype, x.device, Parameter._edits, Module._hook_edits, self.layers) \
+        layers = self._layers
+        key = (x.shape, x.dtype, x.device, Parameter._edits, Module._hook_edits, layers) \
             if type(x) is _Tensor and not x.requires_grad else None  # what the modules' checks depend on: metadata only
-        # as in a recent checked call: every module's input is known to pass (the stored tuple: backward's key holds it)
-        if key is not None and (known := self._fast_keys.get(key)) is not None:
+        # as in a recent checked call: every module's input is known to pass (the stored tuple: backward's key holds
+        # it), and nothing the key cannot see has changed since (see `_learn` below)
+        if key is not None and (known := self._fast_keys.get(key)) is not None and _as_learned(self):
             key = known
             try:
-                for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone (see `_learn` below)
+                for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone
             except Exception as refused: raise _explained(m, x, refused) from None
         else:
-            for m in self.layers: x = m.forward(x)          # each module checks its input
+            for m in layers: x = m.forward(x)               # each module checks its input
             key = _learn(self, key)
-        self._saved, self._versions, self._ran = (), (), key  # a complete forward (nothing to keep), and on what
+        # a complete forward: the state it left in each module (`backward` checks that it is still theirs), and on what
+        self._saved, self._versions, self._ran = (tuple(map(_saved_of, layers)),), (None,), key
         return x
 
     def backward(self,
@@ -96,12 +115,15 @@ class Sequential(Module):
                  input_grad: bool = True, # `False`: the first module skips dL/d(input), `None` is returned
                 ) -> torch.Tensor | None: # dL/d(input of the first module)
         "Backpropagate through every module in reverse order, accumulating their parameters' gradients."
-        () = self._saved  # a complete forward came first (else nothing is changed and the error says why)
+        (states,) = self._saved  # a complete forward came first (else nothing is changed and the error says why)
+        layers = self._layers
+        # each module still holds what this forward left: none ran forward on its own since (nor was replaced)
+        if not all(map(_is, map(_saved_of, layers), states)): self._check_own_states(layers, states)  # raises why
         g, ran = grad_output, self._ran
         key = (g.shape, g.dtype, g.device, Parameter._edits, Module._hook_edits, ran, input_grad) \
             if ran is not None and type(g) is _Tensor and not g.requires_grad else None
-        # as in a recent checked call: every gradient is known to pass
-        if key is not None and key in self._fast_grad_keys:
+        # as in a recent checked call: every gradient is known to pass, and every `.grad` still fits
+        if key is not None and key in self._fast_grad_keys and _grads_as_learned(self):
             rest, (m0, f0) = self._fast_backward
             # what every module saved is there and unchanged (metadata only), before any of them accumulates
             for m in self._fast_leaves:
@@ -110,14 +132,13 @@ class Sequential(Module):
                     vs, i = m._versions, 0  # a plain loop: faster than `zip` for one to three tensors
                     for o in s:
                         v = vs[i]; i += 1
-                        if v is not None and o._version != v: m._raise_modified()
+                        if v is not None and (o._version != v or o.requires_grad): m._raise_modified()
             for m in self._fast_composites: m._ready()           # a block asks its own modules too
             try:
                 for m, f in rest: g = f(m, g)                     # each module's maths alone
                 m = m0
                 return f0(m, g) if input_grad else f0(m, g, input_grad=False)
             except Exception as refused: raise _explained(m, g, refused, grad=True) from None
-        layers = self.layers
         for c in layers:  # every .grad fits before any is added to (named as the module's own check names it)
             for name, m in c.named_modules(): _check_accumulators(m, name or type(c).__name__)
         self._ready()     # and every module's saved state is there and unchanged
@@ -125,7 +146,7 @@ class Sequential(Module):
         if not layers: return g if input_grad else None
         # the flag is passed only to skip
         g = layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)
-        if key is not None: _remember(self, '_fast_grad_keys', key)
+        if key is not None: _remember(self, '_fast_grad_keys', key); _note_attributes(self)
         return g
 
     _ran = None  # the key of the last forward
@@ -135,7 +156,7 @@ class Sequential(Module):
     def _ready(self):
         "The saved state of the container and of every module in it (see `Module._ready`)."
         Module._ready(self)
-        for m in reversed(self.layers): m._ready()  # in backward's order
+        for m in reversed(self._layers): m._ready()  # in backward's order
 
     def named_children(self) -> list[tuple[str, Module]]:
         ("The modules with their names: `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`), or the "
@@ -167,11 +188,11 @@ class Sequential(Module):
         if not -n <= k < n: raise IndexError(f"Sequential index {k} is out of range: it holds {n} modules")
         return k % n
 
-    def _replace(self, layers: tuple, names: tuple):
+    def _replace(self, layers: tuple, names: tuple, why: str = 'modules were added after its forward'):
         "Install new modules (checked first: a refused change changes nothing); a later backward needs a new forward."
         _check_new(self, layers, (), names)
-        self.layers, self._names = layers, names
-        self._forget('modules were added after its forward')
+        self._layers, self._names = layers, names
+        self._forget(why)
 
     def append(self,
                module: Module, # added at the end, named by its position (as torch)
@@ -219,8 +240,11 @@ def _remember(seq: Sequential, name: str, key: tuple) -> tuple:
 def _learn(seq: Sequential, key):
     ("After a checked forward on `key`: each module's maths, to call directly while a remembered key repeats; `None` "
      "if it cannot (then no key is remembered).")
+    d = vars(seq)
+    if d.get('_fast_of') is not seq._layers:  # other modules: no key remembered for the last ones may run these
+        d.pop('_fast_keys', None); d.pop('_fast_grad_keys', None)
     fast = []
-    for m in seq.layers if key is not None else ():
+    for m in seq._layers if key is not None else ():
         d, cls = vars(m), type(m)
         if 'forward' in d or 'backward' in d: key = None; break  # hooks (or an instance's own methods): call the module
         f, b = cls.forward, cls.backward
@@ -234,7 +258,43 @@ def _learn(seq: Sequential, key):
     # ask their modules
     seq._fast_leaves = tuple(m for m, _ in back if type(m)._ready is Module._ready)
     seq._fast_composites = tuple(m for m, _ in back if type(m)._ready is not Module._ready)
+    # what the key cannot see, as it is now: the parameters' shapes, the gradients' shapes and dtypes (changed in
+    # place by `unsqueeze_`, `resize_`, `.data = `), the number of each module's own attributes (an instance's
+    # `forward` assigned since)
+    params, dicts = seq.parameters(), [vars(m) for m in seq._layers]
+    values, grads = [p.value for p in params], [p.grad for p in params]
+    seq._fast_of = seq._layers
+    seq._fast_guard = (values, list(map(_shape, values)), dicts, list(map(len, dicts)))
+    seq._fast_grad_guard = (grads, list(map(_shape, grads)), list(map(_dtype, grads)))
     return _remember(seq, '_fast_keys', key)
+
+_is, _shape, _dtype = operator.is_, operator.attrgetter('shape'), operator.attrgetter('dtype')
+
+def _as_learned(seq: Sequential) -> bool:
+    ("Whether what `_learn` saw but the key cannot is unchanged: the parameters' shapes and the number of the "
+     "modules' own attributes. If not, the modules are called as they are.")
+    values, shapes, dicts, lens = seq._fast_guard
+    if list(map(_shape, values)) != shapes:  # reshaped in place: every module checks again (and refuses it)
+        Parameter._edits += 1                 # as when a parameter is replaced: every remembered check is stale
+        return False
+    return list(map(len, dicts)) == lens      # else a module gained an attribute: an instance's own `forward`?
+
+def _note_attributes(seq: Sequential):
+    ("After a checked backward: the number of each module's own attributes as the checks left them (their first "
+     "calls add some); a module given its own `forward` or `backward` since is called as it is from now on.")
+    if (guard := vars(seq).get('_fast_guard')) is None: return
+    values, shapes, dicts, _ = guard
+    if any('forward' in d or 'backward' in d for d in dicts): vars(seq).pop('_fast_keys', None); return
+    seq._fast_guard = values, shapes, dicts, list(map(len, dicts))
+
+def _grads_as_learned(seq: Sequential) -> bool:
+    ("Whether every `.grad` has the shape and dtype `_learn` saw. If not, `backward` checks them all before any "
+     "accumulation (so that none is added to before another is refused).")
+    grads, shapes, dtypes = seq._fast_grad_guard
+    if list(map(_shape, grads)) == shapes and list(map(_dtype, grads)) == dtypes: return True
+    Parameter._edits += 1
+    return False
+
 
 def _explained(m: Module, x, refused: Exception, grad: bool = False) -> Exception:
     "The error `m`'s own checked call raises for the input (or, with `grad`, the gradient) `x` that its maths refused."
@@ -263,8 +323,8 @@ class Residual(Module):
                ) -> torch.Tensor: # x + block(x), same shape as x
         "Return `x + block(x)`."
         y = self.block(x)                                     # f(x)
-        # `_save_for_backward` of the two shapes (for the check below)
-        self._saved, self._versions = (x.shape, y.shape), (None, None)
+        # `_save_for_backward` of the two shapes (for the check below) and of the state the block's forward left
+        self._saved, self._versions = (x.shape, y.shape, self.block._saved), (None, None, None)
         return x + y                                          # x + f(x)
 
     def backward(self,
@@ -287,12 +347,14 @@ def _accept(self, x):
 def _accept_grad(self, g):
     "The gradient as it is (the block checks it), once a complete forward came first."
     if self._saved is None: raise _not_called(type(self).__name__, self._why)
+    self._check_own_states((self.block,), self._saved[2:])  # the block as the Residual's forward left it
     return g
 
 @_method_of(Residual)
 def _ready(self):
-    "Its own saved state and its block's (see `Module._ready`)."
+    "Its own saved state and its block's, which must be the one the Residual's forward left (see `Module._ready`)."
     Module._ready(self)
+    if (s := self._saved) is not None: self._check_own_states((self.block,), s[2:])
     self.block._ready()
 
 @_method_of(Residual)

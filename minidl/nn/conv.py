@@ -15,7 +15,7 @@ import torch
 
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
 from .linear import _ones
-from .module import Module, Parameter, _check_accumulators, _method_of, _parse_device, _parse_dtype
+from .module import Module, Parameter, _check_accumulators, _fixed, _method_of, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Conv2d']
@@ -175,17 +175,18 @@ class Conv2d(Module):
                 ):
         self.in_channels = check_size(in_channels, 'in_channels', 'Conv2d')
         self.out_channels = check_size(out_channels, 'out_channels', 'Conv2d')
-        self.kernel_size = _pair(kernel_size, 'kernel_size', 'Conv2d')
-        self.stride = _pair(stride, 'stride', 'Conv2d')
-        self.dilation = _pair(dilation, 'dilation', 'Conv2d')
-        self.padding, self._pads = _conv_padding(padding, self.kernel_size, self.stride, self.dilation)
+        # fixed once made (below): the weight's shape and the padding follow from them
+        self._kernel_size = _pair(kernel_size, 'kernel_size', 'Conv2d')
+        self._stride = _pair(stride, 'stride', 'Conv2d')
+        self._dilation = _pair(dilation, 'dilation', 'Conv2d')
+        self._padding, self._pads = _conv_padding(padding, self.kernel_size, self.stride, self.dilation)
         if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups != 1:
             raise ValueError("Conv2d supports groups=1 only (every output channel sees every input "
                              f"channel), got groups={groups!r}")
         if padding_mode not in _PADDING_MODES:
             raise ValueError("Conv2d expects padding_mode to be one of "
                              f"{', '.join(map(repr, _PADDING_MODES))}, got {padding_mode!r}")
-        self.groups, self.padding_mode = 1, padding_mode
+        self.groups, self._padding_mode = 1, padding_mode
         if not isinstance(bias, bool): raise TypeError(f"Conv2d expects bias to be True or False, got {bias!r}")
         # clear errors for 'gpu', 'float64'
         device, dtype = _parse_device('Conv2d', device), _parse_dtype('Conv2d', dtype)
@@ -278,6 +279,11 @@ class Conv2d(Module):
         if self.dilation != (1, 1): s += f", dilation={self.dilation}"
         s += '' if self.bias is not None else ', bias=False'
         return s + ('' if self.padding_mode == 'zeros' else f", padding_mode={self.padding_mode}")
+
+for _name, _doc in (('kernel_size', "(kh, kw)"), ('stride', "(sh, sw)"), ('dilation', "(dh, dw)"),
+                    ('padding', "(ph, pw), or 'same' / 'valid' as given"),
+                    ('padding_mode', "'zeros', 'reflect', 'replicate' or 'circular'")):
+    setattr(Conv2d, _name, _fixed(_name, f"{_doc}; fixed when the layer is made."))
 
 # %% ../../nbs/17_conv.ipynb #cv0c0002
 Conv2d._seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked

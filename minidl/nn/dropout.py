@@ -12,7 +12,7 @@ import numbers
 import torch
 
 from .._checks import check_flag, check_grad
-from .module import Module, _accept_floating
+from .module import Module, _accept_floating, _setting
 
 # %% auto #0
 __all__ = ['Dropout']
@@ -28,12 +28,11 @@ class Dropout(Module):
                  # random generator for the masks (default: torch's global one)
                  generator: torch.Generator | None = None,
                 ):
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
-            raise ValueError(f"Dropout expects a probability p in [0, 1], got {p!r}")
+        self.p = p  # checked (`_check_p` below), here and when written later
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError("Dropout expects generator to be a torch.Generator or None, got "
                             f"{type(generator).__name__}")
-        self.p, self.generator, self.inplace = float(p), generator, check_flag(inplace, 'inplace', 'Dropout')
+        self.generator, self.inplace = generator, check_flag(inplace, 'inplace', 'Dropout')
 
     def forward(self,
                 x: torch.Tensor, # input, any shape
@@ -64,3 +63,11 @@ class Dropout(Module):
         return check_grad(g, 'Dropout', shape=shape, dtype=dtype, device=device)
 
     def extra_repr(self) -> str: return f"p={self.p}, inplace={self.inplace}"
+
+def _check_p(p, who: str) -> float:
+    "A probability in [0, 1], as a float."
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"{who} expects a probability p in [0, 1], got {p!r}")
+    return float(p)
+
+Dropout.p = _setting('p', _check_p, "The probability of zeroing an element, in [0, 1].")

@@ -24,7 +24,7 @@ __all__ = ['MSELoss', 'BCELoss', 'CrossEntropyLoss', 'Loss', 'LossMSE', 'LossBCE
 class Loss(SavesForBackward):
     ("Base of the losses: `loss(prediction, target)` returns the loss reduced as `reduction` says; "
      "`backward()` returns dL/dprediction.")
-    reduction: str = 'mean'  # 'mean', 'sum' or 'none' (set by the subclasses' `__init__`; PyTorch's default)
+    _reduction = 'mean'  # 'mean', 'sum' or 'none' (set by the subclasses' `__init__`; PyTorch's default)
     _of = None  # the `_minidl_forward` name of the last prediction (the module call that made it), if it has one
 
     def __init_subclass__(cls, **kwargs):
@@ -38,6 +38,17 @@ class Loss(SavesForBackward):
     def __call__(self, prediction, target):
         "Compute the loss (checked: if that fails, the previous call's state is forgotten, so `backward` raises)."
         return self.forward(prediction, target)
+
+    @property
+    def reduction(self) -> str:
+        ("'mean', 'sum' or 'none'; setting it checks it, and a `backward` then needs a new forward (the last one "
+         "reduced otherwise).")
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, v):
+        self._reduction = _check_reduction(v, type(self).__name__)
+        if self._saved is not None: self._forget('its reduction was changed after its forward')
 
     def _accept(self, prediction, target) -> tuple:
         "What `forward`'s maths gets: the arguments as they are (a loss of the user's checks what it needs)."
@@ -125,7 +136,7 @@ def _checked_loss_backward(math):
             vs, i = self._versions, 0  # a plain loop: faster than `zip` for one to three tensors
             for o in s:
                 v = vs[i]; i += 1
-                if v is not None and o._version != v: self._raise_modified()
+                if v is not None and (o._version != v or o.requires_grad): self._raise_modified()
         try:
             accept = type(self)._accept_grad  # `_accept_upstream`'s usual case (no upstream gradient) without a call
             g = (
@@ -317,16 +328,34 @@ class LossCrossEntropy(Loss):
                 raise ValueError("LossCrossEntropy expects weight of shape (C), one per class, got "
                                  f"{fmt_shape(weight.shape)}")
             weight = weight.detach()
-        if (
-            isinstance(label_smoothing, bool)
-            or not isinstance(label_smoothing, numbers.Real)
-            or not 0 <= label_smoothing <= 1
-        ):
-            raise ValueError(f"LossCrossEntropy expects label_smoothing in [0, 1], got {label_smoothing!r}")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-            raise TypeError(f"LossCrossEntropy expects ignore_index to be an integer, got {ignore_index!r}")
-        self.reduction = _check_reduction(reduction, 'LossCrossEntropy')
-        self.weight, self.label_smoothing, self.ignore_index = weight, float(label_smoothing), int(ignore_index)
+        self.reduction = reduction
+        self.weight, self.label_smoothing, self.ignore_index = weight, label_smoothing, ignore_index
+
+    # settings written after construction are checked as the constructor checks them, and a `backward` then needs a
+    # new forward (the last one used the old value)
+    @property
+    def label_smoothing(self) -> float:
+        "The weight of the uniform distribution mixed into the target, in [0, 1]."
+        return self._label_smoothing
+
+    @label_smoothing.setter
+    def label_smoothing(self, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1:
+            raise ValueError(f"LossCrossEntropy expects label_smoothing in [0, 1], got {v!r}")
+        self._label_smoothing = float(v)
+        if self._saved is not None: self._forget('its label_smoothing was changed after its forward')
+
+    @property
+    def ignore_index(self) -> int:
+        "The class index whose targets add nothing (class indices only)."
+        return self._ignore_index
+
+    @ignore_index.setter
+    def ignore_index(self, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"LossCrossEntropy expects ignore_index to be an integer, got {v!r}")
+        self._ignore_index = int(v)
+        if self._saved is not None: self._forget('its ignore_index was changed after its forward')
 
     def forward(self,
                 logits: torch.Tensor, # unnormalised scores, `(N, C)`, `(N, C, d1, ...)` or one sample `(C,)`

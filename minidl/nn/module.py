@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import os
 import types
 import weakref
@@ -224,14 +225,25 @@ class SavesForBackward:
         versions, i = self._versions, 0
         for o in objs:  # reads metadata only: no kernel, no device synchronisation
             v = versions[i]; i += 1
-            if v is not None and o._version != v: self._raise_modified()
+            if v is not None and (o._version != v or o.requires_grad): self._raise_modified()
         return objs
 
     def _raise_modified(self):
+        ("Raise the error for the first saved tensor modified in place since forward, or made to require grad "
+         "(`requires_grad_()`, which no version counter records: the maths would record an autograd graph).")
         for i, (o, v) in enumerate(zip(self._saved, self._versions)):
-            if v is not None and o._version != v:
+            if v is not None and (o._version != v or o.requires_grad):
                 params = self.named_parameters() if isinstance(self, Module) else ()  # (a loss has none)
-                if (name := next((n for n, p in params if p.value is o), None)) is not None:
+                name = next((n for n, p in params if p.value is o), None)
+                if o._version == v:  # only the flag changed
+                    what = f"the parameter {name}" if name is not None else (
+                        f"a tensor saved by forward (saved tensor {i}, shape {fmt_shape(o.shape)})")
+                    raise RuntimeError(f"{type(self).__name__}.backward: {what} was made to require grad after "
+                                       "forward (requires_grad_()): minidl computes gradients by hand and records no "
+                                       "autograd graph, so backward would build one into the gradients. Expected a "
+                                       "tensor that does not require grad: undo it (requires_grad_(False)), or pass "
+                                       "a detached tensor to forward")
+                if name is not None:
                     raise RuntimeError(f"{type(self).__name__}.backward: the parameter {name} was modified by an "
                                        f"inplace operation after forward (version {o._version}, expected {v}), such "
                                        "as an optimizer step or an edit between forward and backward: call backward "
@@ -258,7 +270,7 @@ class SavesForBackward:
         s = self._saved
         if s is not None:
             for o, v in zip(s, self._versions):
-                if v is not None and o._version != v: self._raise_modified()
+                if v is not None and (o._version != v or o.requires_grad): self._raise_modified()
 
     def _backward_refused(self, refused: Exception) -> Exception | None:
         "The error a failed backward raises when nothing was saved: why there is nothing (else `None`)."
@@ -272,7 +284,8 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 
 # what modules remember of their last full checks (keyed on `Parameter._edits`): not copied with them
 _CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_keys', '_fast_grad_keys', '_fast_forward',
-                         '_fast_backward', '_fast_leaves', '_fast_composites'})
+                         '_fast_backward', '_fast_leaves', '_fast_composites', '_fast_of', '_fast_guard',
+                         '_fast_grad_guard'})
 
 def _noting_slots(init):
     ("A subclass's `__init__`, then a note in the module of the attributes that hold a `Parameter` (see "
@@ -299,6 +312,7 @@ class Module(SavesForBackward):
     # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
     _accept_reads_state = False
     _forward_id = None  # the number of its last forward that returned a tensor (see `_checked_forward`)
+    _forward_saved = None  # what that forward saved: a container that ran the module's maths since replaced it
     # the attributes that held a Parameter when the module was made (`weight`, `bias`): where a tensor put later
     # is a mistake (`layer.weight = tensor`), named by `_misplaced` instead of failing obscurely
     _param_slots = frozenset()
@@ -358,7 +372,26 @@ class Module(SavesForBackward):
             if self._why is not None and '_versions' in vars(self): raise _not_called(type(self).__name__, self._why)
             return
         for o, v in zip(s, self._versions):
-            if v is not None and o._version != v: self._raise_modified()
+            if v is not None and (o._version != v or o.requires_grad): self._raise_modified()
+
+    def _check_own_states(self, children, states: tuple):
+        ("Raise unless every module of `children` still holds the state this module's forward left (`states`, their "
+         "`_saved` then, in the same order): a call of one of them on its own since would mix two inputs.")
+        for c, s in zip(children, states):
+            if c._saved is not s:
+                if c._saved is None: c._ready()  # dropped since (its own forward failed, a cast): its own reason
+                name = next((n for n, m in self.named_modules() if m is c), type(c).__name__)
+                raise _ran_on_its_own(self, name, c)
+
+    def _grads_fit(self) -> bool:
+        ("Whether the `.grad` of every parameter held in `_param_slots` is a tensor of its value's shape and dtype "
+         "(metadata only: a reshape in place escapes the checks cached on `Parameter._edits`).")
+        d = vars(self)
+        for k in self._param_slots:
+            if type(p := d.get(k)) is Parameter:
+                v, g = p.value, p.grad
+                if type(g) is not _Tensor or g.shape != v.shape or g.dtype != v.dtype: return False
+        return True
 
     def __getstate__(self) -> dict:
         ("What `pickle` and `copy.deepcopy` copy: everything but what the last checks saw (`_CHECK_KEYS`), so that "
@@ -635,7 +668,8 @@ def _checked_forward(math):
             if isinstance(e, AttributeError) and (clear := self._misplaced()) is not None: raise clear from None
             raise
         if type(out) is _Tensor:  # the output names the call that made it; a loss hands the name on to its gradient
-            self._forward_id = n = next(_forward_ids)
+            n = next(_forward_ids)
+            self._forward_id, self._forward_saved = n, self._saved
             out._minidl_forward = (id(self), n, _PROCESS)
         return out
     forward._math = math  # the maths alone, for a container that already knows the input passes (see `Sequential`)
@@ -655,19 +689,37 @@ def _checked_backward(math):
     @functools.wraps(math)
     def backward(self, grad_output, *args, **kwargs):
         # the gradient of an output of this module's earlier forward (named by a loss): its state is the last one's
+        # (another checked forward, or a container that ran the module's maths since, saving other tensors)
         if ((f := getattr(grad_output, '_minidl_forward', None)) is not None and f[0] == id(self)
-                and f[1] != self._forward_id and f[2] == _PROCESS): raise _stale_gradient(self)
+                and (f[1] != self._forward_id or (s := self._saved) is not self._forward_saved and s is not None)
+                and f[2] == _PROCESS): raise _stale_gradient(self)
         if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
             vs, i = self._versions, 0  # a plain loop: faster than `zip` for one to three tensors
             for o in s:
                 v = vs[i]; i += 1
-                if v is not None and o._version != v: self._raise_modified()
+                if v is not None and (o._version != v or o.requires_grad): self._raise_modified()
         try:
             g = grad_output if (accept := type(self)._accept_grad) is _as_is_grad else accept(self, grad_output)
+            # every own `.grad` still fits its value (a reshape in place escapes the checks cached on
+            # `Parameter._edits`): else the full check names it, before the maths adds to any of them
+            if self._param_slots and not self._grads_fit(): _check_accumulators(self, type(self).__name__)
             return math(self, g, *args, **kwargs)
         except Exception as refused: raise self._backward_error(grad_output, refused) from None
     backward._math = math
     return backward
+
+_saved_of = operator.attrgetter('_saved')
+
+def _ran_on_its_own(parent: Module, name: str, child: Module) -> RuntimeError:
+    "The error of a composite's backward that finds one of its modules holding the state of a call of its own since."
+    who = type(parent).__name__
+    return RuntimeError(
+        f"{who}.backward: its module {name} ({type(child).__name__}) ran forward on its own after the {who}'s "
+        "forward, so it holds that call's saved tensors, not the ones of the output this gradient is for. Expected "
+        f"every module as the {who}'s last forward left it: run the {who}'s forward again before its backward (or "
+        "backpropagate the module's own output first)")
+
+
 
 # the checks of a module that has none: the wrappers skip the call
 _as_is, _as_is_grad = Module._accept, Module._accept_grad
@@ -719,6 +771,16 @@ def _check_accumulators(module, who: str):
         if (g.shape, g.dtype, g.device) != (v.shape, v.dtype, v.device):
             raise RuntimeError(f"{who}.backward: {name}.grad has shape {fmt_shape(g.shape)}, {g.dtype} on {g.device}, "
                                f"expected {want}; nothing was accumulated (was .grad or .value replaced by hand?)")
+        # a tensor that `+=` cannot write: an in-place add would fail part-way, or (elements sharing memory) add
+        # every element's gradient into one number, silently
+        why = ('requires grad (minidl records no autograd graph)' if g.requires_grad
+               else 'is an inference tensor (made under torch.inference_mode())' if g.is_inference()
+               else 'has elements sharing one memory location (an expanded or stride-0 tensor)'
+               if torch._debug_has_internal_overlap(g) == 1 else None)
+        if why is not None:
+            raise RuntimeError(f"{who}.backward: {name}.grad {why}, so gradients cannot be added to it in place; "
+                               f"nothing was accumulated. Expected a tensor of its own: zero_grad() keeps it, or "
+                               f"assign {name}.grad = torch.zeros_like({name}.value)")
 
 
 # %% ../../nbs/00_module.ipynb #133b93bb
@@ -727,6 +789,32 @@ def _not_called(who: str, why: str | None = None) -> RuntimeError:
     if why: return RuntimeError(f"{who}.backward has nothing to backpropagate through: {why}; run forward "
                                 "again before backward")
     return RuntimeError(f"{who}.backward called before forward: run forward first, it stores what backward needs")
+
+
+def _setting(name: str, check, doc: str) -> property:
+    ("A module's setting that may change after construction (a dropout rate, a momentum): `check(value, who)` checks "
+     "a value written to it, as the constructor does, and returns what to keep; a changed value makes a `backward` "
+     "wait for a new forward, which the old value made.")
+    key = '_' + name
+    def get(self): return getattr(self, key)
+    def set(self, v):
+        new = check(v, type(self).__name__)
+        old = getattr(self, key, new)
+        setattr(self, key, new)
+        if self._saved is not None and (type(new) is not type(old) or new != old):
+            self._forget(f"its {name} was changed after its forward")
+    return property(get, set, doc=doc)
+
+def _fixed(name: str, doc: str) -> property:
+    ("A module's setting fixed at construction (what it computed from it, such as a convolution's padding, would no "
+     "longer match): read as usual, refused when written, with what to do instead.")
+    key = '_' + name
+    def get(self): return getattr(self, key)
+    def set(self, v):
+        who = type(self).__name__
+        raise AttributeError(f"{who}.{name} is fixed when the layer is made (what the layer computed from it would no "
+                             f"longer match): make a new layer, {who}(..., {name}={v!r})")
+    return property(get, set, doc=doc)
 
 
 # %% ../../nbs/00_module.ipynb #86b48f67

@@ -14,7 +14,7 @@ import torch
 
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
 from .linear import _ones, _scalar
-from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype, _Tensor
+from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype, _setting, _Tensor
 
 # %% auto #0
 __all__ = ['BatchNorm1d', 'BatchNorm2d', 'LayerNorm']
@@ -46,17 +46,12 @@ class _BatchNorm(Module):
                 ):
         who = type(self).__name__
         C = self.num_features = check_size(num_features, 'num_features', who)
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise ValueError(f"{who} expects eps to be a number >= 0, got {eps!r}")
-        if momentum is not None and (
-            isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1
-        ):
-            raise ValueError(f"{who} expects momentum in [0, 1] or None (cumulative average), got {momentum!r}")
+        _check_bn_eps(eps, who); _check_momentum(momentum, who)  # (kept below: checked again when written later)
         for name, v in (('affine', affine), ('track_running_stats', track_running_stats), ('bias', bias)):
             if not isinstance(v, bool): raise TypeError(f"{who} expects {name} to be True or False, got {v!r}")
         # clear errors for 'float64', torch.int64, 'gpu'
         device, dtype = _parse_device(who, device), _parse_dtype(who, dtype)
-        self.eps, self.momentum = float(eps), (None if momentum is None else float(momentum))
+        self.eps, self.momentum = eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         kw = dict(device=device, dtype=dtype)
         self.weight = Parameter(torch.ones(C, **kw)) if affine else None   # gamma
@@ -180,6 +175,23 @@ class _BatchNorm(Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
+def _check_bn_eps(eps, who: str) -> float:
+    "A number >= 0, as a float."
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise ValueError(f"{who} expects eps to be a number >= 0, got {eps!r}")
+    return float(eps)
+
+def _check_momentum(momentum, who: str) -> float | None:
+    "A number in [0, 1] as a float, or `None` (the cumulative average)."
+    if momentum is None: return None
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+        raise ValueError(f"{who} expects momentum in [0, 1] or None (cumulative average), got {momentum!r}")
+    return float(momentum)
+
+_BatchNorm.eps = _setting('eps', _check_bn_eps, "Added to the variance, a number >= 0.")
+_BatchNorm.momentum = _setting('momentum', _check_momentum, "Weight of a new batch in the running statistics, in "
+                               "[0, 1] (`None`: cumulative average).")
+
 # %% ../../nbs/16_normalization.ipynb #303f671a
 class BatchNorm1d(_BatchNorm):
     "Batch normalisation of `(N, C)` or `(N, C, L)` inputs, per channel over N (and L), as `torch.nn.BatchNorm1d`."
@@ -214,13 +226,11 @@ class LayerNorm(Module):
                 ):
         shape = self.normalized_shape = _check_normalized_shape(normalized_shape, 'LayerNorm')
         # (eps = 0: a constant row would divide 0 by 0, which rounding can turn into finite nonsense instead of NaN)
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
-            raise ValueError(f"LayerNorm expects eps to be a finite number > 0 (it keeps a constant row from "
-                             f"dividing 0 by 0), got {eps!r}")
+        _check_ln_eps(eps, 'LayerNorm')  # (kept below: checked again when written later)
         for name, v in (('elementwise_affine', elementwise_affine), ('bias', bias)):
             if not isinstance(v, bool): raise TypeError(f"LayerNorm expects {name} to be True or False, got {v!r}")
         device, dtype = _parse_device('LayerNorm', device), _parse_dtype('LayerNorm', dtype)
-        self.eps, self.elementwise_affine, self._F = float(eps), elementwise_affine, math.prod(shape)
+        self.eps, self.elementwise_affine, self._F = eps, elementwise_affine, math.prod(shape)
         kw = dict(device=device, dtype=dtype)
         self.weight = Parameter(torch.ones(shape, **kw)) if elementwise_affine else None           # gamma
         self.bias = Parameter(torch.zeros(shape, **kw)) if elementwise_affine and bias else None    # beta
@@ -341,3 +351,12 @@ class LayerNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+def _check_ln_eps(eps, who: str) -> float:
+    "A finite number > 0 (eps = 0: a constant row would divide 0 by 0), as a float."
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+        raise ValueError(f"{who} expects eps to be a finite number > 0 (it keeps a constant row from "
+                         f"dividing 0 by 0), got {eps!r}")
+    return float(eps)
+
+LayerNorm.eps = _setting('eps', _check_ln_eps, "Added to the variance, a finite number > 0.")

@@ -14,7 +14,7 @@ import torch
 
 from .._checks import check_grad
 from .conv import _check_alloc, _check_image, _col2im, _out_size, _pad_nhwc, _pair, _patches, _size_error
-from .module import Module
+from .module import Module, _fixed
 
 # %% auto #0
 __all__ = ['MaxPool2d', 'AvgPool2d']
@@ -47,7 +47,9 @@ class _Pool2d(Module):
         if 2 * p[0] > k[0] or 2 * p[1] > k[1]:
             raise ValueError(f"{who} expects padding to be at most half of kernel_size, got padding={padding!r} "
                              f"and kernel_size={kernel_size!r}")
-        self.kernel_size, self.stride, self.padding = kernel_size, (kernel_size if stride is None else stride), padding
+        # as given (for the repr); fixed: the windows below are computed from them
+        self._kernel_size, self._padding = kernel_size, padding
+        self._stride = kernel_size if stride is None else stride
         self._k, self._s, self._p = k, s, p
         _check_alloc(who, f'an input padded by {p}', (1, 2 * p[0] + 1, 2 * p[1] + 1, 1), torch.get_default_dtype())
 
@@ -100,6 +102,10 @@ class _Pool2d(Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+_Pool2d.kernel_size = _fixed('kernel_size', "The window's size, as given.")
+_Pool2d.stride = _fixed('stride', "The step between windows, as given (`kernel_size` by default).")
+_Pool2d.padding = _fixed('padding', "The padding on each side, as given.")
 
 # %% ../../nbs/18_pooling.ipynb #5ad44641
 @functools.lru_cache(maxsize=64)

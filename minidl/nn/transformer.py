@@ -16,7 +16,7 @@ from .activation import GEGLU, GELU, ReLU
 from .attention import CausalSelfAttention
 from .dropout import Dropout
 from .linear import Linear
-from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _Tensor
+from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _saved_of, _Tensor
 from .normalization import LayerNorm
 
 # %% auto #0
@@ -71,7 +71,7 @@ class TransformerBlock(Module):
         x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                  # x1 = x + Drop(Attn(LN1(x)))
         # y = x1 + Drop(FF(LN2(x1)))
         y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)
-        self._save_for_backward()  # marks a complete forward
+        self._save_for_backward(tuple(map(_saved_of, _tree(self, [])[1:])))  # the state it left in each module
         return y  # (the sums are taken in place: the branches' outputs are new tensors that nothing saved)
 
     def backward(self,
@@ -124,14 +124,19 @@ def _accept_grad(self, g):
      "gradient buffer fits.")
     if self._saved is None: raise _not_called(type(self).__name__, self._why)
     seen, modules = self._seen_grads, tuple(_tree(self, []))
-    if seen[0] != Parameter._edits or seen[1] != modules: self._check_parameters(modules)
+    self._check_own_states(modules[1:], self._saved[0])  # every module as the block's forward left it
+    # (every `.grad` still of its value's shape and dtype: a reshape in place changes no counter)
+    if (seen[0] != Parameter._edits or seen[1] != modules
+            or not all(m._grads_fit() for m in modules)): self._check_parameters(modules)
     for m in modules: Module._ready(m)  # what every module saved is there and unchanged, before any accumulates
     return g
 
 @_method_of(TransformerBlock)
 def _ready(self):
-    "The saved state of the block and of every module in it (see `Module._ready`)."
-    for m in _tree(self, []): Module._ready(m)
+    "The saved state of the block and of every module in it, as the block's forward left it (see `Module._ready`)."
+    modules = _tree(self, [])
+    if self._saved is not None: self._check_own_states(modules[1:], self._saved[0])
+    for m in modules: Module._ready(m)
 
 @_method_of(TransformerBlock)
 def _check_parameters(self, modules: tuple):

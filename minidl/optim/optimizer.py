@@ -160,8 +160,11 @@ def _unchanged(opt, shapes: bool = True) -> bool:
     k, groups = c[6], opt.param_groups
     return (k[0] == Parameter._edits and k[1] == _Params.edits and k[2] is opt.params and k[3] is groups
             and len(k) == 4 + len(groups) and all(map(_is, k[4:], map(_params, groups)))  # `_key`, without a tuple
-            # (`unsqueeze_`: reshaped)
-            and (not shapes or list(map(_shape, c[7])) == c[2])
+            # the same lists of state buffers (counting lists too: an element replaced moves `_Params.edits`)
+            and len(opt.state) == len(c[8]) and all(map(_is, opt.state.values(), c[8]))
+            # no value or gradient reshaped in place (`unsqueeze_`, `resize_`), no value given other strides
+            # (`as_strided_`: its elements might share memory, and an in-place update would fail part-way)
+            and (not shapes or (list(map(_shape, c[7])) == c[2] and list(map(_stride, c[0])) == c[9]))
             # `requires_grad_()` in place on a value (the in-place update would fail part-way, after other
             # parameters) or on a gradient (the update would be recorded by autograd)
             and not any(map(_requires_grad, c[7])))
@@ -215,12 +218,16 @@ def _check_all(opt, values, grads, who: str):
     for g in groups:  # lists that count their changes, so that the next step compares two integers, not every parameter
         if type(g['params']) is not _Params: g['params'] = _Params(g['params'])
     if type(opt.params) is not _Params: opt.params = _Params(opt.params)
+    for name, bufs in opt.state.items():  # as the groups' lists: an element replaced is seen at the next step
+        if type(bufs) is not _Params: opt.state[name] = _Params(bufs)
     tensors = values + grads  # (the shapes of both lists, in one list: one comparison per step)
-    opt._cache = (values, grads, [t.shape for t in tensors], limits, ranges, lens, _key(opt), tensors)
+    opt._cache = (values, grads, [t.shape for t in tensors], limits, ranges, lens, _key(opt), tensors,
+                  tuple(opt.state.values()), [v.stride() for v in values])
     opt._safe = True  # new tensors: the next update keeps copies to restore if it fails part-way
 
 # %% ../../nbs/30_optimizer.ipynb #9d872153
 _is, _shape, _params = operator.is_, operator.attrgetter('shape'), operator.itemgetter('params')
+_stride = torch.Tensor.stride
 _requires_grad = operator.attrgetter('requires_grad')
 
 def _tensors(opt, who: str = 'step'):
@@ -231,6 +238,15 @@ def _tensors(opt, who: str = 'step'):
         _check_all(opt, [p.value for p in params], [p.grad for p in params], f"{type(opt).__name__}.{who}")
     c = opt._cache
     return c[0], c[1]
+
+def _before_closure(opt, closure):
+    ("Check what `step(closure)`'s closure cannot change (the settings and rates) before it runs: the closure "
+     "computes the gradients, and a refused step must leave them as they were. Returns the closure.")
+    hs = opt._hypers()
+    try: _tensors(opt)  # the rates' limits depend on the parameters' dtypes
+    except (TypeError, ValueError, RuntimeError): return closure  # the gradients may be the closure's to fix
+    for i, h in enumerate(hs): opt._prepare(i, h)
+    return closure
 
 def _check_lr(opt, lr: float, group: int = 0, name: str = 'the learning rate'):
     ("Refuse a learning rate that is negative, not finite, or rounds to 0 or infinity in the dtype of a "
@@ -499,7 +515,7 @@ class Optimizer:
             ):
         ("Check every group, gradient and rate, then update every parameter and count the step: all or "
          "nothing (gradients are not zeroed).")
-        loss = None if closure is None else closure()
+        loss = None if closure is None else _before_closure(self, closure)()
         values, grads = _tensors(self)
         hs = self._hypers()
         # every rate checked before any change
@@ -596,8 +612,13 @@ class Optimizer:
         return bufs if b - a == len(bufs) else bufs[a:b]
 
     def _set_bufs(self, name: str, i: int, new: list):
+        "Install the buffers `name` of group `i`, made by the optimizer itself: the cached check stays valid."
         a, b = self._cache[4][i]
-        self.state.setdefault(name, [None] * len(self.params))[a:b] = new
+        bufs = self.state.get(name)
+        if bufs is None: bufs = self.state[name] = _Params([None] * len(self.params))
+        list.__setitem__(bufs, slice(a, b), new)  # not counted as an edit (an element replaced by a user is)
+        c = self._cache
+        self._cache = c[:8] + (tuple(self.state.values()),) + c[9:]
 
     def _prepare(self, i: int, h: dict): _check_lr(self, h['lr'], i); return h['lr']
     def _update(self, i, h, plan, values, grads):

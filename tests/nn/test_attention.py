@@ -205,3 +205,15 @@ def test_a_sequence_of_length_zero_gives_an_empty_output_as_torch(make):
     dx = m.backward(torch.ones_like(y))
     assert dx.shape == (2, 0, 8)
     assert all(not p.grad.any() for p in m.parameters())  # nothing to learn from no position
+
+
+def test_the_output_projection_called_on_its_own_between_forward_and_backward_is_refused():
+    torch.manual_seed(0)
+    attn, x = CausalSelfAttention(8, 2), torch.randn(2, 3, 8)
+    for _ in range(2): y = attn(x); attn.backward(torch.ones_like(y))
+    y = attn(x)
+    attn.out_proj(torch.randn(2, 3, 8))
+    before = snapshot(attn)
+    with pytest.raises(RuntimeError, match=r'CausalSelfAttention.backward: its module out_proj \(Linear\) ran forward'):
+        attn.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(attn))

@@ -228,8 +228,9 @@ def test_residual_passes_on_the_blocks_own_errors_and_detaches():
     with pytest.raises(RuntimeError, match='Residual.backward has nothing to backpropagate through'):
         r.backward(torch.ones(4, 3, dtype=F64))
     x = torch.randn(4, 3, dtype=F64, requires_grad=True)
-    y = r(x); assert not y.requires_grad and y.grad_fn is None
-    assert torch.equal(y, x.detach() + r.block(x.detach()))  # the same operations
+    expected = x.detach() + r.block(x.detach())  # the same operations (before: a call of the block after the
+    y = r(x); assert not y.requires_grad and y.grad_fn is None  # Residual's forward would leave it the block's state)
+    assert torch.equal(y, expected)
     with pytest.raises(ValueError, match=r'Linear.backward expects a gradient of shape \(4, 3\)'):
         r.backward(torch.ones(4, 2, dtype=F64))
 

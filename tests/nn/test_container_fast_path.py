@@ -173,3 +173,119 @@ def test_training_loop_equal_to_checked_calls():
                 p.value.sub_(0.1 * p.grad); p.grad.zero_()  # in place: `p.value -= ...` assigns, a full check
     assert a._ran is not None and a._fast_keys[a._ran] is a._ran  # the last steps ran on the fast path
     for p, q in zip(a.parameters(), b.parameters()): assert torch.equal(p.value, q.value)  # same ops, same order
+
+
+# ---- what the key cannot see: each edit below leaves the key as it was, and must still be seen once warm
+
+def warm(model, x, n=3):
+    for _ in range(n): model.zero_grad(); step(model, x)
+
+
+def test_layers_put_back_run_their_own_maths_not_the_last_learned_chain():
+    "two chains in turn on one container: a remembered key never runs the other chain's maths"
+    from minidl.testing import assert_close
+    model, x = mlp(), torch.randn(4, 3)
+    full = model.layers
+    p1 = model(x); model.layers = full[:-1]; logits = model(x); model.layers = full
+    for _ in range(3):
+        assert torch.equal(model(x), p1)
+        model.layers = full[:-1]; assert torch.equal(model(x), logits); model.layers = full
+    assert_close(torch.sigmoid(logits), p1, n=1)
+
+
+def test_layers_assignment_is_checked_and_forgets_the_forward():
+    model, x = mlp(), torch.randn(4, 3)
+    warm(model, x)
+    y = model(x)
+    with pytest.raises(TypeError, match='Sequential expects Module instances, got int at position 1'):
+        model.layers = (model.layers[0], 3)
+    assert len(model.layers) == 4  # a refused assignment changes nothing
+    model.layers = model.layers[:-1]
+    assert model._names == ('0', '1', '2')
+    with pytest.raises(RuntimeError, match='its modules were replaced after its forward'):
+        model.backward(torch.ones_like(y))
+
+
+@pytest.mark.parametrize('warmed', [False, True])
+def test_a_module_called_on_its_own_between_forward_and_backward_is_refused(warmed):
+    "its saved tensors are that call's: the container's backward would mix two inputs (a silently wrong gradient)"
+    from minidl.testing import assert_unchanged, snapshot
+    model, x = mlp(), torch.randn(4, 3)
+    if warmed: warm(model, x)
+    y = model(x)
+    model[:2](torch.randn(4, 3))  # a slice shares the modules: Linear 0 and ReLU 1 ran again
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match=r'its module 0 \(Linear\) ran forward on its own after the Sequential'):
+        model.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(model))
+    y = model(x); model.backward(torch.ones_like(y))  # a new forward: fine again
+
+
+@pytest.mark.parametrize('warmed', [False, True])
+def test_a_block_called_on_its_own_between_forward_and_backward_is_refused(warmed):
+    from minidl import Residual
+    model, x = Sequential(Residual(Linear(3, 3)), Sigmoid()), torch.randn(4, 3)
+    if warmed: warm(model, x)
+    y = model(x)
+    model[0].block(torch.randn(4, 3))
+    with pytest.raises(RuntimeError, match=r'Residual.backward: its module block \(Linear\) ran forward on its own'):
+        model.backward(torch.ones_like(y))
+
+
+def test_a_module_run_by_the_container_refuses_the_gradient_of_its_own_earlier_output():
+    from minidl import LossMSE
+    model, x = mlp(), torch.randn(4, 3)
+    warm(model, x)
+    lin, mse = model[2], LossMSE()
+    mse(lin(torch.randn(4, 5)), torch.zeros(4, 1)); g = mse.backward()
+    model(x)  # the container's fast path runs lin's maths: lin now holds the container's input
+    with pytest.raises(RuntimeError, match='got the gradient of an output of an earlier forward'): lin.backward(g)
+
+
+@pytest.mark.parametrize('edit', ['unsqueeze_', 'resize_'])
+def test_a_parameter_reshaped_in_place_is_refused_once_warm_as_cold(edit):
+    model, x = mlp(), torch.randn(4, 3)
+    warm(model, x)
+    b = model[0].bias.value
+    b.unsqueeze_(0) if edit == 'unsqueeze_' else b.resize_(1)
+    with pytest.raises(RuntimeError, match=r"Linear's bias has shape \(1"): model(x)  # no silent broadcast
+
+
+@pytest.mark.parametrize('edit', ['unsqueeze_', 'resize_', 't_', 'double'])
+def test_a_gradient_changed_in_place_is_refused_before_any_accumulation_once_warm(edit):
+    from minidl.testing import assert_unchanged, snapshot
+    model, x = mlp(), torch.randn(4, 3)
+    warm(model, x)
+    y = model(x)
+    gw = model[0].weight.grad
+    if edit == 'unsqueeze_': gw.unsqueeze_(0)
+    elif edit == 'resize_': gw.resize_(15)
+    elif edit == 't_': gw.t_()  # (5, 3) -> (3, 5)
+    else: gw.data = gw.double()
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match='weight.grad has shape .* nothing was accumulated'):
+        model.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(model))
+
+
+@pytest.mark.parametrize('warmed', [False, True])
+def test_an_input_made_to_require_grad_after_forward_is_refused(warmed):
+    "no version counter sees `requires_grad_()`: backward would build an autograd graph into `.grad`"
+    model, x = mlp(), torch.randn(4, 3)
+    if warmed: warm(model, x)
+    model.zero_grad(); y = model(x)
+    x.requires_grad_()
+    with pytest.raises(RuntimeError, match='was made to require grad after forward'): model.backward(torch.ones_like(y))
+    assert all(not p.grad.requires_grad and not p.grad.abs().sum() for p in model.parameters())
+    x.requires_grad_(False); y = model(x); model.backward(torch.ones_like(y))  # and training goes on
+
+
+def test_a_forward_given_to_an_instance_once_warm_is_called():
+    model, x = mlp(), torch.randn(4, 3)
+    warm(model, x)
+    calls = []
+    relu = model[1]
+    def forward(h): calls.append(1); return type(relu).forward(relu, h)
+    relu.forward = forward
+    model(x); model(x)
+    assert len(calls) == 2

@@ -289,3 +289,28 @@ def test_cross_entropy_takes_byte_indices_and_raises_index_error_out_of_range_as
     with pytest.raises(IndexError): ref(x, bad)
     with pytest.raises(IndexError, match=r'class indices in \[0, 3\)'): ours(x, bad)
     with pytest.raises(TypeError, match='positional'): LossCrossEntropy(None, 0.1)  # torch's 2nd is size_average
+
+
+@pytest.mark.parametrize('make', [LossMSE, LossBCE, LossCrossEntropy])
+def test_a_reduction_written_after_construction_is_checked_and_a_changed_one_needs_a_new_forward(make):
+    "backward would otherwise return the gradient of another reduction than the loss forward computed"
+    loss = make(reduction='sum')
+    with pytest.raises(ValueError, match=r"expects reduction to be 'mean', 'sum' or 'none', got 'avg'"):
+        loss.reduction = 'avg'
+    assert loss.reduction == 'sum'  # a refused setting changes nothing
+    p = torch.rand(4, 3)
+    t = torch.tensor([0, 1, 2, 0]) if make is LossCrossEntropy else torch.rand(4, 3)
+    loss(p, t)
+    loss.reduction = 'mean'
+    with pytest.raises(RuntimeError, match='its reduction was changed after its forward'): loss.backward()
+    loss(p, t); loss.backward()  # a new forward: fine
+
+
+def test_cross_entropy_settings_written_after_construction_are_checked():
+    loss = LossCrossEntropy()
+    with pytest.raises(ValueError, match=r'expects label_smoothing in \[0, 1\], got 5.0'): loss.label_smoothing = 5.0
+    with pytest.raises(TypeError, match='expects ignore_index to be an integer'): loss.ignore_index = 1.5
+    assert (loss.label_smoothing, loss.ignore_index) == (0.0, -100)
+    x, t = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    loss(x, t); loss.label_smoothing = 0.2
+    with pytest.raises(RuntimeError, match='its label_smoothing was changed after its forward'): loss.backward()

@@ -8,7 +8,19 @@ import torch
 from helpers import SMALL_PROGRAM, copy_into_torch
 
 import minidl as M
-from minidl import BatchNorm1d, Linear, LossMSE, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
+from minidl import (
+    BatchNorm1d,
+    Conv2d,
+    LayerNorm,
+    Linear,
+    LossMSE,
+    Module,
+    Parameter,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
 from minidl.testing import assert_clear_error, assert_close, assert_unchanged, snapshot
 
 
@@ -638,3 +650,83 @@ def test_a_copied_module_checks_everything_at_its_first_call(copier, monkeypatch
     c.layers[0].weight.value = torch.zeros(4, 2, dtype=torch.float64)   # a wrong shape...
     monkeypatch.setattr(Parameter, '_edits', recorded)                 # ...where the counter meets the recorded value
     with pytest.raises(RuntimeError, match=r"Linear's weight has shape \(4, 2\), expected \(4, 3\)"): c(x)
+
+
+@pytest.mark.parametrize('make, name', [
+    (lambda: Linear(3, 4), 'bias'), (lambda: LayerNorm(4), 'bias'), (lambda: Conv2d(1, 2, 3), 'bias'),
+])
+def test_a_gradient_reshaped_in_place_is_refused_before_any_accumulation_once_warm(make, name):
+    "the checks cached on Parameter._edits cannot see an in-place reshape: each backward compares its `.grad`s' shapes"
+    from minidl.testing import assert_unchanged, snapshot
+    m = make()
+    x = torch.randn(2, 1, 5, 5) if isinstance(m, Conv2d) else torch.randn(5, 3 if isinstance(m, Linear) else 4)
+    for _ in range(2): y = m(x); m.backward(torch.ones_like(y))
+    m.zero_grad(); getattr(m, name).grad.unsqueeze_(0)
+    y = m(x)
+    before = snapshot(m)
+    with pytest.raises(RuntimeError, match=f'{name}.grad has shape .* nothing was accumulated'):
+        m.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(m))
+
+
+@pytest.mark.parametrize('kind', ['expanded', 'requires_grad', 'inference'])
+@pytest.mark.parametrize('make', [
+    lambda: Linear(4, 3), lambda: LayerNorm(4), lambda: Conv2d(1, 4, 3), lambda: BatchNorm1d(4),
+])
+def test_a_gradient_that_cannot_be_added_to_in_place_is_refused_before_any_accumulation(make, kind):
+    "an expanded `.grad` would silently sum every element's gradient into one number; the others fail part-way"
+    m = make()
+    x = torch.randn(2, 1, 5, 5) if isinstance(m, Conv2d) else torch.randn(6, 4)
+    y = m(x)
+    n = m.bias.value.numel()
+    if kind == 'expanded': m.bias.grad = torch.zeros(1).expand(n)
+    elif kind == 'requires_grad': m.bias.grad = torch.zeros(n, requires_grad=True)
+    else:
+        with torch.inference_mode(): m.bias.grad = torch.zeros(n)
+    before = snapshot(m)
+    with pytest.raises(RuntimeError, match='bias.grad .* cannot be added to it in place; nothing was accumulated'):
+        m.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(m))
+
+
+SETTINGS_CASES = [  # (layer, setting, a refused value and the error, a valid other value)
+    (lambda: M.Dropout(0.3), 'p', 1.5, ValueError, r'a probability p in \[0, 1\], got 1.5', 0.5),
+    (lambda: M.BatchNorm1d(4), 'momentum', 5.0, ValueError, r'momentum in \[0, 1\] or None', None),
+    (lambda: M.BatchNorm1d(4), 'eps', -1.0, ValueError, 'eps to be a number >= 0', 1e-3),
+    (lambda: M.LayerNorm(4), 'eps', -1.0, ValueError, 'eps to be a finite number > 0', 1e-3),
+    (lambda: M.LeakyReLU(0.2), 'negative_slope', 'x', TypeError, 'negative_slope to be a number', 0.1),
+    (lambda: M.GELU(), 'approximate', 'foo', ValueError, "approximate to be 'none' or 'tanh', got 'foo'", 'tanh'),
+]
+
+
+@pytest.mark.parametrize('make, name, bad, exc, msg, other', SETTINGS_CASES)
+def test_a_setting_written_after_construction_is_checked_and_a_change_needs_a_new_forward(make, name, bad, exc, msg,
+                                                                                          other):
+    "as the constructor checks it; the last forward used the old value, so its backward would not match the new one"
+    m = make()
+    old = getattr(m, name)
+    with pytest.raises(exc, match=msg): setattr(m, name, bad)
+    assert getattr(m, name) == old  # a refused value changes nothing
+    x = torch.randn(6, 4)
+    y = m(x)
+    setattr(m, name, old)  # the same value: nothing to forget
+    m.backward(torch.ones_like(y))
+    y = m(x)
+    setattr(m, name, other)
+    assert getattr(m, name) == other
+    with pytest.raises(RuntimeError, match=f'its {name} was changed after its forward'): m.backward(torch.ones_like(y))
+    y = m(x); m.backward(torch.ones_like(y))  # a new forward: fine
+
+
+@pytest.mark.parametrize('make, names', [
+    (lambda: M.Conv2d(3, 2, 3), ('kernel_size', 'stride', 'padding', 'dilation', 'padding_mode')),
+    (lambda: M.MaxPool2d(2), ('kernel_size', 'stride', 'padding')), (lambda: M.AvgPool2d(2), ('kernel_size', 'stride')),
+])
+def test_geometry_fixed_at_construction_is_refused_when_written(make, names):
+    "the layer computed its windows (and a convolution its padding and weight) from them: a new value would be ignored"
+    m = make()
+    for name in names:
+        old = getattr(m, name)
+        with pytest.raises(AttributeError, match=rf'{type(m).__name__}.{name} is fixed when the layer is made'):
+            setattr(m, name, 2)
+        assert getattr(m, name) == old

@@ -215,3 +215,32 @@ def test_blocks_in_a_sequential_fast_path_equal_checked_calls_and_refuse_whole_b
     with pytest.raises(RuntimeError, match=r'norm2.backward: bias.grad has shape \(3\)'): a.backward(g)
     a[1].norm2.bias.grad = snap[0][11][1].clone()
     assert_unchanged(snap, snapshot(a[1]))                  # refused before any of its children accumulated
+
+
+def _warm_block():
+    torch.manual_seed(0)
+    block, x = TransformerBlock(8, 2, 16), torch.randn(2, 3, 8)
+    for _ in range(2): y = block(x); block.backward(torch.ones_like(y))
+    return block, x
+
+
+@pytest.mark.parametrize('child', ['linear1', 'norm1', 'self_attn', 'self_attn.out_proj'])
+def test_a_module_of_the_block_called_on_its_own_between_forward_and_backward_is_refused(child):
+    "its saved tensors would be that call's: the block's backward would mix two inputs"
+    block, x = _warm_block()
+    y = block(x)
+    dict(block.named_modules())[child](torch.randn(2, 3, 8))
+    before = snapshot(block)
+    with pytest.raises(RuntimeError, match=f'TransformerBlock.backward: its module {child} .* ran forward on its own'):
+        block.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(block))
+
+
+def test_a_gradient_in_the_block_reshaped_in_place_is_refused_before_any_accumulation():
+    block, x = _warm_block()
+    block.zero_grad(); block.norm1.bias.grad.unsqueeze_(0)  # norm1 accumulates last: the others would have added
+    y = block(x)
+    before = snapshot(block)
+    with pytest.raises(RuntimeError, match=r'bias.grad has shape \(1, 8\).* nothing was accumulated'):
+        block.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(block))

@@ -595,3 +595,58 @@ def test_defaults_are_torchs(name):
     shared = [k for k, p in ours.items() if k in theirs and p.default is not inspect.Parameter.empty]
     assert shared, f"{name}: no default shared with torch.optim.{name}"
     assert {k: ours[k].default for k in shared} == {k: theirs[k].default for k in shared}
+
+
+# ---- once warm (the step's check cached), edits that no counter records are still seen before any update
+
+def _warm_sgd(**kw):
+    torch.manual_seed(0)
+    model = Sequential(Linear(2, 5), ReLU(), Linear(5, 5), ReLU(), Linear(5, 1))
+    opt = SGD(model.parameters(), lr=0.1, **kw)
+    for _ in range(3):
+        opt.zero_grad(); y = model(torch.randn(4, 2)); model.backward(torch.ones_like(y)); opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize('momentum', [0.0, 0.9])
+def test_a_value_given_overlapping_strides_once_warm_is_refused_and_nothing_changes(momentum):
+    model, opt = _warm_sgd(momentum=momentum)
+    w = model[2].weight.value
+    w.as_strided_(w.shape, (0, 1))  # every row is one memory location: an in-place update would fail part-way
+    before = snapshot(model, opt)
+    with pytest.raises(RuntimeError, match='parameter 2 cannot be updated in place'): opt.step()
+    assert_unchanged(before, snapshot(model, opt))
+
+
+def test_a_state_buffer_replaced_once_warm_is_refused_and_nothing_changes():
+    model, opt = _warm_sgd(momentum=0.9)
+    opt.state['momentum_buffer'][3] = torch.zeros(3)
+    before = snapshot(model, opt)
+    with pytest.raises(RuntimeError, match=r'the momentum_buffer of parameter 3 has shape \(3\)'): opt.step()
+    assert_unchanged(before, snapshot(model, opt))
+
+
+def test_state_buffers_made_by_the_optimizer_keep_its_cached_check():
+    model, opt = _warm_sgd(momentum=0.9)
+    cache = opt._cache
+    opt.zero_grad(); y = model(torch.randn(4, 2)); model.backward(torch.ones_like(y)); opt.step()
+    assert opt._cache is cache
+
+
+@pytest.mark.parametrize('opt, kw', OPTS)
+def test_a_step_refused_for_its_settings_does_not_run_the_closure(opt, kw):
+    "the closure computes the gradients: a refused step must leave them (and everything else) as they were"
+    m = trained_linear()
+    o = opt(m.parameters(), **kw)
+    o.param_groups[0]['lr'] = -1.0
+    calls = []
+    def closure():
+        calls.append(1)
+        for p in m.parameters(): p.grad.add_(1.0)
+        return 0.0
+    before = snapshot(m, o)
+    with pytest.raises(ValueError, match='the learning rate is -1.0'): o.step(closure)
+    assert_unchanged(before, snapshot(m, o))
+    assert not calls
+    o.param_groups[0]['lr'] = 0.1
+    assert o.step(closure) == 0.0 and calls == [1]
