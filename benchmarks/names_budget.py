@@ -45,7 +45,7 @@ BUDGET_S = 600.0     # 10 minutes of one thread there
 
 
 def reference_step(seed=0):
-    "One step of the task's plain torch.nn reference: the 4 x 64 Transformer, 64 whole names, AdamW, one-cycle"
+    "One step of a plain torch.nn reference: the 4 x 64 Transformer, 64 whole names, AdamW, one-cycle"
     x, y = names_data('sequence', MODELS['transformer'].context, load_names_split(SPLIT_SEED)).train
     m = NamesTransformer(MAX_LEN + 1, 64, 4, 4, dropout=0.0, generator=torch.Generator().manual_seed(seed))
     t = torch_twin(m).train()

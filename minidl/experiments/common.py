@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import statistics
 import sys
@@ -398,7 +399,9 @@ class TextTable(str):
         # '2.0495 ± 0.0019' stays on one line in a narrow column (no-break spaces around the ±)
         line = lambda r: '| ' + ' | '.join(v.replace('|', '\\|').replace(' ± ', '\u00a0±\u00a0') for v in r) + ' |'
         rule = line(['---'] + ['--:'] * (len(self.header) - 1))
-        return '\n'.join([line(self.header), rule, *map(line, self.rows)] + [f'\n{n}' for n in self.notes])
+        # a command-line option in a note as code ('--runs 5'), not typeset ('--' would become a dash)
+        notes = [re.sub(r'(?<![\w`-])(--[a-z][\w-]*(?: \d+)?)', r'`\1`', n) for n in self.notes]
+        return '\n'.join([line(self.header), rule, *map(line, self.rows)] + [f'\n{n}' for n in notes])
     def _repr_pretty_(self, p, cycle): p.text(str(self))
 
 def text_table(
