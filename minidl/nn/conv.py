@@ -238,7 +238,9 @@ class Conv2d(Module):
         u = patches.reshape(N * Ho * Wo, kh * kw * C)                         # im2col: U, the one copy
         wm = self.weight.value.permute(0, 2, 3, 1).reshape(self.out_channels, kh * kw * C)  # W̄: one filter per row
         y = torch.mm(u, wm.t()) if self.bias is None else torch.addmm(self.bias.value, u, wm.t())  # Ȳ = U W̄^T + b
-        self._save_for_backward(u, wm, (N, C, H, W, Ho, Wo))
+        # and the weight itself: W̄ is a copy when the kernel is larger than 1x1, so only its version counter tells an
+        # in-place edit between forward and backward (which would leave the gradient of another weight)
+        self._save_for_backward(u, wm, (N, C, H, W, Ho, Wo), self.weight.value)
         return y.view(N, Ho, Wo, self.out_channels).permute(0, 3, 1, 2)
 
     def backward(self,
@@ -246,7 +248,7 @@ class Conv2d(Module):
                  input_grad: bool = True, # `False`: skip dL/dX (the input is data) and return `None`
                 ) -> torch.Tensor | None: # dL/dX, shape `(N, C_in, H, W)`
         "Accumulate dL/dW = G^T U and dL/db = G^T 1 into the parameters' `.grad`; return dL/dX = col2im(G W)."
-        u, wm, (N, C, H, W, Ho, Wo) = self._saved
+        u, wm, (N, C, H, W, Ho, Wo), _ = self._saved
         (kh, kw), (pt, pb, pl, pr), co = self.kernel_size, self._pads, self.out_channels
         g2 = grad_output.permute(0, 2, 3, 1).reshape(N * Ho * Wo, co)        # Ḡ (a view if G is channels-last)
         dw_t = torch.mm(u.t(), g2)                                             # (dL/dW̄)^T = U^T Ḡ
@@ -325,7 +327,7 @@ def _forward_error(self, x, refused: Exception) -> Exception:
 def _accept_grad(self, g):
     ("The upstream gradient of the output's shape, dtype and device; every `.grad` fits its parameter (after "
      "an assignment).")
-    u, _, (N, C, H, W, Ho, Wo) = self._saved
+    u, _, (N, C, H, W, Ho, Wo), _ = self._saved
     g = check_grad(g, 'Conv2d', shape=(N, self.out_channels, Ho, Wo), dtype=u.dtype, device=u.device)
     if self._seen_grads != Parameter._edits:
         edits = Parameter._edits

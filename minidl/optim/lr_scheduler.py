@@ -144,7 +144,12 @@ class LRScheduler:
     def _accept_epoch(self, epoch: int):
         "Refuse a step the schedule is not defined for (raise); the base class has no such step."
     def _compute_error(self, epoch: int, refused: Exception) -> Exception:
-        "The error to raise when the formula failed at `epoch`: the schedule's clear message, else `refused`."
+        ("The error to raise when the formula failed at `epoch`: the schedule's clear message (a group's rate that is "
+         "not a number, written into `param_groups`), else `refused`.")
+        for i, g in enumerate(self.optimizer.param_groups):
+            if isinstance(v := g.get('lr'), bool) or not isinstance(v, numbers.Real):
+                return TypeError(f"{type(self).__name__}.step: param_groups[{i}]['lr'] is {v!r}, expected a number "
+                                 "(the rate the schedule moves)")
         return refused
 
     def __repr__(self):

@@ -248,3 +248,15 @@ def test_failed_calls_change_nothing():
     _, gx_ref, (gw_ref, gb_ref) = torch_grads(ref, x, g)
     torch.testing.assert_close(dx, gx_ref)  # float32: torch's default tolerances
     torch.testing.assert_close(conv.weight.grad, gw_ref)
+
+
+@pytest.mark.parametrize('k', [1, 3])
+def test_an_in_place_edit_of_the_weight_between_forward_and_backward_is_detected(k):
+    "forward keeps a reshaped copy of the weight for kernels larger than 1x1: the weight's own version is checked too"
+    from minidl.testing import assert_unchanged, snapshot
+    c = Conv2d(3, 4, k, dtype=torch.float64)
+    y = c(torch.randn(2, 3, 6, 6, dtype=torch.float64))
+    c.weight.value.add_(1.0)
+    before = snapshot(c)
+    with pytest.raises(RuntimeError, match='modified by an inplace operation'): c.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(c))

@@ -262,3 +262,12 @@ def test_schedule_formulas_run_behind_the_shared_checks():
     assert o.lr == 0.25
     assert_clear_error(ValueError, 'beyond n=2', h.step)
     assert (o.lr, h.last_epoch) == (0.25, 2)
+
+
+def test_a_rate_that_is_not_a_number_in_a_group_gets_a_clear_error_and_the_schedule_does_not_move():
+    from minidl.optim.lr_scheduler import StepLR
+    opt = SGD([Parameter(torch.randn(3, 2))], lr=0.1)
+    s = StepLR(opt, 1, 0.5)
+    opt.param_groups[0]['lr'] = 'x'
+    with pytest.raises(TypeError, match=r"StepLR.step: param_groups\[0\]\['lr'\] is 'x', expected a number"): s.step()
+    assert s.last_epoch == 0
