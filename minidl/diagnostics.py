@@ -42,12 +42,17 @@ def _select(model: Module, modules, who: str) -> list[tuple[str, Module]]:
         out = [(n, m) for n, m in named if isinstance(m, modules)]
     else:
         names = {id(m): n for n, m in named}
-        try: modules = list(modules)
-        except TypeError: raise TypeError(f"{who} expects modules to be None, a Module class (or tuple of "
-                                          "classes) or a list of the model's modules, got "
-                                          f"{type(modules).__name__}") from None
+        expected = "None, a Module class (or tuple of classes) or a list of the model's modules"
+        if isinstance(modules, (str, bytes)):  # a name: iterating it would look up its letters
+            raise TypeError(f"{who} expects modules to be {expected}, got {type(modules).__name__} {modules!r}")
+        try: modules = list(modules)  # (a Sequential: its modules)
+        except TypeError: raise TypeError(f"{who} expects modules to be {expected}, got {type(modules).__name__}"
+                                          + (f" (one module: pass [{modules!r}])" if isinstance(modules, Module)
+                                             else '')) from None
         for m in modules:
             if id(m) not in names: raise ValueError(f"{who}: {m!r} is not a module of the model")
+        if len({id(m) for m in modules}) != len(modules):
+            raise ValueError(f"{who}: a module appears more than once in modules (each is watched once)")
         out = [(names[id(m)], m) for m in modules]
     if not out: raise ValueError(f"{who}: no module of the model matches {modules!r}")
     return [(n or type(m).__name__, m) for n, m in out]  # the model itself: named by its class

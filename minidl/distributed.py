@@ -213,11 +213,12 @@ def broadcast_state(model: Module, # the model whose parameters and buffers rank
         _broadcast_tensors([p.value for p in model.parameters()] + model.buffers(), src, bucket_cap_mb)
 
 # %% ../nbs/60_distributed.ipynb #2087a952
-def _check_same_everywhere(model: Module, sampler: ShardedSampler):
-    ("Raise on every rank if the ranks' models or data settings differ (instead of a collective that hangs "
-     "or mixes garbage).")
+def _check_same_everywhere(model: Module, sampler: ShardedSampler, comm: tuple = ()):
+    ("Raise on every rank if the ranks' models, data settings or communication settings (`comm`: the bucket size, "
+     "whether buffers are broadcast, which shape every message) differ, instead of a collective that hangs or "
+     "mixes garbage.")
     mine = dict(state=[(k, tuple(t.shape), str(t.dtype)) for k, t in model.state_dict().items()],
-                data=(sampler.n, sampler.batch_size, sampler.seed))
+                data=(sampler.n, sampler.batch_size, sampler.seed), comm=comm)
     every = [None] * sampler.world_size
     dist.all_gather_object(every, mine)
     bad = [r for r, o in enumerate(every) if o != every[0]]
@@ -225,7 +226,8 @@ def _check_same_everywhere(model: Module, sampler: ShardedSampler):
         what = (
             'model (state_dict keys, shapes, dtypes)'
             if any(every[r]['state'] != every[0]['state'] for r in bad)
-            else 'n, batch_size or seed'
+            else 'n, batch_size or seed' if any(every[r]['data'] != every[0]['data'] for r in bad)
+            else 'bucket_cap_mb or broadcast_buffers'
         )
         raise ValueError(f"DataParallel: rank(s) {', '.join(map(str, bad))} have a different {what} than rank 0: "
                          f"every process must build the same model and data")
@@ -268,7 +270,7 @@ class DataParallel:
         ]
         self._views = [list(f[:-1].split([grads[i].numel() for i in b])) for f, b in zip(self._flats, self.buckets)]
         if self.world_size > 1:
-            _check_same_everywhere(model, self.sampler)
+            _check_same_everywhere(model, self.sampler, (self.bucket_cap_mb, self.broadcast_buffers))
             broadcast_state(model, 0, self.bucket_cap_mb)
 
     def average_gradients(self,
@@ -277,13 +279,16 @@ class DataParallel:
                          ):
         ("Replace every `param.grad` by the count-weighted mean over the ranks, `sum_r count_r * grad_r / "
          "sum_r count_r`.")
+        # a finite number > 0 (a 0-dim tensor's value is read only on the CPU: on a GPU that would synchronise)
+        c = count.item() if isinstance(count, torch.Tensor) and count.dim() == 0 and not count.is_cuda else count
         if (
-            isinstance(count, bool)
-            or not isinstance(count, (numbers.Real, torch.Tensor))
-            or (isinstance(count, numbers.Real) and not count > 0)
+            isinstance(c, bool)
+            or not isinstance(c, (numbers.Real, torch.Tensor))
+            or (isinstance(c, torch.Tensor) and c.dim() != 0)
+            or (isinstance(c, numbers.Real) and not 0 < c < math.inf)
         ):
-            raise ValueError("DataParallel.average_gradients expects a sample count > 0 (a number or a "
-                             f"0-dim tensor), got {count!r}")
+            raise ValueError("DataParallel.average_gradients expects a sample count > 0, finite (a number or a 0-dim "
+                             f"tensor), got {count!r}")
         if self.world_size == 1: return
         if [(p.grad.shape, p.grad.dtype, p.grad.device) for p in self.params] != self._layout:
             raise RuntimeError("DataParallel: the parameters' gradients changed shape, dtype or device since "

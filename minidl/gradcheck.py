@@ -92,7 +92,7 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
               # `x` for a module; `prediction, target` for a loss (the target may be an integer tensor)
               *inputs: torch.Tensor,
               eps: float = 1e-6, # finite-difference step
-              atol: float = 1e-7, # absolute tolerance
+              atol: float = 1e-7, # absolute tolerance (at least the finite difference's own rounding)
               rtol: float = 1e-6, # relative tolerance
               seed: int = 0, # seed of the random projection `R` of a module's output
               raise_exception: bool = True, # raise `AssertionError` on mismatch (else return `False`)
@@ -149,6 +149,12 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
         else:
             errors += [e for (name, g1), p in zip(analytic[1:], params)
                        if (e := _accumulates(name, g1, p.grad, atol, rtol))]
+    # the finite difference's own error: each evaluation of the scalar rounds at about eps64 times the size of its
+    # terms, and the difference divides that by the step; the tolerance is at least a few times it (large outputs
+    # need more)
+    if len(inputs) == 1: size = float((y.abs() * R.abs()).sum())
+    else: size = abs(float(loss)) + (float(x.abs().max()) if x.numel() else 0.0)
+    atol = max(atol, 8 * torch.finfo(torch.float64).eps * size / eps)
     numeric = [_numeric_grad(scalar, x, eps)] + [_numeric_grad(scalar, p.value, eps) for p in params]
     errors = [e for (name, a), n in zip(analytic, numeric) if (e := _compare(name, a, n, atol, rtol))] + errors
     if errors and raise_exception:

@@ -12,6 +12,7 @@ import copy
 import inspect
 import json
 import math
+import numbers
 import os
 
 import torch
@@ -30,8 +31,12 @@ def tolerance(expected: torch.Tensor, # the oracle's result (PyTorch's)
     "The tolerances of the policy: rtol = ulps eps n cond, atol = rtol scale (the absolute floor on the terms' scale)."
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"tolerance expects n >= 1 (a count of roundings), got {n!r}")
-    if not cond >= 1: raise ValueError(f"tolerance expects cond >= 1 (a factor that amplifies errors), got {cond!r}")
-    if not ulps > 0: raise ValueError(f"tolerance expects ulps > 0, got {ulps!r}")
+    for name, v, low, what in (('cond', cond, 1, 'cond >= 1 (a factor that amplifies errors)'),
+                               ('ulps', ulps, 0, 'ulps > 0'), ('scale', scale, 0, 'scale >= 0')):
+        if v is None and name == 'scale': continue  # (the default: the magnitude of `expected`)
+        if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not low <= v < math.inf
+                or (name == 'ulps' and v == 0)):
+            raise ValueError(f"tolerance expects a finite {what}, got {v!r}")
     if not expected.is_floating_point(): return dict(rtol=0.0, atol=0.0)  # integers compare exactly
     info = torch.finfo(expected.dtype)
     rtol = ulps * info.eps * n * cond
@@ -51,7 +56,9 @@ def assert_close(actual: torch.Tensor, # minidl's result
                  equal_nan: bool = False, # NaN equals NaN
                 ):
     "Check `actual` against `expected` under the tolerance policy; raises `AssertionError` naming the policy's terms."
-    expected = expected.detach() if isinstance(expected, torch.Tensor) else torch.as_tensor(expected)
+    # a Python number is compared in the result's dtype (a float64 result against 1.0 is not a dtype mismatch)
+    expected = (expected.detach() if isinstance(expected, torch.Tensor)
+                else torch.as_tensor(expected, dtype=actual.dtype if isinstance(actual, torch.Tensor) else None))
     if isinstance(actual, torch.Tensor): actual = actual.detach()
     tol = tolerance(expected, n, cond, ulps, scale)
     why = f"tolerance policy: n={n}, cond={cond:g}, ulps={ulps:g} -> rtol={tol['rtol']:.3g}, atol={tol['atol']:.3g}"

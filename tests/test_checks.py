@@ -377,3 +377,18 @@ def test_cross_entropy_bad_index_is_diagnosed_after_torch_refuses():
     with pytest.raises(IndexError, match=r'class indices in \[0, 4\) .* got values in \[0, 7\]'):
         ce(torch.randn(3, 4), torch.tensor([0, 7, 2]))
     with pytest.raises(RuntimeError, match='its last forward failed'): ce.backward()
+
+
+@pytest.mark.parametrize('kw', [dict(cond=math.inf), dict(ulps=math.inf), dict(scale=math.inf), dict(scale=-1.0),
+                                dict(scale=math.nan), dict(cond='x'), dict(ulps=0)])
+def test_tolerance_settings_that_would_make_the_check_meaningless_are_refused(kw):
+    "an infinite tolerance passes anything; a negative or NaN one fails inside torch.testing with its own message"
+    from minidl.testing import assert_close
+    e, wrong = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([5.0, -7.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match='tolerance expects'): assert_close(wrong, e, **kw)
+
+
+def test_a_number_is_compared_in_the_results_dtype():
+    from minidl.testing import assert_close
+    assert_close(torch.tensor(1.0, dtype=torch.float64), 1.0)
+    with pytest.raises(AssertionError): assert_close(torch.tensor(1.5, dtype=torch.float64), 1.0)

@@ -361,3 +361,15 @@ def test_attention_maps_check_index_and_flag_and_say_when_a_batch_is_too_small()
 def test_bins_are_named_in_their_error(cls):
     with pytest.raises(ValueError, match=f'{cls.__name__} expects bins to be an integer >= 1, got 0'):
         cls(Sequential(Linear(2, 2), Tanh()), bins=0)
+
+
+@pytest.mark.parametrize('modules, exc, msg', [
+    ('relu', TypeError, "got str 'relu'"), ([0, 0], ValueError, 'is not a module of the model'),
+])
+def test_modules_given_by_name_or_twice_get_a_clear_error(modules, exc, msg):
+    from minidl import Linear, ReLU, Sequential
+    from minidl.diagnostics import ActivationStats
+    m = Sequential(Linear(2, 3), ReLU())
+    with pytest.raises(exc, match=msg): ActivationStats(m, modules=modules)
+    with pytest.raises(ValueError, match='appears more than once'): ActivationStats(m, modules=[m[1], m[1]])
+    with pytest.raises(TypeError, match=r'one module: pass \[ReLU\(\)\]'): ActivationStats(m, modules=m[1])

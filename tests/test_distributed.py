@@ -192,6 +192,9 @@ def _worker(scenario, out):
                 opt = next(iter(_optimizers().values()))(model.parameters())
                 _epochs(model, opt, x, y, dp.sampler, 1, EPOCHS, dp.after_backward)
                 torch.save(model.state_dict(), out / f'bn_w{world}_r{rank}.pt')
+        if scenario == 'settings':  # the ranks disagree on the bucket size: every rank must say so, none may hang
+            try: D.DataParallel(_model(100), N, BATCH, seed=3, bucket_cap_mb=25 if rank == 0 else 1)
+            except ValueError as e: print(f"refused: {e}")
         D.print_main(f"rank 0 of {world} done")  # printed once, by rank 0
         if world == 3:  # then rank 1 fails in the middle of an epoch: every rank must stop, naming rank 1
             model = _model(100)
@@ -323,6 +326,28 @@ def test_failing_rank_ends_the_job(runs):
             f"rank {r} of 3 stopped because rank 1 of 3 failed: ValueError: a deliberate error on rank 1"
             in err
         ), err[-2000:]
+
+
+def test_ranks_that_disagree_on_the_communication_settings_are_refused(tmp_path):
+    "the bucket size shapes every message: a mismatch would crash a process inside gloo, or mix the buckets"
+    for rc, out, err in _by_hand(2, 'settings', tmp_path):
+        assert rc == 0, err[-2000:]
+        assert ("refused: DataParallel: rank(s) 1 have a different bucket_cap_mb or broadcast_buffers than rank 0"
+                in out), out
+
+
+@pytest.mark.parametrize('count', [float('inf'), float('nan'), 0, -3, torch.tensor(-3.0), torch.tensor([1.0, 2.0])])
+def test_a_sample_count_that_is_not_a_finite_positive_number_is_refused(count):
+    "an infinite count made every gradient NaN; a negative 0-dim tensor was accepted"
+    from minidl import Linear, Sequential
+    from minidl.distributed import DataParallel
+    model = Sequential(Linear(4, 8), Linear(8, 3))
+    dp = DataParallel(model, 10)
+    y = model(torch.randn(10, 4)); model.backward(torch.ones_like(y))
+    before = [p.grad.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match='expects a sample count > 0, finite'):
+        dp.average_gradients(count)
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, model.parameters()))
 
 
 def test_missing_environment_is_a_clear_error(monkeypatch):

@@ -97,3 +97,23 @@ def test_gradcheck_on_every_module(gen):
     p = torch.rand(6, 4, generator=gen, dtype=torch.float64) * 0.9 + 0.05
     assert minidl.gradcheck(LossMSE(), p, torch.rand(6, 4, generator=gen, dtype=torch.float64))
     assert minidl.gradcheck(LossBCE(), p, torch.rand(6, 4, generator=gen, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('scale', [1, 255, 1000])
+def test_a_right_backward_passes_whatever_the_size_of_its_outputs(scale):
+    "the finite difference rounds at eps64 times the size of the output's terms: the tolerance grows with it"
+    failures = 0
+    for seed in range(10):
+        torch.manual_seed(seed)
+        failures += not gradcheck(Linear(16, 8), torch.rand(8, 16, dtype=torch.float64) * scale, raise_exception=False)
+    assert failures == 0
+
+
+def test_a_gradient_off_by_one_in_ten_thousand_fails_at_a_large_scale_too():
+    class Off(Linear):
+        def backward(self, g, input_grad=True):
+            gx = super().backward(g, input_grad)
+            self.weight.grad.mul_(1.0001)
+            return gx
+    torch.manual_seed(0)
+    assert not gradcheck(Off(16, 8), torch.rand(8, 16, dtype=torch.float64) * 255, raise_exception=False)

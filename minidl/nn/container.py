@@ -142,10 +142,14 @@ class Sequential(Module):
         for c in layers:  # every .grad fits before any is added to (named as the module's own check names it)
             for name, m in c.named_modules(): _check_accumulators(m, name or type(c).__name__)
         self._ready()     # and every module's saved state is there and unchanged
-        for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
         if not layers: return g if input_grad else None
-        # the flag is passed only to skip
-        g = layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)
+        def chain(g):
+            for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
+            # the flag is passed only to skip
+            return layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)
+        # a backward hook runs between two modules' accumulations: if one raises, every gradient is put back
+        hooked = any(vars(m).get('_backward_hooks') or vars(m).get('_backward_pre_hooks') for m in self.modules()[1:])
+        g = self._keeping_grads(lambda: chain(g)) if hooked else chain(g)
         if key is not None: _remember(self, '_fast_grad_keys', key); _note_attributes(self)
         return g
 

@@ -958,9 +958,23 @@ def __hooked_backward(self, grad_output, input_grad: bool = True):
     for hook in d.get('_backward_pre_hooks', {}).values():
         r = hook(self, go)
         if r is not None: go = _replaced_grads(who, 'grad_output', r, go)
-    backward = type(self).backward  # `input_grad` is passed only to skip, as containers do (see Module.backward)
-    gi = (backward(self, go[0]) if input_grad else backward(self, go[0], input_grad=False),)
-    for hook in d.get('_backward_hooks', {}).values():
-        r = hook(self, gi, go)
-        if r is not None: gi = _replaced_grads(who, 'grad_input', r, gi)
-    return gi[0]
+    def run():
+        backward = type(self).backward  # `input_grad` is passed only to skip, as containers do (see Module.backward)
+        gi = (backward(self, go[0]) if input_grad else backward(self, go[0], input_grad=False),)
+        for hook in d.get('_backward_hooks', {}).values():
+            r = hook(self, gi, go)
+            if r is not None: gi = _replaced_grads(who, 'grad_input', r, gi)
+        return gi[0]
+    # the hooks run after the maths added to the gradients: one that raises (or returns a wrong gradient) must not
+    # leave them added to
+    return self._keeping_grads(run) if d.get('_backward_hooks') else run()
+
+@_module_method
+def __keeping_grads(self, run):
+    "`run()`; if it raises, every `.grad` of this module (and of the modules in it) is put back as it was."
+    grads = [p.grad for p in self.parameters()]
+    copies = [g.clone() for g in grads]
+    try: return run()
+    except BaseException:
+        for g, c in zip(grads, copies): g.copy_(c)
+        raise

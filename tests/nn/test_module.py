@@ -544,7 +544,7 @@ def test_backward_hook_that_raises_keeps_the_hooks_and_a_rerun_is_clean():
     with pytest.raises(ValueError, match='flaky hook'):
         ours.backward(g)
     assert list(vars(ours[2])['_backward_hooks'].values()) == [flaky]
-    ours.zero_grad(); ours(x); ours.backward(g)  # the documented recovery: zero the gradients, forward again
+    ours(x); ours.backward(g)  # the failed call left every gradient as it was: a retry counts the batch once
     ref(x).backward(g)
     for (_, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()): close(p.grad, q.grad)
     h.remove()
@@ -730,3 +730,24 @@ def test_geometry_fixed_at_construction_is_refused_when_written(make, names):
         with pytest.raises(AttributeError, match=rf'{type(m).__name__}.{name} is fixed when the layer is made'):
             setattr(m, name, 2)
         assert getattr(m, name) == old
+
+
+@pytest.mark.parametrize('where', ['module', 'sequential'])
+def test_a_backward_hook_that_raises_leaves_every_gradient_as_it_was(where):
+    "full backward hooks run after the maths has accumulated: a retry after a failed hook must not double gradients"
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    m = Sequential(Linear(3, 4), ReLU(), Linear(4, 2)).double() if where == 'sequential' else Linear(3, 2).double()
+    hooked = m[0] if where == 'sequential' else m
+    y = m(x); m.backward(torch.ones_like(y))  # gradients that are not zero
+    y = m(x)
+    before = snapshot(m)
+    def boom(mod, gi, go): raise ValueError('a hook that fails')
+    h = hooked.register_full_backward_hook(boom)
+    with pytest.raises(ValueError, match='a hook that fails'): m.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(m))
+    h.remove()
+    h = hooked.register_full_backward_hook(lambda mod, gi, go: (torch.zeros(1),))  # a wrong gradient returned
+    with pytest.raises(RuntimeError, match='a backward hook returned'): m.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(m))
+    h.remove()
