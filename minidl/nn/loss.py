@@ -15,7 +15,7 @@ import torch
 from .._checks import check_grad, check_tensor, fmt_shape
 from .activation import _log_softmax
 from .linear import _scalar
-from .module import SavesForBackward, _move, _parse_to, _Tensor
+from .module import SavesForBackward, _move, _parse_to, _setting, _Tensor
 
 # %% auto #0
 __all__ = ['MSELoss', 'BCELoss', 'CrossEntropyLoss', 'Loss', 'LossMSE', 'LossBCE', 'LossCrossEntropy']
@@ -38,17 +38,6 @@ class Loss(SavesForBackward):
     def __call__(self, prediction, target):
         "Compute the loss (checked: if that fails, the previous call's state is forgotten, so `backward` raises)."
         return self.forward(prediction, target)
-
-    @property
-    def reduction(self) -> str:
-        ("'mean', 'sum' or 'none'; setting it checks it, and a `backward` then needs a new forward (the last one "
-         "reduced otherwise).")
-        return self._reduction
-
-    @reduction.setter
-    def reduction(self, v):
-        self._reduction = _check_reduction(v, type(self).__name__)
-        if self._saved is not None: self._forget('its reduction was changed after its forward')
 
     def _accept(self, prediction, target) -> tuple:
         "What `forward`'s maths gets: the arguments as they are (a loss of the user's checks what it needs)."
@@ -158,6 +147,9 @@ def _check_reduction(reduction, who: str) -> str:
     if not isinstance(reduction, str) or reduction not in ('mean', 'sum', 'none'):
         raise ValueError(f"{who} expects reduction to be 'mean', 'sum' or 'none', got {reduction!r}")
     return reduction
+
+# a setting (see `_setting`): checked when written, and a changed one makes `backward` wait for a new forward
+Loss.reduction = _setting('reduction', _check_reduction, "'mean', 'sum' or 'none'.")
 
 # %% ../../nbs/12_loss.ipynb #c7337da5
 class LossMSE(Loss):
@@ -330,32 +322,6 @@ class LossCrossEntropy(Loss):
             weight = weight.detach()
         self.reduction = reduction
         self.weight, self.label_smoothing, self.ignore_index = weight, label_smoothing, ignore_index
-
-    # settings written after construction are checked as the constructor checks them, and a `backward` then needs a
-    # new forward (the last one used the old value)
-    @property
-    def label_smoothing(self) -> float:
-        "The weight of the uniform distribution mixed into the target, in [0, 1]."
-        return self._label_smoothing
-
-    @label_smoothing.setter
-    def label_smoothing(self, v):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1:
-            raise ValueError(f"LossCrossEntropy expects label_smoothing in [0, 1], got {v!r}")
-        self._label_smoothing = float(v)
-        if self._saved is not None: self._forget('its label_smoothing was changed after its forward')
-
-    @property
-    def ignore_index(self) -> int:
-        "The class index whose targets add nothing (class indices only)."
-        return self._ignore_index
-
-    @ignore_index.setter
-    def ignore_index(self, v):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"LossCrossEntropy expects ignore_index to be an integer, got {v!r}")
-        self._ignore_index = int(v)
-        if self._saved is not None: self._forget('its ignore_index was changed after its forward')
 
     def forward(self,
                 logits: torch.Tensor, # unnormalised scores, `(N, C)`, `(N, C, d1, ...)` or one sample `(C,)`
@@ -534,6 +500,24 @@ class LossCrossEntropy(Loss):
             [f"ignore_index={self.ignore_index}"] if self.ignore_index != -100 else []) + (
             [f"reduction={self.reduction!r}"] if self.reduction != 'mean' else [])
         return f"{type(self).__name__}({', '.join(args)})"
+
+def _check_smoothing(v, who: str) -> float:
+    "A number in [0, 1], as a float."
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1:
+        raise ValueError(f"{who} expects label_smoothing in [0, 1], got {v!r}")
+    return float(v)
+
+def _check_ignore_index(v, who: str) -> int:
+    "An integer."
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{who} expects ignore_index to be an integer, got {v!r}")
+    return int(v)
+
+# settings (see `_setting`), checked when written, here and after construction
+LossCrossEntropy.label_smoothing = _setting('label_smoothing', _check_smoothing,
+                                            "The weight of the uniform distribution mixed into the target, in [0, 1].")
+LossCrossEntropy.ignore_index = _setting('ignore_index', _check_ignore_index,
+                                         "The class index whose targets add nothing (class indices only).")
 
 # %% ../../nbs/12_loss.ipynb #042a2cbe
 CrossEntropyLoss = LossCrossEntropy
