@@ -796,7 +796,7 @@ def _setting(name: str, check, doc: str) -> property:
      "a value written to it, as the constructor does, and returns what to keep; a changed value makes a `backward` "
      "wait for a new forward, which the old value made.")
     key = '_' + name
-    def get(self): return getattr(self, key)
+    get = operator.attrgetter(key)  # read without a Python call: losses read their reduction at every step
     def set(self, v):
         new = check(v, type(self).__name__)
         old = getattr(self, key, new)
@@ -809,7 +809,7 @@ def _fixed(name: str, doc: str) -> property:
     ("A module's setting fixed at construction (what it computed from it, such as a convolution's padding, would no "
      "longer match): read as usual, refused when written, with what to do instead.")
     key = '_' + name
-    def get(self): return getattr(self, key)
+    get = operator.attrgetter(key)
     def set(self, v):
         who = type(self).__name__
         raise AttributeError(f"{who}.{name} is fixed when the layer is made (what the layer computed from it would no "
