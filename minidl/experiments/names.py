@@ -38,8 +38,9 @@ from minidl.experiments.names_data import (
 )
 
 from .. import optim as _optim
-from .._checks import check_rate
+from .._checks import check_rate, fmt_shape
 from ..distributed import DataParallel, get_rank
+from ..nn.transformer import _Composite
 from .common import mean_std, progress_bar, text_table
 
 # %% auto #0
@@ -50,7 +51,15 @@ __all__ = ['RECIPE', 'MODELS', 'SPLIT_SEED', 'CURVE_NAMES', 'OneHotBigram', 'Nam
            'embedding_2d', 'plot_embedding', 'attention_maps', 'plot_attention_names', 'samples_table']
 
 # %% ../../nbs/54_names.ipynb #172f7dda
-class OneHotBigram(Module):
+def _indices(model: Module, x, expected: str, fits: bool) -> Tensor:
+    "`x` if it is a tensor of the shape the model takes (`fits`), else a clear error that says which one (`expected`)."
+    if isinstance(x, torch.Tensor) and fits: return x  # (the embedding checks the indices' dtype and range)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{type(model).__name__} expects a tensor of character indices of shape {expected}, got "
+                        f"{type(x).__name__}")
+    raise ValueError(f"{type(model).__name__} expects character indices of shape {expected}, got {fmt_shape(x.shape)}")
+
+class OneHotBigram(_Composite):
     ("The bigram model as a network: the previous character one-hot `(N, 27)` times a 27×27 `Linear` gives "
      "the next character's logits")
     def __init__(self, vocab:int=len(VOCAB), generator:torch.Generator|None=None):
@@ -58,16 +67,19 @@ class OneHotBigram(Module):
         self.linear = Linear(vocab, vocab, generator=generator)
 
     def forward(self, x:Tensor)->Tensor: # x: (N, 1) previous-character indices -> logits (N, V)
+        x = _indices(self, x, '(N, 1)', isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[1] == 1)
         onehot = torch.zeros(x.shape[0], self.vocab, dtype=self.linear.weight.value.dtype, device=x.device)
         onehot.scatter_(1, x.reshape(-1, 1), 1.0)                                      # X[n, x_n] = 1
-        return self.linear(onehot)                                                     # logits = X W^T + b
+        out = self.linear(onehot)                                                      # logits = X W^T + b
+        self._save_children(out=out)  # (backward checks that the Linear still holds this call's state)
+        return out
 
     def backward(self, g:Tensor, input_grad:bool=True)->None:
         self.linear.backward(g, input_grad=False)                                      # indices: no input gradient
         return None
 
 # %% ../../nbs/54_names.ipynb #9acf80a6
-class NamesMLP(Module):
+class NamesMLP(_Composite):
     ("Bengio et al. (2003): the last `context` characters `(N, k)` -> Embedding -> concatenation -> Linear "
      "-> LayerNorm -> Tanh -> Dropout -> Linear -> logits `(N, 27)`")
     def __init__(self, context:int=8, embed:int=24, hidden:int=512, dropout:float=0.1, vocab:int=len(VOCAB),
@@ -81,9 +93,14 @@ class NamesMLP(Module):
         self.linear2 = Linear(hidden, vocab, generator=generator)
 
     def forward(self, x:Tensor)->Tensor:
+        k = self.context
+        x = _indices(self, x, f'(N, {k}) (the last context={k} characters)',
+                     isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[1] == k)
         e = self.emb(x)                                                                # (N, k, d)
         h = e.reshape(x.shape[0], self.context * self.embed)                           # the k vectors side by side
-        return self.linear2(self.dropout(self.act(self.norm(self.linear1(h)))))
+        out = self.linear2(self.dropout(self.act(self.norm(self.linear1(h)))))
+        self._save_children(out=out)  # (backward checks every module before the first one accumulates)
+        return out
 
     def backward(self, g:Tensor, input_grad:bool=True)->None:
         g = self.linear1.backward(
@@ -94,7 +111,7 @@ class NamesMLP(Module):
         return None
 
 # %% ../../nbs/54_names.ipynb #b37cb326
-class NamesTransformer(Module):
+class NamesTransformer(_Composite):
     ("Decoder-only: token + learned position embeddings, `layers` pre-norm causal `TransformerBlock`s, a "
      "final LayerNorm and a Linear head; `(B, T)` indices -> `(B, T, 27)` logits")
     def __init__(
@@ -132,15 +149,17 @@ class NamesTransformer(Module):
         self.head = Linear(d_model, vocab, generator=generator)
 
     def forward(self, x:Tensor)->Tensor:
+        x = _indices(self, x, f'(B, T) with T <= block_size={self.block_size}',
+                     isinstance(x, torch.Tensor) and x.dim() == 2)
         B, T = x.shape
         if T > self.block_size: raise ValueError(f"NamesTransformer expects at most {self.block_size} "
                                                  f"positions, got {T}")
         h = self.tok(x) + self.pos(torch.arange(T, device=x.device))                   # (B, T, E) + (T, E)
-        self._save_for_backward(T)
-        return self.head(self.norm(self.blocks(self.drop(h))))
+        out = self.head(self.norm(self.blocks(self.drop(h))))
+        self._save_children(T, out=out)  # (backward checks every module before the first one accumulates)
+        return out
 
     def backward(self, g:Tensor, input_grad:bool=True)->None:
-        (T,) = self._saved_tensors()
         g = self.drop.backward(self.blocks.backward(self.norm.backward(self.head.backward(g))))
         # the positions are shared by the batch
         self.pos.backward(g.sum(0))

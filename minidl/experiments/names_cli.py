@@ -55,6 +55,9 @@ from minidl.experiments.names import (
 )
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..nn.module import Parameter
+from ..optim import AdamW
+from ..optim.lr_scheduler import OneCycleLR
 from .names_data import INSTALL_HINT, bigram_counts, bigram_nll, load_names_split, names_available
 
 # %% auto #0
@@ -178,6 +181,17 @@ def _fits(args):
 def _names(args)->tuple[str, ...]: return tuple(MODELS) if args.model == 'all' else (args.model,)
 
 # %% ../../nbs/55_names_cli.ipynb #50fdcf4f
+def _check_steps(name:str, steps:int|None):
+    "Refuse `--steps` if the model's one-cycle schedule cannot run that many (a warm-up of 0.2 × 5 = 1 step is empty)"
+    spec = MODELS[name]
+    if steps is None: return  # the model's own
+    try: OneCycleLR(AdamW([Parameter(torch.zeros(1))], lr=spec.lr), max_lr=spec.lr, total_steps=steps,
+                    pct_start=spec.pct_start, anneal_strategy=spec.anneal_strategy)
+    except ValueError: pass
+    else: return
+    raise ValueError(f"argument --steps: the {name} model's one-cycle schedule warms up over {spec.pct_start:g} of the "
+                     f"steps, which leaves one of its phases empty with {steps} steps: choose another number of steps")
+
 def names_main(
     argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`); `['sample', ...]` generates names
 # exit status: 0 on success, 1 if the names package is missing or a rank failed, 2 for bad arguments or
@@ -192,6 +206,7 @@ def names_main(
     with interruptible(parser.prog, written):
         try:
             device = resolve_device(args.device)
+            for n in _names(args): _check_steps(n, args.steps)  # before any model trains
             # one checkpoint per model and seed in the --save folder
             files = tuple(f"{n}-seed{s}.pt" for n in _names(args) for s in range(args.seed, args.seed + args.runs))
             check_destinations(args.out, OUT_FILES, args.save, files if args.save is not None else None)

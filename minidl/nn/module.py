@@ -199,6 +199,15 @@ class Parameter:
         self.value, self.grad = value, grad  # both moved before either is replaced: a failed move changes nothing
         return self
 
+    def __getattr__(self, name: str):
+        ("Reached only for a name the class lacks: a tensor's method asked of a parameter (`p.uniform_()`, which "
+         "`torch.nn.init` calls) gets an error that says where the tensor is.")
+        if name.startswith('__') or not hasattr(torch.Tensor, name):
+            raise AttributeError(f"'Parameter' object has no attribute {name!r}")
+        raise AttributeError(f"'Parameter' object has no attribute {name!r}: a minidl Parameter is not a tensor, it "
+                             f"holds one, p.value (p.value.{name}); to initialise it, minidl.nn.init takes parameters "
+                             "(e.g. minidl.nn.init.xavier_uniform_(p))")
+
     def __repr__(self):
         dev = '' if self.value.device.type == 'cpu' else f", device='{self.value.device}'"
         return f"Parameter(shape={fmt_shape(self.shape)}, dtype={self.value.dtype}{dev})"
@@ -309,6 +318,7 @@ class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
     training: bool = True  # the mode (class default, so subclasses need not call `super().__init__()`)
     _hook_edits = 0  # hooks registered or removed on any module so far (a container's fast path is keyed on it)
+    _hooks_inside = None  # a composite's test for backward hooks inside it (see `_checked_backward`)
     # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
     _accept_reads_state = False
     _forward_id = None  # the number of its last forward that returned a tensor (see `_checked_forward`)
@@ -703,6 +713,10 @@ def _checked_backward(math):
             # every own `.grad` still fits its value (a reshape in place escapes the checks cached on
             # `Parameter._edits`): else the full check names it, before the maths adds to any of them
             if self._param_slots and not self._grads_fit(): _check_accumulators(self, type(self).__name__)
+            # a composite with backward hooks inside: they run between its modules' accumulations, so if one raises,
+            # every gradient is put back
+            if self._hooks_inside is not None and self._hooks_inside():
+                return self._keeping_grads(lambda: math(self, g, *args, **kwargs))
             return math(self, g, *args, **kwargs)
         except Exception as refused: raise self._backward_error(grad_output, refused) from None
     backward._math = math

@@ -11,7 +11,7 @@ import numbers
 
 import torch
 
-from .._checks import check_size, check_tensor, fmt_shape
+from .._checks import check_grad, check_size, check_tensor, fmt_shape
 from .activation import GEGLU, GELU, ReLU
 from .attention import CausalSelfAttention
 from .dropout import Dropout
@@ -22,8 +22,68 @@ from .normalization import LayerNorm
 # %% auto #0
 __all__ = ['TransformerBlock']
 
+# %% ../../nbs/22_transformer.ipynb #c0b1a2e3f4d5
+def _tree(m: Module, out: list) -> list:
+    "`m` and its descendants, as `m.modules()` without building their names (this key is compared at every backward)."
+    out.append(m)
+    if type(m).named_children is not Module.named_children:  # a container that keeps its modules elsewhere (Sequential)
+        for c in m.children(): _tree(c, out)
+    else:
+        for v in vars(m).values():
+            if isinstance(v, Module): _tree(v, out)
+    return out
+
+class _Composite(Module):
+    ("Base of a module whose `forward` calls modules of its own and whose `backward` calls theirs (this block, a "
+     "language model): the checks that none of them can make, made before the first of them accumulates.")
+    _seen_grads = (-1, ())  # (`Parameter._edits`, the modules covered) at the last full check of the gradient buffers
+
+    def _save_children(self, *saved, out: torch.Tensor):
+        ("`_save_for_backward(*saved)` and, last, the state this forward left in every module inside; the shape, dtype "
+         "and device of its output `out`, which the gradient must have (see `_accept_grad`).")
+        self._save_for_backward(*saved, tuple(map(_saved_of, _tree(self, [])[1:])))
+        self._out = (out.shape, out.dtype, out.device)
+
+    def _accept_grad(self, g):
+        ("The gradient, of the output's shape, dtype and device, once a complete forward came first, every module "
+         "inside still holds the state it left, every gradient buffer fits and what every module saved is unchanged.")
+        if self._saved is None: raise _not_called(type(self).__name__, self._why)
+        shape, dtype, device = self._out
+        if type(g) is not _Tensor or g.requires_grad or (g.shape, g.dtype, g.device) != self._out:
+            g = check_grad(g, type(self).__name__, shape=shape, dtype=dtype, device=device)  # named as the module's
+        seen, modules = self._seen_grads, tuple(_tree(self, []))
+        self._check_own_states(modules[1:], self._saved[-1])  # none of them ran on its own since (nor was replaced)
+        # (every `.grad` still of its value's shape and dtype: a reshape in place changes no counter)
+        if (seen[0] != Parameter._edits or seen[1] != modules
+                or not all(m._grads_fit() for m in modules)): self._check_parameters(modules)
+        for m in modules: Module._ready(m)  # what every module saved is there and unchanged, before any accumulates
+        return g
+
+    def _ready(self):
+        "The saved state of the module and of every module in it, as its forward left it (see `Module._ready`)."
+        modules = _tree(self, [])
+        if self._saved is not None: self._check_own_states(modules[1:], self._saved[-1])
+        for m in modules: Module._ready(m)
+
+    def _check_buffers(self):
+        "Every gradient buffer of every module inside (metadata only), named by its path."
+        who = type(self).__name__
+        for name, m in self.named_modules(): _check_accumulators(m, f"{who}.{name}" if name else who)
+
+    def _check_parameters(self, modules: tuple):
+        "Every gradient buffer, before any module accumulates (again only once a parameter or a module was replaced)."
+        edits = Parameter._edits
+        self._check_buffers()
+        self._seen_grads = (edits, modules)
+
+    def _hooks_inside(self) -> bool:
+        ("Whether a module inside has backward hooks: they run between the modules' accumulations, so `backward` keeps "
+         "copies of the gradients to put back if one raises (see `Module._keeping_grads`).")
+        return any(vars(m).get('_backward_hooks') or vars(m).get('_backward_pre_hooks') for m in _tree(self, [])[1:])
+
+
 # %% ../../nbs/22_transformer.ipynb #d07eeef8
-class TransformerBlock(Module):
+class TransformerBlock(_Composite):
     ("Pre-norm Transformer block with causal self-attention on `(B, T, d_model)`; names and parameters of "
      "`torch.nn.TransformerEncoderLayer(batch_first=True, norm_first=True)`.")
     def __init__(self,
@@ -71,7 +131,7 @@ class TransformerBlock(Module):
         x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                  # x1 = x + Drop(Attn(LN1(x)))
         # y = x1 + Drop(FF(LN2(x1)))
         y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)
-        self._save_for_backward(tuple(map(_saved_of, _tree(self, [])[1:])))  # the state it left in each module
+        self._save_children(out=y)  # the state it left in each module, which backward compares
         return y  # (the sums are taken in place: the branches' outputs are new tensors that nothing saved)
 
     def backward(self,
@@ -93,19 +153,6 @@ class TransformerBlock(Module):
         return f"d_model={self.d_model}, nhead={self.self_attn.num_heads}"
 
 # %% ../../nbs/22_transformer.ipynb #e7b2c4d2
-# (`Parameter._edits`, the modules covered) at the last full check of the gradient buffers
-TransformerBlock._seen_grads = (-1, ())
-
-def _tree(m: Module, out: list) -> list:
-    "`m` and its descendants, as `m.modules()` without building their names (this key is compared at every backward)."
-    out.append(m)
-    if type(m).named_children is not Module.named_children:  # a container that keeps its modules elsewhere (Sequential)
-        for c in m.children(): _tree(c, out)
-    else:
-        for v in vars(m).values():
-            if isinstance(v, Module): _tree(v, out)
-    return out
-
 @_method_of(TransformerBlock)
 def _accept(self, x):
     ("The input if it is a tensor without autograd history of shape (B, T, d_model), else the checked input "
@@ -119,30 +166,9 @@ def _accept(self, x):
     return x
 
 @_method_of(TransformerBlock)
-def _accept_grad(self, g):
-    ("The gradient (its shape is `dropout2`'s to check), once a complete forward came first and every "
-     "gradient buffer fits.")
-    if self._saved is None: raise _not_called(type(self).__name__, self._why)
-    seen, modules = self._seen_grads, tuple(_tree(self, []))
-    self._check_own_states(modules[1:], self._saved[0])  # every module as the block's forward left it
-    # (every `.grad` still of its value's shape and dtype: a reshape in place changes no counter)
-    if (seen[0] != Parameter._edits or seen[1] != modules
-            or not all(m._grads_fit() for m in modules)): self._check_parameters(modules)
-    for m in modules: Module._ready(m)  # what every module saved is there and unchanged, before any accumulates
-    return g
-
-@_method_of(TransformerBlock)
-def _ready(self):
-    "The saved state of the block and of every module in it, as the block's forward left it (see `Module._ready`)."
-    modules = _tree(self, [])
-    if self._saved is not None: self._check_own_states(modules[1:], self._saved[0])
-    for m in modules: Module._ready(m)
-
-@_method_of(TransformerBlock)
 def _check_parameters(self, modules: tuple):
     "Every child's gradient buffers and the attention's parameters (metadata only), before any child accumulates."
     edits = Parameter._edits
-    for name, m in self.named_modules():
-        _check_accumulators(m, f"TransformerBlock.{name}" if name else 'TransformerBlock')
+    self._check_buffers()
     self.self_attn._check_parameters(grads=True)
     self._seen_grads = (edits, modules)

@@ -36,6 +36,7 @@ from minidl.experiments.names_data import (
     name_contexts,
     name_sequences,
 )
+from minidl.testing import assert_unchanged, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT/'benchmarks'))
@@ -192,6 +193,8 @@ def test_short_run_writes_results_and_checkpoints_then_sample(tmp_path, capsys):
     (['--model', 'rnn'], "argument --model: invalid choice: 'rnn'"),
     (['--runs', '0'], "argument --runs: expected a positive integer, got '0'"),
     (['--steps', 'lots'], "argument --steps: expected a positive integer, got 'lots'"),
+    # the Transformer's warm-up of 0.2 x 5 = 1 step is empty: refused before any model trains, not after two
+    (['--steps', '5'], "argument --steps: the transformer model's one-cycle schedule warms up over 0.2 of the steps"),
     (['--seed', '-3'], "argument --seed: expected an integer >= 0, got '-3'"),
     (['--threads', '0'], "argument --threads: expected a positive integer"),
     (['--device', 'tpu'], "argument --device: invalid choice: 'tpu'"),
@@ -345,3 +348,46 @@ def test_a_twin_run_with_dropout_repeats_and_leaves_the_global_generator_alone(s
     other = train_torch('mlp', 1, steps=20, batch_size=16, data=data, build=build, final=False, points=0)['model']
     c = other.state_dict()
     assert any(not torch.equal(a[k], c[k]) for k in a)  # another seed: another start and other masks
+
+
+def _names_models():
+    g = torch.Generator().manual_seed(0)
+    return [(OneHotBigram(generator=g), torch.randint(0, 27, (5, 1), generator=g), (5, 27)),
+            (NamesMLP(context=3, embed=4, hidden=8, dropout=0.0, generator=g),
+             torch.randint(0, 27, (5, 3), generator=g), (5, 27)),
+            (NamesTransformer(9, 8, 2, 1, 16, dropout=0.0, generator=g), torch.randint(0, 27, (2, 4), generator=g),
+             (2, 4, 27))]
+
+
+@pytest.mark.parametrize('i', range(3))
+def test_names_models_refuse_a_module_that_ran_on_its_own_since_their_forward(i):
+    "Its saved state is that call's: the model's backward would give a gradient mixing two inputs."
+    model, x, out_shape = _names_models()[i]
+    model(x)
+    child = model.modules()[1]  # the token embedding (the bigram's: its Linear, on one-hot rows)
+    child(torch.zeros(5, 27) if isinstance(model, OneHotBigram) else torch.zeros(x.shape, dtype=torch.long))
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match=f'{type(model).__name__}.backward: its module .* ran forward on its own'):
+        model.backward(torch.ones(out_shape))
+    assert_unchanged(before, snapshot(model))
+
+
+@pytest.mark.parametrize('i', [1, 2])  # (the bigram keeps the one-hot rows, not the indices)
+def test_names_models_refuse_an_edited_input_before_any_gradient_is_added(i):
+    "The embedding, which backpropagates last, sees the edit: every module is checked before the first accumulates."
+    model, x, out_shape = _names_models()[i]
+    model(x)
+    x[0, 0] = (x[0, 0] + 1) % 27
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match='modified by an inplace operation'):
+        model.backward(torch.ones(out_shape))
+    assert_unchanged(before, snapshot(model))
+
+
+@pytest.mark.parametrize('i', range(3))
+def test_names_models_say_which_input_shape_they_take(i):
+    model, x, _ = _names_models()[i]
+    with pytest.raises(ValueError, match=f'{type(model).__name__} expects character indices of shape .*, got \\(7\\)'):
+        model(torch.zeros(7, dtype=torch.long))
+    with pytest.raises(TypeError, match='expects a tensor of character indices .*, got list'):
+        model([[1, 2]])

@@ -244,3 +244,33 @@ def test_a_gradient_in_the_block_reshaped_in_place_is_refused_before_any_accumul
     with pytest.raises(RuntimeError, match=r'bias.grad has shape \(1, 8\).* nothing was accumulated'):
         block.backward(torch.ones_like(y))
     assert_unchanged(before, snapshot(block))
+
+
+@pytest.mark.parametrize('child', ['norm1', 'linear1', 'self_attn.out_proj'])
+@pytest.mark.parametrize('how', ['raises', 'wrong shape', 'pre-hook raises'])
+def test_a_failing_backward_hook_inside_the_block_leaves_no_gradient_added(child, how):
+    "A hook runs after its module's maths and before the next module's: if it fails, every gradient is put back."
+    block, x = _warm_block()
+    m = dict(block.named_modules())[child]
+    def fail(*args): raise ValueError('the hook refused')
+    if how == 'raises': m.register_full_backward_hook(fail)
+    elif how == 'wrong shape': m.register_full_backward_hook(lambda mod, gi, go: (torch.ones(1),))
+    else: m.register_full_backward_pre_hook(fail)
+    y = block(x)
+    before = snapshot(block)
+    with pytest.raises((ValueError, RuntimeError), match='the hook refused|a backward hook returned'):
+        block.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(block))
+
+
+def test_a_wrong_gradient_is_refused_in_the_blocks_name():
+    "The block checks the gradient against its output, before its first module (a Dropout) would name itself."
+    block, x = _warm_block()
+    y = block(x)
+    before = snapshot(block)
+    for g, error, match in ((torch.ones(2, 3, 7), ValueError, r'TransformerBlock.backward expects a gradient of shape '
+                                                              r'\(2, 3, 8\) \(the shape of its forward output\)'),
+                            (torch.ones(2, 3, 8, dtype=torch.float64), TypeError, 'gradient of dtype torch.float32')):
+        with pytest.raises(error, match=match): block.backward(g)
+        assert_unchanged(before, snapshot(block))
+    block.backward(torch.ones_like(y))  # the refusals left the forward's state
