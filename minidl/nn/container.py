@@ -229,6 +229,24 @@ class Sequential(Module):
         self._replace(layers, names)
         return self
 
+    def __setitem__(self, i, module: Module):
+        "Replace the module at position `i` by `module`, which keeps its name (`seq[i] = m`, as torch); checked first."
+        if isinstance(i, slice):
+            raise TypeError("Sequential: seq[i] = module takes an integer index, got a slice (as torch's): assign "
+                            "seq.layers, or use insert and del")
+        k = self._index(i)
+        layers = self.layers[:k] + (module,) + self.layers[k + 1:]
+        self._replace(layers, self._names, 'a module was replaced after its forward')
+
+    def __delitem__(self, i):
+        "Remove the module at position `i`, or those of a slice (`del seq[i]`); positional names are renumbered."
+        keep = list(range(len(self.layers)))
+        if isinstance(i, slice): del keep[i]
+        else: del keep[self._index(i)]
+        positional = self._names == tuple(map(str, range(len(self.layers))))
+        names = tuple(map(str, range(len(keep)))) if positional else tuple(self._names[j] for j in keep)
+        self._replace(tuple(self.layers[j] for j in keep), names, 'a module was removed after its forward')
+
 
 # %% ../../nbs/13_container.ipynb #0637c805
 _MAX_KEYS = 32  # inputs of this many shapes remembered per container (a batch in pieces, sequences of varied lengths)

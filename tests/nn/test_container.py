@@ -144,6 +144,44 @@ def test_sequential_append_extend_insert_like_torch():
 
 
 @pytest.mark.parity
+def test_sequential_setitem_and_delitem_like_torch():
+    ours = Sequential(Linear(2, 3), ReLU(), Linear(3, 4), Tanh())
+    ref = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 4), torch.nn.Tanh())
+    ours[1] = Sigmoid(); ref[1] = torch.nn.Sigmoid()
+    ours[-1] = Linear(4, 1); ref[-1] = torch.nn.Linear(4, 1)
+    del ours[2]; del ref[2]
+    assert repr(ours) == repr(ref) and list(ours.state_dict()) == list(ref.state_dict())
+    del ours[:1]; del ref[:1]
+    assert repr(ours) == repr(ref)
+    named, _ = named_pair()
+    names = [k for k, _ in named.named_children()]
+    named[0] = Linear(2, 8)
+    assert [k for k, _ in named.named_children()] == names  # the replacement keeps the name
+    del named[1]
+    assert [k for k, _ in named.named_children()] == [names[0], *names[2:]]
+
+
+@pytest.mark.parity
+def test_sequential_setitem_and_delitem_refuse_clearly_and_change_nothing():
+    lin = Linear(2, 2)
+    s = Sequential(lin, Tanh())
+    x = torch.randn(3, 2); s(x)
+    for change, error, match in ((lambda: s.__setitem__(1, lin), ValueError, 'appears more than once'),
+                                 (lambda: s.__setitem__(0, torch.nn.ReLU()), TypeError, 'expects Module instances'),
+                                 (lambda: s.__setitem__(slice(0, 1), Tanh()), TypeError, 'takes an integer index'),
+                                 (lambda: s.__setitem__(5, Tanh()), IndexError, 'index 5 is out of range'),
+                                 (lambda: s.__delitem__(-3), IndexError, 'index -3 is out of range'),
+                                 (lambda: s.__delitem__('0'), TypeError, 'indices must be integers or slices')):
+        with pytest.raises(error, match=match): change()
+        assert s.layers[0] is lin and len(s) == 2
+    s.backward(torch.ones(3, 2))  # the refused changes left the forward's state
+    s(x); s[1] = Sigmoid()
+    with pytest.raises(RuntimeError, match='a module was replaced after its forward'): s.backward(torch.ones(3, 2))
+    s(x); del s[1]
+    with pytest.raises(RuntimeError, match='a module was removed after its forward'): s.backward(torch.ones(3, 2))
+
+
+@pytest.mark.parity
 def test_sequential_same_instance_guard_kept():
     lin = Linear(2, 2)
     s = Sequential(lin, Tanh())
