@@ -93,9 +93,11 @@ def check_rate(value, name: str, who: str) -> float:
 
 def check_positive(value, name: str, who: str) -> float:
     "A finite real number > 0."
-    value = check_rate(value, name, who)
-    if value == 0: raise ValueError(f"{who} expects {name} to be a finite number > 0, got {value!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who} expects {name} to be a finite number > 0, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{who} expects {name} to be a finite number > 0, got {value!r}")
+    return float(value)
 
 def check_betas(value, name: str, who: str) -> tuple[float, float]:
     "Two real numbers in [0, 1) (Adam's decay rates)."

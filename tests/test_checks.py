@@ -122,8 +122,15 @@ from minidl._checks import (
         (
             lambda: check_positive(0, 'T_max', 'CosineAnnealingLR'),
             ValueError,
-            'CosineAnnealingLR expects T_max to be a finite number > 0, got 0.0',
+            'CosineAnnealingLR expects T_max to be a finite number > 0, got 0',
         ),
+        (   # the bound said is the one checked, for a negative value too
+            lambda: check_positive(-1, 'max_lr', 'OneCycleLR'),
+            ValueError,
+            'OneCycleLR expects max_lr to be a finite number > 0, got -1',
+        ),
+        (lambda: check_positive(math.inf, 'max_lr', 'OneCycleLR'), ValueError, 'a finite number > 0, got inf'),
+        (lambda: check_positive('1', 'max_lr', 'OneCycleLR'), TypeError, "a finite number > 0, got '1'"),
         (
             lambda: check_betas((0.9,), 'betas', 'Adam'),
             ValueError,

@@ -25,6 +25,17 @@ from minidl.distributed import (
     print_main,
     shutdown,
 )
+from minidl.experiments.common import (
+    BATCH_MAX,
+    EPOCHS_MAX,
+    ExperimentParser,
+    check_destinations,
+    int_upto,
+    nonneg_int,
+    number_in,
+    path_arg,
+    positive_float,
+)
 
 from ..files import atomic_open
 from ..nn.activation import ReLU, Sigmoid
@@ -39,24 +50,28 @@ from .circle_data import circle_train_test
 __all__ = ['distributed_demo']
 
 # %% ../../nbs/45_distributed_demo.ipynb #1a90a273
-def _demo_parser():
-    import argparse
-    p = argparse.ArgumentParser(prog='python -m minidl.experiments.distributed_demo',
-                                description="Train an MLP on the circle task data-parallel; run it under "
-                                            "torchrun, e.g. `torchrun --standalone --nproc-per-node 2 -m "
-                                            "minidl.experiments.distributed_demo` (alone: one process).")
-    p.add_argument('--epochs', type=int, default=5, help='passes over the training set (default: 5)')
-    p.add_argument('--n-train', type=int, default=4000, help='training samples (default: 4000)')
-    p.add_argument('--batch-size', type=int, default=100, help='GLOBAL batch size, all processes together '
-                                                               '(default: 100)')
-    p.add_argument('--hidden', type=int, default=64, help='width of the two hidden layers (default: 64)')
-    p.add_argument('--lr', type=float, default=0.5, help='SGD learning rate (default: 0.5)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the data, the initialisation and the '
-                                                       'shuffling (default: 0)')
-    p.add_argument('--timeout', type=float, default=60.0, help='seconds a collective waits for the others '
-                                                               '(default: 60)')
-    p.add_argument('--out', default=None, help='folder where rank 0 writes results.json (default: none)')
-    p.add_argument('--fail-rank', type=int, default=None, help='(testing) raise an error on this rank during epoch 1')
+def _demo_parser() -> ExperimentParser:
+    "The demo's arguments, checked as the other commands check theirs (one-line errors, exit status 2)."
+    p = ExperimentParser(prog='python -m minidl.experiments.distributed_demo',
+                         description="Train an MLP on the circle task data-parallel; run it under "
+                                     "torchrun, e.g. `torchrun --standalone --nproc-per-node 2 -m "
+                                     "minidl.experiments.distributed_demo` (alone: one process).")
+    p.add_argument('--epochs', type=int_upto(EPOCHS_MAX), default=5, help='passes over the training set (default: 5)')
+    p.add_argument('--n-train', type=int_upto(BATCH_MAX), default=4000, help='training samples (default: 4000)')
+    p.add_argument('--batch-size', type=int_upto(BATCH_MAX), default=100, help='GLOBAL batch size, all processes '
+                                                                               'together (default: 100)')
+    p.add_argument('--hidden', type=int_upto(BATCH_MAX), default=64, help='width of the two hidden layers '
+                                                                          '(default: 64)')
+    p.add_argument('--lr', type=number_in(torch.get_default_dtype()), default=0.5,
+                   help='SGD learning rate (default: 0.5)')
+    p.add_argument('--seed', type=p.seed, default=0, help='seed of the data, the initialisation and the '
+                                                          'shuffling (default: 0)')
+    p.add_argument('--timeout', type=positive_float, default=60.0, help='seconds a collective waits for the others '
+                                                                        '(default: 60)')
+    p.add_argument('--out', type=path_arg, default=None, help='folder where rank 0 writes results.json '
+                                                              '(default: none)')
+    p.add_argument('--fail-rank', type=nonneg_int, default=None, help='(testing) raise an error on this rank during '
+                                                                      'epoch 1')
     return p
 
 # %% ../../nbs/45_distributed_demo.ipynb #4a67da10
@@ -64,7 +79,11 @@ def distributed_demo(argv: list[str] | None = None, # command-line arguments (de
         ) -> int: # exit status
     ("`python -m minidl.experiments.distributed_demo`: data-parallel training of an MLP on the circle task; "
      "rank 0 prints and writes the results.")
-    a = _demo_parser().parse_args(argv)
+    p = _demo_parser()
+    a = p.parse_args(argv)
+    if a.out is not None:  # before any training: a destination that cannot be written is refused now, not at the end
+        try: check_destinations(a.out, ('results.json',))
+        except ValueError as e: p.error(str(e))
     if launch_info() is not None: init_distributed(timeout=a.timeout)
     try:
         with fail_fast():

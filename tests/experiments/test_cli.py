@@ -597,3 +597,23 @@ def test_circle_refuses_a_torchrun_launch_on_several_processes(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert e.value.code == 2 and 'launched by torchrun with WORLD_SIZE=2, but the circle trains in one process' in err
     assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--n-train', '0'], "argument --n-train: expected a positive integer, got '0'"),
+    (['--epochs', '0'], "argument --epochs: expected a positive integer, got '0'"),
+    (['--batch-size', '-1'], "argument --batch-size: expected a positive integer, got '-1'"),
+    (['--hidden', '0'], "argument --hidden: expected a positive integer, got '0'"),
+    (['--lr', 'nan'], "argument --lr: expected a finite number > 0, got 'nan'"),
+    (['--timeout', '-1'], "argument --timeout: expected a finite number > 0, got '-1'"),
+    (['--seed', '-2'], "argument --seed: expected an integer >= 0, got '-2'"),
+    (['--out', '/proc/minidl-demo'], "cannot write to --out '/proc/minidl-demo'"),
+])
+def test_distributed_demo_refuses_bad_arguments_before_training(argv, message, capsys, monkeypatch):
+    "One line and exit status 2, as the other commands; nothing is trained first."
+    from minidl.experiments import distributed_demo as demo
+    monkeypatch.setattr(demo, 'train', lambda *a, **k: pytest.fail('trained before refusing the arguments'))
+    with pytest.raises(SystemExit) as e: demo.distributed_demo(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and message in err, err
