@@ -57,8 +57,8 @@ def accuracy(
 class History:
     "Per-epoch record of a training run (lists of the same length, one entry per recorded epoch)"
     epoch:list[int] = field(default_factory=list) # epoch numbers, from 1
-    train_loss:list[float] = field(default_factory=list) # mean loss over the epoch's batches
-    train_accuracy:list[float] = field(default_factory=list) # accuracy over the epoch's batches, in [0, 1]
+    train_loss:list[float] = field(default_factory=list) # mean loss over the epoch's training samples
+    train_accuracy:list[float] = field(default_factory=list) # accuracy over the epoch's training samples, in [0, 1]
     test_accuracy:list[float] = field(default_factory=list) # accuracy on the test set after the epoch (NaN without one)
     lr:list[float] = field(default_factory=list) # learning rate of the epoch's last step
     def as_dict(self)->dict:

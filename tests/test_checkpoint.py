@@ -292,8 +292,8 @@ SCHEDULES = {'none': None, 'step': lambda o: StepLR(o, 7, 0.5), 'cosine': lambda
 
 def fresh(seed, opt_name, sched_name):
     g = torch.Generator().manual_seed(seed)
-    layers = [Linear(2, 12, generator=g), ReLU()] + ([Dropout(0.2)] if Dropout else []) + [
-        Linear(12, 12, generator=g), Tanh(), Linear(12, 1, generator=g), Sigmoid()]
+    layers = [Linear(2, 12, generator=g), ReLU(), Dropout(0.2),
+              Linear(12, 12, generator=g), Tanh(), Linear(12, 1, generator=g), Sigmoid()]
     model = Sequential(*layers)
     opt = OPTIMIZERS[opt_name](model.parameters())
     sched = SCHEDULES[sched_name](opt) if SCHEDULES[sched_name] else None
@@ -455,10 +455,7 @@ def minidl_twin(bn=False):
     return Sequential(*layers).to(dtype=torch.float64)
 
 
-@pytest.mark.parametrize(
-    'bn',
-    [False, pytest.param(True, marks=pytest.mark.skipif(BatchNorm1d is None, reason='no BatchNorm1d yet'))],
-)
+@pytest.mark.parametrize('bn', [False, True])
 def test_state_dicts_exchange_with_torch_nn(tmp_path, bn):
     x = torch.rand(32, 2, dtype=torch.float64)
     ours, theirs = minidl_twin(bn), torch_twin(bn)
