@@ -31,6 +31,7 @@ from minidl.experiments.common import (
     path_arg,
     positive_int,
     resolve_device,
+    torch_threads,
     write_outputs,
 )
 
@@ -199,54 +200,58 @@ def main(
             _one_process()
             check_destinations(args.out, OUT_FILES, args.save)
         except ValueError as e: parser.error(str(e))
-        torch.set_num_threads(args.threads)
-        say = Messages(args.quiet)
-        seeds = list(range(args.seed, args.seed + args.runs))
-        settings = dict(epochs=args.epochs, runs=args.runs, seeds=seeds, batch_size=args.batch_size, hidden=args.hidden,
-                        layers=[2] + [args.hidden] * 4 + [1], n_train=DEFAULTS['n_train'], n_test=DEFAULTS['n_test'],
-                        threads=args.threads, device=str(device), minidl=minidl.__version__, torch=torch.__version__)
-        per_model = {n: dict(lr=lrs[n], decay=decays[n]) for n in MODELS}
-        say(f"circle task: {settings['n_train']} train / {settings['n_test']} test points, {args.epochs} epochs, "
-            f"{args.runs} run(s) per model (seeds {seeds[0]}..{seeds[-1]}), batch size {args.batch_size or 'full'}, "
-            f"network 2-{'-'.join([str(args.hidden)] * 4)}-1, device {device}")
-        runs = {n: [] for n in MODELS}
-        start = time.perf_counter()
-        for seed in seeds:
-            for n in MODELS:
-                try:
-                    r = run_circle(n, seed, epochs=args.epochs, batch_size=args.batch_size, hidden=args.hidden,
-                                   progress=not args.quiet, leave=False, device=device, **per_model[n])
-                except TrainingDiverged as e:
-                    print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
-                runs[n].append(r)
-                say(f"  {n:<12} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test "
-                    f"{100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
-        seconds = time.perf_counter() - start
-        summary = summarize(runs)
-        settings['wall_seconds'] = round(seconds, 2)
-        print(results_table(summary))
-        say(
-            f"training time: {seconds:.1f} s on {device}"
-            + (f", {args.threads} thread(s)" if device.type == 'cpu' else '')
+        # on --threads, then the caller's setting again
+        with torch_threads(args.threads): return _circle_run(args, parser, device, lrs, decays, written)
+
+def _circle_run(args, parser, device, lrs:dict, decays:dict, written:list)->int:
+    "Train, print, write: the command once its arguments are checked"
+    say = Messages(args.quiet)
+    seeds = list(range(args.seed, args.seed + args.runs))
+    settings = dict(epochs=args.epochs, runs=args.runs, seeds=seeds, batch_size=args.batch_size, hidden=args.hidden,
+                    layers=[2] + [args.hidden] * 4 + [1], n_train=DEFAULTS['n_train'], n_test=DEFAULTS['n_test'],
+                    threads=args.threads, device=str(device), minidl=minidl.__version__, torch=torch.__version__)
+    per_model = {n: dict(lr=lrs[n], decay=decays[n]) for n in MODELS}
+    say(f"circle task: {settings['n_train']} train / {settings['n_test']} test points, {args.epochs} epochs, "
+        f"{args.runs} run(s) per model (seeds {seeds[0]}..{seeds[-1]}), batch size {args.batch_size or 'full'}, "
+        f"network 2-{'-'.join([str(args.hidden)] * 4)}-1, device {device}")
+    runs = {n: [] for n in MODELS}
+    start = time.perf_counter()
+    for seed in seeds:
+        for n in MODELS:
+            try:
+                r = run_circle(n, seed, epochs=args.epochs, batch_size=args.batch_size, hidden=args.hidden,
+                               progress=not args.quiet, leave=False, device=device, **per_model[n])
+            except TrainingDiverged as e:
+                print(f"{parser.prog}: error: {n} seed {seed}: {e}; nothing was written", file=sys.stderr); return 1
+            runs[n].append(r)
+            say(f"  {n:<12} seed {seed:>3}: train {100*r.train_accuracy:6.2f} %  test "
+                f"{100*r.test_accuracy:6.2f} %  ({r.seconds:.1f} s)")
+    seconds = time.perf_counter() - start
+    summary = summarize(runs)
+    settings['wall_seconds'] = round(seconds, 2)
+    print(results_table(summary))
+    say(
+        f"training time: {seconds:.1f} s on {device}"
+        + (f", {args.threads} thread(s)" if device.type == 'cpu' else '')
+    )
+    for rs in runs.values():
+        for r in rs: r.model.to('cpu')  # the figures and the saved state dicts are made on the CPU
+    try:
+        write_outputs(
+            args.out,
+            {**_render_figures(runs), 'results.json': _results_json(summary, settings, per_model)},
+            args.save,
+            _state_dicts(runs) if args.save is not None else None,
+            written,
         )
-        for rs in runs.values():
-            for r in rs: r.model.to('cpu')  # the figures and the saved state dicts are made on the CPU
-        try:
-            write_outputs(
-                args.out,
-                {**_render_figures(runs), 'results.json': _results_json(summary, settings, per_model)},
-                args.save,
-                _state_dicts(runs) if args.save is not None else None,
-                written,
-            )
-        except OSError as e:
-            print(
-                f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",
-                file=sys.stderr,
-            )
-            return 2
-        say(
-            f"wrote {args.out / 'results.json'}, {args.out / 'outputs.png'} and {args.out / 'curves.png'}"
-            + (f", and {args.save}" if args.save else '')
+    except OSError as e:
+        print(
+            f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",
+            file=sys.stderr,
         )
-        return 0
+        return 2
+    say(
+        f"wrote {args.out / 'results.json'}, {args.out / 'outputs.png'} and {args.out / 'curves.png'}"
+        + (f", and {args.save}" if args.save else '')
+    )
+    return 0

@@ -21,6 +21,7 @@ import minidl.files
 from minidl import Sigmoid, Tanh
 from minidl.experiments.circle import MODELS, circle_mlp, run_circle
 from minidl.experiments.circle_cli import main
+from minidl.experiments.common import torch_threads
 
 TINY = ['--epochs', '3', '--quiet']
 
@@ -270,8 +271,9 @@ def test_save_state_dicts_loadable(tmp_path):
         net = circle_mlp(out_cls())
         net.load_state_dict(states[name])
         assert all(v.device.type == 'cpu' for v in states[name].values())
-    # the saved weights are the trained ones: retraining the same seed gives the same tensors
-    r = run_circle('tanh_mse', 0, epochs=3)
+    # the saved weights are the trained ones: retraining the same seed on the command's one thread (--threads 1, the
+    # default; the command puts the caller's setting back) gives the same tensors
+    with torch_threads(1): r = run_circle('tanh_mse', 0, epochs=3)
     for k, v in r.model.state_dict().items(): assert torch.equal(states['tanh_mse'][k], v), k
     assert main(TINY + ['--runs', '2', '--out', str(out), '--save', str(out/'models.pt')]) == 0
     states = torch.load(out/'models.pt', weights_only=True)
@@ -617,3 +619,14 @@ def test_distributed_demo_refuses_bad_arguments_before_training(argv, message, c
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and message in err, err
+
+
+def test_circle_puts_the_number_of_threads_back(tmp_path):
+    "The command runs on --threads and leaves the caller's setting as it found it (as the other commands do)."
+    from minidl.experiments.circle_cli import main as circle_main
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert circle_main(['--epochs', '1', '--runs', '1', '--threads', '1', '--out', str(tmp_path), '-q']) == 0
+        assert torch.get_num_threads() == 2
+    finally: torch.set_num_threads(before)
