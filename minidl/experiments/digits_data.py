@@ -94,7 +94,8 @@ def random_shift(
     pixels:int=1, # largest shift (the padding)
     size:tuple[int, int]|None=None, # `(h, w)` of flattened images
 )->Tensor: # shifted images, the shape of `x`
-    "Shift each image by `offsets - pixels` (zeros come in from the border)"
+    ("Move each image's content by `pixels - offsets` rows and columns: the window at `offsets` of the padded "
+     "image (zeros come in)")
     n = x.shape[0]
     xi = x.view(n, 1, *size) if x.ndim == 2 else x
     c, h, w = xi.shape[1:]

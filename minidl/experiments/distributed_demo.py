@@ -1,4 +1,4 @@
-"""`python -m minidl.experiments.distributed_demo`: the circle MLP trained data-parallel under `torchrun`.
+"""`python -m minidl.experiments.distributed_demo`: an MLP trained on the circle task, data-parallel under `torchrun`.
 
 Docs: https://minidl.github.io/minidl/distributed_demo.html.md"""
 
@@ -70,8 +70,8 @@ def _demo_parser() -> ExperimentParser:
                                                                         '(default: 60)')
     p.add_argument('--out', type=path_arg, default=None, help='folder where rank 0 writes results.json '
                                                               '(default: none)')
-    p.add_argument('--fail-rank', type=nonneg_int, default=None, help='(testing) raise an error on this rank during '
-                                                                      'epoch 1')
+    p.add_argument('--fail-rank', type=nonneg_int, default=None, help='(testing) raise an error on this rank at its '
+                                                                      '4th optimizer step')
     return p
 
 # %% ../../nbs/45_distributed_demo.ipynb #4a67da10

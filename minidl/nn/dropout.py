@@ -23,7 +23,7 @@ class Dropout(Module):
      "`1/(1-p)`; identity in eval mode.")
     def __init__(self,
                  p: float = 0.5, # probability of zeroing an element, in [0, 1]
-                 # accepted for torch's signature; the output is a new tensor either way (the input is kept)
+                 # accepted for torch's signature; the input is never modified (the output is new in training mode)
                  inplace: bool = False,
                  # random generator for the masks (default: torch's global one)
                  generator: torch.Generator | None = None,
