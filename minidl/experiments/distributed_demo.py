@@ -85,6 +85,10 @@ def distributed_demo(argv: list[str] | None = None, # command-line arguments (de
         try: check_destinations(a.out, ('results.json',))
         except ValueError as e: p.error(str(e))
     if launch_info() is not None: init_distributed(timeout=a.timeout)
+    if a.fail_rank is not None and a.fail_rank >= get_world_size():  # a rank that does not exist would never fail
+        world = get_world_size(); shutdown()
+        p.error(f"argument --fail-rank: there is no rank {a.fail_rank} among {world} process(es) "
+                f"(ranks 0 to {world - 1})")
     try:
         with fail_fast():
             rank, world = get_rank(), get_world_size()

@@ -266,9 +266,11 @@ def _learn(seq: Sequential, key):
     if d.get('_fast_of') is not seq._layers:  # other modules: no key remembered for the last ones may run these
         d.pop('_fast_keys', None); d.pop('_fast_grad_keys', None)
     fast = []
+    # hooks (or an instance's own methods) on a module or on one inside it: call the modules as they are (a
+    # composite's maths alone would not put its gradients back if a hook inside it failed half-way)
+    if key is not None and any('forward' in vars(m) or 'backward' in vars(m) for m in _leaves(seq._layers)): key = None
     for m in seq._layers if key is not None else ():
-        d, cls = vars(m), type(m)
-        if 'forward' in d or 'backward' in d: key = None; break  # hooks (or an instance's own methods): call the module
+        cls = type(m)
         f, b = cls.forward, cls.backward
         fast.append((m, f if cls._accept_reads_state else getattr(f, '_math', f), getattr(b, '_math', b)))
     if key is None or not fast:

@@ -37,12 +37,15 @@ class _Composite(Module):
     ("Base of a module whose `forward` calls modules of its own and whose `backward` calls theirs (this block, a "
      "language model): the checks that none of them can make, made before the first of them accumulates.")
     _seen_grads = (-1, ())  # (`Parameter._edits`, the modules covered) at the last full check of the gradient buffers
+    _forward_modules = ()  # the modules inside when the last forward ran
+    _hooked = False  # whether one of them had backward hooks at the last backward (see `_hooks_inside`)
 
     def _save_children(self, *saved, out: torch.Tensor):
         ("`_save_for_backward(*saved)` and, last, the state this forward left in every module inside; the shape, dtype "
          "and device of its output `out`, which the gradient must have (see `_accept_grad`).")
-        self._save_for_backward(*saved, tuple(map(_saved_of, _tree(self, [])[1:])))
-        self._out = (out.shape, out.dtype, out.device)
+        modules = tuple(_tree(self, [])[1:])
+        self._save_for_backward(*saved, tuple(map(_saved_of, modules)))
+        self._out, self._forward_modules = (out.shape, out.dtype, out.device), modules
 
     def _accept_grad(self, g):
         ("The gradient, of the output's shape, dtype and device, once a complete forward came first, every module "
@@ -52,18 +55,28 @@ class _Composite(Module):
         if type(g) is not _Tensor or g.requires_grad or (g.shape, g.dtype, g.device) != self._out:
             g = check_grad(g, type(self).__name__, shape=shape, dtype=dtype, device=device)  # named as the module's
         seen, modules = self._seen_grads, tuple(_tree(self, []))
-        self._check_own_states(modules[1:], self._saved[-1])  # none of them ran on its own since (nor was replaced)
+        if modules[1:] != self._forward_modules: raise self._replaced()  # a module put in since: it saved nothing
+        self._check_own_states(modules[1:], self._saved[-1])  # none of them ran on its own since
         # (every `.grad` still of its value's shape and dtype: a reshape in place changes no counter)
         if (seen[0] != Parameter._edits or seen[1] != modules
                 or not all(m._grads_fit() for m in modules)): self._check_parameters(modules)
         for m in modules: Module._ready(m)  # what every module saved is there and unchanged, before any accumulates
+        self._hooked = any(vars(m).get('_backward_hooks') or vars(m).get('_backward_pre_hooks') for m in modules[1:])
         return g
 
     def _ready(self):
         "The saved state of the module and of every module in it, as its forward left it (see `Module._ready`)."
-        modules = _tree(self, [])
-        if self._saved is not None: self._check_own_states(modules[1:], self._saved[-1])
+        modules = tuple(_tree(self, []))
+        if self._saved is not None:
+            if modules[1:] != self._forward_modules: raise self._replaced()
+            self._check_own_states(modules[1:], self._saved[-1])
         for m in modules: Module._ready(m)
+
+    def _replaced(self) -> RuntimeError:
+        "The error of a backward after a module inside was replaced (or added) since the forward."
+        who = type(self).__name__
+        return RuntimeError(f"{who}.backward: a module inside it was replaced after its forward, so what that forward "
+                            f"saved is gone: run the {who}'s forward again before its backward")
 
     def _check_buffers(self):
         "Every gradient buffer of every module inside (metadata only), named by its path."
@@ -77,9 +90,9 @@ class _Composite(Module):
         self._seen_grads = (edits, modules)
 
     def _hooks_inside(self) -> bool:
-        ("Whether a module inside has backward hooks: they run between the modules' accumulations, so `backward` keeps "
-         "copies of the gradients to put back if one raises (see `Module._keeping_grads`).")
-        return any(vars(m).get('_backward_hooks') or vars(m).get('_backward_pre_hooks') for m in _tree(self, [])[1:])
+        ("Whether a module inside has backward hooks (as `_accept_grad` just saw): they run between the modules' "
+         "accumulations, so `backward` keeps copies of the gradients to put back if one raises (`_keeping_grads`).")
+        return self._hooked
 
 
 # %% ../../nbs/22_transformer.ipynb #d07eeef8

@@ -610,6 +610,7 @@ def test_circle_refuses_a_torchrun_launch_on_several_processes(tmp_path, monkeyp
     (['--timeout', '-1'], "argument --timeout: expected a finite number > 0, got '-1'"),
     (['--seed', '-2'], "argument --seed: expected an integer >= 0, got '-2'"),
     (['--out', '/proc/minidl-demo'], "cannot write to --out '/proc/minidl-demo'"),
+    (['--fail-rank', '3'], "argument --fail-rank: there is no rank 3 among 1 process(es)"),
 ])
 def test_distributed_demo_refuses_bad_arguments_before_training(argv, message, capsys, monkeypatch):
     "One line and exit status 2, as the other commands; nothing is trained first."

@@ -274,3 +274,29 @@ def test_a_wrong_gradient_is_refused_in_the_blocks_name():
         with pytest.raises(error, match=match): block.backward(g)
         assert_unchanged(before, snapshot(block))
     block.backward(torch.ones_like(y))  # the refusals left the forward's state
+
+
+def test_a_failing_hook_inside_a_block_in_a_warm_sequential_leaves_no_gradient_added():
+    "The container's fast path calls its modules' maths alone: a hook inside a block sends it back to its checked path."
+    block, x = _warm_block()
+    model = Sequential(block)
+    state = {'fail': False}
+    def hook(m, gi, go):
+        if state['fail']: raise ValueError('the hook refused')
+    block.norm1.register_full_backward_hook(hook)
+    for _ in range(2): y = model(x); model.backward(torch.ones_like(y))  # warm, with the hook in place
+    state['fail'] = True
+    y = model(x)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match='the hook refused'): model.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(model))
+
+
+def test_a_module_replaced_inside_the_block_after_its_forward_is_named_so():
+    block, x = _warm_block()
+    y = block(x)
+    block.linear2 = Linear(16, 8)
+    before = snapshot(block)
+    with pytest.raises(RuntimeError, match='a module inside it was replaced after its forward'):
+        block.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(block))
