@@ -148,7 +148,7 @@ class Sequential(Module):
             # the flag is passed only to skip
             return layers[0].backward(g) if input_grad else layers[0].backward(g, input_grad=False)
         # a backward hook runs between two modules' accumulations: if one raises, every gradient is put back
-        hooked = any(vars(m).get('_backward_hooks') or vars(m).get('_backward_pre_hooks') for m in self.modules()[1:])
+        hooked = Module._backward_hooked(self.modules()[1:])
         g = self._keeping_grads(lambda: chain(g)) if hooked else chain(g)
         if key is not None: _remember(self, '_fast_grad_keys', key); _note_attributes(self)
         return g

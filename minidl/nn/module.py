@@ -724,6 +724,13 @@ def _checked_backward(math):
 
 _saved_of = operator.attrgetter('_saved')
 
+def _backward_hooked(modules) -> bool:
+    ("Whether one of `modules` has backward hooks (or pre-hooks): a container or a composite around them keeps "
+     "copies of the gradients while they run (`Module._backward_hooked`, for the modules that hold others).")
+    return any(vars(m).get('_backward_hooks') or vars(m).get('_backward_pre_hooks') for m in modules)
+
+Module._backward_hooked = staticmethod(_backward_hooked)
+
 def _ran_on_its_own(parent: Module, name: str, child: Module) -> RuntimeError:
     "The error of a composite's backward that finds one of its modules holding the state of a call of its own since."
     who = type(parent).__name__

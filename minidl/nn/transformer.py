@@ -61,7 +61,7 @@ class _Composite(Module):
         if (seen[0] != Parameter._edits or seen[1] != modules
                 or not all(m._grads_fit() for m in modules)): self._check_parameters(modules)
         for m in modules: Module._ready(m)  # what every module saved is there and unchanged, before any accumulates
-        self._hooked = any(vars(m).get('_backward_hooks') or vars(m).get('_backward_pre_hooks') for m in modules[1:])
+        self._hooked = Module._backward_hooked(modules[1:])
         return g
 
     def _ready(self):
