@@ -405,8 +405,21 @@ class Module(SavesForBackward):
 
     def __getstate__(self) -> dict:
         ("What `pickle` and `copy.deepcopy` copy: everything but what the last checks saw (`_CHECK_KEYS`), so that "
-         "a copy checks everything at its first call (in another process the edit counters start again).")
-        return {k: v for k, v in self.__dict__.items() if k not in _CHECK_KEYS}
+         "a copy checks everything at its first call (in another process the edit counters start again); what forward "
+         "saved only if none of it was modified in place since (the copy's version counters start again).")
+        state = {k: v for k, v in self.__dict__.items() if k not in _CHECK_KEYS}
+        s = state.get('_saved')
+        if s is not None and any(v is not None and (o._version != v or o.requires_grad)
+                                 for o, v in zip(s, self._versions)):
+            state['_saved'] = None
+            state['_why'] = 'a tensor its forward saved had been modified in place when it was copied'
+        return state
+
+    def __setstate__(self, state: dict):
+        "A copy's attributes; the version counters of what its forward saved are read again, from the copied tensors."
+        self.__dict__.update(state)
+        if (s := state.get('_saved')) is not None:
+            self._versions = [o._version if isinstance(o, _Tensor) else None for o in s]
 
     def forward(self,
                 x: torch.Tensor, # input

@@ -751,3 +751,19 @@ def test_a_backward_hook_that_raises_leaves_every_gradient_as_it_was(where):
     with pytest.raises(RuntimeError, match='a backward hook returned'): m.backward(torch.ones_like(y))
     assert_unchanged(before, snapshot(m))
     h.remove()
+
+
+@pytest.mark.parametrize('copier', [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))])
+def test_a_copy_made_between_forward_and_backward_backpropagates_what_the_forward_saved(copier):
+    "The copy's version counters start again: it takes the original's saved state, unless that had been edited."
+    torch.manual_seed(0)
+    model = Sequential(Linear(3, 4, dtype=torch.float64), ReLU(), Linear(4, 2, dtype=torch.float64))
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = model(x)
+    twin = copier(model)
+    g = torch.randn_like(y)
+    assert torch.equal(twin.backward(g), model.backward(g))
+    for a, b in zip(twin.parameters(), model.parameters()): assert torch.equal(a.grad, b.grad)
+    model(x); model.layers[0].weight.value.mul_(2)  # a saved tensor edited in place, then the copy
+    twin = copier(model)
+    with pytest.raises(RuntimeError, match='modified in place when it was copied'): twin.backward(g)
