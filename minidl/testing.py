@@ -96,14 +96,18 @@ F32_TOL = dict(rtol=1e-4, atol=1e-5)
 def assert_parity(actual: torch.Tensor, # minidl's result
                   expected: torch.Tensor, # the oracle's result (PyTorch's)
                   dtype: torch.dtype = torch.float64, # the dtype the computation ran in
-                  n: int = 1, # float64: the longest chain of roundings (see `tolerance`)
-                  cond: float = 1.0, # float64: the condition factor (see `tolerance`)
-                  scale: float | None = None, # float64: the magnitude of the terms (see `tolerance`)
+                  n: int = 1, # the longest chain of roundings (see `tolerance`)
+                  cond: float = 1.0, # the condition factor (see `tolerance`)
+                  scale: float | None = None, # the magnitude of the terms (see `tolerance`)
                   **f32, # float32: overrides of `F32_TOL`
                  ):
-    "A comparison that runs in either dtype: float64 under the policy (`assert_close`), float32 under `F32_TOL`."
-    if dtype == torch.float64: assert_close(actual, expected, n=n, cond=cond, scale=scale)
-    else: torch.testing.assert_close(actual, expected, **{**F32_TOL, **f32})
+    ("A comparison that runs in either dtype: float64 under the policy (`assert_close`), float32 under `F32_TOL`, "
+     "its absolute bound raised to the policy's where the terms' `scale` makes that larger (a result that cancels).")
+    if dtype == torch.float64: return assert_close(actual, expected, n=n, cond=cond, scale=scale)
+    tol = {**F32_TOL, **f32}
+    if scale is not None and 'atol' not in f32:
+        tol['atol'] = max(tol['atol'], tolerance(expected, n=n, cond=cond, scale=scale)['atol'])
+    torch.testing.assert_close(actual, expected, **tol)
 
 def autograd_grads(fn, # a function of tensors, built from torch operations (a `torch.nn` module, `F.softmax`, ...)
                    *tensors: torch.Tensor, # its inputs, copied into fresh leaves

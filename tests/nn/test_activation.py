@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import SMALL_PROGRAM, dtypes, randn, seeds, small
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import minidl as M
@@ -155,6 +155,9 @@ def test_leaky_relu_gelu(shape, dtype, seed, scale, act):
 @small
 @given(shape=st.lists(st.integers(1, 5), min_size=0, max_size=3), width=st.integers(1, 6), dtype=dtypes, seed=seeds,
        scale=st.floats(0.1, 20.0), approximate=st.sampled_from(['none', 'tanh']))
+# a float32 case where PyTorch's default (unvectorised) kernels differ by 1.5e-5 on terms near 57: above float32's
+# fixed bound, within the policy's on the terms' scale (see `assert_parity`)
+@example(shape=[3, 3], width=3, dtype=torch.float32, seed=11763, scale=8.505636403314952, approximate='tanh')
 def test_geglu(shape, width, dtype, seed, scale, approximate):
     "a * gelu(b) on the halves (a, b) of the last dimension, against torch.autograd on torch's gelu"
     gen = torch.Generator().manual_seed(seed)
