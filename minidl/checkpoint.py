@@ -7,6 +7,7 @@ Docs: https://minidl.github.io/minidl/checkpoint.html.md"""
 # %% ../nbs/36_checkpoint.ipynb #bfbb27b3
 from __future__ import annotations
 
+import collections
 import numbers
 import os
 import pickle
@@ -29,18 +30,29 @@ __all__ = ['save_checkpoint', 'load_checkpoint']
 def _check_plain(v, where: str):
     ("Check `v` is data that `torch.load(weights_only=True)` reads back: containers of numbers, strings, "
      "None and tensors.")
-    if v is None or isinstance(v, (bool, int, float, str, torch.Tensor)): return
-    if isinstance(v, (list, tuple)):
+    # the types themselves: a subclass (NumPy's float64, an IntEnum, a namedtuple, a defaultdict) passes
+    # `isinstance` but is refused by `torch.load(weights_only=True)`, which reads it back
+    t = type(v)
+    if v is None or t in _PLAIN or isinstance(v, torch.Tensor): return
+    if t in (list, tuple):
         for i, x in enumerate(v): _check_plain(x, f"{where}[{i}]")
-    elif isinstance(v, dict):
+    elif t in (dict, collections.OrderedDict):
         for k, x in v.items():
-            if not isinstance(k, (str, int)): raise TypeError(f"save_checkpoint: {where} has a key of type "
-                                                              f"{type(k).__name__} (use str or int)")
+            if type(k) not in (str, int): raise TypeError(f"save_checkpoint: {where} has a key of type "
+                                                          f"{_qualified(k)} (use str or int)")
             _check_plain(x, f"{where}[{k!r}]")
     else:
-        raise TypeError(f"save_checkpoint: {where} is a {type(v).__name__}; a checkpoint holds only dicts, "
+        hint = f" (convert it: {t.__base__.__name__}(...))" if t.__base__ in _PLAIN + (list, tuple, dict) else ''
+        raise TypeError(f"save_checkpoint: {where} is a {_qualified(v)}{hint}; a checkpoint holds only dicts, "
                         "lists, tuples, str, int, float, bool, None and tensors (so that torch.load(..., "
-                        "weights_only=True) reads it)")
+                        "weights_only=True) reads it); nothing was written")
+
+_PLAIN = (bool, int, float, str)
+
+def _qualified(v) -> str:
+    "The type of `v` by its full name where it is not a built-in (`numpy.float64`, not `float64`)."
+    t = type(v)
+    return t.__qualname__ if t.__module__ == 'builtins' else f"{t.__module__}.{t.__qualname__}"
 
 def _check_generators(generators, who: str) -> dict[str, torch.Generator]:
     "`None`, one generator (saved as 'generator') or a dict name -> generator."
@@ -79,7 +91,6 @@ def save_checkpoint(path: str | os.PathLike, # destination file (its folder must
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0):
         raise ValueError(f"{who} expects epoch to be an integer >= 0 or None, got {epoch!r}")
     gens = _check_generators(generators, who)
-    _check_plain(extra, 'extra')
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     ckpt = {
         'format': 'minidl.checkpoint',
@@ -95,6 +106,9 @@ def save_checkpoint(path: str | os.PathLike, # destination file (its folder must
         },
         'extra': extra,
     }
+    # everything, the optimizer's and the schedule's settings included (a rate a user wrote as a NumPy number):
+    # a file that load_checkpoint could not read must not replace the previous one
+    for k in ('extra', 'optimizer', 'scheduler', 'model'): _check_plain(ckpt[k], k)
     crc = torch.serialization.get_crc32_options()
     torch.serialization.set_crc32_options(True)  # load_checkpoint verifies every record's CRC-32
     try:

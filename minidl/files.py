@@ -47,7 +47,14 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
         raise TypeError(f"atomic_open expects a file path (a str or os.PathLike), got {type(path).__name__} {path!r}")
     if isinstance(path, str) and not path.strip(): raise ValueError("atomic_open expects a file path, got an "
                                                                     "empty string")
+    raw = os.fspath(path)  # `Path` drops a final separator: 'ckpts/' names a folder, never a file to write
+    if isinstance(raw, str) and raw.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise IsADirectoryError(f"cannot write {raw!r}: a path that ends with {raw[-1]!r} names a folder; "
+                                "give a file name")
     path = shown = Path(path)
+    # a name too long for the file system (or a folder that cannot be searched) is not an error about the file
+    try: path.is_symlink(); path.parent.is_dir()
+    except OSError as e: raise _refused(e, shown, 'the path cannot be used') from None
     # a symbolic link stays: the file it points to is replaced
     if path.is_symlink(): path = Path(os.path.realpath(path))
     if path.is_dir(): raise IsADirectoryError(f"cannot write {shown}: it is a directory")

@@ -491,3 +491,27 @@ def test_checkpoint_after_the_last_schedule_step_loads(tmp_path):
     assert (opt2.lr, opt2.momentum, sched2.last_epoch) == (opt.lr, opt.momentum, 8)
     with pytest.raises(ValueError, match='tried to step 9 times'): sched2.step()
     with pytest.raises(ValueError, match='the learning rate is -'): opt2.step()
+
+
+def test_values_that_torch_load_would_refuse_are_refused_before_writing(tmp_path):
+    "subclasses of the plain types pass isinstance but not torch.load(weights_only=True): the good file stays"
+    import collections
+    import enum
+
+    import numpy as np
+    m, o, s = _ckpt_setup()
+    p = tmp_path/'c.pt'
+    save_checkpoint(p, m, o, s, epoch=1)
+    good = p.read_bytes()
+    Pair = collections.namedtuple('Pair', 'a b')
+    Colour = enum.IntEnum('Colour', 'RED')
+    for bad, name in [(np.float64(0.9), 'numpy.float64'), (np.bool_(True), 'numpy.bool'), (Pair(1, 2), 'Pair'),
+                      (collections.defaultdict(int), 'collections.defaultdict'), (Colour.RED, 'Colour')]:
+        assert_clear_error(TypeError, name, save_checkpoint, p, m, o, s, best=bad)
+    o.param_groups[0]['lr'] = np.float64(0.05)  # a rate a hand-written schedule set as a NumPy number
+    assert_clear_error(TypeError, "optimizer['param_groups'][0]['lr'] is a numpy.float64", save_checkpoint, p, m, o)
+    assert p.read_bytes() == good and sorted(f.name for f in tmp_path.iterdir()) == ['c.pt']
+    o.param_groups[0]['lr'] = 0.05
+    save_checkpoint(p, m, o, s, best=0.9, pairs=[(1, 2)], table={'a': [1.0]})
+    m2, o2, s2 = _ckpt_setup()
+    assert load_checkpoint(p, m2, o2, s2)['best'] == 0.9

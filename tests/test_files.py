@@ -45,3 +45,18 @@ def test_folder_that_refuses_new_files_names_the_destination(tmp_path):
     assert e.value.filename == '/proc/ckpt.pt' and '.tmp' not in str(e.value)
     with pytest.raises(OSError, match='cannot write /proc/m.pt: the folder /proc refuses new files'):
         save_checkpoint('/proc/m.pt', M.Linear(2, 1))
+
+
+@pytest.mark.parametrize('tail', ['/', 'sub/'])
+def test_a_path_that_ends_with_a_separator_names_a_folder(tmp_path, tail):
+    (tmp_path/'sub').mkdir()
+    dest = f"{tmp_path}/{tail}" if tail == '/' else f"{tmp_path}/{tail}"
+    with pytest.raises(IsADirectoryError, match='names a folder'):
+        with atomic_open(f"{tmp_path}/new/" if tail == '/' else dest) as f: f.write('x')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['sub'] and list((tmp_path/'sub').iterdir()) == []
+
+
+def test_a_name_too_long_for_the_file_system_is_said_about_the_destination(tmp_path):
+    with pytest.raises(OSError, match='cannot write .*the path cannot be used'):
+        with atomic_open(tmp_path/('x' * 300)) as f: f.write('x')
+    assert list(tmp_path.iterdir()) == []

@@ -29,6 +29,12 @@ def _per_group(v, optimizer, who: str, name: str, check) -> float | list[float]:
         return [check(x, name, who) for x in v]
     return check(v, name, who)
 
+def _from_start(last_epoch, who: str):
+    "torch's `last_epoch` argument: only its default, -1 (a new schedule); a schedule resumes with `load_state_dict`."
+    if last_epoch != -1 or isinstance(last_epoch, bool):
+        raise ValueError(f"{who} starts at step 0 (last_epoch=-1), got last_epoch={last_epoch!r}: to resume a "
+                         "schedule, make it and load_state_dict(the state_dict() saved with it)")
+
 def _values(v, n: int) -> list:
     return list(v) if isinstance(v, list) else [v] * n
 
@@ -74,8 +80,13 @@ class LRScheduler:
             for g, s in zip(optimizer.param_groups, saved): g.clear(); g.update(s)
             raise
 
-    def step(self):
+    def step(self,
+             epoch=None, # refused: torch's deprecated `step(epoch)`; a schedule counts its own steps
+            ):
         "Advance the schedule by one optimizer step and set every group's rate (and momentum) for the next one."
+        if epoch is not None:
+            raise TypeError(f"{type(self).__name__}.step takes no epoch (torch's step(epoch) is deprecated): call "
+                            "step() once after each optimizer step; to resume at a step, load_state_dict")
         # the schedule's formula at the next step (checked: see below)
         lrs, momenta = self._compute(self.last_epoch + 1)
         self.last_epoch += 1
@@ -163,6 +174,11 @@ def _checked_compute(compute):
     "A schedule's `_compute`: `_accept_epoch`, then the formula; a failure is explained by `_compute_error`."
     @functools.wraps(compute)
     def checked(self, epoch: int) -> tuple:
+        if (n := len(self.optimizer.param_groups)) != len(self.base_lrs):  # a group added since: no base rate
+            who = type(self).__name__
+            raise ValueError(f"{who}.step: the optimizer has {n} parameter groups but the schedule was made for "
+                             f"{len(self.base_lrs)} (a group added with add_param_group since has no base rate in "
+                             f"it): make the schedule after adding every group")
         self._accept_epoch(epoch)
         try: return compute(self, epoch)
         except Exception as refused: raise self._compute_error(epoch, refused) from None
@@ -176,7 +192,9 @@ class StepLR(LRScheduler):
                  optimizer: Optimizer, # the optimizer whose groups' `lr` is scheduled
                  step_size: int, # period of the decay, in steps (>= 1)
                  gamma: float = 0.1, # multiplicative factor (>= 0)
+                 last_epoch: int = -1, # torch's argument: only -1 (to resume, `load_state_dict`)
                 ):
+        _from_start(last_epoch, 'StepLR')
         super().__init__(optimizer, step_size=step_size, gamma=gamma)
 
     def _check(self, who, optimizer, hyper):
@@ -198,7 +216,9 @@ class CosineAnnealingLR(LRScheduler):
                  optimizer: Optimizer, # the optimizer whose groups' `lr` is scheduled
                  T_max: int, # number of steps from the base rate down to `eta_min` (>= 1)
                  eta_min: float = 0.0, # the lowest rate (>= 0)
+                 last_epoch: int = -1, # torch's argument: only -1 (to resume, `load_state_dict`)
                 ):
+        _from_start(last_epoch, 'CosineAnnealingLR')
         super().__init__(optimizer, T_max=T_max, eta_min=eta_min)
 
     def _check(self, who, optimizer, hyper):
@@ -232,7 +252,9 @@ class OneCycleLR(LRScheduler):
     def __init__(self,
                  optimizer: Optimizer, # the optimizer whose groups' `lr` (and momentum or beta1) is scheduled
                  max_lr: float | list[float], # the peak learning rate (> 0), or one per parameter group
-                 total_steps: int, # number of optimizer steps in the cycle (>= 1)
+                 total_steps: int | None = None, # number of optimizer steps in the cycle (>= 1)
+                 epochs: int | None = None, # or: epochs ...
+                 steps_per_epoch: int | None = None, # ... times steps per epoch (used when total_steps is None)
                  pct_start: float = 0.3, # fraction of the steps spent warming up, in [0, 1]
                  anneal_strategy: str = 'cos', # 'cos' or 'linear'
                  cycle_momentum: bool = True, # cycle SGD's momentum / Adam's beta1 inversely to the rate
@@ -241,7 +263,15 @@ class OneCycleLR(LRScheduler):
                  div_factor: float = 25.0, # initial rate = max_lr / div_factor
                  final_div_factor: float = 1e4, # final rate = initial rate / final_div_factor
                  three_phase: bool = False, # come back to the initial rate, then anneal (the original paper)
+                 last_epoch: int = -1, # torch's argument: only -1 (to resume, `load_state_dict`)
                 ):
+        who = 'OneCycleLR'
+        _from_start(last_epoch, who)
+        if total_steps is None:  # torch's other way of giving the length
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError(f"{who} expects total_steps, or epochs and steps_per_epoch (total_steps = epochs * "
+                                 f"steps_per_epoch), got epochs={epochs!r}, steps_per_epoch={steps_per_epoch!r}")
+            total_steps = check_int(epochs, 'epochs', who) * check_int(steps_per_epoch, 'steps_per_epoch', who)
         super().__init__(
             optimizer,
             max_lr=max_lr,
@@ -289,6 +319,12 @@ def _check(self, who, optimizer, h):
             raise ValueError(f"{who}: {type(optimizer).__name__} has no momentum nor betas to cycle: pass "
                              "cycle_momentum=False")
         n = len(optimizer.param_groups)
+        for i, (g, lo, hi) in enumerate(zip(optimizer.param_groups, _values(h['base_momentum'], n),
+                                            _values(h['max_momentum'], n))):
+            if g.get('nesterov') is True and min(lo, hi) == 0:  # the step would refuse it part-way through the cycle
+                raise ValueError(f"{who}: parameter group {i} uses Nesterov momentum, which needs a momentum > 0 at "
+                                 f"every step, but the cycle reaches 0 (base_momentum={lo!r}, max_momentum={hi!r}): "
+                                 "use momenta > 0, or nesterov=False")
         if 'betas' in optimizer.defaults and max(_values(h['base_momentum'], n) + _values(h['max_momentum'], n)) >= 1:
             raise ValueError(f"{who}: beta1 must stay below 1, got base_momentum={h['base_momentum']!r}, "
                              f"max_momentum={h['max_momentum']!r}")

@@ -34,7 +34,9 @@ def _check_params(parameters, who: str) -> list[Parameter]:
     for i, p in enumerate(params):
         if not isinstance(p, Parameter):
             hint = (" (PyTorch's parameter: minidl's optimizers update the Parameters of minidl's modules)"
-                    if is_torch_parameter(p) else "")
+                    if is_torch_parameter(p) else
+                    " (a (name, parameter) pair, as named_parameters() gives: pass model.parameters())"
+                    if isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) else "")
             raise TypeError(f"{who} expects Parameters, got {type_name(p)} at position {i}{hint}")
     _check_distinct(params, who)
     return params
@@ -124,6 +126,14 @@ class _Params(list):
     "A list of parameters (`opt.params`, a group's 'params') that counts every change made to any such list."
     edits = 0
 
+class _State(dict):
+    "`opt.state`: buffer name -> one tensor per parameter; a key it lacks (torch's `opt.state[p]`) is explained."
+    def __missing__(self, key):
+        names = ', '.join(map(repr, self)) or 'none yet: the first step makes them'
+        raise KeyError(f"{key!r}: minidl's optimizer state is keyed by buffer name (here {names}), each holding one "
+                       "tensor per parameter in the order of opt.params: opt.state[name][i], not torch's "
+                       "opt.state[p]") from None
+
 def _counting(name: str):
     f = getattr(list, name)
     def method(self, *args, **kwargs):
@@ -169,6 +179,10 @@ def _unchanged(opt, shapes: bool = True) -> bool:
             # parameters) or on a gradient (the update would be recorded by autograd)
             and not any(map(_requires_grad, c[7])))
 
+def _buffers(opt) -> list:
+    "Every state buffer the optimizer holds (a group that has not made its buffers yet holds `None`)."
+    return [b for bufs in opt.state.values() for b in bufs if b is not None]
+
 def _check_all(opt, values, grads, who: str):
     "Check the groups, every parameter's value, gradient and state buffers (metadata only); cache what passed."
     params, groups = opt.params, opt.param_groups
@@ -185,6 +199,7 @@ def _check_all(opt, values, grads, who: str):
         raise RuntimeError(f"{who}: the parameter groups no longer hold the parameters of opt.params in its order (a "
                            "list was reordered or an element replaced); opt.params and the per-parameter state "
                            "follow that order: put the groups back, or make a new optimizer")
+    _check_distinct(params, who)  # `b.value = a.value` since: one tensor would be updated twice per step
     for i, (v, g) in enumerate(zip(values, grads)):
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
@@ -220,7 +235,8 @@ def _check_all(opt, values, grads, who: str):
     if type(opt.params) is not _Params: opt.params = _Params(opt.params)
     for name, bufs in opt.state.items():  # as the groups' lists: an element replaced is seen at the next step
         if type(bufs) is not _Params: opt.state[name] = _Params(bufs)
-    tensors = values + grads  # (the shapes of both lists, in one list: one comparison per step)
+    # the shapes of the values, gradients and state buffers, in one list: one comparison per step
+    tensors = values + grads + _buffers(opt)
     opt._cache = (values, grads, [t.shape for t in tensors], limits, ranges, lens, _key(opt), tensors,
                   tuple(opt.state.values()), [v.stride() for v in values])
     opt._safe = True  # new tensors: the next update keeps copies to restore if it fails part-way
@@ -294,7 +310,9 @@ def _from_v1(opt, sd: dict, who: str) -> dict:
 
 def _kind(group: dict) -> str | None:
     "The torch.optim / minidl optimizer a saved parameter group comes from, by its keys."
-    if 'betas' in group: return 'AdamW' if group.get('decoupled_weight_decay') is True else 'Adam'
+    if 'betas' in group:  # without the flag (older torch, minidl's earlier layout): either of the two
+        flag = group.get('decoupled_weight_decay')
+        return 'AdamW' if flag is True else 'Adam' if flag is False else 'Adam or AdamW'
     if 'ns_coefficients' in group: return 'Muon'
     if 'momentum' in group: return 'SGD'
     return None
@@ -325,7 +343,9 @@ def _prepare_load(opt, sd) -> tuple:
         if not isinstance(sg, dict) or not isinstance(sg.get('params'), (list, tuple)):
             raise ValueError(f"{who}: param_groups[{i}] is not a dict with a list 'params'")
         kind = _kind(sg)
-        if kind is not None and kind != mine and not (kind, mine) == ('AdamW', 'Adam'):  # torch's Adam also decouples
+        # torch's Adam also decouples; a group that does not say loads into either (AdamW decouples, as torch's)
+        if kind is not None and kind != mine and (kind, mine) not in (
+                ('AdamW', 'Adam'), ('Adam or AdamW', 'Adam'), ('Adam or AdamW', 'AdamW')):
             raise ValueError(f"{who}: the state dict is of a{'n' if kind[0] in 'A' else ''} {kind!r} "
                              f"optimizer, expected {mine!r}")
         if len(sg['params']) != len(g['params']):
@@ -434,7 +454,7 @@ class Optimizer:
         self._check_hyper(self.defaults, who)
         self.param_groups: list[dict] = []
         self.params: list[Parameter] = _Params()  # every group's parameters, in order
-        self.state: dict[str, list] = {}  # buffer name -> one tensor per parameter (None where a group has none yet)
+        self.state: dict[str, list] = _State()  # buffer name -> one tensor per parameter (None: none made yet)
         self.step_count = 0  # number of successful step() calls
         # per group: step_count when its buffers were created (Adam's t = step_count - start + 1)
         self._start: list = []
@@ -515,6 +535,9 @@ class Optimizer:
             ):
         ("Check every group, gradient and rate, then update every parameter and count the step: all or "
          "nothing (gradients are not zeroed).")
+        if closure is not None and not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step expects a closure (a function that runs forward, loss and "
+                            f"backward, and returns the loss) or nothing, got {type_name(closure)}")
         loss = None if closure is None else _before_closure(self, closure)()
         values, grads = _tensors(self)
         hs = self._hypers()
@@ -542,9 +565,18 @@ class Optimizer:
             raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got "
                             f"{set_to_none!r}")
         grads = [p.grad for p in self.params]
-        try: torch._foreach_zero_(grads)  # refuses a non-tensor before zeroing anything
+        # refuses a non-tensor, or one that requires grad, before zeroing anything; an inference tensor would stop
+        # it part-way, so that is asked first
+        try:
+            if any(map(torch.Tensor.is_inference, grads)): raise RuntimeError('an inference tensor')
+            torch._foreach_zero_(grads)
         except Exception:
             _tensors(self, 'zero_grad')  # the clear error that names the wrong gradient
+            for i, g in enumerate(grads):
+                if g.is_inference():
+                    raise RuntimeError(f"{type(self).__name__}.zero_grad: the gradient of parameter {i} is an inference "
+                                       "tensor (made under torch.inference_mode()), which cannot be zeroed in place; "
+                                       "nothing was zeroed. Assign p.grad = torch.zeros_like(p.value)") from None
             raise
 
     def state_dict(self) -> dict:
@@ -579,7 +611,7 @@ class Optimizer:
         "Install what `_prepare_load` checked (cannot fail)."
         n, groups, state, starts = prepared
         for g, new in zip(self.param_groups, groups): g.clear(); g.update(new)  # the same dicts: schedules keep them
-        self.step_count, self.state, self._start = n, state, starts
+        self.step_count, self.state, self._start = n, _State(state), starts
         self._cache = self._seen = None
 
     def _set_scheduled(self, name: str, v):
@@ -617,8 +649,9 @@ class Optimizer:
         bufs = self.state.get(name)
         if bufs is None: bufs = self.state[name] = _Params([None] * len(self.params))
         list.__setitem__(bufs, slice(a, b), new)  # not counted as an edit (an element replaced by a user is)
-        c = self._cache
-        self._cache = c[:8] + (tuple(self.state.values()),) + c[9:]
+        c = self._cache  # the new buffers join the tensors whose shapes each step compares
+        tensors = c[0] + c[1] + _buffers(self)
+        self._cache = c[:2] + ([t.shape for t in tensors],) + c[3:7] + (tensors, tuple(self.state.values())) + c[9:]
 
     def _prepare(self, i: int, h: dict): _check_lr(self, h['lr'], i); return h['lr']
     def _update(self, i, h, plan, values, grads):

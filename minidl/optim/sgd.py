@@ -29,11 +29,12 @@ class SGD(Optimizer):
                  # their own settings
                  params,
                  lr: float = 0.001, # base learning rate (>= 0; torch's default)
-                 decay: float = 0.0, # time-based decay of the learning rate (>= 0; 0: constant)
                  momentum: float = 0.0, # momentum factor mu (>= 0; 0: plain SGD)
                  dampening: float = 0.0, # dampening tau of the momentum (>= 0)
-                 nesterov: bool = False, # Nesterov momentum (needs momentum > 0 and dampening 0)
                  weight_decay: float = 0.0, # L2 penalty lambda, added to the gradient (>= 0)
+                 nesterov: bool = False, # Nesterov momentum (needs momentum > 0 and dampening 0)
+                 *, # (torch's positional order above; minidl's own setting by name only)
+                 decay: float = 0.0, # time-based decay of the learning rate (>= 0; 0: constant)
                 ):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, decay=decay))

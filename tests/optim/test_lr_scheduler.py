@@ -236,12 +236,12 @@ def test_one_cycle_formula_failures_are_named_and_change_nothing():
     s2.step()
     o2.add_param_group({'params': trained_linear().parameters()})
     state = ([g['lr'] for g in o2.param_groups], s2.last_epoch)
-    assert_clear_error(ValueError, 'parameter group 1 has no initial_lr, max_lr, max_momentum, base_momentum', s2.step)
+    assert_clear_error(ValueError, 'has 2 parameter groups but the schedule was made for 1', s2.step)
     assert ([g['lr'] for g in o2.param_groups], s2.last_epoch) == state
     s3 = OneCycleLR(SGD(trained_linear().parameters(), lr=0.1), 1.0, 10, cycle_momentum=False)
-    s3.optimizer.add_param_group({'params': trained_linear().parameters()})
+    del s3.optimizer.param_groups[0]['max_lr']  # a key the schedule set, deleted by hand
     # no momentum keys asked
-    assert_clear_error(ValueError, 'parameter group 1 has no initial_lr, max_lr (set when', s3.step)
+    assert_clear_error(ValueError, 'parameter group 0 has no max_lr (set when', s3.step)
 
 
 def test_schedule_formulas_run_behind_the_shared_checks():
@@ -271,3 +271,39 @@ def test_a_rate_that_is_not_a_number_in_a_group_gets_a_clear_error_and_the_sched
     opt.param_groups[0]['lr'] = 'x'
     with pytest.raises(TypeError, match=r"StepLR.step: param_groups\[0\]\['lr'\] is 'x', expected a number"): s.step()
     assert s.last_epoch == 0
+
+
+@pytest.mark.parametrize('make', [lambda o: StepLR(o, 2), lambda o: CosineAnnealingLR(o, 2),
+                                  lambda o: OneCycleLR(o, 0.5, 10)])
+def test_a_group_added_after_the_schedule_is_refused_at_its_next_step(make):
+    a, b = Parameter(torch.ones(2)), Parameter(torch.ones(2))
+    o = SGD([a], lr=0.1, momentum=0.9)
+    s = make(o)
+    o.add_param_group({'params': [b], 'lr': 1.0})
+    def settings(): return [{k: v for k, v in g.items() if k != 'params'} for g in o.param_groups], s.state_dict()
+    before = settings()
+    with pytest.raises(ValueError, match='2 parameter groups but the schedule was made for 1'): s.step()
+    assert settings() == before
+
+
+def test_torch_arguments_of_the_schedules():
+    o = SGD([Parameter(torch.ones(2))], lr=0.1, momentum=0.9)
+    ref = torch.optim.SGD([torch.ones(2, requires_grad=True)], lr=0.1, momentum=0.9)
+    s, r = OneCycleLR(o, 0.1, epochs=3, steps_per_epoch=4), torch.optim.lr_scheduler.OneCycleLR(ref, 0.1, None, 3, 4)
+    assert s.total_steps == r.total_steps == 12
+    for _ in range(11):
+        o.step(); ref.step(); s.step(); r.step()
+        assert s.get_last_lr() == pytest.approx(r.get_last_lr(), rel=1e-15)
+    assert OneCycleLR(o, 0.1, 5, 100, 100).total_steps == 5  # total_steps first, as torch
+    with pytest.raises(ValueError, match='total_steps, or epochs and steps_per_epoch'): OneCycleLR(o, 0.1, epochs=3)
+    for make in (lambda: StepLR(o, 3, last_epoch=5), lambda: CosineAnnealingLR(o, 3, 0.0, 2)):
+        with pytest.raises(ValueError, match='load_state_dict'): make()
+    StepLR(o, 3, 0.1, -1)
+    with pytest.raises(TypeError, match='takes no epoch'): s.step(5)
+
+
+def test_one_cycle_refuses_a_cycle_that_takes_nesterov_momentum_to_zero():
+    o = SGD([Parameter(torch.ones(2))], lr=0.1, momentum=0.9, nesterov=True)
+    with pytest.raises(ValueError, match='Nesterov momentum, which needs a momentum > 0'):
+        OneCycleLR(o, max_lr=0.5, total_steps=10, base_momentum=0.0)
+    assert o.param_groups[0]['momentum'] == 0.9 and 'max_lr' not in o.param_groups[0]

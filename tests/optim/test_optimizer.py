@@ -650,3 +650,55 @@ def test_a_step_refused_for_its_settings_does_not_run_the_closure(opt, kw):
     assert not calls
     o.param_groups[0]['lr'] = 0.1
     assert o.step(closure) == 0.0 and calls == [1]
+
+
+@pytest.mark.parametrize('name', list(MAKE_OPT))
+def test_a_state_buffer_reshaped_in_place_once_warm_is_refused_and_nothing_changes(name):
+    ps, opt = model_and_opt(name)
+    buf = next(iter(opt.state.values()))[1]
+    buf.unsqueeze_(0)  # the same tensor, a new shape: the update would fail after the first parameters
+    before = snapshot(ps, opt)
+    with pytest.raises(RuntimeError, match=r'of parameter 1 has shape \(1, 4\)'): opt.step()
+    assert_unchanged(before, snapshot(ps, opt))
+    buf.squeeze_(0); opt.step(); assert opt.step_count == 2
+
+
+def test_parameters_tied_after_the_optimizer_was_made_are_refused():
+    a, b = Parameter(torch.ones(3)), Parameter(torch.ones(3))
+    opt = SGD([a, b], lr=0.1)
+    b.value = a.value  # one tensor, two parameters: it would be updated twice per step
+    a.grad.fill_(1.0); b.grad.fill_(1.0)
+    with pytest.raises(ValueError, match='two Parameters holding the same tensor'): opt.step()
+    assert torch.equal(a.value, torch.ones(3)) and opt.step_count == 0
+
+
+def test_zero_grad_with_an_inference_gradient_zeroes_nothing():
+    a, b = Parameter(torch.ones(3)), Parameter(torch.ones(3))
+    opt = SGD([a, b], lr=0.1)
+    a.grad.fill_(5.0)
+    with torch.inference_mode(): b.grad = torch.ones(3)
+    with pytest.raises(RuntimeError, match='parameter 1 is an inference tensor.*nothing was zeroed'): opt.zero_grad()
+    assert torch.equal(a.grad, torch.full((3,), 5.0))
+    b.grad = torch.ones(3); opt.zero_grad(); assert not a.grad.any() and not b.grad.any()
+
+
+def test_torch_habits_get_clear_errors():
+    m = Linear(2, 2); opt = SGD(m.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(KeyError, match="keyed by buffer name"): opt.state[m.weight]
+    with pytest.raises(TypeError, match='expects a closure'): opt.step(5)
+    with pytest.raises(TypeError, match=r'named_parameters\(\) gives: pass model.parameters\(\)'):
+        SGD(m.named_parameters())
+    opt.step(); assert opt.state['momentum_buffer'][0].shape == (2, 2)
+
+
+def test_adamw_loads_torch_state_dicts_without_the_decoupling_flag():
+    q = [torch.zeros(3, requires_grad=True)]
+    ref = torch.optim.AdamW(q, lr=0.01); q[0].grad = torch.ones(3); ref.step()
+    sd = copy.deepcopy(ref.state_dict()); del sd['param_groups'][0]['decoupled_weight_decay']  # older torch
+    ps = [Parameter(torch.zeros(3))]
+    opt = AdamW(ps, lr=0.01); opt.load_state_dict(sd)
+    assert opt.param_groups[0]['decoupled_weight_decay'] is True
+    adam = Adam([Parameter(torch.zeros(3))]); adam.load_state_dict(sd)
+    assert adam.param_groups[0]['decoupled_weight_decay'] is False
+    with pytest.raises(ValueError, match="of an 'Adam' optimizer, expected 'AdamW'"):
+        AdamW(ps).load_state_dict(torch.optim.Adam([torch.zeros(3, requires_grad=True)]).state_dict())

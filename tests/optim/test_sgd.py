@@ -5,6 +5,7 @@ from helpers import EXAMPLES, run_both, seeds, unit, widths
 from hypothesis import given
 from hypothesis import strategies as st
 
+import minidl
 from minidl import SGD
 
 pytestmark = pytest.mark.parity  # rerun by CI under other CPU kernels and thread counts (.ci/run)
@@ -31,3 +32,14 @@ def test_sgd(combo, seed, widths, lr, momentum, dampening, wd):
         weight_decay=wd if combo['weight_decay'] else 0.0,
     )
     run_both(seed, widths, lambda ps: SGD(ps, **kw), lambda ps: torch.optim.SGD(ps, **kw))
+
+
+def test_positional_arguments_are_in_torchs_order():
+    "SGD(params, lr, momentum, dampening, weight_decay, nesterov), as torch.optim.SGD; minidl's decay by name only"
+    p = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    ours = [minidl.Parameter(torch.ones(2, dtype=torch.float64))]
+    o, t = SGD(ours, 0.1, 0.9, 0.0, 0.01, True), torch.optim.SGD([p], 0.1, 0.9, 0.0, 0.01, True)
+    for _ in range(3):
+        ours[0].grad.fill_(1.0); p.grad = torch.ones(2, dtype=torch.float64); o.step(); t.step()
+    assert torch.equal(ours[0].value, p.detach())
+    with pytest.raises(TypeError, match='positional'): SGD(ours, 0.1, 0.9, 0.0, 0.0, False, 1e-3)
