@@ -7,10 +7,13 @@ Docs: https://minidl.github.io/minidl/plots.html.md"""
 # %% ../nbs/37_plots.ipynb #42e89763
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from .files import atomic_open
@@ -32,6 +35,12 @@ def plot_history(
     suptitle:str|None=None, # title of the figure
 ):
     "Training loss and train/test error over the epochs, one colour per model; returns the figure"
+    if isinstance(histories, History) or (isinstance(histories, (list, tuple)) and histories
+                                          and all(isinstance(h, History) for h in histories)):
+        histories = {'run': histories}  # one run (or one per seed), without a title
+    if not isinstance(histories, dict):
+        raise TypeError("plot_history expects a dict of title -> History (or list of them), or a History, got "
+                        f"{type(histories).__name__}")
     if not histories: raise ValueError("plot_history: nothing to plot (histories is empty)")
     for title, hs in histories.items():
         if not (isinstance(hs, History) or (isinstance(hs, (list, tuple)) and all(isinstance(h, History) for h in hs))):
@@ -39,9 +48,15 @@ def plot_history(
     histories = {title: [hs] if isinstance(hs, History) else list(hs) for title, hs in histories.items()}
     for title, hs in histories.items():
         if not hs or not all(len(h) for h in hs): raise ValueError(f"no history to plot for {title!r}")
+        for h in hs:  # lists appended to by hand since the History was made
+            lens = {k: len(getattr(h, k)) for k in ('epoch', 'train_loss', 'train_accuracy', 'test_accuracy')}
+            if len(set(lens.values())) > 1:
+                raise ValueError(f"plot_history: a history of {title!r} has lists of different lengths ("
+                                 + ', '.join(f"{k}: {n}" for k, n in lens.items()) + "), one entry per epoch expected")
         if any(h.epoch != hs[0].epoch for h in hs): raise ValueError(f"the histories of {title!r} were "
                                                                      "recorded at different epochs")
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=figsize, layout='constrained')
+    errors = []  # every error curve drawn, to choose the scale of their axis
     for i, (title, hs) in enumerate(histories.items()):
         ep, col = hs[0].epoch, f'C{i}'
         runs = f' (mean of {len(hs)})' if len(hs) > 1 else ''
@@ -50,10 +65,16 @@ def plot_history(
         if len(hs) > 1: ax_loss.fill_between(ep, lo, hi, color=col, alpha=0.2, lw=0)
         for key, ls, what in (('train_accuracy', ':', 'train'), ('test_accuracy', '-', 'test')):
             mean, lo, hi = _band(hs, key, error=True)
+            errors += [mean, lo]
             ax_err.plot(ep, mean, color=col, ls=ls, label=f'{title}, {what}')
             if len(hs) > 1 and what == 'test': ax_err.fill_between(ep, lo, hi, color=col, alpha=0.15, lw=0)
-    ax_loss.set(yscale='log', xlabel='epoch', ylabel='training loss', title='Training loss (BCE or MSE)')
+    ax_loss.set(yscale='log', xlabel='epoch', ylabel='training loss', title='Training loss')
     ax_err.set(yscale='log', xlabel='epoch', ylabel='error (%)', title='Error = 100% - accuracy')
+    e = np.concatenate(errors)
+    if (e == 0).any():  # an epoch without a single error: a log axis would drop it, so linear below the least error
+        ax_err.set_yscale('symlog', linthresh=10 ** math.floor(math.log10(e[e > 0].min() if (e > 0).any() else 1)),
+                          linscale=0.5)
+        ax_err.set_ylim(bottom=0)
     ax_err.axhline(2.0, color='gray', lw=0.8, ls='--')
     ax_err.annotate(
         '98% accuracy',
@@ -82,6 +103,10 @@ def save_figure(
         raise TypeError(f"save_figure expects a matplotlib figure, got {type(fig).__name__}")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"save_figure expects a file path (a str or os.PathLike), got {type(path).__name__} {path!r}")
+    if not os.fspath(path): raise ValueError("save_figure expects a file path, got an empty string")
+    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, numbers.Real) or not math.isfinite(dpi)
+                            or dpi <= 0):
+        raise ValueError(f"save_figure expects dpi to be a finite number > 0 (dots per inch) or None, got {dpi!r}")
     path = Path(path)
     formats = fig.canvas.get_supported_filetypes()
     fmt = path.suffix[1:].lower()
