@@ -492,7 +492,7 @@ class Optimizer:
     def __getstate__(self) -> dict:
         ("Pickled (or deep-copied) without the caches of `step`: their keys count edits made in this process, so "
          "an optimizer loaded elsewhere checks everything afresh.")
-        return {**self.__dict__, '_cache': None, '_seen': None, '_safe': True}
+        return {**self.__dict__, '_cache': None, '_seen': None, '_safe': True, '_zeroable': None}
 
     @property
     def current_lr(self) -> float:
@@ -564,11 +564,11 @@ class Optimizer:
         if set_to_none is not True and set_to_none is not False:
             raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got "
                             f"{set_to_none!r}")
-        grads = [p.grad for p in self.params]
+        grads, key = [p.grad for p in self.params], (Parameter._edits, _Params.edits)
         # refuses a non-tensor, or one that requires grad, before zeroing anything; an inference tensor would stop
-        # it part-way, so that is asked first
+        # it part-way, so that is asked first, once a gradient (or the list) was replaced since the last call
         try:
-            if any(map(torch.Tensor.is_inference, grads)): raise RuntimeError('an inference tensor')
+            if key != self._zeroable and any(map(torch.Tensor.is_inference, grads)): raise RuntimeError('inference')
             torch._foreach_zero_(grads)
         except Exception:
             _tensors(self, 'zero_grad')  # the clear error that names the wrong gradient
@@ -578,6 +578,9 @@ class Optimizer:
                                        "tensor (made under torch.inference_mode()), which cannot be zeroed in place; "
                                        "nothing was zeroed. Assign p.grad = torch.zeros_like(p.value)") from None
             raise
+        self._zeroable = key
+
+    _zeroable = None  # (`Parameter._edits`, `_Params.edits`) at the last zero_grad: its gradients' kinds were asked
 
     def state_dict(self) -> dict:
         ("torch's layout: `{'state': {index: {buffer: tensor}}, 'param_groups': [{hyper-parameters, "
