@@ -352,9 +352,9 @@ class AttentionMaps(Collector):
                  modules=None, # `None`: every module that has `attr`; or a class / tuple of classes / list of modules
                  every: int = 1, # record on every `every`-th step
                  index: int = 0, # which sample of the batch to keep
-                 # `True`: record in training mode only (default: in evaluation mode too, where attention maps
-                 # are usually looked at)
-                 training_only: bool = False,
+                 # `True`: record in training mode only, as the other collectors (so not `train`'s test evaluations
+                 # and input probe); `False`: in evaluation mode too (those included), e.g. to look at a trained model
+                 training_only: bool = True,
                 ):
         super().__init__(every)
         if not isinstance(attr, str) or not attr.isidentifier():
@@ -431,6 +431,7 @@ def plot_colorful_dimension(
     ("The 'colorful dimension' plot: per module, the histogram of its output over the recorded steps (log "
      "scale of the counts); returns the figure")
     _check_collector(stats, ActivationStats, 'plot_colorful_dimension')
+    cols = _check_every(cols, 'plot_colorful_dimension', 'cols')
     names = _names(stats, names, 'plot_colorful_dimension')
     fig, axes = _grid(len(names), cols, (3.2, 2.4), sharex=False)
     for ax, n in zip(axes, names):
@@ -531,8 +532,14 @@ def plot_attention(
     name = maps.names[0] if name is None else name
     if name not in maps.maps: raise KeyError(f"plot_attention: no watched module named {name!r}; the names "
                                              f"are {', '.join(maps.maps)}")
-    if not maps.maps[name]: raise ValueError(f"plot_attention: nothing recorded yet for {name!r}")
-    step, w = maps.maps[name][record]
+    cols, records = _check_every(cols, 'plot_attention', 'cols'), maps.maps[name]
+    if not records: raise ValueError(f"plot_attention: nothing recorded yet for {name!r}")
+    if isinstance(record, bool) or not isinstance(record, numbers.Integral):
+        raise TypeError(f"plot_attention expects record to be an integer (a record of {name!r}), got {record!r}")
+    if not -len(records) <= record < len(records):
+        raise IndexError(f"plot_attention: record={record} asks for one of the {len(records)} records of {name!r}: "
+                         f"give an integer in [{-len(records)}, {len(records)})")
+    step, w = records[record]
     w = w.double().cpu()
     w = w[None] if w.ndim == 2 else w
     fig, axes = _grid(len(w), cols, (2.6, 2.4), sharex=False)

@@ -373,3 +373,16 @@ def test_modules_given_by_name_or_twice_get_a_clear_error(modules, exc, msg):
     with pytest.raises(exc, match=msg): ActivationStats(m, modules=modules)
     with pytest.raises(ValueError, match='appears more than once'): ActivationStats(m, modules=[m[1], m[1]])
     with pytest.raises(TypeError, match=r'one module: pass \[ReLU\(\)\]'): ActivationStats(m, modules=m[1])
+
+
+def test_attention_maps_record_training_steps_of_train_only_unless_asked():
+    "The test evaluations and the input probe of `train` run in eval mode: recorded only with training_only=False."
+    from minidl import CausalSelfAttention, Flatten, train
+    torch.manual_seed(0)
+    model = Sequential(CausalSelfAttention(4, 2, dtype=torch.float64), Flatten(), Linear(12, 3, dtype=torch.float64))
+    x, y = torch.randn(20, 3, 4, dtype=torch.float64), torch.randint(0, 3, (20,))
+    maps, all_maps = AttentionMaps(model), AttentionMaps(model, training_only=False)
+    train(model, LossCrossEntropy(), SGD(model.parameters(), lr=0.1), x, y, x[:7], y[:7], epochs=2, batch_size=10,
+          progress=False, callbacks=[maps, all_maps])
+    assert [s for s, _ in maps.maps['0']] == [0, 1, 2, 3]
+    assert [s for s, _ in all_maps.maps['0']] == [0, 0, 0, 1, 2, 2, 3, 4]  # the probes (train, test data), evaluations

@@ -13,9 +13,20 @@ import numbers
 
 import torch
 
+from minidl.nn.module import (
+    Module,
+    Parameter,
+    _check_accumulators,
+    _fixed,
+    _method_of,
+    _parse_device,
+    _parse_dtype,
+    _setting,
+    _Tensor,
+)
+
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
 from .linear import Linear, _ones
-from .module import Module, Parameter, _check_accumulators, _method_of, _parse_device, _parse_dtype, _Tensor
 
 # %% auto #0
 __all__ = ['CausalSelfAttention']
@@ -48,19 +59,24 @@ class CausalSelfAttention(Module):
                  # random generator for the initialisation and the dropout masks
                  generator: torch.Generator | None = None,
                 ):
-        E = self.embed_dim = check_size(embed_dim, 'embed_dim', 'CausalSelfAttention')
-        H = self.num_heads = check_size(num_heads, 'num_heads', 'CausalSelfAttention')
+        # (fixed when the layer is made: read-only, see `_fixed` below)
+        E = self._embed_dim = check_size(embed_dim, 'embed_dim', 'CausalSelfAttention')
+        H = self._num_heads = check_size(num_heads, 'num_heads', 'CausalSelfAttention')
         if E % H: raise ValueError("CausalSelfAttention expects num_heads to divide embed_dim, got "
                                    f"embed_dim={E}, num_heads={H}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
-            raise ValueError(f"CausalSelfAttention expects a dropout probability in [0, 1], got {dropout!r}")
+        _check_attn_dropout(dropout, 'CausalSelfAttention')  # (kept below: checked again when written later)
         if not isinstance(bias, bool): raise TypeError("CausalSelfAttention expects bias to be True or "
                                                        f"False, got {bias!r}")
+        for name, v, theirs in (('device', device, 'add_bias_kv'), ('dtype', dtype, 'add_zero_attn')):
+            if isinstance(v, bool):  # torch's MultiheadAttention(E, H, dropout, bias, add_bias_kv, add_zero_attn)
+                raise TypeError(f"CausalSelfAttention expects {name} (its {'fifth' if name == 'device' else 'sixth'} "
+                                f"argument) to be a {name}, got bool {v!r}: torch's MultiheadAttention takes "
+                                f"{theirs} there, which minidl does not have; pass device and dtype by name")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError("CausalSelfAttention expects generator to be a torch.Generator or None, got "
                             f"{type(generator).__name__}")
         device, dtype = _parse_device('CausalSelfAttention', device), _parse_dtype('CausalSelfAttention', dtype)
-        self.head_dim, self.dropout, self.generator = E // H, float(dropout), generator
+        self._head_dim, self.dropout, self.generator = E // H, dropout, generator
         self.in_proj_weight = Parameter(torch.empty(3 * E, E, device=device, dtype=dtype))        # [W_q; W_k; W_v]
         self.in_proj_bias = Parameter(torch.empty(3 * E, device=device, dtype=dtype)) if bias else None
         self.out_proj = Linear(E, E, bias=bias, device=device, dtype=dtype, generator=generator)
@@ -88,7 +104,7 @@ class CausalSelfAttention(Module):
                ) -> torch.Tensor: # output `(B, T, E)`
         ("Project to queries, keys and values; per head, the softmax of the scaled and masked scores "
          "(dropout in training mode) weights the values; project the heads back.")
-        E, H, D = self.embed_dim, self.num_heads, self.head_dim
+        E, H, D, p_drop = self._embed_dim, self._num_heads, self._head_dim, self.dropout
         w, b = self.in_proj_weight.value, self.in_proj_bias
         B, T, _ = x.shape
         x2 = x.reshape(B * T, E)
@@ -98,9 +114,9 @@ class CausalSelfAttention(Module):
         s = torch.baddbmm(_causal_mask(T, x.dtype, x.device), q, k.transpose(1, 2), alpha=1 / math.sqrt(D))
         p = _softmax_rows(s)                                                           # P, row by row
         noise, pd = None, p
-        if self.training and self.dropout > 0 and p.numel():
-            noise = (p.new_zeros(()) if self.dropout == 1 else
-                     torch.empty_like(p).bernoulli_(1 - self.dropout, generator=self.generator).div_(1 - self.dropout))
+        if self.training and p_drop > 0 and p.numel():
+            noise = (p.new_zeros(()) if p_drop == 1 else
+                     torch.empty_like(p).bernoulli_(1 - p_drop, generator=self.generator).div_(1 - p_drop))
             pd = p * noise                                                             # P~ = P * N
         o = torch.bmm(pd, v)                                                           # O = P~ V
         o = o.view(B, H, T, D).transpose(1, 2).reshape(B * T, E)                       # heads side by side
@@ -116,7 +132,7 @@ class CausalSelfAttention(Module):
                 ) -> torch.Tensor | None: # dL/dX, `(B, T, E)`
         "Accumulate the four parameters' gradients; return dL/dX (the derivation above, no Jacobian materialised)."
         x2, q, k, v, p, pd, noise, B, T, w_in, _ = self._saved
-        E, H, D = self.embed_dim, self.num_heads, self.head_dim
+        E, H, D = self._embed_dim, self._num_heads, self._head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
         go = self.out_proj.backward(grad_output.reshape(B * T, E))                     # dO (and dL/dW_out, dL/db_out)
         go = go.view(B, T, H, D).transpose(1, 2).reshape(B * H, T, D)
@@ -138,6 +154,19 @@ class CausalSelfAttention(Module):
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "
                 f"bias={self.in_proj_bias is not None}")
 
+def _check_attn_dropout(p, who: str) -> float:
+    "A probability in [0, 1], as a float."
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"{who} expects a dropout probability in [0, 1], got {p!r}")
+    return float(p)
+
+# the sizes are fixed (the parameters' shapes follow from them); the dropout rate may change, checked (see `_setting`)
+CausalSelfAttention.embed_dim = _fixed('embed_dim', "E, the size of each position's vector.")
+CausalSelfAttention.num_heads = _fixed('num_heads', "H, the number of heads.")
+CausalSelfAttention.head_dim = _fixed('head_dim', "D = E / H, the size of each head.")
+CausalSelfAttention.dropout = _setting('dropout', _check_attn_dropout, "The probability of zeroing an attention "
+                                       "weight in training mode, in [0, 1].")
+
 # %% ../../nbs/21_attention.ipynb #c5a1e7d3
 CausalSelfAttention._seen = -1  # the `Parameter._edits` count at the last full check of an input
 # (`Parameter._edits`, the `out_proj` covered) at the last full check of the gradient buffers
@@ -146,7 +175,7 @@ CausalSelfAttention._seen_grads = (-1, None)
 @_method_of(CausalSelfAttention)
 def _accept(self, x):
     "The input if the usual call's metadata test passes (see above), else the fully checked input."
-    if (type(x) is _Tensor and not x.requires_grad and x.dim() == 3 and x.shape[2] == self.embed_dim
+    if (type(x) is _Tensor and not x.requires_grad and x.dim() == 3 and x.shape[2] == self._embed_dim
             and self._seen == Parameter._edits): return x
     return self._check_input(x)
 
@@ -158,7 +187,7 @@ def _accept_grad(self, g):
     self._check_own_states((self.out_proj,), s[10:])  # out_proj as this forward left it
     if (type(g) is _Tensor and not g.requires_grad and g.dtype == x2.dtype and g.device == x2.device
             and (seen := self._seen_grads)[0] == Parameter._edits and seen[1] is self.out_proj
-            and g.shape == (s[7], s[8], self.embed_dim)): return g
+            and g.shape == (s[7], s[8], self._embed_dim)): return g
     return self._check_grad_output(g)
 
 @_method_of(CausalSelfAttention)

@@ -295,6 +295,9 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 _CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_keys', '_fast_grad_keys', '_fast_forward',
                          '_fast_backward', '_fast_leaves', '_fast_composites', '_fast_of', '_fast_guard',
                          '_fast_grad_guard'})
+# the functions a module with hooks holds as its `forward` and `backward`, bound to it (set with the hooks, below):
+# never copied, a copy binds its own
+_HOOKED = ()
 
 def _noting_slots(init):
     ("A subclass's `__init__`, then a note in the module of the attributes that hold a `Parameter` (see "
@@ -407,7 +410,9 @@ class Module(SavesForBackward):
         ("What `pickle` and `copy.deepcopy` copy: everything but what the last checks saw (`_CHECK_KEYS`), so that "
          "a copy checks everything at its first call (in another process the edit counters start again); what forward "
          "saved only if none of it was modified in place since (the copy's version counters start again).")
-        state = {k: v for k, v in self.__dict__.items() if k not in _CHECK_KEYS}
+        # (the hooked entry points too: they are bound to this module, and the copy installs its own)
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in _CHECK_KEYS and getattr(v, '__func__', None) not in _HOOKED}
         s = state.get('_saved')
         if s is not None and any(v is not None and (o._version != v or o.requires_grad)
                                  for o, v in zip(s, self._versions)):
@@ -416,10 +421,16 @@ class Module(SavesForBackward):
         return state
 
     def __setstate__(self, state: dict):
-        "A copy's attributes; the version counters of what its forward saved are read again, from the copied tensors."
+        ("A copy's attributes; the version counters of what its forward saved are read again, from the copied tensors; "
+         "its hooked `forward` and `backward` are its own, bound to the copy (see `_install_hooks`).")
         self.__dict__.update(state)
         if (s := state.get('_saved')) is not None:
             self._versions = [o._version if isinstance(o, _Tensor) else None for o in s]
+        d = self.__dict__
+        for k in ('forward', 'backward'):  # a shallow copy's would run the hooks and the maths on the original
+            if getattr(d.get(k), '__func__', None) in _HOOKED: del d[k]
+        if any(d.get(k) for k in ('_forward_pre_hooks', '_forward_hooks', '_backward_pre_hooks', '_backward_hooks')):
+            _install_hooks(self)
 
     def forward(self,
                 x: torch.Tensor, # input
@@ -825,14 +836,15 @@ def _not_called(who: str, why: str | None = None) -> RuntimeError:
     return RuntimeError(f"{who}.backward called before forward: run forward first, it stores what backward needs")
 
 
-def _setting(name: str, check, doc: str) -> property:
+def _setting(name: str, check, doc: str, with_module: bool = False) -> property:
     ("A module's setting that may change after construction (a dropout rate, a momentum): `check(value, who)` checks "
-     "a value written to it, as the constructor does, and returns what to keep; a changed value makes a `backward` "
-     "wait for a new forward, which the old value made.")
+     "a value written to it, as the constructor does, and returns what to keep (with `with_module`, `check(value, "
+     "who, module)`, for a value checked against the module's sizes); a changed value makes a `backward` wait for a "
+     "new forward, which the old value made.")
     key = '_' + name
     get = operator.attrgetter(key)  # read without a Python call: losses read their reduction at every step
     def set(self, v):
-        new = check(v, type(self).__name__)
+        new = check(v, type(self).__name__, self) if with_module else check(v, type(self).__name__)
         old = getattr(self, key, new)
         setattr(self, key, new)
         if self._saved is not None and (type(new) is not type(old) or new != old):
@@ -904,12 +916,24 @@ def _module_method(f):
     setattr(Module, name, f)
     return f
 
+def _torch_hook_options(m: Module, who: str, **options):
+    "Refuse torch's hook options that minidl does not have (`with_kwargs`, `always_call`) unless left at `False`."
+    for name, v in options.items():
+        if v is False: continue
+        why = ("the hook gets (module, args, ...) without the keyword arguments" if name == 'with_kwargs' else
+               "a hook runs after a forward that succeeded; a failed one makes backward refuse instead")
+        raise NotImplementedError(f"{type(m).__name__}.{who}: {name}={v!r} is an option of torch's hooks that minidl "
+                                  f"does not have ({why}); supported: the hook and prepend=True/False")
+
 @_module_method
 def _register_forward_hook(self,
                            hook, # `hook(module, args, output)`; a non-`None` return replaces the output
                            *, prepend: bool = False, # run it before the hooks already registered
+                           with_kwargs: bool = False, # torch's option, refused unless `False`
+                           always_call: bool = False, # torch's option, refused unless `False`
                           ) -> RemovableHandle:
     "Call `hook` after every `forward` of this module (as `torch.nn.Module.register_forward_hook`)."
+    _torch_hook_options(self, 'register_forward_hook', with_kwargs=with_kwargs, always_call=always_call)
     return _register(self, '_forward_hooks', hook, prepend, 'register_forward_hook')
 
 @_module_method
@@ -918,9 +942,18 @@ def _register_forward_pre_hook(self,
                                # arguments, or one value)
                                hook,
                                *, prepend: bool = False, # run it before the hooks already registered
+                               with_kwargs: bool = False, # torch's option, refused unless `False`
                               ) -> RemovableHandle:
     "Call `hook` before every `forward` of this module (as `torch.nn.Module.register_forward_pre_hook`)."
+    _torch_hook_options(self, 'register_forward_pre_hook', with_kwargs=with_kwargs)
     return _register(self, '_forward_pre_hooks', hook, prepend, 'register_forward_pre_hook')
+
+@_module_method
+def _register_backward_hook(self, hook, *args, **kwargs):
+    "Not in minidl (torch's deprecated hook): raises, pointing to `register_full_backward_hook`."
+    raise NotImplementedError(f"{type(self).__name__}.register_backward_hook is torch's deprecated hook, which "
+                              "minidl does not have: use register_full_backward_hook(hook), with the same "
+                              "hook(module, grad_input, grad_output)")
 
 @_module_method
 def _register_full_backward_hook(self,
@@ -1002,6 +1035,8 @@ def __hooked_backward(self, grad_output, input_grad: bool = True):
     # the hooks run after the maths added to the gradients: one that raises (or returns a wrong gradient) must not
     # leave them added to
     return self._keeping_grads(run) if d.get('_backward_hooks') else run()
+
+_HOOKED = (Module._hooked_forward, Module._hooked_backward)  # (see `Module.__getstate__`)
 
 @_module_method
 def __keeping_grads(self, run):

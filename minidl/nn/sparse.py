@@ -12,7 +12,7 @@ import numbers
 import torch
 
 from .._checks import check_grad, check_size, fmt_shape
-from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype
+from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype, _setting
 
 # %% auto #0
 __all__ = ['Embedding']
@@ -42,16 +42,7 @@ class Embedding(Module):
                 ):
         V = self.num_embeddings = check_size(num_embeddings, 'num_embeddings', 'Embedding')
         D = self.embedding_dim = check_size(embedding_dim, 'embedding_dim', 'Embedding')
-        if padding_idx is not None:
-            if (
-                isinstance(padding_idx, bool)
-                or not isinstance(padding_idx, numbers.Integral)
-                or not -V <= padding_idx < V
-            ):
-                raise ValueError(f"Embedding expects padding_idx to be None or an integer in [{-V}, {V}) "
-                                 f"(num_embeddings={V}), got {padding_idx!r}")
-            padding_idx = int(padding_idx) % V  # as torch: -1 is the last row
-        self.padding_idx = padding_idx
+        self.padding_idx = padding_idx  # checked and made a row in [0, V) (`_check_padding_idx`), here and later
         for name, v, default in (('max_norm', max_norm, None), ('norm_type', norm_type, 2.0),
                                  ('scale_grad_by_freq', scale_grad_by_freq, False), ('sparse', sparse, False)):
             if not (v is default or (type(v) in (int, float) and v == default)):
@@ -60,6 +51,37 @@ class Embedding(Module):
         device, dtype = _parse_device('Embedding', device), _parse_dtype('Embedding', dtype)
         self.weight = Parameter(torch.empty(V, D, device=device, dtype=dtype))
         self.reset_parameters(generator)
+
+    @classmethod
+    def from_pretrained(cls,
+                        embeddings: torch.Tensor, # the table, floating-point, `(num_embeddings, embedding_dim)`
+                        # torch's default, `True` (a table left untrained), is refused: minidl has no switch to mark
+                        # it; pass `False` and leave the weight out of the optimizer
+                        freeze: bool = True,
+                        padding_idx: int | None = None, # as the constructor's (the row keeps the values given)
+                        max_norm: float | None = None, # torch's options, as the constructor's: defaults only
+                        norm_type: float = 2.0,
+                        scale_grad_by_freq: bool = False,
+                        sparse: bool = False,
+                       ) -> Embedding:
+        "An `Embedding` whose weight is `embeddings` itself (shared, not copied, as torch's), with `freeze=False`."
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2 or not embeddings.is_floating_point():
+            got = (f"shape {fmt_shape(embeddings.shape)}, {embeddings.dtype}" if isinstance(embeddings, torch.Tensor)
+                   else type(embeddings).__name__)
+            raise ValueError("Embedding.from_pretrained expects a 2-D floating-point tensor (num_embeddings, "
+                             f"embedding_dim), got {got}")
+        if not isinstance(freeze, bool):
+            raise TypeError(f"Embedding.from_pretrained expects freeze to be True or False, got {freeze!r}")
+        if freeze:
+            raise NotImplementedError("Embedding.from_pretrained(freeze=True): minidl has no requires_grad switch to "
+                                      "mark the table frozen; pass freeze=False, and keep the table fixed by leaving "
+                                      "the embedding's weight out of the optimizer")
+        V, D = embeddings.shape
+        # a generator of its own: the table drawn here is replaced, and torch's global one is left as it was
+        e = cls(V, D, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse, device=embeddings.device,
+                dtype=embeddings.dtype, generator=torch.Generator(embeddings.device))
+        e.weight = Parameter(embeddings)
+        return e
 
     def reset_parameters(self,
                          generator: torch.Generator | None = None, # random generator (default: torch's global one)
@@ -143,3 +165,17 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.embedding_dim}" + (
             '' if self.padding_idx is None else f", padding_idx={self.padding_idx}"
         )
+
+def _check_padding_idx(padding_idx, who: str, m: Embedding) -> int | None:
+    "`None`, or an integer in [-V, V) as the row it names, in [0, V) (as torch: -1 is the last row)."
+    if padding_idx is None: return None
+    V = m.num_embeddings
+    if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral) or not -V <= padding_idx < V:
+        raise ValueError(f"{who} expects padding_idx to be None or an integer in [{-V}, {V}) (num_embeddings={V}), "
+                         f"got {padding_idx!r}")
+    return int(padding_idx) % V
+
+# a setting (see `_setting`): checked when written, and a change after forward makes backward wait for a new forward
+Embedding.padding_idx = _setting('padding_idx', _check_padding_idx, "The row that stays zero and gets no gradient "
+                                 "(`None`: none), in [0, num_embeddings).", with_module=True)
+

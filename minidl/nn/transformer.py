@@ -7,16 +7,28 @@ Docs: https://minidl.github.io/minidl/transformer.html.md"""
 # %% ../../nbs/22_transformer.ipynb #ddea8807
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
 
-from .._checks import check_grad, check_size, check_tensor, fmt_shape
+from minidl.nn.module import (
+    Module,
+    Parameter,
+    _check_accumulators,
+    _method_of,
+    _not_called,
+    _parse_device,
+    _parse_dtype,
+    _saved_of,
+    _Tensor,
+)
+
+from .._checks import check_flag, check_grad, check_size, check_tensor, fmt_shape
 from .activation import GEGLU, GELU, ReLU
 from .attention import CausalSelfAttention
 from .dropout import Dropout
 from .linear import Linear
-from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _saved_of, _Tensor
 from .normalization import LayerNorm
 
 # %% auto #0
@@ -108,7 +120,11 @@ class TransformerBlock(_Composite):
                  # `'gelu'`, `'relu'`, `'geglu'` (`GEGLU`: linear1 is then 2 dim_feedforward wide), or a minidl module
                  activation: str | Module = 'gelu',
                  layer_norm_eps: float = 1e-5, # eps of both LayerNorms
-                 *, # (the others by name: torch's next two are batch_first and norm_first, which this block fixes)
+                 *, # (the others by name)
+                 # torch's next two, which this block fixes: accepted as `True` (its layout and arrangement), refused
+                 # as `False`
+                 batch_first: bool = True,
+                 norm_first: bool = True,
                  bias: bool = True, # biases in the linear layers, the attention and the LayerNorms
                  device=None, # device of the parameters (default: CPU)
                  dtype=None, # floating-point dtype of the parameters (default: `torch.get_default_dtype()`)
@@ -124,6 +140,7 @@ class TransformerBlock(_Composite):
                                f"Module, got {activation!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(f"TransformerBlock expects a dropout probability in [0, 1], got {dropout!r}")
+        _check_block_args(E, nhead, layer_norm_eps, batch_first, norm_first, bias, device, dtype, generator)
         kw = dict(device=device, dtype=dtype)
         self.self_attn = CausalSelfAttention(E, nhead, dropout=dropout, bias=bias, generator=generator, **kw)
         # a gated activation (`gated = True`, as GEGLU) halves its input: the value and the gate, F each
@@ -138,9 +155,13 @@ class TransformerBlock(_Composite):
 
     def forward(self,
                 x: torch.Tensor, # input `(B, T, d_model)`
+                # torch's masks: the causal mask is built in, so only `None` (and `is_causal=True`) are accepted
+                src_mask=None, src_key_padding_mask=None, is_causal: bool | None = None,
                ) -> torch.Tensor: # output `(B, T, d_model)`
         ("x1 = x + dropout1(self_attn(norm1(x))); return x1 + "
          "dropout2(linear2(dropout(activation(linear1(norm2(x1)))))).")
+        if src_mask is not None or src_key_padding_mask is not None or is_causal is not None:
+            _check_masks(src_mask, src_key_padding_mask, is_causal)
         x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                  # x1 = x + Drop(Attn(LN1(x)))
         # y = x1 + Drop(FF(LN2(x1)))
         y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)
@@ -165,6 +186,34 @@ class TransformerBlock(_Composite):
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, nhead={self.self_attn.num_heads}"
 
+def _check_block_args(E, nhead, eps, batch_first, norm_first, bias, device, dtype, generator):
+    "The block's arguments that its modules take too, checked first: an error names the block and its argument."
+    H = check_size(nhead, 'nhead', 'TransformerBlock')
+    if E % H: raise ValueError(f"TransformerBlock expects nhead to divide d_model, got d_model={E}, nhead={H}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+        raise ValueError("TransformerBlock expects layer_norm_eps to be a finite number > 0 (it keeps a constant row "
+                         f"from dividing 0 by 0), got {eps!r}")
+    for name, v in (('batch_first', batch_first), ('norm_first', norm_first), ('bias', bias)):
+        check_flag(v, name, 'TransformerBlock')
+    for name, v in (('batch_first', batch_first), ('norm_first', norm_first)):
+        if not v: raise ValueError(f"TransformerBlock is batch-first (input (B, T, d_model)) and pre-norm (each "
+                                   f"sub-layer normalises its input): it takes {name}=True only, got {name}=False; "
+                                   "transpose a (T, B, d_model) input with x.transpose(0, 1)")
+    _parse_device('TransformerBlock', device), _parse_dtype('TransformerBlock', dtype)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError("TransformerBlock expects generator to be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
+
+def _check_masks(src_mask, src_key_padding_mask, is_causal):
+    "torch's mask arguments of `forward`: the block is causal by construction, and takes no other mask."
+    if src_mask is not None or src_key_padding_mask is not None:
+        name = 'src_mask' if src_mask is not None else 'src_key_padding_mask'
+        raise ValueError(f"TransformerBlock takes no {name}: the causal mask is built in (position t sees positions "
+                         "<= t) and there is no padding mask; leave it out (is_causal=True is accepted)")
+    if is_causal is not True:
+        raise ValueError(f"TransformerBlock is causal by construction: is_causal=True (or left out) only, got "
+                         f"is_causal={is_causal!r}")
+
 # %% ../../nbs/22_transformer.ipynb #e7b2c4d2
 @_method_of(TransformerBlock)
 def _accept(self, x):
@@ -177,6 +226,20 @@ def _accept(self, x):
         raise ValueError(f"TransformerBlock expects an input of shape (B, T, {self.d_model}) (d_model={self.d_model}), "
                          f"got {fmt_shape(x.shape)}")
     return x
+
+@_method_of(TransformerBlock)
+def _check_input(self, x):
+    ("Called once a module inside refused the input (`Module._forward_error`): an input that is not floating-point, or "
+     "of another dtype or device than the block's parameters, is named as the block's.")
+    check_tensor(x, 'input', 'TransformerBlock')
+    if len(kinds := {(p.value.dtype, p.value.device) for p in self.parameters()}) != 1: return  # cast on its own
+    ((dtype, device),) = kinds                                                      # (its module names it)
+    if x.dtype != dtype:
+        raise TypeError(f"TransformerBlock has {dtype} parameters but got a {x.dtype} input: convert one of them "
+                        f"(x.to({dtype}) or block.to(dtype={x.dtype}))")
+    if x.device != device:
+        raise RuntimeError(f"TransformerBlock has parameters on {device} but got an input on {x.device}: move one "
+                           "of them with .to()")
 
 @_method_of(TransformerBlock)
 def _check_parameters(self, modules: tuple):

@@ -217,3 +217,19 @@ def test_the_output_projection_called_on_its_own_between_forward_and_backward_is
     with pytest.raises(RuntimeError, match=r'CausalSelfAttention.backward: its module out_proj \(Linear\) ran forward'):
         attn.backward(torch.ones_like(y))
     assert_unchanged(before, snapshot(attn))
+
+
+def test_dropout_written_later_is_checked_and_sizes_are_fixed():
+    a = CausalSelfAttention(8, 2, dtype=F64)
+    for bad in (2.0, -0.5, '0.1', True):
+        with pytest.raises(ValueError, match='dropout probability in'): a.dropout = bad
+    assert a.dropout == 0.0
+    x = torch.randn(2, 5, 8, dtype=F64); a(x); snap = snapshot(a)
+    a.dropout = 0.5                                                       # a change after forward: backward waits
+    with pytest.raises(RuntimeError, match='its dropout was changed after its forward'): a.backward(torch.ones_like(x))
+    assert_unchanged(snap, snapshot(a))
+    for name in ('num_heads', 'head_dim', 'embed_dim'):
+        with pytest.raises(AttributeError, match=f'{name} is fixed when the layer is made'): setattr(a, name, 4)
+    assert (a.embed_dim, a.num_heads, a.head_dim) == (8, 2, 4)
+    with pytest.raises(TypeError, match="torch's MultiheadAttention takes add_bias_kv there"):
+        CausalSelfAttention(8, 2, 0.0, True, False)

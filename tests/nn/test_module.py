@@ -767,3 +767,40 @@ def test_a_copy_made_between_forward_and_backward_backpropagates_what_the_forwar
     model(x); model.layers[0].weight.value.mul_(2)  # a saved tensor edited in place, then the copy
     twin = copier(model)
     with pytest.raises(RuntimeError, match='modified in place when it was copied'): twin.backward(g)
+
+
+def _keep(mod, args, out):  # hooks that pickle can copy (module-level functions)
+    return None
+
+
+def _keep_grad(mod, grad_input, grad_output):
+    return None
+
+
+@pytest.mark.parametrize('copier', [copy.copy, copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))])
+def test_a_copy_of_a_hooked_module_runs_and_saves_on_itself(copier):
+    "The hooked forward/backward are bound to the copy: a shallow copy's used to run (and save) on the original."
+    torch.manual_seed(0)
+    m = LayerNorm(4, dtype=F64)
+    m.register_forward_hook(_keep); m.register_full_backward_hook(_keep_grad)
+    x1, x2, g = torch.randn(3, 4, dtype=F64), torch.randn(3, 4, dtype=F64) * 5 + 1, torch.randn(3, 4, dtype=F64)
+    m(x1)
+    c = copier(m)
+    c(x2)
+    ref = LayerNorm(4, dtype=F64); ref(x2)
+    assert_close(c.backward(g), ref.backward(g))                     # the gradient of x2, the copy's own input
+    assert vars(c)['forward'].__self__ is c and vars(c)['backward'].__self__ is c
+    assert m._saved[0] is not c._saved[0]                            # the original kept its own state
+    ref1 = LayerNorm(4, dtype=F64); ref1(x1)
+    assert_close(m.backward(g), ref1.backward(g))
+
+
+def test_torch_hook_options_are_refused_clearly():
+    lin = Linear(3, 2)
+    assert_clear_error(NotImplementedError, 'with_kwargs=True is an option of torch',
+                       lin.register_forward_hook, _keep, with_kwargs=True)
+    assert_clear_error(NotImplementedError, 'always_call=True is an option of torch',
+                       lin.register_forward_hook, _keep, always_call=True)
+    assert_clear_error(NotImplementedError, 'with_kwargs=True', lin.register_forward_pre_hook, _keep, with_kwargs=True)
+    assert_clear_error(NotImplementedError, 'use register_full_backward_hook', lin.register_backward_hook, _keep)
+    assert 'forward' not in vars(lin)

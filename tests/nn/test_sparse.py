@@ -72,3 +72,32 @@ def test_torch_options_that_change_the_maths_are_refused_unless_at_their_default
             Embedding(5, 2, **kw)
     with pytest.raises(NotImplementedError, match='max_norm=1.0'): Embedding(5, 2, None, 1.0)
     with pytest.raises(TypeError, match='positional'): Embedding(5, 2, None, None, 2.0, False, False, 'cpu')
+
+
+def test_padding_idx_written_later_is_checked_normalised_and_waits_for_a_forward():
+    "As torch: -1 is the last row, out of range is refused, and backward uses the value of its forward."
+    e = Embedding(5, 3, dtype=F64)
+    t = torch.nn.Embedding(5, 3, dtype=F64); t.load_state_dict(e.state_dict())
+    e.padding_idx = -1; t.padding_idx = -1
+    idx, g = torch.tensor([4, 4, 1]), torch.ones(3, 3, dtype=F64)
+    e(idx); e.backward(g); t(idx).backward(g)
+    assert e.padding_idx == 4 and torch.equal(e.weight.grad, t.weight.grad)   # the padding row got no gradient
+    with pytest.raises(ValueError, match=r'padding_idx to be None or an integer in \[-5, 5\).*got 7'):
+        e.padding_idx = 7
+    assert e.padding_idx == 4
+    e(torch.tensor([1, 2])); snap = snapshot(e)
+    e.padding_idx = 1                                                        # between forward and backward
+    with pytest.raises(RuntimeError, match='its padding_idx was changed after its forward'):
+        e.backward(torch.ones(2, 3, dtype=F64))
+    assert_unchanged(snap, snapshot(e))
+
+
+def test_from_pretrained_shares_the_table_and_refuses_freeze():
+    w = torch.randn(4, 2, dtype=F64)
+    rng = torch.get_rng_state()
+    e = Embedding.from_pretrained(w, freeze=False, padding_idx=1)
+    assert torch.equal(torch.get_rng_state(), rng)                           # torch's global generator untouched
+    t = torch.nn.Embedding.from_pretrained(w, freeze=False, padding_idx=1)
+    assert e.weight.value.data_ptr() == w.data_ptr() and torch.equal(e.weight.value, t.weight.detach())
+    with pytest.raises(NotImplementedError, match='pass freeze=False'): Embedding.from_pretrained(w)
+    with pytest.raises(ValueError, match='2-D floating-point tensor'): Embedding.from_pretrained(w.long(), freeze=False)

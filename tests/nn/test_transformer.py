@@ -192,11 +192,12 @@ def test_block_backward_before_forward_and_after_a_failed_forward():
         b.backward(torch.ones(2, 3, 8, dtype=F64))
     with pytest.raises(TypeError, match='TransformerBlock expects the input to be a torch.Tensor, got list'):
         b([[1.0] * 8])
-    # norm1's check
-    with pytest.raises(TypeError, match='LayerNorm expects a floating-point input'):
+    # refused by norm1, the first child, and named as the block's
+    with pytest.raises(TypeError, match='TransformerBlock expects a floating-point input'):
         b(torch.ones(2, 3, 8, dtype=torch.long))
     b(torch.randn(2, 3, 8, dtype=F64))
-    with pytest.raises(TypeError, match='float64'): b(torch.randn(2, 3, 8))   # refused by norm1, the first child
+    with pytest.raises(TypeError, match=r'TransformerBlock has torch.float64 parameters .*block.to\(dtype='):
+        b(torch.randn(2, 3, 8))
     with pytest.raises(RuntimeError, match='TransformerBlock.backward has nothing to backpropagate through'):
         b.backward(torch.ones(2, 3, 8, dtype=F64))
 
@@ -300,3 +301,32 @@ def test_a_module_replaced_inside_the_block_after_its_forward_is_named_so():
     with pytest.raises(RuntimeError, match='a module inside it was replaced after its forward'):
         block.backward(torch.ones_like(y))
     assert_unchanged(before, snapshot(block))
+
+
+def test_torch_habits_get_clear_answers():
+    "The values the block fixes are accepted, the others refused saying what the block is; its mask is built in."
+    b = TransformerBlock(8, 2, 16, batch_first=True, norm_first=True, dtype=F64)
+    for name in ('batch_first', 'norm_first'):
+        with pytest.raises(ValueError, match=rf'batch-first .* and pre-norm .*{name}=True only, got {name}=False'):
+            TransformerBlock(8, 2, 16, **{name: False})
+    x = torch.randn(2, 3, 8, dtype=F64)
+    assert torch.equal(b(x, is_causal=True), b(x)) and torch.equal(b(x, None), b(x))
+    snap = snapshot(b)
+    with pytest.raises(ValueError, match='takes no src_mask: the causal mask is built in'):
+        b(x, src_mask=causal_bool(3))
+    with pytest.raises(ValueError, match='takes no src_key_padding_mask'):
+        b(x, src_key_padding_mask=torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match='causal by construction'): b(x, is_causal=False)
+    assert_unchanged(snap, snapshot(b))
+
+
+@pytest.mark.parametrize('kwargs, exc, match', [
+    (dict(layer_norm_eps=0), ValueError, 'TransformerBlock expects layer_norm_eps to be a finite number > 0'),
+    (dict(bias='yes'), TypeError, "TransformerBlock expects bias to be True or False, got 'yes'"),
+    (dict(nhead=3), ValueError, 'TransformerBlock expects nhead to divide d_model, got d_model=8, nhead=3'),
+    (dict(nhead=0), ValueError, 'TransformerBlock expects nhead to be a positive integer'),
+    (dict(dtype=torch.int64), TypeError, 'TransformerBlock expects a floating-point dtype'),
+])
+def test_block_arguments_are_named_as_the_blocks(kwargs, exc, match):
+    args = dict(d_model=8, nhead=2, dim_feedforward=16) | kwargs
+    with pytest.raises(exc, match=match): TransformerBlock(**args)
