@@ -109,6 +109,16 @@ def shutdown():
     if is_distributed(): dist.destroy_process_group()
 
 # %% ../nbs/60_distributed.ipynb #91bb0114
+def _check_joined(who: str):
+    ("Refuse to default to one process when torchrun launched several and the process group is not initialised: "
+     "every rank would train alone on all the data, and write the same files.")
+    try: info = launch_info()
+    except RuntimeError: return  # an environment torchrun did not make: not ours to judge here
+    if info is not None and info['world_size'] > 1 and not is_distributed():
+        raise RuntimeError(f"{who}: this process was launched by torchrun with WORLD_SIZE={info['world_size']} "
+                           f"(RANK={info['rank']}), but the process group is not initialised, so it would run "
+                           "as one process of one: call minidl.distributed.init_distributed() first")
+
 def print_main(*args, **kwargs):
     "`print` on rank 0 only."
     if is_main_process(): print(*args, **kwargs)
@@ -138,6 +148,7 @@ class ShardedSampler:
         batch_size = n if batch_size is None else min(check_int(batch_size, 'batch_size', who, min=1), n)
         seed = check_int(seed, 'seed', who, min=0)
         if seed >= 2**31: raise ValueError(f"{who} expects seed < 2**31, got {seed}")
+        if world_size is None: _check_joined(who)  # under torchrun, but init_distributed() was not called
         world_size = get_world_size() if world_size is None else check_int(world_size, 'world_size', who, min=1)
         rank = get_rank() if rank is None else check_int(rank, 'rank', who, min=0)
         if rank >= world_size: raise ValueError(f"{who} expects rank < world_size, got rank={rank} and "
@@ -261,10 +272,12 @@ class DataParallel:
         grads = [p.grad for p in self.params]
         self._layout = [(g.shape, g.dtype, g.device) for g in grads]
         self.buckets = _buckets(grads, int(self.bucket_cap_mb * 2**20))
-        # one flat buffer per bucket, with one extra element for the sample count (see below)
+        # one flat buffer per bucket, with one extra element for the sample count (see below); float32 at least:
+        # count_r * grad_r would overflow float16 (65504) where the mean itself does not
         self._flats = [
             torch.empty(
-                sum(grads[i].numel() for i in b) + 1, dtype=grads[b[0]].dtype, device=grads[b[0]].device
+                sum(grads[i].numel() for i in b) + 1, device=grads[b[0]].device,
+                dtype=torch.promote_types(grads[b[0]].dtype, torch.float32),
             )
             for b in self.buckets
         ]
@@ -296,7 +309,10 @@ class DataParallel:
         t0 = time.perf_counter() if self.timed else 0.0
         works = []
         for b, flat, views in zip(self.buckets, self._flats, self._views):
-            for i, v in zip(b, views): torch.mul(self.params[i].grad.reshape(-1), count, out=v)  # pack count_r * grad_r
+            for i, v in zip(b, views):  # pack count_r * grad_r (float16, bfloat16: in float32)
+                g = self.params[i].grad.reshape(-1)
+                if v.dtype == g.dtype: torch.mul(g, count, out=v)
+                else: v.copy_(g).mul_(count)
             flat[-1].fill_(count)
             # sum over the ranks; the next bucket is packed meanwhile
             works.append(dist.all_reduce(flat, async_op=True))
@@ -304,7 +320,8 @@ class DataParallel:
             w.wait()
             for i, v in zip(b, views):  # unpack, divided by sum_r count_r (the global batch size)
                 g = self.params[i].grad
-                torch.div(v.view_as(g), flat[-1], out=g)
+                if v.dtype == g.dtype: torch.div(v.view_as(g), flat[-1], out=g)
+                else: g.copy_(torch.div(v.view_as(g), flat[-1]))  # float16, bfloat16: the mean, rounded once
         if self.timed:
             if flat.is_cuda: torch.cuda.synchronize(flat.device)
             self.comm_seconds += time.perf_counter() - t0
@@ -373,17 +390,27 @@ def _wait_for_the_others(store, rank: int, world: int, patience: float = 5.0):
 def fail_fast():
     "Run the body so that an exception on any rank stops every rank within seconds, each saying which rank failed."
     try: yield
-    except Exception as e:
-        if not is_distributed(): raise
+    except BaseException as e:  # Ctrl-C and sys.exit too: the others must not wait for this rank
+        if not is_distributed() or (isinstance(e, SystemExit) and e.code in (0, None)): raise
         rank, world, store = get_rank(), get_world_size(), _store()
         first = _first_failure(store)
-        if first is None:  # this rank failed first (or cannot tell): show where, and leave the message for the others
-            msg = f"rank {rank} of {world} failed: {type(e).__name__}: {e}"
+        if first is None and isinstance(e, RuntimeError) and any(s in str(e) for s in _PEER_GONE):
+            # a rank that died (killed, out of memory) left no message: its connections closed under this one
+            msg = (f"rank {rank} of {world} stopped because another rank ended without a message (its connection "
+                   f"closed: {str(e).splitlines()[0][:160]})")
+        elif first is None:  # this rank failed first: show where, and leave the message for the others
+            what = f"exited with status {e.code}" if isinstance(e, SystemExit) else (
+                'was interrupted' if isinstance(e, KeyboardInterrupt) else f"failed: {type(e).__name__}: {e}")
+            msg = f"rank {rank} of {world} {what}"
             with contextlib.suppress(Exception): store.set(_FAILED, msg)
-            traceback.print_exc()
+            if isinstance(e, Exception): traceback.print_exc()
         else: msg = f"rank {rank} of {world} stopped because {first}"  # the first failure, named
         print(f"minidl.distributed: {msg}", file=sys.stderr, flush=True)
         _wait_for_the_others(store, rank, world)
         # closes the connections: the others' collectives fail now
         with contextlib.suppress(Exception): dist.destroy_process_group()
+        if not isinstance(e, Exception): raise  # an exit or Ctrl-C goes on as it was, once the others know
         raise DistributedError(msg) from e
+
+# what gloo (and NCCL) say when the process at the other end of a connection is gone
+_PEER_GONE = ('closed by peer', 'reset by peer', 'Broken pipe', 'Connection refused', 'Connection closed')

@@ -195,6 +195,16 @@ def _worker(scenario, out):
         if scenario == 'settings':  # the ranks disagree on the bucket size: every rank must say so, none may hang
             try: D.DataParallel(_model(100), N, BATCH, seed=3, bucket_cap_mb=25 if rank == 0 else 1)
             except ValueError as e: print(f"refused: {e}")
+        if scenario == 'edge':  # float16 gradients averaged without overflow, then rank 1 exits: rank 0 says so
+            from minidl.nn.container import Sequential
+            from minidl.nn.linear import Linear
+            model = Sequential(Linear(1, 1)).to(dtype=torch.float16)
+            dp = D.DataParallel(model, 10**5, 4096)
+            for p in model.parameters(): p.grad.fill_(40.0)
+            dp.average_gradients(2048)  # 40 * 2048 is beyond float16's largest number, 65504; the mean, 40, is not
+            print(f"float16 mean {[p.grad.item() for p in model.parameters()]}", flush=True)
+            if rank == 1: sys.exit(3)
+            dp.average_gradients(2048)  # rank 1 is gone
         D.print_main(f"rank 0 of {world} done")  # printed once, by rank 0
         if world == 3:  # then rank 1 fails in the middle of an epoch: every rank must stop, naming rank 1
             model = _model(100)
@@ -348,6 +358,25 @@ def test_a_sample_count_that_is_not_a_finite_positive_number_is_refused(count):
     with pytest.raises(ValueError, match='expects a sample count > 0, finite'):
         dp.average_gradients(count)
     assert all(torch.equal(a, p.grad) for a, p in zip(before, model.parameters()))
+
+
+def test_float16_gradients_average_without_overflow_and_a_rank_that_exits_is_named(tmp_path):
+    (rc0, out0, err0), (rc1, out1, err1) = _by_hand(2, 'edge', tmp_path)
+    for out, err in ((out0, err0), (out1, err1)): assert 'float16 mean [40.0, 40.0]' in out, err[-2000:]
+    assert rc1 == 3 and rc0 != 0
+    assert 'rank 0 of 2 stopped because rank 1 of 2 exited with status 3' in err0, err0[-2000:]
+
+
+def test_torchrun_without_init_distributed_is_refused(monkeypatch):
+    "every rank would train alone on all the data, as rank 0, and write the same files"
+    from minidl import Linear
+    from minidl.distributed import DataParallel, ShardedSampler
+    for k, v in dict(RANK='1', WORLD_SIZE='2', LOCAL_RANK='1', MASTER_ADDR='127.0.0.1', MASTER_PORT='29500').items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(RuntimeError, match='WORLD_SIZE=2 .*call minidl.distributed.init_distributed'):
+        ShardedSampler(10, 5)
+    with pytest.raises(RuntimeError, match='process group is not initialised'): DataParallel(Linear(2, 2), 10)
+    assert ShardedSampler(10, 5, rank=0, world_size=1).world_size == 1  # given explicitly: as asked
 
 
 def test_missing_environment_is_a_clear_error(monkeypatch):

@@ -574,9 +574,10 @@ class Optimizer:
             _tensors(self, 'zero_grad')  # the clear error that names the wrong gradient
             for i, g in enumerate(grads):
                 if g.is_inference():
-                    raise RuntimeError(f"{type(self).__name__}.zero_grad: the gradient of parameter {i} is an inference "
-                                       "tensor (made under torch.inference_mode()), which cannot be zeroed in place; "
-                                       "nothing was zeroed. Assign p.grad = torch.zeros_like(p.value)") from None
+                    raise RuntimeError(f"{type(self).__name__}.zero_grad: the gradient of parameter {i} is an "
+                                       "inference tensor (made under torch.inference_mode()), which cannot be zeroed "
+                                       "in place; nothing was zeroed. Assign p.grad = torch.zeros_like(p.value)"
+                                       ) from None
             raise
         self._zeroable = key
 
