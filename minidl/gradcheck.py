@@ -15,6 +15,7 @@ import numbers
 import torch
 
 from ._checks import check_flag, check_seed
+from .nn.module import _overlaps
 
 # %% auto #0
 __all__ = ['gradcheck']
@@ -88,6 +89,14 @@ def _check_settings(eps, atol, rtol, seed, raise_exception):
     check_seed(seed, 'seed', 'gradcheck')
     check_flag(raise_exception, 'raise_exception', 'gradcheck')
 
+def _float64_copy(t: torch.Tensor) -> torch.Tensor:
+    ("A float64 copy of `t` (an integer target keeps its dtype) with its strides, so that a non-contiguous input "
+     "(transposed, sliced) is checked as it is; contiguous where elements share memory (an expanded input), since "
+     "each element is perturbed on its own.")
+    dtype, t = torch.float64 if t.is_floating_point() else t.dtype, t.detach()
+    if _overlaps(t): return t.to(dtype, memory_format=torch.contiguous_format, copy=True)
+    return torch.empty_strided(t.shape, t.stride(), dtype=dtype, device=t.device).copy_(t)
+
 def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(prediction, target)`)
               # `x` for a module; `prediction, target` for a loss (the target may be an integer tensor)
               *inputs: torch.Tensor,
@@ -113,8 +122,8 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
             )
     f = copy.deepcopy(f)  # work on a float64 copy: the caller's module is left untouched
     if hasattr(f, 'to'): f.to(dtype=torch.float64)  # integer buffers keep their dtype
-    # float64 copies that keep the strides (a non-contiguous input stays so); an integer target keeps its dtype
-    inputs = [t.detach().to(torch.float64 if t.is_floating_point() else t.dtype, copy=True) for t in inputs]
+    # float64 copies with the inputs' strides (a non-contiguous input stays so); an integer target keeps its dtype
+    inputs = [_float64_copy(t) for t in inputs]
     params = f.parameters() if hasattr(f, 'parameters') else []
     for p in params: p.zero_grad()
     x, errors = inputs[0], []
@@ -133,11 +142,15 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
         scalar = lambda: float((f(x) * R).sum())
     else:  # a loss: already a scalar, differentiate with respect to the prediction only
         loss = f(*inputs)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        # one loss per element (even a single one): backward needs the upstream gradient, which a loss is not given
+        unreduced = getattr(f, 'reduction', None) == 'none'
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or unreduced:
             raise TypeError(
                 f"gradcheck: the loss returned {type(loss).__name__}"
                 + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else '')
                 + ", expected a scalar tensor"
+                + (" (reduction='none' keeps one loss per element: check the loss with reduction='sum' or 'mean')"
+                   if unreduced else '')
             )
         backward = f.backward
         scalar = lambda: float(f(*inputs))

@@ -117,3 +117,28 @@ def test_a_gradient_off_by_one_in_ten_thousand_fails_at_a_large_scale_too():
             return gx
     torch.manual_seed(0)
     assert not gradcheck(Off(16, 8), torch.rand(8, 16, dtype=torch.float64) * 255, raise_exception=False)
+
+
+@pytest.mark.parametrize('n', [1, 3])
+def test_gradcheck_refuses_unreduced_losses_clearly(n):
+    "One loss per element, even one: backward needs an upstream gradient; the same clear message for every size."
+    assert_clear_error(TypeError, ["expected a scalar tensor", "reduction='none'"],
+                       gradcheck, LossMSE(reduction='none'), torch.randn(n), torch.randn(n))
+
+
+@pytest.mark.parametrize('make, strides', [
+    (lambda: torch.randn(4, 6)[:, ::2], (6, 2)),       # sliced: kept
+    (lambda: torch.randn(3, 4).t(), (1, 4)),           # transposed: kept
+    (lambda: torch.randn(2, 3, 4).permute(2, 0, 1)[::2], (2, 12, 4)),
+    (lambda: torch.randn(4, 1).expand(4, 3), (3, 1)),  # expanded: contiguous (elements are perturbed one at a time)
+])
+def test_gradcheck_keeps_the_input_strides(make, strides):
+    seen = []
+
+    class Noting(Linear):
+        def forward(self, x):
+            seen.append(x.stride())
+            return super().forward(x)
+    x = make()
+    assert gradcheck(Noting(x.shape[-1], 2), x)
+    assert seen[0] == strides

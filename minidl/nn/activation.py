@@ -115,10 +115,11 @@ class LeakyReLU(_OnInput):
         if a == 0: return torch.where(x > 0, x, x * a)
         return torch.maximum(x, x * a) if a <= 1 else torch.minimum(x, x * a)
 
-    def vjp(self, g, x):
+    def vjp(self, g, x):  # G * (1 if x > 0 else a), the factor exactly 1 or a (0 at x = 0: the left derivative)
         a = self.negative_slope
-        step = x.sign().clamp_(min=0)          # 1[x > 0] (0 at x = 0: the left derivative, as torch)
-        return step.mul_(1 - a).add_(a).mul_(g)  # G * (1 if x > 0 else a)
+        if 0 <= a <= 1: return x.sign().clamp_(min=a).mul_(g)  # sign -1, 0 (NaN too), 1 -> a, a, 1
+        h = x.sign().clamp_(min=0)                              # h = 1[x > 0]
+        return h.add_(h - 1, alpha=-a).mul_(g)                  # h - a (h - 1): 1 or a, for any slope
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}" + (', inplace=True' if self.inplace else '')
 
@@ -274,7 +275,7 @@ class Softmax(Module):
     def __init__(self,
                  dim: int = -1, # the dimension that sums to 1 (negative counts from the end)
                 ):
-        self.dim = _check_dim(dim, 'Softmax')
+        self.dim = dim  # checked when written, here and later (see below)
 
     def forward(self,
                 x: torch.Tensor, # input, any shape
@@ -305,13 +306,17 @@ class Softmax(Module):
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
 
+# a setting (see `_setting`): checked when written, and a changed one makes `backward` wait for a new forward
+Softmax.dim = _setting('dim', _check_dim, "The dimension along which the probabilities sum to 1 (an integer, "
+                         "negative counts from the end).")
+
 # %% ../../nbs/11_activation.ipynb #7f08b1e5
 class LogSoftmax(Module):
     "Logarithm of the softmax along `dim`, computed stably as `(x - m) - log(sum(exp(x - m)))`."
     def __init__(self,
                  dim: int = -1, # the dimension along which the probabilities sum to 1
                 ):
-        self.dim = _check_dim(dim, 'LogSoftmax')
+        self.dim = dim  # checked when written, here and later (see below)
 
     def forward(self,
                 x: torch.Tensor, # input, any shape
@@ -339,3 +344,6 @@ class LogSoftmax(Module):
     _accept_grad = _accept_like_saved  # a gradient like the output
 
     def extra_repr(self) -> str: return f"dim={self.dim}"
+
+LogSoftmax.dim = _setting('dim', _check_dim, "The dimension along which the probabilities sum to 1 (an integer, "
+                         "negative counts from the end).")

@@ -247,6 +247,46 @@ class Sequential(Module):
         names = tuple(map(str, range(len(keep)))) if positional else tuple(self._names[j] for j in keep)
         self._replace(tuple(self.layers[j] for j in keep), names, 'a module was removed after its forward')
 
+    def pop(self,
+            index: int | slice, # position of the module to remove (negative counts from the end), or a slice
+           ) -> Module | Sequential:
+        "Remove the module at `index` and return it (a slice: a `Sequential` of those modules), as torch's `pop`."
+        out = self[index]  # checks the index before anything changes
+        del self[index]
+        return out
+
+    def add_module(self,
+                   name: str, # its name (`seq.name`, `'name.weight'` in `state_dict`): no '.', not an attribute
+                   module: Module, # the module to add
+                  ):
+        ("Add `module` at the end under `name`, checked as `append` (a module already named `name` is replaced in "
+         "its place, as torch).")
+        _check_name(name)
+        if name in self._names:
+            k = self._names.index(name)
+            self._replace(self.layers[:k] + (module,) + self.layers[k + 1:], self._names,
+                          'a module was replaced after its forward')
+        else: self._replace(self.layers + (module,), self._names + (name,))
+
+    def get_submodule(self,
+                      target: str, # a dotted name, as `named_modules` gives it (`'0'`, `'fc1'`, `'2.block.0'`)
+                     ) -> Module:
+        "The module named `target` (`''`: the container itself), as torch's `get_submodule`; else a clear error."
+        if not isinstance(target, str):
+            raise TypeError(f"get_submodule expects a dotted name such as '0' or '2.block', got {type_name(target)}")
+        m, path = self, []
+        for name in target.split('.') if target else ():
+            children = dict(m.named_children())
+            if name not in children:
+                where = f"{'.'.join(path)} ({type(m).__name__})" if path else f"the {type(m).__name__}"
+                kind = ('a Parameter' if isinstance(getattr(m, name, None), Parameter)
+                        else 'not a module' if hasattr(m, name) else None)
+                what = f"{name!r} is {kind}" if kind else f"it has no module named {name!r}"
+                raise AttributeError(f"get_submodule({target!r}): in {where}, {what}; its modules: "
+                                     f"{', '.join(children) or 'none'} (named_modules() lists every dotted name)")
+            m = children[name]; path.append(name)
+        return m
+
 
 # %% ../../nbs/13_container.ipynb #0637c805
 _MAX_KEYS = 32  # inputs of this many shapes remembered per container (a batch in pieces, sequences of varied lengths)

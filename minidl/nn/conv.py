@@ -288,32 +288,54 @@ for _name, _doc in (('kernel_size', "(kh, kw)"), ('stride', "(sh, sw)"), ('dilat
     setattr(Conv2d, _name, _fixed(_name, f"{_doc}; fixed when the layer is made."))
 
 # %% ../../nbs/17_conv.ipynb #cv0c0002
-Conv2d._seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
+# the `Parameter._edits` count at the last full check of the parameters (forward), of the gradient buffers (backward)
+Conv2d._seen = Conv2d._seen_grads = -1
 
 @_method_of(Conv2d)
 def _accept(self, x):
     "The input if one combined metadata test passes (see above), else the fully checked input."
     w, (kh, kw), (pt, pb, pl, pr), (dh, dw) = self.weight.value, self.kernel_size, self._pads, self.dilation
-    if (type(x) is torch.Tensor and x.dim() == 4 and x.shape[1] == self.in_channels and x.dtype == w.dtype
-            and x.device == w.device and x.shape[2] + pt + pb > dh * (kh - 1) and x.shape[3] + pl + pr > dw * (kw - 1)
-            and x.shape[2] and x.shape[3]):
+    if (type(x) is torch.Tensor and self._seen == Parameter._edits and x.dim() == 4 and x.shape[1] == self.in_channels
+            and x.dtype == w.dtype and x.device == w.device and x.shape[2] + pt + pb > dh * (kh - 1)
+            and x.shape[3] + pl + pr > dw * (kw - 1) and x.shape[2] and x.shape[3]):
         return x.detach() if x.requires_grad else x  # minidl records no graph
-    raise self._input_error(x, w)
+    return self._check_input(x)
 
 @_method_of(Conv2d)
-def _input_error(self, x, w: torch.Tensor) -> Exception:
-    "The error that says why `x` is not a valid input."
+def _check_input(self, x) -> torch.Tensor:
+    "Every check of an input and of the parameters, in order; returns the input without autograd history."
     # the window spans d (k - 1) + 1 pixels
     (kh, kw), (pt, pb, pl, pr), (dh, dw) = self.kernel_size, self._pads, self.dilation
     # fits iff H + pt + pb >= its span (pb - pt: 0 or 1)
     span = (dh * (kh - 1) + 1 - (pb - pt), dw * (kw - 1) + 1 - (pr - pl))
-    try: x = _check_image(x, 'Conv2d', span, (pt, pl), self.in_channels)
-    except (TypeError, ValueError) as e: return e
+    x = _check_image(x, 'Conv2d', span, (pt, pl), self.in_channels)
+    edits = Parameter._edits
+    self._check_parameters()
+    w = self.weight.value
     if x.dtype != w.dtype:
-        return TypeError(f"Conv2d has {w.dtype} parameters but got a {x.dtype} input: "
-                         f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
-    return RuntimeError(f"Conv2d has parameters on {w.device} but got an input on {x.device}: move one of "
-                        "them with .to()")
+        raise TypeError(f"Conv2d has {w.dtype} parameters but got a {x.dtype} input: "
+                        f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
+    if x.device != w.device:
+        raise RuntimeError(f"Conv2d has parameters on {w.device} but got an input on {x.device}: move one of "
+                           "them with .to()")
+    self._seen = edits
+    return x.detach() if x.requires_grad else x
+
+@_method_of(Conv2d)
+def _check_parameters(self):
+    ("The weight of shape (out_channels, in_channels, kh, kw), the bias of shape (out_channels,), both of one dtype "
+     "and device (a tensor put into `.value` by hand is checked here, as `Linear` does).")
+    w, b, co, ci = self.weight.value, self.bias, self.out_channels, self.in_channels
+    for name, t, shape, names in (('weight', w, (co, ci, *self.kernel_size), 'out_channels, in_channels, kh, kw'),
+                                  ('bias', b and b.value, (co,), 'out_channels')):
+        if t is not None and t.shape != shape:
+            raise RuntimeError(f"Conv2d's {name} has shape {fmt_shape(t.shape)}, expected {fmt_shape(shape)} "
+                               f"({names} = {', '.join(map(str, shape))}): was {name}.value replaced by hand? load "
+                               "values with load_state_dict, which checks them")
+    if b is not None and (b.value.dtype, b.value.device) != (w.dtype, w.device):
+        raise RuntimeError(f"Conv2d's weight is {w.dtype} on {w.device} but its bias is {b.value.dtype} on "
+                           f"{b.value.device} (a parameter was cast on its own): cast the whole layer with "
+                           "layer.to(...)")
 
 @_method_of(Conv2d)
 def _forward_error(self, x, refused: Exception) -> Exception:
@@ -329,8 +351,9 @@ def _accept_grad(self, g):
      "an assignment).")
     u, _, (N, C, H, W, Ho, Wo), _ = self._saved
     g = check_grad(g, 'Conv2d', shape=(N, self.out_channels, Ho, Wo), dtype=u.dtype, device=u.device)
-    if self._seen_grads != Parameter._edits:
+    if self._seen_grads != Parameter._edits:  # after an assignment: the parameters and every `.grad`, before any add
         edits = Parameter._edits
+        self._check_parameters()
         _check_accumulators(self, 'Conv2d')
         self._seen_grads = edits
     return g

@@ -12,7 +12,7 @@ import numbers
 import torch
 
 from .._checks import check_grad, check_tensor, fmt_shape
-from .module import Module
+from .module import Module, _setting
 
 # %% auto #0
 __all__ = ['Flatten']
@@ -24,10 +24,7 @@ class Flatten(Module):
                  start_dim: int = 1, # first dimension to merge (negative: from the end)
                  end_dim: int = -1, # last dimension to merge (negative: from the end)
                 ):
-        for name, v in (('start_dim', start_dim), ('end_dim', end_dim)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                raise TypeError(f"Flatten expects {name} to be an int, got {v!r}")
-        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self.start_dim, self.end_dim = start_dim, end_dim  # checked when written, here and later (see below)
 
     def forward(self,
                 x: torch.Tensor, # input, at least `max(start_dim, end_dim) + 1` dimensions
@@ -66,3 +63,15 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+def _check_flatten_dim(v, who: str, name: str = 'start_dim') -> int:
+    "An integer dimension (negative counts from the end), as an int."
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{who} expects {name} to be an int, got {v!r}")
+    return int(v)
+
+# settings (see `_setting`): checked when written, and a change makes `backward` wait for a new forward
+Flatten.start_dim = _setting('start_dim', _check_flatten_dim,
+                             "The first dimension merged (an int, negative from the end).")
+Flatten.end_dim = _setting('end_dim', lambda v, who: _check_flatten_dim(v, who, 'end_dim'),
+                           "The last dimension merged (an int, negative from the end).")

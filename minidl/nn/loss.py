@@ -15,7 +15,7 @@ import torch
 from .._checks import check_grad, check_tensor, fmt_shape
 from .activation import _log_softmax
 from .linear import _scalar
-from .module import SavesForBackward, _move, _parse_to, _setting, _Tensor
+from .module import Module, SavesForBackward, _move, _parse_to, _setting, _Tensor
 
 # %% auto #0
 __all__ = ['MSELoss', 'BCELoss', 'CrossEntropyLoss', 'Loss', 'LossMSE', 'LossBCE', 'LossCrossEntropy']
@@ -91,6 +91,24 @@ class Loss(SavesForBackward):
             if grad_output is None
             else check_grad(grad_output, type(self).__name__, shape=(), dtype=dtype, device=device)
         )
+
+    # the names of the tensors the loss holds, which `to` moves (the class weights of `LossCrossEntropy`)
+    _tensors: tuple = ()
+
+    def to(self, *args, **kwargs) -> Loss:
+        ("Move/cast the tensors the loss holds (`LossCrossEntropy`'s class weights; the others hold none), with "
+         "the arguments of `Module.to`; returns `self`, so that torch's `criterion.to(device)` works as it is.")
+        who = type(self).__name__
+        device, dtype, non_blocking, fmt = _parse_to(who, args, kwargs)
+        # every tensor is moved before any is replaced: a failed move changes nothing
+        moved = [(k, _move(t, device, dtype, non_blocking, fmt, who)) for k in self._tensors
+                 if (t := getattr(self, k)) is not None]
+        for k, t in moved: setattr(self, k, t)
+        return self
+
+    # `Module`'s casts and moves (`double()`, `cuda()`, ...), each a call of `to`: the same for modules and losses
+    double, float, half, bfloat16 = Module.double, Module.float, Module.half, Module.bfloat16
+    cpu, cuda = Module.cpu, Module.cuda
 
     def __repr__(self):
         return (
@@ -301,6 +319,7 @@ class LossCrossEntropy(Loss):
      "probabilities (the logits' shape), as `torch.nn.functional.cross_entropy`.")
     # `train` refuses one output per sample (a softmax over one class is 1, the loss stays 0)
     _softmax_over_classes = True
+    _tensors = ('weight',)  # what `to` moves and casts
     def __init__(self,
                  weight: torch.Tensor | None = None, # weight of each class, shape `(C,)` (default: all 1)
                  *, # (the others by name: torch's second and fourth are the deprecated size_average and reduce)
@@ -443,6 +462,11 @@ class LossCrossEntropy(Loss):
                                                                   if target.shape == idx_shape else ''))
             if target.dtype != x.dtype:
                 raise TypeError(f"{who} expects class probabilities of the logits' dtype {x.dtype}, got {target.dtype}")
+            if self.ignore_index >= 0:  # as torch: there is no class index to compare it with
+                raise ValueError(f"{who}(ignore_index={self.ignore_index}) got class probabilities (a floating-point "
+                                 "target): ignore_index applies to class indices only, as in torch ('ignore_index is "
+                                 "not supported for floating point target'); pass int64 class indices, or leave "
+                                 "ignore_index at its default, -100")
             target = target.detach()
         else:
             if target.dtype == torch.uint8: target = target.long()  # torch takes Byte class indices too
@@ -486,13 +510,6 @@ class LossCrossEntropy(Loss):
         return IndexError(f"LossCrossEntropy expects class indices in [0, {C}) for logits with C={C} "
                           f"classes, got values in [{lo}, {hi}] (besides ignore_index={self.ignore_index}, "
                           "whose targets are skipped)")
-
-    def to(self, *args, **kwargs) -> LossCrossEntropy:
-        "Move/cast the class weights (if any); same arguments as `Module.to`; returns `self`."
-        device, dtype, non_blocking, fmt = _parse_to('LossCrossEntropy', args, kwargs)
-        if self.weight is not None:
-            self.weight = _move(self.weight, device, dtype, non_blocking, fmt, 'LossCrossEntropy')
-        return self
 
     def __repr__(self):
         args = ([f"weight={fmt_shape(self.weight.shape)}"] if self.weight is not None else []) + (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 
 import torch
 
@@ -103,15 +104,17 @@ class _BatchNorm(Module):
             xc = x - mean
             var_sum = xc.square().sum(dims, keepdim=True)                 # sum (x - mu)^2
             s = var_sum.div(m).add_(self.eps).rsqrt_()                     # 1 / sqrt(biased var + eps)
-            if self.training and self.running_mean is not None: self._update_running(mean.view(C), var_sum.view(C), m)
         else:
             xc = x - self.running_mean.view(view)
             s = (self.running_var + self.eps).rsqrt_().view(view)
         xhat = xc.mul_(s)
+        if not self.affine: y = xhat.clone()  # a copy: the output is the caller's to edit, xhat stays for backward
+        elif self.bias is None: y = xhat * self.weight.value.view(view)
+        else: y = torch.addcmul(self.bias.value.view(view), xhat, self.weight.value.view(view))  # beta + xhat * gamma
         self._save_for_backward(xhat, s, batch_stats, self.weight.value if self.affine else None)  # gamma: see backward
-        if not self.affine: return xhat.clone()  # a copy: the output is the caller's to edit, xhat stays for backward
-        if self.bias is None: return xhat * self.weight.value.view(view)
-        return torch.addcmul(self.bias.value.view(view), xhat, self.weight.value.view(view))  # beta + xhat * gamma
+        # last, once the output is computed: a forward that fails leaves the running statistics as they were
+        if self.training and self.running_mean is not None: self._update_running(mean.view(C), var_sum.view(C), m)
+        return y
 
     def _update_running(self, mean: torch.Tensor, var_sum: torch.Tensor, m: int):
         "Move the running statistics towards the batch's: mean, and the unbiased variance var_sum / (m - 1)."
@@ -144,7 +147,9 @@ class _BatchNorm(Module):
         m = xhat.numel() // C
         return _normalization_input_grad(g, xhat, sum_g.view(view) / m, sum_gx.view(view) / m, scale)
 
-    _seen_grads = -1  # the `Parameter._edits` count when the gradient buffers were last checked
+    # the `Parameter._edits` count when the parameters and buffers (forward), the gradient buffers (backward) were
+    # last checked: a buffer assigned by hand counts as an edit too (see `_buffer` below)
+    _seen = _seen_grads = -1
 
     # the mode decides whether one value per channel is enough: a container calls it every time
     _accept_reads_state = True
@@ -152,6 +157,7 @@ class _BatchNorm(Module):
     def _accept(self, x) -> torch.Tensor:
         ("The checked input; with batch statistics, more than one value per channel (the shape says it: no "
          "synchronisation).")
+        if self._seen != Parameter._edits: self._check_state()  # after an assignment: before anything is updated
         x = self._check_input(x)
         if self.training or self.running_mean is None:  # batch statistics
             if x.numel() // self.num_features == 1:
@@ -171,6 +177,34 @@ class _BatchNorm(Module):
             self._seen_grads = edits
         return g
 
+    def _check_state(self):
+        ("The parameters and buffers as the layer made them: `(C,)` each (`num_batches_tracked`: one number), of one "
+         "dtype and device (metadata only).")
+        who, C, edits = type(self).__name__, self.num_features, Parameter._edits
+        rm, rv, n = self.running_mean, self.running_var, self.num_batches_tracked
+        if (rm is None) != (rv is None):
+            raise RuntimeError(f"{who} has running_mean {'None' if rm is None else 'set'} but running_var "
+                               f"{'None' if rv is None else 'set'}: both are tensors (running statistics) or both "
+                               "None (batch statistics in both modes)")
+        held = [(f"{k}.value", p.value) for k, p in (('weight', self.weight), ('bias', self.bias)) if p is not None]
+        held += [(k, t) for k, t in (('running_mean', rm), ('running_var', rv)) if t is not None]
+        for name, t in held:
+            if not isinstance(t, torch.Tensor) or t.shape != (C,):
+                got = f"has shape {fmt_shape(t.shape)}" if isinstance(t, torch.Tensor) else f"is a {type(t).__name__}"
+                raise RuntimeError(f"{who}'s {name} {got}, expected a tensor of shape ({C}) (num_features={C}): was "
+                                   f"{name} replaced by hand? load values with load_state_dict, which checks them")
+        ref_name, ref = held[0] if held else (None, None)
+        for name, t in held[1:]:
+            if (t.dtype, t.device) != (ref.dtype, ref.device):
+                raise RuntimeError(f"{who}'s {ref_name} is {ref.dtype} on {ref.device} but its {name} is {t.dtype} on "
+                                   f"{t.device} (a tensor was cast or replaced on its own): cast the whole layer with "
+                                   "bn.to(...), load values with load_state_dict")
+        if rm is not None and not (isinstance(n, torch.Tensor) and n.dim() == 0 and n.device == rm.device):
+            got = f"shape {fmt_shape(n.shape)} on {n.device}" if isinstance(n, torch.Tensor) else type(n).__name__
+            raise RuntimeError(f"{who}'s num_batches_tracked is {got}, expected a 0-dim tensor on {rm.device} (a "
+                               "count): load values with load_state_dict, which checks them")
+        self._seen = edits
+
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
@@ -187,6 +221,20 @@ def _check_momentum(momentum, who: str) -> float | None:
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
         raise ValueError(f"{who} expects momentum in [0, 1] or None (cumulative average), got {momentum!r}")
     return float(momentum)
+
+def _buffer(name: str, doc: str) -> property:
+    ("A buffer read as an attribute; a tensor assigned to it (`bn.running_mean = t`) counts as an edit "
+     "(`Parameter._edits`), so that the next forward checks it, as it checks a parameter replaced by hand.")
+    key = '_' + name
+    def set(self, t):
+        setattr(self, key, t)
+        Parameter._edits += 1
+    return property(operator.attrgetter(key), set, doc=doc)
+
+for _name, _doc in (('running_mean', "The running mean of each channel, `(C,)` (`None` without running statistics)."),
+                    ('running_var', "The running (unbiased) variance of each channel, `(C,)`."),
+                    ('num_batches_tracked', "The number of batches the running statistics have seen (0-dim int64).")):
+    setattr(_BatchNorm, _name, _buffer(_name, _doc))
 
 _BatchNorm.eps = _setting('eps', _check_bn_eps, "Added to the variance, a number >= 0.")
 _BatchNorm.momentum = _setting('momentum', _check_momentum, "Weight of a new batch in the running statistics, in "

@@ -214,3 +214,35 @@ def test_gelu_at_nan_and_infinities_equals_torch(approximate, dtype):
     yr.backward(torch.ones_like(big))
     torch.testing.assert_close(y, yr.detach(), rtol=1e-6, atol=0, equal_nan=True)
     torch.testing.assert_close(gx, br.grad, rtol=1e-6, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize('a', [1e16, -1e16, 2.0**60, -(1.5 + 2**-52), 5.0, -3.7, 2e7, 0.0, 0.3, 1.0])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_leaky_relu_gradient_is_exact_for_any_slope(a, dtype):
+    "The factor is exactly 1 or the slope: h (1 - a) + a lost the 1 for |a| >= 2**53 (float64), 2**24 (float32)."
+    x = torch.tensor([-2.0, 0.0, 3.0, float('nan'), float('inf'), -float('inf')] * 1500, dtype=dtype)
+    g = torch.randn(x.shape, dtype=dtype)
+    m = LeakyReLU(a); m(x)
+    xr = x.clone().requires_grad_(); F.leaky_relu(xr, a).backward(g)
+    assert torch.equal(m.backward(g).nan_to_num(), xr.grad.nan_to_num())
+
+
+def test_leaky_relu_huge_slope_gives_torch_gradient():
+    x = torch.tensor([-2.0, 3.0], dtype=torch.float64)
+    m = LeakyReLU(1e16); m(x)
+    assert torch.equal(m.backward(torch.ones(2, dtype=torch.float64)), torch.tensor([1e16, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize('cls', [Softmax, LogSoftmax])
+def test_softmax_dim_is_a_setting(cls):
+    "dim checked when written (as the constructor checks it); a change after forward makes backward refuse."
+    x = torch.randn(3, 4, dtype=torch.float64)
+    m = cls(dim=1); m(x)
+    assert_clear_error(TypeError, f"{cls.__name__} expects dim to be an integer, got 'a'", setattr, m, 'dim', 'a')
+    assert m.dim == 1
+    m.dim = 0
+    assert_clear_error(RuntimeError, 'its dim was changed after its forward', m.backward, torch.ones_like(x))
+    m(x)  # a new forward with the new dim: backward equals torch's
+    xr = x.clone().requires_grad_()
+    (xr.softmax(0) if cls is Softmax else xr.log_softmax(0)).backward(torch.ones_like(x))
+    assert_close(m.backward(torch.ones_like(x)), xr.grad)

@@ -313,3 +313,30 @@ def test_a_module_shared_inside_two_children_is_refused():
     seq = Sequential(Residual(Linear(3, 3)))
     with pytest.raises(ValueError, match='appears more than once'): seq.append(Residual(seq[0].block))
     assert len(seq) == 1  # refused before anything changed
+
+
+def test_sequential_add_module_pop_get_submodule_like_torch():
+    ours = Sequential(Linear(2, 3), ReLU())
+    ref = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+    ours.add_module('out', Linear(3, 1)); ref.add_module('out', torch.nn.Linear(3, 1))
+    assert repr(ours) == repr(ref) and list(ours.state_dict()) == list(ref.state_dict())
+    assert ours.get_submodule('out') is ours.out and ours.get_submodule('') is ours
+    relu = ours[1]
+    assert ours.pop(1) is relu and [k for k, _ in ours.named_children()] == ['0', 'out']
+    nested = Sequential(Linear(2, 2), Residual(Sequential(Linear(2, 2), Tanh())))
+    assert nested.get_submodule('1.block.0') is nested[1].block[0]
+    assert_clear_error(AttributeError, "'weight' is a Parameter", nested.get_submodule, '0.weight')
+    assert_clear_error(AttributeError, "it has no module named 'fc'; its modules: 0, 1", nested.get_submodule, 'fc')
+    replaced = Linear(2, 2)
+    nested.add_module('0', replaced)  # an existing name: replaced in its place, as torch
+    assert nested[0] is replaced and len(nested) == 2
+
+
+def test_sequential_add_module_and_pop_refuse_without_changing_anything():
+    s = Sequential(Linear(2, 3), ReLU())
+    assert_clear_error(TypeError, "without '.'", s.add_module, 'a.b', Tanh())
+    assert_clear_error(KeyError, 'would hide the attribute Sequential.forward', s.add_module, 'forward', Tanh())
+    assert_clear_error(ValueError, 'appears more than once', s.add_module, 'again', s[0])
+    assert_clear_error(TypeError, 'Module instances', s.add_module, 'x', 'relu')
+    assert_clear_error(IndexError, 'index 2 is out of range', s.pop, 2)
+    assert [k for k, _ in s.named_children()] == ['0', '1']

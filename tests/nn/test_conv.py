@@ -260,3 +260,18 @@ def test_an_in_place_edit_of_the_weight_between_forward_and_backward_is_detected
     before = snapshot(c)
     with pytest.raises(RuntimeError, match='modified by an inplace operation'): c.backward(torch.ones_like(y))
     assert_unchanged(before, snapshot(c))
+
+
+@pytest.mark.parametrize('what, value, msg', [
+    ('weight', torch.randn(2, 4, 3, 3, dtype=torch.float64),
+     "Conv2d's weight has shape (2, 4, 3, 3), expected (4, 2, 3, 3)"),
+    ('weight', torch.randn(4, 2, 2, 2, dtype=torch.float64), 'was weight.value replaced by hand'),
+    ('bias', torch.zeros(1, dtype=torch.float64), "Conv2d's bias has shape (1), expected (4)"),
+    ('bias', torch.zeros(4), 'but its bias is torch.float32 on cpu (a parameter was cast on its own)'),
+])
+def test_conv_refuses_parameters_put_in_by_hand(what, value, msg):
+    "As torch, and as Linear: a weight or bias of the wrong shape (or cast on its own) is refused, not broadcast."
+    c = Conv2d(2, 4, 3, dtype=torch.float64); x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    c(x)  # the usual path is warm: the check must still run after the assignment
+    getattr(c, what).value = value
+    assert_clear_error(RuntimeError, msg, c, x)

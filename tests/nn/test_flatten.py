@@ -30,3 +30,13 @@ def test_flatten(shape, data, seed):
     y_ref, gx_ref, _ = torch_grads(ref, x, g)
     assert torch.equal(y, y_ref) and torch.equal(f.backward(g), gx_ref)
     assert repr(f) == repr(ref)
+
+
+def test_flatten_dims_are_checked_when_written():
+    f = Flatten()
+    assert_clear_error(TypeError, 'Flatten expects start_dim to be an int, got 1.5', setattr, f, 'start_dim', 1.5)
+    assert_clear_error(TypeError, "Flatten expects end_dim to be an int, got '2'", setattr, f, 'end_dim', '2')
+    assert (f.start_dim, f.end_dim) == (1, -1)
+    x = torch.randn(2, 3, 4); f(x); f.start_dim = 0
+    assert_clear_error(RuntimeError, 'its start_dim was changed after its forward', f.backward, torch.ones(2, 12))
+    assert f(x).shape == (24,)

@@ -314,3 +314,27 @@ def test_cross_entropy_settings_written_after_construction_are_checked():
     x, t = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
     loss(x, t); loss.label_smoothing = 0.2
     with pytest.raises(RuntimeError, match='its label_smoothing was changed after its forward'): loss.backward()
+
+
+@pytest.mark.parametrize('loss', [MSELoss, BCELoss, CrossEntropyLoss])
+def test_losses_take_torch_device_and_dtype_habits(loss):
+    crit = loss()
+    for call in (lambda c: c.to('cpu'), lambda c: c.to(torch.device('cpu')), lambda c: c.cpu(), lambda c: c.double(),
+                 lambda c: c.float(), lambda c: c.half(), lambda c: c.bfloat16()):
+        assert call(crit) is crit
+    assert_clear_error(ValueError, "got an invalid device 'gpu'", crit.to, 'gpu')
+
+
+def test_cross_entropy_casts_and_moves_its_weight():
+    ce = CrossEntropyLoss(weight=torch.ones(3))
+    assert ce.double().weight.dtype == torch.float64 and ce.float().weight.dtype == torch.float32
+
+
+def test_cross_entropy_refuses_ignore_index_with_probabilities():
+    x = torch.randn(4, 3)
+    with pytest.raises(RuntimeError, match='ignore_index is not supported for floating point target'):
+        TF.cross_entropy(x, torch.rand(4, 3), ignore_index=1)  # what torch does
+    assert_clear_error(ValueError, 'ignore_index applies to class indices only',
+                       CrossEntropyLoss(ignore_index=1), x, torch.rand(4, 3))
+    p = torch.full((4, 3), 1 / 3)
+    assert_close(CrossEntropyLoss(ignore_index=-5)(x, p), TF.cross_entropy(x, p, ignore_index=-5))

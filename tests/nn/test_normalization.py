@@ -206,3 +206,20 @@ def test_layernorm_with_a_parameter_cast_on_its_own_is_refused_before_anything()
         ln(x)
     ln.to(F64)
     assert ln(x.double()).dtype == F64
+
+
+@pytest.mark.parametrize('cls, shape', [(BatchNorm1d, (4, 3)), (BatchNorm1d, (4, 3, 2)), (BatchNorm2d, (4, 3, 2, 2))])
+@pytest.mark.parametrize('what, value, msg', [
+    ('weight', torch.ones(4, dtype=torch.float64), 'weight.value has shape (4), expected a tensor of shape (3)'),
+    ('running_mean', torch.zeros(4, dtype=torch.float64), 'running_mean has shape (4), expected a tensor of shape (3)'),
+    ('running_var', torch.ones(3), 'but its running_var is torch.float32 on cpu'),
+])
+@pytest.mark.parametrize('training', [True, False])
+def test_batchnorm_checks_state_put_in_by_hand_before_updating(cls, shape, what, value, msg, training):
+    bn = cls(3, dtype=torch.float64).train(training); x = torch.randn(shape, dtype=torch.float64)
+    bn(x)  # warm: the check must still run after the assignment
+    if what == 'weight': bn.weight.value = value
+    else: setattr(bn, what, value)
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    assert_clear_error(RuntimeError, msg, bn, x)
+    for k, v in bn.state_dict().items(): assert torch.equal(v, before[k]), k  # nothing was updated
