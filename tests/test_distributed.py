@@ -1,4 +1,6 @@
-"""Data-parallel training over torch.distributed (gloo on 127.0.0.1, spawned processes, bounded time):
+"""Data-parallel training over torch.distributed (gloo's connections on 127.0.0.1, spawned processes, bounded time;
+torch's rendezvous store, which rank 0 hosts for the length of a job, listens on the free port on every interface, as
+torch's TCPStore always does):
 2 and 3 processes train like one process with the same global batch, a checkpoint written by rank 0 resumes on
 another number of processes, and a failing rank ends the job quickly with its rank named.
 
@@ -230,7 +232,8 @@ def _env():
         OMP_NUM_THREADS='1',
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]),
     )
-    if Path('/sys/class/net/lo').exists(): env.setdefault('GLOO_SOCKET_IFNAME', 'lo')  # stay on 127.0.0.1
+    # gloo's connections stay on 127.0.0.1 (the rendezvous store's listening socket is torch's: every interface)
+    if Path('/sys/class/net/lo').exists(): env.setdefault('GLOO_SOCKET_IFNAME', 'lo')
     return env
 
 
