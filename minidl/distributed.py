@@ -182,7 +182,20 @@ class ShardedSampler:
          "by at most 1; part `rank`.")
         return [b.tensor_split(self.world_size)[self.rank] for b in self.global_batches(epoch)]
 
-    def __len__(self): return -(-self.n // self.batch_size)
+    def __len__(self): return -(-self.n // self.batch_size)  # minibatches per epoch (torch's: samples per rank)
+
+    def __iter__(self):
+        raise TypeError("ShardedSampler is called with the epoch, not iterated: sampler(epoch) gives this rank's "
+                        "index tensors of every minibatch of that epoch (torch's DistributedSampler: set_epoch, "
+                        "then iter)")
+
+    def __getattr__(self, name: str):
+        "torch's `set_epoch`, asked of this sampler, says what to do instead; any other name is an AttributeError."
+        if name == 'set_epoch':
+            raise AttributeError("ShardedSampler has no set_epoch: the epoch is an argument, sampler(epoch) (the "
+                                 "same permutation on every rank, seeded by seed and epoch)")
+        raise AttributeError(f"'ShardedSampler' object has no attribute {name!r}")
+
     def __repr__(self):
         return (f"ShardedSampler(n={self.n}, batch_size={self.batch_size}, seed={self.seed}, rank={self.rank}, "
                 f"world_size={self.world_size})")

@@ -393,3 +393,12 @@ def test_missing_environment_is_a_clear_error(monkeypatch):
 if __name__ == '__main__':
     sys.path.insert(0, str(ROOT))
     _worker(*sys.argv[1:])
+
+
+def test_torch_sampler_habits_get_clear_answers():
+    from minidl.distributed import ShardedSampler
+    s = ShardedSampler(10, 5)
+    with pytest.raises(AttributeError, match=r'the epoch is an argument, sampler\(epoch\)'): s.set_epoch(1)
+    with pytest.raises(TypeError, match=r'called with the epoch, not iterated'): iter(s)
+    with pytest.raises(AttributeError, match="no attribute 'foo'"): s.foo
+    assert len(s(0)) == 2 and len(s) == 2
