@@ -8,7 +8,8 @@ Docs: https://minidl.github.io/minidl/training.html.md"""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -23,28 +24,67 @@ from .optim.lr_scheduler import _check_drives
 __all__ = ['accuracy', 'History', 'TrainingDiverged', 'train']
 
 # %% ../nbs/35_training.ipynb #736546f9
-def _correct(output:Tensor, labels:Tensor, threshold:float)->Tensor:
-    "Number of correct predictions, as a 0-dim tensor on the device (nothing is read back)"
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+def _label_kind(y:Tensor, yn:str, who:str)->bool:
+    "Whether `y` holds binary labels (shape `(n, 1)`) rather than class indices (integers, shape `(n,)`); metadata only"
+    binary = y.ndim == 2 and y.shape[1] == 1 and not y.is_complex()
+    if not binary and not (y.ndim == 1 and y.dtype in _INDEX_DTYPES):
+        raise ValueError(f"{who} expects {yn} of shape (n, 1) with labels in {{0, 1}} (binary), or integer "
+                         f"class indices of shape (n,) (multi-class), got shape {fmt_shape(y.shape)} and "
+                         f"dtype {y.dtype}")
+    return binary
+
+def _check_labels(y:Tensor, binary:bool, out_shape, yn:str, who:str, of:str='')->int:
+    ("Check labels against the shape of the model's output (`of`: what it was computed from), then their values "
+     "(one read); return the number of classes (1: binary)")
+    width = out_shape[1] if len(out_shape) == 2 else 0
+    if binary and width != 1:
+        raise ValueError(f"{who}: binary labels of shape (n, 1) need a model with one output, got an output of "
+                         f"shape {fmt_shape(out_shape)}{of} (for several classes, pass integer class indices of "
+                         "shape (n,))")
+    if not binary and width < 2:
+        raise ValueError(f"{who}: class indices need a model with one output per class, got an output of shape "
+                         f"{fmt_shape(out_shape)}{of}")
+    if binary:
+        wrong = (y != 0) & (y != 1)  # NaN included
+        if wrong.any().item():
+            raise ValueError(f"{who} expects binary labels in {{0, 1}} in {yn}, got {y[wrong][0].item()!r} "
+                             f"(for several classes, pass integer class indices of shape (n,))")
+        return 1
+    lo, hi = (int(v) for v in torch.aminmax(y))
+    if lo < 0 or hi >= width:
+        raise ValueError(f"{who} expects class indices in [0, {width}) in {yn} (the model has {width} "
+                         f"outputs), got values in [{lo}, {hi}]")
+    return width
+
+def _correct(output:Tensor, labels:Tensor, threshold:float, high:bool=True)->Tensor:
+    ("Number of correct predictions, as a 0-dim tensor on the device (nothing is read back); binary: class 1 "
+     "above `threshold` (below it if not `high`)")
     if labels.ndim == 1: return (output.argmax(1) == labels).sum()  # multi-class: the class of the largest output
-    return ((output > threshold) == (labels > 0.5)).sum()
+    return (((output > threshold) == high) == (labels > 0.5)).sum()
 
 def accuracy(
     output:Tensor, # model outputs: `(n, 1)` (binary) or `(n, C)` (multi-class)
-    labels:Tensor, # true classes: in {0, 1}, same shape as `output` (binary), or integer indices of shape `(n,)`
+    labels:Tensor, # true classes: in {0, 1}, shape `(n, 1)` (binary), or integer class indices, shape `(n,)`
     threshold:float=0.5, # binary: predict class 1 where `output > threshold`
 )->float: # fraction of correct predictions, in [0, 1]
     "Fraction of points whose predicted class (`output > threshold`, or the argmax of each row) equals the label"
     for v in (output, labels):
         if not isinstance(v, Tensor): raise TypeError("accuracy expects output and labels to be "
                                                       f"torch.Tensors, got {type(v).__name__}")
-    multi = labels.ndim == 1 and not labels.is_floating_point()
-    if multi and (output.ndim != 2 or output.shape[0] != labels.shape[0]):
-        raise ValueError("accuracy expects outputs of shape (n, C) for class indices of shape (n,), got "
-                         f"{fmt_shape(output.shape)} and {fmt_shape(labels.shape)}")
-    if not multi and output.shape != labels.shape:
-        raise ValueError("accuracy expects output and labels of the same shape, got "
-                         f"{fmt_shape(output.shape)} and {fmt_shape(labels.shape)}")
+    threshold = check_finite(threshold, 'threshold', 'accuracy')
+    binary = _label_kind(labels, 'labels', 'accuracy')  # the checks `train` makes of its labels
+    if output.ndim != 2 or output.shape[0] != labels.shape[0]:
+        raise ValueError(f"accuracy expects outputs of shape (n, {1 if binary else 'C'}) for "
+                         f"{'binary labels' if binary else 'class indices'} of shape "
+                         f"{'(n, 1)' if binary else '(n,)'}, got {fmt_shape(output.shape)} and "
+                         f"{fmt_shape(labels.shape)}")
+    if output.device != labels.device:
+        raise RuntimeError(f"accuracy expects output and labels on the same device, got {output.device} and "
+                           f"{labels.device}")
     if labels.shape[0] == 0: raise ValueError("accuracy of an empty batch is undefined")
+    _check_labels(labels, binary, output.shape, 'labels', 'accuracy')
     # the count and the NaN outputs, in one read
     right, nans = torch.stack([_correct(output, labels, threshold), output.isnan().sum()]).tolist()
     # NaN > t is False and argmax picks a NaN: a class nobody predicted
@@ -61,9 +101,20 @@ class History:
     train_accuracy:list[float] = field(default_factory=list) # accuracy over the epoch's training samples, in [0, 1]
     test_accuracy:list[float] = field(default_factory=list) # accuracy on the test set after the epoch (NaN without one)
     lr:list[float] = field(default_factory=list) # learning rate of the epoch's last step
+    def __post_init__(self):
+        lens = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, list): raise TypeError(f"History expects {f.name} to be a list (one entry per "
+                                                        f"recorded epoch), got {type(v).__name__} {v!r}")
+            lens[f.name] = len(v)
+        if len(set(lens.values())) > 1:
+            raise ValueError("History expects lists of the same length (one entry per recorded epoch), got "
+                             + ', '.join(f"{k}: {n}" for k, n in lens.items()))
     def as_dict(self)->dict:
-        "The history as a dict of lists (JSON-serialisable)"
-        return asdict(self)
+        "The history as a dict of lists, JSON-serialisable: a missing test accuracy (NaN) is `None`"
+        return {k: [None if isinstance(v, float) and math.isnan(v) else v for v in vs]
+                for k, vs in asdict(self).items()}
     def __len__(self): return len(self.epoch)
     def __repr__(self):
         if not self.epoch: return "History(0 epochs)"
@@ -82,11 +133,7 @@ def _check_data(x, y, xn:str, yn:str, model:Module)->tuple[Tensor, Tensor, int]:
     if x.ndim < 2: raise ValueError(f"train expects {xn} of shape (n, features), got {fmt_shape(x.shape)}")
     n = x.shape[0]
     if n == 0: raise ValueError(f"train got an empty {xn} (no points)")
-    binary = y.ndim == 2 and y.shape[1] == 1 and not y.is_complex()
-    if not binary and not (y.ndim == 1 and y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)):
-        raise ValueError(f"train expects {yn} of shape (n, 1) with labels in {{0, 1}} (binary), or integer "
-                         f"class indices of shape (n,) (multi-class), got shape {fmt_shape(y.shape)} and "
-                         f"dtype {y.dtype}")
+    binary = _label_kind(y, yn, 'train')
     if y.shape[0] != n: raise ValueError(f"train expects one label per point, got {n} points in {xn} and "
                                          f"{y.shape[0]} labels in {yn}")
     if y.device != x.device: raise RuntimeError(f"train expects {xn} and {yn} on the same device, got "
@@ -101,31 +148,15 @@ def _check_data(x, y, xn:str, yn:str, model:Module)->tuple[Tensor, Tensor, int]:
                                "them with .to())")
     if (bad := int((~torch.isfinite(x)).sum())):
         raise ValueError(f"train expects finite values in {xn}, got {bad} NaN or infinite value(s)")
-    if binary:
-        wrong = (y != 0) & (y != 1)  # NaN included
-        if wrong.any().item():
-            raise ValueError(f"train expects binary labels in {{0, 1}} in {yn}, got {y[wrong][0].item()!r} "
-                             f"(for several classes, pass integer class indices of shape (n,))")
-        y = y.to(x.dtype)
-    else: y = y.long()
     was_training = model.training
     # two points through the model (a BatchNorm without running statistics normalises with the batch's, even in
     # evaluation mode: one point would not do): it takes this input; how many outputs it has
     try: out = model.eval()(x[:2])
     finally: model.train(was_training)
-    width = out.shape[1] if out.ndim == 2 else 0
-    if binary and width != 1:
-        raise ValueError("train: binary labels of shape (n, 1) need a model with one output, got an output "
-                         f"of shape {fmt_shape(out.shape)} for {xn}[:2] (for several classes, pass integer "
-                         "class indices of shape (n,))")
-    if not binary:
-        if width < 2: raise ValueError("train: class indices need a model with one output per class, got an "
-                                       f"output of shape {fmt_shape(out.shape)}")
-        lo, hi = (int(v) for v in torch.aminmax(y))
-        if lo < 0 or hi >= width:
-            raise ValueError(f"train expects class indices in [0, {width}) in {yn} (the model has {width} "
-                             f"outputs), got values in [{lo}, {hi}]")
-    return x, y, 1 if binary else width
+    if not isinstance(out, Tensor):
+        raise TypeError(f"train expects the model to return a tensor, got {type(out).__name__} for {xn}[:2]")
+    classes = _check_labels(y, binary, out.shape, yn, 'train', f" for {xn}[:2]")  # the checks `accuracy` makes
+    return x, (y.to(x.dtype) if binary else y.long()), classes
 
 # %% ../nbs/35_training.ipynb #ca196fde
 class TrainingDiverged(RuntimeError):
@@ -174,6 +205,33 @@ def _check_callbacks(callbacks)->tuple[tuple, tuple]:
         if callable(e): epochs.append(e)
     return tuple(steps), tuple(epochs)
 
+def _check_optimizer(optimizer, model:Module):
+    ("An optimizer object (not its class, not PyTorch's) with `zero_grad()`, `step()` and `current_lr`, whose "
+     "parameters, when it lists them, are all the model's (by identity)")
+    if isinstance(optimizer, type):
+        raise TypeError(f"train expects an optimizer, got the class {optimizer.__name__}: instantiate it, e.g. "
+                        f"{optimizer.__name__}(model.parameters(), lr=0.1)")
+    if isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"train expects a minidl optimizer, got torch.optim.{type(optimizer).__name__}, PyTorch's "
+                        "optimizer (it updates torch tensors; minidl's optimizers update the Parameters of minidl's "
+                        "modules): use minidl's, e.g. minidl.SGD(model.parameters(), lr=0.1)")
+    for a in ('zero_grad', 'step', 'current_lr'):
+        if not hasattr(optimizer, a): raise TypeError("train expects an optimizer with zero_grad(), step() "
+                                                      f"and current_lr, got {type(optimizer).__name__}")
+    mine = {id(p) for p in model.parameters()}
+    if not mine: raise ValueError(f"train: the model {type(model).__name__} has no parameters: there is nothing "
+                                  f"for the {type(optimizer).__name__} to train")
+    params = getattr(optimizer, 'params', None)  # minidl's optimizers; else the parameter groups, if any
+    if not isinstance(params, (list, tuple)):
+        groups = getattr(optimizer, 'param_groups', None)
+        params = [q for g in groups if isinstance(g, dict) for q in g.get('params', ())] if isinstance(
+            groups, (list, tuple)) else []
+    if (foreign := sum(id(q) not in mine for q in params)):
+        raise ValueError(f"train: {foreign} of the {len(params)} parameters the {type(optimizer).__name__} updates "
+                         "are not the model's (was the model re-created after its optimizer?): their steps would "
+                         "not move the model; create the optimizer on this model, e.g. "
+                         f"{type(optimizer).__name__}(model.parameters(), ...)")
+
 # %% ../nbs/35_training.ipynb #6bf45e9f
 def train(
     model:Module, # the model to train (in place)
@@ -185,8 +243,10 @@ def train(
     y_test:Tensor|None=None, # test labels, like `y_train`
     epochs:int=100, # number of passes over the training set
     batch_size:int|None=None, # minibatch size; `None` (or >= n): full batch
-    targets:tuple[float, float]=(0.0, 1.0), # binary: loss targets for label 0 and label 1
-    threshold:float|None=None, # binary: predict 1 where `output > threshold`; default: midpoint of `targets`
+    targets:tuple[float, float]=(0.0, 1.0), # binary: loss targets for label 0 and label 1 (two different numbers)
+    # binary: predict the label whose target is on the output's side (`output > threshold` for `low < high`);
+    # default: midpoint of `targets`
+    threshold:float|None=None,
     seed:int=0, # seed of the minibatch shuffling
     record_every:int=1, # record the history every this many epochs (and at the last one)
     progress:bool=True, # show a tqdm progress bar
@@ -203,25 +263,29 @@ def train(
     "Train `model` with `optimizer` on `loss_fn` for `epochs` epochs; return the per-epoch `History`"
     if not isinstance(model, Module): raise TypeError("train expects a minidl Module as model, got "
                                                       f"{type(model).__name__}")
+    if isinstance(loss_fn, type):
+        raise TypeError(f"train expects a loss, got the class {loss_fn.__name__}: instantiate it, e.g. "
+                        f"{loss_fn.__name__}()")
     if not (isinstance(loss_fn, Loss) or (callable(loss_fn) and callable(getattr(loss_fn, 'backward', None)))):
         raise TypeError("train expects a minidl loss (a Loss, with forward and backward) as loss_fn, got "
                         f"{type(loss_fn).__name__}")
     epochs, record_every = check_int(epochs, 'epochs', 'train', min=0), check_int(record_every, 'record_every', 'train')
+    if epochs > sys.maxsize: raise ValueError(f"train expects epochs to be at most 2**63 - 1, got {epochs!r}")
     if batch_size is not None: batch_size = check_int(batch_size, 'batch_size', 'train')
     shuffler = torch.Generator().manual_seed(check_seed(seed, 'seed', 'train'))
     if not (isinstance(targets, (tuple, list)) and len(targets) == 2):
         raise ValueError(f"train expects targets to be a pair (target of label 0, target of label 1), got {targets!r}")
     low, high = (check_finite(v, 'targets', 'train') for v in targets)
+    if low == high: raise ValueError(f"train expects two different targets (label 0's and label 1's), got "
+                                     f"{targets!r}: the loss could not tell the classes apart")
     threshold = (low + high) / 2 if threshold is None else check_finite(threshold, 'threshold', 'train')
     for name, f in (('sampler', sampler), ('after_backward', after_backward)):
         if f is not None and not callable(f): raise TypeError(f"train expects {name} to be callable, got "
                                                               f"{type(f).__name__}")
     if scheduler is not None and not callable(getattr(scheduler, 'step', None)):
         raise TypeError(f"train expects a scheduler with a step() method, got {type(scheduler).__name__}")
+    _check_optimizer(optimizer, model)  # an optimizer of another model's parameters would train nothing
     _check_drives(scheduler, optimizer, 'train')  # a schedule of another optimizer would leave this one's rate constant
-    for a in ('zero_grad', 'step', 'current_lr'):
-        if not hasattr(optimizer, a): raise TypeError("train expects an optimizer with zero_grad(), step() "
-                                                      f"and current_lr, got {type(optimizer).__name__}")
     step_callbacks, epoch_callbacks = _check_callbacks(callbacks)
     x_train, y_train, classes = _check_data(x_train, y_train, 'x_train', 'y_train', model)
     # a softmax over one output is 1: the loss would stay 0
@@ -243,7 +307,7 @@ def train(
     full, everything = batch_size is None or batch_size >= n, slice(None)
     t_train = low + (high - low) * y_train if classes == 1 else y_train  # what the loss compares the output with
 
-    hist, was_training = History(), model.training
+    hist, was_training, high_is_1 = History(), model.training, high > low  # binary: class 1 above the threshold?
     lr = optimizer.current_lr  # the learning rate of the last step taken
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, unit='epoch', leave=leave, mininterval=0.5)
     try:
@@ -273,7 +337,7 @@ def train(
                     raise
                 if record:  # on the device, nothing read back
                     loss_sum.add_(loss, alpha=xb.shape[0])
-                    correct.add_(_correct(output, yb, threshold))
+                    correct.add_(_correct(output, yb, threshold, high_is_1))
                     count += xb.shape[0]
                 optimizer.zero_grad()
                 model.backward(loss_fn.backward(), input_grad=False)
@@ -285,7 +349,8 @@ def train(
             if record:
                 model.eval()
                 out_test = model(x_test) if x_test is not None else None
-                test_correct = _correct(out_test, y_test, threshold) if x_test is not None else correct.new_zeros(())
+                test_correct = (_correct(out_test, y_test, threshold, high_is_1) if x_test is not None
+                                else correct.new_zeros(()))
                 # after the epoch's last update: a model that diverged there scores no accuracy
                 test_bad = out_test.isnan().sum() if x_test is not None else correct.new_zeros(())
                 # the epoch's one read

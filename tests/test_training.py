@@ -29,6 +29,7 @@ from minidl import (
 )
 from minidl.experiments.circle_data import circle_dataset
 from minidl.testing import RAW_MESSAGES, assert_clear_error, assert_parity, assert_unchanged, snapshot
+from minidl.training import History
 
 
 def _circle_model(out=1):
@@ -154,6 +155,80 @@ def test_train_refuses_a_schedule_of_another_optimizer():
         train(model, LossBCE(), opt, x, y, epochs=1, scheduler=torch.optim.lr_scheduler.StepLR(ref, 1), progress=False)
     hist = train(model, LossBCE(), opt, x, y, epochs=3, scheduler=StepLR(opt, 1, 0.5), progress=False)
     assert hist.lr == [0.1, 0.05, 0.025]
+
+
+def test_train_refuses_an_optimizer_of_other_parameters():
+    x, y = _data()
+    model = Sequential(Linear(2, 4), ReLU(), Linear(4, 1), Sigmoid())
+    opt = SGD(model.parameters(), lr=0.1)
+    again = Sequential(Linear(2, 4), ReLU(), Linear(4, 1), Sigmoid())  # re-created after its optimizer
+    before = snapshot(again, opt)
+    assert_clear_error(ValueError, ['4 of the 4 parameters the SGD updates are not the model', 're-created'],
+                       train, again, LossBCE(), opt, x, y, epochs=2, progress=False)
+    assert_unchanged(before, snapshot(again, opt))
+    assert_clear_error(ValueError, 'has no parameters', train, Sequential(Sigmoid()), LossBCE(), opt, x, y,
+                       epochs=1, progress=False)
+    part = SGD(model[0].parameters() + again[2].parameters(), lr=0.1)  # one foreign layer is refused too
+    assert_clear_error(ValueError, '2 of the 4 parameters', train, model, LossBCE(), part, x, y, epochs=1,
+                       progress=False)
+    frozen = SGD(model[2].parameters(), lr=0.1)  # a subset of the model's parameters (the rest frozen) trains
+    assert len(train(model, LossBCE(), frozen, x, y, epochs=2, progress=False)) == 2
+
+
+@pytest.mark.parametrize('loss, opt, exc, contains', [
+    (LossBCE, None, TypeError, 'got the class LossBCE: instantiate it'),
+    (None, SGD, TypeError, 'got the class SGD: instantiate it'),
+    (None, 'torch', TypeError, "PyTorch's optimizer"),
+])
+def test_train_explains_torch_habits(loss, opt, exc, contains):
+    x, y = _data()
+    model = Sequential(Linear(2, 1), Sigmoid())
+    if opt == 'torch': opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert_clear_error(exc, contains, train, model, loss or LossBCE(), opt or SGD(model.parameters(), lr=0.1), x, y,
+                       epochs=1, progress=False)
+
+
+def test_train_refuses_epochs_past_its_limit():
+    m, o = _circle_model()
+    assert_clear_error(ValueError, 'epochs to be at most 2**63 - 1', train, m, LossBCE(), o, XY[0], XY[1],
+                       epochs=10**30, progress=False)
+
+
+def test_train_with_reversed_targets_judges_by_the_nearer_target():
+    x, y = _data()
+    torch.manual_seed(0)
+    model = Sequential(Linear(2, 8), ReLU(), Linear(8, 1))
+    hist = train(model, minidl.LossMSE(), SGD(model.parameters(), lr=0.1), x, y, x, y, epochs=60,
+                 targets=(1.0, 0.0), progress=False)
+    out = model(x)
+    assert hist.train_accuracy[-1] > 0.8
+    assert hist.test_accuracy[-1] == accuracy(-out, y, threshold=-0.5)  # class 1 below the threshold
+    m, o = _circle_model()
+    assert_clear_error(ValueError, 'two different targets', train, m, minidl.LossMSE(), o, XY[0], XY[1],
+                       targets=(0.5, 0.5), epochs=1, progress=False)
+
+
+@pytest.mark.parametrize('args, exc, contains', [
+    ((torch.rand(4, 1), torch.tensor([[1.], [0.], [1.], [0.]]), math.nan), ValueError, 'threshold to be a finite'),
+    ((torch.rand(4, 1), torch.tensor([[1.], [0.], [1.], [0.]]), 'a'), ValueError, 'threshold to be a finite'),
+    ((torch.rand(4, 1), torch.tensor([[1.], [0.], [1.], [0.]]), None), ValueError, 'threshold to be a finite'),
+    ((torch.rand(4, 1), torch.tensor([[7.], [0.], [7.], [0.]])), ValueError, 'binary labels in {0, 1}'),
+    ((torch.rand(4, 1), torch.full((4, 1), math.nan)), ValueError, 'binary labels in {0, 1}'),
+    ((torch.rand(4, 3), torch.tensor([0, 1, 5, -1])), ValueError, 'class indices in [0, 3)'),
+    ((torch.rand(4, 1), torch.tensor([0, 1, 1, 0])), ValueError, 'one output per class'),
+    ((torch.rand(4), torch.tensor([1., 0., 1., 0.])), ValueError, 'labels of shape (n, 1)'),
+])
+def test_accuracy_checks_as_train_does(args, exc, contains):
+    assert_clear_error(exc, contains, accuracy, *args)
+
+
+def test_history_checks_its_lists_and_as_dict_is_json():
+    import json
+    assert_clear_error(ValueError, 'lists of the same length', History, epoch=[1])
+    assert_clear_error(TypeError, 'epoch to be a list', History, epoch=5)
+    m, o = _circle_model()
+    hist = train(m, LossBCE(), o, XY[0], XY[1], epochs=2, progress=False)  # no test set: NaN test accuracy
+    assert json.loads(json.dumps(hist.as_dict(), allow_nan=False))['test_accuracy'] == [None, None]
 
 
 @pytest.mark.parity

@@ -244,14 +244,14 @@ def _circle_run(args, parser, device, lrs:dict, decays:dict, written:list)->int:
             _state_dicts(runs) if args.save is not None else None,
             written,
         )
-    except OSError as e:
-        print(
-            f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",
-            file=sys.stderr,
-        )
+    except OSError as e:  # one line: which file failed, and what was (not) written
+        print(f"{parser.prog}: error: {e.strerror or e}", file=sys.stderr)
         return 2
     say(
         f"wrote {args.out / 'results.json'}, {args.out / 'outputs.png'} and {args.out / 'curves.png'}"
         + (f", and {args.save}" if args.save else '')
     )
     return 0
+
+# %% ../../nbs/44_circle_cli.ipynb #56bf3d98
+if __name__ == '__main__' and __package__ == 'minidl.experiments': raise SystemExit(main())

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import json
 import math
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import sys
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 import minidl
 
 from ..distributed import init_distributed, launch_info
-from ..files import _existing_ancestor, atomic_open
+from ..files import _existing_ancestor, _file_mode, atomic_open
 
 # %% auto #0
 __all__ = ['RUNS_MAX', 'EPOCHS_MAX', 'BATCH_MAX', 'THREADS_MAX', 'DEVICES', 'ExperimentParser', 'positive_int', 'nonneg_int',
@@ -213,6 +215,11 @@ def start_distributed(
     return info, None
 
 # %% ../../nbs/40_experiments.ipynb #965a088d
+def _short(path:Path, most:int=80)->str:
+    "The path as an error message names it: quoted, its middle elided past `most` characters"
+    s = str(path)
+    return repr(s if len(s) <= most else f"{s[:most // 2]}…{s[-most // 2:]}")
+
 def path_arg(s:str)->Path:
     "argparse type: a non-empty path"
     if not s.strip(): raise argparse.ArgumentTypeError("expected a path, got an empty string")
@@ -228,11 +235,32 @@ def file_path_arg(s:str)->Path:
                                          f"{s.rstrip('/' + os.sep) or '.'}/models.pt")
     return p
 
-def _writable_folder(folder:Path, what:str):
-    "Check that `folder` is, or can be created as, a folder we may write in; creates nothing"
-    if folder.exists() and not folder.is_dir(): raise ValueError(f"cannot write to {what}: {str(folder)!r} "
-                                                                 "is a file, not a folder")
-    anc = _existing_ancestor(folder)
+def _followed(path:Path, what:str)->Path:
+    ("`path` with its symbolic links followed, as a write follows them (a part still to be made stays as it is); "
+     "a loop of links, or a link to nothing where a folder must be made, is refused")
+    try: return Path(os.path.realpath(path, strict=True))
+    except (FileNotFoundError, NotADirectoryError): pass  # still to be made, a link to such, or under a file
+    except OSError as e:
+        if e.errno == errno.ELOOP: raise ValueError(f"cannot write to {what}: {str(path)!r} is a loop of symbolic "
+                                                    "links (remove it, or give another path)") from None
+        raise
+    return Path(os.path.realpath(path))
+
+def _writable_folder(folder:Path, what:str, make:bool=True):
+    ("Check that `folder` is, or (`make`) can be created as, a folder we may write in, its links followed; creates "
+     "nothing")
+    real = _followed(folder, what)
+    shown = _short(folder) + (f" (a link to {_short(real)})" if os.path.islink(folder) else '')
+    if real.exists() and not real.is_dir(): raise ValueError(f"cannot write to {what}: {shown} is a file, not a "
+                                                             "folder")
+    if not real.exists():
+        if not make: raise ValueError(f"cannot write to {what}: the folder {shown} does not exist")
+        # a link to nothing: mkdir would meet the link, not make its target
+        for q in (folder, *folder.parents):
+            if os.path.islink(q) and not q.exists():
+                raise ValueError(f"cannot write to {what}: {str(q)!r} is a symbolic link to "
+                                 f"{os.readlink(q)!r}, which does not exist")
+    anc = _existing_ancestor(real)
     if not anc.is_dir(): raise ValueError(f"cannot write to {what}: {str(anc)!r} is a file, not a folder")
     if not os.access(anc, os.W_OK | os.X_OK): raise ValueError(f"cannot write to {what}: permission denied "
                                                                f"in {str(anc)!r}")
@@ -242,12 +270,18 @@ def _writable_folder(folder:Path, what:str):
                                           f"({e.strerror})") from None
 
 def _replaceable(path:Path, what:str, itself:bool=False):
-    ("Refuse a destination file that is a folder, or anything but a regular file (a device, a pipe, a socket); "
-     "`itself`: the path is the option's own value")
+    ("Refuse a destination file that is a folder, or anything but a regular file (a device, a pipe, a socket), its "
+     "links followed; a link's target must lie in a folder we may write in; `itself`: the path is the option's own "
+     "value")
     name = 'it' if itself else repr(str(path))
-    if path.is_dir(): raise ValueError(f"cannot write to {what}: {name} is a folder")
-    if path.exists() and not path.is_file():
+    real = _followed(path, what)
+    if real.is_dir(): raise ValueError(f"cannot write to {what}: {name} is a folder")
+    if real.exists() and not real.is_file():
         raise ValueError(f"cannot write to {what}: {name} is not a regular file (a device, a pipe or a socket)")
+    if os.path.islink(path):  # the write replaces the link's target, in a folder that must exist already
+        try: _writable_folder(real.parent, what, make=False)
+        except ValueError as e: raise ValueError(f"cannot write to {what}: {name} is a symbolic link to "
+                                                 f"{str(real)!r}, and {str(e).split(': ', 1)[1]}") from None
 
 def check_destinations(
     out:Path, # output folder (may not exist yet)
@@ -255,13 +289,26 @@ def check_destinations(
     save:Path|None=None, # a file to be written too (e.g. `--save` checkpoint), or a folder (with `save_files`)
     save_files:tuple[str, ...]|None=None, # `save` is a folder that will hold these files (e.g. one checkpoint per run)
 ):
-    ("Check, before any work, that every output can be written and that no two outputs are one path; "
-     "`ValueError` with a one-line message if not. Creates nothing")
-    where = f"--out {str(out)!r}"
-    _writable_folder(out, where)
-    for name in files: _replaceable(out/name, where)
+    ("Check, before any work, that every output can be written (symbolic links followed, as the writes follow "
+     "them) and that no two outputs are one path; `ValueError` with a one-line message if not. Creates nothing")
+    where = f"--out {_short(out)}"
+    with _usable(where):
+        _writable_folder(out, where)
+        for name in files: _replaceable(out/name, where)
     if save is None: return
-    what, real = f"--save {str(save)!r}", lambda p: Path(os.path.realpath(p))  # links followed, as writes follow them
+    what = f"--save {_short(save)}"
+    with _usable(what): _check_save(out, files, save, save_files, what)
+
+@contextlib.contextmanager
+def _usable(what:str):
+    "An `OSError` of the block (a name too long for the file system, an unsearchable folder) as a `ValueError`"
+    try: yield
+    except OSError as e:
+        raise ValueError(f"cannot write to {what}: the path cannot be used ({e.strerror or e})") from None
+
+def _check_save(out:Path, files:tuple, save:Path, save_files:tuple|None, what:str):
+    "`check_destinations`'s checks of `--save`: a file or folder we may write, none of --out's files"
+    real = lambda p: Path(os.path.realpath(p))  # links followed, as writes follow them
     taken, rs = {real(out/name): out/name for name in files}, real(save)
     if save_files is None and rs == real(out):
         raise ValueError(f"cannot write to {what}: it is the --out folder; choose a file path")
@@ -291,12 +338,16 @@ def figure_png(
     finally: plt.close(fig)
     return buf.getvalue()
 
+def _json_text(obj)->str:
+    "`obj` as the indented JSON text minidl writes; NaN and infinities are refused (JSON has none)"
+    return json.dumps(obj, indent=2, allow_nan=False) + '\n'
+
 def write_json(
     path:str|os.PathLike, # destination file (its folder must exist)
     obj, # JSON-serialisable object
 ):
     "Write `obj` as indented JSON, atomically; NaN and infinities are refused (JSON has none)"
-    text = json.dumps(obj, indent=2, allow_nan=False) + '\n'  # serialise first: a bad object writes nothing
+    text = _json_text(obj)  # serialise first: a bad object writes nothing
     with atomic_open(path, 'w') as f: f.write(text)
 
 @contextlib.contextmanager
@@ -314,27 +365,69 @@ def made_folders(
             with contextlib.suppress(OSError): p.rmdir()
         raise
 
+def _writer(data)->typing.Callable[[Path], None]:
+    ("How one output is written to a path: `bytes` as is, `str` as UTF-8 text, a callable is the writer itself "
+     "(`data(path)`), anything else as JSON (serialised now: a bad object fails before anything is written)")
+    if callable(data): return data
+    if not isinstance(data, (bytes, str)): data = _json_text(data)
+    def write(path:Path):
+        with atomic_open(path, 'wb' if isinstance(data, bytes) else 'w') as f: f.write(data)
+    return write
+
+def _torch_save(state)->typing.Callable[[Path], None]:
+    def write(path:Path):
+        with atomic_open(path, 'wb') as f: torch.save(state, f)
+    return write
+
+def _failed(e:OSError, dest:Path, part:Path|None, done:list, left:list)->OSError:
+    "`e` about `dest` (not its temporary file `part`), retold in one line with what was put in place and what was not"
+    msg = (e.strerror or str(e)).replace(str(part), str(dest)) if part is not None else (e.strerror or str(e))
+    if not msg.startswith('cannot write'): msg = f"cannot write {dest}: {msg}"
+    if not done: return OSError(e.errno, f"{msg}; nothing was written (the previous outputs are as they were)")
+    return OSError(e.errno, f"{msg}; put in place: {', '.join(map(str, done))}; not written: "
+                            f"{', '.join(map(str, left))}")
+
 def write_outputs(
     out:Path, # output folder (created if needed)
-    files:dict, # file name -> `bytes` (written as is), `str` (UTF-8 text) or any other object (JSON)
-    save:Path|None=None, # also `torch.save(state, save)`
+    # file name -> `bytes` (written as is), `str` (UTF-8 text), a callable `writer(path)` or any other object (JSON)
+    files:dict,
+    save:Path|None=None, # also `torch.save(state, save)`; with `save_files`, a folder
     state=None, # what to save there
     written:list|None=None, # each file's path is appended once it is in place (to say what an interruption kept)
-):
-    ("Write every output atomically (each file appears whole or not at all); a call that fails or is interrupted "
-     "leaves no folder of its own making empty")
+    save_files:dict|None=None, # `save` is a folder: file name -> what to write there (as in `files`)
+    remove:tuple[str, ...]=(), # names of `out` files of the command that this run does not produce
+)->list[Path]: # the files of `remove` that were there, now removed
+    ("Write every output, all of them or none: each is written to a temporary file beside it, and only once all are "
+     "complete are they put in place (the `save` files first), then the stale files of `remove` are removed; a call "
+     "that fails before that changes nothing and leaves no folder of its own making; an `OSError` says in one line "
+     "what was and was not written")
     out, written = Path(out), ([] if written is None else written)
-    with made_folders(out, *([] if save is None else [Path(save).parent])):
-        for name, data in files.items():
-            if isinstance(data, bytes):
-                with atomic_open(out/name, 'wb') as f: f.write(data)
-            elif isinstance(data, str):
-                with atomic_open(out/name, 'w') as f: f.write(data)
-            else: write_json(out/name, data)
-            written.append(out/name)
-        if save is not None:
-            with atomic_open(save, 'wb') as f: torch.save(state, f)
-            written.append(save)
+    plan = [] if save is None else ([(Path(save)/n, _writer(d)) for n, d in save_files.items()]
+                                    if save_files is not None else [(Path(save), _torch_save(state))])
+    plan += [(out/n, _writer(d)) for n, d in files.items()]
+    folders = [out] + ([] if save is None else [Path(save) if save_files is not None else Path(save).parent])
+    removed, staged = [], []
+    with made_folders(*folders), contextlib.ExitStack() as cleanup:
+        tmp = {}  # one hidden temporary folder beside the outputs of each folder (links followed)
+        for dest, write in plan:
+            real, part = Path(os.path.realpath(dest)), None
+            try:
+                if real.parent not in tmp:
+                    tmp[real.parent] = Path(tempfile.mkdtemp(dir=real.parent, prefix='.minidl-writing-'))
+                    cleanup.callback(shutil.rmtree, tmp[real.parent], ignore_errors=True)
+                write(part := tmp[real.parent]/real.name)
+            except OSError as e: raise _failed(e, dest, part, [], []) from None
+            staged.append((dest, real, part))
+        for i, (dest, real, part) in enumerate(staged):  # renames: nothing left to fail but the file system
+            try:
+                os.chmod(part, _file_mode(real))  # the permissions of the file it replaces
+                os.replace(part, real)
+            except OSError as e: raise _failed(e, dest, part, written, [d for d, _, _ in staged[i:]]) from None
+            written.append(dest)
+        for name in remove:
+            if os.path.lexists(out/name):
+                (out/name).unlink(); removed.append(out/name)
+    return removed
 
 @contextlib.contextmanager
 def interruptible(

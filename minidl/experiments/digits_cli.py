@@ -224,15 +224,18 @@ def _digits_run(args, parser, device:torch.device, info:dict|None, written:list|
                 results[n]['settings']['parameters'] = sum(
                     p.value.numel() for p in runs[n][0].model.parameters()
                 )
-            try: write_outputs(args.out, {'results.json': results, **_figures(runs)}, args.save,
-                               _state_dicts(runs) if args.save is not None else None, written)
-            except OSError as e:
-                print(
-                    f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",
-                    file=sys.stderr,
-                )
+            files = {'results.json': results, **_figures(runs)}
+            # a figure of an earlier run that this one does not make (filters.png without the CNN) would sit
+            # beside a results.json that does not describe it: it is removed, once the new files are in place
+            state = _state_dicts(runs) if args.save is not None else None
+            try: removed = write_outputs(args.out, files, args.save, state, written,
+                                         remove=tuple(f for f in OUT_FILES if f not in files))
+            except OSError as e:  # one line: which file failed, and what was (not) written
+                print(f"{parser.prog}: error: {e.strerror or e}", file=sys.stderr)
                 return 2
-            say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else ''))
+            say(f"wrote {args.out/'results.json'} and the figures" + (f", and {args.save}" if args.save else '')
+                + (f"; removed {', '.join(map(str, removed))}, an earlier run's (this run made none)"
+                   if removed else ''))
             return 0
         return (on_main(report) if info is not None else report()) or 0  # the other ranks wait for rank 0's files
 

@@ -7,9 +7,8 @@ Docs: https://minidl.github.io/minidl/distributed_demo.html.md"""
 # %% ../../nbs/45_distributed_demo.ipynb #667bdf37
 from __future__ import annotations
 
-import json
+import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -31,19 +30,20 @@ from minidl.experiments.common import (
     ExperimentParser,
     check_destinations,
     int_upto,
+    interruptible,
     nonneg_int,
     number_in,
     path_arg,
     positive_float,
+    write_outputs,
 )
 
-from ..files import atomic_open
 from ..nn.activation import ReLU, Sigmoid
 from ..nn.container import Sequential
 from ..nn.linear import Linear
 from ..nn.loss import LossBCE
 from ..optim import SGD
-from ..training import train
+from ..training import TrainingDiverged, train
 from .circle_data import circle_train_test
 
 # %% auto #0
@@ -52,7 +52,9 @@ __all__ = ['distributed_demo']
 # %% ../../nbs/45_distributed_demo.ipynb #1a90a273
 def _demo_parser() -> ExperimentParser:
     "The demo's arguments, checked as the other commands check theirs (one-line errors, exit status 2)."
-    p = ExperimentParser(prog='python -m minidl.experiments.distributed_demo',
+    # seeds below 2**31: ShardedSampler's limit (it shuffles epoch e with the seed seed * 2**32 + e)
+    p = ExperimentParser(prog='python -m minidl.experiments.distributed_demo', seed_limit=2**31,
+                         seed_owner='ShardedSampler',
                          description="Train an MLP on the circle task data-parallel; run it under "
                                      "torchrun, e.g. `torchrun --standalone --nproc-per-node 2 -m "
                                      "minidl.experiments.distributed_demo` (alone: one process).")
@@ -60,8 +62,9 @@ def _demo_parser() -> ExperimentParser:
     p.add_argument('--n-train', type=int_upto(BATCH_MAX), default=4000, help='training samples (default: 4000)')
     p.add_argument('--batch-size', type=int_upto(BATCH_MAX), default=100, help='GLOBAL batch size, all processes '
                                                                                'together (default: 100)')
-    p.add_argument('--hidden', type=int_upto(BATCH_MAX), default=64, help='width of the two hidden layers '
-                                                                          '(default: 64)')
+    # 4096, as minidl-circle's: the h x h weight, its gradient and the activations fit in well under 1 GB
+    p.add_argument('--hidden', type=int_upto(2**12), default=64, help='width of the two hidden layers, at most 4096 '
+                                                                      '(default: 64)')
     p.add_argument('--lr', type=number_in(torch.get_default_dtype()), default=0.5,
                    help='SGD learning rate (default: 0.5)')
     p.add_argument('--seed', type=p.seed, default=0, help='seed of the data, the initialisation and the '
@@ -75,61 +78,78 @@ def _demo_parser() -> ExperimentParser:
     return p
 
 # %% ../../nbs/45_distributed_demo.ipynb #4a67da10
+class _FailRank(RuntimeError):
+    "The deliberate error of `--fail-rank`"
+
 def distributed_demo(argv: list[str] | None = None, # command-line arguments (default: `sys.argv[1:]`)
-        ) -> int: # exit status
+        ) -> int: # exit status: 0, 1 if training diverged or a rank failed, 2 for bad arguments or destinations
     ("`python -m minidl.experiments.distributed_demo`: data-parallel training of an MLP on the circle task; "
      "rank 0 prints and writes the results.")
     p = _demo_parser()
     a = p.parse_args(argv)
-    if a.out is not None:  # before any training: a destination that cannot be written is refused now, not at the end
-        try: check_destinations(a.out, ('results.json',))
-        except ValueError as e: p.error(str(e))
-    if launch_info() is not None: init_distributed(timeout=a.timeout)
-    if a.fail_rank is not None and a.fail_rank >= get_world_size():  # a rank that does not exist would never fail
-        world = get_world_size(); shutdown()
-        p.error(f"argument --fail-rank: there is no rank {a.fail_rank} among {world} process(es) "
-                f"(ranks 0 to {world - 1})")
-    try:
-        with fail_fast():
-            rank, world = get_rank(), get_world_size()
-            x, y, x_test, y_test = circle_train_test(a.n_train, 1000, seed=a.seed)  # every rank holds all the data
-            # different on each rank on purpose: DataParallel broadcasts rank 0's values
-            torch.manual_seed(a.seed + rank)
-            model = Sequential(
-                Linear(2, a.hidden),
-                ReLU(),
-                Linear(a.hidden, a.hidden),
-                ReLU(),
-                Linear(a.hidden, 1),
-                Sigmoid(),
-            )
-            loss_fn, opt = LossBCE(), SGD(model.parameters(), lr=a.lr)
-            dp = DataParallel(model, a.n_train, a.batch_size, seed=a.seed, timed=True)
-            print_main(f"{world} process(es), global batch {a.batch_size}, {len(dp.sampler)} steps per epoch, {dp!r}")
-            hook = dp.after_backward
-            if a.fail_rank == rank:
-                def hook(m, idx):
-                    if dp.steps == 3: raise ValueError(f"--fail-rank {rank}: a deliberate error")
-                    dp.after_backward(m, idx)
-            t0 = time.perf_counter()
-            hist = train(model, loss_fn, opt, x, y, x_test, y_test, epochs=a.epochs, sampler=dp.sampler,
-                         after_backward=hook, progress=False)
-            seconds = time.perf_counter() - t0
-            hist = dp.reduce_history(hist)  # the loss over every rank's samples, not just this rank's
-            for e, l, acc in zip(hist.epoch, hist.train_loss, hist.test_accuracy):
-                print_main(f"epoch {e}: train loss {l:.4f}, test accuracy {acc:.4f}")
-            res = dict(world_size=world, global_batch=a.batch_size, samples_per_second=a.epochs * a.n_train / seconds,
-                       allreduce_ms_per_step=1e3 * dp.comm_seconds / max(dp.steps, 1), history=hist.as_dict())
-            print_main(f"{res['samples_per_second']:.0f} samples/s, all-reduce "
-                       f"{res['allreduce_ms_per_step']:.2f} ms per step")
-            if a.out is not None:
-                def write():
-                    Path(a.out).mkdir(parents=True, exist_ok=True)
-                    with atomic_open(Path(a.out) / 'results.json') as f: json.dump(res, f, indent=1)
-                on_main(write)
-    except DistributedError: return 1  # the message is printed already
-    finally: shutdown()
-    return 0
+    written = []  # what is in place, should Ctrl-C come while it is written
+    with interruptible(p.prog, written):  # Ctrl-C, SIGTERM or a closed output pipe: one line
+        # before any training: a destination that cannot be written is refused now, not at the end
+        if a.out is not None:
+            try: check_destinations(a.out, ('results.json',))
+            except ValueError as e: p.error(str(e))
+        try: launched = launch_info() is not None
+        except RuntimeError as e: p.error(str(e))  # a partial torchrun environment (RANK alone, say)
+        if launched:
+            try: init_distributed(timeout=a.timeout)
+            except (RuntimeError, ValueError) as e: p.error(f"cannot join torchrun's process group: {e}")
+        if a.fail_rank is not None and a.fail_rank >= get_world_size():  # a rank that does not exist would never fail
+            world = get_world_size(); shutdown()
+            p.error(f"argument --fail-rank: there is no rank {a.fail_rank} among {world} process(es) "
+                    f"(ranks 0 to {world - 1})")
+        try: return _demo_run(a, p, written)
+        except DistributedError: return 1  # the message is printed already
+        except (TrainingDiverged, _FailRank) as e:  # one process: one line, as the other commands
+            print(f"{p.prog}: error: {e}; nothing was written", file=sys.stderr, flush=True)
+            return 1
+        finally: shutdown()
+
+def _demo_run(a, p, written:list) -> int:
+    "Train and report: the demo once its arguments are checked (an error on one rank stops every rank)"
+    with fail_fast():
+        rank, world = get_rank(), get_world_size()
+        x, y, x_test, y_test = circle_train_test(a.n_train, 1000, seed=a.seed)  # every rank holds all the data
+        # different on each rank on purpose: DataParallel broadcasts rank 0's values
+        torch.manual_seed(a.seed + rank)
+        model = Sequential(
+            Linear(2, a.hidden),
+            ReLU(),
+            Linear(a.hidden, a.hidden),
+            ReLU(),
+            Linear(a.hidden, 1),
+            Sigmoid(),
+        )
+        loss_fn, opt = LossBCE(), SGD(model.parameters(), lr=a.lr)
+        dp = DataParallel(model, a.n_train, a.batch_size, seed=a.seed, timed=True)
+        print_main(f"{world} process(es), global batch {a.batch_size}, {len(dp.sampler)} steps per epoch, {dp!r}")
+        hook = dp.after_backward
+        if a.fail_rank == rank:
+            def hook(m, idx):
+                if dp.steps == 3: raise _FailRank(f"--fail-rank {rank}: a deliberate error")
+                dp.after_backward(m, idx)
+        t0 = time.perf_counter()
+        hist = train(model, loss_fn, opt, x, y, x_test, y_test, epochs=a.epochs, sampler=dp.sampler,
+                     after_backward=hook, progress=False)
+        seconds = time.perf_counter() - t0
+        hist = dp.reduce_history(hist)  # the loss over every rank's samples, not just this rank's
+        for e, l, acc in zip(hist.epoch, hist.train_loss, hist.test_accuracy):
+            print_main(f"epoch {e}: train loss {l:.4f}, test accuracy {acc:.4f}")
+        res = dict(world_size=world, global_batch=a.batch_size, samples_per_second=a.epochs * a.n_train / seconds,
+                   allreduce_ms_per_step=1e3 * dp.comm_seconds / max(dp.steps, 1), history=hist.as_dict())
+        print_main(f"{res['samples_per_second']:.0f} samples/s, all-reduce "
+                   f"{res['allreduce_ms_per_step']:.2f} ms per step")
+        if a.out is None: return 0
+        def write() -> int:
+            try: write_outputs(a.out, {'results.json': res}, written=written)
+            except OSError as e:
+                print(f"{p.prog}: error: {e.strerror or e}", file=sys.stderr, flush=True); return 2
+            return 0
+        return on_main(write) or 0  # the other ranks wait for rank 0's file
 
 # `python -m minidl.experiments.distributed_demo` (under torchrun), not this notebook
 if __name__ == '__main__' and __package__ == 'minidl.experiments':

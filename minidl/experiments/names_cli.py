@@ -31,7 +31,6 @@ from minidl.experiments.common import (
     figure_png,
     int_upto,
     interruptible,
-    made_folders,
     path_arg,
     positive_float,
     resolve_device,
@@ -282,29 +281,15 @@ def _names_run(args, parser, device:torch.device, info:dict|None, written:list)-
             files = {'results.json': _results_json(summary, settings, closed, runs),
                      'curves.png': figure_png(plot_curves(runs, closed_form=None if closed is None else closed['val'])),
                      'samples.txt': _samples_text(runs, set(split['train']), args.seed)}
-            try:
-                write_outputs(args.out, files, written=written)
-                if args.save is not None:
-                    with made_folders(args.save):  # not left behind empty if the first checkpoint fails
-                        for fname, r in _checkpoints(runs).items():
-                            save_checkpoint(
-                                args.save / fname,
-                                r.model,
-                                names=dict(
-                                    config=model_config(r.model),
-                                    model=r.name,
-                                    seed=r.seed,
-                                    steps=r.steps,
-                                    val_nll=r.val_nll,
-                                    split_seed=SPLIT_SEED,
-                                ),
-                            )
-                            written.append(args.save/fname)
-            except OSError as e:
-                print(
-                    f"{parser.prog}: error: cannot write results to {str(args.out)!r}: {e.strerror or e}",
-                    file=sys.stderr,
-                )
+            def checkpoint(r):  # the writer of one checkpoint, to the path write_outputs gives it
+                names = dict(config=model_config(r.model), model=r.name, seed=r.seed, steps=r.steps, val_nll=r.val_nll,
+                             split_seed=SPLIT_SEED)
+                return lambda path: save_checkpoint(path, r.model, names=names)
+            # all or none: the checkpoints and the files, each to a temporary file first, then all put in place
+            try: write_outputs(args.out, files, args.save, written=written, save_files=None if args.save is None
+                               else {fname: checkpoint(r) for fname, r in _checkpoints(runs).items()})
+            except OSError as e:  # one line: which file failed, and what was (not) written
+                print(f"{parser.prog}: error: {e.strerror or e}", file=sys.stderr)
                 return 2
             say(
                 f"wrote {args.out / 'results.json'}, curves.png and samples.txt"
@@ -330,6 +315,10 @@ def load_names_model(
                          "write one with minidl-names --save")
     model = model_from_config(info['config'])
     load_checkpoint(path, model)
+    # NaN or infinite weights (a run that diverged) would make no probabilities to sample from
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad: raise ValueError(f"{str(path)!r} holds NaN or infinite weights (in {', '.join(bad[:3])}"
+                             f"{', ...' if len(bad) > 3 else ''}): the model cannot be sampled from")
     return model, info
 
 def sample_main(

@@ -304,11 +304,8 @@ def test_failed_write_leaves_previous_results_and_no_partial_file(tmp_path, caps
     real_replace = os.replace
     monkeypatch.setattr(minidl.files.os, 'replace', full_disk)
     code, err = _fail(TINY + ['--seed', '1', '--out', str(out)], capsys)
-    assert code == 2 and 'No space left on device' in err
-    after = _snapshot(out)
-    assert sorted(after) == sorted(before)  # no temporary file left behind
-    changed = [name for name in after if after[name] != before[name]]
-    assert len(changed) == 1  # the first file was replaced whole; the others are the previous ones, intact
+    assert code == 2 and 'No space left on device' in err and 'nothing was written' in err, err
+    assert _snapshot(out) == before  # all or none: the previous set, whole; no temporary file left behind
     monkeypatch.undo()
     assert main(TINY + ['--seed', '1', '--out', str(out)]) == 0
 
@@ -631,3 +628,112 @@ def test_circle_puts_the_number_of_threads_back(tmp_path):
         assert circle_main(['--epochs', '1', '--runs', '1', '--threads', '1', '--out', str(tmp_path), '-q']) == 0
         assert torch.get_num_threads() == 2
     finally: torch.set_num_threads(before)
+
+
+def _full_disk_at(n, monkeypatch):
+    "Make the n-th file that atomic_open writes fail as a full disk does"
+    import contextlib
+
+    import minidl.experiments.common as common
+    real, calls = common.atomic_open, []
+    @contextlib.contextmanager
+    def failing(path, mode='w'):
+        calls.append(path)
+        if len(calls) == n:
+            raise OSError(errno.ENOSPC, f"cannot write {path}: the write failed (No space left on device)")
+        with real(path, mode) as f: yield f
+    monkeypatch.setattr(common, 'atomic_open', failing)
+
+
+@pytest.mark.parametrize('n', [1, 2, 3])
+def test_a_full_disk_writes_no_partial_set(n, tmp_path, capsys, monkeypatch):
+    "A write that fails, first file or last, --save or not: nothing is put in place, and the one line says so"
+    new, old = tmp_path/'new', tmp_path/'old'
+    assert main(TINY + ['--out', str(old), '--save', str(old/'m.pt')]) == 0
+    capsys.readouterr()
+    before = _snapshot(old)
+    _full_disk_at(n, monkeypatch)
+    code, err = _fail(TINY + ['--out', str(new)], capsys)
+    assert code == 2 and '(No space left on device); nothing was written' in err, err
+    assert not new.exists()
+    _full_disk_at(n, monkeypatch)  # the --save checkpoint is written first: its failure leaves the old set too
+    code, err = _fail(TINY + ['--seed', '1', '--out', str(old), '--save', str(old/'m.pt')], capsys)
+    assert code == 2 and 'nothing was written' in err and err.startswith('minidl-circle: error: cannot write '), err
+    assert _snapshot(old) == before
+
+
+@pytest.mark.parametrize('cmd', ['circle', 'digits', 'names'])
+@pytest.mark.parametrize('option', ['--out', '--save'])
+def test_a_path_too_long_is_one_line(cmd, option, tmp_path, capsys, monkeypatch):
+    from minidl.__main__ import main as minidl_main
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e: minidl_main([cmd, '--epochs' if cmd != 'names' else '--steps', '10',
+                                                      option, 'x' * 300])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert f'cannot write to {option}' in err and 'the path cannot be used (File name too long)' in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_links_are_followed_before_training(tmp_path, capsys, monkeypatch):
+    "A link to a missing folder, a loop of links as --out or --save: refused before training, naming the option"
+    monkeypatch.setattr(minidl.experiments.circle_cli, 'run_circle',
+                        lambda *a, **k: pytest.fail('trained despite a bad destination'))
+    (tmp_path/'c1').mkdir()
+    (tmp_path/'c1'/'outputs.png').write_bytes(b'old')
+    (tmp_path/'c1'/'results.json').symlink_to('/nonexistent/dir/results.json')
+    (tmp_path/'loopA').symlink_to(tmp_path/'loopB'); (tmp_path/'loopB').symlink_to(tmp_path/'loopA')
+    for argv, msg in [(['--out', str(tmp_path/'c1')], "is a symbolic link to '/nonexistent/dir/results.json'"),
+                      (['--out', str(tmp_path/'loopA')], f"cannot write to --out '{tmp_path/'loopA'}'"),
+                      (['--out', str(tmp_path/'o'), '--save', str(tmp_path/'loopA')], 'cannot write to --save'),
+                      (['--out', str(tmp_path/'o'), '--save', str(tmp_path/'loopA')], 'a loop of symbolic links')]:
+        code, err = _fail(TINY + argv, capsys)
+        assert code == 2 and msg in err, err
+    assert (tmp_path/'c1'/'outputs.png').read_bytes() == b'old' and not (tmp_path/'o').exists()
+
+
+def test_python_m_circle_cli_runs_the_command(tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'minidl.experiments.circle_cli', '--epochs', '0'], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "argument --epochs: expected a positive integer, got '0'" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize('argv, env, message', [
+    (['--seed', str(2**64 - 1)], {}, "expected a seed below 2**31 (ShardedSampler's limit)"),
+    (['--hidden', str(2**24)], {}, 'argument --hidden: expected a positive integer at most 4096'),
+    ([], {'RANK': '0'}, 'the environment sets RANK but not'),
+    (['--out', 'x' * 300], {}, 'the path cannot be used (File name too long)'),
+])
+def test_distributed_demo_one_line_for_limits_and_environment(argv, env, message, capsys, monkeypatch):
+    from minidl.experiments import distributed_demo as demo
+    for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'LOCAL_RANK'): monkeypatch.delenv(k, raising=False)
+    for k, v in env.items(): monkeypatch.setenv(k, v)
+    monkeypatch.setattr(demo, 'train', lambda *a, **k: pytest.fail('trained before refusing the arguments'))
+    with pytest.raises(SystemExit) as e: demo.distributed_demo(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and message in err, err
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--lr', '1e30'], 'error: training diverged: lower the learning rate'),
+    (['--fail-rank', '0'], 'error: --fail-rank 0: a deliberate error; nothing was written'),
+])
+def test_distributed_demo_one_process_failures_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    from minidl.experiments import distributed_demo as demo
+    for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'LOCAL_RANK'): monkeypatch.delenv(k, raising=False)
+    code = demo.distributed_demo(['--epochs', '1', '--n-train', '400', '--out', str(tmp_path/'o')] + argv)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count('\n') == 1 and message in err, err
+    assert not (tmp_path/'o').exists()
+
+
+def test_distributed_demo_ctrl_c_and_closed_pipe_are_one_line(tmp_path, capsys, monkeypatch):
+    from minidl.experiments import distributed_demo as demo
+    for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'LOCAL_RANK'): monkeypatch.delenv(k, raising=False)
+    for exc, code, line in [(KeyboardInterrupt, 130, 'interrupted; nothing written'),
+                            (BrokenPipeError, 1, 'stopped: its output was closed')]:
+        def stop(*a, **k): raise exc
+        monkeypatch.setattr(demo, 'train', stop)
+        with pytest.raises(SystemExit) as e: demo.distributed_demo(['--epochs', '1', '--n-train', '400'])
+        err = capsys.readouterr().err
+        assert e.value.code == code and err.count('\n') == 1 and line in err, err

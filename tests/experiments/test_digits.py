@@ -58,6 +58,15 @@ def test_one_model_several_runs(tmp_path, capsys):
     assert not (out/'filters.png').exists()  # the CNN's filters only with the CNN
 
 
+def test_a_figure_this_run_does_not_make_is_removed_and_said(tmp_path, capsys):
+    "An earlier run's filters.png is not left beside a results.json that lists only the MLP"
+    out = tmp_path/'d1'
+    out.mkdir(); (out/'filters.png').write_bytes(b'an earlier run with the CNN')
+    assert main(['--epochs', '1', '--model', 'mlp', '--out', str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f for f in OUT_FILES if f != 'filters.png')
+    assert f"removed {out/'filters.png'}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--model', 'rnn'], "argument --model: invalid choice: 'rnn'"),
     (['--runs', '0'], "argument --runs: expected a positive integer, got '0'"),

@@ -304,9 +304,39 @@ def test_interrupted_first_checkpoint_leaves_no_empty_save_folder(tmp_path, caps
     with pytest.raises(SystemExit) as e:
         names_main(['--model', 'bigram', '--steps', '3', '--out', str(out), '--save', str(ck), '--quiet'])
     assert e.value.code == 130
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['res']  # ck/ and ck/models/ made, then removed
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUT_FILES)
-    assert capsys.readouterr().err.startswith('minidl-names: interrupted; wrote ')
+    # all or none: the checkpoints come first, so nothing was put in place; no folder made for them is left
+    assert list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err.startswith('minidl-names: interrupted; nothing written')
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_results(tmp_path, capsys, monkeypatch):
+    "The checkpoints are written before the results replace the old ones: a failure leaves the old set, in one line"
+    import errno
+
+    import minidl.experiments.names_cli as C
+    out, ck = tmp_path/'res', tmp_path/'ck'
+    out.mkdir(); (out/'results.json').write_text('{"previous": true}\n')
+    def full(path, *a, **k): raise OSError(errno.ENOSPC, f"cannot write {path}: the write failed (No space left)")
+    monkeypatch.setattr(C, 'save_checkpoint', full)
+    assert names_main(['--model', 'bigram', '--steps', '3', '--out', str(out), '--save', str(ck), '--quiet']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and f"cannot write {ck/'bigram-seed0.pt'}" in err and 'nothing was written' in err, err
+    assert [p.name for p in out.iterdir()] == ['results.json'] and not ck.exists()
+    assert (out/'results.json').read_text() == '{"previous": true}\n'
+
+
+def test_sample_from_a_diverged_checkpoint_is_one_line(tmp_path, capsys):
+    from minidl.checkpoint import save_checkpoint
+    from minidl.experiments.names_cli import load_names_model
+    ck = tmp_path/'ck'
+    assert names_main(['--model', 'mlp', '--steps', '5', '--out', str(tmp_path/'res'), '--save', str(ck), '-q']) == 0
+    model, info = load_names_model(ck/'mlp-seed0.pt')
+    for p in model.parameters(): p.value.fill_(float('nan'))
+    save_checkpoint(tmp_path/'nan.pt', model, names=info)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e: names_main(['sample', '--from', str(tmp_path/'nan.pt')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'holds NaN or infinite weights' in err, err
 
 
 def test_transformer_schedules_warm_up_a_fifth_then_come_down_in_a_straight_line():
