@@ -8,11 +8,13 @@ Docs: https://minidl.github.io/minidl/module.html.md"""
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import operator
 import os
 import types
 import weakref
+from typing import NamedTuple
 
 import torch
 
@@ -22,13 +24,21 @@ from .._checks import check_flag, check_grad, check_tensor, fmt_shape, is_torch_
 __all__ = ['Parameter', 'SavesForBackward', 'Module', 'RemovableHandle']
 
 # %% ../../nbs/00_module.ipynb #27345fde
-def _check_requires_grad(flag, who: str):
-    "Accept `requires_grad_(True)`; refuse `False` with what to do instead (minidl has no autograd to switch off)."
-    if not isinstance(flag, bool): raise TypeError(f"{who}.requires_grad_ expects True or False, got {flag!r}")
+# how each way of writing it is named: (what got a flag that is not a bool, the refused call)
+_REQUIRES_GRAD_CALLS = {'requires_grad_': ('{}.requires_grad_', '{}.requires_grad_(False)'),
+                        'requires_grad': ('{}.requires_grad', '{}.requires_grad = False'),
+                        'init': ('{}', '{}(tensor, requires_grad=False)')}
+
+def _check_requires_grad(flag, who: str, how: str = 'requires_grad_'):
+    ("Accept `requires_grad_(True)`; refuse `False` with what to do instead (minidl has no autograd to switch off); "
+     "`how` names the call: `'requires_grad_'`, the attribute `'requires_grad'`, or `Parameter`'s `'init'`.")
+    name, call = (s.format(who) for s in _REQUIRES_GRAD_CALLS[how])
+    if not isinstance(flag, bool): raise TypeError(f"{name} expects requires_grad to be True or False, got {flag!r}")
     if not flag:
-        raise NotImplementedError(f"{who}.requires_grad_(False): minidl has no autograd, so every parameter "
+        raise NotImplementedError(f"{call}: minidl has no autograd, so every parameter "
                                   "an optimizer holds is trained; to freeze parameters, leave them out of "
                                   "the optimizer (e.g. SGD(model[1:].parameters(), lr=...))")
+
 
 # %% ../../nbs/00_module.ipynb #e3418b3a
 _TO_KEYS = ('device', 'dtype', 'non_blocking', 'copy', 'memory_format', 'tensor')
@@ -125,11 +135,13 @@ class Parameter:
 
     def __init__(self,
                  value: torch.Tensor, # floating-point tensor holding the initial value
+                 requires_grad: bool = True, # torch's argument: `False` (a frozen parameter) is refused, see the error
                 ):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"Parameter expects a torch.Tensor, got {type(value).__name__}")
         if not value.is_floating_point():
             raise TypeError(f"Parameter expects a floating-point tensor, got dtype {value.dtype}")
+        _check_requires_grad(requires_grad, 'Parameter', 'init')
         value = value.detach()  # a plain tensor: minidl never records an autograd graph
         # own memory that can be updated in place
         if _overlaps(value): value = value.clone(memory_format=torch.contiguous_format)
@@ -152,8 +164,11 @@ class Parameter:
     def is_cuda(self) -> bool: return self.value.is_cuda
     @property
     def requires_grad(self) -> bool:
-        "Always `True`: every parameter has a gradient (freeze one by leaving it out of the optimizer)."
+        ("Always `True`: every parameter has a gradient (freeze one by leaving it out of the optimizer); "
+         "`p.requires_grad = False` raises, as `requires_grad_(False)`.")
         return True
+    @requires_grad.setter
+    def requires_grad(self, flag: bool): _check_requires_grad(flag, 'Parameter', 'requires_grad')
     def numel(self) -> int: return self.value.numel()
     def dim(self) -> int: return self.value.dim()
     def size(self, dim: int | None = None): return self.value.size() if dim is None else self.value.size(dim)
@@ -179,10 +194,16 @@ class Parameter:
     def zero_grad(self,
                   set_to_none: bool = True, # accepted for torch's signature; minidl zeroes in place either way
                  ):
-        "Reset the gradient to zeros, in place (`grad` is never `None` in minidl: the modules add to it)."
+        ("Reset the gradient to zeros, in place (minidl's modules add to `grad`, so it stays a tensor: one set to "
+         "`None` by hand, torch's habit, becomes a zero tensor of the value's shape, dtype and device again).")
         if not isinstance(set_to_none, bool): raise TypeError("zero_grad expects set_to_none to be True or "
                                                               f"False, got {set_to_none!r}")
-        self.grad.zero_()
+        try: self.grad.zero_()
+        except AttributeError:  # not a tensor: only `None` is put right (anything else is a mistake to name)
+            if self.grad is not None:
+                raise TypeError(f"Parameter.zero_grad: grad is {type(self.grad).__name__}, expected a tensor of shape "
+                                f"{fmt_shape(self.value.shape)} (or None, which zero_grad replaces by zeros)") from None
+            self.grad = torch.zeros_like(self.value)
 
     def requires_grad_(self,
                        requires_grad: bool = True, # `False` (freezing) is refused: see the error
@@ -268,6 +289,8 @@ class SavesForBackward:
                ):
         "Drop the saved state, so that `backward` raises until the next successful forward."
         self._saved, self._why = None, why
+        # after which forward: `why` no longer holds once another forward succeeded (see `_backward_refused`)
+        self._why_at = getattr(self, '_forward_id', None)
 
     def _forget_failed(self, error: BaseException):
         "Forget the saved state because `error` interrupted a forward; `backward` then names the error."
@@ -282,9 +305,18 @@ class SavesForBackward:
                 if v is not None and (o._version != v or o.requires_grad): self._raise_modified()
 
     def _backward_refused(self, refused: Exception) -> Exception | None:
-        "The error a failed backward raises when nothing was saved: why there is nothing (else `None`)."
-        if self._saved is None and (self._why is not None or isinstance(refused, (TypeError, AttributeError))):
-            return _not_called(type(self).__name__, self._why)  # the math could not unpack what forward never saved
+        ("The error a failed backward raises when nothing was saved: why there is nothing (else `None`: the maths' "
+         "own error stands).")
+        if self._saved is not None: return None
+        who, at = type(self).__name__, getattr(self, '_forward_id', None)  # the last forward that returned a tensor
+        if self._why is not None and vars(self).get('_why_at', at) == at:  # dropped, and no forward succeeded since
+            return _not_called(who, self._why)
+        if isinstance(refused, (TypeError, AttributeError)):
+            # no forward ever ran, or what it saved was dropped since: the maths could not unpack what is not there
+            if at is None or '_versions' in vars(self): return _not_called(who)
+            # a module that keeps its own state (`self.x = x`) after a forward: a mistake in its backward's own code
+            if not getattr(refused, '__notes__', None):
+                refused.add_note(f"(raised by {who}.backward, after a forward of the module)")
         return None
 
 
@@ -298,6 +330,7 @@ _CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_keys', '_fast_gr
 # the functions a module with hooks holds as its `forward` and `backward`, bound to it (set with the hooks, below):
 # never copied, a copy binds its own
 _HOOKED = ()
+_ABSENT = object()  # no such attribute
 
 def _noting_slots(init):
     ("A subclass's `__init__`, then a note in the module of the attributes that hold a `Parameter` (see "
@@ -316,6 +349,100 @@ def _misplaced_error(m, name: str, v) -> TypeError:
                          f"graph): make it a minidl Parameter, {name} = Parameter(tensor)")
     return TypeError(f"{type(m).__name__}.{name} is a {what}, expected a minidl Parameter (or None): assign "
                      f"{name} = Parameter(tensor), or copy values in with load_state_dict")
+
+def _takes_input_grad(math) -> bool:
+    "Whether a backward's maths accepts `input_grad=` (a parameter of that name, or `**kwargs`)."
+    try: params = inspect.signature(math).parameters.values()
+    except (TypeError, ValueError): return True  # no signature to read: called as it is
+    return any(p.kind is p.VAR_KEYWORD or (p.name == 'input_grad' and p.kind is not p.POSITIONAL_ONLY) for p in params)
+
+def _with_input_grad(math):
+    ("A backward's maths written without `input_grad` (torch's `backward(self, g)`), made to accept it: the maths "
+     "runs in full either way (the input gradient is computed), and `input_grad=False` returns `None`.")
+    @functools.wraps(math)
+    def backward(self, grad_output, *args, input_grad: bool = True, **kwargs):
+        g = math(self, grad_output, *args, **kwargs)
+        return g if input_grad else None
+    return backward
+
+class _IncompatibleKeys(NamedTuple):
+    "What `load_state_dict` returns, as torch: a tuple `(missing_keys, unexpected_keys)` with those names."
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+def _named_children_all(m) -> list:
+    ("`(name, child)` for every attribute of `m` that holds a module, a module held twice included (under both "
+     "names: `state_dict`'s keys, as torch's); a container that names its own (`Sequential`) lists them itself.")
+    if type(m).named_children is not Module.named_children: return m.named_children()
+    return [(k, v) for k, v in vars(m).items() if isinstance(v, Module)]
+
+def _walk(m, prefix: str, out: list, seen: set | None):
+    "Append `(prefix, m)` and its descendants to `out`, depth first; with `seen`, a module reached again is skipped."
+    if seen is not None:
+        if id(m) in seen: return
+        seen.add(id(m))
+    out.append((prefix, m))
+    for name, child in _named_children_all(m): _walk(child, f"{prefix}.{name}" if prefix else name, out, seen)
+
+def _check_walk(m, what: str, prefix, recurse, remove_duplicate):
+    "Check the arguments torch's `named_parameters`/`named_buffers`/`state_dict` take."
+    who = f"{type(m).__name__}.{what}"
+    if not isinstance(prefix, str): raise TypeError(f"{who} expects prefix to be a str, got {type_name(prefix)}")
+    check_flag(recurse, 'recurse', who); check_flag(remove_duplicate, 'remove_duplicate', who)
+
+def _named_tensors(m, prefix: str, recurse: bool, remove_duplicate: bool, kind: str) -> list:
+    ("`(dotted name, tensor)` of the parameters (`kind='params'`, the `Parameter` objects) or the buffers "
+     "(`'buffers'`) of `m` and, with `recurse`, of its descendants; with `remove_duplicate`, each object once "
+     "(as torch).")
+    mods = m.named_modules(prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, m)]
+    out, seen = [], set()
+    for pre, mod in mods:
+        pre = f"{pre}." if pre else ''
+        d = vars(mod)
+        if kind == 'params':
+            items = []
+            for k, v in d.items():
+                if isinstance(v, Parameter): items.append((k, v))
+                # a tensor where a parameter was, or PyTorch's parameter: refused, not silently left untrained
+                elif isinstance(v, _Tensor) and (e := mod._misplaced()) is not None: raise e
+        else: items = [(k, t) for k in d.get('_buffer_names', ()) if (t := getattr(mod, k)) is not None]
+        for k, v in items:
+            if remove_duplicate:
+                if id(v) in seen: continue
+                seen.add(id(v))
+            out.append((pre + k, v))
+    return out
+
+def _inference_error(m, call: str) -> RuntimeError:
+    ("The error for torch's refusal of an inference tensor (made under `torch.inference_mode()`) in `m`'s `call` "
+     "(`'forward'`, `'backward'`): the mode to use instead, or the tensor of the model that is one and how to fix it.")
+    who = f"{type(m).__name__}.{call}"
+    if torch.is_inference_mode_enabled():
+        return RuntimeError(f"{who} ran under torch.inference_mode(), whose tensors have no version counter; minidl "
+                            "reads it to check at backward that what forward saved is unchanged. Use torch.no_grad() "
+                            "instead, or nothing: minidl records no autograd graph, so a forward costs the same")
+    for prefix, mod in m.named_modules():
+        pre = f"{prefix}." if prefix else ''
+        found = [f"{pre}{k}.{part}" for k, p in vars(mod).items() if isinstance(p, Parameter)
+                 for part in ('value', 'grad') if isinstance(t := getattr(p, part), _Tensor) and t.is_inference()]
+        found += [pre + k for k in vars(mod).get('_buffer_names', ())
+                  if isinstance(t := getattr(mod, k), _Tensor) and t.is_inference()]
+        if found:
+            return RuntimeError(f"{who}: {found[0]} is an inference tensor (the model was made, cast or moved under "
+                                "torch.inference_mode()), which cannot be saved for backward nor updated in place. "
+                                "Expected tensors made outside it: make the model outside torch.inference_mode() "
+                                "(torch.no_grad() is enough: minidl records no graph), or clone them outside it, e.g. "
+                                "for p in model.parameters(): p.value, p.grad = p.value.clone(), p.grad.clone() "
+                                "(and each buffer likewise)")
+    return RuntimeError(f"{who} got an inference tensor (made under torch.inference_mode()), which cannot be saved for "
+                        "backward: clone it outside inference mode (x.clone()), or make it under torch.no_grad()")
+
+# how torch's own refusals of an inference tensor begin (minidl's explanations of them do not)
+_TORCH_INFERENCE_ERRORS = ('Inference tensors ', 'Inplace update to inference tensor outside InferenceMode')
+
+def _refuses_inference(e: BaseException) -> bool:
+    "Whether `e` is torch's own refusal of an inference tensor (not minidl's explanation of it)."
+    return type(e) is RuntimeError and str(e).startswith(_TORCH_INFERENCE_ERRORS)
 
 class Module(SavesForBackward):
     "Base class of every layer: `forward` computes the output, `backward` applies the chain rule."
@@ -336,7 +463,10 @@ class Module(SavesForBackward):
         super().__init_subclass__(**kwargs)
         for name, checked in (('forward', _checked_forward), ('backward', _checked_backward)):
             f = cls.__dict__.get(name)
-            if callable(f) and not hasattr(f, '__wrapped__'): setattr(cls, name, checked(f))
+            if callable(f) and not hasattr(f, '__wrapped__'):
+                # torch's `backward(self, g)`, without `input_grad`: containers may pass `input_grad=False`
+                if name == 'backward' and not _takes_input_grad(f): f = _with_input_grad(f)
+                setattr(cls, name, checked(f))
         if callable(init := cls.__dict__.get('__init__')) and not hasattr(init, '__wrapped__'):
             cls.__init__ = _noting_slots(init)
 
@@ -374,6 +504,8 @@ class Module(SavesForBackward):
         if (check := getattr(self, '_check_grad_output', None)) is not None:
             try: check(g)
             except Exception as e: return e
+        # torch.inference_mode(): its tensors have no version counter and cannot be updated in place
+        if _refuses_inference(refused): return _inference_error(self, 'backward')
         return refused
 
     def _ready(self):
@@ -450,67 +582,140 @@ class Module(SavesForBackward):
                                   f"({_DOCS}coming_from_pytorch.html)")
 
     def named_children(self) -> list[tuple[str, Module]]:
-        "The direct sub-modules with their names: every `Module` held in an attribute, in assignment order."
-        return [(k, v) for k, v in vars(self).items() if isinstance(v, Module)]
+        ("The direct sub-modules with their names: every `Module` held in an attribute, in assignment order; one held "
+         "in two attributes is listed once, under the first (as torch).")
+        out, seen = [], set()
+        for k, v in vars(self).items():
+            if isinstance(v, Module) and id(v) not in seen: seen.add(id(v)); out.append((k, v))
+        return out
 
     def children(self) -> list[Module]:
         "The direct sub-modules, in the order of `named_children`."
         return [m for _, m in self.named_children()]
 
-    def named_modules(self, prefix: str = '') -> list[tuple[str, Module]]:
-        "This module (named `prefix`) and all its descendants, depth first, with dotted names."
-        out = [(prefix, self)]
-        for name, child in self.named_children():
-            out += child.named_modules(f"{prefix}.{name}" if prefix else name)
+    def named_modules(self,
+                      prefix: str = '', # the name of this module; its descendants are named `prefix.child...`
+                      *, remove_duplicate: bool = True, # `False`: a module reached by two paths is listed under both
+                     ) -> list[tuple[str, Module]]:
+        ("This module (named `prefix`) and all its descendants, depth first, with dotted names; a module reached "
+         "twice (held in two attributes) is listed once, under its first name, as torch.")
+        _check_walk(self, 'named_modules', prefix, True, remove_duplicate)
+        out = []
+        _walk(self, prefix, out, set() if remove_duplicate else None)
         return out
 
     def modules(self) -> list[Module]:
-        "This module and all its descendants, depth first."
+        "This module and all its descendants, depth first (each once)."
         return [m for _, m in self.named_modules()]
 
-    def named_parameters(self) -> list[tuple[str, Parameter]]:
+    def named_parameters(self,
+                         prefix: str = '', # put before every name (`'model'` gives `'model.0.weight'`)
+                         recurse: bool = True, # `False`: this module's own parameters only
+                         remove_duplicate: bool = True, # `False`: a shared parameter is listed under each of its names
+                        ) -> list[tuple[str, Parameter]]:
         ("Every parameter with its dotted name (`'0.weight'`), in module order; a parameter shared by two "
-         "modules is listed once.")
-        out, seen = [], set()
-        for prefix, m in self.named_modules():
-            for k, v in vars(m).items():
-                if isinstance(v, Parameter):
-                    if id(v) not in seen: seen.add(id(v)); out.append((f"{prefix}.{k}" if prefix else k, v))
-                # a tensor where a parameter was, or PyTorch's parameter: refused, not silently left untrained
-                elif isinstance(v, _Tensor) and (e := m._misplaced()) is not None: raise e
-        return out
+         "modules is listed once (torch's arguments).")
+        _check_walk(self, 'named_parameters', prefix, recurse, remove_duplicate)
+        return _named_tensors(self, prefix, recurse, remove_duplicate, 'params')
 
-    def parameters(self) -> list[Parameter]:
-        "The module's parameters, in a fixed order (empty for parameter-free modules)."
-        return [p for _, p in self.named_parameters()]
+    def parameters(self,
+                   recurse: bool = True, # `False`: this module's own parameters only
+                  ) -> list[Parameter]:
+        ("The module's parameters, in a fixed order (empty for parameter-free modules); a list, where torch gives an "
+         "iterator.")
+        return [p for _, p in self.named_parameters(recurse=recurse)]
+
+    def register_parameter(self,
+                           name: str, # attribute name, e.g. `'weight'`
+                           param: Parameter | None, # the parameter (`None`: declared but absent)
+                          ):
+        "Add a parameter under `name`, as `self.name = param` (checked as torch: a name that is already taken raises)."
+        who = f"{type(self).__name__}.register_parameter"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"{who} expects a name that is a Python identifier, got {name!r}")
+        if param is not None and not isinstance(param, Parameter): raise _misplaced_error(self, name, param)
+        old = getattr(self, name, _ABSENT)
+        if old is not _ABSENT and not isinstance(old, Parameter) and not (old is None and name in self._param_slots):
+            raise KeyError(f"{who}: attribute {name!r} already exists in {type(self).__name__}")
+        setattr(self, name, param)
+        self._param_slots = self._param_slots | {name}  # a tensor put there later is named (see `_misplaced`)
+        Parameter._edits += 1  # the modules' remembered checks see a new parameter
+
+    def get_submodule(self,
+                      target: str, # dotted path, e.g. `'encoder.0'` (`''`: this module)
+                     ) -> Module:
+        "The sub-module at `target`, as torch's `get_submodule`."
+        if not isinstance(target, str):
+            raise TypeError(f"{type(self).__name__}.get_submodule expects a dotted path (a str), got "
+                            f"{type_name(target)}")
+        m, path = self, []
+        for name in target.split('.') if target else ():
+            child = dict(_named_children_all(m)).get(name)
+            if child is None:
+                names = ', '.join(k for k, _ in _named_children_all(m)) or 'none'
+                at = f" (at {'.'.join(path)})" if path else ''
+                raise AttributeError(f"{type(self).__name__}.get_submodule({target!r}): {type(m).__name__}{at} has no "
+                                     f"sub-module {name!r} (its sub-modules: {names})")
+            m = child; path.append(name)
+        return m
+
+    def get_parameter(self,
+                      target: str, # dotted name, as `named_parameters` gives it (`'0.weight'`)
+                     ) -> Parameter:
+        "The parameter named `target`, as torch's `get_parameter`."
+        return self._get_member(target, 'parameter')
+
+    def get_buffer(self,
+                   target: str, # dotted name, as `named_buffers` gives it (`'1.running_mean'`)
+                  ) -> torch.Tensor:
+        "The buffer named `target`, as torch's `get_buffer`."
+        return self._get_member(target, 'buffer')
+
+    def _get_member(self, target: str, kind: str):
+        who = f"{type(self).__name__}.get_{kind}"
+        if not isinstance(target, str): raise TypeError(f"{who} expects a dotted name (a str), got {type_name(target)}")
+        path, _, name = target.rpartition('.')
+        m = self.get_submodule(path)
+        v = getattr(m, name, None)
+        ok = isinstance(v, Parameter) if kind == 'parameter' else name in vars(m).get('_buffer_names', ())
+        if not ok: raise AttributeError(f"{who}({target!r}): {type(m).__name__} has no {kind} {name!r}")
+        return v
 
     def register_buffer(self,
                         name: str, # attribute name, e.g. `'running_mean'`
                         # the buffer's value (`None`: declared but absent, left out of `state_dict`)
                         tensor: torch.Tensor | None,
+                        persistent: bool = True, # `False`: moved with the module but left out of `state_dict`
                        ):
         "Declare a tensor attribute that is state but not learned: it moves with `to` and is saved by `state_dict`."
         if not isinstance(name, str) or not name.isidentifier():
             raise TypeError(f"register_buffer expects a name that is a Python identifier, got {name!r}")
         if tensor is not None and not isinstance(tensor, torch.Tensor):
             raise TypeError(f"register_buffer expects a torch.Tensor or None for {name!r}, got {type(tensor).__name__}")
-        names = vars(self).setdefault('_buffer_names', [])
+        check_flag(persistent, 'persistent', 'register_buffer')
+        names = vars(self).get('_buffer_names', [])
         if name not in names and hasattr(self, name):  # as torch: never shadow a parameter, a sub-module or a method
             raise KeyError(f"register_buffer: attribute {name!r} already exists in {type(self).__name__}")
+        names = vars(self).setdefault('_buffer_names', names)
         if name not in names: names.append(name)
+        skip = vars(self).get('_nonpersistent', frozenset())  # the names left out of `state_dict`
+        if (name in skip) == persistent: self._nonpersistent = skip - {name} if persistent else skip | {name}
         setattr(self, name, tensor)
 
-    def named_buffers(self) -> list[tuple[str, torch.Tensor]]:
-        "Every buffer that is not `None`, with its dotted name (`'1.running_mean'`), in module order."
-        out = []
-        for prefix, m in self.named_modules():
-            for k in vars(m).get('_buffer_names', ()):
-                if (t := getattr(m, k)) is not None: out.append((f"{prefix}.{k}" if prefix else k, t))
-        return out
+    def named_buffers(self,
+                      prefix: str = '', # put before every name
+                      recurse: bool = True, # `False`: this module's own buffers only
+                      remove_duplicate: bool = True, # `False`: a shared buffer is listed under each of its names
+                     ) -> list[tuple[str, torch.Tensor]]:
+        "Every buffer that is not `None`, with its dotted name (`'1.running_mean'`), in module order (torch's options)."
+        _check_walk(self, 'named_buffers', prefix, recurse, remove_duplicate)
+        return _named_tensors(self, prefix, recurse, remove_duplicate, 'buffers')
 
-    def buffers(self) -> list[torch.Tensor]:
+    def buffers(self,
+                recurse: bool = True, # `False`: this module's own buffers only
+               ) -> list[torch.Tensor]:
         "Every buffer that is not `None`, in module order."
-        return [t for _, t in self.named_buffers()]
+        return [t for _, t in self.named_buffers(recurse=recurse)]
 
     def train(self,
               mode: bool = True, # `True`: training mode; `False`: evaluation mode
@@ -529,7 +734,7 @@ class Module(SavesForBackward):
                   set_to_none: bool = True, # accepted for torch's signature; minidl zeroes in place either way
                  ):
         ("Reset the gradient of every parameter to zeros (minidl keeps gradients as tensors: "
-         "`set_to_none=True` zeroes too).")
+         "`set_to_none=True` zeroes too, and a `.grad` set to `None` by hand is a zero tensor again).")
         if not isinstance(set_to_none, bool): raise TypeError("zero_grad expects set_to_none to be True or "
                                                               f"False, got {set_to_none!r}")
         for p in self.parameters(): p.zero_grad()
@@ -551,6 +756,16 @@ class Module(SavesForBackward):
         for m in self.children(): m.apply(fn)
         fn(self)
         return self
+
+    def type(self,
+             dst_type: torch.dtype, # a floating-point dtype
+            ) -> Module:
+        ("Cast the floating-point parameters and buffers to `dst_type` (`to(dst_type)`: integer buffers keep their "
+         "dtype, where torch's `type` casts them too); returns `self`.")
+        who = f"{type(self).__name__}.type"
+        if dst_type is None: raise TypeError(f"{who} expects a floating-point torch.dtype (e.g. torch.float64), got "
+                                             "None")
+        return self.to(_parse_dtype(who, dst_type))
 
     def double(self) -> Module:
         "Cast the floating-point parameters and buffers to `torch.float64` (`to(torch.float64)`); returns `self`."
@@ -620,27 +835,48 @@ class Module(SavesForBackward):
         for holder, k, _, new in moves: setattr(holder, k, new)
         return self
 
-    def _state_items(self):
-        "(dotted name, tensor) of every parameter value and buffer, in PyTorch's `state_dict` order."
-        for prefix, m in self.named_modules():
+    def _state_items(self, keep_vars: bool = False):
+        ("(dotted name, tensor) of every parameter value and persistent buffer, in PyTorch's `state_dict` order (a "
+         "module held twice under both names, as torch); with `keep_vars`, the `Parameter` objects.")
+        for prefix, m in self.named_modules(remove_duplicate=False):
             pre = f"{prefix}." if prefix else ''
             if (e := m._misplaced()) is not None: raise e  # not a state without the layer's weight
             for k, v in vars(m).items():
-                if isinstance(v, Parameter): yield pre + k, v.value
+                if isinstance(v, Parameter): yield pre + k, v if keep_vars else v.value
+            skip = vars(m).get('_nonpersistent', ())
             for k in vars(m).get('_buffer_names', ()):
-                if (t := getattr(m, k)) is not None: yield pre + k, t
+                if k not in skip and (t := getattr(m, k)) is not None: yield pre + k, t
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        ("Parameters' values and buffers by dotted name (PyTorch's keys and order); the tensors are the "
-         "module's own, not copies.")
-        return dict(self._state_items())
+    def state_dict(self,
+                   *, destination: dict | None = None, # a dict to add the entries to (returned)
+                   prefix: str = '', # put before every key
+                   # `True`: the `Parameter` objects (value and gradient) in place of their values, as torch's
+                   # parameters
+                   keep_vars: bool = False,
+                  ) -> dict[str, torch.Tensor]:
+        ("Parameters' values and buffers by dotted name (PyTorch's keys and order, torch's keyword arguments); the "
+         "tensors are the module's own, not copies.")
+        who = f"{type(self).__name__}.state_dict"
+        _check_walk(self, 'state_dict', prefix, True, True); check_flag(keep_vars, 'keep_vars', who)
+        if destination is not None and not isinstance(destination, dict):
+            raise TypeError(f"{who} expects destination to be a dict (or None), got {type_name(destination)}")
+        out = {} if destination is None else destination
+        for k, t in self._state_items(keep_vars): out[prefix + k] = t
+        return out
 
     def load_state_dict(self,
                         state_dict: dict, # name -> tensor, e.g. from `state_dict()` or a `torch.nn` module's
                         strict: bool = True, # require exactly the same keys
-                       ) -> tuple[list[str], list[str]]: # `(missing_keys, unexpected_keys)`
+                        assign: bool = False, # torch's option to take the tensors themselves: refused unless `False`
+                       ) -> _IncompatibleKeys: # `(missing_keys, unexpected_keys)`, with those names
         ("Copy the tensors of `state_dict` into the parameters and buffers, in place; checks everything "
          "first, so a failed load changes nothing.")
+        who = f"{type(self).__name__}.load_state_dict"
+        check_flag(strict, 'strict', who); check_flag(assign, 'assign', who)
+        if assign:
+            raise NotImplementedError(f"{who}: assign=True (the model taking the state dict's tensors themselves) is "
+                                      "not in minidl, which loads in place so that optimizers holding the parameters "
+                                      "keep working: use assign=False (the values are copied)")
         if not isinstance(state_dict, dict):
             raise TypeError(f"load_state_dict expects a dict of tensors, got {type(state_dict).__name__}")
         targets = dict(self._state_items())
@@ -653,6 +889,7 @@ class Module(SavesForBackward):
         for k, t in targets.items():
             if k not in state_dict: continue
             v = state_dict[k]
+            if isinstance(v, Parameter): v = v.value  # from `state_dict(keep_vars=True)`
             if not isinstance(v, torch.Tensor): errors.append(f"{k}: expected a tensor, got {type(v).__name__}")
             elif v.shape != t.shape:
                 errors.append(f"{k}: shape {fmt_shape(v.shape)} in the state dict, {fmt_shape(t.shape)} in the model")
@@ -671,7 +908,7 @@ class Module(SavesForBackward):
         if errors:
             raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + '; '.join(errors) + " (nothing was loaded)")
         for t, v in staged: t.copy_(v)  # in place: optimizers holding the tensors keep working
-        return missing, unexpected
+        return _IncompatibleKeys(missing, unexpected)
 
     def extra_repr(self) -> str:
         "The text between the parentheses of the repr (override to show a module's settings)."
@@ -700,6 +937,8 @@ def _checked_forward(math):
             for m in self.modules(): m._forget()
             # a check that read `weight.value` of a tensor put where a parameter was: say so
             if isinstance(e, AttributeError) and (clear := self._misplaced()) is not None: raise clear from None
+            # torch.inference_mode(): its tensors have no version counter to save (see `_inference_error`)
+            if _refuses_inference(e): raise _inference_error(self, 'forward') from None
             raise
         if type(out) is _Tensor:  # the output names the call that made it; a loss hands the name on to its gradient
             n = next(_forward_ids)

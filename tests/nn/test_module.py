@@ -804,3 +804,186 @@ def test_torch_hook_options_are_refused_clearly():
     assert_clear_error(NotImplementedError, 'with_kwargs=True', lin.register_forward_pre_hook, _keep, with_kwargs=True)
     assert_clear_error(NotImplementedError, 'use register_full_backward_hook', lin.register_backward_hook, _keep)
     assert 'forward' not in vars(lin)
+
+
+# --- a module held twice, torch's keyword arguments, a backward without input_grad, inference mode ---
+
+class _Tied(Module):
+    "One Linear under two names (`dec` is `enc`), and a BatchNorm1d after it: torch's weight tying."
+    def __init__(self, lib):
+        self.enc = lib.Linear(2, 2); self.dec = self.enc; self.bn = lib.BatchNorm1d(2)
+
+
+class _TorchTied(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Linear(2, 2); self.dec = self.enc; self.bn = torch.nn.BatchNorm1d(2)
+
+
+def test_a_module_held_twice_is_visited_once_as_in_torch():
+    m, t = _Tied(M), _TorchTied()
+    names = lambda pairs: [k for k, _ in pairs]
+    assert names(m.named_modules()) == names(t.named_modules()) == ['', 'enc', 'bn']
+    assert names(m.named_children()) == names(t.named_children()) == ['enc', 'bn']
+    assert len(m.modules()) == len(list(t.modules())) and len(m.children()) == len(list(t.children()))
+    assert names(m.named_buffers()) == names(t.named_buffers())
+    assert len(m.buffers()) == len(list(t.buffers())) == 3
+    assert names(m.named_modules(remove_duplicate=False)) == names(t.named_modules(remove_duplicate=False))
+    # state_dict keeps both names, as torch's
+    assert list(m.state_dict()) == list(t.state_dict())
+    assert m.load_state_dict(t.state_dict()) == ([], [])
+    # apply: once per module, as torch
+    m.enc.weight.value.fill_(1.0); t.enc.weight.data.fill_(1.0)
+    m.apply(lambda x: isinstance(x, Linear) and x.weight.value.mul_(0.5))
+    t.apply(lambda x: isinstance(x, torch.nn.Linear) and x.weight.data.mul_(0.5))
+    assert m.enc.weight.value[0, 0].item() == t.enc.weight[0, 0].item() == 0.5
+    m.double(); assert m.bn.running_mean.dtype == torch.float64  # moved once, still one tensor under both names
+    assert m.state_dict()['enc.weight'] is m.state_dict()['dec.weight']
+
+
+def test_torch_keyword_arguments_of_the_traversals_and_state_dict():
+    torch.manual_seed(0)
+    m, t = _Tied(M), _TorchTied()
+    m.load_state_dict(t.state_dict())
+    names = lambda pairs: [k for k, _ in pairs]
+    for kw in ({}, {'prefix': 'model'}, {'recurse': False}, {'remove_duplicate': False}):
+        assert names(m.named_parameters(**kw)) == names(t.named_parameters(**kw)), kw
+        assert names(m.named_buffers(**kw)) == names(t.named_buffers(**kw)), kw
+    assert m.parameters(recurse=False) == [] and m.bn.parameters(recurse=False) == [m.bn.weight, m.bn.bias]
+    assert len(m.buffers(recurse=False)) == 0
+    assert list(m.state_dict(prefix='x.')) == list(t.state_dict(prefix='x.'))
+    dest = {}
+    assert m.state_dict(destination=dest) is dest and list(dest) == list(t.state_dict())
+    kept = m.state_dict(keep_vars=True)
+    assert kept['bn.weight'] is m.bn.weight and kept['bn.running_mean'] is m.bn.running_mean
+    assert m.load_state_dict(kept) == ([], [])  # Parameter entries load as their values
+    r = m.load_state_dict({k: v for k, v in t.state_dict().items() if k != 'bn.bias'}, strict=False)
+    assert isinstance(r, tuple) and (r.missing_keys, r.unexpected_keys) == (['bn.bias'], [])
+    assert_clear_error(TypeError, 'expects prefix to be a str', m.named_parameters, prefix=1)
+    assert_clear_error(TypeError, 'expects keep_vars to be True or False', m.state_dict, keep_vars='yes')
+    before = snapshot(m)
+    assert_clear_error(NotImplementedError, 'assign=True', m.load_state_dict, t.state_dict(), assign=True)
+    assert_unchanged(before, snapshot(m))
+
+
+def test_register_parameter_get_parameter_get_submodule_get_buffer_and_type():
+    seq = Sequential(Linear(3, 4), BatchNorm1d(4))
+    lin = seq[0]
+    assert lin.get_submodule('') is lin and seq.get_submodule('1') is seq[1]
+    assert seq.get_parameter('0.weight') is lin.weight and seq.get_buffer('1.running_mean') is seq[1].running_mean
+    assert_clear_error(AttributeError, "has no parameter 'running_mean'", seq.get_parameter, '1.running_mean')
+    assert_clear_error(AttributeError, "has no sub-module 'x'", lin.get_submodule, 'x')
+    p = Parameter(torch.zeros(4))
+    lin.register_parameter('extra', p)
+    assert lin.get_parameter('extra') is p and 'extra' in dict(Module.named_parameters(lin))
+    assert_clear_error(KeyError, "'in_features' already exists", lin.register_parameter, 'in_features', p)
+    assert_clear_error(TypeError, 'expected a minidl Parameter', lin.register_parameter, 'other', torch.zeros(1))
+    assert_clear_error(TypeError, 'torch.nn.Parameter', lin.register_parameter, 'other',
+                       torch.nn.Parameter(torch.zeros(1)))
+    lin.register_parameter('gone', None)
+    lin.register_parameter('gone', Parameter(torch.ones(1)))  # a declared name takes a parameter later
+    assert seq.type(torch.float64) is seq and lin.weight.value.dtype == torch.float64
+    assert seq[1].num_batches_tracked.dtype == torch.int64  # as to(): integer buffers keep their dtype
+    assert_clear_error(TypeError, 'floating-point', seq.type, torch.int32)
+
+
+def test_a_non_persistent_buffer_moves_but_is_left_out_of_state_dict_as_in_torch():
+    m, t = Linear(2, 2), torch.nn.Linear(2, 2)
+    for x in (m, t): x.register_buffer('scratch', torch.zeros(3), persistent=False)
+    assert list(m.state_dict()) == list(t.state_dict()) == ['weight', 'bias']
+    assert [k for k, _ in m.named_buffers()] == ['scratch']
+    m.double(); assert m.scratch.dtype == torch.float64
+    m.register_buffer('scratch', torch.zeros(3))  # registered again, persistent
+    assert list(m.state_dict()) == ['weight', 'bias', 'scratch']
+    assert_clear_error(TypeError, 'persistent to be True or False', m.register_buffer, 'b', None, persistent=1)
+
+
+def test_parameter_requires_grad_false_is_refused_clearly_however_written():
+    p = Parameter(torch.zeros(2))
+    for f in (lambda: setattr(p, 'requires_grad', False), lambda: Parameter(torch.zeros(2), requires_grad=False),
+              lambda: p.requires_grad_(False)):
+        assert_clear_error(NotImplementedError, 'leave them out of the optimizer', f)
+    p.requires_grad = True
+    assert p.requires_grad is True and Parameter(torch.zeros(1), requires_grad=True).requires_grad
+    assert_clear_error(TypeError, 'requires_grad to be True or False', setattr, p, 'requires_grad', 1)
+
+
+def test_zero_grad_gives_a_gradient_set_to_none_a_zero_tensor_again():
+    m = Linear(2, 3).double()
+    m.weight.grad = None
+    m.zero_grad()
+    g = m.weight.grad
+    assert isinstance(g, torch.Tensor) and (g.shape, g.dtype) == (m.weight.value.shape, torch.float64)
+    assert not g.any()
+    y = m(torch.ones(4, 2, dtype=torch.float64)); m.backward(torch.ones_like(y))  # trains again
+    m.bias.grad = 'x'
+    assert_clear_error(TypeError, 'grad is str, expected a tensor of shape (3)', m.zero_grad)
+
+
+class _TorchStyle(Module):
+    "y = w * x, with torch's backward signature (no input_grad), keeping its own state."
+    def __init__(self): self.w = Parameter(torch.linspace(0.5, 1.5, 3, dtype=torch.float64))
+    def forward(self, x): self.x = x; return x * self.w.value
+    def backward(self, g): self.w.grad += (g * self.x).sum(0); return g * self.w.value
+
+
+def test_a_backward_without_input_grad_is_accepted_first_in_a_sequential():
+    torch.manual_seed(0)
+    x, g = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    ref = Sequential(_TorchStyle(), Linear(3, 2).double())
+    ref(x); ref.backward(g)
+    s = copy.deepcopy(ref); s.zero_grad()
+    for _ in range(3):  # checked, then the container's fast path (each module's maths called directly)
+        s.zero_grad(); s(x)
+        assert s.backward(g, input_grad=False) is None
+        for a, b in zip(s.parameters(), ref.parameters()): assert torch.equal(a.grad, b.grad)
+    m = _TorchStyle(); m(x[:, :3])
+    assert m.backward(torch.ones(5, 3, dtype=torch.float64), input_grad=False) is None
+    assert torch.equal(m.backward(torch.ones(5, 3, dtype=torch.float64)), m.w.value.expand(5, 3))
+    assert type(m).backward._math(m, torch.ones(5, 3, dtype=torch.float64), input_grad=False) is None
+    from minidl.training import train
+    s2 = Sequential(_TorchStyle(), Linear(3, 1).double())
+    h = train(s2, LossMSE(), M.SGD(s2.parameters(), lr=0.1), x, torch.zeros(5, 1, dtype=torch.float64), epochs=1,
+              progress=False)
+    assert len(h.train_loss) == 1
+
+
+class _Buggy(_TorchStyle):
+    def backward(self, g, input_grad=True):
+        self.w.grad += (g * self.x).sum(0)
+        return g * self.w.value + None  # a mistake in the user's own code
+
+
+def test_a_mistake_in_a_user_backward_is_not_reported_as_a_missing_forward():
+    b = _Buggy()
+    assert_clear_error(RuntimeError, 'called before forward', b.backward, torch.ones(2, 3))
+    b(torch.ones(2, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match='unsupported operand') as e:
+        b.backward(torch.ones(2, 3, dtype=torch.float64))
+    assert 'called before forward' not in str(e.value) and '_Buggy.backward' in ''.join(e.value.__notes__)
+    # a failed forward names itself; a successful forward since makes the user's own error stand again
+    with pytest.raises(TypeError): b('not a tensor')
+    assert_clear_error(RuntimeError, 'its last forward failed', b.backward, torch.ones(2, 3))
+    b(torch.ones(2, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match='unsupported operand'): b.backward(torch.ones(2, 3, dtype=torch.float64))
+
+
+def test_inference_mode_gets_a_clear_error_saying_what_to_use():
+    torch.manual_seed(0)
+    m = Sequential(Linear(2, 3), ReLU(), Linear(3, 1)).eval()
+    x = torch.randn(4, 2)
+    with torch.inference_mode():
+        assert_clear_error(RuntimeError, ['torch.inference_mode()', 'Use torch.no_grad() instead'], m, x)
+    with torch.no_grad(): y = m(x)  # what to use instead
+    m.train(); y = m(x); m.backward(torch.ones_like(y))  # and the model works on outside
+    for make in (lambda: Linear(2, 2), lambda: Linear(2, 2).double()):
+        with torch.inference_mode(): made = make()
+        dt = made.weight.value.dtype
+        assert_clear_error(RuntimeError, ['weight.value is an inference tensor', 'clone'],
+                           made, torch.ones(1, 2, dtype=dt))
+        for p in made.parameters(): p.value, p.grad = p.value.clone(), p.grad.clone()  # the fix the error gives
+        y = made(torch.ones(1, 2, dtype=dt)); made.backward(torch.ones_like(y))
+    bn = BatchNorm1d(3)
+    with torch.inference_mode():
+        assert_clear_error(RuntimeError, 'torch.no_grad()', bn, torch.randn(5, 3))
+    assert bn.num_batches_tracked.item() == 0  # refused before it changed anything
