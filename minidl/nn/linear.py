@@ -121,7 +121,9 @@ class Linear(Module):
             self._ones_cache = (self.weight.value, n, ones)
         return ones
 
-    def parameters(self) -> list[Parameter]:
+    def parameters(self,
+                   recurse: bool = True, # torch's argument (a Linear holds no modules: the same either way)
+                  ) -> list[Parameter]:
         "`[weight, bias]` (or `[weight]` without bias)."
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 

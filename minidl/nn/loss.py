@@ -12,10 +12,20 @@ import numbers
 
 import torch
 
+from minidl.nn.module import (  # (before the others: a multi-line import stays absolute in the package)
+    Module,
+    SavesForBackward,
+    _inference_error,
+    _move,
+    _parse_to,
+    _refuses_inference,
+    _setting,
+    _Tensor,
+)
+
 from .._checks import check_grad, check_tensor, fmt_shape
 from .activation import _log_softmax
 from .linear import _scalar
-from .module import Module, SavesForBackward, _move, _parse_to, _setting, _Tensor
 
 # %% auto #0
 __all__ = ['MSELoss', 'BCELoss', 'CrossEntropyLoss', 'Loss', 'LossMSE', 'LossBCE', 'LossCrossEntropy']
@@ -128,7 +138,9 @@ def _checked_loss_forward(math):
                     and not (p.requires_grad or t.requires_grad)):  # `_accept_pair`'s usual case, tested without a call
                 p, t = accept(self, p, t)
             try: loss = math(self, p, t)
-            except Exception as refused: raise self._forward_error(p, t, refused) from None
+            except Exception as refused:  # torch's refusal of an inference tensor: what to do instead
+                raise (_inference_error(self, 'forward') if _refuses_inference(refused)
+                       else self._forward_error(p, t, refused)) from None
         except BaseException as e:  # Ctrl-C included
             self._forget_failed(e); raise
         self._of = getattr(prediction, '_minidl_forward', None)  # the module call that made the prediction, if any

@@ -421,7 +421,7 @@ def _inference_error(m, call: str) -> RuntimeError:
         return RuntimeError(f"{who} ran under torch.inference_mode(), whose tensors have no version counter; minidl "
                             "reads it to check at backward that what forward saved is unchanged. Use torch.no_grad() "
                             "instead, or nothing: minidl records no autograd graph, so a forward costs the same")
-    for prefix, mod in m.named_modules():
+    for prefix, mod in m.named_modules() if isinstance(m, Module) else ():  # (a loss holds no parameters)
         pre = f"{prefix}." if prefix else ''
         found = [f"{pre}{k}.{part}" for k, p in vars(mod).items() if isinstance(p, Parameter)
                  for part in ('value', 'grad') if isinstance(t := getattr(p, part), _Tensor) and t.is_inference()]

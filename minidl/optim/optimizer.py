@@ -565,6 +565,10 @@ class Optimizer:
             raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got "
                             f"{set_to_none!r}")
         grads, key = [p.grad for p in self.params], (Parameter._edits, _Params.edits)
+        if key != self._zeroable and None in grads:  # torch's habit `p.grad = None`: a zero tensor again, as a module's
+            for p in self.params:
+                if p.grad is None: p.grad = torch.zeros_like(p.value)
+            grads, key = [p.grad for p in self.params], (Parameter._edits, _Params.edits)
         # refuses a non-tensor, or one that requires grad, before zeroing anything; an inference tensor would stop
         # it part-way, so that is asked first, once a gradient (or the list) was replaced since the last call
         try:

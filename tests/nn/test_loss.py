@@ -338,3 +338,14 @@ def test_cross_entropy_refuses_ignore_index_with_probabilities():
                        CrossEntropyLoss(ignore_index=1), x, torch.rand(4, 3))
     p = torch.full((4, 3), 1 / 3)
     assert_close(CrossEntropyLoss(ignore_index=-5)(x, p), TF.cross_entropy(x, p, ignore_index=-5))
+
+
+def test_a_loss_under_inference_mode_says_what_to_do():
+    from minidl import LossBCE, LossMSE
+    for loss in (LossBCE(), LossMSE()):
+        with torch.inference_mode(), pytest.raises(RuntimeError, match=r'Use torch.no_grad\(\) instead'):
+            loss(torch.rand(3), torch.rand(3))
+    with torch.inference_mode(): p = torch.rand(3)
+    with pytest.raises(RuntimeError, match=r'got an inference tensor .*clone it outside inference mode'):
+        LossBCE()(p, torch.rand(3))  # (LossMSE saves only p - t, a tensor of its own: it takes one)
+    loss = LossBCE(); loss(p.clone(), torch.rand(3)); loss.backward()

@@ -702,3 +702,12 @@ def test_adamw_loads_torch_state_dicts_without_the_decoupling_flag():
     assert adam.param_groups[0]['decoupled_weight_decay'] is False
     with pytest.raises(ValueError, match="of an 'Adam' optimizer, expected 'AdamW'"):
         AdamW(ps).load_state_dict(torch.optim.Adam([torch.zeros(3, requires_grad=True)]).state_dict())
+
+
+def test_zero_grad_restores_a_gradient_set_to_none():
+    "torch's habit p.grad = None: the optimizer's zero_grad makes it a zero tensor again, as a module's does"
+    m = Linear(2, 2); opt = SGD(m.parameters(), lr=0.1)
+    m.weight.grad = None; m.bias.grad.fill_(3.0)
+    opt.zero_grad()
+    assert torch.equal(m.weight.grad, torch.zeros(2, 2)) and not m.bias.grad.any()
+    assert Linear(2, 3).parameters(recurse=False)[0].shape == (3, 2)
