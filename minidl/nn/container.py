@@ -13,8 +13,18 @@ from types import MappingProxyType
 
 import torch
 
+from minidl.nn.module import (  # (before the others: a multi-line import stays absolute in the package)
+    Module,
+    Parameter,
+    _check_accumulators,
+    _method_of,
+    _named_children_all,
+    _not_called,
+    _saved_of,
+    _Tensor,
+)
+
 from .._checks import fmt_shape, type_name
-from .module import Module, Parameter, _check_accumulators, _method_of, _not_called, _saved_of, _Tensor
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual']
@@ -276,7 +286,7 @@ class Sequential(Module):
             raise TypeError(f"get_submodule expects a dotted name such as '0' or '2.block', got {type_name(target)}")
         m, path = self, []
         for name in target.split('.') if target else ():
-            children = dict(m.named_children())
+            children = dict(_named_children_all(m))  # a module held under two names: either name reaches it
             if name not in children:
                 where = f"{'.'.join(path)} ({type(m).__name__})" if path else f"the {type(m).__name__}"
                 kind = ('a Parameter' if isinstance(getattr(m, name, None), Parameter)

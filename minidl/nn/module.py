@@ -555,6 +555,9 @@ class Module(SavesForBackward):
     def __setstate__(self, state: dict):
         ("A copy's attributes; the version counters of what its forward saved are read again, from the copied tensors; "
          "its hooked `forward` and `backward` are its own, bound to the copy (see `_install_hooks`).")
+        cls = type(self)  # a copy made before an attribute became a checked setting (`dim`, `running_mean`): the
+        for k in [k for k in state if isinstance(getattr(cls, k, None), property) and '_' + k not in state]:
+            state['_' + k] = state.pop(k)  # property keeps it under '_' + its name
         self.__dict__.update(state)
         if (s := state.get('_saved')) is not None:
             self._versions = [o._version if isinstance(o, _Tensor) else None for o in s]

@@ -564,18 +564,19 @@ class Optimizer:
         if set_to_none is not True and set_to_none is not False:
             raise TypeError(f"{type(self).__name__}.zero_grad expects set_to_none to be True or False, got "
                             f"{set_to_none!r}")
-        grads, key = [p.grad for p in self.params], (Parameter._edits, _Params.edits)
+        grads, key, fresh = [p.grad for p in self.params], (Parameter._edits, _Params.edits), {}
         if key != self._zeroable and None in grads:  # torch's habit `p.grad = None`: a zero tensor again, as a module's
-            for p in self.params:
-                if p.grad is None: p.grad = torch.zeros_like(p.value)
-            grads, key = [p.grad for p in self.params], (Parameter._edits, _Params.edits)
+            fresh = {i: torch.zeros_like(p.value) for i, p in enumerate(self.params) if p.grad is None}
+            grads = [fresh.get(i, g) for i, g in enumerate(grads)]  # (assigned once every other one is zeroed)
         # refuses a non-tensor, or one that requires grad, before zeroing anything; an inference tensor would stop
         # it part-way, so that is asked first, once a gradient (or the list) was replaced since the last call
         try:
             if key != self._zeroable and any(map(torch.Tensor.is_inference, grads)): raise RuntimeError('inference')
             torch._foreach_zero_(grads)
         except Exception:
-            _tensors(self, 'zero_grad')  # the clear error that names the wrong gradient
+            # the clear error that names the wrong gradient (checked as the step would, with the zeros for a None)
+            _check_all(self, [p.value for p in self.params], grads, f"{type(self).__name__}.zero_grad")
+            self._cache = None  # (what that check cached holds the zeros not assigned)
             for i, g in enumerate(grads):
                 if g.is_inference():
                     raise RuntimeError(f"{type(self).__name__}.zero_grad: the gradient of parameter {i} is an "
@@ -583,7 +584,8 @@ class Optimizer:
                                        "in place; nothing was zeroed. Assign p.grad = torch.zeros_like(p.value)"
                                        ) from None
             raise
-        self._zeroable = key
+        for i, g in fresh.items(): self.params[i].grad = g
+        self._zeroable = (Parameter._edits, _Params.edits)
 
     _zeroable = None  # (`Parameter._edits`, `_Params.edits`) at the last zero_grad: its gradients' kinds were asked
 

@@ -987,3 +987,27 @@ def test_inference_mode_gets_a_clear_error_saying_what_to_use():
     with torch.inference_mode():
         assert_clear_error(RuntimeError, 'torch.no_grad()', bn, torch.randn(5, 3))
     assert bn.num_batches_tracked.item() == 0  # refused before it changed anything
+
+
+def test_a_copy_made_before_an_attribute_became_a_setting_still_loads():
+    "an earlier version kept `dim`, `running_mean`... as plain attributes: its pickles load into the properties"
+    import minidl.nn as mnn
+    for m, renamed in ((mnn.Softmax(1), ('dim',)), (mnn.BatchNorm1d(3), ('running_mean', 'running_var', 'momentum'))):
+        state = dict(m.__dict__)
+        for k in renamed: state[k] = state.pop('_' + k)  # the earlier layout
+        new = type(m).__new__(type(m)); new.__setstate__(state)
+        assert all(k not in vars(new) for k in renamed)
+        out = new(torch.randn(4, 3))
+        assert out.shape == (4, 3) and new.state_dict().keys() == m.state_dict().keys()
+
+
+def test_get_submodule_reaches_a_module_held_under_a_second_name():
+    import minidl.nn as mnn
+
+    class Holder(mnn.Module):
+        def __init__(self): self.a = mnn.Linear(2, 2); self.b = self.a
+        def forward(self, x): return self.a(x)
+        def backward(self, g, input_grad=True): return self.a.backward(g, input_grad)
+
+    h = mnn.Sequential(Holder())
+    assert h.get_submodule('0.b') is h[0].a and h.get_parameter('0.b.weight') is h[0].a.weight

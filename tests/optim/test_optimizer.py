@@ -711,3 +711,17 @@ def test_zero_grad_restores_a_gradient_set_to_none():
     opt.zero_grad()
     assert torch.equal(m.weight.grad, torch.zeros(2, 2)) and not m.bias.grad.any()
     assert Linear(2, 3).parameters(recurse=False)[0].shape == (3, 2)
+
+
+def test_a_refused_zero_grad_leaves_a_gradient_set_to_none_as_it_was():
+    m = Linear(3, 3); opt = SGD(m.parameters(), lr=0.1)
+    m.weight.grad = None; m.bias.grad = 'oops'
+    with pytest.raises(TypeError, match='gradient of parameter 1 is str'): opt.zero_grad()
+    assert m.weight.grad is None
+    with torch.inference_mode(): t = torch.ones(3)
+    m.bias.grad = t
+    with pytest.raises(RuntimeError, match='nothing was zeroed'): opt.zero_grad()
+    assert m.weight.grad is None and torch.equal(m.bias.grad, torch.ones(3))
+    m.bias.grad = torch.ones(3); opt.zero_grad()
+    assert not m.weight.grad.any() and not m.bias.grad.any()
+    opt.step(); assert opt.step_count == 1
