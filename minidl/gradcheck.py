@@ -89,6 +89,14 @@ def _check_settings(eps, atol, rtol, seed, raise_exception):
     check_seed(seed, 'seed', 'gradcheck')
     check_flag(raise_exception, 'raise_exception', 'gradcheck')
 
+def _check_finite_values(t: torch.Tensor, name: str):
+    "Refuse a NaN or an infinity in `t` (finite differences there are NaN), before anything is computed."
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        nans, infs = int(t.isnan().sum()), int(t.isinf().sum())
+        raise ValueError(f"gradcheck expects finite values, but the {name} holds {nans} NaN and {infs} infinite "
+                         f"entries (of {t.numel()}): a finite difference there is NaN; check the module on finite "
+                         "values")
+
 def _float64_copy(t: torch.Tensor) -> torch.Tensor:
     ("A float64 copy of `t` (an integer target keeps its dtype) with its strides, so that a non-contiguous input "
      "(transposed, sliced) is checked as it is; contiguous where elements share memory (an expanded input), since "
@@ -120,11 +128,14 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
                 f"tensor), got {type(t).__name__}"
                 + (f" of dtype {t.dtype}" if isinstance(t, torch.Tensor) else '')
             )
+    for k, t in enumerate(inputs):
+        _check_finite_values(t, 'input' if len(inputs) == 1 else ('prediction', 'target')[k])
     f = copy.deepcopy(f)  # work on a float64 copy: the caller's module is left untouched
     if hasattr(f, 'to'): f.to(dtype=torch.float64)  # integer buffers keep their dtype
     # float64 copies with the inputs' strides (a non-contiguous input stays so); an integer target keeps its dtype
     inputs = [_float64_copy(t) for t in inputs]
     params = f.parameters() if hasattr(f, 'parameters') else []
+    for i, p in enumerate(params): _check_finite_values(p.value, f"parameter {i} {tuple(p.shape)}")
     for p in params: p.zero_grad()
     x, errors = inputs[0], []
     if len(inputs) == 1:  # a module: reduce the output to a scalar with a fixed random projection R

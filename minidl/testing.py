@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from ._checks import check_rate
+
 # %% auto #0
 __all__ = ['F32_TOL', 'RAW_MESSAGES', 'tolerance', 'assert_close', 'assert_parity', 'autograd_grads', 'torch_grads',
            'full_precision_muon', 'snapshot', 'assert_unchanged', 'assert_clear_error']
@@ -29,7 +31,10 @@ def tolerance(expected: torch.Tensor, # the oracle's result (PyTorch's)
               scale: float | None = None, # the magnitude of the terms that produced the result (default: max|expected|)
              ) -> dict: # `dict(rtol=..., atol=...)`, the keywords of `torch.testing.assert_close`
     "The tolerances of the policy: rtol = ulps eps n cond, atol = rtol scale (the absolute floor on the terms' scale)."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not isinstance(expected, torch.Tensor):
+        raise TypeError(f"tolerance expects expected to be a torch.Tensor (the oracle's result), got "
+                        f"{type(expected).__name__} {expected!r}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"tolerance expects n >= 1 (a count of roundings), got {n!r}")
     for name, v, low, what in (('cond', cond, 1, 'cond >= 1 (a factor that amplifies errors)'),
                                ('ulps', ulps, 0, 'ulps > 0'), ('scale', scale, 0, 'scale >= 0')):
@@ -37,8 +42,10 @@ def tolerance(expected: torch.Tensor, # the oracle's result (PyTorch's)
         if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not low <= v < math.inf
                 or (name == 'ulps' and v == 0)):
             raise ValueError(f"tolerance expects a finite {what}, got {v!r}")
-    if not expected.is_floating_point(): return dict(rtol=0.0, atol=0.0)  # integers compare exactly
-    info = torch.finfo(expected.dtype)
+    n = int(n)  # (a NumPy integer too)
+    if not (expected.is_floating_point() or expected.is_complex()):
+        return dict(rtol=0.0, atol=0.0)  # integers and booleans compare exactly
+    info = torch.finfo(expected.dtype)  # (a complex dtype: its parts' float dtype)
     rtol = ulps * info.eps * n * cond
     if scale is None:
         finite = expected.detach()[torch.isfinite(expected.detach())]
@@ -56,10 +63,15 @@ def assert_close(actual: torch.Tensor, # minidl's result
                  equal_nan: bool = False, # NaN equals NaN
                 ):
     "Check `actual` against `expected` under the tolerance policy; raises `AssertionError` naming the policy's terms."
-    # a Python number is compared in the result's dtype (a float64 result against 1.0 is not a dtype mismatch)
-    expected = (expected.detach() if isinstance(expected, torch.Tensor)
-                else torch.as_tensor(expected, dtype=actual.dtype if isinstance(actual, torch.Tensor) else None))
-    if isinstance(actual, torch.Tensor): actual = actual.detach()
+    if not isinstance(actual, torch.Tensor):
+        raise TypeError(f"assert_close expects actual to be a torch.Tensor (minidl's result), got "
+                        f"{type(actual).__name__} {actual!r}")
+    if not isinstance(expected, (torch.Tensor, numbers.Number)) or isinstance(expected, bool):
+        raise TypeError("assert_close expects expected to be a torch.Tensor or a number, got "
+                        f"{type(expected).__name__}")
+    # a number is compared in the result's dtype (a float64 result against 1.0 is not a dtype mismatch)
+    expected = expected.detach() if isinstance(expected, torch.Tensor) else torch.tensor(expected, dtype=actual.dtype)
+    actual = actual.detach()
     tol = tolerance(expected, n, cond, ulps, scale)
     why = f"tolerance policy: n={n}, cond={cond:g}, ulps={ulps:g} -> rtol={tol['rtol']:.3g}, atol={tol['atol']:.3g}"
     if (
@@ -95,17 +107,31 @@ F32_TOL = dict(rtol=1e-4, atol=1e-5)
 
 def assert_parity(actual: torch.Tensor, # minidl's result
                   expected: torch.Tensor, # the oracle's result (PyTorch's)
-                  dtype: torch.dtype = torch.float64, # the dtype the computation ran in
+                  dtype: torch.dtype = torch.float64, # the dtype the computation ran in: float32 or float64
                   n: int = 1, # the longest chain of roundings (see `tolerance`)
                   cond: float = 1.0, # the condition factor (see `tolerance`)
                   scale: float | None = None, # the magnitude of the terms (see `tolerance`)
-                  **f32, # float32: overrides of `F32_TOL`
+                  *,
+                  rtol: float | None = None, # float32's relative bound (default `F32_TOL`'s); float64: see below
+                  atol: float | None = None, # float32's absolute bound (default `F32_TOL`'s); float64: see below
                  ):
-    ("A comparison that runs in either dtype: float64 under the policy (`assert_close`), float32 under `F32_TOL`, "
-     "its absolute bound raised to the policy's where the terms' `scale` makes that larger (a result that cancels).")
-    if dtype == torch.float64: return assert_close(actual, expected, n=n, cond=cond, scale=scale)
-    tol = {**F32_TOL, **f32}
-    if scale is not None and 'atol' not in f32:
+    ("A comparison that runs in either dtype: float64 under the policy (`rtol`/`atol` only tighten it), float32 "
+     "under `F32_TOL` or `rtol`/`atol`, its absolute bound raised to the policy's on the terms' `scale`.")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"assert_parity expects dtype torch.float32 or torch.float64 (the dtype the computation "
+                         f"ran in), got {dtype!r}")
+    if isinstance(expected, torch.Tensor) and expected.is_floating_point() and expected.dtype != dtype:
+        raise ValueError(f"assert_parity: the expected result has dtype {expected.dtype}, but the computation is "
+                         f"declared to run in {dtype}: pass dtype={expected.dtype}")
+    given = {k: check_rate(v, k, 'assert_parity') for k, v in (('rtol', rtol), ('atol', atol)) if v is not None}
+    if dtype == torch.float64:
+        if not given: return assert_close(actual, expected, n=n, cond=cond, scale=scale)
+        tol = tolerance(expected, n=n, cond=cond, scale=scale)   # a float32 bound never loosens the policy
+        tol = {k: min(v, given.get(k, v)) for k, v in tol.items()}
+        why = f"tolerance policy: n={n}, cond={cond:g}, tightened -> rtol={tol['rtol']:.3g}, atol={tol['atol']:.3g}"
+        return torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{m}\n({why})")
+    tol = {**F32_TOL, **given}
+    if scale is not None and atol is None:
         tol['atol'] = max(tol['atol'], tolerance(expected, n=n, cond=cond, scale=scale)['atol'])
     torch.testing.assert_close(actual, expected, **tol)
 
@@ -137,29 +163,49 @@ def full_precision_muon():
     finally: torch.Tensor.bfloat16 = bf16
 
 # %% ../nbs/02_testing.ipynb #4069fb11
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    "A copy of `t` without its history, that keeps its `requires_grad` flag (compared too)."
+    c = t.detach().clone()
+    return c.requires_grad_() if t.requires_grad else c
+
 def snapshot(*objs) -> list:
     ("Copies of everything a failed call must leave alone (modules, optimizers, parameters, schedules, "
      "generators, tensors), for `assert_unchanged`.")
     out = []
     for o in objs:
         if isinstance(o, (list, tuple)): out.append(snapshot(*o))
-        elif isinstance(o, torch.Tensor): out.append(o.detach().clone())
+        elif isinstance(o, torch.Tensor): out.append(_copy(o))
         elif isinstance(o, torch.Generator): out.append(o.get_state())
-        elif hasattr(o, 'param_groups') and hasattr(o, 'state'):   # an optimizer: steps taken, learning rates, state
-            out.append([o.step_count, [g['lr'] for g in o.param_groups],
+        elif hasattr(o, 'param_groups') and hasattr(o, 'state'):   # an optimizer: steps, groups' settings, state
+            groups = [{k: [id(p) for p in v] if k == 'params' else copy.deepcopy(v) for k, v in g.items()}
+                      for g in o.param_groups]                      # (its parameters by identity)
+            out.append([o.step_count, groups,
                         {k: [None if t is None else t.clone() for t in v] for k, v in o.state.items()}])
-        elif hasattr(o, 'parameters') and hasattr(o, 'buffers'):   # a module: parameters' values and gradients, buffers
-            out.append([[p.value.clone(), p.grad.clone()] for p in o.parameters()] + [b.clone() for b in o.buffers()])
+        elif hasattr(o, 'parameters') and hasattr(o, 'buffers'):   # a module: parameters, buffers, modes
+            modes = [m.training for m in o.modules()] if hasattr(o, 'modules') else [getattr(o, 'training', None)]
+            out.append([[p.value.clone(), p.grad.clone()] for p in o.parameters()] + [b.clone() for b in o.buffers()]
+                       + [modes])
         elif hasattr(o, 'value') and hasattr(o, 'grad'):           # a Parameter
             out.append([o.value.clone(), o.grad.clone()])
         elif hasattr(o, 'state_dict'): out.append(copy.deepcopy(o.state_dict()))   # a schedule
         else: out.append(copy.deepcopy(o))
     return out
 
+_BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}   # an integer dtype of each element size
+
 def _same_tensor(a, b) -> bool:
-    if (a.dtype, a.shape, a.device) != (b.dtype, b.shape, b.device): return False
+    "Equal bit for bit (0.0 is not -0.0), NaN equal to NaN whatever its payload; dtype, shape, device, requires_grad."
+    if (a.dtype, a.shape, a.device, a.requires_grad) != (b.dtype, b.shape, b.device, b.requires_grad): return False
+    a, b = a.detach(), b.detach()
+    if a.is_complex(): a, b = torch.view_as_real(a), torch.view_as_real(b)
     if not a.is_floating_point(): return torch.equal(a, b)
-    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.masked_fill(a.isnan(), 0), b.masked_fill(b.isnan(), 0))
+    nan_a, nan_b = a.isnan(), b.isnan()
+    if not torch.equal(nan_a, nan_b): return False
+    bits = _BITS[a.element_size()]
+    return torch.equal(a.masked_fill(nan_a, 0).view(bits), b.masked_fill(nan_b, 0).view(bits))
+
+def _same_float(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
 
 def _differences(a, b, where: str = '') -> list:
     "Where two snapshots differ: tensors bit for bit (NaN equal to NaN), containers entry by entry, the rest by `==`."
@@ -171,7 +217,7 @@ def _differences(a, b, where: str = '') -> list:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b): return [f"{where} length"]
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{where}[{i}]")]
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b): return []
+    if isinstance(a, float) and isinstance(b, float): return [] if _same_float(a, b) else [f"{where}: {a!r} -> {b!r}"]
     return [] if type(a) is type(b) and a == b else [f"{where}: {a!r} -> {b!r}"]
 
 def assert_unchanged(before: list, # `snapshot(...)` taken before the call
@@ -203,9 +249,13 @@ def assert_clear_error(exc: type, # the exception type expected
                        f, *args, **kwargs): # the call
     ("Call `f(*args, **kwargs)`, expect `exc` whose message holds every fragment of `contains` and no raw "
      "torch or Python message (`RAW_MESSAGES`); returns the message.")
+    frags = [contains] if isinstance(contains, str) else contains
+    if not isinstance(frags, (list, tuple)) or not frags or not all(isinstance(s, str) and s for s in frags):
+        raise ValueError(f"assert_clear_error expects contains to be a non-empty fragment or a non-empty list of "
+                         f"them (else it checks nothing), got {contains!r}")
     try: f(*args, **kwargs)
     except exc as e: msg = str(e)
     else: raise AssertionError(f"{getattr(f, '__name__', f)} did not raise {exc.__name__}")
-    for frag in ([contains] if isinstance(contains, str) else contains): assert frag in msg, msg
+    for frag in frags: assert frag in msg, msg
     for raw in RAW_MESSAGES: assert raw not in msg, msg
     return msg

@@ -142,3 +142,20 @@ def test_gradcheck_keeps_the_input_strides(make, strides):
     x = make()
     assert gradcheck(Noting(x.shape[-1], 2), x)
     assert seen[0] == strides
+
+
+@pytest.mark.parametrize('case', ['nan input', 'inf input', 'inf target', 'nan parameter'])
+def test_gradcheck_says_when_a_value_is_not_finite(case):
+    "A NaN or an infinity is named before anything is computed (finite differences there would only report NaN)"
+    x = torch.randn(2, 3, dtype=F64)
+    if case == 'nan input': x[0, 1] = math.nan; args, where = (Linear(3, 2), x), 'the input holds 1 NaN and 0 infinite'
+    elif case == 'inf input': x[1, 2] = math.inf; args, where = (ReLU(), x), 'the input holds 0 NaN and 1 infinite'
+    elif case == 'inf target':
+        args, where = (LossMSE(), x, torch.full((2, 3), math.inf)), 'the target holds 0 NaN and 6 infinite'
+    else:
+        m = Linear(3, 2); m.weight.value[0, 0] = math.nan
+        args, where = (m, x), 'parameter 0 (2, 3) holds 1 NaN'
+    kept = [a for a in args if isinstance(a, torch.Tensor) or hasattr(a, 'buffers')]  # (a loss holds nothing)
+    before = snapshot(*kept)
+    assert_clear_error(ValueError, ['gradcheck expects finite values', where], gradcheck, *args)
+    assert_unchanged(before, snapshot(*kept))

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from .._checks import check_number, fmt_shape
+from .._checks import check_number, check_rate, fmt_shape
 from .module import Parameter
 
 # %% auto #0
@@ -27,6 +27,22 @@ def _target(p, who: str) -> torch.Tensor:
     raise TypeError(f"{who} expects a Parameter or a floating-point tensor, got "
                     + (f"a tensor of dtype {p.dtype}" if isinstance(p, torch.Tensor) else type(p).__name__))
 
+def _check_value(t: torch.Tensor, v, name: str, who: str) -> float:
+    "A finite number that the tensor's dtype can hold (a bound, a mean, a standard deviation)."
+    v = check_number(v, name, who)
+    big = torch.finfo(t.dtype).max
+    if not math.isfinite(v): raise ValueError(f"{who} expects {name} to be a finite number, got {v!r}")
+    if abs(v) > big:
+        raise ValueError(f"{who} expects {name} to be a number that {t.dtype} can hold (|{name}| <= {big:.4g}), "
+                         f"got {v!r}")
+    return v
+
+def _check_spread(t: torch.Tensor, spread: float, what: str, who: str, cause: str):
+    "Refuse a range or a standard deviation beyond the dtype's largest number, naming the arguments that set it."
+    if not spread <= torch.finfo(t.dtype).max:
+        raise ValueError(f"{who}: {what} = {spread:.4g} (from {cause}) is more than {t.dtype} can hold "
+                         f"({torch.finfo(t.dtype).max:.4g})")
+
 def _check_generator(generator, who: str):
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{who} expects generator to be a torch.Generator or None, got {type(generator).__name__}")
@@ -34,26 +50,27 @@ def _check_generator(generator, who: str):
 
 # %% ../../nbs/14_init.ipynb #b679c2a7
 def uniform_(p, # the Parameter (or floating-point tensor) to fill
-             a: float = 0.0, # lower bound
-             b: float = 1.0, # upper bound (>= a)
+             a: float = 0.0, # lower bound (finite)
+             b: float = 1.0, # upper bound (finite, >= a)
              generator: torch.Generator | None = None, # random generator (default: torch's global one)
             ):
     "Fill `p` with values drawn from U(a, b); returns `p`."
     t = _target(p, 'uniform_')
-    a, b = check_number(a, 'a', 'uniform_'), check_number(b, 'b', 'uniform_')
+    a, b = _check_value(t, a, 'a', 'uniform_'), _check_value(t, b, 'b', 'uniform_')
     if not a <= b: raise ValueError(f"uniform_ expects a <= b, got a={a} and b={b}")
+    _check_spread(t, b - a, 'the range b - a', 'uniform_', f"a={a!r} and b={b!r}")  # as torch refuses
     _check_generator(generator, 'uniform_')
     t.uniform_(a, b, generator=generator)
     return p
 
 def normal_(p, # the Parameter (or floating-point tensor) to fill
-            mean: float = 0.0, # mean
-            std: float = 1.0, # standard deviation (>= 0)
+            mean: float = 0.0, # mean (finite)
+            std: float = 1.0, # standard deviation (finite, >= 0)
             generator: torch.Generator | None = None, # random generator (default: torch's global one)
            ):
     "Fill `p` with values drawn from N(mean, std^2); returns `p`."
     t = _target(p, 'normal_')
-    mean, std = check_number(mean, 'mean', 'normal_'), check_number(std, 'std', 'normal_')
+    mean, std = _check_value(t, mean, 'mean', 'normal_'), _check_value(t, std, 'std', 'normal_')
     if not std >= 0: raise ValueError(f"normal_ expects std >= 0, got {std}")
     _check_generator(generator, 'normal_')
     t.normal_(mean, std, generator=generator)
@@ -83,8 +100,9 @@ def calculate_gain(nonlinearity: str,
     if nonlinearity == 'relu': return math.sqrt(2.0)
     if nonlinearity == 'leaky_relu':
         if param is None: slope = 0.01
-        elif isinstance(param, (int, float)) and not isinstance(param, bool): slope = param
-        else: raise ValueError(f"calculate_gain expects the negative slope of leaky_relu to be a number, got {param!r}")
+        elif isinstance(param, (int, float)) and not isinstance(param, bool) and math.isfinite(param): slope = param
+        else: raise ValueError("calculate_gain expects the negative slope of leaky_relu to be a finite number, "
+                               f"got {param!r}")
         return math.sqrt(2.0 / (1 + slope ** 2))
     if nonlinearity == 'selu': return 3.0 / 4
     raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r} (expected one of linear, "
@@ -104,35 +122,51 @@ def _fan(t: torch.Tensor, mode: str, who: str) -> int:
     return fan_in if mode == 'fan_in' else fan_out
 
 # %% ../../nbs/14_init.ipynb #a8383ccd
+def _fan_sum(t: torch.Tensor, who: str) -> int:
+    "fan_in + fan_out, which Xavier's scale divides by (0 only for a tensor with no element)."
+    fan_in, fan_out = _fans(t, who)
+    if fan_in + fan_out == 0:
+        raise ValueError(f"{who}: fan_in + fan_out is 0 for a tensor of shape {fmt_shape(t.shape)}, and the scale "
+                         "gain * sqrt(2 / (fan_in + fan_out)) divides by it (give a weight with at least one element)")
+    return fan_in + fan_out
+
 def xavier_uniform_(p, # the Parameter (or floating-point tensor, at least 2-D) to fill
-                    gain: float = 1.0, # scale factor, e.g. `calculate_gain('tanh')`
+                    gain: float = 1.0, # scale factor (finite, >= 0), e.g. `calculate_gain('tanh')`
                     generator: torch.Generator | None = None, # random generator (default: torch's global one)
                    ):
     "Fill `p` from U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010); returns `p`."
     t = _target(p, 'xavier_uniform_')
-    fan_in, fan_out = _fans(t, 'xavier_uniform_')
-    std = check_number(gain, 'gain', 'xavier_uniform_') * math.sqrt(2.0 / float(fan_in + fan_out))
+    gain = check_rate(gain, 'gain', 'xavier_uniform_')
+    std = gain * math.sqrt(2.0 / float(_fan_sum(t, 'xavier_uniform_')))
     a = math.sqrt(3.0) * std  # U(-a, a) has variance a^2 / 3
+    _check_spread(t, 2 * a, 'the range 2b', 'xavier_uniform_', f"gain={gain!r}")
     return uniform_(p, -a, a, generator)
 
 def xavier_normal_(p, # the Parameter (or floating-point tensor, at least 2-D) to fill
-                   gain: float = 1.0, # scale factor, e.g. `calculate_gain('tanh')`
+                   gain: float = 1.0, # scale factor (finite, >= 0), e.g. `calculate_gain('tanh')`
                    generator: torch.Generator | None = None, # random generator (default: torch's global one)
                   ):
     "Fill `p` from N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)); returns `p`."
     t = _target(p, 'xavier_normal_')
-    fan_in, fan_out = _fans(t, 'xavier_normal_')
-    std = check_number(gain, 'gain', 'xavier_normal_') * math.sqrt(2.0 / float(fan_in + fan_out))
+    gain = check_rate(gain, 'gain', 'xavier_normal_')
+    std = gain * math.sqrt(2.0 / float(_fan_sum(t, 'xavier_normal_')))
+    _check_spread(t, std, 'the standard deviation', 'xavier_normal_', f"gain={gain!r}")
     return normal_(p, 0.0, std, generator)
 
 def _kaiming_std(p, a, mode, nonlinearity, who: str) -> float | None:
-    "gain / sqrt(fan), or `None` for a tensor with no element (PyTorch warns and does nothing)."
+    ("gain / sqrt(fan), or `None` for a tensor with no element (PyTorch warns and does nothing); the arguments "
+     "are checked first, even then.")
     t = _target(p, who)
+    if nonlinearity == 'leaky_relu':  # (the other non-linearities ignore `a`, as torch's)
+        a = check_number(a, 'a (the negative slope of leaky_relu)', who)
+        if not math.isfinite(a):
+            raise ValueError(f"{who} expects a (the negative slope of leaky_relu) to be a finite number, got {a!r}")
+    gain = calculate_gain(nonlinearity, a)
+    if mode not in ('fan_in', 'fan_out'): raise ValueError(f"{who} expects mode 'fan_in' or 'fan_out', got {mode!r}")
     if 0 in t.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
         return None
-    fan = _fan(t, mode, who)
-    return calculate_gain(nonlinearity, a) / math.sqrt(fan)
+    return gain / math.sqrt(_fan(t, mode, who))
 
 def kaiming_uniform_(p, # the Parameter (or floating-point tensor, at least 2-D) to fill
                      a: float = 0, # negative slope of the leaky ReLU that follows (with `nonlinearity='leaky_relu'`)

@@ -12,31 +12,13 @@ import numbers
 
 import torch
 
-from .._checks import check_flag, check_int, check_rate, fmt_shape
+from .._checks import check_flag, check_int, check_rate, check_tensor, fmt_shape
 from .optimizer import Optimizer, _check_lr
 
 # %% auto #0
 __all__ = ['newton_schulz', 'Muon']
 
 # %% ../../nbs/32a_muon.ipynb #9e24b922
-def newton_schulz(
-    G: torch.Tensor, # a matrix (A, B)
-    coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315), # (a, b, c) of p(s) = a s + b s^3 + c s^5
-    steps: int = 5, # iterations
-    eps: float = 1e-7, # lower bound of the norm that scales G
-) -> torch.Tensor: # about the orthogonal factor of G, (A, B), in G's dtype
-    ("`steps` Newton–Schulz iterations from `G / ||G||_F`, on the smaller side: each singular value is mapped by p "
-     "`steps` times, the singular vectors are kept")
-    a, b, c = coefficients
-    X = G.mT if G.shape[0] > G.shape[1] else G
-    X = X / X.norm().clamp(min=eps)
-    for _ in range(steps):
-        S = X @ X.mT                                   # X X^T: (min, min)
-        S = torch.addmm(S, S, S, beta=b, alpha=c)      # b S + c S^2
-        X = torch.addmm(X, S, X, beta=a)               # a X + (b S + c S^2) X
-    return X.mT if G.shape[0] > G.shape[1] else X
-
-# %% ../../nbs/32a_muon.ipynb #8deb4ef7
 def _check_coefficients(v, name: str, who: str) -> tuple[float, float, float]:
     "Three finite real numbers (a, b, c) of the Newton–Schulz polynomial."
     ok = isinstance(v, (tuple, list)) and len(v) == 3 and all(
@@ -49,6 +31,34 @@ def _check_ns_steps(v, name: str, who: str) -> int:
     if v >= 100: raise ValueError(f"{who} expects {name} below 100 (each step is three matrix products), got {v!r}")
     return v
 
+def newton_schulz(
+    G: torch.Tensor, # a floating-point matrix (A, B): 2-D
+    coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315), # (a, b, c) of p(s) = a s + b s^3 + c s^5
+    steps: int = 5, # iterations (1 to 99)
+    eps: float = 1e-7, # lower bound of the norm that scales G (>= 0; a zero G with eps=0 gives NaN)
+) -> torch.Tensor: # about the orthogonal factor of G, (A, B), in G's dtype
+    ("`steps` Newton–Schulz iterations from `G / ||G||_F`, on the smaller side: each singular value is mapped by p "
+     "`steps` times, the singular vectors are kept")
+    check_tensor(G, 'matrix G', 'newton_schulz')
+    if G.dim() != 2:
+        raise ValueError(f"newton_schulz expects G to be a matrix (A, B), 2-D, got shape {fmt_shape(G.shape)}"
+                         + (" (for a stack of matrices, call it on each)" if G.dim() > 2 else ''))
+    coefficients = _check_coefficients(coefficients, 'coefficients', 'newton_schulz')
+    steps, eps = _check_ns_steps(steps, 'steps', 'newton_schulz'), check_rate(eps, 'eps', 'newton_schulz')
+    return _newton_schulz(G, coefficients, steps, eps)
+
+def _newton_schulz(G: torch.Tensor, coefficients: tuple, steps: int, eps: float) -> torch.Tensor:
+    "`newton_schulz` on arguments already checked (`Muon.step` checks them once, at construction)."
+    a, b, c = coefficients
+    X = G.mT if G.shape[0] > G.shape[1] else G
+    X = X / X.norm().clamp(min=eps)
+    for _ in range(steps):
+        S = X @ X.mT                                   # X X^T: (min, min)
+        S = torch.addmm(S, S, S, beta=b, alpha=c)      # b S + c S^2
+        X = torch.addmm(X, S, X, beta=a)               # a X + (b S + c S^2) X
+    return X.mT if G.shape[0] > G.shape[1] else X
+
+# %% ../../nbs/32a_muon.ipynb #8deb4ef7
 _SCALES = {None: lambda A, B: math.sqrt(max(1, A / B)), 'original': lambda A, B: math.sqrt(max(1, A / B)),
            'match_rms_adamw': lambda A, B: 0.2 * math.sqrt(max(A, B))}
 
@@ -90,7 +100,7 @@ class Muon(Optimizer):
                  momentum: float = 0.95, # momentum mu (>= 0)
                  nesterov: bool = True, # step along (1 - mu) G + mu M instead of M
                  ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315), # (a, b, c)
-                 eps: float = 1e-7, # lower bound of the norm that scales the update (>= 0)
+                 eps: float = 1e-7, # lower bound of the norm that scales the update (>= 0; > 0 for a zero gradient)
                  ns_steps: int = 5, # Newton–Schulz iterations (1 to 99)
                  adjust_lr_fn: str | None = None, # the scale s(A, B): None or 'original', or 'match_rms_adamw'
                  # each matrix stacks this many along its rows (W_q, W_k, W_v: 3), orthogonalised and scaled one by one
@@ -126,4 +136,4 @@ class Muon(Optimizer):
         coef, n, eps, k = h['ns_coefficients'], h['ns_steps'], h['eps'], h['stacked']
         for v, u, r in zip(values, updates, rates):
             for vi, ui in zip(v.chunk(k), u.chunk(k)):  # the k stacked matrices W_i, each by its own iteration
-                vi.add_(newton_schulz(ui, coef, n, eps), alpha=-r)   # W_i -= r O_i
+                vi.add_(_newton_schulz(ui, coef, n, eps), alpha=-r)  # W_i -= r O_i

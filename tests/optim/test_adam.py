@@ -26,8 +26,8 @@ def test_adam_written_betas_and_eps_checked():
         good = opt.param_groups[1][key]
         opt.param_groups[1][key] = value
         with pytest.raises((ValueError, TypeError), match=msg): opt.step()
+        opt.param_groups[1][key] = good  # (put back before comparing: the snapshot covers the groups' settings)
         assert_unchanged(before, snapshot(ps, opt))
-        opt.param_groups[1][key] = good
     opt.param_groups[1]['betas'] = [0.8, 0.99]  # a list, as a user may write it: used as a tuple
     opt.step()
     assert opt.param_groups[1]['betas'] == (0.8, 0.99) and opt.step_count == 2

@@ -63,14 +63,14 @@ def test_a_failure_part_way_changes_nothing():
     for p in ps: p.grad += 1.0
     before = [p.value.clone() for p in ps]
     calls = []
-    real = muon_module.newton_schulz
+    real = muon_module._newton_schulz
 
     def failing(*a):
         calls.append(1)
         if len(calls) == 2: raise RuntimeError('simulated failure in the second matrix')
         return real(*a)
 
-    with mock.patch.object(muon_module, 'newton_schulz', failing), pytest.raises(RuntimeError, match='simulated'):
+    with mock.patch.object(muon_module, '_newton_schulz', failing), pytest.raises(RuntimeError, match='simulated'):
         opt.step()
     for p, b in zip(ps, before): assert torch.equal(p.value, b)  # the first matrix, already updated, is put back
     assert (opt.step_count, opt.state) == (0, {})
@@ -126,3 +126,30 @@ def test_stacked_in_groups_and_state_dicts():
                                          r'into stacked=4 equal matrices'):
         opt.add_param_group(dict(params=[Parameter(torch.randn(6, 2))], stacked=4))
     assert len(opt.param_groups) == 2
+
+
+@pytest.mark.parametrize('G, kw, exc, contains', [
+    (torch.randn(3), {}, ValueError, 'newton_schulz expects G to be a matrix (A, B), 2-D, got shape (3)'),
+    (torch.randn(2, 3, 3), {}, ValueError, 'got shape (2, 3, 3) (for a stack of matrices, call it on each)'),
+    (torch.ones(3, 3, dtype=torch.int64), {}, TypeError, 'floating-point matrix G, got dtype torch.int64'),
+    ([[1.0]], {}, TypeError, 'matrix G to be a torch.Tensor, got list'),
+    (torch.ones(3, 3), dict(steps=0), ValueError, 'steps to be an integer >= 1, got 0'),
+    (torch.ones(3, 3), dict(coefficients=(1.0, 2.0)), ValueError, 'coefficients to be three finite numbers'),
+    (torch.ones(3, 3), dict(eps=-1.0), ValueError, 'eps to be a finite number >= 0, got -1.0'),
+])
+def test_newton_schulz_says_what_it_takes(G, kw, exc, contains):
+    from minidl.testing import assert_clear_error
+    msg = assert_clear_error(exc, contains, muon_module.newton_schulz, G, **kw)
+    assert 'tuple index' not in msg and 'mat1' not in msg
+
+
+def test_eps_zero_with_a_zero_gradient_is_nan_as_in_torch():
+    "torch.optim.Muon accepts eps=0 (0/0 for a zero update): minidl keeps its behaviour, documented on the page"
+    ours, ref = Parameter(torch.ones(3, 2, dtype=F64)), torch.ones(3, 2, dtype=F64, requires_grad=True)
+    ref.grad = torch.zeros(3, 2, dtype=F64)
+    Muon([ours], eps=0.0).step()
+    with full_precision_muon(): torch.optim.Muon([ref], eps=0.0).step()
+    assert ours.value.isnan().all() and ref.detach().isnan().all()
+    p = Parameter(torch.ones(3, 2, dtype=F64))
+    Muon([p]).step()                     # the default eps: a zero gradient leaves the weights to the weight decay
+    assert torch.equal(p.value, torch.full((3, 2), 1 - 1e-3 * 0.1, dtype=F64))
