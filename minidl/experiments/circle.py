@@ -19,7 +19,7 @@ from ..nn.loss import LossBCE, LossMSE
 from ..nn.module import Module
 from ..optim import SGD
 from ..training import History, accuracy, train
-from .circle_data import circle_train_test
+from .circle_data import _check_seed, circle_train_test
 from .common import TextTable, mean_std
 
 # %% auto #0
@@ -60,6 +60,11 @@ def circle_mlp(
     generator:torch.Generator|None=None, # generator of the initial weights (default: the global one)
 )->Sequential:
     "The report's network: 5 `Linear` layers 2-h-h-h-h-1, a `ReLU` after each of the first four, then `output`"
+    if not isinstance(output, Module):
+        raise TypeError(f"circle_mlp expects the output activation as a module instance (e.g. Sigmoid()), "
+                        f"got {output!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"circle_mlp expects a torch.Generator (or None), got {type(generator).__name__}")
     sizes = [2, hidden, hidden, hidden, hidden, 1]
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -79,6 +84,16 @@ class CircleRun:
     seconds:float # wall time of the training
 
 # %% ../../nbs/42_circle.ipynb #4160f13e
+def _check_device(device, who:str)->torch.device:
+    "`device` as a `torch.device` if this torch can put a tensor there, else a clear error (not torch's raw one)"
+    try:
+        d = torch.device(device)
+        torch.empty(0, device=d)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as e:
+        raise ValueError(f"{who} expects a device this torch can use (e.g. 'cpu'), got {device!r}: "
+                         f"{str(e).splitlines()[0][:100]}") from None
+    return d
+
 def run_circle(
     name:str, # key in `MODELS`: 'sigmoid_bce' or 'tanh_mse'
     seed:int=0, # seed of the run
@@ -95,8 +110,10 @@ def run_circle(
     device:str|torch.device='cpu', # where the data, the model and the loss live, e.g. `'cuda'`
 )->CircleRun:
     "Train one circle model with one seed; return the model, its history and its final accuracies"
-    if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     spec = MODELS[name]
+    device = _check_device(device, 'run_circle')
     x_train, y_train, x_test, y_test = (t.to(device) for t in circle_train_test(n_train, n_test, seed=seed))
     # same weights on any device
     model = circle_mlp(spec.output(), hidden, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -119,6 +136,14 @@ def run_experiment(
     **kwargs, # passed to `run_circle` (epochs, lr, decay, batch_size, hidden, ...)
 )->dict[str, list[CircleRun]]: # model name -> its runs, in seed order
     "Train every model in `names` once per seed"
+    for what, v in (('seeds', seeds), ('names', names)):  # every argument checked before the first run trains
+        if isinstance(v, (str, bytes)) or not hasattr(v, '__iter__'):
+            raise TypeError(f"run_experiment expects {what} to be a list, got {type(v).__name__} {v!r}"
+                            + (f" (one: [{v!r}])" if isinstance(v, (str, int)) else ''))
+    seeds, names = [_check_seed(s) for s in seeds], list(names)
+    for name in names:
+        if not isinstance(name, str) or name not in MODELS:
+            raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     results = {name: [] for name in names}
     for seed in seeds:
         for name in names:

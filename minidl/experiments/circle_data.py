@@ -27,6 +27,7 @@ def circle_label(
                                                   f"shape (n, 2), got {type(x).__name__}")
     if x.ndim != 2 or x.shape[1] != 2: raise ValueError("circle_label expects points of shape (n, 2), got "
                                                         f"{tuple(x.shape)}")
+    if not x.is_floating_point(): raise TypeError(f"circle_label expects floating-point points, got dtype {x.dtype}")
     cx, cy = CENTER
     d2 = (x[:, :1] - cx)**2 + (x[:, 1:] - cy)**2
     return (d2 < RADIUS**2).to(x.dtype)

@@ -52,14 +52,24 @@ def plot_output(
     cmap:str='RdBu_r', # colour map of the output
 ):
     "Colour map of `model`'s output over [0, 1]², with the true circle, the decision boundary and the test points"
-    if ax is None: _, ax = plt.subplots(figsize=(4.6, 4))
+    # everything is computed and checked before anything is drawn: a failed call leaves no figure, no artist
+    for what, t, cols in (('x_test', x_test, 2), ('y_test', y_test, 1)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.shape[1] != cols:
+            raise ValueError(f"plot_output expects {what} of shape (m, {cols}), got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    if x_test.shape[0] != y_test.shape[0]:
+        raise ValueError(f"plot_output expects as many labels as points, got {x_test.shape[0]} points and "
+                         f"{y_test.shape[0]} labels")
+    if not (isinstance(vrange, (tuple, list)) and len(vrange) == 2):
+        raise ValueError(f"plot_output expects vrange (low, high), got {vrange!r}")
     xs, ys, out = (t.detach().double().numpy() for t in output_grid(model, resolution))
+    dtype = model.parameters()[0].value.dtype if model.parameters() else x_test.dtype
+    pred = (model(x_test.to(dtype)) > threshold).reshape(-1).numpy()
+    lab = (y_test.squeeze(1) > 0.5).numpy()
+    if ax is None: _, ax = plt.subplots(figsize=(4.6, 4))
     im = ax.pcolormesh(xs, ys, out, cmap=cmap, vmin=vrange[0], vmax=vrange[1], shading='auto', rasterized=True)
     ax.contour(xs, ys, out, levels=[threshold], colors='k', linestyles='--', linewidths=1)
     ax.add_patch(Circle(CENTER, RADIUS, fill=False, color='k', lw=1.5))
-    dtype = model.parameters()[0].value.dtype if model.parameters() else x_test.dtype
-    pred = (model(x_test.to(dtype)) > threshold).squeeze(1).numpy()
-    lab = (y_test.squeeze(1) > 0.5).numpy()
     x_test = x_test.detach().double().numpy()
     ok, wrong = pred == lab, pred != lab
     ax.scatter(*x_test[ok & lab].T, s=4, c='k', marker='o', lw=0, label='test, inside')
@@ -80,6 +90,10 @@ def plot_outputs(
 ):
     "One `plot_output` panel per model, side by side; returns the figure"
     if not models: raise ValueError("plot_outputs: nothing to plot (models is empty)")
+    for title, v in models.items():
+        if not (isinstance(v, (tuple, list)) and len(v) == 3):
+            raise ValueError(f"plot_outputs expects each model as (model, threshold, (low, high)), got {title!r}: "
+                             f"{type(v).__name__}")
     fig, axs = plt.subplots(1, len(models), figsize=(5 * len(models), 4.3), squeeze=False, layout='constrained')
     for ax, (title, (model, threshold, vrange)) in zip(axs[0], models.items()):
         plot_output(model, x_test, y_test, threshold, vrange, title, ax=ax, resolution=resolution)

@@ -123,7 +123,7 @@ def run_digits(
 )->DigitsRun:
     "Train one digits model with one seed; return the model, its history and its final accuracies"
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
-    spec = MODELS[name]
+    spec = _run_spec(name, epochs, batch_size)  # (checks the sizes of the run before any work)
     lr = spec.lr if lr is None else lr
     x_train, y_train, x_test, y_test = load_digits_split(seed, dtype=dtype, device=device)
     x_train, x_test = _as_input(x_train, spec.images), _as_input(x_test, spec.images)
@@ -158,7 +158,7 @@ def run_digits_experiment(
     **kwargs, # passed to `run_digits` (epochs, batch_size, lr, dtype, device, ...)
 )->dict[str, list[DigitsRun]]: # model name -> its runs, in seed order
     "Train every model in `names` once per seed"
-    for name in names:
+    for name in _model_names(names, 'run_digits_experiment'):
         if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     results = {name: [] for name in names}
     for seed in seeds:
@@ -245,7 +245,7 @@ def confusion_matrix(
     classes:int=10, # number of classes
 )->Tensor: # int64 `(classes, classes)`: row = true class, column = prediction
     "Count of each (true, predicted) pair"
-    return torch.bincount(y_true.cpu() * classes + y_pred.cpu(), minlength=classes * classes).view(classes, classes)
+    return _confusion_counts(y_true, y_pred, classes)  # (checks both label tensors and classes first)
 
 def plot_confusion(
     cm:dict, # title -> confusion matrix from `confusion_matrix`
@@ -324,3 +324,40 @@ def plot_filters(
     fig.suptitle(title or f"First convolution: its {n} filters of {kh}×{kw} weights, numbered by output "
                           "channel", fontsize=10)
     return fig
+
+# %% ../../nbs/51_digits.ipynb #d1c9e5a7
+def _run_spec(name:str, epochs, batch_size)->DigitsModel:
+    "`MODELS[name]`, once `run_digits`'s epochs and batch_size are checked: positive integers"
+    from minidl._checks import check_int
+    check_int(epochs, 'epochs', 'run_digits'); check_int(batch_size, 'batch_size', 'run_digits')
+    return MODELS[name]
+
+def _model_names(names, who:str):
+    "`names` if it is a collection of model names; one string is refused (it would be read letter by letter)"
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"{who} expects a list of model names, got the string {names!r} (one model: [{names!r}])")
+    if iter(names) is names:  # an iterator would be used up by this check
+        raise TypeError(f"{who} expects a list or a tuple of model names, got {type(names).__name__}")
+    return names
+
+def _confusion_counts(y_true, y_pred, classes)->Tensor:
+    "`confusion_matrix`'s counts, once its arguments are checked: 1-D integer labels of one length, in [0, classes)"
+    from minidl._checks import check_int
+    classes = check_int(classes, 'classes', 'confusion_matrix')
+    for what, t in (('y_true', y_true), ('y_pred', y_pred)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"confusion_matrix expects {what} as a torch.Tensor of class indices, got "
+                            f"{type(t).__name__}")
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"confusion_matrix expects integer class indices in {what}, got dtype {t.dtype}")
+        if t.dim() != 1: raise ValueError(f"confusion_matrix expects {what} of shape (n,), got {tuple(t.shape)}")
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"confusion_matrix expects as many predictions as labels, got {len(y_true)} labels and "
+                         f"{len(y_pred)} predictions")
+    t, p = y_true.cpu().long(), y_pred.cpu().long()
+    for what, v in (('y_true', t), ('y_pred', p)):
+        bad = (v < 0) | (v >= classes)
+        if bool(bad.any()):
+            raise ValueError(f"confusion_matrix expects {what} in 0..{classes - 1} (classes={classes}), got "
+                             f"{int(v[bad][0])}")
+    return torch.bincount(t * classes + p, minlength=classes * classes).view(classes, classes)

@@ -13,7 +13,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from .._checks import check_grad, check_tensor, fmt_shape
+from .._checks import check_grad, check_int, check_tensor, fmt_shape
 from ..nn.container import Sequential
 from ..nn.module import Module
 
@@ -76,6 +76,9 @@ def shift_offsets(
     device:str|torch.device|None=None, # device of the result
 )->Tensor: # int64 `(n, 2)`: each image's window corner $(d_y, d_x)$ in `0..2*pixels`
     "Draw each image's random window corner"
+    n, pixels = check_int(n, 'n', 'shift_offsets', min=0), check_int(pixels, 'pixels', 'shift_offsets', min=0)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"shift_offsets expects a torch.Generator (or None), got {type(generator).__name__}")
     gdev = generator.device if generator is not None else 'cpu'
     d = torch.randint(0, 2 * pixels + 1, (n, 2), generator=generator, device=gdev)
     return d if device is None else d.to(device)
@@ -96,6 +99,28 @@ def random_shift(
 )->Tensor: # shifted images, the shape of `x`
     ("Move each image's content by `pixels - offsets` rows and columns: the window at `offsets` of the padded "
      "image (zeros come in)")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"random_shift expects the images as a torch.Tensor, got {type(x).__name__}")
+    pixels = check_int(pixels, 'pixels', 'random_shift', min=0)  # (x keeps its autograd history: torch can check it)
+    if x.ndim == 2:
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and size[0] * size[1] == x.shape[1]):
+            raise ValueError(f"random_shift expects size (h, w) with h * w = {x.shape[1]} for flattened images of "
+                             f"shape {fmt_shape(x.shape)}, got size={size!r}")
+    elif x.ndim != 4:
+        raise ValueError(f"random_shift expects images of shape (n, c, h, w), or (n, h*w) with size, got "
+                         f"{fmt_shape(x.shape)}")
+    n = x.shape[0]
+    ints = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+    if not isinstance(offsets, Tensor) or offsets.shape != (n, 2) or offsets.dtype not in ints:
+        raise ValueError(f"random_shift expects offsets, an integer tensor of shape ({n}, 2) (from shift_offsets), "
+                         f"got {fmt_shape(offsets.shape) if isinstance(offsets, Tensor) else type(offsets).__name__}")
+    if n and not bool(((offsets >= 0) & (offsets <= 2 * pixels)).all()):
+        raise ValueError(f"random_shift expects window corners in 0..{2 * pixels} (2 * pixels), got offsets from "
+                         f"{int(offsets.min())} to {int(offsets.max())}")
+    return _shifted(x, offsets, pixels, size)
+
+def _shifted(x, offsets, pixels, size):
+    "`random_shift` without its checks (`RandomShift`'s offsets are drawn in range: no check, no host sync per batch)"
     n = x.shape[0]
     xi = x.view(n, 1, *size) if x.ndim == 2 else x
     c, h, w = xi.shape[1:]
@@ -115,7 +140,8 @@ class RandomShift(Module):
                 ):
         if isinstance(pixels, bool) or not isinstance(pixels, numbers.Integral) or pixels < 0:
             raise ValueError(f"RandomShift expects pixels, an integer >= 0, got {pixels!r}")
-        if size is not None and (len(size) != 2 or any(not isinstance(s, numbers.Integral) or s < 1 for s in size)):
+        if size is not None and (not isinstance(size, (tuple, list)) or len(size) != 2 or any(
+                isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in size)):
             raise ValueError(f"RandomShift expects size (h, w) of positive integers, got {size!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"RandomShift expects a torch.Generator, got {type(generator).__name__}")
@@ -135,7 +161,7 @@ class RandomShift(Module):
             return x
         d = shift_offsets(x.shape[0], self.pixels, self.generator, x.device)
         self._save_for_backward(d, x.shape, x.dtype)
-        return random_shift(x, d, self.pixels, self.size)
+        return _shifted(x, d, self.pixels, self.size)
 
     def backward(self, grad_output:Tensor, input_grad:bool=True)->Tensor|None:
         d, shape, dtype = self._saved_tensors()

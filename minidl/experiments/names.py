@@ -7,6 +7,7 @@ Docs: https://minidl.github.io/minidl/names.html.md"""
 # %% ../../nbs/54_names.ipynb #abe5527d
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from minidl.experiments.names_data import (
     IGNORE,
     MAX_LEN,
     VOCAB,
+    _check_seed,
+    _check_words,
     bigram_counts,
     decode,
     load_names_split,
@@ -38,7 +41,7 @@ from minidl.experiments.names_data import (
 )
 
 from .. import optim as _optim
-from .._checks import check_rate, fmt_shape
+from .._checks import check_int, check_positive, check_rate, fmt_shape
 from ..distributed import DataParallel, get_rank
 from ..nn.transformer import _Composite
 from .common import mean_std, progress_bar, text_table
@@ -324,6 +327,7 @@ def smoothed_counts(
 )->tuple[Tensor, Tensor]:
     ("The bigram objective as a table: mean over the training characters (and the pseudo-counts) of -log p(b "
      "| a) = sum_a w_a CE(P[a], p(. | a))")
+    smoothing = check_rate(smoothing, 'smoothing', 'smoothed_counts')  # a negative count: negative probabilities
     c = bigram_counts(words).double() + smoothing
     return c / c.sum(1, keepdim=True), c.sum(1) / c.sum()
 
@@ -337,6 +341,22 @@ def evaluate_nll(
 )->float: # mean NLL per character, in nats
     ("Mean negative log-likelihood per predicted character (the end token included) of `model` on `(x, y)`, "
      "in evaluation mode")
+    batch_size = check_int(batch_size, 'batch_size', 'evaluate_nll')
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor)) or x.dim() < 1 or y.dim() < 1:
+        raise TypeError("evaluate_nll expects inputs x and targets y as tensors with one row per example, got "
+                        f"{type(x).__name__} and {type(y).__name__}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"evaluate_nll expects as many targets as inputs, got {x.shape[0]} input rows and "
+                         f"{y.shape[0]} target rows")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"evaluate_nll expects integer targets (character indices), got dtype {y.dtype}")
+    scored = y != IGNORE
+    n = int(scored.sum())
+    if n == 0: raise ValueError(f"evaluate_nll: every target is IGNORE ({IGNORE}), no character to score")
+    bad = scored & ((y < 0) | (y >= len(VOCAB)))
+    if bool(bad.any()):
+        raise ValueError(f"evaluate_nll expects targets in 0..{len(VOCAB) - 1} or IGNORE ({IGNORE}), got "
+                         f"{int(y[bad][0])}")
     was = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=y.device)
@@ -348,7 +368,7 @@ def evaluate_nll(
             logp = out[keep].log_softmax(-1)
             total += -logp.gather(1, t[keep].unsqueeze(1)).sum()
     finally: model.train(was)
-    return float(total) / int((y != IGNORE).sum())
+    return float(total) / n
 
 # %% ../../nbs/54_names.ipynb #a44a2e4e
 def batch_indices(
@@ -359,8 +379,15 @@ def batch_indices(
 ):
     ("The rows of each step: epochs of a random permutation cut into batches (a short last batch is "
      "dropped); the torch twins draw the same batches from a generator seeded alike")
+    n, batch_size = check_int(n, 'n', 'batch_indices'), check_int(batch_size, 'batch_size', 'batch_indices')
+    steps = check_int(steps, 'steps', 'batch_indices', min=0)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"batch_indices expects a torch.Generator, got {type(generator).__name__}")
     per = n // batch_size
     if per < 1: raise ValueError(f"batch_size {batch_size} is larger than the {n} training rows")
+    return _batch_indices(n, batch_size, per, steps, generator)  # (checked now, not at the first batch)
+
+def _batch_indices(n, batch_size, per, steps, generator):
     done = 0
     while done < steps:
         perm = torch.randperm(n, generator=generator)
@@ -433,13 +460,18 @@ def run_names(
     average:float|None=None,
 )->NamesRun:
     "Train one names model with one seed: AdamW (and Muon), one-cycle, cross-entropy; score it on the three splits"
-    if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
-    spec = MODELS[name]
-    steps, lr = steps or spec.steps, spec.lr if lr is None else lr
-    wd = spec.weight_decay if weight_decay is None else weight_decay
-    bs, k = batch_size or spec.batch_size, pieces or spec.pieces
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"run_names expects pieces to be a positive integer, got {k!r}")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+    spec, who = MODELS[name], 'run_names'
+    seed = _check_seed(seed, who)  # (the split's seeds: [0, 2**63))
+    # `None` is the model's default; anything else is checked (0 is no default)
+    steps = spec.steps if steps is None else check_int(steps, 'steps', who)
+    bs = spec.batch_size if batch_size is None else check_int(batch_size, 'batch_size', who)
+    k = spec.pieces if pieces is None else check_int(pieces, 'pieces', who)
+    lr = spec.lr if lr is None else check_positive(lr, 'lr', who)
+    wd = spec.weight_decay if weight_decay is None else check_rate(weight_decay, 'weight_decay', who)
+    points = check_int(points, 'points', who)
+    if train_names is not None: train_names = check_int(train_names, 'train_names', who)
     data = data or names_data(spec.kind, spec.context, load_names_split(SPLIT_SEED), device)
     (x, y), (xv, yv) = data.train, data.val
     w = None if data.weight is None else data.weight.to(dtype)
@@ -546,6 +578,8 @@ def sample_names(
         raise ValueError(f"sample_names expects n >= 1, got {n!r}")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"sample_names expects a finite temperature > 0, got {temperature!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"sample_names expects a torch.Generator (or None), got {type(generator).__name__}")
     kind, k = _kind_of(model)
     dev = model.parameters()[0].value.device
     was = model.training
@@ -562,7 +596,8 @@ def sample_names(
             if t == MAX_LEN: break  # 13 letters: the name ends here
             nxt = torch.multinomial(p, 1, generator=generator)
             out[:, t] = nxt[:, 0]
-            ctx = torch.cat([ctx, nxt], 1) if kind == 'sequence' else torch.cat([ctx[:, 1:], nxt], 1)
+            # a Transformer sees at most its block_size last characters (as GPT's sampling crops its context)
+            ctx = torch.cat([ctx, nxt], 1)[:, -k:] if kind == 'sequence' else torch.cat([ctx[:, 1:], nxt], 1)
     finally: model.train(was)
     return [decode(row) for row in out]
 
@@ -571,7 +606,8 @@ def novelty(
     train:list[str]|set[str], # the training names
 )->float: # in [0, 1]
     "The fraction of `samples` that are not training names"
-    train = train if isinstance(train, set) else set(train)
+    samples = _check_words(samples, 'novelty')
+    train = train if isinstance(train, (set, frozenset)) else set(_check_words(train, 'novelty'))
     return sum(s not in train for s in samples) / len(samples) if samples else math.nan
 
 # %% ../../nbs/54_names.ipynb #d755abc5
@@ -684,11 +720,19 @@ def model_config(model:Module)->dict:
 
 def model_from_config(cfg:dict)->Module:
     "A new (untrained) model of the class and sizes that `model_config` recorded"
+    if not isinstance(cfg, dict):
+        raise TypeError(f"model_from_config expects a configuration dict (from model_config), got "
+                        f"{type(cfg).__name__} {cfg!r:.60}")
     cfg = dict(cfg)
     kind = cfg.pop('model', None)
-    cls = {'bigram': OneHotBigram, 'mlp': NamesMLP, 'transformer': NamesTransformer}.get(kind)
+    cls = {'bigram': OneHotBigram, 'mlp': NamesMLP, 'transformer': NamesTransformer}.get(kind, None) if isinstance(
+        kind, str) else None
     if cls is None: raise ValueError("expected a names model configuration ('bigram', 'mlp' or "
                                      f"'transformer'), got {kind!r}")
+    known = [p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'generator')]
+    extra = [k for k in cfg if k not in known]
+    if extra: raise ValueError(f"a {kind!r} configuration holds {', '.join(map(repr, known))}; got the unknown "
+                               f"key(s) {', '.join(map(repr, extra))}")
     if cfg.get('vocab', len(VOCAB)) != len(VOCAB):
         raise ValueError(f"a names model reads and writes {len(VOCAB)} symbols (26 letters and the end), but the "
                          f"configuration says vocab={cfg['vocab']!r}")

@@ -8,6 +8,7 @@ Docs: https://minidl.github.io/minidl/names_data.html.md"""
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import os
 
@@ -63,12 +64,32 @@ def encode(word:str)->list[int]:
     return [STOI[c] for c in word]
 
 def decode(ix)->str:
-    "The letters of indices `ix` (a tensor or a list), stopping at the first end token"
+    "The letters of indices `ix` (a 1-D integer tensor or a list of ints in 0..26), stopping at the first end token"
+    if isinstance(ix, Tensor):
+        if ix.dim() != 1 or ix.is_floating_point() or ix.is_complex() or ix.dtype == torch.bool:
+            raise ValueError(f"decode expects a 1-D integer tensor of indices, got dtype {ix.dtype} and shape "
+                             f"{tuple(ix.shape)}")
+        ix = ix.tolist()
+    elif isinstance(ix, (str, bytes)) or not isinstance(ix, (list, tuple)):
+        raise TypeError(f"decode expects a list or a 1-D tensor of indices in 0..{len(VOCAB) - 1}, got "
+                        f"{type(ix).__name__} {ix!r}")
+    bad = [i for i in ix if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < len(VOCAB)]
+    if bad: raise ValueError(f"decode expects indices in 0..{len(VOCAB) - 1} (ints, not bools), got {bad[0]!r}")
     out = []
-    for i in (ix.tolist() if isinstance(ix, Tensor) else ix):
+    for i in ix:
         if i == END: break
         out.append(VOCAB[i])
     return ''.join(out)
+
+def _check_words(words, who:str)->list[str]:
+    "`words` as a list of names (strings); one string is refused: it would be read letter by letter"
+    if isinstance(words, (str, bytes)):
+        raise TypeError(f"{who} expects a list of names, got the string {words!r} (one name: [{words!r}])")
+    try: words = list(words)
+    except TypeError: raise TypeError(f"{who} expects a list of names, got {type(words).__name__}") from None
+    bad = [w for w in words if not isinstance(w, str)]
+    if bad: raise TypeError(f"{who} expects a list of names (strings), got an item {bad[0]!r}")
+    return words
 
 # %% ../../nbs/53_names_data.ipynb #505a3129
 def _check_seed(seed, who)->int:
@@ -83,14 +104,20 @@ def load_names_split(
     "The surnames shuffled by `seed` and cut 80/10/10 into training, validation and test lists"
     seed = _check_seed(seed, 'load_names_split')
     if (
-        len(fractions) != 3
-        or any(not isinstance(f, numbers.Real) or f <= 0 for f in fractions)
+        not isinstance(fractions, (tuple, list))
+        or len(fractions) != 3
+        or any(isinstance(f, bool) or not isinstance(f, numbers.Real) or not math.isfinite(f) or f <= 0
+               for f in fractions)
         or abs(sum(fractions) - 1) > 1e-9
     ):
         raise ValueError(f"load_names_split expects three positive fractions summing to 1, got {fractions!r}")
     words = load_surnames()
-    perm = torch.randperm(len(words), generator=torch.Generator().manual_seed(seed)).tolist()
     n1 = int(fractions[0] * len(words)); n2 = n1 + int(fractions[1] * len(words))
+    sizes = dict(train=n1, val=n2 - n1, test=len(words) - n2)
+    empty = [k for k, v in sizes.items() if v < 1]
+    if empty: raise ValueError(f"load_names_split: fractions {fractions!r} leave no name in {', '.join(empty)} "
+                               f"(of {len(words)} names); expected fractions of at least 1/{len(words)}")
+    perm = torch.randperm(len(words), generator=torch.Generator().manual_seed(seed)).tolist()
     w = [words[i] for i in perm]
     return {'train': w[:n1], 'val': w[n1:n2], 'test': w[n2:]}
 
@@ -104,6 +131,7 @@ def name_contexts(
      "preceded by end tokens")
     if isinstance(context, bool) or not isinstance(context, numbers.Integral) or context < 1:
         raise ValueError(f"name_contexts expects a context of at least 1 character, got {context!r}")
+    words = _check_words(words, 'name_contexts')
     xs, ys = [], []
     for w in words:
         ix = [END] * context + encode(w) + [END]
@@ -117,6 +145,7 @@ def name_sequences(
 )->tuple[Tensor, Tensor]: # inputs int64 `(n, T)`, targets int64 `(n, T)`
     ("Each name as input `[., c1, ..., cn, ., ...]` and target `[c1, ..., cn, ., IGNORE, ...]`: position t "
      "predicts character t + 1")
+    words = _check_words(words, 'name_sequences')
     longest = max((len(w) for w in words), default=0)
     if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < longest + 1:
         raise ValueError(f"name_sequences expects block >= {longest + 1} (the longest name + 1), got {block!r}")
@@ -124,14 +153,14 @@ def name_sequences(
     x = [[END] + r + [END] * (block - 1 - len(r)) for r in rows]
     y = [r + [END] + [IGNORE] * (block - 1 - len(r)) for r in rows]
     x, y = torch.tensor(x, dtype=torch.int64), torch.tensor(y, dtype=torch.int64)
-    return x, y
+    return x.view(-1, block), y.view(-1, block)  # (0, T) for no names
 
 # %% ../../nbs/53_names_data.ipynb #2526c943
 def bigram_counts(
     words:list[str], # names
 )->Tensor: # int64 `(27, 27)`: row = previous character, column = next
     "How often each character follows each other (the end token stands before the first letter and after the last)"
-    x, y = name_contexts(words, 1)
+    x, y = name_contexts(_check_words(words, 'bigram_counts'), 1)
     V = len(VOCAB)
     return torch.bincount(x[:, 0] * V + y, minlength=V * V).view(V, V)
 
@@ -141,7 +170,10 @@ def bigram_nll(
     smoothing:float=1.0, # added to every count (add-one / Laplace smoothing)
 )->float: # mean NLL per character, in nats
     "The closed form: P(b | a) = (N[a, b] + s) / sum_c (N[a, c] + s); the mean of -log P over the characters of `words`"
+    if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not (
+            math.isfinite(smoothing) and smoothing >= 0):
+        raise ValueError(f"bigram_nll expects smoothing, a finite number >= 0, got {smoothing!r}")
     p = (counts.double() + smoothing)
     logp = (p / p.sum(1, keepdim=True)).log()
-    x, y = name_contexts(words, 1)
+    x, y = name_contexts(_check_words(words, 'bigram_nll'), 1)
     return float(-logp[x[:, 0], y].mean())
