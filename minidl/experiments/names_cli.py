@@ -8,6 +8,7 @@ Docs: https://minidl.github.io/minidl/names_cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -303,6 +304,9 @@ def load_names_model(
     path:str|Path, # a checkpoint written by `minidl-names --save`
 ):
     "The model saved in `path` (rebuilt from its recorded sizes, then loaded), and what was recorded with it"
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"load_names_model expects the path of a checkpoint file (a str or os.PathLike), got "
+                        f"{type(path).__name__} {path!r}")
     path = Path(path)
     if path.is_dir(): raise IsADirectoryError(f"{str(path)!r} is a folder, expected a checkpoint file (.pt)")
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")

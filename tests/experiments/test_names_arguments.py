@@ -92,3 +92,9 @@ def test_evaluate_nll_and_batch_indices_check_their_arguments():
                        torch.tensor([3]))
     assert_clear_error(ValueError, 'batch_size to be an integer >= 1', batch_indices, 10, 0, 2, torch.Generator())
     assert_clear_error(TypeError, 'torch.Generator', batch_indices, 10, 2, 2, 5)
+
+
+@pytest.mark.parametrize('path', [3, '', None])
+def test_load_names_model_wants_a_path(path):
+    from minidl.experiments.names_cli import load_names_model
+    with pytest.raises(TypeError, match='expects the path of a checkpoint file'): load_names_model(path)
