@@ -18,6 +18,7 @@ from minidl.nn.module import (
     Parameter,
     _check_accumulators,
     _fixed,
+    _input_mismatch,
     _method_of,
     _parse_device,
     _parse_dtype,
@@ -216,12 +217,7 @@ def _check_input(self, x) -> torch.Tensor:
     edits = Parameter._edits
     self._check_parameters()
     w = self.in_proj_weight.value
-    if x.dtype != w.dtype:
-        raise TypeError(f"CausalSelfAttention has {w.dtype} parameters but got a {x.dtype} input: "
-                        f"convert one of them (x.to({w.dtype}) or attn.to(dtype={x.dtype}))")
-    if x.device != w.device:
-        raise RuntimeError(f"CausalSelfAttention has parameters on {w.device} but got an input on "
-                           f"{x.device}: move one of them with .to()")
+    if (e := _input_mismatch(x, w.dtype, w.device, 'CausalSelfAttention', 'attn')) is not None: raise e
     self._seen = edits
     return x
 

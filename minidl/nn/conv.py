@@ -13,9 +13,19 @@ import numbers
 
 import torch
 
+from minidl.nn.module import (  # (before the others: a multi-line import stays absolute in the package)
+    Module,
+    Parameter,
+    _check_accumulators,
+    _fixed,
+    _input_mismatch,
+    _method_of,
+    _parse_device,
+    _parse_dtype,
+)
+
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
 from .linear import _ones
-from .module import Module, Parameter, _check_accumulators, _fixed, _method_of, _parse_device, _parse_dtype
 
 # %% auto #0
 __all__ = ['Conv2d']
@@ -312,12 +322,7 @@ def _check_input(self, x) -> torch.Tensor:
     edits = Parameter._edits
     self._check_parameters()
     w = self.weight.value
-    if x.dtype != w.dtype:
-        raise TypeError(f"Conv2d has {w.dtype} parameters but got a {x.dtype} input: "
-                        f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
-    if x.device != w.device:
-        raise RuntimeError(f"Conv2d has parameters on {w.device} but got an input on {x.device}: move one of "
-                           "them with .to()")
+    if (e := _input_mismatch(x, w.dtype, w.device, 'Conv2d', 'layer')) is not None: raise e
     self._seen = edits
     return x.detach() if x.requires_grad else x
 

@@ -12,8 +12,18 @@ import math
 
 import torch
 
+from minidl.nn.module import (  # (before the others: a multi-line import stays absolute in the package)
+    Module,
+    Parameter,
+    _check_accumulators,
+    _input_mismatch,
+    _method_of,
+    _parse_device,
+    _parse_dtype,
+    _Tensor,
+)
+
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
-from .module import Module, Parameter, _check_accumulators, _method_of, _parse_device, _parse_dtype, _Tensor
 
 # %% auto #0
 __all__ = ['Linear']
@@ -184,12 +194,7 @@ def _check_input(self, x) -> torch.Tensor:
         raise RuntimeError(f"Linear's weight is {w.dtype} on {w.device} but its bias is {b.value.dtype} on "
                            f"{b.value.device} (a parameter was cast on its own): cast the whole layer with "
                            "layer.to(...)")
-    if x.dtype != w.dtype:
-        raise TypeError(f"Linear has {w.dtype} parameters but got a {x.dtype} input: "
-                        f"convert one of them (x.to({w.dtype}) or layer.to(dtype={x.dtype}))")
-    if x.device != w.device:
-        raise RuntimeError(f"Linear has parameters on {w.device} but got an input on {x.device}: move one of "
-                           "them with .to()")
+    if (e := _input_mismatch(x, w.dtype, w.device, 'Linear', 'layer')) is not None: raise e
     self._seen = edits
     return x
 

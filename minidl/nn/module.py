@@ -1069,6 +1069,17 @@ def _check_accumulators(module, who: str):
                                f"nothing was accumulated. Expected a tensor of its own: zero_grad() keeps it, or "
                                f"assign {name}.grad = torch.zeros_like({name}.value)")
 
+def _input_mismatch(x: torch.Tensor, dtype: torch.dtype, device: torch.device, who: str, name: str):
+    ("The error for an input of another dtype or device than the module's parameters, which says what to convert "
+     "(`name`: the module in that advice, `layer`, `attn`...); `None` when both match.")
+    if x.dtype != dtype:
+        return TypeError(f"{who} has {dtype} parameters but got a {x.dtype} input: convert one of them "
+                         f"(x.to({dtype}) or {name}.to(dtype={x.dtype}))")
+    if x.device != device:
+        return RuntimeError(f"{who} has parameters on {device} but got an input on {x.device}: move one of them "
+                            "with .to()")
+    return None
+
 
 # %% ../../nbs/00_module.ipynb #133b93bb
 def _not_called(who: str, why: str | None = None) -> RuntimeError:

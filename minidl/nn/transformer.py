@@ -16,6 +16,7 @@ from minidl.nn.module import (
     Module,
     Parameter,
     _check_accumulators,
+    _input_mismatch,
     _method_of,
     _not_called,
     _parse_device,
@@ -234,12 +235,7 @@ def _check_input(self, x):
     check_tensor(x, 'input', 'TransformerBlock')
     if len(kinds := {(p.value.dtype, p.value.device) for p in self.parameters()}) != 1: return  # cast on its own
     ((dtype, device),) = kinds                                                      # (its module names it)
-    if x.dtype != dtype:
-        raise TypeError(f"TransformerBlock has {dtype} parameters but got a {x.dtype} input: convert one of them "
-                        f"(x.to({dtype}) or block.to(dtype={x.dtype}))")
-    if x.device != device:
-        raise RuntimeError(f"TransformerBlock has parameters on {device} but got an input on {x.device}: move one "
-                           "of them with .to()")
+    if (e := _input_mismatch(x, dtype, device, 'TransformerBlock', 'block')) is not None: raise e
 
 @_method_of(TransformerBlock)
 def _check_parameters(self, modules: tuple):
