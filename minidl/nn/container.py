@@ -27,7 +27,7 @@ from minidl.nn.module import (  # (before the others: a multi-line import stays 
 from .._checks import fmt_shape, type_name
 
 # %% auto #0
-__all__ = ['Sequential', 'Residual']
+__all__ = ['Sequential', 'Residual', 'ModuleList']
 
 # %% ../../nbs/13_container.ipynb #a9db0cd3
 def _leaves(modules, inside: frozenset = frozenset()):
@@ -50,23 +50,24 @@ def _check_name(k):
 def _check_new(seq, modules, others: tuple, names: tuple = ()):
     ("Check `modules` are Module instances and no instance appears twice among them, `others`, and the "
      "modules inside them.")
+    who = type(seq).__name__  # (`Sequential`, `ModuleList`, a subclass)
     for i, m in enumerate(modules):
         where = f"position {i}" if not names or names[i] == str(i) else f"name {names[i]!r}"
         if not isinstance(m, Module):
             if isinstance(m, type) and issubclass(m, Module):
-                raise TypeError(f"Sequential expects Module instances, got the class {m.__name__} at {where} "
+                raise TypeError(f"{who} expects Module instances, got the class {m.__name__} at {where} "
                                 f"(instantiate it: {m.__name__}(...))")
             hint = (
-                " (pass the modules as separate arguments: Sequential(*modules))" if isinstance(m, (list, tuple))
+                type(seq)._list_hint if isinstance(m, (list, tuple))
                 else " (PyTorch's module: a minidl container holds minidl's modules, from minidl.nn)"
                 if type(m).__module__.startswith('torch.nn') else ""
             )
-            raise TypeError(f"Sequential expects Module instances, got {type_name(m)} at {where}{hint}")
+            raise TypeError(f"{who} expects Module instances, got {type_name(m)} at {where}{hint}")
     seen = {id(seq)}
     for m in _leaves(others + tuple(modules)):
         if id(m) in seen:
-            if m is seq: raise ValueError("Sequential cannot contain itself")
-            raise ValueError(f"Sequential: the module {m!r} appears more than once; it keeps state between forward "
+            if m is seq: raise ValueError(f"{who} cannot contain itself")
+            raise ValueError(f"{who}: the module {m!r} appears more than once; it keeps state between forward "
                              f"and backward, so each use needs its own instance (tie Parameters to share weights)")
         seen.add(id(m))
 
@@ -82,6 +83,8 @@ class Sequential(Module):
         else: names = tuple(map(str, range(len(modules))))
         _check_new(self, modules, (), names)
         self._layers, self._names = tuple(modules), names
+
+    _list_hint = " (pass the modules as separate arguments: Sequential(*modules))"  # for a list among the modules
 
     @property
     def layers(self) -> tuple:
@@ -117,7 +120,7 @@ class Sequential(Module):
             for m in layers: x = m.forward(x)               # each module checks its input
             key = _learn(self, key)
         # a complete forward: the state it left in each module (`backward` checks that it is still theirs), and on what
-        self._saved, self._versions, self._ran = (tuple(map(_saved_of, layers)),), (None,), key
+        self._saved, self._versions, self._ran = (tuple(map(_saved_of, layers)),), [None], key  # (a new list)
         return x
 
     def backward(self,
@@ -196,10 +199,10 @@ class Sequential(Module):
         try: k = operator.index(i)  # ints, NumPy integers, 0-dim integer tensors (not bool: a mask would be meant)
         except TypeError: k = None
         if k is None or isinstance(i, bool):
-            raise TypeError(f"Sequential indices must be integers or slices, got {type(i).__name__} {i!r}")
+            raise TypeError(f"{type(self).__name__} indices must be integers or slices, got {type(i).__name__} {i!r}")
         n = len(self.layers)
         if end: return min(max(k + n if k < 0 else k, 0), n)  # list.insert's clamping (as torch's insert)
-        if not -n <= k < n: raise IndexError(f"Sequential index {k} is out of range: it holds {n} modules")
+        if not -n <= k < n: raise IndexError(f"{type(self).__name__} index {k} is out of range: it holds {n} modules")
         return k % n
 
     def _replace(self, layers: tuple, names: tuple, why: str = 'modules were added after its forward'):
@@ -398,7 +401,7 @@ class Residual(Module):
         "Return `x + block(x)`."
         y = self.block(x)                                     # f(x)
         # `_save_for_backward` of the two shapes (for the check below) and of the state the block's forward left
-        self._saved, self._versions = (x.shape, y.shape, self.block._saved), (None, None, None)
+        self._saved, self._versions = (x.shape, y.shape, self.block._saved), [None, None, None]  # (a new list)
         return x + y                                          # x + f(x)
 
     def backward(self,
@@ -457,3 +460,32 @@ def _keeping_shape(forward):
     return checked
 
 Residual.forward = _keeping_shape(Residual.forward)  # `forward._math` stays the maths alone (for `Sequential`)
+
+# %% ../../nbs/13_container.ipynb #7f3cf795
+class ModuleList(Sequential):
+    ("A list of modules, as `torch.nn.ModuleList`: children named by their positions (`state_dict` keys `'0.weight'`), "
+     "indexed, sliced, iterated and extended like a `Sequential`; no forward of its own: a module of yours calls them.")
+    def __init__(self,
+                 modules=None, # an iterable of `Module` instances, e.g. a list (`None`: empty)
+                ):
+        if modules is None: modules = ()
+        elif isinstance(modules, (Module, dict, str)) or not hasattr(modules, '__iter__'):
+            raise TypeError(f"ModuleList expects an iterable of modules (e.g. a list), got {type_name(modules)}"
+                            + (" (ModuleList([a, b]) takes one list)" if isinstance(modules, Module) else ""))
+        super().__init__(*modules)
+
+    def __getitem__(self, i):
+        "The `i`-th module, or a `ModuleList` of a slice (sharing the modules, as torch)."
+        return ModuleList(self.layers[i]) if isinstance(i, slice) else super().__getitem__(i)
+
+    def __iadd__(self, modules): return self.extend(modules)  # `blocks += [block]`, as torch
+
+    _list_hint = " (pass the modules themselves: ModuleList([a, b]))"
+
+def _not_a_chain(self, *args, **kwargs):
+    "Refuse a call: a `ModuleList` holds modules, a module of yours calls them (before anything is changed)."
+    raise TypeError("ModuleList has no forward or backward, as torch.nn.ModuleList: call its modules in your module's "
+                    "forward, and their backward in reverse order in its backward (Sequential chains modules)")
+
+ModuleList.__call__ = ModuleList.forward = ModuleList.backward = _not_a_chain
+

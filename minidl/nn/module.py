@@ -240,6 +240,7 @@ class SavesForBackward:
     "Mixin of `Module` and `Loss`: keep what `forward` computed for `backward`, and detect in-place changes to it."
     _saved = None  # the tuple saved by the last forward (`None`: nothing to backpropagate through)
     _why = None    # why `_saved` is `None` when it was dropped (a failed forward, a cast), for the error message
+    _versions = None  # the saved tensors' version counters: a new list or tuple with every `_saved`
 
     def _save_for_backward(self, *objs):
         "Keep `objs` (tensors and plain values) for `backward`, with each tensor's version counter."
@@ -405,6 +406,9 @@ def _named_tensors(m, prefix: str, recurse: bool, remove_duplicate: bool, kind: 
                 if isinstance(v, Parameter): items.append((k, v))
                 # a tensor where a parameter was, or PyTorch's parameter: refused, not silently left untrained
                 elif isinstance(v, _Tensor) and (e := mod._misplaced()) is not None: raise e
+                # so are modules and parameters in a list: no walk looks inside it
+                elif isinstance(v, (list, tuple, dict)) and k[:1] != '_' and (e := _held_in(mod, k, v)) is not None:
+                    raise e
         else: items = [(k, t) for k in d.get('_buffer_names', ()) if (t := getattr(mod, k)) is not None]
         for k, v in items:
             if remove_duplicate:
@@ -412,6 +416,22 @@ def _named_tensors(m, prefix: str, recurse: bool, remove_duplicate: bool, kind: 
                 seen.add(id(v))
             out.append((pre + k, v))
     return out
+
+def _held_in(m, k: str, v) -> TypeError | None:
+    ("The error for modules or `Parameter`s held in the list, tuple or dict `v`, attribute `k` of `m` (judged by its "
+     "first element): no walk looks inside it, so they would be left untrained and unsaved, as torch leaves them; "
+     "else `None`.")
+    first = (next(iter(v.values())) if isinstance(v, dict) else v[0]) if v else None
+    what = 'modules' if isinstance(first, Module) else 'Parameters' if isinstance(first, Parameter) else None
+    if what is None: return None
+    fix = (f"hold them in a ModuleList (self.{k} = ModuleList([...]), as torch.nn.ModuleList) or a Sequential"
+           if what == 'modules' and not isinstance(v, dict) else
+           "give each an attribute of its own (setattr(self, name, module), or a Sequential(OrderedDict(...)), whose "
+           "keys are the names)" if what == 'modules' else
+           f"give each an attribute of its own (self.register_parameter('{k}_0', p), ...)")
+    kind = type(v).__name__
+    return TypeError(f"{type(m).__name__}.{k} is a {kind} of {what}: minidl finds a module's {what} in its attributes "
+                     f"(as torch does), not inside a {kind}, so these would not be trained, saved or moved; {fix}")
 
 def _inference_error(m, call: str) -> RuntimeError:
     ("The error for torch's refusal of an inference tensor (made under `torch.inference_mode()`) in `m`'s `call` "
@@ -452,7 +472,9 @@ class Module(SavesForBackward):
     # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
     _accept_reads_state = False
     _forward_id = None  # the number of its last forward that returned a tensor (see `_checked_forward`)
-    _forward_saved = None  # what that forward saved: a container that ran the module's maths since replaced it
+    # the `_versions` that forward saved (a container that ran the module's maths since replaced them): compared by
+    # identity, it tells that forward's state from a later one without keeping its tensors alive
+    _forward_versions = None
     # the attributes that held a Parameter when the module was made (`weight`, `bias`): where a tensor put later
     # is a mistake (`layer.weight = tensor`), named by `_misplaced` instead of failing obscurely
     _param_slots = frozenset()
@@ -846,6 +868,8 @@ class Module(SavesForBackward):
             if (e := m._misplaced()) is not None: raise e  # not a state without the layer's weight
             for k, v in vars(m).items():
                 if isinstance(v, Parameter): yield pre + k, v if keep_vars else v.value
+                elif isinstance(v, (list, tuple, dict)) and k[:1] != '_' and (e := _held_in(m, k, v)) is not None:
+                    raise e  # not a state without those modules' parameters (see `_named_tensors`)
             skip = vars(m).get('_nonpersistent', ())
             for k in vars(m).get('_buffer_names', ()):
                 if k not in skip and (t := getattr(m, k)) is not None: yield pre + k, t
@@ -863,8 +887,9 @@ class Module(SavesForBackward):
         _check_walk(self, 'state_dict', prefix, True, True); check_flag(keep_vars, 'keep_vars', who)
         if destination is not None and not isinstance(destination, dict):
             raise TypeError(f"{who} expects destination to be a dict (or None), got {type_name(destination)}")
+        items = list(self._state_items(keep_vars))  # (every entry before any is written to `destination`)
         out = {} if destination is None else destination
-        for k, t in self._state_items(keep_vars): out[prefix + k] = t
+        for k, t in items: out[prefix + k] = t
         return out
 
     def load_state_dict(self,
@@ -933,6 +958,9 @@ def _checked_forward(math):
         try:
             # no call at all for a module without checks
             if (accept := type(self)._accept) is not _as_is: x = accept(self, x)
+            # the last forward's state is stale from here on: not held while this one runs (a container's holds every
+            # activation of its modules, which would otherwise coexist with the new ones until it returns)
+            self._saved = None
             try: out = math(self, x, *args, **kwargs)
             except Exception as refused: raise self._forward_error(x, refused) from None
         # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
@@ -945,7 +973,7 @@ def _checked_forward(math):
             raise
         if type(out) is _Tensor:  # the output names the call that made it; a loss hands the name on to its gradient
             n = next(_forward_ids)
-            self._forward_id, self._forward_saved = n, self._saved
+            self._forward_id, self._forward_versions = n, self._versions
             out._minidl_forward = (id(self), n, _PROCESS)
         return out
     forward._math = math  # the maths alone, for a container that already knows the input passes (see `Sequential`)
@@ -967,7 +995,8 @@ def _checked_backward(math):
         # the gradient of an output of this module's earlier forward (named by a loss): its state is the last one's
         # (another checked forward, or a container that ran the module's maths since, saving other tensors)
         if ((f := getattr(grad_output, '_minidl_forward', None)) is not None and f[0] == id(self)
-                and (f[1] != self._forward_id or (s := self._saved) is not self._forward_saved and s is not None)
+                and (f[1] != self._forward_id
+                     or self._versions is not self._forward_versions and self._saved is not None)
                 and f[2] == _PROCESS): raise _stale_gradient(self)
         if (s := self._saved) is not None:  # `self._check_saved()`, inlined: an in-place edit since forward raises
             vs, i = self._versions, 0  # a plain loop: faster than `zip` for one to three tensors

@@ -1,10 +1,13 @@
 """`Sequential`'s one check per call: after a checked call, a call with the same metadata runs the modules' maths
 directly; every guarantee of the checked path holds on it (hooks, in-place edits, replaced parameters, the mode,
 clear errors, a failed call changing nothing)."""
+import gc
+import weakref
+
 import pytest
 import torch
 
-from minidl import BatchNorm1d, Linear, LossBCE, Module, ReLU, Sequential, Sigmoid
+from minidl import BatchNorm1d, Linear, LossBCE, LossMSE, Module, ReLU, Residual, Sequential, Sigmoid
 
 
 def mlp(seed=0):
@@ -233,7 +236,6 @@ def test_a_block_called_on_its_own_between_forward_and_backward_is_refused(warme
 
 
 def test_a_module_run_by_the_container_refuses_the_gradient_of_its_own_earlier_output():
-    from minidl import LossMSE
     model, x = mlp(), torch.randn(4, 3)
     warm(model, x)
     lin, mse = model[2], LossMSE()
@@ -289,3 +291,49 @@ def test_a_forward_given_to_an_instance_once_warm_is_called():
     relu.forward = forward
     model(x); model(x)
     assert len(calls) == 2
+
+
+
+class _Probe(Module):
+    "Passes its input on; records, at each forward, whether the activation that `watch` points to was freed."
+    def __init__(self): self.freed, self.watch = [], None
+    def forward(self, x):
+        if self.watch is not None: self.freed.append(self.watch() is None)
+        return x.clone()
+    def backward(self, g, input_grad=True): return g if input_grad else None
+
+
+@pytest.mark.parametrize('residual', [False, True])
+def test_the_last_forwards_activations_are_freed_while_the_next_forward_runs(residual):
+    ("a new forward makes the last one's saved state stale: the container holds none of it while its modules run (each "
+     "frees its own as it saves the new one), on the checked first call as on the fast path")
+    probe = _Probe()
+    inner = Sequential(Linear(3, 4), ReLU(), Linear(4, 3), ReLU())
+    model = Sequential(Residual(inner) if residual else inner, probe)
+    x = torch.randn(5, 3)
+    for _ in range(4):
+        y = model(x); model.backward(torch.ones_like(y))
+        probe.watch = weakref.ref(inner[1]._saved[0])  # the first ReLU's output, saved by it and by the next Linear
+        del y
+    assert probe.freed == [True, True, True]
+
+
+def test_no_module_keeps_the_checked_calls_activations_once_the_fast_path_runs():
+    "the checked first call tags each module's output; what tells a later state from it keeps no tensor alive"
+    model, x = mlp(), torch.randn(4, 3)
+    y = model(x); model.backward(torch.ones_like(y))
+    first = [weakref.ref(t) for m in model for t in m._saved if isinstance(t, torch.Tensor) and t is not x]
+    del y
+    for _ in range(3): y = model(x); model.backward(torch.ones_like(y))
+    gc.collect()
+    assert first and all(r() is None or any(r() is p.value for p in model.parameters()) for r in first)
+
+
+def test_a_nested_container_run_by_the_fast_path_refuses_the_gradient_of_its_own_earlier_output():
+    "the inner container's maths, run by the outer one, replace its state: a gradient of its own call is stale"
+    inner = Sequential(Linear(3, 4), ReLU())
+    model, x = Sequential(inner, Linear(4, 1)), torch.randn(4, 3)
+    warm(model, x)
+    mse = LossMSE(); mse(inner(torch.randn(4, 3)), torch.zeros(4, 4)); g = mse.backward()
+    model(x)  # the fast path runs inner's maths: inner now holds the outer call's state
+    with pytest.raises(RuntimeError, match='got the gradient of an output of an earlier forward'): inner.backward(g)
