@@ -47,6 +47,14 @@ def _check_name(k):
             f"Sequential: the module name {k!r} would hide the attribute Sequential.{k}: choose another name"
         )
 
+def _modules_of(modules, who: str, hint: str = " (append adds one module)") -> tuple:
+    "The modules of the iterable `modules` (a list, a `Sequential`) as a tuple; a lone module or non-iterable: refused."
+    if (isinstance(modules, Module) and not isinstance(modules, Sequential) or isinstance(modules, (dict, str))
+            or not hasattr(modules, '__iter__')):
+        raise TypeError(f"{who} expects an iterable of modules (e.g. a list), got {type_name(modules)}"
+                        + (hint if isinstance(modules, Module) else ""))
+    return tuple(modules)
+
 def _check_new(seq, modules, others: tuple, names: tuple = ()):
     ("Check `modules` are Module instances and no instance appears twice among them, `others`, and the "
      "modules inside them.")
@@ -221,7 +229,7 @@ class Sequential(Module):
                modules, # an iterable of modules (e.g. another `Sequential`), added at the end in order
               ) -> Sequential:
         "Add every module of `modules` at the end; returns `self`."
-        modules = tuple(modules)
+        modules = _modules_of(modules, f"{type(self).__name__}.extend")
         if not modules: return self
         _check_new(self, modules, self.layers)
         for m in modules: self.append(m)
@@ -238,15 +246,16 @@ class Sequential(Module):
         if positional: names = tuple(map(str, range(len(layers))))
         else:  # named modules keep their names; the new one is named by its position, as torch
             names = self._names[:k] + (str(k),) + self._names[k:]
-            if str(k) in self._names: raise ValueError(f"Sequential.insert: the name {str(k)!r} is already taken")
+            if str(k) in self._names:
+                raise ValueError(f"{type(self).__name__}.insert: the name {str(k)!r} is already taken")
         self._replace(layers, names)
         return self
 
     def __setitem__(self, i, module: Module):
         "Replace the module at position `i` by `module`, which keeps its name (`seq[i] = m`, as torch); checked first."
         if isinstance(i, slice):
-            raise TypeError("Sequential: seq[i] = module takes an integer index, got a slice (as torch's): assign "
-                            "seq.layers, or use insert and del")
+            raise TypeError(f"{type(self).__name__}: seq[i] = module takes an integer index, got a slice (as torch's): "
+                            "assign seq.layers, or use insert and del")
         k = self._index(i)
         layers = self.layers[:k] + (module,) + self.layers[k + 1:]
         self._replace(layers, self._names, 'a module was replaced after its forward')
@@ -325,7 +334,11 @@ def _learn(seq: Sequential, key):
     for m in seq._layers if key is not None else ():
         cls = type(m)
         f, b = cls.forward, cls.backward
-        fast.append((m, f if cls._accept_reads_state else getattr(f, '_math', f), getattr(b, '_math', b)))
+        # called as it is (its checked forward): a module whose checks read its state; a composite, whose forward
+        # drops the state its modules hold before they run; a module whose maths save nothing, for which only the
+        # number its forward gets tells its stale gradients (see `_checked_backward`)
+        whole = cls._accept_reads_state or cls._ready is not Module._ready or m._versions is None
+        fast.append((m, f if whole else getattr(f, '_math', f), getattr(b, '_math', b)))
     if key is None or not fast:
         vars(seq).pop('_fast_keys', None)  # a module that must be called as it is: no shortcut for any input
         return None
@@ -468,17 +481,23 @@ class ModuleList(Sequential):
     def __init__(self,
                  modules=None, # an iterable of `Module` instances, e.g. a list (`None`: empty)
                 ):
-        if modules is None: modules = ()
-        elif isinstance(modules, (Module, dict, str)) or not hasattr(modules, '__iter__'):
-            raise TypeError(f"ModuleList expects an iterable of modules (e.g. a list), got {type_name(modules)}"
-                            + (" (ModuleList([a, b]) takes one list)" if isinstance(modules, Module) else ""))
-        super().__init__(*modules)
+        hint = " (ModuleList([a, b]) takes one list)"
+        super().__init__(*(() if modules is None else _modules_of(modules, 'ModuleList', hint)))
 
     def __getitem__(self, i):
         "The `i`-th module, or a `ModuleList` of a slice (sharing the modules, as torch)."
         return ModuleList(self.layers[i]) if isinstance(i, slice) else super().__getitem__(i)
 
     def __iadd__(self, modules): return self.extend(modules)  # `blocks += [block]`, as torch
+
+    def __add__(self, modules):
+        "A new `ModuleList` of these modules and then those of `modules` (a list, a `ModuleList`), as torch's `+`."
+        return ModuleList([*self, *_modules_of(modules, type(self).__name__ + ' +')])
+
+    def __call__(self, *args, **kwargs):
+        "Refused, before anything is changed, unless a subclass defines its own `forward`."
+        if type(self).forward is _not_a_chain: _not_a_chain(self)
+        return Module.__call__(self, *args, **kwargs)
 
     _list_hint = " (pass the modules themselves: ModuleList([a, b]))"
 
@@ -487,5 +506,5 @@ def _not_a_chain(self, *args, **kwargs):
     raise TypeError("ModuleList has no forward or backward, as torch.nn.ModuleList: call its modules in your module's "
                     "forward, and their backward in reverse order in its backward (Sequential chains modules)")
 
-ModuleList.__call__ = ModuleList.forward = ModuleList.backward = _not_a_chain
+ModuleList.forward = ModuleList.backward = _not_a_chain  # (attached after the class: no checked wrapper)
 

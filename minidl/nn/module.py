@@ -7,6 +7,7 @@ Docs: https://minidl.github.io/minidl/module.html.md"""
 # %% ../../nbs/00_module.ipynb #5b9cf419
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import itertools
@@ -407,8 +408,7 @@ def _named_tensors(m, prefix: str, recurse: bool, remove_duplicate: bool, kind: 
                 # a tensor where a parameter was, or PyTorch's parameter: refused, not silently left untrained
                 elif isinstance(v, _Tensor) and (e := mod._misplaced()) is not None: raise e
                 # so are modules and parameters in a list: no walk looks inside it
-                elif isinstance(v, (list, tuple, dict)) and k[:1] != '_' and (e := _held_in(mod, k, v)) is not None:
-                    raise e
+                elif isinstance(v, _HOLDERS) and k[:1] != '_' and (e := _held_in(mod, k, v, m)) is not None: raise e
         else: items = [(k, t) for k in d.get('_buffer_names', ()) if (t := getattr(mod, k)) is not None]
         for k, v in items:
             if remove_duplicate:
@@ -417,21 +417,30 @@ def _named_tensors(m, prefix: str, recurse: bool, remove_duplicate: bool, kind: 
             out.append((pre + k, v))
     return out
 
-def _held_in(m, k: str, v) -> TypeError | None:
-    ("The error for modules or `Parameter`s held in the list, tuple or dict `v`, attribute `k` of `m` (judged by its "
-     "first element): no walk looks inside it, so they would be left untrained and unsaved, as torch leaves them; "
-     "else `None`.")
-    first = (next(iter(v.values())) if isinstance(v, dict) else v[0]) if v else None
-    what = 'modules' if isinstance(first, Module) else 'Parameters' if isinstance(first, Parameter) else None
-    if what is None: return None
+_HOLDERS = (list, tuple, dict, set, frozenset, collections.deque)  # what a walk does not look into
+
+def _held_in(m, k: str, v, root) -> TypeError | None:
+    ("The error for modules or `Parameter`s held in `v` (a list, tuple, dict, set; and one level deeper, a list of "
+     "pairs), attribute `k` of `m`, that no attribute of the modules under `root` holds: no walk looks inside `v`, so "
+     "they would be left untrained and unsaved, as torch leaves them; else `None` (references to held ones are fine).")
+    def items(c): return c.values() if isinstance(c, dict) else c
+    held = [x for e in items(v) for x in (items(e) if isinstance(e, _HOLDERS) else (e,))
+            if isinstance(x, (Module, Parameter))]
+    if not held: return None
+    mods = [mod for _, mod in root.named_modules()]
+    known = {id(x) for mod in mods for x in (mod, *vars(mod).values()) if isinstance(x, (Module, Parameter))}
+    lost = [x for x in held if id(x) not in known]
+    if not lost: return None
+    what = 'modules' if isinstance(lost[0], Module) else 'Parameters'
     fix = (f"hold them in a ModuleList (self.{k} = ModuleList([...]), as torch.nn.ModuleList) or a Sequential"
            if what == 'modules' and not isinstance(v, dict) else
            "give each an attribute of its own (setattr(self, name, module), or a Sequential(OrderedDict(...)), whose "
            "keys are the names)" if what == 'modules' else
            f"give each an attribute of its own (self.register_parameter('{k}_0', p), ...)")
     kind = type(v).__name__
-    return TypeError(f"{type(m).__name__}.{k} is a {kind} of {what}: minidl finds a module's {what} in its attributes "
-                     f"(as torch does), not inside a {kind}, so these would not be trained, saved or moved; {fix}")
+    return TypeError(f"{type(m).__name__}.{k} is a {kind} of {what} that no attribute holds: minidl looks for {what} "
+                     f"in a module's attributes (as torch does), not inside a {kind}, so these would not be trained, "
+                     f"saved or moved; {fix} (an attribute named with a leading underscore is not looked into)")
 
 def _inference_error(m, call: str) -> RuntimeError:
     ("The error for torch's refusal of an inference tensor (made under `torch.inference_mode()`) in `m`'s `call` "
@@ -868,7 +877,7 @@ class Module(SavesForBackward):
             if (e := m._misplaced()) is not None: raise e  # not a state without the layer's weight
             for k, v in vars(m).items():
                 if isinstance(v, Parameter): yield pre + k, v if keep_vars else v.value
-                elif isinstance(v, (list, tuple, dict)) and k[:1] != '_' and (e := _held_in(m, k, v)) is not None:
+                elif isinstance(v, _HOLDERS) and k[:1] != '_' and (e := _held_in(m, k, v, self)) is not None:
                     raise e  # not a state without those modules' parameters (see `_named_tensors`)
             skip = vars(m).get('_nonpersistent', ())
             for k in vars(m).get('_buffer_names', ()):

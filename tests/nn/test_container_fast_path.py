@@ -303,13 +303,17 @@ class _Probe(Module):
     def backward(self, g, input_grad=True): return g if input_grad else None
 
 
-@pytest.mark.parametrize('residual', [False, True])
-def test_the_last_forwards_activations_are_freed_while_the_next_forward_runs(residual):
-    ("a new forward makes the last one's saved state stale: the container holds none of it while its modules run (each "
-     "frees its own as it saves the new one), on the checked first call as on the fast path")
+@pytest.mark.parametrize('where', ['after', 'inside', 'residual'])
+def test_the_last_forwards_activations_are_freed_while_the_next_forward_runs(where):
+    ("a new forward makes the last one's saved state stale: no container holds it while its modules run (each "
+     "frees its own as it saves the new one), on the checked first call as on the fast path, nested containers too")
     probe = _Probe()
-    inner = Sequential(Linear(3, 4), ReLU(), Linear(4, 3), ReLU())
-    model = Sequential(Residual(inner) if residual else inner, probe)
+    if where == 'after':
+        inner = Sequential(Linear(3, 4), ReLU(), Linear(4, 3), ReLU())
+        model = Sequential(inner, probe)
+    else:  # the probe inside a nested container, which the outer one's fast path runs
+        inner = Sequential(Linear(3, 4), ReLU(), Linear(4, 3), ReLU(), probe)
+        model = Sequential(Residual(inner) if where == 'residual' else inner, Linear(3, 1))
     x = torch.randn(5, 3)
     for _ in range(4):
         y = model(x); model.backward(torch.ones_like(y))
@@ -337,3 +341,21 @@ def test_a_nested_container_run_by_the_fast_path_refuses_the_gradient_of_its_own
     mse = LossMSE(); mse(inner(torch.randn(4, 3)), torch.zeros(4, 4)); g = mse.backward()
     model(x)  # the fast path runs inner's maths: inner now holds the outer call's state
     with pytest.raises(RuntimeError, match='got the gradient of an output of an earlier forward'): inner.backward(g)
+
+
+class _Stateless(Module):
+    "A module of a user's that saves nothing: y = 2 x."
+    def forward(self, x): return 2 * x
+    def backward(self, g, input_grad=True): return 2 * g if input_grad else None
+
+
+@pytest.mark.parametrize('kind', ['stateless', 'composite'])
+def test_a_module_of_yours_run_by_the_fast_path_refuses_the_gradient_of_its_own_earlier_output(kind):
+    ("a module whose forward saves nothing (or that only holds modules) is called through its checked forward by the "
+     "fast path: its own earlier output's gradient is then refused, as a built-in module's")
+    mod = _Stateless() if kind == 'stateless' else Residual(Sequential(Linear(3, 3), ReLU()))
+    model, x = Sequential(Linear(3, 3), mod, Linear(3, 1)), torch.randn(4, 3)
+    warm(model, x)
+    mse = LossMSE(); mse(mod(torch.randn(4, 3)), torch.zeros(4, 3)); g = mse.backward()
+    model(x)  # the fast path runs mod again
+    with pytest.raises(RuntimeError, match='got the gradient of an output of an earlier forward'): mod.backward(g)
