@@ -104,7 +104,7 @@ class Sequential(Module):
         ("Replace the modules (checked first; positional names are renumbered); the last forward is forgotten, so a "
          "`backward` needs a new forward.")
         if isinstance(modules, Module) or not hasattr(modules, '__iter__'):
-            raise TypeError(f"Sequential.layers expects a sequence of modules, got {type_name(modules)}")
+            raise TypeError(f"{type(self).__name__}.layers expects a sequence of modules, got {type_name(modules)}")
         modules = tuple(modules)
         keep = len(modules) == len(self._names)  # same length: the names stay, else positional names
         self._replace(modules, self._names if keep else tuple(map(str, range(len(modules)))),
@@ -485,8 +485,8 @@ class ModuleList(Sequential):
         super().__init__(*(() if modules is None else _modules_of(modules, 'ModuleList', hint)))
 
     def __getitem__(self, i):
-        "The `i`-th module, or a `ModuleList` of a slice (sharing the modules, as torch)."
-        return ModuleList(self.layers[i]) if isinstance(i, slice) else super().__getitem__(i)
+        "The `i`-th module, or a list of the same class of a slice (sharing the modules, as torch)."
+        return type(self)(self.layers[i]) if isinstance(i, slice) else super().__getitem__(i)
 
     def __iadd__(self, modules): return self.extend(modules)  # `blocks += [block]`, as torch
 

@@ -14,6 +14,7 @@ import itertools
 import operator
 import os
 import types
+import warnings
 import weakref
 from typing import NamedTuple
 
@@ -407,8 +408,8 @@ def _named_tensors(m, prefix: str, recurse: bool, remove_duplicate: bool, kind: 
                 if isinstance(v, Parameter): items.append((k, v))
                 # a tensor where a parameter was, or PyTorch's parameter: refused, not silently left untrained
                 elif isinstance(v, _Tensor) and (e := mod._misplaced()) is not None: raise e
-                # so are modules and parameters in a list: no walk looks inside it
-                elif isinstance(v, _HOLDERS) and k[:1] != '_' and (e := _held_in(mod, k, v, m)) is not None: raise e
+                # modules and parameters in a list: no walk looks inside it (a warning: they may be references)
+                elif isinstance(v, _HOLDERS) and k[:1] != '_': _warn_held_in(mod, k, v, m)
         else: items = [(k, t) for k in d.get('_buffer_names', ()) if (t := getattr(mod, k)) is not None]
         for k, v in items:
             if remove_duplicate:
@@ -418,12 +419,19 @@ def _named_tensors(m, prefix: str, recurse: bool, remove_duplicate: bool, kind: 
     return out
 
 _HOLDERS = (list, tuple, dict, set, frozenset, collections.deque)  # what a walk does not look into
+_WARNED = set()  # (class, attribute) pairs already warned about: once each
 
-def _held_in(m, k: str, v, root) -> TypeError | None:
-    ("The error for modules or `Parameter`s held in `v` (a list, tuple, dict, set; and one level deeper, a list of "
-     "pairs), attribute `k` of `m`, that no attribute of the modules under `root` holds: no walk looks inside `v`, so "
-     "they would be left untrained and unsaved, as torch leaves them; else `None` (references to held ones are fine).")
-    def items(c): return c.values() if isinstance(c, dict) else c
+def _warn_held_in(m, k: str, v, root):
+    "Warn, once per class and attribute, about what `_held_in` finds (a reference list is legitimate: not an error)."
+    if (key := (type(m), k)) not in _WARNED and (msg := _held_in(m, k, v, root)) is not None:
+        _WARNED.add(key)
+        warnings.warn(msg, UserWarning, stacklevel=4)
+
+def _held_in(m, k: str, v, root) -> str | None:
+    ("What to say about modules or `Parameter`s held in `v` (a list, tuple, dict, set, judged by its first 32 "
+     "elements and theirs), attribute `k` of `m`, that no attribute of the modules under `root` holds: no walk looks "
+     "inside `v`, so they would be left untrained and unsaved, as torch leaves them; `None` if there are none.")
+    def items(c): return itertools.islice(c.values() if isinstance(c, dict) else c, 32)
     held = [x for e in items(v) for x in (items(e) if isinstance(e, _HOLDERS) else (e,))
             if isinstance(x, (Module, Parameter))]
     if not held: return None
@@ -438,9 +446,10 @@ def _held_in(m, k: str, v, root) -> TypeError | None:
            "keys are the names)" if what == 'modules' else
            f"give each an attribute of its own (self.register_parameter('{k}_0', p), ...)")
     kind = type(v).__name__
-    return TypeError(f"{type(m).__name__}.{k} is a {kind} of {what} that no attribute holds: minidl looks for {what} "
-                     f"in a module's attributes (as torch does), not inside a {kind}, so these would not be trained, "
-                     f"saved or moved; {fix} (an attribute named with a leading underscore is not looked into)")
+    return (f"{type(m).__name__}.{k} is a {kind} of {what} that no attribute of {type(root).__name__} holds: "
+            f"minidl looks for {what} in a module's attributes (as torch does), not inside a {kind}, so these are not "
+            f"trained, saved or moved; {fix}. If they are held elsewhere (references), name the attribute with a "
+            "leading underscore: it is not looked into")
 
 def _inference_error(m, call: str) -> RuntimeError:
     ("The error for torch's refusal of an inference tensor (made under `torch.inference_mode()`) in `m`'s `call` "
@@ -589,9 +598,15 @@ class Module(SavesForBackward):
         cls = type(self)  # a copy made before an attribute became a checked setting (`dim`, `running_mean`): the
         for k in [k for k in state if isinstance(getattr(cls, k, None), property) and '_' + k not in state]:
             state['_' + k] = state.pop(k)  # property keeps it under '_' + its name
+        # whether the copied state is its last checked forward's (an older copy names it by the saved tuple itself,
+        # which would keep those tensors alive: dropped)
+        old = state.pop('_forward_saved', _ABSENT)
+        same = (old is state.get('_saved') if old is not _ABSENT
+                else state.get('_forward_versions', _ABSENT) is state.get('_versions'))
         self.__dict__.update(state)
         if (s := state.get('_saved')) is not None:
             self._versions = [o._version if isinstance(o, _Tensor) else None for o in s]
+            if same: self._forward_versions = self._versions  # (the versions are read again: a new list)
         d = self.__dict__
         for k in ('forward', 'backward'):  # a shallow copy's would run the hooks and the maths on the original
             if getattr(d.get(k), '__func__', None) in _HOOKED: del d[k]
@@ -877,8 +892,7 @@ class Module(SavesForBackward):
             if (e := m._misplaced()) is not None: raise e  # not a state without the layer's weight
             for k, v in vars(m).items():
                 if isinstance(v, Parameter): yield pre + k, v if keep_vars else v.value
-                elif isinstance(v, _HOLDERS) and k[:1] != '_' and (e := _held_in(m, k, v, self)) is not None:
-                    raise e  # not a state without those modules' parameters (see `_named_tensors`)
+                elif isinstance(v, _HOLDERS) and k[:1] != '_': _warn_held_in(m, k, v, self)  # see `_named_tensors`
             skip = vars(m).get('_nonpersistent', ())
             for k in vars(m).get('_buffer_names', ()):
                 if k not in skip and (t := getattr(m, k)) is not None: yield pre + k, t

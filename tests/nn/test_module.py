@@ -1011,3 +1011,33 @@ def test_get_submodule_reaches_a_module_held_under_a_second_name():
 
     h = mnn.Sequential(Holder())
     assert h.get_submodule('0.b') is h[0].a and h.get_parameter('0.b.weight') is h[0].a.weight
+
+
+def test_a_copy_keeps_its_last_forward_and_an_older_copys_reference_to_saved_tensors_is_dropped():
+    ("a copy between forward and backward still backpropagates what its forward saved (its version list is read again, "
+     "and its forward is still the last); a pickle of an older version named that state by the saved tensors "
+     "themselves (`_forward_saved`), which would keep them alive for good: dropped")
+    lin = M.Linear(3, 2)
+    lin(torch.randn(4, 3))
+    c = copy.deepcopy(lin)
+    assert c._forward_versions is c._versions and c._saved is not None
+    state = lin.__getstate__()
+    state['_forward_saved'] = state['_saved']; del state['_forward_versions']  # as an older version pickled it
+    old = M.Linear.__new__(M.Linear); old.__setstate__(state)
+    assert '_forward_saved' not in vars(old) and old._forward_versions is old._versions
+    test_g = torch.ones(4, 2)
+    assert_close(old.backward(test_g), lin.backward(test_g))
+
+
+def test_a_list_of_references_to_modules_held_elsewhere_does_not_stop_a_model():
+    ("a reference list is legitimate: at most a warning, which says how to silence it (the walk from a nested "
+     "container cannot see the module's holder)")
+    class Tied(M.Module):
+        def __init__(self, other): self.fc, self.watch = M.Linear(4, 4), [other]
+        def forward(self, x): return self.fc(x)
+        def backward(self, g, input_grad=True): return self.fc.backward(g, input_grad)
+    first = M.Linear(4, 4)
+    model = M.Sequential(first, M.Sequential(M.ReLU(), Tied(first)))
+    with pytest.warns(UserWarning, match='name the attribute with a leading underscore'):
+        for _ in range(3): y = model(torch.randn(3, 4)); model.backward(torch.ones_like(y))
+    assert len(model.parameters()) == 4 and len(model.state_dict()) == 4
