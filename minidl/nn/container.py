@@ -351,7 +351,10 @@ def _learn(seq: Sequential, key):
     # what the key cannot see, as it is now: the parameters' shapes, the gradients' shapes and dtypes (changed in
     # place by `unsqueeze_`, `resize_`, `.data = `), the number of each module's own attributes (an instance's
     # `forward` assigned since)
-    params, dicts = seq.parameters(), [vars(m) for m in seq._layers]
+    # (every parameter of the modules inside, read from their attributes: the container's own walk, which says
+    # nothing about a list attribute that the model's walk, from higher up, may find held elsewhere)
+    params = [v for m in _leaves(seq._layers) for v in vars(m).values() if isinstance(v, Parameter)]
+    dicts = [vars(m) for m in seq._layers]
     values, grads = [p.value for p in params], [p.grad for p in params]
     seq._fast_of = seq._layers
     seq._fast_guard = (values, list(map(_shape, values)), dicts, list(map(len, dicts)))
