@@ -506,7 +506,7 @@ class ModuleList(Sequential):
 
 def _not_a_chain(self, *args, **kwargs):
     "Refuse a call: a `ModuleList` holds modules, a module of yours calls them (before anything is changed)."
-    raise TypeError("ModuleList has no forward or backward, as torch.nn.ModuleList: call its modules in your module's "
+    raise TypeError("ModuleList has no forward or backward, as PyTorch's: call its modules in your module's "
                     "forward, and their backward in reverse order in its backward (Sequential chains modules)")
 
 ModuleList.forward = ModuleList.backward = _not_a_chain  # (attached after the class: no checked wrapper)

@@ -440,7 +440,7 @@ def _held_in(m, k: str, v, root) -> str | None:
     lost = [x for x in held if id(x) not in known]
     if not lost: return None
     what = 'modules' if isinstance(lost[0], Module) else 'Parameters'
-    fix = (f"hold them in a ModuleList (self.{k} = ModuleList([...]), as torch.nn.ModuleList) or a Sequential"
+    fix = (f"hold them in a ModuleList (self.{k} = ModuleList([...]), as PyTorch's nn.ModuleList) or a Sequential"
            if what == 'modules' and not isinstance(v, dict) else
            "give each an attribute of its own (setattr(self, name, module), or a Sequential(OrderedDict(...)), whose "
            "keys are the names)" if what == 'modules' else
