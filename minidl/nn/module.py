@@ -434,7 +434,8 @@ def _held_in(m, k: str, v, root) -> str | None:
     def items(c): return itertools.islice(c.values() if isinstance(c, dict) else c, 32)
     held = [x for e in items(v) for x in (items(e) if isinstance(e, _HOLDERS) else (e,))
             if isinstance(x, (Module, Parameter))]
-    if not held: return None
+    own = {id(x) for x in vars(m).values()}  # references to `m`'s own attributes: settled without a walk
+    if not (held := [x for x in held if id(x) not in own]): return None
     mods = [mod for _, mod in root.named_modules()]
     known = {id(x) for mod in mods for x in (mod, *vars(mod).values()) if isinstance(x, (Module, Parameter))}
     lost = [x for x in held if id(x) not in known]
