@@ -15,6 +15,7 @@ import torch
 from minidl.nn.module import (  # (before the others: a multi-line import stays absolute in the package)
     Module,
     Parameter,
+    _accept_floating,
     _check_accumulators,
     _input_mismatch,
     _method_of,
@@ -26,7 +27,7 @@ from minidl.nn.module import (  # (before the others: a multi-line import stays 
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
 
 # %% auto #0
-__all__ = ['Linear']
+__all__ = ['Linear', 'Identity']
 
 # %% ../../nbs/10_linear.ipynb #4548cc74
 @functools.lru_cache(maxsize=16)
@@ -214,3 +215,29 @@ def _check_grad_output(self, g) -> torch.Tensor:
                                    "after forward): run forward again")
     self._seen_grads = edits
     return g
+
+# %% ../../nbs/10_linear.ipynb #75105c40
+class Identity(Module):
+    "The map `y = x`, as `torch.nn.Identity`: a placeholder. Any arguments are accepted and ignored, as torch's."
+    def __init__(self, *args, **kwargs): pass  # `Identity(54, unused=0.1)` builds the same module as `Identity()`
+
+    def forward(self,
+                x: torch.Tensor, # input, any shape
+               ) -> torch.Tensor: # `x` itself
+        "Return the input; keep its shape, dtype and device for `backward`."
+        self._save_for_backward(x.shape, x.dtype, x.device)
+        return x
+
+    def backward(self,
+                 grad_output: torch.Tensor, # dL/dY, the shape of the input
+                 input_grad: bool = True, # `False`: nothing to compute (no parameters), return `None`
+                ) -> torch.Tensor | None: # dL/dX = dL/dY
+        "Return the upstream gradient itself: dL/dX = G."
+        return grad_output if input_grad else None
+
+    _accept = _accept_floating  # any floating-point tensor
+
+    def _accept_grad(self, g) -> torch.Tensor:
+        "A gradient of the shape, dtype and device of the last forward's input (and output)."
+        shape, dtype, device = self._saved
+        return check_grad(g, 'Identity', shape=shape, dtype=dtype, device=device)

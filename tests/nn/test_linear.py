@@ -8,8 +8,8 @@ from helpers import SMALL_PROGRAM, dims, dtypes, randn, seeds, trained_linear
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidl import Linear
-from minidl.testing import assert_clear_error, assert_close, assert_parity, autograd_grads
+from minidl import Identity, Linear, Sequential, Tanh
+from minidl.testing import assert_clear_error, assert_close, assert_parity, autograd_grads, torch_grads
 
 F64 = torch.float64
 
@@ -204,3 +204,45 @@ def test_linear_leading_dims_gradient_of_another_shape_is_refused_and_changes_no
         with pytest.raises((ValueError, TypeError), match='expects a gradient of'): m.backward(bad)
         assert_unchanged(snap, snapshot(m))
     with pytest.raises(ValueError, match=r'input of shape \(\*, 4\)'): m(torch.randn(2, 5, 3, dtype=F64))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize('shape', [(5,), (3, 4), (2, 0, 3), (2, 3, 4, 5)])
+@pytest.mark.parametrize('dtype', [torch.float32, F64])
+def test_identity_like_torch(shape, dtype):
+    x, g = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+    ours, ref = Identity(), torch.nn.Identity(54, unused=0.1)  # torch's accepts any arguments and ignores them
+    y_ref, gx_ref, _ = torch_grads(ref, x, g)
+    assert ours(x) is x and torch.equal(x, y_ref)  # the input itself, as torch's
+    assert ours.backward(g) is g and torch.equal(g, gx_ref) and ours.backward(g, input_grad=False) is None
+    assert repr(Identity(54, unused=0.1)) == repr(ref)
+    assert Identity(3).parameters() == [] and not Identity().state_dict()
+
+
+@pytest.mark.parity
+def test_identity_in_a_chain_equals_torch_over_steps():
+    torch.manual_seed(0)
+    ours = Sequential(Linear(3, 5), Identity(), Tanh(), Linear(5, 2)).to(dtype=F64)
+    nn = torch.nn
+    ref = nn.Sequential(nn.Linear(3, 5), nn.Identity(), nn.Tanh(), nn.Linear(5, 2)).double()
+    ref.load_state_dict(ours.state_dict())
+    x, g = torch.randn(4, 3, dtype=F64), torch.randn(4, 2, dtype=F64)
+    for _ in range(3):  # checked, then the container's fast path
+        ours.zero_grad(); ref.zero_grad()
+        xr = x.clone().requires_grad_(); y_ref = ref(xr); y_ref.backward(g)
+        assert_close(ours(x), y_ref.detach()); assert_close(ours.backward(g), xr.grad)
+        for p, q in zip(ours.parameters(), ref.parameters()): assert_close(p.grad, q.grad)
+
+
+def test_identity_refuses_clearly_and_changes_nothing():
+    m, x = Identity(), torch.randn(2, 3)
+    assert_clear_error(RuntimeError, 'Identity.backward called before forward', m.backward, x)
+    assert_clear_error(TypeError, 'Identity expects a floating-point input, got dtype torch.int64', m,
+                       torch.ones(2, dtype=torch.int64))
+    assert_clear_error(TypeError, 'Identity expects the input to be a torch.Tensor, got list', m, [1.0])
+    m(x)
+    assert_clear_error(ValueError, 'Identity.backward expects a gradient of shape (2, 3)', m.backward, torch.ones(3, 2))
+    assert_clear_error(TypeError, 'Identity.backward expects a gradient of dtype torch.float32', m.backward,
+                       torch.ones(2, 3, dtype=F64))
+    g = torch.ones(2, 3)
+    assert m.backward(g) is g  # the refused gradients changed nothing
