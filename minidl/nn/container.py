@@ -27,7 +27,7 @@ from minidl.nn.module import (  # (before the others: a multi-line import stays 
 from .._checks import fmt_shape, type_name
 
 # %% auto #0
-__all__ = ['Sequential', 'Residual', 'ModuleList']
+__all__ = ['Sequential', 'Residual', 'ModuleList', 'ModuleDict']
 
 # %% ../../nbs/13_container.ipynb #a9db0cd3
 def _leaves(modules, inside: frozenset = frozenset()):
@@ -38,14 +38,14 @@ def _leaves(modules, inside: frozenset = frozenset()):
         yield m
         if id(m) not in inside: yield from _leaves(m.children(), inside | {id(m)})
 
-def _check_name(k):
-    "Check a module name of an `OrderedDict`: a non-empty string without '.', not an attribute of `Sequential`."
+def _check_name(k, cls=None):
+    ("Check a module name of an `OrderedDict` (of a `ModuleDict`: `cls`): a non-empty string without '.', not an "
+     "attribute of the container's class.")
+    who = 'Sequential' if cls is None else cls.__name__
     if not isinstance(k, str) or not k or '.' in k:
-        raise TypeError(f"Sequential expects module names that are non-empty strings without '.', got {k!r}")
-    if hasattr(Sequential, k) or k in ('_layers', '_names'):
-        raise KeyError(
-            f"Sequential: the module name {k!r} would hide the attribute Sequential.{k}: choose another name"
-        )
+        raise TypeError(f"{who} expects module names that are non-empty strings without '.', got {k!r}")
+    if hasattr(cls or Sequential, k) or k in (('_layers', '_names') if cls is None else ()):
+        raise KeyError(f"{who}: the module name {k!r} would hide the attribute {who}.{k}: choose another name")
 
 def _modules_of(modules, who: str, hint: str = " (append adds one module)") -> tuple:
     "The modules of the iterable `modules` (a list, a `Sequential`) as a tuple; a lone module or non-iterable: refused."
@@ -493,6 +493,17 @@ class ModuleList(Sequential):
 
     def __iadd__(self, modules): return self.extend(modules)  # `blocks += [block]`, as torch
 
+    def __repr__(self):
+        "As torch's: a run of modules with the same repr is printed once, `(0-3): 4 x Block(...)`."
+        runs = []  # [first position, last position, repr]
+        for i, r in enumerate(map(repr, self.layers)):
+            if runs and runs[-1][2] == r: runs[-1][1] = i
+            else: runs.append([i, i, r])
+        if not runs: return Module.__repr__(self)
+        lines = ([self.extra_repr()] if self.extra_repr() else []) + [
+            (f"({a}): " if a == b else f"({a}-{b}): {b - a + 1} x ") + r.replace('\n', '\n  ') for a, b, r in runs]
+        return f"{type(self).__name__}(" + ''.join('\n  ' + l for l in lines) + '\n)'
+
     def __add__(self, modules):
         "A new `ModuleList` of these modules and then those of `modules` (a list, a `ModuleList`), as torch's `+`."
         return ModuleList([*self, *_modules_of(modules, type(self).__name__ + ' +')])
@@ -505,9 +516,94 @@ class ModuleList(Sequential):
     _list_hint = " (pass the modules themselves: ModuleList([a, b]))"
 
 def _not_a_chain(self, *args, **kwargs):
-    "Refuse a call: a `ModuleList` holds modules, a module of yours calls them (before anything is changed)."
-    raise TypeError("ModuleList has no forward or backward, as PyTorch's: call its modules in your module's "
+    ("Refuse a call: a `ModuleList` (a `ModuleDict`) holds modules, a module of yours calls them (before anything "
+     "is changed).")
+    kind = 'ModuleList' if isinstance(self, ModuleList) else 'ModuleDict'
+    raise TypeError(f"{kind} has no forward or backward, as PyTorch's: call its modules in your module's "
                     "forward, and their backward in reverse order in its backward (Sequential chains modules)")
 
 ModuleList.forward = ModuleList.backward = _not_a_chain  # (attached after the class: no checked wrapper)
 
+
+# %% ../../nbs/13_container.ipynb #709f8537
+class ModuleDict(Module):
+    ("A dict of modules, as `torch.nn.ModuleDict`: children named by their keys (`state_dict` keys `'cls.weight'`), in "
+     "insertion order; no forward of its own: a module of yours calls them.")
+    def __init__(self,
+                 modules=None, # a mapping name -> module (a dict, a `ModuleDict`), or (name, module) pairs
+                ):
+        if modules is not None: self._add(modules, type(self).__name__)
+
+    def keys(self) -> list[str]:
+        "The keys, in insertion order (a list)."
+        return [k for k, v in vars(self).items() if isinstance(v, Module)]
+
+    def values(self) -> list[Module]: return [v for v in vars(self).values() if isinstance(v, Module)]
+    def items(self) -> list[tuple[str, Module]]: return [(k, v) for k, v in vars(self).items() if isinstance(v, Module)]
+    def __len__(self): return len(self.keys())
+    def __iter__(self): return iter(self.keys())  # the keys, as a dict (and torch's ModuleDict)
+    def __contains__(self, key): return isinstance(key, str) and isinstance(vars(self).get(key), Module)
+
+    def __getitem__(self, key: str) -> Module:
+        "The module under `key`; a missing key raises a `KeyError` that lists the keys."
+        if key not in self:
+            raise KeyError(f"{type(self).__name__} has no module {key!r}; its keys: "
+                           f"{', '.join(map(repr, self)) or 'none'}")
+        return vars(self)[key]
+
+    def __setitem__(self, key: str, module: Module): self._add([(key, module)], type(self).__name__)
+
+    def __delitem__(self, key: str):
+        self[key]  # a missing key: the error, nothing changed
+        del vars(self)[key]
+        Parameter._edits += 1
+
+    def pop(self,
+            key: str, # the key of the module to remove
+           ) -> Module:
+        "Remove the module under `key` and return it."
+        m = self[key]; del self[key]
+        return m
+
+    def clear(self):
+        "Remove every module."
+        for k in self.keys(): del vars(self)[k]
+        Parameter._edits += 1
+
+    def update(self,
+               modules, # a mapping name -> module (a dict, a `ModuleDict`), or an iterable of (name, module) pairs
+              ):
+        ("Add (or replace, in place) the modules of `modules` under their keys, in order; every pair is checked "
+         "before any is added.")
+        self._add(modules, f"{type(self).__name__}.update")
+
+    def _add(self, modules, who: str):
+        "`update`, its errors in the name of `who`."
+        if isinstance(modules, (Module, str, bytes)) and not isinstance(modules, ModuleDict) or not hasattr(
+                modules, '__iter__'):
+            raise TypeError(f"{who} expects a mapping name -> module (a dict) or an iterable of (name, module) pairs, "
+                            f"got {type_name(modules)}")
+        pairs = list(modules.items()) if hasattr(modules, 'keys') else list(modules)
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"{who}: element {i} is {type_name(pair)}, expected a (name, module) pair")
+            k, m = pair
+            _check_name(k, type(self))
+            if k.startswith('_'):
+                raise KeyError(f"{type(self).__name__}: the key {k!r} starts with '_', where minidl keeps a module's "
+                               "own state: choose another name")
+            if not isinstance(m, Module):
+                hint = (" (PyTorch's module: a minidl container holds minidl's modules, from minidl.nn)"
+                        if type(m).__module__.startswith('torch.nn') else "")
+                raise TypeError(f"{who} expects Module instances, got {type_name(m)} for key {k!r}{hint}")
+            if m is self: raise ValueError(f"{type(self).__name__} cannot contain itself")
+        for k, m in pairs: vars(self)[k] = m
+        Parameter._edits += 1
+
+    def __call__(self, *args, **kwargs):
+        "Refused, before anything is changed, unless a subclass defines its own `forward`."
+        if type(self).forward is _not_a_chain: _not_a_chain(self)
+        return Module.__call__(self, *args, **kwargs)
+
+# %% ../../nbs/13_container.ipynb #25e76f39
+ModuleDict.forward = ModuleDict.backward = _not_a_chain  # (attached after the class: no checked wrapper)

@@ -443,8 +443,8 @@ def _held_in(m, k: str, v, root) -> str | None:
     what = 'modules' if isinstance(lost[0], Module) else 'Parameters'
     fix = (f"hold them in a ModuleList (self.{k} = ModuleList([...]), as PyTorch's nn.ModuleList) or a Sequential"
            if what == 'modules' and not isinstance(v, dict) else
-           "give each an attribute of its own (setattr(self, name, module), or a Sequential(OrderedDict(...)), whose "
-           "keys are the names)" if what == 'modules' else
+           f"hold them in a ModuleDict (self.{k} = ModuleDict({{...}}), as PyTorch's nn.ModuleDict)"
+           if what == 'modules' else
            f"give each an attribute of its own (self.register_parameter('{k}_0', p), ...)")
     kind = type(v).__name__
     return (f"{type(m).__name__}.{k} is a {kind} of {what} that no attribute of {type(root).__name__} holds: "
@@ -690,6 +690,31 @@ class Module(SavesForBackward):
         setattr(self, name, param)
         self._param_slots = self._param_slots | {name}  # a tensor put there later is named (see `_misplaced`)
         Parameter._edits += 1  # the modules' remembered checks see a new parameter
+
+    def add_module(self,
+                   name: str, # attribute name, e.g. `'fc'` (its parameters: `'fc.weight'`, ...)
+                   module: Module | None, # the module (`None`: declared but absent)
+                  ):
+        "Add a module under `name`, as `self.name = module` (checked as torch: a name taken by another kind raises)."
+        who = f"{type(self).__name__}.add_module"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"{who} expects a name that is a Python identifier, got {name!r}")
+        if module is not None and not isinstance(module, Module):
+            hint = " (PyTorch's: minidl holds minidl's modules, from minidl.nn)" if type(module).__module__.startswith(
+                'torch.nn') else ""
+            raise TypeError(f"{who} expects a minidl Module or None, got {type_name(module)}{hint}")
+        old = getattr(self, name, _ABSENT)
+        if old is not _ABSENT and old is not None and not isinstance(old, Module):
+            raise KeyError(f"{who}: attribute {name!r} already exists in {type(self).__name__} (not a module)")
+        setattr(self, name, module)
+        Parameter._edits += 1  # the modules' remembered checks see new parameters
+
+    def register_module(self,
+                        name: str, # attribute name
+                        module: Module | None, # the module (`None`: declared but absent)
+                       ):
+        "PyTorch's other name for `add_module` (a container's own `add_module` included)."
+        self.add_module(name, module)
 
     def get_submodule(self,
                       target: str, # dotted path, e.g. `'encoder.0'` (`''`: this module)

@@ -1,17 +1,23 @@
 """Sequential and Residual: torch's container habits (ordered dicts, slicing, append/insert), modes propagated,
 failures half way that change nothing."""
+import copy
+import pickle
 from collections import OrderedDict
 
 import pytest
 import torch
 from helpers import SMALL_PROGRAM, copy_into_torch
 
+import minidl
+import minidl.nn as minidl_nn
 from minidl import (
     BatchNorm1d,
     Dropout,
     Linear,
     LogSoftmax,
     Module,
+    ModuleDict,
+    ModuleList,
     ReLU,
     Residual,
     Sequential,
@@ -340,3 +346,77 @@ def test_sequential_add_module_and_pop_refuse_without_changing_anything():
     assert_clear_error(TypeError, 'Module instances', s.add_module, 'x', 'relu')
     assert_clear_error(IndexError, 'index 2 is out of range', s.pop, 2)
     assert [k for k, _ in s.named_children()] == ['0', '1']
+
+
+def test_module_list_repr_groups_equal_modules_as_torch():
+    def mods(nn): return [nn.Linear(2, 2), nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 2), nn.Linear(3, 2), nn.Tanh()]
+    assert repr(ModuleList(mods(minidl_nn))) == repr(torch.nn.ModuleList(mods(torch.nn)))
+    assert repr(ModuleList()) == repr(torch.nn.ModuleList()) == 'ModuleList()'
+    blocks = ModuleList([Sequential(Linear(2, 2), Tanh()) for _ in range(3)])
+    assert repr(blocks).splitlines()[:2] == ['ModuleList(', '  (0-2): 3 x Sequential(']
+
+
+class _Heads(Module):
+    "A shared trunk and one linear head per key of a ModuleDict, their outputs concatenated (written as torch's)."
+    def __init__(self, nn):
+        self.trunk = nn.Sequential(nn.Linear(3, 6), nn.Tanh())
+        self.heads = nn.ModuleDict({'cls': nn.Linear(6, 4), 'reg': nn.Linear(6, 1), 'drop': nn.Dropout(0.5)})
+
+    def forward(self, x):
+        h = self.trunk(x)
+        return torch.cat([self.heads['cls'](self.heads['drop'](h)), self.heads['reg'](h)], dim=-1)
+
+    def backward(self, g, input_grad=True):
+        gh = self.heads['drop'].backward(self.heads['cls'].backward(g[:, :4])) + self.heads['reg'].backward(g[:, 4:])
+        return self.trunk.backward(gh, input_grad=input_grad)
+
+
+@pytest.mark.parity
+def test_module_dict_model_equals_torch_over_steps_and_state_dicts_both_ways():
+    class TorchHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__(); _Heads.__init__(self, torch.nn)
+
+        def forward(self, x):
+            h = self.trunk(x)
+            return torch.cat([self.heads['cls'](self.heads['drop'](h)), self.heads['reg'](h)], dim=-1)
+    torch.manual_seed(0)
+    ours, ref = _Heads(minidl_nn).to(dtype=torch.float64).eval(), TorchHeads().double().eval()
+    assert not ours.heads['drop'].training  # eval() reaches the modules of a ModuleDict
+    assert list(ours.state_dict()) == list(ref.state_dict())  # 'heads.cls.weight', ...
+    ref.load_state_dict(ours.state_dict())
+    opt, ref_opt = minidl.SGD(ours.parameters(), lr=0.1), torch.optim.SGD(ref.parameters(), lr=0.1)
+    x, t = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 5, dtype=torch.float64)
+    for _ in range(3):
+        opt.zero_grad(); y = ours(x); ours.backward(2 * (y - t) / y.numel())
+        ref_opt.zero_grad(); ((ref(x) - t) ** 2).mean().backward()
+        opt.step(); ref_opt.step()
+    for (k, p), (k_ref, q) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert k == k_ref; assert_close(p.value, q.detach(), **SMALL_PROGRAM)
+    back = _Heads(minidl_nn).to(dtype=torch.float64)
+    back.load_state_dict(ref.state_dict())  # torch's state dict into minidl's
+    assert_close(back.eval()(x), ref(x).detach(), **SMALL_PROGRAM)
+
+
+def test_module_dict_operations_and_refusals_change_nothing():
+    md = ModuleDict([('a', Linear(2, 2)), ('b', ReLU())])
+    ref = torch.nn.ModuleDict([('a', torch.nn.Linear(2, 2)), ('b', torch.nn.ReLU())])
+    for d in (md, ref):
+        d['c'] = type(d['b'])(); d.update({'z': type(d['b'])()}); del d['b']
+        assert list(d) == list(d.keys()) == ['a', 'c', 'z'] and len(d) == 3 and 'a' in d and 'b' not in d
+    assert repr(md) == repr(ref).replace('torch.nn.', '')
+    copied = copy.deepcopy(md); assert copied.keys() == md.keys() and copied['a'] is not md['a']
+    assert pickle.loads(pickle.dumps(md)).keys() == ['a', 'c', 'z']
+    before = snapshot(md)
+    assert_clear_error(TypeError, "ModuleDict.update expects Module instances, got int for key 'q'", md.update,
+                       [('p', Tanh()), ('q', 3)])
+    assert_clear_error(KeyError, "would hide the attribute ModuleDict.items", md.update, {'items': Tanh()})
+    assert_clear_error(KeyError, "the key '_p' starts with '_'", md.__setitem__, '_p', Tanh())
+    assert_clear_error(TypeError, "non-empty strings without '.', got 'a.b'", md.__setitem__, 'a.b', Tanh())
+    assert_clear_error(KeyError, "ModuleDict has no module 'b'; its keys: 'a', 'c', 'z'", md.__getitem__, 'b')
+    assert_clear_error(KeyError, "has no module 'b'", md.pop, 'b')
+    assert_clear_error(TypeError, 'ModuleDict has no forward or backward', md, torch.ones(1, 2))
+    assert_clear_error(ValueError, 'cannot contain itself', md.__setitem__, 'me', md)
+    assert_unchanged(before, snapshot(md))
+    assert md.keys() == ['a', 'c', 'z'] and md.pop('a').out_features == 2 and md.keys() == ['c', 'z']
+    md.clear(); assert len(md) == 0 and md.parameters() == []

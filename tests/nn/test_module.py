@@ -1044,3 +1044,26 @@ def test_a_list_of_references_to_modules_held_elsewhere_does_not_stop_a_model():
         for _ in range(3): y = model(torch.randn(3, 4)); model.backward(torch.ones_like(y))
         assert len(model.parameters()) == 4 and len(model.state_dict()) == 4
     with pytest.warns(UserWarning, match='name the attribute with a leading underscore'): model[1].parameters()
+
+
+def test_add_module_and_register_module_as_torch():
+    class Net(Module):
+        def __init__(self): self.w = Parameter(torch.zeros(2))
+    ours, ref = Net(), torch.nn.Module()
+    ref.w = torch.nn.Parameter(torch.zeros(2))
+    ours.add_module('fc', Linear(2, 3)); ours.register_module('act', Tanh()); ours.add_module('gone', None)
+    ref.add_module('fc', torch.nn.Linear(2, 3)); ref.register_module('act', torch.nn.Tanh())
+    ref.add_module('gone', None)
+    assert list(ours.state_dict()) == list(ref.state_dict()) == ['w', 'fc.weight', 'fc.bias']
+    assert [k for k, _ in ours.named_modules()] == [k for k, _ in ref.named_modules()] == ['', 'fc', 'act']
+    ours.add_module('fc', Linear(2, 4)); assert ours.fc.out_features == 4  # a module replaced, as torch
+    before = snapshot(ours)
+    assert_clear_error(KeyError, "Net.add_module: attribute 'w' already exists in Net (not a module)",
+                       ours.add_module, 'w', Tanh())
+    assert_clear_error(TypeError, 'a name that is a Python identifier', ours.register_module, 'a.b', Tanh())
+    assert_clear_error(TypeError, ["expects a minidl Module or None, got", "PyTorch's"], ours.add_module, 'x',
+                       torch.nn.ReLU())
+    assert_unchanged(before, snapshot(ours))
+    assert not hasattr(ours, 'x')
+    seq = Sequential(Linear(2, 2)); seq.register_module('out', Tanh())  # a container's own add_module: appended
+    assert [k for k, _ in seq.named_children()] == ['0', 'out'] and seq(torch.ones(1, 2)).shape == (1, 2)
