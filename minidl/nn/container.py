@@ -553,6 +553,13 @@ class ModuleDict(Module):
 
     def __setitem__(self, key: str, module: Module): self._add([(key, module)], type(self).__name__)
 
+    def add_module(self,
+                   name: str, # the key
+                   module: Module, # the module
+                  ):
+        "`md[name] = module`, under the same rules (a `ModuleDict` holds modules: `None` is refused)."
+        self._add([(name, module)], f"{type(self).__name__}.add_module")
+
     def __delitem__(self, key: str):
         self[key]  # a missing key: the error, nothing changed
         del vars(self)[key]
@@ -592,11 +599,13 @@ class ModuleDict(Module):
             if k.startswith('_'):
                 raise KeyError(f"{type(self).__name__}: the key {k!r} starts with '_', where minidl keeps a module's "
                                "own state: choose another name")
+            if k in vars(self) and not isinstance(vars(self)[k], Module):
+                raise KeyError(f"{who}: attribute {k!r} already exists in {type(self).__name__} (not a module)")
             if not isinstance(m, Module):
                 hint = (" (PyTorch's module: a minidl container holds minidl's modules, from minidl.nn)"
                         if type(m).__module__.startswith('torch.nn') else "")
                 raise TypeError(f"{who} expects Module instances, got {type_name(m)} for key {k!r}{hint}")
-            if m is self: raise ValueError(f"{type(self).__name__} cannot contain itself")
+            if any(x is self for x in _leaves((m,))): raise ValueError(f"{type(self).__name__} cannot contain itself")
         for k, m in pairs: vars(self)[k] = m
         Parameter._edits += 1
 

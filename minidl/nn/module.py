@@ -497,6 +497,7 @@ class Module(SavesForBackward):
     # the attributes that held a Parameter when the module was made (`weight`, `bias`): where a tensor put later
     # is a mistake (`layer.weight = tensor`), named by `_misplaced` instead of failing obscurely
     _param_slots = frozenset()
+    _module_slots = frozenset()  # the names `add_module` declared (with `None`: a module may take their place later)
 
     def __init_subclass__(cls, **kwargs):
         ("A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see "
@@ -692,21 +693,25 @@ class Module(SavesForBackward):
         Parameter._edits += 1  # the modules' remembered checks see a new parameter
 
     def add_module(self,
-                   name: str, # attribute name, e.g. `'fc'` (its parameters: `'fc.weight'`, ...)
+                   name: str, # attribute name, e.g. `'fc'` or `'0'` (its parameters: `'fc.weight'`, ...)
                    module: Module | None, # the module (`None`: declared but absent)
                   ):
-        "Add a module under `name`, as `self.name = module` (checked as torch: a name taken by another kind raises)."
+        ("Add a module under `name`, as `self.name = module` (checked as torch: a name already taken by anything but "
+         "a module raises).")
         who = f"{type(self).__name__}.add_module"
-        if not isinstance(name, str) or not name.isidentifier():
-            raise TypeError(f"{who} expects a name that is a Python identifier, got {name!r}")
+        if not isinstance(name, str): raise TypeError(f"{who} expects the name to be a str, got {type_name(name)}")
+        if not name or '.' in name:
+            raise KeyError(f"{who} expects a non-empty name without '.' (it becomes part of dotted names such as "
+                           f"'{name or 'name'}.weight'), got {name!r}")
         if module is not None and not isinstance(module, Module):
             hint = " (PyTorch's: minidl holds minidl's modules, from minidl.nn)" if type(module).__module__.startswith(
                 'torch.nn') else ""
             raise TypeError(f"{who} expects a minidl Module or None, got {type_name(module)}{hint}")
         old = getattr(self, name, _ABSENT)
-        if old is not _ABSENT and old is not None and not isinstance(old, Module):
+        if old is not _ABSENT and not isinstance(old, Module) and not (old is None and name in self._module_slots):
             raise KeyError(f"{who}: attribute {name!r} already exists in {type(self).__name__} (not a module)")
         setattr(self, name, module)
+        self._module_slots = self._module_slots | {name}  # declared: a module may take the place of its None later
         Parameter._edits += 1  # the modules' remembered checks see new parameters
 
     def register_module(self,
@@ -992,7 +997,7 @@ class Module(SavesForBackward):
         return ''
 
     def __repr__(self):
-        children = self.named_children()
+        children = _named_children_all(self)  # a module held under two names: printed under both, as torch's
         if not children: return f"{type(self).__name__}({self.extra_repr()})"
         lines = ([self.extra_repr()] if self.extra_repr() else []) + [
             f"({k}): " + repr(m).replace('\n', '\n  ') for k, m in children]
@@ -1023,7 +1028,9 @@ def _checked_forward(math):
         if type(out) is _Tensor:  # the output names the call that made it; a loss hands the name on to its gradient
             n = next(_forward_ids)
             self._forward_id, self._forward_versions = n, self._versions
-            out._minidl_forward = (id(self), n, _PROCESS)
+            # (not its input itself, returned as it is by `Identity` or an eval-mode `Dropout`: that keeps the name of
+            # the module that made it, whose backward needs that module's last forward)
+            if out is not x: out._minidl_forward = (id(self), n, _PROCESS)
         return out
     forward._math = math  # the maths alone, for a container that already knows the input passes (see `Sequential`)
     return forward

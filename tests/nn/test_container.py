@@ -417,6 +417,12 @@ def test_module_dict_operations_and_refusals_change_nothing():
     assert_clear_error(KeyError, "has no module 'b'", md.pop, 'b')
     assert_clear_error(TypeError, 'ModuleDict has no forward or backward', md, torch.ones(1, 2))
     assert_clear_error(ValueError, 'cannot contain itself', md.__setitem__, 'me', md)
+    assert_clear_error(ValueError, 'cannot contain itself', md.add_module, 'in', ModuleDict({'back': md}))
+    assert_clear_error(KeyError, "the key '_z' starts with '_'", md.add_module, '_z', Tanh())
+    assert_clear_error(TypeError, "expects Module instances, got NoneType for key 'w'", md.add_module, 'w', None)
+    md.note = 'kept'
+    assert_clear_error(KeyError, "attribute 'note' already exists in ModuleDict", md.__setitem__, 'note', Tanh())
+    del md.note
     assert_unchanged(before, snapshot(md))
     assert md.keys() == ['a', 'c', 'z'] and md.pop('a').out_features == 2 and md.keys() == ['c', 'z']
     md.clear(); assert len(md) == 0 and md.parameters() == []

@@ -1060,10 +1060,34 @@ def test_add_module_and_register_module_as_torch():
     before = snapshot(ours)
     assert_clear_error(KeyError, "Net.add_module: attribute 'w' already exists in Net (not a module)",
                        ours.add_module, 'w', Tanh())
-    assert_clear_error(TypeError, 'a name that is a Python identifier', ours.register_module, 'a.b', Tanh())
+    assert_clear_error(KeyError, "a non-empty name without '.'", ours.register_module, 'a.b', Tanh())
+    assert_clear_error(TypeError, 'expects the name to be a str, got int', ours.add_module, 0, Tanh())
+    bare = Linear(2, 2, bias=False)  # a parameter slot holding None is not a module's place
+    assert_clear_error(KeyError, "attribute 'bias' already exists in Linear (not a module)", bare.add_module, 'bias',
+                       Tanh())
     assert_clear_error(TypeError, ["expects a minidl Module or None, got", "PyTorch's"], ours.add_module, 'x',
                        torch.nn.ReLU())
     assert_unchanged(before, snapshot(ours))
     assert not hasattr(ours, 'x')
+    ours.add_module('0', Tanh()); ours.add_module('gone', Tanh())  # torch's names: any without '.'; a declared slot
+    assert [k for k, _ in ours.named_children()][-2:] == ['gone', '0']
     seq = Sequential(Linear(2, 2)); seq.register_module('out', Tanh())  # a container's own add_module: appended
     assert [k for k, _ in seq.named_children()] == ['0', 'out'] and seq(torch.ones(1, 2)).shape == (1, 2)
+
+
+@pytest.mark.parametrize('make', [lambda: M.Identity(), lambda: M.Dropout(0.5).eval()])
+def test_a_module_returning_its_input_keeps_the_stale_gradient_check_of_the_module_that_made_it(make):
+    "An output passed through `Identity` (or an eval-mode Dropout) is still the maker's: its stale gradient is refused."
+    model, through, mse = Sequential(Linear(2, 2), Tanh()), make(), LossMSE()
+    x, t = torch.randn(3, 2), torch.randn(3, 2)
+    y = model(x); through(y)
+    model(torch.randn(3, 2))  # a validation forward before the backward
+    mse(y, t)
+    assert_clear_error(RuntimeError, 'gradient of an output of an earlier forward', model.backward, mse.backward())
+
+
+def test_repr_prints_a_module_held_twice_under_both_names_as_torch():
+    ours, ref = Module(), torch.nn.Module()
+    ours.enc = Tanh(); ours.dec = ours.enc
+    ref.enc = torch.nn.Tanh(); ref.dec = ref.enc
+    assert repr(ours) == repr(ref)
