@@ -269,14 +269,30 @@ def _log_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     z = x - x.amax(dim, keepdim=True)
     return z.sub_(z.exp().sum(dim, keepdim=True).log_())
 
-# %% ../../nbs/11_activation.ipynb #f3657f21
-class Softmax(Module):
-    "Softmax along `dim`: `exp(x) / sum(exp(x))`, computed stably; output in (0, 1), summing to 1 along `dim`."
+class _AlongDim(Module):
+    "Base of `Softmax` and `LogSoftmax`: the setting `dim` and the checks they share; each subclass is its maths."
     def __init__(self,
-                 dim: int = -1, # the dimension that sums to 1 (negative counts from the end)
+                 dim: int = -1, # the dimension along which the probabilities sum to 1 (negative counts from the end)
                 ):
-        self.dim = dim  # checked when written, here and later (see below)
+        self.dim = dim  # checked when written, here and later (the setting below)
 
+    def _accept(self, x) -> torch.Tensor:
+        "A floating-point tensor that has the dimension `dim`."
+        x = _accept_floating(self, x)
+        _check_dim_in(self.dim, x, type(self).__name__)
+        return x
+
+    _accept_grad = _accept_like_saved  # a gradient like the output, which forward saved
+
+    def extra_repr(self) -> str: return f"dim={self.dim}"
+
+# a setting (see `_setting`): checked when written, and a changed one makes `backward` wait for a new forward
+_AlongDim.dim = _setting('dim', _check_dim, "The dimension along which the probabilities sum to 1 (an integer, "
+                         "negative counts from the end).")
+
+# %% ../../nbs/11_activation.ipynb #f3657f21
+class Softmax(_AlongDim):
+    "Softmax along `dim`: `exp(x) / sum(exp(x))`, computed stably; output in (0, 1), summing to 1 along `dim`."
     def forward(self,
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # probabilities, same shape
@@ -296,28 +312,9 @@ class Softmax(Module):
         gy = g * y
         return gy.addcmul_(y, gy.sum(self.dim, keepdim=True), value=-1)  # y G - y <G, y>, in place: three passes
 
-    def _accept(self, x) -> torch.Tensor:
-        "A floating-point tensor that has the dimension `dim`."
-        x = _accept_floating(self, x)
-        _check_dim_in(self.dim, x, type(self).__name__)
-        return x
-
-    _accept_grad = _accept_like_saved  # a gradient like the output
-
-    def extra_repr(self) -> str: return f"dim={self.dim}"
-
-# a setting (see `_setting`): checked when written, and a changed one makes `backward` wait for a new forward
-Softmax.dim = _setting('dim', _check_dim, "The dimension along which the probabilities sum to 1 (an integer, "
-                         "negative counts from the end).")
-
 # %% ../../nbs/11_activation.ipynb #7f08b1e5
-class LogSoftmax(Module):
+class LogSoftmax(_AlongDim):
     "Logarithm of the softmax along `dim`, computed stably as `(x - m) - log(sum(exp(x - m)))`."
-    def __init__(self,
-                 dim: int = -1, # the dimension along which the probabilities sum to 1
-                ):
-        self.dim = dim  # checked when written, here and later (see below)
-
     def forward(self,
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # log-probabilities, same shape
@@ -334,16 +331,3 @@ class LogSoftmax(Module):
         (y,), g = self._saved, grad_output
         if not input_grad: return None
         return torch.addcmul(g, y.exp(), g.sum(self.dim, keepdim=True), value=-1)  # G - exp(y) sum(G)
-
-    def _accept(self, x) -> torch.Tensor:
-        "A floating-point tensor that has the dimension `dim`."
-        x = _accept_floating(self, x)
-        _check_dim_in(self.dim, x, type(self).__name__)
-        return x
-
-    _accept_grad = _accept_like_saved  # a gradient like the output
-
-    def extra_repr(self) -> str: return f"dim={self.dim}"
-
-LogSoftmax.dim = _setting('dim', _check_dim, "The dimension along which the probabilities sum to 1 (an integer, "
-                         "negative counts from the end).")
