@@ -228,7 +228,7 @@ def _broadcast_tensors(tensors: list, src: int, bucket_cap_mb: float):
 
 def broadcast_state(model: Module, # the model whose parameters and buffers rank `src` sends to all
                     src: int = 0, # the rank that sends
-                    bucket_cap_mb: float = 25.0, # most megabytes per message
+                    bucket_cap_mb: float = 25.0, # most MiB (2**20 bytes) per message, as DDP's
                    ):
     "Copy the parameters' values and the buffers of rank `src` into every process's `model` (bucketed broadcasts)."
     if not isinstance(model, Module): raise TypeError("broadcast_state expects a minidl Module, got "
