@@ -292,7 +292,8 @@ _AlongDim.dim = _setting('dim', _check_dim, "The dimension along which the proba
 
 # %% ../../nbs/11_activation.ipynb #f3657f21
 class Softmax(_AlongDim):
-    "Softmax along `dim`: `exp(x) / sum(exp(x))`, computed stably; output in (0, 1), summing to 1 along `dim`."
+    ("Softmax along `dim`: `exp(x) / sum(exp(x))`, computed stably; output in [0, 1] (rounding can reach 0 and 1), "
+     "summing to 1 along `dim`.")
     def forward(self,
                 x: torch.Tensor, # input, any shape
                ) -> torch.Tensor: # probabilities, same shape
