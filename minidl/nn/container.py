@@ -160,9 +160,7 @@ class Sequential(Module):
                 m = m0
                 return f0(m, g) if input_grad else f0(m, g, input_grad=False)
             except Exception as refused: raise _explained(m, g, refused, grad=True) from None
-        for c in layers:  # every .grad fits before any is added to (named as the module's own check names it)
-            for name, m in c.named_modules(): _check_accumulators(m, name or type(c).__name__)
-        self._ready()     # and every module's saved state is there and unchanged
+        self._refuse_before_backward()
         if not layers: return g if input_grad else None
         def chain(g):
             for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
@@ -179,9 +177,20 @@ class Sequential(Module):
     _fast_keys = _fast_grad_keys = MappingProxyType({})
 
     def _ready(self):
-        "The saved state of the container and of every module in it (see `Module._ready`)."
+        ("The saved state of the container and of every module in it (see `Module._ready`); each module still holds "
+         "what the container's forward left (a nested container is asked by the one around it before any module adds "
+         "to a gradient).")
         Module._ready(self)
+        if (s := self._saved) is not None and not all(map(_is, map(_saved_of, self._layers), s[0])):
+            self._check_own_states(self._layers, s[0])
         for m in reversed(self._layers): m._ready()  # in backward's order
+
+    def _refuse_before_backward(self):
+        ("Every check of a backward through the modules before the first of them adds to a gradient: every `.grad` "
+         "fits (named as the module's own check names it), every module holds this forward's state, unchanged.")
+        for c in self._layers:
+            for name, m in c.named_modules(): _check_accumulators(m, name or type(c).__name__)
+        self._ready()
 
     def named_children(self) -> list[tuple[str, Module]]:
         ("The modules with their names: `'0'`, `'1'`, ... (PyTorch's names, used by `state_dict`), or the "

@@ -426,3 +426,14 @@ def test_module_dict_operations_and_refusals_change_nothing():
     assert_unchanged(before, snapshot(md))
     assert md.keys() == ['a', 'c', 'z'] and md.pop('a').out_features == 2 and md.keys() == ['c', 'z']
     md.clear(); assert len(md) == 0 and md.parameters() == []
+
+
+@pytest.mark.parametrize('steps', [0, 3])  # the checked call; then the container's fast path
+def test_nested_container_refuses_before_the_outer_modules_add_to_their_gradients(steps):
+    inner, head = Sequential(Linear(4, 6), ReLU()), Linear(6, 2)
+    model, x = Sequential(inner, head), torch.randn(5, 4)
+    for _ in range(steps): model.zero_grad(); model.backward(torch.ones_like(model(x)))
+    model.zero_grad(); y = model(x)
+    inner[0](torch.randn(5, 4))  # a module of the inner chain called on its own
+    assert_clear_error(RuntimeError, 'its module 0 (Linear) ran forward on its own', model.backward, torch.ones_like(y))
+    assert all(p.grad.abs().sum() == 0 for p in model.parameters())  # nothing was added, the head's gradient included
