@@ -157,19 +157,19 @@ class RandomShift(Module):
     def forward(self, x:Tensor)->Tensor:
         x = self._check(x)
         if not self.training or self.pixels == 0:
-            self._save_for_backward(None, x.shape, x.dtype)
+            self._save_for_backward(None, x.shape, x.dtype, 0, self.size)
             return x
         d = shift_offsets(x.shape[0], self.pixels, self.generator, x.device)
-        self._save_for_backward(d, x.shape, x.dtype)
+        self._save_for_backward(d, x.shape, x.dtype, self.pixels, self.size)  # the shift as it was: pixels may change
         return _shifted(x, d, self.pixels, self.size)
 
     def backward(self, grad_output:Tensor, input_grad:bool=True)->Tensor|None:
-        d, shape, dtype = self._saved_tensors()
+        d, shape, dtype, p, size = self._saved_tensors()
         g = check_grad(grad_output, 'RandomShift', shape=shape, dtype=dtype)
         if not input_grad: return None
         if d is None: return g
-        n, p = shape[0], self.pixels
-        gi = g.view(n, 1, *self.size) if g.ndim == 2 else g
+        n = shape[0]
+        gi = g.view(n, 1, *size) if g.ndim == 2 else g
         c, h, w = gi.shape[1:]
         padded = gi.new_zeros(n, c, h + 2 * p, w + 2 * p)
         padded[_window(d, p, n, c, h, w)] = gi  # each window pixel once: a plain assignment is the sum
@@ -198,5 +198,6 @@ class AugmentedSequential(Sequential):
          "module needs no input gradient")
         layers = self.layers
         if input_grad or len(layers) < 2: return super().backward(grad_output, input_grad)
+        self._refuse_before_backward()  # as Sequential's: each module holds this forward's state, every .grad fits
         for m in reversed(layers[2:]): grad_output = m.backward(grad_output)
         return layers[1].backward(grad_output, input_grad=False)

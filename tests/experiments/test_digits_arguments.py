@@ -4,7 +4,7 @@ import torch
 
 pytest.importorskip('sklearn')
 from minidl.experiments.digits import confusion_matrix, run_digits, run_digits_experiment
-from minidl.experiments.digits_data import RandomShift, random_shift, shift_offsets
+from minidl.experiments.digits_data import AugmentedSequential, RandomShift, random_shift, shift_offsets
 from minidl.testing import assert_clear_error
 
 T = torch.tensor
@@ -43,3 +43,26 @@ def test_random_shift_refuses_offsets_outside_the_padding_and_bad_arguments():
     assert_clear_error(TypeError, 'torch.Generator', shift_offsets, 3, 1, generator=5)
     assert_clear_error(ValueError, 'expects size (h, w) of positive integers, got 8', RandomShift, 1, size=8)
     assert torch.equal(random_shift(x, T([[1, 1]]), 1), x)
+
+
+@pytest.mark.parametrize('steps', [1, 4])  # the first, checked call; then the container's fast path
+def test_augmented_backward_refuses_a_module_run_on_its_own_before_any_gradient_changes(steps):
+    "backward(input_grad=False) skips the augmentation, not the container's checks: nothing is added before it refuses."
+    import minidl.nn as nn
+    torch.manual_seed(0)
+    m = AugmentedSequential(RandomShift(1, (4, 4)), nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 3))
+    mse, x, t = nn.MSELoss(), torch.randn(5, 16), torch.randn(5, 3)
+    for _ in range(steps): m.zero_grad(); mse(m(x), t); m.backward(mse.backward(), input_grad=False)
+    m.zero_grad(); mse(m(x), t)
+    m[2](torch.randn(5, 6))  # a module of the chain called on its own between forward and backward
+    assert_clear_error(RuntimeError, "its module 2 (ReLU) ran forward on its own", m.backward, mse.backward(),
+                       input_grad=False)
+    assert all(p.grad.abs().sum() == 0 for p in m.parameters())
+
+
+def test_random_shift_backward_uses_the_shift_of_its_forward():
+    shift, x, g = RandomShift(1, (4, 4)), torch.randn(3, 16), torch.randn(3, 16)
+    torch.manual_seed(0); y = shift(x); expected = shift.backward(g)
+    torch.manual_seed(0); assert torch.equal(shift(x), y)  # the same forward again (the same offsets)
+    shift.pixels = 2  # changed between forward and backward: the backward still undoes the forward's shift of 1
+    assert torch.equal(shift.backward(g), expected)
