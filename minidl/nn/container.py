@@ -22,6 +22,7 @@ from minidl.nn.module import (  # (before the others: a multi-line import stays 
     _not_called,
     _saved_of,
     _Tensor,
+    _torch_module_hint,
 )
 
 from .._checks import fmt_shape, type_name
@@ -65,11 +66,7 @@ def _check_new(seq, modules, others: tuple, names: tuple = ()):
             if isinstance(m, type) and issubclass(m, Module):
                 raise TypeError(f"{who} expects Module instances, got the class {m.__name__} at {where} "
                                 f"(instantiate it: {m.__name__}(...))")
-            hint = (
-                type(seq)._list_hint if isinstance(m, (list, tuple))
-                else " (PyTorch's module: a minidl container holds minidl's modules, from minidl.nn)"
-                if type(m).__module__.startswith('torch.nn') else ""
-            )
+            hint = type(seq)._list_hint if isinstance(m, (list, tuple)) else _torch_module_hint(m)
             raise TypeError(f"{who} expects Module instances, got {type_name(m)} at {where}{hint}")
     seen = {id(seq)}
     for m in _leaves(others + tuple(modules)):
@@ -611,9 +608,8 @@ class ModuleDict(Module):
             if k in vars(self) and not isinstance(vars(self)[k], Module):
                 raise KeyError(f"{who}: attribute {k!r} already exists in {type(self).__name__} (not a module)")
             if not isinstance(m, Module):
-                hint = (" (PyTorch's module: a minidl container holds minidl's modules, from minidl.nn)"
-                        if type(m).__module__.startswith('torch.nn') else "")
-                raise TypeError(f"{who} expects Module instances, got {type_name(m)} for key {k!r}{hint}")
+                raise TypeError(f"{who} expects Module instances, got {type_name(m)} for key {k!r}"
+                                f"{_torch_module_hint(m)}")
             if any(x is self for x in _leaves((m,))): raise ValueError(f"{type(self).__name__} cannot contain itself")
         for k, m in pairs: vars(self)[k] = m
         Parameter._edits += 1

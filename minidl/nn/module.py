@@ -344,6 +344,11 @@ def _noting_slots(init):
         self._param_slots = frozenset(k for k, v in vars(self).items() if isinstance(v, Parameter))
     return __init__
 
+def _torch_module_hint(m) -> str:
+    "What to add to an error about `m` where a minidl module belongs: a hint if it is one of PyTorch's, else `''`."
+    return " (PyTorch's module: minidl holds minidl's modules, from minidl.nn)" if type(m).__module__.startswith(
+        'torch.nn') else ""
+
 def _misplaced_error(m, name: str, v) -> TypeError:
     "The error for `m.name = v` where a minidl `Parameter` belongs (see `Module._misplaced`)."
     what = type_name(v)
@@ -704,9 +709,8 @@ class Module(SavesForBackward):
             raise KeyError(f"{who} expects a non-empty name without '.' (it becomes part of dotted names such as "
                            f"'{name or 'name'}.weight'), got {name!r}")
         if module is not None and not isinstance(module, Module):
-            hint = " (PyTorch's: minidl holds minidl's modules, from minidl.nn)" if type(module).__module__.startswith(
-                'torch.nn') else ""
-            raise TypeError(f"{who} expects a minidl Module or None, got {type_name(module)}{hint}")
+            raise TypeError(f"{who} expects a minidl Module or None, got {type_name(module)}"
+                            f"{_torch_module_hint(module)}")
         old = getattr(self, name, _ABSENT)
         if old is not _ABSENT and not isinstance(old, Module) and not (old is None and name in self._module_slots):
             raise KeyError(f"{who}: attribute {name!r} already exists in {type(self).__name__} (not a module)")
