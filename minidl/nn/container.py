@@ -184,9 +184,17 @@ class Sequential(Module):
 
     def _refuse_before_backward(self):
         ("Every check of a backward through the modules before the first of them adds to a gradient: every `.grad` "
-         "fits (named as the module's own check names it), every module holds this forward's state, unchanged.")
-        for c in self._layers:
-            for name, m in c.named_modules(): _check_accumulators(m, name or type(c).__name__)
+         "fits (named as the module's own check names it), every module holds this forward's state, unchanged, and "
+         "the parameters are the forward's.")
+        if (ran := self._ran) is not None and ran[3] != Parameter._edits: _check_same_parameters(self)
+        # every .grad: as when they were last checked one by one, with the same parameters (what the fast path
+        # trusts), else checked one by one now
+        guard, last = vars(self).get('_fast_grad_guard'), vars(self).get('_grads_checked')
+        if (guard is None or last is None or last[0] != Parameter._edits or last[1] is not guard
+                or not _grads_as_learned(self)):
+            for c in self._layers:
+                for name, m in c.named_modules(): _check_accumulators(m, name or type(c).__name__)
+            self._grads_checked = (Parameter._edits, guard)
         self._ready()
 
     def named_children(self) -> list[tuple[str, Module]]:
@@ -360,6 +368,7 @@ def _learn(seq: Sequential, key):
     # (every parameter of the modules inside, read from their attributes: the container's own walk, which says
     # nothing about a list attribute that the model's walk, from higher up, may find held elsewhere)
     params = [v for m in _leaves(seq._layers) for v in vars(m).values() if isinstance(v, Parameter)]
+    seq._fast_params = params  # the parameters of this forward (and of the fast ones until a parameter is made)
     dicts = [vars(m) for m in seq._layers]
     values, grads = [p.value for p in params], [p.grad for p in params]
     seq._fast_of = seq._layers
@@ -385,6 +394,20 @@ def _note_attributes(seq: Sequential):
     values, shapes, dicts, _ = guard
     if any('forward' in d or 'backward' in d for d in dicts): vars(seq).pop('_fast_keys', None); return
     seq._fast_guard = values, shapes, dicts, list(map(len, dicts))
+
+def _check_same_parameters(seq: Sequential):
+    ("Raise if an attribute of a module in `seq` holds another `Parameter` object than at the last forward (a "
+     "parameter replaced since: its gradient would go to the new one, which the forward did not use).")
+    now = [(m, k, v) for m in _leaves(seq._layers) for k, v in vars(m).items() if isinstance(v, Parameter)]
+    then = seq._fast_params
+    if len(now) == len(then) and all(v is p for (_, _, v), p in zip(now, then)): return
+    m, k = next(((m, k) for (m, k, v), p in zip(now, then) if v is not p), now[-1][:2] if now else (seq, '?'))
+    name = next((n for n, x in seq.named_modules() if x is m), type(m).__name__) or type(seq).__name__
+    who = type(seq).__name__
+    raise RuntimeError(f"{who}.backward: {name}.{k} holds another Parameter than the one its forward used (replaced "
+                       "after the forward), so the gradient would go to a parameter the forward did not use. Expected "
+                       f"the forward's parameters: replace parameters before a forward (or load values with "
+                       "load_state_dict, which copies them in place), then run the forward again")
 
 def _grads_as_learned(seq: Sequential) -> bool:
     ("Whether every `.grad` has the shape and dtype `_learn` saw. If not, `backward` checks them all before any "

@@ -329,7 +329,7 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 # what modules remember of their last full checks (keyed on `Parameter._edits`): not copied with them
 _CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_keys', '_fast_grad_keys', '_fast_forward',
                          '_fast_backward', '_fast_leaves', '_fast_composites', '_fast_of', '_fast_guard',
-                         '_fast_grad_guard'})
+                         '_fast_grad_guard', '_fast_params', '_grads_checked'})
 # the functions a module with hooks holds as its `forward` and `backward`, bound to it (set with the hooks, below):
 # never copied, a copy binds its own
 _HOOKED = ()

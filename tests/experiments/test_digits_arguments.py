@@ -66,3 +66,18 @@ def test_random_shift_backward_uses_the_shift_of_its_forward():
     torch.manual_seed(0); assert torch.equal(shift(x), y)  # the same forward again (the same offsets)
     shift.pixels = 2  # changed between forward and backward: the backward still undoes the forward's shift of 1
     assert torch.equal(shift.backward(g), expected)
+
+
+@pytest.mark.parametrize('edit', ['reshaped in place', 'replaced'])
+def test_augmented_backward_refuses_a_bad_gradient_buffer_before_any_gradient_changes(edit):
+    "After warm steps the container's checks are cached: a `.grad` reshaped in place or replaced is still seen first."
+    import minidl.nn as nn
+    torch.manual_seed(0)
+    m = AugmentedSequential(RandomShift(1, (4, 4)), nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 3))
+    mse, x, t = nn.MSELoss(), torch.randn(5, 16), torch.randn(5, 3)
+    for _ in range(3): m.zero_grad(); mse(m(x), t); m.backward(mse.backward(), input_grad=False)
+    m.zero_grad(); mse(m(x), t)
+    if edit == 'replaced': m[1].weight.grad = torch.zeros(7)
+    else: m[1].weight.grad.unsqueeze_(0)
+    assert_clear_error(RuntimeError, 'weight.grad has shape', m.backward, mse.backward(), input_grad=False)
+    assert m[3].weight.grad.abs().sum() == 0 and m[3].bias.grad.abs().sum() == 0  # the last layer added nothing

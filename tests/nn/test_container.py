@@ -18,6 +18,7 @@ from minidl import (
     Module,
     ModuleDict,
     ModuleList,
+    Parameter,
     ReLU,
     Residual,
     Sequential,
@@ -437,3 +438,20 @@ def test_nested_container_refuses_before_the_outer_modules_add_to_their_gradient
     inner[0](torch.randn(5, 4))  # a module of the inner chain called on its own
     assert_clear_error(RuntimeError, 'its module 0 (Linear) ran forward on its own', model.backward, torch.ones_like(y))
     assert all(p.grad.abs().sum() == 0 for p in model.parameters())  # nothing was added, the head's gradient included
+
+
+@pytest.mark.parametrize('steps', [0, 3])  # the checked call; then the container's fast path
+def test_a_parameter_replaced_between_forward_and_backward_is_refused_and_nothing_changes(steps):
+    model, x = Sequential(Linear(4, 3), Tanh(), Sequential(Linear(3, 2))), torch.randn(5, 4)
+    for _ in range(steps): model.zero_grad(); model.backward(torch.ones_like(model(x)))
+    model.zero_grad(); y = model(x)
+    old = model[2][0].bias
+    model[2][0].bias = Parameter(old.value.clone())  # the forward used `old`
+    before = snapshot(model)
+    assert_clear_error(RuntimeError, "2.0.bias holds another Parameter than the one its forward used", model.backward,
+                       torch.ones_like(y))
+    assert_unchanged(before, snapshot(model)); assert old.grad.abs().sum() == 0
+    model[2][0].bias = old; model.backward(torch.ones_like(y))  # put back: accepted
+    model[0].weight.grad = torch.zeros(3, 4); Linear(2, 2)  # a gradient assigned, another model made: not refused
+    model.zero_grad(); y = model(x); model[0].weight.grad = torch.zeros(3, 4); Linear(2, 2)
+    model.backward(torch.ones_like(y))
