@@ -11,7 +11,7 @@ import functools
 import math
 import numbers
 
-from .._checks import check_int, check_positive, check_rate
+from .._checks import check_finite, check_int, check_positive, check_rate
 from ..nn.module import _method_of
 from .optimizer import Optimizer
 
@@ -73,6 +73,9 @@ class LRScheduler:
         self.optimizer, self.last_epoch = optimizer, 0
         saved = [dict(g) for g in optimizer.param_groups]
         try:
+            for i, g in enumerate(optimizer.param_groups):  # the rates a schedule starts from: finite numbers
+                for k in ('lr', 'initial_lr'):
+                    if k in g: check_finite(g[k], f"param_groups[{i}][{k!r}]", who)
             self._init_groups()  # torch's 'initial_lr' (and OneCycleLR's settings) in each group
             self.base_lrs = [g['initial_lr'] for g in optimizer.param_groups]  # torch's base_lrs
             self._apply(*self._compute(0))

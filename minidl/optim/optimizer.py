@@ -69,6 +69,26 @@ def _param_groups(parameters, who: str) -> list[dict]:
                         f"{type(items[0]).__name__} at position 0 and {type(items[i]).__name__} at position {i}")
     return [{'params': items}]
 
+def _check_maximize(group: dict, i: int, who: str):
+    "Refuse PyTorch's `maximize=True` in a group (minidl minimises: ignoring it would climb the other way)."
+    if group.get('maximize') not in (None, False):
+        raise ValueError(f"{who}: param_groups[{i}] has maximize={group['maximize']!r}; minidl minimises "
+                         "(negate the loss instead)")
+
+def _check_group_keys(opt, group: dict, i: int, who: str):
+    ("Refuse a group key that would be ignored while the user expects it to act: `maximize=True`, or a setting of "
+     "another optimizer (`betas` in an SGD group: the group would also be saved as another optimizer's).")
+    _check_maximize(group, i, who)
+    others, stack = {}, list(Optimizer.__subclasses__())
+    while stack:  # every minidl optimizer's settings that this one lacks, with the optimizers that have them
+        c = stack.pop(); stack.extend(c.__subclasses__())
+        for k in c._checks:
+            if k not in opt._checks: others.setdefault(k, set()).add(c.__name__)
+    if bad := [k for k in group if k in others]:
+        raise ValueError(f"{who}: param_groups[{i}] sets {bad[0]!r}, a setting of "
+                         f"{' and '.join(sorted(others[bad[0]]))}, not of {type(opt).__name__}, which would ignore it "
+                         f"(its settings: {', '.join(opt._checks)})")
+
 # %% ../../nbs/30_optimizer.ipynb #6dcbc0aa
 class _Hyper:
     "A hyper-parameter read and written through every parameter group: `opt.lr = -1` raises and changes nothing."
@@ -483,6 +503,7 @@ class Optimizer:
         for k, check in self._checks.items():
             new[k] = check(new[k], f"param_groups[{i}][{k!r}]", who) if k in group else self.defaults[k]
         self._check_hyper(new, who)
+        _check_group_keys(self, new, i, who)
         _check_distinct(self.params + params, who)
         self.param_groups.append(new); self.params.extend(params)  # all checked: now change
         for bufs in self.state.values(): bufs.extend([None] * len(params))
@@ -504,7 +525,8 @@ class Optimizer:
         ("Every group's hyper-parameters, checked again only when one was written (an identity comparison "
          "per group otherwise).")
         keys, last, groups = self._keys, self._seen, self.param_groups
-        if last is not None and len(last) == len(groups):
+        # (a group's number of keys too: a key added by hand, `maximize`, is checked)
+        if last is not None and len(last) == len(groups) and list(map(len, groups)) == self._lens:
             for g, s in zip(groups, last):
                 if not all(map(_is, map(g.get, keys), s)): break  # another object: a value was written
             else: return self._h  # the same objects: nothing was written
@@ -518,6 +540,7 @@ class Optimizer:
                 # the rate: `_check_lr` below
                 h[k] = check_real(g[k], name, who) if k == 'lr' else check(g[k], name, who)
             self._check_hyper(h, who)
+            _check_maximize(g, i, who)
             hs.append(h)
         paths = [self._path(h) for h in hs]
         if paths != self._paths: self._safe = True  # another sequence of operations: keep copies this time
@@ -527,6 +550,7 @@ class Optimizer:
                 if isinstance(g[k], list) and isinstance(v, tuple): g[k] = v
         self._h, self._paths = hs, paths
         self._seen = [tuple(map(g.get, keys)) for g in groups]
+        self._lens = list(map(len, groups))
         return self._h
 
     def step(self,

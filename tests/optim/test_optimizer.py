@@ -725,3 +725,41 @@ def test_a_refused_zero_grad_leaves_a_gradient_set_to_none_as_it_was():
     m.bias.grad = torch.ones(3); opt.zero_grad()
     assert not m.weight.grad.any() and not m.bias.grad.any()
     opt.step(); assert opt.step_count == 1
+
+
+@pytest.mark.parametrize('make', [
+    lambda ps: Adam([{'params': ps, 'maximize': True}], lr=0.1),
+    lambda ps: SGD([{'params': ps, 'maximize': True}], lr=0.1),
+    lambda ps: SGD(ps[:1], lr=0.1).add_param_group({'params': ps[1:], 'maximize': True}),
+])
+def test_maximize_in_a_group_is_refused_where_it_would_be_ignored(make):
+    "torch's `maximize=True` climbs; minidl minimises: a group that asks for it is refused, not silently minimised."
+    assert_clear_error(ValueError, "has maximize=True; minidl minimises (negate the loss instead)", make,
+                       Linear(2, 2).parameters())
+
+
+def test_maximize_set_by_hand_is_refused_at_the_next_step_and_changes_nothing():
+    lin = Linear(2, 2); opt = SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    lin.weight.grad.fill_(1.0); opt.step()
+    opt.param_groups[0]['maximize'] = True
+    before = snapshot(lin)
+    assert_clear_error(ValueError, "param_groups[0] has maximize=True", opt.step)
+    assert_unchanged(before, snapshot(lin)); assert opt.step_count == 1
+    opt.param_groups[0]['maximize'] = False; opt.step(); assert opt.step_count == 2
+    opt.param_groups[0]['name'] = 'encoder'; opt.step()  # a key of the user's own, as torch allows: kept
+
+
+@pytest.mark.parametrize('opt, key, owners', [(SGD, 'betas', 'Adam and AdamW'), (Adam, 'momentum', 'Muon and SGD'),
+                                              (SGD, 'eps', 'Adam and AdamW and Muon')])
+def test_a_setting_of_another_optimizer_in_a_group_is_refused(opt, key, owners):
+    "A stray key would be ignored by the update and would make the saved group look like another optimizer's."
+    value = {'betas': (0.9, 0.99), 'momentum': 0.9, 'eps': 1e-8}[key]
+    assert_clear_error(ValueError, f"sets {key!r}, a setting of {owners}, not of {opt.__name__}", opt,
+                       [{'params': Linear(2, 2).parameters(), key: value}], lr=0.1)
+
+
+def test_a_schedule_refuses_a_rate_that_is_not_finite_and_leaves_the_groups_as_they_were():
+    lin = Linear(2, 2); opt = SGD(lin.parameters(), lr=0.1)
+    opt.param_groups[0]['lr'] = float('nan')
+    assert_clear_error(ValueError, "param_groups[0]['lr'] to be a finite number, got nan", CosineAnnealingLR, opt, 3)
+    assert 'initial_lr' not in opt.param_groups[0]
