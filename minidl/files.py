@@ -24,6 +24,14 @@ def _file_mode(path: Path) -> int:
     mask = os.umask(0o022); os.umask(mask)  # the one portable way to read the umask
     return 0o666 & ~mask
 
+def _sync_folder(folder: Path):
+    ("Flush the folder's entries to the disk (POSIX), so that a rename survives a crash; where a folder cannot be "
+     "opened or synced (Windows, some network file systems) the rename stands as the system keeps it.")
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+        try: os.fsync(fd)
+        finally: os.close(fd)
+
 def _existing_ancestor(path: Path) -> Path:
     "The nearest part of `path` that exists (`path` itself if it does): where a missing folder would be created."
     while not path.exists() and path != path.parent: path = path.parent
@@ -69,8 +77,8 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
     try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
     except OSError as e: raise _refused(e, path, f"the folder {path.parent} refuses new files") from None
     try:
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600): give it the usual permissions
-        with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:
+        with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:  # closed whatever happens
+            os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600): give it the usual permissions
             try: yield f
             except RuntimeError as e:  # `torch.save` tells a failed write (a full disk) as a RuntimeError
                 if isinstance(e.__context__, OSError): raise _refused(e.__context__, path, "the write failed") from None
@@ -78,6 +86,7 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
             f.flush(); os.fsync(f.fileno())
         try: os.replace(tmp, path)
         except OSError as e: raise _refused(e, path, "the finished temporary file could not replace it") from None
+        _sync_folder(path.parent)  # the new name itself reaches the disk (a crash now keeps the new file)
     except BaseException:  # Ctrl-C included: never leave a partial file behind
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise

@@ -60,3 +60,26 @@ def test_a_name_too_long_for_the_file_system_is_said_about_the_destination(tmp_p
     with pytest.raises(OSError, match='cannot write .*the path cannot be used'):
         with atomic_open(tmp_path/('x' * 300)) as f: f.write('x')
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_before_the_first_write_closes_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    "chmod refused (a file system without permissions): no descriptor leaked, no temporary file, the old file kept."
+    from minidl import files
+    target = tmp_path / 'out.txt'; target.write_text('old')
+    fds = len(os.listdir('/proc/self/fd')) if os.path.isdir('/proc/self/fd') else None
+    def refuse(*a, **k): raise PermissionError(1, 'Operation not permitted')
+    monkeypatch.setattr(files.os, 'chmod', refuse)
+    with pytest.raises(PermissionError):
+        with files.atomic_open(target) as f: f.write('new')
+    monkeypatch.undo()
+    assert target.read_text() == 'old' and sorted(p.name for p in tmp_path.iterdir()) == ['out.txt']
+    if fds is not None: assert len(os.listdir('/proc/self/fd')) == fds
+
+
+def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
+    "The new name reaches the disk too: the folder is fsynced once the temporary file has replaced the target."
+    from minidl import files
+    synced, sync = [], files._sync_folder
+    monkeypatch.setattr(files, '_sync_folder', lambda d: (synced.append((d, (d / 'a.txt').exists())), sync(d)))
+    with files.atomic_open(tmp_path / 'a.txt') as f: f.write('x')
+    assert synced == [(tmp_path, True)] and (tmp_path / 'a.txt').read_text() == 'x'
