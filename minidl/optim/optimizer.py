@@ -71,7 +71,7 @@ def _param_groups(parameters, who: str) -> list[dict]:
 
 def _check_maximize(group: dict, i: int, who: str):
     "Refuse PyTorch's `maximize=True` in a group (minidl minimises: ignoring it would climb the other way)."
-    if group.get('maximize') not in (None, False):
+    if group.get('maximize', False) is not False:
         raise ValueError(f"{who}: param_groups[{i}] has maximize={group['maximize']!r}; minidl minimises "
                          "(negate the loss instead)")
 
@@ -371,9 +371,7 @@ def _prepare_load(opt, sd) -> tuple:
         if len(sg['params']) != len(g['params']):
             raise ValueError(f"{who}: parameter group {i} has {len(sg['params'])} parameters in the state "
                              f"dict, {len(g['params'])} in the optimizer")
-        if sg.get('maximize', False) is not False:
-            raise ValueError(f"{who}: param_groups[{i}] has maximize={sg['maximize']!r}; minidl minimises "
-                             "(negate the loss instead)")
+        _check_maximize(sg, i, who)
         # kept unless saved: a schedule's initial_lr...
         ng = {k: v for k, v in g.items() if k != 'params' and k not in opt._checks}
         ng.update({k: v for k, v in sg.items() if k != 'params'})
