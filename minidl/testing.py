@@ -168,6 +168,10 @@ def _copy(t: torch.Tensor) -> torch.Tensor:
     c = t.detach().clone()
     return c.requires_grad_() if t.requires_grad else c
 
+def _grad_copy(p):
+    "A copy of a parameter's gradient, or `None` where torch's habit `p.grad = None` left none."
+    return None if p.grad is None else p.grad.clone()
+
 def snapshot(*objs) -> list:
     ("Copies of everything a failed call must leave alone (modules, optimizers, parameters, schedules, "
      "generators, tensors), for `assert_unchanged`.")
@@ -183,10 +187,10 @@ def snapshot(*objs) -> list:
                         {k: [None if t is None else t.clone() for t in v] for k, v in o.state.items()}])
         elif hasattr(o, 'parameters') and hasattr(o, 'buffers'):   # a module: parameters, buffers, modes
             modes = [m.training for m in o.modules()] if hasattr(o, 'modules') else [getattr(o, 'training', None)]
-            out.append([[p.value.clone(), p.grad.clone()] for p in o.parameters()] + [b.clone() for b in o.buffers()]
+            out.append([[p.value.clone(), _grad_copy(p)] for p in o.parameters()] + [b.clone() for b in o.buffers()]
                        + [modes])
         elif hasattr(o, 'value') and hasattr(o, 'grad'):           # a Parameter
-            out.append([o.value.clone(), o.grad.clone()])
+            out.append([o.value.clone(), _grad_copy(o)])
         elif hasattr(o, 'state_dict'): out.append(copy.deepcopy(o.state_dict()))   # a schedule
         else: out.append(copy.deepcopy(o))
     return out

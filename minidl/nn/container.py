@@ -25,7 +25,7 @@ from minidl.nn.module import (  # (before the others: a multi-line import stays 
     _torch_module_hint,
 )
 
-from .._checks import fmt_shape, type_name
+from .._checks import check_grad, fmt_shape, type_name
 
 # %% auto #0
 __all__ = ['Sequential', 'Residual', 'ModuleList', 'ModuleDict']
@@ -121,11 +121,27 @@ class Sequential(Module):
             try:
                 for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone
             except Exception as refused: raise _explained(m, x, refused) from None
+            states = tuple(map(_saved_of, layers))
+            # a module put in a block since the fast path was learned (the block ran checked, as always): what the
+            # path trusts is stale, so the backward checks everything, and the next forward learns the path anew
+            if self._fast_trees and not all(m._forward_modules == t for m, t in self._fast_trees):
+                Parameter._edits += 1; key = _learn(self, None)
         else:
-            for m in layers: x = m.forward(x)               # each module checks its input
-            key = _learn(self, key)
+            # each module checks its input; its state is noted as it leaves it (a hook that runs it again later in
+            # this forward replaces that state: then backward refuses, instead of mixing two inputs). A module that
+            # refuses its input comes after others that may have updated buffers (BatchNorm's running statistics):
+            # they are put back, so that the refused call changes nothing (torch keeps the updates)
+            states, kept = [], [(b, b._version, b.clone()) for b in self.buffers()]
+            try:
+                for m in layers: x = m.forward(x); states.append(m._saved)
+            except BaseException:
+                for b, version, v in kept:
+                    if b._version != version: b.copy_(v)  # written to in place: it can be written back
+                raise
+            states, key = tuple(states), _learn(self, key)
         # a complete forward: the state it left in each module (`backward` checks that it is still theirs), and on what
-        self._saved, self._versions, self._ran = (tuple(map(_saved_of, layers)),), [None], key  # (a new list)
+        self._saved, self._versions, self._ran = (states,), [None], key  # (a new list)
+        if not layers: self._out = (x.shape, x.dtype, x.device)  # no module checks the gradient: the container does
         return x
 
     def backward(self,
@@ -158,7 +174,10 @@ class Sequential(Module):
                 return f0(m, g) if input_grad else f0(m, g, input_grad=False)
             except Exception as refused: raise _explained(m, g, refused, grad=True) from None
         self._refuse_before_backward()
-        if not layers: return g if input_grad else None
+        if not layers:  # the identity: a gradient of the output's shape, dtype and device, as torch
+            shape, dtype, device = self._out
+            g = check_grad(g, type(self).__name__, shape=shape, dtype=dtype, device=device)
+            return g if input_grad else None
         def chain(g):
             for m in reversed(layers[1:]): g = m.backward(g)     # each module checks its gradient
             # the flag is passed only to skip
@@ -172,6 +191,7 @@ class Sequential(Module):
     _ran = None  # the key of the last forward
     # the keys of recent checked forwards and backwards (each instance gets its own dicts: `_remember`)
     _fast_keys = _fast_grad_keys = MappingProxyType({})
+    _fast_trees = ()  # the blocks among the modules, with the modules inside each when the path was learned
 
     def _ready(self):
         ("The saved state of the container and of every module in it (see `Module._ready`); each module still holds "
@@ -371,12 +391,18 @@ def _learn(seq: Sequential, key):
     seq._fast_params = params  # the parameters of this forward (and of the fast ones until a parameter is made)
     dicts = [vars(m) for m in seq._layers]
     values, grads = [p.value for p in params], [p.grad for p in params]
+    if not all(type(g) is _Tensor for g in grads):  # a `.grad` set to None (torch's habit): every backward checks it
+        d.pop('_fast_keys', None); d.pop('_fast_grad_guard', None)
+        return None
     seq._fast_of = seq._layers
     seq._fast_guard = (values, list(map(_shape, values)), dicts, list(map(len, dicts)))
-    seq._fast_grad_guard = (grads, list(map(_shape, grads)), list(map(_dtype, grads)))
+    seq._fast_grad_guard = (grads, list(map(_grad_meta, grads)))
+    # the modules inside each block (a module put in a block since holds parameters that the lists above lack)
+    seq._fast_trees = tuple((m, m._forward_modules) for m in seq._fast_composites if type(m)._records_start)
     return _remember(seq, '_fast_keys', key)
 
 _is, _shape, _dtype = operator.is_, operator.attrgetter('shape'), operator.attrgetter('dtype')
+_grad_meta = operator.attrgetter('shape', 'dtype', 'requires_grad')
 
 def _as_learned(seq: Sequential) -> bool:
     ("Whether what `_learn` saw but the key cannot is unchanged: the parameters' shapes and the number of the "
@@ -410,10 +436,10 @@ def _check_same_parameters(seq: Sequential):
                        "load_state_dict, which copies them in place), then run the forward again")
 
 def _grads_as_learned(seq: Sequential) -> bool:
-    ("Whether every `.grad` has the shape and dtype `_learn` saw. If not, `backward` checks them all before any "
-     "accumulation (so that none is added to before another is refused).")
-    grads, shapes, dtypes = seq._fast_grad_guard
-    if list(map(_shape, grads)) == shapes and list(map(_dtype, grads)) == dtypes: return True
+    ("Whether every `.grad` has the shape, dtype and `requires_grad` flag `_learn` saw. If not, `backward` checks "
+     "them all before any accumulation (so that none is added to before another is refused).")
+    grads, metas = seq._fast_grad_guard
+    if list(map(_grad_meta, grads)) == metas: return True
     Parameter._edits += 1
     return False
 
@@ -467,10 +493,10 @@ def _accept(self, x):
 
 @_method_of(Residual)
 def _accept_grad(self, g):
-    "The gradient as it is (the block checks it), once a complete forward came first."
+    "The gradient without autograd history (the block checks the rest), once a complete forward came first."
     if self._saved is None: raise _not_called(type(self).__name__, self._why)
     self._check_own_states((self.block,), self._saved[2:])  # the block as the Residual's forward left it
-    return g
+    return g.detach() if isinstance(g, torch.Tensor) and g.requires_grad else g
 
 @_method_of(Residual)
 def _ready(self):

@@ -329,7 +329,10 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 # what modules remember of their last full checks (keyed on `Parameter._edits`): not copied with them
 _CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_keys', '_fast_grad_keys', '_fast_forward',
                          '_fast_backward', '_fast_leaves', '_fast_composites', '_fast_of', '_fast_guard',
-                         '_fast_grad_guard', '_fast_params', '_grads_checked'})
+                         '_fast_grad_guard', '_fast_params', '_grads_checked', '_fast_trees',
+                         # and the numbers of its forwards, which count this process's calls (a copy unpickled in
+                         # another process would compare them with that process's)
+                         '_forward_id', '_forward_prev', '_started'})
 # the functions a module with hooks holds as its `forward` and `backward`, bound to it (set with the hooks, below):
 # never copied, a copy binds its own
 _HOOKED = ()
@@ -496,6 +499,8 @@ class Module(SavesForBackward):
     # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
     _accept_reads_state = False
     _forward_id = None  # the number of its last forward that returned a tensor (see `_checked_forward`)
+    _forward_prev = None  # the number of the one before it (a composite tells a module run twice in its forward)
+    _records_start = False  # `True` for a composite: its forward notes the number it started at (`_started`)
     # the `_versions` that forward saved (a container that ran the module's maths since replaced them): compared by
     # identity, it tells that forward's state from a later one without keeping its tensors alive
     _forward_versions = None
@@ -503,6 +508,8 @@ class Module(SavesForBackward):
     # is a mistake (`layer.weight = tensor`), named by `_misplaced` instead of failing obscurely
     _param_slots = frozenset()
     _module_slots = frozenset()  # the names `add_module` declared (with `None`: a module may take their place later)
+    # state entries added by a later version of the module: name -> that version (see `load_state_dict`)
+    _added = types.MappingProxyType({})
 
     def __init_subclass__(cls, **kwargs):
         ("A subclass writes the maths of `forward` and `backward`; the base class wraps them in its checks (see "
@@ -577,12 +584,13 @@ class Module(SavesForBackward):
 
     def _grads_fit(self) -> bool:
         ("Whether the `.grad` of every parameter held in `_param_slots` is a tensor of its value's shape and dtype "
-         "(metadata only: a reshape in place escapes the checks cached on `Parameter._edits`).")
+         "that does not require grad (metadata only: a reshape or `requires_grad_()` in place escapes the checks "
+         "cached on `Parameter._edits`).")
         d = vars(self)
         for k in self._param_slots:
             if type(p := d.get(k)) is Parameter:
                 v, g = p.value, p.grad
-                if type(g) is not _Tensor or g.shape != v.shape or g.dtype != v.dtype: return False
+                if type(g) is not _Tensor or g.shape != v.shape or g.dtype != v.dtype or g.requires_grad: return False
         return True
 
     def __getstate__(self) -> dict:
@@ -966,7 +974,12 @@ class Module(SavesForBackward):
         if not isinstance(state_dict, dict):
             raise TypeError(f"load_state_dict expects a dict of tensors, got {type(state_dict).__name__}")
         targets = dict(self._state_items())
-        missing = [k for k in targets if k not in state_dict]
+        # what a module may go without, as torch: an entry added by a later version of it (BatchNorm's count), in a
+        # state dict with no version recorded or an older one; it keeps its value
+        meta = getattr(state_dict, '_metadata', None) or {}  # (torch's state dicts carry each module's version)
+        optional = {f"{n}.{k}" if n else k for n, m in self.named_modules() for k, since in type(m)._added.items()
+                    if not isinstance(v := (meta.get(n) or {}).get('version'), int) or v < since}
+        missing = [k for k in targets if k not in state_dict and k not in optional]
         unexpected = [k for k in state_dict if k not in targets]
         # staged: (model tensor, value already of its dtype and device): copying them cannot fail
         errors, staged = [], []
@@ -1019,6 +1032,7 @@ def _checked_forward(math):
             # the last forward's state is stale from here on: not held while this one runs (a container's holds every
             # activation of its modules, which would otherwise coexist with the new ones until it returns)
             self._saved = None
+            if type(self)._records_start: self._started = next(_forward_ids)  # before any module inside runs
             try: out = math(self, x, *args, **kwargs)
             except Exception as refused: raise self._forward_error(x, refused) from None
         # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
@@ -1031,7 +1045,7 @@ def _checked_forward(math):
             raise
         if type(out) is _Tensor:  # the output names the call that made it; a loss hands the name on to its gradient
             n = next(_forward_ids)
-            self._forward_id, self._forward_versions = n, self._versions
+            self._forward_prev, self._forward_id, self._forward_versions = self._forward_id, n, self._versions
             # (not its input itself, returned as it is by `Identity` or an eval-mode `Dropout`: that keeps the name of
             # the module that made it, whose backward needs that module's last forward)
             if out is not x: out._minidl_forward = (id(self), n, _PROCESS)
@@ -1091,7 +1105,8 @@ def _ran_on_its_own(parent: Module, name: str, child: Module) -> RuntimeError:
     who = type(parent).__name__
     return RuntimeError(
         f"{who}.backward: its module {name} ({type(child).__name__}) ran forward on its own after the {who}'s "
-        "forward, so it holds that call's saved tensors, not the ones of the output this gradient is for. Expected "
+        "forward (or a second time during it: called by a hook), so it holds that call's saved tensors, not the ones "
+        "of the output this gradient is for. Expected "
         f"every module as the {who}'s last forward left it: run the {who}'s forward again before its backward (or "
         "backpropagate the module's own output first)")
 

@@ -21,7 +21,6 @@ from minidl.nn.module import (
     _not_called,
     _parse_device,
     _parse_dtype,
-    _saved_of,
     _Tensor,
 )
 
@@ -46,6 +45,8 @@ def _tree(m: Module, out: list) -> list:
             if isinstance(v, Module): _tree(v, out)
     return out
 
+_RAN_TWICE = object()  # the state noted for a module that ran twice in one forward: no module holds it
+
 class _Composite(Module):
     ("Base of a module whose `forward` calls modules of its own and whose `backward` calls theirs (this block, a "
      "language model): the checks that none of them can make, made before the first of them accumulates.")
@@ -53,11 +54,18 @@ class _Composite(Module):
     _forward_modules = ()  # the modules inside when the last forward ran
     _hooked = False  # whether one of them had backward hooks at the last backward (see `_hooks_inside`)
 
+    _records_start = True  # its forward notes the number it starts at (`_started`, see `_checked_forward`)
+
     def _save_children(self, *saved, out: torch.Tensor):
         ("`_save_for_backward(*saved)` and, last, the state this forward left in every module inside; the shape, dtype "
          "and device of its output `out`, which the gradient must have (see `_accept_grad`).")
         modules = tuple(_tree(self, [])[1:])
-        self._save_for_backward(*saved, tuple(map(_saved_of, modules)))
+        # a module run a second time during this forward (called again by a hook, or by a module of the user's) holds
+        # that call's state, not the one this output needs: noted as none of its own, so that backward refuses
+        start = getattr(self, '_started', None)
+        states = tuple(_RAN_TWICE if start is not None and (p := m._forward_prev) is not None and p > start
+                       else m._saved for m in modules)
+        self._save_for_backward(*saved, states)
         self._out, self._forward_modules = (out.shape, out.dtype, out.device), modules
 
     def _accept_grad(self, g):
@@ -163,11 +171,13 @@ class TransformerBlock(_Composite):
          "dropout2(linear2(dropout(activation(linear1(norm2(x1)))))).")
         if src_mask is not None or src_key_padding_mask is not None or is_causal is not None:
             _check_masks(src_mask, src_key_padding_mask, is_causal)
-        x1 = self.dropout1(self.self_attn(self.norm1(x))).add_(x)                  # x1 = x + Drop(Attn(LN1(x)))
+        x1 = x + self.dropout1(self.self_attn(self.norm1(x)))                      # x1 = x + Drop(Attn(LN1(x)))
         # y = x1 + Drop(FF(LN2(x1)))
-        y = self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1)))))).add_(x1)
+        y = x1 + self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x1))))))
         self._save_children(out=y)  # the state it left in each module, which backward compares
-        return y  # (the sums are taken in place: the branches' outputs are new tensors that nothing saved)
+        # (the sums are new tensors: a branch's output may be held elsewhere, by a hook, or be the input of an eval-mode
+        # Dropout, which returns it as it is)
+        return y
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, `(B, T, d_model)`
@@ -179,10 +189,10 @@ class TransformerBlock(_Composite):
         g = self.norm2.backward(
             self.linear1.backward(self.activation.backward(self.dropout.backward(self.linear2.backward(g))))
         )
-        g1 = g.add_(grad_output)                                                   # dL/dx1 = G + J_FF^T G
+        g1 = g + grad_output                                                       # dL/dx1 = G + J_FF^T G
         g = self.norm1.backward(self.self_attn.backward(self.dropout1.backward(g1)), input_grad)
-        return g.add_(g1) if input_grad else None                                  # dL/dx = dL/dx1 + J_Attn^T dL/dx1
-        # (in place: LayerNorm.backward returns a new tensor, which nothing else holds)
+        return g + g1 if input_grad else None                                      # dL/dx = dL/dx1 + J_Attn^T dL/dx1
+        # (new tensors: what LayerNorm.backward returned is also what a backward hook on it was given)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, nhead={self.self_attn.num_heads}"

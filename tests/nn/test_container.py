@@ -455,3 +455,51 @@ def test_a_parameter_replaced_between_forward_and_backward_is_refused_and_nothin
     model[0].weight.grad = torch.zeros(3, 4); Linear(2, 2)  # a gradient assigned, another model made: not refused
     model.zero_grad(); y = model(x); model[0].weight.grad = torch.zeros(3, 4); Linear(2, 2)
     model.backward(torch.ones_like(y))
+
+
+def test_a_module_run_again_by_a_hook_during_the_forward_is_refused_by_backward():
+    ("A forward hook on a later module that calls an earlier one (a probe) replaces that module's saved state during "
+     "the container's forward: backward refuses, before any gradient is added, instead of mixing two inputs.")
+    torch.manual_seed(0)
+    l1, l2 = Linear(3, 3, dtype=torch.float64), Linear(3, 1, dtype=torch.float64)
+    seq = Sequential(l1, Tanh(), l2)
+    probe, x = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    h = l2.register_forward_hook(lambda m, a, o: l1(probe))
+    seq(x)
+    before = snapshot(seq)
+    with pytest.raises(RuntimeError, match=r'module 0 \(Linear\) ran forward .* a second time during it'):
+        seq.backward(torch.ones(4, 1, dtype=torch.float64))
+    assert_unchanged(before, snapshot(seq))
+    h.remove()
+    seq(x); seq.backward(torch.ones(4, 1, dtype=torch.float64))  # without the probe: accepted
+
+
+@pytest.mark.parametrize('wrap', [False, True])
+def test_an_empty_sequential_checks_the_gradient_as_torch(wrap):
+    "No module checks it: the container does, against its output (its input), before returning it."
+    model = Sequential()
+    if wrap: model = Residual(model)
+    x = torch.randn(2, 3)
+    model(x)
+    for g, exc, match in ((torch.ones(5, 7), ValueError, r'gradient of shape \(2, 3\)'),
+                          (torch.ones(3), ValueError, r'gradient of shape \(2, 3\)'),
+                          (torch.ones(2, 3, dtype=torch.float64), TypeError, 'gradient of dtype torch.float32')):
+        with pytest.raises(exc, match=match): model.backward(g)
+    g = torch.ones(2, 3)
+    assert torch.equal(model.backward(g), 2 * g if wrap else g)
+
+
+def test_a_residual_returns_a_gradient_without_autograd_history():
+    model = Residual(Linear(3, 3))
+    model(torch.randn(2, 3))
+    gx = model.backward(torch.ones(2, 3, requires_grad=True))
+    assert not gx.requires_grad and gx.grad_fn is None
+
+
+def test_a_forward_refused_by_a_later_module_leaves_the_running_statistics_as_they_were():
+    "BatchNorm updated its statistics before Linear refused the input: the container puts them back (torch keeps them)."
+    from minidl import BatchNorm1d
+    model = Sequential(BatchNorm1d(3), Linear(4, 2))
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r'Linear expects an input of shape \(\*, 4\)'): model(torch.randn(8, 3) + 5)
+    assert_unchanged(before, snapshot(model))

@@ -359,3 +359,16 @@ def test_a_module_of_yours_run_by_the_fast_path_refuses_the_gradient_of_its_own_
     mse = LossMSE(); mse(mod(torch.randn(4, 3)), torch.zeros(4, 3)); g = mse.backward()
     model(x)  # the fast path runs mod again
     with pytest.raises(RuntimeError, match='got the gradient of an output of an earlier forward'): mod.backward(g)
+
+
+def test_a_gradient_set_to_none_is_refused_by_backward_not_by_forward():
+    "torch's habit `p.grad = None`: the forward runs (it needs no gradient), the backward says what to do instead."
+    layer = Linear(2, 2)
+    layer.weight.grad = None
+    model = Sequential(layer, ReLU())
+    for _ in range(2):
+        y = model(torch.randn(3, 2))
+        with pytest.raises(RuntimeError, match='weight.grad is NoneType.*reset gradients with zero_grad'):
+            model.backward(torch.ones(3, 2))
+    model.zero_grad()
+    for _ in range(3): y = model(torch.randn(3, 2)); model.backward(torch.ones_like(y))

@@ -330,3 +330,69 @@ def test_torch_habits_get_clear_answers():
 def test_block_arguments_are_named_as_the_blocks(kwargs, exc, match):
     args = dict(d_model=8, nhead=2, dim_feedforward=16) | kwargs
     with pytest.raises(exc, match=match): TransformerBlock(**args)
+
+
+def test_what_hooks_keep_or_return_inside_the_block_is_not_written_to():
+    ("The residual sums are new tensors: a hook that keeps a branch's output or a gradient, or returns a tensor of its "
+     "own (a cached patch, an expanded mean, the module's input), finds it as it was, as in torch.")
+    torch.manual_seed(0)
+    E, H, FF = 4, 2, 8
+    x, g = torch.randn(1, 3, E, dtype=F64), torch.randn(1, 3, E, dtype=F64)
+    m = TransformerBlock(E, H, FF, dtype=F64)
+    kept = {}
+    m.linear2.register_forward_hook(lambda mod, a, o: kept.__setitem__('out', (o, o.clone())))
+    m.norm2.register_full_backward_hook(lambda mod, gi, go: kept.__setitem__('gin', (gi[0], gi[0].clone())))
+    y = m(x); m.backward(g)
+    for t, t0 in kept.values(): torch.testing.assert_close(t, t0, rtol=0, atol=0)
+    assert kept['out'][0] is not y
+    # a cached patch returned at every call gives the same output twice; an expanded tensor and the module's input
+    # itself are accepted
+    for patch in (torch.randn(1, 3, E, dtype=F64), torch.zeros(1, 1, E, dtype=F64).expand(1, 3, E), None):
+        m2 = TransformerBlock(E, H, FF, dtype=F64)
+        m2.self_attn.register_forward_hook(lambda mod, a, o, patch=patch: a[0] if patch is None else patch)
+        saved = None if patch is None else patch.clone()
+        first = m2(x).clone(); second = m2(x)
+        torch.testing.assert_close(second, first, rtol=0, atol=0)
+        if patch is not None: torch.testing.assert_close(patch, saved, rtol=0, atol=0)
+        m2.backward(g)
+
+
+def test_a_module_run_again_by_a_hook_during_the_blocks_forward_is_refused_by_backward():
+    "A hook on linear2 that probes norm1: norm1 ran twice in one forward, so the block's backward refuses."
+    block, x = _warm_block()
+    block.linear2.register_forward_hook(lambda m, a, o: block.norm1(torch.randn(2, 3, 8)))
+    y = block(x)
+    before = snapshot(block)
+    with pytest.raises(RuntimeError, match=r'norm1 \(LayerNorm\) ran forward .* a second time during it'):
+        block.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(block))
+
+
+def test_a_module_put_in_a_block_of_a_warm_sequential_has_its_gradients_checked_before_any_accumulation():
+    "The fast path knew the block's modules when it was learned: a module put in since is checked, with all the rest."
+    block, x = _warm_block()
+    model = Sequential(block)
+    for _ in range(3): y = model(x); model.backward(torch.ones_like(y))  # the fast path is learned
+    spare = Linear(8, 8)
+    spare.weight.grad = None  # torch's habit, before the swap: no parameter is made or assigned after it
+    block.self_attn.out_proj = spare
+    y = model(x)
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match=r'out_proj.backward: weight.grad is NoneType'):
+        model.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(model))
+    spare.zero_grad()
+    for _ in range(2): y = model(x); model.backward(torch.ones_like(y))  # accepted, and learned anew
+
+
+@pytest.mark.parametrize('in_sequential', [False, True])
+def test_a_gradient_made_to_require_grad_in_place_is_refused_before_any_accumulation(in_sequential):
+    block, x = _warm_block()
+    model = Sequential(block) if in_sequential else block
+    for _ in range(3): y = model(x); model.backward(torch.ones_like(y))
+    block.norm1.weight.grad.requires_grad_()  # no counter sees it
+    y = model(x)
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match=r'norm1.backward: weight.grad requires grad'):
+        model.backward(torch.ones_like(y))
+    assert_unchanged(before, snapshot(model))
