@@ -10,17 +10,36 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import types
 
 import torch
 
+from minidl.nn.module import (  # (before the others: a multi-line import stays absolute in the package)
+    Module,
+    Parameter,
+    _check_accumulators,
+    _overlaps,
+    _parse_device,
+    _parse_dtype,
+    _setting,
+    _Tensor,
+)
+
 from .._checks import check_grad, check_size, check_tensor, fmt_shape
 from .linear import _ones, _scalar
-from .module import Module, Parameter, _check_accumulators, _parse_device, _parse_dtype, _setting, _Tensor
 
 # %% auto #0
 __all__ = ['BatchNorm1d', 'BatchNorm2d', 'LayerNorm']
 
 # %% ../../nbs/16_normalization.ipynb #9b640657
+def _unwritable(bn, name: str, t: torch.Tensor) -> RuntimeError:
+    "The error for a buffer that an in-place update would fail on part-way (put in by hand, or changed in place)."
+    why = ('requires grad' if t.requires_grad else 'has elements that share memory (an expanded tensor?)'
+           if _overlaps(t) else 'is an inference tensor (made under torch.inference_mode())')
+    return RuntimeError(f"{type(bn).__name__}'s {name} {why}, so the running statistics cannot be updated in place; "
+                        "nothing was updated. Expected the buffer as the layer made it: load values with "
+                        "load_state_dict, or make it with torch.zeros/torch.ones (.clone() an expanded tensor)")
+
 def _normalization_input_grad(g, xhat, mean_g, mean_gxhat, scale, g_is_temporary: bool = False):
     ("dL/dx of a normalisation xhat = (x - mean) s: (G - mean(G) - xhat mean(G xhat)) * scale, the means "
      "over what was normalised (shared with LayerNorm).")
@@ -31,6 +50,8 @@ def _normalization_input_grad(g, xhat, mean_g, mean_gxhat, scale, g_is_temporary
 class _BatchNorm(Module):
     "The mechanism shared by `BatchNorm1d` and `BatchNorm2d`: per-channel statistics over every dimension but 1."
     _ranks: tuple = ()      # the input ranks a subclass accepts
+    # torch's version 2 added the count: a state dict without it (or of version 1) loads, the count kept
+    _added = types.MappingProxyType({'num_batches_tracked': 2})
     _shape_text: str = ''   # how its input shape is written in errors
 
     def __init__(self,
@@ -113,18 +134,24 @@ class _BatchNorm(Module):
         else: y = torch.addcmul(self.bias.value.view(view), xhat, self.weight.value.view(view))  # beta + xhat * gamma
         self._save_for_backward(xhat, s, batch_stats, self.weight.value if self.affine else None)  # gamma: see backward
         # last, once the output is computed: a forward that fails leaves the running statistics as they were
-        if self.training and self.running_mean is not None: self._update_running(mean.view(C), var_sum.view(C), m)
+        if self.training and self.track_running_stats: self._update_running(mean.view(C), var_sum.view(C), m)
         return y
 
     def _update_running(self, mean: torch.Tensor, var_sum: torch.Tensor, m: int):
-        "Move the running statistics towards the batch's: mean, and the unbiased variance var_sum / (m - 1)."
-        self.num_batches_tracked.add_(1)
-        if m == 0: return  # an empty batch (a shape, no sync): torch only counts it, the statistics stay as they were
+        ("Count the batch and move the running statistics towards its mean and unbiased variance var_sum / (m - 1), "
+         "as PyTorch: whichever of the three buffers is there, each checked before any is written to.")
+        n, rm, rv = self.num_batches_tracked, self.running_mean, self.running_var
+        for name, t in (('num_batches_tracked', n), ('running_mean', rm), ('running_var', rv)):
+            if t is not None and (t.requires_grad or _overlaps(t)
+                                  or t.is_inference() and not torch.is_inference_mode_enabled()):
+                raise _unwritable(self, name, t)
+        if n is not None: n.add_(1)
+        if rm is None or m == 0: return  # an empty batch (a shape, no sync): torch only counts it
         a = self.momentum
-        # cumulative average, stays on the device
-        if a is None: a = self.num_batches_tracked.to(mean.dtype).reciprocal()
-        self.running_mean.lerp_(mean, a)
-        self.running_var.lerp_(var_sum / (m - 1), a)
+        # cumulative average, stays on the device (without a count, torch's factor is 0: the statistics stay)
+        if a is None: a = n.to(mean.dtype).reciprocal() if n is not None else 0.0
+        rm.mul_(1 - a).add_(mean * a)                   # (1 - a) old + a new, as PyTorch's kernel (an infinite new
+        rv.mul_(1 - a).add_(var_sum.div_(m - 1).mul_(a))  # value stays infinite, where a lerp can give NaN)
 
     def backward(self,
                  grad_output: torch.Tensor, # dL/dy, same shape as the input

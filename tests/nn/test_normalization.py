@@ -223,3 +223,71 @@ def test_batchnorm_checks_state_put_in_by_hand_before_updating(cls, shape, what,
     before = {k: v.clone() for k, v in bn.state_dict().items()}
     assert_clear_error(RuntimeError, msg, bn, x)
     for k, v in bn.state_dict().items(): assert torch.equal(v, before[k]), k  # nothing was updated
+
+
+def test_running_statistics_follow_track_running_stats_as_read_at_each_call():
+    ("torch reads the flag at every forward: set to False on a trained layer, the statistics and the count stay, and "
+     "eval mode still uses them; buffers set to None by hand still count the batches.")
+    gen = torch.Generator().manual_seed(0)
+    ours, ref = BatchNorm1d(3, dtype=torch.float64), torch.nn.BatchNorm1d(3, dtype=torch.float64)
+    for m in (ours, ref): m.track_running_stats = False
+    for _ in range(3):
+        x = torch.randn(8, 3, generator=gen, dtype=torch.float64) + 2
+        ours(x); ref(x)
+    for k, v in ref.state_dict().items(): torch.testing.assert_close(ours.state_dict()[k], v, rtol=0, atol=0)
+    x = torch.full((2, 3), 5.0, dtype=torch.float64)
+    ours.eval(); ref.eval()
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
+    ours, ref = BatchNorm1d(3, dtype=torch.float64), torch.nn.BatchNorm1d(3, dtype=torch.float64)
+    for m in (ours, ref): m.running_mean = m.running_var = None
+    for _ in range(2):
+        x = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+        ours(x); ref(x)
+    assert ours.num_batches_tracked.item() == ref.num_batches_tracked.item() == 2
+
+
+@pytest.mark.parametrize('momentum', [1.0, None, 0.5])
+def test_an_infinite_batch_statistic_stays_infinite_in_the_running_statistics(momentum):
+    "(1 - a) old + a new, as torch's kernel: a lerp gives NaN for an infinite new value once a >= 1/2."
+    ours, ref = BatchNorm1d(3, momentum=momentum, dtype=torch.float64), torch.nn.BatchNorm1d(3, momentum=momentum,
+                                                                                           dtype=torch.float64)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x[0, 0] = float('inf')
+    x[:, 1] *= 1e300  # its variance overflows
+    ours(x); ref(x)
+    for k in ('running_mean', 'running_var'):
+        torch.testing.assert_close(getattr(ours, k), getattr(ref, k), rtol=1e-12, atol=0, equal_nan=True)
+        assert getattr(ours, k).isnan().tolist() == getattr(ref, k).isnan().tolist()
+
+
+@pytest.mark.parametrize('bad', ['expanded', 'requires_grad', 'inference'])
+def test_a_buffer_that_cannot_be_updated_in_place_is_refused_before_any_is_updated(bad):
+    bn = BatchNorm1d(3, dtype=torch.float64)
+    if bad == 'expanded': bn.running_var = torch.ones(1, dtype=torch.float64).expand(3)
+    elif bad == 'requires_grad': bn.running_var = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    else:
+        with torch.inference_mode(): bn.running_var = torch.ones(3, dtype=torch.float64)
+    before = snapshot(bn)
+    with pytest.raises(RuntimeError, match="BatchNorm1d's running_var .* nothing was updated"):
+        bn(torch.randn(8, 3, dtype=torch.float64))
+    assert_unchanged(before, snapshot(bn))
+
+
+def test_a_state_dict_without_num_batches_tracked_loads_where_torch_loads_it():
+    "torch fills the count in for a state dict with no version recorded (or one before 2), and refuses it otherwise."
+    ref = torch.nn.BatchNorm1d(3)
+    ref(torch.randn(8, 3))
+    plain = {k: v for k, v in ref.state_dict().items() if k != 'num_batches_tracked'}  # a dict of its own: no version
+    versioned = ref.state_dict(); del versioned['num_batches_tracked']  # torch's, version 2 recorded
+    for sd, loads in ((plain, True), (versioned, False)):
+        ours, theirs = BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+        ours.num_batches_tracked.fill_(7); theirs.num_batches_tracked.fill_(7)
+        if loads:
+            assert tuple(theirs.load_state_dict(sd)) == tuple(ours.load_state_dict(sd)) == ([], [])
+            assert ours.num_batches_tracked.item() == theirs.num_batches_tracked.item() == 7
+            assert torch.equal(ours.running_mean, ref.running_mean)
+        else:
+            with pytest.raises(RuntimeError, match='num_batches_tracked'): theirs.load_state_dict(sd)
+            before = snapshot(ours)
+            with pytest.raises(RuntimeError, match='missing keys: num_batches_tracked'): ours.load_state_dict(sd)
+            assert_unchanged(before, snapshot(ours))
