@@ -234,13 +234,22 @@ class GradientStats(Collector):
         self.records = {n: _Series() for n, _ in self.modules}
         self.param_records: dict[str, _Series] = {}  # dotted parameter name -> norms of its gradient
         pnames = {id(p): k for k, p in model.named_parameters()}
+        def own_of(m):
+            return [(pnames[id(p)], p) for p in vars(m).values() if isinstance(p, Parameter) and id(p) in pnames]
         for n, m in self.modules:
-            own = [(pnames[id(p)], p) for p in vars(m).values() if isinstance(p, Parameter) and id(p) in pnames]
+            own = own_of(m)
             for k, _ in own: self.param_records[k] = _Series()
             self._handles.append(m.register_full_backward_hook(self._hook(n, own)))
+        # every leaf: and the parameters of a module with modules inside that holds some of its own (an attention's
+        # in_proj_weight), recorded without its gradient's statistics
+        watched = {id(m) for _, m in self.modules}
+        for m in (model.modules() if modules is None else ()):
+            if id(m) not in watched and (own := own_of(m)):
+                for k, _ in own: self.param_records[k] = _Series()
+                self._handles.append(m.register_full_backward_hook(self._hook(None, own)))
 
-    def _hook(self, name: str, own: list):
-        series, bins = self.records[name], self.bins
+    def _hook(self, name: str | None, own: list):
+        series, bins = None if name is None else self.records[name], self.bins
         def hook(module, grad_input, grad_output):
             g = grad_output[0]
             if (
@@ -250,11 +259,14 @@ class GradientStats(Collector):
             ):
                 return
             g = g.detach()
-            scale, norm, mean = torch.linalg.vector_norm(g, math.inf), torch.linalg.vector_norm(g), g.mean()
-            dev = torch.linalg.vector_norm(g - mean)  # ‖g - m‖: the std, without ‖g‖² - n m²'s cancellation
-            # over [-scale, scale], scale never read back (all zero: no count)
-            hist = _histogram(g, bins, -scale, 2 * scale / bins)
-            series.add(self.step, (norm, mean, scale, dev), hist, g.numel())
+            if series is not None:
+                scale, norm, mean = torch.linalg.vector_norm(g, math.inf), torch.linalg.vector_norm(g), g.mean()
+                dev = torch.linalg.vector_norm(g - mean)  # ‖g - m‖: the std, without ‖g‖² - n m²'s cancellation
+                # over [-s, s], s the largest finite |g| (an infinity falls in an edge bin, a NaN in none), never read
+                # back (all zero: no count)
+                s = torch.where(scale.isfinite(), scale, g.abs().nan_to_num_(nan=0.0, posinf=0.0).amax())
+                hist = _histogram(g, bins, -s, 2 * s / bins)
+                series.add(self.step, (norm, mean, scale, dev), hist, g.numel())
             if own:
                 # one call for all of them
                 norms = torch._foreach_norm([p.grad for _, p in own] + [p.value for _, p in own])

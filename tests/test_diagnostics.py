@@ -386,3 +386,33 @@ def test_attention_maps_record_training_steps_of_train_only_unless_asked():
           progress=False, callbacks=[maps, all_maps])
     assert [s for s, _ in maps.maps['0']] == [0, 1, 2, 3]
     assert [s for s, _ in all_maps.maps['0']] == [0, 0, 0, 1, 2, 2, 3, 4]  # the probes (train, test data), evaluations
+
+
+def test_gradient_histogram_puts_infinities_in_the_edge_bins_and_drops_nan_only():
+    "One infinite or NaN value must not empty the histogram: the range is the largest finite |g|."
+    m = Sequential(Linear(3, 2)).to(torch.float64)
+    grads = GradientStats(m, bins=4)
+    for bad, counted in ((math.inf, 10), (-math.inf, 10), (math.nan, 9)):
+        m(torch.randn(5, 3, dtype=torch.float64))
+        g = torch.full((5, 2), 0.5, dtype=torch.float64)
+        g[0, 0], g[1, 1] = bad, -0.25
+        m.backward(g)
+        counts = grads.histograms('0')[0][-1]
+        assert counts.sum() == counted
+        # range [-0.5, 0.5] in bins of 0.25: -0.25 in the second bin, the 0.5s in the last
+        assert counts.tolist() == [1 if bad == -math.inf else 0, 1, 0, 9 if bad == math.inf else 8]
+        grads.after_step()
+
+
+def test_gradient_stats_record_the_own_parameters_of_modules_with_modules_inside():
+    "An attention holds in_proj_weight itself and out_proj inside: with every leaf watched, its own are recorded too."
+    from minidl import TransformerBlock
+    torch.manual_seed(0)
+    model = Sequential(TransformerBlock(4, 2, 8))
+    grads = GradientStats(model)
+    model(torch.randn(2, 3, 4)); model.backward(torch.randn(2, 3, 4))
+    assert sorted(grads.param_records) == sorted(n for n, _ in model.named_parameters())
+    w = model[0].self_attn.in_proj_weight
+    st = grads.param_stats('0.self_attn.in_proj_weight')
+    close(st['grad_norm'][-1], torch.linalg.vector_norm(w.grad))
+    assert '0.self_attn' not in grads.records  # its gradient statistics are not recorded: not a leaf
