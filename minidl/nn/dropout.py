@@ -57,6 +57,13 @@ class Dropout(Module):
 
     _accept = _accept_floating  # any floating-point tensor
 
+    def _check_input(self, x):
+        "What a refused mask draw is explained by (see `Module._forward_error`): a generator put in after construction."
+        g = self.generator
+        if g is not None and not isinstance(g, torch.Generator):
+            raise TypeError(f"Dropout.generator is a {type(g).__name__}, expected a torch.Generator or None (the "
+                            "random generator of the masks)")
+
     def _accept_grad(self, g) -> torch.Tensor:
         "A gradient of the shape, dtype and device of the last forward's input (and output)."
         _, shape, dtype, device = self._saved

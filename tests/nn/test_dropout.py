@@ -54,3 +54,12 @@ def test_dropout(shape, dtype, seed, p, training):
     torch.manual_seed(seed)
     d = Dropout(p).train(training)
     assert torch.equal(d(x), y_ref) and torch.equal(d.backward(g), gx_ref)
+
+
+def test_a_generator_put_in_after_construction_is_named_when_it_is_refused():
+    d = Dropout(0.5)
+    d.generator = 123
+    with pytest.raises(TypeError, match=r'Dropout.generator is a int, expected a torch.Generator or None'):
+        d(torch.ones(3))
+    d.generator = torch.Generator().manual_seed(0)
+    d(torch.ones(3))
