@@ -33,7 +33,11 @@ def _check_plain(v, where: str):
     # the types themselves: a subclass (NumPy's float64, an IntEnum, a namedtuple, a defaultdict) passes
     # `isinstance` but is refused by `torch.load(weights_only=True)`, which reads it back
     t = type(v)
-    if v is None or t in _PLAIN or isinstance(v, torch.Tensor): return
+    if v is None or t in _PLAIN or t is torch.Tensor: return
+    if isinstance(v, torch.Tensor):  # a subclass of its own: written, then refused on loading
+        raise TypeError(f"save_checkpoint: {where} is a {_qualified(v)}, a subclass of torch.Tensor that "
+                        "torch.load(weights_only=True) refuses to read back: save a plain tensor, "
+                        "x.detach().as_subclass(torch.Tensor)")
     if t in (list, tuple):
         for i, x in enumerate(v): _check_plain(x, f"{where}[{i}]")
     elif t in (dict, collections.OrderedDict):
@@ -244,11 +248,15 @@ def load_checkpoint(path: str | os.PathLike, # a file written by `save_checkpoin
     _verify_integrity(path, who)  # every record against its CRC-32, before anything is read
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ValueError(f"{who}: {path} is not a readable checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(ckpt, dict) or ckpt.get('format') != 'minidl.checkpoint' or ckpt.get('version') != 1:
+        why = str(e).splitlines()[0] if str(e) else ('the file is empty or ends too early' if isinstance(e, EOFError)
+                                                     else 'no detail')
+        raise ValueError(f"{who}: {path} is not a readable checkpoint ({type(e).__name__}: {why})") from None
+    if isinstance(ckpt, dict) and ckpt.get('format') == 'minidl.checkpoint' and ckpt.get('version') != 1:
+        raise ValueError(f"{who}: {path} is a minidl checkpoint of version {ckpt.get('version')!r}, and this minidl "
+                         "reads version 1: load it with the minidl that wrote it")
+    if not isinstance(ckpt, dict) or ckpt.get('format') != 'minidl.checkpoint':
         raise ValueError(f"{who}: {path} is not a minidl checkpoint (version 1); for a bare state dict use "
-                         "model.load_state_dict(torch.load(path))")
+                         "model.load_state_dict(torch.load(path, weights_only=True))")
     _check_structure(ckpt, path)  # every key and type, before anything is prepared or loaded
     prep_opt = prep_sched = None
     if optimizer is not None:

@@ -8,6 +8,7 @@ Docs: https://minidl.github.io/minidl/files.html.md"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -69,6 +70,10 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
     if path.exists() and not path.is_file():  # a device, a FIFO, a socket: replacing it would destroy it
         raise OSError(f"cannot write {shown}: it is not a regular file (a device, a pipe or a socket); "
                       "choose a file path")
+    # a write-protected file: `open(path, 'w')` refuses it, and so does this (a rename would not ask the file)
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, f"cannot write {shown}: the file is write-protected (its permissions "
+                              "refuse writing, as open(path, 'w') would); make it writable, or write elsewhere")
     if not path.parent.is_dir():
         anc = _existing_ancestor(path.parent)  # a file there is the mistake to name
         if anc.exists() and not anc.is_dir():
@@ -80,8 +85,9 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
         with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:  # closed whatever happens
             os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600): give it the usual permissions
             try: yield f
-            except RuntimeError as e:  # `torch.save` tells a failed write (a full disk) as a RuntimeError
+            except RuntimeError as e:  # `torch.save` tells a failed write (a full disk, Ctrl-C) as a RuntimeError
                 if isinstance(e.__context__, OSError): raise _refused(e.__context__, path, "the write failed") from None
+                if isinstance(e.__context__, KeyboardInterrupt): raise KeyboardInterrupt from None  # as it was
                 raise
             f.flush(); os.fsync(f.fileno())
         try: os.replace(tmp, path)

@@ -107,6 +107,9 @@ def save_figure(
     if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, numbers.Real) or not math.isfinite(dpi)
                             or dpi <= 0):
         raise ValueError(f"save_figure expects dpi to be a finite number > 0 (dots per inch) or None, got {dpi!r}")
+    raw = os.fspath(path)  # (`Path` drops a final separator: 'fig.png/' names a folder, as `atomic_open` says)
+    if isinstance(raw, str) and raw.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise IsADirectoryError(f"save_figure: {raw!r} ends with {raw[-1]!r}, so it names a folder; give a file name")
     path = Path(path)
     formats = fig.canvas.get_supported_filetypes()
     fmt = path.suffix[1:].lower()

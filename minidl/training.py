@@ -292,6 +292,12 @@ def train(
     if classes == 1 and getattr(loss_fn, '_softmax_over_classes', False):
         raise ValueError("train: LossCrossEntropy needs integer class indices of shape (n,) and one output "
                          "per class; for binary (n, 1) labels use LossBCE with a Sigmoid output")
+    # the loss of a batch: its mean ('mean', recorded times the batch size) or its sum ('sum'); 'none' is no number
+    summed = getattr(loss_fn, 'reduction', 'mean') == 'sum'
+    if getattr(loss_fn, 'reduction', 'mean') not in ('mean', 'sum'):
+        raise ValueError(f"train expects a loss that gives one number per batch (reduction='mean' or 'sum'), got "
+                         f"{type(loss_fn).__name__}(reduction={loss_fn.reduction!r}), whose backward needs the "
+                         "gradient of every term: train with reduction='mean'")
     if (x_test is None) != (y_test is None): raise ValueError("train expects both x_test and y_test, or neither")
     if x_test is not None:
         if isinstance(x_test, Tensor) and x_test.shape[1:] != x_train.shape[1:]:
@@ -336,7 +342,8 @@ def train(
                         raise _diverged(epoch, lr, "the model's output is not finite") from None  # lr: the last step's
                     raise
                 if record:  # on the device, nothing read back
-                    loss_sum.add_(loss, alpha=xb.shape[0])
+                    if summed: loss_sum.add_(loss)
+                    else: loss_sum.add_(loss, alpha=xb.shape[0])
                     correct.add_(_correct(output, yb, threshold, high_is_1))
                     count += xb.shape[0]
                 optimizer.zero_grad()

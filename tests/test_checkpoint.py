@@ -515,3 +515,29 @@ def test_values_that_torch_load_would_refuse_are_refused_before_writing(tmp_path
     save_checkpoint(p, m, o, s, best=0.9, pairs=[(1, 2)], table={'a': [1.0]})
     m2, o2, s2 = _ckpt_setup()
     assert load_checkpoint(p, m2, o2, s2)['best'] == 0.9
+
+
+def test_a_tensor_subclass_in_extra_is_refused_before_the_previous_checkpoint_is_replaced(tmp_path):
+    "torch.load(weights_only=True) refuses a tensor subclass: written, the checkpoint could not be read back."
+    class Tagged(torch.Tensor): pass
+    p = tmp_path / 'ck.pt'
+    model = M.Sequential(M.Linear(2, 1))
+    save_checkpoint(p, model)
+    good = p.read_bytes()
+    with pytest.raises(TypeError, match=r"stats.* is a .*Tagged, a subclass of torch.Tensor"):
+        save_checkpoint(p, model, stats=torch.ones(2).as_subclass(Tagged))
+    assert p.read_bytes() == good
+
+
+def test_a_checkpoint_of_another_version_and_an_empty_file_are_told_as_such(tmp_path):
+    model = M.Sequential(M.Linear(2, 1))
+    save_checkpoint(tmp_path/'v1.pt', model)
+    ck = torch.load(tmp_path/'v1.pt', weights_only=True); ck['version'] = 2
+    torch.save(ck, tmp_path/'v2.pt')
+    (tmp_path/'empty.pt').write_bytes(b'')
+    before = snapshot(model)
+    assert_clear_error(ValueError, 'a minidl checkpoint of version 2, and this minidl reads version 1',
+                       load_checkpoint, tmp_path/'v2.pt', model)
+    assert_clear_error(ValueError, 'EOFError: the file is empty or ends too early', load_checkpoint,
+                       tmp_path/'empty.pt', model)
+    assert_unchanged(before, snapshot(model))

@@ -83,3 +83,26 @@ def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(files, '_sync_folder', lambda d: (synced.append((d, (d / 'a.txt').exists())), sync(d)))
     with files.atomic_open(tmp_path / 'a.txt') as f: f.write('x')
     assert synced == [(tmp_path, True)] and (tmp_path / 'a.txt').read_text() == 'x'
+
+
+def test_atomic_open_refuses_a_write_protected_file_as_open_does(tmp_path, monkeypatch):
+    "A rename would replace it without asking the file: refused first, as open(path, 'w') refuses it, nothing changed."
+    p = tmp_path / 'ro.txt'
+    p.write_text('precious')
+    real_access = os.access
+    monkeypatch.setattr(os, 'access', lambda q, mode, **kw: False if Path(q) == p else real_access(q, mode, **kw))
+    with pytest.raises(PermissionError, match='write-protected'):
+        with atomic_open(p) as f: f.write('new')
+    assert p.read_text() == 'precious' and sorted(x.name for x in tmp_path.iterdir()) == ['ro.txt']
+
+
+def test_an_interrupt_that_torch_save_turns_into_a_runtime_error_is_an_interrupt_again(tmp_path):
+    "torch's writer reraises a Ctrl-C in its write callback as a RuntimeError: the caller's `except KeyboardInterrupt`."
+    p = tmp_path / 'f.bin'
+    p.write_bytes(b'old')
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(p, 'wb') as f:
+            f.write(b'partial')
+            try: raise KeyboardInterrupt
+            except KeyboardInterrupt: raise RuntimeError('[enforce fail] unexpected pos') from None
+    assert p.read_bytes() == b'old' and sorted(x.name for x in tmp_path.iterdir()) == ['f.bin']

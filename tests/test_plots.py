@@ -30,3 +30,14 @@ def test_plots_refuse_bad_arguments_clearly(tmp_path):
     # points cast to the model's dtype
     ax = plot_output(Sequential(Linear(2, 1)).to(F64), torch.rand(5, 2), torch.ones(5, 1))
     plt.close(ax.figure)
+
+
+def test_save_figure_refuses_a_path_that_ends_with_a_separator(tmp_path):
+    "'fig.png/' names a folder: nothing is written, not even a file 'fig.png'."
+    import matplotlib.pyplot as plt
+
+    from minidl.plots import save_figure
+    fig = plt.figure()
+    try: assert_clear_error(IsADirectoryError, 'names a folder', save_figure, fig, str(tmp_path / 'x.png') + '/')
+    finally: plt.close(fig)
+    assert list(tmp_path.iterdir()) == []

@@ -325,3 +325,23 @@ def test_a_batchnorm_without_running_statistics_trains():
     x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
     m = Sequential(Linear(4, 8), BatchNorm1d(8, track_running_stats=False), ReLU(), Linear(8, 2))
     train(m, LossCrossEntropy(), SGD(m.parameters(), lr=0.1), x, y, epochs=1, batch_size=16, progress=False)
+
+
+def test_the_recorded_loss_is_per_sample_whatever_the_reduction_and_none_is_refused_first():
+    "A 'sum' loss is not multiplied by the batch size again; 'none' (no number to record) is refused before training."
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(100, 2, generator=g); y = (x.sum(1, keepdim=True) > 1).float()
+    def run(reduction, lr):
+        gm = torch.Generator().manual_seed(0)
+        m = minidl.Sequential(minidl.Linear(2, 1, generator=gm), minidl.Sigmoid())
+        return m, minidl.train(m, minidl.LossBCE(reduction=reduction), minidl.SGD(m.parameters(), lr=lr), x, y,
+                               epochs=1, batch_size=10, progress=False)
+    # a sum over batches of 10 with a tenth of the rate: the same steps, the same per-sample loss
+    (_, mean), (_, summed) = run('mean', 0.01), run('sum', 0.001)
+    assert math.isclose(mean.train_loss[0], summed.train_loss[0], rel_tol=1e-6)
+    m = minidl.Sequential(minidl.Linear(2, 1), minidl.Sigmoid())
+    before = [p.value.clone() for p in m.parameters()]
+    with pytest.raises(ValueError, match=r"reduction='mean' or 'sum'.*reduction='none'"):
+        minidl.train(m, minidl.LossBCE(reduction='none'), minidl.SGD(m.parameters(), lr=0.1), x, y, epochs=1,
+                     progress=False)
+    assert all(torch.equal(a, p.value) for a, p in zip(before, m.parameters()))

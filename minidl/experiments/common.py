@@ -244,7 +244,16 @@ def _followed(path:Path, what:str)->Path:
         if e.errno == errno.ELOOP: raise ValueError(f"cannot write to {what}: {str(path)!r} is a loop of symbolic "
                                                     "links (remove it, or give another path)") from None
         raise
-    return Path(os.path.realpath(path))
+    real = Path(os.path.realpath(path))
+    # a part still to be made is created only after training: a name too long for the file system is refused now
+    anc = _existing_ancestor(real)
+    try: limit = os.pathconf(anc, 'PC_NAME_MAX')
+    except (OSError, ValueError, AttributeError): limit = 255  # the common limit, where the system does not say
+    for part in real.relative_to(anc).parts:
+        if len(os.fsencode(part)) > limit:
+            raise ValueError(f"cannot write to {what}: the name {part[:24]!r}... is {len(os.fsencode(part))} bytes "
+                             f"long, and the file system takes names of at most {limit}")
+    return real
 
 def _writable_folder(folder:Path, what:str, make:bool=True):
     ("Check that `folder` is, or (`make`) can be created as, a folder we may write in, its links followed; creates "
@@ -278,6 +287,9 @@ def _replaceable(path:Path, what:str, itself:bool=False):
     if real.is_dir(): raise ValueError(f"cannot write to {what}: {name} is a folder")
     if real.exists() and not real.is_file():
         raise ValueError(f"cannot write to {what}: {name} is not a regular file (a device, a pipe or a socket)")
+    if real.is_file() and not os.access(real, os.W_OK):  # refused by `open(path, 'w')`: a rename would not ask it
+        raise ValueError(f"cannot write to {what}: {name} is write-protected (its permissions refuse writing); "
+                         "make it writable, or write elsewhere")
     if os.path.islink(path):  # the write replaces the link's target, in a folder that must exist already
         try: _writable_folder(real.parent, what, make=False)
         except ValueError as e: raise ValueError(f"cannot write to {what}: {name} is a symbolic link to "

@@ -75,7 +75,7 @@ def make_names_parser()->argparse.ArgumentParser:
                     "add-one count table), MLP (Bengio 2003), decoder-only Transformer. Prints "
                     "train/val/test NLL per character (nats, end token included) and writes results.json, "
                     "curves.png and samples.txt. `minidl-names sample --help`: generate names from a saved "
-                    "model.")
+                    "model.", seed_limit=2**63, seed_owner='run_names')  # run_names: seeds in [0, 2**63)
     p.add_argument(
         '--model',
         choices=('bigram', 'mlp', 'transformer', 'all'),
@@ -337,9 +337,12 @@ def sample_main(
             parser.error(f"--from {str(args.checkpoint)!r}: {str(e).splitlines()[0]}")
         if not names_available():
             print(f"{parser.prog}: error: {INSTALL_HINT}", file=sys.stderr); return 1
+        try: train = set(load_names_split(info.get('split_seed', SPLIT_SEED))['train'])
+        except (ValueError, TypeError) as e:  # a split seed written by hand, or by another program
+            parser.error(f"--from {str(args.checkpoint)!r}: its recorded split cannot be made again "
+                         f"({str(e).splitlines()[0]})")
         with torch_threads(1):
             names = sample_names(model, args.n, args.temperature, torch.Generator().manual_seed(args.seed))
-        train = set(load_names_split(info.get('split_seed', SPLIT_SEED))['train'])
         for s in names: print(s if s else '(empty)')
         print(f"{100 * novelty(names, train):.1f} % of {len(names)} names are not in the training set "
               f"({info.get('model', info['config']['model'])}, seed {info.get('seed', '?')}, temperature "

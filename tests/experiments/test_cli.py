@@ -737,3 +737,37 @@ def test_distributed_demo_ctrl_c_and_closed_pipe_are_one_line(tmp_path, capsys, 
         with pytest.raises(SystemExit) as e: demo.distributed_demo(['--epochs', '1', '--n-train', '400'])
         err = capsys.readouterr().err
         assert e.value.code == code and err.count('\n') == 1 and line in err, err
+
+
+def test_write_protected_results_refused_before_training(tmp_path, capsys, monkeypatch):
+    "open(path, 'w') refuses a write-protected file; a rename would replace it without asking: refused up front."
+    (tmp_path/'res').mkdir(); (tmp_path/'res'/'results.json').write_text('{"precious": true}')
+    real_access = os.access
+    protected = tmp_path/'res'/'results.json'
+    monkeypatch.setattr(os, 'access',
+                        lambda p, mode, **kw: False if Path(p) == protected else real_access(p, mode, **kw))
+    monkeypatch.setattr(minidl.experiments.circle_cli, 'run_circle',
+                        lambda *a, **k: pytest.fail('trained despite a write-protected destination'))
+    code, err = _fail(TINY + ['--out', str(tmp_path/'res')], capsys)
+    assert code == 2 and 'results.json' in err and 'is write-protected' in err, err
+    assert protected.read_text() == '{"precious": true}'
+
+
+def test_names_seed_limit_is_run_names_own(capsys):
+    from minidl.experiments.names_cli import make_names_parser
+    for argv, msg in ((['--seed', str(2**63)], "expected a seed below 2**63 (run_names's limit)"),
+                      (['--seed', str(2**63 - 1), '--runs', '2'], "goes past run_names's largest seed")):
+        with pytest.raises(SystemExit) as e: make_names_parser().parse_args(argv)
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_a_name_too_long_for_the_file_system_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    "A folder or file still to be made is created after training: its name's length is checked before."
+    monkeypatch.setattr(minidl.experiments.circle_cli, 'run_circle',
+                        lambda *a, **k: pytest.fail('trained despite a name the file system refuses'))
+    long = 'a' * 300
+    for argv in (['--out', str(tmp_path/'new'/long)],
+                 ['--out', str(tmp_path/'res'), '--save', str(tmp_path/'new'/f'{long}.pt')]):
+        code, err = _fail(TINY + argv, capsys)
+        assert code == 2 and 'bytes long, and the file system takes names of at most' in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -337,6 +337,12 @@ def test_sample_from_a_diverged_checkpoint_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: names_main(['sample', '--from', str(tmp_path/'nan.pt')])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count('\n') == 1 and 'holds NaN or infinite weights' in err, err
+    # a checkpoint whose recorded split seed cannot make the split again: one line too
+    model, info = load_names_model(ck/'mlp-seed0.pt')
+    save_checkpoint(tmp_path/'split.pt', model, names={**info, 'split_seed': -1})
+    with pytest.raises(SystemExit) as e: names_main(['sample', '--from', str(tmp_path/'split.pt')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'its recorded split cannot be made again' in err, err
 
 
 def test_transformer_schedules_warm_up_a_fifth_then_come_down_in_a_straight_line():
