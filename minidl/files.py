@@ -38,6 +38,9 @@ def _existing_ancestor(path: Path) -> Path:
     while not path.exists() and path != path.parent: path = path.parent
     return path
 
+# the errors of a write that the file system refused: no space, the size limit, the quota, the device
+_FULL = frozenset(getattr(errno, n) for n in ('ENOSPC', 'EFBIG', 'EDQUOT', 'EIO') if hasattr(errno, n))
+
 def _refused(e: OSError, path: Path, why: str) -> OSError:
     ("`e` (same class and errno) retold about the destination `path`: the temporary file's hidden name means "
      "nothing to the user.")
@@ -89,7 +92,11 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
                 if isinstance(e.__context__, OSError): raise _refused(e.__context__, path, "the write failed") from None
                 if isinstance(e.__context__, KeyboardInterrupt): raise KeyboardInterrupt from None  # as it was
                 raise
-            f.flush(); os.fsync(f.fileno())
+            except OSError as e:  # the file itself refused (a full disk, a size limit): say which file
+                if e.errno in _FULL: raise _refused(e, path, "the write failed") from None
+                raise
+            try: f.flush(); os.fsync(f.fileno())
+            except OSError as e: raise _refused(e, path, "the write failed") from None
         try: os.replace(tmp, path)
         except OSError as e: raise _refused(e, path, "the finished temporary file could not replace it") from None
         _sync_folder(path.parent)  # the new name itself reaches the disk (a crash now keeps the new file)

@@ -1,6 +1,8 @@
 """atomic_open: permissions, failures that keep the previous file, paths it refuses."""
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,22 @@ def test_an_interrupt_that_torch_save_turns_into_a_runtime_error_is_an_interrupt
             try: raise KeyboardInterrupt
             except KeyboardInterrupt: raise RuntimeError('[enforce fail] unexpected pos') from None
     assert p.read_bytes() == b'old' and sorted(x.name for x in tmp_path.iterdir()) == ['f.bin']
+
+
+@pytest.mark.skipif(sys.platform != 'linux', reason='RLIMIT_FSIZE as on Linux')
+def test_a_write_refused_by_the_file_system_names_the_file_and_keeps_the_previous_one(tmp_path):
+    "A size limit (as a full disk) refuses the write: the error names the destination, not the hidden temporary file."
+    script = f"""
+import resource
+from minidl import atomic_open
+p = {str(tmp_path / 'f.bin')!r}
+with atomic_open(p, 'wb') as f: f.write(b'old')
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+try:
+    with atomic_open(p, 'wb') as f: f.write(b'x' * 100_000)
+except OSError as e: print(type(e).__name__, e.errno, e)
+"""
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"cannot write {tmp_path / 'f.bin'}: the write failed" in out.stdout, out.stdout
+    assert (tmp_path / 'f.bin').read_bytes() == b'old' and sorted(x.name for x in tmp_path.iterdir()) == ['f.bin']
