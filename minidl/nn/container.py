@@ -118,9 +118,13 @@ class Sequential(Module):
         # it), and nothing the key cannot see has changed since (see `_learn` below)
         if key is not None and (known := self._fast_keys.get(key)) is not None and _as_learned(self):
             key = known
+            kept = _buffers_written(self._fast_writers) if self._fast_writers else ()
             try:
                 for m, f in self._fast_forward: x = f(m, x)  # each module's maths alone
-            except Exception as refused: raise _explained(m, x, refused) from None
+            except BaseException as refused:  # (Ctrl-C included)
+                _put_back(kept)
+                if isinstance(refused, Exception): raise _explained(m, x, refused) from None
+                raise
             states = tuple(map(_saved_of, layers))
             # a module put in a block since the fast path was learned (the block ran checked, as always): what the
             # path trusts is stale, so the backward checks everything, and the next forward learns the path anew
@@ -131,12 +135,11 @@ class Sequential(Module):
             # this forward replaces that state: then backward refuses, instead of mixing two inputs). A module that
             # refuses its input comes after others that may have updated buffers (BatchNorm's running statistics):
             # they are put back, so that the refused call changes nothing (torch keeps the updates)
-            states, kept = [], [(b, b._version, b.clone()) for b in self.buffers()]
+            states, kept = [], _buffers_written(_leaves(layers))
             try:
                 for m in layers: x = m.forward(x); states.append(m._saved)
             except BaseException:
-                for b, version, v in kept:
-                    if b._version != version: b.copy_(v)  # written to in place: it can be written back
+                _put_back(kept)
                 raise
             states, key = tuple(states), _learn(self, key)
         # a complete forward: the state it left in each module (`backward` checks that it is still theirs), and on what
@@ -192,6 +195,7 @@ class Sequential(Module):
     # the keys of recent checked forwards and backwards (each instance gets its own dicts: `_remember`)
     _fast_keys = _fast_grad_keys = MappingProxyType({})
     _fast_trees = ()  # the blocks among the modules, with the modules inside each when the path was learned
+    _fast_writers = ()  # the modules inside that may write to their buffers in forward
 
     def _ready(self):
         ("The saved state of the container and of every module in it (see `Module._ready`); each module still holds "
@@ -347,6 +351,18 @@ class Sequential(Module):
 # %% ../../nbs/13_container.ipynb #0637c805
 _MAX_KEYS = 32  # inputs of this many shapes remembered per container (a batch in pieces, sequences of varied lengths)
 
+def _buffers_written(modules) -> list:
+    ("(buffer, version, copy) of every buffer that a module of `modules` may write to in its forward (those of a "
+     "module with `_writes_buffers` in training mode: BatchNorm's statistics), for `_put_back`; nothing else is "
+     "copied.")
+    return [(b, b._version, b.clone()) for m in modules if type(m)._writes_buffers and m.training
+            for b in m.buffers(recurse=False) if not b.is_inference()]  # (an inference tensor: refused by the module)
+
+def _put_back(kept: list):
+    "After a forward that failed: the buffers written to in place since `_buffers_written` hold their values again."
+    for b, version, v in kept:
+        if b._version != version: b.copy_(v)
+
 def _remember(seq: Sequential, name: str, key: tuple) -> tuple:
     "Add `key` to the container's own dict `name` of keys whose checks passed, dropping the oldest beyond `_MAX_KEYS`."
     keys = vars(seq).get(name)
@@ -398,7 +414,8 @@ def _learn(seq: Sequential, key):
     seq._fast_guard = (values, list(map(_shape, values)), dicts, list(map(len, dicts)))
     seq._fast_grad_guard = (grads, list(map(_grad_meta, grads)))
     # the modules inside each block (a module put in a block since holds parameters that the lists above lack)
-    seq._fast_trees = tuple((m, m._forward_modules) for m in seq._fast_composites if type(m)._records_start)
+    seq._fast_trees = tuple((m, m._forward_modules) for m in seq._fast_composites if type(m)._records_calls)
+    seq._fast_writers = tuple(m for m in _leaves(seq._layers) if type(m)._writes_buffers)  # (see `_buffers_written`)
     return _remember(seq, '_fast_keys', key)
 
 _is, _shape, _dtype = operator.is_, operator.attrgetter('shape'), operator.attrgetter('dtype')

@@ -329,10 +329,7 @@ _DOCS = 'https://minidl.github.io/minidl/'  # the documentation site, named by e
 # what modules remember of their last full checks (keyed on `Parameter._edits`): not copied with them
 _CHECK_KEYS = frozenset({'_seen', '_seen_grads', '_ran', '_fast_keys', '_fast_grad_keys', '_fast_forward',
                          '_fast_backward', '_fast_leaves', '_fast_composites', '_fast_of', '_fast_guard',
-                         '_fast_grad_guard', '_fast_params', '_grads_checked', '_fast_trees',
-                         # and the numbers of its forwards, which count this process's calls (a copy unpickled in
-                         # another process would compare them with that process's)
-                         '_forward_id', '_forward_prev', '_started'})
+                         '_fast_grad_guard', '_fast_params', '_grads_checked', '_fast_trees', '_fast_writers'})
 # the functions a module with hooks holds as its `forward` and `backward`, bound to it (set with the hooks, below):
 # never copied, a copy binds its own
 _HOOKED = ()
@@ -499,8 +496,11 @@ class Module(SavesForBackward):
     # `True` where `_accept` reads more than the input's metadata and the parameters (e.g. the mode)
     _accept_reads_state = False
     _forward_id = None  # the number of its last forward that returned a tensor (see `_checked_forward`)
-    _forward_prev = None  # the number of the one before it (a composite tells a module run twice in its forward)
-    _records_start = False  # `True` for a composite: its forward notes the number it started at (`_started`)
+    # `True` for a composite: its forward notes the state each module inside leaves (see `_recordings`)
+    _records_calls = False
+    # `True` where forward may write to the module's buffers in training mode (BatchNorm's running statistics): a
+    # container puts them back if a later module refuses the call
+    _writes_buffers = False
     # the `_versions` that forward saved (a container that ran the module's maths since replaced them): compared by
     # identity, it tells that forward's state from a later one without keeping its tensors alive
     _forward_versions = None
@@ -1032,9 +1032,13 @@ def _checked_forward(math):
             # the last forward's state is stale from here on: not held while this one runs (a container's holds every
             # activation of its modules, which would otherwise coexist with the new ones until it returns)
             self._saved = None
-            if type(self)._records_start: self._started = next(_forward_ids)  # before any module inside runs
+            if (records := type(self)._records_calls): _recordings.append([])  # the calls inside are noted
             try: out = math(self, x, *args, **kwargs)
             except Exception as refused: raise self._forward_error(x, refused) from None
+            finally:
+                if records:  # (what it noted counts for the composite around it too)
+                    inner = _recordings.pop()
+                    if _recordings: _recordings[-1].extend(inner)
         # Ctrl-C half-way included: nothing stale is left for a backward (`__call__` adds the reason)
         except BaseException as e:
             for m in self.modules(): m._forget()
@@ -1043,9 +1047,10 @@ def _checked_forward(math):
             # torch.inference_mode(): its tensors have no version counter to save (see `_inference_error`)
             if _refuses_inference(e): raise _inference_error(self, 'forward') from None
             raise
+        if _recordings: _recordings[-1].append((self, self._saved))  # inside a composite's forward: the state it left
         if type(out) is _Tensor:  # the output names the call that made it; a loss hands the name on to its gradient
             n = next(_forward_ids)
-            self._forward_prev, self._forward_id, self._forward_versions = self._forward_id, n, self._versions
+            self._forward_id, self._forward_versions = n, self._versions
             # (not its input itself, returned as it is by `Identity` or an eval-mode `Dropout`: that keeps the name of
             # the module that made it, whose backward needs that module's last forward)
             if out is not x: out._minidl_forward = (id(self), n, _PROCESS)
@@ -1116,6 +1121,9 @@ def _ran_on_its_own(parent: Module, name: str, child: Module) -> RuntimeError:
 _as_is, _as_is_grad = Module._accept, Module._accept_grad
 
 _forward_ids = itertools.count(1)  # numbers the successful forwards that return a tensor
+# one list per composite whose forward is running, innermost last: (module, the state its forward left) for every
+# forward that returned inside it (a module run a second time by a hook leaves another state: see `_save_children`)
+_recordings: list[list] = []
 _PROCESS = int.from_bytes(os.urandom(8), 'little')  # this process: a stamp on a tensor loaded from a file is not ours
 
 def _stale_gradient(module) -> RuntimeError:

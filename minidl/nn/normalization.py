@@ -51,6 +51,7 @@ class _BatchNorm(Module):
     "The mechanism shared by `BatchNorm1d` and `BatchNorm2d`: per-channel statistics over every dimension but 1."
     _ranks: tuple = ()      # the input ranks a subclass accepts
     # torch's version 2 added the count: a state dict without it (or of version 1) loads, the count kept
+    _writes_buffers = True  # the running statistics, in training mode (a container puts them back on a failure)
     _added = types.MappingProxyType({'num_batches_tracked': 2})
     _shape_text: str = ''   # how its input shape is written in errors
 

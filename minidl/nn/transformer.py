@@ -21,6 +21,7 @@ from minidl.nn.module import (
     _not_called,
     _parse_device,
     _parse_dtype,
+    _recordings,
     _Tensor,
 )
 
@@ -54,17 +55,17 @@ class _Composite(Module):
     _forward_modules = ()  # the modules inside when the last forward ran
     _hooked = False  # whether one of them had backward hooks at the last backward (see `_hooks_inside`)
 
-    _records_start = True  # its forward notes the number it starts at (`_started`, see `_checked_forward`)
+    _records_calls = True  # its forward notes the state each module inside leaves (`_recordings`)
 
     def _save_children(self, *saved, out: torch.Tensor):
         ("`_save_for_backward(*saved)` and, last, the state this forward left in every module inside; the shape, dtype "
          "and device of its output `out`, which the gradient must have (see `_accept_grad`).")
         modules = tuple(_tree(self, [])[1:])
-        # a module run a second time during this forward (called again by a hook, or by a module of the user's) holds
-        # that call's state, not the one this output needs: noted as none of its own, so that backward refuses
-        start = getattr(self, '_started', None)
-        states = tuple(_RAN_TWICE if start is not None and (p := m._forward_prev) is not None and p > start
-                       else m._saved for m in modules)
+        # a module run again during this forward (by a hook, directly or through a container of the user's) holds
+        # that call's state, not the one its first call left: noted as none of its own, so that backward refuses
+        first = {}
+        for m, s in (_recordings[-1] if _recordings else ()): first.setdefault(id(m), s)
+        states = tuple(_RAN_TWICE if first.get(id(m), m._saved) is not m._saved else m._saved for m in modules)
         self._save_for_backward(*saved, states)
         self._out, self._forward_modules = (out.shape, out.dtype, out.device), modules
 

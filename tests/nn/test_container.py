@@ -503,3 +503,24 @@ def test_a_forward_refused_by_a_later_module_leaves_the_running_statistics_as_th
     before = snapshot(model)
     with pytest.raises(ValueError, match=r'Linear expects an input of shape \(\*, 4\)'): model(torch.randn(8, 3) + 5)
     assert_unchanged(before, snapshot(model))
+
+
+@pytest.mark.parametrize('how', ['refused', 'Ctrl-C'])
+def test_a_warm_sequential_puts_the_running_statistics_back_when_a_later_module_fails(how):
+    "The fast path too: a module after the BatchNorm fails (a setting put in since, Ctrl-C) and the statistics stay."
+    from minidl import BatchNorm1d, Dropout
+    class Stop(Module):
+        fail = False
+        def forward(self, x):
+            if self.fail: raise KeyboardInterrupt
+            return x * 1.0
+        def backward(self, g, input_grad=True): return g
+    last = Dropout(0.5) if how == 'refused' else Stop()
+    model = Sequential(BatchNorm1d(3), last)
+    for _ in range(3): y = model(torch.randn(8, 3)); model.backward(torch.ones_like(y))  # the fast path is learned
+    assert model._fast_keys
+    if how == 'refused': last.generator = 'not a generator'
+    else: last.fail = True
+    before = snapshot(model)
+    with pytest.raises(TypeError if how == 'refused' else KeyboardInterrupt): model(torch.randn(8, 3) + 5)
+    assert_unchanged(before, snapshot(model))
