@@ -102,9 +102,9 @@ class _Series:
         self.steps.append(step); self.values.append(values); self.sizes.append(size)
         if hist is not None: self.hists.append(hist)
     def table(self, width: int) -> Tensor:
-        "`(steps, width)` float64 on the CPU: one stack, one copy."
+        "The first `width` values of every record, `(steps, width)` float64 on the CPU: one stack, one copy."
         if not self.values: return torch.zeros(0, width, dtype=torch.float64)
-        return torch.stack([v.double() for vs in self.values for v in vs]).cpu().view(len(self.values), width)
+        return torch.stack([v.double() for vs in self.values for v in vs[:width]]).cpu().view(len(self.values), width)
     def std(self, dev: Tensor) -> Tensor:
         "Standard deviations (n - 1 in the denominator) from the norms of the deviations ‖y - m‖."
         return dev / (torch.tensor(self.sizes, dtype=torch.float64) - 1).sqrt()
@@ -266,7 +266,7 @@ class GradientStats(Collector):
                 # back (all zero: no count)
                 s = torch.where(scale.isfinite(), scale, g.abs().nan_to_num_(nan=0.0, posinf=0.0).amax())
                 hist = _histogram(g, bins, -s, 2 * s / bins)
-                series.add(self.step, (norm, mean, scale, dev), hist, g.numel())
+                series.add(self.step, (norm, mean, scale, dev, s), hist, g.numel())  # (s: the bins' range)
             if own:
                 # one call for all of them
                 norms = torch._foreach_norm([p.grad for _, p in own] + [p.value for _, p in own])
@@ -295,7 +295,7 @@ class GradientStats(Collector):
             return torch.zeros(0, self.bins, dtype=torch.float64), torch.zeros(
                 0, self.bins + 1, dtype=torch.float64
             )
-        scale = self.stats(name)['scale']
+        scale = s.table(5)[:, 4]  # the range each record's bins cover: the largest finite |g|
         return torch.stack(s.hists).double().cpu(), scale[:, None] * torch.linspace(
             -1, 1, self.bins + 1, dtype=torch.float64
         )

@@ -401,6 +401,8 @@ def test_gradient_histogram_puts_infinities_in_the_edge_bins_and_drops_nan_only(
         assert counts.sum() == counted
         # range [-0.5, 0.5] in bins of 0.25: -0.25 in the second bin, the 0.5s in the last
         assert counts.tolist() == [1 if bad == -math.inf else 0, 1, 0, 9 if bad == math.inf else 8]
+        # the edges are those of the bins counted: over the largest finite |g| (the recorded scale is inf)
+        assert grads.histograms('0')[1][-1].tolist() == [-0.5, -0.25, 0.0, 0.25, 0.5]
         grads.after_step()
 
 
