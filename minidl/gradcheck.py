@@ -26,10 +26,11 @@ def _numeric_grad(f, t: torch.Tensor, eps: float) -> torch.Tensor:
     grad = torch.zeros(t.shape, dtype=t.dtype, device=t.device)
     for i in itertools.product(*map(range, t.shape)):  # every element by its index: any strides (non-contiguous too)
         orig = t[i].item()
-        t[i] = orig + eps; f_plus = f()
-        t[i] = orig - eps; f_minus = f()
+        plus, minus = orig + eps, orig - eps  # rounded to float64: the steps actually taken, divided by below
+        t[i] = plus; f_plus = f()
+        t[i] = minus; f_minus = f()
         t[i] = orig
-        grad[i] = (f_plus - f_minus) / (2 * eps)
+        grad[i] = (f_plus - f_minus) / (plus - minus)
     return grad
 
 
@@ -139,11 +140,18 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
     for p in params: p.zero_grad()
     x, errors = inputs[0], []
     if len(inputs) == 1:  # a module: reduce the output to a scalar with a fixed random projection R
+        # finite differences need a deterministic function: a forward that draws from a random state it does not set
+        # itself (torch's global generator, a module's own) leaves it elsewhere after each call, whatever its outputs
+        # happen to be (two masks can agree); one that reseeds it leaves it where it was after the last call
+        gens = [g for m in (f.modules() if hasattr(f, 'modules') else [f])
+                if isinstance(g := getattr(m, 'generator', None), torch.Generator)]
+        def states(): return [torch.get_rng_state()] + [g.get_state() for g in gens]
         y = f(x)
         if not isinstance(y, torch.Tensor): raise TypeError("gradcheck: forward returned "
                                                             f"{type(y).__name__}, expected a tensor")
-        # finite differences need a deterministic function
-        if not torch.allclose(f(x), y, rtol=0, atol=0, equal_nan=True):
+        first = states()
+        same = torch.allclose(f(x), y, rtol=0, atol=0, equal_nan=True)
+        if not same or not all(map(torch.equal, states(), first)):
             raise ValueError(f"gradcheck: two forward passes of {type(f).__name__} on the same input gave "
                              "different outputs: it is random (e.g. Dropout in training mode); check it in "
                              "eval mode (.eval()) or with p=0")
@@ -173,13 +181,16 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
         else:
             errors += [e for (name, g1), p in zip(analytic[1:], params)
                        if (e := _accumulates(name, g1, p.grad, atol, rtol))]
-    # the finite difference's own error: each evaluation of the scalar rounds at about eps64 times the size of its
-    # terms, and the difference divides that by the step; the tolerance is at least a few times it (large outputs
-    # need more)
-    if len(inputs) == 1: size = float((y.abs() * R.abs()).sum())
-    else: size = abs(float(loss)) + (float(x.abs().max()) if x.numel() else 0.0)
-    atol = max(atol, 8 * torch.finfo(torch.float64).eps * size / eps)
     numeric = [_numeric_grad(scalar, x, eps)] + [_numeric_grad(scalar, p.value, eps) for p in params]
+    # the finite difference's own error: each evaluation of the scalar rounds at about eps64 times the size of its
+    # terms, and the difference divides that by the step; an element perturbed in a computation that cancels (a
+    # prediction minus a close target) rounds at eps64 times itself, which moves the scalar by its derivative times
+    # that. The tolerance is a few times the largest of these (read from the numeric gradient, not the one checked)
+    if len(inputs) == 1: size = float((y.abs() * R.abs()).sum())
+    else: size = abs(float(loss))
+    size += max((float((n.abs() * t.abs()).max()) for n, t in zip(numeric, [x, *(p.value for p in params)])
+                 if n.numel()), default=0.0)
+    atol = max(atol, 8 * torch.finfo(torch.float64).eps * size / eps)
     errors = [e for (name, a), n in zip(analytic, numeric) if (e := _compare(name, a, n, atol, rtol))] + errors
     if errors and raise_exception:
         raise AssertionError(f"gradcheck failed for {f!r}:\n  " + "\n  ".join(errors))

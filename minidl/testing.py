@@ -69,8 +69,16 @@ def assert_close(actual: torch.Tensor, # minidl's result
     if not isinstance(expected, (torch.Tensor, numbers.Number)) or isinstance(expected, bool):
         raise TypeError("assert_close expects expected to be a torch.Tensor or a number, got "
                         f"{type(expected).__name__}")
-    # a number is compared in the result's dtype (a float64 result against 1.0 is not a dtype mismatch)
-    expected = expected.detach() if isinstance(expected, torch.Tensor) else torch.tensor(expected, dtype=actual.dtype)
+    # a number is compared in the result's dtype (a float64 result against 1.0 is not a dtype mismatch), unless that
+    # dtype cannot hold it (1.5 against an integer result: no truncation to 1, a mismatch)
+    if not isinstance(expected, torch.Tensor):
+        held = (actual.is_floating_point() or actual.is_complex()
+                or isinstance(expected, numbers.Real) and float(expected).is_integer())
+        if not held:
+            raise AssertionError(f"assert_close: expected {expected!r}, which a {actual.dtype} result cannot equal "
+                                 f"(got {actual.tolist() if actual.numel() <= 8 else actual})")
+        expected = torch.tensor(expected, dtype=actual.dtype)
+    expected = expected.detach()
     actual = actual.detach()
     tol = tolerance(expected, n, cond, ulps, scale)
     why = f"tolerance policy: n={n}, cond={cond:g}, ulps={ulps:g} -> rtol={tol['rtol']:.3g}, atol={tol['atol']:.3g}"
@@ -192,6 +200,12 @@ def snapshot(*objs) -> list:
         elif hasattr(o, 'value') and hasattr(o, 'grad'):           # a Parameter
             out.append([o.value.clone(), _grad_copy(o)])
         elif hasattr(o, 'state_dict'): out.append(copy.deepcopy(o.state_dict()))   # a schedule
+        # an object of its own without `==` (a loss): its settings, its attributes and properties whose names do not
+        # start with '_' (a deep copy would compare by identity, never equal)
+        elif hasattr(o, '__dict__') and type(o).__eq__ is object.__eq__:
+            names = [k for k in vars(o) if not k.startswith('_')] + [
+                k for k in dir(type(o)) if not k.startswith('_') and isinstance(getattr(type(o), k), property)]
+            out.append({k: snapshot(getattr(o, k))[0] for k in names})
         else: out.append(copy.deepcopy(o))
     return out
 

@@ -159,3 +159,31 @@ def test_gradcheck_says_when_a_value_is_not_finite(case):
     before = snapshot(*kept)
     assert_clear_error(ValueError, ['gradcheck expects finite values', where], gradcheck, *args)
     assert_unchanged(before, snapshot(*kept))
+
+
+@pytest.mark.parametrize('scale', [1.0, 1e2, 1e4])
+def test_a_loss_whose_backward_forgets_a_factor_is_caught_at_any_size_of_the_predictions(scale):
+    ("Large predictions close to their targets: the tolerance grows with what the finite difference really rounds "
+     "(a derivative times its element), not with the elements themselves; the correct loss still passes.")
+    from minidl import LossMSE
+    class HalfMSE(LossMSE):
+        def backward(self, grad_output=None):
+            (d,) = self._saved
+            return d / d.numel()  # the factor 2 forgotten
+    gen = torch.Generator().manual_seed(0)
+    target = scale * (1 + torch.rand(10, 10, generator=gen, dtype=torch.float64))
+    pred = target + 1e-3 * torch.randn(10, 10, generator=gen, dtype=torch.float64)
+    assert gradcheck(LossMSE(), pred, target)
+    with pytest.raises(AssertionError, match='input: max abs error'): gradcheck(HalfMSE(), pred, target)
+
+
+def test_a_module_that_draws_random_numbers_is_refused_whatever_its_masks():
+    "Two forwards of Dropout(0.1) on two elements often agree: drawing random numbers is what tells it, every time."
+    for seed in range(20):
+        torch.manual_seed(seed)
+        with pytest.raises(ValueError, match='it is random'):
+            gradcheck(Dropout(0.1), torch.randn(2, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(0)  # its own generator too
+    with pytest.raises(ValueError, match='it is random'):
+        gradcheck(Dropout(0.1, generator=gen), torch.randn(2, dtype=torch.float64))
+    assert gradcheck(Dropout(0.1).eval(), torch.randn(2, dtype=torch.float64))

@@ -1,5 +1,7 @@
 """minidl.testing's own guarantees: assert_parity never loosens the policy, snapshots catch every change they claim
 to, and wrong arguments get clear errors."""
+import math
+
 import pytest
 import torch
 
@@ -59,3 +61,23 @@ def test_snapshot_sees_modes_settings_flags_and_signs():
 
 def test_assert_clear_error_refuses_to_check_nothing():
     with pytest.raises(ValueError, match='checks nothing'): assert_clear_error(ValueError, [], int, 'x')
+
+
+def test_assert_close_does_not_truncate_a_number_to_an_integer_result():
+    "1.5 against an integer result would be compared as 1 and pass: it fails, as torch's own assert_close."
+    from minidl.testing import assert_close
+    for actual, expected in ((torch.tensor(1), 1.5), (torch.tensor(True), 0.5), (torch.tensor(0), 0.999),
+                             (torch.tensor(3), math.nan)):
+        with pytest.raises(AssertionError, match='cannot equal'): assert_close(actual, expected)
+    assert_close(torch.tensor(2), 2.0); assert_close(torch.tensor(True), 1); assert_close(torch.tensor(1.5), 1.5)
+
+
+def test_a_snapshot_of_a_loss_compares_its_settings_and_weight():
+    from minidl import LossCrossEntropy
+    loss = LossCrossEntropy(weight=torch.ones(3), label_smoothing=0.1)
+    before = snapshot(loss)
+    assert_unchanged(before, snapshot(loss))  # nothing done: unchanged (a deep copy compared by identity never was)
+    loss(torch.randn(2, 3), torch.tensor([0, 2]))
+    assert_unchanged(before, snapshot(loss))  # a call changes no setting
+    loss.weight.mul_(2)
+    with pytest.raises(AssertionError, match='weight'): assert_unchanged(before, snapshot(loss))
