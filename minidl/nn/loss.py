@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import operator
 
 import torch
 
@@ -215,12 +216,19 @@ class LossMSE(Loss):
 
 
 # %% ../../nbs/12_loss.ipynb #7aca5e44
+def _shortest(v: float, dtype: torch.dtype) -> str:
+    "The fewest significant digits that give `v` back in `dtype` (0.3 for float32's 0.30000001192...), no '.0'."
+    for d in range(1, 18):
+        if torch.tensor(float(s := f"{v:.{d}g}"), dtype=torch.float64).to(dtype).item() == v or v != v: return s
+    return repr(v)
+
 def _check_unit_interval(t: torch.Tensor, who: str, what: str):
     "Raise `ValueError` unless every element of `t` lies in [0, 1] (NaN fails too); reads values back: error path only."
     lo, hi = torch.aminmax(t)
     lo, hi = lo.item(), hi.item()
     if not (0.0 <= lo and hi <= 1.0):  # written so that NaN fails
-        raise ValueError(f"{who} expects {what} in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
+        lo, hi = (_shortest(v, t.dtype) for v in (lo, hi))  # (1.00000001 is not 1)
+        raise ValueError(f"{who} expects {what} in [0, 1], got values in [{lo}, {hi}]"
                          + (" (apply a Sigmoid to the model's output first; NaN predictions usually mean that training "
                             "diverged: lower the learning rate)" if what == 'predictions' else ''))
 
@@ -255,7 +263,13 @@ class LossBCE(Loss):
     _checked = None  # (target, its version) of the last call whose targets were checked
     def __init__(self,
                  reduction: str = 'mean', # 'mean' over all elements, 'sum', or 'none' (one loss per element)
+                 *,
+                 weight=None, # torch's rescaling weight: not in minidl (refused, with what to write instead)
                 ):
+        if weight is not None:
+            raise NotImplementedError("LossBCE has no weight (torch's BCELoss(weight=...)): take the per-element "
+                                      "losses, LossBCE(reduction='none'), multiply them by the weight yourself, and "
+                                      "backpropagate the weight as their upstream gradient")
         self.reduction = _check_reduction(reduction, 'LossBCE')
 
     def forward(self,
@@ -341,16 +355,7 @@ class LossCrossEntropy(Loss):
                  # 'mean' (weighted mean over the samples), 'sum', or 'none' (one loss per sample)
                  reduction: str = 'mean',
                 ):
-        if weight is not None:
-            if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-                raise TypeError(
-                    "LossCrossEntropy expects weight to be a floating-point tensor or None, got "
-                    + (f"dtype {weight.dtype}" if isinstance(weight, torch.Tensor) else type(weight).__name__)
-                )
-            if weight.dim() != 1:
-                raise ValueError("LossCrossEntropy expects weight of shape (C), one per class, got "
-                                 f"{fmt_shape(weight.shape)}")
-            weight = weight.detach()
+        weight = _check_class_weight(weight, 'LossCrossEntropy')
         self.reduction = reduction
         self.weight, self.label_smoothing, self.ignore_index = weight, label_smoothing, ignore_index
 
@@ -391,7 +396,9 @@ class LossCrossEntropy(Loss):
             # an ignored row adds nothing, even where its logits are -inf or NaN (0 * -inf would be NaN)
             picked.masked_fill_(drop, 0)
         # w_{t_n} m_n
-        wt = m if w is None else w.gather(0, ts.squeeze(1)) if m is None else w.gather(0, ts.squeeze(1)).mul_(m)
+        # (an ignored row's weight set to 0, not multiplied by it: the class it reads may weigh inf or NaN)
+        wt = m if w is None else w.gather(0, ts.squeeze(1))
+        if w is not None and m is not None: wt.masked_fill_(drop, 0)
         D = None if r != 'mean' else M if wt is None else wt.sum()         # the normaliser of the mean
         self._save_for_backward(logp, ts, m, wt, D, eps, w, layout)
         if eps:
@@ -436,8 +443,10 @@ class LossCrossEntropy(Loss):
                     grad.mul_((m if D is None else m.div(D.clamp(min=1))).unsqueeze(1))
                 elif D is not None: grad.div_(D)                           # / N
             else:
-                W = w.sum() * (eps / C)
-                grad.mul_((wt * (1 - eps) + (W if m is None else m * W)).unsqueeze(1))  # s A_n
+                if eps == 0: grad.mul_(wt.unsqueeze(1))                    # s A_n: A_n = w_{t_n} m_n
+                else:  # (the smoothing's term only where there is one: an absent class may weigh inf or NaN)
+                    W = w.sum() * (eps / C)
+                    grad.mul_((wt * (1 - eps) + (W if m is None else m * W)).unsqueeze(1))  # s A_n
                 if eps:                                                    # - (eps / C) m_n w_c
                     if m is None: grad.sub_(w * (eps / C))
                     else: grad.addr_(m, w, alpha=-eps / C)
@@ -536,6 +545,21 @@ def _check_smoothing(v, who: str) -> float:
         raise ValueError(f"{who} expects label_smoothing in [0, 1], got {v!r}")
     return float(v)
 
+def _check_class_weight(v, who: str) -> torch.Tensor | None:
+    "None, or a floating-point tensor of shape (C), without autograd history."
+    if v is None: return None
+    if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+        raise TypeError(f"{who} expects weight to be a floating-point tensor or None, got "
+                        + (f"dtype {v.dtype}" if isinstance(v, torch.Tensor) else type(v).__name__))
+    if v.dim() != 1: raise ValueError(f"{who} expects weight of shape (C), one per class, got {fmt_shape(v.shape)}")
+    return v.detach()
+
+def _set_class_weight(self, v):
+    "Check a weight written after construction as the constructor does; a new one makes a backward wait for a forward."
+    new = _check_class_weight(v, type(self).__name__)
+    old, self._weight = getattr(self, '_weight', None), new
+    if self._saved is not None and new is not old: self._forget("its weight was changed after its forward")
+
 def _check_ignore_index(v, who: str) -> int:
     "An integer."
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
@@ -547,6 +571,9 @@ LossCrossEntropy.label_smoothing = _setting('label_smoothing', _check_smoothing,
                                             "The weight of the uniform distribution mixed into the target, in [0, 1].")
 LossCrossEntropy.ignore_index = _setting('ignore_index', _check_ignore_index,
                                          "The class index whose targets add nothing (class indices only).")
+# (a tensor: compared by identity, where `_setting` compares values)
+LossCrossEntropy.weight = property(operator.attrgetter('_weight'), _set_class_weight,
+                                   doc="One weight per class (a float tensor of shape (C)), or None.")
 
 # %% ../../nbs/12_loss.ipynb #042a2cbe
 CrossEntropyLoss = LossCrossEntropy

@@ -349,3 +349,41 @@ def test_a_loss_under_inference_mode_says_what_to_do():
     with pytest.raises(RuntimeError, match=r'got an inference tensor .*clone it outside inference mode'):
         LossBCE()(p, torch.rand(3))  # (LossMSE saves only p - t, a tensor of its own: it takes one)
     loss = LossBCE(); loss(p.clone(), torch.rand(3)); loss.backward()
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
+@pytest.mark.parametrize('ignored', [False, True])
+def test_cross_entropy_with_an_infinite_weight_on_an_absent_class_equals_torch(reduction, ignored):
+    "weight = 1 / class counts with a class absent: an ignored row, or the unsmoothed gradient, must not read inf * 0."
+    gen = torch.Generator().manual_seed(0)
+    w = 1 / torch.tensor([0.0, 3.0, 2.0, 5.0], dtype=torch.float64)  # class 0 never appears: weight inf
+    x = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    t = torch.tensor([1, 2, 3, -100 if ignored else 1])
+    g = torch.randn(4, generator=gen, dtype=torch.float64) if reduction == 'none' else None
+    ours = LossCrossEntropy(weight=w, reduction=reduction)
+    xr = x.clone().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(xr, t, weight=w, reduction=reduction)
+    ref.backward(g if g is not None else None)
+    loss = ours(x, t)
+    assert_close(loss, ref.detach(), n=8)
+    assert_close(ours.backward(g) if g is not None else ours.backward(), xr.grad, n=8)
+
+
+def test_a_cross_entropy_weight_written_after_construction_is_checked_as_the_constructors():
+    loss = LossCrossEntropy()
+    with pytest.raises(TypeError, match='weight to be a floating-point tensor or None, got list'):
+        loss.weight = [1.0, 2.0]
+    with pytest.raises(ValueError, match=r'weight of shape \(C\)'): loss.weight = torch.ones(2, 2)
+    loss.weight = torch.ones(3, requires_grad=True)  # kept without autograd history, as the constructor keeps it
+    assert not loss.weight.requires_grad
+    out = loss(torch.randn(2, 3), torch.tensor([0, 2]))
+    assert out.grad_fn is None
+    loss.weight = torch.full((3,), 2.0)  # a new weight after the forward: the backward waits for a new forward
+    with pytest.raises(RuntimeError, match='weight was changed after its forward'): loss.backward()
+
+
+def test_bce_names_a_prediction_just_above_one_and_refuses_torchs_weight_clearly():
+    with pytest.raises(ValueError, match=r'got values in \[0.5, 1.00000001\]'):
+        LossBCE()(torch.tensor([0.5, 1.00000001], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64))
+    with pytest.raises(NotImplementedError, match=r"LossBCE has no weight .*reduction='none'"):
+        LossBCE(weight=torch.ones(2))
