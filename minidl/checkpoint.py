@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ._checks import is_torch_parameter
 from .files import atomic_open
 from .nn.module import Module
 from .optim.lr_scheduler import LRScheduler, _check_drives
@@ -33,7 +34,8 @@ def _check_plain(v, where: str):
     # the types themselves: a subclass (NumPy's float64, an IntEnum, a namedtuple, a defaultdict) passes
     # `isinstance` but is refused by `torch.load(weights_only=True)`, which reads it back
     t = type(v)
-    if v is None or t in _PLAIN or t is torch.Tensor: return
+    # a tensor, or torch's Parameter itself (which torch.load reads back), not a subclass of either
+    if v is None or t in _PLAIN or t is torch.Tensor or (is_torch_parameter(v) and t.__base__ is torch.Tensor): return
     if isinstance(v, torch.Tensor):  # a subclass of its own: written, then refused on loading
         raise TypeError(f"save_checkpoint: {where} is a {_qualified(v)}, a subclass of torch.Tensor that "
                         "torch.load(weights_only=True) refuses to read back: save a plain tensor, "

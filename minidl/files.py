@@ -85,18 +85,20 @@ def atomic_open(path: str | os.PathLike, # destination file; its folder must exi
     try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
     except OSError as e: raise _refused(e, path, f"the folder {path.parent} refuses new files") from None
     try:
-        with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:  # closed whatever happens
-            os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600): give it the usual permissions
-            try: yield f
-            except RuntimeError as e:  # `torch.save` tells a failed write (a full disk, Ctrl-C) as a RuntimeError
-                if isinstance(e.__context__, OSError): raise _refused(e.__context__, path, "the write failed") from None
-                if isinstance(e.__context__, KeyboardInterrupt): raise KeyboardInterrupt from None  # as it was
-                raise
-            except OSError as e:  # the file itself refused (a full disk, a size limit): say which file
-                if e.errno in _FULL: raise _refused(e, path, "the write failed") from None
-                raise
-            try: f.flush(); os.fsync(f.fileno())
-            except OSError as e: raise _refused(e, path, "the write failed") from None
+        try:
+            with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:  # closed whatever happens
+                os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600): the usual permissions
+                try: yield f
+                except RuntimeError as e:  # `torch.save` tells a failed write (a full disk, Ctrl-C) as a RuntimeError
+                    if isinstance(c := e.__context__, OSError): raise _refused(c, path, "the write failed") from None
+                    if isinstance(e.__context__, KeyboardInterrupt): raise KeyboardInterrupt from None  # as it was
+                    raise
+                f.flush(); os.fsync(f.fileno())
+        # the file itself refused (a full disk, a size limit), in a write, the flush or the close's flush (which
+        # raises again what a write left in the buffer): say which file
+        except OSError as e:
+            if e.errno in _FULL and e.filename is None: raise _refused(e, path, "the write failed") from None
+            raise
         try: os.replace(tmp, path)
         except OSError as e: raise _refused(e, path, "the finished temporary file could not replace it") from None
         _sync_folder(path.parent)  # the new name itself reaches the disk (a crash now keeps the new file)

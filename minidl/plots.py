@@ -107,15 +107,12 @@ def save_figure(
     if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, numbers.Real) or not math.isfinite(dpi)
                             or dpi <= 0):
         raise ValueError(f"save_figure expects dpi to be a finite number > 0 (dots per inch) or None, got {dpi!r}")
-    raw = os.fspath(path)  # (`Path` drops a final separator: 'fig.png/' names a folder, as `atomic_open` says)
-    if isinstance(raw, str) and raw.endswith(tuple(filter(None, (os.sep, os.altsep)))):
-        raise IsADirectoryError(f"save_figure: {raw!r} ends with {raw[-1]!r}, so it names a folder; give a file name")
-    path = Path(path)
+    raw, path = path, Path(path)  # (`atomic_open` gets the path as given: 'fig.png/' names a folder, not a file)
     formats = fig.canvas.get_supported_filetypes()
     fmt = path.suffix[1:].lower()
     if fmt not in formats:
         raise ValueError(f"save_figure: cannot tell the format of {str(path)!r} from its suffix {path.suffix!r}; "
                          f"use one of {', '.join('.' + f for f in sorted(formats))}")
-    with atomic_open(path, 'wb') as f: fig.savefig(f, format=fmt, dpi=dpi)
+    with atomic_open(raw, 'wb') as f: fig.savefig(f, format=fmt, dpi=dpi)
     if close: plt.close(fig)
     return path

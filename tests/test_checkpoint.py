@@ -527,6 +527,8 @@ def test_a_tensor_subclass_in_extra_is_refused_before_the_previous_checkpoint_is
     with pytest.raises(TypeError, match=r"stats.* is a .*Tagged, a subclass of torch.Tensor"):
         save_checkpoint(p, model, stats=torch.ones(2).as_subclass(Tagged))
     assert p.read_bytes() == good
+    save_checkpoint(p, model, kept=nn.Parameter(torch.ones(2)))  # torch's Parameter itself: read back by torch.load
+    assert torch.equal(torch.load(p, weights_only=True)['extra']['kept'], torch.ones(2))
 
 
 def test_a_checkpoint_of_another_version_and_an_empty_file_are_told_as_such(tmp_path):
