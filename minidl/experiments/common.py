@@ -451,10 +451,11 @@ def interruptible(
     def terminate(signum, frame): raise _Terminated  # unwinds like Ctrl-C: no temporary file is left behind
     main = threading.current_thread() is threading.main_thread()  # (only the main thread may set a handler)
     previous = signal.signal(signal.SIGTERM, terminate) if main else None
+    def done(): return (f"wrote {', '.join(str(p) for p in written)} before it; the other outputs are as they were"
+                        if written else "nothing written")  # what the outputs are now
     try: yield
     except (KeyboardInterrupt, BrokenPipeError) as e:
-        kept = (f"wrote {', '.join(str(p) for p in written)} before it; the other outputs are as they were" if written
-                else "nothing written")
+        kept = done()
         if isinstance(e, _Terminated):
             print(f"{prog}: terminated (SIGTERM); {kept}", file=sys.stderr, flush=True)
             raise SystemExit(143) from None
@@ -466,6 +467,12 @@ def interruptible(
             raise SystemExit(1) from None
         print(f"{prog}: interrupted; {kept}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+    except OSError as e:  # the terminal's output refused (`> /dev/full`): one line, where the files say it themselves
+        if e.errno not in (errno.ENOSPC, errno.EIO) or e.filename is not None: raise
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            print(f"{prog}: stopped: its printed output could not be written ({e.strerror}); {done()}",
+                  file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
         if main: signal.signal(signal.SIGTERM, previous)
 

@@ -54,7 +54,7 @@ from minidl.experiments.names import (
     summarize_names,
 )
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import _verify_integrity, load_checkpoint, save_checkpoint
 from ..nn.module import Parameter
 from ..optim import AdamW
 from ..optim.lr_scheduler import OneCycleLR
@@ -310,6 +310,7 @@ def load_names_model(
     path = Path(path)
     if path.is_dir(): raise IsADirectoryError(f"{str(path)!r} is a folder, expected a checkpoint file (.pt)")
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
+    _verify_integrity(path, 'load_names_model')  # a damaged file: which record fails its CRC, before torch reads it
     try: ck = torch.load(path, weights_only=True, map_location='cpu')
     except Exception as e: raise ValueError(f"{str(path)!r} is not a checkpoint that torch can read "
                                             f"({type(e).__name__})") from None

@@ -771,3 +771,14 @@ def test_a_name_too_long_for_the_file_system_is_refused_before_training(tmp_path
         code, err = _fail(TINY + argv, capsys)
         assert code == 2 and 'bytes long, and the file system takes names of at most' in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
+def test_an_output_that_refuses_to_be_written_ends_the_command_with_one_line(tmp_path):
+    "`> /dev/full`: exit status 1 and one line on stderr, not a traceback."
+    with open('/dev/full', 'w') as full:
+        proc = subprocess.run([sys.executable, '-m', 'minidl', 'circle', '--epochs', '3', '--out', str(tmp_path/'res')],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 1 and proc.stderr.count('\n') == 1, proc.stderr
+    assert 'its printed output could not be written (No space left on device)' in proc.stderr

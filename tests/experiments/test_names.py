@@ -343,6 +343,18 @@ def test_sample_from_a_diverged_checkpoint_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: names_main(['sample', '--from', str(tmp_path/'split.pt')])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count('\n') == 1 and 'its recorded split cannot be made again' in err, err
+    # a bit flipped in the checkpoint's structure record: the record is named, as load_checkpoint names it
+    import struct
+    import zipfile
+    raw = bytearray((ck/'mlp-seed0.pt').read_bytes())
+    with zipfile.ZipFile(ck/'mlp-seed0.pt') as z:
+        info = next(i for i in z.infolist() if i.filename.endswith('data.pkl'))
+    name_len, extra_len = struct.unpack('<HH', raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + name_len + extra_len + 5] ^= 0x10
+    (tmp_path/'flip.pt').write_bytes(raw)
+    with pytest.raises(SystemExit) as e: names_main(['sample', '--from', str(tmp_path/'flip.pt')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'data.pkl' in err and 'fails its CRC-32' in err, err
 
 
 def test_transformer_schedules_warm_up_a_fifth_then_come_down_in_a_straight_line():
