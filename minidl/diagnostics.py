@@ -226,7 +226,7 @@ class GradientStats(Collector):
                  # `None`: every leaf module; a class or tuple of classes; or a list of the model's modules
                  modules=None,
                  every: int = 1, # record on every `every`-th step
-                 bins: int = 40, # histogram bins over [-scale, scale], scale = the largest |gradient| of the record
+                 bins: int = 40, # histogram bins over [-s, s], s = the largest finite |gradient| of the record
                 ):
         super().__init__(every)
         self.bins = _check_every(bins, 'GradientStats', 'bins')
@@ -263,7 +263,7 @@ class GradientStats(Collector):
                 scale, norm, mean = torch.linalg.vector_norm(g, math.inf), torch.linalg.vector_norm(g), g.mean()
                 dev = torch.linalg.vector_norm(g - mean)  # ‖g - m‖: the std, without ‖g‖² - n m²'s cancellation
                 # over [-s, s], s the largest finite |g| (an infinity falls in an edge bin, a NaN in none), never read
-                # back (all zero: no count)
+                # back (s = 0: the zeros fall in no bin, 0 / 0)
                 s = torch.where(scale.isfinite(), scale, g.abs().nan_to_num_(nan=0.0, posinf=0.0).amax())
                 hist = _histogram(g, bins, -s, 2 * s / bins)
                 series.add(self.step, (norm, mean, scale, dev, s), hist, g.numel())  # (s: the bins' range)

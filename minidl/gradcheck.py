@@ -153,8 +153,8 @@ def gradcheck(f, # a `Module` (called as `f(x)`) or a loss (called as `f(predict
         same = torch.allclose(f(x), y, rtol=0, atol=0, equal_nan=True)
         if not same or not all(map(torch.equal, states(), first)):
             raise ValueError(f"gradcheck: two forward passes of {type(f).__name__} on the same input gave "
-                             "different outputs: it is random (e.g. Dropout in training mode); check it in "
-                             "eval mode (.eval()) or with p=0")
+                             "different outputs, or moved a random generator's state: it is random (e.g. Dropout "
+                             "in training mode); check it in eval mode (.eval()) or with p=0")
         gen = torch.Generator(device=y.device).manual_seed(int(seed))
         R = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=gen)
         backward = lambda: f.backward(R)

@@ -70,10 +70,12 @@ def assert_close(actual: torch.Tensor, # minidl's result
         raise TypeError("assert_close expects expected to be a torch.Tensor or a number, got "
                         f"{type(expected).__name__}")
     # a number is compared in the result's dtype (a float64 result against 1.0 is not a dtype mismatch), unless that
-    # dtype cannot hold it (1.5 against an integer result: no truncation to 1, a mismatch)
+    # dtype cannot hold it: 1.5 or 300 against an integer result, 2 against a bool one (no truncation, no overflow)
     if not isinstance(expected, torch.Tensor):
+        d = actual.dtype
         held = (actual.is_floating_point() or actual.is_complex()
-                or isinstance(expected, numbers.Real) and float(expected).is_integer())
+                or isinstance(expected, numbers.Real) and float(expected).is_integer()
+                and (expected in (0, 1) if d is torch.bool else torch.iinfo(d).min <= expected <= torch.iinfo(d).max))
         if not held:
             raise AssertionError(f"assert_close: expected {expected!r}, which a {actual.dtype} result cannot equal "
                                  f"(got {actual.tolist() if actual.numel() <= 8 else actual})")

@@ -67,7 +67,8 @@ def test_assert_close_does_not_truncate_a_number_to_an_integer_result():
     "1.5 against an integer result would be compared as 1 and pass: it fails, as torch's own assert_close."
     from minidl.testing import assert_close
     for actual, expected in ((torch.tensor(1), 1.5), (torch.tensor(True), 0.5), (torch.tensor(0), 0.999),
-                             (torch.tensor(3), math.nan)):
+                             (torch.tensor(3), math.nan), (torch.tensor(True), 2),
+                             (torch.tensor(44, dtype=torch.int8), 300), (torch.tensor(0, dtype=torch.uint8), -256)):
         with pytest.raises(AssertionError, match='cannot equal'): assert_close(actual, expected)
     assert_close(torch.tensor(2), 2.0); assert_close(torch.tensor(True), 1); assert_close(torch.tensor(1.5), 1.5)
 

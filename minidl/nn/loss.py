@@ -268,8 +268,9 @@ class LossBCE(Loss):
                 ):
         if weight is not None:
             raise NotImplementedError("LossBCE has no weight (torch's BCELoss(weight=...)): take the per-element "
-                                      "losses, LossBCE(reduction='none'), multiply them by the weight yourself, and "
-                                      "backpropagate the weight as their upstream gradient")
+                                      "losses, LossBCE(reduction='none'), weight and reduce them yourself, and "
+                                      "backpropagate weight / N (for a mean; the weight itself for a sum) as their "
+                                      "upstream gradient")
         self.reduction = _check_reduction(reduction, 'LossBCE')
 
     def forward(self,
@@ -552,7 +553,7 @@ def _check_class_weight(v, who: str) -> torch.Tensor | None:
         raise TypeError(f"{who} expects weight to be a floating-point tensor or None, got "
                         + (f"dtype {v.dtype}" if isinstance(v, torch.Tensor) else type(v).__name__))
     if v.dim() != 1: raise ValueError(f"{who} expects weight of shape (C), one per class, got {fmt_shape(v.shape)}")
-    return v.detach()
+    return v.detach() if v.requires_grad else v  # (the tensor itself, as torch's buffer: assigned again, the same)
 
 def _set_class_weight(self, v):
     "Check a weight written after construction as the constructor does; a new one makes a backward wait for a forward."
@@ -571,7 +572,7 @@ LossCrossEntropy.label_smoothing = _setting('label_smoothing', _check_smoothing,
                                             "The weight of the uniform distribution mixed into the target, in [0, 1].")
 LossCrossEntropy.ignore_index = _setting('ignore_index', _check_ignore_index,
                                          "The class index whose targets add nothing (class indices only).")
-# (a tensor: compared by identity, where `_setting` compares values)
+# (a tensor: compared by identity, where `_setting` compares values; the same tensor assigned again changes nothing)
 LossCrossEntropy.weight = property(operator.attrgetter('_weight'), _set_class_weight,
                                    doc="One weight per class (a float tensor of shape (C)), or None.")
 
