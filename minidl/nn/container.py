@@ -418,7 +418,7 @@ def _learn(seq: Sequential, key):
     seq._fast_writers = tuple(m for m in _leaves(seq._layers) if type(m)._writes_buffers)  # (see `_buffers_written`)
     return _remember(seq, '_fast_keys', key)
 
-_is, _shape, _dtype = operator.is_, operator.attrgetter('shape'), operator.attrgetter('dtype')
+_is, _shape = operator.is_, operator.attrgetter('shape')
 _grad_meta = operator.attrgetter('shape', 'dtype', 'requires_grad')
 
 def _as_learned(seq: Sequential) -> bool:
